@@ -1,0 +1,86 @@
+"""The one exception tree of the execplan server.
+
+    ExecplanError
+     ├── InvalidArgument          bad request or workflow; carries field violations
+     │    └── WorkflowInvalid      planner diagnostics (every problem at once)
+     ├── LimitExceeded            a size or count limit; maps to RESOURCE_EXHAUSTED
+     ├── Overloaded               back-pressure with a retry-after hint
+     ├── NotFound                 unknown execution, plan, ...
+     ├── AlreadyExists
+     ├── FailedPrecondition       e.g. resuming a finished execution
+     ├── StaleToken               a result or ack carrying an outdated fencing token
+     ├── Unavailable              shutting down, store unreachable
+     └── StoreError               the store failed; nothing was acknowledged
+          └── ConcurrencyConflict  (execution_id, sequence) already written
+
+Domain code raises these; `execplan.wire.status` maps each to one gRPC status code
+with `google.rpc` details. Lower-level exceptions are translated with `raise ... from`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One problem with one field, named by its path (`tasks[3].depends_on[0]`)."""
+
+    field: str
+    description: str
+    code: str = ""
+
+
+class ExecplanError(Exception):
+    """Base of every error the server raises on purpose."""
+
+
+class InvalidArgument(ExecplanError):
+    def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
+        super().__init__(message)
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+
+
+class WorkflowInvalid(InvalidArgument):
+    """The workflow has errors; `violations` lists all of them, sorted."""
+
+
+class LimitExceeded(ExecplanError):
+    def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
+        super().__init__(message)
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+
+
+class Overloaded(ExecplanError):
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class NotFound(ExecplanError):
+    pass
+
+
+class AlreadyExists(ExecplanError):
+    pass
+
+
+class FailedPrecondition(ExecplanError):
+    pass
+
+
+class StaleToken(ExecplanError):
+    pass
+
+
+class Unavailable(ExecplanError):
+    pass
+
+
+class StoreError(ExecplanError):
+    pass
+
+
+class ConcurrencyConflict(StoreError):
+    pass
