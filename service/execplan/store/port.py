@@ -1,0 +1,214 @@
+"""The store port: the narrow interface the executor persists through.
+
+What it holds, per execution: an append-only event log keyed by
+`(execution_id, sequence)` (the primary key *is* the optimistic-concurrency check),
+one index row (`ExecutionRecord`) for listing and recovery, the latest snapshot,
+durable timers; plus content-addressed plans and a small namespaced key/value map.
+
+How to use it::
+
+    store = open_store("sqlite:///var/lib/execplan/db.sqlite")   # or "memory:"
+    await store.open()
+    record, created = await store.create_execution(record, first_events)
+    await store.append([Append(execution_id, events, state="RUNNING", updated_at_ms=now)])
+    ...
+    await store.close()
+
+Every backend (memory, SQLite, later PostgreSQL) passes the one contract suite in
+`tests/store/contract.py`. Payloads are opaque bytes (serialized protobuf); no backend
+ever parses them. Errors come from `execplan.errors`: `NotFound`,
+`ConcurrencyConflict`, `AlreadyExists`, `InvalidArgument` (bad cursor),
+`Unavailable` (closed store) and `StoreError` (the backend failed; nothing was
+acknowledged).
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from execplan.errors import InvalidArgument
+
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"SUCCEEDED", "FAILED", "COMPENSATED", "COMPENSATION_FAILED", "CANCELLED", "TERMINATED"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One entry of an execution's log; `payload` is a serialized `ExecutionEvent`."""
+
+    execution_id: str
+    sequence: int
+    kind: str
+    recorded_at_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """The index row of one execution; `state` is the ExecutionState name, e.g. "RUNNING"."""
+
+    execution_id: str
+    plan_id: str
+    workflow_name: str
+    state: str
+    created_at_ms: int
+    updated_at_ms: int
+    last_sequence: int
+    request_id: str = ""
+    fairness_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Events to add to one execution, atomically; optionally updates its index row.
+
+    The first event's sequence must be `last_sequence + 1` and the rest consecutive.
+    `state`/`updated_at_ms` are written to the index row when `state` is given.
+    """
+
+    execution_id: str
+    events: tuple[StoredEvent, ...]
+    state: str | None = None
+    updated_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Folded state of an execution as of `sequence` (opaque payload)."""
+
+    execution_id: str
+    sequence: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRecord:
+    """A durable timer (retry backoff, sleep, timeouts) the executor re-arms on recovery."""
+
+    timer_id: str
+    execution_id: str
+    fire_at_ms: int
+    payload: bytes
+
+
+class Store(abc.ABC):
+    """Persistence port of the executor. All methods are coroutine-safe.
+
+    `list_executions` orders newest first: `(created_at_ms DESC, execution_id DESC)`,
+    paginated by the opaque cursor `page_cursor(last_record_of_previous_page)`.
+    """
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema. Call once before anything else."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending group commits, then release resources. Idempotent."""
+
+    @abc.abstractmethod
+    async def put_plan(self, plan_id: str, payload: bytes) -> None:
+        """Store a plan once; a second put of the same id is ignored (ids are digests)."""
+
+    @abc.abstractmethod
+    async def get_plan(self, plan_id: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def create_execution(
+        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+    ) -> tuple[ExecutionRecord, bool]:
+        """Insert the index row and the first events atomically.
+
+        Events must be numbered 1..n; the stored `last_sequence` is n. When
+        `record.request_id` is set and already used, returns `(existing, False)` and
+        writes nothing; otherwise `(stored_record, True)`. A reused `execution_id`
+        raises `AlreadyExists`.
+        """
+
+    @abc.abstractmethod
+    async def append(self, batch: Sequence[Append]) -> None:
+        """Durably append; returns only after the commit that contains the events.
+
+        Each `Append` is atomic on its own: a duplicate or gapped sequence raises
+        `ConcurrencyConflict`, an unknown execution `NotFound`, and nothing of that
+        Append is written. Other Appends (of this call or of concurrent callers) are
+        unaffected; this call raises the error of its first failing Append after the
+        rest are committed.
+        """
+
+    @abc.abstractmethod
+    async def read_events(
+        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """Events with `sequence > after_sequence`, ascending; [] for unknown ids."""
+
+    @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_executions(
+        self,
+        *,
+        states: Collection[str] = (),
+        workflow_name: str = "",
+        limit: int = 100,
+        after: str = "",
+    ) -> list[ExecutionRecord]:
+        """Newest first; filters combine with AND; `after` is a `page_cursor`."""
+
+    @abc.abstractmethod
+    async def list_active(self) -> list[ExecutionRecord]:
+        """Every execution not in a terminal state (recovery), oldest first."""
+
+    @abc.abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the execution's snapshot unless the stored one is newer."""
+
+    @abc.abstractmethod
+    async def load_snapshot(self, execution_id: str) -> Snapshot | None: ...
+
+    @abc.abstractmethod
+    async def put_timer(self, timer: TimerRecord) -> None:
+        """Insert or replace by `timer_id`."""
+
+    @abc.abstractmethod
+    async def delete_timer(self, timer_id: str) -> None:
+        """Remove a timer; unknown ids are ignored (firing and cancel may race)."""
+
+    @abc.abstractmethod
+    async def list_timers(self) -> list[TimerRecord]:
+        """All timers, earliest `fire_at_ms` first."""
+
+    @abc.abstractmethod
+    async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
+        """Insert or replace."""
+
+    @abc.abstractmethod
+    async def get_kv(self, namespace: str, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
+        """All entries of a namespace, ordered by key."""
+
+
+def page_cursor(record: ExecutionRecord) -> str:
+    """Opaque cursor that resumes `list_executions` after `record`."""
+    raw = f"{record.created_at_ms}:{record.execution_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """`(created_at_ms, execution_id)` of a `page_cursor`; `InvalidArgument` if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sep, execution_id = raw.partition(":")
+        if not sep:
+            raise ValueError("no separator")
+        return int(created), execution_id
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument(f"invalid page cursor {cursor!r}") from exc

@@ -1,0 +1,191 @@
+"""SqliteStore: the embedded, durable `Store` (one SQLite file, WAL).
+
+Usage::
+
+    store = SqliteStore("/var/lib/execplan/execplan.db")
+    await store.open()          # creates the file, enables WAL, migrates the schema
+    ...
+    await store.close()         # flushes pending group commits, closes connections
+
+Layout (simonw/datasette's pattern): ONE writer connection, on which every write goes
+through a `GroupCommitWriter` (one transaction and one fsync per group, one thread hop
+per group), and a few reader connections used round-robin, so reads never queue
+behind a commit. One process per file: a second process would contend for the write
+lock (busy_timeout makes it wait, not fail, but group commit stops paying).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+from execplan.errors import ExecplanError, StoreError, Unavailable
+
+from ..checks import check_batch_shape
+from ..port import (
+    Append,
+    ExecutionRecord,
+    Snapshot,
+    Store,
+    StoredEvent,
+    TimerRecord,
+    decode_cursor,
+)
+from . import reads, writes
+from .schema import configure_reader, configure_writer, migrate
+from .thread import run_on
+from .writer import GroupCommitWriter, WriterStats
+
+T = TypeVar("T")
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path, *, readers: int = 2, max_group: int = 5000) -> None:
+        self._path = str(path)
+        self._reader_count = max(readers, 1)
+        self._max_group = max_group
+        self._conn: aiosqlite.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader: itertools.cycle[aiosqlite.Connection] | None = None
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def stats(self) -> WriterStats:
+        """Group-commit counters (transactions, operations, largest group)."""
+        return self._require_writer().stats
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            self._conn = await aiosqlite.connect(self._path, isolation_level=None)
+            await run_on(self._conn, configure_writer)
+            await run_on(self._conn, migrate)
+            for _ in range(self._reader_count):
+                reader = await aiosqlite.connect(self._path, isolation_level=None)
+                self._readers.append(reader)
+                await run_on(reader, configure_reader)
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise StoreError(f"cannot open SQLite store at {self._path}: {exc}") from exc
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._next_reader = itertools.cycle(self._readers)
+        self._writer = GroupCommitWriter(self._conn, self._max_group)
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        readers, self._readers, self._next_reader = self._readers, [], None
+        conn, self._conn = self._conn, None
+        for connection in [*readers, conn]:
+            if connection is not None:
+                await connection.close()
+
+    def _require_writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise Unavailable("store is not open")
+        return self._writer
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._next_reader is None:
+            raise Unavailable("store is not open")
+        try:
+            return await run_on(next(self._next_reader), fn)
+        except ExecplanError:
+            raise
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError if closed
+            raise StoreError(f"read failed: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------
+
+    async def put_plan(self, plan_id: str, payload: bytes) -> None:
+        await self._require_writer().submit(partial(writes.put_plan, plan_id, payload))
+
+    async def create_execution(
+        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+    ) -> tuple[ExecutionRecord, bool]:
+        check_batch_shape(record.execution_id, events)
+        return await self._require_writer().submit(
+            partial(writes.create_execution, record, tuple(events))
+        )
+
+    async def append(self, batch: Sequence[Append]) -> None:
+        for item in batch:
+            check_batch_shape(item.execution_id, item.events)
+        futures = self._require_writer().enqueue([partial(writes.append, item) for item in batch])
+        first_error: BaseException | None = None
+        for future in futures:
+            try:
+                await future
+            except ExecplanError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
+
+    async def put_timer(self, timer: TimerRecord) -> None:
+        await self._require_writer().submit(partial(writes.put_timer, timer))
+
+    async def delete_timer(self, timer_id: str) -> None:
+        await self._require_writer().submit(partial(writes.delete_timer, timer_id))
+
+    async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
+        await self._require_writer().submit(partial(writes.put_kv, namespace, key, payload))
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get_plan(self, plan_id: str) -> bytes | None:
+        return await self._read(partial(reads.get_plan, plan_id))
+
+    async def read_events(
+        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        return await self._read(partial(reads.read_events, execution_id, after_sequence, limit))
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return await self._read(partial(reads.get_execution, execution_id))
+
+    async def list_executions(
+        self,
+        *,
+        states: Collection[str] = (),
+        workflow_name: str = "",
+        limit: int = 100,
+        after: str = "",
+    ) -> list[ExecutionRecord]:
+        bound = decode_cursor(after) if after else None
+        return await self._read(
+            partial(reads.list_executions, tuple(states), workflow_name, limit, bound)
+        )
+
+    async def list_active(self) -> list[ExecutionRecord]:
+        return await self._read(reads.list_active)
+
+    async def load_snapshot(self, execution_id: str) -> Snapshot | None:
+        return await self._read(partial(reads.load_snapshot, execution_id))
+
+    async def list_timers(self) -> list[TimerRecord]:
+        return await self._read(reads.list_timers)
+
+    async def get_kv(self, namespace: str, key: str) -> bytes | None:
+        return await self._read(partial(reads.get_kv, namespace, key))
+
+    async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
+        return await self._read(partial(reads.list_kv, namespace))

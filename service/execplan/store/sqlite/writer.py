@@ -1,0 +1,155 @@
+"""Group commit: every write of the process goes through one `GroupCommitWriter`.
+
+A write is a plain function `op(sqlite3.Connection) -> result` (see `writes.py`).
+`submit(op)` queues it and awaits its outcome. A single drain task takes *everything*
+pending, runs it on the writer connection's thread in one hop as one transaction::
+
+    BEGIN IMMEDIATE
+      SAVEPOINT op; op_1(conn); RELEASE op      -- or ROLLBACK TO op on failure
+      SAVEPOINT op; op_2(conn); RELEASE op
+      ...
+    COMMIT                                     -- one fsync (synchronous=FULL) for all
+
+and only then resolves each caller's future. Writes submitted while a commit is in
+flight wait for the next one, so the group grows with the load (no timer, no added
+latency when idle). The per-op savepoint is why one failing op (a sequence conflict,
+an unknown execution) is rolled back alone and never fails the rest of the group.
+If the transaction itself fails (disk full, I/O error), every op of the group gets a
+`StoreError` and nothing of it was acknowledged.
+
+Caller cancellation does not withdraw an op: it may still commit (at-least-once),
+exactly as if the process had died after the commit and before the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import aiosqlite
+from execplan.errors import ExecplanError, StoreError, Unavailable
+
+from .thread import run_on
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters for tests and metrics: `operations / transactions` is the group size."""
+
+    transactions: int = 0
+    operations: int = 0
+    largest_group: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+class GroupCommitWriter:
+    def __init__(self, conn: aiosqlite.Connection, max_group: int = 5000) -> None:
+        self._conn = conn
+        # Bounds one transaction's size so a burst cannot delay the first caller forever.
+        self._max_group = max_group
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = WriterStats()
+
+    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` in the next group transaction; returns after that commit."""
+        (future,) = self.enqueue([op])
+        result: T = await future
+        return result
+
+    def enqueue(self, ops: Sequence[Op]) -> list[asyncio.Future[Any]]:
+        """Queue several ops at once (they land in the same group unless it is full)."""
+        if self._closed:
+            raise Unavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for op in ops:
+            future = loop.create_future()
+            self._pending.append((op, future))
+            futures.append(future)
+        if self._drainer is None:
+            # Started, not run: it first runs after the current callbacks, by which time
+            # every coroutine woken in this loop iteration has queued its op too.
+            self._drainer = loop.create_task(self._drain())
+        return futures
+
+    async def close(self) -> None:
+        """Refuse new ops, then wait until everything queued is committed."""
+        self._closed = True
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group = self._pending[: self._max_group]
+                del self._pending[: self._max_group]
+                await self._commit(group)
+        finally:
+            self._drainer = None
+
+    async def _commit(self, group: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        ops = [op for op, _ in group]
+        try:
+            outcomes = await run_on(self._conn, partial(run_group, ops))
+        except Exception as exc:
+            for _, future in group:
+                if not future.done():
+                    error = StoreError(f"commit failed, nothing written: {exc}")
+                    error.__cause__ = exc
+                    future.set_exception(error)
+            return
+        self.stats.transactions += 1
+        self.stats.operations += len(group)
+        self.stats.largest_group = max(self.stats.largest_group, len(group))
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():  # the caller was cancelled; its op still committed
+                continue
+            if isinstance(outcome, _Failed):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
+
+
+def run_group(ops: Sequence[Op], conn: sqlite3.Connection) -> list[Any]:
+    """One transaction, one savepoint per op. Runs on the writer thread."""
+    outcomes: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append(_Failed(_translate(exc)))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append(result)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _translate(exc: Exception) -> BaseException:
+    if isinstance(exc, ExecplanError):
+        return exc
+    error = StoreError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
