@@ -1,0 +1,281 @@
+"""ExecutorClient: typed async access to PlannerService and ExecutorService.
+
+    async with ExecutorClient() as client:          # $EXECPLAN_ADDRESS or 127.0.0.1:7070
+        started = await client.start(source=yaml_text, inputs={"order": 7})
+        async for event in client.watch(started.execution_id):
+            print(event.sequence, event.WhichOneof("kind"))
+
+Every gRPC failure is raised as an `execplan.client.errors` exception. Mutating calls
+carry a `request_id` (a fresh uuid4 unless given) so that a retried call is applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeAlias, TypeVar
+
+import grpc
+from execplan.v1 import (
+    events_pb2,
+    execution_pb2,
+    executor_service_pb2,
+    executor_service_pb2_grpc,
+    plan_pb2,
+    planner_service_pb2,
+    planner_service_pb2_grpc,
+    workflow_pb2,
+)
+
+from ._backoff import Backoff
+from ._channel import insecure_channel
+from .errors import decode_details, translate
+from .values import to_struct, to_value
+
+ExecutionState: TypeAlias = execution_pb2.ExecutionState.ValueType
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class ExecutorClient:
+    def __init__(self, address: str | None = None, *, channel: grpc.aio.Channel | None = None):
+        # A channel passed in belongs to the caller, who closes it.
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else insecure_channel(address)
+        self._executor = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
+        self._planner = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close()
+
+    # -- planner ----------------------------------------------------------------
+
+    async def compile(self, source: str) -> plan_pb2.ExecutionPlan:
+        request = planner_service_pb2.CompilePlanRequest(
+            source=source, format=planner_service_pb2.SOURCE_FORMAT_AUTO
+        )
+        try:
+            response = await self._planner.CompilePlan(request)
+        except grpc.aio.AioRpcError as err:
+            raise translate(err) from err
+        return response.plan
+
+    # -- executions ---------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        source: str | None = None,
+        plan: plan_pb2.ExecutionPlan | None = None,
+        plan_id: str | None = None,
+        workflow: workflow_pb2.Workflow | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        fairness_key: str = "",
+    ) -> executor_service_pb2.StartExecutionResponse:
+        given = [x for x in (source, plan, plan_id, workflow) if x is not None]
+        if len(given) != 1:
+            raise ValueError("pass exactly one of source=, plan=, plan_id=, workflow=")
+        request = executor_service_pb2.StartExecutionRequest(
+            inputs=to_struct(inputs),
+            request_id=request_id or str(uuid.uuid4()),
+            fairness_key=fairness_key,
+        )
+        if source is not None:
+            request.source = source
+            request.format = planner_service_pb2.SOURCE_FORMAT_AUTO
+        elif plan is not None:
+            request.plan.CopyFrom(plan)
+        elif plan_id is not None:
+            request.plan_id = plan_id
+        elif workflow is not None:
+            request.workflow.CopyFrom(workflow)
+        return await self._unary(self._executor.StartExecution, request)
+
+    async def get(self, execution_id: str, at_sequence: int = 0) -> execution_pb2.Execution:
+        request = executor_service_pb2.GetExecutionRequest(
+            execution_id=execution_id, at_sequence=at_sequence
+        )
+        return (await self._unary(self._executor.GetExecution, request)).execution
+
+    async def list(
+        self,
+        states: Sequence[ExecutionState] = (),
+        workflow_name: str = "",
+        page_size: int = 100,
+    ) -> AsyncIterator[execution_pb2.Execution]:
+        """All matching executions, following page tokens lazily."""
+        request = executor_service_pb2.ListExecutionsRequest(
+            states=states, workflow_name=workflow_name, page_size=page_size
+        )
+        while True:
+            response = await self._unary(self._executor.ListExecutions, request)
+            for execution in response.executions:
+                yield execution
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def history(
+        self, execution_id: str, after_sequence: int = 0, page_size: int = 1000
+    ) -> AsyncIterator[events_pb2.ExecutionEvent]:
+        request = executor_service_pb2.GetExecutionHistoryRequest(
+            execution_id=execution_id, after_sequence=after_sequence, page_size=page_size
+        )
+        while True:
+            response = await self._unary(self._executor.GetExecutionHistory, request)
+            for event in response.events:
+                yield event
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def watch(
+        self, execution_id: str, after_sequence: int = 0
+    ) -> AsyncIterator[events_pb2.ExecutionEvent]:
+        """Events after `after_sequence`, ending with `execution_completed`.
+
+        The server streams from any sequence number, so when the stream breaks
+        (UNAVAILABLE, or closed early by a restarting server) we reconnect with
+        backoff and ask for events after the last one yielded: nothing is missed
+        and nothing is yielded twice.
+        """
+        last = after_sequence
+        backoff = Backoff()
+        while True:
+            request = executor_service_pb2.WatchExecutionRequest(
+                execution_id=execution_id, after_sequence=last
+            )
+            call = self._executor.WatchExecution(request)
+            delay: float | None = None
+            try:
+                async for response in call:
+                    event = response.event
+                    if event.sequence <= last:
+                        continue  # a server replaying an overlap must not duplicate
+                    last = event.sequence
+                    backoff.reset()
+                    yield event
+                    if event.HasField("execution_completed"):
+                        return
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise translate(err) from err
+                delay = decode_details(err).retry_after
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
+
+    async def watch_all(
+        self, states: Sequence[ExecutionState] = (), workflow_name: str = ""
+    ) -> AsyncIterator[execution_pb2.Execution]:
+        """State changes of many executions; reconnects on UNAVAILABLE.
+
+        There is no sequence to resume from, so changes made while disconnected
+        arrive only as later changes; use `list()` to catch up if that matters.
+        """
+        backoff = Backoff()
+        request = executor_service_pb2.WatchExecutionsRequest(
+            states=states, workflow_name=workflow_name
+        )
+        while True:
+            call = self._executor.WatchExecutions(request)
+            delay: float | None = None
+            try:
+                async for response in call:
+                    backoff.reset()
+                    yield response.execution
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise translate(err) from err
+                delay = decode_details(err).retry_after
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
+
+    # -- control --------------------------------------------------------------------
+
+    async def pause(
+        self, execution_id: str, reason: str = "", request_id: str | None = None
+    ) -> ExecutionState:
+        request = executor_service_pb2.PauseExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
+        )
+        return (await self._unary(self._executor.PauseExecution, request)).state
+
+    async def resume(
+        self, execution_id: str, reason: str = "", request_id: str | None = None
+    ) -> ExecutionState:
+        # ResumeExecutionRequest has no reason; accepted for a uniform signature.
+        del reason
+        request = executor_service_pb2.ResumeExecutionRequest(
+            execution_id=execution_id, request_id=_request_id(request_id)
+        )
+        return (await self._unary(self._executor.ResumeExecution, request)).state
+
+    async def cancel(
+        self, execution_id: str, reason: str = "", request_id: str | None = None
+    ) -> ExecutionState:
+        request = executor_service_pb2.CancelExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
+        )
+        return (await self._unary(self._executor.CancelExecution, request)).state
+
+    async def terminate(
+        self, execution_id: str, reason: str = "", request_id: str | None = None
+    ) -> ExecutionState:
+        request = executor_service_pb2.TerminateExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
+        )
+        return (await self._unary(self._executor.TerminateExecution, request)).state
+
+    async def send_event(
+        self, execution_id: str, name: str, data: Any = None, request_id: str | None = None
+    ) -> executor_service_pb2.SendEventResponse:
+        request = executor_service_pb2.SendEventRequest(
+            execution_id=execution_id,
+            name=name,
+            data=to_value(data),
+            request_id=_request_id(request_id),
+        )
+        return await self._unary(self._executor.SendEvent, request)
+
+    # -- plans -------------------------------------------------------------------------
+
+    async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> str:
+        request = executor_service_pb2.RegisterPlanRequest(plan=plan)
+        return (await self._unary(self._executor.RegisterPlan, request)).plan_id
+
+    async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
+        request = executor_service_pb2.GetPlanRequest(plan_id=plan_id)
+        return (await self._unary(self._executor.GetPlan, request)).plan
+
+    async def _unary(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+    ) -> _Resp:
+        try:
+            return await method(request)
+        except grpc.aio.AioRpcError as err:
+            raise translate(err) from err
+
+
+def _request_id(given: str | None) -> str:
+    return given or str(uuid.uuid4())
+
+
+__all__ = ["ExecutionState", "ExecutorClient"]

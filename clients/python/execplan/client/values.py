@@ -1,0 +1,53 @@
+"""Plain Python values <-> google.protobuf Struct / Value.
+
+Inputs, outputs, progress and event data cross the wire as JSON-like protobuf
+values. These helpers are the only conversion the SDK does, so a handler sees
+plain dicts, lists, str, float/int, bool and None:
+
+    to_struct({"amount": 12})    -> Struct
+    from_struct(struct)          -> {"amount": 12.0}   (protobuf numbers are doubles)
+    to_value([1, "a", None])     -> Value
+    from_value(value)            -> [1.0, "a", None]
+
+Integral floats are NOT turned back into ints: a double cannot tell 1 from 1.0,
+and guessing would make types depend on the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+
+def to_value(obj: Any) -> struct_pb2.Value:
+    """Raise TypeError for anything that is not JSON-like."""
+    value = struct_pb2.Value()
+    try:
+        json_format.ParseDict(obj, value)
+    except json_format.ParseError as exc:
+        raise TypeError(f"not a JSON-like value: {exc}") from exc
+    return value
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    return json_format.MessageToDict(value)
+
+
+def to_struct(obj: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if obj is None:
+        return struct
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a mapping, got {type(obj).__name__}")
+    try:
+        json_format.ParseDict(dict(obj), struct)
+    except json_format.ParseError as exc:
+        raise TypeError(f"not a JSON-like mapping: {exc}") from exc
+    return struct
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(struct)
+    return result
