@@ -1,0 +1,77 @@
+"""`execplan` command line: one module per command group.
+
+Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its
+commands and sets `handler=<function(args) -> exit code>` on each. A listed module
+that does not exist yet is skipped, so a new group (e.g. `executions`: run, watch,
+get, ls, ...) appears by creating `execplan/cli/<name>.py`; nothing else to edit.
+
+Every failure prints exactly one line `execplan: <reason>` on stderr (plus, for
+invalid workflows, one `path: message` line per diagnostic) and exits non-zero:
+1 for a failed operation, 2 for bad usage or unreadable input, 130 for Ctrl-C.
+Set EXECPLAN_DEBUG=1 to get the traceback of an unexpected error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+
+from execplan.cli.common import EXIT_FAILURE, CliError, Parser, rpc_error_lines
+from execplan.errors import ExecplanError
+
+COMMAND_MODULES = ("planning", "executions", "workers", "serve")
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="execplan",
+        description="Compile declarative workflows into execution plans and run them.",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        qualified = f"{__name__}.{name}"
+        if importlib.util.find_spec(qualified) is None:
+            continue
+        importlib.import_module(qualified).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import grpc  # noqa: PLC0415  (only to recognise RPC errors)
+
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except CliError as exc:
+        _say(str(exc), *exc.details)
+        return exc.exit_code
+    except ExecplanError as exc:
+        _say(str(exc))
+        return EXIT_FAILURE
+    except grpc.RpcError as exc:
+        _say(*rpc_error_lines(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `execplan plan x.yaml | head`: the reader left; not an error worth a word.
+        sys.stderr.close()
+        return EXIT_FAILURE
+    except Exception as exc:
+        if os.environ.get("EXECPLAN_DEBUG"):
+            raise
+        _say(f"internal error: {type(exc).__name__}: {exc} (EXECPLAN_DEBUG=1 for details)")
+        return EXIT_INTERNAL
+
+
+def _say(first: str, *rest: str) -> None:
+    print(f"execplan: {first}", file=sys.stderr)
+    for line in rest:
+        print(line, file=sys.stderr)

@@ -1,0 +1,7 @@
+"""`python -m execplan.cli ...` behaves like the `execplan` script."""
+
+import sys
+
+from execplan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""Helpers shared by the command modules: errors, input, addresses, RPC errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from execplan.config import DEFAULT_LISTEN
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+ADDRESS_ENV = "EXECPLAN_ADDRESS"
+
+
+class CliError(Exception):
+    """Ends the command: `execplan: <message>` on stderr, then `details` lines."""
+
+    def __init__(
+        self, message: str, exit_code: int = EXIT_FAILURE, details: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.details = tuple(details)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse prints usage plus an error over several lines; we want one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+def add_address_option(parser: argparse.ArgumentParser) -> None:
+    """`--address HOST:PORT` for commands that talk to a server."""
+    parser.add_argument(
+        "--address",
+        default=os.environ.get(ADDRESS_ENV, DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"server address (default: ${ADDRESS_ENV} or {DEFAULT_LISTEN})",
+    )
+
+
+def read_text(path: str) -> str:
+    """The contents of `path`, or stdin for `-`; unreadable input is exit 2."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"cannot read {path}: not UTF-8 text", EXIT_USAGE) from exc
+
+
+def rpc_error_lines(err: Any) -> list[str]:
+    """A failed RPC as `CODE: message`, then one `field: description` per violation
+    found in its `google.rpc.Status` details (BadRequest, QuotaFailure, RetryInfo)."""
+    from google.rpc import error_details_pb2  # noqa: PLC0415
+    from grpc_status import rpc_status  # noqa: PLC0415
+
+    code = err.code().name if callable(getattr(err, "code", None)) else "UNKNOWN"
+    details = err.details() if callable(getattr(err, "details", None)) else str(err)
+    lines = [f"{code}: {details}"]
+    status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
+    for detail in status.details if status is not None else ():
+        bad = error_details_pb2.BadRequest()
+        quota = error_details_pb2.QuotaFailure()
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(bad):
+            lines += [f"{v.field}: {v.description}" for v in bad.field_violations]
+        elif detail.Unpack(quota):
+            lines += [f"{v.subject}: {v.description}" for v in quota.violations]
+        elif detail.Unpack(retry):
+            lines.append(f"retry after {retry.retry_delay.ToTimedelta().total_seconds():g}s")
+    return lines

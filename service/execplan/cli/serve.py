@@ -1,0 +1,89 @@
+"""`execplan serve`: run the server until SIGTERM/SIGINT (graceful, ordered stop).
+
+Prints `execplan listening on HOST:PORT` on stdout once the port accepts calls;
+with `--listen 127.0.0.1:0` that line is how scripts learn the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from execplan.cli.common import EXIT_USAGE, CliError
+from execplan.config import DEFAULT_DB, DEFAULT_LISTEN, MIB, ServerConfig, split_host_port
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run the gRPC server", description=__doc__)
+    p.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"gRPC address (default: {DEFAULT_LISTEN}; port 0 picks one)",
+    )
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"SQLite file of the executor (default: {DEFAULT_DB})",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics on this address (default: off)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long in-flight calls may finish on shutdown (default: 10)",
+    )
+    p.add_argument(
+        "--max-message-mib",
+        type=int,
+        default=64,
+        metavar="MIB",
+        help="largest request or response (default: 64)",
+    )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="emit OpenTelemetry server spans to the configured tracer provider",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(handler=run_serve)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    for option, value in (("--listen", args.listen), ("--metrics-listen", args.metrics_listen)):
+        if value is None:
+            continue
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise CliError(f"{option}: {exc}", EXIT_USAGE) from exc
+    if args.max_message_mib <= 0 or args.grace < 0:
+        raise CliError("--max-message-mib must be > 0 and --grace >= 0", EXIT_USAGE)
+    return ServerConfig(
+        listen=args.listen,
+        db_path=args.db,
+        max_message_bytes=args.max_message_mib * MIB,
+        grace_seconds=args.grace,
+        metrics_listen=args.metrics_listen,
+        tracing=args.tracing,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from execplan.server import serve  # noqa: PLC0415  (keeps other commands light)
+
+    config = config_from_args(args)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config))
+    return 0

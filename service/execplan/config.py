@@ -1,0 +1,38 @@
+"""Server configuration: one frozen value built by the CLI (or a test) and handed to
+the composition root (`execplan.server`). Defaults are what `execplan serve` uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_LISTEN = "127.0.0.1:7070"
+DEFAULT_DB = "./execplan.db"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    # HOST:PORT; port 0 picks a free port (see ExecplanServer.port).
+    listen: str = DEFAULT_LISTEN
+    # The executor's SQLite file; unused by the planner.
+    db_path: str = DEFAULT_DB
+    # 64 MiB: a 50,000-task plan is a few MiB; gRPC's 4 MiB default is too small.
+    max_message_bytes: int = 64 * MIB
+    # How long in-flight RPCs may run once shutdown begins.
+    grace_seconds: float = 10.0
+    # HOST:PORT for the Prometheus /metrics endpoint; None = no endpoint.
+    metrics_listen: str | None = None
+    # Install the OpenTelemetry server interceptor (spans go to whatever tracer
+    # provider the process configured; the API default is a no-op).
+    tracing: bool = False
+    # Compiles of documents larger than this run on a worker thread (see
+    # execplan.wire.planner_servicer for why).
+    compile_offload_bytes: int = 64 * 1024
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:7070`) -> (host, port); ValueError if malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)

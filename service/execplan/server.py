@@ -1,0 +1,283 @@
+"""Composition root: builds every part of the server and owns its lifecycle.
+
+    components = build_components(config)        # the one place parts are wired
+    async with ExecplanServer(config, components) as server:
+        print(server.port)
+        await server.wait_for_termination()      # or run_until_signal()
+
+A *component* is anything with a lifecycle that may also serve gRPC services (see
+`Component`). Components start in list order, before the port accepts traffic, and
+stop in reverse order, so list the store first: it then closes last.
+
+Shutdown order is fixed (STYLE principle 10), and each step says why:
+  1. health -> NOT_SERVING    load balancers and probes stop sending new work;
+  2. begin_drain(), reversed  workers are told to finish and disconnect, subscriber
+                              streams end; long-lived streams would otherwise hold
+                              `server.stop(grace)` open for the whole grace period;
+  3. server.stop(grace)       in-flight unary RPCs finish, then the rest are cancelled;
+  4. stop(), reversed         executor before store, store closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+import grpc
+from execplan.config import ServerConfig, split_host_port
+from execplan.errors import Unavailable
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A part of the server with a lifecycle; subclass `BaseComponent` for no-op defaults."""
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        """Add servicers to `server`; return the full names of the services added
+        (e.g. "execplan.v1.ExecutorService") for health and reflection."""
+        ...
+
+    async def start(self) -> None:
+        """Called in list order before the port accepts traffic."""
+        ...
+
+    async def begin_drain(self) -> None:
+        """Shutdown began: ask streams to drain and end; must not block for long."""
+        ...
+
+    async def stop(self) -> None:
+        """Called in reverse order after the gRPC server stopped. Idempotent."""
+        ...
+
+
+class BaseComponent:
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        return ()
+
+    async def start(self) -> None:
+        return None
+
+    async def begin_drain(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class PlannerComponent(BaseComponent):
+    def __init__(self, config: ServerConfig) -> None:
+        # Imported here so a server built without the planner never imports it.
+        from execplan.wire.planner_servicer import SERVICE_NAME, PlannerServicer  # noqa: PLC0415
+
+        self._servicer = PlannerServicer(offload_bytes=config.compile_offload_bytes)
+        self._service_name = SERVICE_NAME
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        from execplan.v1 import planner_service_pb2_grpc  # noqa: PLC0415
+
+        planner_service_pb2_grpc.add_PlannerServiceServicer_to_server(self._servicer, server)
+        return (self._service_name,)
+
+    async def stop(self) -> None:
+        self._servicer.close()
+
+
+class MetricsComponent(BaseComponent):
+    """Prometheus /metrics on its own HTTP port (a daemon thread in prometheus_client)."""
+
+    def __init__(self, listen: str) -> None:
+        self._host, self._port = split_host_port(listen)
+        self._httpd: Any = None
+
+    async def start(self) -> None:
+        import prometheus_client  # noqa: PLC0415
+
+        try:
+            self._httpd, _ = prometheus_client.start_http_server(self._port, self._host)
+        except OSError as exc:
+            raise Unavailable(f"cannot listen on {self._host}:{self._port}: {exc}") from exc
+        log.info("metrics on http://%s:%d/metrics", self._host, self._httpd.server_port)
+
+    async def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+
+def build_components(config: ServerConfig) -> list[Component]:
+    """Everything `execplan serve` runs, in start order (store first, so it closes last).
+
+    The executor plugs in here: open the store from `config.db_path`, then append
+    the executor component (which registers ExecutorService and WorkerService).
+    """
+    components: list[Component] = [PlannerComponent(config)]
+    if config.metrics_listen:
+        components.insert(0, MetricsComponent(config.metrics_listen))
+    return components
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Our own pings find dead peers (a worker whose host vanished) within ~80 s.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Clients (worker SDKs) ping every 20-60 s, also on idle streams; allow
+        # anything from 10 s up, or they get GOAWAY "too_many_pings" (NOTES.md).
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # A second server on the same port must fail, not silently share it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
+    if not config.tracing:
+        return []
+    # The interceptor itself rather than GrpcAioInstrumentorServer: same spans, no
+    # global monkeypatch of grpc.aio.server. Health is excluded because the
+    # interceptor breaks its `context.write` Watch stream (opentelemetry-contrib#3066).
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor  # noqa: PLC0415
+    from opentelemetry.instrumentation.grpc.filters import (  # noqa: PLC0415
+        health_check,
+        negate,
+    )
+
+    exclude_health = negate(health_check())
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=exclude_health
+    )
+    return [interceptor]
+
+
+class ExecplanServer:
+    def __init__(self, config: ServerConfig, components: Sequence[Component] | None = None):
+        self.config = config
+        self.components = list(build_components(config) if components is None else components)
+        self.health = health_aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._services: list[str] = []
+        self._started: list[Component] = []
+        self._port = 0
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with `--listen HOST:0`)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        host, _ = split_host_port(self.config.listen)
+        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+
+    async def start(self) -> None:
+        try:
+            for component in self.components:
+                await component.start()
+                self._started.append(component)
+            self._server = server = grpc.aio.server(
+                options=server_options(self.config), interceptors=_interceptors(self.config)
+            )
+            for component in self.components:
+                self._services.extend(component.register(server))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection(
+                [
+                    *self._services,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                server,
+            )
+            self._port = self._bind(server)
+            await server.start()
+        except BaseException:
+            await self.stop()
+            raise
+        for name in ("", *self._services):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("execplan listening on %s", self.address)
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        try:
+            port = server.add_insecure_port(self.config.listen)
+        except RuntimeError as exc:  # grpcio raises on bind failure (older: returns 0)
+            raise Unavailable(f"cannot listen on {self.config.listen}: {exc}") from exc
+        if port == 0:
+            raise Unavailable(f"cannot listen on {self.config.listen}")
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful, ordered, idempotent: concurrent callers await the same shutdown."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._shutdown(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self, grace: float | None) -> None:
+        grace = self.config.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        for component in reversed(self._started):
+            await _logged(component.begin_drain(), "begin_drain", component)
+        if self._server is not None:
+            await self._server.stop(grace)
+        for component in reversed(self._started):
+            await _logged(component.stop(), "stop", component)
+        self._started.clear()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+            log.info("signal received, shutting down (grace %.1fs)", self.config.grace_seconds)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        await self.stop()
+
+    async def __aenter__(self) -> ExecplanServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def _logged(step: Any, what: str, component: Component) -> None:
+    # One component failing to shut down must not stop the others from closing.
+    try:
+        await step
+    except Exception:
+        log.exception("%s of %s failed", what, type(component).__name__)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run a server until SIGTERM/SIGINT; prints the one line scripts wait for."""
+    async with ExecplanServer(config) as server:
+        print(f"execplan listening on {server.address}", flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.run_until_signal()
