@@ -1,0 +1,217 @@
+"""The store contract against SqliteStore, plus what only SQLite has: group commit,
+schema migrations, durability across reopen and across `kill -9`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from execplan.errors import StoreError
+from execplan.store import Append, ExecutionRecord, SqliteStore, Store, StoredEvent
+from execplan.store.sqlite.schema import LATEST_VERSION, MIGRATIONS, migrate
+
+from .contract import StoreContract, event, events, record, sequences, started
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        store = SqliteStore(tmp_path / "execplan.db")
+        await store.open()
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "execplan.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_concurrent_appends_are_grouped_into_few_transactions(
+    sqlite_store: SqliteStore,
+) -> None:
+    ids = [f"g{i:03}" for i in range(200)]
+    for execution_id in ids:
+        await started(sqlite_store, execution_id)
+    before = sqlite_store.stats.transactions
+
+    await asyncio.gather(
+        *(sqlite_store.append([Append(i, (event(i, 2),))]) for i in ids),
+    )
+
+    # 200 callers in one loop iteration: one group, one transaction, one fsync.
+    assert sqlite_store.stats.transactions - before == 1
+    assert sqlite_store.stats.largest_group == 200
+
+
+async def test_group_size_is_bounded(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db", max_group=50)
+    await store.open()
+    try:
+        ids = [f"g{i:03}" for i in range(120)]
+        await asyncio.gather(*(started(store, i) for i in ids))
+        assert store.stats.largest_group == 50
+        assert store.stats.transactions == 3
+    finally:
+        await store.close()
+
+
+async def test_close_flushes_pending_writes(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = SqliteStore(path)
+    await store.open()
+    await started(store, "e1")
+    pending = [asyncio.ensure_future(store.put_kv("ns", f"k{i}", b"v")) for i in range(50)]
+    await asyncio.sleep(0)  # queued, not yet committed
+    await store.close()
+    await asyncio.gather(*pending)
+
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert len(await reopened.list_kv("ns")) == 50
+    finally:
+        await reopened.close()
+
+
+async def test_reopen_sees_everything_committed(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = SqliteStore(path)
+    await store.open()
+    await started(store, "e1", 3)
+    await store.append([Append("e1", events("e1", 4, 5), state="SUCCEEDED", updated_at_ms=5)])
+    await store.close()
+
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert sequences(await reopened.read_events("e1")) == [1, 2, 3, 4, 5]
+        rec = await reopened.get_execution("e1")
+        assert rec is not None
+        assert (rec.state, rec.last_sequence) == ("SUCCEEDED", 5)
+    finally:
+        await reopened.close()
+
+
+async def test_reads_do_not_wait_for_the_writer(sqlite_store: SqliteStore) -> None:
+    await started(sqlite_store, "e1")
+    # A big group in flight on the writer thread ...
+    ids = [f"w{i:04}" for i in range(3000)]
+    creating = asyncio.gather(*(started(sqlite_store, i) for i in ids))
+    await asyncio.sleep(0)
+    # ... while a read on a reader connection completes before it.
+    assert await sqlite_store.get_execution("e1") is not None
+    assert not creating.done()
+    await creating
+
+
+def _old_database(path: Path) -> None:
+    """A database as execplan wrote it at schema version 1, with one execution."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=1) == 1
+    conn.execute(
+        "INSERT INTO executions VALUES ('old', 'p', 'orders', 'RUNNING', 1, 1, 1, 'r-old')"
+    )
+    conn.execute("INSERT INTO events VALUES ('old', 1, 'Started', 1, x'00')")
+    conn.close()
+
+
+async def test_migrates_old_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path)
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        rec = await store.get_execution("old")
+        assert rec == ExecutionRecord("old", "p", "orders", "RUNNING", 1, 1, 1, "r-old", "")
+        await store.append([Append("old", (event("old", 2),))])
+        assert sequences(await store.read_events("old")) == [1, 2]
+        await store.put_kv("ns", "k", b"v")  # table added by a later migration
+        _, created = await store.create_execution(record("new", request_id="r-old"), [])
+        assert not created  # the request_id index survived the migration
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST_VERSION,)]
+    conn.close()
+
+
+def test_migrations_are_numbered_in_order() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn)
+    conn.execute("UPDATE schema_version SET version = ?", (LATEST_VERSION + 1,))
+    conn.close()
+    store = SqliteStore(path)
+    with pytest.raises(StoreError, match="newer"):
+        await store.open()
+    await store.close()
+
+
+async def test_unopenable_path_is_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "missing-dir" / "db")
+    with pytest.raises(StoreError):
+        await store.open()
+
+
+@pytest.mark.parametrize("kill_after", [40, 700, 3000])
+async def test_kill_9_keeps_exactly_the_acknowledged_events(
+    tmp_path: Path, kill_after: int
+) -> None:
+    path = tmp_path / "killed.db"
+    writers = 8
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("kill_child.py")),
+        str(path),
+        str(writers),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    acked: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(20):
+            while sum(acked.values()) < kill_after:
+                line = await child.stdout.readline()
+                assert line, "child exited early"
+                execution_id, sequence = line.split()
+                acked[execution_id.decode()] = int(sequence)
+    finally:
+        child.send_signal(signal.SIGKILL)
+    # Lines already in the pipe were acknowledged before the kill: count them too.
+    for line in (await child.stdout.read()).splitlines():
+        if len(parts := line.split()) == 2:
+            acked[parts[0].decode()] = int(parts[1])
+    await child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert len(acked) == writers  # every execution was created and acknowledged
+        for name, last_acked in acked.items():
+            stored = await store.read_events(name)
+            got = sequences(stored)
+            # No gaps, nothing torn: 1..n, and n covers every acknowledged append.
+            assert got == list(range(1, len(got) + 1))
+            assert len(got) >= last_acked
+            # At most the in-flight group committed after the last ack we read.
+            rec = await store.get_execution(name)
+            assert rec is not None
+            assert rec.last_sequence == len(got)
+            assert all(isinstance(e, StoredEvent) and len(e.payload) == 200 for e in stored)
+    finally:
+        await store.close()
