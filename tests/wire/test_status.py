@@ -1,0 +1,175 @@
+"""The error table: codes, google.rpc details, and what a real client receives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from execplan import errors
+from execplan.wire.status import (
+    DOMAIN,
+    TABLE,
+    mapping_for,
+    stream_errors,
+    to_rpc_status,
+    unary_errors,
+)
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+CODES = [
+    (errors.InvalidArgument("x"), grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.WorkflowInvalid("x"), grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.LimitExceeded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Overloaded("x", 1.5), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists("x"), grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.StaleToken("x"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
+    (errors.StoreError("x"), grpc.StatusCode.UNAVAILABLE),
+    (errors.ConcurrencyConflict("x"), grpc.StatusCode.ABORTED),
+    (errors.ExecplanError("x"), grpc.StatusCode.INTERNAL),
+]
+
+
+@pytest.mark.parametrize(("error", "code"), CODES, ids=lambda v: type(v).__name__)
+def test_each_error_maps_to_its_code(error: errors.ExecplanError, code: grpc.StatusCode) -> None:
+    assert mapping_for(error).code == code
+    assert to_rpc_status(error).code == code.value[0]
+
+
+def test_every_error_class_has_a_row() -> None:
+    def subclasses(cls: type) -> set[type]:
+        found: set[type] = set()
+        for sub in cls.__subclasses__():
+            found |= {sub, *subclasses(sub)}
+        return found
+
+    assert subclasses(errors.ExecplanError) <= set(TABLE)
+
+
+def test_subclass_without_row_inherits_parent() -> None:
+    class Gone(errors.NotFound):
+        pass
+
+    assert mapping_for(Gone("x")).code == grpc.StatusCode.NOT_FOUND
+
+
+def _unpack(st: status_pb2.Status, cls: Any) -> list[Any]:
+    found = []
+    for detail in st.details:
+        msg = cls()
+        if detail.Unpack(msg):
+            found.append(msg)
+    return found
+
+
+def test_workflow_invalid_has_bad_request_and_error_info() -> None:
+    err = errors.WorkflowInvalid(
+        "workflow invalid",
+        [
+            errors.FieldViolation(
+                "tasks[3].depends_on[0]", "unknown task 'x'", "unknown-dependency"
+            ),
+            errors.FieldViolation("name", "must not be empty"),
+        ],
+    )
+    st = to_rpc_status(err)
+    assert st.code == code_pb2.INVALID_ARGUMENT
+    assert st.message == "workflow invalid"
+    (bad,) = _unpack(st, error_details_pb2.BadRequest)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("tasks[3].depends_on[0]", "unknown-dependency: unknown task 'x'"),
+        ("name", "must not be empty"),
+    ]
+    (info,) = _unpack(st, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("WORKFLOW_INVALID", DOMAIN)
+
+
+def test_limit_has_quota_failure() -> None:
+    err = errors.LimitExceeded("too big", [errors.FieldViolation("tasks", "> 50000", "too-many")])
+    (quota,) = _unpack(to_rpc_status(err), error_details_pb2.QuotaFailure)
+    assert [(v.subject, v.description) for v in quota.violations] == [
+        ("tasks", "too-many: > 50000")
+    ]
+
+
+def test_overloaded_has_retry_info() -> None:
+    (retry,) = _unpack(to_rpc_status(errors.Overloaded("busy", 2.25)), error_details_pb2.RetryInfo)
+    assert retry.retry_delay.ToMilliseconds() == 2250
+
+
+# --- through a real server --------------------------------------------------------
+
+_Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class _Handlers:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    @unary_errors
+    async def unary(self, request: bytes, context: _Ctx) -> bytes:
+        raise self.exc
+
+    @stream_errors
+    async def stream(self, request: bytes, context: _Ctx) -> AsyncIterator[bytes]:
+        yield b"first"
+        raise self.exc
+
+
+async def _call(exc: Exception, streaming: bool) -> tuple[grpc.aio.AioRpcError, list[bytes]]:
+    handlers = _Handlers(exc)
+    method: Any = (
+        grpc.unary_stream_rpc_method_handler(handlers.stream)
+        if streaming
+        else grpc.unary_unary_rpc_method_handler(handlers.unary)
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Svc", {"M": method})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    received: list[bytes] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                # Untyped on purpose: raw bytes, no serializers.
+                stream: Any = channel.unary_stream("/test.Svc/M")
+                unary: Any = channel.unary_unary("/test.Svc/M")
+                if streaming:
+                    async for item in stream(b""):
+                        received.append(item)
+                else:
+                    await unary(b"")
+        return info.value, received
+    finally:
+        await server.stop(None)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_client_decodes_bad_request(streaming: bool) -> None:
+    exc = errors.InvalidArgument("bad", [errors.FieldViolation("definition", "required")])
+    err, received = await _call(exc, streaming)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert received == ([b"first"] if streaming else [])
+    st = rpc_status.from_call(err)
+    assert st is not None
+    (bad,) = _unpack(st, error_details_pb2.BadRequest)
+    assert bad.field_violations[0].field == "definition"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_unexpected_error_is_internal_without_traceback(
+    streaming: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    err, _ = await _call(ZeroDivisionError("secret detail"), streaming)
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert "secret detail" not in (err.details() or "")
+    assert "Traceback" not in (err.details() or "")
+    assert "incident" in (err.details() or "")
+    assert any(r.exc_info for r in caplog.records)  # the traceback went to the log
