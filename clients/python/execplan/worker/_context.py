@@ -1,0 +1,149 @@
+"""TaskContext: what a handler knows about the attempt it runs, and how it talks back.
+
+A context is created on the stream thread when a dispatch arrives and is then used
+from the handler's thread (the user's event loop, or a pool thread for sync
+handlers). So every method here is thread-safe: plain attribute reads, a
+threading.Event for `cancelled`, and callbacks that hop threads themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from execplan.client.values import to_value
+from execplan.v1 import worker_service_pb2
+from google.protobuf import struct_pb2
+
+
+class AttemptKey(NamedTuple):
+    """Identity of one lease: the same task re-leased under a new epoch is a new key."""
+
+    execution_id: str
+    task_id: str
+    phase: int
+    attempt: int
+    lease_epoch: int
+
+    @classmethod
+    def of(cls, ref: worker_service_pb2.AttemptRef) -> AttemptKey:
+        return cls(
+            ref.execution_id, ref.task_id, ref.phase, ref.token.attempt, ref.token.lease_epoch
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    execution_id: str
+    task_id: str
+    attempt: int
+    lease_epoch: int
+    idempotency_key: str
+    task_type: str
+    workflow_name: str
+    secrets: Mapping[str, str]
+    trace_context: Mapping[str, str]
+    deadline: datetime | None
+
+
+class TaskContext:
+    """Passed as the second argument to handlers that accept two parameters."""
+
+    def __init__(self, info: AttemptInfo, on_heartbeat: Callable[[], None]) -> None:
+        self._info = info
+        self._on_heartbeat = on_heartbeat
+        self._cancelled = threading.Event()
+        self._progress: struct_pb2.Value | None = None
+        self._progress_dirty = False
+        # Bound lazily by wait_cancelled() to the loop the handler awaits on.
+        self._waiter_loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Event | None = None
+
+    # -- what the attempt is --------------------------------------------------------
+    @property
+    def execution_id(self) -> str:
+        return self._info.execution_id
+
+    @property
+    def task_id(self) -> str:
+        return self._info.task_id
+
+    @property
+    def attempt(self) -> int:
+        return self._info.attempt
+
+    @property
+    def lease_epoch(self) -> int:
+        return self._info.lease_epoch
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across re-leases of this attempt: use it for side effects."""
+        return self._info.idempotency_key
+
+    @property
+    def task_type(self) -> str:
+        return self._info.task_type
+
+    @property
+    def workflow_name(self) -> str:
+        return self._info.workflow_name
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return dict(self._info.secrets)
+
+    @property
+    def trace_context(self) -> dict[str, str]:
+        return dict(self._info.trace_context)
+
+    @property
+    def deadline(self) -> datetime | None:
+        """start_to_close deadline (UTC), if the task has one."""
+        return self._info.deadline
+
+    # -- talking back -------------------------------------------------------------------
+    def heartbeat(self, progress: Any = None) -> None:
+        """Record progress (JSON-like) for the next heartbeat and ask for an early send.
+
+        Heartbeats flow without this call: the SDK sends one for every running attempt
+        each interval. Calling it is for reporting progress promptly.
+        """
+        if progress is not None:
+            self._progress = to_value(progress)
+            self._progress_dirty = True
+        self._on_heartbeat()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the executor cancelled this attempt; sync handlers should poll it."""
+        return self._cancelled.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Return when the attempt is cancelled (for async handlers racing other work)."""
+        if self._waiter is None:
+            self._waiter_loop = asyncio.get_running_loop()
+            self._waiter = asyncio.Event()
+            if self._cancelled.is_set():
+                self._waiter.set()
+        await self._waiter.wait()
+
+    # -- SDK internals -------------------------------------------------------------------
+    def take_progress(self, *, only_dirty: bool) -> tuple[bool, struct_pb2.Value | None]:
+        """(include?, latest progress) for a heartbeat; clears the dirty mark."""
+        dirty, self._progress_dirty = self._progress_dirty, False
+        return (dirty or not only_dirty), self._progress
+
+    def cancel(self) -> None:
+        """Called from the stream thread."""
+        self._cancelled.set()
+        loop, waiter = self._waiter_loop, self._waiter
+        if loop is not None and waiter is not None:
+            # RuntimeError: the handler's loop is closed, nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(waiter.set)

@@ -1,0 +1,177 @@
+"""Runs handlers where they belong and reports their outcome to the stream thread.
+
+* async handlers run as tasks on the user's event loop (the loop `serve()` runs on);
+* sync handlers run in a ThreadPoolExecutor sized to the worker's slots.
+
+`Runner.start` is called on the stream thread; it hops to the right place with
+thread-safe calls only. A sync handler's pool thread reports its result straight
+to the stream thread, so a busy user loop never delays sync results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from execplan.client.values import from_struct, to_value
+from execplan.v1 import execution_pb2, worker_service_pb2
+
+from ._context import AttemptKey, TaskContext
+
+_log = logging.getLogger("execplan.worker")
+
+Report = Callable[[AttemptKey, worker_service_pb2.TaskResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    task_type: str
+    fn: Callable[..., Any]
+    is_async: bool
+    takes_context: bool
+
+    @classmethod
+    def wrap(cls, task_type: str, fn: Callable[..., Any]) -> Handler:
+        return cls(task_type, fn, inspect.iscoroutinefunction(fn), _takes_context(fn))
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    """True when fn accepts (inputs, ctx); False for fn(inputs)."""
+    positional = 0
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if param.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
+    if positional == 0:
+        raise TypeError(f"handler {fn!r} must accept (inputs) or (inputs, ctx)")
+    return positional >= 2
+
+
+def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
+    # NonRetryableError sets `retryable = False` as a class attribute, so one
+    # getattr covers it, its subclasses and any third-party exception doing the same.
+    retryable = getattr(exc, "retryable", True) is not False
+    return execution_pb2.ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=retryable)
+
+
+def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
+    try:
+        value = to_value(output)
+    except TypeError as exc:
+        # Retrying cannot make the return value serialisable.
+        error = execution_pb2.ErrorInfo(
+            type="OutputEncodingError",
+            message=f"handler returned {type(output).__name__}: {exc}",
+            retryable=False,
+        )
+        return worker_service_pb2.TaskResult(attempt=ref, error=error)
+    return worker_service_pb2.TaskResult(attempt=ref, output=value)
+
+
+def encode_error(
+    ref: worker_service_pb2.AttemptRef, exc: BaseException
+) -> worker_service_pb2.TaskResult:
+    return worker_service_pb2.TaskResult(attempt=ref, error=error_info(exc))
+
+
+@dataclass(slots=True)
+class _AsyncRun:
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Runner:
+    handlers: dict[str, Handler]
+    loop: asyncio.AbstractEventLoop
+    pool: ThreadPoolExecutor
+    report: Report
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext) -> Callable[[], None]:
+        """Start the handler (called on the stream thread); returns a canceller."""
+        handler = self.handlers.get(dispatch.task_type)
+        if handler is None:
+            # Another worker may have this type, so the attempt stays retryable.
+            exc = LookupError(f"no handler registered for task type {dispatch.task_type!r}")
+            result = encode_error(dispatch.attempt, exc)
+            result.error.type = "UnknownTaskType"
+            self.report(AttemptKey.of(dispatch.attempt), result)
+            return lambda: None
+        if not handler.is_async:
+            self.pool.submit(self._run_sync, handler, dispatch, ctx)
+            return lambda: None  # sync handlers poll ctx.cancelled
+        run = _AsyncRun()
+        self.loop.call_soon_threadsafe(self._start_async, handler, dispatch, ctx, run)
+        return lambda: self._threadsafe(self._cancel_async, run)
+
+    def cancel_all(self) -> None:
+        """Cancel every async handler task; call on the user loop."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        # RuntimeError: the user loop is closed, its tasks are gone anyway.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _run_sync(
+        self, handler: Handler, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext
+    ) -> None:
+        key = AttemptKey.of(dispatch.attempt)
+        if ctx.cancelled:
+            return
+        try:
+            inputs = from_struct(dispatch.inputs)
+            output = handler.fn(inputs, ctx) if handler.takes_context else handler.fn(inputs)
+        except Exception as exc:
+            self.report(key, encode_error(dispatch.attempt, exc))
+        else:
+            self.report(key, encode_output(dispatch.attempt, output))
+
+    def _start_async(
+        self,
+        handler: Handler,
+        dispatch: worker_service_pb2.Dispatch,
+        ctx: TaskContext,
+        run: _AsyncRun,
+    ) -> None:
+        if ctx.cancelled:
+            return
+        task = self.loop.create_task(self._run_async(handler, dispatch, ctx))
+        run.task = task
+        # Keep a strong reference: the loop holds tasks only weakly.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _cancel_async(run: _AsyncRun) -> None:
+        if run.task is not None:
+            run.task.cancel()
+
+    async def _run_async(
+        self, handler: Handler, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext
+    ) -> None:
+        key = AttemptKey.of(dispatch.attempt)
+        try:
+            inputs = from_struct(dispatch.inputs)
+            if handler.takes_context:
+                output = await handler.fn(inputs, ctx)
+            else:
+                output = await handler.fn(inputs)
+        except asyncio.CancelledError:
+            # Cancelled by the executor or by stop(): no result is sent either way.
+            raise
+        except Exception as exc:
+            self.report(key, encode_error(dispatch.attempt, exc))
+        else:
+            self.report(key, encode_output(dispatch.attempt, output))

@@ -1,0 +1,419 @@
+"""The worker's connection: one WorkerService.Connect stream on a dedicated thread.
+
+Why a thread of its own: acks and heartbeats keep leases alive, so nothing a
+handler does may delay them. An async handler that calls time.sleep() blocks the
+user's loop and a CPU-bound sync handler holds the GIL only in slices; a separate
+thread with its own asyncio loop keeps reading, acking and heartbeating anyway.
+
+Protocol, as the executor expects it (SPEC section 4):
+
+1. connect, send `register` (with `running`: attempts still in progress or whose
+   result is not yet delivered), wait for `registered`; revoked attempts are
+   cancelled locally and their queued results dropped;
+2. per incoming message: one ack per dispatch, all in one outgoing message; the
+   handlers start once that message is written (an ack always precedes its result);
+3. every heartbeat interval: one message with a heartbeat for each running attempt
+   (earlier, and only for attempts with new progress, when ctx.heartbeat() asks);
+4. results go through the Outbox, batched with whatever else is ready;
+5. `cancels` cancel locally and drop the result; `rejections` are only logged;
+6. `drain` (or a local drain): status{draining}, finish running attempts, deliver
+   their results, half-close, wait for the server to end the stream, return;
+7. a broken stream: reconnect with full-jitter backoff (base 0.2 s, cap 10 s, or the
+   server's RetryInfo delay), unless the code is fatal (bad request, auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from execplan.client._backoff import Backoff
+from execplan.client._channel import insecure_channel
+from execplan.client.errors import decode_details, translate
+from execplan.v1 import worker_service_pb2, worker_service_pb2_grpc
+from google.protobuf import timestamp_pb2
+
+from ._context import AttemptInfo, AttemptKey, TaskContext
+from ._outbox import Outbox
+
+_log = logging.getLogger("execplan.worker")
+
+SDK = "python/0.1"
+# Codes that no retry can fix: the registration or credentials are wrong.
+FATAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+_DEFAULT_HEARTBEAT_S = 10.0
+# A server that never ends the stream after our half-close must not hang shutdown.
+_CLOSE_TIMEOUT_S = 5.0
+
+StartHandler = Callable[[worker_service_pb2.Dispatch, TaskContext], Callable[[], None]]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    address: str | None
+    worker_id: str
+    task_types: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    environment: str = ""
+    slots: int = 8
+
+
+@dataclass(eq=False)
+class _Attempt:
+    dispatch: worker_service_pb2.Dispatch
+    ctx: TaskContext
+    started: bool = False
+    canceller: Callable[[], None] = lambda: None
+
+
+class StreamThread:
+    """Owns the channel and the stream; every public method is thread-safe."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self._config = config
+        self._start_handler: StartHandler = _not_started
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"execplan-worker-{config.worker_id}", daemon=True
+        )
+        self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Everything below is touched on the stream thread only.
+        self._attempts: dict[AttemptKey, _Attempt] = {}
+        self._outbox = Outbox()
+        self._draining = False
+        self._stopping = False
+        self._heartbeat_s = _DEFAULT_HEARTBEAT_S
+        self._backoff = Backoff()
+
+    # -- thread-safe API -------------------------------------------------------------
+    def start(self, start_handler: StartHandler) -> None:
+        """Connect on the stream thread; dispatches are handed to start_handler."""
+        self._start_handler = start_handler
+        self._thread.start()
+        self._ready.wait()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def submit_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
+        self._call(self._on_result, key, result)
+
+    def request_heartbeat(self) -> None:
+        self._call(self._on_heartbeat_request)
+
+    def drain(self, reason: str) -> None:
+        self._call(self._begin_drain, reason)
+
+    def stop(self) -> None:
+        self._call(self._begin_stop)
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed: the stream is gone
+            loop.call_soon_threadsafe(fn, *args)
+
+    # -- thread and reconnect loop -------------------------------------------------------
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self.finished.set_exception(exc)
+        else:
+            self.finished.set_result(None)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._heartbeat_now = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        self._main_task: asyncio.Task[None] = main_task
+        self._ready.set()
+        channel = insecure_channel(self._config.address)
+        stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        try:
+            await self._reconnect_loop(stub)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        finally:
+            self._cancel_all_attempts()
+            await channel.close()
+
+    async def _reconnect_loop(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> None:
+        while not self._stopping:
+            delay: float | None = None
+            try:
+                if await self._session(stub):
+                    return
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FATAL_CODES:
+                    raise translate(err) from err
+                delay = decode_details(err).retry_after
+                _log.warning("worker stream lost (%s: %s)", err.code().name, err.details())
+            except (grpc.aio.UsageError, asyncio.InvalidStateError, ConnectionError) as exc:
+                _log.warning("worker stream lost (%r)", exc)
+            if self._drained():
+                return  # nothing left to deliver: no reason to come back
+            if delay is None:
+                delay = self._backoff.next_delay()
+            self._interrupt.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interrupt.wait(), delay)
+
+    # -- one connection ---------------------------------------------------------------
+    async def _session(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> bool:
+        """Run one stream; True when it ended because a drain completed."""
+        call = stub.Connect()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            first = worker_service_pb2.ConnectRequest(register=self._registration())
+            if self._draining:
+                first.status.CopyFrom(_DRAINING)
+            await call.write(first)
+            response = await call.read()
+            if not isinstance(response, worker_service_pb2.ConnectResponse):
+                return False  # EOF: the server ended the stream at once
+            if not response.HasField("registered"):
+                _log.warning("first server message was not `registered`; reconnecting")
+                return False
+            self._on_registered(response.registered)
+            self._on_response(response)
+            reader = asyncio.create_task(self._read_loop(call))
+            writer = asyncio.create_task(self._write_loop(call))
+            tasks = [reader, writer, asyncio.create_task(self._heartbeat_loop())]
+            self._wake.set()  # flush what queued up while we were disconnected
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # raises the stream's error
+                return False  # the server ended the stream without a drain
+            writer.result()
+            # We half-closed after a drain: the server ends the stream next.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), _CLOSE_TIMEOUT_S)
+            return True
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            call.cancel()
+            self._on_disconnected()
+
+    async def _read_loop(self, call: _ConnectCall) -> None:
+        while True:
+            response = await call.read()
+            if not isinstance(response, worker_service_pb2.ConnectResponse):
+                return  # EOF
+            self._on_response(response)
+
+    async def _write_loop(self, call: _ConnectCall) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            request, after_write = self._outbox.take()
+            if request is not None:
+                await call.write(request)
+            for callback in after_write:
+                callback()
+            if self._drained():
+                await call.done_writing()
+                return
+
+    async def _heartbeat_loop(self) -> None:
+        """A full heartbeat round each interval; progress-only rounds in between."""
+        next_full = time.monotonic() + self._heartbeat_s
+        while True:
+            timeout = max(0.0, next_full - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), timeout)
+            self._heartbeat_now.clear()
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + self._heartbeat_s
+            self._queue_heartbeats(only_dirty=not full)
+            if not full:
+                # Bound the message rate of a handler that reports progress in a loop.
+                await asyncio.sleep(self._heartbeat_s / 10)
+
+    # -- protocol handlers (stream thread) ---------------------------------------------
+    def _registration(self) -> worker_service_pb2.WorkerRegistration:
+        c = self._config
+        running = [a.dispatch.attempt for a in self._attempts.values() if a.started]
+        running += [r.attempt for r in self._outbox.results.values()]
+        return worker_service_pb2.WorkerRegistration(
+            worker_id=c.worker_id,
+            task_types=c.task_types,
+            labels=c.labels,
+            environment=c.environment,
+            slots=c.slots,
+            running=running,
+            sdk=SDK,
+        )
+
+    def _on_registered(self, registered: worker_service_pb2.WorkerRegistered) -> None:
+        self._backoff.reset()
+        if registered.heartbeat_interval_ms:
+            self._heartbeat_s = registered.heartbeat_interval_ms / 1000
+        for ref in registered.revoked:
+            _log.info("attempt %s/%s revoked on re-register", ref.execution_id, ref.task_id)
+            self._cancel(ref)
+
+    def _on_response(self, response: worker_service_pb2.ConnectResponse) -> None:
+        for dispatch in response.dispatches:
+            self._on_dispatch(dispatch)
+        for cancel in response.cancels:
+            _log.info("attempt %s/%s cancelled: %s", *_names(cancel.attempt), cancel.reason)
+            self._cancel(cancel.attempt)
+        for rejection in response.rejections:
+            _log.info("result %s/%s rejected: %s", *_names(rejection.attempt), rejection.reason)
+        if response.HasField("drain"):
+            self._begin_drain(response.drain.reason or "server drain")
+        if response.dispatches or response.cancels:
+            self._wake.set()
+
+    def _on_dispatch(self, dispatch: worker_service_pb2.Dispatch) -> None:
+        key = AttemptKey.of(dispatch.attempt)
+        self._outbox.acks.append(worker_service_pb2.AssignmentAck(attempt=dispatch.attempt))
+        if key in self._attempts or key in self._outbox.results:
+            return  # a re-sent dispatch of an attempt we already run: ack only
+        attempt = _Attempt(dispatch, TaskContext(_info(dispatch), self.request_heartbeat))
+        self._attempts[key] = attempt
+        self._outbox.after_write.append(lambda: self._start(key, attempt))
+
+    def _start(self, key: AttemptKey, attempt: _Attempt) -> None:
+        if self._attempts.get(key) is not attempt or attempt.started:
+            return  # cancelled before its ack went out
+        attempt.started = True
+        attempt.canceller = self._start_handler(attempt.dispatch, attempt.ctx)
+
+    def _on_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
+        if self._attempts.pop(key, None) is None:
+            return  # cancelled or revoked: the executor no longer wants this result
+        self._outbox.results[key] = result
+        self._wake.set()
+        if self._drained():
+            self._interrupt.set()
+
+    def _on_heartbeat_request(self) -> None:
+        self._heartbeat_now.set()
+
+    def _queue_heartbeats(self, *, only_dirty: bool) -> None:
+        for attempt in self._attempts.values():
+            if not attempt.started:
+                continue
+            include, progress = attempt.ctx.take_progress(only_dirty=only_dirty)
+            if include:
+                beat = worker_service_pb2.TaskHeartbeat(attempt=attempt.dispatch.attempt)
+                if progress is not None:
+                    beat.progress.CopyFrom(progress)
+                self._outbox.heartbeats.append(beat)
+        if self._outbox.heartbeats:
+            self._wake.set()
+
+    def _cancel(self, ref: worker_service_pb2.AttemptRef) -> None:
+        for key in self._matching(ref):
+            self._outbox.results.pop(key, None)
+            attempt = self._attempts.pop(key, None)
+            if attempt is not None:
+                attempt.ctx.cancel()
+                attempt.canceller()
+        self._wake.set()
+        if self._drained():
+            self._interrupt.set()
+
+    def _matching(self, ref: worker_service_pb2.AttemptRef) -> list[AttemptKey]:
+        exact = AttemptKey.of(ref)
+        if ref.HasField("token"):
+            return [exact]
+        # No token: the executor means whatever attempt of this task we hold.
+        known = list(self._attempts) + list(self._outbox.results)
+        return [k for k in known if k[:3] == exact[:3]]
+
+    def _begin_drain(self, reason: str) -> None:
+        if self._draining:
+            return
+        _log.info("draining (%s): %d attempts running", reason, len(self._attempts))
+        self._draining = True
+        self._outbox.status = _DRAINING
+        self._wake.set()
+        self._interrupt.set()
+
+    def _begin_stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._main_task.cancel()
+
+    def _drained(self) -> bool:
+        return self._draining and not self._attempts and self._outbox.empty()
+
+    def _on_disconnected(self) -> None:
+        # Attempts whose ack never left were not started; the executor re-queues them
+        # when the ack deadline passes, so forget them rather than list them as running.
+        for key, attempt in list(self._attempts.items()):
+            if not attempt.started:
+                del self._attempts[key]
+        # The draining status rides on the next `register` message instead.
+        self._outbox.reset_connection()
+
+    def _cancel_all_attempts(self) -> None:
+        for attempt in self._attempts.values():
+            attempt.ctx.cancel()
+            attempt.canceller()
+        self._attempts.clear()
+
+
+def _not_started(dispatch: worker_service_pb2.Dispatch, ctx: TaskContext) -> Callable[[], None]:
+    raise RuntimeError("StreamThread.start() was not called")
+
+
+_DRAINING = worker_service_pb2.WorkerStatus(draining=True, free_slots=0)
+
+_ConnectCall = grpc.aio.StreamStreamCall[
+    worker_service_pb2.ConnectRequest, worker_service_pb2.ConnectResponse
+]
+
+
+def _names(ref: worker_service_pb2.AttemptRef) -> tuple[str, str]:
+    return ref.execution_id, ref.task_id
+
+
+def _info(dispatch: worker_service_pb2.Dispatch) -> AttemptInfo:
+    ref = dispatch.attempt
+    deadline = None
+    if dispatch.HasField("start_to_close_deadline"):
+        deadline = _utc(dispatch.start_to_close_deadline)
+    return AttemptInfo(
+        execution_id=ref.execution_id,
+        task_id=ref.task_id,
+        attempt=ref.token.attempt,
+        lease_epoch=ref.token.lease_epoch,
+        idempotency_key=dispatch.idempotency_key,
+        task_type=dispatch.task_type,
+        workflow_name=dispatch.workflow_name,
+        secrets=dict(dispatch.secrets),
+        trace_context=dict(dispatch.trace_context),
+        deadline=deadline,
+    )
+
+
+def _utc(ts: timestamp_pb2.Timestamp) -> datetime.datetime:
+    return ts.ToDatetime(tzinfo=datetime.UTC)

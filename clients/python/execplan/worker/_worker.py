@@ -1,0 +1,156 @@
+"""Worker: register handlers, connect, run attempts, drain on SIGTERM.
+
+    worker = Worker()                                  # $EXECPLAN_ADDRESS or 127.0.0.1:7070
+
+    @worker.task("payments.charge")
+    async def charge(inputs: dict, ctx: TaskContext) -> dict:
+        ctx.heartbeat({"step": "authorising"})
+        return {"charged": inputs["amount"]}
+
+    worker.run()                                       # blocks; SIGTERM/SIGINT drain
+
+Lifecycle: `serve()` runs until a drain completes (server `drain`, `drain()`, or
+the first SIGTERM/SIGINT under `run()`), `stop()` ends it at once (second signal).
+A fatal connection error (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED) is
+raised from `serve()` / `run()` as an `execplan.client.errors` exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ._runner import Handler, Runner
+from ._stream import StreamConfig, StreamThread
+
+_log = logging.getLogger("execplan.worker")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def default_worker_id() -> str:
+    # Stable for the life of the process, unique across restarts: the executor
+    # reconciles a reconnect by this id.
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        worker_id: str | None = None,
+        slots: int = 8,
+        labels: Mapping[str, str] | None = None,
+        environment: str = "",
+        concurrency: int | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self.address = address
+        self.worker_id = worker_id or default_worker_id()
+        self.slots = slots
+        self.labels = dict(labels or {})
+        self.environment = environment
+        # Threads for sync handlers; defaults to slots so every slot can run one.
+        self.concurrency = concurrency or slots
+        self._handlers: dict[str, Handler] = {}
+        self._stream: StreamThread | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._signals = 0
+
+    @property
+    def task_types(self) -> tuple[str, ...]:
+        return tuple(sorted(self._handlers))
+
+    def task(self, task_type: str) -> Callable[[_F], _F]:
+        """Register the decorated function (async or plain) as the handler of a type."""
+
+        def register(fn: _F) -> _F:
+            if task_type in self._handlers:
+                raise ValueError(f"task type {task_type!r} already has a handler")
+            self._handlers[task_type] = Handler.wrap(task_type, fn)
+            return fn
+
+        return register
+
+    def run(self) -> None:
+        """Serve until drained; SIGTERM/SIGINT drain, a second one stops at once."""
+        asyncio.run(self._run_with_signals())
+
+    async def serve(self) -> None:
+        if self._stream is not None:
+            raise RuntimeError("this worker is already serving")
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="execplan-task")
+        config = StreamConfig(
+            address=self.address,
+            worker_id=self.worker_id,
+            task_types=self.task_types,
+            labels=self.labels,
+            environment=self.environment,
+            slots=self.slots,
+        )
+        stream = StreamThread(config)
+        runner = Runner(dict(self._handlers), loop, pool, report=stream.submit_result)
+        self._stream = stream
+        self._finished = asyncio.wrap_future(stream.finished)
+        stream.start(runner.start)
+        try:
+            await asyncio.shield(self._finished)
+        finally:
+            stream.stop()
+            runner.cancel_all()
+            # Sync handlers cannot be interrupted; their threads end when they return.
+            pool.shutdown(wait=False, cancel_futures=True)
+            await asyncio.wait([self._finished])
+            stream.join(timeout=1.0)
+            self._stream = None
+
+    async def drain(self, reason: str = "drain requested") -> None:
+        """Take no new work, finish running attempts, deliver results, then return."""
+        if self._stream is None or self._finished is None:
+            return
+        self._stream.drain(reason)
+        await asyncio.wait([self._finished])
+
+    async def stop(self) -> None:
+        """End now: running attempts are abandoned and re-leased by the executor."""
+        if self._stream is None or self._finished is None:
+            return
+        self._stream.stop()
+        await asyncio.wait([self._finished])
+
+    async def _run_with_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or a platform without signals
+            installed.append(sig)
+        try:
+            await self.serve()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        stream = self._stream
+        if stream is None:
+            return
+        if self._signals == 1:
+            _log.info("%s: draining (send again to stop at once)", sig.name)
+            stream.drain(sig.name)
+        else:
+            _log.info("%s again: stopping now", sig.name)
+            stream.stop()
