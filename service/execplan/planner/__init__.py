@@ -1,0 +1,124 @@
+"""The planner: a pure compiler from workflow documents to execution plans.
+
+    compile_source(text, fmt="auto") -> CompileResult      YAML or JSON text
+    compile_document(doc) -> CompileResult                 parsed JSON-like document
+    validate_source(text, fmt="auto") -> tuple[Diagnostic, ...]
+    render_text(plan) / render_dot(plan) / render_mermaid(plan) -> str
+
+`CompileResult.plan` is None iff some diagnostic is an error; diagnostics are always
+sorted (path in natural order, then code, then message). The planner does no I/O,
+reads no clock, environment or randomness and never mutates its input, so the same
+document always yields the same `Plan` and `plan_id`. `execplan.wire.plan_codec`
+turns a `Plan` into `execplan.v1.ExecutionPlan`.
+
+See `compile.py` for the phases, `expressions.py` for the expression helpers the
+executor reuses, `durations.py` for `parse_duration`, `resolve.py` for the default
+policies and `validate_reachability.py` for the unreachable rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from execplan.planner import compile as _compile
+from execplan.planner import parse as _parse
+from execplan.planner.diagnostics import Diagnostic, Diagnostics, sorted_diagnostics
+from execplan.planner.plan import (
+    FORMAT_VERSION,
+    Binding,
+    BindingList,
+    BindingStruct,
+    BindingValue,
+    Expression,
+    Literal,
+    Plan,
+    PlanEdge,
+    PlanInput,
+    PlanNode,
+    PlanOutput,
+    PlanSideTask,
+    ResolvedCircuitBreaker,
+    ResolvedRetryPolicy,
+    ResolvedTimeouts,
+    ResourceBinding,
+    Template,
+)
+from execplan.planner.render import render_dot, render_mermaid, render_text
+
+FORMATS = ("auto", "yaml", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    plan: Plan | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.plan is not None
+
+    @property
+    def limit_exceeded(self) -> bool:
+        return any(d.code.startswith("limit-") for d in self.diagnostics)
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+
+def _run_source(source: str, fmt: str, build: bool) -> CompileResult:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    diags = Diagnostics()
+    doc = _parse.load_source(source, fmt, diags)
+    plan = None
+    if doc is not _parse.BAD:
+        plan = _compile.compile_document(doc, diags, build=build)
+    return CompileResult(plan, sorted_diagnostics(diags.items))
+
+
+def compile_source(source: str, fmt: str = "auto") -> CompileResult:
+    """Compile YAML or JSON text; `fmt` "auto" means JSON if it starts with `{`."""
+    return _run_source(source, fmt, build=True)
+
+
+def compile_document(doc: object) -> CompileResult:
+    """Compile an already parsed document (e.g. `MessageToDict` of a Workflow proto)."""
+    diags = Diagnostics()
+    plan = _compile.compile_document(doc, diags)
+    return CompileResult(plan, sorted_diagnostics(diags.items))
+
+
+def validate_source(source: str, fmt: str = "auto") -> tuple[Diagnostic, ...]:
+    """Every diagnostic for `source`, without building the plan."""
+    return _run_source(source, fmt, build=False).diagnostics
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Binding",
+    "BindingList",
+    "BindingStruct",
+    "BindingValue",
+    "CompileResult",
+    "Diagnostic",
+    "Expression",
+    "Literal",
+    "Plan",
+    "PlanEdge",
+    "PlanInput",
+    "PlanNode",
+    "PlanOutput",
+    "PlanSideTask",
+    "ResolvedCircuitBreaker",
+    "ResolvedRetryPolicy",
+    "ResolvedTimeouts",
+    "ResourceBinding",
+    "Template",
+    "compile_document",
+    "compile_source",
+    "render_dot",
+    "render_mermaid",
+    "render_text",
+    "validate_source",
+]

@@ -1,0 +1,112 @@
+"""Compile JSON values (task inputs, side-task inputs, workflow outputs) to bindings.
+
+`compile_value(value, path, diags, refs)` returns a `plan.BindingValue`: a `Literal`
+when nothing inside has `${{`, else an `Expression` (a string that is exactly one
+`${{ expr }}`), a `Template`, or a `BindingStruct`/`BindingList` wrapping the parts.
+Every expression found is appended to `refs` as `(path, Expression)` so the
+reference checker and the graph can see what it reads. Syntax problems
+(`invalid-template`, `invalid-expression`) and context-free reference problems
+(`unknown-reference`, `dynamic-reference`) are reported here.
+
+`Expression` objects are cached by source, so a source used on 100k tasks is parsed
+by CEL once and shared.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from execplan.planner import expressions as ex
+from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.plan import (
+    Binding,
+    BindingList,
+    BindingStruct,
+    BindingValue,
+    Expression,
+    Literal,
+    Template,
+)
+
+Refs = list[tuple[str, Expression]]
+
+
+@lru_cache(maxsize=65536)
+def _checked(source: str) -> tuple[Expression, tuple[tuple[str, str], ...]]:
+    error = ex.compile_cel(source)
+    if error is not None:
+        return Expression(source), (("invalid-expression", error),)
+    a = ex.analyze_expression(source)
+    return Expression(source, a.reads_tasks, a.reads_inputs, a.reads_execution), a.problems
+
+
+def compile_expression(source: str, path: str, diags: Diagnostics, refs: Refs) -> Expression:
+    expr, problems = _checked(source)
+    for code, message in problems:
+        diags.error(code, path, message)
+    refs.append((path, expr))
+    return expr
+
+
+def _has_expression(value: object) -> bool:
+    if type(value) is str:
+        return ex.OPEN in value
+    if type(value) is dict:
+        return any(_has_expression(v) for v in value.values())
+    if type(value) is list:
+        return any(_has_expression(v) for v in value)
+    return False
+
+
+def compile_value(value: object, path: str, diags: Diagnostics, refs: Refs) -> BindingValue:
+    if not _has_expression(value):
+        return Literal(value)
+    if type(value) is str:
+        return _compile_string(value, path, diags, refs)
+    if type(value) is dict:
+        return BindingStruct(compile_bindings(value, path, diags, refs))
+    assert type(value) is list
+    return BindingList(
+        tuple(compile_value(v, f"{path}[{i}]", diags, refs) for i, v in enumerate(value))
+    )
+
+
+def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> BindingValue:
+    try:
+        pieces = ex.split_template(text)
+    except ex.TemplateError as exc:
+        diags.error("invalid-template", path, str(exc))
+        return Literal(text)
+    if len(pieces) == 1 and isinstance(pieces[0], ex.ExprPart):
+        return compile_expression(pieces[0].source, path, diags, refs)
+    parts: list[str | Expression] = [
+        p if type(p) is str else compile_expression(p.source, path, diags, refs)  # type: ignore[union-attr]
+        for p in pieces
+    ]
+    return Template(tuple(parts))
+
+
+def compile_bindings(
+    values: dict[str, object], path: str, diags: Diagnostics, refs: Refs
+) -> tuple[Binding, ...]:
+    """Bindings sorted by name."""
+    return tuple(
+        Binding(name, compile_value(values[name], child(path, name), diags, refs))
+        for name in sorted(values)
+    )
+
+
+def compile_condition(when: str, path: str, diags: Diagnostics, refs: Refs) -> Expression | None:
+    """A `when` field: bare CEL; a whole-string `${{ expr }}` wrapper is unwrapped."""
+    source = when.strip()
+    if not source:
+        return None
+    if source.startswith(ex.OPEN):
+        try:
+            pieces = ex.split_template(source)
+        except ex.TemplateError as exc:
+            diags.error("invalid-template", path, str(exc))
+            return None
+        if len(pieces) == 1 and isinstance(pieces[0], ex.ExprPart):
+            source = pieces[0].source
+    return compile_expression(source, path, diags, refs)

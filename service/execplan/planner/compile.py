@@ -1,0 +1,269 @@
+"""The compiler driver: document -> diagnostics -> `Plan`.
+
+Phases, in order (each in its own module, each only reads the model):
+
+    parse.build_workflow      document -> model.Workflow (+ field/type diagnostics)
+    validate_ids              names, ids, duplicates
+    validate_deps             depends_on entries -> declared edges
+    validate_inputs           input declarations
+    validate_policies         retry / breaker / quantities
+    validate_builtins         builtin.* inputs
+    bindings                  inputs/when/outputs -> compiled bindings + expression reads
+    validate_references       reads -> unknown references, data edges
+    graph                     Kahn order, cycles (one diagnostic per cycle)
+    validate_reachability     trigger rules that can never fire
+    build                     resolved policies, indexes, stages, critical path
+    digest                    plan_id
+
+Every phase runs even when an earlier one found errors (so all problems are reported
+at once); only the plan is skipped. Cycles skip reachability (it needs an order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from execplan.planner import (
+    digest,
+    graph,
+    parse,
+    resolve,
+    validate_builtins,
+    validate_deps,
+    validate_ids,
+    validate_inputs,
+    validate_policies,
+    validate_reachability,
+)
+from execplan.planner.bindings import compile_bindings, compile_condition
+from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.model import Task, Workflow
+from execplan.planner.plan import (
+    Binding,
+    Expression,
+    Plan,
+    PlanEdge,
+    PlanInput,
+    PlanNode,
+    PlanOutput,
+    PlanSideTask,
+    ResolvedRetryPolicy,
+    ResolvedTimeouts,
+)
+from execplan.planner.validate_references import check_reads
+
+ORDER, DATA = 1, 2
+EDGE_KIND = {ORDER: "EDGE_KIND_ORDER", DATA: "EDGE_KIND_DATA", ORDER | DATA: "EDGE_KIND_ORDER_AND_DATA"}
+
+
+class _Compiled:
+    """Per-task results of the bindings phase, reused when building nodes."""
+
+    __slots__ = ("bindings", "compensation", "condition", "fallback")
+
+    def __init__(
+        self,
+        bindings: tuple[Binding, ...],
+        condition: Expression | None,
+        fallback: tuple[Binding, ...],
+        compensation: tuple[Binding, ...],
+    ) -> None:
+        self.bindings = bindings
+        self.condition = condition
+        self.fallback = fallback
+        self.compensation = compensation
+
+
+def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) -> Plan | None:
+    """Run every phase; the plan, or None when there are errors (or `build` is False)."""
+    ids = validate_ids.task_index(wf)
+    validate_ids.check(wf, ids, diags)
+    declared = validate_deps.check(wf, ids, diags)
+    validate_inputs.check(wf, diags)
+    validate_policies.check(wf, diags)
+    validate_builtins.check(wf, diags)
+
+    data: list[tuple[int, int, str]] = []
+    compiled: list[_Compiled | None] = []
+    for t in wf.tasks:
+        compiled.append(None if t is None else _compile_task(t, wf, ids, diags, data))
+    out_refs: list[tuple[str, Expression]] = []
+    outputs = compile_bindings(wf.outputs, "outputs", diags, out_refs)
+    check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)
+
+    n = len(wf.tasks)
+    kinds: dict[int, int] = {}
+    first_path: dict[int, str] = {}
+    for bit, edges in ((ORDER, declared), (DATA, data)):
+        for u, v, path in edges:
+            key = u * n + v
+            kinds[key] = kinds.get(key, 0) | bit
+            first_path.setdefault(key, path)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    pred: list[list[int]] = [[] for _ in range(n)]
+    for key in kinds:
+        u, v = divmod(key, n)
+        succ[u].append(v)
+        pred[v].append(u)
+
+    order, leftover = graph.topo_order(n, succ)
+    if leftover:
+        for cycle in graph.find_cycles(succ, leftover):
+            names = [_id(wf.tasks[u]) for u in cycle]
+            closing = first_path[cycle[-2] * n + cycle[-1]]
+            diags.error("cycle", closing, "dependency cycle: " + " > ".join(names))
+    else:
+        validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
+    if diags.has_errors or not build:
+        return None
+    return _build(wf, order, succ, pred, kinds, compiled, outputs)
+
+
+def _id(t: Task | None) -> str:
+    return t.id if t is not None else "?"
+
+
+def _compile_task(
+    t: Task, wf: Workflow, ids: dict[str, int], diags: Diagnostics, data: list[tuple[int, int, str]]
+) -> _Compiled:
+    refs: list[tuple[str, Expression]] = []
+    bindings = compile_bindings(t.inputs, f"{t.path}.inputs", diags, refs) if t.inputs else ()
+    condition = compile_condition(t.when, f"{t.path}.when", diags, refs) if t.when else None
+    if refs:
+        check_reads(refs, ids, wf.inputs, diags, reader=t.index, self_ok=False, edges=data)
+    sides: list[tuple[Binding, ...]] = []
+    for name, side in (("fallback", t.fallback), ("compensation", t.compensation)):
+        if side is None or not side.inputs:
+            sides.append(())
+            continue
+        side_refs: list[tuple[str, Expression]] = []
+        sides.append(compile_bindings(side.inputs, f"{t.path}.{name}.inputs", diags, side_refs))
+        check_reads(
+            side_refs,
+            ids,
+            wf.inputs,
+            diags,
+            reader=t.index,
+            self_ok=True,
+            edges=data if name == "fallback" else None,
+        )
+    return _Compiled(bindings, condition, sides[0], sides[1])
+
+
+def _build(
+    wf: Workflow,
+    order: list[int],
+    succ: list[list[int]],
+    pred: list[list[int]],
+    kinds: dict[int, int],
+    compiled: list[_Compiled | None],
+    outputs: tuple[Binding, ...],
+) -> Plan:
+    n = len(wf.tasks)
+    tasks: list[Task] = [t for t in wf.tasks if t is not None]
+    pos = [0] * n
+    for i, u in enumerate(order):
+        pos[u] = i
+    stage = graph.stages(order, pred)
+    weight = [max(t.estimated_duration or 0, 1) for t in tasks]
+    rank = graph.critical_path(order, succ, weight)
+
+    d = wf.defaults
+    base_retry = resolve.retry(d.retry if d else None)
+    base_timeouts = resolve.timeouts(d.timeouts if d else None)
+    base_breaker = resolve.breaker(None, d.circuit_breaker if d else None)
+    base_resources = resolve.resources(None, None, (), d)
+    base_priority = (d.priority if d else None) or 0
+
+    nodes: list[PlanNode] = []
+    for i, u in enumerate(order):
+        t = tasks[u]
+        c = compiled[u]
+        assert c is not None
+        retry = base_retry if t.retry is None else resolve.retry(t.retry, base_retry if d and d.retry else None)
+        timeouts = base_timeouts if t.timeouts is None else resolve.timeouts(t.timeouts, base_timeouts)
+        nodes.append(
+            PlanNode(
+                index=i,
+                task_id=t.id,
+                type=t.type,
+                builtin=validate_builtins.builtin_kind(t.type),
+                upstream=tuple(sorted([pos[p] for p in pred[u]])),
+                downstream=tuple(sorted([pos[s] for s in succ[u]])),
+                stage=stage[u],
+                critical_path_rank=rank[u],
+                priority=base_priority if t.priority is None else t.priority,
+                trigger=t.trigger or "TRIGGER_RULE_ALL_SUCCESS",
+                condition=c.condition,
+                bindings=c.bindings,
+                retry=retry,
+                timeouts=timeouts,
+                fallback=_side(t, "fallback", c.fallback, retry, timeouts),
+                compensation=_side(t, "compensation", c.compensation, retry, timeouts),
+                circuit_breaker=base_breaker
+                if t.circuit_breaker is None
+                else resolve.breaker(t.circuit_breaker, d.circuit_breaker if d else None),
+                resources=base_resources
+                if t.resources is None and t.placement is None and not t.secrets
+                else resolve.resources(t.resources, t.placement, t.secrets, d),
+                estimated_duration_ms=t.estimated_duration or 0,
+                description=t.description,
+            )
+        )
+    edges = sorted(
+        (pos[u], pos[v], k) for key, k in kinds.items() for u, v in (divmod(key, n),)
+    )
+    plan = Plan(
+        plan_id="",
+        workflow_name=wf.name,
+        workflow_version=wf.version,
+        description=wf.description,
+        inputs=tuple(
+            PlanInput(
+                name,
+                s.type or "INPUT_TYPE_ANY",
+                s.required,
+                s.default,
+                s.has_default,
+                s.description,
+            )
+            for name, s in sorted(wf.inputs.items())
+        ),
+        on_failure=wf.on_failure or "ON_FAILURE_FAIL_FAST",
+        max_parallel=wf.max_parallel,
+        pause_after_failures=wf.pause_after_failures,
+        nodes=tuple(nodes),
+        edges=tuple(PlanEdge(s, t, EDGE_KIND[k]) for s, t, k in edges),
+        outputs=tuple(PlanOutput(b.name, b.value) for b in outputs),
+        stage_count=max(stage) + 1 if stage else 0,
+        critical_path_ms=max(rank) if rank else 0,
+        labels=dict(sorted(wf.labels.items())),
+    )
+    return replace(plan, plan_id=digest.plan_id(plan))
+
+
+def _side(
+    t: Task,
+    name: str,
+    bindings: tuple[Binding, ...],
+    retry: ResolvedRetryPolicy,
+    timeouts: ResolvedTimeouts,
+) -> PlanSideTask | None:
+    side = t.fallback if name == "fallback" else t.compensation
+    if side is None:
+        return None
+    return PlanSideTask(
+        type=side.type,
+        bindings=bindings,
+        retry=resolve.retry(side.retry, retry),
+        timeouts=resolve.timeouts(side.timeouts, timeouts),
+        inherits_inputs=not side.inputs,
+    )
+
+
+def compile_document(doc: object, diags: Diagnostics, *, build: bool = True) -> Plan | None:
+    wf = parse.build_workflow(doc, diags)
+    return compile_workflow(wf, diags, build=build)
+
+
+__all__ = ["child", "compile_document", "compile_workflow"]

@@ -1,0 +1,80 @@
+"""Coded diagnostics: what every planner phase reports instead of raising.
+
+A `Diagnostic` names a stable `code` (e.g. "unknown-dependency"), the exact field
+`path` in the document (`tasks[3].depends_on[0]`), a one-line human `message` and a
+`severity` ("error" or "warning"). Phases append to a `Diagnostics` collector and keep
+going, so one compile reports every problem at once; `sorted_diagnostics` gives the
+order every caller sees: by path (numbers compared as numbers, so `tasks[2]` comes
+before `tasks[10]`), then code, then message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ERROR = "error"
+WARNING = "warning"
+
+_DIGITS = re.compile(r"(\d+)")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem found in a workflow document."""
+
+    code: str
+    path: str
+    message: str
+    severity: str = ERROR
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+
+def _natural(path: str) -> tuple[tuple[int, int | str], ...]:
+    # Each chunk is tagged so ints and strs never get compared with each other.
+    return tuple(
+        (1, int(chunk)) if chunk.isdigit() else (0, chunk)
+        for chunk in _DIGITS.split(path)
+        if chunk
+    )
+
+
+def sort_key(d: Diagnostic) -> tuple[tuple[tuple[int, int | str], ...], str, str]:
+    return (_natural(d.path), d.code, d.message)
+
+
+def sorted_diagnostics(diags: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """Deduplicated and in the natural (path, code, message) order."""
+    return tuple(sorted(set(diags), key=sort_key))
+
+
+def child(path: str, key: str) -> str:
+    """Path of a map entry or field: `a.b`, or `a["odd key"]` when not an identifier."""
+    if _IDENT.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{path}["{quoted}"]'
+
+
+class Diagnostics:
+    """Append-only collector shared by the phases of one compile."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Diagnostic] = []
+
+    def error(self, code: str, path: str, message: str) -> None:
+        self.items.append(Diagnostic(code, path, message, ERROR))
+
+    def warning(self, code: str, path: str, message: str) -> None:
+        self.items.append(Diagnostic(code, path, message, WARNING))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == ERROR for d in self.items)

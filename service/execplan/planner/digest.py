@@ -1,0 +1,224 @@
+"""plan_id: a SHA-256 over a canonical JSON form of the plan.
+
+    plan_id = "sha256:" + hex(sha256(canonical_json(plan).encode("ascii")))
+
+The canonical JSON (so any language can verify a plan_id):
+
+- every dataclass in `plan.py` becomes an object whose keys are its field names, all
+  fields present (even empty/zero/null), except `Plan.plan_id`, which is left out;
+- ints are JSON integers (durations are integer milliseconds), floats use the
+  shortest repr that round-trips (Python `repr`: `2.0`, `0.2`), booleans and null
+  as JSON; enums are their proto value names as strings (`"EDGE_KIND_DATA"`);
+- tuples are arrays; maps (labels, require/prefer labels) are objects;
+- a `BindingValue` is an object with exactly one key, the proto oneof name:
+  `{"literal": <json>}`, `{"expression": {...}}`, `{"template": {"parts": [...]}}`
+  (each part `{"text": "..."}` or `{"expression": {...}}`),
+  `{"struct": {"fields": [<Binding>...]}}`, `{"list": {"items": [<BindingValue>...]}}`;
+- serialized with sorted keys, separators `(",", ":")`, `ensure_ascii=True`
+  (i.e. Python `json.dumps(obj, sort_keys=True, separators=(",", ":"),
+  ensure_ascii=True, allow_nan=False)`).
+
+Literal JSON values were normalised by the parser (integral floats are ints), so the
+YAML short form and the proto JSON form of one workflow share one plan_id.
+Sub-objects shared between nodes are converted once (memoised by identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from execplan.planner.plan import (
+    Binding,
+    BindingList,
+    BindingStruct,
+    BindingValue,
+    Expression,
+    Literal,
+    Plan,
+    PlanNode,
+    PlanSideTask,
+    ResolvedCircuitBreaker,
+    ResolvedRetryPolicy,
+    ResolvedTimeouts,
+    ResourceBinding,
+    Template,
+)
+
+Json = object
+
+
+class _Canon:
+    """Converter with a per-plan memo for objects shared by many nodes."""
+
+    def __init__(self) -> None:
+        self.memo: dict[int, Json] = {}
+
+    def expression(self, e: Expression) -> Json:
+        key = id(e)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = {
+                "source": e.source,
+                "reads_tasks": list(e.reads_tasks),
+                "reads_inputs": list(e.reads_inputs),
+                "reads_execution": e.reads_execution,
+            }
+        return hit
+
+    def value(self, v: BindingValue) -> Json:
+        if type(v) is Literal:
+            return {"literal": v.value}
+        if type(v) is Expression:
+            return {"expression": self.expression(v)}
+        if type(v) is Template:
+            return {
+                "template": {
+                    "parts": [
+                        {"text": p} if type(p) is str else {"expression": self.expression(p)}  # type: ignore[arg-type]
+                        for p in v.parts
+                    ]
+                }
+            }
+        if type(v) is BindingStruct:
+            return {"struct": {"fields": self.bindings(v.fields)}}
+        assert type(v) is BindingList
+        return {"list": {"items": [self.value(x) for x in v.items]}}
+
+    def bindings(self, bs: tuple[Binding, ...]) -> list[Json]:
+        return [{"name": b.name, "value": self.value(b.value)} for b in bs]
+
+    def retry(self, r: ResolvedRetryPolicy) -> Json:
+        key = id(r)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = {
+                "max_attempts": r.max_attempts,
+                "initial_interval": r.initial_interval,
+                "backoff_coefficient": r.backoff_coefficient,
+                "max_interval": r.max_interval,
+                "jitter": r.jitter,
+                "non_retryable_errors": list(r.non_retryable_errors),
+            }
+        return hit
+
+    def timeouts(self, t: ResolvedTimeouts) -> Json:
+        key = id(t)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = {
+                "schedule_to_start": t.schedule_to_start,
+                "start_to_close": t.start_to_close,
+                "heartbeat": t.heartbeat,
+                "schedule_to_close": t.schedule_to_close,
+            }
+        return hit
+
+    def breaker(self, b: ResolvedCircuitBreaker | None) -> Json:
+        if b is None:
+            return None
+        key = id(b)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = {
+                "failure_threshold": b.failure_threshold,
+                "open_for": b.open_for,
+                "half_open_max_calls": b.half_open_max_calls,
+                "failure_rate_threshold": b.failure_rate_threshold,
+                "window": b.window,
+                "on_open": b.on_open,
+            }
+        return hit
+
+    def resources(self, r: ResourceBinding) -> Json:
+        key = id(r)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = {
+                "cpu_millis": r.cpu_millis,
+                "memory_bytes": r.memory_bytes,
+                "gpu": r.gpu,
+                "require_labels": r.require_labels,
+                "prefer_labels": r.prefer_labels,
+                "environment": r.environment,
+                "secrets": list(r.secrets),
+            }
+        return hit
+
+    def side(self, s: PlanSideTask | None) -> Json:
+        if s is None:
+            return None
+        return {
+            "type": s.type,
+            "bindings": self.bindings(s.bindings),
+            "retry": self.retry(s.retry),
+            "timeouts": self.timeouts(s.timeouts),
+            "inherits_inputs": s.inherits_inputs,
+        }
+
+    def node(self, n: PlanNode) -> Json:
+        return {
+            "index": n.index,
+            "task_id": n.task_id,
+            "type": n.type,
+            "builtin": n.builtin,
+            "upstream": n.upstream,
+            "downstream": n.downstream,
+            "stage": n.stage,
+            "critical_path_rank": n.critical_path_rank,
+            "priority": n.priority,
+            "trigger": n.trigger,
+            "condition": None if n.condition is None else self.expression(n.condition),
+            "bindings": self.bindings(n.bindings) if n.bindings else [],
+            "retry": self.retry(n.retry),
+            "timeouts": self.timeouts(n.timeouts),
+            "fallback": self.side(n.fallback),
+            "compensation": self.side(n.compensation),
+            "circuit_breaker": self.breaker(n.circuit_breaker),
+            "resources": self.resources(n.resources),
+            "estimated_duration_ms": n.estimated_duration_ms,
+            "description": n.description,
+        }
+
+    def plan(self, p: Plan) -> Json:
+        return {
+            "workflow_name": p.workflow_name,
+            "workflow_version": p.workflow_version,
+            "description": p.description,
+            "inputs": [
+                {
+                    "name": i.name,
+                    "type": i.type,
+                    "required": i.required,
+                    "default": i.default,
+                    "has_default": i.has_default,
+                    "description": i.description,
+                }
+                for i in p.inputs
+            ],
+            "on_failure": p.on_failure,
+            "max_parallel": p.max_parallel,
+            "pause_after_failures": p.pause_after_failures,
+            "nodes": [self.node(n) for n in p.nodes],
+            "edges": [{"source": e.source, "target": e.target, "kind": e.kind} for e in p.edges],
+            "outputs": [{"name": o.name, "value": self.value(o.value)} for o in p.outputs],
+            "stage_count": p.stage_count,
+            "critical_path_ms": p.critical_path_ms,
+            "labels": p.labels,
+            "format_version": p.format_version,
+        }
+
+
+def canonical_json(plan: Plan) -> str:
+    """The canonical serialization described in the module docstring."""
+    return json.dumps(
+        _Canon().plan(plan),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+
+
+def plan_id(plan: Plan) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(plan).encode("ascii")).hexdigest()

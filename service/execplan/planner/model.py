@@ -1,0 +1,131 @@
+"""The authoring model: a Workflow as plain frozen dataclasses.
+
+`parse.py` builds these from a JSON-like document; every later phase reads them and
+never the raw document. Conventions:
+
+- durations are int milliseconds, `None` when the field is absent;
+- enums are the proto enum value names (`"ON_FAILURE_COMPENSATE"`), `""` when absent;
+- optional scalars (`max_attempts`, `priority`, ...) are `None` when absent;
+- sub-messages are `None` when absent; maps are plain dicts (treat as read-only);
+- JSON values (`inputs`, `outputs`, `default`) are new JSON-like objects in which
+  integral floats became ints, so `10` (YAML) and `10.0` (proto JSON) compile alike;
+- a list item that failed to parse is `None` so later positions keep their path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+JsonValue = object  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySpec:
+    max_attempts: int | None = None
+    initial_interval: int | None = None
+    backoff_coefficient: float | None = None
+    max_interval: int | None = None
+    jitter: float | None = None
+    non_retryable_errors: tuple[str | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsSpec:
+    schedule_to_start: int | None = None
+    start_to_close: int | None = None
+    heartbeat: int | None = None
+    schedule_to_close: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    failure_threshold: int | None = None
+    open_for: int | None = None
+    half_open_max_calls: int | None = None
+    failure_rate_threshold: float | None = None
+    window: int | None = None
+    on_open: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSpec:
+    require: dict[str, str] = field(default_factory=dict)
+    prefer: dict[str, str] = field(default_factory=dict)
+    environment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesSpec:
+    cpu: str = ""
+    memory: str = ""
+    gpu: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SideTaskSpec:
+    """A fallback or a compensation."""
+
+    type: str = ""
+    inputs: dict[str, JsonValue] = field(default_factory=dict)
+    retry: RetrySpec | None = None
+    timeouts: TimeoutsSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    type: str = ""
+    required: bool = False
+    default: JsonValue = None
+    has_default: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefaults:
+    retry: RetrySpec | None = None
+    timeouts: TimeoutsSpec | None = None
+    circuit_breaker: BreakerSpec | None = None
+    placement: PlacementSpec | None = None
+    resources: ResourcesSpec | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    index: int  # position in the document's `tasks` list
+    id: str = ""
+    type: str = ""
+    depends_on: tuple[str | None, ...] = ()
+    inputs: dict[str, JsonValue] = field(default_factory=dict)
+    when: str = ""
+    trigger: str = ""
+    retry: RetrySpec | None = None
+    timeouts: TimeoutsSpec | None = None
+    fallback: SideTaskSpec | None = None
+    compensation: SideTaskSpec | None = None
+    circuit_breaker: BreakerSpec | None = None
+    placement: PlacementSpec | None = None
+    resources: ResourcesSpec | None = None
+    secrets: tuple[str | None, ...] = ()
+    priority: int | None = None
+    estimated_duration: int | None = None
+    description: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"tasks[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    name: str = ""
+    version: str = ""
+    description: str = ""
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    defaults: TaskDefaults | None = None
+    on_failure: str = ""
+    max_parallel: int = 0
+    tasks: tuple[Task | None, ...] = ()
+    outputs: dict[str, JsonValue] = field(default_factory=dict)
+    pause_after_failures: int = 0
+    labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,416 @@
+"""Parse: YAML/JSON text -> document -> `model.Workflow`, with exact-path diagnostics.
+
+`load_source(source, fmt, diags)` turns text into a JSON-like document (YAML through
+libyaml's CSafeLoader when available, it is ~10x faster than the pure-Python loader).
+`build_workflow(doc, diags)` walks the document against a small schema that mirrors
+`workflow.proto` field by field. Both spellings of the WDL are accepted everywhere:
+
+- enums: `compensate`, `COMPENSATE` or `ON_FAILURE_COMPENSATE` (and the proto number);
+- durations: `250ms`, `1h30m` or proto JSON `"0.250s"`;
+- int32/uint32 as JSON numbers or decimal strings (proto JSON allows both).
+
+Problems become diagnostics (`unknown-field` with a did-you-mean hint, `invalid-type`,
+`unknown-enum`, `unknown-trigger`, `invalid-duration`, `missing-required`,
+`limit-document-size`, `limit-tasks`, `invalid-syntax`) and the offending field is
+left at its default so later phases still see everything else. The input document is
+never mutated: every container in the model is new.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from execplan.planner import model
+from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.durations import parse_duration
+
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+MAX_TASKS = 100_000
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Bad:
+    """Marker for a value that failed to convert (a diagnostic was already added)."""
+
+
+BAD: Any = _Bad()
+Conv = Callable[[object, str, Diagnostics], Any]
+
+
+# --- text -> document -----------------------------------------------------------------
+
+
+def load_source(source: str, fmt: str, diags: Diagnostics) -> object:
+    """The parsed document, or BAD after an `invalid-syntax`/`limit-*` diagnostic."""
+    if len(source) * 4 > MAX_DOCUMENT_BYTES and len(source.encode()) > MAX_DOCUMENT_BYTES:
+        diags.error(
+            "limit-document-size",
+            "",
+            f"document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB",
+        )
+        return BAD
+    if fmt == "auto":
+        fmt = "json" if source.lstrip().startswith("{") else "yaml"
+    if fmt == "json":
+        try:
+            return json.loads(source)
+        except (ValueError, RecursionError) as exc:
+            diags.error("invalid-syntax", "", f"invalid JSON: {exc}")
+            return BAD
+    if fmt != "yaml":
+        raise ValueError(f"unknown format {fmt!r}: expected auto, yaml or json")
+    try:
+        return yaml.load(source, Loader=_Loader)  # noqa: S506 - a safe loader
+    except (yaml.YAMLError, RecursionError) as exc:
+        message = " ".join(str(exc).split())
+        diags.error("invalid-syntax", "", f"invalid YAML: {message}")
+        return BAD
+
+
+# --- scalar converters ----------------------------------------------------------------
+
+
+def _type_name(v: object) -> str:
+    if v is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(
+        type(v), "object" if isinstance(v, dict) else type(v).__name__
+    )
+
+
+def _invalid(diags: Diagnostics, path: str, want: str, v: object) -> Any:
+    diags.error("invalid-type", path, f"expected {want}, got {_type_name(v)}")
+    return BAD
+
+
+def _string(v: object, path: str, diags: Diagnostics) -> Any:
+    return v if type(v) is str else _invalid(diags, path, "a string", v)
+
+
+def _bool(v: object, path: str, diags: Diagnostics) -> Any:
+    return v if type(v) is bool else _invalid(diags, path, "a boolean", v)
+
+
+def _integer(lo: int, hi: int) -> Conv:
+    def conv(v: object, path: str, diags: Diagnostics) -> Any:
+        n: int | None = None
+        if type(v) is int:
+            n = v
+        elif type(v) is float and v.is_integer():
+            n = int(v)
+        elif type(v) is str and v.strip().lstrip("-").isdigit():
+            n = int(v)
+        if n is None:
+            return _invalid(diags, path, "an integer", v)
+        if not lo <= n <= hi:
+            diags.error("invalid-type", path, f"{n} is out of range {lo}..{hi}")
+            return BAD
+        return n
+
+    return conv
+
+
+_int32 = _integer(-(2**31), 2**31 - 1)
+_uint32 = _integer(0, 2**32 - 1)
+
+
+def _double(v: object, path: str, diags: Diagnostics) -> Any:
+    if type(v) is int or type(v) is float:
+        f = float(v)
+    elif type(v) is str:
+        try:
+            f = float(v)
+        except ValueError:
+            return _invalid(diags, path, "a number", v)
+    else:
+        return _invalid(diags, path, "a number", v)
+    if not math.isfinite(f):
+        diags.error("invalid-type", path, "expected a finite number")
+        return BAD
+    return f
+
+
+def _duration(v: object, path: str, diags: Diagnostics) -> Any:
+    if type(v) is not str:
+        return _invalid(diags, path, "a duration string such as 30s", v)
+    try:
+        return parse_duration(v)
+    except ValueError as exc:
+        diags.error("invalid-duration", path, str(exc))
+        return BAD
+
+
+def _enum(prefix: str, names: tuple[str, ...], code: str = "unknown-enum") -> Conv:
+    full = [f"{prefix}_{n}" for n in names]
+    lookup: dict[str, str] = {}
+    for short, name in zip(names, full, strict=True):
+        lookup[short.lower()] = lookup[short] = lookup[name] = name
+    by_number = dict(enumerate([f"{prefix}_UNSPECIFIED", *full]))
+    allowed = ", ".join(n.lower() for n in names)
+
+    def conv(v: object, path: str, diags: Diagnostics) -> Any:
+        if type(v) is int and v in by_number:
+            return "" if v == 0 else by_number[v]
+        if type(v) is str:
+            if v in lookup:
+                return lookup[v]
+            if v in ("", f"{prefix}_UNSPECIFIED"):
+                return ""
+            norm = v.strip().upper()
+            if norm in lookup:
+                return lookup[norm]
+        diags.error(code, path, f"unknown value {v!r}: expected one of {allowed}")
+        return BAD
+
+    return conv
+
+
+def json_value(v: object, path: str, diags: Diagnostics) -> Any:
+    """A fresh JSON value; integral floats become ints (proto Value is a double)."""
+    t = type(v)
+    if t is str or t is bool or v is None:
+        return v
+    if t is int:
+        return v
+    if t is float:
+        f: float = v  # type: ignore[assignment]
+        if not math.isfinite(f):
+            diags.error("invalid-type", path, "expected a finite number")
+            return BAD
+        return int(f) if f.is_integer() and abs(f) < 2**53 else f
+    if t is list:
+        items: list[object] = v  # type: ignore[assignment]
+        return [json_value(x, f"{path}[{i}]", diags) for i, x in enumerate(items)]
+    if t is dict:
+        obj: dict[object, object] = v  # type: ignore[assignment]
+        out: dict[str, object] = {}
+        for key, x in obj.items():
+            if type(key) is not str:
+                diags.error("invalid-type", path, f"object key {key!r} is not a string")
+                continue
+            out[key] = json_value(x, child(path, key), diags)
+        return out
+    return _invalid(diags, path, "a JSON value", v)
+
+
+# --- containers -----------------------------------------------------------------------
+
+
+def _list(item: Conv) -> Conv:
+    def conv(v: object, path: str, diags: Diagnostics) -> Any:
+        if type(v) is not list:
+            return _invalid(diags, path, "a list", v)
+        out = []
+        for i, x in enumerate(v):
+            r = item(x, f"{path}[{i}]", diags)
+            out.append(None if r is BAD else r)
+        return tuple(out)
+
+    return conv
+
+
+def _map(item: Conv) -> Conv:
+    def conv(v: object, path: str, diags: Diagnostics) -> Any:
+        if not isinstance(v, dict):
+            return _invalid(diags, path, "a map", v)
+        out = {}
+        for key, x in v.items():
+            if type(key) is not str:
+                diags.error("invalid-type", path, f"map key {key!r} is not a string")
+                continue
+            r = item(x, child(path, key), diags)
+            if r is not BAD:
+                out[key] = r
+        return out
+
+    return conv
+
+
+def _message(
+    cls: Callable[..., Any],
+    fields: dict[str, Conv],
+    required: tuple[str, ...] = (),
+    nullable: frozenset[str] = frozenset(),
+) -> Callable[..., Any]:
+    """Converter for one proto message: checks every key, reports unknown ones."""
+    names = sorted(fields)
+
+    def conv(v: object, path: str, diags: Diagnostics, **extra: Any) -> Any:
+        if not isinstance(v, dict):
+            return _invalid(diags, path, "an object", v)
+        kwargs: dict[str, Any] = extra
+        prefix = f"{path}." if path else ""
+        for key, x in v.items():
+            fconv = fields.get(key)
+            if fconv is None:
+                _unknown_field(key, prefix, names, diags)
+                continue
+            if x is None and key not in nullable:
+                continue  # YAML `retry:` with nothing after it: same as absent
+            r = fconv(x, prefix + key, diags)
+            if r is not BAD:
+                kwargs[key] = r
+        for key in required:
+            if not kwargs.get(key):
+                diags.error("missing-required", prefix + key, f"{key} is required")
+        return cls(**kwargs)
+
+    return conv
+
+
+def _unknown_field(key: object, prefix: str, names: list[str], diags: Diagnostics) -> None:
+    if type(key) is not str:
+        diags.error("invalid-type", prefix.rstrip("."), f"field name {key!r} is not a string")
+        return
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    diags.error("unknown-field", child(prefix.rstrip("."), key), f"unknown field {key!r}{hint}")
+
+
+# --- the schema (mirrors workflow.proto) ----------------------------------------------
+
+_retry = _message(
+    model.RetrySpec,
+    {
+        "max_attempts": _int32,
+        "initial_interval": _duration,
+        "backoff_coefficient": _double,
+        "max_interval": _duration,
+        "jitter": _double,
+        "non_retryable_errors": _list(_string),
+    },
+)
+_timeouts = _message(
+    model.TimeoutsSpec,
+    {k: _duration for k in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close")},
+)
+_breaker = _message(
+    model.BreakerSpec,
+    {
+        "failure_threshold": _int32,
+        "open_for": _duration,
+        "half_open_max_calls": _int32,
+        "failure_rate_threshold": _double,
+        "window": _duration,
+        "on_open": _enum("BREAKER_OPEN_ACTION", ("PARK", "FAIL_FAST")),
+    },
+)
+_placement = _message(
+    model.PlacementSpec,
+    {"require": _map(_string), "prefer": _map(_string), "environment": _string},
+)
+_resources = _message(
+    model.ResourcesSpec,
+    # cpu/memory also accept bare numbers (`cpu: 2`); quantities.py checks the value.
+    {"cpu": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
+     "memory": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
+     "gpu": _int32},
+)
+_side_fields: dict[str, Conv] = {
+    "type": _string,
+    "inputs": _map(json_value),
+    "retry": _retry,
+    "timeouts": _timeouts,
+}
+_side = _message(model.SideTaskSpec, _side_fields, required=("type",))
+def _input_spec_cls(**kw: Any) -> model.InputSpec:
+    return model.InputSpec(has_default="default" in kw, **kw)
+
+
+_input_spec = _message(
+    _input_spec_cls,
+    {
+        "type": _enum(
+            "INPUT_TYPE", ("STRING", "NUMBER", "INTEGER", "BOOLEAN", "OBJECT", "ARRAY", "ANY")
+        ),
+        "required": _bool,
+        "default": json_value,
+        "description": _string,
+    },
+    nullable=frozenset({"default"}),
+)
+_defaults = _message(
+    model.TaskDefaults,
+    {
+        "retry": _retry,
+        "timeouts": _timeouts,
+        "circuit_breaker": _breaker,
+        "placement": _placement,
+        "resources": _resources,
+        "priority": _int32,
+    },
+)
+_task = _message(
+    model.Task,
+    {
+        "id": _string,
+        "type": _string,
+        "depends_on": _list(_string),
+        "inputs": _map(json_value),
+        "when": _string,
+        "trigger": _enum(
+            "TRIGGER_RULE", ("ALL_SUCCESS", "ALL_DONE", "ONE_SUCCESS", "ALL_FAILED"),
+            code="unknown-trigger",
+        ),
+        "retry": _retry,
+        "timeouts": _timeouts,
+        "fallback": _side,
+        "compensation": _side,
+        "circuit_breaker": _breaker,
+        "placement": _placement,
+        "resources": _resources,
+        "secrets": _list(_string),
+        "priority": _int32,
+        "estimated_duration": _duration,
+        "description": _string,
+    },
+    required=("id", "type"),
+)
+
+
+def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
+    if type(v) is not list:
+        return _invalid(diags, path, "a list", v)
+    if len(v) > MAX_TASKS:
+        diags.error("limit-tasks", path, f"{len(v)} tasks; at most {MAX_TASKS} are allowed")
+        return BAD
+    out = []
+    for i, x in enumerate(v):
+        r = _task(x, f"tasks[{i}]", diags, index=i)
+        out.append(None if r is BAD else r)
+    return tuple(out)
+
+
+_workflow = _message(
+    model.Workflow,
+    {
+        "name": _string,
+        "version": _string,
+        "description": _string,
+        "inputs": _map(_input_spec),
+        "defaults": _defaults,
+        "on_failure": _enum("ON_FAILURE", ("FAIL_FAST", "CONTINUE", "COMPENSATE")),
+        "max_parallel": _uint32,
+        "tasks": _tasks,
+        "outputs": _map(json_value),
+        "pause_after_failures": _uint32,
+        "labels": _map(_string),
+    },
+    required=("name",),
+)
+
+
+def build_workflow(doc: object, diags: Diagnostics) -> model.Workflow:
+    """The model of `doc`; problems are reported to `diags` (see module docstring)."""
+    wf = _workflow(doc, "", diags)
+    if wf is BAD:
+        return model.Workflow()
+    result: model.Workflow = wf
+    return result

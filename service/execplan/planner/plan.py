@@ -1,0 +1,179 @@
+"""The execution plan as plain frozen dataclasses, mirroring `plan.proto` field by field.
+
+The executor works on these objects; `execplan.wire.plan_codec.encode_plan` turns them
+into `execplan.v1.ExecutionPlan`. Conventions:
+
+- durations are int milliseconds (0 = no limit / unset);
+- enums are proto value names (`"TRIGGER_RULE_ALL_SUCCESS"`, `"EDGE_KIND_DATA"`);
+- a `BindingValue` is one of `Literal`, `Expression`, `Template`, `BindingStruct`,
+  `BindingList` (the proto oneof); `Template.parts` holds `str` text and `Expression`s;
+- maps are dicts (read-only by convention); everything else is tuples.
+
+Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
+`defaults` serves every task that does not override it): never mutate them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    source: str
+    reads_tasks: tuple[str, ...] = ()
+    reads_inputs: tuple[str, ...] = ()
+    reads_execution: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: object  # a JSON value
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    parts: tuple[str | Expression, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    name: str
+    value: BindingValue
+
+
+@dataclass(frozen=True, slots=True)
+class BindingStruct:
+    fields: tuple[Binding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BindingList:
+    items: tuple[BindingValue, ...]
+
+
+BindingValue: TypeAlias = Literal | Expression | Template | BindingStruct | BindingList
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInput:
+    name: str
+    type: str
+    required: bool = False
+    default: object = None
+    has_default: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRetryPolicy:
+    max_attempts: int
+    initial_interval: int
+    backoff_coefficient: float
+    max_interval: int
+    jitter: float
+    non_retryable_errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTimeouts:
+    schedule_to_start: int = 0
+    start_to_close: int = 0
+    heartbeat: int = 0
+    schedule_to_close: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCircuitBreaker:
+    failure_threshold: int
+    open_for: int
+    half_open_max_calls: int
+    failure_rate_threshold: float
+    window: int
+    on_open: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceBinding:
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    gpu: int = 0
+    require_labels: dict[str, str] = field(default_factory=dict)
+    prefer_labels: dict[str, str] = field(default_factory=dict)
+    environment: str = ""
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSideTask:
+    type: str
+    bindings: tuple[Binding, ...]
+    retry: ResolvedRetryPolicy
+    timeouts: ResolvedTimeouts
+    inherits_inputs: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEdge:
+    source: int
+    target: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    index: int
+    task_id: str
+    type: str
+    builtin: str
+    upstream: tuple[int, ...]
+    downstream: tuple[int, ...]
+    stage: int
+    critical_path_rank: int
+    priority: int
+    trigger: str
+    condition: Expression | None
+    bindings: tuple[Binding, ...]
+    retry: ResolvedRetryPolicy
+    timeouts: ResolvedTimeouts
+    fallback: PlanSideTask | None
+    compensation: PlanSideTask | None
+    circuit_breaker: ResolvedCircuitBreaker | None
+    resources: ResourceBinding
+    estimated_duration_ms: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOutput:
+    name: str
+    value: BindingValue
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    plan_id: str
+    workflow_name: str
+    workflow_version: str
+    description: str
+    inputs: tuple[PlanInput, ...]
+    on_failure: str
+    max_parallel: int
+    pause_after_failures: int
+    nodes: tuple[PlanNode, ...]
+    edges: tuple[PlanEdge, ...]
+    outputs: tuple[PlanOutput, ...]
+    stage_count: int
+    critical_path_ms: int
+    labels: dict[str, str]
+    format_version: int = FORMAT_VERSION
+
+    def node(self, task_id: str) -> PlanNode:
+        """The node of `task_id` (linear scan; build your own index for hot paths)."""
+        for n in self.nodes:
+            if n.task_id == task_id:
+                return n
+        raise KeyError(task_id)

@@ -1,0 +1,57 @@
+"""Names and identifiers: workflow name, task ids (unique), input and secret names.
+
+Task ids are `[A-Za-z_][A-Za-z0-9_]*` so that `tasks.ID` is valid CEL; input names
+follow the same rule for `workflow.inputs.NAME`. Workflow names are
+`[a-z0-9][a-z0-9._-]*` (safe in URLs, file names and metric labels).
+"""
+
+from __future__ import annotations
+
+import re
+
+from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.model import Workflow
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def task_index(wf: Workflow) -> dict[str, int]:
+    """Task id -> index of its first declaration (duplicates are reported elsewhere)."""
+    index: dict[str, int] = {}
+    for t in wf.tasks:
+        if t is not None and t.id and t.id not in index:
+            index[t.id] = t.index
+    return index
+
+
+def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
+    if wf.name and not WORKFLOW_NAME.fullmatch(wf.name):
+        diags.error(
+            "invalid-id", "name", f"workflow name {wf.name!r} must match [a-z0-9][a-z0-9._-]*"
+        )
+    for name in wf.inputs:
+        if not IDENT.fullmatch(name):
+            diags.error(
+                "invalid-id", child("inputs", name), f"input name {name!r} is not an identifier"
+            )
+    fullmatch = IDENT.fullmatch
+    for t in wf.tasks:
+        if t is None:
+            continue
+        if t.id and not fullmatch(t.id):
+            diags.error(
+                "invalid-id", f"{t.path}.id", f"task id {t.id!r} must match [A-Za-z_][A-Za-z0-9_]*"
+            )
+        first = ids.get(t.id)
+        if t.id and first is not None and first != t.index:
+            diags.error(
+                "duplicate-id", f"{t.path}.id", f"task id {t.id!r} is already used by tasks[{first}]"
+            )
+        for j, secret in enumerate(t.secrets):
+            if secret is not None and not fullmatch(secret):
+                diags.error(
+                    "invalid-id",
+                    f"{t.path}.secrets[{j}]",
+                    f"secret name {secret!r} must match [A-Za-z_][A-Za-z0-9_]*",
+                )
