@@ -42,8 +42,8 @@ def test_each_error_maps_to_its_code(error: errors.ExecplanError, code: grpc.Sta
 
 
 def test_every_error_class_has_a_row() -> None:
-    def subclasses(cls: type) -> set[type]:
-        found: set[type] = set()
+    def subclasses(cls: type[errors.ExecplanError]) -> set[type[errors.ExecplanError]]:
+        found: set[type[errors.ExecplanError]] = set()
         for sub in cls.__subclasses__():
             found |= {sub, *subclasses(sub)}
         return found

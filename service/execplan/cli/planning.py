@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from execplan.cli.common import EXIT_FAILURE, CliError, read_text
+
+if TYPE_CHECKING:
+    from execplan.planner import Diagnostic, Plan
 
 FORMATS = ("text", "json", "dot", "mermaid")
 INPUT_FORMATS = ("auto", "yaml", "json")
@@ -30,7 +33,9 @@ def register(subparsers: Any) -> None:
     plan.add_argument("--format", choices=FORMATS, default="text", help="output (default: text)")
     plan.set_defaults(handler=run_plan)
 
-    validate = subparsers.add_parser("validate", help="check a workflow; print every problem")
+    validate = subparsers.add_parser(
+        "validate", help="check a workflow; print every problem", description=__doc__
+    )
     _add_input(validate)
     validate.set_defaults(handler=run_validate)
 
@@ -53,45 +58,36 @@ def _input_format(args: argparse.Namespace) -> str:
     return fmt
 
 
-def _compile(args: argparse.Namespace) -> Any:
-    """Compile FILE; on errors raise CliError carrying one line per diagnostic."""
-    from execplan.planner import compile_source  # noqa: PLC0415
-
-    result = compile_source(read_text(args.file), _input_format(args))
-    errors = [_line(d) for d in result.diagnostics if d.severity == "error"]
-    warnings = [_line(d) for d in result.diagnostics if d.severity != "error"]
-    if not result.ok or result.plan is None:
-        what = "exceeds a limit" if result.limit_exceeded else "is invalid"
-        noun = "error" if len(errors) == 1 else "errors"
-        raise CliError(
-            f"{args.file} {what} ({len(errors)} {noun})", EXIT_FAILURE, [*errors, *warnings]
-        )
-    _print_err(warnings)
-    return result.plan
-
-
-def _line(d: Any) -> str:
+def _line(d: Diagnostic) -> str:
     path = d.path or "<document>"
     return f"{path}: {d.message}" if d.severity == "error" else f"{path}: warning: {d.message}"
 
 
-def _print_err(lines: list[str]) -> None:
+def _report(args: argparse.Namespace, diagnostics: Sequence[Diagnostic]) -> None:
+    """Warnings to stderr; on any error, CliError with one line per diagnostic."""
+    errors = [d for d in diagnostics if d.severity == "error"]
+    lines = [_line(d) for d in (*errors, *(d for d in diagnostics if d.severity != "error"))]
+    if errors:
+        limit = any(d.code.startswith("limit-") for d in errors)
+        what = "exceeds a limit" if limit else "is invalid"
+        noun = "error" if len(errors) == 1 else "errors"
+        raise CliError(f"{args.file} {what} ({len(errors)} {noun})", EXIT_FAILURE, lines)
     for line in lines:
         print(line, file=sys.stderr)
 
 
-def _renderer(fmt: str) -> Callable[[Any], str]:
-    from execplan import planner  # noqa: PLC0415
+def _renderer(fmt: str) -> Callable[[Plan], str]:
+    from execplan import planner  # noqa: PLC0415  (keeps `execplan --help` fast)
 
     if fmt == "json":
         from execplan.wire.plan_codec import encode_plan  # noqa: PLC0415
         from google.protobuf import json_format  # noqa: PLC0415
 
-        def to_json(plan: Any) -> str:
+        def to_json(plan: Plan) -> str:
             return json_format.MessageToJson(encode_plan(plan), preserving_proto_field_name=True)
 
         return to_json
-    renderers: dict[str, Callable[[Any], str]] = {
+    renderers: dict[str, Callable[[Plan], str]] = {
         "text": planner.render_text,
         "dot": planner.render_dot,
         "mermaid": planner.render_mermaid,
@@ -100,13 +96,19 @@ def _renderer(fmt: str) -> Callable[[Any], str]:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    plan = _compile(args)
-    out = _renderer(args.format)(plan)
-    print(out, end="" if out.endswith("\n") else "\n")
+    from execplan.planner import compile_source  # noqa: PLC0415
+
+    result = compile_source(read_text(args.file), _input_format(args))
+    _report(args, result.diagnostics)
+    assert result.plan is not None  # no errors means a plan
+    out = _renderer(args.format)(result.plan)
+    sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    _compile(args)
+    from execplan.planner import validate_source  # noqa: PLC0415
+
+    _report(args, validate_source(read_text(args.file), _input_format(args)))
     print(f"{args.file}: valid")
     return 0

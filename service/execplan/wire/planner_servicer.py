@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 
 import grpc
 from execplan.errors import FieldViolation, InvalidArgument, LimitExceeded, WorkflowInvalid
-from execplan.planner import CompileResult, Diagnostic, compile_document, compile_source
+from execplan.planner import (
+    CompileResult,
+    Diagnostic,
+    compile_document,
+    compile_source,
+    validate_source,
+)
 from execplan.v1 import planner_service_pb2 as pb
 from execplan.v1 import planner_service_pb2_grpc as pb_grpc
 from execplan.wire.plan_codec import encode_diagnostic, encode_plan
@@ -44,24 +50,42 @@ R = TypeVar("R", pb.ValidateWorkflowRequest, pb.CompilePlanRequest)
 T = TypeVar("T")
 
 
-def compile_definition(request: Definition) -> CompileResult:
-    """Compile whichever `definition` the request carries (pure, thread-safe)."""
+def _definition(request: Definition) -> str:
     kind = request.WhichOneof("definition")
     if kind is None:
         raise InvalidArgument(
             "a workflow definition is required",
             [FieldViolation("definition", "set either `source` or `workflow`", "required")],
         )
-    if kind == "workflow":
-        doc = json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
-        return compile_document(doc)
+    return kind
+
+
+def _source_format(request: Definition) -> str:
     fmt = _FORMATS.get(request.format)
     if fmt is None:
         raise InvalidArgument(
             "unknown source format",
             [FieldViolation("format", f"unknown SourceFormat {request.format}", "invalid")],
         )
-    return compile_source(request.source, fmt)
+    return fmt
+
+
+def _document(request: Definition) -> object:
+    return json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
+
+
+def compile_definition(request: Definition) -> CompileResult:
+    """Compile whichever `definition` the request carries (pure, thread-safe)."""
+    if _definition(request) == "workflow":
+        return compile_document(_document(request))
+    return compile_source(request.source, _source_format(request))
+
+
+def diagnose_definition(request: Definition) -> tuple[Diagnostic, ...]:
+    """Every diagnostic, skipping the plan build where the planner allows it."""
+    if _definition(request) == "workflow":
+        return compile_document(_document(request)).diagnostics
+    return validate_source(request.source, _source_format(request))
 
 
 def _violation(d: Diagnostic) -> FieldViolation:
@@ -76,9 +100,10 @@ def _summary(errors: list[Diagnostic]) -> str:
 
 
 def validate_response(request: pb.ValidateWorkflowRequest) -> pb.ValidateWorkflowResponse:
-    result = compile_definition(request)
+    diagnostics = diagnose_definition(request)
     return pb.ValidateWorkflowResponse(
-        valid=result.ok, diagnostics=[encode_diagnostic(d) for d in result.diagnostics]
+        valid=not any(d.severity == "error" for d in diagnostics),
+        diagnostics=[encode_diagnostic(d) for d in diagnostics],
     )
 
 

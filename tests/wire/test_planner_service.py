@@ -1,0 +1,150 @@
+"""PlannerService over a real grpc.aio server (port 0), as any client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import grpc
+import pytest
+from execplan.planner.parse import MAX_TASKS
+from execplan.server import ExecplanServer
+from execplan.v1 import planner_service_pb2 as pb
+from execplan.v1 import planner_service_pb2_grpc as pb_grpc
+from execplan.v1 import workflow_pb2
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+VALID = """
+name: demo
+version: "1"
+tasks:
+  - id: fetch
+    type: http.get
+  - id: parse
+    type: json.parse
+    depends_on: [fetch]
+    inputs:
+      body: "${{ tasks.fetch.output.body }}"
+"""
+
+# Two independent errors: the response must name both, by exact path.
+INVALID = """
+name: demo
+tasks:
+  - id: a
+    type: t.a
+  - id: b
+    type: t.b
+    depends_on: [a, nope]
+  - id: a
+    type: t.c
+"""
+
+
+def _stub(channel: grpc.aio.Channel) -> pb_grpc.PlannerServiceAsyncStub:
+    return pb_grpc.PlannerServiceStub(channel)
+
+
+def _details(err: grpc.aio.AioRpcError, cls: Any) -> Any:
+    st = rpc_status.from_call(err)
+    assert st is not None, "no google.rpc.Status in the trailers"
+    for detail in st.details:
+        msg = cls()
+        if detail.Unpack(msg):
+            return msg
+    raise AssertionError(f"no {cls.DESCRIPTOR.full_name} in the status details")
+
+
+async def test_compile_plan_ok(channel: grpc.aio.Channel) -> None:
+    response = await _stub(channel).CompilePlan(pb.CompilePlanRequest(source=VALID))
+    assert response.plan.plan_id
+    assert [n.task_id for n in response.plan.nodes] == ["fetch", "parse"]
+    assert all(d.severity == pb.SEVERITY_WARNING for d in response.diagnostics)
+
+
+async def test_compile_plan_from_workflow_message(channel: grpc.aio.Channel) -> None:
+    wf = workflow_pb2.Workflow(name="demo")
+    wf.tasks.add(id="only", type="t.only")
+    by_message = await _stub(channel).CompilePlan(pb.CompilePlanRequest(workflow=wf))
+    as_json = json_format.MessageToJson(wf, preserving_proto_field_name=True)
+    by_source = await _stub(channel).CompilePlan(
+        pb.CompilePlanRequest(source=as_json, format=pb.SOURCE_FORMAT_JSON)
+    )
+    # One definition, one plan, whichever way it arrives.
+    assert by_message.plan == by_source.plan
+
+
+async def test_invalid_workflow_is_invalid_argument_with_field_paths(
+    channel: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(channel).CompilePlan(pb.CompilePlanRequest(source=INVALID))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = _details(info.value, error_details_pb2.BadRequest)
+    fields = [v.field for v in bad.field_violations]
+    assert "tasks[1].depends_on[1]" in fields
+    assert "tasks[2].id" in fields
+    assert all(": " in v.description for v in bad.field_violations)  # "code: message"
+    info_detail = _details(info.value, error_details_pb2.ErrorInfo)
+    assert info_detail.reason == "WORKFLOW_INVALID"
+
+
+async def test_validate_returns_diagnostics_instead_of_failing(
+    channel: grpc.aio.Channel,
+) -> None:
+    response = await _stub(channel).ValidateWorkflow(pb.ValidateWorkflowRequest(source=INVALID))
+    assert not response.valid
+    paths = {d.path for d in response.diagnostics if d.severity == pb.SEVERITY_ERROR}
+    assert {"tasks[1].depends_on[1]", "tasks[2].id"} <= paths
+    ok = await _stub(channel).ValidateWorkflow(pb.ValidateWorkflowRequest(source=VALID))
+    assert ok.valid
+
+
+@pytest.mark.parametrize("rpc", ["CompilePlan", "ValidateWorkflow"])
+async def test_missing_definition_names_the_field(channel: grpc.aio.Channel, rpc: str) -> None:
+    request = pb.CompilePlanRequest() if rpc == "CompilePlan" else pb.ValidateWorkflowRequest()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await getattr(_stub(channel), rpc)(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = _details(info.value, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["definition"]
+
+
+async def test_limit_is_resource_exhausted(channel: grpc.aio.Channel) -> None:
+    # JSON, not YAML: PyYAML would take seconds to parse this many tasks. The request
+    # is a few MiB, so it also takes the compile-on-a-thread path.
+    tasks = [{"id": f"t{i}", "type": "x"} for i in range(MAX_TASKS + 1)]
+    source = json.dumps({"name": "big", "tasks": tasks})
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(channel).CompilePlan(pb.CompilePlanRequest(source=source))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    quota = _details(info.value, error_details_pb2.QuotaFailure)
+    assert quota.violations
+
+
+async def test_health_serving(server: ExecplanServer, channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "execplan.v1.PlannerService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"execplan.v1.PlannerService", "grpc.health.v1.Health"} <= names
+
+
+async def test_stop_sets_not_serving_first(server: ExecplanServer) -> None:
+    # The shutdown order starts with health: probes see NOT_SERVING before anything closes.
+    await server.stop(grace=0.5)
+    response = await server.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await asyncio.wait_for(server.stop(), 1)  # idempotent
