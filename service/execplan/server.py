@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
@@ -171,6 +173,7 @@ class ExecplanServer:
         self._started: list[Component] = []
         self._port = 0
         self._stopping: asyncio.Task[None] | None = None
+        self._serving = False
 
     @property
     def port(self) -> int:
@@ -203,14 +206,16 @@ class ExecplanServer:
             )
             self._port = self._bind(server)
             await server.start()
+            self._serving = True
         except BaseException:
             await self.stop()
             raise
         for name in ("", *self._services):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("execplan listening on %s", self.address)
+        log.debug("execplan listening on %s", self.address)
 
     def _bind(self, server: grpc.aio.Server) -> int:
+        _check_bindable(self.config.listen)
         try:
             port = server.add_insecure_port(self.config.listen)
         except RuntimeError as exc:  # grpcio raises on bind failure (older: returns 0)
@@ -227,13 +232,17 @@ class ExecplanServer:
 
     async def _shutdown(self, grace: float | None) -> None:
         grace = self.config.grace_seconds if grace is None else grace
+        started = time.monotonic()
         await self.health.enter_graceful_shutdown()
         for component in reversed(self._started):
             await _logged(component.begin_drain(), "begin_drain", component)
         if self._server is not None:
             await self._server.stop(grace)
+        log.debug("gRPC server stopped after %.3fs", time.monotonic() - started)
         for component in reversed(self._started):
             await _logged(component.stop(), "stop", component)
+        if self._serving:
+            log.info("stopped in %.3fs", time.monotonic() - started)
         self._started.clear()
 
     async def wait_for_termination(self) -> None:
@@ -265,6 +274,25 @@ class ExecplanServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _check_bindable(listen: str) -> None:
+    """Fail early with the OS's reason: grpc's bind error is vague and logs its own
+    multi-line complaint to stderr. (The port may still be taken before grpc binds;
+    then grpc's error is reported instead.)"""
+    host, port = split_host_port(listen)
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            # Like grpc: a port in TIME_WAIT is free to listen on.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
+    except OSError as exc:
+        raise Unavailable(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
 
 
 async def _logged(step: Any, what: str, component: Component) -> None:

@@ -1,0 +1,150 @@
+"""`execplan plan|validate|serve` as a user runs them: a subprocess, exit codes, lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VALID = """\
+name: demo
+tasks:
+  - id: fetch
+    type: http.get
+  - id: parse
+    type: json.parse
+    depends_on: [fetch]
+"""
+
+INVALID = """\
+name: demo
+tasks:
+  - id: a
+    type: t.a
+    depends_on: [b, a]
+"""
+
+
+def execplan(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "execplan.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def valid(tmp_path: Path) -> Path:
+    path = tmp_path / "wf.yaml"
+    path.write_text(VALID)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "dot", "mermaid"])
+def test_plan_valid_exits_0(valid: Path, fmt: str) -> None:
+    run = execplan("plan", str(valid), "--format", fmt)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert "fetch" in run.stdout
+    if fmt == "json":
+        plan = json.loads(run.stdout)
+        assert [n["task_id"] for n in plan["nodes"]] == ["fetch", "parse"]  # proto field names
+
+
+def test_plan_reads_stdin() -> None:
+    run = execplan("plan", "-", stdin=VALID)
+    assert run.returncode == 0, run.stderr
+    assert "parse" in run.stdout
+
+
+def test_plan_invalid_exits_1_with_one_line_per_diagnostic() -> None:
+    run = execplan("plan", "-", stdin=INVALID)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    lines = run.stderr.splitlines()
+    assert lines[0] == "execplan: - is invalid (2 errors)"
+    assert lines[1].startswith("tasks[0].depends_on[0]: ")
+    assert lines[2].startswith("tasks[0].depends_on[1]: ")
+    assert len(lines) == 3
+    assert "Traceback" not in run.stderr
+
+
+def test_validate(valid: Path) -> None:
+    ok = execplan("validate", str(valid))
+    assert (ok.returncode, ok.stdout) == (0, f"{valid}: valid\n")
+    bad = execplan("validate", "-", stdin=INVALID)
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[1].startswith("tasks[0].depends_on[0]: ")
+
+
+def test_unreadable_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    run = execplan("plan", str(tmp_path / "missing.yaml"))
+    assert run.returncode == 2
+    assert (
+        run.stderr
+        == f"execplan: cannot read {tmp_path / 'missing.yaml'}: No such file or directory\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("bogus",), ("plan",), ("plan", "x.yaml", "--format", "png"), ("serve", "--listen", "x")],
+)
+def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
+    run = execplan(*args)
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith("execplan: ")
+
+
+def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "execplan.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--grace",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("execplan listening on 127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        assert port > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_on_a_busy_port_fails_in_one_line() -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        run = execplan("serve", "--listen", f"127.0.0.1:{port}")
+    assert run.returncode == 1
+    assert run.stderr == f"execplan: cannot listen on 127.0.0.1:{port}: Address already in use\n"
