@@ -158,6 +158,10 @@ class StreamThread:
         finally:
             self._cancel_all_attempts()
             await channel.close()
+            # grpc.aio's poller is shared by every loop of the process and may still
+            # deliver completions of the cancelled calls to this loop; closing the loop
+            # at once makes it log "Event loop is closed" on whatever loop runs next.
+            await asyncio.sleep(0.05)
 
     async def _reconnect_loop(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> None:
         while not self._stopping:
@@ -185,6 +189,7 @@ class StreamThread:
         """Run one stream; True when it ended because a drain completed."""
         call = stub.Connect()
         tasks: list[asyncio.Task[None]] = []
+        closed_cleanly = False
         try:
             first = worker_service_pb2.ConnectRequest(register=self._registration())
             if self._draining:
@@ -210,13 +215,14 @@ class StreamThread:
             # We half-closed after a drain: the server ends the stream next.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), _CLOSE_TIMEOUT_S)
+            closed_cleanly = True
             return True
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             call.cancel()
-            self._on_disconnected()
+            self._on_disconnected(lost=not closed_cleanly)
 
     async def _read_loop(self, call: _ConnectCall) -> None:
         while True:
@@ -229,7 +235,9 @@ class StreamThread:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            request, after_write = self._outbox.take()
+            request, after_write = self._outbox.take(
+                time.monotonic(), keep_for=max(1.0, 2 * self._heartbeat_s)
+            )
             if request is not None:
                 await call.write(request)
             for callback in after_write:
@@ -332,6 +340,7 @@ class StreamThread:
     def _cancel(self, ref: worker_service_pb2.AttemptRef) -> None:
         for key in self._matching(ref):
             self._outbox.results.pop(key, None)
+            self._outbox.in_flight.pop(key, None)
             attempt = self._attempts.pop(key, None)
             if attempt is not None:
                 attempt.ctx.cancel()
@@ -365,14 +374,14 @@ class StreamThread:
     def _drained(self) -> bool:
         return self._draining and not self._attempts and self._outbox.empty()
 
-    def _on_disconnected(self) -> None:
+    def _on_disconnected(self, *, lost: bool) -> None:
         # Attempts whose ack never left were not started; the executor re-queues them
         # when the ack deadline passes, so forget them rather than list them as running.
         for key, attempt in list(self._attempts.items()):
             if not attempt.started:
                 del self._attempts[key]
         # The draining status rides on the next `register` message instead.
-        self._outbox.reset_connection()
+        self._outbox.reset_connection(lost=lost)
 
     def _cancel_all_attempts(self) -> None:
         for attempt in self._attempts.values():

@@ -1,0 +1,626 @@
+"""Worker SDK against a scripted fake of the executor's WorkerService.
+
+The fake is served from its own thread.
+
+The server runs on a separate thread and event loop, as a real executor would run
+in a separate process: a test whose handler blocks the test's loop (time.sleep in
+an async handler) can then still prove that the worker's heartbeats kept arriving.
+Every request is stamped with time.monotonic() when the server receives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from execplan.client import InvalidArgumentError
+from execplan.client.values import from_value, to_struct
+from execplan.v1 import events_pb2, execution_pb2, worker_service_pb2_grpc
+from execplan.v1 import worker_service_pb2 as pb
+from execplan.worker import NonRetryableError, TaskContext, Worker, load_worker
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+@dataclass
+class Received:
+    at: float
+    stream: int
+    request: pb.ConnectRequest
+
+
+@dataclass
+class _Stream:
+    number: int
+    outgoing: asyncio.Queue[pb.ConnectResponse | str] = field(default_factory=asyncio.Queue)
+
+
+class FakeWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, test_loop: asyncio.AbstractEventLoop, heartbeat_ms: int = 50) -> None:
+        self.test_loop = test_loop
+        self.heartbeat_ms = heartbeat_ms
+        self.received: asyncio.Queue[Received] = asyncio.Queue()
+        self.log: list[Received] = []
+        self.streams: list[_Stream] = []
+        self.half_closed: list[int] = []
+        # Statuses to answer the next registrations with, instead of `registered`.
+        self.register_errors: list[status_pb2.Status] = []
+        # Filled into `registered.revoked` of the next registration.
+        self.revoke_next: list[pb.AttemptRef] = []
+
+    async def Connect(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[pb.ConnectRequest],
+        context: grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse],
+    ) -> None:
+        stream = _Stream(len(self.streams) + 1)
+        self.streams.append(stream)
+        first = await anext(aiter(request_iterator))
+        self._record(stream, first)
+        if self.register_errors:
+            st = rpc_status.to_status(self.register_errors.pop(0))
+            await context.abort(st.code, st.details, st.trailing_metadata)
+        registered = pb.WorkerRegistered(
+            worker_id=first.register.worker_id,
+            heartbeat_interval_ms=self.heartbeat_ms,
+            ack_deadline_ms=1000,
+            revoked=self.revoke_next,
+        )
+        self.revoke_next = []
+        await context.write(pb.ConnectResponse(registered=registered))
+        reader = asyncio.create_task(self._read(stream, request_iterator))
+        try:
+            while True:
+                get = asyncio.create_task(stream.outgoing.get())
+                await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    return  # the worker half-closed: end the stream, as the executor does
+                item = get.result()
+                if item == "abort":
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "stream dropped by test")
+                elif item == "end":
+                    return
+                else:
+                    assert isinstance(item, pb.ConnectResponse)
+                    await context.write(item)
+        finally:
+            reader.cancel()
+
+    async def _read(self, stream: _Stream, it: AsyncIterator[pb.ConnectRequest]) -> None:
+        async for request in it:
+            self._record(stream, request)
+        self.half_closed.append(stream.number)
+
+    def _record(self, stream: _Stream, request: pb.ConnectRequest) -> None:
+        item = Received(time.monotonic(), stream.number, request)
+        self.log.append(item)
+        self.test_loop.call_soon_threadsafe(self.received.put_nowait, item)
+
+    # -- test side --------------------------------------------------------------------
+    async def next_request(
+        self, match: Callable[[pb.ConnectRequest], bool] = lambda r: True, within: float = 5.0
+    ) -> Received:
+        async with asyncio.timeout(within):
+            while True:
+                item = await self.received.get()
+                if match(item.request):
+                    return item
+
+
+class ServerThread:
+    """A grpc.aio server with one servicer, on its own thread and loop."""
+
+    def __init__(self, servicer: FakeWorkerService, port: int = 0) -> None:
+        self.servicer = servicer
+        self.port = port
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> int:
+        self._thread.start()
+        self._ready.wait(5)
+        return self.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = grpc.aio.server()
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.servicer, server)
+        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        await server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await server.stop(0)
+
+    def send(self, response: pb.ConnectResponse | str) -> None:
+        """Send on the newest stream ("abort" drops it with UNAVAILABLE, "end" ends it)."""
+        assert self.loop is not None
+        stream = self.servicer.streams[-1]
+        self.loop.call_soon_threadsafe(stream.outgoing.put_nowait, response)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    fake: FakeWorkerService
+    server: ServerThread
+    worker: Worker
+    serving: asyncio.Task[None] | None = None
+
+    def serve(self) -> asyncio.Task[None]:
+        self.serving = asyncio.create_task(self.worker.serve())
+        return self.serving
+
+
+def ref(n: int, epoch: int = 1, execution: str = "ex-1") -> pb.AttemptRef:
+    return pb.AttemptRef(
+        execution_id=execution,
+        task_id=f"t{n}",
+        phase=execution_pb2.TASK_PHASE_MAIN,
+        token=events_pb2.AttemptToken(attempt=1, lease_epoch=epoch),
+    )
+
+
+def dispatch(n: int, task_type: str, inputs: dict[str, object] | None = None) -> pb.Dispatch:
+    return pb.Dispatch(
+        attempt=ref(n),
+        task_type=task_type,
+        inputs=to_struct(inputs or {}),
+        idempotency_key=f"ex-1/t{n}/1",
+        workflow_name="wf",
+        secrets={"token": "s3cret"},
+        trace_context={"traceparent": "00-abc-def-01"},
+    )
+
+
+def has_results(r: pb.ConnectRequest) -> bool:
+    return len(r.results) > 0
+
+
+@contextlib.asynccontextmanager
+async def harness(heartbeat_ms: int = 50, **worker_kwargs: object) -> AsyncIterator[Harness]:
+    fake = FakeWorkerService(asyncio.get_running_loop(), heartbeat_ms=heartbeat_ms)
+    server = ServerThread(fake)
+    server.start()
+    worker = Worker(server.address, worker_id="w-1", **worker_kwargs)  # type: ignore[arg-type]
+    h = Harness(fake, server, worker)
+    try:
+        yield h
+    finally:
+        await worker.stop()
+        if h.serving is not None:
+            with contextlib.suppress(Exception):
+                await h.serving
+        server.stop()
+
+
+def register_echo(worker: Worker) -> None:
+    @worker.task("echo.async")
+    async def echo_async(inputs: dict[str, object], ctx: TaskContext) -> dict[str, object]:
+        return {"got": inputs, "task": ctx.task_id}
+
+    @worker.task("echo.sync")
+    def echo_sync(inputs: dict[str, object]) -> object:
+        return inputs.get("x")
+
+
+# -- registration --------------------------------------------------------------------------
+async def test_register_message_carries_identity_capabilities_and_slots() -> None:
+    async with harness(slots=3, labels={"zone": "a"}, environment="prod") as h:
+        register_echo(h.worker)
+        h.serve()
+        first = await h.fake.next_request()
+        reg = first.request.register
+        assert reg.worker_id == "w-1"
+        assert list(reg.task_types) == ["echo.async", "echo.sync"]
+        assert dict(reg.labels) == {"zone": "a"}
+        assert reg.environment == "prod"
+        assert reg.slots == 3
+        assert reg.sdk == "python/0.1"
+        assert list(reg.running) == []
+
+
+async def test_default_worker_id_is_host_pid_random() -> None:
+    a, b = Worker(), Worker()
+    assert a.worker_id != b.worker_id
+    assert f"-{os.getpid()}-" in a.worker_id
+
+
+async def test_invalid_argument_on_register_is_fatal() -> None:
+    async with harness() as h:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="register.task_types", description="register at least one task type"
+                )
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad)
+        h.fake.register_errors.append(
+            status_pb2.Status(
+                code=code_pb2.INVALID_ARGUMENT, message="no task types", details=[detail]
+            )
+        )
+        with pytest.raises(InvalidArgumentError) as info:
+            await asyncio.wait_for(h.worker.serve(), 5)
+        assert info.value.violations == [("register.task_types", "register at least one task type")]
+        assert isinstance(info.value.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_resource_exhausted_honours_retry_info_then_registers() -> None:
+    async with harness() as h:
+        register_echo(h.worker)
+        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=300_000_000))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
+        h.fake.register_errors.append(
+            status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="busy", details=[detail])
+        )
+        h.serve()
+        first = await h.fake.next_request()
+        second = await h.fake.next_request(lambda r: r.HasField("register"))
+        assert second.stream == 2
+        assert second.at - first.at >= 0.28  # the server's hint, not the 0.2 s backoff base
+
+
+# -- dispatch, ack, result -----------------------------------------------------------------
+async def test_acks_for_one_message_are_batched_and_precede_results() -> None:
+    async with harness() as h:
+        register_echo(h.worker)
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(
+            pb.ConnectResponse(
+                dispatches=[
+                    dispatch(1, "echo.async", {"a": 1}),
+                    dispatch(2, "echo.sync", {"x": "two"}),
+                    dispatch(3, "echo.sync", {"x": [1, None]}),
+                ]
+            )
+        )
+        acks = await h.fake.next_request(lambda r: len(r.acks) > 0)
+        assert [a.attempt.task_id for a in acks.request.acks] == ["t1", "t2", "t3"]
+        assert acks.request.acks[0].attempt == ref(1)  # the fencing token is echoed
+        assert not acks.request.results  # handlers start only after their ack is written
+        outputs: dict[str, object] = {}
+        while len(outputs) < 3:
+            item = await h.fake.next_request(has_results)
+            for result in item.request.results:
+                assert result.attempt.token.lease_epoch == 1
+                outputs[result.attempt.task_id] = from_value(result.output)
+        assert outputs == {"t1": {"got": {"a": 1.0}, "task": "t1"}, "t2": "two", "t3": [1.0, None]}
+
+
+async def test_results_ready_together_share_one_message() -> None:
+    n = 16
+    async with harness(slots=n) as h:
+        gate = threading.Event()
+
+        @h.worker.task("gated")
+        def gated(inputs: dict[str, object]) -> int:
+            gate.wait(5)
+            return 1
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(i, "gated") for i in range(n)]))
+        await h.fake.next_request(lambda r: len(r.acks) == n)
+        await asyncio.sleep(0.05)  # let every pool thread reach gate.wait
+        gate.set()
+        got, messages = 0, 0
+        while got < n:
+            item = await h.fake.next_request(has_results)
+            got += len(item.request.results)
+            messages += 1
+        assert messages <= n // 2, f"{n} results took {messages} messages"
+
+
+async def test_exceptions_become_error_info() -> None:
+    class DeclinedError(NonRetryableError):
+        pass
+
+    class PermanentError(Exception):
+        retryable = False
+
+    async with harness() as h:
+
+        @h.worker.task("fail")
+        async def fail(inputs: dict[str, object]) -> None:
+            kind = inputs["kind"]
+            if kind == "value":
+                raise ValueError("bad amount")
+            if kind == "declined":
+                raise DeclinedError("card declined")
+            raise PermanentError("gone")
+
+        @h.worker.task("unencodable")
+        def unencodable(inputs: dict[str, object]) -> object:
+            return object()
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(
+            pb.ConnectResponse(
+                dispatches=[
+                    dispatch(1, "fail", {"kind": "value"}),
+                    dispatch(2, "fail", {"kind": "declined"}),
+                    dispatch(3, "fail", {"kind": "permanent"}),
+                    dispatch(4, "unencodable"),
+                    dispatch(5, "not.registered"),
+                ]
+            )
+        )
+        errors: dict[str, tuple[str, str, bool]] = {}
+        while len(errors) < 5:
+            item = await h.fake.next_request(has_results)
+            for r in item.request.results:
+                assert r.WhichOneof("outcome") == "error"
+                errors[r.attempt.task_id] = (r.error.type, r.error.message, r.error.retryable)
+        assert errors["t1"] == ("ValueError", "bad amount", True)
+        assert errors["t2"] == ("DeclinedError", "card declined", False)
+        assert errors["t3"] == ("PermanentError", "gone", False)
+        assert errors["t4"][0] == "OutputEncodingError" and errors["t4"][2] is False
+        assert errors["t5"][0] == "UnknownTaskType" and errors["t5"][2] is True
+
+
+async def test_context_exposes_the_dispatch() -> None:
+    seen: dict[str, object] = {}
+    async with harness() as h:
+
+        @h.worker.task("inspect")
+        def inspect_ctx(inputs: dict[str, object], ctx: TaskContext) -> None:
+            seen.update(
+                execution_id=ctx.execution_id,
+                task_id=ctx.task_id,
+                attempt=ctx.attempt,
+                lease_epoch=ctx.lease_epoch,
+                idempotency_key=ctx.idempotency_key,
+                task_type=ctx.task_type,
+                workflow_name=ctx.workflow_name,
+                secrets=ctx.secrets,
+                trace_context=ctx.trace_context,
+                deadline=ctx.deadline,
+                cancelled=ctx.cancelled,
+                thread=threading.current_thread().name,
+            )
+
+        h.serve()
+        await h.fake.next_request()
+        d = dispatch(1, "inspect")
+        d.start_to_close_deadline.FromSeconds(2_000_000_000)
+        h.server.send(pb.ConnectResponse(dispatches=[d]))
+        item = await h.fake.next_request(has_results)
+        assert item.request.results[0].output.WhichOneof("kind") == "null_value"
+    assert seen["idempotency_key"] == "ex-1/t1/1"
+    assert seen["secrets"] == {"token": "s3cret"}
+    assert seen["trace_context"] == {"traceparent": "00-abc-def-01"}
+    assert (seen["attempt"], seen["lease_epoch"], seen["cancelled"]) == (1, 1, False)
+    assert (seen["task_type"], seen["workflow_name"]) == ("inspect", "wf")
+    assert str(seen["deadline"]).startswith("2033-05-18 03:33:20+00:00")
+    assert str(seen["thread"]).startswith("execplan-task")
+
+
+# -- heartbeats ---------------------------------------------------------------------------
+async def test_heartbeats_flow_while_an_async_handler_blocks_the_loop() -> None:
+    window: list[float] = []
+    async with harness(heartbeat_ms=50) as h:
+
+        @h.worker.task("hog")
+        async def hog(inputs: dict[str, object], ctx: TaskContext) -> str:
+            ctx.heartbeat({"pct": 10})
+            window.append(time.monotonic())
+            time.sleep(0.6)  # noqa: ASYNC251 - blocks the user's event loop on purpose
+            window.append(time.monotonic())
+            return "done"
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "hog")]))
+        await h.fake.next_request(has_results, within=5)
+        start, end = window
+        beats = [item for item in h.fake.log if item.request.heartbeats and start <= item.at <= end]
+        # 0.6 s at 50 ms: ~12 rounds; a loop-bound heartbeat would produce none.
+        assert len(beats) >= 6, len(beats)
+        progress = [from_value(b.request.heartbeats[0].progress) for b in beats]
+        assert progress[-1] == {"pct": 10.0}
+        assert all(b.request.heartbeats[0].attempt == ref(1) for b in beats)
+
+
+async def test_one_heartbeat_message_covers_every_running_attempt() -> None:
+    async with harness(heartbeat_ms=50) as h:
+        release = asyncio.Event()
+
+        @h.worker.task("wait")
+        async def wait(inputs: dict[str, object]) -> None:
+            await release.wait()
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(i, "wait") for i in range(3)]))
+        beat = await h.fake.next_request(lambda r: len(r.heartbeats) > 0)
+        assert sorted(b.attempt.task_id for b in beat.request.heartbeats) == ["t0", "t1", "t2"]
+        release.set()
+        await h.fake.next_request(has_results)
+
+
+# -- cancel, drain -------------------------------------------------------------------------
+async def test_cancel_reaches_handlers_and_suppresses_their_results() -> None:
+    events: list[str] = []
+    async with harness() as h:
+        stop_sync = threading.Event()
+
+        @h.worker.task("slow.async")
+        async def slow_async(inputs: dict[str, object], ctx: TaskContext) -> str:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                events.append(f"async cancelled={ctx.cancelled}")
+                raise
+            return "late"
+
+        @h.worker.task("slow.sync")
+        def slow_sync(inputs: dict[str, object], ctx: TaskContext) -> str:
+            while not ctx.cancelled:
+                time.sleep(0.01)
+            events.append("sync saw cancelled")
+            stop_sync.set()
+            return "late"
+
+        @h.worker.task("quick")
+        def quick(inputs: dict[str, object]) -> str:
+            return "quick"
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(
+            pb.ConnectResponse(dispatches=[dispatch(1, "slow.async"), dispatch(2, "slow.sync")])
+        )
+        await h.fake.next_request(lambda r: len(r.acks) == 2)
+        await asyncio.sleep(0.05)
+        h.server.send(
+            pb.ConnectResponse(
+                cancels=[
+                    pb.CancelAttempt(attempt=ref(1), reason="user"),
+                    pb.CancelAttempt(attempt=ref(2), reason="user"),
+                ]
+            )
+        )
+        await asyncio.to_thread(stop_sync.wait, 5)
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(3, "quick")]))
+        item = await h.fake.next_request(has_results)
+        assert [r.attempt.task_id for r in item.request.results] == ["t3"]
+        await asyncio.sleep(0.1)
+        assert not [i for i in h.fake.log if i.request.results and i is not item]
+        assert sorted(events) == ["async cancelled=True", "sync saw cancelled"]
+
+
+async def test_server_drain_finishes_running_work_then_closes() -> None:
+    async with harness() as h:
+
+        @h.worker.task("slow")
+        async def slow(inputs: dict[str, object]) -> str:
+            await asyncio.sleep(0.3)
+            return "finished"
+
+        serving = h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "slow")]))
+        await h.fake.next_request(lambda r: len(r.acks) > 0)
+        h.server.send(pb.ConnectResponse(drain=pb.Drain(reason="server shutdown")))
+        status = await h.fake.next_request(lambda r: r.HasField("status"))
+        assert status.request.status == pb.WorkerStatus(draining=True, free_slots=0)
+        result = await h.fake.next_request(has_results)
+        assert from_value(result.request.results[0].output) == "finished"
+        await asyncio.wait_for(serving, 5)  # serve() returns once drained
+        assert h.fake.half_closed == [1]
+
+
+async def test_local_drain_with_nothing_running_returns_promptly() -> None:
+    async with harness() as h:
+        register_echo(h.worker)
+        serving = h.serve()
+        await h.fake.next_request()
+        await asyncio.wait_for(h.worker.drain(), 5)
+        assert serving.done()
+        status = await h.fake.next_request(lambda r: r.HasField("status"))
+        assert status.request.status.draining
+
+
+# -- reconnect ----------------------------------------------------------------------------
+async def test_reconnect_reregisters_running_attempts_and_delivers_pending_result() -> None:
+    async with harness() as h:
+        release = threading.Event()
+
+        @h.worker.task("long")
+        def long(inputs: dict[str, object]) -> str:
+            release.wait(10)
+            return "survived"
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "long")]))
+        await h.fake.next_request(lambda r: len(r.acks) > 0)
+
+        # The executor goes away entirely; the attempt finishes while we are offline.
+        port = h.server.port
+        h.server.stop()
+        release.set()
+        await asyncio.sleep(0.3)
+        h.server = ServerThread(h.fake, port=port)
+        h.server.start()
+
+        again = await h.fake.next_request(lambda r: r.HasField("register"), within=15)
+        assert list(again.request.register.running) == [ref(1)]
+        result = await h.fake.next_request(has_results)
+        assert result.stream == again.stream
+        assert from_value(result.request.results[0].output) == "survived"
+
+
+async def test_revoked_attempts_are_cancelled_and_their_results_dropped() -> None:
+    cancelled = asyncio.Event()
+    async with harness() as h:
+
+        @h.worker.task("wait")
+        async def wait(inputs: dict[str, object], ctx: TaskContext) -> str:
+            try:
+                await ctx.wait_cancelled()
+            finally:
+                cancelled.set()
+            return "never sent"
+
+        @h.worker.task("quick")
+        def quick(inputs: dict[str, object]) -> str:
+            return "quick"
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "wait")]))
+        await h.fake.next_request(lambda r: len(r.acks) > 0)
+        h.fake.revoke_next = [ref(1)]
+        h.server.send("abort")
+        again = await h.fake.next_request(lambda r: r.HasField("register"))
+        assert list(again.request.register.running) == [ref(1)]
+        await asyncio.wait_for(cancelled.wait(), 5)
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(2, "quick")]))
+        item = await h.fake.next_request(has_results)
+        assert [r.attempt.task_id for r in item.request.results] == ["t2"]
+
+
+# -- loader --------------------------------------------------------------------------------
+worker = Worker("127.0.0.1:1", worker_id="module-level")
+
+
+def test_load_worker_by_module_and_attribute() -> None:
+    assert load_worker(f"{__name__}") is worker
+    assert load_worker(f"{__name__}:worker") is worker
+    with pytest.raises(TypeError):
+        load_worker(f"{__name__}:harness")
+    with pytest.raises(ValueError, match="no attribute"):
+        load_worker(f"{__name__}:nope")
