@@ -1,0 +1,71 @@
+"""The executor as a server component: store + engine + its two gRPC services."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from execplan.executor.engine import Engine, EngineConfig
+from execplan.store import open_store
+from execplan.store.port import Store
+
+
+class ExecutorComponent:
+    def __init__(
+        self,
+        store_url: str,
+        *,
+        planner_address: str | None = None,
+        config: EngineConfig | None = None,
+        silence_ms: int = 15_000,
+    ) -> None:
+        from execplan.wire.executor_servicer import (  # noqa: PLC0415
+            Compiler,
+            LocalCompiler,
+            RemoteCompiler,
+        )
+
+        self.store: Store = open_store(store_url)
+        self.engine = Engine(self.store, config)
+        self._remote: RemoteCompiler | None = None
+        compiler: Compiler
+        if planner_address:
+            compiler = self._remote = RemoteCompiler(planner_address)
+        else:
+            compiler = LocalCompiler()
+        self._compiler = compiler
+        self._silence_ms = silence_ms
+        self._worker_servicer: object | None = None
+        self._stopped = False
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        from execplan.v1 import executor_service_pb2_grpc, worker_service_pb2_grpc  # noqa: PLC0415
+        from execplan.wire import executor_servicer, worker_servicer  # noqa: PLC0415
+
+        workers = worker_servicer.WorkerServicer(self.engine, self._silence_ms)
+        self._worker_servicer = workers
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            executor_servicer.ExecutorServicer(self.engine, self._compiler), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
+        return (executor_servicer.SERVICE_NAME, worker_servicer.SERVICE_NAME)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.engine.start()
+
+    async def begin_drain(self) -> None:
+        from execplan.wire.worker_servicer import WorkerServicer  # noqa: PLC0415
+
+        if isinstance(self._worker_servicer, WorkerServicer):
+            self._worker_servicer.begin_drain()
+        self.engine.hub.close()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.engine.stop()
+        if self._remote is not None:
+            await self._remote.close()
+        await self.store.close()

@@ -1,0 +1,171 @@
+"""Worker registry and fair matching of queued tasks to worker slots.
+
+Liveness and slots live in memory only (SPEC: no database write per heartbeat).
+Fairness: ready tasks are kept per execution and per task type; a dispatch round
+visits executions round-robin, grouped by fairness key, taking one task per visit,
+so a 10,000-task execution cannot starve a 3-task one. Within one execution the
+order is priority, then critical-path rank, then plan order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from execplan.executor.plan_view import NodeView
+
+
+@dataclass(eq=False, slots=True)
+class WorkerConn:
+    worker_id: str
+    task_types: frozenset[str]
+    labels: dict[str, str]
+    environment: str
+    slots: int
+    session: int
+    leases: set[tuple[str, int]] = field(default_factory=set)
+    draining: bool = False
+    connected: bool = True
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining or not self.connected else self.slots - len(self.leases)
+
+    def accepts(self, node: NodeView) -> bool:
+        if node.environment and node.environment != self.environment:
+            return False
+        return all(self.labels.get(key) == value for key, value in node.require_labels)
+
+    def preference(self, node: NodeView) -> int:
+        return sum(1 for key, value in node.prefer_labels if self.labels.get(key) == value)
+
+
+class WorkerRegistry:
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerConn] = {}
+        self._by_type: dict[str, list[WorkerConn]] = {}
+
+    def add(self, worker: WorkerConn) -> None:
+        self.remove(worker.worker_id)
+        self.workers[worker.worker_id] = worker
+        for task_type in worker.task_types:
+            self._by_type.setdefault(task_type, []).append(worker)
+
+    def remove(self, worker_id: str) -> WorkerConn | None:
+        worker = self.workers.pop(worker_id, None)
+        if worker is not None:
+            for task_type in worker.task_types:
+                peers = self._by_type.get(task_type, [])
+                if worker in peers:
+                    peers.remove(worker)
+        return worker
+
+    def has_type(self, task_type: str) -> bool:
+        return any(w.connected for w in self._by_type.get(task_type, ()))
+
+    def free_for(self, task_type: str) -> bool:
+        return any(w.free > 0 for w in self._by_type.get(task_type, ()))
+
+    def pick(self, task_type: str, node: NodeView) -> WorkerConn | None:
+        best: WorkerConn | None = None
+        best_key = (-1, -1)
+        for worker in self._by_type.get(task_type, ()):
+            if worker.free <= 0 or not worker.accepts(node):
+                continue
+            key = (worker.preference(node), worker.free)
+            if key > best_key:
+                best, best_key = worker, key
+        return best
+
+    def total_free(self) -> int:
+        return sum(max(0, w.free) for w in self.workers.values())
+
+
+@dataclass(slots=True)
+class _ExecutionQueue:
+    by_type: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+
+    def push(self, task_type: str, priority: int, rank: int, index: int) -> None:
+        heapq.heappush(self.by_type.setdefault(task_type, []), (-priority, -rank, index))
+
+    def __bool__(self) -> bool:
+        return any(self.by_type.values())
+
+
+class ReadyQueues:
+    """Queued tasks waiting for a worker, per fairness key and execution."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, _ExecutionQueue] = {}
+        self._fairness: dict[str, str] = {}
+        self._keys: deque[str] = deque()
+        self._executions: dict[str, deque[str]] = {}
+
+    def push(self, execution_id: str, fairness_key: str, task_type: str, node: NodeView) -> None:
+        queue = self._queues.get(execution_id)
+        if queue is None:
+            queue = self._queues[execution_id] = _ExecutionQueue()
+            self._fairness[execution_id] = fairness_key
+            if fairness_key not in self._executions:
+                self._executions[fairness_key] = deque()
+                self._keys.append(fairness_key)
+            self._executions[fairness_key].append(execution_id)
+        queue.push(task_type, node.priority, node.rank, node.index)
+
+    def drop(self, execution_id: str) -> None:
+        if self._queues.pop(execution_id, None) is None:
+            return
+        key = self._fairness.pop(execution_id)
+        ring = self._executions[key]
+        ring.remove(execution_id)
+        if not ring:
+            del self._executions[key]
+            self._keys.remove(key)
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def rounds(self) -> Iterator[str]:
+        """Execution ids in fair order: one per fairness key in turn, repeatedly.
+
+        Stops after a full pass over every execution still queued.
+        """
+        budget = len(self._queues)
+        while budget > 0 and self._keys:
+            key = self._keys[0]
+            self._keys.rotate(-1)
+            ring = self._executions[key]
+            execution_id = ring[0]
+            ring.rotate(-1)
+            budget -= 1
+            yield execution_id
+
+    def take(
+        self,
+        execution_id: str,
+        still_queued: Callable[[int], bool],
+        blocked_types: set[str],
+    ) -> tuple[str, int] | None:
+        """Pops the best queued task of an execution whose type is not blocked."""
+        queue = self._queues.get(execution_id)
+        if queue is None:
+            return None
+        best: tuple[tuple[int, int, int], str] | None = None
+        for task_type, heap in queue.by_type.items():
+            while heap and not still_queued(heap[0][2]):
+                heapq.heappop(heap)
+            if heap and task_type not in blocked_types and (best is None or heap[0] < best[0]):
+                best = (heap[0], task_type)
+        if not queue:
+            self.drop(execution_id)
+        if best is None:
+            return None
+        heapq.heappop(queue.by_type[best[1]])
+        if not queue:
+            self.drop(execution_id)
+        return best[1], best[0][2]
+
+    def has_work(self, execution_id: str) -> bool:
+        return execution_id in self._queues

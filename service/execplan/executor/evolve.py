@@ -1,0 +1,282 @@
+"""evolve(state, event): the fold. Applies one committed-or-about-to-commit event.
+
+Pure with respect to the outside world: no clock (timestamps come from the event),
+no I/O, no randomness. Replaying an execution's log through it rebuilds the state
+exactly; that is how recovery and time travel work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from execplan.executor.state import (
+    AttemptRecord,
+    ExecutionState,
+    TaskRun,
+    Timer,
+)
+from execplan.executor.values import from_struct, from_value
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+
+def _ms(event: ev.ExecutionEvent) -> int:
+    stamp = event.recorded_at
+    return stamp.seconds * 1000 + stamp.nanos // 1_000_000
+
+
+def error_dict(error: ex.ErrorInfo) -> dict[str, Any]:
+    return {"type": error.type, "message": error.message, "retryable": error.retryable}
+
+
+def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> None:
+    """Marks a task terminal and updates its downstream trigger counters."""
+    task.state = outcome
+    task.finished_ms = at_ms
+    state.completions += 1
+    task.completed_order = state.completions
+    for child in state.plan.nodes[task.index].downstream:
+        counters = state.tasks[child]
+        counters.upstream_pending -= 1
+        if outcome == ex.TASK_STATE_SUCCEEDED:
+            counters.upstream_succeeded += 1
+        elif outcome == ex.TASK_STATE_FAILED:
+            counters.upstream_failed += 1
+        else:
+            counters.upstream_other += 1
+
+
+def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.execution_started
+    state.inputs = from_struct(body.inputs)
+    state.request_id = body.request_id
+    state.fairness_key = body.fairness_key
+    state.trace_context = dict(body.trace_context)
+    state.created_ms = _ms(event)
+    state.state = ex.EXECUTION_STATE_RUNNING
+
+
+def _queued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_queued
+    task = state.task(body.task_id)
+    at = _ms(event)
+    task.state = ex.TASK_STATE_QUEUED
+    task.phase = body.phase
+    task.attempt = body.attempt
+    task.worker_id = ""
+    task.queued_ms = at
+    task.first_queued_ms = task.first_queued_ms or at
+    task.status_message = ""
+
+
+def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_dispatched
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_DISPATCHED
+    task.attempt = body.token.attempt
+    task.epoch = body.token.lease_epoch
+    task.worker_id = body.worker_id
+    task.status_message = ""
+    task.attempts.append(
+        AttemptRecord(
+            attempt=body.token.attempt,
+            phase=body.phase,
+            worker_id=body.worker_id,
+            epoch=body.token.lease_epoch,
+            dispatched_ms=_ms(event),
+        )
+    )
+
+
+def _task_started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    task = state.task(event.task_started.task_id)
+    task.state = ex.TASK_STATE_RUNNING
+    task.started_ms = _ms(event)
+
+
+def _finish_attempt(task: TaskRun, at_ms: int, error: dict[str, Any] | None) -> None:
+    if task.attempts:
+        record = task.attempts[-1]
+        record.finished_ms = at_ms
+        record.error = error
+
+
+def _succeeded(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_succeeded
+    task = state.task(body.task_id)
+    at = _ms(event)
+    _finish_attempt(task, at, None)
+    if body.phase == ex.TASK_PHASE_COMPENSATION:
+        task.state = ex.TASK_STATE_COMPENSATED
+        task.compensated = True
+        task.finished_ms = at
+        if state.compensation_queue and state.compensation_queue[0] == task.index:
+            state.compensation_queue.pop(0)
+        return
+    task.output = from_value(body.output)
+    task.error = None
+    state.consecutive_failures = 0
+    _settle(state, task, ex.TASK_STATE_SUCCEEDED, at)
+
+
+def _failure(
+    state: ExecutionState, task_id: str, phase: int, error: dict[str, Any], *, final: bool, at: int
+) -> None:
+    task = state.task(task_id)
+    _finish_attempt(task, at, error)
+    task.error = error
+    if not final:
+        return
+    if phase == ex.TASK_PHASE_COMPENSATION:
+        task.state = ex.TASK_STATE_COMPENSATION_FAILED
+        task.finished_ms = at
+        return
+    state.consecutive_failures += 1
+    state.any_failed = True
+    _settle(state, task, ex.TASK_STATE_FAILED, at)
+
+
+def _failed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_failed
+    _failure(
+        state, body.task_id, body.phase, error_dict(body.error), final=body.final, at=_ms(event)
+    )
+
+
+def _timed_out(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_timed_out
+    kind = ev.TimeoutKind.Name(body.timeout).removeprefix("TIMEOUT_KIND_").lower()
+    error = {"type": "Timeout", "message": f"{kind} timeout", "retryable": True}
+    _failure(state, body.task_id, body.phase, error, final=body.final, at=_ms(event))
+
+
+def _retry_scheduled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_retry_scheduled
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_BACKING_OFF
+    task.status_message = body.reason
+
+
+def _requeued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_requeued
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_QUEUED
+    task.worker_id = ""
+    task.queued_ms = _ms(event)
+    task.status_message = body.reason
+    if task.attempts:
+        task.attempts[-1].finished_ms = _ms(event)
+
+
+def _skipped(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    task = state.task(event.task_skipped.task_id)
+    task.status_message = event.task_skipped.reason
+    _settle(state, task, ex.TASK_STATE_SKIPPED, _ms(event))
+
+
+def _parked(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_parked
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_PARKED if body.parked else ex.TASK_STATE_QUEUED
+    task.status_message = f"circuit breaker {body.breaker_type} open" if body.parked else ""
+
+
+def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_cancelled
+    task = state.task(body.task_id)
+    task.status_message = body.reason
+    if task.attempts and not task.attempts[-1].finished_ms:
+        task.attempts[-1].finished_ms = _ms(event)
+    _settle(state, task, ex.TASK_STATE_CANCELLED, _ms(event))
+
+
+def _timer_scheduled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.timer_scheduled
+    task = state.task(body.task_id)
+    fire_at = body.fire_at.seconds * 1000 + body.fire_at.nanos // 1_000_000
+    state.timers[body.timer_id] = Timer(body.timer_id, task.index, body.purpose, fire_at)
+    if body.purpose in (ev.TIMER_PURPOSE_SLEEP, ev.TIMER_PURPOSE_EVENT_TIMEOUT):
+        task.state = ex.TASK_STATE_WAITING
+        if not task.started_ms:
+            task.started_ms = _ms(event)
+
+
+def _timer_fired(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.timers.pop(event.timer_fired.timer_id, None)
+
+
+def _external_event(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    # An event is a latch: once received, every wait on its name sees the latest data.
+    body = event.external_event_received
+    state.mailbox[body.name] = [from_value(body.data)]
+
+
+def _paused(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.paused = True
+    state.state = ex.EXECUTION_STATE_PAUSED
+
+
+def _resumed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.paused = False
+    state.state = ex.EXECUTION_STATE_RUNNING
+
+
+def _cancel_requested(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.cancel_requested = True
+
+
+def _compensation_started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.state = ex.EXECUTION_STATE_COMPENSATING
+    state.compensation_queue = [
+        state.plan.index_of[task_id] for task_id in event.compensation_started.task_ids
+    ]
+
+
+def _completed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.execution_completed
+    state.state = body.state
+    state.outputs = from_struct(body.outputs)
+    state.error = error_dict(body.error) if body.HasField("error") else None
+    state.failed_task_id = body.failed_task_id
+    state.finished_ms = _ms(event)
+    state.timers.clear()
+
+
+def _ignore(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    """Events that only inform (progress) and change no durable state."""
+
+
+_HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent], None]] = {
+    "execution_started": _started,
+    "task_queued": _queued,
+    "task_dispatched": _dispatched,
+    "task_started": _task_started,
+    "task_succeeded": _succeeded,
+    "task_failed": _failed,
+    "task_timed_out": _timed_out,
+    "task_retry_scheduled": _retry_scheduled,
+    "task_requeued": _requeued,
+    "task_skipped": _skipped,
+    "task_parked": _parked,
+    "task_cancelled": _cancelled,
+    "timer_scheduled": _timer_scheduled,
+    "timer_fired": _timer_fired,
+    "external_event_received": _external_event,
+    "execution_paused": _paused,
+    "execution_resumed": _resumed,
+    "execution_cancel_requested": _cancel_requested,
+    "compensation_started": _compensation_started,
+    "execution_completed": _completed,
+    "task_progress": _ignore,
+}
+
+
+def evolve(state: ExecutionState, event: ev.ExecutionEvent) -> ExecutionState:
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        raise ValueError(f"event {event.sequence} of {event.execution_id} has no kind")
+    _HANDLERS[kind](state, event)
+    state.last_sequence = event.sequence
+    state.updated_ms = _ms(event)
+    return state

@@ -1,0 +1,204 @@
+"""The executor's in-memory view of an ExecutionPlan.
+
+Walking protobuf fields from Python costs several times a parse (NOTES.md), so a
+plan is decoded once into plain objects, shared by every execution pinned to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from execplan.executor.bindings import (
+    BindingNode,
+    Expr,
+    StructBinding,
+    decode_binding_value,
+    decode_expression,
+    reads_of,
+)
+from execplan.executor.values import JsonValue, from_value
+from execplan.v1 import plan_pb2, workflow_pb2
+
+BUILTIN_SLEEP = plan_pb2.BUILTIN_KIND_SLEEP
+BUILTIN_WAIT = plan_pb2.BUILTIN_KIND_WAIT_FOR_EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class RetryView:
+    max_attempts: int
+    initial_interval_ms: int
+    backoff_coefficient: float
+    max_interval_ms: int
+    jitter: float
+    non_retryable: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsView:
+    schedule_to_start_ms: int
+    start_to_close_ms: int
+    heartbeat_ms: int
+    schedule_to_close_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SideTaskView:
+    type: str
+    inputs: StructBinding
+    retry: RetryView
+    timeouts: TimeoutsView
+    inherits_inputs: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    index: int
+    task_id: str
+    type: str
+    builtin: int
+    upstream: tuple[int, ...]
+    downstream: tuple[int, ...]
+    priority: int
+    rank: int
+    trigger: int
+    condition: Expr | None
+    inputs: StructBinding
+    reads: frozenset[str]
+    retry: RetryView
+    timeouts: TimeoutsView
+    fallback: SideTaskView | None
+    compensation: SideTaskView | None
+    require_labels: tuple[tuple[str, str], ...]
+    prefer_labels: tuple[tuple[str, str], ...]
+    environment: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InputView:
+    name: str
+    type: int
+    required: bool
+    default: JsonValue
+    has_default: bool
+
+
+@dataclass(slots=True)
+class PlanView:
+    plan_id: str
+    workflow_name: str
+    workflow_version: str
+    on_failure: int
+    max_parallel: int
+    pause_after_failures: int
+    inputs: tuple[InputView, ...]
+    nodes: tuple[NodeView, ...]
+    outputs: tuple[tuple[str, BindingNode], ...]
+    index_of: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fail_fast(self) -> bool:
+        return self.on_failure in (
+            workflow_pb2.ON_FAILURE_FAIL_FAST,
+            workflow_pb2.ON_FAILURE_UNSPECIFIED,
+        )
+
+
+def _ms(duration: object) -> int:
+    seconds = getattr(duration, "seconds", 0)
+    nanos = getattr(duration, "nanos", 0)
+    return int(seconds) * 1000 + int(nanos) // 1_000_000
+
+
+def _retry(policy: plan_pb2.ResolvedRetryPolicy) -> RetryView:
+    return RetryView(
+        max_attempts=max(1, policy.max_attempts),
+        initial_interval_ms=_ms(policy.initial_interval),
+        backoff_coefficient=policy.backoff_coefficient or 1.0,
+        max_interval_ms=_ms(policy.max_interval),
+        jitter=policy.jitter,
+        non_retryable=frozenset(policy.non_retryable_errors),
+    )
+
+
+def _timeouts(timeouts: plan_pb2.ResolvedTimeouts) -> TimeoutsView:
+    return TimeoutsView(
+        schedule_to_start_ms=_ms(timeouts.schedule_to_start),
+        start_to_close_ms=_ms(timeouts.start_to_close),
+        heartbeat_ms=_ms(timeouts.heartbeat),
+        schedule_to_close_ms=_ms(timeouts.schedule_to_close),
+    )
+
+
+def _bindings(bindings: object) -> StructBinding:
+    return StructBinding(
+        tuple((b.name, decode_binding_value(b.value)) for b in bindings)  # type: ignore[attr-defined]
+    )
+
+
+def _side_task(node: plan_pb2.PlanNode, name: str) -> SideTaskView | None:
+    if not node.HasField(name):  # type: ignore[arg-type]
+        return None
+    side: plan_pb2.PlanSideTask = getattr(node, name)
+    return SideTaskView(
+        type=side.type,
+        inputs=_bindings(side.bindings),
+        retry=_retry(side.retry),
+        timeouts=_timeouts(side.timeouts),
+        inherits_inputs=side.inherits_inputs,
+    )
+
+
+def _node(node: plan_pb2.PlanNode) -> NodeView:
+    inputs = _bindings(node.bindings)
+    condition = decode_expression(node.condition) if node.HasField("condition") else None
+    reads = reads_of(inputs) | (set(condition.reads_tasks) if condition else set())
+    res = node.resources
+    return NodeView(
+        index=node.index,
+        task_id=node.task_id,
+        type=node.type,
+        builtin=node.builtin,
+        upstream=tuple(node.upstream),
+        downstream=tuple(node.downstream),
+        priority=node.priority,
+        rank=node.critical_path_rank,
+        trigger=node.trigger,
+        condition=condition,
+        inputs=inputs,
+        reads=frozenset(reads),
+        retry=_retry(node.retry),
+        timeouts=_timeouts(node.timeouts),
+        fallback=_side_task(node, "fallback"),
+        compensation=_side_task(node, "compensation"),
+        require_labels=tuple(sorted(res.require_labels.items())),
+        prefer_labels=tuple(sorted(res.prefer_labels.items())),
+        environment=res.environment,
+        secrets=tuple(res.secrets),
+    )
+
+
+def decode_plan(plan: plan_pb2.ExecutionPlan) -> PlanView:
+    nodes = tuple(_node(node) for node in plan.nodes)
+    view = PlanView(
+        plan_id=plan.plan_id,
+        workflow_name=plan.workflow_name,
+        workflow_version=plan.workflow_version,
+        on_failure=plan.on_failure,
+        max_parallel=plan.max_parallel,
+        pause_after_failures=plan.pause_after_failures,
+        inputs=tuple(
+            InputView(
+                name=i.name,
+                type=i.type,
+                required=i.required,
+                default=from_value(i.default) if i.HasField("default") else None,
+                has_default=i.HasField("default"),
+            )
+            for i in plan.inputs
+        ),
+        nodes=nodes,
+        outputs=tuple((o.name, decode_binding_value(o.value)) for o in plan.outputs),
+    )
+    view.index_of = {node.task_id: node.index for node in nodes}
+    return view

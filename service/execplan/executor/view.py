@@ -1,0 +1,102 @@
+"""Encodes an ExecutionState as the `execplan.v1.Execution` message clients read."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from execplan.executor.state import (
+    ExecutionState,
+    TaskRun,
+    execution_state_name,
+    task_state_name,
+)
+from execplan.executor.values import fill_struct, fill_value
+from execplan.store.port import ExecutionRecord
+from execplan.v1 import execution_pb2 as ex
+
+
+def _error(target: ex.ErrorInfo, error: dict[str, object]) -> None:
+    target.type = str(error.get("type", ""))
+    target.message = str(error.get("message", ""))
+    target.retryable = bool(error.get("retryable", False))
+
+
+def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
+    node = state.plan.nodes[task.index]
+    target.task_id = node.task_id
+    target.type = node.type
+    target.state = task.state  # type: ignore[assignment]
+    target.phase = task.phase  # type: ignore[assignment]
+    target.attempt = task.attempt
+    target.worker_id = task.worker_id
+    target.status_message = task.status_message
+    if task.output is not None:
+        fill_value(target.output, task.output)
+    if task.error:
+        _error(target.error, task.error)
+    if task.queued_ms:
+        target.queued_at.FromMilliseconds(task.queued_ms)
+    if task.started_ms:
+        target.started_at.FromMilliseconds(task.started_ms)
+    if task.finished_ms:
+        target.finished_at.FromMilliseconds(task.finished_ms)
+    for record in task.attempts:
+        item = target.attempts.add(
+            attempt=record.attempt,
+            phase=record.phase,
+            worker_id=record.worker_id,
+            lease_epoch=record.epoch,
+        )
+        item.dispatched_at.FromMilliseconds(record.dispatched_ms)
+        if record.finished_ms:
+            item.finished_at.FromMilliseconds(record.finished_ms)
+        if record.error:
+            _error(item.error, record.error)
+
+
+def encode_execution(state: ExecutionState, *, with_tasks: bool = True) -> ex.Execution:
+    plan = state.plan
+    message = ex.Execution(
+        execution_id=state.execution_id,
+        plan_id=plan.plan_id,
+        workflow_name=plan.workflow_name,
+        workflow_version=plan.workflow_version,
+        state=state.state,  # type: ignore[arg-type]
+        last_sequence=state.last_sequence,
+        fairness_key=state.fairness_key,
+    )
+    fill_struct(message.inputs, state.inputs)
+    if state.outputs:
+        fill_struct(message.outputs, state.outputs)
+    if state.error:
+        _error(message.error, state.error)
+    message.created_at.FromMilliseconds(state.created_ms)
+    message.updated_at.FromMilliseconds(state.updated_ms)
+    if state.finished_ms:
+        message.finished_at.FromMilliseconds(state.finished_ms)
+    counts = Counter(task_state_name(t.state) for t in state.tasks)
+    for name, count in counts.items():
+        message.task_counts[name] = count
+    if with_tasks:
+        for task in state.tasks:
+            _task(state, task, message.tasks.add())
+    return message
+
+
+def encode_record(record: ExecutionRecord) -> ex.Execution:
+    """A summary from the index row alone (ListExecutions of finished executions)."""
+    message = ex.Execution(
+        execution_id=record.execution_id,
+        plan_id=record.plan_id,
+        workflow_name=record.workflow_name,
+        state=ex.ExecutionState.Value("EXECUTION_STATE_" + record.state),
+        last_sequence=record.last_sequence,
+        fairness_key=record.fairness_key,
+    )
+    message.created_at.FromMilliseconds(record.created_at_ms)
+    message.updated_at.FromMilliseconds(record.updated_at_ms)
+    return message
+
+
+def state_name(state: ExecutionState) -> str:
+    return execution_state_name(state.state)

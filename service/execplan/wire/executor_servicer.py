@@ -1,0 +1,264 @@
+"""gRPC face of the executor: `execplan.v1.ExecutorService`.
+
+Thin: decode the request, call the engine, encode the answer. Workflow source is
+compiled on the way by a `Compiler` (in process, or the PlannerService over gRPC
+when the executor runs on its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+from execplan.errors import FieldViolation, InvalidArgument, NotFound
+from execplan.executor.engine import Engine
+from execplan.executor.values import from_struct, from_value
+from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import executor_service_pb2 as pb
+from execplan.v1 import executor_service_pb2_grpc as pb_grpc
+from execplan.v1 import plan_pb2
+from execplan.v1 import planner_service_pb2 as planner_pb
+from execplan.wire.status import stream_errors, unary_errors
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
+Ctx = grpc.aio.ServicerContext[Any, Any]
+_MAX_PAGE = 1000
+
+
+class Compiler(Protocol):
+    async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan: ...
+
+
+class LocalCompiler:
+    """Compiles in this process (execplan serve)."""
+
+    async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
+        from execplan.wire.planner_servicer import compile_response  # noqa: PLC0415
+
+        return compile_response(request).plan
+
+
+class RemoteCompiler:
+    """Compiles through a PlannerService over gRPC (execplan executor --planner ...);
+    its INVALID_ARGUMENT (with BadRequest details) is passed through unchanged."""
+
+    def __init__(self, address: str) -> None:
+        from execplan.v1 import planner_service_pb2_grpc  # noqa: PLC0415
+
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
+
+    async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
+        response = await self._stub.CompilePlan(request)
+        return response.plan
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _states(values: Any) -> list[str]:
+    return [ex.ExecutionState.Name(v).removeprefix("EXECUTION_STATE_") for v in values if v]
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required", [FieldViolation(field, "required")])
+    return value
+
+
+def _state_value(name: str) -> ex.ExecutionState.ValueType:
+    return ex.ExecutionState.Value("EXECUTION_STATE_" + name)
+
+
+class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
+    def __init__(self, engine: Engine, compiler: Compiler) -> None:
+        self._engine = engine
+        self._compiler = compiler
+
+    async def _plan(self, request: pb.StartExecutionRequest) -> plan_pb2.ExecutionPlan:
+        kind = request.WhichOneof("definition")
+        if kind == "plan":
+            if not request.plan.plan_id or not request.plan.nodes:
+                raise InvalidArgument(
+                    "plan is incomplete",
+                    [FieldViolation("plan.plan_id", "a compiled plan has a plan_id and nodes")],
+                )
+            return request.plan
+        if kind == "plan_id":
+            return await self._engine.get_plan(request.plan_id)
+        if kind == "source":
+            return await self._compiler.compile(
+                planner_pb.CompilePlanRequest(source=request.source, format=request.format)
+            )
+        if kind == "workflow":
+            return await self._compiler.compile(
+                planner_pb.CompilePlanRequest(workflow=request.workflow)
+            )
+        raise InvalidArgument(
+            "a definition is required",
+            [FieldViolation("definition", "set one of plan, plan_id, source or workflow")],
+        )
+
+    @unary_errors
+    async def StartExecution(  # noqa: N802
+        self, request: pb.StartExecutionRequest, context: Ctx
+    ) -> pb.StartExecutionResponse:
+        plan = await self._plan(request)
+        view = await self._engine.register_plan(plan)
+        trace = {
+            k: v
+            for k, v in context.invocation_metadata() or ()
+            if k in ("traceparent", "tracestate") and isinstance(v, str)
+        }
+        execution_id, created = await self._engine.start_execution(
+            view,
+            from_struct(request.inputs),
+            request_id=request.request_id,
+            fairness_key=request.fairness_key,
+            trace_context=trace,
+        )
+        return pb.StartExecutionResponse(
+            execution_id=execution_id, plan_id=view.plan_id, created=created
+        )
+
+    @unary_errors
+    async def GetExecution(  # noqa: N802
+        self, request: pb.GetExecutionRequest, context: Ctx
+    ) -> pb.GetExecutionResponse:
+        execution_id = _required(request.execution_id, "execution_id")
+        return pb.GetExecutionResponse(
+            execution=await self._engine.get_execution(execution_id, request.at_sequence)
+        )
+
+    @unary_errors
+    async def ListExecutions(  # noqa: N802
+        self, request: pb.ListExecutionsRequest, context: Ctx
+    ) -> pb.ListExecutionsResponse:
+        if request.page_size > _MAX_PAGE:
+            raise InvalidArgument(
+                "page_size too large",
+                [FieldViolation("page_size", f"at most {_MAX_PAGE}")],
+            )
+        executions, token = await self._engine.list_executions(
+            _states(request.states), request.workflow_name, request.page_size, request.page_token
+        )
+        return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
+
+    @unary_errors
+    async def PauseExecution(  # noqa: N802
+        self, request: pb.PauseExecutionRequest, context: Ctx
+    ) -> pb.PauseExecutionResponse:
+        state = await self._engine.pause(
+            _required(request.execution_id, "execution_id"), request.reason, request.request_id
+        )
+        return pb.PauseExecutionResponse(state=_state_value(state))
+
+    @unary_errors
+    async def ResumeExecution(  # noqa: N802
+        self, request: pb.ResumeExecutionRequest, context: Ctx
+    ) -> pb.ResumeExecutionResponse:
+        state = await self._engine.resume(
+            _required(request.execution_id, "execution_id"), request.request_id
+        )
+        return pb.ResumeExecutionResponse(state=_state_value(state))
+
+    @unary_errors
+    async def CancelExecution(  # noqa: N802
+        self, request: pb.CancelExecutionRequest, context: Ctx
+    ) -> pb.CancelExecutionResponse:
+        state = await self._engine.cancel(
+            _required(request.execution_id, "execution_id"),
+            request.reason,
+            request.request_id,
+            terminate=False,
+        )
+        return pb.CancelExecutionResponse(state=_state_value(state))
+
+    @unary_errors
+    async def TerminateExecution(  # noqa: N802
+        self, request: pb.TerminateExecutionRequest, context: Ctx
+    ) -> pb.TerminateExecutionResponse:
+        state = await self._engine.cancel(
+            _required(request.execution_id, "execution_id"),
+            request.reason,
+            request.request_id,
+            terminate=True,
+        )
+        return pb.TerminateExecutionResponse(state=_state_value(state))
+
+    @unary_errors
+    async def SendEvent(  # noqa: N802
+        self, request: pb.SendEventRequest, context: Ctx
+    ) -> pb.SendEventResponse:
+        task_id = await self._engine.send_event(
+            _required(request.execution_id, "execution_id"),
+            _required(request.name, "name"),
+            from_value(request.data) if request.HasField("data") else None,
+            request.request_id,
+        )
+        return pb.SendEventResponse(task_id=task_id)
+
+    @stream_errors
+    async def WatchExecution(  # noqa: N802
+        self, request: pb.WatchExecutionRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchExecutionResponse]:
+        execution_id = _required(request.execution_id, "execution_id")
+        async for event in self._engine.watch(execution_id, request.after_sequence):
+            yield pb.WatchExecutionResponse(event=event)
+
+    @stream_errors
+    async def WatchExecutions(  # noqa: N802
+        self, request: pb.WatchExecutionsRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchExecutionsResponse]:
+        wanted = set(request.states)
+        subscription = self._engine.hub.subscribe_all()
+        try:
+            while True:
+                execution = await subscription.queue.get()
+                if execution is None:
+                    return
+                if wanted and execution.state not in wanted:
+                    continue
+                if request.workflow_name and execution.workflow_name != request.workflow_name:
+                    continue
+                yield pb.WatchExecutionsResponse(execution=execution)
+        finally:
+            self._engine.hub.unsubscribe_all(subscription)
+
+    @unary_errors
+    async def GetExecutionHistory(  # noqa: N802
+        self, request: pb.GetExecutionHistoryRequest, context: Ctx
+    ) -> pb.GetExecutionHistoryResponse:
+        execution_id = _required(request.execution_id, "execution_id")
+        after = request.after_sequence
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise InvalidArgument(
+                    "bad page_token", [FieldViolation("page_token", "not a token we issued")]
+                )
+            after = int(request.page_token)
+        size = min(request.page_size or 500, 5000)
+        events = await self._engine.history(execution_id, after, size + 1)
+        page = events[:size]
+        token = str(page[-1].sequence) if len(events) > size and page else ""
+        return pb.GetExecutionHistoryResponse(events=page, next_page_token=token)
+
+    @unary_errors
+    async def RegisterPlan(  # noqa: N802
+        self, request: pb.RegisterPlanRequest, context: Ctx
+    ) -> pb.RegisterPlanResponse:
+        if not request.plan.plan_id:
+            raise InvalidArgument("plan is required", [FieldViolation("plan.plan_id", "required")])
+        view = await self._engine.register_plan(request.plan)
+        return pb.RegisterPlanResponse(plan_id=view.plan_id)
+
+    @unary_errors
+    async def GetPlan(  # noqa: N802
+        self, request: pb.GetPlanRequest, context: Ctx
+    ) -> pb.GetPlanResponse:
+        plan_id = _required(request.plan_id, "plan_id")
+        try:
+            return pb.GetPlanResponse(plan=await self._engine.get_plan(plan_id))
+        except NotFound:
+            raise

@@ -1,0 +1,153 @@
+"""gRPC face of the dispatcher: `execplan.v1.WorkerService.Connect`.
+
+One bidirectional stream per worker. The first message registers; after that a
+reader task hands acks, heartbeats and results to the engine, and this handler
+(an async generator, see NOTES.md on the OpenTelemetry bug) writes whatever the
+engine queued for the worker, merging everything pending into one message.
+
+A worker holding leases that says nothing for `silence_ms` is treated as gone:
+its stream ends and its leases are re-dispatched after the reconnect grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from execplan.errors import FieldViolation, InvalidArgument
+from execplan.executor.engine import Engine
+from execplan.v1 import worker_service_pb2 as ws
+from execplan.v1 import worker_service_pb2_grpc as ws_grpc
+from execplan.wire.status import stream_errors
+
+SERVICE_NAME = ws.DESCRIPTOR.services_by_name["WorkerService"].full_name
+Ctx = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("execplan.workers")
+
+
+class _Outbox:
+    """Messages for one worker, merged on the way out."""
+
+    def __init__(self) -> None:
+        self.pending: list[ws.ConnectResponse] = []
+        self.ready = asyncio.Event()
+
+    def put(self, message: ws.ConnectResponse) -> None:
+        self.pending.append(message)
+        self.ready.set()
+
+    def take(self) -> ws.ConnectResponse:
+        merged = ws.ConnectResponse()
+        for message in self.pending:
+            merged.MergeFrom(message)
+        self.pending.clear()
+        self.ready.clear()
+        return merged
+
+
+def _validate(first: ws.ConnectRequest) -> ws.WorkerRegistration:
+    if not first.HasField("register"):
+        raise InvalidArgument(
+            "the first message must register the worker",
+            [FieldViolation("register", "required in the first message")],
+        )
+    registration = first.register
+    violations = []
+    if not registration.worker_id:
+        violations.append(FieldViolation("register.worker_id", "required"))
+    if not registration.task_types:
+        violations.append(FieldViolation("register.task_types", "register at least one task type"))
+    if violations:
+        raise InvalidArgument("invalid worker registration", violations)
+    return registration
+
+
+class WorkerServicer(ws_grpc.WorkerServiceServicer):
+    def __init__(self, engine: Engine, silence_ms: int = 15_000) -> None:
+        self._engine = engine
+        self._silence_ms = silence_ms
+        self._outboxes: set[_Outbox] = set()
+        self._draining = False
+
+    def begin_drain(self, reason: str = "server shutting down") -> None:
+        self._draining = True
+        for outbox in self._outboxes:
+            outbox.put(ws.ConnectResponse(drain=ws.Drain(reason=reason)))
+
+    @stream_errors
+    async def Connect(  # noqa: N802
+        self, request_iterator: AsyncIterator[ws.ConnectRequest], context: Ctx
+    ) -> AsyncIterator[ws.ConnectResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        registration = _validate(first)
+        outbox = _Outbox()
+        worker, revoked = self._engine.connect_worker(registration, outbox.put)
+        self._outboxes.add(outbox)
+        last_heard = time.monotonic()
+        log.info(
+            "worker %s connected: %s, %d slots",
+            worker.worker_id,
+            ",".join(sorted(worker.task_types)),
+            worker.slots,
+        )
+
+        async def read() -> None:
+            nonlocal last_heard
+            async for request in request_iterator:
+                last_heard = time.monotonic()
+                self._engine.worker_message(worker, request)
+
+        reader = asyncio.create_task(read())
+        try:
+            config = self._engine.config
+            yield ws.ConnectResponse(
+                registered=ws.WorkerRegistered(
+                    worker_id=worker.worker_id,
+                    heartbeat_interval_ms=config.heartbeat_interval_ms,
+                    ack_deadline_ms=config.ack_deadline_ms,
+                    revoked=revoked,
+                )
+            )
+            if self._draining:
+                outbox.put(ws.ConnectResponse(drain=ws.Drain(reason="server shutting down")))
+            while True:
+                waiter = asyncio.ensure_future(outbox.ready.wait())
+                done, _ = await asyncio.wait(
+                    {waiter, reader},
+                    timeout=self._silence_ms / 1000,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if reader in done:
+                    waiter.cancel()
+                    if reader.exception() is not None:
+                        log.info(
+                            "worker %s stream failed: %s", worker.worker_id, reader.exception()
+                        )
+                    return
+                if waiter not in done:
+                    waiter.cancel()
+                    silent_ms = (time.monotonic() - last_heard) * 1000
+                    if worker.leases and silent_ms >= self._silence_ms:
+                        log.warning(
+                            "worker %s silent for %d ms with %d leases; dropping it",
+                            worker.worker_id,
+                            silent_ms,
+                            len(worker.leases),
+                        )
+                        return
+                    continue
+                yield outbox.take()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._outboxes.discard(outbox)
+            self._engine.disconnect_worker(worker)
+            log.info("worker %s disconnected", worker.worker_id)
