@@ -28,6 +28,13 @@ class ServerConfig:
     # Compiles of documents larger than this run on a worker thread (see
     # execplan.wire.planner_servicer for why).
     compile_offload_bytes: int = 64 * 1024
+    # Which services this process runs: `execplan serve` runs both; `execplan
+    # executor` runs the executor alone and compiles through `planner_address`.
+    run_planner: bool = True
+    run_executor: bool = True
+    planner_address: str | None = None
+    # Seconds a worker holding leases may stay silent before it counts as gone.
+    worker_silence_seconds: float = 15.0
 
 
 def split_host_port(address: str) -> tuple[str, int]:

@@ -122,7 +122,19 @@ def build_components(config: ServerConfig) -> list[Component]:
     The executor plugs in here: open the store from `config.db_path`, then append
     the executor component (which registers ExecutorService and WorkerService).
     """
-    components: list[Component] = [PlannerComponent(config)]
+    components: list[Component] = []
+    if config.run_executor:
+        from execplan.executor.component import ExecutorComponent  # noqa: PLC0415
+
+        components.append(
+            ExecutorComponent(
+                config.db_path,
+                planner_address=None if config.run_planner else config.planner_address,
+                silence_ms=int(config.worker_silence_seconds * 1000),
+            )
+        )
+    if config.run_planner:
+        components.append(PlannerComponent(config))
     if config.metrics_listen:
         components.insert(0, MetricsComponent(config.metrics_listen))
     return components
