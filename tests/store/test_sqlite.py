@@ -215,3 +215,30 @@ async def test_kill_9_keeps_exactly_the_acknowledged_events(
             assert all(isinstance(e, StoredEvent) and len(e.payload) == 200 for e in stored)
     finally:
         await store.close()
+
+
+async def test_unexpected_failure_in_a_group_fails_only_that_append(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = SqliteStore(path)
+    await store.open()
+    await started(store, "a")
+    await started(store, "b")
+    # Corrupt b behind the store's back: its next sequence already exists, so its
+    # insert hits the primary key inside the group; only its savepoint is undone.
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("INSERT INTO events VALUES ('b', 2, 'Rogue', 0, x'')")
+    raw.close()
+    try:
+        results = await asyncio.gather(
+            store.append([Append("a", events("a", 2, 2))]),
+            store.append([Append("b", events("b", 2, 2))]),
+            store.append([Append("a", events("a", 3, 3))]),
+            return_exceptions=True,
+        )
+        assert results[0] is None
+        assert isinstance(results[1], StoreError)
+        assert results[2] is None
+        assert sequences(await store.read_events("a")) == [1, 2, 3]
+        assert [e.kind for e in await store.read_events("b")] == ["TaskCompleted", "Rogue"]
+    finally:
+        await store.close()
