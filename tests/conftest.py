@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,9 +12,12 @@ from execplan.server import ExecplanServer
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[ExecplanServer]:
+async def server(tmp_path: Path) -> AsyncIterator[ExecplanServer]:
     """`execplan serve` as built by the composition root, on 127.0.0.1:0."""
-    async with ExecplanServer(ServerConfig(listen="127.0.0.1:0", grace_seconds=1)) as srv:
+    config = ServerConfig(
+        listen="127.0.0.1:0", db_path=str(tmp_path / "execplan.db"), grace_seconds=1
+    )
+    async with ExecplanServer(config) as srv:
         yield srv
 
 
