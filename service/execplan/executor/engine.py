@@ -32,6 +32,7 @@ from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider
+from execplan.executor.snapshot import decode_state, encode_state
 from execplan.executor.state import (
     LEASED_TASK_STATES,
     ExecutionState,
@@ -40,7 +41,14 @@ from execplan.executor.state import (
 )
 from execplan.executor.values import JsonValue, fill_struct, from_value
 from execplan.executor.view import encode_execution, encode_record, state_name
-from execplan.store.port import Append, ExecutionRecord, Store, StoredEvent, page_cursor
+from execplan.store.port import (
+    Append,
+    ExecutionRecord,
+    Snapshot,
+    Store,
+    StoredEvent,
+    page_cursor,
+)
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2
@@ -69,6 +77,8 @@ class EngineConfig:
     recovery_grace_ms: int = 5_000
     # Finished executions kept in memory for fast reads.
     finished_cache: int = 2_000
+    # Events between checkpoints of one execution; bounds replay at recovery.
+    checkpoint_every: int = 2_000
 
 
 @dataclass(slots=True)
@@ -110,6 +120,8 @@ class Engine:
         self._pump_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._session = 0
+        self._checkpointed: dict[str, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -125,6 +137,8 @@ class Engine:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -199,11 +213,26 @@ class Engine:
         record = await self.store.get_execution(execution_id)
         if record is None:
             raise NotFound(f"execution {execution_id} not found")
-        state = new_state(execution_id, await self._plan_view(record.plan_id))
-        limit = at_sequence if at_sequence else None
-        for stored in await self.store.read_events(execution_id, 0, limit):
-            evolve(state, ev.ExecutionEvent.FromString(stored.payload))
+        plan = await self._plan_view(record.plan_id)
+        state = await self._checkpoint(execution_id, plan, at_sequence)
+        if state is None:
+            state = new_state(execution_id, plan)
+        while not at_sequence or state.last_sequence < at_sequence:
+            wanted = 5000 if not at_sequence else min(5000, at_sequence - state.last_sequence)
+            stored = await self.store.read_events(execution_id, state.last_sequence, wanted)
+            for item in stored:
+                evolve(state, ev.ExecutionEvent.FromString(item.payload))
+            if len(stored) < wanted:
+                break
         return state
+
+    async def _checkpoint(
+        self, execution_id: str, plan: PlanView, at_sequence: int
+    ) -> ExecutionState | None:
+        snapshot = await self.store.load_snapshot(execution_id)
+        if snapshot is None or (at_sequence and snapshot.sequence > at_sequence):
+            return None
+        return decode_state(snapshot.payload, execution_id, plan)
 
     async def get_execution(self, execution_id: str, at_sequence: int = 0) -> ex.Execution:
         return encode_execution(await self.load_state(execution_id, at_sequence))
@@ -644,10 +673,25 @@ class Engine:
             e.WhichOneof("kind") in _SUMMARY_KINDS for e in machine.events
         ):
             self.hub.publish_summary(encode_execution(state, with_tasks=False))
+        if (
+            not state.terminal
+            and state.last_sequence - self._checkpointed.get(state.execution_id, 0)
+            >= self.config.checkpoint_every
+        ):
+            self._take_checkpoint(state)
         machine.events = []
         machine.effects = []
         if state.terminal:
             self._retire(state)
+
+    def _take_checkpoint(self, state: ExecutionState) -> None:
+        # Encoded now (the state moves on), written in the background: a lost
+        # checkpoint only means a longer replay, never lost data.
+        snapshot = Snapshot(state.execution_id, state.last_sequence, encode_state(state))
+        self._checkpointed[state.execution_id] = state.last_sequence
+        task = asyncio.create_task(self.store.save_snapshot(snapshot))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _send_dispatch(self, state: ExecutionState, effect: fx.SendDispatch) -> None:
         node = state.plan.nodes[effect.index]
@@ -760,6 +804,7 @@ class Engine:
         self._live.pop(execution_id, None)
         self._ready.drop(execution_id)
         self._inflight.pop(execution_id, None)
+        self._checkpointed.pop(execution_id, None)
         for key in [k for k in self._timers if k[0] == execution_id]:
             self._timers.pop(key).cancel()
         self._finished[execution_id] = state

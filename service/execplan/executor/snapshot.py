@@ -1,0 +1,107 @@
+"""Checkpoints: an ExecutionState serialized so recovery replays only the log tail.
+
+The plan is not part of a checkpoint (plans are stored once, by plan_id), so a
+50,000-task execution checkpoints only its per-task runtime fields. Format: compact
+JSON with one positional array per task; `FORMAT` is bumped when fields change,
+and a checkpoint of another format is ignored (the full log is replayed instead).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from execplan.executor.plan_view import PlanView
+from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun, Timer
+
+FORMAT = 1
+
+_TASK_FIELDS = (
+    "state",
+    "phase",
+    "attempt",
+    "epoch",
+    "worker_id",
+    "output",
+    "error",
+    "first_queued_ms",
+    "queued_ms",
+    "started_ms",
+    "finished_ms",
+    "status_message",
+    "upstream_pending",
+    "upstream_succeeded",
+    "upstream_failed",
+    "upstream_other",
+    "completed_order",
+    "compensated",
+)
+_STATE_FIELDS = (
+    "state",
+    "inputs",
+    "outputs",
+    "error",
+    "failed_task_id",
+    "request_id",
+    "fairness_key",
+    "trace_context",
+    "created_ms",
+    "updated_ms",
+    "finished_ms",
+    "last_sequence",
+    "paused",
+    "cancel_requested",
+    "compensation_queue",
+    "mailbox",
+    "consecutive_failures",
+    "completions",
+    "any_failed",
+)
+_ATTEMPT_FIELDS = (
+    "attempt",
+    "phase",
+    "worker_id",
+    "epoch",
+    "dispatched_ms",
+    "finished_ms",
+    "error",
+)
+
+
+def encode_state(state: ExecutionState) -> bytes:
+    document: dict[str, Any] = {"format": FORMAT, "plan_id": state.plan.plan_id}
+    document.update({name: getattr(state, name) for name in _STATE_FIELDS})
+    document["timers"] = [
+        [t.timer_id, t.task_index, t.purpose, t.fire_at_ms] for t in state.timers.values()
+    ]
+    document["tasks"] = [
+        [getattr(task, name) for name in _TASK_FIELDS]
+        + [[[getattr(a, n) for n in _ATTEMPT_FIELDS] for a in task.attempts]]
+        for task in state.tasks
+    ]
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> ExecutionState | None:
+    """The state in a checkpoint, or None if it cannot be used for this plan."""
+    document = json.loads(payload)
+    if document.get("format") != FORMAT or document.get("plan_id") != plan.plan_id:
+        return None
+    if len(document["tasks"]) != len(plan.nodes):
+        return None
+    state = ExecutionState(execution_id=execution_id, plan=plan)
+    for name in _STATE_FIELDS:
+        setattr(state, name, document[name])
+    state.timers = {
+        timer_id: Timer(timer_id, index, purpose, fire_at)
+        for timer_id, index, purpose, fire_at in document["timers"]
+    }
+    tasks = []
+    for index, row in enumerate(document["tasks"]):
+        task = TaskRun(index=index)
+        for name, value in zip(_TASK_FIELDS, row, strict=False):
+            setattr(task, name, value)
+        task.attempts = [AttemptRecord(*attempt) for attempt in row[len(_TASK_FIELDS)]]
+        tasks.append(task)
+    state.tasks = tasks
+    return state
