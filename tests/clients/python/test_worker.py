@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
@@ -624,3 +627,56 @@ def test_load_worker_by_module_and_attribute() -> None:
         load_worker(f"{__name__}:harness")
     with pytest.raises(ValueError, match="no attribute"):
         load_worker(f"{__name__}:nope")
+
+
+# -- signals (Worker.run in a child process, as `execplan worker` runs it) -------------------
+_SCRIPT = """
+import asyncio, sys
+from execplan.worker import Worker
+worker = Worker(sys.argv[1], worker_id="signalled")
+
+@worker.task("slow")
+async def slow(inputs):
+    await asyncio.sleep(inputs["seconds"])
+    return "finished"
+
+worker.run()
+print("run returned", flush=True)
+"""
+
+
+async def _start_child(h: Harness, tmp_path: Path, seconds: float) -> asyncio.subprocess.Process:
+    script = tmp_path / "child_worker.py"
+    script.write_text(_SCRIPT)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), h.server.address, stdout=asyncio.subprocess.PIPE
+    )
+    await h.fake.next_request(lambda r: r.register.worker_id == "signalled", within=20)
+    h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "slow", {"seconds": seconds})]))
+    await h.fake.next_request(lambda r: len(r.acks) > 0)
+    return child
+
+
+async def test_sigterm_drains_running_work_then_run_returns(tmp_path: Path) -> None:
+    async with harness() as h:
+        child = await _start_child(h, tmp_path, seconds=0.3)
+        child.send_signal(signal.SIGTERM)
+        status = await h.fake.next_request(lambda r: r.HasField("status"))
+        assert status.request.status.draining
+        result = await h.fake.next_request(has_results)
+        assert from_value(result.request.results[0].output) == "finished"
+        out, _ = await asyncio.wait_for(child.communicate(), 10)
+        assert child.returncode == 0
+        assert b"run returned" in out
+
+
+async def test_second_signal_stops_at_once(tmp_path: Path) -> None:
+    async with harness() as h:
+        child = await _start_child(h, tmp_path, seconds=30)
+        child.send_signal(signal.SIGINT)
+        await h.fake.next_request(lambda r: r.HasField("status"))
+        child.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(child.communicate(), 10)
+        assert child.returncode == 0
+        assert b"run returned" in out
+        assert not [i for i in h.fake.log if i.request.results]
