@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from execplan.executor.evolve import evolve
 from execplan.executor.machine import Machine
-from execplan.executor.plan_view import decode_plan
+from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.snapshot import decode_state, encode_state
 from execplan.executor.state import new_state
 from execplan.executor.view import encode_execution
@@ -25,7 +25,7 @@ outputs: {b: "${{ tasks.b.output.y }}"}
 """
 
 
-def _plan():  # type: ignore[no-untyped-def]
+def _plan() -> PlanView:
     result = compile_source(WORKFLOW)
     assert result.plan is not None
     return decode_plan(encode_plan(result.plan))
