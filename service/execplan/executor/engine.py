@@ -23,7 +23,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from execplan.errors import ExecplanError, FailedPrecondition, NotFound, StaleToken
+from execplan.errors import (
+    ExecplanError,
+    FailedPrecondition,
+    FieldViolation,
+    LimitExceeded,
+    NotFound,
+    Overloaded,
+    StaleToken,
+)
 from execplan.executor import effects as fx
 from execplan.executor.dispatcher import ReadyQueues, WorkerConn, WorkerRegistry
 from execplan.executor.evolve import evolve
@@ -79,6 +87,12 @@ class EngineConfig:
     finished_cache: int = 2_000
     # Events between checkpoints of one execution; bounds replay at recovery.
     checkpoint_every: int = 2_000
+    # Largest inputs of an execution and output of a task (serialized bytes).
+    max_payload_bytes: int = 2 * 1024 * 1024
+    # Back-pressure: StartExecution is refused while this many executions run,
+    # or while the pump has this many unprocessed inputs.
+    max_live_executions: int = 100_000
+    max_inbox: int = 200_000
 
 
 @dataclass(slots=True)
@@ -177,6 +191,7 @@ class Engine:
         fairness_key: str = "",
         trace_context: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
+        self._check_load()
         resolved = resolve_inputs(plan, inputs)
         execution_id = _new_execution_id(self.now_ms())
         state = new_state(execution_id, plan)
@@ -203,6 +218,23 @@ class Engine:
         self._act(machine)
         self._wake.set()
         return execution_id, True
+
+    def _check_load(self) -> None:
+        if len(self._live) >= self.config.max_live_executions:
+            raise Overloaded(f"{len(self._live)} executions are running; try again later", 5.0)
+        if len(self._inbox) >= self.config.max_inbox:
+            raise Overloaded("the executor is behind on its work; try again shortly", 1.0)
+
+    def check_payload(self, size: int, what: str, field: str) -> None:
+        if size > self.config.max_payload_bytes:
+            raise LimitExceeded(
+                f"{what} is {size} bytes; the limit is {self.config.max_payload_bytes}",
+                [
+                    FieldViolation(
+                        field, f"at most {self.config.max_payload_bytes} bytes", "payload-too-large"
+                    )
+                ],
+            )
 
     # -- reads -------------------------------------------------------------------
     async def load_state(self, execution_id: str, at_sequence: int = 0) -> ExecutionState:
@@ -445,7 +477,15 @@ class Engine:
             self._from_worker(worker, ack.attempt, lambda m, t: m.acknowledged(t))
         for result in request.results:
             outcome = result.WhichOneof("outcome")
-            if outcome == "output":
+            if outcome == "output" and result.output.ByteSize() > self.config.max_payload_bytes:
+                error = {
+                    "type": "PayloadTooLarge",
+                    "message": f"output of {result.output.ByteSize()} bytes exceeds the limit "
+                    f"of {self.config.max_payload_bytes}",
+                    "retryable": False,
+                }
+                self._from_worker(worker, result.attempt, _fail(error))
+            elif outcome == "output":
                 self._from_worker(worker, result.attempt, _succeed(from_value(result.output)))
             else:
                 error = {

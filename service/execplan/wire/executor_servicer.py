@@ -104,6 +104,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def StartExecution(  # noqa: N802
         self, request: pb.StartExecutionRequest, context: Ctx
     ) -> pb.StartExecutionResponse:
+        self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
         plan = await self._plan(request)
         view = await self._engine.register_plan(plan)
         trace = {
