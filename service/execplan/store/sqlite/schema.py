@@ -54,8 +54,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 ON executions (state, created_at_ms, execution_id)""",
             """CREATE INDEX executions_by_workflow
                 ON executions (workflow_name, created_at_ms, execution_id)""",
-            # The primary key is the optimistic-concurrency check. WITHOUT ROWID keeps
-            # each execution's events contiguous in one b-tree (events are small).
+            # The primary key is the optimistic-concurrency check. A rowid table (the
+            # key is then a separate index) on purpose: rows land in append order, so a
+            # group commit of N executions dirties ~N small index leaves plus a few
+            # tail pages, not N leaves full of payloads. Measured: WITHOUT ROWID wrote
+            # 2.2x more to disk per commit and was 2x slower per row (100 executions).
             """CREATE TABLE events (
                 execution_id   TEXT NOT NULL REFERENCES executions (execution_id),
                 sequence       INTEGER NOT NULL,
@@ -63,7 +66,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 recorded_at_ms INTEGER NOT NULL,
                 payload        BLOB NOT NULL,
                 PRIMARY KEY (execution_id, sequence)
-            ) WITHOUT ROWID""",
+            )""",
             """CREATE TABLE snapshots (
                 execution_id TEXT PRIMARY KEY REFERENCES executions (execution_id),
                 sequence     INTEGER NOT NULL,
