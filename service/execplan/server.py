@@ -3,7 +3,7 @@
     components = build_components(config)        # the one place parts are wired
     async with ExecplanServer(config, components) as server:
         print(server.port)
-        await server.wait_for_termination()      # or run_until_signal()
+        await server.wait_for_termination()      # or: await serve(config)
 
 A *component* is anything with a lifecycle that may also serve gRPC services (see
 `Component`). Components start in list order, before the port accepts traffic, and
@@ -21,7 +21,6 @@ Shutdown order is fixed (STYLE principle 10), and each step says why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -261,20 +260,6 @@ class ExecplanServer:
         if self._server is not None:
             await self._server.wait_for_termination()
 
-    async def run_until_signal(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-            log.info("signal received, shutting down (grace %.1fs)", self.config.grace_seconds)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-        await self.stop()
-
     async def __aenter__(self) -> ExecplanServer:
         await self.start()
         return self
@@ -316,8 +301,22 @@ async def _logged(step: Any, what: str, component: Component) -> None:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run a server until SIGTERM/SIGINT; prints the one line scripts wait for."""
-    async with ExecplanServer(config) as server:
-        print(f"execplan listening on {server.address}", flush=True)
-        with contextlib.suppress(asyncio.CancelledError):
-            await server.run_until_signal()
+    """Run a server until SIGTERM/SIGINT, then stop it gracefully.
+
+    Prints `execplan listening on HOST:PORT` once the port accepts calls. The signal
+    handlers go in first, so a signal sent the moment that line appears (or during
+    startup) still means a graceful stop rather than the default sudden death.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with ExecplanServer(config) as server:
+            print(f"execplan listening on {server.address}", flush=True)
+            await stop.wait()
+            log.info("signal received, shutting down (grace %.1fs)", config.grace_seconds)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
