@@ -1,0 +1,266 @@
+"""One sample worker for every task type used by the workflows in this directory.
+
+    execplan worker examples/workers.py          # or: execplan worker examples.workers
+    execplan worker examples/workers.py --slots 16
+
+Bodies are small and deterministic (a few milliseconds of sleep, results derived
+from the inputs) so the examples run end to end in well under a second. Numbers
+arrive as floats (protobuf numbers are doubles): convert before using as counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+from execplan.worker import NonRetryableError, TaskContext, Worker
+
+# Labels satisfy the placement rules of the examples (ml_pipeline, research_agents).
+worker = Worker(labels={"accelerator": "gpu", "tier": "research", "agent": "researcher-1"})
+
+Inputs = dict[str, Any]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8]
+
+
+async def _work(seconds: float = 0.01) -> None:
+    await asyncio.sleep(seconds)
+
+
+# -- hello.yaml ---------------------------------------------------------------------
+@worker.task("hello.greet")
+async def greet(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"text": f"Hello, {inputs.get('name', 'world')}!"}
+
+
+@worker.task("hello.upper")
+async def upper(inputs: Inputs) -> Inputs:
+    await _work(0.03)
+    return {"text": str(inputs["text"]).upper()}
+
+
+@worker.task("hello.reverse")
+async def reverse(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    return {"text": str(inputs["text"])[::-1]}
+
+
+@worker.task("hello.repeat")
+def repeat(inputs: Inputs) -> Inputs:  # a sync handler runs in a thread
+    time.sleep(0.01)
+    return {"text": " ".join([str(inputs["text"])] * int(inputs.get("times", 1)))}
+
+
+@worker.task("hello.combine")
+async def combine(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"text": " | ".join(str(inputs[k]) for k in ("shout", "mirror", "echo"))}
+
+
+@worker.task("hello.count")
+async def count(inputs: Inputs) -> Inputs:
+    await _work()
+    text = str(inputs["text"])
+    return {"characters": len(text), "words": len(text.split())}
+
+
+# -- order_saga.yaml ------------------------------------------------------------------
+class CardDeclined(NonRetryableError):  # noqa: N818  (the error type the YAML names)
+    """The card was refused: retrying the same card cannot help."""
+
+
+@worker.task("inventory.reserve")
+async def reserve(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"available": True, "reservation_id": f"res-{_digest(inputs['order'])}"}
+
+
+@worker.task("inventory.release")
+async def release(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"released": inputs.get("reservation")}
+
+
+@worker.task("payments.charge")
+async def charge(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work(0.02)
+    if inputs.get("card") == "declined":
+        raise CardDeclined(f"card declined for order {inputs['order']}")
+    if inputs.get("card") == "flaky" and ctx.attempt < 2:
+        raise ConnectionError("payment gateway timed out")
+    key = ctx.idempotency_key  # stable across re-deliveries: charge once
+    return {"receipt_id": f"rcpt-{_digest(key)}", "amount": inputs["amount"], "gateway": "main"}
+
+
+@worker.task("payments.charge_backup")
+async def charge_backup(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work(0.02)
+    return {"receipt_id": f"rcpt-b-{_digest(ctx.idempotency_key)}", "gateway": "backup"}
+
+
+@worker.task("payments.refund")
+async def refund(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"refunded": inputs.get("receipt")}
+
+
+@worker.task("shipping.ship")
+async def ship(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    if inputs.get("fail") is True:
+        raise RuntimeError(f"no carrier available for order {inputs['order']}")
+    return {"tracking": f"TRK{_digest(inputs['order']).upper()}"}
+
+
+@worker.task("shipping.cancel")
+async def cancel_shipment(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"cancelled": inputs.get("order")}
+
+
+@worker.task("email.send")
+async def send_email(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"sent_to": inputs.get("to"), "subject": inputs.get("subject")}
+
+
+# -- ml_pipeline.yaml -------------------------------------------------------------------
+@worker.task("data.prepare")
+async def prepare(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    uri = f"{inputs['dataset']}.features-{_digest(inputs['dataset'])}.parquet"
+    return {"features_uri": uri, "rows": 10_000}
+
+
+_ACCURACY = {"logistic_regression": 0.81, "random_forest": 0.87, "gradient_boosting": 0.9}
+
+
+@worker.task("ml.train")
+async def train(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    for epoch in range(3):
+        await _work(0.01)
+        ctx.heartbeat({"epoch": epoch + 1, "of": 3})
+    model = str(inputs["model"])
+    return {
+        "model": model,
+        "accuracy": _ACCURACY.get(model, 0.5),
+        "uri": f"models/{model}-{_digest(inputs['features'], model)}",
+    }
+
+
+@worker.task("ml.evaluate")
+async def evaluate(inputs: Inputs) -> Inputs:
+    await _work()
+    candidates: dict[str, Inputs] = inputs["candidates"]
+    best = max(candidates.values(), key=lambda c: float(c["accuracy"]))
+    return {
+        "best_model": best["model"],
+        "best_uri": best["uri"],
+        "best_accuracy": best["accuracy"],
+        "accepted": float(best["accuracy"]) >= float(inputs["min_accuracy"]),
+    }
+
+
+@worker.task("ml.register")
+async def register_model(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"version": f"v{_digest(inputs['model_uri'])}", "uri": inputs["model_uri"]}
+
+
+# -- incident_runbook.yaml ------------------------------------------------------------------
+@worker.task("ops.diagnose")
+async def diagnose(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    return {"cause": "connection pool exhausted", "suggested_action": "restart"}
+
+
+@worker.task("ops.remediate")
+async def remediate(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    if inputs.get("action") not in ("restart", "scale_up"):
+        raise NonRetryableError(f"refusing unknown action {inputs.get('action')!r}")
+    return {"action": inputs["action"], "by": inputs.get("approved_by")}
+
+
+@worker.task("ops.verify")
+async def verify(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"healthy": True, "service": inputs["service"]}
+
+
+@worker.task("chat.notify")
+async def notify(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"posted": inputs.get("channel")}
+
+
+# -- research_agents.yaml ---------------------------------------------------------------------
+@worker.task("agent.plan")
+async def plan(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    question = str(inputs["question"])
+    angles = ("background of", "mechanism behind", "evidence for")
+    return {"subquestions": [f"{angle}: {question}" for angle in angles]}
+
+
+@worker.task("agent.research")
+async def research(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work(0.03)
+    sources = [f"https://example.org/{_digest(inputs['topic'], i)}" for i in range(3)]
+    limit = int(inputs.get("max_sources", 3))
+    return {
+        "topic": inputs["topic"],
+        "summary": f"notes on {inputs['topic']}",
+        "sources": sources[:limit],
+        "agent": ctx.task_id,
+    }
+
+
+@worker.task("agent.write")
+async def write(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    findings = [f for f in inputs.get("findings") or [] if isinstance(f, dict)]
+    body = "; ".join(str(f.get("summary")) for f in findings)
+    return {"draft": f"{inputs['question']} -- {body}", "sections": len(findings)}
+
+
+@worker.task("agent.review")
+async def review(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"verdict": "approved" if inputs.get("draft") else "rejected"}
+
+
+@worker.task("agent.review_simple")
+async def review_simple(inputs: Inputs) -> Inputs:
+    return {"verdict": "approved (unreviewed)"}
+
+
+# -- etl.yaml ------------------------------------------------------------------------------
+@worker.task("etl.extract")
+async def extract(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    counts = {"orders": int(inputs.get("orders", 0)), "refunds": int(inputs.get("refunds", 0))}
+    return {"day": inputs["day"], "counts": counts}
+
+
+@worker.task("etl.transform")
+async def transform(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    return {"kind": inputs["kind"], "rows": int(inputs["rows"])}
+
+
+@worker.task("etl.load")
+async def load(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    return {"table": inputs["table"], "loaded": int(inputs["rows"])}
+
+
+@worker.task("etl.report")
+async def report(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"summary": f"{inputs['day']}: orders {inputs['orders']}, refunds {inputs['refunds']}"}
