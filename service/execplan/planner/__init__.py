@@ -18,6 +18,9 @@ policies and `validate_reachability.py` for the unreachable rule.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from execplan.planner import compile as _compile
@@ -66,14 +69,29 @@ class CompileResult:
         return tuple(d for d in self.diagnostics if d.severity == "error")
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC: compiling allocates millions of acyclic objects, and the
+    collections they trigger made a 100k-task compile ~1.5x slower. Only the
+    enabled flag is touched (and restored); nothing else in the process changes."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _run_source(source: str, fmt: str, build: bool) -> CompileResult:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     diags = Diagnostics()
-    doc = _parse.load_source(source, fmt, diags)
     plan = None
-    if doc is not _parse.BAD:
-        plan = _compile.compile_document(doc, diags, build=build)
+    with _no_gc():
+        doc = _parse.load_source(source, fmt, diags)
+        if doc is not _parse.BAD:
+            plan = _compile.compile_document(doc, diags, build=build)
     return CompileResult(plan, sorted_diagnostics(diags.items))
 
 
@@ -85,7 +103,8 @@ def compile_source(source: str, fmt: str = "auto") -> CompileResult:
 def compile_document(doc: object) -> CompileResult:
     """Compile an already parsed document (e.g. `MessageToDict` of a Workflow proto)."""
     diags = Diagnostics()
-    plan = _compile.compile_document(doc, diags)
+    with _no_gc():
+        plan = _compile.compile_document(doc, diags)
     return CompileResult(plan, sorted_diagnostics(diags.items))
 
 

@@ -11,6 +11,7 @@ before `tasks[10]`), then code, then message.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -53,12 +54,20 @@ def sorted_diagnostics(diags: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     return tuple(sorted(set(diags), key=sort_key))
 
 
+@lru_cache(maxsize=4096)
+def _suffix(key: str) -> str:
+    if _IDENT.fullmatch(key):
+        return "." + key
+    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+    return f'["{quoted}"]'
+
+
 def child(path: str, key: str) -> str:
     """Path of a map entry or field: `a.b`, or `a["odd key"]` when not an identifier."""
-    if _IDENT.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{path}["{quoted}"]'
+    suffix = _suffix(key)
+    if not path and suffix[0] == ".":
+        return key
+    return path + suffix
 
 
 class Diagnostics:

@@ -20,13 +20,19 @@ The canonical JSON (so any language can verify a plan_id):
 
 Literal JSON values were normalised by the parser (integral floats are ints), so the
 YAML short form and the proto JSON form of one workflow share one plan_id.
-Sub-objects shared between nodes are converted once (memoised by identity).
+`canonical_json` is the reference implementation (one big `json.dumps`); `plan_id`
+streams the same bytes into the hash node by node, reusing the encoded text of
+sub-objects shared between nodes (memoised by identity), which is ~4x faster at 100k
+nodes. Tests assert both produce identical bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, cast
 
 from execplan.planner.plan import (
     Binding,
@@ -220,5 +226,153 @@ def canonical_json(plan: Plan) -> str:
     )
 
 
+_dumps = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+).encode
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _ints(values: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+_SCALAR = frozenset({int, str, bool, type(None)})
+
+
+def _scalar(v: object) -> str:
+    if type(v) is str:
+        return _quote(v)
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return str(v)
+
+
+class _Stream:
+    """Writes the canonical JSON of a plan in chunks, with shared parts encoded once."""
+
+    def __init__(self) -> None:
+        self.canon = _Canon()
+        self.text: dict[int, str] = {}
+        self.strings: dict[str, str] = {}
+
+    def shared(self, obj: object, convert: Callable[[Any], Json]) -> str:
+        key = id(obj)
+        hit = self.text.get(key)
+        if hit is None:
+            hit = self.text[key] = _dumps(convert(obj))
+        return hit
+
+    def quote(self, s: str) -> str:
+        hit = self.strings.get(s)
+        if hit is None:
+            hit = self.strings[s] = _quote(s)
+        return hit
+
+    def bindings(self, bs: tuple[Binding, ...]) -> str:
+        """Canonical text of bindings; plain literals and shared expressions are
+        written directly (calling the JSON encoder per node dominated the digest)."""
+        if not bs:
+            return "[]"
+        out = []
+        for b in bs:
+            v = b.value
+            t = type(v)
+            if t is Expression:
+                text = '{"expression":' + self.shared(v, self.canon.expression) + "}"
+            elif t is Literal and type(v.value) in _SCALAR:  # type: ignore[union-attr]
+                text = '{"literal":' + _scalar(v.value) + "}"  # type: ignore[union-attr]
+            else:
+                text = _dumps(self.canon.value(v))
+            out.append('{"name":' + _quote(b.name) + ',"value":' + text + "}")
+        return "[" + ",".join(out) + "]"
+
+    def node(self, n: PlanNode) -> str:
+        c = self.canon
+        cond = "null" if n.condition is None else self.shared(n.condition, c.expression)
+        return "".join(
+            (
+                '{"bindings":',
+                self.bindings(n.bindings),
+                ',"builtin":',
+                self.quote(n.builtin),
+                ',"circuit_breaker":',
+                "null" if n.circuit_breaker is None else self.shared(n.circuit_breaker, c.breaker),
+                ',"compensation":',
+                "null" if n.compensation is None else _dumps(c.side(n.compensation)),
+                ',"condition":',
+                cond,
+                ',"critical_path_rank":',
+                str(n.critical_path_rank),
+                ',"description":',
+                _quote(n.description),
+                ',"downstream":',
+                _ints(n.downstream),
+                ',"estimated_duration_ms":',
+                str(n.estimated_duration_ms),
+                ',"fallback":',
+                "null" if n.fallback is None else _dumps(c.side(n.fallback)),
+                ',"index":',
+                str(n.index),
+                ',"priority":',
+                str(n.priority),
+                ',"resources":',
+                self.shared(n.resources, c.resources),
+                ',"retry":',
+                self.shared(n.retry, c.retry),
+                ',"stage":',
+                str(n.stage),
+                ',"task_id":',
+                _quote(n.task_id),
+                ',"timeouts":',
+                self.shared(n.timeouts, c.timeouts),
+                ',"trigger":',
+                self.quote(n.trigger),
+                ',"type":',
+                self.quote(n.type),
+                ',"upstream":',
+                _ints(n.upstream),
+                "}",
+            )
+        )
+
+
 def plan_id(plan: Plan) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(plan).encode("ascii")).hexdigest()
+    """"sha256:<hex>" of `canonical_json(plan)`, computed without building it whole."""
+    h = hashlib.sha256()
+    head = dict(cast(dict[str, Json], _Canon().plan(replace(plan, nodes=(), edges=()))))
+    # Keys sorted; "edges" and "nodes" are streamed in their places.
+    keys = sorted(head)
+    stream = _Stream()
+    chunk: list[str] = ["{"]
+    for i, key in enumerate(keys):
+        chunk.append(("," if i else "") + _quote(key) + ":")
+        if key == "nodes":
+            chunk.append("[")
+            node = stream.node
+            for j, n in enumerate(plan.nodes):
+                if j:
+                    chunk.append(",")
+                chunk.append(node(n))
+                if len(chunk) > 2048:
+                    h.update("".join(chunk).encode("ascii"))
+                    chunk = []
+            chunk.append("]")
+        elif key == "edges":
+            kinds = {k: _quote(k) for k in {e.kind for e in plan.edges}}
+            chunk.append(
+                "["
+                + ",".join(
+                    f'{{"kind":{kinds[e.kind]},"source":{e.source},"target":{e.target}}}'
+                    for e in plan.edges
+                )
+                + "]"
+            )
+        else:
+            chunk.append(_dumps(head[key]))
+    chunk.append("}")
+    h.update("".join(chunk).encode("ascii"))
+    return "sha256:" + h.hexdigest()

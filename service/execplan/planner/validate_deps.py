@@ -1,7 +1,8 @@
 """Declared dependencies: every `depends_on` entry names another, existing task.
 
-Returns the declared edges as `(upstream index, downstream index, path of the entry)`,
-which the graph phase uses (with the data edges) to sort and find cycles.
+Returns the declared edges as `(upstream index, downstream index, position in
+depends_on)`, which the graph phase uses (with the data edges) to sort and find
+cycles; the path `tasks[v].depends_on[j]` is only formatted when a cycle needs it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import difflib
 from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.model import Workflow
 
-Edge = tuple[int, int, str]
+Edge = tuple[int, int, int]
 
 
 def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
@@ -38,5 +39,5 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
                 )
             elif dep not in seen:
                 seen.add(dep)
-                edges.append((src, t.index, f"{t.path}.depends_on[{j}]"))
+                edges.append((src, t.index, j))
     return edges

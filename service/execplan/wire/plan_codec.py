@@ -66,11 +66,33 @@ def _expression(e: Expression) -> plan_pb2.Expression:
     )
 
 
+_EXPRESSION_BYTES: dict[Expression, bytes] = {}
+
+
+def _expression_bytes(e: Expression) -> bytes:
+    # Keyed by value (Expression is frozen and hashable); bounded so it cannot grow
+    # without limit in a long-running server.
+    hit = _EXPRESSION_BYTES.get(e)
+    if hit is None:
+        if len(_EXPRESSION_BYTES) > 65536:
+            _EXPRESSION_BYTES.clear()
+        hit = _EXPRESSION_BYTES[e] = _expression(e).SerializeToString()
+    return hit
+
+
 def _value(v: BindingValue, out: plan_pb2.BindingValue) -> None:
-    if type(v) is Literal:
-        set_value(out.literal, v.value)
-    elif type(v) is Expression:
-        out.expression.CopyFrom(_expression(v))
+    t = type(v)
+    if t is Literal:
+        lit = v.value  # type: ignore[union-attr]
+        lt = type(lit)
+        if lt is int or lt is float:
+            out.literal.number_value = lit
+        elif lt is str:
+            out.literal.string_value = lit
+        else:
+            set_value(out.literal, lit)
+    elif t is Expression:
+        out.expression.MergeFromString(_expression_bytes(v))  # type: ignore[arg-type]
     elif type(v) is Template:
         for p in v.parts:
             part = out.template.parts.add()
@@ -215,7 +237,7 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
             description=n.description,
         )
         if n.condition is not None:
-            node.condition.CopyFrom(_expression(n.condition))
+            node.condition.MergeFromString(_expression_bytes(n.condition))
         if n.bindings:
             _bindings(n.bindings, node.bindings)
         node.retry.MergeFromString(enc.retry(n.retry))

@@ -1,0 +1,121 @@
+"""Planner benchmark: JSON text -> compiled plan -> serialized ExecutionPlan bytes.
+
+    .venv/bin/python bench/planner_bench.py                 # 1k, 10k, 100k tasks
+    .venv/bin/python bench/planner_bench.py --sizes 10000 --runs 5
+
+Workflows are layered random DAGs (seeded, so every run compiles the same documents):
+layers of ~sqrt(n)*2 tasks, each non-root task depends on 3 random tasks of the
+previous layer; every task has a literal input and a shared `${{ workflow.inputs.size }}`
+expression, and every 10th task also reads its first upstream's output through a
+distinct expression (a DATA edge and a CEL parse of its own). Each size runs in its own
+subprocess so ru_maxrss is that size's peak; the reported time is the median of
+`--runs` end-to-end runs (json text -> compile_source -> encode_plan ->
+SerializeToString), and the phase split is from the last run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from execplan.planner import compile_source
+from execplan.wire.plan_codec import encode_plan
+
+
+def make_workflow(n: int, seed: int = 7) -> str:
+    rng = random.Random(seed)
+    width = max(4, int(n**0.5) * 2)
+    tasks: list[dict[str, object]] = []
+    prev: list[str] = []
+    layer: list[str] = []
+    for i in range(n):
+        tid = f"t{i}"
+        task: dict[str, object] = {
+            "id": tid,
+            "type": f"work.step{i % 10}",
+            "inputs": {"n": i, "size": "${{ workflow.inputs.size }}"},
+        }
+        if prev:
+            deps = rng.sample(prev, min(3, len(prev)))
+            task["depends_on"] = deps
+            if i % 10 == 0:
+                task["inputs"] = {"n": i, "x": f"${{{{ tasks.{deps[0]}.output.value + {i} }}}}"}
+        tasks.append(task)
+        layer.append(tid)
+        if len(layer) == width:
+            prev, layer = layer, []
+    doc = {
+        "name": f"bench-{n}",
+        "inputs": {"size": {"type": "integer", "default": n}},
+        "defaults": {"retry": {"max_attempts": 3}, "timeouts": {"start_to_close": "60s"}},
+        "tasks": tasks,
+    }
+    return json.dumps(doc)
+
+
+def run_one(n: int, runs: int) -> dict[str, object]:
+    text = make_workflow(n)
+    times: list[float] = []
+    phases: dict[str, float] = {}
+    size = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = compile_source(text, "json")
+        t1 = time.perf_counter()
+        assert result.plan is not None, result.diagnostics[:5]
+        msg = encode_plan(result.plan)
+        t2 = time.perf_counter()
+        data = msg.SerializeToString()
+        t3 = time.perf_counter()
+        times.append(t3 - t0)
+        phases = {"compile": t1 - t0, "encode": t2 - t1, "serialize": t3 - t2}
+        size = len(data)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "tasks": n,
+        "text_bytes": len(text),
+        "plan_bytes": size,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "phases_s": phases,
+        "peak_rss_mib": rss_kib / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args.runs)))
+        return
+    print(
+        f"{'tasks':>7} {'median s':>9} {'min s':>7} {'compile':>8} {'encode':>7} "
+        f"{'serial':>7} {'plan MB':>8} {'RSS MiB':>8}"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        r = json.loads(out)
+        ph = r["phases_s"]
+        print(
+            f"{r['tasks']:>7} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {ph['compile']:>8.3f} "
+            f"{ph['encode']:>7.3f} {ph['serialize']:>7.3f} {r['plan_bytes'] / 1e6:>8.1f} "
+            f"{r['peak_rss_mib']:>8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
