@@ -125,6 +125,9 @@ class StoreContract:
     async def test_append_keeps_order_and_updates_index(self, store: Store) -> None:
         await started(store, "e1")
         await store.append([Append("e1", events("e1", 2, 3))])
+        rec = await store.get_execution("e1")
+        assert rec is not None
+        assert (rec.last_sequence, rec.state, rec.updated_at_ms) == (3, "RUNNING", 1_000)
         await store.append([Append("e1", events("e1", 4, 4), state="SUCCEEDED", updated_at_ms=9)])
         assert sequences(await store.read_events("e1")) == [1, 2, 3, 4]
         rec = await store.get_execution("e1")
@@ -137,6 +140,9 @@ class StoreContract:
         rec = await store.get_execution("e1")
         assert rec is not None
         assert (rec.state, rec.last_sequence) == ("PAUSED", 1)
+
+    async def test_empty_batch_is_a_no_op(self, store: Store) -> None:
+        await store.append([])
 
     async def test_duplicate_sequence_conflicts_and_writes_nothing(self, store: Store) -> None:
         await started(store, "e1", 2)

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,14 +104,27 @@ async def test_reopen_sees_everything_committed(tmp_path: Path) -> None:
 
 async def test_reads_do_not_wait_for_the_writer(sqlite_store: SqliteStore) -> None:
     await started(sqlite_store, "e1")
-    # A big group in flight on the writer thread ...
-    ids = [f"w{i:04}" for i in range(3000)]
-    creating = asyncio.gather(*(started(sqlite_store, i) for i in ids))
-    await asyncio.sleep(0)
-    # ... while a read on a reader connection completes before it.
-    assert await sqlite_store.get_execution("e1") is not None
-    assert not creating.done()
-    await creating
+    release = threading.Event()
+
+    def stuck(conn: sqlite3.Connection) -> None:
+        # Holds the writer thread (inside an open group transaction) until released.
+        release.wait(10)
+
+    writer = sqlite_store._require_writer()  # white-box: block the writer on purpose
+    blocked = asyncio.ensure_future(writer.submit(stuck))
+    queued = asyncio.ensure_future(sqlite_store.put_kv("ns", "k", b"v"))
+    await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(5):
+            assert await sqlite_store.get_execution("e1") is not None
+            assert await sqlite_store.get_kv("ns", "k") is None  # not committed yet
+        assert not blocked.done()
+        assert not queued.done()
+    finally:
+        release.set()
+    await blocked
+    await queued
+    assert await sqlite_store.get_kv("ns", "k") == b"v"
 
 
 def _old_database(path: Path) -> None:

@@ -73,6 +73,8 @@ class GroupCommitWriter:
         """Queue several ops at once (they land in the same group unless it is full)."""
         if self._closed:
             raise Unavailable("store is closed")
+        if not ops:
+            return []
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = []
         for op in ops:
