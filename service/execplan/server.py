@@ -155,7 +155,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-def _interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(config: ServerConfig, tracer_provider: Any) -> list[grpc.aio.ServerInterceptor]:
     if not config.tracing:
         return []
     # The interceptor itself rather than GrpcAioInstrumentorServer: same spans, no
@@ -169,13 +169,21 @@ def _interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
 
     exclude_health = negate(health_check())
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        filter_=exclude_health
+        tracer_provider=tracer_provider, filter_=exclude_health
     )
     return [interceptor]
 
 
 class ExecplanServer:
-    def __init__(self, config: ServerConfig, components: Sequence[Component] | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        components: Sequence[Component] | None = None,
+        *,
+        tracer_provider: Any = None,
+    ) -> None:
+        """`components` default to `build_components(config)`; `tracer_provider`
+        (used when `config.tracing`) defaults to the global OpenTelemetry one."""
         self.config = config
         self.components = list(build_components(config) if components is None else components)
         self.health = health_aio.HealthServicer()
@@ -185,6 +193,7 @@ class ExecplanServer:
         self._port = 0
         self._stopping: asyncio.Task[None] | None = None
         self._serving = False
+        self._tracer_provider = tracer_provider
 
     @property
     def port(self) -> int:
@@ -202,7 +211,8 @@ class ExecplanServer:
                 await component.start()
                 self._started.append(component)
             self._server = server = grpc.aio.server(
-                options=server_options(self.config), interceptors=_interceptors(self.config)
+                options=server_options(self.config),
+                interceptors=_interceptors(self.config, self._tracer_provider),
             )
             for component in self.components:
                 self._services.extend(component.register(server))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from execplan.config import ServerConfig
 from execplan.planner.parse import MAX_TASKS
 from execplan.server import ExecplanServer
 from execplan.v1 import planner_service_pb2 as pb
@@ -148,3 +150,36 @@ async def test_stop_sets_not_serving_first(server: ExecplanServer) -> None:
     response = await server.health.Check(health_pb2.HealthCheckRequest(service=""), None)
     assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await asyncio.wait_for(server.stop(), 1)  # idempotent
+
+
+async def test_tracing_records_spans_and_keeps_health_watch_working(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+    from opentelemetry.trace import StatusCode  # noqa: PLC0415
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = ServerConfig(listen="127.0.0.1:0", db_path=str(tmp_path / "x.db"), tracing=True)
+    async with (
+        ExecplanServer(config, tracer_provider=provider) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        await _stub(channel).CompilePlan(pb.CompilePlanRequest(source=VALID))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _stub(channel).CompilePlan(pb.CompilePlanRequest(source=INVALID))
+        # Health Watch streams with context.write(); the interceptor must not see it.
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await asyncio.wait_for(watch.read(), 5)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+    spans = [s for s in exporter.get_finished_spans() if s.name.endswith("/CompilePlan")]
+    # The abort reached the span (status code attribute); per the OpenTelemetry
+    # conventions a caller's mistake (INVALID_ARGUMENT) leaves the server span UNSET.
+    codes = [(s.attributes or {}).get("rpc.grpc.status_code") for s in spans]
+    assert codes == [0, grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+    assert all(s.status.status_code == StatusCode.UNSET for s in spans)
+    assert not any("Health" in s.name for s in exporter.get_finished_spans())
