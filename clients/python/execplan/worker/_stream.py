@@ -97,6 +97,7 @@ class StreamThread:
         self._attempts: dict[AttemptKey, _Attempt] = {}
         self._outbox = Outbox()
         self._draining = False
+        self._half_closed = False
         self._stopping = False
         self._heartbeat_s = _DEFAULT_HEARTBEAT_S
         self._backoff = Backoff()
@@ -190,6 +191,7 @@ class StreamThread:
         call = stub.Connect()
         tasks: list[asyncio.Task[None]] = []
         closed_cleanly = False
+        self._half_closed = False
         try:
             first = worker_service_pb2.ConnectRequest(register=self._registration())
             if self._draining:
@@ -210,8 +212,11 @@ class StreamThread:
             await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
             if reader.done():
                 reader.result()  # raises the stream's error
-                return False  # the server ended the stream without a drain
-            writer.result()
+                if not self._half_closed:
+                    return False  # the server ended the stream early: reconnect
+                # The server answered our half-close before the writer task resumed.
+            else:
+                writer.result()
             # We half-closed after a drain: the server ends the stream next.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), _CLOSE_TIMEOUT_S)
@@ -243,6 +248,7 @@ class StreamThread:
             for callback in after_write:
                 callback()
             if self._drained():
+                self._half_closed = True
                 await call.done_writing()
                 return
 
