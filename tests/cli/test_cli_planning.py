@@ -7,9 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from execplan.v1 import planner_service_pb2, planner_service_pb2_grpc
 
 VALID = """\
 name: demo
@@ -105,7 +108,7 @@ def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
     assert run.stderr.startswith("execplan: ")
 
 
-def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_serve_prints_port_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -118,6 +121,8 @@ def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
             str(tmp_path / "x.db"),
             "--grace",
             "1",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -129,7 +134,15 @@ def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         assert line.startswith("execplan listening on 127.0.0.1:")
         port = int(line.rsplit(":", 1)[1])
-        assert port > 0
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = planner_service_pb2_grpc.PlannerServiceStub(channel)
+            reply = stub.CompilePlan(planner_service_pb2.CompilePlanRequest(source=VALID))
+            assert [n.task_id for n in reply.plan.nodes] == ["fetch", "parse"]
+        assert proc.stderr is not None
+        metrics = next(ln for ln in proc.stderr if "metrics on http://" in ln)
+        url = metrics.split("metrics on ", 1)[1].strip()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert b"python_info" in response.read()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
