@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import grpc
 import pytest
 from execplan.config import ServerConfig
 from execplan.planner.parse import MAX_TASKS
-from execplan.server import ExecplanServer
+from execplan.server import BaseComponent, ExecplanServer
 from execplan.v1 import planner_service_pb2 as pb
 from execplan.v1 import planner_service_pb2_grpc as pb_grpc
 from execplan.v1 import workflow_pb2
@@ -183,3 +184,53 @@ async def test_tracing_records_spans_and_keeps_health_watch_working(tmp_path: Pa
     assert codes == [0, grpc.StatusCode.INVALID_ARGUMENT.value[0]]
     assert all(s.status.status_code == StatusCode.UNSET for s in spans)
     assert not any("Health" in s.name for s in exporter.get_finished_spans())
+
+
+# --- the composition root's lifecycle (here because the server is what these tests run)
+
+
+class _Recorder(BaseComponent):
+    """A fake component that records the lifecycle calls it gets, in order."""
+
+    def __init__(self, name: str, log: list[str], server: list[ExecplanServer]) -> None:
+        self.name, self.log, self.server = name, log, server
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        self.log.append(f"register {self.name}")
+        return ()
+
+    async def start(self) -> None:
+        self.log.append(f"start {self.name}")
+
+    async def begin_drain(self) -> None:
+        # Health must already say NOT_SERVING when streams are asked to drain.
+        health = await self.server[0].health.Check(health_pb2.HealthCheckRequest(), None)
+        self.log.append(
+            f"drain {self.name} {health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)}"
+        )
+
+    async def stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+        if self.name == "executor":
+            raise RuntimeError("a failing stop must not keep the store open")
+
+
+async def test_lifecycle_order(tmp_path: Path) -> None:
+    log: list[str] = []
+    holder: list[ExecplanServer] = []
+    parts = [_Recorder(n, log, holder) for n in ("store", "executor")]
+    config = ServerConfig(listen="127.0.0.1:0", db_path=str(tmp_path / "x.db"))
+    server = ExecplanServer(config, parts)
+    holder.append(server)
+    async with server:
+        assert server.port > 0
+    assert log == [
+        "start store",
+        "start executor",
+        "register store",
+        "register executor",
+        "drain executor NOT_SERVING",
+        "drain store NOT_SERVING",
+        "stop executor",
+        "stop store",
+    ]
