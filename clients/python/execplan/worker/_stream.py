@@ -43,6 +43,7 @@ from google.protobuf import timestamp_pb2
 
 from ._context import AttemptInfo, AttemptKey, TaskContext
 from ._outbox import Outbox
+from ._runner import encode_error
 
 _log = logging.getLogger("execplan.worker")
 
@@ -139,6 +140,8 @@ class StreamThread:
             self.finished.set_exception(exc)
         else:
             self.finished.set_result(None)
+        finally:
+            self._ready.set()  # never leave start() waiting on a thread that died early
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -317,7 +320,11 @@ class StreamThread:
         if self._attempts.get(key) is not attempt or attempt.started:
             return  # cancelled before its ack went out
         attempt.started = True
-        attempt.canceller = self._start_handler(attempt.dispatch, attempt.ctx)
+        try:
+            attempt.canceller = self._start_handler(attempt.dispatch, attempt.ctx)
+        except Exception as exc:  # e.g. the pool is shut down while stopping
+            _log.exception("could not start attempt %s/%s", *_names(attempt.dispatch.attempt))
+            self._on_result(key, encode_error(attempt.dispatch.attempt, exc))
 
     def _on_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
         if self._attempts.pop(key, None) is None:
