@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -116,7 +117,7 @@ class _Handlers:
         raise self.exc
 
     @stream_errors
-    async def stream(self, request: bytes, context: _Ctx) -> AsyncIterator[bytes]:
+    async def stream(self, request: bytes, context: _Ctx) -> AsyncGenerator[bytes, None]:
         yield b"first"
         raise self.exc
 
@@ -173,3 +174,34 @@ async def test_unexpected_error_is_internal_without_traceback(
     assert "Traceback" not in (err.details() or "")
     assert "incident" in (err.details() or "")
     assert any(r.exc_info for r in caplog.records)  # the traceback went to the log
+
+
+async def test_stream_handler_finally_runs_when_client_cancels() -> None:
+    cleaned = asyncio.Event()
+
+    class Endless:
+        @stream_errors
+        async def stream(self, request: bytes, context: _Ctx) -> AsyncGenerator[bytes, None]:
+            try:
+                while True:
+                    yield b"tick"
+                    await asyncio.sleep(0.01)
+            finally:
+                cleaned.set()
+
+    server = grpc.aio.server()
+    handler: Any = grpc.unary_stream_rpc_method_handler(Endless().stream)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Svc", {"M": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream: Any = channel.unary_stream("/test.Svc/M")
+            call = stream(b"")
+            assert await call.read() == b"tick"
+            call.cancel()
+            await asyncio.wait_for(cleaned.wait(), 5)
+    finally:
+        await server.stop(None)

@@ -41,10 +41,11 @@ INTERNAL with a short message and an incident id; the traceback is logged here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -197,16 +198,20 @@ def unary_errors(
 
 
 def stream_errors(
-    method: Callable[[S, Req, Ctx], AsyncIterator[Resp]],
-) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
-    """The same for server-streaming handlers, which must be async generators
-    (`yield`, not `context.write`: the OpenTelemetry interceptor breaks the latter)."""
+    method: Callable[[S, Req, Ctx], AsyncGenerator[Resp, None]],
+) -> Callable[[S, Req, Ctx], AsyncGenerator[Resp, None]]:
+    """The same for server- and bidi-streaming handlers (`request` is then the request
+    iterator). They must be async generators: `yield`, not `context.write`, which the
+    OpenTelemetry interceptor breaks (NOTES.md)."""
 
     @functools.wraps(method)
-    async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+    async def wrapper(self: S, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
-            async for item in method(self, request, context):
-                yield item
+            # aclosing: when the client goes away, the handler's `finally` runs now,
+            # not whenever the garbage collector finalizes the generator.
+            async with contextlib.aclosing(method(self, request, context)) as items:
+                async for item in items:
+                    yield item
         except Exception as exc:
             await _translate(context, exc)
 
