@@ -680,3 +680,26 @@ async def test_second_signal_stops_at_once(tmp_path: Path) -> None:
         assert child.returncode == 0
         assert b"run returned" in out
         assert not [i for i in h.fake.log if i.request.results]
+
+
+async def test_a_resent_dispatch_is_acked_again_but_not_run_twice() -> None:
+    runs: list[str] = []
+    async with harness() as h:
+        release = asyncio.Event()
+
+        @h.worker.task("once")
+        async def once(inputs: dict[str, object], ctx: TaskContext) -> int:
+            runs.append(ctx.task_id)
+            await release.wait()
+            return len(runs)
+
+        h.serve()
+        await h.fake.next_request()
+        for _ in range(2):
+            h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "once")]))
+            await h.fake.next_request(lambda r: len(r.acks) > 0)
+        release.set()
+        result = await h.fake.next_request(has_results)
+        await asyncio.sleep(0.1)
+        assert runs == ["t1"]
+        assert [i for i in h.fake.log if i.request.results] == [result]
