@@ -1,0 +1,312 @@
+"""Client commands: start, watch, inspect and control executions on a server.
+
+    execplan run FILE [--input K=V ...] [--inputs-json JSON] [--request-id ID] [--wait]
+    execplan watch ID [--after N]
+    execplan get ID [--format text|json] [--at N]
+    execplan ls [--state S ...] [--workflow NAME] [--limit N]
+    execplan history ID
+    execplan pause|resume|cancel|terminate ID [--reason R]
+    execplan send-event ID NAME [--data JSON]
+
+Every command takes `--address HOST:PORT` (default $EXECPLAN_ADDRESS, else
+127.0.0.1:7070). `--input` values are JSON when they parse as JSON (`3`, `true`,
+`{"a": 1}`), else strings. `run` without `--wait` prints the execution id; with it,
+live progress goes to stderr and the outputs to stdout as JSON. `run --wait` and
+`watch` exit 0 only when the execution SUCCEEDED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from execplan.cli import render
+from execplan.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, add_address_option, read_text
+
+if TYPE_CHECKING:
+    from execplan.client import ExecutionState, ExecutorClient
+    from execplan.v1 import events_pb2
+
+GET_FORMATS = ("text", "json")
+SUCCEEDED = "SUCCEEDED"
+
+
+def register(subparsers: Any) -> None:
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        parser = subparsers.add_parser(name, help=help_, description=__doc__)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        add_address_option(parser)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    run = add("run", cmd_run, "start an execution of a workflow file")
+    run.add_argument("file", metavar="FILE", help="workflow in YAML or JSON; - for stdin")
+    run.add_argument(
+        "--input", action="append", default=[], metavar="K=V", help="an input (repeatable)"
+    )
+    run.add_argument("--inputs-json", metavar="JSON", help="inputs as one JSON object")
+    run.add_argument("--request-id", help="idempotency key: the same id starts one execution")
+    run.add_argument("--wait", action="store_true", help="show progress, print the outputs")
+
+    watch = add("watch", cmd_watch, "stream the events of an execution until it ends")
+    watch.add_argument("execution_id", metavar="ID")
+    watch.add_argument("--after", type=int, default=0, metavar="N", help="events after seq N")
+
+    get = add("get", cmd_get, "show one execution")
+    get.add_argument("execution_id", metavar="ID")
+    get.add_argument("--format", choices=GET_FORMATS, default="text")
+    get.add_argument("--at", type=int, default=0, metavar="N", help="state as of sequence N")
+
+    ls = add("ls", cmd_ls, "list executions, newest first")
+    ls.add_argument(
+        "--state", action="append", default=[], metavar="S", help="e.g. running (repeatable)"
+    )
+    ls.add_argument("--workflow", default="", metavar="NAME")
+    ls.add_argument("--limit", type=int, default=50, metavar="N")
+
+    history = add("history", cmd_history, "print the event log of an execution")
+    history.add_argument("execution_id", metavar="ID")
+
+    for name, what in (
+        ("pause", "stop dispatching; running attempts finish"),
+        ("resume", "resume a paused execution"),
+        ("cancel", "cancel (compensating if the workflow says so)"),
+        ("terminate", "stop now, without compensation"),
+    ):
+        control = add(name, cmd_control, what)
+        control.add_argument("execution_id", metavar="ID")
+        control.add_argument("--reason", default="")
+        control.set_defaults(action=name)
+
+    send = add("send-event", cmd_send_event, "deliver a named event to an execution")
+    send.add_argument("execution_id", metavar="ID")
+    send.add_argument("name", metavar="NAME")
+    send.add_argument("--data", metavar="JSON", help="the event's payload (JSON)")
+
+
+# -- plumbing ------------------------------------------------------------------------
+
+
+def _call(args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[int]]) -> int:
+    """Run `body` with a client; client errors become one-line CliErrors."""
+    from execplan.client import ExecplanClientError, ExecutorClient  # noqa: PLC0415
+
+    async def main() -> int:
+        async with ExecutorClient(args.address) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(main())
+    except ExecplanClientError as exc:
+        if exc.code.name == "UNAVAILABLE":
+            raise CliError(f"cannot reach a server at {args.address}: {exc.details}") from exc
+        lines = [f"{v.field}: {v.description}" for v in exc.violations]
+        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{what} is not valid JSON: {exc.msg} (column {exc.colno})", EXIT_USAGE
+        ) from None
+
+
+def parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
+    """--inputs-json first, then each --input K=V on top (JSON if it parses, else text)."""
+    inputs: dict[str, Any] = {}
+    if inputs_json is not None:
+        value = _json_arg(inputs_json, "--inputs-json")
+        if not isinstance(value, dict):
+            raise CliError("--inputs-json must be a JSON object", EXIT_USAGE)
+        inputs.update(value)
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key:
+            raise CliError(f"--input expects K=V, got {pair!r}", EXIT_USAGE)
+        try:
+            inputs[key] = json.loads(text)
+        except json.JSONDecodeError:
+            inputs[key] = text
+    return inputs
+
+
+def _state_arg(text: str) -> ExecutionState:
+    from execplan.v1 import execution_pb2  # noqa: PLC0415
+
+    name = text.upper().removeprefix("EXECUTION_STATE_")
+    try:
+        return execution_pb2.ExecutionState.Value(f"EXECUTION_STATE_{name}")
+    except ValueError:
+        names = [
+            n.removeprefix("EXECUTION_STATE_").lower()
+            for n, _ in execution_pb2.ExecutionState.items()
+        ]
+        raise CliError(
+            f"unknown state {text!r}; one of {', '.join(names[1:])}", EXIT_USAGE
+        ) from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _outcome(execution_id: str, done: events_pb2.ExecutionCompleted) -> int:
+    """Exit code of a finished execution; the failure line on stderr when not SUCCEEDED."""
+    state = render.execution_state_name(done.state)
+    if state == SUCCEEDED:
+        return 0
+    reason = f"{done.error.type}: {done.error.message}" if done.error.type else "no error recorded"
+    if done.failed_task_id and done.failed_task_id not in reason:
+        reason += f" (task {done.failed_task_id})"
+    print(f"execplan: execution {execution_id} ended {state}: {reason}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    source = read_text(args.file)
+    inputs = parse_inputs(args.input, args.inputs_json)
+
+    async def body(client: ExecutorClient) -> int:
+        started = await client.start(source=source, inputs=inputs, request_id=args.request_id)
+        execution_id = started.execution_id
+        if not args.wait:
+            print(execution_id)
+            return 0
+        print(f"execution {execution_id}", file=sys.stderr, flush=True)
+        execution = await client.get(execution_id)
+        view = render.LiveView(sys.stderr, [(t.task_id, t.type) for t in execution.tasks])
+        async for event in client.watch(execution_id):
+            view.apply(event)
+            if event.HasField("execution_completed"):
+                view.close()
+                done = event.execution_completed
+                if render.execution_state_name(done.state) == SUCCEEDED or done.outputs.fields:
+                    from execplan.client import from_struct  # noqa: PLC0415
+
+                    _print_json(from_struct(done.outputs))
+                return _outcome(execution_id, done)
+        raise CliError(f"the event stream of {execution_id} ended before the execution did")
+
+    return _call(args, body)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def body(client: ExecutorClient) -> int:
+        async for event in client.watch(args.execution_id, after_sequence=args.after):
+            print(render.event_line(event), flush=True)
+            if event.HasField("execution_completed"):
+                return _outcome(args.execution_id, event.execution_completed)
+        raise CliError(f"the event stream of {args.execution_id} ended before the execution did")
+
+    return _call(args, body)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    async def body(client: ExecutorClient) -> int:
+        execution = await client.get(args.execution_id, at_sequence=args.at)
+        if args.format == "json":
+            from google.protobuf import json_format  # noqa: PLC0415
+
+            print(json_format.MessageToJson(execution, preserving_proto_field_name=True))
+        else:
+            print("\n".join(_summary(execution)))
+        return 0
+
+    return _call(args, body)
+
+
+def _summary(execution: Any) -> list[str]:
+    from execplan.client import from_struct  # noqa: PLC0415
+
+    version = f" v{execution.workflow_version}" if execution.workflow_version else ""
+    lines = [
+        f"execution  {execution.execution_id}",
+        f"workflow   {execution.workflow_name}{version}  (plan {execution.plan_id})",
+        f"state      {render.execution_state_name(execution.state)}"
+        f"  (as of event {execution.last_sequence})",
+        f"created    {render.stamp(execution.created_at)}"
+        f"   finished {render.stamp(execution.finished_at)}",
+        f"inputs     {render.compact(from_struct(execution.inputs), 200)}",
+    ]
+    if execution.outputs.fields:
+        lines.append(f"outputs    {render.compact(from_struct(execution.outputs), 200)}")
+    if execution.error.type:
+        lines.append(f"error      {execution.error.type}: {execution.error.message}")
+    if execution.tasks:
+        tasks = [render.TaskSummary.of(t) for t in execution.tasks]
+        lines += ["", render.progress_bar(tasks), *render.task_table(tasks)]
+    return lines
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    states = [_state_arg(s) for s in args.state]
+    if args.limit < 1:
+        raise CliError("--limit must be >= 1", EXIT_USAGE)
+
+    async def body(client: ExecutorClient) -> int:
+        rows = [("EXECUTION", "WORKFLOW", "STATE", "CREATED", "TASKS")]
+        page = min(args.limit, 100)
+        async for ex in client.list(states, workflow_name=args.workflow, page_size=page):
+            state = render.execution_state_name(ex.state)
+            created = render.stamp(ex.created_at)
+            rows.append((ex.execution_id, ex.workflow_name, state, created, _tasks_done(ex)))
+            if len(rows) > args.limit:
+                break
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+
+    return _call(args, body)
+
+
+def _tasks_done(execution: Any) -> str:
+    """`done/total` from task_counts (or the task list); `-` when the server sent neither."""
+    counts = dict(execution.task_counts) or {
+        name: sum(1 for t in execution.tasks if render.task_state_name(t.state) == name)
+        for name in {render.task_state_name(t.state) for t in execution.tasks}
+    }
+    if not counts:
+        return "-"
+    done = sum(n for name, n in counts.items() if name in render.TERMINAL_TASK_STATES)
+    return f"{done}/{sum(counts.values())}"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    async def body(client: ExecutorClient) -> int:
+        async for event in client.history(args.execution_id):
+            print(render.event_line(event))
+        return 0
+
+    return _call(args, body)
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    async def body(client: ExecutorClient) -> int:
+        method = getattr(client, args.action)
+        state = await method(args.execution_id, reason=args.reason)
+        print(f"{args.execution_id} {render.execution_state_name(state)}")
+        return 0
+
+    return _call(args, body)
+
+
+def cmd_send_event(args: argparse.Namespace) -> int:
+    data = _json_arg(args.data, "--data") if args.data is not None else None
+
+    async def body(client: ExecutorClient) -> int:
+        response = await client.send_event(args.execution_id, args.name, data)
+        where = f"consumed by task {response.task_id}" if response.task_id else "stored"
+        print(f"event {args.name} sent to {args.execution_id}: {where}")
+        return 0
+
+    return _call(args, body)

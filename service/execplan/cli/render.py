@@ -1,0 +1,270 @@
+"""Text for people: event lines, task tables and the live progress of `run --wait`.
+
+    line = event_line(event)                 # "   7  12:00:01.250  task_succeeded  task=charge ..."
+    view = LiveView(sys.stderr, tasks)       # tasks: (task_id, type) in plan order
+    view.apply(event)                        # per WatchExecution event; redraws or logs
+    view.close()
+
+On a terminal, `LiveView` redraws a compact table of task states under a progress
+bar (`[#####.....] 12/20 tasks`); elsewhere (CI logs, pipes) it writes one line per
+task state change, e.g. `12:00:01 charge SUCCEEDED (attempt 1)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, TextIO
+
+from execplan.v1 import events_pb2, execution_pb2
+from google.protobuf import json_format, timestamp_pb2
+
+TERMINAL_TASK_STATES = frozenset(
+    {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED", "COMPENSATED", "COMPENSATION_FAILED"}
+)
+_MAX_ROWS = 16  # a live table taller than this scrolls; show the active rows first
+_REDRAW_EVERY = 0.05  # seconds; a burst of events redraws once
+_VALUE_WIDTH = 60
+
+
+def execution_state_name(state: int) -> str:
+    return execution_pb2.ExecutionState.Name(state).removeprefix("EXECUTION_STATE_")  # type: ignore[arg-type]
+
+
+def task_state_name(state: int) -> str:
+    return execution_pb2.TaskState.Name(state).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
+
+
+def clock(ts: timestamp_pb2.Timestamp, *, millis: bool = False) -> str:
+    """HH:MM:SS (local time) of a timestamp; "-" when unset."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    when = ts.ToDatetime(tzinfo=UTC).astimezone()
+    return when.strftime("%H:%M:%S.%f")[:-3] if millis else when.strftime("%H:%M:%S")
+
+
+def stamp(ts: timestamp_pb2.Timestamp) -> str:
+    """Local date and time of a timestamp, to the second; "-" when unset."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def compact(value: Any, width: int = _VALUE_WIDTH) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def event_fields(event: events_pb2.ExecutionEvent) -> list[str]:
+    """The key fields of an event's kind as `name=value` words."""
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        return []
+    body = json_format.MessageToDict(
+        getattr(event, kind), preserving_proto_field_name=True, use_integers_for_enums=False
+    )
+    words: list[str] = []
+    for key, value in body.items():
+        if key == "token" and isinstance(value, dict):
+            words.append(f"attempt={value.get('attempt', 0)}")
+            if value.get("lease_epoch"):
+                words.append(f"epoch={value['lease_epoch']}")
+        elif key == "error" and isinstance(value, dict):
+            words.append(f"error={value.get('type', '')}: {value.get('message', '')}")
+        elif key in ("phase", "state", "purpose", "timeout") and isinstance(value, str):
+            words.append(f"{key}={value.split('_', 2)[-1]}")
+        elif isinstance(value, str):
+            words.append(f"{key}={value}")
+        else:
+            words.append(f"{key}={compact(value)}")
+    return words
+
+
+def event_line(event: events_pb2.ExecutionEvent) -> str:
+    kind = event.WhichOneof("kind") or "unknown"
+    fields = " ".join(event_fields(event))
+    return f"{event.sequence:>5}  {clock(event.recorded_at, millis=True)}  {kind:<26} {fields}"
+
+
+@dataclass
+class _Row:
+    task_id: str
+    type: str
+    state: str = "PENDING"
+    attempt: int = 0
+    note: str = ""
+
+
+_PHASE_FALLBACK = execution_pb2.TASK_PHASE_FALLBACK
+_PHASE_COMPENSATION = execution_pb2.TASK_PHASE_COMPENSATION
+
+
+def _transition(event: events_pb2.ExecutionEvent) -> tuple[str, str, int, str] | None:
+    """(task_id, new state, attempt, note) for events that move a task; else None."""
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        return None
+    body: Any = getattr(event, kind)
+    task_id = getattr(body, "task_id", "")
+    if not task_id:
+        return None
+    phase = getattr(body, "phase", 0)
+    attempt = body.token.attempt if hasattr(body, "token") else getattr(body, "attempt", 0)
+    compensating = phase == _PHASE_COMPENSATION
+    note = "fallback" if phase == _PHASE_FALLBACK else "compensation" if compensating else ""
+    match kind:
+        case "task_queued" | "task_requeued":
+            state = "QUEUED"
+        case "task_dispatched":
+            state = "DISPATCHED"
+        case "task_started":
+            state = "COMPENSATING" if compensating else "RUNNING"
+        case "task_succeeded":
+            state = "COMPENSATED" if compensating else "SUCCEEDED"
+        case "task_failed" | "task_timed_out":
+            if not body.final:
+                state = "RETRYING"
+            else:
+                state = "COMPENSATION_FAILED" if compensating else "FAILED"
+            error = body.error if kind == "task_failed" else None
+            if error is not None and error.type:
+                note = f"{error.type}: {error.message}"
+            elif kind == "task_timed_out":
+                note = events_pb2.TimeoutKind.Name(body.timeout).removeprefix("TIMEOUT_KIND_")
+        case "task_retry_scheduled":
+            state, attempt = "BACKING_OFF", body.next_attempt
+        case "task_skipped":
+            state, note = "SKIPPED", body.reason
+        case "task_parked":
+            state = "PARKED" if body.parked else "QUEUED"
+        case "task_cancelled":
+            state, note = "CANCELLED", body.reason
+        case "timer_scheduled" if body.purpose in (
+            events_pb2.TIMER_PURPOSE_SLEEP,
+            events_pb2.TIMER_PURPOSE_EVENT_TIMEOUT,
+        ):
+            state = "WAITING"
+        case _:
+            return None
+    return task_id, state, attempt, note
+
+
+class LiveView:
+    """Task states of one execution, kept current from its events and shown on `out`."""
+
+    def __init__(
+        self, out: TextIO, tasks: Iterable[tuple[str, str]], *, tty: bool | None = None
+    ) -> None:
+        self._out = out
+        self._tty = out.isatty() if tty is None else tty
+        self._rows = {task_id: _Row(task_id, task_type) for task_id, task_type in tasks}
+        self._drawn = 0  # lines of the last frame, to move back over
+        self._last_draw = 0.0
+        self._status = ""
+
+    def apply(self, event: events_pb2.ExecutionEvent) -> None:
+        change = _transition(event)
+        kind = event.WhichOneof("kind")
+        if change is not None:
+            task_id, state, attempt, note = change
+            row = self._rows.setdefault(task_id, _Row(task_id, ""))
+            moved = row.state != state
+            row.state, row.note = state, note or row.note
+            row.attempt = attempt or row.attempt
+            if moved and not self._tty:
+                self._log(event, f"{task_id} {state}{self._detail(row)}")
+        elif kind in ("execution_paused", "execution_resumed", "execution_cancel_requested"):
+            self._status = kind.removeprefix("execution_").upper()
+            if not self._tty:
+                self._log(event, f"execution {self._status} {' '.join(event_fields(event))}")
+        elif kind == "compensation_started":
+            self._status = "COMPENSATING"
+            if not self._tty:
+                self._log(event, "execution COMPENSATING " + " ".join(event_fields(event)))
+        if self._tty:
+            final = kind == "execution_completed"
+            if final or time.monotonic() - self._last_draw >= _REDRAW_EVERY:
+                self._draw()
+
+    def close(self) -> None:
+        if self._tty:
+            self._draw()
+
+    @staticmethod
+    def _detail(row: _Row) -> str:
+        parts = [f"attempt {row.attempt}"] if row.attempt else []
+        if row.note and row.state not in ("SUCCEEDED", "RUNNING", "QUEUED", "DISPATCHED"):
+            parts.append(row.note)
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def _log(self, event: events_pb2.ExecutionEvent, text: str) -> None:
+        print(f"{clock(event.recorded_at)} {text}", file=self._out, flush=True)
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        lines = [progress_bar(self._rows.values())]
+        if self._status:
+            lines[0] += f"  ({self._status.lower()})"
+        lines += task_table(_visible(list(self._rows.values())))
+        hidden = len(self._rows) - (len(lines) - 2)
+        if hidden > 0:
+            lines.append(f"  ... {hidden} more")
+        erase = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+        self._out.write(erase + "\n".join(lines) + "\n")
+        self._out.flush()
+        self._drawn = len(lines)
+
+
+def _visible(rows: list[_Row]) -> list[_Row]:
+    if len(rows) <= _MAX_ROWS:
+        return rows
+    active = [r for r in rows if r.state not in TERMINAL_TASK_STATES and r.state != "PENDING"]
+    failed = [r for r in rows if r.state in ("FAILED", "COMPENSATION_FAILED")]
+    chosen = {id(r) for r in (failed + active)[:_MAX_ROWS]}
+    return [r for r in rows if id(r) in chosen]
+
+
+def progress_bar(rows: Iterable[Any], width: int = 20) -> str:
+    """`[#####...............] 5/20 tasks` over objects with a `state` name."""
+    states = [r.state for r in rows]
+    done = sum(1 for s in states if s in TERMINAL_TASK_STATES)
+    total = len(states)
+    filled = width * done // total if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tasks"
+
+
+def task_table(rows: Sequence[Any]) -> list[str]:
+    """Aligned `TASK TYPE STATE ATTEMPT NOTE` lines (header included)."""
+    header = ("TASK", "TYPE", "STATE", "ATTEMPT", "NOTE")
+    cells = [header] + [
+        (r.task_id, r.type, r.state, str(r.attempt or "-"), _clip(r.note, 48)) for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    return [
+        "  ".join(c[i].ljust(widths[i]) for i in range(4)).rstrip() + ("  " + c[4] if c[4] else "")
+        for c in cells
+    ]
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@dataclass
+class TaskSummary:
+    """A `TaskRun` as `task_table` rows want it."""
+
+    task_id: str
+    type: str
+    state: str
+    attempt: int
+    note: str
+
+    @classmethod
+    def of(cls, run: execution_pb2.TaskRun) -> TaskSummary:
+        note = f"{run.error.type}: {run.error.message}" if run.error.type else run.status_message
+        return cls(run.task_id, run.type, task_state_name(run.state), run.attempt, note)
