@@ -10,7 +10,7 @@ expression, and every 10th task also reads its first upstream's output through a
 distinct expression (a DATA edge and a CEL parse of its own). Each size runs in its own
 subprocess so ru_maxrss is that size's peak; the reported time is the median of
 `--runs` end-to-end runs (json text -> compile_source -> encode_plan ->
-SerializeToString), and the phase split is from the last run.
+SerializeToString(deterministic=True)), and the phase split is from the last run.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run_one(n: int, runs: int) -> dict[str, object]:
         assert result.plan is not None, result.diagnostics[:5]
         msg = encode_plan(result.plan)
         t2 = time.perf_counter()
-        data = msg.SerializeToString()
+        data = msg.SerializeToString(deterministic=True)
         t3 = time.perf_counter()
         times.append(t3 - t0)
         phases = {"compile": t1 - t0, "encode": t2 - t1, "serialize": t3 - t2}

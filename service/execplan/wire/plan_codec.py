@@ -5,6 +5,9 @@ the plan) become `google.protobuf.Duration`; enum names map to their numbers; JS
 literals become `google.protobuf.Value`. Sub-messages shared by many nodes (the
 resolved policies built from `defaults`) are encoded once and copied in as bytes,
 which keeps a 100k-node plan cheap to encode.
+
+Byte-identical plans: protobuf does not order map entries (labels) unless asked, so
+serialize with `SerializeToString(deterministic=True)`, or call `serialize_plan`.
 """
 
 from __future__ import annotations
@@ -256,6 +259,11 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
     for o in plan.outputs:
         _value(o.value, out.outputs.add(name=o.name).value)
     return out
+
+
+def serialize_plan(plan: Plan) -> bytes:
+    """The plan as deterministic protobuf bytes (same plan -> same bytes)."""
+    return encode_plan(plan).SerializeToString(deterministic=True)
 
 
 def encode_diagnostic(d: Diagnostic) -> planner_service_pb2.Diagnostic:
