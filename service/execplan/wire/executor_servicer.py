@@ -7,7 +7,7 @@ when the executor runs on its own).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import grpc
@@ -203,7 +203,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     @stream_errors
     async def WatchExecution(  # noqa: N802
         self, request: pb.WatchExecutionRequest, context: Ctx
-    ) -> AsyncIterator[pb.WatchExecutionResponse]:
+    ) -> AsyncGenerator[pb.WatchExecutionResponse, None]:
         execution_id = _required(request.execution_id, "execution_id")
         async for event in self._engine.watch(execution_id, request.after_sequence):
             yield pb.WatchExecutionResponse(event=event)
@@ -211,7 +211,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     @stream_errors
     async def WatchExecutions(  # noqa: N802
         self, request: pb.WatchExecutionsRequest, context: Ctx
-    ) -> AsyncIterator[pb.WatchExecutionsResponse]:
+    ) -> AsyncGenerator[pb.WatchExecutionsResponse, None]:
         wanted = set(request.states)
         subscription = self._engine.hub.subscribe_all()
         try:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -82,7 +82,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
     @stream_errors
     async def Connect(  # noqa: N802
         self, request_iterator: AsyncIterator[ws.ConnectRequest], context: Ctx
-    ) -> AsyncIterator[ws.ConnectResponse]:
+    ) -> AsyncGenerator[ws.ConnectResponse, None]:
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
