@@ -164,6 +164,7 @@ class LiveView:
         self._drawn = 0  # lines of the last frame, to move back over
         self._last_draw = 0.0
         self._status = ""
+        self._dirty = False
 
     def apply(self, event: events_pb2.ExecutionEvent) -> None:
         change = _transition(event)
@@ -184,13 +185,14 @@ class LiveView:
             self._status = "COMPENSATING"
             if not self._tty:
                 self._log(event, "execution COMPENSATING " + " ".join(event_fields(event)))
+        self._dirty = True
         if self._tty:
             final = kind == "execution_completed"
             if final or time.monotonic() - self._last_draw >= _REDRAW_EVERY:
                 self._draw()
 
     def close(self) -> None:
-        if self._tty:
+        if self._tty and self._dirty:
             self._draw()
 
     @staticmethod
@@ -205,6 +207,7 @@ class LiveView:
 
     def _draw(self) -> None:
         self._last_draw = time.monotonic()
+        self._dirty = False
         lines = [progress_bar(self._rows.values())]
         if self._status:
             lines[0] += f"  ({self._status.lower()})"

@@ -1,0 +1,176 @@
+"""The client commands as a user runs them: a real `execplan serve` process on port 0,
+a real `execplan worker examples/workers.py` process, and the CLI as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+CLI = [sys.executable, "-m", "execplan.cli"]
+
+WAITER = """\
+name: waiter
+inputs:
+  x: {type: integer, default: 1}
+tasks:
+  - id: approval
+    type: builtin.wait_for_event
+    inputs: {event: approved, timeout: 1m}
+outputs:
+  by: "${{ tasks.approval.output.data.by }}"
+"""
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server and one sample worker for the whole module; yields HOST:PORT."""
+    db = tmp_path_factory.mktemp("cli") / "execplan.db"
+    server = subprocess.Popen(
+        [*CLI, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("execplan listening on "), line
+    addr = line.split()[-1]
+    worker = subprocess.Popen(
+        [*CLI, "worker", str(EXAMPLES / "workers.py"), "--address", addr],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        yield addr
+    finally:
+        _stop(worker)  # type: ignore[arg-type]
+        _stop(server)
+
+
+def execplan(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EXECPLAN_ADDRESS": address}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+
+
+@pytest.fixture
+def waiter(tmp_path: Path) -> Path:
+    path = tmp_path / "waiter.yaml"
+    path.write_text(WAITER)
+    return path
+
+
+def test_run_wait_prints_outputs_and_exits_0(address: str) -> None:
+    run = execplan(address, "run", str(EXAMPLES / "hello.yaml"), "--input", "name=Ada", "--wait")
+    assert run.returncode == 0, run.stderr
+    outputs = json.loads(run.stdout)
+    assert outputs["greeting"] == "Hello, Ada!"
+    assert outputs["combined"].startswith("HELLO, ADA! | !adA ,olleH")
+    # not a TTY: one line per task state change on stderr
+    assert "summary SUCCEEDED (attempt 1)" in run.stderr
+
+
+def test_run_without_wait_prints_only_the_id(address: str) -> None:
+    run = execplan(address, "run", str(EXAMPLES / "hello.yaml"))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].strip() == lines[0] and lines[0]
+
+
+def test_get_json_after_watch_is_succeeded(address: str) -> None:
+    execution_id = execplan(address, "run", str(EXAMPLES / "hello.yaml")).stdout.strip()
+    watch = execplan(address, "watch", execution_id)
+    assert watch.returncode == 0, watch.stderr
+    assert "execution_completed" in watch.stdout.splitlines()[-1]
+    get = execplan(address, "get", execution_id, "--format", "json")
+    assert get.returncode == 0, get.stderr
+    execution = json.loads(get.stdout)
+    assert execution["state"] == "EXECUTION_STATE_SUCCEEDED"
+    assert execution["execution_id"] == execution_id
+    text = execplan(address, "get", execution_id)
+    assert "SUCCEEDED" in text.stdout and "hello.combine" in text.stdout
+    history = execplan(address, "history", execution_id)
+    assert history.stdout.splitlines()[0].split()[0] == "1"
+    assert "execution_started" in history.stdout.splitlines()[0]
+
+
+def test_unknown_id_is_one_line_and_exit_1(address: str) -> None:
+    for command in ("get", "history", "cancel"):
+        run = execplan(address, command, "no-such-execution")
+        assert run.returncode == 1
+        assert run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith("execplan: NOT_FOUND"), run.stderr
+
+
+def test_bad_input_type_names_the_field(address: str, waiter: Path) -> None:
+    run = execplan(address, "run", str(waiter), "--input", "x=abc")
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert any(line.startswith("inputs.x: ") for line in run.stderr.splitlines()), run.stderr
+
+
+def test_send_event_completes_a_waiting_execution(address: str, waiter: Path) -> None:
+    execution_id = execplan(address, "run", str(waiter), "--input", "x=3").stdout.strip()
+    sent = execplan(address, "send-event", execution_id, "approved", "--data", '{"by": "ada"}')
+    assert sent.returncode == 0, sent.stderr
+    watch = execplan(address, "watch", execution_id)
+    assert watch.returncode == 0, watch.stderr
+    get = execplan(address, "get", execution_id, "--format", "json")
+    assert json.loads(get.stdout)["outputs"] == {"by": "ada"}
+
+
+def test_failed_execution_exits_1_with_one_line(address: str) -> None:
+    run = execplan(
+        address,
+        "run",
+        str(EXAMPLES / "order_saga.yaml"),
+        "--inputs-json",
+        '{"order_id": "o-1", "ship_fail": true}',
+        "--wait",
+    )
+    assert run.returncode == 1
+    last = run.stderr.splitlines()[-1]
+    assert last.startswith("execplan: execution ") and " ended COMPENSATED: RuntimeError: " in last
+
+
+def test_pause_resume_cancel_and_ls(address: str, waiter: Path) -> None:
+    execution_id = execplan(address, "run", str(waiter)).stdout.strip()
+    assert execplan(address, "pause", execution_id).stdout.split() == [execution_id, "PAUSED"]
+    assert execplan(address, "resume", execution_id).stdout.split() == [execution_id, "RUNNING"]
+    listed = execplan(address, "ls", "--state", "running", "--workflow", "waiter")
+    assert execution_id in listed.stdout
+    cancel = execplan(address, "cancel", execution_id, "--reason", "test")
+    assert cancel.stdout.split() == [execution_id, "CANCELLED"]
+    watch = execplan(address, "watch", execution_id)
+    assert watch.returncode == 1
+    assert f"execution {execution_id} ended CANCELLED" in watch.stderr
+
+
+def test_usage_errors_exit_2(address: str) -> None:
+    assert execplan(address, "run", "missing.yaml").returncode == 2
+    assert execplan(address, "send-event", "x", "e", "--data", "{bad").returncode == 2
+    assert execplan(address, "ls", "--state", "bogus").returncode == 2
+    worker = execplan(address, "worker", "no_such_module_here")
+    assert worker.returncode == 2 and worker.stderr.startswith("execplan: cannot import")

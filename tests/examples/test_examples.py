@@ -1,0 +1,97 @@
+"""Every example compiles, and the quick ones run to SUCCEEDED on the sample worker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from execplan.client import ExecutorClient, from_struct
+from execplan.planner import compile_source
+from execplan.v1 import execution_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_compiles(path: Path) -> None:
+    result = compile_source(path.read_text(encoding="utf-8"))
+    assert result.ok, [f"{d.path}: {d.message}" for d in result.diagnostics]
+
+
+def test_there_are_enough_examples() -> None:
+    names = {p.stem for p in EXAMPLES}
+    assert {"hello", "order_saga", "ml_pipeline", "incident_runbook", "etl"} <= names
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `execplan serve` and one sample worker for every run in this module."""
+    cli = [sys.executable, "-m", "execplan.cli"]
+    db = tmp_path_factory.mktemp("examples") / "execplan.db"
+    server = subprocess.Popen(
+        [*cli, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("execplan listening on "), line
+    addr = line.split()[-1]
+    worker = subprocess.Popen(
+        [*cli, "worker", "examples.workers", "--address", addr, "--slots", "16"], cwd=ROOT
+    )
+    try:
+        yield addr
+    finally:
+        for proc in (worker, server):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+async def client(address: str) -> AsyncIterator[ExecutorClient]:
+    async with ExecutorClient(address) as c:
+        yield c
+
+
+async def _run(client: ExecutorClient, name: str, inputs: dict[str, Any]) -> Any:
+    source = (ROOT / "examples" / name).read_text(encoding="utf-8")
+    started = await client.start(source=source, inputs=inputs)
+
+    async def finish() -> None:
+        async for event in client.watch(started.execution_id):
+            if event.HasField("execution_completed"):
+                return
+
+    await asyncio.wait_for(finish(), timeout=15)
+    return await client.get(started.execution_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "expected"),
+    [
+        ("hello.yaml", {"name": "Ada"}, {"greeting": "Hello, Ada!"}),
+        ("order_saga.yaml", {"order_id": "o-7", "amount": 12.5}, {"gateway": "main"}),
+        ("order_saga.yaml", {"order_id": "o-8", "card": "declined"}, {"gateway": "backup"}),
+        ("etl.yaml", {"day": "2026-11-26", "refunds": 0}, {"orders_loaded": 120}),
+    ],
+    ids=["hello", "order_saga", "order_saga-fallback", "etl-skips"],
+)
+async def test_example_runs_to_succeeded(
+    client: ExecutorClient, name: str, inputs: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    execution = await _run(client, name, inputs)
+    assert execution.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, execution.error
+    outputs = from_struct(execution.outputs)
+    assert outputs.items() >= expected.items(), outputs
