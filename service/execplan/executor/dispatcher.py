@@ -132,15 +132,24 @@ class ReadyQueues:
 
         Stops after a full pass over every execution still queued.
         """
-        budget = len(self._queues)
-        while budget > 0 and self._keys:
-            key = self._keys[0]
-            self._keys.rotate(-1)
-            ring = self._executions[key]
-            execution_id = ring[0]
-            ring.rotate(-1)
-            budget -= 1
-            yield execution_id
+        # A snapshot interleaving the keys; order advances only through `served`, so
+        # an execution that was offered a turn but got no worker keeps its place.
+        rings = [list(self._executions[key]) for key in self._keys]
+        for turn in range(max((len(ring) for ring in rings), default=0)):
+            for ring in rings:
+                if turn < len(ring):
+                    yield ring[turn]
+
+    def served(self, execution_id: str) -> None:
+        """An execution got a dispatch: it and its key go to the back of their rings."""
+        key = self._fairness.get(execution_id)
+        if key is None:
+            return
+        ring = self._executions[key]
+        ring.remove(execution_id)
+        ring.append(execution_id)
+        self._keys.remove(key)
+        self._keys.append(key)
 
     def take(
         self,
@@ -163,8 +172,8 @@ class ReadyQueues:
         if best is None:
             return None
         heapq.heappop(queue.by_type[best[1]])
-        if not queue:
-            self.drop(execution_id)
+        # An emptied queue stays until the next take: a task pushed back (no worker
+        # free) then keeps its execution's place in the fairness ring.
         return best[1], best[0][2]
 
     def has_work(self, execution_id: str) -> bool:

@@ -686,6 +686,7 @@ class Engine:
                     machine = machines[execution_id] = Machine(state, now)
                 mark = len(machine.effects)
                 if machine.dispatch(index, worker.worker_id):
+                    self._ready.served(execution_id)
                     worker.leases.add((execution_id, index))
                     self._inflight[execution_id] = self._inflight.get(execution_id, 0) + 1
                 self._apply_internal(machine, mark)
