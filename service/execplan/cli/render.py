@@ -175,7 +175,8 @@ class LiveView:
             moved = row.state != state
             row.state, row.note = state, note or row.note
             row.attempt = attempt or row.attempt
-            if moved and not self._tty:
+            # DISPATCHED is a blink before RUNNING: noise in a log.
+            if moved and not self._tty and state != "DISPATCHED":
                 self._log(event, f"{task_id} {state}{self._detail(row)}")
         elif kind in ("execution_paused", "execution_resumed", "execution_cancel_requested"):
             self._status = kind.removeprefix("execution_").upper()
