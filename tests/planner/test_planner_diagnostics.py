@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from execplan.planner import Diagnostic, compile_document, compile_source, validate_source
+from execplan.planner import Diagnostic, compile_document, compile_source, parse, validate_source
 from execplan.planner.diagnostics import sorted_diagnostics
 
 
@@ -25,8 +24,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad task id", doc(t("a-b")), "invalid-id", "tasks[0].id"),
     ("bad workflow name", {"name": "Bad Name", "tasks": [t("a")]}, "invalid-id", "name"),
     ("bad secret", doc(t("a", secrets=["ok", "no-dash"])), "invalid-id", "tasks[0].secrets[1]"),
-    ("bad input name", doc(t("a"), inputs={"x-y": {"type": "string"}}), "invalid-id", "inputs[\"x-y\"]"),
-    ("unknown dep", doc(t("a"), t("b", depends_on=["a", "zz"])), "unknown-dependency", "tasks[1].depends_on[1]"),
+    (
+        "bad input name",
+        doc(t("a"), inputs={"x-y": {"type": "string"}}),
+        "invalid-id",
+        'inputs["x-y"]',
+    ),
+    (
+        "unknown dep",
+        doc(t("a"), t("b", depends_on=["a", "zz"])),
+        "unknown-dependency",
+        "tasks[1].depends_on[1]",
+    ),
     ("self dep", doc(t("a", depends_on=["a"])), "self-dependency", "tasks[0].depends_on[0]"),
     (
         "self read",
@@ -42,9 +51,19 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("unknown field", doc(t("a", depnds_on=["b"])), "unknown-field", "tasks[0].depnds_on"),
     ("unknown top field", {"name": "wf", "taks": []}, "unknown-field", "taks"),
-    ("unknown nested field", doc(t("a", retry={"max_attempt": 2})), "unknown-field", "tasks[0].retry.max_attempt"),
+    (
+        "unknown nested field",
+        doc(t("a", retry={"max_attempt": 2})),
+        "unknown-field",
+        "tasks[0].retry.max_attempt",
+    ),
     ("invalid type", doc(t("a", depends_on="b")), "invalid-type", "tasks[0].depends_on"),
-    ("invalid type item", doc(t("a"), t("b", depends_on=["a", 3])), "invalid-type", "tasks[1].depends_on[1]"),
+    (
+        "invalid type item",
+        doc(t("a"), t("b", depends_on=["a", 3])),
+        "invalid-type",
+        "tasks[1].depends_on[1]",
+    ),
     ("invalid type priority", doc(t("a", priority="high")), "invalid-type", "tasks[0].priority"),
     ("invalid expression", doc(t("a", when="1 +")), "invalid-expression", "tasks[0].when"),
     (
@@ -53,8 +72,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "invalid-expression",
         "tasks[0].inputs.x.y[0]",
     ),
-    ("unknown task ref", doc(t("a", when="tasks.nope.status == 'ok'")), "unknown-reference", "tasks[0].when"),
-    ("unknown input ref", doc(t("a", inputs={"x": "${{ workflow.inputs.zz }}"})), "unknown-reference", "tasks[0].inputs.x"),
+    (
+        "unknown task ref",
+        doc(t("a", when="tasks.nope.status == 'ok'")),
+        "unknown-reference",
+        "tasks[0].when",
+    ),
+    (
+        "unknown input ref",
+        doc(t("a", inputs={"x": "${{ workflow.inputs.zz }}"})),
+        "unknown-reference",
+        "tasks[0].inputs.x",
+    ),
     (
         "unknown task field",
         doc(t("a"), t("b", inputs={"x": "${{ tasks.a.outputs }}"})),
@@ -68,13 +97,48 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown-reference",
         "outputs.r",
     ),
-    ("dynamic ref", doc(t("a"), t("b", when="tasks[string(1)].status == 'x'")), "dynamic-reference", "tasks[1].when"),
-    ("invalid template", doc(t("a", inputs={"x": "hello ${{ workflow"})), "invalid-template", "tasks[0].inputs.x"),
-    ("invalid duration", doc(t("a", timeouts={"heartbeat": "5 minutes"})), "invalid-duration", "tasks[0].timeouts.heartbeat"),
-    ("invalid quantity", doc(t("a", resources={"cpu": "lots"})), "invalid-quantity", "tasks[0].resources.cpu"),
-    ("invalid memory", doc(t("a", resources={"memory": "1Qi"})), "invalid-quantity", "tasks[0].resources.memory"),
-    ("retry attempts", doc(t("a", retry={"max_attempts": 0})), "invalid-retry", "tasks[0].retry.max_attempts"),
-    ("retry coefficient", doc(t("a", retry={"backoff_coefficient": 0.5})), "invalid-retry", "tasks[0].retry.backoff_coefficient"),
+    (
+        "dynamic ref",
+        doc(t("a"), t("b", when="tasks[string(1)].status == 'x'")),
+        "dynamic-reference",
+        "tasks[1].when",
+    ),
+    (
+        "invalid template",
+        doc(t("a", inputs={"x": "hello ${{ workflow"})),
+        "invalid-template",
+        "tasks[0].inputs.x",
+    ),
+    (
+        "invalid duration",
+        doc(t("a", timeouts={"heartbeat": "5 minutes"})),
+        "invalid-duration",
+        "tasks[0].timeouts.heartbeat",
+    ),
+    (
+        "invalid quantity",
+        doc(t("a", resources={"cpu": "lots"})),
+        "invalid-quantity",
+        "tasks[0].resources.cpu",
+    ),
+    (
+        "invalid memory",
+        doc(t("a", resources={"memory": "1Qi"})),
+        "invalid-quantity",
+        "tasks[0].resources.memory",
+    ),
+    (
+        "retry attempts",
+        doc(t("a", retry={"max_attempts": 0})),
+        "invalid-retry",
+        "tasks[0].retry.max_attempts",
+    ),
+    (
+        "retry coefficient",
+        doc(t("a", retry={"backoff_coefficient": 0.5})),
+        "invalid-retry",
+        "tasks[0].retry.backoff_coefficient",
+    ),
     ("retry jitter", doc(t("a", retry={"jitter": 1.5})), "invalid-retry", "tasks[0].retry.jitter"),
     (
         "retry intervals",
@@ -82,16 +146,46 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "invalid-retry",
         "tasks[0].retry.max_interval",
     ),
-    ("defaults retry", doc(t("a"), defaults={"retry": {"max_attempts": -1}}), "invalid-retry", "defaults.retry.max_attempts"),
-    ("breaker", doc(t("a", circuit_breaker={"failure_threshold": 0})), "invalid-circuit-breaker", "tasks[0].circuit_breaker.failure_threshold"),
-    ("unknown trigger", doc(t("a"), t("b", depends_on=["a"], trigger="sometimes")), "unknown-trigger", "tasks[1].trigger"),
+    (
+        "defaults retry",
+        doc(t("a"), defaults={"retry": {"max_attempts": -1}}),
+        "invalid-retry",
+        "defaults.retry.max_attempts",
+    ),
+    (
+        "breaker",
+        doc(t("a", circuit_breaker={"failure_threshold": 0})),
+        "invalid-circuit-breaker",
+        "tasks[0].circuit_breaker.failure_threshold",
+    ),
+    (
+        "unknown trigger",
+        doc(t("a"), t("b", depends_on=["a"], trigger="sometimes")),
+        "unknown-trigger",
+        "tasks[1].trigger",
+    ),
     ("unknown enum", doc(t("a"), on_failure="explode"), "unknown-enum", "on_failure"),
-    ("input type enum", doc(t("a"), inputs={"x": {"type": "str"}}), "unknown-enum", "inputs.x.type"),
+    (
+        "input type enum",
+        doc(t("a"), inputs={"x": {"type": "str"}}),
+        "unknown-enum",
+        "inputs.x.type",
+    ),
     ("missing id", doc({"type": "x"}), "missing-required", "tasks[0].id"),
     ("missing type", doc({"id": "a"}), "missing-required", "tasks[0].type"),
     ("missing name", {"tasks": [t("a")]}, "missing-required", "name"),
-    ("fallback type", doc(t("a", fallback={"inputs": {}})), "missing-required", "tasks[0].fallback.type"),
-    ("compensation type", doc(t("a", compensation={}), on_failure="compensate"), "missing-required", "tasks[0].compensation.type"),
+    (
+        "fallback type",
+        doc(t("a", fallback={"inputs": {}})),
+        "missing-required",
+        "tasks[0].fallback.type",
+    ),
+    (
+        "compensation type",
+        doc(t("a", compensation={}), on_failure="compensate"),
+        "missing-required",
+        "tasks[0].compensation.type",
+    ),
     (
         "input default",
         doc(t("a"), inputs={"n": {"type": "integer", "default": "ten"}}),
@@ -117,9 +211,24 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unreachable",
         "tasks[2]",
     ),
-    ("sleep without duration", doc({"id": "s", "type": "builtin.sleep"}), "builtin-invalid", "tasks[0].inputs"),
-    ("wait without event", doc({"id": "w", "type": "builtin.wait_for_event", "inputs": {"timeout": "1h"}}), "builtin-invalid", "tasks[0].inputs"),
-    ("unknown builtin", doc({"id": "w", "type": "builtin.teleport"}), "builtin-invalid", "tasks[0].type"),
+    (
+        "sleep without duration",
+        doc({"id": "s", "type": "builtin.sleep"}),
+        "builtin-invalid",
+        "tasks[0].inputs",
+    ),
+    (
+        "wait without event",
+        doc({"id": "w", "type": "builtin.wait_for_event", "inputs": {"timeout": "1h"}}),
+        "builtin-invalid",
+        "tasks[0].inputs",
+    ),
+    (
+        "unknown builtin",
+        doc({"id": "w", "type": "builtin.teleport"}),
+        "builtin-invalid",
+        "tasks[0].type",
+    ),
     (
         "sleep bad duration",
         doc({"id": "s", "type": "builtin.sleep", "inputs": {"duration": "forever"}}),
@@ -194,8 +303,6 @@ def test_limit_tasks() -> None:
 
 
 def test_limit_document_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    from execplan.planner import parse
-
     monkeypatch.setattr(parse, "MAX_DOCUMENT_BYTES", 100)
     result = compile_source("name: x\n" + "# padding\n" * 20)
     assert result.limit_exceeded
@@ -211,7 +318,10 @@ def test_syntax_errors() -> None:
 def test_compensation_may_read_later_task_without_cycle() -> None:
     result = compile_document(
         doc(
-            t("reserve", compensation={"type": "release", "inputs": {"c": "${{ tasks.charge.output }}"}}),
+            t(
+                "reserve",
+                compensation={"type": "release", "inputs": {"c": "${{ tasks.charge.output }}"}},
+            ),
             t("charge", depends_on=["reserve"]),
             on_failure="compensate",
         )

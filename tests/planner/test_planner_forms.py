@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from google.protobuf import json_format
-
 from execplan.planner import compile_document, compile_source
 from execplan.planner.durations import parse_duration
 from execplan.v1 import workflow_pb2
+from google.protobuf import json_format
 
 GOLDEN = Path(__file__).parent / "golden"
 DURATION_FIELDS = {
@@ -30,7 +29,7 @@ ENUMS = {
 def to_canonical(doc: Any, key: str = "") -> Any:
     """The short-form document rewritten in the canonical proto JSON spellings."""
     if isinstance(doc, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in doc.items():
             if k in DURATION_FIELDS and isinstance(v, str):
                 out[k] = f"{parse_duration(v) / 1000:.3f}s"
@@ -69,7 +68,10 @@ def test_proto_json_round_trip_has_same_plan_id(name: str) -> None:
 
 
 def test_enum_spellings_and_numbers() -> None:
-    base = {"name": "wf", "tasks": [{"id": "a", "type": "x"}, {"id": "b", "type": "x", "depends_on": ["a"]}]}
+    base: dict[str, Any] = {
+        "name": "wf",
+        "tasks": [{"id": "a", "type": "x"}, {"id": "b", "type": "x", "depends_on": ["a"]}],
+    }
     ids = set()
     for spelling in ("all_done", "ALL_DONE", "TRIGGER_RULE_ALL_DONE", 2):
         doc = copy.deepcopy(base)
@@ -81,8 +83,20 @@ def test_enum_spellings_and_numbers() -> None:
 
 
 def test_integers_as_strings_and_floats() -> None:
-    a = compile_document({"name": "wf", "max_parallel": 5, "tasks": [{"id": "a", "type": "x", "priority": 3, "inputs": {"n": 10}}]})
-    b = compile_document({"name": "wf", "max_parallel": "5", "tasks": [{"id": "a", "type": "x", "priority": "3", "inputs": {"n": 10.0}}]})
+    a = compile_document(
+        {
+            "name": "wf",
+            "max_parallel": 5,
+            "tasks": [{"id": "a", "type": "x", "priority": 3, "inputs": {"n": 10}}],
+        }
+    )
+    b = compile_document(
+        {
+            "name": "wf",
+            "max_parallel": "5",
+            "tasks": [{"id": "a", "type": "x", "priority": "3", "inputs": {"n": 10.0}}],
+        }
+    )
     assert a.plan is not None and b.plan is not None
     assert a.plan.plan_id == b.plan.plan_id
 

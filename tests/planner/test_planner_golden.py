@@ -1,7 +1,7 @@
 """Golden files: tests/planner/golden/NAME.yaml compiles to NAME.plan.json.
 
 The .plan.json is the Protobuf JSON of `encode_plan(plan)` (preserving_proto_field_name,
-indent 2). Regenerate after an intended change with:
+indent 2, keys sorted so map entries have a stable order). Regenerate after an intended change with:
 
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/planner/test_planner_golden.py
 """
@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from google.protobuf import json_format
-
 from execplan.planner import compile_source, render_dot, render_mermaid, render_text
 from execplan.wire.plan_codec import encode_plan
+from google.protobuf import json_format
 
 GOLDEN = Path(__file__).parent / "golden"
 SOURCES = sorted(GOLDEN.glob("*.yaml"))
@@ -25,7 +24,11 @@ def plan_json(source: str) -> str:
     result = compile_source(source)
     assert result.plan is not None, result.diagnostics
     msg = encode_plan(result.plan)
-    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=2) + "\n"
+    # sort_keys: protobuf iterates map entries (labels) in hash order.
+    text = json_format.MessageToJson(
+        msg, preserving_proto_field_name=True, indent=2, sort_keys=True
+    )
+    return text + "\n"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])

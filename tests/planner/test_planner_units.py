@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from execplan.planner import (
     BindingStruct,
     Expression,
@@ -53,7 +52,8 @@ def test_cpu(text: str, millis: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("256Mi", 256 * 2**20), ("1G", 10**9), ("1e3", 1000), ("1Ki", 1024), ("1.5Gi", 3 * 2**29), (512, 512)],
+    [("256Mi", 256 * 2**20), ("1G", 10**9), ("1e3", 1000), ("1Ki", 1024),
+     ("1.5Gi", 3 * 2**29), (512, 512)],
 )  # fmt: skip
 def test_memory(text: str | int, size: int) -> None:
     assert parse_memory_bytes(text) == size
@@ -87,8 +87,11 @@ def test_analyze_expression() -> None:
     assert a.problems == ()
 
 
+def codes(src: str) -> list[str]:
+    return [c for c, _ in analyze_expression(src).problems]
+
+
 def test_analyze_expression_problems() -> None:
-    codes = lambda src: [c for c, _ in analyze_expression(src).problems]  # noqa: E731
     assert codes("tasks[execution.key].output") == ["dynamic-reference"]
     assert codes("size(tasks) > 0") == ["dynamic-reference"]
     assert codes("tasks.a.outputs") == ["unknown-reference"]
@@ -130,7 +133,9 @@ def test_binding_kinds_and_edges() -> None:
     assert values["tmpl"].parts[0] == "id=" and values["tmpl"].parts[2] == "!"
     assert isinstance(values["mixed"], BindingStruct)
     assert values["mixed"].fields[1].value == Literal(2)
-    kinds = {(plan.nodes[e.source].task_id, plan.nodes[e.target].task_id): e.kind for e in plan.edges}
+    kinds = {
+        (plan.nodes[e.source].task_id, plan.nodes[e.target].task_id): e.kind for e in plan.edges
+    }
     assert kinds == {("a", "b"): "EDGE_KIND_ORDER_AND_DATA", ("b", "c"): "EDGE_KIND_DATA"}
 
 
@@ -138,7 +143,11 @@ def test_default_policies() -> None:
     plan = compile_document(base()).plan
     assert plan is not None
     n = plan.node("b")
-    assert (n.retry.max_attempts, n.retry.initial_interval, n.retry.backoff_coefficient) == (3, 1000, 2.0)
+    assert (n.retry.max_attempts, n.retry.initial_interval, n.retry.backoff_coefficient) == (
+        3,
+        1000,
+        2.0,
+    )
     assert (n.retry.max_interval, n.retry.jitter) == (100_000, 0.2)
     assert n.timeouts.start_to_close == 0 and n.circuit_breaker is None
     assert n.priority == 0 and n.trigger == "TRIGGER_RULE_ALL_SUCCESS"
@@ -169,7 +178,11 @@ def test_resolution_task_over_defaults_field_by_field() -> None:
     assert plan is not None
     a, b = plan.node("a"), plan.node("b")
     assert a.priority == 1 and a.retry.initial_interval == 2000 and a.retry.max_attempts == 3
-    assert (b.retry.max_attempts, b.retry.initial_interval, b.retry.max_interval) == (7, 2000, 60_000)
+    assert (b.retry.max_attempts, b.retry.initial_interval, b.retry.max_interval) == (
+        7,
+        2000,
+        60_000,
+    )
     assert (b.timeouts.start_to_close, b.timeouts.heartbeat) == (10_000, 5000)
     assert b.circuit_breaker is not None
     assert (b.circuit_breaker.failure_threshold, b.circuit_breaker.open_for) == (2, 60_000)
@@ -219,7 +232,9 @@ def test_when_accepts_wrapped_expression() -> None:
 
 
 def test_null_fields_are_absent() -> None:
-    result = compile_document({"name": "wf", "defaults": None, "tasks": [{"id": "a", "type": "x", "retry": None}]})
+    result = compile_document(
+        {"name": "wf", "defaults": None, "tasks": [{"id": "a", "type": "x", "retry": None}]}
+    )
     assert result.ok
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import json_format
-
 from execplan.planner import Diagnostic, compile_source
 from execplan.v1 import plan_pb2, planner_service_pb2, workflow_pb2
 from execplan.wire.plan_codec import encode_diagnostic, encode_plan, serialize_plan
+from google.protobuf import json_format
 
 GOLDEN = Path(__file__).parents[1] / "planner" / "golden"
 
@@ -56,7 +55,12 @@ def test_binding_values() -> None:
     fan = compiled("fan_out")
     merge = next(n for n in fan.nodes if n.task_id == "merge")
     items = merge.bindings[0].value.list.items
-    assert [i.expression.reads_tasks[0] for i in items] == ["shard_0", "shard_1", "shard_2", "shard_3"]
+    assert [i.expression.reads_tasks[0] for i in items] == [
+        "shard_0",
+        "shard_1",
+        "shard_2",
+        "shard_3",
+    ]
 
 
 def test_round_trips_through_bytes_and_json() -> None:

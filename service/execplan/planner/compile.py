@@ -53,7 +53,11 @@ from execplan.planner.plan import (
 from execplan.planner.validate_references import check_reads
 
 ORDER, DATA = 1, 2
-EDGE_KIND = {ORDER: "EDGE_KIND_ORDER", DATA: "EDGE_KIND_DATA", ORDER | DATA: "EDGE_KIND_ORDER_AND_DATA"}
+EDGE_KIND = {
+    ORDER: "EDGE_KIND_ORDER",
+    DATA: "EDGE_KIND_DATA",
+    ORDER | DATA: "EDGE_KIND_ORDER_AND_DATA",
+}
 
 
 class _Compiled:
@@ -119,7 +123,9 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
     if diags.has_errors or not build:
         return None
-    return _build(wf, order, succ, pred, kinds, compiled, outputs)
+    return _build(
+        wf, order=order, succ=succ, pred=pred, kinds=kinds, compiled=compiled, outputs=outputs
+    )
 
 
 def _id(t: Task | None) -> str:
@@ -155,6 +161,7 @@ def _compile_task(
 
 def _build(
     wf: Workflow,
+    *,
     order: list[int],
     succ: list[list[int]],
     pred: list[list[int]],
@@ -183,8 +190,14 @@ def _build(
         t = tasks[u]
         c = compiled[u]
         assert c is not None
-        retry = base_retry if t.retry is None else resolve.retry(t.retry, base_retry if d and d.retry else None)
-        timeouts = base_timeouts if t.timeouts is None else resolve.timeouts(t.timeouts, base_timeouts)
+        retry = (
+            base_retry
+            if t.retry is None
+            else resolve.retry(t.retry, base_retry if d and d.retry else None)
+        )
+        timeouts = (
+            base_timeouts if t.timeouts is None else resolve.timeouts(t.timeouts, base_timeouts)
+        )
         nodes.append(
             PlanNode(
                 index=i,

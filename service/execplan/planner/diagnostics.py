@@ -11,9 +11,9 @@ before `tasks[10]`), then code, then message.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 ERROR = "error"
 WARNING = "warning"
@@ -39,9 +39,7 @@ class Diagnostic:
 def _natural(path: str) -> tuple[tuple[int, int | str], ...]:
     # Each chunk is tagged so ints and strs never get compared with each other.
     return tuple(
-        (1, int(chunk)) if chunk.isdigit() else (0, chunk)
-        for chunk in _DIGITS.split(path)
-        if chunk
+        (1, int(chunk)) if chunk.isdigit() else (0, chunk) for chunk in _DIGITS.split(path) if chunk
     )
 
 

@@ -229,7 +229,7 @@ def canonical_json(plan: Plan) -> str:
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
 ).encode
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _ints(values: tuple[int, ...]) -> str:
@@ -341,7 +341,7 @@ class _Stream:
 
 
 def plan_id(plan: Plan) -> str:
-    """"sha256:<hex>" of `canonical_json(plan)`, computed without building it whole."""
+    """ "sha256:<hex>" of `canonical_json(plan)`, computed without building it whole."""
     h = hashlib.sha256()
     head = dict(cast(dict[str, Json], _Canon().plan(replace(plan, nodes=(), edges=()))))
     # Keys sorted; "edges" and "nodes" are streamed in their places.

@@ -222,11 +222,11 @@ def _bound_variables(toks: list[tuple[str, str]]) -> set[str]:
     """Comprehension / bind variables: `.exists(x, ...)`, `.all(i, v, ...)`, `bind(x, ..`."""
     bound: set[str] = set()
     for k in range(len(toks) - 3):
-        if toks[k][0] == "id" and toks[k][1] in _MACROS and toks[k + 1] == ("p", "("):
-            if toks[k + 2][0] == "id" and toks[k + 3] == ("p", ","):
-                bound.add(toks[k + 2][1])
-                if k + 5 < len(toks) and toks[k + 4][0] == "id" and toks[k + 5] == ("p", ","):
-                    bound.add(toks[k + 4][1])
+        is_macro = toks[k][0] == "id" and toks[k][1] in _MACROS and toks[k + 1] == ("p", "(")
+        if is_macro and toks[k + 2][0] == "id" and toks[k + 3] == ("p", ","):
+            bound.add(toks[k + 2][1])
+            if k + 5 < len(toks) and toks[k + 4][0] == "id" and toks[k + 5] == ("p", ","):
+                bound.add(toks[k + 4][1])
     return bound
 
 
@@ -259,33 +259,32 @@ def analyze_expression(source: str) -> Analysis:
         if word == "execution":
             reads_execution = True
         elif word == "tasks":
-            task, nxt, dynamic = _member(toks, k + 1)
+            task, nxt, _ = _member(toks, k + 1)
             if task is None:
                 problems.append(
                     (
                         "dynamic-reference",
-                        "read tasks by a literal id (tasks.ID or tasks[\"ID\"]): "
+                        'read tasks by a literal id (tasks.ID or tasks["ID"]): '
                         "the planner must know which tasks an expression reads",
                     )
                 )
                 continue
             tasks.add(task)
-            field, _, dynamic = _member(toks, nxt)
+            field, _, _ = _member(toks, nxt)
             if field is not None and field not in TASK_FIELDS:
                 problems.append(
                     (
                         "unknown-reference",
-                        f"tasks.{task}.{field}: a task has only "
-                        f"{', '.join(sorted(TASK_FIELDS))}",
+                        f"tasks.{task}.{field}: a task has only {', '.join(sorted(TASK_FIELDS))}",
                     )
                 )
         elif word == "workflow":
-            field, nxt, dynamic = _member(toks, k + 1)
+            field, nxt, _ = _member(toks, k + 1)
             if field != "inputs":
                 what = "workflow" if field is None else f"workflow.{field}"
                 problems.append(("unknown-reference", f"{what}: only workflow.inputs is defined"))
                 continue
-            name, _, dynamic = _member(toks, nxt)
+            name, _, _ = _member(toks, nxt)
             if name is None:
                 problems.append(
                     (
@@ -302,6 +301,4 @@ def analyze_expression(source: str) -> Analysis:
                     f"unknown variable {word!r}: expressions read workflow, tasks, execution",
                 )
             )
-    return Analysis(
-        tuple(sorted(tasks)), tuple(sorted(inputs)), reads_execution, tuple(problems)
-    )
+    return Analysis(tuple(sorted(tasks)), tuple(sorted(inputs)), reads_execution, tuple(problems))

@@ -125,8 +125,7 @@ def stages(order: list[int], pred: list[list[int]]) -> list[int]:
         best = -1
         for p in pred[u]:
             s = stage[p]
-            if s > best:
-                best = s
+            best = max(best, s)
         stage[u] = best + 1
     return stage
 
@@ -137,7 +136,6 @@ def critical_path(order: list[int], succ: list[list[int]], weight: list[int]) ->
         best = 0
         for v in succ[u]:
             r = rank[v]
-            if r > best:
-                best = r
+            best = max(best, r)
         rank[u] = best + weight[u]
     return rank

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-
 from execplan.planner import model
 from execplan.planner.diagnostics import Diagnostics, child
 from execplan.planner.durations import parse_duration
@@ -67,7 +66,7 @@ def load_source(source: str, fmt: str, diags: Diagnostics) -> object:
     if fmt != "yaml":
         raise ValueError(f"unknown format {fmt!r}: expected auto, yaml or json")
     try:
-        return yaml.load(source, Loader=_Loader)  # noqa: S506 - a safe loader
+        return yaml.load(source, Loader=_Loader)
     except (yaml.YAMLError, RecursionError) as exc:
         message = " ".join(str(exc).split())
         diags.error("invalid-syntax", "", f"invalid YAML: {message}")
@@ -98,15 +97,20 @@ def _bool(v: object, path: str, diags: Diagnostics) -> Any:
     return v if type(v) is bool else _invalid(diags, path, "a boolean", v)
 
 
+def _integral(v: object) -> bool:
+    """An integral float (proto JSON may print 3.0) or a decimal string ("3")."""
+    if type(v) is float:
+        return v.is_integer()
+    return type(v) is str and v.strip().lstrip("-").isdigit()
+
+
 def _integer(lo: int, hi: int) -> Conv:
     def conv(v: object, path: str, diags: Diagnostics) -> Any:
         n: int | None = None
         if type(v) is int:
             n = v
-        elif type(v) is float and v.is_integer():
-            n = int(v)
-        elif type(v) is str and v.strip().lstrip("-").isdigit():
-            n = int(v)
+        elif _integral(v):
+            n = int(v)  # type: ignore[call-overload]
         if n is None:
             return _invalid(diags, path, "an integer", v)
         if not lo <= n <= hi:
@@ -289,7 +293,10 @@ _retry = _message(
 )
 _timeouts = _message(
     model.TimeoutsSpec,
-    {k: _duration for k in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close")},
+    {
+        k: _duration
+        for k in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close")
+    },
 )
 _breaker = _message(
     model.BreakerSpec,
@@ -309,9 +316,11 @@ _placement = _message(
 _resources = _message(
     model.ResourcesSpec,
     # cpu/memory also accept bare numbers (`cpu: 2`); quantities.py checks the value.
-    {"cpu": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
-     "memory": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
-     "gpu": _int32},
+    {
+        "cpu": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
+        "memory": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
+        "gpu": _int32,
+    },
 )
 _side_fields: dict[str, Conv] = {
     "type": _string,
@@ -320,6 +329,8 @@ _side_fields: dict[str, Conv] = {
     "timeouts": _timeouts,
 }
 _side = _message(model.SideTaskSpec, _side_fields, required=("type",))
+
+
 def _input_spec_cls(**kw: Any) -> model.InputSpec:
     return model.InputSpec(has_default="default" in kw, **kw)
 
@@ -356,7 +367,8 @@ _task = _message(
         "inputs": _map(json_value),
         "when": _string,
         "trigger": _enum(
-            "TRIGGER_RULE", ("ALL_SUCCESS", "ALL_DONE", "ONE_SUCCESS", "ALL_FAILED"),
+            "TRIGGER_RULE",
+            ("ALL_SUCCESS", "ALL_DONE", "ONE_SUCCESS", "ALL_FAILED"),
             code="unknown-trigger",
         ),
         "retry": _retry,

@@ -56,5 +56,7 @@ def check(wf: Workflow, diags: Diagnostics) -> None:
         else:
             known = ", ".join(sorted(BUILTINS))
             diags.error(
-                "builtin-invalid", f"{t.path}.type", f"unknown built-in {t.type!r}: expected {known}"
+                "builtin-invalid",
+                f"{t.path}.type",
+                f"unknown built-in {t.type!r}: expected {known}",
             )

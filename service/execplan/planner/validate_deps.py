@@ -35,7 +35,9 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
                 )
             elif dep == t.id:
                 diags.error(
-                    "self-dependency", f"{t.path}.depends_on[{j}]", f"task {dep!r} depends on itself"
+                    "self-dependency",
+                    f"{t.path}.depends_on[{j}]",
+                    f"task {dep!r} depends on itself",
                 )
             elif dep not in seen:
                 seen.add(dep)

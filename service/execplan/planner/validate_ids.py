@@ -46,7 +46,9 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
         first = ids.get(t.id)
         if t.id and first is not None and first != t.index:
             diags.error(
-                "duplicate-id", f"{t.path}.id", f"task id {t.id!r} is already used by tasks[{first}]"
+                "duplicate-id",
+                f"{t.path}.id",
+                f"task id {t.id!r} is already used by tasks[{first}]",
             )
         for j, secret in enumerate(t.secrets):
             if secret is not None and not fullmatch(secret):

@@ -37,7 +37,7 @@ def check(
     keeps_going = on_failure == "ON_FAILURE_CONTINUE"
     for u in order:
         t = tasks[u]
-        if t is None or t.trigger in ("", "TRIGGER_RULE_ALL_SUCCESS") and not pred[u]:
+        if t is None or (t.trigger in ("", "TRIGGER_RULE_ALL_SUCCESS") and not pred[u]):
             continue  # the common case: a root with the default trigger
         ups = pred[u]
         trigger = t.trigger
@@ -58,7 +58,9 @@ def check(
                 name = first.id if first is not None else "?"
                 dead[u] = True
                 diags.error(
-                    "unreachable", t.path, f"task {t.id!r} can never run: upstream {name!r} never runs"
+                    "unreachable",
+                    t.path,
+                    f"task {t.id!r} can never run: upstream {name!r} never runs",
                 )
             continue
         dead[u] = True

@@ -17,7 +17,7 @@ Edge rules (why):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.plan import Expression
@@ -29,7 +29,7 @@ Occurrences = Iterable[tuple[str, Expression]]
 def check_reads(
     refs: Occurrences,
     ids: dict[str, int],
-    declared_inputs: dict[str, object],
+    declared_inputs: Mapping[str, object],
     diags: Diagnostics,
     *,
     reader: int | None,
@@ -44,9 +44,7 @@ def check_reads(
                 diags.error("unknown-reference", path, f"no task has id {task!r}")
             elif src == reader:
                 if not self_ok:
-                    diags.error(
-                        "self-dependency", path, f"task {task!r} reads its own result here"
-                    )
+                    diags.error("self-dependency", path, f"task {task!r} reads its own result here")
             elif edges is not None and reader is not None:
                 edges.append((src, reader, path))
         for name in expr.reads_inputs:

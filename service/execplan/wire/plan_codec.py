@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import duration_pb2, struct_pb2
-
 from execplan.planner import (
     Binding,
     BindingList,
@@ -33,8 +31,12 @@ from execplan.planner import (
     Template,
 )
 from execplan.v1 import plan_pb2, planner_service_pb2, workflow_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
-_SEVERITY = {"error": planner_service_pb2.SEVERITY_ERROR, "warning": planner_service_pb2.SEVERITY_WARNING}
+_SEVERITY = {
+    "error": planner_service_pb2.SEVERITY_ERROR,
+    "warning": planner_service_pb2.SEVERITY_WARNING,
+}
 
 
 def _duration(ms: int) -> duration_pb2.Duration:
@@ -87,10 +89,9 @@ def _value(v: BindingValue, out: plan_pb2.BindingValue) -> None:
     t = type(v)
     if t is Literal:
         lit = v.value  # type: ignore[union-attr]
-        lt = type(lit)
-        if lt is int or lt is float:
+        if isinstance(lit, int | float) and not isinstance(lit, bool):
             out.literal.number_value = lit
-        elif lt is str:
+        elif isinstance(lit, str):
             out.literal.string_value = lit
         else:
             set_value(out.literal, lit)
