@@ -7,6 +7,7 @@ and keeps the emitted events so a test can check exact sequences and replay them
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from execplan.executor import effects as fx
@@ -92,10 +93,9 @@ class Sim:
         if not self.state.timers:
             return
         self.now = max(self.now, min(t.fire_at_ms for t in self.state.timers.values()))
-        for timer_id in [
-            t.timer_id for t in self.state.timers.values() if t.fire_at_ms <= self.now
-        ]:
-            self.step(lambda m, tid=timer_id: m.timer_fired(tid))
+        due = [t.timer_id for t in self.state.timers.values() if t.fire_at_ms <= self.now]
+        for timer_id in due:
+            self.step(partial(Machine.timer_fired, timer_id=timer_id))
 
     def kinds(self, start: int = 0) -> list[str]:
         return [describe(e) for e in self.events[start:]]

@@ -132,7 +132,12 @@ name: retry
 tasks:
   - id: a
     type: t
-    retry: {max_attempts: 3, initial_interval: 100ms, backoff_coefficient: 2.0, jitter: 0, non_retryable_errors: [Fatal]}
+    retry:
+      max_attempts: 3
+      initial_interval: 100ms
+      backoff_coefficient: 2.0
+      jitter: 0
+      non_retryable_errors: [Fatal]
 """
 
 
@@ -200,7 +205,14 @@ def test_backoff_jitter_is_deterministic_and_capped() -> None:
         """
 name: jitter
 tasks:
-  - {id: a, type: t, retry: {max_attempts: 9, initial_interval: 1s, backoff_coefficient: 10, max_interval: 5s, jitter: 0.5}}
+  - id: a
+    type: t
+    retry:
+      max_attempts: 9
+      initial_interval: 1s
+      backoff_coefficient: 10
+      max_interval: 5s
+      jitter: 0.5
 """
     )
     policy = sim.plan.nodes[0].retry
@@ -350,7 +362,10 @@ WAIT = """
 name: wait
 tasks:
   - {id: first, type: t}
-  - {id: w, type: builtin.wait_for_event, depends_on: [first], inputs: {event: approved, timeout: 10s}}
+  - id: w
+    type: builtin.wait_for_event
+    depends_on: [first]
+    inputs: {event: approved, timeout: 10s}
 outputs: {by: "${{ tasks.w.output.data.by }}"}
 """
 
@@ -386,7 +401,8 @@ def test_wait_for_event_times_out() -> None:
     sim.run("first", None)
     sim.fire_timers()
     assert sim.status("w") == "FAILED"
-    assert sim.task("w").error is not None and sim.task("w").error["type"] == "Timeout"
+    error = sim.task("w").error
+    assert error is not None and error["type"] == "Timeout"
     assert sim.state.state == ex.EXECUTION_STATE_FAILED
 
 
