@@ -82,3 +82,14 @@ def test_encode_diagnostic() -> None:
     assert d.severity == planner_service_pb2.SEVERITY_ERROR and d.code == "cycle"
     w = encode_diagnostic(Diagnostic("x", "", "m", "warning"))
     assert w.severity == planner_service_pb2.SEVERITY_WARNING
+
+
+def test_edges_wire_matches_field_by_field() -> None:
+    result = compile_source((GOLDEN / "fan_out.yaml").read_text())
+    assert result.plan is not None
+    msg = encode_plan(result.plan)
+    expected = plan_pb2.ExecutionPlan()
+    for e in result.plan.edges:
+        expected.edges.add(source=e.source, target=e.target, kind=plan_pb2.EdgeKind.Value(e.kind))
+    assert list(msg.edges) == list(expected.edges)
+    assert msg.edges[0].source == 0  # zero-valued fields decode the same

@@ -12,6 +12,7 @@ serialize with `SerializeToString(deterministic=True)`, or call `serialize_plan`
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from execplan.planner import (
@@ -23,6 +24,7 @@ from execplan.planner import (
     Expression,
     Literal,
     Plan,
+    PlanNode,
     PlanSideTask,
     ResolvedCircuitBreaker,
     ResolvedRetryPolicy,
@@ -116,6 +118,36 @@ def _value(v: BindingValue, out: plan_pb2.BindingValue) -> None:
             _value(item, out.list.items.add())
 
 
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    n = len(payload)
+    return tag + (_VARINTS[n] if n < 16384 else _varint_slow(n)) + payload
+
+
+_DOUBLE = struct.Struct("<d").pack
+
+
+def _binding_wire(b: Binding) -> bytes:
+    """PlanNode.bindings (field 12) entry in wire format.
+
+    Plain numbers, strings and expressions (the common cases) are written directly;
+    anything else goes through a real BindingValue message."""
+    v = b.value
+    t = type(v)
+    value: bytes
+    if t is Expression:
+        value = _field(b"\x12", _expression_bytes(v))  # type: ignore[arg-type]
+    elif t is Literal and type(v.value) in (int, float):  # type: ignore[union-attr]
+        value = _field(b"\x0a", b"\x11" + _DOUBLE(float(v.value)))  # type: ignore[union-attr, arg-type]
+    elif t is Literal and type(v.value) is str:  # type: ignore[union-attr]
+        value = _field(b"\x0a", _field(b"\x1a", v.value.encode()))  # type: ignore[union-attr]
+    else:
+        msg = plan_pb2.BindingValue()
+        _value(v, msg)
+        value = msg.SerializeToString(deterministic=True)
+    return _field(b"\x62", _field(b"\x0a", b.name.encode()) + _field(b"\x12", value))
+
+
 def _bindings(bs: tuple[Binding, ...], out: Any) -> None:
     for b in bs:
         msg = out.add(name=b.name)
@@ -127,6 +159,7 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.memo: dict[int, bytes] = {}
+        self.wires: dict[tuple[int, int, int, int], bytes] = {}
 
     def retry(self, r: ResolvedRetryPolicy) -> bytes:
         hit = self.memo.get(id(r))
@@ -179,6 +212,22 @@ class _Encoder:
             ).SerializeToString()
         return hit
 
+    def shared_wire(self, n: PlanNode) -> bytes:
+        """PlanNode fields retry (13), timeouts (14), circuit_breaker (17) and
+        resources (18) in wire format; nodes mostly share these objects."""
+        key = (id(n.retry), id(n.timeouts), id(n.circuit_breaker), id(n.resources))
+        hit = self.wires.get(key)
+        if hit is None:
+            parts = [
+                _field(b"\x6a", self.retry(n.retry)),
+                _field(b"\x72", self.timeouts(n.timeouts)),
+                _field(b"\x92\x01", self.resources(n.resources)),
+            ]
+            if n.circuit_breaker is not None:
+                parts.append(_field(b"\x8a\x01", self.breaker(n.circuit_breaker)))
+            hit = self.wires[key] = b"".join(parts)
+        return hit
+
     def side(self, s: PlanSideTask, out: plan_pb2.PlanSideTask) -> None:
         out.type = s.type
         _bindings(s.bindings, out.bindings)
@@ -190,6 +239,42 @@ class _Encoder:
 _TRIGGER = workflow_pb2.TriggerRule.Value
 _BUILTIN = plan_pb2.BuiltinKind.Value
 _EDGE = plan_pb2.EdgeKind.Value
+
+
+def _varint_slow(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Lengths and indexes are nearly always small: a table beats the loop ~5x.
+_VARINTS = [_varint_slow(i) for i in range(1 << 14)]
+
+
+def _varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 16384 else _varint_slow(n)
+
+
+_EDGES_TAG = b"\x52"  # field 10 (edges), wire type 2
+
+
+def _edges_wire(plan: Plan) -> bytes:
+    """`ExecutionPlan.edges` in wire format, merged in with one call.
+
+    A plan has ~3 edges per node; one `edges.add(...)` per edge cost ~40% of encoding
+    a 100k-node plan. The message parsed from these bytes is the same as the one built
+    field by field (the golden and round-trip tests compare them)."""
+    n = len(plan.nodes)
+    ints = _VARINTS if n < 16384 else [_varint(i) for i in range(n + 1)]
+    kinds = {k: b"\x18" + _varint(_EDGE(k)) for k in {e.kind for e in plan.edges}}
+    parts = []
+    for e in plan.edges:
+        body = b"\x08" + ints[e.source] + b"\x10" + ints[e.target] + kinds[e.kind]
+        parts.append(_EDGES_TAG + ints[len(body)] + body)
+    return b"".join(parts)
 
 
 def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
@@ -240,23 +325,18 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
             estimated_duration_ms=n.estimated_duration_ms,
             description=n.description,
         )
+        # Message fields go in as one wire-format blob: one call instead of five.
+        wire = [_binding_wire(b) for b in n.bindings] if n.bindings else []
+        wire.append(enc.shared_wire(n))
         if n.condition is not None:
-            node.condition.MergeFromString(_expression_bytes(n.condition))
-        if n.bindings:
-            _bindings(n.bindings, node.bindings)
-        node.retry.MergeFromString(enc.retry(n.retry))
-        node.timeouts.MergeFromString(enc.timeouts(n.timeouts))
+            wire.append(_field(b"\x5a", _expression_bytes(n.condition)))
+        node.MergeFromString(b"".join(wire))
         if n.fallback is not None:
             enc.side(n.fallback, node.fallback)
         if n.compensation is not None:
             enc.side(n.compensation, node.compensation)
-        if n.circuit_breaker is not None:
-            node.circuit_breaker.MergeFromString(enc.breaker(n.circuit_breaker))
-        node.resources.MergeFromString(enc.resources(n.resources))
-    add_edge = out.edges.add
-    kinds = {k: _EDGE(k) for k in {e.kind for e in plan.edges}}
-    for e in plan.edges:
-        add_edge(source=e.source, target=e.target, kind=kinds[e.kind])
+    if plan.edges:
+        out.MergeFromString(_edges_wire(plan))
     for o in plan.outputs:
         _value(o.value, out.outputs.add(name=o.name).value)
     return out
