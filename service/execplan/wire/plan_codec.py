@@ -133,14 +133,15 @@ def _binding_wire(b: Binding) -> bytes:
     Plain numbers, strings and expressions (the common cases) are written directly;
     anything else goes through a real BindingValue message."""
     v = b.value
-    t = type(v)
     value: bytes
-    if t is Expression:
-        value = _field(b"\x12", _expression_bytes(v))  # type: ignore[arg-type]
-    elif t is Literal and type(v.value) in (int, float):  # type: ignore[union-attr]
-        value = _field(b"\x0a", b"\x11" + _DOUBLE(float(v.value)))  # type: ignore[union-attr, arg-type]
-    elif t is Literal and type(v.value) is str:  # type: ignore[union-attr]
-        value = _field(b"\x0a", _field(b"\x1a", v.value.encode()))  # type: ignore[union-attr]
+    lit = v.value if isinstance(v, Literal) else None
+    lt = type(lit)
+    if isinstance(v, Expression):
+        value = _field(b"\x12", _expression_bytes(v))
+    elif (lt is int or lt is float) and isinstance(lit, int | float):
+        value = _field(b"\x0a", b"\x11" + _DOUBLE(float(lit)))
+    elif isinstance(lit, str):
+        value = _field(b"\x0a", _field(b"\x1a", lit.encode()))
     else:
         msg = plan_pb2.BindingValue()
         _value(v, msg)
