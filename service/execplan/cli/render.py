@@ -182,6 +182,8 @@ class LiveView:
             self._status = kind.removeprefix("execution_").upper()
             if not self._tty:
                 self._log(event, f"execution {self._status} {' '.join(event_fields(event))}")
+        elif kind == "execution_completed":
+            self._status = execution_state_name(event.execution_completed.state)
         elif kind == "compensation_started":
             self._status = "COMPENSATING"
             if not self._tty:
