@@ -98,26 +98,27 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     n = len(wf.tasks)
     # Edge key u * n + v: int keys hash faster than tuples at 300k edges.
     kinds: dict[int, int] = {}
-    where: dict[int, int | str] = {}  # depends_on position or expression path
-    for bit, edges in ((ORDER, declared), (DATA, data)):
-        for u, v, at in edges:
-            key = u * n + v
-            kinds[key] = kinds.get(key, 0) | bit
-            if key not in where:
-                where[key] = at
     succ: list[list[int]] = [[] for _ in range(n)]
     pred: list[list[int]] = [[] for _ in range(n)]
-    for key in kinds:
-        u, v = divmod(key, n)
+    for u, v, _ in declared:  # validate_deps already dropped repeated entries
+        kinds[u * n + v] = ORDER
         succ[u].append(v)
         pred[v].append(u)
+    for u, v, _ in data:
+        key = u * n + v
+        kind = kinds.get(key)
+        if kind is None:
+            kinds[key] = DATA
+            succ[u].append(v)
+            pred[v].append(u)
+        elif kind == ORDER:
+            kinds[key] = ORDER | DATA
 
     order, leftover = graph.topo_order(n, succ)
     if leftover:
         for cycle in graph.find_cycles(succ, leftover):
             names = [_id(wf.tasks[u]) for u in cycle]
-            at = where[cycle[-2] * n + cycle[-1]]
-            closing = at if isinstance(at, str) else f"tasks[{cycle[-1]}].depends_on[{at}]"
+            closing = _edge_path(cycle[-2], cycle[-1], declared, data)
             diags.error("cycle", closing, "dependency cycle: " + " > ".join(names))
     else:
         validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
@@ -126,6 +127,16 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     return _build(
         wf, order=order, succ=succ, pred=pred, kinds=kinds, compiled=compiled, outputs=outputs
     )
+
+
+def _edge_path(
+    u: int, v: int, declared: list[tuple[int, int, int]], data: list[tuple[int, int, str]]
+) -> str:
+    """Where edge u -> v was written: the depends_on entry, else the expression."""
+    for a, b, j in declared:
+        if a == u and b == v:
+            return f"tasks[{v}].depends_on[{j}]"
+    return next(path for a, b, path in data if a == u and b == v)
 
 
 def _id(t: Task | None) -> str:
@@ -186,6 +197,8 @@ def _build(
     base_priority = (d.priority if d else None) or 0
 
     nodes: list[PlanNode] = []
+    edges: list[PlanEdge] = []
+    builtin_kind = validate_builtins.BUILTINS.get
     for i, u in enumerate(order):
         t = tasks[u]
         c = compiled[u]
@@ -198,14 +211,18 @@ def _build(
         timeouts = (
             base_timeouts if t.timeouts is None else resolve.timeouts(t.timeouts, base_timeouts)
         )
+        downstream = tuple(sorted([pos[s] for s in succ[u]]))
+        # Edges come out sorted by (source, target) with no global sort.
+        for j in downstream:
+            edges.append(PlanEdge(i, j, EDGE_KIND[kinds[u * n + order[j]]]))
         nodes.append(
             PlanNode(
                 index=i,
                 task_id=t.id,
                 type=t.type,
-                builtin=validate_builtins.builtin_kind(t.type),
+                builtin=builtin_kind(t.type, "BUILTIN_KIND_NONE"),
                 upstream=tuple(sorted([pos[p] for p in pred[u]])),
-                downstream=tuple(sorted([pos[s] for s in succ[u]])),
+                downstream=downstream,
                 stage=stage[u],
                 critical_path_rank=rank[u],
                 priority=base_priority if t.priority is None else t.priority,
@@ -214,8 +231,12 @@ def _build(
                 bindings=c.bindings,
                 retry=retry,
                 timeouts=timeouts,
-                fallback=_side(t, "fallback", c.fallback, retry, timeouts),
-                compensation=_side(t, "compensation", c.compensation, retry, timeouts),
+                fallback=None
+                if t.fallback is None
+                else _side(t, "fallback", c.fallback, retry, timeouts),
+                compensation=None
+                if t.compensation is None
+                else _side(t, "compensation", c.compensation, retry, timeouts),
                 circuit_breaker=base_breaker
                 if t.circuit_breaker is None
                 else resolve.breaker(t.circuit_breaker, d.circuit_breaker if d else None),
@@ -226,11 +247,6 @@ def _build(
                 description=t.description,
             )
         )
-    edges = []
-    for key, k in kinds.items():
-        u, v = divmod(key, n)
-        edges.append((pos[u], pos[v], k))
-    edges.sort()
     plan = Plan(
         plan_id="",
         workflow_name=wf.name,
@@ -251,7 +267,7 @@ def _build(
         max_parallel=wf.max_parallel,
         pause_after_failures=wf.pause_after_failures,
         nodes=tuple(nodes),
-        edges=tuple(PlanEdge(s, t, EDGE_KIND[k]) for s, t, k in edges),
+        edges=tuple(edges),
         outputs=tuple(PlanOutput(b.name, b.value) for b in outputs),
         stage_count=max(stage) + 1 if stage else 0,
         critical_path_ms=max(rank) if rank else 0,
