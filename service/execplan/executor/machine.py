@@ -533,9 +533,16 @@ class Machine:
             failed = next((t for t in self.state.tasks if t.state == ex.TASK_STATE_FAILED), None)
             self._finish(ex.EXECUTION_STATE_COMPENSATED, failed)
 
-    def _cancel_active(self, reason: str) -> None:
+    def _cancel_active(self, reason: str, *, pending_too: bool = False) -> None:
         for task in self.state.tasks:
-            if task.state in ACTIVE_TASK_STATES:
+            if pending_too and task.state == ex.TASK_STATE_PENDING:
+                self.emit(
+                    "task_cancelled",
+                    task_id=self._id(task),
+                    phase=task.phase,
+                    reason="execution ended before the task could run",
+                )
+            elif task.state in ACTIVE_TASK_STATES:
                 if task.state in LEASED_TASK_STATES:
                     self.effects.append(
                         fx.CancelLease(
@@ -548,7 +555,7 @@ class Machine:
     def _finish(
         self, outcome: int, failed: TaskRun | None, error: dict[str, Any] | None = None
     ) -> None:
-        self._cancel_active("execution finished")
+        self._cancel_active("execution finished", pending_too=True)
         done = ev.ExecutionCompleted(state=outcome)  # type: ignore[arg-type]
         if failed is not None:
             done.failed_task_id = self._id(failed)
