@@ -103,7 +103,7 @@ def main() -> None:
         print(json.dumps(run_one(args.child, args.runs)))
         return
     print(
-        f"{'tasks':>7} {'median s':>9} {'min s':>7} {'compile':>8} {'encode':>7} "
+        f"{'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} {'compile':>8} {'encode':>7} "
         f"{'serial':>7} {'plan MB':>8} {'RSS MiB':>8}"
     )
     for n in (int(s) for s in args.sizes.split(",")):
