@@ -5,9 +5,10 @@
 
 Workflows are layered random DAGs (seeded, so every run compiles the same documents):
 layers of ~sqrt(n)*2 tasks, each non-root task depends on 3 random tasks of the
-previous layer; every task has a literal input and a shared `${{ workflow.inputs.size }}`
-expression, and every 10th task also reads its first upstream's output through a
-distinct expression (a DATA edge and a CEL parse of its own). Each size runs in its own
+previous layer. Two shapes: `plain` (id, type, depends_on only) and `inputs` (every
+task also has a literal input and a shared `${{ workflow.inputs.size }}` expression,
+and every 10th task reads its first upstream's output through a distinct expression:
+a DATA edge and a CEL parse of its own). Each size runs in its own
 subprocess so ru_maxrss is that size's peak; the reported time is the median of
 `--runs` end-to-end runs, wall clock and CPU time of the process (the CPU column is
 steadier on a shared machine) (json text -> compile_source -> encode_plan ->
@@ -29,7 +30,7 @@ from execplan.planner import compile_source
 from execplan.wire.plan_codec import encode_plan
 
 
-def make_workflow(n: int, seed: int = 7) -> str:
+def make_workflow(n: int, seed: int = 7, *, inputs: bool = True) -> str:
     rng = random.Random(seed)
     width = max(4, int(n**0.5) * 2)
     tasks: list[dict[str, object]] = []
@@ -37,15 +38,13 @@ def make_workflow(n: int, seed: int = 7) -> str:
     layer: list[str] = []
     for i in range(n):
         tid = f"t{i}"
-        task: dict[str, object] = {
-            "id": tid,
-            "type": f"work.step{i % 10}",
-            "inputs": {"n": i, "size": "${{ workflow.inputs.size }}"},
-        }
+        task: dict[str, object] = {"id": tid, "type": f"work.step{i % 10}"}
+        if inputs:
+            task["inputs"] = {"n": i, "size": "${{ workflow.inputs.size }}"}
         if prev:
             deps = rng.sample(prev, min(3, len(prev)))
             task["depends_on"] = deps
-            if i % 10 == 0:
+            if inputs and i % 10 == 0:
                 task["inputs"] = {"n": i, "x": f"${{{{ tasks.{deps[0]}.output.value + {i} }}}}"}
         tasks.append(task)
         layer.append(tid)
@@ -60,8 +59,8 @@ def make_workflow(n: int, seed: int = 7) -> str:
     return json.dumps(doc)
 
 
-def run_one(n: int, runs: int) -> dict[str, object]:
-    text = make_workflow(n)
+def run_one(n: int, runs: int, shape: str) -> dict[str, object]:
+    text = make_workflow(n, inputs=shape == "inputs")
     times: list[float] = []
     cpu: list[float] = []
     phases: dict[str, float] = {}
@@ -82,6 +81,7 @@ def run_one(n: int, runs: int) -> dict[str, object]:
         size = len(data)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
+        "shape": shape,
         "tasks": n,
         "text_bytes": len(text),
         "plan_bytes": size,
@@ -97,18 +97,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--shapes", default="plain,inputs")
+    ap.add_argument("--shape", default="inputs", help=argparse.SUPPRESS)
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.runs)))
+        print(json.dumps(run_one(args.child, args.runs, args.shape)))
         return
     print(
-        f"{'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} {'compile':>8} {'encode':>7} "
+        f"{'shape':>6} {'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} "
+        f"{'compile':>8} {'encode':>7} "
         f"{'serial':>7} {'plan MB':>8} {'RSS MiB':>8}"
     )
-    for n in (int(s) for s in args.sizes.split(",")):
+    cases = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.sizes.split(",")]
+    for shape, n in cases:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--runs",
+                str(args.runs),
+                "--shape",
+                shape,
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -116,7 +129,8 @@ def main() -> None:
         r = json.loads(out)
         ph = r["phases_s"]
         print(
-            f"{r['tasks']:>7} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
+            f"{r['shape']:>6} {r['tasks']:>7} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
+            f"{r['cpu_median_s']:>7.3f} "
             f"{ph['compile']:>8.3f} "
             f"{ph['encode']:>7.3f} {ph['serialize']:>7.3f} {r['plan_bytes'] / 1e6:>8.1f} "
             f"{r['peak_rss_mib']:>8.0f}"
