@@ -78,6 +78,9 @@ class _Compiled:
         self.compensation = compensation
 
 
+_NOTHING = _Compiled((), None, (), ())
+
+
 def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) -> Plan | None:
     """Run every phase; the plan, or None when there are errors (or `build` is False)."""
     ids = validate_ids.task_index(wf)
@@ -90,7 +93,12 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     data: list[tuple[int, int, str]] = []
     compiled: list[_Compiled | None] = []
     for t in wf.tasks:
-        compiled.append(None if t is None else _compile_task(t, wf, ids, diags, data))
+        if t is None:
+            compiled.append(None)
+        elif t.inputs or t.when or t.fallback or t.compensation:
+            compiled.append(_compile_task(t, wf, ids, diags, data))
+        else:
+            compiled.append(_NOTHING)  # no expressions: skip the call and the object
     out_refs: list[tuple[str, Expression]] = []
     outputs = compile_bindings(wf.outputs, "outputs", diags, out_refs)
     check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)

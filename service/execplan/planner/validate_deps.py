@@ -20,8 +20,13 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
     for t in wf.tasks:
         if t is None:
             continue
+        deps = t.depends_on
+        if not deps:
+            continue
+        tid = t.id
+        index = t.index
         seen: set[str] = set()
-        for j, dep in enumerate(t.depends_on):
+        for j, dep in enumerate(deps):
             if dep is None:
                 continue
             src = ids.get(dep)
@@ -33,7 +38,7 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
                     f"{t.path}.depends_on[{j}]",
                     f"no task has id {dep!r}{hint}",
                 )
-            elif dep == t.id:
+            elif dep == tid:
                 diags.error(
                     "self-dependency",
                     f"{t.path}.depends_on[{j}]",
@@ -41,5 +46,5 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
                 )
             elif dep not in seen:
                 seen.add(dep)
-                edges.append((src, t.index, j))
+                edges.append((src, index, j))
     return edges
