@@ -256,3 +256,24 @@ async def test_unexpected_failure_in_a_group_fails_only_that_append(tmp_path: Pa
         assert [e.kind for e in await store.read_events("b")] == ["TaskCompleted", "Rogue"]
     finally:
         await store.close()
+
+
+async def test_failed_transaction_fails_the_whole_group_and_store_recovers(
+    sqlite_store: SqliteStore,
+) -> None:
+    def sabotage(conn: sqlite3.Connection) -> None:
+        # Ends the group's transaction under the writer's feet: its own RELEASE and
+        # the COMMIT then fail, as they would on an I/O error.
+        conn.execute("ROLLBACK")
+
+    writer = sqlite_store._require_writer()  # white-box: inject a failing op
+    results = await asyncio.gather(
+        sqlite_store.put_kv("ns", "before", b"1"),
+        writer.submit(sabotage),
+        sqlite_store.put_kv("ns", "after", b"2"),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert await sqlite_store.list_kv("ns") == []
+    await sqlite_store.put_kv("ns", "later", b"3")
+    assert await sqlite_store.list_kv("ns") == [("later", b"3")]

@@ -15,7 +15,7 @@ flight wait for the next one, so the group grows with the load (no timer, no add
 latency when idle). The per-op savepoint is why one failing op (a sequence conflict,
 an unknown execution) is rolled back alone and never fails the rest of the group.
 If the transaction itself fails (disk full, I/O error), every op of the group gets a
-`StoreError` and nothing of it was acknowledged.
+`StoreError`: none of it is acknowledged.
 
 Caller cancellation does not withdraw an op: it may still commit (at-least-once),
 exactly as if the process had died after the commit and before the reply.
@@ -94,6 +94,7 @@ class GroupCommitWriter:
             await asyncio.shield(self._drainer)
 
     async def _drain(self) -> None:
+        group: list[tuple[Op, asyncio.Future[Any]]] = []
         try:
             while self._pending:
                 group = self._pending[: self._max_group]
@@ -101,17 +102,20 @@ class GroupCommitWriter:
                 await self._commit(group)
         finally:
             self._drainer = None
+            # Reached with unresolved futures only if the drainer was cancelled (loop
+            # shutdown) or broke: no caller may be left waiting forever. The group in
+            # flight may or may not have committed; the caller cannot be told which.
+            leftover = group + self._pending
+            self._pending = []
+            _fail(leftover, Unavailable, "store writer stopped; outcome unknown")
 
     async def _commit(self, group: list[tuple[Op, asyncio.Future[Any]]]) -> None:
         ops = [op for op, _ in group]
         try:
             outcomes = await run_on(self._conn, partial(run_group, ops))
         except Exception as exc:
-            for _, future in group:
-                if not future.done():
-                    error = StoreError(f"commit failed, nothing written: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
+            # Rolled back (or, after a failed fsync, unknowable): never acknowledged.
+            _fail(group, StoreError, f"group commit failed: {exc}", exc)
             return
         self.stats.transactions += 1
         self.stats.operations += len(group)
@@ -147,6 +151,21 @@ def run_group(ops: Sequence[Op], conn: sqlite3.Connection) -> list[Any]:
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _fail(
+    group: list[tuple[Op, asyncio.Future[Any]]],
+    kind: type[ExecplanError],
+    message: str,
+    cause: BaseException | None = None,
+) -> None:
+    for _, future in group:
+        if not future.done():
+            # One exception object per caller: a shared one would collect every
+            # caller's traceback.
+            error = kind(message)
+            error.__cause__ = cause
+            future.set_exception(error)
 
 
 def _translate(exc: Exception) -> BaseException:
