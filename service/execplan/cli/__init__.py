@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="execplan",
         description="Compile declarative workflows into execution plans and run them.",
     )
+    parser.add_argument("--version", action="version", version=f"execplan {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         qualified = f"{__name__}.{name}"
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         importlib.import_module(qualified).register(subparsers)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("execplan")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
