@@ -258,6 +258,7 @@ class _Stream:
         self.canon = _Canon()
         self.text: dict[int, str] = {}
         self.strings: dict[str, str] = {}
+        self.groups: dict[tuple[object, ...], str] = {}
 
     def shared(self, obj: object, convert: Callable[[Any], Json]) -> str:
         key = id(obj)
@@ -292,15 +293,31 @@ class _Stream:
 
     def node(self, n: PlanNode) -> str:
         c = self.canon
-        text = self.text
-        quote = self.quote
-        retry = text.get(id(n.retry)) or self.shared(n.retry, c.retry)
-        timeouts = text.get(id(n.timeouts)) or self.shared(n.timeouts, c.timeouts)
-        resources = text.get(id(n.resources)) or self.shared(n.resources, c.resources)
+        groups = self.groups
+        # Runs of adjacent keys whose values nodes usually share are cached as one
+        # piece of text: (builtin, circuit_breaker), (resources, retry) and
+        # (timeouts, trigger, type).
+        k1 = (n.builtin, id(n.circuit_breaker))
+        g1 = groups.get(k1)
+        if g1 is None:
+            breaker = "null" if n.circuit_breaker is None else _dumps(c.breaker(n.circuit_breaker))
+            g1 = groups[k1] = f'"builtin":{_quote(n.builtin)},"circuit_breaker":{breaker}'
+        k2 = (id(n.resources), id(n.retry))
+        g2 = groups.get(k2)
+        if g2 is None:
+            g2 = groups[k2] = (
+                f'"resources":{_dumps(c.resources(n.resources))},"retry":{_dumps(c.retry(n.retry))}'
+            )
+        k3 = (id(n.timeouts), n.trigger, n.type)
+        g3 = groups.get(k3)
+        if g3 is None:
+            g3 = groups[k3] = (
+                f'"timeouts":{_dumps(c.timeouts(n.timeouts))},'
+                f'"trigger":{_quote(n.trigger)},"type":{_quote(n.type)}'
+            )
         return _NODE % (
-            self.bindings(n.bindings),
-            quote(n.builtin),
-            "null" if n.circuit_breaker is None else self.shared(n.circuit_breaker, c.breaker),
+            self.bindings(n.bindings) if n.bindings else "[]",
+            g1,
             "null" if n.compensation is None else _dumps(c.side(n.compensation)),
             "null" if n.condition is None else self.shared(n.condition, c.expression),
             n.critical_path_rank,
@@ -310,13 +327,10 @@ class _Stream:
             "null" if n.fallback is None else _dumps(c.side(n.fallback)),
             n.index,
             n.priority,
-            resources,
-            retry,
+            g2,
             n.stage,
             _quote(n.task_id),
-            timeouts,
-            quote(n.trigger),
-            quote(n.type),
+            g3,
             _ints(n.upstream),
         )
 
@@ -324,10 +338,10 @@ class _Stream:
 # One node of the canonical JSON, keys in sorted order (one %-format per node is
 # cheaper than joining ~40 pieces).
 _NODE = (
-    '{"bindings":%s,"builtin":%s,"circuit_breaker":%s,"compensation":%s,"condition":%s,'
+    '{"bindings":%s,%s,"compensation":%s,"condition":%s,'
     '"critical_path_rank":%d,"description":%s,"downstream":%s,"estimated_duration_ms":%d,'
-    '"fallback":%s,"index":%d,"priority":%d,"resources":%s,"retry":%s,"stage":%d,'
-    '"task_id":%s,"timeouts":%s,"trigger":%s,"type":%s,"upstream":%s}'
+    '"fallback":%s,"index":%d,"priority":%d,%s,"stage":%d,'
+    '"task_id":%s,%s,"upstream":%s}'
 )
 
 
