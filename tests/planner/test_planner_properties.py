@@ -173,3 +173,57 @@ def test_same_plan_in_a_fresh_process() -> None:
             env={"PYTHONHASHSEED": seed, "PATH": ""},
         ).stdout.strip()
         assert out == expected
+
+
+FIELDS = ["name", "tasks", "inputs", "defaults", "outputs", "on_failure", "id", "type",
+          "depends_on", "when", "trigger", "retry", "timeouts", "fallback", "compensation",
+          "max_attempts", "initial_interval", "resources", "cpu", "memory", "secrets",
+          "priority", "labels", "default", "required", "circuit_breaker", "open_for"]  # fmt: skip
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "a", "1s", "500m", "all_done", "${{ tasks.a.output }}", "${{", "x-y"]),
+    st.text(max_size=8),
+)
+json_docs = st.recursive(
+    json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.one_of(st.sampled_from(FIELDS), st.text(max_size=5)), children, max_size=5
+        ),
+    ),
+    max_leaves=30,
+)
+
+
+@SETTINGS
+@given(json_docs)
+def test_garbage_never_raises(doc: object) -> None:
+    """Any JSON-like input gives diagnostics or a plan, never an exception."""
+    result = compile_document(doc)
+    assert (result.plan is None) == any(d.severity == "error" for d in result.diagnostics)
+    for d in result.diagnostics:
+        assert d.code and "\n" not in d.message
+
+
+near_valid_task = st.fixed_dictionaries(
+    {"id": st.sampled_from(["a", "b", "c", "d"]), "type": st.just("x")},
+    optional={
+        "depends_on": st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=3),
+        "trigger": st.sampled_from(["all_done", "all_failed", "one_success", "bogus"]),
+        "when": st.sampled_from(["true", "tasks.a.status == 'x'", "1 +", "tasks[x]"]),
+    },
+)
+
+
+@SETTINGS
+@given(
+    st.lists(near_valid_task, max_size=6),
+    st.sampled_from(["fail_fast", "continue", "compensate"]),
+)
+def test_near_valid_workflows_never_raise(tasks: list[dict[str, Any]], on_failure: str) -> None:
+    result = compile_document({"name": "wf", "tasks": tasks, "on_failure": on_failure})
+    assert (result.plan is None) == any(d.severity == "error" for d in result.diagnostics)

@@ -6,6 +6,39 @@ A `Diagnostic` names a stable `code` (e.g. "unknown-dependency"), the exact fiel
 going, so one compile reports every problem at once; `sorted_diagnostics` gives the
 order every caller sees: by path (numbers compared as numbers, so `tasks[2]` comes
 before `tasks[10]`), then code, then message.
+
+Codes (errors unless noted):
+
+    invalid-syntax            the text is not YAML/JSON
+    limit-document-size       text larger than parse.MAX_DOCUMENT_BYTES (64 MiB)
+    limit-tasks               more than parse.MAX_TASKS (100,000) tasks
+    unknown-field             a field the proto does not have (with a did-you-mean hint)
+    invalid-type              wrong JSON type, out-of-range number, non-string map key
+    missing-required          workflow name, task id/type, fallback/compensation type
+    unknown-enum              on_failure, input type, breaker on_open not recognised
+    unknown-trigger           trigger not one of all_success/all_done/one_success/all_failed
+    invalid-duration          not `250ms`/`1h30m`/`"1.500s"` (also builtin durations)
+    invalid-quantity          cpu/memory not a Kubernetes quantity, gpu < 0
+    invalid-retry             max_attempts < 1, backoff_coefficient < 1, jitter outside
+                              0..1, max_interval < initial_interval
+    invalid-circuit-breaker   failure_threshold/half_open_max_calls < 1, rate outside 0..1
+    invalid-id                task id, input name, secret name, workflow name
+    duplicate-id              a task id used twice (points at the later one)
+    unknown-dependency        depends_on names no task
+    self-dependency           depends_on itself, or inputs/when read the task itself
+    cycle                     one per cycle: message `a > b > c > a`, path at the
+                              depends_on entry (or expression) that closes it
+    invalid-template          unclosed or empty `${{ }}`
+    invalid-expression        CEL does not parse (one-line message with position)
+    unknown-reference         unknown task / undeclared input / tasks.x.<not a field> /
+                              unknown variable
+    dynamic-reference         tasks[k] or workflow.inputs[k] with a non-literal key
+    invalid-input-default     default does not match the input's declared type
+    required-input-undeclared a required input without a type
+    required-input-default    (warning) a required input's default is never used
+    builtin-invalid           builtin.sleep without duration, builtin.wait_for_event
+                              without event, unknown builtin.*
+    unreachable               a trigger rule that can never fire (validate_reachability)
 """
 
 from __future__ import annotations

@@ -262,7 +262,8 @@ def _message(
             if r is not BAD:
                 kwargs[key] = r
         for key in required:
-            if not kwargs.get(key):
+            # Present with a wrong type is already an invalid-type; "" counts as absent.
+            if not kwargs.get(key) and v.get(key) in (None, ""):
                 diags.error("missing-required", prefix + key, f"{key} is required")
         return cls(**kwargs)
 
