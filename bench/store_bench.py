@@ -1,9 +1,10 @@
 """Append throughput of the SQLite store (group commit, synchronous=FULL).
 
-    .venv/bin/python bench/store_bench.py [--seconds 2] [--runs 3] [--dir /path/on/real/disk]
+    .venv/bin/python bench/store_bench.py [--seconds 2] [--runs 3] [--events 1] [--dir DIR]
 
-For 1, 10 and 100 concurrent appenders (one execution each, one ~200-byte event per
-`append()` call, each caller awaiting its own durable commit), prints appends/s, the
+For 1, 10 and 100 concurrent appenders (one execution each, `--events` ~200-byte
+events per `append()` call, each caller awaiting its own durable commit), prints
+appends/s (events/s = appends/s x events), the
 mean group size and the p50/p99 append latency; the median of `--runs` runs. Use a
 directory on the disk you will deploy on: tmpfs makes fsync free and the numbers
 meaningless.
@@ -32,7 +33,7 @@ class Result:
     p99_ms: float
 
 
-async def one_run(directory: Path, appenders: int, seconds: float) -> Result:
+async def one_run(directory: Path, appenders: int, seconds: float, per_append: int) -> Result:
     store = SqliteStore(directory / f"bench-{appenders}-{time.monotonic_ns()}.db")
     await store.open()
     ids = [f"b{i}" for i in range(appenders)]
@@ -45,13 +46,18 @@ async def one_run(directory: Path, appenders: int, seconds: float) -> Result:
 
     async def appender(execution_id: str) -> int:
         sequence = 0
+        appends = 0
         while time.perf_counter() < deadline:
-            sequence += 1
-            event = StoredEvent(execution_id, sequence, "Tick", sequence, PAYLOAD)
+            batch = tuple(
+                StoredEvent(execution_id, s, "Tick", s, PAYLOAD)
+                for s in range(sequence + 1, sequence + per_append + 1)
+            )
+            sequence += per_append
             began = time.perf_counter()
-            await store.append([Append(execution_id, (event,))])
+            await store.append([Append(execution_id, batch)])
             latencies.append(time.perf_counter() - began)
-        return sequence
+            appends += 1
+        return appends
 
     began = time.perf_counter()
     counts = await asyncio.gather(*(appender(i) for i in ids))
@@ -72,14 +78,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=1, help="events per append")
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
-    print(f"# {platform.platform()}, {platform.python_version()}, {platform.processor() or ''}")
+    print(f"# {platform.platform()}, Python {platform.python_version()}, {args.events} event(s)")
     print("| appenders | appends/s | mean group | p50 ms | p99 ms |")
     print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for appenders in (1, 10, 100):
-            runs = [await one_run(Path(tmp), appenders, args.seconds) for _ in range(args.runs)]
+            runs = [
+                await one_run(Path(tmp), appenders, args.seconds, args.events)
+                for _ in range(args.runs)
+            ]
             median = sorted(runs, key=lambda r: r.appends_per_s)[len(runs) // 2]
             print(
                 f"| {appenders} | {median.appends_per_s:,.0f} | {median.mean_group:.1f} "
