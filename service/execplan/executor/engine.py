@@ -38,6 +38,7 @@ from execplan.executor.evolve import evolve
 from execplan.executor.hub import Hub, Subscription
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
+from execplan.executor.observer import Observers
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.snapshot import decode_state, encode_state
@@ -93,6 +94,8 @@ class EngineConfig:
     # or while the pump has this many unprocessed inputs.
     max_live_executions: int = 100_000
     max_inbox: int = 200_000
+    # Longest an assignment ack waits to share a commit with other events.
+    ack_flush_ms: int = 20
 
 
 @dataclass(slots=True)
@@ -118,6 +121,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.secrets = secrets or EnvironmentSecrets()
         self.hub = Hub()
+        self.observers = Observers()
         self.workers = WorkerRegistry()
         self._clock = clock
         self._live: dict[str, ExecutionState] = {}
@@ -130,6 +134,8 @@ class Engine:
         self._beats: dict[tuple[str, int], int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._inbox: list[_Input] = []
+        self._deferred: list[_Input] = []
+        self._deferred_flush: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -407,6 +413,7 @@ class Engine:
         self._outboxes[worker.worker_id] = outbox
         for key in claimed:
             self._beats[key] = self.now_ms()
+        self.observers.worker_connected(worker)
         for execution_id, index in previous - claimed:
             self._requeue_later(execution_id, index, registration.worker_id, 0, "worker restarted")
         self._wake.set()
@@ -417,6 +424,7 @@ class Engine:
         if current is not worker:
             return  # a newer stream of the same worker already took over
         worker.connected = False
+        self.observers.worker_disconnected(worker)
         self._outboxes.pop(worker.worker_id, None)
         leases = set(worker.leases)
         self.workers.remove(worker.worker_id)
@@ -474,7 +482,7 @@ class Engine:
             if key is not None and key in worker.leases:
                 self._beats[key] = now
         for ack in request.acks:
-            self._from_worker(worker, ack.attempt, lambda m, t: m.acknowledged(t))
+            self._from_worker(worker, ack.attempt, _acknowledge, deferred=True)
         for result in request.results:
             outcome = result.WhichOneof("outcome")
             if outcome == "output" and result.output.ByteSize() > self.config.max_payload_bytes:
@@ -503,6 +511,8 @@ class Engine:
         worker: WorkerConn,
         ref: ws.AttemptRef,
         handle: Callable[[Machine, TaskRun], None],
+        *,
+        deferred: bool = False,
     ) -> None:
         attempt_ref = ws.AttemptRef()
         attempt_ref.CopyFrom(ref)
@@ -531,7 +541,10 @@ class Engine:
             handle(machine, task)
 
         if ref.execution_id in self._live:
-            self._submit(ref.execution_id, action)
+            if deferred:
+                self._submit_deferred(ref.execution_id, action)
+            else:
+                self._submit(ref.execution_id, action)
         else:
             self._send(
                 worker.worker_id,
@@ -541,6 +554,26 @@ class Engine:
                     ]
                 ),
             )
+
+    def _submit_deferred(self, execution_id: str, action: Callable[[Machine], Any]) -> None:
+        """Work that need not force a commit of its own (assignment acks).
+
+        An ack only records DISPATCHED -> RUNNING; nothing outside the engine acts on
+        it. So it rides along with the next round that commits anyway (usually the
+        attempt's own result, for short tasks), or after `ack_flush_ms` at the latest:
+        one fsync per chain step instead of two. Losing an uncommitted ack in a crash
+        is harmless: the lease is reclaimed by the worker or re-dispatched.
+        """
+        self._deferred.append(_Input(execution_id, action, None))
+        if self._deferred_flush is None:
+            self._deferred_flush = asyncio.get_running_loop().call_later(
+                self.config.ack_flush_ms / 1000, self._flush_deferred
+            )
+
+    def _flush_deferred(self) -> None:
+        self._deferred_flush = None
+        if self._deferred:
+            self._wake.set()
 
     def _send(self, worker_id: str, message: ws.ConnectResponse) -> None:
         outbox = self._outboxes.get(worker_id)
@@ -560,7 +593,12 @@ class Engine:
                 log.exception("engine round failed")
 
     async def _round(self) -> None:
-        batch, self._inbox = self._inbox, []
+        # Deferred inputs go first: an ack always precedes its attempt's result.
+        batch, self._inbox = self._deferred + self._inbox, []
+        self._deferred = []
+        if self._deferred_flush is not None:
+            self._deferred_flush.cancel()
+            self._deferred_flush = None
         now = self.now_ms()
         machines: dict[str, Machine] = {}
         replies: list[tuple[asyncio.Future[Any], Any]] = []
@@ -601,6 +639,7 @@ class Engine:
             if machine.events
         ]
         if appends:
+            began = time.perf_counter()
             try:
                 await self.store.append(appends)
             except Exception as error:
@@ -611,6 +650,9 @@ class Engine:
                     if not future.done():
                         future.set_exception(error)
                 return
+            self.observers.round_committed(
+                len(appends), sum(len(a.events) for a in appends), time.perf_counter() - began
+            )
         for machine in machines.values():
             if machine.events:
                 self._act(machine)
@@ -708,6 +750,8 @@ class Engine:
                 )
             elif isinstance(effect, fx.ArmTimer):
                 self._arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
+        if self.observers.observers:
+            self.observers.committed(state, machine.events)
         if self.hub.wants(state.execution_id):
             self.hub.publish(state.execution_id, machine.events)
         if self.hub.has_watchers_of_all() and any(
@@ -765,6 +809,8 @@ class Engine:
                 state.execution_id, effect.index, effect.epoch, timeouts.heartbeat_ms
             )
         self._watch_ack(state.execution_id, effect.index, effect.epoch)
+        if self.observers.observers:
+            self.observers.dispatching(state, dispatch)
         self._send(effect.worker_id, ws.ConnectResponse(dispatches=[dispatch]))
 
     # -- in-memory deadlines -----------------------------------------------------
@@ -903,6 +949,10 @@ class Engine:
     @property
     def live_count(self) -> int:
         return len(self._live)
+
+
+def _acknowledge(machine: Machine, task: TaskRun) -> None:
+    machine.acknowledged(task)
 
 
 def _succeed(output: JsonValue) -> Callable[[Machine, TaskRun], None]:

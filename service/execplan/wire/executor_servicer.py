@@ -7,6 +7,7 @@ when the executor runs on its own).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -71,10 +72,36 @@ def _state_value(name: str) -> ex.ExecutionState.ValueType:
     return ex.ExecutionState.Value("EXECUTION_STATE_" + name)
 
 
+class CachingCompiler:
+    """Remembers recent compiles by their request bytes.
+
+    Compiling is pure, so the same source always gives the same plan; clients that
+    start many executions of one workflow from source (the common case) would
+    otherwise pay YAML parsing and compilation on every StartExecution.
+    """
+
+    def __init__(self, inner: Compiler, size: int = 256) -> None:
+        self._inner = inner
+        self._size = size
+        self._plans: OrderedDict[bytes, plan_pb2.ExecutionPlan] = OrderedDict()
+
+    async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
+        key = request.SerializeToString(deterministic=True)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = await self._inner.compile(request)
+            self._plans[key] = plan
+            if len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+
 class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     def __init__(self, engine: Engine, compiler: Compiler) -> None:
         self._engine = engine
-        self._compiler = compiler
+        self._compiler = CachingCompiler(compiler)
 
     async def _plan(self, request: pb.StartExecutionRequest) -> plan_pb2.ExecutionPlan:
         kind = request.WhichOneof("definition")

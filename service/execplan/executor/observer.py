@@ -1,0 +1,64 @@
+"""Hooks through which metrics, tracing and logs watch the engine.
+
+The engine calls these after the fact (events already committed, dispatch already
+queued) and never waits on them, so an observer cannot change what the engine
+decides. Observers must be cheap: they run on the engine's event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from execplan.executor.dispatcher import WorkerConn
+from execplan.executor.state import ExecutionState
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import worker_service_pb2 as ws
+
+
+class EngineObserver:
+    """Base class with no-op hooks; subclass and override what you need."""
+
+    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        """Events of one execution became durable (in sequence order)."""
+
+    def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
+        """A dispatch is about to be sent; may add to `dispatch.trace_context`."""
+
+    def worker_connected(self, worker: WorkerConn) -> None:
+        """A worker registered."""
+
+    def worker_disconnected(self, worker: WorkerConn) -> None:
+        """A worker's stream ended."""
+
+    def round_committed(self, executions: int, events: int, seconds: float) -> None:
+        """One pump round committed `events` events of `executions` executions."""
+
+
+class Observers(EngineObserver):
+    """Fans every hook out to several observers."""
+
+    def __init__(self, observers: Sequence[EngineObserver] = ()) -> None:
+        self.observers = list(observers)
+
+    def add(self, observer: EngineObserver) -> None:
+        self.observers.append(observer)
+
+    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        for observer in self.observers:
+            observer.committed(state, events)
+
+    def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
+        for observer in self.observers:
+            observer.dispatching(state, dispatch)
+
+    def worker_connected(self, worker: WorkerConn) -> None:
+        for observer in self.observers:
+            observer.worker_connected(worker)
+
+    def worker_disconnected(self, worker: WorkerConn) -> None:
+        for observer in self.observers:
+            observer.worker_disconnected(worker)
+
+    def round_committed(self, executions: int, events: int, seconds: float) -> None:
+        for observer in self.observers:
+            observer.round_committed(executions, events, seconds)
