@@ -12,7 +12,9 @@ from execplan.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -23,6 +25,25 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper): ...
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
 
 @_typing.final
 class StartExecutionRequest(_message.Message):
@@ -630,3 +651,195 @@ class GetPlanResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPlanResponse: _TypeAlias = GetPlanResponse  # noqa: Y015
+
+@_typing.final
+class ReplayExecutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    plan_id: _builtins.str
+    source: _builtins.str
+    @_builtins.property
+    def plan(self) -> _plan_pb2.ExecutionPlan: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        plan: _plan_pb2.ExecutionPlan | None = ...,
+        plan_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "plan", b"plan", "plan_id", b"plan_id", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "execution_id", b"execution_id", "plan", b"plan", "plan_id", b"plan_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_candidate: _TypeAlias = _typing.Literal["plan", "plan_id", "source"]  # noqa: Y015
+    _WhichOneofArgType_candidate: _TypeAlias = _typing.Literal["candidate", b"candidate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_candidate) -> _WhichOneofReturnType_candidate | None: ...
+
+Global___ReplayExecutionRequest: _TypeAlias = ReplayExecutionRequest  # noqa: Y015
+
+@_typing.final
+class ReplayDivergence(_message.Message):
+    """The first point where a replay disagreed with the recorded history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    expected: _builtins.str
+    """The recorded event (kind and key fields), as text."""
+    actual: _builtins.str
+    """What the scheduler decided instead, as text ("" = nothing)."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        expected: _builtins.str = ...,
+        actual: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "expected", b"expected", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDivergence: _TypeAlias = ReplayDivergence  # noqa: Y015
+
+@_typing.final
+class ReplayExecutionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DETERMINISTIC_FIELD_NUMBER: _builtins.int
+    DIVERGENCE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    COMPATIBLE_FIELD_NUMBER: _builtins.int
+    INCOMPATIBILITIES_FIELD_NUMBER: _builtins.int
+    CANDIDATE_PLAN_ID_FIELD_NUMBER: _builtins.int
+    deterministic: _builtins.bool
+    """True when replaying the history reproduced every recorded decision."""
+    events: _builtins.int
+    """Events replayed."""
+    compatible: _builtins.bool
+    """For a candidate plan: whether the instance could continue on it."""
+    candidate_plan_id: _builtins.str
+    @_builtins.property
+    def divergence(self) -> Global___ReplayDivergence: ...
+    @_builtins.property
+    def incompatibilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why not, one reason per line (removed or changed tasks that already ran...)."""
+
+    def __init__(
+        self,
+        *,
+        deterministic: _builtins.bool = ...,
+        divergence: Global___ReplayDivergence | None = ...,
+        events: _builtins.int = ...,
+        compatible: _builtins.bool = ...,
+        incompatibilities: _abc.Iterable[_builtins.str] | None = ...,
+        candidate_plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_plan_id", b"candidate_plan_id", "compatible", b"compatible", "deterministic", b"deterministic", "divergence", b"divergence", "events", b"events", "incompatibilities", b"incompatibilities"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayExecutionResponse: _TypeAlias = ReplayExecutionResponse  # noqa: Y015
+
+@_typing.final
+class CircuitBreakerStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    WINDOW_FAILURES_FIELD_NUMBER: _builtins.int
+    WINDOW_CALLS_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    HALF_OPEN_AT_FIELD_NUMBER: _builtins.int
+    PARKED_TASKS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    state: Global___BreakerState.ValueType
+    consecutive_failures: _builtins.int
+    window_failures: _builtins.int
+    """Failures and calls in the current window (failure-rate breakers)."""
+    window_calls: _builtins.int
+    parked_tasks: _builtins.int
+    """Tasks parked behind this breaker right now."""
+    last_error: _builtins.str
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def half_open_at(self) -> _timestamp_pb2.Timestamp:
+        """When an open breaker lets its first canaries through."""
+
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+        state: Global___BreakerState.ValueType = ...,
+        consecutive_failures: _builtins.int = ...,
+        window_failures: _builtins.int = ...,
+        window_calls: _builtins.int = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        half_open_at: _timestamp_pb2.Timestamp | None = ...,
+        parked_tasks: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["half_open_at", b"half_open_at", "opened_at", b"opened_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "half_open_at", b"half_open_at", "last_error", b"last_error", "opened_at", b"opened_at", "parked_tasks", b"parked_tasks", "state", b"state", "task_type", b"task_type", "window_calls", b"window_calls", "window_failures", b"window_failures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitBreakerStatus: _TypeAlias = CircuitBreakerStatus  # noqa: Y015
+
+@_typing.final
+class ListCircuitBreakersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these task types (all when empty)."""
+
+    def __init__(
+        self,
+        *,
+        task_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_types", b"task_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCircuitBreakersRequest: _TypeAlias = ListCircuitBreakersRequest  # noqa: Y015
+
+@_typing.final
+class ListCircuitBreakersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BREAKERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CircuitBreakerStatus]: ...
+    def __init__(
+        self,
+        *,
+        breakers: _abc.Iterable[Global___CircuitBreakerStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCircuitBreakersResponse: _TypeAlias = ListCircuitBreakersResponse  # noqa: Y015

@@ -100,6 +100,16 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.GetPlanRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetPlanResponse.FromString,
                 _registered_method=True)
+        self.ReplayExecution = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ReplayExecution',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionResponse.FromString,
+                _registered_method=True)
+        self.ListCircuitBreakers = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ListCircuitBreakers',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -191,6 +201,22 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayExecution(self, request, context):
+        """Rebuilds an execution from its history and re-runs the scheduler's decisions
+        against it; with `plan`/`plan_id`/`source`, checks whether that plan could take
+        over the running instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCircuitBreakers(self, request, context):
+        """Circuit breakers per task type, shared by every execution.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +284,16 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.GetPlan,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetPlanRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.GetPlanResponse.SerializeToString,
+            ),
+            'ReplayExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayExecution,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionResponse.SerializeToString,
+            ),
+            'ListCircuitBreakers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCircuitBreakers,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -612,6 +648,60 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/GetPlan',
             execplan_dot_v1_dot_executor__service__pb2.GetPlanRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.GetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ReplayExecution',
+            execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ReplayExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCircuitBreakers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ListCircuitBreakers',
+            execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.FromString,
             options,
             channel_credentials,
             insecure,

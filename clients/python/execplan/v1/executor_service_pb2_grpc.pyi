@@ -54,6 +54,13 @@ class ExecutorServiceStub:
     RegisterPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]
     """Stores a plan so that executions can refer to it by plan_id."""
     GetPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetPlanRequest, _executor_service_pb2.GetPlanResponse]
+    ReplayExecution: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ReplayExecutionRequest, _executor_service_pb2.ReplayExecutionResponse]
+    """Rebuilds an execution from its history and re-runs the scheduler's decisions
+    against it; with `plan`/`plan_id`/`source`, checks whether that plan could take
+    over the running instance.
+    """
+    ListCircuitBreakers: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListCircuitBreakersRequest, _executor_service_pb2.ListCircuitBreakersResponse]
+    """Circuit breakers per task type, shared by every execution."""
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
@@ -81,6 +88,13 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     RegisterPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]  # type: ignore[assignment]
     """Stores a plan so that executions can refer to it by plan_id."""
     GetPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetPlanRequest, _executor_service_pb2.GetPlanResponse]  # type: ignore[assignment]
+    ReplayExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ReplayExecutionRequest, _executor_service_pb2.ReplayExecutionResponse]  # type: ignore[assignment]
+    """Rebuilds an execution from its history and re-runs the scheduler's decisions
+    against it; with `plan`/`plan_id`/`source`, checks whether that plan could take
+    over the running instance.
+    """
+    ListCircuitBreakers: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListCircuitBreakersRequest, _executor_service_pb2.ListCircuitBreakersResponse]  # type: ignore[assignment]
+    """Circuit breakers per task type, shared by every execution."""
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs process instances of plans durably and streams their progress."""
@@ -183,5 +197,24 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _executor_service_pb2.GetPlanRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.GetPlanResponse, _abc.Awaitable[_executor_service_pb2.GetPlanResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplayExecution(
+        self,
+        request: _executor_service_pb2.ReplayExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ReplayExecutionResponse, _abc.Awaitable[_executor_service_pb2.ReplayExecutionResponse]]:
+        """Rebuilds an execution from its history and re-runs the scheduler's decisions
+        against it; with `plan`/`plan_id`/`source`, checks whether that plan could take
+        over the running instance.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCircuitBreakers(
+        self,
+        request: _executor_service_pb2.ListCircuitBreakersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ListCircuitBreakersResponse, _abc.Awaitable[_executor_service_pb2.ListCircuitBreakersResponse]]:
+        """Circuit breakers per task type, shared by every execution."""
 
 def add_ExecutorServiceServicer_to_server(servicer: ExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
