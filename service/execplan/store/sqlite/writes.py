@@ -1,7 +1,10 @@
 """Write operations: plain functions of a `sqlite3.Connection`, run by the writer.
 
-Each runs inside the group transaction under its own savepoint (see `writer.py`), so
-it may raise at any point and leave nothing behind. They validate against rows read
+Each runs inside the group transaction (see `writer.py`). The rule that keeps group
+commit cheap: raise `ExecplanError`s (conflict, not found, already exists) only
+*before* the first write, or from a single failing statement (which SQLite undoes by
+itself); anything else that breaks part-way makes the writer re-run the group with a
+savepoint per op. They validate against rows read
 inside that same transaction, so two appends to one execution in one group see each
 other in order.
 """
