@@ -71,19 +71,43 @@ def compile_value(value: object, path: str, diags: Diagnostics, refs: Refs) -> B
     )
 
 
-def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> BindingValue:
+# A compiled string: its value, the expressions inside, and the problems to report at
+# each place it occurs. Cached by text: workflows repeat the same strings on many tasks.
+_Compiled = tuple[BindingValue, tuple[Expression, ...], tuple[tuple[str, str], ...]]
+
+
+@lru_cache(maxsize=65536)
+def _string(text: str) -> _Compiled:
     try:
         pieces = ex.split_template(text)
     except ex.TemplateError as exc:
-        diags.error("invalid-template", path, str(exc))
-        return Literal(text)
-    if len(pieces) == 1 and isinstance(pieces[0], ex.ExprPart):
-        return compile_expression(pieces[0].source, path, diags, refs)
-    parts: list[str | Expression] = [
-        p if type(p) is str else compile_expression(p.source, path, diags, refs)  # type: ignore[union-attr]
-        for p in pieces
-    ]
-    return Template(tuple(parts))
+        return Literal(text), (), (("invalid-template", str(exc)),)
+    exprs: list[Expression] = []
+    problems: list[tuple[str, str]] = []
+    parts: list[str | Expression] = []
+    for p in pieces:
+        if isinstance(p, str):
+            parts.append(p)
+            continue
+        expr, found = _checked(p.source)
+        exprs.append(expr)
+        problems.extend(found)
+        parts.append(expr)
+    value: BindingValue
+    if len(parts) == 1 and isinstance(parts[0], Expression):
+        value = parts[0]
+    else:
+        value = Template(tuple(parts))
+    return value, tuple(exprs), tuple(problems)
+
+
+def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> BindingValue:
+    value, exprs, problems = _string(text)
+    for code, message in problems:
+        diags.error(code, path, message)
+    for expr in exprs:
+        refs.append((path, expr))
+    return value
 
 
 def compile_bindings(
