@@ -36,7 +36,7 @@ from execplan.planner import (
     validate_reachability,
 )
 from execplan.planner.bindings import compile_bindings, compile_condition
-from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.model import Task, Workflow
 from execplan.planner.plan import (
     Binding,
@@ -306,6 +306,3 @@ def _side(
 def compile_document(doc: object, diags: Diagnostics, *, build: bool = True) -> Plan | None:
     wf = parse.build_workflow(doc, diags)
     return compile_workflow(wf, diags, build=build)
-
-
-__all__ = ["child", "compile_document", "compile_workflow"]

@@ -18,6 +18,8 @@ intervals). Built-in defaults, chosen to match what Temporal users expect:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from execplan.planner import model
 from execplan.planner.plan import (
     ResolvedCircuitBreaker,
@@ -27,16 +29,18 @@ from execplan.planner.plan import (
 )
 from execplan.planner.quantities import parse_cpu_millis, parse_memory_bytes
 
+_T = TypeVar("_T")
 MAX_INTERVAL_CAP_MS = 5 * 60_000
 DEFAULT_RETRY = ResolvedRetryPolicy(3, 1000, 2.0, 100_000, 0.2, ())
 NO_TIMEOUTS = ResolvedTimeouts()
 
 
-def _pick(*values: object) -> object:
+def _first(*values: _T | None, default: _T) -> _T:
+    """The first value that is set (not None), else `default`."""
     for v in values:
         if v is not None:
             return v
-    return None
+    return default
 
 
 def retry(
@@ -57,9 +61,11 @@ def retry(
     return ResolvedRetryPolicy(
         max_attempts=_int(spec.max_attempts, base.max_attempts),
         initial_interval=initial,
-        backoff_coefficient=float(_pick(spec.backoff_coefficient, base.backoff_coefficient)),  # type: ignore[arg-type]
+        backoff_coefficient=float(
+            _first(spec.backoff_coefficient, default=base.backoff_coefficient)
+        ),
         max_interval=max_interval,
-        jitter=float(_pick(spec.jitter, base.jitter)),  # type: ignore[arg-type]
+        jitter=float(_first(spec.jitter, default=base.jitter)),
         non_retryable_errors=tuple(sorted({e for e in spec.non_retryable_errors if e}))
         or base.non_retryable_errors,
     )
@@ -89,14 +95,14 @@ def breaker(
         return None
     s = spec or model.BreakerSpec()
     b = base or model.BreakerSpec()
-    rate = float(_pick(s.failure_rate_threshold, b.failure_rate_threshold, 0.0))  # type: ignore[arg-type]
-    window = _pick(s.window, b.window)
+    rate = float(_first(s.failure_rate_threshold, b.failure_rate_threshold, default=0.0))
+    window = _first(s.window, b.window, default=60_000 if rate > 0 else 0)
     return ResolvedCircuitBreaker(
-        failure_threshold=int(_pick(s.failure_threshold, b.failure_threshold, 5)),  # type: ignore[call-overload]
-        open_for=int(_pick(s.open_for, b.open_for, 30_000)),  # type: ignore[call-overload]
-        half_open_max_calls=int(_pick(s.half_open_max_calls, b.half_open_max_calls, 1)),  # type: ignore[call-overload]
+        failure_threshold=_first(s.failure_threshold, b.failure_threshold, default=5),
+        open_for=_first(s.open_for, b.open_for, default=30_000),
+        half_open_max_calls=_first(s.half_open_max_calls, b.half_open_max_calls, default=1),
         failure_rate_threshold=rate,
-        window=int(window) if window is not None else (60_000 if rate > 0 else 0),  # type: ignore[call-overload]
+        window=window,
         on_open=s.on_open or b.on_open or "BREAKER_OPEN_ACTION_PARK",
     )
 
@@ -116,11 +122,11 @@ def resources(
     dp = d_place or model.PlacementSpec()
     cpu = r.cpu or dr.cpu
     memory = r.memory or dr.memory
-    gpu = _pick(r.gpu, dr.gpu, 0)
+    gpu = _first(r.gpu, dr.gpu, default=0)
     return ResourceBinding(
         cpu_millis=parse_cpu_millis(cpu) if cpu else 0,
         memory_bytes=parse_memory_bytes(memory) if memory else 0,
-        gpu=int(gpu),  # type: ignore[call-overload]
+        gpu=gpu,
         require_labels=dict(sorted({**dp.require, **p.require}.items())),
         prefer_labels=dict(sorted({**dp.prefer, **p.prefer}.items())),
         environment=p.environment or dp.environment,
