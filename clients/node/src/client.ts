@@ -1,0 +1,238 @@
+/**
+ * ExecplanClient: the PlannerService and ExecutorService over one grpc-js channel.
+ *
+ *     const client = new ExecplanClient("127.0.0.1:7070");
+ *     const { executionId } = await client.start({ source, inputs: { order: 7 } });
+ *     for await (const event of client.watch(executionId)) console.log(event.kind.case);
+ *     client.close();
+ *
+ * Every method throws an ExecplanError subclass (errors.ts) on failure.
+ */
+import { randomUUID } from "node:crypto";
+import { create, fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { Backoff, Status, sleep, translate, decodeDetails } from "./errors.js";
+import type { ExecutionEvent } from "./gen/execplan/v1/events_pb.js";
+import type { Execution, ExecutionState } from "./gen/execplan/v1/execution_pb.js";
+import {
+  CancelExecutionRequestSchema,
+  ExecutorService,
+  GetExecutionHistoryRequestSchema,
+  GetExecutionRequestSchema,
+  ListExecutionsRequestSchema,
+  PauseExecutionRequestSchema,
+  ResumeExecutionRequestSchema,
+  SendEventRequestSchema,
+  StartExecutionRequestSchema,
+  TerminateExecutionRequestSchema,
+  WatchExecutionRequestSchema,
+} from "./gen/execplan/v1/executor_service_pb.js";
+import type {
+  GetExecutionHistoryResponse,
+  GetExecutionResponse,
+  ListExecutionsResponse,
+  StartExecutionRequest,
+  StartExecutionResponse,
+  WatchExecutionResponse,
+} from "./gen/execplan/v1/executor_service_pb.js";
+import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
+import { CompilePlanRequestSchema, PlannerService } from "./gen/execplan/v1/planner_service_pb.js";
+import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.js";
+import type { Workflow } from "./gen/execplan/v1/workflow_pb.js";
+import { makeClient, resolveAddress, unary } from "./rpc.js";
+import type { GenericClient } from "./rpc.js";
+
+export interface ClientOptions {
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** Exactly one of source / plan / planId / workflow. */
+export interface StartOptions {
+  source?: string;
+  plan?: ExecutionPlan;
+  planId?: string;
+  workflow?: Workflow;
+  inputs?: JsonObject;
+  /** Idempotency key; defaults to a fresh uuid. */
+  requestId?: string;
+  fairnessKey?: string;
+}
+
+export interface StartResult {
+  executionId: string;
+  planId: string;
+  created: boolean;
+}
+
+export interface ListOptions {
+  states?: ExecutionState[];
+  workflowName?: string;
+  pageSize?: number;
+}
+
+export interface ControlOptions {
+  reason?: string;
+  requestId?: string;
+}
+
+export class ExecplanClient {
+  readonly address: string;
+  private readonly executor: GenericClient;
+  private readonly planner: GenericClient;
+
+  constructor(address?: string, options: ClientOptions = {}) {
+    this.address = resolveAddress(address);
+    this.executor = makeClient(ExecutorService, this.address, options.credentials, options.channelOptions);
+    // Same target and options: grpc-js shares one subchannel between both clients.
+    this.planner = makeClient(PlannerService, this.address, options.credentials, options.channelOptions);
+  }
+
+  close(): void {
+    this.executor.close();
+    this.planner.close();
+  }
+
+  async compile(source: string): Promise<ExecutionPlan> {
+    const res = await this.call<CompilePlanResponse>(this.planner, "compilePlan", create(CompilePlanRequestSchema, {
+      definition: { case: "source", value: source },
+    }));
+    if (!res.plan) throw new Error("CompilePlan returned no plan");
+    return res.plan;
+  }
+
+  async start(options: StartOptions): Promise<StartResult> {
+    const request = create(StartExecutionRequestSchema, {
+      definition: definition(options),
+      inputs: options.inputs ?? {},
+      requestId: options.requestId ?? randomUUID(),
+      fairnessKey: options.fairnessKey ?? "",
+    });
+    const res = await this.call<StartExecutionResponse>(this.executor, "startExecution", request);
+    return { executionId: res.executionId, planId: res.planId, created: res.created };
+  }
+
+  async get(executionId: string, atSequence = 0n): Promise<Execution> {
+    const res = await this.call<GetExecutionResponse>(this.executor, "getExecution", create(GetExecutionRequestSchema, {
+      executionId,
+      atSequence: BigInt(atSequence),
+    }));
+    if (!res.execution) throw new Error("GetExecution returned no execution");
+    return res.execution;
+  }
+
+  /** Every matching execution, following page tokens. */
+  async *list(options: ListOptions = {}): AsyncGenerator<Execution> {
+    const request = create(ListExecutionsRequestSchema, {
+      states: options.states ?? [],
+      workflowName: options.workflowName ?? "",
+      pageSize: options.pageSize ?? 100,
+    });
+    for (;;) {
+      const res = await this.call<ListExecutionsResponse>(this.executor, "listExecutions", request);
+      yield* res.executions;
+      if (!res.nextPageToken) return;
+      request.pageToken = res.nextPageToken;
+    }
+  }
+
+  /** Every event after `afterSequence`, all pages. */
+  async *history(executionId: string, afterSequence: bigint | number = 0n, pageSize = 1000): AsyncGenerator<ExecutionEvent> {
+    const request = create(GetExecutionHistoryRequestSchema, {
+      executionId,
+      afterSequence: BigInt(afterSequence),
+      pageSize,
+    });
+    for (;;) {
+      const res = await this.call<GetExecutionHistoryResponse>(this.executor, "getExecutionHistory", request);
+      yield* res.events;
+      if (!res.nextPageToken) return;
+      request.pageToken = res.nextPageToken;
+    }
+  }
+
+  /**
+   * Events after `afterSequence`, ending with `execution_completed`. When the stream
+   * breaks (UNAVAILABLE, or ended early by a restarting server) it reconnects with
+   * backoff and asks for events after the last one yielded: nothing is missed and
+   * nothing is yielded twice. Breaking out of the loop cancels the call.
+   */
+  async *watch(executionId: string, afterSequence: bigint | number = 0n): AsyncGenerator<ExecutionEvent> {
+    let last = BigInt(afterSequence);
+    const backoff = new Backoff();
+    for (;;) {
+      const request = create(WatchExecutionRequestSchema, { executionId, afterSequence: last });
+      const call = (this.executor.watchExecution as (r: unknown) => grpc.ClientReadableStream<WatchExecutionResponse>)
+        .call(this.executor, request);
+      let delayMs: number | undefined;
+      try {
+        for await (const res of call) {
+          const event = (res as WatchExecutionResponse).event;
+          if (!event || event.sequence <= last) continue; // an overlap must not duplicate
+          last = event.sequence;
+          backoff.reset();
+          yield event;
+          if (event.kind.case === "executionCompleted") return;
+        }
+      } catch (err) {
+        if ((err as grpc.ServiceError).code !== Status.UNAVAILABLE) throw translate(err);
+        delayMs = decodeDetails(err as grpc.ServiceError).retryAfterMs;
+      } finally {
+        call.cancel();
+      }
+      await sleep(delayMs ?? backoff.nextDelayMs());
+    }
+  }
+
+  async pause(executionId: string, options: ControlOptions = {}): Promise<ExecutionState> {
+    return this.control("pauseExecution", PauseExecutionRequestSchema, executionId, options);
+  }
+
+  async resume(executionId: string, options: Omit<ControlOptions, "reason"> = {}): Promise<ExecutionState> {
+    const request = create(ResumeExecutionRequestSchema, { executionId, requestId: options.requestId ?? randomUUID() });
+    return (await this.call<{ state: ExecutionState }>(this.executor, "resumeExecution", request)).state;
+  }
+
+  async cancel(executionId: string, options: ControlOptions = {}): Promise<ExecutionState> {
+    return this.control("cancelExecution", CancelExecutionRequestSchema, executionId, options);
+  }
+
+  async terminate(executionId: string, options: ControlOptions = {}): Promise<ExecutionState> {
+    return this.control("terminateExecution", TerminateExecutionRequestSchema, executionId, options);
+  }
+
+  /** Delivers a named event; returns the id of the task that consumed it ("" if none waited). */
+  async sendEvent(executionId: string, name: string, data: JsonValue = null, requestId?: string): Promise<string> {
+    const request = create(SendEventRequestSchema, { executionId, name, data: fromJson(ValueSchema, data), requestId: requestId ?? randomUUID() });
+    return (await this.call<{ taskId: string }>(this.executor, "sendEvent", request)).taskId;
+  }
+
+  private async control(
+    method: string,
+    schema: typeof PauseExecutionRequestSchema | typeof CancelExecutionRequestSchema | typeof TerminateExecutionRequestSchema,
+    executionId: string,
+    options: ControlOptions,
+  ): Promise<ExecutionState> {
+    const request = create(schema, { executionId, reason: options.reason ?? "", requestId: options.requestId ?? randomUUID() });
+    return (await this.call<{ state: ExecutionState }>(this.executor, method, request)).state;
+  }
+
+  private async call<O>(client: GenericClient, method: string, request: unknown): Promise<O> {
+    try {
+      return await unary<unknown, O>(client, method, request);
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+}
+
+function definition(options: StartOptions): StartExecutionRequest["definition"] {
+  const given = [options.source, options.plan, options.planId, options.workflow].filter((v) => v !== undefined);
+  if (given.length !== 1) throw new TypeError("start() needs exactly one of source, plan, planId, workflow");
+  if (options.source !== undefined) return { case: "source", value: options.source };
+  if (options.plan !== undefined) return { case: "plan", value: options.plan };
+  if (options.planId !== undefined) return { case: "planId", value: options.planId };
+  return { case: "workflow", value: options.workflow! };
+}

@@ -1,0 +1,164 @@
+/**
+ * The one error tree of the execplan Node client and worker (mirrors the Python SDK):
+ *
+ *     ExecplanError                 any failed call; .code, .details, .violations, .retryAfterMs
+ *      ├── InvalidArgumentError      INVALID_ARGUMENT; .violations from google.rpc.BadRequest
+ *      ├── NotFoundError             NOT_FOUND
+ *      ├── AlreadyExistsError        ALREADY_EXISTS
+ *      ├── FailedPreconditionError   FAILED_PRECONDITION
+ *      ├── ResourceExhaustedError    RESOURCE_EXHAUSTED; .retryAfterMs from google.rpc.RetryInfo
+ *      ├── UnavailableError          UNAVAILABLE
+ *      ├── DeadlineExceededError     DEADLINE_EXCEEDED
+ *      ├── CallCancelledError        CANCELLED
+ *      ├── PermissionDeniedError     PERMISSION_DENIED
+ *      ├── UnauthenticatedError      UNAUTHENTICATED
+ *      └── InternalError             INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...
+ *
+ * `translate(err)` turns a grpc-js ServiceError into one of these (`.cause` keeps it).
+ * Worker handlers throw `NonRetryableError` to fail an attempt for good.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { anyIs, anyUnpack, durationMs } from "@bufbuild/protobuf/wkt";
+import { status as Status } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
+import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+
+export { Status };
+
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+export interface ErrorOptions {
+  code?: Status;
+  violations?: FieldViolation[];
+  retryAfterMs?: number;
+  cause?: unknown;
+}
+
+export class ExecplanError extends Error {
+  readonly code: Status;
+  readonly details: string;
+  readonly violations: FieldViolation[];
+  /** Milliseconds the server asked us to wait before retrying (google.rpc.RetryInfo). */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(details: string, options: ErrorOptions = {}) {
+    const code = options.code ?? Status.UNKNOWN;
+    const violations = options.violations ?? [];
+    let text = `${Status[code]}: ${details}`;
+    for (const v of violations) text += `\n  ${v.field}: ${v.description}`;
+    super(text, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+    this.violations = violations;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+export class InvalidArgumentError extends ExecplanError {}
+export class NotFoundError extends ExecplanError {}
+export class AlreadyExistsError extends ExecplanError {}
+export class FailedPreconditionError extends ExecplanError {}
+export class ResourceExhaustedError extends ExecplanError {}
+export class UnavailableError extends ExecplanError {}
+export class DeadlineExceededError extends ExecplanError {}
+export class CallCancelledError extends ExecplanError {}
+export class PermissionDeniedError extends ExecplanError {}
+export class UnauthenticatedError extends ExecplanError {}
+export class InternalError extends ExecplanError {}
+
+const BY_CODE: Partial<Record<Status, typeof ExecplanError>> = {
+  [Status.INVALID_ARGUMENT]: InvalidArgumentError,
+  [Status.NOT_FOUND]: NotFoundError,
+  [Status.ALREADY_EXISTS]: AlreadyExistsError,
+  [Status.FAILED_PRECONDITION]: FailedPreconditionError,
+  [Status.RESOURCE_EXHAUSTED]: ResourceExhaustedError,
+  [Status.UNAVAILABLE]: UnavailableError,
+  [Status.DEADLINE_EXCEEDED]: DeadlineExceededError,
+  [Status.CANCELLED]: CallCancelledError,
+  [Status.PERMISSION_DENIED]: PermissionDeniedError,
+  [Status.UNAUTHENTICATED]: UnauthenticatedError,
+};
+
+/** Handlers throw this to fail the attempt without retries (ErrorInfo.retryable = false). */
+export class NonRetryableError extends Error {
+  readonly retryable = false;
+  constructor(message?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export interface StatusDetails {
+  violations: FieldViolation[];
+  retryAfterMs: number | undefined;
+}
+
+/** BadRequest and RetryInfo from the `grpc-status-details-bin` trailer, if any. */
+export function decodeDetails(err: Partial<ServiceError>): StatusDetails {
+  const out: StatusDetails = { violations: [], retryAfterMs: undefined };
+  const raw = err.metadata?.get("grpc-status-details-bin")?.[0];
+  if (!raw) return out;
+  try {
+    const st = fromBinary(StatusSchema, typeof raw === "string" ? Buffer.from(raw, "base64") : raw);
+    for (const any of st.details) {
+      if (anyIs(any, BadRequestSchema)) {
+        const bad = anyUnpack(any, BadRequestSchema);
+        for (const v of bad?.fieldViolations ?? []) out.violations.push({ field: v.field, description: v.description });
+      } else if (anyIs(any, RetryInfoSchema)) {
+        const delay = anyUnpack(any, RetryInfoSchema)?.retryDelay;
+        if (delay) out.retryAfterMs = durationMs(delay);
+      }
+    }
+  } catch {
+    // Undecodable details must not hide the error itself.
+  }
+  return out;
+}
+
+function isServiceError(err: unknown): err is ServiceError {
+  return err instanceof Error && typeof (err as Partial<ServiceError>).code === "number" && "metadata" in err;
+}
+
+/** A grpc-js error as an ExecplanError (anything else is returned unchanged). */
+export function translate(err: unknown): unknown {
+  if (err instanceof ExecplanError || !isServiceError(err)) return err;
+  const { violations, retryAfterMs } = decodeDetails(err);
+  const Cls = BY_CODE[err.code as Status] ?? InternalError;
+  return new Cls(err.details ?? err.message, { code: err.code, violations, retryAfterMs, cause: err });
+}
+
+/** Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^n)]. */
+export class Backoff {
+  private attempt = 0;
+  constructor(
+    private readonly baseMs = 200,
+    private readonly capMs = 10_000,
+  ) {}
+  nextDelayMs(): number {
+    const ceiling = Math.min(this.capMs, this.baseMs * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 30);
+    return Math.random() * ceiling;
+  }
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/** Resolves after ms, or early when signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
