@@ -270,6 +270,13 @@ class ExecplanServer:
         if self._server is not None:
             await self._server.wait_for_termination()
 
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully. Prefer `serve()`,
+        which installs the handlers before the port opens."""
+        await wait_for_signal()
+        log.info("signal received, shutting down (grace %.1fs)", self.config.grace_seconds)
+        await self.stop()
+
     async def __aenter__(self) -> ExecplanServer:
         await self.start()
         return self
@@ -310,23 +317,33 @@ async def _logged(step: Any, what: str, component: Component) -> None:
         log.exception("%s of %s failed", what, type(component).__name__)
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run a server until SIGTERM/SIGINT, then stop it gracefully.
-
-    Prints `execplan listening on HOST:PORT` once the port accepts calls. The signal
-    handlers go in first, so a signal sent the moment that line appears (or during
-    startup) still means a graceful stop rather than the default sudden death.
-    """
+async def wait_for_signal() -> None:
+    """Return on the first SIGTERM or SIGINT (handlers are removed again on return)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with ExecplanServer(config) as server:
-            print(f"execplan listening on {server.address}", flush=True)
-            await stop.wait()
-            log.info("signal received, shutting down (grace %.1fs)", config.grace_seconds)
+        await stop.wait()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+async def serve(config: ServerConfig, components: Sequence[Component] | None = None) -> None:
+    """Run a server until SIGTERM/SIGINT, then stop it gracefully.
+
+    Prints `execplan listening on HOST:PORT` once the port accepts calls. The signal
+    handlers go in before the server starts, so a signal sent the moment that line
+    appears (or during startup) still means a graceful stop, not sudden death.
+    """
+    signalled = asyncio.ensure_future(wait_for_signal())
+    await asyncio.sleep(0)  # let it install the handlers
+    try:
+        async with ExecplanServer(config, components) as server:
+            print(f"execplan listening on {server.address}", flush=True)
+            await signalled
+            log.info("signal received, shutting down (grace %.1fs)", config.grace_seconds)
+    finally:
+        signalled.cancel()
