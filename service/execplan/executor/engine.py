@@ -32,6 +32,7 @@ from execplan.errors import (
     Overloaded,
     StaleToken,
 )
+from execplan.executor import breakers as cb
 from execplan.executor import effects as fx
 from execplan.executor.dispatcher import ReadyQueues, WorkerConn, WorkerRegistry
 from execplan.executor.evolve import evolve
@@ -43,6 +44,7 @@ from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.snapshot import decode_state, encode_state
 from execplan.executor.state import (
+    ACTIVE_TASK_STATES,
     LEASED_TASK_STATES,
     ExecutionState,
     TaskRun,
@@ -142,10 +144,14 @@ class Engine:
         self._session = 0
         self._checkpointed: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.breakers = cb.Breakers()
+        self._breaker_plans: dict[str, bool] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
+        await self._load_breakers()
         await self._recover()
+        self._release_parked()
         self._pump_task = asyncio.create_task(self._pump(), name="execplan-engine-pump")
 
     async def stop(self) -> None:
@@ -679,6 +685,8 @@ class Engine:
                 if not self.workers.has_type(task_type):
                     task.status_message = f"waiting for a worker with task type {task_type}"
                 self._ready.push(state.execution_id, state.fairness_key, task_type, node)
+                if node.timeouts.schedule_to_start_ms or node.timeouts.schedule_to_close_ms:
+                    self._watch_queue(state, effect.index)
             elif isinstance(effect, fx.ReleaseLease):
                 key = (state.execution_id, effect.index)
                 worker = self.workers.workers.get(effect.worker_id)
@@ -715,6 +723,16 @@ class Engine:
                     continue
                 task_type, index = picked
                 node = state.plan.nodes[index]
+                gate = self._breaker_gate(state, index, now)
+                if gate is not None and not gate.admits():
+                    machine = machines.get(execution_id)
+                    if machine is None:
+                        machine = machines[execution_id] = Machine(state, now)
+                    mark = len(machine.effects)
+                    self._breaker_refuse(machine, gate, index)
+                    self._apply_internal(machine, mark)
+                    progress = True
+                    continue
                 worker = self.workers.pick(task_type, node)
                 if worker is None:
                     if not self.workers.free_for(task_type):
@@ -728,6 +746,8 @@ class Engine:
                     machine = machines[execution_id] = Machine(state, now)
                 mark = len(machine.effects)
                 if machine.dispatch(index, worker.worker_id):
+                    if gate is not None:
+                        gate.admitted()
                     self._ready.served(execution_id)
                     worker.leases.add((execution_id, index))
                     self._inflight[execution_id] = self._inflight.get(execution_id, 0) + 1
@@ -750,6 +770,8 @@ class Engine:
                 )
             elif isinstance(effect, fx.ArmTimer):
                 self._arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
+        if self._has_breakers(state):
+            self._feed_breakers(state, machine.events)
         if self.observers.observers:
             self.observers.committed(state, machine.events)
         if self.hub.wants(state.execution_id):
@@ -879,6 +901,205 @@ class Engine:
 
         self._timers[key] = loop.call_later(delay, fire)
 
+    def _watch_queue(self, state: ExecutionState, index: int) -> None:
+        """schedule_to_start (queued -> acked) of this attempt; schedule_to_close once."""
+        task = state.tasks[index]
+        limit = state.plan.nodes[index].timeouts.schedule_to_start_ms
+        if limit:
+            phase, attempt = task.phase, task.attempt
+
+            def late(machine: Machine) -> None:
+                run = machine.state.tasks[index]
+                if (
+                    run.phase == phase
+                    and run.attempt == attempt
+                    and run.state in (ex.TASK_STATE_QUEUED, ex.TASK_STATE_DISPATCHED)
+                    and machine.now_ms >= run.queued_ms + limit
+                ):
+                    machine.deadline_passed(run, ev.TIMEOUT_KIND_SCHEDULE_TO_START)
+
+            self._deadline(state.execution_id, task.queued_ms + limit, late)
+        if task.attempt == 1:
+            self._watch_total(state, index)
+
+    def _watch_total(self, state: ExecutionState, index: int) -> None:
+        """schedule_to_close: first queued -> final result, across all attempts."""
+        task = state.tasks[index]
+        limit = state.plan.nodes[index].timeouts.schedule_to_close_ms
+        if not limit or task.phase != ex.TASK_PHASE_MAIN or not task.first_queued_ms:
+            return
+
+        def late(machine: Machine) -> None:
+            run = machine.state.tasks[index]
+            if (
+                run.phase == ex.TASK_PHASE_MAIN
+                and run.state in ACTIVE_TASK_STATES
+                and run.state != ex.TASK_STATE_WAITING
+            ):
+                machine.deadline_passed(run, ev.TIMEOUT_KIND_SCHEDULE_TO_CLOSE, give_up=True)
+
+        self._deadline(state.execution_id, task.first_queued_ms + limit, late)
+
+    def _rearm_lease(self, state: ExecutionState, task: TaskRun) -> None:
+        """After a restart: the in-memory deadlines of a leased attempt, from the log."""
+        timeouts = state.plan.nodes[task.index].timeouts
+        now = self.now_ms()
+        if timeouts.start_to_close_ms and task.attempts:
+            left = task.attempts[-1].dispatched_ms + timeouts.start_to_close_ms - now
+            self._watch_lease(
+                state.execution_id,
+                task.index,
+                task.epoch,
+                max(0, left),
+                ev.TIMEOUT_KIND_START_TO_CLOSE,
+            )
+        if timeouts.heartbeat_ms:
+            self._beats[(state.execution_id, task.index)] = now
+            self._watch_heartbeat(state.execution_id, task.index, task.epoch, timeouts.heartbeat_ms)
+        if task.state == ex.TASK_STATE_DISPATCHED and timeouts.schedule_to_start_ms:
+            self._watch_queue(state, task.index)
+
+    def _deadline(self, execution_id: str, at_ms: int, action: Callable[[Machine], None]) -> None:
+        def fire() -> None:
+            if execution_id in self._live:
+                self._submit(execution_id, action)
+
+        delay = max(0.0, (at_ms - self.now_ms()) / 1000)
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    # -- circuit breakers (executor/breakers.py) ---------------------------------
+    async def _load_breakers(self) -> None:
+        for task_type, payload in await self.store.list_kv(cb.NAMESPACE):
+            try:
+                breaker = cb.decode(task_type, payload)
+            except (ValueError, KeyError, TypeError):
+                log.exception("ignoring unreadable breaker state of %s", task_type)
+                continue
+            self.breakers.breakers[task_type] = breaker
+            if breaker.state == cb.OPEN:
+                self._arm_half_open(breaker)
+
+    def _release_parked(self) -> None:
+        """After recovery: parked tasks whose breaker no longer holds them queue again."""
+        for task_type in list(self.breakers.parked):
+            breaker = self.breakers.breakers.get(task_type)
+            if breaker is None or breaker.state == cb.CLOSED:
+                self._unpark(task_type, None)
+            elif breaker.state == cb.HALF_OPEN:
+                self._unpark(task_type, breaker.policy.half_open_max_calls)
+
+    def _has_breakers(self, state: ExecutionState) -> bool:
+        plan = state.plan
+        known = self._breaker_plans.get(plan.plan_id)
+        if known is None:
+            known = self._breaker_plans[plan.plan_id] = any(n.breaker for n in plan.nodes)
+        return known
+
+    def _breaker_gate(self, state: ExecutionState, index: int, now: int) -> cb.Breaker | None:
+        node = state.plan.nodes[index]
+        if node.breaker is None or state.tasks[index].phase != ex.TASK_PHASE_MAIN:
+            return None
+        breaker = self.breakers.get(node.type, node.breaker)
+        if breaker.due(now):  # the half-open timer may not have run yet
+            breaker.half_open()
+            self._breaker_changed(breaker)
+        return breaker
+
+    def _breaker_refuse(self, machine: Machine, breaker: cb.Breaker, index: int) -> None:
+        task = machine.state.tasks[index]
+        if breaker.policy.fail_fast:
+            machine.circuit_open(task, breaker.task_type)
+        else:
+            machine.park(task, breaker.task_type, True)
+            self.breakers.park(breaker.task_type, (machine.state.execution_id, index))
+
+    def _feed_breakers(self, state: ExecutionState, events: list[ev.ExecutionEvent]) -> None:
+        now = self.now_ms()
+        for event in events:
+            kind = event.WhichOneof("kind")
+            if kind == "task_succeeded":
+                task_id, phase, failed, error = (
+                    event.task_succeeded.task_id,
+                    event.task_succeeded.phase,
+                    False,
+                    "",
+                )
+            elif kind == "task_failed":
+                body = event.task_failed
+                if body.error.type in cb.NOT_COUNTED:
+                    continue
+                task_id, phase, failed = body.task_id, body.phase, True
+                error = f"{body.error.type}: {body.error.message}"
+            elif kind == "task_timed_out":
+                timeout = ev.TimeoutKind.Name(event.task_timed_out.timeout)
+                task_id, phase, failed = (
+                    event.task_timed_out.task_id,
+                    event.task_timed_out.phase,
+                    True,
+                )
+                error = f"Timeout: {timeout.removeprefix('TIMEOUT_KIND_').lower()}"
+            else:
+                continue
+            node = state.plan.nodes[state.plan.index_of[task_id]]
+            if phase != ex.TASK_PHASE_MAIN or node.breaker is None:
+                continue
+            breaker = self.breakers.get(node.type, node.breaker)
+            if breaker.record(failed, now, error) is not None:
+                self._breaker_changed(breaker)
+
+    def _breaker_changed(self, breaker: cb.Breaker) -> None:
+        log.info("circuit breaker %s is now %s", breaker.task_type, breaker.state)
+        self.breakers.counted(breaker.task_type, breaker.state)
+        write = asyncio.create_task(
+            self.store.put_kv(cb.NAMESPACE, breaker.task_type, cb.encode(breaker))
+        )
+        self._background.add(write)
+        write.add_done_callback(self._background.discard)
+        if breaker.state == cb.OPEN:
+            self._arm_half_open(breaker)
+        elif breaker.state == cb.HALF_OPEN:
+            self._unpark(breaker.task_type, breaker.policy.half_open_max_calls)
+        else:
+            self._unpark(breaker.task_type, None)
+
+    def _arm_half_open(self, breaker: cb.Breaker) -> None:
+        def tick() -> None:
+            if breaker.due(self.now_ms()):
+                breaker.half_open()
+                self._breaker_changed(breaker)
+                self._wake.set()
+
+        delay = max(0.0, (breaker.half_open_at_ms - self.now_ms()) / 1000)
+        asyncio.get_running_loop().call_later(delay, tick)
+
+    def _unpark(self, task_type: str, limit: int | None) -> None:
+        """Lets up to `limit` (None: all) parked tasks of a type queue again, oldest first."""
+        parked = self.breakers.parked.get(task_type, {})
+        released = 0
+        for key in list(parked):
+            if limit is not None and released >= limit:
+                break
+            del parked[key]
+            state = self._live.get(key[0])
+            if state is None or state.tasks[key[1]].state != ex.TASK_STATE_PARKED:
+                continue  # cancelled, timed out or finished meanwhile
+            released += 1
+            self._submit(key[0], _unpark_action(key[1], task_type))
+
+    def breaker_statuses(self, task_types: list[str]) -> list[tuple[cb.Breaker, int]]:
+        """Every known breaker (or those of `task_types`) with its parked-task count."""
+        result = []
+        for task_type in sorted(self.breakers.breakers):
+            if task_types and task_type not in task_types:
+                continue
+            parked = 0
+            for execution_id, index in self.breakers.parked.get(task_type, {}):
+                state = self._live.get(execution_id)
+                if state is not None and state.tasks[index].state == ex.TASK_STATE_PARKED:
+                    parked += 1
+            result.append((self.breakers.breakers[task_type], parked))
+        return result
+
     # -- bookkeeping -------------------------------------------------------------
     def _adopt(self, state: ExecutionState) -> None:
         self._live[state.execution_id] = state
@@ -936,6 +1157,11 @@ class Engine:
                 self._orphans.setdefault(task.worker_id, set()).add(
                     (state.execution_id, node.index)
                 )
+                self._rearm_lease(state, task)
+            if task.state == ex.TASK_STATE_PARKED and node.breaker is not None:
+                self.breakers.park(node.type, (state.execution_id, task.index))
+            if task.state in ACTIVE_TASK_STATES and task.state != ex.TASK_STATE_QUEUED:
+                self._watch_total(state, task.index)
         self._apply_internal(machine)
         for timer in state.timers.values():
             if timer.timer_id:
@@ -949,6 +1175,15 @@ class Engine:
     @property
     def live_count(self) -> int:
         return len(self._live)
+
+
+def _unpark_action(index: int, task_type: str) -> Callable[[Machine], None]:
+    def action(machine: Machine) -> None:
+        task = machine.state.tasks[index]
+        if task.state == ex.TASK_STATE_PARKED:
+            machine.park(task, task_type, False)
+
+    return action
 
 
 def _acknowledge(machine: Machine, task: TaskRun) -> None:

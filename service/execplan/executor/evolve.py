@@ -180,6 +180,8 @@ def _parked(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     task = state.task(body.task_id)
     task.state = ex.TASK_STATE_PARKED if body.parked else ex.TASK_STATE_QUEUED
     task.status_message = f"circuit breaker {body.breaker_type} open" if body.parked else ""
+    if not body.parked:
+        task.queued_ms = _ms(event)  # schedule_to_start counts from here, not while parked
 
 
 def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:

@@ -316,7 +316,10 @@ class Machine:
             self._after_terminal(task)
 
     def failed(self, task: TaskRun, error: dict[str, Any], timeout_kind: int = 0) -> None:
-        self.effects.append(fx.ReleaseLease(task.index, task.worker_id))
+        # Also for attempts that never got a lease (schedule_to_start, schedule_to_close,
+        # an open circuit breaker): then there is no worker slot to free.
+        if task.state in LEASED_TASK_STATES:
+            self.effects.append(fx.ReleaseLease(task.index, task.worker_id))
         node = self.state.plan.nodes[task.index]
         policy = self._policy(node, task.phase)
         retry = should_retry(policy, task.attempt, error["type"], bool(error.get("retryable")))
@@ -389,6 +392,40 @@ class Machine:
             self._queue(task, node, task.phase, task.attempt + 1)
         else:
             self._timer(task, ev.TIMER_PURPOSE_RETRY_BACKOFF, delay, f"retry:{task.attempt + 1}")
+
+    # -- circuit breakers and deadlines ------------------------------------------
+    def park(self, task: TaskRun, breaker_type: str, parked: bool) -> None:
+        """Holds a QUEUED task behind an open breaker, or lets a PARKED one queue again."""
+        self.emit(
+            "task_parked",
+            task_id=self._id(task),
+            phase=task.phase,
+            breaker_type=breaker_type,
+            parked=parked,
+        )
+        if not parked:
+            self.effects.append(fx.TaskReady(task.index))
+
+    def circuit_open(self, task: TaskRun, breaker_type: str) -> None:
+        """`on_open: fail_fast`: the attempt fails at once, not retryable (fallback, if any)."""
+        self.failed(task, _error("CircuitOpen", f"circuit breaker {breaker_type} is open"))
+
+    def deadline_passed(self, task: TaskRun, kind: int, *, give_up: bool = False) -> None:
+        """A timeout of an attempt (or, with `give_up`, of the whole task) fired."""
+        if task.state in LEASED_TASK_STATES:
+            self.effects.append(
+                fx.CancelLease(
+                    task.index, task.worker_id, task.attempt, task.epoch, task.phase, "timed out"
+                )
+            )
+        if give_up:
+            # No retry follows; a pending backoff timer must not fire a stray event.
+            for timer_id in [
+                t.timer_id for t in self.state.timers.values() if t.task_index == task.index
+            ]:
+                self.state.timers.pop(timer_id, None)
+        name = ev.TimeoutKind.Name(kind).removeprefix("TIMEOUT_KIND_").lower()  # type: ignore[arg-type]
+        self.failed(task, _error("Timeout", f"{name} timeout", retryable=not give_up), kind)
 
     # -- timers -----------------------------------------------------------------
     def timer_fired(self, timer_id: str) -> None:

@@ -42,6 +42,18 @@ class TimeoutsView:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerView:
+    """A node's circuit breaker policy (shared state lives in executor/breakers.py)."""
+
+    failure_threshold: int
+    open_for_ms: int
+    half_open_max_calls: int
+    failure_rate_threshold: float
+    window_ms: int
+    fail_fast: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SideTaskView:
     type: str
     inputs: StructBinding
@@ -72,6 +84,7 @@ class NodeView:
     prefer_labels: tuple[tuple[str, str], ...]
     environment: str
     secrets: tuple[str, ...]
+    breaker: BreakerView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,20 @@ def _timeouts(timeouts: plan_pb2.ResolvedTimeouts) -> TimeoutsView:
     )
 
 
+def _breaker(node: plan_pb2.PlanNode) -> BreakerView | None:
+    if not node.HasField("circuit_breaker"):
+        return None
+    b = node.circuit_breaker
+    return BreakerView(
+        failure_threshold=b.failure_threshold,
+        open_for_ms=_ms(b.open_for),
+        half_open_max_calls=max(1, b.half_open_max_calls),
+        failure_rate_threshold=b.failure_rate_threshold,
+        window_ms=_ms(b.window),
+        fail_fast=b.on_open == workflow_pb2.BREAKER_OPEN_ACTION_FAIL_FAST,
+    )
+
+
 def _bindings(bindings: object) -> StructBinding:
     return StructBinding(
         tuple((b.name, decode_binding_value(b.value)) for b in bindings)  # type: ignore[attr-defined]
@@ -175,6 +202,7 @@ def _node(node: plan_pb2.PlanNode) -> NodeView:
         prefer_labels=tuple(sorted(res.prefer_labels.items())),
         environment=res.environment,
         secrets=tuple(res.secrets),
+        breaker=_breaker(node),
     )
 
 

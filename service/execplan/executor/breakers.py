@@ -1,0 +1,190 @@
+"""Circuit breakers per task type, shared by every execution of one engine.
+
+A breaker is a small pure state machine; the caller passes the time::
+
+    CLOSED --N consecutive failures, or failure rate >= r over `window`--> OPEN
+    OPEN   --`open_for` elapsed (engine timer)---------------------------> HALF_OPEN
+    HALF_OPEN --a success--> CLOSED        HALF_OPEN --a failure--> OPEN
+
+While a breaker is OPEN (or HALF_OPEN with its K canary slots taken) the engine
+parks tasks of its type instead of dispatching them, so they spend no retry
+attempts; with `on_open: fail_fast` it fails the attempt with `CircuitOpen`
+instead. Only attempt failures and timeouts count (not cancellations, nor errors
+the engine raises itself such as `CircuitOpen` or a binding error). Results that
+arrive while OPEN (attempts dispatched before it opened) change nothing.
+
+Transitions are rare, so each one is written with `store.put_kv("breakers", type,
+encode(breaker))` and the engine reloads them all at start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from execplan.executor.plan_view import BreakerView
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+NAMESPACE = "breakers"
+
+# Error types the engine produces itself; they say nothing about the task type's health.
+NOT_COUNTED = frozenset({"CircuitOpen", "BindingError", "ConditionError", "Cancelled"})
+
+
+@dataclass(slots=True)
+class Breaker:
+    task_type: str
+    policy: BreakerView
+    state: str = CLOSED
+    consecutive_failures: int = 0
+    # (at_ms, failed) of recent results, for failure-rate breakers.
+    window: deque[tuple[int, bool]] = field(default_factory=deque)
+    opened_at_ms: int = 0
+    half_open_at_ms: int = 0
+    # Canary attempts let through in the current HALF_OPEN period.
+    canaries: int = 0
+    last_error: str = ""
+
+    # -- admission ------------------------------------------------------------------
+    def admits(self) -> bool:
+        """May one more attempt of this type be dispatched now?"""
+        if self.state == CLOSED:
+            return True
+        if self.state == HALF_OPEN:
+            return self.canaries < self.policy.half_open_max_calls
+        return False
+
+    def admitted(self) -> None:
+        """An attempt was dispatched (after `admits()` said yes)."""
+        if self.state == HALF_OPEN:
+            self.canaries += 1
+
+    def due(self, now_ms: int) -> bool:
+        return self.state == OPEN and now_ms >= self.half_open_at_ms
+
+    def half_open(self) -> str:
+        self.state = HALF_OPEN
+        self.canaries = 0
+        return HALF_OPEN
+
+    # -- results --------------------------------------------------------------------
+    def record(self, failed: bool, now_ms: int, error: str = "") -> str | None:
+        """Counts one attempt result; returns the new state on a transition."""
+        if failed:
+            self.last_error = error
+        if self.state == OPEN:
+            return None
+        if self.state == HALF_OPEN:
+            return self._open(now_ms) if failed else self._close()
+        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        policy = self.policy
+        if policy.failure_rate_threshold > 0 and policy.window_ms > 0:
+            self.window.append((now_ms, failed))
+            while self.window and self.window[0][0] <= now_ms - policy.window_ms:
+                self.window.popleft()
+        if policy.failure_threshold and self.consecutive_failures >= policy.failure_threshold:
+            return self._open(now_ms)
+        calls, failures = self.window_counts()
+        if (
+            policy.failure_rate_threshold > 0
+            and calls >= max(1, policy.failure_threshold)
+            and failures / calls >= policy.failure_rate_threshold
+        ):
+            return self._open(now_ms)
+        return None
+
+    def window_counts(self) -> tuple[int, int]:
+        return len(self.window), sum(1 for _, failed in self.window if failed)
+
+    def _open(self, now_ms: int) -> str:
+        self.state = OPEN
+        self.opened_at_ms = now_ms
+        self.half_open_at_ms = now_ms + self.policy.open_for_ms
+        self.canaries = 0
+        self.window.clear()
+        return OPEN
+
+    def _close(self) -> str:
+        self.state = CLOSED
+        self.consecutive_failures = 0
+        self.canaries = 0
+        self.window.clear()
+        return CLOSED
+
+
+class Breakers:
+    """Every breaker of the engine, the tasks parked behind each, and counters."""
+
+    def __init__(self) -> None:
+        self.breakers: dict[str, Breaker] = {}
+        # task type -> (execution id, task index) in parking order (dict as ordered set).
+        self.parked: dict[str, dict[tuple[str, int], None]] = {}
+        # (task type, new state) -> transitions since start; exported as metrics.
+        self.transitions: Counter[tuple[str, str]] = Counter()
+
+    def get(self, task_type: str, policy: BreakerView) -> Breaker:
+        breaker = self.breakers.get(task_type)
+        if breaker is None:
+            breaker = self.breakers[task_type] = Breaker(task_type, policy)
+        elif breaker.policy != policy:
+            breaker.policy = policy  # the newest plan's policy wins
+        return breaker
+
+    def park(self, task_type: str, key: tuple[str, int]) -> None:
+        self.parked.setdefault(task_type, {})[key] = None
+
+    def take_parked(self, task_type: str, limit: int | None = None) -> list[tuple[str, int]]:
+        """Removes and returns up to `limit` parked tasks, oldest first."""
+        parked = self.parked.get(task_type, {})
+        keys = list(parked)[:limit] if limit is not None else list(parked)
+        for key in keys:
+            parked.pop(key, None)
+        return keys
+
+    def counted(self, task_type: str, new_state: str) -> None:
+        self.transitions[(task_type, new_state)] += 1
+
+
+def encode(breaker: Breaker) -> bytes:
+    p = breaker.policy
+    return json.dumps(
+        {
+            "state": breaker.state,
+            "consecutive_failures": breaker.consecutive_failures,
+            "opened_at_ms": breaker.opened_at_ms,
+            "half_open_at_ms": breaker.half_open_at_ms,
+            "last_error": breaker.last_error,
+            "policy": [
+                p.failure_threshold,
+                p.open_for_ms,
+                p.half_open_max_calls,
+                p.failure_rate_threshold,
+                p.window_ms,
+                p.fail_fast,
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def decode(task_type: str, payload: bytes) -> Breaker:
+    data = json.loads(payload)
+    threshold, open_for, half_open, rate, window, fail_fast = data["policy"]
+    breaker = Breaker(
+        task_type,
+        BreakerView(
+            int(threshold), int(open_for), int(half_open), float(rate), int(window), bool(fail_fast)
+        ),
+        state=str(data["state"]),
+        consecutive_failures=int(data["consecutive_failures"]),
+        opened_at_ms=int(data["opened_at_ms"]),
+        half_open_at_ms=int(data["half_open_at_ms"]),
+        last_error=str(data["last_error"]),
+    )
+    if breaker.state == HALF_OPEN:
+        # Canaries in flight at the crash are lost or re-leased; let K new ones probe.
+        breaker.canaries = 0
+    return breaker
