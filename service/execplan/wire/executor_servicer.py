@@ -290,3 +290,29 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             return pb.GetPlanResponse(plan=await self._engine.get_plan(plan_id))
         except NotFound:
             raise
+
+    @unary_errors
+    async def ListCircuitBreakers(  # noqa: N802
+        self, request: pb.ListCircuitBreakersRequest, context: Ctx
+    ) -> pb.ListCircuitBreakersResponse:
+        statuses = self._engine.breaker_statuses(list(request.task_types))
+        return pb.ListCircuitBreakersResponse(
+            breakers=[_breaker_status(b, parked) for b, parked in statuses]
+        )
+
+
+def _breaker_status(breaker: Any, parked: int) -> pb.CircuitBreakerStatus:
+    calls, failures = breaker.window_counts()
+    status = pb.CircuitBreakerStatus(
+        task_type=breaker.task_type,
+        state=pb.BreakerState.Value("BREAKER_STATE_" + breaker.state.upper()),
+        consecutive_failures=breaker.consecutive_failures,
+        window_failures=failures,
+        window_calls=calls,
+        parked_tasks=parked,
+        last_error=breaker.last_error,
+    )
+    if breaker.opened_at_ms:
+        status.opened_at.FromMilliseconds(breaker.opened_at_ms)
+        status.half_open_at.FromMilliseconds(breaker.half_open_at_ms)
+    return status

@@ -265,6 +265,15 @@ class ExecutorClient:
         request = executor_service_pb2.GetPlanRequest(plan_id=plan_id)
         return (await self._unary(self._executor.GetPlan, request)).plan
 
+    # -- circuit breakers --------------------------------------------------------------
+
+    async def list_circuit_breakers(
+        self, task_types: Sequence[str] = ()
+    ) -> Sequence[executor_service_pb2.CircuitBreakerStatus]:
+        """Circuit breakers per task type (all known ones when `task_types` is empty)."""
+        request = executor_service_pb2.ListCircuitBreakersRequest(task_types=list(task_types))
+        return list((await self._unary(self._executor.ListCircuitBreakers, request)).breakers)
+
     async def _unary(
         self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
     ) -> _Resp:
