@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from execplan.cli.common import EXIT_FAILURE, CliError, Parser, rpc_error_lines
 from execplan.errors import ExecplanError
 
-COMMAND_MODULES = ("planning", "executions", "workers", "serve", "breakers")
+COMMAND_MODULES = ("planning", "executions", "workers", "serve", "replay", "breakers")
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 

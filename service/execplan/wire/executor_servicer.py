@@ -292,6 +292,46 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             raise
 
     @unary_errors
+    async def ReplayExecution(  # noqa: N802
+        self, request: pb.ReplayExecutionRequest, context: Ctx
+    ) -> pb.ReplayExecutionResponse:
+        from execplan.executor import replay  # noqa: PLC0415
+        from execplan.executor.plan_view import decode_plan  # noqa: PLC0415
+
+        execution_id = _required(request.execution_id, "execution_id")
+        record = await self._engine.store.get_execution(execution_id)
+        if record is None:
+            raise NotFound(f"execution {execution_id} not found")
+        events: list[Any] = []
+        while True:
+            page = await self._engine.history(execution_id, len(events), 5000)
+            events.extend(page)
+            if len(page) < 5000:
+                break
+        recorded = decode_plan(await self._engine.get_plan(record.plan_id))
+        result = replay.replay(recorded, events, execution_id=execution_id)
+        response = pb.ReplayExecutionResponse(
+            deterministic=result.deterministic, events=result.events
+        )
+        if result.divergence is not None:
+            response.divergence.CopyFrom(_divergence(result.divergence))
+        kind = request.WhichOneof("candidate")
+        if kind is not None:
+            if kind == "plan":
+                candidate = request.plan
+            elif kind == "plan_id":
+                candidate = await self._engine.get_plan(request.plan_id)
+            else:
+                candidate = await self._compiler.compile(
+                    planner_pb.CompilePlanRequest(source=request.source)
+                )
+            verdict = replay.compatibility(recorded, decode_plan(candidate), events)
+            response.compatible = verdict.compatible
+            response.incompatibilities.extend(verdict.incompatibilities)
+            response.candidate_plan_id = candidate.plan_id
+        return response
+
+    @unary_errors
     async def ListCircuitBreakers(  # noqa: N802
         self, request: pb.ListCircuitBreakersRequest, context: Ctx
     ) -> pb.ListCircuitBreakersResponse:
@@ -316,3 +356,9 @@ def _breaker_status(breaker: Any, parked: int) -> pb.CircuitBreakerStatus:
         status.opened_at.FromMilliseconds(breaker.opened_at_ms)
         status.half_open_at.FromMilliseconds(breaker.half_open_at_ms)
     return status
+
+
+def _divergence(divergence: Any) -> pb.ReplayDivergence:
+    return pb.ReplayDivergence(
+        sequence=divergence.sequence, expected=divergence.expected, actual=divergence.actual
+    )

@@ -104,7 +104,13 @@ class ExecutorClient:
             request.plan_id = plan_id
         elif workflow is not None:
             request.workflow.CopyFrom(workflow)
-        return await self._unary(self._executor.StartExecution, request)
+        try:
+            response: executor_service_pb2.StartExecutionResponse = (
+                await self._executor.StartExecution(request, metadata=_trace_metadata())
+            )
+        except grpc.aio.AioRpcError as err:
+            raise translate(err) from err
+        return response
 
     async def get(self, execution_id: str, at_sequence: int = 0) -> execution_pb2.Execution:
         request = executor_service_pb2.GetExecutionRequest(
@@ -265,6 +271,29 @@ class ExecutorClient:
         request = executor_service_pb2.GetPlanRequest(plan_id=plan_id)
         return (await self._unary(self._executor.GetPlan, request)).plan
 
+    # -- replay ------------------------------------------------------------------------
+
+    async def replay(
+        self,
+        execution_id: str,
+        *,
+        plan: plan_pb2.ExecutionPlan | None = None,
+        plan_id: str | None = None,
+        source: str | None = None,
+    ) -> executor_service_pb2.ReplayExecutionResponse:
+        """Replay an execution's history; with a candidate (at most one of plan=,
+        plan_id=, source=) also tell whether the instance could continue on it."""
+        if sum(x is not None for x in (plan, plan_id, source)) > 1:
+            raise ValueError("pass at most one of plan=, plan_id=, source=")
+        request = executor_service_pb2.ReplayExecutionRequest(execution_id=execution_id)
+        if plan is not None:
+            request.plan.CopyFrom(plan)
+        elif plan_id is not None:
+            request.plan_id = plan_id
+        elif source is not None:
+            request.source = source
+        return await self._unary(self._executor.ReplayExecution, request)
+
     # -- circuit breakers --------------------------------------------------------------
 
     async def list_circuit_breakers(
@@ -281,6 +310,18 @@ class ExecutorClient:
             return await method(request)
         except grpc.aio.AioRpcError as err:
             raise translate(err) from err
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...]:
+    """W3C `traceparent`/`tracestate` of the caller's current span, if OpenTelemetry is
+    installed (optional): the execution's span becomes its child."""
+    try:
+        from opentelemetry import propagate  # noqa: PLC0415
+    except ImportError:
+        return ()
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple((k, v) for k, v in carrier.items() if k in ("traceparent", "tracestate"))
 
 
 def _request_id(given: str | None) -> str:

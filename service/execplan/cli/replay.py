@@ -1,0 +1,69 @@
+"""`execplan replay ID [--plan FILE|PLAN_ID]`: is an execution's history reproducible?
+
+Rebuilds the execution from its stored events and re-runs the scheduler's decisions
+over them. Prints `deterministic` (exit 0) or the first divergence: the sequence
+number, the recorded event and what the scheduler decided instead (exit 1).
+
+With `--plan`, a workflow file (compiled by the server) or a stored plan id, also
+tells whether the instance could continue on that plan: `compatible` or one line
+per incompatibility (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+from execplan.cli.common import EXIT_FAILURE, add_address_option, read_text
+
+if TYPE_CHECKING:
+    from execplan.client import ExecutorClient
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="check that an execution's history replays the same", description=__doc__
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_address_option(parser)
+    parser.add_argument("execution_id", metavar="ID")
+    parser.add_argument(
+        "--plan", metavar="FILE|PLAN_ID", help="candidate plan to check for compatibility"
+    )
+    parser.set_defaults(handler=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from execplan.cli.executions import _call  # noqa: PLC0415  (shared client plumbing)
+
+    source: str | None = None
+    plan_id: str | None = None
+    if args.plan:
+        if os.path.exists(args.plan) or args.plan == "-":
+            source = read_text(args.plan)
+        else:
+            plan_id = args.plan
+
+    async def body(client: ExecutorClient) -> int:
+        result = await client.replay(args.execution_id, source=source, plan_id=plan_id)
+        code = 0
+        if result.deterministic:
+            print(f"deterministic ({result.events} events)")
+        else:
+            d = result.divergence
+            print(f"diverges at event {d.sequence} (after {result.events} events)")
+            print(f"  recorded: {d.expected or '(end of history)'}")
+            print(f"  replayed: {d.actual or '(nothing)'}")
+            code = EXIT_FAILURE
+        if args.plan:
+            if result.compatible:
+                print(f"compatible with plan {result.candidate_plan_id}")
+            else:
+                print(f"incompatible with plan {result.candidate_plan_id}:")
+                for line in result.incompatibilities:
+                    print(f"  - {line}")
+                code = EXIT_FAILURE
+        return code
+
+    return _call(args, body)
