@@ -1,0 +1,84 @@
+/** TaskContext: what a handler knows about its attempt, and how it talks back. */
+import type { JsonValue } from "@bufbuild/protobuf";
+
+export interface AttemptInfo {
+  executionId: string;
+  taskId: string;
+  attempt: number;
+  leaseEpoch: bigint;
+  idempotencyKey: string;
+  taskType: string;
+  workflowName: string;
+  secrets: Readonly<Record<string, string>>;
+  traceContext: Readonly<Record<string, string>>;
+  deadline: Date | undefined;
+}
+
+export class TaskContext {
+  readonly executionId: string;
+  readonly taskId: string;
+  /** 1-based attempt number in the current phase. */
+  readonly attempt: number;
+  readonly leaseEpoch: bigint;
+  /** Stable across re-leases of this attempt: use it for side effects. */
+  readonly idempotencyKey: string;
+  readonly taskType: string;
+  readonly workflowName: string;
+  /** Secret values resolved at dispatch; never stored by the executor. */
+  readonly secrets: Readonly<Record<string, string>>;
+  /** W3C trace context (`traceparent`, `tracestate`) of the task attempt's span. */
+  readonly traceContext: Readonly<Record<string, string>>;
+  /** start_to_close deadline, if the plan sets one. */
+  readonly deadline: Date | undefined;
+  /** Aborted when the executor cancels the attempt or the worker stops. */
+  readonly signal: AbortSignal;
+
+  /** @internal latest progress, sent with the next heartbeat. */
+  progress: JsonValue | undefined = undefined;
+  /** @internal progress changed since the last heartbeat. */
+  progressDirty = false;
+
+  constructor(
+    info: AttemptInfo,
+    signal: AbortSignal,
+    private readonly onHeartbeat: () => void,
+  ) {
+    this.executionId = info.executionId;
+    this.taskId = info.taskId;
+    this.attempt = info.attempt;
+    this.leaseEpoch = info.leaseEpoch;
+    this.idempotencyKey = info.idempotencyKey;
+    this.taskType = info.taskType;
+    this.workflowName = info.workflowName;
+    this.secrets = info.secrets;
+    this.traceContext = info.traceContext;
+    this.deadline = info.deadline;
+    this.signal = signal;
+  }
+
+  /** The W3C `traceparent` header value, if the dispatch carried one. */
+  get traceparent(): string | undefined {
+    return this.traceContext["traceparent"];
+  }
+
+  get cancelled(): boolean {
+    return this.signal.aborted;
+  }
+
+  /**
+   * Record progress (JSON) for the executor; heartbeats flow anyway every interval,
+   * this only sends the latest progress sooner (rate-limited).
+   */
+  heartbeat(progress?: JsonValue): void {
+    if (progress !== undefined) {
+      this.progress = progress;
+      this.progressDirty = true;
+    }
+    this.onHeartbeat();
+  }
+
+  /** Throws the abort reason if the attempt was cancelled. */
+  throwIfCancelled(): void {
+    this.signal.throwIfAborted();
+  }
+}

@@ -1,0 +1,540 @@
+/**
+ * Worker: register handlers, connect, run attempts, drain on SIGTERM.
+ *
+ *     const worker = new Worker({ address: "127.0.0.1:7070", slots: 8 });
+ *     worker.task("payments.charge", async (inputs, ctx) => {
+ *       ctx.heartbeat({ step: "authorising" });
+ *       return { charged: inputs.amount };
+ *     });
+ *     await worker.run();              // SIGTERM/SIGINT drain, a second one stops
+ *
+ * Protocol (same as the Python SDK, SPEC section 4):
+ * 1. connect, send `register` (with `running`: attempts in progress or whose result
+ *    is not yet delivered), wait for `registered`; revoked attempts are aborted and
+ *    their queued results dropped;
+ * 2. per incoming message: one ack per dispatch, all in one outgoing message;
+ *    handlers start once that message is written (an ack always precedes its result);
+ * 3. every heartbeat interval: one message with a heartbeat for each running attempt
+ *    and its latest progress (sooner, rate-limited, when ctx.heartbeat() has news);
+ * 4. results are batched with whatever else is ready (one message per tick);
+ * 5. `cancels` abort the handler's AbortSignal and drop its result; `rejections`
+ *    are logged;
+ * 6. `drain` (or drain()/SIGTERM): status{draining}, finish running attempts, send
+ *    their results, half-close, wait for the server to end the stream;
+ * 7. a broken stream: reconnect with full-jitter backoff (0.2 s base, 10 s cap, or
+ *    the server's RetryInfo delay); INVALID_ARGUMENT, PERMISSION_DENIED,
+ *    UNAUTHENTICATED (and UNIMPLEMENTED) are fatal and reject run()/serve().
+ *
+ * Handlers run on the event loop: a CPU-bound handler delays heartbeats, so keep
+ * heavy work in worker_threads or child processes.
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { create, fromJson } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { ValueSchema, timestampDate } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { TaskContext } from "./context.js";
+import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
+import { ErrorInfoSchema } from "./gen/execplan/v1/execution_pb.js";
+import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
+import {
+  AssignmentAckSchema,
+  ConnectRequestSchema,
+  TaskHeartbeatSchema,
+  TaskResultSchema,
+  WorkerRegistrationSchema,
+  WorkerService,
+} from "./gen/execplan/v1/worker_service_pb.js";
+import type {
+  AttemptRef,
+  ConnectRequest,
+  ConnectResponse,
+  Dispatch,
+  TaskResult,
+  WorkerRegistered,
+  WorkerRegistration,
+} from "./gen/execplan/v1/worker_service_pb.js";
+import { DRAINING, Outbox } from "./outbox.js";
+import { makeClient, resolveAddress } from "./rpc.js";
+import type { GenericClient } from "./rpc.js";
+import { startSpan } from "./tracing.js";
+
+export const SDK = "node/0.1";
+/** Codes no retry can fix: the registration or credentials are wrong. */
+export const FATAL_CODES: ReadonlySet<Status> = new Set([
+  Status.INVALID_ARGUMENT,
+  Status.PERMISSION_DENIED,
+  Status.UNAUTHENTICATED,
+  Status.UNIMPLEMENTED,
+]);
+const DEFAULT_HEARTBEAT_MS = 10_000;
+/** A server that never ends the stream after our half-close must not hang shutdown. */
+const CLOSE_TIMEOUT_MS = 5_000;
+
+export type Handler<I extends JsonObject = JsonObject, O = unknown> = (inputs: I, ctx: TaskContext) => O | Promise<O>;
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface WorkerOptions {
+  /** host:port; defaults to $EXECPLAN_ADDRESS, else 127.0.0.1:7070. */
+  address?: string;
+  /** Stable identity; the executor reconciles a reconnect by it. */
+  workerId?: string;
+  /** Concurrent attempts accepted (default 8). */
+  slots?: number;
+  labels?: Record<string, string>;
+  environment?: string;
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+  logger?: Logger;
+}
+
+interface Attempt {
+  dispatch: Dispatch;
+  ctx: TaskContext;
+  abort: AbortController;
+  started: boolean;
+}
+
+type ConnectCall = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
+
+export function defaultWorkerId(): string {
+  return `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+}
+
+const quietLogger: Logger = {
+  info: (m) => {
+    if (process.env.EXECPLAN_LOG === "debug") console.error(`execplan.worker: ${m}`);
+  },
+  warn: (m) => console.error(`execplan.worker: ${m}`),
+};
+
+export class Worker {
+  readonly address: string;
+  readonly workerId: string;
+  readonly slots: number;
+  readonly labels: Record<string, string>;
+  readonly environment: string;
+  private readonly options: WorkerOptions;
+  private readonly log: Logger;
+  private readonly handlers = new Map<string, Handler<any, unknown>>();
+  private client: GenericClient | undefined;
+  private call: ConnectCall | undefined;
+  private attempts = new Map<string, Attempt>();
+  private outbox = new Outbox();
+  private backoff = new Backoff();
+  private heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  private draining = false;
+  private stopping = false;
+  private halfClosed = false;
+  private serving: Promise<void> | undefined;
+  private interrupt = new AbortController();
+  private flushScheduled = false;
+  private earlyBeat: NodeJS.Timeout | undefined;
+  private lastEarlyBeat = 0;
+  private onHalfClose: () => void = () => undefined;
+
+  constructor(options: WorkerOptions = {}) {
+    const slots = options.slots ?? 8;
+    if (!Number.isInteger(slots) || slots < 1) throw new RangeError("slots must be an integer >= 1");
+    this.options = options;
+    this.address = resolveAddress(options.address);
+    this.workerId = options.workerId ?? defaultWorkerId();
+    this.slots = slots;
+    this.labels = { ...(options.labels ?? {}) };
+    this.environment = options.environment ?? "";
+    this.log = options.logger ?? quietLogger;
+  }
+
+  get taskTypes(): string[] {
+    return [...this.handlers.keys()].sort();
+  }
+
+  /** Register the handler of a task type; returns this for chaining. */
+  task<I extends JsonObject = JsonObject, O = unknown>(taskType: string, handler: Handler<I, O>): this {
+    if (this.handlers.has(taskType)) throw new Error(`task type ${JSON.stringify(taskType)} already has a handler`);
+    this.handlers.set(taskType, handler as Handler<any, unknown>);
+    return this;
+  }
+
+  /** serve() with SIGTERM/SIGINT handlers: the first drains, a second stops at once. */
+  async run(): Promise<void> {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals += 1;
+      if (signals === 1) {
+        this.log.info(`${sig}: draining (send again to stop at once)`);
+        this.drainNow(sig);
+      } else {
+        this.log.info(`${sig} again: stopping now`);
+        this.stopNow();
+      }
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    try {
+      await this.serve();
+    } finally {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    }
+  }
+
+  /** Connect and serve until a drain completes or stop(); rejects on a fatal error. */
+  serve(): Promise<void> {
+    if (this.serving) throw new Error("this worker is already serving");
+    this.serving = this.reconnectLoop().finally(() => {
+      this.abortAll("worker stopped");
+      this.client?.close();
+      this.client = undefined;
+      this.serving = undefined;
+    });
+    return this.serving;
+  }
+
+  /** Take no new work, finish running attempts, deliver results, then resolve. */
+  async drain(reason = "drain requested"): Promise<void> {
+    const serving = this.serving;
+    this.drainNow(reason);
+    await serving?.catch(() => undefined);
+  }
+
+  /** End now: running attempts are aborted and re-leased by the executor. */
+  async stop(): Promise<void> {
+    const serving = this.serving;
+    this.stopNow();
+    await serving?.catch(() => undefined);
+  }
+
+  // -- reconnect loop -------------------------------------------------------------
+  private async reconnectLoop(): Promise<void> {
+    this.client = makeClient(WorkerService, this.address, this.options.credentials, this.options.channelOptions);
+    while (!this.stopping) {
+      let delayMs: number | undefined;
+      try {
+        if (await this.session()) return;
+      } catch (err) {
+        const e = err as grpc.ServiceError;
+        if (this.stopping) return;
+        if (FATAL_CODES.has(e.code)) throw translate(err);
+        delayMs = decodeDetails(e).retryAfterMs;
+        this.log.warn(`worker stream lost (${Status[e.code] ?? e.code}: ${e.details ?? e.message})`);
+      }
+      if (this.drained() || this.stopping) return; // nothing left to deliver
+      delayMs ??= this.backoff.nextDelayMs();
+      this.interrupt = new AbortController();
+      await sleep(delayMs, this.interrupt.signal);
+    }
+  }
+
+  /** One stream; resolves true when it ended because a drain completed. */
+  private session(): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      const call = (this.client!.connect as () => ConnectCall).call(this.client);
+      this.call = call;
+      this.halfClosed = false;
+      let registered = false;
+      let settled = false;
+      let heartbeat: NodeJS.Timeout | undefined;
+      let closeTimer: NodeJS.Timeout | undefined;
+      const finish = (lost: boolean, outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearInterval(heartbeat);
+        clearTimeout(closeTimer);
+        clearTimeout(this.earlyBeat);
+        this.earlyBeat = undefined;
+        if (this.call === call) this.call = undefined;
+        call.cancel();
+        this.onDisconnected(lost);
+        outcome();
+      };
+      call.on("data", (res: ConnectResponse) => {
+        if (!registered) {
+          if (!res.registered) {
+            this.log.warn("first server message was not `registered`; reconnecting");
+            return finish(true, () => resolve(false));
+          }
+          registered = true;
+          this.onRegistered(res.registered);
+          heartbeat = setInterval(() => this.queueHeartbeats(false), this.heartbeatMs);
+        }
+        this.onResponse(res);
+        this.flush(); // acks of this message leave together, now
+      });
+      call.on("end", () => {
+        // The server ended the stream: after our half-close that is the drain's end.
+        const done = this.halfClosed;
+        finish(!done, () => resolve(done));
+      });
+      call.on("error", (err: grpc.ServiceError) => {
+        if (this.stopping) return finish(true, () => resolve(true));
+        finish(true, () => reject(err));
+      });
+      this.onHalfClose = () => {
+        closeTimer = setTimeout(() => finish(false, () => resolve(true)), CLOSE_TIMEOUT_MS);
+      };
+      const first = create(ConnectRequestSchema, { register: this.registration() });
+      if (this.draining) first.status = DRAINING;
+      call.write(first);
+    });
+  }
+
+  // -- protocol handlers ------------------------------------------------------------
+  private registration(): WorkerRegistration {
+    const running: AttemptRef[] = [];
+    for (const a of this.attempts.values()) if (a.started && a.dispatch.attempt) running.push(a.dispatch.attempt);
+    for (const r of this.outbox.results.values()) if (r.attempt) running.push(r.attempt);
+    return create(WorkerRegistrationSchema, {
+      workerId: this.workerId,
+      taskTypes: this.taskTypes,
+      labels: this.labels,
+      environment: this.environment,
+      slots: this.slots,
+      running,
+      sdk: SDK,
+    });
+  }
+
+  private onRegistered(registered: WorkerRegistered): void {
+    this.backoff.reset();
+    if (registered.heartbeatIntervalMs) this.heartbeatMs = registered.heartbeatIntervalMs;
+    for (const ref of registered.revoked) {
+      this.log.info(`attempt ${ref.executionId}/${ref.taskId} revoked on re-register`);
+      this.cancel(ref, "revoked");
+    }
+  }
+
+  private onResponse(res: ConnectResponse): void {
+    for (const dispatch of res.dispatches) this.onDispatch(dispatch);
+    for (const c of res.cancels) {
+      if (!c.attempt) continue;
+      this.log.info(`attempt ${c.attempt.executionId}/${c.attempt.taskId} cancelled: ${c.reason}`);
+      this.cancel(c.attempt, c.reason || "cancelled");
+    }
+    for (const r of res.rejections) {
+      this.log.info(`result ${r.attempt?.executionId}/${r.attempt?.taskId} rejected: ${r.reason}`);
+    }
+    if (res.drain) this.drainNow(res.drain.reason || "server drain");
+  }
+
+  private onDispatch(dispatch: Dispatch): void {
+    const ref = dispatch.attempt;
+    if (!ref) return;
+    const key = keyOf(ref);
+    this.outbox.acks.push(create(AssignmentAckSchema, { attempt: ref }));
+    if (this.attempts.has(key) || this.outbox.results.has(key)) return; // re-sent: ack only
+    const abort = new AbortController();
+    const attempt: Attempt = { dispatch, abort, started: false, ctx: new TaskContext(info(dispatch), abort.signal, () => this.requestHeartbeat()) };
+    this.attempts.set(key, attempt);
+    this.outbox.afterWrite.push(() => this.start(key, attempt));
+  }
+
+  private start(key: string, attempt: Attempt): void {
+    if (this.attempts.get(key) !== attempt || attempt.started) return; // cancelled before its ack left
+    attempt.started = true;
+    const { dispatch, ctx } = attempt;
+    const handler = this.handlers.get(dispatch.taskType);
+    if (!handler) {
+      // Another worker may have this type, so the attempt stays retryable.
+      const error = create(ErrorInfoSchema, {
+        type: "UnknownTaskType",
+        message: `no handler registered for task type ${JSON.stringify(dispatch.taskType)}`,
+        retryable: true,
+      });
+      return this.onResult(key, attempt, errorResult(dispatch.attempt!, error));
+    }
+    const span = startSpan(dispatch.taskType, ctx);
+    Promise.resolve()
+      .then(() => handler(dispatch.inputs ?? {}, ctx))
+      .then(
+        (output) => {
+          span?.end();
+          this.onResult(key, attempt, outputResult(dispatch.attempt!, output));
+        },
+        (err: unknown) => {
+          span?.fail(err);
+          this.onResult(key, attempt, errorResult(dispatch.attempt!, errorInfo(err)));
+        },
+      );
+  }
+
+  private onResult(key: string, attempt: Attempt, result: TaskResult): void {
+    if (this.attempts.get(key) !== attempt) return; // cancelled or revoked: nobody wants it
+    this.attempts.delete(key);
+    this.outbox.results.set(key, result);
+    this.scheduleFlush();
+  }
+
+  private requestHeartbeat(): void {
+    // Progress-only rounds, at most ten per heartbeat interval.
+    if (this.earlyBeat || !this.call) return;
+    const wait = Math.max(0, this.lastEarlyBeat + this.heartbeatMs / 10 - Date.now());
+    this.earlyBeat = setTimeout(() => {
+      this.earlyBeat = undefined;
+      this.lastEarlyBeat = Date.now();
+      this.queueHeartbeats(true);
+    }, wait);
+  }
+
+  private queueHeartbeats(onlyDirty: boolean): void {
+    for (const a of this.attempts.values()) {
+      if (!a.started || (onlyDirty && !a.ctx.progressDirty)) continue;
+      const beat = create(TaskHeartbeatSchema, { attempt: a.dispatch.attempt });
+      if (a.ctx.progress !== undefined) beat.progress = toValue(a.ctx.progress);
+      a.ctx.progressDirty = false;
+      this.outbox.heartbeats.push(beat);
+    }
+    if (this.outbox.heartbeats.length) this.flush();
+  }
+
+  private cancel(ref: AttemptRef, reason: string): void {
+    for (const key of this.matching(ref)) {
+      this.outbox.results.delete(key);
+      this.outbox.inFlight.delete(key);
+      const attempt = this.attempts.get(key);
+      if (attempt) {
+        this.attempts.delete(key);
+        attempt.abort.abort(new CancelledError(reason));
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  private matching(ref: AttemptRef): string[] {
+    if (ref.token) return [keyOf(ref)];
+    // No token: the executor means whatever attempt of this task we hold.
+    const prefix = `${ref.executionId}/${ref.taskId}/${ref.phase}/`;
+    return [...this.attempts.keys(), ...this.outbox.results.keys()].filter((k) => k.startsWith(prefix));
+  }
+
+  private drainNow(reason: string): void {
+    if (this.draining) return;
+    this.log.info(`draining (${reason}): ${this.attempts.size} attempts running`);
+    this.draining = true;
+    this.outbox.status = DRAINING;
+    this.interrupt.abort();
+    this.scheduleFlush();
+  }
+
+  private stopNow(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.interrupt.abort();
+    this.abortAll("worker stopped");
+    this.call?.cancel();
+  }
+
+  private drained(): boolean {
+    return this.draining && this.attempts.size === 0 && this.outbox.empty();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Everything that completes in this tick leaves in one message.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const call = this.call;
+    if (!call || this.halfClosed) return;
+    const { request, callbacks } = this.outbox.take(Date.now(), Math.max(1000, 2 * this.heartbeatMs));
+    const after = () => {
+      for (const cb of callbacks) cb();
+    };
+    if (request) call.write(request, after);
+    else after();
+    if (this.drained()) {
+      this.halfClosed = true;
+      call.end();
+      this.onHalfClose();
+    }
+  }
+
+  private onDisconnected(lost: boolean): void {
+    // Attempts whose ack never left were not started; the executor re-queues them.
+    for (const [key, a] of this.attempts) if (!a.started) this.attempts.delete(key);
+    this.outbox.resetConnection(lost);
+  }
+
+  private abortAll(reason: string): void {
+    for (const a of this.attempts.values()) a.abort.abort(new CancelledError(reason));
+    this.attempts.clear();
+  }
+}
+
+/** The reason of a handler's AbortSignal when the attempt is cancelled. */
+export class CancelledError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CancelledError";
+  }
+}
+
+function keyOf(ref: AttemptRef): string {
+  return `${ref.executionId}/${ref.taskId}/${ref.phase}/${ref.token?.attempt ?? 0}/${ref.token?.leaseEpoch ?? 0n}`;
+}
+
+function info(dispatch: Dispatch) {
+  const ref = dispatch.attempt!;
+  return {
+    executionId: ref.executionId,
+    taskId: ref.taskId,
+    attempt: ref.token?.attempt ?? 0,
+    leaseEpoch: ref.token?.leaseEpoch ?? 0n,
+    idempotencyKey: dispatch.idempotencyKey,
+    taskType: dispatch.taskType,
+    workflowName: dispatch.workflowName,
+    secrets: Object.freeze({ ...dispatch.secrets }),
+    traceContext: Object.freeze({ ...dispatch.traceContext }),
+    deadline: dispatch.startToCloseDeadline ? timestampDate(dispatch.startToCloseDeadline) : undefined,
+  };
+}
+
+function toValue(json: unknown) {
+  // Through JSON text: Dates become strings, undefined members vanish, as in JSON.
+  const text = JSON.stringify(json ?? null);
+  return fromJson(ValueSchema, (text === undefined ? null : JSON.parse(text)) as JsonValue);
+}
+
+/** ErrorInfo for a thrown value: type = error class name, retryable unless it says no. */
+export function errorInfo(err: unknown): ErrorInfo {
+  let type = "Error";
+  let message = String(err);
+  let retryable = true;
+  if (err !== null && typeof err === "object") {
+    const e = err as { name?: unknown; message?: unknown; retryable?: unknown; constructor?: { name?: string } };
+    const ctorName = e.constructor?.name;
+    // `class CardDeclined extends Error {}` keeps name "Error": prefer the class name.
+    type = typeof e.name === "string" && e.name && e.name !== "Error" ? e.name : ctorName && ctorName !== "Object" ? ctorName : "Error";
+    if (typeof e.message === "string") message = e.message;
+    retryable = e.retryable !== false;
+  }
+  return create(ErrorInfoSchema, { type, message, retryable });
+}
+
+function outputResult(ref: AttemptRef, output: unknown): TaskResult {
+  try {
+    return create(TaskResultSchema, { attempt: ref, outcome: { case: "output", value: toValue(output) } });
+  } catch (err) {
+    // Retrying cannot make the return value serialisable.
+    const error = create(ErrorInfoSchema, {
+      type: "OutputEncodingError",
+      message: `handler returned a value that is not JSON: ${String(err)}`,
+      retryable: false,
+    });
+    return errorResult(ref, error);
+  }
+}
+
+function errorResult(ref: AttemptRef, error: ErrorInfo): TaskResult {
+  return create(TaskResultSchema, { attempt: ref, outcome: { case: "error", value: error } });
+}
