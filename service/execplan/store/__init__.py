@@ -6,7 +6,8 @@
 
 Modules: `port` (the interface and its records), `checks` (validation every backend
 shares), `memory` (MemoryStore), `sqlite/` (SqliteStore: WAL, one writer with group
-commit, separate readers, versioned migrations). PostgreSQL comes later.
+commit, separate readers, versioned migrations), `postgres/` (PostgresStore: asyncpg,
+one writer connection with group commit, a read pool, advisory-locked migrations).
 """
 
 from __future__ import annotations
@@ -47,14 +48,15 @@ def open_store(url_or_path: str) -> Store:
     """Build (not open) the store a URL names.
 
     "memory:" -> MemoryStore; "sqlite:///abs/path" or "sqlite://rel/path" or a plain
-    path -> SqliteStore; "postgresql://..." -> StoreError until that backend exists.
+    path -> SqliteStore; "postgresql://..." or "postgres://..." -> PostgresStore (the
+    URL is the asyncpg/libpq DSN).
     """
     if url_or_path == "memory:" or url_or_path.startswith("memory://"):
         return MemoryStore()
     if url_or_path.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "the PostgreSQL store is not implemented yet; use a SQLite path or 'memory:'"
-        )
+        from .postgres import PostgresStore  # noqa: PLC0415  (asyncpg only when used)
+
+        return PostgresStore(url_or_path)
     if url_or_path.startswith("sqlite:"):
         path = url_or_path.removeprefix("sqlite:").removeprefix("//")
         if not path:

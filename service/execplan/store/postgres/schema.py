@@ -1,0 +1,138 @@
+"""PostgreSQL schema as an ordered list of migrations (mirrors `sqlite/schema.py`).
+
+`schema_version` holds one row per applied migration (`version` is its primary key,
+so a step can never be recorded twice). `migrate()` takes a session-level advisory
+lock first, so replicas starting at the same moment queue up and the later ones find
+the work done; then each missing step runs in its own transaction, so a crash leaves
+the database at a whole version. A database from a newer execplan is refused.
+
+To change the schema, append a `Migration` (never edit an applied one) and keep it
+in step with the SQLite list where the port needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from execplan.errors import StoreError
+
+# pg_advisory_lock key: any constant bigint unique to "execplan schema migration".
+MIGRATION_LOCK_KEY = 0x65786563_706C616E  # b"execplan"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "plans, executions index, event log, snapshots",
+        (
+            "CREATE TABLE plans (plan_id text PRIMARY KEY, payload bytea NOT NULL)",
+            """CREATE TABLE executions (
+                execution_id  text PRIMARY KEY,
+                plan_id       text NOT NULL,
+                workflow_name text NOT NULL,
+                state         text NOT NULL,
+                created_at_ms bigint NOT NULL,
+                updated_at_ms bigint NOT NULL,
+                last_sequence bigint NOT NULL,
+                request_id    text NOT NULL DEFAULT ''
+            )""",
+            # Idempotent StartExecution: INSERT ... ON CONFLICT DO NOTHING hits this.
+            """CREATE UNIQUE INDEX executions_by_request
+                ON executions (request_id) WHERE request_id <> ''""",
+            # Keyset pagination newest first (btree scans backwards).
+            "CREATE INDEX executions_by_created ON executions (created_at_ms, execution_id)",
+            """CREATE INDEX executions_by_state
+                ON executions (state, created_at_ms, execution_id)""",
+            """CREATE INDEX executions_by_workflow
+                ON executions (workflow_name, created_at_ms, execution_id)""",
+            # The primary key is the optimistic-concurrency check.
+            """CREATE TABLE events (
+                execution_id   text NOT NULL REFERENCES executions (execution_id),
+                sequence       bigint NOT NULL,
+                kind           text NOT NULL,
+                recorded_at_ms bigint NOT NULL,
+                payload        bytea NOT NULL,
+                PRIMARY KEY (execution_id, sequence)
+            )""",
+            """CREATE TABLE snapshots (
+                execution_id text PRIMARY KEY REFERENCES executions (execution_id),
+                sequence     bigint NOT NULL,
+                payload      bytea NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "fairness key, durable timers, key/value map",
+        (
+            "ALTER TABLE executions ADD COLUMN fairness_key text NOT NULL DEFAULT ''",
+            """CREATE TABLE timers (
+                timer_id     text PRIMARY KEY,
+                execution_id text NOT NULL,
+                fire_at_ms   bigint NOT NULL,
+                payload      bytea NOT NULL
+            )""",
+            "CREATE INDEX timers_by_fire_at ON timers (fire_at_ms, timer_id)",
+            """CREATE TABLE kv (
+                namespace text NOT NULL,
+                key       text NOT NULL,
+                payload   bytea NOT NULL,
+                PRIMARY KEY (namespace, key)
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+async def current_version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return 0
+    version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    return int(version) if version is not None else 0
+
+
+async def migrate(conn: asyncpg.Connection, target: int = LATEST_VERSION) -> list[int]:
+    """Bring the schema to `target` (default: latest); returns the versions applied
+    by this call ([] when another process had already done it)."""
+    applied: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                version     integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now()
+            )"""
+        )
+        version = await current_version(conn)
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this execplan "
+                f"(knows up to {LATEST_VERSION}); upgrade execplan"
+            )
+        for migration in MIGRATIONS:
+            if version < migration.version <= target:
+                async with conn.transaction():
+                    for statement in migration.statements:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+                        migration.version,
+                        migration.description,
+                    )
+                version = migration.version
+                applied.append(version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied

@@ -1,0 +1,231 @@
+"""Group commit on PostgreSQL: every write of the process goes through one writer.
+
+Same shape as `sqlite/writer.py`: `submit(op)` / `enqueue(appends)` queue work and
+return futures; a single drain task takes everything pending (up to `max_group`) and
+runs it as ONE transaction on the writer's own connection::
+
+    BEGIN
+      SELECT ... FOR UPDATE        -- last_sequence of every execution in a run of appends
+      INSERT INTO events SELECT * FROM unnest(...)   -- all accepted events, one statement
+      UPDATE executions ... FROM unnest(...)         -- all index rows, one statement
+      op(conn)                     -- other writes (create, snapshot, timer, kv, plan)
+      ...
+    COMMIT                         -- one WAL flush for the group
+
+and only then resolves each caller's future. Consecutive appends form one run (three
+round trips whatever its size); other ops keep their place in the order, so an append
+queued after a create sees the execution. Writes submitted while a commit is in flight
+wait for the next one: the group grows with the load, with no timer.
+
+A rejected op (conflict, not found, already exists) writes nothing and never fails the
+rest. Any SQL error aborts a PostgreSQL transaction, so an unexpected one (e.g. a
+unique violation because another process wrote the same sequence) rolls the group
+back and re-runs it with a SAVEPOINT around each op, which then fails alone. If the
+transaction itself fails (connection lost), every op of the group gets a
+`StoreError`: none of it is acknowledged; the next group reconnects.
+
+Caller cancellation does not withdraw an op: it may still commit (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import asyncpg
+from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError, Unavailable
+
+from ..port import Append
+from .writes import Failed, append_many
+
+T = TypeVar("T")
+Op = Callable[[asyncpg.Connection], Awaitable[Any]]
+Work = Op | Append
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters for tests and metrics: `operations / transactions` is the group size."""
+
+    transactions: int = 0
+    operations: int = 0
+    largest_group: int = 0
+
+
+class _Retry(Exception):
+    """An unexpected SQL error aborted the fast attempt; re-run with savepoints."""
+
+
+class GroupCommitWriter:
+    def __init__(self, connect: Connect, max_group: int = 5000) -> None:
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
+        self._max_group = max_group
+        self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = WriterStats()
+
+    async def start(self) -> None:
+        self._conn = await self._connect()
+
+    async def submit(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `op` in the next group transaction; returns after that commit."""
+        (future,) = self.enqueue([op])
+        result: T = await future
+        return result
+
+    def enqueue(self, work: Sequence[Work]) -> list[asyncio.Future[Any]]:
+        """Queue several ops at once (they land in the same group unless it is full)."""
+        if self._closed:
+            raise Unavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for item in work:
+            future = loop.create_future()
+            self._pending.append((item, future))
+            futures.append(future)
+        if futures and self._drainer is None:
+            # Started, not run: every coroutine woken in this loop iteration queues first.
+            self._drainer = loop.create_task(self._drain())
+        return futures
+
+    async def close(self) -> None:
+        """Refuse new ops, wait until everything queued is committed, disconnect."""
+        self._closed = True
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def _drain(self) -> None:
+        group: list[tuple[Work, asyncio.Future[Any]]] = []
+        try:
+            while self._pending:
+                group = self._pending[: self._max_group]
+                del self._pending[: self._max_group]
+                await self._commit(group)
+                group = []
+        finally:
+            self._drainer = None
+            leftover = group + self._pending
+            self._pending = []
+            _fail(leftover, Unavailable, "store writer stopped; outcome unknown")
+
+    async def _commit(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        work = [item for item, _ in group]
+        try:
+            conn = await self._connection()
+            try:
+                outcomes = await _attempt(conn, work, savepoints=False)
+            except _Retry:
+                outcomes = await _attempt(conn, work, savepoints=True)
+        except Exception as exc:
+            # Rolled back (or the connection died mid-COMMIT: unknowable): never acked.
+            _fail(group, StoreError, f"group commit failed: {exc}", exc)
+            return
+        self.stats.transactions += 1
+        self.stats.operations += len(group)
+        self.stats.largest_group = max(self.stats.largest_group, len(group))
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():  # the caller was cancelled; its op still committed
+                continue
+            if isinstance(outcome, Failed):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+
+async def _attempt(
+    conn: asyncpg.Connection, work: Sequence[Work], *, savepoints: bool
+) -> list[Any]:
+    outcomes: list[Any] = []
+    async with conn.transaction():
+        i = 0
+        while i < len(work):
+            item = work[i]
+            if isinstance(item, Append):
+                j = i
+                while j < len(work) and isinstance(work[j], Append):
+                    j += 1
+                run: list[Append] = [w for w in work[i:j] if isinstance(w, Append)]
+                if savepoints:
+                    for append in run:
+                        outcomes.append(await _in_savepoint(conn, _single_append(append)))
+                else:
+                    outcomes.extend(await _fast(conn, partial(_append_run, run)))
+                i = j
+                continue
+            if savepoints:
+                outcomes.append(await _in_savepoint(conn, item))
+            else:
+                outcomes.append(await _fast(conn, item))
+            i += 1
+    return outcomes
+
+
+async def _append_run(run: list[Append], conn: asyncpg.Connection) -> list[Any]:
+    return await append_many(conn, run)
+
+
+def _single_append(item: Append) -> Op:
+    async def op(conn: asyncpg.Connection) -> Any:
+        (outcome,) = await append_many(conn, [item])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return outcome
+
+    return op
+
+
+async def _fast(conn: asyncpg.Connection, op: Op) -> Any:
+    try:
+        return await op(conn)
+    except ExecplanError as exc:  # raised before the op wrote anything
+        return Failed(exc)
+    except asyncpg.PostgresError as exc:
+        raise _Retry from exc
+
+
+async def _in_savepoint(conn: asyncpg.Connection, op: Op) -> Any:
+    try:
+        async with conn.transaction():  # nested: SAVEPOINT / RELEASE or ROLLBACK TO
+            return await op(conn)
+    except ExecplanError as exc:
+        return Failed(exc)
+    except asyncpg.PostgresError as exc:
+        return Failed(_translate(exc))
+
+
+def _translate(exc: asyncpg.PostgresError) -> BaseException:
+    error: ExecplanError
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        # Another process wrote the same key between our check and our write.
+        error = ConcurrencyConflict(f"concurrent write: {exc}")
+    else:
+        error = StoreError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _fail(
+    group: list[tuple[Work, asyncio.Future[Any]]],
+    kind: type[ExecplanError],
+    message: str,
+    cause: BaseException | None = None,
+) -> None:
+    for _, future in group:
+        if not future.done():
+            error = kind(message)
+            error.__cause__ = cause
+            future.set_exception(error)

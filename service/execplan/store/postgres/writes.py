@@ -1,0 +1,233 @@
+"""Write operations: coroutines of the writer's `asyncpg.Connection`, run inside the
+group transaction (see `writer.py`).
+
+The rule that keeps group commit cheap (as in `sqlite/writes.py`): raise
+`ExecplanError`s only *before* the first write, and never let an expected condition
+become an SQL error (PostgreSQL aborts the whole transaction on any error): duplicates
+are `ON CONFLICT`, missing rows are looked up first. Appends are not per-op functions
+here: `append_many` validates a whole run of them in Python against one locked read
+of `last_sequence` and writes every accepted event with one multi-row INSERT (unnest
+of column arrays) and every index row with one UPDATE: three round trips per group,
+whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from execplan.errors import AlreadyExists, ConcurrencyConflict, ExecplanError, NotFound
+
+from ..checks import check_sequences
+from ..port import Append, ExecutionRecord, Snapshot, StoredEvent, TimerRecord
+from .reads import EXECUTION_COLUMNS, to_record
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The outcome of a rejected op: nothing of it was written."""
+
+    error: BaseException
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (execution_id, sequence, kind, recorded_at_ms, payload)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])"
+)
+
+_UPDATE_INDEX = (
+    "UPDATE executions AS e SET last_sequence = u.last_sequence,"
+    " state = COALESCE(u.state, e.state),"
+    " updated_at_ms = COALESCE(u.updated_at_ms, e.updated_at_ms)"
+    " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])"
+    " AS u (execution_id, last_sequence, state, updated_at_ms)"
+    " WHERE e.execution_id = u.execution_id"
+)
+
+
+class _EventColumns:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.sequences: list[int] = []
+        self.kinds: list[str] = []
+        self.recorded: list[int] = []
+        self.payloads: list[bytes] = []
+
+    def add(self, events: Sequence[StoredEvent]) -> None:
+        for e in events:
+            self.ids.append(e.execution_id)
+            self.sequences.append(e.sequence)
+            self.kinds.append(e.kind)
+            self.recorded.append(e.recorded_at_ms)
+            self.payloads.append(e.payload)
+
+    async def insert(self, conn: asyncpg.Connection) -> None:
+        if self.ids:
+            await conn.execute(
+                _INSERT_EVENTS, self.ids, self.sequences, self.kinds, self.recorded, self.payloads
+            )
+
+
+async def append_many(conn: asyncpg.Connection, items: Sequence[Append]) -> list[Any]:
+    """Apply `items` in order; returns one outcome per item (`None` or `Failed`).
+
+    `FOR UPDATE` (in id order, so two processes cannot deadlock) holds the index rows
+    until commit: a concurrent writer elsewhere waits and then sees our sequences.
+    Later items see earlier ones of the same run through the in-memory `last` map.
+    """
+    ids = sorted({item.execution_id for item in items})
+    rows = await conn.fetch(
+        "SELECT execution_id, last_sequence FROM executions"
+        " WHERE execution_id = ANY($1::text[]) ORDER BY execution_id FOR UPDATE",
+        ids,
+    )
+    last: dict[str, int] = {r[0]: r[1] for r in rows}
+    # execution_id -> [last_sequence, state, updated_at_ms] to write.
+    changed: dict[str, list[Any]] = {}
+    columns = _EventColumns()
+    outcomes: list[Any] = []
+    for item in items:
+        current = last.get(item.execution_id)
+        if current is None:
+            outcomes.append(Failed(NotFound(f"execution {item.execution_id!r} not found")))
+            continue
+        try:
+            check_sequences(item.execution_id, current, item.events)
+        except ConcurrencyConflict as exc:
+            outcomes.append(Failed(exc))
+            continue
+        outcomes.append(None)
+        if not item.events and item.state is None:
+            continue
+        columns.add(item.events)
+        new_last = item.events[-1].sequence if item.events else current
+        last[item.execution_id] = new_last
+        row = changed.setdefault(item.execution_id, [new_last, None, None])
+        row[0] = new_last
+        if item.state is not None:
+            row[1], row[2] = item.state, item.updated_at_ms
+    await columns.insert(conn)
+    if changed:
+        keys = list(changed)
+        await conn.execute(
+            _UPDATE_INDEX,
+            keys,
+            [changed[k][0] for k in keys],
+            [changed[k][1] for k in keys],
+            [changed[k][2] for k in keys],
+        )
+    return outcomes
+
+
+async def put_plan(plan_id: str, payload: bytes, conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO plans (plan_id, payload) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        plan_id,
+        payload,
+    )
+
+
+async def _by_request_id(conn: asyncpg.Connection, request_id: str) -> ExecutionRecord | None:
+    row = await conn.fetchrow(
+        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE request_id = $1", request_id
+    )
+    return None if row is None else to_record(row)
+
+
+async def create_execution(
+    record: ExecutionRecord, events: Sequence[StoredEvent], conn: asyncpg.Connection
+) -> tuple[ExecutionRecord, bool]:
+    if record.request_id:
+        existing = await _by_request_id(conn, record.request_id)
+        if existing is not None:
+            return existing, False
+    try:
+        check_sequences(record.execution_id, 0, events)
+    except ExecplanError:
+        if await conn.fetchval(
+            "SELECT 1 FROM executions WHERE execution_id = $1", record.execution_id
+        ):
+            raise AlreadyExists(f"execution {record.execution_id!r} already exists") from None
+        raise
+    stored = ExecutionRecord(
+        record.execution_id,
+        record.plan_id,
+        record.workflow_name,
+        record.state,
+        record.created_at_ms,
+        record.updated_at_ms,
+        len(events),
+        record.request_id,
+        record.fairness_key,
+    )
+    # DO NOTHING covers both unique keys (id, request_id); it waits for a concurrent
+    # inserter of the same key in another process and then reports the conflict.
+    inserted = await conn.fetchval(
+        f"INSERT INTO executions ({EXECUTION_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+        " RETURNING execution_id",
+        stored.execution_id,
+        stored.plan_id,
+        stored.workflow_name,
+        stored.state,
+        stored.created_at_ms,
+        stored.updated_at_ms,
+        stored.last_sequence,
+        stored.request_id,
+        stored.fairness_key,
+    )
+    if inserted is None:
+        if record.request_id:
+            existing = await _by_request_id(conn, record.request_id)
+            if existing is not None:
+                return existing, False
+        raise AlreadyExists(f"execution {record.execution_id!r} already exists")
+    columns = _EventColumns()
+    columns.add(events)
+    await columns.insert(conn)
+    return stored, True
+
+
+async def save_snapshot(snapshot: Snapshot, conn: asyncpg.Connection) -> None:
+    if not await conn.fetchval(
+        "SELECT 1 FROM executions WHERE execution_id = $1", snapshot.execution_id
+    ):
+        raise NotFound(f"execution {snapshot.execution_id!r} not found")
+    await conn.execute(
+        "INSERT INTO snapshots (execution_id, sequence, payload) VALUES ($1, $2, $3)"
+        " ON CONFLICT (execution_id) DO UPDATE"
+        " SET sequence = excluded.sequence, payload = excluded.payload"
+        " WHERE excluded.sequence >= snapshots.sequence",
+        snapshot.execution_id,
+        snapshot.sequence,
+        snapshot.payload,
+    )
+
+
+async def put_timer(timer: TimerRecord, conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO timers (timer_id, execution_id, fire_at_ms, payload)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (timer_id) DO UPDATE SET"
+        " execution_id = excluded.execution_id, fire_at_ms = excluded.fire_at_ms,"
+        " payload = excluded.payload",
+        timer.timer_id,
+        timer.execution_id,
+        timer.fire_at_ms,
+        timer.payload,
+    )
+
+
+async def delete_timer(timer_id: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("DELETE FROM timers WHERE timer_id = $1", timer_id)
+
+
+async def put_kv(namespace: str, key: str, payload: bytes, conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO kv (namespace, key, payload) VALUES ($1, $2, $3)"
+        " ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload",
+        namespace,
+        key,
+        payload,
+    )
