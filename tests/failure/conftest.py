@@ -84,7 +84,9 @@ def task_kinds(events: list[events_pb2.ExecutionEvent], task_id: str) -> list[st
         if getattr(body, "task_id", None) != task_id:
             continue
         name = _SHORT[kind](body) if kind in _SHORT else kind
-        phase = getattr(body, "phase", 0)
+        phase: execution_pb2.TaskPhase.ValueType = getattr(
+            body, "phase", execution_pb2.TASK_PHASE_UNSPECIFIED
+        )
         if phase and phase != execution_pb2.TASK_PHASE_MAIN:
             name += ":" + execution_pb2.TaskPhase.Name(phase).removeprefix("TASK_PHASE_").lower()
         kinds.append(name)
