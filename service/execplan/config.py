@@ -14,7 +14,8 @@ MIB = 1024 * 1024
 class ServerConfig:
     # HOST:PORT; port 0 picks a free port (see ExecplanServer.port).
     listen: str = DEFAULT_LISTEN
-    # The executor's SQLite file; unused by the planner.
+    # The executor's store: a SQLite path, or any URL `execplan.store.open_store`
+    # takes ("postgresql://...", "sqlite:///...", "memory:"); unused by the planner.
     db_path: str = DEFAULT_DB
     # 64 MiB: a 50,000-task plan is a few MiB; gRPC's 4 MiB default is too small.
     max_message_bytes: int = 64 * MIB

@@ -118,7 +118,8 @@ class MetricsComponent(BaseComponent):
 def build_components(config: ServerConfig) -> list[Component]:
     """Everything `execplan serve` runs, in start order (store first, so it closes last).
 
-    The executor plugs in here: open the store from `config.db_path`, then append
+    The executor plugs in here: open the store from `config.db_path` (a SQLite path
+    or a store URL such as postgresql://...), then append
     the executor component (which registers ExecutorService and WorkerService).
     """
     components: list[Component] = []

@@ -23,11 +23,17 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help=f"gRPC address (default: {DEFAULT_LISTEN}; port 0 picks one)",
     )
-    p.add_argument(
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
         "--db",
-        default=DEFAULT_DB,
         metavar="PATH",
         help=f"SQLite file of the executor (default: {DEFAULT_DB})",
+    )
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        help="the executor's store: postgresql://USER@HOST:PORT/DB (several machines), "
+        "sqlite:///PATH or a path (one machine), or memory: (tests)",
     )
     p.add_argument(
         "--metrics-listen",
@@ -69,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise CliError("--max-message-mib must be > 0 and --grace >= 0", EXIT_USAGE)
     return ServerConfig(
         listen=args.listen,
-        db_path=args.db,
+        db_path=args.store or args.db or DEFAULT_DB,
         max_message_bytes=args.max_message_mib * MIB,
         grace_seconds=args.grace,
         metrics_listen=args.metrics_listen,
