@@ -23,7 +23,9 @@ from execplan.server import ExecplanServer, PlannerComponent
 from execplan.v1 import events_pb2, execution_pb2
 from execplan.worker import Worker
 
-FAST = EngineConfig(ack_deadline_ms=1_000, reconnect_grace_ms=300, recovery_grace_ms=300)
+FAST = EngineConfig(
+    ack_deadline_ms=1_000, reconnect_grace_ms=300, recovery_grace_ms=300, heartbeat_interval_ms=100
+)
 
 
 @dataclass
