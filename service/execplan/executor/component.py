@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from execplan.executor.engine import Engine, EngineConfig
@@ -18,7 +19,12 @@ class ExecutorComponent:
         planner_address: str | None = None,
         config: EngineConfig | None = None,
         silence_ms: int = 15_000,
+        observe: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
+        """`observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
+        (executor/metrics.py, tracing.py, execplan.logs); spans use `tracer_provider`,
+        default the global one (no-op unless configured)."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
             Compiler,
             LocalCompiler,
@@ -27,6 +33,13 @@ class ExecutorComponent:
 
         self.store: Store = open_store(store_url)
         self.engine = Engine(self.store, config)
+        if observe:
+            from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415
+            from execplan.executor.tracing import TracingObserver  # noqa: PLC0415
+
+            self.metrics = MetricsObserver(self.engine)
+            self.engine.observers.add(self.metrics)
+            self.engine.observers.add(TracingObserver(tracer_provider))
         self._remote: RemoteCompiler | None = None
         compiler: Compiler
         if planner_address:

@@ -23,6 +23,7 @@ from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey, TaskContext
+from ._tracing import handler_span
 
 _log = logging.getLogger("execplan.worker")
 
@@ -132,7 +133,8 @@ class Runner:
             return
         try:
             inputs = from_struct(dispatch.inputs)
-            output = handler.fn(inputs, ctx) if handler.takes_context else handler.fn(inputs)
+            with handler_span(dispatch):
+                output = handler.fn(inputs, ctx) if handler.takes_context else handler.fn(inputs)
         except Exception as exc:
             self.report(key, encode_error(dispatch.attempt, exc))
         else:
@@ -164,10 +166,11 @@ class Runner:
         key = AttemptKey.of(dispatch.attempt)
         try:
             inputs = from_struct(dispatch.inputs)
-            if handler.takes_context:
-                output = await handler.fn(inputs, ctx)
-            else:
-                output = await handler.fn(inputs)
+            with handler_span(dispatch):
+                if handler.takes_context:
+                    output = await handler.fn(inputs, ctx)
+                else:
+                    output = await handler.fn(inputs)
         except asyncio.CancelledError:
             # Cancelled by the executor or by stop(): no result is sent either way.
             raise

@@ -1,0 +1,334 @@
+"""Prometheus metrics of the engine, fed by `EngineObserver` hooks.
+
+    engine.observers.add(MetricsObserver(engine))   # done by ExecutorComponent
+    execplan serve --metrics-listen 127.0.0.1:9464  # GET /metrics
+
+Every duration is a histogram in seconds with explicit buckets (1 ms .. 5 min).
+Labels stay low-cardinality: workflow, task_type, outcome, state; never ids.
+
+Metrics (labels in brackets):
+
+    execplan_executions_total{workflow,outcome}        started, succeeded, failed,
+                                                       cancelled, compensated, ...
+    execplan_tasks_total{workflow,task_type,outcome}   created, succeeded, failed,
+        attempt_failed, retried, timed_out, skipped, cancelled, requeued
+    execplan_task_queue_seconds{workflow,task_type}              queued -> dispatched
+    execplan_task_dispatch_to_start_seconds{workflow,task_type}  dispatched -> acked
+    execplan_task_duration_seconds{workflow,task_type,outcome}   acked -> result
+    execplan_execution_duration_seconds{workflow,outcome}        started -> completed
+    execplan_executions_live{state}                              gauge, live executions
+    execplan_workers_connected, execplan_worker_slots, execplan_worker_slots_free
+    execplan_circuit_breaker_state{task_type}          0 closed, 1 half-open, 2 open
+    execplan_commit_seconds                            one group commit of the engine
+
+The metric objects live in one registry: the process-wide default one unless a
+test passes its own. Several engines in one process share the default families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from execplan.executor.observer import EngineObserver
+from execplan.executor.state import ExecutionState, execution_state_name
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class EngineMetrics:
+    """The metric families, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.executions = Counter(
+            "execplan_executions", "Executions by outcome", ["workflow", "outcome"], registry=r
+        )
+        self.tasks = Counter(
+            "execplan_tasks",
+            "Task lifecycle events by outcome",
+            ["workflow", "task_type", "outcome"],
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "execplan_task_queue_seconds",
+            "Time from queued (ready) to dispatched",
+            ["workflow", "task_type"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.dispatch_to_start = Histogram(
+            "execplan_task_dispatch_to_start_seconds",
+            "Time from dispatch to the worker's acknowledgement",
+            ["workflow", "task_type"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.task_duration = Histogram(
+            "execplan_task_duration_seconds",
+            "Time an attempt ran on a worker (start to result)",
+            ["workflow", "task_type", "outcome"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.execution_duration = Histogram(
+            "execplan_execution_duration_seconds",
+            "End-to-end execution time",
+            ["workflow", "outcome"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "execplan_commit_seconds",
+            "One group commit of the engine",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.live = LiveCollector()
+        r.register(self.live)
+
+
+class LiveCollector(Collector):
+    """Gauges read at scrape time: executions by state, workers, slots, breakers."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.by_state: dict[str, int] = {}
+        # Set by `set_breaker_state` for breakers the engine does not expose itself.
+        self.breakers: dict[str, str] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        states = GaugeMetricFamily(
+            "execplan_executions_live", "Live executions by state", labels=["state"]
+        )
+        for name, count in sorted(self.by_state.items()):
+            states.add_metric([name], count)
+        yield states
+        workers = getattr(self.engine, "workers", None)
+        conns = list(getattr(workers, "workers", {}).values())
+        yield GaugeMetricFamily("execplan_workers_connected", "Connected workers", value=len(conns))
+        yield GaugeMetricFamily(
+            "execplan_worker_slots", "Slots of connected workers", value=sum(w.slots for w in conns)
+        )
+        yield GaugeMetricFamily(
+            "execplan_worker_slots_free",
+            "Free slots of connected workers",
+            value=sum(max(0, w.free) for w in conns),
+        )
+        breakers = GaugeMetricFamily(
+            "execplan_circuit_breaker_state",
+            "Circuit breaker per task type: 0 closed, 1 half-open, 2 open",
+            labels=["task_type"],
+        )
+        current = dict(self.breakers)
+        engine_breakers = getattr(getattr(self.engine, "breakers", None), "breakers", {})
+        for task_type, breaker in dict(engine_breakers).items():
+            current[task_type] = str(getattr(breaker, "state", "closed"))
+        for task_type, state in sorted(current.items()):
+            breakers.add_metric([task_type], BREAKER_VALUES.get(state, 0))
+        yield breakers
+
+
+_DEFAULT: EngineMetrics | None = None
+
+
+def default_metrics() -> EngineMetrics:
+    global _DEFAULT  # noqa: PLW0603  (one set of families per process registry)
+    if _DEFAULT is None:
+        _DEFAULT = EngineMetrics(REGISTRY)
+    return _DEFAULT
+
+
+def _ms(event: ev.ExecutionEvent) -> int:
+    return event.recorded_at.seconds * 1000 + event.recorded_at.nanos // 1_000_000
+
+
+def _task_type(state: ExecutionState, task_id: str, phase: int) -> str:
+    node = state.plan.nodes[state.plan.index_of[task_id]]
+    if phase == ex.TASK_PHASE_FALLBACK and node.fallback is not None:
+        return node.fallback.type
+    if phase == ex.TASK_PHASE_COMPENSATION and node.compensation is not None:
+        return node.compensation.type
+    return node.type
+
+
+class MetricsObserver(EngineObserver):
+    def __init__(self, engine: Any = None, metrics: EngineMetrics | None = None) -> None:
+        self.metrics = metrics or default_metrics()
+        self.metrics.live.engine = engine
+        # execution id -> (state name) for the by-state gauge
+        self._states: dict[str, str] = {}
+        # execution id -> task id -> (kind of the last timing mark, ms)
+        self._marks: dict[str, dict[str, tuple[str, int]]] = {}
+
+    def set_breaker_state(self, task_type: str, state: str) -> None:
+        """Hook for breakers: `closed`, `half_open` or `open`."""
+        self.metrics.live.breakers[task_type] = state
+
+    # -- hooks ---------------------------------------------------------------------------
+    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        workflow = state.plan.workflow_name
+        marks = self._marks.setdefault(state.execution_id, {})
+        for event in events:
+            kind = event.WhichOneof("kind")
+            if kind is None:
+                continue
+            handler = _HANDLERS.get(kind)
+            if handler is not None:
+                handler(self, state, workflow, marks, event)
+        self._track_state(state)
+
+    def round_committed(self, executions: int, events: int, seconds: float) -> None:
+        self.metrics.commit_seconds.observe(seconds)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _track_state(self, state: ExecutionState) -> None:
+        by_state = self.metrics.live.by_state
+        old = self._states.get(state.execution_id)
+        new = None if state.terminal else execution_state_name(state.state)
+        if old == new:
+            return
+        if old is not None:
+            by_state[old] = max(0, by_state.get(old, 0) - 1)
+        if new is None:
+            self._states.pop(state.execution_id, None)
+            self._marks.pop(state.execution_id, None)
+        else:
+            self._states[state.execution_id] = new
+            by_state[new] = by_state.get(new, 0) + 1
+
+    def _task(self, workflow: str, task_type: str, outcome: str) -> None:
+        self.metrics.tasks.labels(workflow, task_type, outcome).inc()
+
+
+Handler = Any
+
+
+def _execution_started(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    o.metrics.executions.labels(wf, "started").inc()
+
+
+def _execution_completed(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    outcome = execution_state_name(e.execution_completed.state).lower()
+    o.metrics.executions.labels(wf, outcome).inc()
+    if s.created_ms:
+        o.metrics.execution_duration.labels(wf, outcome).observe((_ms(e) - s.created_ms) / 1000)
+
+
+def _queued(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_queued
+    task_type = _task_type(s, body.task_id, body.phase)
+    if body.attempt == 1:
+        o._task(wf, task_type, "created")
+    marks[body.task_id] = ("queued", _ms(e))
+
+
+def _requeued(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_requeued
+    o._task(wf, _task_type(s, body.task_id, body.phase), "requeued")
+    marks[body.task_id] = ("queued", _ms(e))
+
+
+def _dispatched(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_dispatched
+    at = _ms(e)
+    mark = marks.get(body.task_id)
+    if mark is not None and mark[0] == "queued":
+        task_type = _task_type(s, body.task_id, body.phase)
+        o.metrics.queue_seconds.labels(wf, task_type).observe((at - mark[1]) / 1000)
+    marks[body.task_id] = ("dispatched", at)
+
+
+def _started(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_started
+    at = _ms(e)
+    mark = marks.get(body.task_id)
+    if mark is not None and mark[0] == "dispatched":
+        task_type = _task_type(s, body.task_id, body.phase)
+        o.metrics.dispatch_to_start.labels(wf, task_type).observe((at - mark[1]) / 1000)
+    marks[body.task_id] = ("started", at)
+
+
+def _ended(  # noqa: PLR0917
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, task_id: str, phase: int,
+    outcome: str, at: int,
+) -> None:  # fmt: skip
+    task_type = _task_type(s, task_id, phase)
+    o._task(wf, task_type, outcome)
+    mark = marks.pop(task_id, None)
+    if mark is not None and mark[0] in ("started", "dispatched"):
+        o.metrics.task_duration.labels(wf, task_type, outcome).observe((at - mark[1]) / 1000)
+
+
+def _succeeded(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_succeeded
+    _ended(o, s, wf, marks, body.task_id, body.phase, "succeeded", _ms(e))
+
+
+def _failed(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_failed
+    outcome = "failed" if body.final else "attempt_failed"
+    _ended(o, s, wf, marks, body.task_id, body.phase, outcome, _ms(e))
+
+
+def _timed_out(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    body = e.task_timed_out
+    _ended(o, s, wf, marks, body.task_id, body.phase, "timed_out", _ms(e))
+    if body.final:
+        o._task(wf, _task_type(s, body.task_id, body.phase), "failed")
+
+
+def _simple(outcome: str, field: str) -> Handler:
+    def handle(
+        o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    ) -> None:
+        body = getattr(e, field)
+        phase = getattr(body, "phase", ex.TASK_PHASE_MAIN)
+        o._task(wf, _task_type(s, body.task_id, phase), outcome)
+        if outcome in ("skipped", "cancelled"):
+            marks.pop(body.task_id, None)
+
+    return handle
+
+
+_HANDLERS: dict[str, Handler] = {
+    "execution_started": _execution_started,
+    "execution_completed": _execution_completed,
+    "task_queued": _queued,
+    "task_requeued": _requeued,
+    "task_dispatched": _dispatched,
+    "task_started": _started,
+    "task_succeeded": _succeeded,
+    "task_failed": _failed,
+    "task_timed_out": _timed_out,
+    "task_retry_scheduled": _simple("retried", "task_retry_scheduled"),
+    "task_skipped": _simple("skipped", "task_skipped"),
+    "task_cancelled": _simple("cancelled", "task_cancelled"),
+}

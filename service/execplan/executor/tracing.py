@@ -1,0 +1,165 @@
+"""OpenTelemetry spans of executions and task attempts, from committed events.
+
+    engine.observers.add(TracingObserver())   # done by ExecutorComponent
+
+One span per execution (`execution_started` -> `execution_completed`), a child of
+the trace context the client sent with StartExecution (`traceparent` metadata,
+stored in `ExecutionStarted.trace_context`). One span per task attempt, from its
+dispatch to its result (or re-queue, timeout, cancellation), a child of the
+execution span. The attempt span's W3C context is put into `Dispatch.trace_context`
+so the worker continues the trace: its span is a child of the attempt span.
+
+Uses only the OpenTelemetry API: without a configured tracer provider every span is
+a no-op, and the client's context passes through to workers unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from execplan.executor.observer import EngineObserver
+from execplan.executor.state import ExecutionState, execution_state_name
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import worker_service_pb2 as ws
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+_ENDS_ATTEMPT = {
+    "task_succeeded": "succeeded",
+    "task_failed": "failed",
+    "task_timed_out": "timed_out",
+    "task_requeued": "requeued",
+    "task_cancelled": "cancelled",
+}
+
+
+def _ns(event: ev.ExecutionEvent) -> int:
+    return event.recorded_at.seconds * 1_000_000_000 + event.recorded_at.nanos
+
+
+class TracingObserver(EngineObserver):
+    def __init__(self, tracer_provider: Any = None) -> None:
+        self._tracer = trace.get_tracer("execplan.executor", tracer_provider=tracer_provider)
+        self._executions: dict[str, Span] = {}
+        # execution id -> task id -> (lease epoch, attempt span)
+        self._attempts: dict[str, dict[str, tuple[int, Span]]] = {}
+
+    # -- spans -----------------------------------------------------------------------
+    def _execution(self, state: ExecutionState, start_ns: int | None = None) -> Span:
+        span = self._executions.get(state.execution_id)
+        if span is None:
+            parent = propagate.extract(dict(state.trace_context))
+            span = self._tracer.start_span(
+                f"execution {state.plan.workflow_name}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                start_time=start_ns or state.created_ms * 1_000_000 or None,
+                attributes={
+                    "execplan.execution_id": state.execution_id,
+                    "execplan.workflow": state.plan.workflow_name,
+                    "execplan.plan_id": state.plan.plan_id,
+                },
+            )
+            self._executions[state.execution_id] = span
+        return span
+
+    def _attempt(
+        self,
+        state: ExecutionState,
+        task_id: str,
+        *,
+        phase: int,
+        attempt: int,
+        epoch: int,
+        task_type: str,
+        worker_id: str,
+    ) -> Span:
+        attempts = self._attempts.setdefault(state.execution_id, {})
+        current = attempts.get(task_id)
+        if current is not None:
+            if current[0] == epoch:
+                return current[1]
+            current[1].end()  # an older lease whose end we did not see
+        parent = trace.set_span_in_context(self._execution(state))
+        phase_name = ex.TaskPhase.Name(phase).removeprefix("TASK_PHASE_").lower()  # type: ignore[arg-type]
+        span = self._tracer.start_span(
+            f"task {task_id}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "execplan.execution_id": state.execution_id,
+                "execplan.task_id": task_id,
+                "execplan.task_type": task_type,
+                "execplan.attempt": attempt,
+                "execplan.lease_epoch": epoch,
+                "execplan.phase": phase_name,
+                "execplan.worker_id": worker_id,
+            },
+        )
+        attempts[task_id] = (epoch, span)
+        return span
+
+    # -- hooks -----------------------------------------------------------------------
+    def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
+        ref = dispatch.attempt
+        task = state.task(ref.task_id)
+        span = self._attempt(
+            state,
+            ref.task_id,
+            phase=ref.phase,
+            attempt=ref.token.attempt,
+            epoch=ref.token.lease_epoch,
+            task_type=dispatch.task_type,
+            worker_id=task.worker_id,
+        )
+        if not span.get_span_context().is_valid:
+            return  # tracing off: the client's context (already set) passes through
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        dispatch.trace_context.clear()
+        dispatch.trace_context.update(carrier)
+
+    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        for event in events:
+            kind = event.WhichOneof("kind")
+            if kind == "execution_started":
+                self._execution(state, _ns(event))
+            elif kind == "task_started":
+                current = self._attempts.get(state.execution_id, {}).get(event.task_started.task_id)
+                if current is not None:
+                    current[1].add_event("started", timestamp=_ns(event))
+            elif kind in _ENDS_ATTEMPT:
+                self._end_attempt(state, event, kind)
+            elif kind == "execution_completed":
+                self._end_execution(state, event)
+
+    def _end_attempt(self, state: ExecutionState, event: ev.ExecutionEvent, kind: str) -> None:
+        body = getattr(event, kind)
+        attempts = self._attempts.get(state.execution_id)
+        current = attempts.pop(body.task_id, None) if attempts else None
+        if current is None:
+            return
+        span = current[1]
+        outcome = _ENDS_ATTEMPT[kind]
+        span.set_attribute("execplan.outcome", outcome)
+        if kind == "task_failed":
+            span.set_status(Status(StatusCode.ERROR, f"{body.error.type}: {body.error.message}"))
+        elif kind == "task_timed_out":
+            span.set_status(Status(StatusCode.ERROR, "timed out"))
+        span.end(end_time=_ns(event))
+
+    def _end_execution(self, state: ExecutionState, event: ev.ExecutionEvent) -> None:
+        for _, span in self._attempts.pop(state.execution_id, {}).values():
+            span.end(end_time=_ns(event))
+        if state.execution_id not in self._executions:
+            return
+        span = self._executions.pop(state.execution_id)
+        done = event.execution_completed
+        outcome = execution_state_name(done.state).lower()
+        span.set_attribute("execplan.outcome", outcome)
+        if done.state != ex.EXECUTION_STATE_SUCCEEDED:
+            message = f"{done.error.type}: {done.error.message}" if done.error.type else outcome
+            span.set_status(Status(StatusCode.ERROR, message))
+        span.end(end_time=_ns(event))
