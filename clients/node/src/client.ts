@@ -59,6 +59,11 @@ export interface StartOptions {
   /** Idempotency key; defaults to a fresh uuid. */
   requestId?: string;
   fairnessKey?: string;
+  /**
+   * W3C trace context (`traceparent`, `tracestate`) to start the execution in; sent
+   * as metadata, carried by every dispatch so workers continue the same trace.
+   */
+  traceContext?: Record<string, string>;
 }
 
 export interface StartResult {
@@ -110,7 +115,9 @@ export class ExecplanClient {
       requestId: options.requestId ?? randomUUID(),
       fairnessKey: options.fairnessKey ?? "",
     });
-    const res = await this.call<StartExecutionResponse>(this.executor, "startExecution", request);
+    const metadata = new grpc.Metadata();
+    for (const [k, v] of Object.entries(options.traceContext ?? {})) metadata.set(k, v);
+    const res = await this.call<StartExecutionResponse>(this.executor, "startExecution", request, metadata);
     return { executionId: res.executionId, planId: res.planId, created: res.created };
   }
 
@@ -219,9 +226,9 @@ export class ExecplanClient {
     return (await this.call<{ state: ExecutionState }>(this.executor, method, request)).state;
   }
 
-  private async call<O>(client: GenericClient, method: string, request: unknown): Promise<O> {
+  private async call<O>(client: GenericClient, method: string, request: unknown, metadata?: grpc.Metadata): Promise<O> {
     try {
-      return await unary<unknown, O>(client, method, request);
+      return await unary<unknown, O>(client, method, request, metadata);
     } catch (err) {
       throw translate(err);
     }

@@ -56,7 +56,13 @@ export function makeClient(
 }
 
 /** A unary call as a promise. */
-export function unary<I, O>(client: GenericClient, method: string, request: I, options: grpc.CallOptions = {}): Promise<O> {
+export function unary<I, O>(
+  client: GenericClient,
+  method: string,
+  request: I,
+  metadata: grpc.Metadata = new grpc.Metadata(),
+  options: grpc.CallOptions = {},
+): Promise<O> {
   return new Promise<O>((resolve, reject) => {
     const fn = client[method] as (
       req: I,
@@ -64,7 +70,7 @@ export function unary<I, O>(client: GenericClient, method: string, request: I, o
       options: grpc.CallOptions,
       cb: (err: grpc.ServiceError | null, res?: O) => void,
     ) => void;
-    fn.call(client, request, new grpc.Metadata(), options, (err, res) => {
+    fn.call(client, request, metadata, options, (err, res) => {
       if (err) reject(err);
       else resolve(res as O);
     });

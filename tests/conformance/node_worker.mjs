@@ -1,0 +1,53 @@
+// The Node conformance worker: the scenario task types under the `node.` prefix,
+// implemented exactly as py_worker.py implements them under `py.`.
+//   node tests/conformance/node_worker.mjs ADDRESS WORKER_ID
+// EXECPLAN_NODE_PACKAGE overrides where the built package is (default clients/node).
+import { dirname, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const pkg = process.env.EXECPLAN_NODE_PACKAGE || resolve(here, "../../clients/node");
+const { NonRetryableError, Worker } = await import(pathToFileURL(resolve(pkg, "dist/index.js")).href);
+
+const PREFIX = "node.";
+const [address, workerId] = process.argv.slice(2);
+
+function traceId(ctx) {
+  const parts = (ctx.traceparent ?? "").split("-");
+  return parts.length === 4 ? parts[1] : "";
+}
+
+function errorClass(name, retryable) {
+  // The class name is what the executor sees as ErrorInfo.type.
+  const Base = retryable ? Error : NonRetryableError;
+  return { [name]: class extends Base {} }[name];
+}
+
+const worker = new Worker({ address, workerId, slots: 8, labels: { lang: "node" } });
+
+worker.task(PREFIX + "step", async (inputs, ctx) => ({
+  value: (inputs.value ?? 0) * (inputs.mul ?? 1) + (inputs.add ?? 0),
+  path: [...(inputs.path ?? []), inputs.tag ?? ctx.taskId],
+  trace_id: traceId(ctx),
+}));
+
+worker.task(PREFIX + "sum", async (inputs, ctx) => ({
+  value: (inputs.values ?? []).reduce((a, b) => a + b, 0),
+  trace_id: traceId(ctx),
+}));
+
+worker.task(PREFIX + "fail", async (inputs) => {
+  const Cls = errorClass(inputs.error ?? "Boom", inputs.retryable ?? true);
+  throw new Cls(inputs.message ?? "failed on purpose");
+});
+
+worker.task(PREFIX + "flaky", async (inputs, ctx) => {
+  ctx.heartbeat({ attempt: ctx.attempt });
+  if (ctx.attempt < (inputs.succeed_on ?? 2)) throw new (errorClass("Transient", true))(`attempt ${ctx.attempt}`);
+  return { value: inputs.value ?? null, attempt: ctx.attempt, trace_id: traceId(ctx) };
+});
+
+worker.task(PREFIX + "undo", async (inputs, ctx) => ({ undone: inputs.what ?? null, trace_id: traceId(ctx) }));
+
+console.log("worker ready");
+await worker.run();
