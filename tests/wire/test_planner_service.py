@@ -260,3 +260,12 @@ async def test_big_compile_does_not_stall_other_calls(channel: grpc.aio.Channel)
     took = time.monotonic() - started
     assert len((await compiling).plan.nodes) == 10_000
     assert worst < max(0.5 * took, 0.05), f"loop stalled {worst:.3f}s of a {took:.3f}s compile"
+
+
+async def test_unknown_source_format_names_the_field(channel: grpc.aio.Channel) -> None:
+    request = pb.CompilePlanRequest(source=VALID, format=99)  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(channel).CompilePlan(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = _details(info.value, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["format"]
