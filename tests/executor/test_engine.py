@@ -10,6 +10,10 @@ import grpc
 import pytest
 from execplan.client import InvalidArgumentError
 from execplan.client.values import to_struct
+from execplan.executor.evolve import evolve
+from execplan.executor.plan_view import decode_plan
+from execplan.executor.state import new_state
+from execplan.executor.view import encode_execution
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.worker import TaskContext
@@ -45,6 +49,16 @@ def total(inputs: dict[str, Any]) -> dict[str, Any]:  # a sync handler, on a thr
 HANDLERS = {"t.add": add, "t.mul": mul, "t.sum": total}
 
 
+async def assert_replays(env: Env, execution_id: str) -> None:
+    """Folding the stored history into a fresh state gives what GetExecution shows."""
+    served = await env.client.get(execution_id)
+    plan = decode_plan(await env.client.get_plan(served.plan_id))
+    state = new_state(execution_id, plan)
+    for event in await env.history(execution_id):
+        evolve(state, event)
+    assert encode_execution(state) == served
+
+
 def expected_total(x: int) -> int:
     return (x + 1) * 10 + (x + 1 + 100)
 
@@ -59,6 +73,7 @@ async def test_end_to_end_outputs(env: Env) -> None:
         assert {t.task_id: t.state for t in done.tasks} == dict.fromkeys(
             "abcd", ex.TASK_STATE_SUCCEEDED
         )
+        await assert_replays(env, execution_id)
 
 
 CHAIN = """
@@ -100,6 +115,7 @@ async def test_pause_stops_new_dispatches_and_resume_continues(env: Env) -> None
     done = await env.finish(execution_id)
     assert done.state == ex.EXECUTION_STATE_SUCCEEDED
     assert started == ["a", "b", "c"]
+    await assert_replays(env, execution_id)
 
 
 async def _true(value: bool) -> bool:
@@ -347,6 +363,7 @@ async def test_task_without_a_worker_waits_then_runs_when_one_connects(env: Env)
     done = await env.finish(execution_id)
     assert done.state == ex.EXECUTION_STATE_SUCCEEDED
     assert done.outputs["total"] == expected_total(2)
+    await assert_replays(env, execution_id)
 
 
 async def test_max_parallel_is_respected(env: Env) -> None:

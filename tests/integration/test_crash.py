@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 from execplan.client import ExecutorClient, UnavailableError
+from execplan.executor.evolve import evolve
+from execplan.executor.plan_view import decode_plan
+from execplan.executor.state import new_state
+from execplan.executor.view import encode_execution
 from execplan.v1 import events_pb2
 from execplan.v1 import execution_pb2 as ex
 
@@ -29,7 +33,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.close()
 
 
-async def _start(client: ExecutorClient, x: int) -> str:
+async def _start(client: ExecutorClient, x: int, retried: list[int]) -> str:
     """StartExecution until OK; retries use the same request_id."""
     while True:
         try:
@@ -37,6 +41,7 @@ async def _start(client: ExecutorClient, x: int) -> str:
                 response = await client.start(source=DIAMOND, inputs={"x": x}, request_id=f"r-{x}")
             return response.execution_id
         except (UnavailableError, TimeoutError):
+            retried.append(x)
             await asyncio.sleep(0.05)
 
 
@@ -80,16 +85,19 @@ async def test_kill_dash_nine_three_times_loses_nothing(cluster: Cluster, tmp_pa
         cluster.start_worker(name, slots=8, delay=0.02, starts=starts_log)
     began = time.monotonic()
     acknowledged: dict[int, str] = {}
+    retried: list[int] = []
+    acknowledged_at_kill: list[int] = []
     async with ExecutorClient(cluster.address) as client:
 
         async def start_all() -> None:
             for x in range(COUNT):
-                acknowledged[x] = await _start(client, x)
-                await asyncio.sleep(0.02)
+                acknowledged[x] = await _start(client, x, retried)
+                await asyncio.sleep(0.03)
 
         starter = asyncio.create_task(start_all())
         for _ in range(KILLS):
-            await asyncio.sleep(rng.uniform(0.8, 2.0))
+            await asyncio.sleep(rng.uniform(0.6, 1.6))
+            acknowledged_at_kill.append(len(acknowledged))
             cluster.kill_server()  # SIGKILL, at whatever moment this is
             await asyncio.sleep(rng.uniform(0.0, 0.3))
             cluster.start_server()  # same port, same db; workers reconnect themselves
@@ -108,6 +116,7 @@ async def test_kill_dash_nine_three_times_loses_nothing(cluster: Cluster, tmp_pa
         async with asyncio.timeout(60):
             results = await asyncio.gather(*(finished(e) for e in acknowledged.values()))
         listed = [e async for e in client.list()]
+        plan = decode_plan(await client.get_plan(results[0].plan_id))
         releases = 0
         for x, execution in enumerate(results):
             assert execution.state == ex.EXECUTION_STATE_SUCCEEDED, (x, execution.error)
@@ -120,16 +129,23 @@ async def test_kill_dash_nine_three_times_loses_nothing(cluster: Cluster, tmp_pa
             )
             assert succeeded == dict.fromkeys("abcd", 1)
             releases += check_dispatches(events)
+            replayed = new_state(execution.execution_id, plan)
+            for event in events:
+                evolve(replayed, event)
+            assert encode_execution(replayed) == execution  # state is a fold of the log
         # Nothing acknowledged lost, nothing started twice for one request_id.
         assert sorted(e.execution_id for e in listed) == sorted(acknowledged.values())
         assert len(set(acknowledged.values())) == COUNT
         # Workers ran each (attempt, lease epoch) at most once.
         runs = Counter(tuple(line.split()[1:3]) for line in starts_log.read_text().splitlines())
         assert max(runs.values()) == 1, [k for k, n in runs.items() if n > 1][:5]
+    # Every kill landed while executions were still being started, i.e. mid-run.
+    assert all(n < COUNT for n in acknowledged_at_kill), acknowledged_at_kill
     elapsed = time.monotonic() - began
     print(
-        f"\ncrash test: {KILLS} kills, {COUNT} executions, {releases} re-leases, "
-        f"{sum(runs.values())} attempt runs, {elapsed:.1f}s"
+        f"\ncrash test: {KILLS} kills (after {acknowledged_at_kill} starts), {COUNT} executions, "
+        f"{len(retried)} start retries on UNAVAILABLE, {releases} re-leases, "
+        f"{sum(runs.values())} attempt runs for {4 * COUNT} tasks, {elapsed:.1f}s"
     )
 
 
