@@ -14,9 +14,10 @@ from execplan.executor.evolve import evolve
 from execplan.executor.plan_view import decode_plan
 from execplan.executor.state import new_state
 from execplan.executor.view import encode_execution
+from execplan.v1 import events_pb2
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
-from execplan.worker import TaskContext
+from execplan.worker import NonRetryableError, TaskContext
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -429,3 +430,65 @@ tasks:
     env.worker({"t.rec": rec}, slots=1)
     await env.finish(execution_id)
     assert order == ["top", "high", "mid", "low"]
+
+
+FLAKY = """
+name: flaky
+tasks:
+  - id: a
+    type: t.flaky
+    retry: {max_attempts: 3, initial_interval: 50ms, backoff_coefficient: 2.0, jitter: 0}
+    timeouts: {start_to_close: 400ms}
+outputs: {v: "${{ tasks.a.output }}"}
+"""
+
+
+async def test_retries_with_real_timers_then_success(env: Env) -> None:
+    async def flaky(inputs: dict[str, Any], ctx: TaskContext) -> int:
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} breaks")
+        return ctx.attempt
+
+    env.worker({"t.flaky": flaky})
+    execution_id = await env.start(FLAKY)
+    done = await env.finish(execution_id)
+    assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+    assert done.outputs["v"] == 3
+    kinds = [e.WhichOneof("kind") for e in await env.history(execution_id)]
+    assert kinds.count("task_failed") == 2
+    assert kinds.count("task_retry_scheduled") == 2
+    assert kinds.count("timer_fired") == 2
+    assert [a.attempt for a in done.tasks[0].attempts] == [1, 2, 3]
+    assert done.tasks[0].attempts[0].error.type == "RuntimeError"
+    await assert_replays(env, execution_id)
+
+
+async def test_start_to_close_timeout_retries_the_attempt(env: Env) -> None:
+    async def sleepy(inputs: dict[str, Any], ctx: TaskContext) -> int:
+        if ctx.attempt == 1:
+            await asyncio.sleep(3)
+        return ctx.attempt
+
+    env.worker({"t.flaky": sleepy})
+    execution_id = await env.start(FLAKY)
+    done = await env.finish(execution_id)
+    assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+    assert done.outputs["v"] == 2
+    events = await env.history(execution_id)
+    timed_out = [e.task_timed_out for e in events if e.HasField("task_timed_out")]
+    assert len(timed_out) == 1
+    assert timed_out[0].timeout == events_pb2.TIMEOUT_KIND_START_TO_CLOSE
+    assert not timed_out[0].final
+
+
+async def test_non_retryable_error_from_a_worker_fails_at_once(env: Env) -> None:
+    async def fatal(inputs: dict[str, Any]) -> None:
+        raise NonRetryableError("card declined")
+
+    env.worker({"t.flaky": fatal})
+    execution_id = await env.start(FLAKY)
+    done = await env.finish(execution_id)
+    assert done.state == ex.EXECUTION_STATE_FAILED
+    assert done.error.type == "NonRetryableError"
+    assert done.tasks[0].state == ex.TASK_STATE_FAILED
+    assert len(done.tasks[0].attempts) == 1
