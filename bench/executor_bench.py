@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/executor_bench.py [--workload w1|w2|w3|idle|all] [--repeat 3]
         [--workers 2] [--slots 64] [--instances 1] [--dir /path/on/real/disk] [--json FILE]
+        [--store sqlite] [--store postgresql://USER@HOST:PORT/DB]
 
 Every run starts a fresh `execplan serve` (durable SQLite in a temp dir) and
 `--workers` worker processes (`bench/_executor_worker.py`, `--instances` SDK
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -126,11 +128,21 @@ def _wait_for_line(path: Path, process: subprocess.Popen[str], prefix: str) -> s
 
 @contextlib.contextmanager
 def cluster(
-    directory: Path, workers: int, slots: int, instances: int, source: Path | None
+    directory: Path,
+    workers: int,
+    slots: int,
+    instances: int,
+    source: Path | None,
+    *,
+    store: str = "sqlite",
 ) -> Iterator[Cluster]:
     """A fresh server + db and `workers` worker processes; output goes to files."""
     stamp = time.monotonic_ns()
-    db = directory / f"bench-{stamp}.db"
+    db = str(directory / f"bench-{stamp}.db") if store == "sqlite" else store
+    if store != "sqlite":
+        # cluster() runs inside the bench's event loop: reset on a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _reset_postgres(store)).result()
     env = dict(os.environ)
     if source is not None:
         # Server and SDK from another checkout (e.g. a `git archive` of a commit).
@@ -147,7 +159,7 @@ def cluster(
     procs: list[subprocess.Popen[str]] = []
     with out.open("w") as sink:
         server = subprocess.Popen(
-            [*server_cmd, "serve", "--listen", "127.0.0.1:0", "--db", str(db)],
+            [*server_cmd, "serve", "--listen", "127.0.0.1:0", "--store", db],
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,
@@ -182,6 +194,17 @@ def cluster(
         _stop(server)
         for path in directory.glob(f"*-{stamp}*"):
             path.unlink()
+
+
+async def _reset_postgres(dsn: str) -> None:
+    """A fresh (empty) schema for each run, like a fresh SQLite file."""
+    import asyncpg  # noqa: PLC0415
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
 
 
 # -- runs ------------------------------------------------------------------------------
@@ -393,7 +416,15 @@ async def main() -> None:
         default=None,
         help="run server + worker SDK from this checkout (e.g. `git archive HEAD` unpacked)",
     )
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=None,
+        help="'sqlite' (fresh file per run, the default) or a postgresql:// URL whose"
+        " public schema is DROPPED and recreated before each run; repeat to compare",
+    )
     args = parser.parse_args()
+    stores: list[str] = args.store or ["sqlite"]
     kinds = ["w1", "w2", "w3", "idle"] if args.workload == "all" else [args.workload]
     print(f"# {machine()}")
     print(
@@ -408,22 +439,30 @@ async def main() -> None:
     print(f"# load average before: {os.getloadavg()}")
     raw: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        for kind in kinds:
+        for kind, store in itertools.product(kinds, stores):
+            label = "postgresql" if store.startswith("postgres") else store
             runs: list[Run] = []
             for i in range(args.repeat):
                 if kind == "idle":
                     procs = min(args.workers, args.idle_workers)
                     per = -(-args.idle_workers // procs)
-                    with cluster(Path(tmp), procs, args.slots, per, args.source) as c:
+                    with cluster(Path(tmp), procs, args.slots, per, args.source, store=store) as c:
                         runs.append(await idle(c, args.idle_seconds))
                 else:
                     with cluster(
-                        Path(tmp), args.workers, args.slots, args.instances, args.source
+                        Path(tmp),
+                        args.workers,
+                        args.slots,
+                        args.instances,
+                        args.source,
+                        store=store,
                     ) as c:
                         runs.append(await workload(kind, c, f"{i}-{time.monotonic_ns()}"))
-            raw[kind] = [asdict(r) for r in runs]
+            raw[kind if len(stores) == 1 else f"{kind}-{label}"] = [asdict(r) for r in runs]
             for row in report(kind, runs):
-                print(row, flush=True)
+                print(
+                    row if len(stores) == 1 else row.replace("| ", f"| [{label}] ", 1), flush=True
+                )
     print(f"# load average after: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))
