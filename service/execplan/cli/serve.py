@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 from execplan.cli.common import EXIT_USAGE, CliError
@@ -60,6 +59,12 @@ def register(subparsers: Any) -> None:
         help="emit OpenTelemetry server spans to the configured tracer provider",
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="json: one object per line with execution_id, task_id, attempt, trace_id",
+    )
     p.set_defaults(handler=run_serve)
 
 
@@ -84,12 +89,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from execplan.executor.tracing import configure_otlp_from_env  # noqa: PLC0415
+    from execplan.logs import configure_logging  # noqa: PLC0415
     from execplan.server import serve  # noqa: PLC0415  (keeps other commands light)
 
     config = config_from_args(args)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
+    configure_otlp_from_env()
     asyncio.run(serve(config))
     return 0

@@ -13,7 +13,6 @@ signal stops at once.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +34,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("target", metavar="MODULE[:ATTR]", help="module or .py file, :worker")
     add_address_option(parser)
     parser.add_argument("--slots", type=int, help="attempts run at once (default: the Worker's)")
+    parser.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="json: one object a line"
+    )
     parser.add_argument("--worker-id", help="stable id (default: host-pid-random)")
     parser.add_argument(
         "--label",
@@ -73,9 +75,9 @@ def run_worker(args: argparse.Namespace) -> int:
     _configure(worker, args)
     if not worker.task_types:
         raise CliError(f"{args.target}: the worker has no task handlers", EXIT_USAGE)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from execplan.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging("info", args.log_format)
     print(
         f"execplan worker {worker.worker_id} -> {worker.address}: "
         f"{len(worker.task_types)} task types, {worker.slots} slots",

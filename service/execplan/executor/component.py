@@ -36,10 +36,12 @@ class ExecutorComponent:
         if observe:
             from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415
             from execplan.executor.tracing import TracingObserver  # noqa: PLC0415
+            from execplan.logs import EventLogObserver  # noqa: PLC0415
 
             self.metrics = MetricsObserver(self.engine)
             self.engine.observers.add(self.metrics)
             self.engine.observers.add(TracingObserver(tracer_provider))
+            self.engine.observers.add(EventLogObserver())
         self._remote: RemoteCompiler | None = None
         compiler: Compiler
         if planner_address:

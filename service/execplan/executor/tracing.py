@@ -163,3 +163,52 @@ class TracingObserver(EngineObserver):
             message = f"{done.error.type}: {done.error.message}" if done.error.type else outcome
             span.set_status(Status(StatusCode.ERROR, message))
         span.end(end_time=_ns(event))
+
+
+def configure_otlp_from_env() -> bool:
+    """At `execplan serve` start: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
+    variant) is set and an OTLP exporter package is installed, install an SDK tracer
+    provider that exports through it (`OTEL_SERVICE_NAME`, default `execplan`; the
+    exporter reads the other standard `OTEL_EXPORTER_OTLP_*` variables itself).
+    The exporter is optional: `pip install opentelemetry-exporter-otlp-proto-grpc`
+    (or `-proto-http`). Returns True when export was configured."""
+    import atexit  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    if not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return False
+    log = logging.getLogger("execplan.tracing")
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    modules = ["grpc", "http"] if protocol == "grpc" else ["http", "grpc"]
+    exporter_class: Any = None
+    for kind in modules:
+        try:
+            module = importlib.import_module(
+                f"opentelemetry.exporter.otlp.proto.{kind}.trace_exporter"
+            )
+        except ImportError:
+            continue
+        exporter_class = module.OTLPSpanExporter
+        break
+    if exporter_class is None:
+        log.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but no OTLP exporter is installed "
+            "(pip install opentelemetry-exporter-otlp-proto-grpc); traces are not exported"
+        )
+        return False
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    service = os.environ.get("OTEL_SERVICE_NAME", "execplan")
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter_class()))
+    trace.set_tracer_provider(provider)
+    atexit.register(provider.shutdown)
+    log.info("exporting traces over OTLP (%s)", protocol)
+    return True
