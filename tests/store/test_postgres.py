@@ -219,3 +219,34 @@ async def test_writer_and_readers_reconnect_after_connections_are_killed(
 
 def pg_dsn_name(store: PostgresStore) -> str:
     return store.dsn.rsplit("/", 1)[1]
+
+
+async def test_unexpected_sql_error_fails_only_that_append(pg_store: PostgresStore) -> None:
+    """An event row the index does not account for (a writer that bypassed the store):
+    the multi-row INSERT fails, the group re-runs with a savepoint per op, and only
+    the append that hit the row fails."""
+    for name in ("a", "b", "c"):
+        await started(pg_store, name)
+    conn = await asyncpg.connect(pg_store.dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO events VALUES ('b', 2, 'Rogue', 0, ''::bytea)"  # last_sequence stays 1
+        )
+    finally:
+        await conn.close()
+    before = pg_store.stats.transactions
+    results = await asyncio.gather(
+        pg_store.append([Append("a", events("a", 2, 2))]),
+        pg_store.append([Append("b", events("b", 2, 2))]),
+        pg_store.append([Append("c", events("c", 2, 3), state="SUCCEEDED", updated_at_ms=3)]),
+        return_exceptions=True,
+    )
+    assert pg_store.stats.transactions - before == 1
+    assert results[0] is None
+    assert isinstance(results[1], ConcurrencyConflict)
+    assert results[2] is None
+    assert sequences(await pg_store.read_events("a")) == [1, 2]
+    assert sequences(await pg_store.read_events("c")) == [1, 2, 3]
+    rec = await pg_store.get_execution("b")
+    assert rec is not None
+    assert rec.last_sequence == 1
