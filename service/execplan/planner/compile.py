@@ -49,6 +49,7 @@ from execplan.planner.plan import (
     PlanSideTask,
     ResolvedRetryPolicy,
     ResolvedTimeouts,
+    fast_constructor,
 )
 from execplan.planner.validate_references import check_reads
 
@@ -79,6 +80,11 @@ class _Compiled:
 
 
 _NOTHING = _Compiled((), None, (), ())
+
+# 100k nodes and 300k edges per big plan: positional constructors that skip the
+# frozen dataclass __init__'s object.__setattr__ per field.
+_new_node = fast_constructor(PlanNode)
+_new_edge = fast_constructor(PlanEdge)
 
 
 def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) -> Plan | None:
@@ -207,6 +213,10 @@ def _build(
     nodes: list[PlanNode] = []
     edges: list[PlanEdge] = []
     builtin_kind = validate_builtins.BUILTINS.get
+    # Only edges that carry data need a lookup; the rest are ORDER.
+    special = {key: EDGE_KIND[kind] for key, kind in kinds.items() if kind != ORDER}
+    order_kind = EDGE_KIND[ORDER]
+    add_edge = edges.append
     for i, u in enumerate(order):
         t = tasks[u]
         c = compiled[u]
@@ -221,38 +231,42 @@ def _build(
         )
         downstream = tuple(sorted([pos[s] for s in succ[u]]))
         # Edges come out sorted by (source, target) with no global sort.
-        for j in downstream:
-            edges.append(PlanEdge(i, j, EDGE_KIND[kinds[u * n + order[j]]]))
+        if special:
+            for j in downstream:
+                add_edge(_new_edge(i, j, special.get(u * n + order[j], order_kind)))
+        else:
+            for j in downstream:
+                add_edge(_new_edge(i, j, order_kind))
         nodes.append(
-            PlanNode(
-                index=i,
-                task_id=t.id,
-                type=t.type,
-                builtin=builtin_kind(t.type, "BUILTIN_KIND_NONE"),
-                upstream=tuple(sorted([pos[p] for p in pred[u]])),
-                downstream=downstream,
-                stage=stage[u],
-                critical_path_rank=rank[u],
-                priority=base_priority if t.priority is None else t.priority,
-                trigger=t.trigger or "TRIGGER_RULE_ALL_SUCCESS",
-                condition=c.condition,
-                bindings=c.bindings,
-                retry=retry,
-                timeouts=timeouts,
-                fallback=None
+            _new_node(
+                i,  # index
+                t.id,  # task_id
+                t.type,  # type
+                builtin_kind(t.type, "BUILTIN_KIND_NONE"),  # builtin
+                tuple(sorted([pos[p] for p in pred[u]])),  # upstream
+                downstream,
+                stage[u],  # stage
+                rank[u],  # critical_path_rank
+                base_priority if t.priority is None else t.priority,  # priority
+                t.trigger or "TRIGGER_RULE_ALL_SUCCESS",  # trigger
+                c.condition,  # condition
+                c.bindings,  # bindings
+                retry,
+                timeouts,
+                None  # fallback
                 if t.fallback is None
                 else _side(t, "fallback", c.fallback, retry, timeouts),
-                compensation=None
+                None  # compensation
                 if t.compensation is None
                 else _side(t, "compensation", c.compensation, retry, timeouts),
-                circuit_breaker=base_breaker
+                base_breaker  # circuit_breaker
                 if t.circuit_breaker is None
                 else resolve.breaker(t.circuit_breaker, d.circuit_breaker if d else None),
-                resources=base_resources
+                base_resources  # resources
                 if t.resources is None and t.placement is None and not t.secrets
                 else resolve.resources(t.resources, t.placement, t.secrets, d),
-                estimated_duration_ms=t.estimated_duration or 0,
-                description=t.description,
+                t.estimated_duration or 0,  # estimated_duration_ms
+                t.description,  # description
             )
         )
     plan = Plan(
