@@ -2,7 +2,7 @@
 
     execplan run FILE [--input K=V ...] [--inputs-json JSON] [--request-id ID] [--wait]
     execplan watch ID [--after N]
-    execplan get ID [--format text|json] [--at N]
+    execplan get ID [--format text|json|dot|mermaid] [--at N]
     execplan ls [--state S ...] [--workflow NAME] [--limit N]
     execplan history ID
     execplan pause|resume|cancel|terminate ID [--reason R]
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from execplan.client import ExecutionState, ExecutorClient
     from execplan.v1 import events_pb2
 
-GET_FORMATS = ("text", "json")
+GET_FORMATS = ("text", "json", "dot", "mermaid")
 SUCCEEDED = "SUCCEEDED"
 
 
@@ -217,6 +217,16 @@ def cmd_get(args: argparse.Namespace) -> int:
             from google.protobuf import json_format  # noqa: PLC0415
 
             print(json_format.MessageToJson(execution, preserving_proto_field_name=True))
+        elif args.format in ("dot", "mermaid"):
+            from execplan.executor import pictures  # noqa: PLC0415
+
+            plan = await client.get_plan(execution.plan_id)
+            draw = (
+                pictures.render_execution_dot
+                if args.format == "dot"
+                else pictures.render_execution_mermaid
+            )
+            print(draw(plan, execution), end="")
         else:
             print("\n".join(_summary(execution)))
         return 0
