@@ -187,3 +187,55 @@ test("drain finishes running work, sends its result, then resolves", async () =>
   assert.equal(done.state, pb.ExecutionState.SUCCEEDED);
   assert.deepEqual(done.outputs, { out: { v: 5 } });
 });
+
+test("heartbeats keep an attempt alive past its heartbeat timeout", async () => {
+  startWorker((w) =>
+    w.task("n.beat", async (inputs, ctx) => {
+      for (let i = 0; i < 5; i++) {
+        ctx.heartbeat({ i });
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      return { beats: 5 };
+    }),
+  );
+  const source = `
+name: node-beat
+tasks:
+  - id: a
+    type: n.beat
+    timeouts: {heartbeat: 1s, start_to_close: 30s}
+    retry: {max_attempts: 1}
+`;
+  const { executionId } = await client.start({ source });
+  const done = await finish(client, executionId);
+  assert.equal(done.state, pb.ExecutionState.SUCCEEDED, JSON.stringify(done.tasks[0]?.error));
+});
+
+test("a fatal status (INVALID_ARGUMENT registration) rejects serve() without retrying", async () => {
+  const worker = new Worker({ address: server.address }); // no task types: refused
+  await assert.rejects(worker.serve(), (err) => {
+    assert.equal(err.name, "InvalidArgumentError");
+    assert.ok(err.violations.some((v) => v.field === "register.task_types"));
+    return true;
+  });
+});
+
+test("a server drain (SIGTERM) lets the running attempt finish, then serve() resolves", async () => {
+  let started = false;
+  const { serving } = startWorker((w) =>
+    w.task("n.server-drain", async (inputs) => {
+      started = true;
+      await new Promise((r) => setTimeout(r, 300));
+      return { v: inputs.x };
+    }),
+  );
+  const { executionId } = await client.start({ source: ONE("n.server-drain"), inputs: { x: 3 } });
+  await waitFor(() => started, 10_000, "handler start");
+  const stopping = server.kill("SIGTERM", 10_000);
+  await serving; // resolves (drained) rather than reconnecting forever
+  await stopping;
+  await server.restart();
+  const done = await finish(client, executionId);
+  assert.equal(done.state, pb.ExecutionState.SUCCEEDED);
+  assert.deepEqual(done.outputs, { out: { v: 3 } });
+});
