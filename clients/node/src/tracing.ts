@@ -8,14 +8,19 @@ import { createRequire } from "node:module";
 import type { TaskContext } from "./context.js";
 
 export interface AttemptSpan {
+  /** Run fn with the span active, so spans the handler starts are its children. */
+  run<T>(fn: () => T): T;
   end(): void;
   fail(err: unknown): void;
 }
 
 type OtelApi = {
-  trace: { getTracer(name: string): { startSpan(name: string, options: object, ctx: unknown): OtelSpan } };
-  propagation: { extract(ctx: unknown, carrier: Record<string, string>): unknown };
-  context: { active(): unknown };
+  trace: {
+    getTracer(name: string): { startSpan(name: string, options: object, ctx: unknown): OtelSpan };
+    setSpanContext(ctx: unknown, spanContext: object): unknown;
+    setSpan(ctx: unknown, span: OtelSpan): unknown;
+  };
+  context: { active(): unknown; with<T>(ctx: unknown, fn: () => T): T };
   SpanStatusCode: { ERROR: number };
   SpanKind: { CONSUMER: number };
 };
@@ -40,8 +45,16 @@ function otel(): OtelApi | null {
 
 export function startSpan(taskType: string, ctx: TaskContext): AttemptSpan | undefined {
   const o = otel();
-  if (!o || !ctx.traceContext["traceparent"]) return undefined;
-  const parent = o.propagation.extract(o.context.active(), { ...ctx.traceContext });
+  // traceparent = version-traceid-parentid-flags. Parsed here rather than through
+  // the global propagator, which is a no-op unless the application registered one.
+  const m = /^[\da-f]{2}-([\da-f]{32})-([\da-f]{16})-([\da-f]{2})$/.exec(ctx.traceContext["traceparent"] ?? "");
+  if (!o || !m) return undefined;
+  const parent = o.trace.setSpanContext(o.context.active(), {
+    traceId: m[1],
+    spanId: m[2],
+    traceFlags: parseInt(m[3]!, 16),
+    isRemote: true,
+  });
   const span = o.trace.getTracer("execplan.worker").startSpan(
     `execplan.task ${taskType}`,
     {
@@ -54,7 +67,9 @@ export function startSpan(taskType: string, ctx: TaskContext): AttemptSpan | und
     },
     parent,
   );
+  const active = o.trace.setSpan(parent, span);
   return {
+    run: (fn) => o.context.with(active, fn),
     end: () => span.end(),
     fail: (err) => {
       span.recordException(err);

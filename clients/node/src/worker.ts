@@ -350,7 +350,7 @@ export class Worker {
     }
     const span = startSpan(dispatch.taskType, ctx);
     Promise.resolve()
-      .then(() => handler(dispatch.inputs ?? {}, ctx))
+      .then(() => (span ? span.run(() => handler(dispatch.inputs ?? {}, ctx)) : handler(dispatch.inputs ?? {}, ctx)))
       .then(
         (output) => {
           span?.end();
