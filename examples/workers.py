@@ -264,3 +264,56 @@ async def load(inputs: Inputs) -> Inputs:
 async def report(inputs: Inputs) -> Inputs:
     await _work()
     return {"summary": f"{inputs['day']}: orders {inputs['orders']}, refunds {inputs['refunds']}"}
+
+
+# -- failure_policies.yaml ---------------------------------------------------------------
+# Faults come from the inputs (attempt numbers, flags), never from randomness.
+class UpstreamDown(NonRetryableError):
+    pass
+
+
+@worker.task("fp.reserve")
+async def fp_reserve(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work()
+    return {"reservation": f"rsv-{_digest(ctx.execution_id)}"}
+
+
+@worker.task("fp.release")
+async def fp_release(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"released": inputs["reservation"]}
+
+
+@worker.task("fp.fetch")
+async def fp_fetch(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    if ctx.attempt <= int(inputs.get("fail_times", 0)):
+        raise ConnectionError(f"fetch attempt {ctx.attempt} failed (injected)")
+    await asyncio.sleep(int(inputs.get("slow_ms", 0)) / 1000 if ctx.attempt == 1 else 0.01)
+    return {"items": [1, 2, 3], "attempt": ctx.attempt}
+
+
+@worker.task("fp.enrich")
+async def fp_enrich(inputs: Inputs) -> Inputs:
+    await _work()
+    if inputs.get("down"):
+        raise UpstreamDown("enrichment service is down (injected)")
+    return {"items": [int(i) * 10 for i in inputs["items"]], "source": "live"}
+
+
+@worker.task("fp.enrich_cached")
+async def fp_enrich_cached(inputs: Inputs) -> Inputs:
+    await _work()
+    return {"items": [int(i) for i in inputs["items"]], "source": "cache"}
+
+
+@worker.task("fp.ship")
+async def fp_ship(inputs: Inputs) -> Inputs:
+    await _work()
+    if inputs.get("fail"):
+        raise NonRetryableError("no courier available (injected)")
+    return {"shipped": True}
+
+
+@worker.task("fp.notify")
+async def fp_notify(inputs: Inputs) -> Inputs:
+    return {"sent": inputs.get("text", "")}
