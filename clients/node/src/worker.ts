@@ -228,6 +228,7 @@ export class Worker {
       delayMs ??= this.backoff.nextDelayMs();
       this.interrupt = new AbortController();
       await sleep(delayMs, this.interrupt.signal);
+      if (this.drained()) return; // drained while disconnected: nothing to deliver
     }
   }
 
