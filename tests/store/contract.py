@@ -99,6 +99,17 @@ class StoreContract:
         assert await store.get_execution("e2") is None
         assert await store.read_events("e2") == []
 
+    async def test_concurrent_creates_with_one_request_id_create_once(self, store: Store) -> None:
+        results = await asyncio.gather(
+            *(
+                store.create_execution(record(f"e{i}", request_id="same"), events(f"e{i}", 1, 1))
+                for i in range(10)
+            )
+        )
+        assert [created for _, created in results].count(True) == 1
+        assert len({rec.execution_id for rec, _ in results}) == 1
+        assert len(await store.list_executions()) == 1
+
     async def test_empty_request_ids_never_collide(self, store: Store) -> None:
         await started(store, "e1")
         await started(store, "e2")
@@ -263,6 +274,7 @@ class StoreContract:
             "a",
         ]
         assert ids(await store.list_executions(workflow_name="none")) == []
+        assert ids(await store.list_executions(limit=2)) == ["d", "c"]
 
     async def test_list_paginates_with_cursor(self, store: Store) -> None:
         # Timestamps collide on purpose: the cursor must break ties by execution id.

@@ -227,6 +227,8 @@ async def test_kill_9_keeps_exactly_the_acknowledged_events(
             assert rec is not None
             assert rec.last_sequence == len(got)
             assert all(isinstance(e, StoredEvent) and len(e.payload) == 200 for e in stored)
+            # The crashed database is fully usable: the log continues where it stopped.
+            await store.append([Append(name, (event(name, len(got) + 1),))])
     finally:
         await store.close()
 
