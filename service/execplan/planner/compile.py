@@ -110,23 +110,12 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)
 
     n = len(wf.tasks)
-    # Edge key u * n + v: int keys hash faster than tuples at 300k edges.
-    kinds: dict[int, int] = {}
     succ: list[list[int]] = [[] for _ in range(n)]
     pred: list[list[int]] = [[] for _ in range(n)]
     for u, v, _ in declared:  # validate_deps already dropped repeated entries
-        kinds[u * n + v] = ORDER
         succ[u].append(v)
         pred[v].append(u)
-    for u, v, _ in data:
-        key = u * n + v
-        kind = kinds.get(key)
-        if kind is None:
-            kinds[key] = DATA
-            succ[u].append(v)
-            pred[v].append(u)
-        elif kind == ORDER:
-            kinds[key] = ORDER | DATA
+    kinds = _data_edges(n, declared, data, succ, pred)
 
     order, leftover = graph.topo_order(n, succ)
     if leftover:
@@ -141,6 +130,34 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     return _build(
         wf, order=order, succ=succ, pred=pred, kinds=kinds, compiled=compiled, outputs=outputs
     )
+
+
+def _data_edges(
+    n: int,
+    declared: list[tuple[int, int, int]],
+    data: list[tuple[int, int, str]],
+    succ: list[list[int]],
+    pred: list[list[int]],
+) -> dict[int, int]:
+    """Add the data edges to succ/pred; the kind of every edge that carries data.
+
+    Keys are u * n + v (int keys hash faster than tuples). Edges not in the result
+    are ORDER only, so a workflow without expressions builds no per-edge map."""
+    kinds: dict[int, int] = {}
+    if not data:
+        return kinds
+    ordered = {u * n + v for u, v, _ in declared}
+    for u, v, _ in data:
+        key = u * n + v
+        if key in kinds:
+            continue
+        if key in ordered:
+            kinds[key] = ORDER | DATA
+        else:
+            kinds[key] = DATA
+            succ[u].append(v)
+            pred[v].append(u)
+    return kinds
 
 
 def _edge_path(
@@ -213,8 +230,8 @@ def _build(
     nodes: list[PlanNode] = []
     edges: list[PlanEdge] = []
     builtin_kind = validate_builtins.BUILTINS.get
-    # Only edges that carry data need a lookup; the rest are ORDER.
-    special = {key: EDGE_KIND[kind] for key, kind in kinds.items() if kind != ORDER}
+    # Only edges that carry data are in `kinds`; the rest are ORDER.
+    special = {key: EDGE_KIND[kind] for key, kind in kinds.items()}
     order_kind = EDGE_KIND[ORDER]
     add_edge = edges.append
     for i, u in enumerate(order):
