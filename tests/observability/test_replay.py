@@ -24,7 +24,13 @@ HAPPY: list[tuple[str, dict[str, Any]]] = [
     ("etl.yaml", {"day": "2026-11-26", "refunds": 0}),
     ("ml_pipeline.yaml", {}),
     ("research_agents.yaml", {"question": "why?"}),
-    ("incident_runbook.yaml", {"service": "checkout"}),
+    # fetch's circuit breaker is shared by these runs (5 failures in a row open it for
+    # 10 s): together they fail fetch 3 times, so it stays closed and the test quick.
+    ("failure_policies.yaml", {}),  # two retries with backoff
+    ("failure_policies.yaml", {"fail_times": 0, "enrich_down": True}),  # fallback
+    ("failure_policies.yaml", {"fail_times": 0, "ship_fail": True}),  # Saga
+    ("failure_policies.yaml", {"fail_times": 0, "slow_ms": 1500}),  # start_to_close
+    ("incident_runbook.yaml", {"service": "checkout"}),  # last: approved below
 ]
 
 
@@ -57,8 +63,10 @@ async def _run_all(env: Env) -> list[str]:
 
 async def test_replay_of_every_example_is_deterministic(env: Env) -> None:
     ids = await _run_all(env)
+    kinds: set[str] = set()
     for execution_id in ids:
         history = await env.history(execution_id)
+        kinds |= {e.WhichOneof("kind") or "" for e in history}
         execution = await env.client.get(execution_id)
         plan = decode_plan(await env.client.get_plan(execution.plan_id))
         result = replay(plan, history)
@@ -68,6 +76,16 @@ async def test_replay_of_every_example_is_deterministic(env: Env) -> None:
         response = await env.client.replay(execution_id)
         assert response.deterministic, response.divergence
         assert response.events == len(history)
+    # The histories exercised every kind of input and decision that matters here.
+    assert {
+        "task_timed_out",
+        "task_retry_scheduled",
+        "timer_fired",
+        "external_event_received",
+        "compensation_started",
+        "task_skipped",
+        "task_cancelled",
+    } <= kinds, kinds
 
 
 async def test_tampered_history_reports_first_divergence(env: Env) -> None:

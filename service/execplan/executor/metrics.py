@@ -169,6 +169,15 @@ class MetricsObserver(EngineObserver):
         self._states: dict[str, str] = {}
         # execution id -> task id -> (kind of the last timing mark, ms)
         self._marks: dict[str, dict[str, tuple[str, int]]] = {}
+        # `labels()` costs more than the update itself: children cached by label values.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def set_breaker_state(self, task_type: str, state: str) -> None:
         """Hook for breakers: `closed`, `half_open` or `open`."""
@@ -178,6 +187,7 @@ class MetricsObserver(EngineObserver):
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         workflow = state.plan.workflow_name
         marks = self._marks.setdefault(state.execution_id, {})
+        moved = state.execution_id not in self._states
         for event in events:
             kind = event.WhichOneof("kind")
             if kind is None:
@@ -185,7 +195,10 @@ class MetricsObserver(EngineObserver):
             handler = _HANDLERS.get(kind)
             if handler is not None:
                 handler(self, state, workflow, marks, event)
-        self._track_state(state)
+            if kind in _EXECUTION_KINDS:
+                moved = True
+        if moved:
+            self._track_state(state)
 
     def round_committed(self, executions: int, events: int, seconds: float) -> None:
         self.metrics.commit_seconds.observe(seconds)
@@ -207,7 +220,7 @@ class MetricsObserver(EngineObserver):
             by_state[new] = by_state.get(new, 0) + 1
 
     def _task(self, workflow: str, task_type: str, outcome: str) -> None:
-        self.metrics.tasks.labels(workflow, task_type, outcome).inc()
+        self.child(self.metrics.tasks, workflow, task_type, outcome).inc()
 
 
 Handler = Any
@@ -216,16 +229,16 @@ Handler = Any
 def _execution_started(
     o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
 ) -> None:
-    o.metrics.executions.labels(wf, "started").inc()
+    o.child(o.metrics.executions, wf, "started").inc()
 
 
 def _execution_completed(
     o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
 ) -> None:
     outcome = execution_state_name(e.execution_completed.state).lower()
-    o.metrics.executions.labels(wf, outcome).inc()
+    o.child(o.metrics.executions, wf, outcome).inc()
     if s.created_ms:
-        o.metrics.execution_duration.labels(wf, outcome).observe((_ms(e) - s.created_ms) / 1000)
+        o.child(o.metrics.execution_duration, wf, outcome).observe((_ms(e) - s.created_ms) / 1000)
 
 
 def _queued(
@@ -254,7 +267,7 @@ def _dispatched(
     mark = marks.get(body.task_id)
     if mark is not None and mark[0] == "queued":
         task_type = _task_type(s, body.task_id, body.phase)
-        o.metrics.queue_seconds.labels(wf, task_type).observe((at - mark[1]) / 1000)
+        o.child(o.metrics.queue_seconds, wf, task_type).observe((at - mark[1]) / 1000)
     marks[body.task_id] = ("dispatched", at)
 
 
@@ -266,7 +279,7 @@ def _started(
     mark = marks.get(body.task_id)
     if mark is not None and mark[0] == "dispatched":
         task_type = _task_type(s, body.task_id, body.phase)
-        o.metrics.dispatch_to_start.labels(wf, task_type).observe((at - mark[1]) / 1000)
+        o.child(o.metrics.dispatch_to_start, wf, task_type).observe((at - mark[1]) / 1000)
     marks[body.task_id] = ("started", at)
 
 
@@ -278,7 +291,7 @@ def _ended(  # noqa: PLR0917
     o._task(wf, task_type, outcome)
     mark = marks.pop(task_id, None)
     if mark is not None and mark[0] in ("started", "dispatched"):
-        o.metrics.task_duration.labels(wf, task_type, outcome).observe((at - mark[1]) / 1000)
+        o.child(o.metrics.task_duration, wf, task_type, outcome).observe((at - mark[1]) / 1000)
 
 
 def _succeeded(
@@ -317,6 +330,17 @@ def _simple(outcome: str, field: str) -> Handler:
 
     return handle
 
+
+# Events that may change an execution's state (for the by-state gauge).
+_EXECUTION_KINDS = frozenset(
+    {
+        "execution_started",
+        "execution_paused",
+        "execution_resumed",
+        "compensation_started",
+        "execution_completed",
+    }
+)
 
 _HANDLERS: dict[str, Handler] = {
     "execution_started": _execution_started,

@@ -42,6 +42,7 @@ def _ns(event: ev.ExecutionEvent) -> int:
 class TracingObserver(EngineObserver):
     def __init__(self, tracer_provider: Any = None) -> None:
         self._tracer = trace.get_tracer("execplan.executor", tracer_provider=tracer_provider)
+        self._explicit = tracer_provider is not None
         self._executions: dict[str, Span] = {}
         # execution id -> task id -> (lease epoch, attempt span)
         self._attempts: dict[str, dict[str, tuple[int, Span]]] = {}
@@ -101,8 +102,18 @@ class TracingObserver(EngineObserver):
         attempts[task_id] = (epoch, span)
         return span
 
+    def _enabled(self) -> bool:
+        """False while no SDK tracer provider is set (the API's default proxy): then
+        every span would be a no-op, so skip the bookkeeping; the engine has already
+        put the client's context into each dispatch."""
+        if self._explicit:
+            return True
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
     # -- hooks -----------------------------------------------------------------------
     def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
+        if not self._enabled():
+            return
         ref = dispatch.attempt
         task = state.task(ref.task_id)
         span = self._attempt(
@@ -122,6 +133,8 @@ class TracingObserver(EngineObserver):
         dispatch.trace_context.update(carrier)
 
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        if not self._enabled() and not self._executions:
+            return
         for event in events:
             kind = event.WhichOneof("kind")
             if kind == "execution_started":
