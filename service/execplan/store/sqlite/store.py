@@ -38,7 +38,7 @@ from ..port import (
 )
 from . import reads, writes
 from .schema import configure_reader, configure_writer, migrate
-from .thread import run_on
+from .thread import connect, run_on
 from .writer import GroupCommitWriter, WriterStats
 
 T = TypeVar("T")
@@ -67,11 +67,11 @@ class SqliteStore(Store):
         if self._writer is not None:
             return
         try:
-            self._conn = await aiosqlite.connect(self._path, isolation_level=None)
+            self._conn = await connect(self._path)
             await run_on(self._conn, configure_writer)
             await run_on(self._conn, migrate)
             for _ in range(self._reader_count):
-                reader = await aiosqlite.connect(self._path, isolation_level=None)
+                reader = await connect(self._path)
                 self._readers.append(reader)
                 await run_on(reader, configure_reader)
         except sqlite3.Error as exc:
