@@ -233,7 +233,8 @@ _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _ints(values: tuple[int, ...]) -> str:
-    return "[" + ",".join(map(str, values)) + "]"
+    # repr of a list of ints is C code; dropping its spaces is ~1.7x faster than a join.
+    return repr(list(values)).replace(" ", "")
 
 
 _SCALAR = frozenset({int, str, bool, type(None)})
@@ -258,7 +259,7 @@ class _Stream:
         self.canon = _Canon()
         self.text: dict[int, str] = {}
         self.strings: dict[str, str] = {}
-        self.groups: dict[tuple[object, ...], str] = {}
+        self.templates: dict[tuple[object, ...], str] = {}
 
     def shared(self, obj: object, convert: Callable[[Any], Json]) -> str:
         key = id(obj)
@@ -291,57 +292,88 @@ class _Stream:
             out.append('{"name":' + _quote(b.name) + ',"value":' + text + "}")
         return "[" + ",".join(out) + "]"
 
+    def template(self, n: PlanNode) -> str:
+        """The node's %-template with the values nodes usually share filled in.
+
+        Keys in sorted order; builtin, circuit_breaker, priority, resources, retry,
+        timeouts, trigger and type are baked in (cached per combination), so a node
+        costs one %-format of its own values (formatting each shared value per node
+        dominated the digest)."""
+        key = (
+            n.builtin,
+            id(n.circuit_breaker),
+            n.priority,
+            id(n.resources),
+            id(n.retry),
+            id(n.timeouts),
+            n.trigger,
+            n.type,
+            n.estimated_duration_ms,
+        )
+        hit = self.templates.get(key)
+        if hit is None:
+            c = self.canon
+            breaker = "null" if n.circuit_breaker is None else _dumps(c.breaker(n.circuit_breaker))
+            fixed = {
+                "builtin": _quote(n.builtin),
+                "circuit_breaker": breaker,
+                "estimated_duration_ms": str(n.estimated_duration_ms),
+                "priority": str(n.priority),
+                "resources": _dumps(c.resources(n.resources)),
+                "retry": _dumps(c.retry(n.retry)),
+                "timeouts": _dumps(c.timeouts(n.timeouts)),
+                "trigger": _quote(n.trigger),
+                "type": _quote(n.type),
+            }
+            fields = [
+                f'"{name}":' + (fixed[name].replace("%", "%%") if name in fixed else "%s")
+                for name in _NODE_KEYS
+            ]
+            hit = self.templates[key] = "{" + ",".join(fields) + "}"
+        return hit
+
     def node(self, n: PlanNode) -> str:
         c = self.canon
-        groups = self.groups
-        # Runs of adjacent keys whose values nodes usually share are cached as one
-        # piece of text: (builtin, circuit_breaker), (resources, retry) and
-        # (timeouts, trigger, type).
-        k1 = (n.builtin, id(n.circuit_breaker))
-        g1 = groups.get(k1)
-        if g1 is None:
-            breaker = "null" if n.circuit_breaker is None else _dumps(c.breaker(n.circuit_breaker))
-            g1 = groups[k1] = f'"builtin":{_quote(n.builtin)},"circuit_breaker":{breaker}'
-        k2 = (id(n.resources), id(n.retry))
-        g2 = groups.get(k2)
-        if g2 is None:
-            g2 = groups[k2] = (
-                f'"resources":{_dumps(c.resources(n.resources))},"retry":{_dumps(c.retry(n.retry))}'
-            )
-        k3 = (id(n.timeouts), n.trigger, n.type)
-        g3 = groups.get(k3)
-        if g3 is None:
-            g3 = groups[k3] = (
-                f'"timeouts":{_dumps(c.timeouts(n.timeouts))},'
-                f'"trigger":{_quote(n.trigger)},"type":{_quote(n.type)}'
-            )
-        return _NODE % (
+        # The %s slots of the template, in sorted key order (_NODE_KEYS minus the fixed).
+        return self.template(n) % (
             self.bindings(n.bindings) if n.bindings else "[]",
-            g1,
             "null" if n.compensation is None else _dumps(c.side(n.compensation)),
             "null" if n.condition is None else self.shared(n.condition, c.expression),
             n.critical_path_rank,
             _quote(n.description),
             _ints(n.downstream),
-            n.estimated_duration_ms,
             "null" if n.fallback is None else _dumps(c.side(n.fallback)),
             n.index,
-            n.priority,
-            g2,
             n.stage,
             _quote(n.task_id),
-            g3,
             _ints(n.upstream),
         )
 
 
-# One node of the canonical JSON, keys in sorted order (one %-format per node is
-# cheaper than joining ~40 pieces).
-_NODE = (
-    '{"bindings":%s,%s,"compensation":%s,"condition":%s,'
-    '"critical_path_rank":%d,"description":%s,"downstream":%s,"estimated_duration_ms":%d,'
-    '"fallback":%s,"index":%d,"priority":%d,%s,"stage":%d,'
-    '"task_id":%s,%s,"upstream":%s}'
+# The keys of a node in the canonical JSON, sorted.
+_NODE_KEYS = sorted(
+    [
+        "bindings",
+        "builtin",
+        "circuit_breaker",
+        "compensation",
+        "condition",
+        "critical_path_rank",
+        "description",
+        "downstream",
+        "estimated_duration_ms",
+        "fallback",
+        "index",
+        "priority",
+        "resources",
+        "retry",
+        "stage",
+        "task_id",
+        "timeouts",
+        "trigger",
+        "type",
+        "upstream",
+    ]
 )
 
 
