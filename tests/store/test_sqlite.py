@@ -4,6 +4,7 @@ schema migrations, durability across reopen and across `kill -9`."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sqlite3
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 from execplan.errors import StoreError
 from execplan.store import Append, ExecutionRecord, SqliteStore, Store, StoredEvent
-from execplan.store.sqlite.schema import LATEST_VERSION, MIGRATIONS, migrate
+from execplan.store.port import TERMINAL_STATES
+from execplan.store.sqlite.schema import ACTIVE, LATEST_VERSION, MIGRATIONS, migrate
 
 from .contract import StoreContract, event, events, record, sequences, started
 
@@ -279,3 +281,19 @@ async def test_failed_transaction_fails_the_whole_group_and_store_recovers(
     assert await sqlite_store.list_kv("ns") == []
     await sqlite_store.put_kv("ns", "later", b"3")
     assert await sqlite_store.list_kv("ns") == [("later", b"3")]
+
+
+def test_active_predicate_names_exactly_the_terminal_states() -> None:
+    named = set(re.findall(r"'([A-Z_]+)'", ACTIVE))
+    assert named == TERMINAL_STATES
+
+
+async def test_recovery_query_uses_the_partial_index(sqlite_store: SqliteStore) -> None:
+    await started(sqlite_store, "e1")
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        sql = f"SELECT execution_id FROM executions WHERE {ACTIVE} ORDER BY created_at_ms"
+        plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    finally:
+        conn.close()
+    assert "executions_active" in plan

@@ -11,7 +11,8 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from ..port import TERMINAL_STATES, ExecutionRecord, Snapshot, StoredEvent, TimerRecord
+from ..port import ExecutionRecord, Snapshot, StoredEvent, TimerRecord
+from .schema import ACTIVE
 
 EXECUTION_COLUMNS = (
     "execution_id, plan_id, workflow_name, state, created_at_ms, updated_at_ms,"
@@ -73,12 +74,10 @@ def list_executions(
 
 
 def list_active(conn: sqlite3.Connection) -> list[ExecutionRecord]:
-    terminal = sorted(TERMINAL_STATES)
+    # Literal predicate, identical to the partial index's: see schema.ACTIVE.
     rows = conn.execute(
-        f"SELECT {EXECUTION_COLUMNS} FROM executions"
-        f" WHERE state NOT IN ({', '.join('?' * len(terminal))})"
-        " ORDER BY created_at_ms, execution_id",
-        terminal,
+        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {ACTIVE}"
+        " ORDER BY created_at_ms, execution_id"
     ).fetchall()
     return [to_record(r) for r in rows]
 

@@ -16,6 +16,14 @@ from dataclasses import dataclass
 
 from execplan.errors import StoreError
 
+# The partial index's predicate; `reads.list_active` repeats it verbatim, because
+# SQLite uses a partial index only for a query whose WHERE implies the index's.
+# Terminal states are final, so this never changes (a new one needs a new index).
+ACTIVE = (
+    "state NOT IN ('SUCCEEDED', 'FAILED', 'COMPENSATED', 'COMPENSATION_FAILED',"
+    " 'CANCELLED', 'TERMINATED')"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -92,6 +100,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 payload   BLOB NOT NULL,
                 PRIMARY KEY (namespace, key)
             )""",
+        ),
+    ),
+    Migration(
+        3,
+        "partial index of non-terminal executions (recovery reads only those)",
+        (
+            "CREATE INDEX executions_active ON executions (created_at_ms, execution_id)"
+            f" WHERE {ACTIVE}",
         ),
     ),
 )
