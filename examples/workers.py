@@ -70,7 +70,7 @@ async def count(inputs: Inputs) -> Inputs:
 
 
 # -- order_saga.yaml ------------------------------------------------------------------
-class CardDeclined(NonRetryableError):  # noqa: N818  (the error type the YAML names)
+class CardDeclined(NonRetryableError):  # the error type the YAML names
     """The card was refused: retrying the same card cannot help."""
 
 
