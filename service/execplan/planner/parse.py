@@ -398,12 +398,13 @@ def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
     task_cls = model.Task
     simple = _SIMPLE_TASK_KEYS
     for i, x in enumerate(v):
-        # Fast path for the common minimal task (id, type, depends_on): the generic
-        # converter costs ~3 us per task in checks this shape cannot fail.
+        # Fast path for the common minimal task (id, type, depends_on, scalar inputs):
+        # the generic converter costs ~3 us per task in checks this shape cannot fail.
         if type(x) is dict and x.keys() <= simple:
             tid = x.get("id")
             ttype = x.get("type")
             deps = x.get("depends_on", ())
+            inputs = x.get("inputs")  # null is the same as absent, as in _message
             if (
                 type(tid) is str
                 and tid
@@ -411,15 +412,30 @@ def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
                 and ttype
                 and type(deps) in (list, tuple)
                 and all(type(d) is str for d in deps)
+                and (inputs is None or _scalar_inputs(inputs))
             ):
-                out.append(task_cls(index=i, id=tid, type=ttype, depends_on=tuple(deps)))
+                copied = {} if inputs is None else dict(inputs)
+                out.append(
+                    task_cls(index=i, id=tid, type=ttype, depends_on=tuple(deps), inputs=copied)
+                )
                 continue
         r = _task(x, f"tasks[{i}]", diags, index=i)
         out.append(None if r is BAD else r)
     return tuple(out)
 
 
-_SIMPLE_TASK_KEYS = frozenset({"id", "type", "depends_on"})
+def _scalar_inputs(inputs: object) -> bool:
+    """A map of strings, ints, booleans and nulls: `json_value` would return an
+    equal copy, so the fast path copies the dict itself (floats need normalising)."""
+    return (
+        type(inputs) is dict
+        and all(type(k) is str for k in inputs)
+        and all(type(x) in _SCALARS for x in inputs.values())
+    )
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+_SIMPLE_TASK_KEYS = frozenset({"id", "type", "depends_on", "inputs"})
 
 
 _workflow = _message(
