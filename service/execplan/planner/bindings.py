@@ -26,6 +26,7 @@ from execplan.planner.plan import (
     Expression,
     Literal,
     Template,
+    fast_constructor,
 )
 
 Refs = list[tuple[str, Expression]]
@@ -110,14 +111,27 @@ def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> Bin
     return value
 
 
+# Bindings are built for every input of every task (200k at 100k tasks): positional
+# constructors that skip the frozen dataclass __init__ (see plan.fast_constructor).
+_new_binding = fast_constructor(Binding)
+_new_literal = fast_constructor(Literal)
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def compile_bindings(
     values: dict[str, object], path: str, diags: Diagnostics, refs: Refs
 ) -> tuple[Binding, ...]:
     """Bindings sorted by name."""
-    return tuple(
-        Binding(name, compile_value(values[name], child(path, name), diags, refs))
-        for name in sorted(values)
-    )
+    out = []
+    for name in sorted(values):
+        v = values[name]
+        t = type(v)
+        if t in _PLAIN or (t is str and ex.OPEN not in v):  # type: ignore[operator]
+            # A plain literal: same as compile_value, without formatting its path.
+            out.append(_new_binding(name, _new_literal(v)))
+        else:
+            out.append(_new_binding(name, compile_value(v, child(path, name), diags, refs)))
+    return tuple(out)
 
 
 def compile_condition(when: str, path: str, diags: Diagnostics, refs: Refs) -> Expression | None:
