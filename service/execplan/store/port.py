@@ -14,7 +14,7 @@ How to use it::
     ...
     await store.close()
 
-Every backend (memory, SQLite, later PostgreSQL) passes the one contract suite in
+Every backend (memory, SQLite, PostgreSQL) passes the one contract suite in
 `tests/store/contract.py`. Payloads are opaque bytes (serialized protobuf); no backend
 ever parses them. Errors come from `execplan.errors`: `NotFound`,
 `ConcurrencyConflict`, `AlreadyExists`, `InvalidArgument` (bad cursor),

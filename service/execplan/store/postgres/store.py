@@ -66,7 +66,14 @@ class PostgresStore(Store):
         return self._require_writer().stats
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self._dsn, timeout=self._timeout)
+        # The writer's connection: an acknowledged append must survive a server crash
+        # whatever the database's default is (the counterpart of SQLite's
+        # synchronous=FULL); group commit pays for the WAL flush once per group.
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout,
+            server_settings={"synchronous_commit": "on", "application_name": "execplan"},
+        )
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -80,7 +87,11 @@ class PostgresStore(Store):
                 await conn.close()
             await writer.start()
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._readers, timeout=self._timeout
+                self._dsn,
+                min_size=1,
+                max_size=self._readers,
+                timeout=self._timeout,
+                server_settings={"application_name": "execplan-read"},
             )
         except ExecplanError:
             await writer.close()
