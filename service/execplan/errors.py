@@ -9,6 +9,8 @@
      ├── AlreadyExists
      ├── FailedPrecondition       e.g. resuming a finished execution
      ├── StaleToken               a result or ack carrying an outdated fencing token
+     ├── Unauthenticated          missing or unknown credentials
+     ├── PermissionDenied         the caller's role may not do this
      ├── Unavailable              shutting down, store unreachable
      └── StoreError               the store failed; nothing was acknowledged
           └── ConcurrencyConflict  (execution_id, sequence) already written
@@ -72,6 +74,15 @@ class FailedPrecondition(ExecplanError):
 
 class StaleToken(ExecplanError):
     pass
+
+
+class Unauthenticated(ExecplanError):
+    """No credentials, or credentials the server does not know. The message never
+    repeats the presented token."""
+
+
+class PermissionDenied(ExecplanError):
+    """Authenticated, but the role (or a worker's task-type list) does not allow it."""
 
 
 class Unavailable(ExecplanError):

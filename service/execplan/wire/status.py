@@ -9,6 +9,8 @@
     AlreadyExists             ALREADY_EXISTS
     FailedPrecondition        FAILED_PRECONDITION
     StaleToken                FAILED_PRECONDITION
+    Unauthenticated           UNAUTHENTICATED
+    PermissionDenied          PERMISSION_DENIED
     Unavailable               UNAVAILABLE
     StoreError                UNAVAILABLE
      └ ConcurrencyConflict    ABORTED
@@ -60,8 +62,10 @@ from execplan.errors import (
     LimitExceeded,
     NotFound,
     Overloaded,
+    PermissionDenied,
     StaleToken,
     StoreError,
+    Unauthenticated,
     Unavailable,
     WorkflowInvalid,
 )
@@ -96,6 +100,8 @@ TABLE: dict[type[ExecplanError], StatusRow] = {
     AlreadyExists: StatusRow(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
     FailedPrecondition: StatusRow(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
     StaleToken: StatusRow(grpc.StatusCode.FAILED_PRECONDITION, "STALE_TOKEN"),
+    Unauthenticated: StatusRow(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    PermissionDenied: StatusRow(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     Unavailable: StatusRow(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
     StoreError: StatusRow(grpc.StatusCode.UNAVAILABLE, "STORE_ERROR"),
     ConcurrencyConflict: StatusRow(grpc.StatusCode.ABORTED, "CONCURRENCY_CONFLICT"),
