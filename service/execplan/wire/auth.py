@@ -1,0 +1,350 @@
+"""The one server interceptor that authenticates callers, checks their role and
+enforces per-identity limits.
+
+    interceptor = SecurityInterceptor(TokenTable.load("tokens.txt"), Limits(...))
+    grpc.aio.server(interceptors=[..., interceptor])
+
+Who is calling (in this order):
+  1. `authorization: Bearer <token>` metadata: the token's SHA-256 must be listed;
+     a token that is present but unknown is UNAUTHENTICATED (it does not fall back
+     to the certificate, so a stolen client cert cannot hide a bad token);
+  2. the TLS client certificate (mutual TLS): its subject CN or any SAN, listed as
+     `cert:<name>`;
+  3. otherwise UNAUTHENTICATED.
+With no token table (no `--auth-tokens`), authentication is off: every caller is
+an `admin` named after its peer host, and only the limits apply.
+
+What each role may call (`allowed`):
+  client   PlannerService/*, ExecutorService/*    compile, start, read, control
+  worker   WorkerService/Connect                  only the task types it is listed for
+  admin    everything
+Health (grpc.health.v1) and reflection stay open: probes and load balancers carry
+no credentials, and both reveal only service names and SERVING states.
+
+Token file, one principal per line (`#` starts a comment):
+
+    # name        role    credential                       task types (workers)
+    ci-bot        client  sha256:<64 hex digits>
+    billing-1     worker  sha256:<64 hex digits>           payments.charge,payments.refund
+    billing-2     worker  cert:billing-2.internal          payments.charge
+    ops           admin   sha256:<64 hex digits>
+
+The hash is of the UTF-8 token: `printf %s "$TOKEN" | sha256sum`. A worker without
+a task-type column may register any type (`*` says the same explicitly).
+
+Limits, keyed by the principal's name:
+  - at most `max_worker_streams` concurrent WorkerService.Connect streams;
+  - StartExecution: a token bucket of `start_rate` per second, `start_burst` deep;
+    an empty bucket is RESOURCE_EXHAUSTED with RetryInfo (`Overloaded`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from execplan.errors import (
+    ExecplanError,
+    FieldViolation,
+    LimitExceeded,
+    Overloaded,
+    PermissionDenied,
+    Unauthenticated,
+)
+from execplan.wire.status import abort_with
+
+log = logging.getLogger("execplan.auth")
+
+ROLES = ("client", "worker", "admin")
+CONNECT = "/execplan.v1.WorkerService/Connect"
+START = "/execplan.v1.ExecutorService/StartExecution"
+# Open to everyone, with or without credentials.
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+CLIENT_SERVICES = frozenset({"execplan.v1.PlannerService", "execplan.v1.ExecutorService"})
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+class TokenFileError(ValueError):
+    """The token file is malformed; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    # None: any task type (admins, workers listed without types, auth off).
+    task_types: frozenset[str] | None = None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def service_of(method: str) -> str:
+    """`/pkg.Service/Method` -> `pkg.Service`."""
+    return method.lstrip("/").rpartition("/")[0]
+
+
+def allowed(role: str, method: str) -> bool:
+    service = service_of(method)
+    if service in OPEN_SERVICES or role == "admin":
+        return True
+    if role == "client":
+        return service in CLIENT_SERVICES
+    return role == "worker" and method == CONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    by_hash: dict[str, Principal] = field(default_factory=dict)
+    by_cert: dict[str, Principal] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenTable:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenFileError(f"cannot read token file {path}: {exc}") from exc
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<tokens>") -> TokenTable:
+        table = cls()
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            table._add(line.split(), f"{source}:{number}")
+        return table
+
+    def _add(self, fields: list[str], where: str) -> None:
+        if len(fields) not in (3, 4):
+            raise TokenFileError(f"{where}: expected NAME ROLE CREDENTIAL [TASK_TYPES]")
+        name, role, credential = fields[:3]
+        if role not in ROLES:
+            raise TokenFileError(f"{where}: role must be one of {', '.join(ROLES)}")
+        types = None
+        if len(fields) == 4 and fields[3] != "*":
+            if role != "worker":
+                raise TokenFileError(f"{where}: only workers take a task-type list")
+            types = frozenset(t for t in fields[3].split(",") if t)
+        principal = Principal(name, role, types)
+        kind, _, value = credential.partition(":")
+        if kind == "sha256":
+            value = value.lower()
+            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+                raise TokenFileError(f"{where}: sha256: needs 64 hex digits (never a token)")
+            self.by_hash[value] = principal
+        elif kind == "cert" and value:
+            self.by_cert[value] = principal
+        else:
+            raise TokenFileError(f"{where}: credential must be sha256:<hex> or cert:<name>")
+
+    def __len__(self) -> int:
+        return len(self.by_hash) + len(self.by_cert)
+
+    def authenticate(self, metadata: Any, auth_context: Mapping[str, Any]) -> Principal:
+        token = _bearer(metadata)
+        if token is not None:
+            # A dict lookup by digest: comparing digests of a secret in variable time
+            # leaks nothing usable about the token itself.
+            principal = self.by_hash.get(hash_token(token))
+            if principal is None:
+                raise Unauthenticated("unknown bearer token")
+            return principal
+        for name in _cert_names(auth_context):
+            principal = self.by_cert.get(name)
+            if principal is not None:
+                return principal
+        if auth_context.get("x509_common_name"):
+            raise Unauthenticated("client certificate is not listed in the token file")
+        raise Unauthenticated(
+            "credentials required: authorization: Bearer <token> or a client cert"
+        )
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization must be 'Bearer <token>'")
+            return token.strip()
+    return None
+
+
+def _cert_names(auth_context: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth_context.get(key, ()):
+            names.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # 0 = unlimited.
+    max_worker_streams: int = 0
+    # StartExecution calls per second per identity; 0 = unlimited.
+    start_rate: float = 0.0
+    start_burst: int = 10
+
+    @property
+    def active(self) -> bool:
+        return self.max_worker_streams > 0 or self.start_rate > 0
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken, else seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class SecurityInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tokens: TokenTable | None, limits: Limits | None = None) -> None:
+        self.tokens = tokens
+        self.limits = limits or Limits()
+        self._streams: dict[str, int] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or service_of(method) in OPEN_SERVICES:
+            return handler
+        return self._wrap(handler, method)
+
+    # -- the checks ------------------------------------------------------------------
+    def _principal(self, context: Ctx) -> Principal:
+        if self.tokens is None:
+            return Principal(_peer_host(context.peer()), "admin")
+        return self.tokens.authenticate(context.invocation_metadata(), context.auth_context())
+
+    def _admit(self, context: Ctx, method: str) -> Principal:
+        principal = self._principal(context)
+        if not allowed(principal.role, method):
+            raise PermissionDenied(f"role {principal.role!r} may not call {method}")
+        if method == START and self.limits.start_rate > 0:
+            bucket = self._buckets.get(principal.name)
+            if bucket is None:
+                bucket = self._buckets[principal.name] = _Bucket(
+                    self.limits.start_rate, self.limits.start_burst
+                )
+            wait = bucket.take()
+            if wait > 0:
+                raise Overloaded(
+                    f"start rate of {principal.name!r} exceeds "
+                    f"{self.limits.start_rate:g}/s (burst {bucket.burst})",
+                    wait,
+                )
+        return principal
+
+    def _open_stream(self, principal: Principal) -> None:
+        limit = self.limits.max_worker_streams
+        count = self._streams.get(principal.name, 0)
+        if limit and count >= limit:
+            raise LimitExceeded(
+                f"{principal.name!r} already has {count} worker streams open",
+                [FieldViolation("worker_streams", f"at most {limit} per identity")],
+            )
+        self._streams[principal.name] = count + 1
+
+    def _close_stream(self, principal: Principal) -> None:
+        count = self._streams.get(principal.name, 1) - 1
+        if count > 0:
+            self._streams[principal.name] = count
+        else:
+            self._streams.pop(principal.name, None)
+
+    # -- wrapping the handler ----------------------------------------------------------
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        req, resp = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary is not None:
+            inner_uu: Any = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Ctx) -> Any:
+                await self._checked(context, method)
+                return await inner_uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, req, resp)
+        if handler.unary_stream is not None:
+            inner_us: Any = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                await self._checked(context, method)
+                async for item in inner_us(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, req, resp)
+        if handler.stream_stream is not None:
+            inner_ss: Any = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
+                principal = await self._checked(context, method)
+                if method == CONNECT:
+                    try:
+                        self._open_stream(principal)
+                    except ExecplanError as exc:
+                        await abort_with(context, exc)
+                try:
+                    checked = _registration_checked(requests, principal)
+                    async for item in inner_ss(checked, context):
+                        yield item
+                finally:
+                    if method == CONNECT:
+                        self._close_stream(principal)
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, req, resp)
+        return handler  # stream-unary: we have none; nothing reaches here unchecked
+
+    async def _checked(self, context: Ctx, method: str) -> Principal:
+        try:
+            return self._admit(context, method)
+        except ExecplanError as exc:
+            log.info("denied %s from %s: %s", method, context.peer(), exc)
+            await abort_with(context, exc)
+
+
+async def _registration_checked(requests: Any, principal: Principal) -> AsyncIterator[Any]:
+    """Pass worker messages through, refusing a registration of a task type the
+    principal is not listed for. The servicer's error translation turns the raised
+    PermissionDenied into PERMISSION_DENIED before anything is registered."""
+    async for request in requests:
+        if principal.task_types is not None and request.HasField("register"):
+            extra = sorted(set(request.register.task_types) - principal.task_types)
+            if extra:
+                raise PermissionDenied(
+                    f"{principal.name!r} may not register task types {', '.join(extra)}"
+                )
+        yield request
+
+
+def _peer_host(peer: str) -> str:
+    # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555" -> the host part
+    address = peer.partition(":")[2]
+    return address.rpartition(":")[0].strip("[]") or peer
