@@ -162,6 +162,29 @@ class _Encoder:
         self.memo: dict[int, bytes] = {}
         self.wires: dict[tuple[int, int, int, int], bytes] = {}
         self.common: dict[tuple[object, ...], bytes] = {}
+        self.bindings: dict[tuple[str, int], bytes] = {}
+        self.number_heads: dict[str, bytes] = {}
+
+    def binding(self, b: Binding) -> bytes:
+        """`_binding_wire(b)`, reusing the bytes of an expression binding shared by
+        many nodes and the bytes before the double of a number literal by name."""
+        v = b.value
+        t = type(v)
+        if t is Expression:
+            key = (b.name, id(v))  # the plan keeps v alive, so its id is stable
+            hit = self.bindings.get(key)
+            if hit is None:
+                hit = self.bindings[key] = _binding_wire(b)
+            return hit
+        if isinstance(v, Literal):
+            lit = v.value
+            if type(lit) is int or type(lit) is float:
+                head = self.number_heads.get(b.name)
+                if head is None:
+                    whole = _binding_wire(b)
+                    head = self.number_heads[b.name] = whole[:-8]  # all but the double
+                return head + _DOUBLE(lit)  # struct converts an int as float() does
+        return _binding_wire(b)
 
     def retry(self, r: ResolvedRetryPolicy) -> bytes:
         hit = self.memo.get(id(r))
@@ -291,7 +314,7 @@ class _Encoder:
         if n.condition is not None:
             parts.append(_field(b"\x5a", _expression_bytes(n.condition)))
         if n.bindings:
-            parts.extend([_binding_wire(b) for b in n.bindings])
+            parts.extend([self.binding(b) for b in n.bindings])
         if n.fallback is not None:
             parts.append(_field(b"\x7a", self.side(n.fallback)))
         if n.compensation is not None:
