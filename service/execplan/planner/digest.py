@@ -260,6 +260,8 @@ class _Stream:
         self.text: dict[int, str] = {}
         self.strings: dict[str, str] = {}
         self.templates: dict[tuple[object, ...], str] = {}
+        self.binding_text: dict[tuple[str, int], str] = {}
+        self.literal_heads: dict[str, str] = {}
 
     def shared(self, obj: object, convert: Callable[[Any], Json]) -> str:
         key = id(obj)
@@ -276,7 +278,8 @@ class _Stream:
 
     def bindings(self, bs: tuple[Binding, ...]) -> str:
         """Canonical text of bindings; plain literals and shared expressions are
-        written directly (calling the JSON encoder per node dominated the digest)."""
+        written directly (calling the JSON encoder per node dominated the digest),
+        and the text before each literal is reused by name."""
         if not bs:
             return "[]"
         out = []
@@ -284,12 +287,23 @@ class _Stream:
             v = b.value
             t = type(v)
             if t is Expression:
-                text = '{"expression":' + self.shared(v, self.canon.expression) + "}"
+                key = (b.name, id(v))
+                text = self.binding_text.get(key)
+                if text is None:
+                    expr = self.shared(v, self.canon.expression)
+                    text = self.binding_text[key] = (
+                        '{"name":' + _quote(b.name) + ',"value":{"expression":' + expr + "}}"
+                    )
             elif t is Literal and type(v.value) in _SCALAR:  # type: ignore[union-attr]
-                text = '{"literal":' + _scalar(v.value) + "}"  # type: ignore[union-attr]
+                head = self.literal_heads.get(b.name)
+                if head is None:
+                    head = self.literal_heads[b.name] = (
+                        '{"name":' + _quote(b.name) + ',"value":{"literal":'
+                    )
+                text = head + _scalar(v.value) + "}}"  # type: ignore[union-attr]
             else:
-                text = _dumps(self.canon.value(v))
-            out.append('{"name":' + _quote(b.name) + ',"value":' + text + "}")
+                text = '{"name":' + _quote(b.name) + ',"value":' + _dumps(self.canon.value(v)) + "}"
+            out.append(text)
         return "[" + ",".join(out) + "]"
 
     def template(self, n: PlanNode) -> str:
