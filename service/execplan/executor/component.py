@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 from execplan.executor.engine import Engine, EngineConfig
+from execplan.executor.secrets import SecretProvider
 from execplan.store import open_store
 from execplan.store.port import Store
 
@@ -21,8 +22,11 @@ class ExecutorComponent:
         silence_ms: int = 15_000,
         observe: bool = True,
         tracer_provider: Any = None,
+        secrets: SecretProvider | None = None,
     ) -> None:
-        """`observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
+        """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
+        environment variables; see executor/secrets.py).
+        `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
         (executor/metrics.py, tracing.py, execplan.logs); spans use `tracer_provider`,
         default the global one (no-op unless configured)."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
@@ -32,7 +36,7 @@ class ExecutorComponent:
         )
 
         self.store: Store = open_store(store_url)
-        self.engine = Engine(self.store, config)
+        self.engine = Engine(self.store, config, secrets=secrets)
         if observe:
             from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415
             from execplan.executor.tracing import TracingObserver  # noqa: PLC0415
