@@ -36,6 +36,24 @@ class ServerConfig:
     planner_address: str | None = None
     # Seconds a worker holding leases may stay silent before it counts as gone.
     worker_silence_seconds: float = 15.0
+    # Security (docs/security.md). TLS when both cert and key are PEM paths; with a
+    # client CA, clients must present a certificate it signed (mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # Token file of execplan.wire.auth (hashed tokens / cert names -> roles);
+    # None = authentication off (development default).
+    auth_tokens: str | None = None
+    # JSON/YAML map of secret name -> value; None = EXECPLAN_SECRET_* variables.
+    secrets_file: str | None = None
+    # Per authenticated identity (peer host when auth is off); 0 = unlimited.
+    max_worker_streams: int = 0
+    start_rate: float = 0.0
+    start_burst: int = 10
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
 
 
 def split_host_port(address: str) -> tuple[str, int]:

@@ -21,17 +21,20 @@ Shutdown order is fixed (STYLE principle 10), and each step says why:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 import grpc
 from execplan.config import ServerConfig, split_host_port
-from execplan.errors import Unavailable
+from execplan.errors import InvalidArgument, Unavailable
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -125,12 +128,19 @@ def build_components(config: ServerConfig) -> list[Component]:
     components: list[Component] = []
     if config.run_executor:
         from execplan.executor.component import ExecutorComponent  # noqa: PLC0415
+        from execplan.executor.secrets import SecretsFileError, provider_for  # noqa: PLC0415
+
+        try:
+            secrets = provider_for(config.secrets_file)
+        except SecretsFileError as exc:
+            raise InvalidArgument(str(exc)) from exc
 
         components.append(
             ExecutorComponent(
                 config.db_path,
                 planner_address=None if config.run_planner else config.planner_address,
                 silence_ms=int(config.worker_silence_seconds * 1000),
+                secrets=secrets,
             )
         )
     if config.run_planner:
@@ -158,7 +168,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 def _interceptors(config: ServerConfig, tracer_provider: Any) -> list[grpc.aio.ServerInterceptor]:
     if not config.tracing:
-        return []
+        return _security_interceptors(config)
     # The interceptor itself rather than GrpcAioInstrumentorServer: same spans, no
     # global monkeypatch of grpc.aio.server. Health is excluded because the
     # interceptor breaks its `context.write` Watch stream (opentelemetry-contrib#3066).
@@ -172,7 +182,58 @@ def _interceptors(config: ServerConfig, tracer_provider: Any) -> list[grpc.aio.S
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
         tracer_provider=tracer_provider, filter_=exclude_health
     )
-    return [interceptor]
+    # After tracing: denied calls still get a span, with the error status.
+    return [interceptor, *_security_interceptors(config)]
+
+
+def _security_interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
+    from execplan.wire.auth import (  # noqa: PLC0415
+        Limits,
+        SecurityInterceptor,
+        TokenFileError,
+        TokenTable,
+    )
+
+    limits = Limits(config.max_worker_streams, config.start_rate, config.start_burst)
+    tokens = None
+    if config.auth_tokens:
+        try:
+            tokens = TokenTable.load(config.auth_tokens)
+        except TokenFileError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        log.info("authentication on: %d principals from %s", len(tokens), config.auth_tokens)
+    else:
+        log.info("authentication off (no --auth-tokens): every caller is admin")
+    if tokens is None and not limits.active:
+        return []
+    return [SecurityInterceptor(tokens, limits)]
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """TLS from the PEM files of `config`; client certificates are required (and
+    checked against the CA) when `tls_client_ca` is set."""
+
+    def read(path: str | None) -> bytes:
+        try:
+            return Path(path or "").read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read TLS file {path}: {exc.strerror}") from exc
+
+    ca = read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(config.tls_key), read(config.tls_cert))],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ExecplanServer:
@@ -238,8 +299,19 @@ class ExecplanServer:
 
     def _bind(self, server: grpc.aio.Server) -> int:
         _check_bindable(self.config.listen)
+        host, _ = split_host_port(self.config.listen)
+        if not self.config.tls and not is_loopback(host):
+            warning = (
+                f"WARNING: serving plaintext gRPC on non-loopback {self.config.listen}: "
+                "anyone on the network can read and send calls (use --tls-cert/--tls-key)"
+            )
+            print(warning, file=sys.stderr, flush=True)
+            log.warning("%s", warning)
         try:
-            port = server.add_insecure_port(self.config.listen)
+            if self.config.tls:
+                port = server.add_secure_port(self.config.listen, server_credentials(self.config))
+            else:
+                port = server.add_insecure_port(self.config.listen)
         except RuntimeError as exc:  # grpcio raises on bind failure (older: returns 0)
             raise Unavailable(f"cannot listen on {self.config.listen}: {exc}") from exc
         if port == 0:

@@ -65,7 +65,51 @@ def register(subparsers: Any) -> None:
         choices=("text", "json"),
         help="json: one object per line with execution_id, task_id, attempt, trace_id",
     )
+    _add_security_options(p)
     p.set_defaults(handler=run_serve)
+
+
+def _add_security_options(p: Any) -> None:
+    g = p.add_argument_group("security (docs/security.md)")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (enables TLS)")
+    g.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    g.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    g.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        help="token file: NAME ROLE sha256:HASH|cert:NAME [TASK_TYPES] per line "
+        "(default: authentication off)",
+    )
+    g.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="JSON/YAML map of task secrets (default: EXECPLAN_SECRET_* variables)",
+    )
+    g.add_argument(
+        "--max-worker-streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="concurrent worker streams per identity (default: 0 = unlimited)",
+    )
+    g.add_argument(
+        "--start-rate",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="StartExecution calls per second per identity (default: 0 = unlimited)",
+    )
+    g.add_argument(
+        "--start-burst",
+        type=int,
+        default=10,
+        metavar="N",
+        help="StartExecution burst above --start-rate (default: 10)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -78,6 +122,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise CliError(f"{option}: {exc}", EXIT_USAGE) from exc
     if args.max_message_mib <= 0 or args.grace < 0:
         raise CliError("--max-message-mib must be > 0 and --grace >= 0", EXIT_USAGE)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if args.tls_client_ca and not args.tls_cert:
+        raise CliError("--tls-client-ca needs --tls-cert and --tls-key", EXIT_USAGE)
+    if args.max_worker_streams < 0 or args.start_rate < 0 or args.start_burst < 1:
+        raise CliError(
+            "--max-worker-streams and --start-rate must be >= 0, --start-burst >= 1", EXIT_USAGE
+        )
     return ServerConfig(
         listen=args.listen,
         db_path=args.store or args.db or DEFAULT_DB,
@@ -85,6 +137,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grace_seconds=args.grace,
         metrics_listen=args.metrics_listen,
         tracing=args.tracing,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=args.auth_tokens,
+        secrets_file=args.secrets_file,
+        max_worker_streams=args.max_worker_streams,
+        start_rate=args.start_rate,
+        start_burst=args.start_burst,
     )
 
 
