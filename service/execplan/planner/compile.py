@@ -115,7 +115,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     for u, v, _ in declared:  # validate_deps already dropped repeated entries
         succ[u].append(v)
         pred[v].append(u)
-    kinds = _data_edges(n, declared, data, succ, pred)
+    kinds = _data_edges(n, data, succ, pred)
 
     order, leftover = graph.topo_order(n, succ)
     if leftover:
@@ -134,7 +134,6 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
 
 def _data_edges(
     n: int,
-    declared: list[tuple[int, int, int]],
     data: list[tuple[int, int, str]],
     succ: list[list[int]],
     pred: list[list[int]],
@@ -144,14 +143,22 @@ def _data_edges(
     Keys are u * n + v (int keys hash faster than tuples). Edges not in the result
     are ORDER only, so a workflow without expressions builds no per-edge map."""
     kinds: dict[int, int] = {}
-    if not data:
-        return kinds
-    ordered = {u * n + v for u, v, _ in declared}
+    wide: dict[int, set[int]] = {}  # pred sets of tasks with many upstreams
     for u, v, _ in data:
         key = u * n + v
         if key in kinds:
             continue
-        if key in ordered:
+        # A new key: pred[v] holds only declared sources plus data sources already
+        # in `kinds`, so this finds a declared edge without a 300k-entry set.
+        ups = pred[v]
+        if len(ups) > 16:  # many upstreams: look up in a set (built once per task)
+            found = wide.get(v)
+            if found is None:
+                found = wide[v] = set(ups)
+            declared = u in found
+        else:
+            declared = u in ups
+        if declared:
             kinds[key] = ORDER | DATA
         else:
             kinds[key] = DATA
