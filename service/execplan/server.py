@@ -202,8 +202,6 @@ def _security_interceptors(config: ServerConfig) -> list[grpc.aio.ServerIntercep
         except TokenFileError as exc:
             raise InvalidArgument(str(exc)) from exc
         log.info("authentication on: %d principals from %s", len(tokens), config.auth_tokens)
-    else:
-        log.info("authentication off (no --auth-tokens): every caller is admin")
     if tokens is None and not limits.active:
         return []
     return [SecurityInterceptor(tokens, limits)]
@@ -290,6 +288,8 @@ class ExecplanServer:
             self._port = self._bind(server)
             await server.start()
             self._serving = True
+            if not self.config.auth_tokens:  # logged once the port is ours, not before
+                log.info("authentication off (no --auth-tokens): every caller is admin")
         except BaseException:
             await self.stop()
             raise
