@@ -297,3 +297,15 @@ async def test_recovery_query_uses_the_partial_index(sqlite_store: SqliteStore) 
     finally:
         conn.close()
     assert "executions_active" in plan
+
+
+async def test_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    first = SqliteStore(path)
+    await first.open()
+    second = SqliteStore(path, lock_timeout=0.2)
+    with pytest.raises(StoreError, match="another execplan process"):
+        await second.open()
+    await first.close()
+    await second.open()  # released on close
+    await second.close()

@@ -10,8 +10,7 @@ Usage::
 Layout (simonw/datasette's pattern): ONE writer connection, on which every write goes
 through a `GroupCommitWriter` (one transaction and one fsync per group, one thread hop
 per group), and a few reader connections used round-robin, so reads never queue
-behind a commit. One process per file: a second process would contend for the write
-lock (busy_timeout makes it wait, not fail, but group commit stops paying).
+behind a commit. One process per file, enforced by `lock.FileLock` on `<path>.lock`.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from ..port import (
     decode_cursor,
 )
 from . import reads, writes
+from .lock import FileLock
 from .schema import configure_reader, configure_writer, migrate
 from .thread import connect, run_on
 from .writer import GroupCommitWriter, WriterStats
@@ -45,8 +45,17 @@ T = TypeVar("T")
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, readers: int = 2, max_group: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = 2,
+        max_group: int = 5000,
+        lock_timeout: float = 10.0,
+    ) -> None:
         self._path = str(path)
+        self._lock = FileLock(self._path + ".lock")
+        self._lock_timeout = lock_timeout
         self._reader_count = max(readers, 1)
         self._max_group = max_group
         self._conn: aiosqlite.Connection | None = None
@@ -66,6 +75,10 @@ class SqliteStore(Store):
     async def open(self) -> None:
         if self._writer is not None:
             return
+        try:
+            await self._lock.acquire(self._lock_timeout)
+        except OSError as exc:  # e.g. the directory does not exist
+            raise StoreError(f"cannot open SQLite store at {self._path}: {exc}") from exc
         try:
             self._conn = await connect(self._path)
             await run_on(self._conn, configure_writer)
@@ -95,6 +108,7 @@ class SqliteStore(Store):
         for connection in [*readers, conn]:
             if connection is not None:
                 await connection.close()
+        self._lock.release()
 
     def _require_writer(self) -> GroupCommitWriter:
         if self._writer is None:
