@@ -13,7 +13,8 @@
      ├── PermissionDenied         the caller's role may not do this
      ├── Unavailable              shutting down, store unreachable
      └── StoreError               the store failed; nothing was acknowledged
-          └── ConcurrencyConflict  (execution_id, sequence) already written
+          ├── ConcurrencyConflict  (execution_id, sequence) already written
+          └── OwnershipLost        another executor replica owns the execution now
 
 Domain code raises these; `execplan.wire.status` maps each to one gRPC status code
 with `google.rpc` details. Lower-level exceptions are translated with `raise ... from`.
@@ -95,3 +96,12 @@ class StoreError(ExecplanError):
 
 class ConcurrencyConflict(StoreError):
     pass
+
+
+class OwnershipLost(StoreError):
+    """Replicas: the executions are owned by another replica (or this replica's lease
+    expired); nothing of their appends was written. `execution_ids` names them."""
+
+    def __init__(self, message: str, execution_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.execution_ids: tuple[str, ...] = tuple(execution_ids)

@@ -13,7 +13,8 @@
     PermissionDenied          PERMISSION_DENIED
     Unavailable               UNAVAILABLE
     StoreError                UNAVAILABLE
-     └ ConcurrencyConflict    ABORTED
+     ├ ConcurrencyConflict    ABORTED
+     └ OwnershipLost          UNAVAILABLE (another replica owns it now: retry)
     anything else             INTERNAL                (message only; traceback stays in the log)
 
 Decisions:
@@ -62,6 +63,7 @@ from execplan.errors import (
     LimitExceeded,
     NotFound,
     Overloaded,
+    OwnershipLost,
     PermissionDenied,
     StaleToken,
     StoreError,
@@ -105,6 +107,7 @@ TABLE: dict[type[ExecplanError], StatusRow] = {
     Unavailable: StatusRow(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
     StoreError: StatusRow(grpc.StatusCode.UNAVAILABLE, "STORE_ERROR"),
     ConcurrencyConflict: StatusRow(grpc.StatusCode.ABORTED, "CONCURRENCY_CONFLICT"),
+    OwnershipLost: StatusRow(grpc.StatusCode.UNAVAILABLE, "OWNERSHIP_LOST"),
 }
 
 _INTERNAL = StatusRow(grpc.StatusCode.INTERNAL, "INTERNAL")

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 import asyncpg
 from execplan.errors import StoreError
 
+# Non-terminal executions (port.TERMINAL_STATES), as SQL text shared with ownership.py.
+ACTIVE_PREDICATE = (
+    "state NOT IN ('SUCCEEDED', 'FAILED', 'COMPENSATED', 'COMPENSATION_FAILED',"
+    " 'CANCELLED', 'TERMINATED')"
+)
+
 # pg_advisory_lock key: any constant bigint unique to "execplan schema migration".
 MIGRATION_LOCK_KEY = 0x65786563_706C616E  # b"execplan"
 
@@ -87,6 +93,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 payload   bytea NOT NULL,
                 PRIMARY KEY (namespace, key)
             )""",
+        ),
+    ),
+    Migration(
+        3,
+        "executor replicas: leases and execution ownership (docs/replicas.md)",
+        (
+            # One row per replica; `epoch` grows on every (re)start, so the executions a
+            # previous incarnation owned are free to claim at once.
+            """CREATE TABLE replicas (
+                replica_id  text PRIMARY KEY,
+                epoch       bigint NOT NULL,
+                address     text NOT NULL,
+                lease_until timestamptz NOT NULL
+            )""",
+            "ALTER TABLE executions ADD COLUMN owner_id text NOT NULL DEFAULT ''",
+            "ALTER TABLE executions ADD COLUMN owner_epoch bigint NOT NULL DEFAULT 0",
+            # Takeover scans active executions by owner; the predicate is repeated
+            # verbatim in ownership.py so the planner can use this partial index.
+            f"""CREATE INDEX executions_active_by_owner
+                ON executions (owner_id, owner_epoch) WHERE {ACTIVE_PREDICATE}""",
         ),
     ),
 )

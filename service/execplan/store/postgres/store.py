@@ -20,7 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 import asyncpg
-from execplan.errors import ExecplanError, StoreError, Unavailable
+from execplan.errors import ExecplanError, OwnershipLost, StoreError, Unavailable
 
 from ..checks import check_batch_shape
 from ..port import (
@@ -32,7 +32,8 @@ from ..port import (
     TimerRecord,
     decode_cursor,
 )
-from . import reads, writes
+from . import ownership, reads, writes
+from .ownership import EventListener, Owner
 from .schema import migrate
 from .writer import GroupCommitWriter, WriterStats
 
@@ -55,10 +56,22 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._writer: GroupCommitWriter | None = None
         self.migrations_applied: list[int] = []
+        self._owner: Owner | None = None
 
     @property
     def dsn(self) -> str:
         return self._dsn
+
+    @property
+    def owner(self) -> Owner | None:
+        """Replicas: who this store writes as (None: no fencing, one executor)."""
+        return self._owner
+
+    @owner.setter
+    def owner(self, owner: Owner | None) -> None:
+        self._owner = owner
+        if self._writer is not None:
+            self._writer.owner = owner
 
     @property
     def stats(self) -> WriterStats:
@@ -99,6 +112,7 @@ class PostgresStore(Store):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             await writer.close()
             raise StoreError(f"cannot open PostgreSQL store: {exc}") from exc
+        writer.owner = self._owner
         self._writer = writer
 
     async def close(self) -> None:
@@ -134,7 +148,7 @@ class PostgresStore(Store):
     ) -> tuple[ExecutionRecord, bool]:
         check_batch_shape(record.execution_id, events)
         return await self._require_writer().submit(
-            partial(writes.create_execution, record, tuple(events))
+            partial(writes.create_execution, record, tuple(events), self._owner)
         )
 
     async def append(self, batch: Sequence[Append]) -> None:
@@ -142,13 +156,19 @@ class PostgresStore(Store):
             check_batch_shape(item.execution_id, item.events)
         futures = self._require_writer().enqueue(batch)
         first_error: BaseException | None = None
+        lost: list[str] = []
         for future in futures:
             try:
                 await future
+            except OwnershipLost as exc:
+                lost.extend(exc.execution_ids)
             except ExecplanError as exc:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
+        if lost:
+            # Only these were refused: the caller may treat the rest as committed.
+            raise OwnershipLost(f"{len(lost)} executions are owned by another replica", lost)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
@@ -191,7 +211,13 @@ class PostgresStore(Store):
         )
 
     async def list_active(self) -> list[ExecutionRecord]:
-        return await self._read(reads.list_active)
+        """Every active execution; with an `owner` set, only those it owns."""
+        active = await self._read(reads.list_active)
+        owner = self._owner
+        if owner is None:
+            return active
+        mine = set(await self._read(lambda db: ownership.list_owned(db, *_key(owner))))
+        return [r for r in active if r.execution_id in mine]
 
     async def load_snapshot(self, execution_id: str) -> Snapshot | None:
         return await self._read(lambda db: reads.load_snapshot(db, execution_id))
@@ -204,6 +230,48 @@ class PostgresStore(Store):
 
     async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
         return await self._read(lambda db: reads.list_kv(db, namespace))
+
+    # -- replicas (ownership.py) -------------------------------------------------
+
+    async def register_replica(self, replica_id: str, address: str, lease_ms: int) -> Owner:
+        """New epoch and lease for `replica_id`; sets and returns `owner`."""
+        epoch = await self._read(lambda db: ownership.register(db, replica_id, address, lease_ms))
+        self.owner = Owner(replica_id, epoch)
+        return self.owner
+
+    async def renew_lease(self, lease_ms: int) -> bool:
+        owner = self._require_owner()
+        return await self._read(lambda db: ownership.renew(db, *_key(owner), lease_ms))
+
+    async def release_lease(self) -> None:
+        owner = self._require_owner()
+        await self._read(lambda db: ownership.release(db, *_key(owner)))
+
+    async def claim_executions(self, limit: int) -> list[str]:
+        owner = self._require_owner()
+        return await self._read(lambda db: ownership.claim(db, *_key(owner), limit))
+
+    async def owner_of(self, execution_id: str) -> tuple[str, str] | None:
+        """(replica_id, address) of the live owner of an execution, if any."""
+        return await self._read(lambda db: ownership.owner_address(db, execution_id))
+
+    async def listener(self) -> EventListener:
+        """A started LISTEN connection for commit notifications of any replica."""
+        listener = EventListener(self._connect)
+        try:
+            await listener.start()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot LISTEN: {exc}") from exc
+        return listener
+
+    def _require_owner(self) -> Owner:
+        if self._owner is None:
+            raise Unavailable("this store has no replica owner")
+        return self._owner
+
+
+def _key(owner: Owner) -> tuple[str, int]:
+    return owner.replica_id, owner.epoch
 
 
 __all__ = ["PostgresStore"]

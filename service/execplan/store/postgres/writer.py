@@ -39,6 +39,7 @@ import asyncpg
 from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError, Unavailable
 
 from ..port import Append
+from .ownership import Owner
 from .writes import Failed, append_many
 
 T = TypeVar("T")
@@ -69,6 +70,8 @@ class GroupCommitWriter:
         self._drainer: asyncio.Task[None] | None = None
         self._closed = False
         self.stats = WriterStats()
+        # Replicas: appends are fenced by this owner (writes.append_many).
+        self.owner: Owner | None = None
 
     async def start(self) -> None:
         self._conn = await self._connect()
@@ -122,9 +125,9 @@ class GroupCommitWriter:
         try:
             conn = await self._connection()
             try:
-                outcomes = await _attempt(conn, work, savepoints=False)
+                outcomes = await _attempt(conn, work, savepoints=False, owner=self.owner)
             except _Retry:
-                outcomes = await _attempt(conn, work, savepoints=True)
+                outcomes = await _attempt(conn, work, savepoints=True, owner=self.owner)
         except Exception as exc:
             # Rolled back (or the connection died mid-COMMIT: unknowable): never acked.
             _fail(group, StoreError, f"group commit failed: {exc}", exc)
@@ -147,7 +150,7 @@ class GroupCommitWriter:
 
 
 async def _attempt(
-    conn: asyncpg.Connection, work: Sequence[Work], *, savepoints: bool
+    conn: asyncpg.Connection, work: Sequence[Work], *, savepoints: bool, owner: Owner | None
 ) -> list[Any]:
     outcomes: list[Any] = []
     async with conn.transaction():
@@ -161,9 +164,9 @@ async def _attempt(
                 run: list[Append] = [w for w in work[i:j] if isinstance(w, Append)]
                 if savepoints:
                     for append in run:
-                        outcomes.append(await _in_savepoint(conn, _single_append(append)))
+                        outcomes.append(await _in_savepoint(conn, _single_append(append, owner)))
                 else:
-                    outcomes.extend(await _fast(conn, partial(_append_run, run)))
+                    outcomes.extend(await _fast(conn, partial(_append_run, run, owner)))
                 i = j
                 continue
             if savepoints:
@@ -174,13 +177,15 @@ async def _attempt(
     return outcomes
 
 
-async def _append_run(run: list[Append], conn: asyncpg.Connection) -> list[Any]:
-    return await append_many(conn, run)
+async def _append_run(
+    run: list[Append], owner: Owner | None, conn: asyncpg.Connection
+) -> list[Any]:
+    return await append_many(conn, run, owner)
 
 
-def _single_append(item: Append) -> Op:
+def _single_append(item: Append, owner: Owner | None) -> Op:
     async def op(conn: asyncpg.Connection) -> Any:
-        (outcome,) = await append_many(conn, [item])
+        (outcome,) = await append_many(conn, [item], owner)
         if isinstance(outcome, Failed):
             raise outcome.error
         return outcome

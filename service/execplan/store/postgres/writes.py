@@ -18,10 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from execplan.errors import AlreadyExists, ConcurrencyConflict, ExecplanError, NotFound
+from execplan.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    ExecplanError,
+    NotFound,
+    OwnershipLost,
+)
 
 from ..checks import check_sequences
 from ..port import Append, ExecutionRecord, Snapshot, StoredEvent, TimerRecord
+from .ownership import CHANNEL, OWNED, Owner
 from .reads import EXECUTION_COLUMNS, to_record
 
 
@@ -44,6 +51,18 @@ _UPDATE_INDEX = (
     " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])"
     " AS u (execution_id, last_sequence, state, updated_at_ms)"
     " WHERE e.execution_id = u.execution_id"
+)
+
+# Replicas: the same UPDATE, and one NOTIFY per execution (delivered at commit) for
+# watchers on other replicas (ownership.EventListener); no extra round trip.
+_UPDATE_INDEX_NOTIFY = (
+    f"WITH u AS ({_UPDATE_INDEX} RETURNING e.execution_id)"
+    f" SELECT count(pg_notify('{CHANNEL}', u.execution_id)) FROM u"
+)
+
+_LOCK = (
+    "SELECT e.execution_id, e.last_sequence, {owned} FROM executions e"
+    " WHERE e.execution_id = ANY($1::text[]) ORDER BY e.execution_id FOR UPDATE OF e"
 )
 
 
@@ -70,20 +89,24 @@ class _EventColumns:
             )
 
 
-async def append_many(conn: asyncpg.Connection, items: Sequence[Append]) -> list[Any]:
+async def append_many(
+    conn: asyncpg.Connection, items: Sequence[Append], owner: Owner | None = None
+) -> list[Any]:
     """Apply `items` in order; returns one outcome per item (`None` or `Failed`).
 
     `FOR UPDATE` (in id order, so two processes cannot deadlock) holds the index rows
     until commit: a concurrent writer elsewhere waits and then sees our sequences.
     Later items see earlier ones of the same run through the in-memory `last` map.
+    With an `owner` (replicas), an execution not owned by it under a live lease is
+    rejected with `OwnershipLost`, checked on the locked row (see ownership.py).
     """
     ids = sorted({item.execution_id for item in items})
-    rows = await conn.fetch(
-        "SELECT execution_id, last_sequence FROM executions"
-        " WHERE execution_id = ANY($1::text[]) ORDER BY execution_id FOR UPDATE",
-        ids,
-    )
+    if owner is None:
+        rows = await conn.fetch(_LOCK.format(owned="true"), ids)
+    else:
+        rows = await conn.fetch(_LOCK.format(owned=OWNED), ids, owner.replica_id, owner.epoch)
     last: dict[str, int] = {r[0]: r[1] for r in rows}
+    foreign = {r[0] for r in rows if not r[2]}
     # execution_id -> [last_sequence, state, updated_at_ms] to write.
     changed: dict[str, list[Any]] = {}
     columns = _EventColumns()
@@ -92,6 +115,13 @@ async def append_many(conn: asyncpg.Connection, items: Sequence[Append]) -> list
         current = last.get(item.execution_id)
         if current is None:
             outcomes.append(Failed(NotFound(f"execution {item.execution_id!r} not found")))
+            continue
+        if item.execution_id in foreign:
+            lost = OwnershipLost(
+                f"execution {item.execution_id!r} is owned by another replica",
+                [item.execution_id],
+            )
+            outcomes.append(Failed(lost))
             continue
         try:
             check_sequences(item.execution_id, current, item.events)
@@ -112,7 +142,7 @@ async def append_many(conn: asyncpg.Connection, items: Sequence[Append]) -> list
     if changed:
         keys = list(changed)
         await conn.execute(
-            _UPDATE_INDEX,
+            _UPDATE_INDEX if owner is None else _UPDATE_INDEX_NOTIFY,
             keys,
             [changed[k][0] for k in keys],
             [changed[k][1] for k in keys],
@@ -137,7 +167,10 @@ async def _by_request_id(conn: asyncpg.Connection, request_id: str) -> Execution
 
 
 async def create_execution(
-    record: ExecutionRecord, events: Sequence[StoredEvent], conn: asyncpg.Connection
+    record: ExecutionRecord,
+    events: Sequence[StoredEvent],
+    owner: Owner | None,
+    conn: asyncpg.Connection,
 ) -> tuple[ExecutionRecord, bool]:
     if record.request_id:
         existing = await _by_request_id(conn, record.request_id)
@@ -165,8 +198,8 @@ async def create_execution(
     # DO NOTHING covers both unique keys (id, request_id); it waits for a concurrent
     # inserter of the same key in another process and then reports the conflict.
     inserted = await conn.fetchval(
-        f"INSERT INTO executions ({EXECUTION_COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+        f"INSERT INTO executions ({EXECUTION_COLUMNS}, owner_id, owner_epoch)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
         " RETURNING execution_id",
         stored.execution_id,
         stored.plan_id,
@@ -177,6 +210,8 @@ async def create_execution(
         stored.last_sequence,
         stored.request_id,
         stored.fairness_key,
+        "" if owner is None else owner.replica_id,
+        0 if owner is None else owner.epoch,
     )
     if inserted is None:
         if record.request_id:
