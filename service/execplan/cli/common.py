@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypedDict
 
 from execplan.config import DEFAULT_LISTEN
 
@@ -42,6 +42,32 @@ def add_address_option(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ADDRESS_ENV, DEFAULT_LISTEN),
         metavar="HOST:PORT",
         help=f"server address (default: ${ADDRESS_ENV} or {DEFAULT_LISTEN})",
+    )
+    # Empty defaults: the SDK fills each from its EXECPLAN_TLS_*/EXECPLAN_TOKEN variable.
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA of the server (enables TLS)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", metavar="PEM", help="key of --tls-cert")
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="bearer token (default: $EXECPLAN_TOKEN; prefer the variable: argv is visible)",
+    )
+
+
+class SecurityOptions(TypedDict):
+    tls_ca: str | None
+    tls_cert: str | None
+    tls_key: str | None
+    token: str | None
+
+
+def security_options(args: argparse.Namespace) -> SecurityOptions:
+    """The TLS/token options as ExecutorClient / Worker keyword arguments."""
+    return SecurityOptions(
+        tls_ca=getattr(args, "tls_ca", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        token=getattr(args, "token", None),
     )
 
 

@@ -25,7 +25,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, add_address_option, read_text
+from execplan.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliError,
+    add_address_option,
+    read_text,
+    security_options,
+)
 
 if TYPE_CHECKING:
     from execplan.client import ExecutionState, ExecutorClient
@@ -96,7 +103,7 @@ def _call(args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[i
     from execplan.client import ExecplanClientError, ExecutorClient  # noqa: PLC0415
 
     async def main() -> int:
-        async with ExecutorClient(args.address) as client:
+        async with ExecutorClient(args.address, **security_options(args)) as client:
             return await body(client)
 
     try:

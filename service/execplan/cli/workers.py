@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, security_options
 
 if TYPE_CHECKING:
     from execplan.worker import Worker
@@ -92,6 +92,9 @@ def _configure(worker: Worker, args: argparse.Namespace) -> None:
     # --address defaults to $EXECPLAN_ADDRESS, then 127.0.0.1:7070: the same
     # resolution the Worker does itself, so it is safe to always apply.
     worker.address = args.address
+    from execplan.client._channel import Security  # noqa: PLC0415
+
+    worker.security = Security(**security_options(args))
     if args.slots is not None:
         if args.slots < 1:
             raise CliError("--slots must be >= 1", EXIT_USAGE)

@@ -1,13 +1,30 @@
-"""Channel construction shared by the typed client and the worker SDK."""
+"""Channel construction shared by the typed client and the worker SDK.
+
+    open_channel(address)                                  # plaintext, or whatever env says
+    open_channel(address, Security(tls_ca="ca.pem", token="..."))
+
+`Security` fields left empty are read from the environment:
+EXECPLAN_TLS_CA, EXECPLAN_TLS_CERT, EXECPLAN_TLS_KEY (PEM paths) and EXECPLAN_TOKEN.
+TLS is on as soon as a CA or a client certificate is given (no CA: the system
+roots); a client certificate and key make it mutual TLS. A token is sent on every
+call and stream as `authorization: Bearer <token>`.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:7070"
 ADDRESS_ENV = "EXECPLAN_ADDRESS"
+TLS_CA_ENV = "EXECPLAN_TLS_CA"
+TLS_CERT_ENV = "EXECPLAN_TLS_CERT"
+TLS_KEY_ENV = "EXECPLAN_TLS_KEY"
+TOKEN_ENV = "EXECPLAN_TOKEN"
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # Keepalive pings detect a dead peer on long-lived streams (worker Connect, watch)
@@ -23,6 +40,34 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Transport and caller credentials; see the module docstring."""
+
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token: str | None = None
+
+    def with_env(self) -> Security:
+        env = os.environ.get
+        return replace(
+            self,
+            tls_ca=self.tls_ca or env(TLS_CA_ENV) or None,
+            tls_cert=self.tls_cert or env(TLS_CERT_ENV) or None,
+            tls_key=self.tls_key or env(TLS_KEY_ENV) or None,
+            token=self.token or env(TOKEN_ENV) or None,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)
+
+    def __repr__(self) -> str:  # never the token
+        token = "set" if self.token else None
+        return f"Security(tls_ca={self.tls_ca!r}, tls_cert={self.tls_cert!r}, token={token})"
+
+
 def resolve_address(address: str | None) -> str:
     """The explicit address, else $EXECPLAN_ADDRESS, else 127.0.0.1:7070."""
     return address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
@@ -30,3 +75,59 @@ def resolve_address(address: str | None) -> str:
 
 def insecure_channel(address: str | None) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(resolve_address(address), options=CHANNEL_OPTIONS)
+
+
+def open_channel(address: str | None, security: Security | None = None) -> grpc.aio.Channel:
+    """A channel to `address` with `security` (completed from the environment)."""
+    sec = (security or Security()).with_env()
+    if bool(sec.tls_cert) != bool(sec.tls_key):
+        raise ValueError("tls_cert and tls_key go together")
+    interceptors = [_BearerToken(sec.token)] if sec.token else None
+    target = resolve_address(address)
+    if not sec.tls:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(sec.tls_ca),
+        private_key=_read(sec.tls_key),
+        certificate_chain=_read(sec.tls_cert),
+    )
+    return grpc.aio.secure_channel(
+        target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+    )
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+class _BearerToken(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call. An interceptor rather
+    than call credentials: those are refused on plaintext channels, and a token on
+    loopback plaintext is how a secured server is tried out locally."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(*self._header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)

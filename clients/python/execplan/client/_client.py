@@ -30,7 +30,7 @@ from execplan.v1 import (
 )
 
 from ._backoff import Backoff
-from ._channel import insecure_channel
+from ._channel import Security, open_channel
 from .errors import decode_details, translate
 from .values import to_struct, to_value
 
@@ -40,10 +40,22 @@ _Resp = TypeVar("_Resp")
 
 
 class ExecutorClient:
-    def __init__(self, address: str | None = None, *, channel: grpc.aio.Channel | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
+    ):
+        """TLS files and the bearer token default to $EXECPLAN_TLS_CA/_CERT/_KEY and
+        $EXECPLAN_TOKEN (see _channel.py); none of them: plaintext."""
         # A channel passed in belongs to the caller, who closes it.
         self._owns_channel = channel is None
-        self._channel = channel if channel is not None else insecure_channel(address)
+        security = Security(tls_ca, tls_cert, tls_key, token)
+        self._channel = channel if channel is not None else open_channel(address, security)
         self._executor = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._planner = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from execplan.client._backoff import Backoff
-from execplan.client._channel import insecure_channel
+from execplan.client._channel import Security, open_channel
 from execplan.client.errors import decode_details, translate
 from execplan.v1 import worker_service_pb2, worker_service_pb2_grpc
 from google.protobuf import timestamp_pb2
@@ -72,6 +72,7 @@ class StreamConfig:
     labels: dict[str, str] = field(default_factory=dict)
     environment: str = ""
     slots: int = 8
+    security: Security = field(default_factory=Security)
 
 
 @dataclass(eq=False)
@@ -152,7 +153,7 @@ class StreamThread:
         assert main_task is not None
         self._main_task: asyncio.Task[None] = main_task
         self._ready.set()
-        channel = insecure_channel(self._config.address)
+        channel = open_channel(self._config.address, self._config.security)
         stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
         try:
             await self._reconnect_loop(stub)

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from execplan.client._channel import Security
+
 from ._runner import Handler, Runner
 from ._stream import StreamConfig, StreamThread
 
@@ -51,7 +53,13 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         environment: str = "",
         concurrency: int | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
     ) -> None:
+        """`tls_*` (PEM paths) and `token` default to $EXECPLAN_TLS_CA/_CERT/_KEY and
+        $EXECPLAN_TOKEN; none of them: plaintext (docs/security.md)."""
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.address = address
@@ -61,6 +69,7 @@ class Worker:
         self.environment = environment
         # Threads for sync handlers; defaults to slots so every slot can run one.
         self.concurrency = concurrency or slots
+        self.security = Security(tls_ca, tls_cert, tls_key, token)
         self._handlers: dict[str, Handler] = {}
         self._stream: StreamThread | None = None
         self._finished: asyncio.Future[None] | None = None
@@ -97,6 +106,7 @@ class Worker:
             labels=self.labels,
             environment=self.environment,
             slots=self.slots,
+            security=self.security,
         )
         stream = StreamThread(config)
         runner = Runner(dict(self._handlers), loop, pool, report=stream.submit_result)
