@@ -168,3 +168,10 @@ async def test_time_travel(env: Env, at: int, capsys: Any) -> None:
     code = await asyncio.to_thread(main, ["history", execution_id, "--address", address])
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and len(lines) == final.last_sequence
+
+
+async def test_replay_of_an_unknown_execution_is_not_found(env: Env, capsys: Any) -> None:
+    address = env.server.address
+    code = await asyncio.to_thread(main, ["replay", "nope", "--address", address])
+    assert code == 1
+    assert "NOT_FOUND" in capsys.readouterr().err

@@ -280,7 +280,8 @@ def _static_problems(
         up_after = sorted(new.nodes[u].task_id for u in after.upstream)
         if up_before != up_after:
             problems.append(
-                f"task {task_id} changed upstream: {up_before} -> {up_after}".replace("'", "")
+                f"task {task_id} changed upstream: "
+                f"[{', '.join(up_before)}] -> [{', '.join(up_after)}]"
             )
     started = next((e for e in events if e.HasField("execution_started")), None)
     if started is not None:
