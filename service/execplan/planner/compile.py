@@ -91,7 +91,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     """Run every phase; the plan, or None when there are errors (or `build` is False)."""
     ids = validate_ids.task_index(wf)
     validate_ids.check(wf, ids, diags)
-    declared = validate_deps.check(wf, ids, diags)
+    succ, pred = validate_deps.check(wf, ids, diags)
     validate_inputs.check(wf, diags)
     validate_policies.check(wf, diags)
     validate_builtins.check(wf, diags)
@@ -110,18 +110,13 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)
 
     n = len(wf.tasks)
-    succ: list[list[int]] = [[] for _ in range(n)]
-    pred: list[list[int]] = [[] for _ in range(n)]
-    for u, v, _ in declared:  # validate_deps already dropped repeated entries
-        succ[u].append(v)
-        pred[v].append(u)
     kinds = _data_edges(n, data, succ, pred)
 
     order, leftover = graph.topo_order(n, succ)
     if leftover:
         for cycle in graph.find_cycles(succ, leftover):
             names = [_id(wf.tasks[u]) for u in cycle]
-            closing = _edge_path(cycle[-2], cycle[-1], declared, data)
+            closing = _edge_path(wf, cycle[-2], cycle[-1], data)
             diags.error("cycle", closing, "dependency cycle: " + " > ".join(names))
     else:
         validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
@@ -167,13 +162,11 @@ def _data_edges(
     return kinds
 
 
-def _edge_path(
-    u: int, v: int, declared: list[tuple[int, int, int]], data: list[tuple[int, int, str]]
-) -> str:
+def _edge_path(wf: Workflow, u: int, v: int, data: list[tuple[int, int, str]]) -> str:
     """Where edge u -> v was written: the depends_on entry, else the expression."""
-    for a, b, j in declared:
-        if a == u and b == v:
-            return f"tasks[{v}].depends_on[{j}]"
+    j = validate_deps.declared_at(wf, u, v)
+    if j is not None:
+        return f"tasks[{v}].depends_on[{j}]"
     return next(path for a, b, path in data if a == u and b == v)
 
 

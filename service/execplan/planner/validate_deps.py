@@ -1,8 +1,9 @@
 """Declared dependencies: every `depends_on` entry names another, existing task.
 
-Returns the declared edges as `(upstream index, downstream index, position in
-depends_on)`, which the graph phase uses (with the data edges) to sort and find
-cycles; the path `tasks[v].depends_on[j]` is only formatted when a cycle needs it.
+Returns the declared edges as adjacency lists `(succ, pred)` over task indexes (each
+edge once, in depends_on order), which the graph phase extends with the data edges
+to sort and find cycles. No per-edge record is kept: the path of an edge
+(`tasks[v].depends_on[j]`) is recomputed only when a cycle needs it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import difflib
 from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.model import Workflow
 
-Edge = tuple[int, int, int]
+Adjacency = list[list[int]]
 
 
-def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
-    edges: list[Edge] = []
+def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> tuple[Adjacency, Adjacency]:
+    n = len(wf.tasks)
+    succ: Adjacency = [[] for _ in range(n)]
+    pred: Adjacency = [[] for _ in range(n)]
     for t in wf.tasks:
         if t is None:
             continue
@@ -25,7 +28,9 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
             continue
         tid = t.id
         index = t.index
-        seen: set[str] = set()
+        ups = pred[index]
+        # Repeated entries are dropped: a list scan for the usual few, a set past 16.
+        seen: set[int] | None = set() if len(deps) > 16 else None
         for j, dep in enumerate(deps):
             if dep is None:
                 continue
@@ -44,7 +49,23 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> list[Edge]:
                     f"{t.path}.depends_on[{j}]",
                     f"task {dep!r} depends on itself",
                 )
-            elif dep not in seen:
-                seen.add(dep)
-                edges.append((src, index, j))
-    return edges
+            elif seen is None:
+                if src not in ups:
+                    ups.append(src)
+                    succ[src].append(index)
+            elif src not in seen:
+                seen.add(src)
+                ups.append(src)
+                succ[src].append(index)
+    return succ, pred
+
+
+def declared_at(wf: Workflow, u: int, v: int) -> int | None:
+    """Position in tasks[v].depends_on of the entry that made edge u -> v, if any."""
+    t, source = wf.tasks[v], wf.tasks[u]
+    if t is None or source is None:
+        return None
+    for j, dep in enumerate(t.depends_on):
+        if dep == source.id:
+            return j
+    return None
