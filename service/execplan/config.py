@@ -36,6 +36,12 @@ class ServerConfig:
     planner_address: str | None = None
     # Seconds a worker holding leases may stay silent before it counts as gone.
     worker_silence_seconds: float = 15.0
+    # Executor replicas on PostgreSQL (docs/replicas.md); ignored on SQLite. The id
+    # defaults to a random one; `advertise` (HOST:PORT other replicas forward control
+    # calls to) defaults to `listen`; a replica silent `lease_seconds` is taken over.
+    replica_id: str = ""
+    advertise: str = ""
+    lease_seconds: float = 5.0
     # Security (docs/security.md). TLS when both cert and key are PEM paths; with a
     # client CA, clients must present a certificate it signed (mutual TLS).
     tls_cert: str | None = None

@@ -141,6 +141,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                 planner_address=None if config.run_planner else config.planner_address,
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,
+                replica=_replica(config),
             )
         )
     if config.run_planner:
@@ -148,6 +149,18 @@ def build_components(config: ServerConfig) -> list[Component]:
     if config.metrics_listen:
         components.insert(0, MetricsComponent(config.metrics_listen))
     return components
+
+
+def _replica(config: ServerConfig) -> Any:
+    """The ReplicaConfig of an executor on PostgreSQL (unused on SQLite)."""
+    from execplan.executor.component import new_replica_id  # noqa: PLC0415
+    from execplan.executor.ownership import ReplicaConfig  # noqa: PLC0415
+
+    return ReplicaConfig(
+        replica_id=config.replica_id or new_replica_id(),
+        advertise=config.advertise or config.listen,
+        lease_ms=int(config.lease_seconds * 1000),
+    )
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:

@@ -58,6 +58,25 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="emit OpenTelemetry server spans to the configured tracer provider",
     )
+    p.add_argument(
+        "--replica-id",
+        default="",
+        metavar="ID",
+        help="PostgreSQL only: this executor replica's id (default: random); see docs/replicas.md",
+    )
+    p.add_argument(
+        "--advertise",
+        default="",
+        metavar="HOST:PORT",
+        help="PostgreSQL only: where other replicas reach this one (default: --listen)",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="PostgreSQL only: a replica silent this long is taken over (default: 5)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
         "--log-format",
@@ -113,7 +132,11 @@ def _add_security_options(p: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    for option, value in (("--listen", args.listen), ("--metrics-listen", args.metrics_listen)):
+    for option, value in (
+        ("--listen", args.listen),
+        ("--metrics-listen", args.metrics_listen),
+        ("--advertise", args.advertise or None),
+    ):
         if value is None:
             continue
         try:
@@ -137,6 +160,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grace_seconds=args.grace,
         metrics_listen=args.metrics_listen,
         tracing=args.tracing,
+        replica_id=args.replica_id,
+        advertise=args.advertise,
+        lease_seconds=args.lease,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from execplan.executor.engine import Engine, EngineConfig
+from execplan.executor.ownership import Replica, ReplicaConfig
 from execplan.executor.secrets import SecretProvider
 from execplan.store import open_store
 from execplan.store.port import Store
@@ -23,12 +26,16 @@ class ExecutorComponent:
         observe: bool = True,
         tracer_provider: Any = None,
         secrets: SecretProvider | None = None,
+        replica: ReplicaConfig | None = None,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
         `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
         (executor/metrics.py, tracing.py, execplan.logs); spans use `tracer_provider`,
-        default the global one (no-op unless configured)."""
+        default the global one (no-op unless configured).
+        On PostgreSQL the executor is always a replica (executor/ownership.py):
+        `replica` names it (default: a random id advertising no address, so control
+        calls for executions other replicas own are not forwarded)."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
             Compiler,
             LocalCompiler,
@@ -37,6 +44,15 @@ class ExecutorComponent:
 
         self.store: Store = open_store(store_url)
         self.engine = Engine(self.store, config, secrets=secrets)
+        self.replica: Replica | None = None
+        from execplan.store.postgres import PostgresStore  # noqa: PLC0415
+
+        if isinstance(self.store, PostgresStore):
+            from execplan.wire.forward import GrpcForwarder  # noqa: PLC0415
+
+            replica = replica or ReplicaConfig(new_replica_id(), "")
+            forwarder = GrpcForwarder() if replica.advertise else None
+            self.replica = Replica(self.store, self.engine, replica, forwarder)
         if observe:
             from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415
             from execplan.executor.tracing import TracingObserver  # noqa: PLC0415
@@ -71,7 +87,11 @@ class ExecutorComponent:
 
     async def start(self) -> None:
         await self.store.open()
+        if self.replica is not None:
+            await self.replica.register()  # recovery then loads only what we own
         await self.engine.start()
+        if self.replica is not None:
+            await self.replica.start()
 
     async def begin_drain(self) -> None:
         from execplan.wire.worker_servicer import WorkerServicer  # noqa: PLC0415
@@ -79,12 +99,20 @@ class ExecutorComponent:
         if isinstance(self._worker_servicer, WorkerServicer):
             self._worker_servicer.begin_drain()
         self.engine.hub.close()
+        if self.replica is not None:
+            await self.replica.begin_drain()
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         await self.engine.stop()
+        if self.replica is not None:
+            await self.replica.stop()
         if self._remote is not None:
             await self._remote.close()
         await self.store.close()
+
+
+def new_replica_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from execplan.errors import (
     LimitExceeded,
     NotFound,
     Overloaded,
+    OwnershipLost,
     StaleToken,
 )
 from execplan.executor import breakers as cb
@@ -40,6 +41,7 @@ from execplan.executor.hub import Hub, Subscription
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.observer import Observers
+from execplan.executor.ownership import Control, Router
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.snapshot import decode_state, encode_state
@@ -146,6 +148,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self.breakers = cb.Breakers()
         self._breaker_plans: dict[str, bool] = {}
+        # Replicas (executor/ownership.py): reaches executions other replicas own.
+        self.router: Router | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -309,6 +313,10 @@ class Engine:
         self, execution_id: str, after_sequence: int
     ) -> AsyncIterator[ev.ExecutionEvent]:
         """Committed events after `after_sequence`, live, ending with the terminal one."""
+        if self.router is not None:  # any replica may commit them: tail the store
+            async for event in self.router.watch(execution_id, after_sequence):
+                yield event
+            return
         subscription = self.hub.subscribe(execution_id)
         try:
             state = await self.load_state(execution_id)
@@ -350,21 +358,37 @@ class Engine:
 
     # -- control -----------------------------------------------------------------
     async def pause(self, execution_id: str, reason: str, request_id: str) -> str:
+        if routed := await self._route(Control("pause", execution_id, request_id, reason)):
+            return routed
         return await self._control(execution_id, lambda m: m.pause(reason, request_id))
 
     async def resume(self, execution_id: str, request_id: str) -> str:
+        if routed := await self._route(Control("resume", execution_id, request_id)):
+            return routed
         return await self._control(execution_id, lambda m: m.resume(request_id))
 
     async def cancel(self, execution_id: str, reason: str, request_id: str, terminate: bool) -> str:
+        kind = "terminate" if terminate else "cancel"
+        if routed := await self._route(Control(kind, execution_id, request_id, reason)):
+            return routed
         return await self._control(execution_id, lambda m: m.cancel(reason, request_id, terminate))
 
     async def send_event(
         self, execution_id: str, name: str, data: JsonValue, request_id: str
     ) -> str:
+        control = Control("send_event", execution_id, request_id, name=name, data=data)
+        if routed := await self._route(control):
+            return routed
         task_id: str = await self._submit_wait(
             execution_id, lambda m: m.external_event(name, data, request_id)
         )
         return task_id
+
+    async def _route(self, control: Control) -> str:
+        """Replicas: the reply of the owner when another replica owns the execution."""
+        if self.router is None or control.execution_id in self._live:
+            return ""
+        return await self.router.forward(control)
 
     async def _control(self, execution_id: str, action: Callable[[Machine], None]) -> str:
         await self._submit_wait(execution_id, action)
@@ -608,6 +632,7 @@ class Engine:
         now = self.now_ms()
         machines: dict[str, Machine] = {}
         replies: list[tuple[asyncio.Future[Any], Any]] = []
+        asked: dict[asyncio.Future[Any], str] = {}
         failures: list[tuple[asyncio.Future[Any], BaseException]] = []
         for item in batch:
             state = self._live.get(item.execution_id)
@@ -633,6 +658,7 @@ class Engine:
             self._apply_internal(machine, mark)
             if item.future is not None:
                 replies.append((item.future, result))
+                asked[item.future] = item.execution_id
         self._dispatch_round(machines, now)
         appends = [
             Append(
@@ -648,6 +674,8 @@ class Engine:
             began = time.perf_counter()
             try:
                 await self.store.append(appends)
+            except OwnershipLost as lost:
+                replies = self._lost(lost, machines, replies, asked)
             except Exception as error:
                 log.exception("commit failed; reloading %d executions", len(appends))
                 for append in appends:
@@ -668,6 +696,23 @@ class Engine:
         for future, problem in failures:
             if not future.done():
                 future.set_exception(problem)
+
+    def _lost(
+        self,
+        lost: OwnershipLost,
+        machines: dict[str, Machine],
+        replies: list[tuple[asyncio.Future[Any], Any]],
+        asked: dict[asyncio.Future[Any], str],
+    ) -> list[tuple[asyncio.Future[Any], Any]]:
+        """Another replica owns these now: forget them; the rest of the round committed."""
+        self.disown(lost.execution_ids)
+        gone = set(lost.execution_ids)
+        for execution_id in gone:
+            machines.pop(execution_id, None)
+        for future, _ in replies:
+            if asked[future] in gone and not future.done():
+                future.set_exception(lost)
+        return [r for r in replies if asked[r[0]] not in gone]
 
     def _apply_internal(self, machine: Machine, start: int = 0) -> None:
         """Effects that stay inside the engine; safe before commit (see module doc)."""
@@ -1132,6 +1177,44 @@ class Engine:
             return
         if not state.terminal:
             self._resume_state(state)
+
+    # -- replicas: executions moving between owners (executor/ownership.py) ------
+    async def adopt(self, execution_ids: Collection[str]) -> int:
+        """Load executions this replica has just claimed and resume them as after a
+        restart (dispatched attempts become orphans, re-leased after the grace)."""
+        adopted = 0
+        for execution_id in execution_ids:
+            if execution_id in self._live:
+                continue
+            self._finished.pop(execution_id, None)
+            try:
+                state = await self.load_state(execution_id)
+            except ExecplanError:
+                log.exception("cannot adopt execution %s", execution_id)
+                continue
+            if not state.terminal and execution_id not in self._live:
+                self._resume_state(state)
+                adopted += 1
+        return adopted
+
+    def disown(self, execution_ids: Collection[str]) -> None:
+        """Drop executions another replica owns now; their callers get Unavailable."""
+        for execution_id in execution_ids:
+            state = self._live.pop(execution_id, None)
+            if state is None:
+                continue
+            log.warning("execution %s is owned by another replica now", execution_id)
+            self._ready.drop(execution_id)
+            self._inflight.pop(execution_id, None)
+            self._checkpointed.pop(execution_id, None)
+            for key in [k for k in self._timers if k[0] == execution_id]:
+                self._timers.pop(key).cancel()
+            for worker in self.workers.workers.values():
+                worker.leases = {k for k in worker.leases if k[0] != execution_id}
+
+    @property
+    def live_ids(self) -> list[str]:
+        return list(self._live)
 
     # -- recovery ----------------------------------------------------------------
     async def _recover(self) -> None:
