@@ -34,6 +34,7 @@ def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> N
     """Marks a task terminal and updates its downstream trigger counters."""
     task.state = outcome
     task.finished_ms = at_ms
+    _drop_timers(state, task.index, all_purposes=True)
     state.completions += 1
     task.completed_order = state.completions
     for child in state.plan.nodes[task.index].downstream:
@@ -45,6 +46,19 @@ def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> N
             counters.upstream_failed += 1
         else:
             counters.upstream_other += 1
+
+
+def _drop_timers(state: ExecutionState, index: int, *, all_purposes: bool) -> None:
+    """A settled task has no pending timers; a queued one no pending backoff.
+
+    Done here, in the fold, so that a state rebuilt from the log and the live state
+    agree on which timers are pending.
+    """
+    for timer in list(state.timers.values()):
+        if timer.task_index == index and (
+            all_purposes or timer.purpose == ev.TIMER_PURPOSE_RETRY_BACKOFF
+        ):
+            del state.timers[timer.timer_id]
 
 
 def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
@@ -67,6 +81,7 @@ def _queued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     task.worker_id = ""
     task.queued_ms = at
     task.first_queued_ms = task.first_queued_ms or at
+    _drop_timers(state, task.index, all_purposes=False)
     task.status_message = ""
 
 

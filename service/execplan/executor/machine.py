@@ -418,12 +418,6 @@ class Machine:
                     task.index, task.worker_id, task.attempt, task.epoch, task.phase, "timed out"
                 )
             )
-        if give_up:
-            # No retry follows; a pending backoff timer must not fire a stray event.
-            for timer_id in [
-                t.timer_id for t in self.state.timers.values() if t.task_index == task.index
-            ]:
-                self.state.timers.pop(timer_id, None)
         name = ev.TimeoutKind.Name(kind).removeprefix("TIMEOUT_KIND_").lower()  # type: ignore[arg-type]
         self.failed(task, _error("Timeout", f"{name} timeout", retryable=not give_up), kind)
 
@@ -463,10 +457,6 @@ class Machine:
         self.emit("external_event_received", **{f.name: v for f, v in value.ListFields()})
         if waiting:
             task = self.state.task(waiting)
-            for timer_id in [
-                t.timer_id for t in self.state.timers.values() if t.task_index == task.index
-            ]:
-                self.state.timers.pop(timer_id, None)
             self._succeed(task, MAIN, {"event": name, "data": data})
         return waiting
 
