@@ -82,7 +82,7 @@ def open_channel(address: str | None, security: Security | None = None) -> grpc.
     sec = (security or Security()).with_env()
     if bool(sec.tls_cert) != bool(sec.tls_key):
         raise ValueError("tls_cert and tls_key go together")
-    interceptors = [_BearerToken(sec.token)] if sec.token else None
+    interceptors = bearer_interceptors(sec.token) if sec.token else None
     target = resolve_address(address)
     if not sec.tls:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
@@ -100,12 +100,7 @@ def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
-class _BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _BearerToken:
     """Adds `authorization: Bearer <token>` to every call. An interceptor rather
     than call credentials: those are refused on plaintext channels, and a token on
     loopback plaintext is how a secured server is tried out locally."""
@@ -120,14 +115,28 @@ class _BearerToken(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files each interceptor under the first of the four kinds it is an
+# instance of (an if/elif chain), so one object per kind.
+class _UnaryUnary(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStream(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnary(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _StreamStream(_BearerToken, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def bearer_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    return [kind(token) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
