@@ -1,6 +1,7 @@
 """Worker: register handlers, connect, run attempts, drain on SIGTERM.
 
     worker = Worker()                                  # $EXECPLAN_ADDRESS or 127.0.0.1:7070
+                                                       # "h1:7070,h2:7070": every replica
 
     @worker.task("payments.charge")
     async def charge(inputs: dict, ctx: TaskContext) -> dict:
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 from execplan.client._channel import Security
 
+from ._group import StreamGroup, split_addresses, split_slots
 from ._runner import Handler, Runner
 from ._stream import StreamConfig, StreamThread
 
@@ -71,7 +73,7 @@ class Worker:
         self.concurrency = concurrency or slots
         self.security = Security(tls_ca, tls_cert, tls_key, token)
         self._handlers: dict[str, Handler] = {}
-        self._stream: StreamThread | None = None
+        self._stream: StreamGroup | None = None
         self._finished: asyncio.Future[None] | None = None
         self._signals = 0
 
@@ -99,29 +101,37 @@ class Worker:
             raise RuntimeError("this worker is already serving")
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="execplan-task")
-        config = StreamConfig(
-            address=self.address,
-            worker_id=self.worker_id,
-            task_types=self.task_types,
-            labels=self.labels,
-            environment=self.environment,
-            slots=self.slots,
-            security=self.security,
-        )
-        stream = StreamThread(config)
-        runner = Runner(dict(self._handlers), loop, pool, report=stream.submit_result)
-        self._stream = stream
-        self._finished = asyncio.wrap_future(stream.finished)
-        stream.start(runner.start)
+        # A comma list of addresses: one stream per executor replica (_group.py).
+        addresses = split_addresses(self.address)
+        streams, runners = [], []
+        for address, slots in zip(addresses, split_slots(self.slots, len(addresses)), strict=True):
+            config = StreamConfig(
+                address=address,
+                worker_id=self.worker_id,
+                task_types=self.task_types,
+                labels=self.labels,
+                environment=self.environment,
+                slots=slots,
+                security=self.security,
+            )
+            stream = StreamThread(config)
+            streams.append(stream)
+            runners.append(Runner(dict(self._handlers), loop, pool, report=stream.submit_result))
+        group = StreamGroup(streams)
+        self._stream = group
+        self._finished = asyncio.wrap_future(group.finished)
+        for stream, runner in zip(streams, runners, strict=True):
+            stream.start(runner.start)
         try:
             await asyncio.shield(self._finished)
         finally:
-            stream.stop()
-            runner.cancel_all()
+            group.stop()
+            for runner in runners:
+                runner.cancel_all()
             # Sync handlers cannot be interrupted; their threads end when they return.
             pool.shutdown(wait=False, cancel_futures=True)
             await asyncio.wait([self._finished])
-            stream.join(timeout=1.0)
+            group.join(timeout=1.0)
             self._stream = None
 
     async def drain(self, reason: str = "drain requested") -> None:
