@@ -19,7 +19,7 @@ from execplan.executor.component import ExecutorComponent
 from execplan.executor.engine import EngineConfig
 from execplan.executor.secrets import FileSecrets, SecretsFileError, provider_for
 from execplan.logs import JsonFormatter
-from execplan.server import ExecplanServer, PlannerComponent
+from execplan.server import Component, ExecplanServer, PlannerComponent
 from execplan.v1 import execution_pb2
 from execplan.worker import Worker
 from opentelemetry.sdk.trace import TracerProvider
@@ -77,7 +77,7 @@ async def test_canary_secret_reaches_only_the_worker(
         secrets=FileSecrets(secrets_file(tmp_path)),
         tracer_provider=tracer_provider,
     )
-    components = [executor, PlannerComponent(config)]
+    components: list[Component] = [executor, PlannerComponent(config)]
     received: list[dict[str, str]] = []
 
     def use(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
