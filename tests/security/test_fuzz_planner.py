@@ -27,7 +27,7 @@ FIELDS = [
 ]  # fmt: skip
 
 unicode_text = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
+    st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40
 ) | st.sampled_from(["", " ", "\x00", "\u202e", "🙂" * 50, "${{", "${{ tasks.", "}}", "a" * 5000])
 scalars = (
     st.none()
