@@ -160,7 +160,7 @@ def _state_arg(text: str) -> ExecutionState:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+    print(json.dumps(render.json_plain(value), indent=2, sort_keys=True))
 
 
 def _outcome(execution_id: str, done: events_pb2.ExecutionCompleted) -> int:

@@ -53,8 +53,23 @@ def stamp(ts: timestamp_pb2.Timestamp) -> str:
     return ts.ToDatetime(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def json_plain(value: Any) -> Any:
+    """`value` with integral floats written as ints, for display.
+
+    Protobuf numbers are doubles, so an input typed as `2` comes back as `2.0`;
+    JSON itself has one number type, and people expect to see what they typed.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: json_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_plain(item) for item in value]
+    return value
+
+
 def compact(value: Any, width: int = _VALUE_WIDTH) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(json_plain(value), sort_keys=True, separators=(",", ":"), default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
