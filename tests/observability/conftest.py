@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from execplan.client import ExecutorClient
-from execplan.config import ServerConfig
 from execplan.executor.component import ExecutorComponent
-from execplan.executor.engine import EngineConfig
-from execplan.server import ExecplanServer, PlannerComponent
+from execplan.server import ExecplanServer
 from execplan.v1 import events_pb2, execution_pb2
 from execplan.worker import Worker
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-FAST = EngineConfig(ack_deadline_ms=1_000, reconnect_grace_ms=500, recovery_grace_ms=500)
+if TYPE_CHECKING:
+    from tests.support import EXAMPLES
+    from tests.support.server import FAST, finish, history, serving, stop_worker
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support import EXAMPLES
+    from support.server import FAST, finish, history, serving, stop_worker
+
+__all__ = ["EXAMPLES", "FAST"]
 
 
 def sample_workers() -> ModuleType:
@@ -44,23 +46,15 @@ class Env:
         return (await self.client.start(source=source, inputs=inputs)).execution_id
 
     async def finish(self, execution_id: str, within: float = 15.0) -> execution_pb2.Execution:
-        async with asyncio.timeout(within):
-            async for event in self.client.watch(execution_id):
-                if event.HasField("execution_completed"):
-                    break
-        return await self.client.get(execution_id)
+        return await finish(self.client, execution_id, within)
 
     async def history(self, execution_id: str) -> list[events_pb2.ExecutionEvent]:
-        return [e async for e in self.client.history(execution_id)]
+        return await history(self.client, execution_id)
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    config = ServerConfig(
-        listen="127.0.0.1:0", db_path=str(tmp_path / "execplan.db"), grace_seconds=1
-    )
-    executor = ExecutorComponent(config.db_path, config=FAST, silence_ms=3_000)
-    async with ExecplanServer(config, [executor, PlannerComponent(config)]) as server:
+    async with serving(tmp_path / "execplan.db", FAST) as (server, executor):
         sample = sample_workers().worker
         worker = Worker(server.address, slots=16, labels=sample.labels)
         worker._handlers.update(sample._handlers)  # the sample's handlers, our address
@@ -70,7 +64,4 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             yield Env(server, executor, client)
         finally:
             await client.close()
-            await worker.stop()
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await stop_worker(worker, task)
