@@ -5,21 +5,23 @@ second server on the same database sees what the first one committed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from execplan.cli.serve import config_from_args, register
 from execplan.client import ExecutorClient
-from execplan.config import ServerConfig
 from execplan.executor.component import ExecutorComponent
-from execplan.executor.engine import EngineConfig
-from execplan.server import ExecplanServer, build_components
+from execplan.server import build_components
 from execplan.store.postgres import PostgresStore
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import Worker
 
 from .pg import pg_dsn, pg_server
+
+if TYPE_CHECKING:
+    from tests.support.server import FAST, finish, serving, stop_worker
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support.server import FAST, finish, serving, stop_worker
 
 __all__ = ["pg_dsn", "pg_server"]  # fixtures, imported for pytest
 
@@ -33,8 +35,6 @@ tasks:
   - {id: d, type: t.sum, inputs: {vs: ["${{ tasks.b.output.v }}", "${{ tasks.c.output.v }}"]}}
 outputs: {total: "${{ tasks.d.output.v }}"}
 """
-
-FAST = EngineConfig(ack_deadline_ms=1_000, reconnect_grace_ms=500, recovery_grace_ms=500)
 
 
 async def add(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -60,16 +60,12 @@ def test_serve_store_option_reaches_the_executor(pg_dsn: str) -> None:
 
 
 async def test_workflow_end_to_end_on_postgres(pg_dsn: str) -> None:
-    from execplan.server import PlannerComponent  # noqa: PLC0415
-
-    config = ServerConfig(listen="127.0.0.1:0", db_path=pg_dsn, grace_seconds=1)
-    executor = ExecutorComponent(config.db_path, config=FAST, silence_ms=3_000)
-    assert isinstance(executor.store, PostgresStore)
-    async with ExecplanServer(config, [executor, PlannerComponent(config)]) as server:
+    async with serving(pg_dsn, FAST) as (server, executor):
+        assert isinstance(executor.store, PostgresStore)
         worker = Worker(server.address, slots=8)
         worker.task("t.add")(add)
         worker.task("t.sum")(total)
-        serving = asyncio.create_task(worker.serve())
+        serving_task = asyncio.create_task(worker.serve())
         channel = grpc.aio.insecure_channel(server.address)
         try:
             client = ExecutorClient(channel=channel)
@@ -77,18 +73,11 @@ async def test_workflow_end_to_end_on_postgres(pg_dsn: str) -> None:
                 (await client.start(source=DIAMOND, inputs={"x": x})).execution_id for x in range(5)
             ]
             for x, execution_id in enumerate(ids):
-                async with asyncio.timeout(20):
-                    async for event in client.watch(execution_id):
-                        if event.HasField("execution_completed"):
-                            break
-                done = await client.get(execution_id)
+                done = await finish(client, execution_id, within=20)
                 assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
                 assert done.outputs["total"] == (x + 1 + 10) + (x + 1 + 100)
         finally:
-            await worker.stop()
-            serving.cancel()
-            with contextlib.suppress(BaseException):
-                await serving
+            await stop_worker(worker, serving_task)
             await channel.close()
 
     # Everything acknowledged is in PostgreSQL: a fresh store on the database sees it.
