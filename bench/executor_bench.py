@@ -34,6 +34,7 @@ import itertools
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -88,19 +89,26 @@ class Cluster:
     address: str
     log: Path
     workers: list[subprocess.Popen[str]] = field(default_factory=list)
+    # --replicas N: the other executor replicas (same database) and every address.
+    replicas: list[subprocess.Popen[str]] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
 
     def cpu_seconds(self, pid: int | None = None) -> float:
-        pid = self.server.pid if pid is None else pid
+        """CPU of one process; by default of every server replica together."""
+        if pid is None:
+            return sum(self.cpu_seconds(p.pid) for p in [self.server, *self.replicas])
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         # After the ")" the fields start at index 3 (state); utime is 14, stime 15.
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def memory_mib(self) -> tuple[float, float]:
-        values: dict[str, float] = {}
-        for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0]) / 1024
+        """VmHWM / VmRSS of the largest server replica."""
+        values: dict[str, float] = {"VmHWM": 0.0, "VmRSS": 0.0}
+        for server in [self.server, *self.replicas]:
+            for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] = max(values[key], int(rest.split()[0]) / 1024)
         return values["VmHWM"], values["VmRSS"]
 
 
@@ -135,6 +143,7 @@ def cluster(
     source: Path | None,
     *,
     store: str = "sqlite",
+    replicas: int = 1,
 ) -> Iterator[Cluster]:
     """A fresh server + db and `workers` worker processes; output goes to files."""
     stamp = time.monotonic_ns()
@@ -157,17 +166,31 @@ def cluster(
         server_cmd = [str(BIN / "execplan")]
     out = directory / f"server-{stamp}.out"
     procs: list[subprocess.Popen[str]] = []
-    with out.open("w") as sink:
-        server = subprocess.Popen(
-            [*server_cmd, "serve", "--listen", "127.0.0.1:0", "--store", db],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=directory,
-            env=env,
-        )
+    servers: list[subprocess.Popen[str]] = []
+    for r in range(replicas):
+        # Replicas forward to each other: each needs a real port to advertise.
+        listen = "127.0.0.1:0" if replicas == 1 else f"127.0.0.1:{_free_port()}"
+        with (directory / f"server-{stamp}-{r}.out" if r else out).open("w") as sink:
+            servers.append(
+                subprocess.Popen(
+                    [*server_cmd, "serve", "--listen", listen, "--store", db]
+                    + ([f"--replica-id=r{r}"] if replicas > 1 else []),
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=directory,
+                    env=env,
+                )
+            )
+    server = servers[0]
     try:
-        address = _wait_for_line(out, server, "execplan listening on ").split()[-1]
+        addresses = [
+            _wait_for_line(
+                directory / f"server-{stamp}-{r}.out" if r else out, s, "execplan listening on "
+            ).split()[-1]
+            for r, s in enumerate(servers)
+        ]
+        address = ",".join(addresses)  # workers connect to every replica
         for n in range(workers):
             wout = directory / f"worker-{stamp}-{n}.out"
             with wout.open("w") as sink:
@@ -187,13 +210,21 @@ def cluster(
                 )
             procs.append(proc)
             _wait_for_line(wout, proc, "ready")
-        yield Cluster(server, address, out, procs)
+        yield Cluster(server, addresses[0], out, procs, servers[1:], addresses)
     finally:
         for proc in procs:
             _stop(proc)
-        _stop(server)
+        for server in servers:
+            _stop(server)
         for path in directory.glob(f"*-{stamp}*"):
             path.unlink()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def _reset_postgres(dsn: str) -> None:
@@ -226,9 +257,16 @@ class Run:
 
 
 async def _run_executions(
-    client: ExecutorClient, sources: list[str], name: str
+    client: ExecutorClient | list[ExecutorClient], sources: list[str], name: str
 ) -> tuple[float, list[str]]:
-    """Start every source concurrently; return the wall time until all are terminal."""
+    """Start every source concurrently; return the wall time until all are terminal.
+
+    With several clients (one per replica) the starts go round-robin and each
+    replica's WatchExecutions reports the executions it owns."""
+    if isinstance(client, list):
+        if len(client) > 1:
+            return await _run_spread(client, sources, name)
+        client = client[0]
     done: set[str] = set()
     all_done = asyncio.Event()
     subscribed = asyncio.Event()
@@ -266,6 +304,18 @@ async def _run_executions(
     return wall, [r.execution_id for r in responses]
 
 
+async def _run_spread(
+    clients: list[ExecutorClient], sources: list[str], name: str
+) -> tuple[float, list[str]]:
+    groups = [sources[i :: len(clients)] for i in range(len(clients))]
+    results = await asyncio.gather(
+        *(_run_executions(c, g, name) for c, g in zip(clients, groups, strict=True) if g)
+    )
+    # The groups start together (after each watcher's settle pause): the slowest one
+    # is the wall time of the whole batch.
+    return max(wall for wall, _ in results), [i for _, ids in results for i in ids]
+
+
 async def warm_up(client: ExecutorClient, tag: str) -> None:
     # Makes sure every worker has connected and the engine's code paths are warm.
     await _run_executions(client, [fan_out_yaml(f"warm-{tag}", 64)], f"warm-{tag}")
@@ -280,7 +330,10 @@ async def step_times(client: ExecutorClient, execution_id: str) -> list[float]:
 
 
 async def workload(kind: str, c: Cluster, tag: str) -> Run:
+    others = [ExecutorClient(a) for a in c.addresses[1:]]
     async with ExecutorClient(c.address) as client:
+        for n, other in enumerate(others):
+            await warm_up(other, f"{tag}-{n}")
         await warm_up(client, tag)
         cpu0 = c.cpu_seconds()
         wcpu0 = sum(c.cpu_seconds(w.pid) for w in c.workers)
@@ -294,12 +347,14 @@ async def workload(kind: str, c: Cluster, tag: str) -> Run:
             tasks = 200
             steps = sorted(await step_times(client, ids[0]))
         elif kind == "w3":
-            wall, _ = await _run_executions(client, [chain_yaml(name, 3)] * 200, name)
+            wall, _ = await _run_executions([client, *others], [chain_yaml(name, 3)] * 200, name)
             tasks = 600
         else:
             raise ValueError(kind)
         cpu = c.cpu_seconds() - cpu0
         wcpu = sum(c.cpu_seconds(w.pid) for w in c.workers) - wcpu0
+    for other in others:
+        await other.close()
     hwm, rss = c.memory_mib()
     run = Run(wall, tasks / wall, hwm, rss, cpu, wcpu)
     if kind == "w2":
@@ -423,6 +478,13 @@ async def main() -> None:
         help="'sqlite' (fresh file per run, the default) or a postgresql:// URL whose"
         " public schema is DROPPED and recreated before each run; repeat to compare",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="executor replicas on the (PostgreSQL) store; workers connect to all;"
+        " W3 starts round-robin, W1's one execution lives on one replica",
+    )
     args = parser.parse_args()
     stores: list[str] = args.store or ["sqlite"]
     kinds = ["w1", "w2", "w3", "idle"] if args.workload == "all" else [args.workload]
@@ -456,6 +518,7 @@ async def main() -> None:
                         args.instances,
                         args.source,
                         store=store,
+                        replicas=args.replicas if store != "sqlite" else 1,
                     ) as c:
                         runs.append(await workload(kind, c, f"{i}-{time.monotonic_ns()}"))
             raw[kind if len(stores) == 1 else f"{kind}-{label}"] = [asdict(r) for r in runs]
