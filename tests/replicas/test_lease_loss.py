@@ -20,8 +20,10 @@ from .test_routing import CHAIN, inc, replica
 async def test_a_fenced_replica_disowns_then_reclaims_under_a_new_epoch(pg_dsn: str) -> None:
     async with replica(pg_dsn, "a") as server:
         (executor,) = [c for c in server.components if isinstance(c, ExecutorComponent)]
-        assert executor.replica is not None and executor.store.owner is not None
-        first_epoch = executor.store.owner.epoch
+        store = executor.store
+        assert executor.replica is not None and isinstance(store, PostgresStore)
+        assert store.owner is not None
+        first_epoch = store.owner.epoch
         client = ExecutorClient(server.address)
         thief = PostgresStore(pg_dsn)
         await thief.open()
@@ -43,7 +45,7 @@ async def test_a_fenced_replica_disowns_then_reclaims_under_a_new_epoch(pg_dsn: 
             execution = await client.get(eid)
             assert execution.state == ex.EXECUTION_STATE_SUCCEEDED
             assert execution.outputs["v"] == 3
-            assert executor.store.owner.epoch >= first_epoch + 2  # re-registered
+            assert store.owner.epoch >= first_epoch + 2  # re-registered
             assert executor.replica.claimed >= 1
             history = [e.WhichOneof("kind") async for e in client.history(eid)]
             assert history.count("task_succeeded") == 2
