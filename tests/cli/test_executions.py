@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-CLI = [sys.executable, "-m", "execplan.cli"]
+if TYPE_CHECKING:
+    from tests.support import EXAMPLES
+    from tests.support.processes import CLI, serve_with_worker
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support import EXAMPLES
+    from support.processes import CLI, serve_with_worker
 
 WAITER = """\
 name: waiter
@@ -30,41 +32,12 @@ outputs:
 """
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server and one sample worker for the whole module; yields HOST:PORT."""
     db = tmp_path_factory.mktemp("cli") / "execplan.db"
-    server = subprocess.Popen(
-        [*CLI, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--grace", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("execplan listening on "), line
-    addr = line.split()[-1]
-    worker = subprocess.Popen(
-        [*CLI, "worker", str(EXAMPLES / "workers.py"), "--address", addr],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
+    with serve_with_worker(db, str(EXAMPLES / "workers.py"), quiet=True) as addr:
         yield addr
-    finally:
-        _stop(worker)  # type: ignore[arg-type]
-        _stop(server)
 
 
 def execplan(address: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from execplan.client import ExecutorClient, from_struct
 from execplan.planner import compile_source
 from execplan.v1 import execution_pb2
 
-ROOT = Path(__file__).resolve().parents[2]
+if TYPE_CHECKING:
+    from tests.support import ROOT
+    from tests.support.processes import serve_with_worker
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support import ROOT
+    from support.processes import serve_with_worker
+
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
@@ -32,31 +36,9 @@ def test_there_are_enough_examples() -> None:
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `execplan serve` and one sample worker for every run in this module."""
-    cli = [sys.executable, "-m", "execplan.cli"]
     db = tmp_path_factory.mktemp("examples") / "execplan.db"
-    server = subprocess.Popen(
-        [*cli, "serve", "--listen", "127.0.0.1:0", "--db", str(db), "--grace", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("execplan listening on "), line
-    addr = line.split()[-1]
-    worker = subprocess.Popen(
-        [*cli, "worker", "examples.workers", "--address", addr, "--slots", "16"], cwd=ROOT
-    )
-    try:
+    with serve_with_worker(db, "examples.workers", "--slots", "16") as addr:
         yield addr
-    finally:
-        for proc in (worker, server):
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture

@@ -10,9 +10,15 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from execplan.v1 import executor_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.support.processes import LISTENING, serve_args
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support.processes import LISTENING, serve_args
 
 # A server like `execplan serve`, but with engine graces short enough for tests
 # (the CLI does not expose them).
@@ -151,15 +157,14 @@ class Cluster:
         log = self.root / f"server-{self.starts}.log"
         listen = f"127.0.0.1:{self.port}"
         if cli:
-            args = [sys.executable, "-m", "execplan.cli", "serve", "--listen", listen]
-            args += ["--db", self.db, "--grace", "3"]
+            args = serve_args(self.db, listen, grace=3)
         else:
             args = [sys.executable, str(self.root / "server.py"), listen, self.db]
         deadline = time.monotonic() + 15
         while True:  # the old port may linger for a moment after a kill
             proc = Proc(args, log)
             try:
-                line = proc.wait_line("execplan listening on ")
+                line = proc.wait_line(LISTENING)
                 break
             except AssertionError:
                 proc.close()

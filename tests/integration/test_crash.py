@@ -6,10 +6,9 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from execplan.client import ExecutorClient, UnavailableError
 from execplan.executor.evolve import evolve
 from execplan.executor.plan_view import decode_plan
@@ -22,15 +21,6 @@ from .harness import DIAMOND, Cluster, expected_total
 
 COUNT = 200
 KILLS = 3
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 async def _start(client: ExecutorClient, x: int, retried: list[int]) -> str:

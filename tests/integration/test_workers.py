@@ -7,25 +7,14 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from execplan.client import ExecutorClient
 from execplan.v1 import events_pb2
 from execplan.v1 import execution_pb2 as ex
 
 from .harness import DIAMOND, Cluster, expected_total
 from .test_crash import check_dispatches
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _lines(path: Path) -> list[str]:
