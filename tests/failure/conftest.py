@@ -15,14 +15,14 @@ from execplan.executor.engine import EngineConfig
 
 if TYPE_CHECKING:
     from tests.support import server
-    from tests.support.history import execution_kinds, task_kinds
+    from tests.support.history import BACKOFF, RUN, execution_kinds, task_kinds
     from tests.support.server import environment, finish
 else:  # tests/ is on sys.path: see tests/support/__init__.py
     from support import server
-    from support.history import execution_kinds, task_kinds
+    from support.history import BACKOFF, RUN, execution_kinds, task_kinds
     from support.server import environment, finish
 
-__all__ = ["FAST", "Env", "execution_kinds", "finish", "task_kinds"]
+__all__ = ["BACKOFF", "FAST", "RUN", "Env", "execution_kinds", "finish", "task_kinds"]
 
 FAST = EngineConfig(
     ack_deadline_ms=1_000, reconnect_grace_ms=300, recovery_grace_ms=300, heartbeat_interval_ms=100

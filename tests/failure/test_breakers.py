@@ -10,9 +10,7 @@ from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.worker import TaskContext
 
-from .conftest import Env, task_kinds
-
-RUN = ["task_queued", "task_dispatched", "task_started"]
+from .conftest import RUN, Env, task_kinds
 
 BREAKER = """
 name: breaker

@@ -7,19 +7,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from execplan.client import ExecutorClient, UnavailableError
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.worker import NonRetryableError, TaskContext, Worker
-from integration.harness import Cluster  # type: ignore[import-not-found]  # tests/ is on sys.path
 
-from .conftest import finish, task_kinds
+if TYPE_CHECKING:
+    from tests.integration.harness import Cluster
+    from tests.support.server import history
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from integration.harness import Cluster
+    from support.server import history
 
-RUN = ["task_queued", "task_dispatched", "task_started"]
-BACKOFF = ["task_retry_scheduled", "timer_scheduled", "timer_fired"]
+from .conftest import BACKOFF, RUN, finish, task_kinds
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def serve(cluster: Cluster, handlers: dict[str, Any], made: list[Worker]) -> asy
 async def until_event(client: ExecutorClient, execution_id: str, kind: str, count: int = 1) -> None:
     async with asyncio.timeout(15):
         while True:
-            events = [e async for e in client.history(execution_id)]
+            events = await history(client, execution_id)
             if sum(1 for e in events if e.WhichOneof("kind") == kind) >= count:
                 return
             await asyncio.sleep(0.02)
@@ -96,7 +99,7 @@ async def test_sigkill_during_retry_backoff(cluster: Cluster, workers: list[Work
         done = await finish(client, execution_id, within=30)
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED
         assert done.outputs["v"] == 2
-        events = [e async for e in client.history(execution_id)]
+        events = await history(client, execution_id)
         assert task_kinds(events, "a") == [*RUN, "task_failed", *BACKOFF, *RUN, "task_succeeded"]
     finally:
         await client.close()
@@ -139,7 +142,7 @@ async def test_sigkill_during_compensation(cluster: Cluster, workers: list[Worke
         done = await finish(client, execution_id, within=30)
         assert done.state == ex.EXECUTION_STATE_COMPENSATED
         assert releases == [1, 2]
-        events = [e async for e in client.history(execution_id)]
+        events = await history(client, execution_id)
         comp = [
             "task_queued:compensation",
             "task_dispatched:compensation",
@@ -198,7 +201,7 @@ async def test_breaker_state_and_parked_tasks_survive_a_restart(
         down[0] = False
         done = await finish(client, parked, within=30)  # half-opens; the canary closes it
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED
-        events = [e async for e in client.history(parked)]
+        events = await history(client, parked)
         assert task_kinds(events, "a") == [
             "task_queued",
             "task_parked",

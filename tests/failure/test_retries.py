@@ -10,10 +10,7 @@ from execplan.executor.retry import backoff_ms
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import NonRetryableError, TaskContext
 
-from .conftest import Env, execution_kinds, task_kinds
-
-RUN = ["task_queued", "task_dispatched", "task_started"]
-BACKOFF = ["task_retry_scheduled", "timer_scheduled", "timer_fired"]
+from .conftest import BACKOFF, RUN, Env, execution_kinds, task_kinds
 
 FLAKY = """
 name: flaky

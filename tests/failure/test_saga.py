@@ -9,9 +9,8 @@ from typing import Any
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import NonRetryableError, TaskContext
 
-from .conftest import Env, execution_kinds, task_kinds
+from .conftest import RUN, Env, execution_kinds, task_kinds
 
-RUN = ["task_queued", "task_dispatched", "task_started"]
 COMPENSATE = [
     "task_queued:compensation",
     "task_dispatched:compensation",

@@ -17,10 +17,7 @@ from execplan.v1 import worker_service_pb2 as ws
 from execplan.worker import TaskContext
 from execplan.worker._stream import StreamThread
 
-from .conftest import Env, task_kinds
-
-RUN = ["task_queued", "task_dispatched", "task_started"]
-BACKOFF = ["task_retry_scheduled", "timer_scheduled", "timer_fired"]
+from .conftest import BACKOFF, RUN, Env, task_kinds
 
 
 def _timeouts(events: list[ev.ExecutionEvent]) -> list[tuple[int, bool]]:

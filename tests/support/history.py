@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from execplan.v1 import events_pb2, execution_pb2
 
+# One dispatch of a task, up to the worker's start.
+RUN = ["task_queued", "task_dispatched", "task_started"]
+# A failed attempt waiting out its retry backoff.
+BACKOFF = ["task_retry_scheduled", "timer_scheduled", "timer_fired"]
+
 _SHORT = {"task_parked": lambda body: "task_parked" if body.parked else "task_unparked"}
 
 
