@@ -215,8 +215,8 @@ def _security_interceptors(config: ServerConfig) -> list[grpc.aio.ServerIntercep
         except TokenFileError as exc:
             raise InvalidArgument(str(exc)) from exc
         log.info("authentication on: %d principals from %s", len(tokens), config.auth_tokens)
-    if tokens is None and not limits.active:
-        return []
+    # Always installed, even with auth off and no limits: it also turns requests that
+    # do not parse into INVALID_ARGUMENT (grpc itself answers UNKNOWN).
     return [SecurityInterceptor(tokens, limits)]
 
 

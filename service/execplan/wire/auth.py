@@ -32,6 +32,10 @@ Token file, one principal per line (`#` starts a comment):
 The hash is of the UTF-8 token: `printf %s "$TOKEN" | sha256sum`. A worker without
 a task-type column may register any type (`*` says the same explicitly).
 
+Malformed requests: grpc answers UNKNOWN when a request does not parse (the error
+happens inside grpc, before any handler). Every handler, open ones included, gets a
+parser that cannot fail; bytes that do not parse are INVALID_ARGUMENT instead.
+
 Limits, keyed by the principal's name:
   - at most `max_worker_streams` concurrent WorkerService.Connect streams;
   - StartExecution: a token bucket of `start_rate` per second, `start_burst` deep;
@@ -41,6 +45,7 @@ Limits, keyed by the principal's name:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -52,6 +57,7 @@ import grpc
 from execplan.errors import (
     ExecplanError,
     FieldViolation,
+    InvalidArgument,
     LimitExceeded,
     Overloaded,
     PermissionDenied,
@@ -235,8 +241,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or service_of(method) in OPEN_SERVICES:
-            return handler
+        if handler is None:
+            return None
         return self._wrap(handler, method)
 
     # -- the checks ------------------------------------------------------------------
@@ -283,26 +289,49 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
 
     # -- wrapping the handler ----------------------------------------------------------
     def _wrap(self, handler: Handler, method: str) -> Handler:
-        req, resp = handler.request_deserializer, handler.response_serializer
+        """The same handler, with the checks in front (`open`: only the decode guard)
+        and a request parser that cannot fail inside grpc (see `_tolerant`)."""
+        guarded = service_of(method) not in OPEN_SERVICES
+        req = _tolerant(handler.request_deserializer)
+        resp = handler.response_serializer
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: Ctx) -> Any:
-                await self._checked(context, method)
+                if guarded:
+                    await self._checked(context, method)
+                await _well_formed(request, context)
                 return await inner_uu(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, req, resp)
         if handler.unary_stream is not None:
             inner_us: Any = handler.unary_stream
+            if not inspect.isasyncgenfunction(inner_us):  # context.write style (health)
+
+                async def unary_write(request: Any, context: Ctx) -> Any:
+                    await _well_formed(request, context)
+                    return await inner_us(request, context)
+
+                return grpc.unary_stream_rpc_method_handler(unary_write, req, resp)
 
             async def unary_stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
-                await self._checked(context, method)
+                if guarded:
+                    await self._checked(context, method)
+                await _well_formed(request, context)
                 async for item in inner_us(request, context):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, req, resp)
         if handler.stream_stream is not None:
             inner_ss: Any = handler.stream_stream
+            if not guarded:
+
+                async def open_stream(requests: Any, context: Ctx) -> Any:
+                    return await inner_ss(_all_well_formed(requests, context), context)
+
+                return grpc.stream_stream_rpc_method_handler(
+                    _same_kind(inner_ss, open_stream), req, resp
+                )
 
             async def stream_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
                 principal = await self._checked(context, method)
@@ -312,7 +341,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                     except ExecplanError as exc:
                         await abort_with(context, exc)
                 try:
-                    checked = _registration_checked(requests, principal)
+                    checked = _registration_checked(_all_well_formed(requests, context), principal)
                     async for item in inner_ss(checked, context):
                         yield item
                 finally:
@@ -320,7 +349,15 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                         self._close_stream(principal)
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, req, resp)
-        return handler  # stream-unary: we have none; nothing reaches here unchecked
+        # Stream-unary: none exists today; fail closed should one be added unwrapped.
+        inner_su: Any = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: Ctx) -> Any:
+            if guarded:
+                await self._checked(context, method)
+            return await inner_su(_all_well_formed(requests, context), context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, req, resp)
 
     async def _checked(self, context: Ctx, method: str) -> Principal:
         try:
@@ -328,6 +365,60 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         except ExecplanError as exc:
             log.info("denied %s from %s: %s", method, context.peer(), exc)
             await abort_with(context, exc)
+
+
+class Malformed:
+    """Stands for request bytes that did not parse (see `_tolerant`)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A parser that returns `Malformed` instead of raising: an exception inside
+    grpc's own deserialization step answers UNKNOWN, which tells the caller nothing;
+    the handler turns `Malformed` into INVALID_ARGUMENT instead."""
+    if parse is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, RecursionError, ...: all mean bad bytes
+            return Malformed(type(exc).__name__)
+
+    return tolerant
+
+
+async def _well_formed(request: Any, context: Ctx) -> None:
+    if isinstance(request, Malformed):
+        await abort_with(
+            context,
+            InvalidArgument(
+                "the request is not a valid protobuf message",
+                [FieldViolation("request", f"cannot be parsed ({request.reason})")],
+            ),
+        )
+
+
+async def _all_well_formed(requests: Any, context: Ctx) -> AsyncIterator[Any]:
+    async for request in requests:
+        await _well_formed(request, context)
+        yield request
+
+
+def _same_kind(inner: Any, wrapper: Any) -> Any:
+    """For open stream handlers: keep an async generator an async generator."""
+    if not inspect.isasyncgenfunction(inner):
+        return wrapper
+
+    async def generator(requests: Any, context: Ctx) -> AsyncIterator[Any]:
+        async for item in inner(_all_well_formed(requests, context), context):
+            yield item
+
+    return generator
 
 
 async def _registration_checked(requests: Any, principal: Principal) -> AsyncIterator[Any]:

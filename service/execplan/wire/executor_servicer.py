@@ -59,6 +59,12 @@ class RemoteCompiler:
 
 
 def _states(values: Any) -> list[str]:
+    known = set(ex.ExecutionState.values())
+    unknown = [f"{v}" for v in values if v not in known]
+    if unknown:  # proto3 enums are open: any int arrives
+        raise InvalidArgument(
+            "unknown execution state", [FieldViolation("states", f"unknown value {unknown[0]}")]
+        )
     return [ex.ExecutionState.Name(v).removeprefix("EXECUTION_STATE_") for v in values if v]
 
 
