@@ -37,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .rpcs import ALL_RPCS, Rpc
+from .rpcs import ALL_RPCS, OPEN_RPCS, Rpc
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -163,7 +163,7 @@ def damaged(draw: st.DrawFn) -> bytes:
 
 
 @FUZZ
-@given(st.sampled_from(ALL_RPCS), st.lists(damaged(), min_size=1, max_size=4))
+@given(st.sampled_from(ALL_RPCS + OPEN_RPCS), st.lists(damaged(), min_size=1, max_size=4))
 def test_malformed_bytes_on_every_rpc(
     channel: grpc.Channel, rpc: Rpc, payloads: list[bytes]
 ) -> None:
@@ -178,7 +178,7 @@ def test_every_rpc_survives_its_hardest_inputs(channel: grpc.Channel) -> None:
     for _ in range(200):  # Value{list_value{values{...}}}: past protobuf's recursion limit
         nested = b"\x32" + _varint(len(nested) + 2) + b"\x0a" + _varint(len(nested)) + nested
     cases = [b"", b"\x00", b"\xff" * 10, b"\x0a\xff\xff\xff\xff\x0f", nested, b"\x0a" * 2_000_000]
-    for rpc in ALL_RPCS:
+    for rpc in ALL_RPCS + OPEN_RPCS:
         for payload in cases:
             code = call_raw(channel, rpc, [payload])
             assert code not in BAD, f"{rpc.path} answered {code.name} to {payload[:20]!r}"
