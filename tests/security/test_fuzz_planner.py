@@ -17,7 +17,7 @@ from execplan.planner import CompileResult, compile_document, compile_source, va
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 DOCS = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
 FIELDS = [

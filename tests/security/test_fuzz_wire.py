@@ -39,7 +39,9 @@ from hypothesis import strategies as st
 
 from .rpcs import ALL_RPCS, OPEN_RPCS, Rpc
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+# Worker sessions take ~10-50 ms each (stream setup, paced writes).
+FUZZ_STREAMS = settings(FUZZ, max_examples=250)
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 TASK_TYPE = "fz.t"
 WORKFLOW = f"""
@@ -252,7 +254,7 @@ def _realize(step: str, rng: random.Random, dispatched: list[Any], junk: list[by
     return m.SerializeToString()
 
 
-@FUZZ
+@FUZZ_STREAMS
 @given(worker_sessions())
 def test_random_worker_stream_sequences(
     channel: grpc.Channel, session: tuple[list[str], int, list[bytes]]
