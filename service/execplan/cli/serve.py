@@ -1,7 +1,13 @@
-"""`execplan serve`: run the server until SIGTERM/SIGINT (graceful, ordered stop).
+"""`execplan serve | executor | planner`: run a server until SIGTERM/SIGINT.
 
-Prints `execplan listening on HOST:PORT` on stdout once the port accepts calls;
-with `--listen 127.0.0.1:0` that line is how scripts learn the port.
+`serve` runs the planner and the executor in one process (the default setup).
+`executor` runs the executor alone and compiles workflow source through the
+PlannerService at `--planner`; `planner` runs the stateless planner alone, so it
+can be scaled out or placed apart from the executor.
+
+Each prints `execplan listening on HOST:PORT` on stdout once the port accepts
+calls; with `--listen 127.0.0.1:0` that line is how scripts learn the port.
+Shutdown is graceful and ordered (see execplan.server).
 """
 
 from __future__ import annotations
@@ -15,24 +21,42 @@ from execplan.config import DEFAULT_DB, DEFAULT_LISTEN, MIB, ServerConfig, split
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("serve", help="run the gRPC server", description=__doc__)
+    serve = subparsers.add_parser(
+        "serve", help="run the gRPC server (planner + executor)", description=__doc__
+    )
+    _add_server_options(serve)
+    _add_executor_options(serve)
+    _add_security_options(serve)
+    serve.set_defaults(handler=run_serve, role="all")
+
+    executor = subparsers.add_parser(
+        "executor", help="run the executor alone, compiling through --planner", description=__doc__
+    )
+    _add_server_options(executor)
+    _add_executor_options(executor)
+    executor.add_argument(
+        "--planner",
+        required=True,
+        metavar="HOST:PORT",
+        help="the PlannerService that compiles workflow source for StartExecution",
+    )
+    _add_security_options(executor)
+    executor.set_defaults(handler=run_serve, role="executor")
+
+    planner = subparsers.add_parser(
+        "planner", help="run the stateless planner alone", description=__doc__
+    )
+    _add_server_options(planner)
+    _add_security_options(planner)
+    planner.set_defaults(handler=run_serve, role="planner")
+
+
+def _add_server_options(p: Any) -> None:
     p.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help=f"gRPC address (default: {DEFAULT_LISTEN}; port 0 picks one)",
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--db",
-        metavar="PATH",
-        help=f"SQLite file of the executor (default: {DEFAULT_DB})",
-    )
-    where.add_argument(
-        "--store",
-        metavar="URL",
-        help="the executor's store: postgresql://USER@HOST:PORT/DB (several machines), "
-        "sqlite:///PATH or a path (one machine), or memory: (tests)",
     )
     p.add_argument(
         "--metrics-listen",
@@ -58,6 +82,28 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="emit OpenTelemetry server spans to the configured tracer provider",
     )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="json: one object per line with execution_id, task_id, attempt, trace_id",
+    )
+
+
+def _add_executor_options(p: Any) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"SQLite file of the executor (default: {DEFAULT_DB})",
+    )
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        help="the executor's store: postgresql://USER@HOST:PORT/DB (several machines), "
+        "sqlite:///PATH or a path (one machine), or memory: (tests)",
+    )
     p.add_argument(
         "--replica-id",
         default="",
@@ -77,15 +123,6 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="PostgreSQL only: a replica silent this long is taken over (default: 5)",
     )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument(
-        "--log-format",
-        default="text",
-        choices=("text", "json"),
-        help="json: one object per line with execution_id, task_id, attempt, trace_id",
-    )
-    _add_security_options(p)
-    p.set_defaults(handler=run_serve)
 
 
 def _add_security_options(p: Any) -> None:
@@ -132,10 +169,15 @@ def _add_security_options(p: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    role = getattr(args, "role", "all")
+    # The planner parser has no executor options; their defaults apply.
+    advertise = getattr(args, "advertise", "")
+    planner_address = getattr(args, "planner", None)
     for option, value in (
         ("--listen", args.listen),
         ("--metrics-listen", args.metrics_listen),
-        ("--advertise", args.advertise or None),
+        ("--advertise", advertise or None),
+        ("--planner", planner_address),
     ):
         if value is None:
             continue
@@ -155,14 +197,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         )
     return ServerConfig(
         listen=args.listen,
-        db_path=args.store or args.db or DEFAULT_DB,
+        run_planner=role != "executor",
+        run_executor=role != "planner",
+        planner_address=planner_address,
+        db_path=getattr(args, "store", None) or getattr(args, "db", None) or DEFAULT_DB,
         max_message_bytes=args.max_message_mib * MIB,
         grace_seconds=args.grace,
         metrics_listen=args.metrics_listen,
         tracing=args.tracing,
-        replica_id=args.replica_id,
-        advertise=args.advertise,
-        lease_seconds=args.lease,
+        replica_id=getattr(args, "replica_id", ""),
+        advertise=advertise,
+        lease_seconds=getattr(args, "lease", 5.0),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

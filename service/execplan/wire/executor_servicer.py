@@ -12,7 +12,15 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import grpc
-from execplan.errors import FieldViolation, InvalidArgument, NotFound
+from execplan.errors import (
+    ExecplanError,
+    FieldViolation,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    Unavailable,
+    WorkflowInvalid,
+)
 from execplan.executor.engine import Engine
 from execplan.executor.values import from_struct, from_value
 from execplan.v1 import execution_pb2 as ex
@@ -21,6 +29,8 @@ from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
 from execplan.wire.status import stream_errors, unary_errors
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -51,11 +61,34 @@ class RemoteCompiler:
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
 
     async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
-        response = await self._stub.CompilePlan(request)
+        try:
+            response = await self._stub.CompilePlan(request)
+        except grpc.aio.AioRpcError as error:
+            raise _planner_error(error) from error
         return response.plan
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _planner_error(error: grpc.aio.AioRpcError) -> ExecplanError:
+    """The planner's answer as our own error, so its field violations reach the caller."""
+    violations: list[FieldViolation] = []
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    message = f"planner: {error.details()}"
+    code = error.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return WorkflowInvalid(message, violations)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return LimitExceeded(message, violations)
+    return Unavailable(f"planner at the configured address failed: {code.name}: {error.details()}")
 
 
 def _states(values: Any) -> list[str]:
