@@ -1,0 +1,151 @@
+"""The read side of the engine: plans, and executions as callers see them.
+
+Plans are decoded once and cached. An execution is read from memory while it is
+live or recently finished, otherwise rebuilt from its latest checkpoint plus the
+events after it (optionally as of an earlier sequence). `watch` follows an
+execution's committed events live; `list_executions` and `history` page through the
+store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from execplan.errors import NotFound
+from execplan.executor.engine_core import EngineCore
+from execplan.executor.evolve import evolve
+from execplan.executor.hub import Subscription
+from execplan.executor.plan_view import PlanView, decode_plan
+from execplan.executor.snapshot import decode_state
+from execplan.executor.state import ExecutionState, new_state
+from execplan.executor.view import encode_execution, encode_record
+from execplan.store.port import page_cursor
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import plan_pb2
+
+
+class EngineReads(EngineCore):
+    # -- plans -------------------------------------------------------------------
+    async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> PlanView:
+        view = self._plans.get(plan.plan_id)
+        if view is None:
+            await self.store.put_plan(plan.plan_id, plan.SerializeToString(deterministic=True))
+            view = self._plans[plan.plan_id] = decode_plan(plan)
+        return view
+
+    async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
+        payload = await self.store.get_plan(plan_id)
+        if payload is None:
+            raise NotFound(f"plan {plan_id} not found")
+        return plan_pb2.ExecutionPlan.FromString(payload)
+
+    async def _plan_view(self, plan_id: str) -> PlanView:
+        view = self._plans.get(plan_id)
+        if view is None:
+            view = self._plans[plan_id] = decode_plan(await self.get_plan(plan_id))
+        return view
+
+    # -- reads -------------------------------------------------------------------
+    async def load_state(self, execution_id: str, at_sequence: int = 0) -> ExecutionState:
+        if not at_sequence:
+            live = self._live.get(execution_id) or self._finished.get(execution_id)
+            if live is not None:
+                return live
+        record = await self.store.get_execution(execution_id)
+        if record is None:
+            raise NotFound(f"execution {execution_id} not found")
+        plan = await self._plan_view(record.plan_id)
+        state = await self._checkpoint(execution_id, plan, at_sequence)
+        if state is None:
+            state = new_state(execution_id, plan)
+        while not at_sequence or state.last_sequence < at_sequence:
+            wanted = 5000 if not at_sequence else min(5000, at_sequence - state.last_sequence)
+            stored = await self.store.read_events(execution_id, state.last_sequence, wanted)
+            for item in stored:
+                evolve(state, ev.ExecutionEvent.FromString(item.payload))
+            if len(stored) < wanted:
+                break
+        return state
+
+    async def _checkpoint(
+        self, execution_id: str, plan: PlanView, at_sequence: int
+    ) -> ExecutionState | None:
+        snapshot = await self.store.load_snapshot(execution_id)
+        if snapshot is None or (at_sequence and snapshot.sequence > at_sequence):
+            return None
+        return decode_state(snapshot.payload, execution_id, plan)
+
+    async def get_execution(self, execution_id: str, at_sequence: int = 0) -> ex.Execution:
+        return encode_execution(await self.load_state(execution_id, at_sequence))
+
+    async def list_executions(
+        self, states: list[str], workflow_name: str, page_size: int, page_token: str
+    ) -> tuple[list[ex.Execution], str]:
+        size = min(max(page_size or 50, 1), 1000)
+        records = await self.store.list_executions(
+            states=states, workflow_name=workflow_name, limit=size + 1, after=page_token
+        )
+        page, more = records[:size], len(records) > size
+        result = []
+        for record in page:
+            live = self._live.get(record.execution_id)
+            result.append(
+                encode_execution(live, with_tasks=False) if live else encode_record(record)
+            )
+        return result, page_cursor(page[-1]) if more and page else ""
+
+    async def history(
+        self, execution_id: str, after_sequence: int, limit: int
+    ) -> list[ev.ExecutionEvent]:
+        if await self.store.get_execution(execution_id) is None:
+            raise NotFound(f"execution {execution_id} not found")
+        stored = await self.store.read_events(execution_id, after_sequence, limit)
+        return [ev.ExecutionEvent.FromString(s.payload) for s in stored]
+
+    async def watch(
+        self, execution_id: str, after_sequence: int
+    ) -> AsyncIterator[ev.ExecutionEvent]:
+        """Committed events after `after_sequence`, live, ending with the terminal one."""
+        if self.router is not None:  # any replica may commit them: tail the store
+            async for event in self.router.watch(execution_id, after_sequence):
+                yield event
+            return
+        subscription = self.hub.subscribe(execution_id)
+        try:
+            state = await self.load_state(execution_id)
+            last = after_sequence
+            while True:
+                backlog = await self.store.read_events(execution_id, last, 1000)
+                for stored in backlog:
+                    event = ev.ExecutionEvent.FromString(stored.payload)
+                    last = event.sequence
+                    yield event
+                    if event.HasField("execution_completed"):
+                        return
+                if len(backlog) < 1000:
+                    break
+            if state.terminal and state.last_sequence <= last:
+                return
+            while True:
+                item = await subscription.queue.get()
+                if item is None:
+                    if subscription.overflowed:
+                        subscription = self._resubscribe(execution_id, subscription)
+                        async for event in self.watch(execution_id, last):
+                            yield event
+                    return
+                if item.sequence <= last:
+                    continue
+                last = item.sequence
+                yield item
+                if item.HasField("execution_completed"):
+                    return
+        finally:
+            self.hub.unsubscribe(execution_id, subscription)
+
+    def _resubscribe(
+        self, execution_id: str, old: Subscription[ev.ExecutionEvent]
+    ) -> Subscription[ev.ExecutionEvent]:
+        self.hub.unsubscribe(execution_id, old)
+        return self.hub.subscribe(execution_id)

@@ -1,0 +1,231 @@
+"""Worker streams as the engine sees them.
+
+A worker connects (and reclaims the attempts it still runs), sends acks, heartbeats
+and results, and disconnects; leases of a lost worker are kept for a grace period,
+then requeued. Everything that changes an execution becomes an input for the pump
+(`_submit`); assignment acks are deferred so they share a commit with other work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from execplan.errors import StaleToken
+from execplan.executor.dispatcher import WorkerConn
+from execplan.executor.engine_core import EngineCore, Outbox, _Input
+from execplan.executor.machine import Machine
+from execplan.executor.state import LEASED_TASK_STATES, TaskRun
+from execplan.executor.values import JsonValue, from_value
+from execplan.v1 import worker_service_pb2 as ws
+
+log = logging.getLogger("execplan.executor")
+
+
+class EngineWorkers(EngineCore):
+    # -- workers -----------------------------------------------------------------
+    def connect_worker(
+        self,
+        registration: ws.WorkerRegistration,
+        outbox: Outbox,
+    ) -> tuple[WorkerConn, list[ws.AttemptRef]]:
+        """Registers a worker stream; returns it and the `running` attempts it lost."""
+        self._session += 1
+        old = self.workers.workers.get(registration.worker_id)
+        worker = WorkerConn(
+            worker_id=registration.worker_id,
+            task_types=frozenset(registration.task_types),
+            labels=dict(registration.labels),
+            environment=registration.environment,
+            slots=max(1, registration.slots),
+            session=self._session,
+        )
+        claimed: set[tuple[str, int]] = set()
+        revoked: list[ws.AttemptRef] = []
+        for ref in registration.running:
+            key = self._lease_key(ref)
+            if key is not None and self._holds(key, registration.worker_id, ref):
+                claimed.add(key)
+            else:
+                revoked.append(ref)
+        previous = (old.leases if old else set()) | self._orphans.pop(registration.worker_id, set())
+        worker.leases = claimed
+        self.workers.add(worker)
+        self._outboxes[worker.worker_id] = outbox
+        for key in claimed:
+            self._beats[key] = self.now_ms()
+        self.observers.worker_connected(worker)
+        for execution_id, index in previous - claimed:
+            self._requeue_later(execution_id, index, registration.worker_id, 0, "worker restarted")
+        self._wake.set()
+        return worker, revoked
+
+    def disconnect_worker(self, worker: WorkerConn) -> None:
+        current = self.workers.workers.get(worker.worker_id)
+        if current is not worker:
+            return  # a newer stream of the same worker already took over
+        worker.connected = False
+        self.observers.worker_disconnected(worker)
+        self._outboxes.pop(worker.worker_id, None)
+        leases = set(worker.leases)
+        self.workers.remove(worker.worker_id)
+        if leases:
+            self._orphans.setdefault(worker.worker_id, set()).update(leases)
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                self.config.reconnect_grace_ms / 1000, self._expire_orphans, worker.worker_id
+            )
+
+    def _expire_orphans(self, worker_id: str) -> None:
+        for execution_id, index in self._orphans.pop(worker_id, set()):
+            self._requeue_later(execution_id, index, worker_id, 0, "worker lost")
+
+    def _requeue_later(
+        self, execution_id: str, index: int, worker_id: str, epoch: int, reason: str
+    ) -> None:
+        def action(machine: Machine) -> None:
+            task = machine.state.tasks[index]
+            if (
+                task.state in LEASED_TASK_STATES
+                and task.worker_id == worker_id
+                and (not epoch or task.epoch == epoch)
+            ):
+                machine.requeue(task, reason)
+
+        if execution_id in self._live:
+            self._submit(execution_id, action)
+
+    def _lease_key(self, ref: ws.AttemptRef) -> tuple[str, int] | None:
+        state = self._live.get(ref.execution_id)
+        if state is None:
+            return None
+        index = state.plan.index_of.get(ref.task_id)
+        return None if index is None else (ref.execution_id, index)
+
+    def _holds(self, key: tuple[str, int], worker_id: str, ref: ws.AttemptRef) -> bool:
+        task = self._live[key[0]].tasks[key[1]]
+        return (
+            task.state in LEASED_TASK_STATES
+            and task.worker_id == worker_id
+            and task.attempt == ref.token.attempt
+            and task.epoch == ref.token.lease_epoch
+            and task.phase == ref.phase
+        )
+
+    def worker_message(
+        self, worker: WorkerConn, request: ws.ConnectRequest
+    ) -> list[ws.ResultRejected]:
+        """Handles acks, heartbeats and results from a worker. Returns immediate rejections."""
+        rejected: list[ws.ResultRejected] = []
+        now = self.now_ms()
+        for heartbeat in request.heartbeats:
+            key = self._lease_key(heartbeat.attempt)
+            if key is not None and key in worker.leases:
+                self._beats[key] = now
+        for ack in request.acks:
+            self._from_worker(worker, ack.attempt, _acknowledge, deferred=True)
+        for result in request.results:
+            outcome = result.WhichOneof("outcome")
+            if outcome == "output" and result.output.ByteSize() > self.config.max_payload_bytes:
+                error = {
+                    "type": "PayloadTooLarge",
+                    "message": f"output of {result.output.ByteSize()} bytes exceeds the limit "
+                    f"of {self.config.max_payload_bytes}",
+                    "retryable": False,
+                }
+                self._from_worker(worker, result.attempt, _fail(error))
+            elif outcome == "output":
+                self._from_worker(worker, result.attempt, _succeed(from_value(result.output)))
+            else:
+                error = {
+                    "type": result.error.type or "Error",
+                    "message": result.error.message,
+                    "retryable": result.error.retryable,
+                }
+                self._from_worker(worker, result.attempt, _fail(error))
+        if request.HasField("status"):
+            worker.draining = request.status.draining
+        return rejected
+
+    def _from_worker(
+        self,
+        worker: WorkerConn,
+        ref: ws.AttemptRef,
+        handle: Callable[[Machine, TaskRun], None],
+        *,
+        deferred: bool = False,
+    ) -> None:
+        attempt_ref = ws.AttemptRef()
+        attempt_ref.CopyFrom(ref)
+
+        def action(machine: Machine) -> None:
+            try:
+                task = machine.check_token(
+                    attempt_ref.task_id,
+                    attempt_ref.phase,
+                    attempt_ref.token.attempt,
+                    attempt_ref.token.lease_epoch,
+                )
+                if task.worker_id != worker.worker_id:
+                    raise StaleToken(
+                        f"attempt is leased to {task.worker_id}, not {worker.worker_id}"
+                    )
+            except StaleToken as error:
+                log.info("rejected message from %s: %s", worker.worker_id, error)
+                self._send(
+                    worker.worker_id,
+                    ws.ConnectResponse(
+                        rejections=[ws.ResultRejected(attempt=attempt_ref, reason=str(error))]
+                    ),
+                )
+                return
+            handle(machine, task)
+
+        if ref.execution_id in self._live:
+            if deferred:
+                self._submit_deferred(ref.execution_id, action)
+            else:
+                self._submit(ref.execution_id, action)
+        else:
+            self._send(
+                worker.worker_id,
+                ws.ConnectResponse(
+                    rejections=[
+                        ws.ResultRejected(attempt=attempt_ref, reason="execution is not running")
+                    ]
+                ),
+            )
+
+    def _submit_deferred(self, execution_id: str, action: Callable[[Machine], Any]) -> None:
+        """Work that need not force a commit of its own (assignment acks).
+
+        An ack only records DISPATCHED -> RUNNING; nothing outside the engine acts on
+        it. So it rides along with the next round that commits anyway (usually the
+        attempt's own result, for short tasks), or after `ack_flush_ms` at the latest:
+        one fsync per chain step instead of two. Losing an uncommitted ack in a crash
+        is harmless: the lease is reclaimed by the worker or re-dispatched.
+        """
+        self._deferred.append(_Input(execution_id, action, None))
+        if self._deferred_flush is None:
+            self._deferred_flush = asyncio.get_running_loop().call_later(
+                self.config.ack_flush_ms / 1000, self._flush_deferred
+            )
+
+    def _flush_deferred(self) -> None:
+        self._deferred_flush = None
+        if self._deferred:
+            self._wake.set()
+
+
+def _acknowledge(machine: Machine, task: TaskRun) -> None:
+    machine.acknowledged(task)
+
+
+def _succeed(output: JsonValue) -> Callable[[Machine, TaskRun], None]:
+    return lambda machine, task: machine.succeeded(task, output)
+
+
+def _fail(error: dict[str, Any]) -> Callable[[Machine, TaskRun], None]:
+    return lambda machine, task: machine.failed(task, error)
