@@ -285,3 +285,38 @@ async def test_worker_killed_mid_task_the_attempt_is_re_leased(env: Env, tmp_pat
         "task_started",
         "task_succeeded",
     ]
+
+
+FALLBACK_HANG = """
+name: fallback-hang
+tasks:
+  - id: a
+    type: t.broken
+    retry: {max_attempts: 1}
+    fallback:
+      type: t.backup
+      retry: {max_attempts: 2, initial_interval: 10ms}
+      timeouts: {start_to_close: 300ms}
+outputs: {v: "${{ tasks.a.output }}"}
+"""
+
+
+async def test_a_fallback_runs_under_its_own_timeouts(env: Env) -> None:
+    def broken(inputs: dict[str, Any]) -> str:
+        raise RuntimeError("down")
+
+    async def backup(inputs: dict[str, Any], ctx: TaskContext) -> str:
+        if ctx.attempt == 1:
+            await asyncio.sleep(30)  # only the fallback's own start_to_close ends this
+        return f"backup attempt {ctx.attempt}"
+
+    env.worker({"t.broken": broken, "t.backup": backup})
+    execution_id = await env.start(FALLBACK_HANG)
+    done = await env.finish(execution_id)
+    assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+    assert done.outputs["v"] == "backup attempt 2"
+    events = await env.history(execution_id)
+    timed_out = [e.task_timed_out for e in events if e.HasField("task_timed_out")]
+    assert [(t.phase, t.timeout) for t in timed_out] == [
+        (ex.TASK_PHASE_FALLBACK, ev.TIMEOUT_KIND_START_TO_CLOSE)
+    ]

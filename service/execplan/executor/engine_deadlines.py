@@ -90,7 +90,7 @@ class EngineDeadlines(EngineCore):
     def _watch_queue(self, state: ExecutionState, index: int) -> None:
         """schedule_to_start (queued -> acked) of this attempt; schedule_to_close once."""
         task = state.tasks[index]
-        limit = state.plan.nodes[index].timeouts.schedule_to_start_ms
+        limit = state.plan.nodes[index].timeouts_for(task.phase).schedule_to_start_ms
         if limit:
             phase, attempt = task.phase, task.attempt
 
@@ -128,7 +128,7 @@ class EngineDeadlines(EngineCore):
 
     def _rearm_lease(self, state: ExecutionState, task: TaskRun) -> None:
         """After a restart: the in-memory deadlines of a leased attempt, from the log."""
-        timeouts = state.plan.nodes[task.index].timeouts
+        timeouts = state.plan.nodes[task.index].timeouts_for(task.phase)
         now = self.now_ms()
         if timeouts.start_to_close_ms and task.attempts:
             left = task.attempts[-1].dispatched_ms + timeouts.start_to_close_ms - now

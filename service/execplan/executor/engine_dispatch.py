@@ -52,7 +52,8 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                 if not self.workers.has_type(task_type):
                     task.status_message = f"waiting for a worker with task type {task_type}"
                 self._ready.push(state.execution_id, state.fairness_key, task_type, node)
-                if node.timeouts.schedule_to_start_ms or node.timeouts.schedule_to_close_ms:
+                timeouts = node.timeouts_for(task.phase)
+                if timeouts.schedule_to_start_ms or node.timeouts.schedule_to_close_ms:
                     self._watch_queue(state, effect.index)
             elif isinstance(effect, fx.ReleaseLease):
                 key = (state.execution_id, effect.index)
@@ -175,14 +176,14 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
             attempt=_ref(state, effect.index, effect.phase, effect.attempt, effect.epoch),
             task_type=effect.task_type,
             idempotency_key=effect.idempotency_key,
-            heartbeat_timeout_ms=node.timeouts.heartbeat_ms,
+            heartbeat_timeout_ms=node.timeouts_for(effect.phase).heartbeat_ms,
             trace_context=state.trace_context,
             workflow_name=state.plan.workflow_name,
         )
         fill_struct(dispatch.inputs, effect.inputs)
         if node.secrets:
             dispatch.secrets.update(self.secrets.resolve(node.secrets))
-        timeouts = node.timeouts
+        timeouts = node.timeouts_for(effect.phase)
         if timeouts.start_to_close_ms:
             deadline = self.now_ms() + timeouts.start_to_close_ms
             dispatch.start_to_close_deadline.FromMilliseconds(deadline)

@@ -17,6 +17,7 @@ from execplan.executor.bindings import (
     reads_of,
 )
 from execplan.executor.values import JsonValue, from_value
+from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2, workflow_pb2
 
 BUILTIN_SLEEP = plan_pb2.BUILTIN_KIND_SLEEP
@@ -84,6 +85,20 @@ class NodeView:
     prefer_labels: tuple[tuple[str, str], ...]
     environment: str
     secrets: tuple[str, ...]
+
+    def side(self, phase: int) -> SideTaskView | None:
+        """The fallback or compensation that a phase runs; None for the main phase."""
+        if phase == ex.TASK_PHASE_FALLBACK:
+            return self.fallback
+        if phase == ex.TASK_PHASE_COMPENSATION:
+            return self.compensation
+        return None
+
+    def timeouts_for(self, phase: int) -> TimeoutsView:
+        """Fallbacks and compensations run under their own resolved timeouts."""
+        side = self.side(phase)
+        return side.timeouts if side is not None else self.timeouts
+
     breaker: BreakerView | None = None
 
 
