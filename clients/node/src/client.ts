@@ -21,21 +21,33 @@ import {
   ExecutorService,
   GetExecutionHistoryRequestSchema,
   GetExecutionRequestSchema,
+  GetPlanRequestSchema,
+  ListCircuitBreakersRequestSchema,
   ListExecutionsRequestSchema,
   PauseExecutionRequestSchema,
+  RegisterPlanRequestSchema,
+  ReplayExecutionRequestSchema,
   ResumeExecutionRequestSchema,
   SendEventRequestSchema,
   StartExecutionRequestSchema,
   TerminateExecutionRequestSchema,
   WatchExecutionRequestSchema,
+  WatchExecutionsRequestSchema,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type {
+  CircuitBreakerStatus,
   GetExecutionHistoryResponse,
   GetExecutionResponse,
+  GetPlanResponse,
+  ListCircuitBreakersResponse,
   ListExecutionsResponse,
+  RegisterPlanResponse,
+  ReplayExecutionRequest,
+  ReplayExecutionResponse,
   StartExecutionRequest,
   StartExecutionResponse,
   WatchExecutionResponse,
+  WatchExecutionsResponse,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
 import { CompilePlanRequestSchema, PlannerService } from "./gen/execplan/v1/planner_service_pb.js";
@@ -43,10 +55,28 @@ import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.j
 import type { Workflow } from "./gen/execplan/v1/workflow_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
 import type { GenericClient } from "./rpc.js";
+import { transport } from "./security.js";
+import type { SecurityOptions } from "./security.js";
 
-export interface ClientOptions {
-  credentials?: grpc.ChannelCredentials;
+/**
+ * TLS and token options (`tlsCa`, `tlsCert`, `tlsKey`, `token`, paths or PEM; see
+ * security.ts) fall back to $EXECPLAN_TLS_CA/_CERT/_KEY and $EXECPLAN_TOKEN.
+ */
+export interface ClientOptions extends SecurityOptions {
   channelOptions?: grpc.ChannelOptions;
+}
+
+/** Which executions watchAll() follows (all when empty). */
+export interface WatchAllFilter {
+  states?: ExecutionState[];
+  workflowName?: string;
+}
+
+/** At most one candidate plan for replay(): a plan, a stored plan id, or source. */
+export interface ReplayOptions {
+  plan?: ExecutionPlan;
+  planId?: string;
+  source?: string;
 }
 
 /** Exactly one of source / plan / planId / workflow. */
@@ -90,9 +120,10 @@ export class ExecplanClient {
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = resolveAddress(address);
-    this.executor = makeClient(ExecutorService, this.address, options.credentials, options.channelOptions);
+    const secured = transport(options);
+    this.executor = makeClient(ExecutorService, this.address, secured, options.channelOptions);
     // Same target and options: grpc-js shares one subchannel between both clients.
-    this.planner = makeClient(PlannerService, this.address, options.credentials, options.channelOptions);
+    this.planner = makeClient(PlannerService, this.address, secured, options.channelOptions);
   }
 
   close(): void {
@@ -193,6 +224,40 @@ export class ExecplanClient {
     }
   }
 
+  /**
+   * State changes of many executions (WatchExecutions), as `Execution` views. On
+   * UNAVAILABLE it reconnects with backoff (or the server's RetryInfo delay). There
+   * is no sequence to resume from: changes made while disconnected arrive only as
+   * later changes, so use list() to catch up if that matters. Breaking out of the
+   * loop cancels the call; it ends when the server ends the stream.
+   */
+  async *watchAll(filter: WatchAllFilter = {}): AsyncGenerator<Execution> {
+    const request = create(WatchExecutionsRequestSchema, {
+      states: filter.states ?? [],
+      workflowName: filter.workflowName ?? "",
+    });
+    const backoff = new Backoff();
+    for (;;) {
+      const call = (this.executor.watchExecutions as (r: unknown) => grpc.ClientReadableStream<WatchExecutionsResponse>)
+        .call(this.executor, request);
+      let delayMs: number | undefined;
+      try {
+        for await (const res of call) {
+          const execution = (res as WatchExecutionsResponse).execution;
+          backoff.reset();
+          if (execution) yield execution;
+        }
+        return;
+      } catch (err) {
+        if ((err as grpc.ServiceError).code !== Status.UNAVAILABLE) throw translate(err);
+        delayMs = decodeDetails(err as grpc.ServiceError).retryAfterMs;
+      } finally {
+        call.cancel();
+      }
+      await sleep(delayMs ?? backoff.nextDelayMs());
+    }
+  }
+
   async pause(executionId: string, options: ControlOptions = {}): Promise<ExecutionState> {
     return this.control("pauseExecution", PauseExecutionRequestSchema, executionId, options);
   }
@@ -214,6 +279,40 @@ export class ExecplanClient {
   async sendEvent(executionId: string, name: string, data: JsonValue = null, requestId?: string): Promise<string> {
     const request = create(SendEventRequestSchema, { executionId, name, data: fromJson(ValueSchema, data), requestId: requestId ?? randomUUID() });
     return (await this.call<{ taskId: string }>(this.executor, "sendEvent", request)).taskId;
+  }
+
+  /** Stores a plan (RegisterPlan) so that start({ planId }) can refer to it; returns its id. */
+  async registerPlan(plan: ExecutionPlan): Promise<string> {
+    return (await this.call<RegisterPlanResponse>(this.executor, "registerPlan", create(RegisterPlanRequestSchema, { plan }))).planId;
+  }
+
+  /** A stored plan by id (GetPlan); NotFoundError when unknown. */
+  async getPlan(planId: string): Promise<ExecutionPlan> {
+    const res = await this.call<GetPlanResponse>(this.executor, "getPlan", create(GetPlanRequestSchema, { planId }));
+    if (!res.plan) throw new Error("GetPlan returned no plan");
+    return res.plan;
+  }
+
+  /**
+   * Replays an execution's history (ReplayExecution): `deterministic`, `divergence`,
+   * `events`. With a candidate (at most one of plan, planId, source) also
+   * `compatible`, `incompatibilities` and `candidatePlanId`: whether the running
+   * instance could continue on that plan.
+   */
+  async replay(executionId: string, candidate: ReplayOptions = {}): Promise<ReplayExecutionResponse> {
+    const given = [candidate.plan, candidate.planId, candidate.source].filter((v) => v !== undefined);
+    if (given.length > 1) throw new TypeError("replay() takes at most one of plan, planId, source");
+    let value: ReplayExecutionRequest["candidate"] = { case: undefined };
+    if (candidate.plan !== undefined) value = { case: "plan", value: candidate.plan };
+    else if (candidate.planId !== undefined) value = { case: "planId", value: candidate.planId };
+    else if (candidate.source !== undefined) value = { case: "source", value: candidate.source };
+    return this.call<ReplayExecutionResponse>(this.executor, "replayExecution", create(ReplayExecutionRequestSchema, { executionId, candidate: value }));
+  }
+
+  /** Circuit breakers per task type (ListCircuitBreakers); all known ones when `taskTypes` is empty. */
+  async listCircuitBreakers(taskTypes: string[] = []): Promise<CircuitBreakerStatus[]> {
+    const request = create(ListCircuitBreakersRequestSchema, { taskTypes });
+    return (await this.call<ListCircuitBreakersResponse>(this.executor, "listCircuitBreakers", request)).breakers;
   }
 
   private async control(

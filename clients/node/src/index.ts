@@ -1,6 +1,8 @@
 /** @execplan/client: the execplan client and worker SDK for Node.js. */
 export { ExecplanClient } from "./client.js";
-export type { ClientOptions, ControlOptions, ListOptions, StartOptions, StartResult } from "./client.js";
+export type { ClientOptions, ControlOptions, ListOptions, ReplayOptions, StartOptions, StartResult, WatchAllFilter } from "./client.js";
+export { TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TOKEN_ENV, bearerInterceptor, transport } from "./security.js";
+export type { Pem, SecurityOptions, Transport } from "./security.js";
 export { TaskContext } from "./context.js";
 export {
   AlreadyExistsError,
@@ -22,7 +24,7 @@ export {
   translate,
 } from "./errors.js";
 export type { FieldViolation, StatusDetails } from "./errors.js";
-export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo } from "./worker.js";
+export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo, splitAddresses, splitSlots } from "./worker.js";
 export type { Handler, Logger, WorkerOptions } from "./worker.js";
 export { DEFAULT_ADDRESS } from "./rpc.js";
 export * as pb from "./pb.js";

@@ -9,6 +9,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { DescService } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import type { Transport } from "./security.js";
 
 /** Channel options shared by the client and the worker (same as the Python SDK). */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -48,11 +49,13 @@ export type GenericClient = grpc.Client & Record<string, (...args: unknown[]) =>
 export function makeClient(
   service: DescService,
   address: string,
-  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  transport: Transport,
   options: grpc.ChannelOptions = {},
 ): GenericClient {
   const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service.typeName);
-  return new Ctor(address, credentials, { ...CHANNEL_OPTIONS, ...options }) as unknown as GenericClient;
+  const clientOptions: grpc.ClientOptions = { ...CHANNEL_OPTIONS, ...options };
+  if (transport.interceptors.length) clientOptions.interceptors = transport.interceptors;
+  return new Ctor(address, transport.credentials, clientOptions) as unknown as GenericClient;
 }
 
 /** A unary call as a promise. */

@@ -25,6 +25,12 @@
  *    the server's RetryInfo delay); INVALID_ARGUMENT, PERMISSION_DENIED,
  *    UNAUTHENTICATED (and UNIMPLEMENTED) are fatal and reject run()/serve().
  *
+ * Several executor replicas: `address: "host1:7070,host2:7070"` (or a comma list in
+ * $EXECPLAN_ADDRESS) opens one stream per address, the same worker id on each, and
+ * splits `slots` between them (`slots / n`, the first `slots % n` get one more, at
+ * least one each), as the Python SDK does; results go back on the stream that
+ * carried the dispatch.
+ *
  * Handlers run on the event loop: a CPU-bound handler delays heartbeats, so keep
  * heavy work in worker_threads or child processes.
  */
@@ -58,6 +64,8 @@ import type {
 import { DRAINING, Outbox } from "./outbox.js";
 import { makeClient, resolveAddress } from "./rpc.js";
 import type { GenericClient } from "./rpc.js";
+import { transport } from "./security.js";
+import type { SecurityOptions, Transport } from "./security.js";
 import { startSpan } from "./tracing.js";
 
 export const SDK = "node/0.1";
@@ -79,8 +87,15 @@ export interface Logger {
   warn(message: string): void;
 }
 
-export interface WorkerOptions {
-  /** host:port; defaults to $EXECPLAN_ADDRESS, else 127.0.0.1:7070. */
+/**
+ * TLS and token options (`tlsCa`, `tlsCert`, `tlsKey`, `token`, paths or PEM; see
+ * security.ts) fall back to $EXECPLAN_TLS_CA/_CERT/_KEY and $EXECPLAN_TOKEN.
+ */
+export interface WorkerOptions extends SecurityOptions {
+  /**
+   * host:port, or a comma list of executor replicas (one stream each, slots split
+   * between them); defaults to $EXECPLAN_ADDRESS, else 127.0.0.1:7070.
+   */
   address?: string;
   /** Stable identity; the executor reconciles a reconnect by it. */
   workerId?: string;
@@ -88,7 +103,6 @@ export interface WorkerOptions {
   slots?: number;
   labels?: Record<string, string>;
   environment?: string;
-  credentials?: grpc.ChannelCredentials;
   channelOptions?: grpc.ChannelOptions;
   logger?: Logger;
 }
@@ -102,6 +116,18 @@ interface Attempt {
 
 type ConnectCall = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
 
+/** Each address of a comma list (one element for a single address). */
+export function splitAddresses(address?: string): string[] {
+  const raw = resolveAddress(address);
+  const parts = raw.split(",").map((p) => p.trim()).filter(Boolean);
+  return parts.length <= 1 ? [raw.trim()] : parts;
+}
+
+/** `slots` split over `n` streams: slots / n each, the first slots % n one more, at least one. */
+export function splitSlots(slots: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => Math.max(1, Math.floor(slots / n) + (i < slots % n ? 1 : 0)));
+}
+
 export function defaultWorkerId(): string {
   return `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
 }
@@ -114,13 +140,18 @@ const quietLogger: Logger = {
 };
 
 export class Worker {
+  /** As given (possibly a comma list); `addresses` has each replica. */
   readonly address: string;
+  readonly addresses: string[];
   readonly workerId: string;
   readonly slots: number;
   readonly labels: Record<string, string>;
   readonly environment: string;
   private readonly options: WorkerOptions;
   private readonly log: Logger;
+  private readonly transport: Transport;
+  /** One child worker per replica when `address` is a comma list, while serving. */
+  private children: Worker[] | undefined;
   private readonly handlers = new Map<string, Handler<any, unknown>>();
   private client: GenericClient | undefined;
   private call: ConnectCall | undefined;
@@ -143,6 +174,8 @@ export class Worker {
     if (!Number.isInteger(slots) || slots < 1) throw new RangeError("slots must be an integer >= 1");
     this.options = options;
     this.address = resolveAddress(options.address);
+    this.addresses = splitAddresses(options.address);
+    this.transport = transport(options); // bad TLS files fail here, not on first connect
     this.workerId = options.workerId ?? defaultWorkerId();
     this.slots = slots;
     this.labels = { ...(options.labels ?? {}) };
@@ -187,7 +220,8 @@ export class Worker {
   /** Connect and serve until a drain completes or stop(); rejects on a fatal error. */
   serve(): Promise<void> {
     if (this.serving) throw new Error("this worker is already serving");
-    this.serving = this.reconnectLoop().finally(() => {
+    const serving = this.addresses.length > 1 ? this.serveGroup() : this.reconnectLoop();
+    this.serving = serving.finally(() => {
       this.abortAll("worker stopped");
       this.client?.close();
       this.client = undefined;
@@ -210,9 +244,39 @@ export class Worker {
     await serving?.catch(() => undefined);
   }
 
+  // -- several replicas ---------------------------------------------------------------
+  /** One child worker per address; resolves when all are done, rejects (stopping the rest) on the first fatal error. */
+  private async serveGroup(): Promise<void> {
+    const slots = splitSlots(this.slots, this.addresses.length);
+    const children = this.addresses.map((address, i) => {
+      const child = new Worker({ ...this.options, address, slots: slots[i], workerId: this.workerId, logger: this.log });
+      for (const [type, handler] of this.handlers) child.handlers.set(type, handler);
+      return child;
+    });
+    this.children = children;
+    const runs = children.map((c) => c.serve());
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let left = runs.length;
+        for (const run of runs) {
+          run.then(
+            () => {
+              if (--left === 0) resolve();
+            },
+            (err: unknown) => reject(err),
+          );
+        }
+      });
+    } finally {
+      for (const c of children) c.stopNow();
+      await Promise.allSettled(runs);
+      this.children = undefined;
+    }
+  }
+
   // -- reconnect loop -------------------------------------------------------------
   private async reconnectLoop(): Promise<void> {
-    this.client = makeClient(WorkerService, this.address, this.options.credentials, this.options.channelOptions);
+    this.client = makeClient(WorkerService, this.address, this.transport, this.options.channelOptions);
     while (!this.stopping) {
       let delayMs: number | undefined;
       try {
@@ -414,6 +478,11 @@ export class Worker {
   }
 
   private drainNow(reason: string): void {
+    if (this.children) {
+      this.draining = true;
+      for (const c of this.children) c.drainNow(reason);
+      return;
+    }
     if (this.draining) return;
     this.log.info(`draining (${reason}): ${this.attempts.size} attempts running`);
     this.draining = true;
@@ -423,6 +492,11 @@ export class Worker {
   }
 
   private stopNow(): void {
+    if (this.children) {
+      this.stopping = true;
+      for (const c of this.children) c.stopNow();
+      return;
+    }
     if (this.stopping) return;
     this.stopping = true;
     this.interrupt.abort();
