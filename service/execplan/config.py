@@ -47,6 +47,14 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    # Replicas: the CA that signed the other replicas' certificates, trusted when a
+    # control call is forwarded to its owner over TLS (default: tls_client_ca, else
+    # the system roots). The forwarding channel presents tls_cert/tls_key.
+    peer_ca: str | None = None
+    # `execplan executor`: TLS to the planner when set (trusting this CA; tls_cert/
+    # tls_key are presented for mutual TLS), and a bearer token for its auth.
+    planner_ca: str | None = None
+    planner_token: str | None = None
     # Token file of execplan.wire.auth (hashed tokens / cert names -> roles);
     # None = authentication off (development default).
     auth_tokens: str | None = None

@@ -142,6 +142,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,
                 replica=_replica(config),
+                peer_credentials=peer_credentials(config),
             )
         )
     if config.run_planner:
@@ -235,6 +236,28 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
         [(read(config.tls_key), read(config.tls_cert))],
         root_certificates=ca,
         require_client_auth=ca is not None,
+    )
+
+
+def _read_tls(path: str | None) -> bytes:
+    try:
+        return Path(path or "").read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read TLS file {path}: {exc.strerror}") from exc
+
+
+def peer_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
+    """TLS of the channel a replica forwards control calls on: None (plaintext) when
+    this server runs without TLS (replicas share one configuration). Trusts
+    `peer_ca`, else `tls_client_ca`, else the system roots; presents this server's
+    own certificate and key, which mutual-TLS peers require of every caller."""
+    if not config.tls:
+        return None
+    ca = config.peer_ca or config.tls_client_ca
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_tls(ca) if ca else None,
+        private_key=_read_tls(config.tls_key),
+        certificate_chain=_read_tls(config.tls_cert),
     )
 
 

@@ -123,6 +123,12 @@ def _add_executor_options(p: Any) -> None:
         metavar="SECONDS",
         help="PostgreSQL only: a replica silent this long is taken over (default: 5)",
     )
+    p.add_argument(
+        "--peer-ca",
+        metavar="PEM",
+        help="PostgreSQL + TLS: CA of the other replicas' certificates, trusted when a "
+        "control call is forwarded to its owner (default: --tls-client-ca, else system roots)",
+    )
 
 
 def _add_security_options(p: Any) -> None:
@@ -208,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         replica_id=getattr(args, "replica_id", ""),
         advertise=advertise,
         lease_seconds=getattr(args, "lease", 5.0),
+        peer_ca=getattr(args, "peer_ca", None),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -27,6 +27,7 @@ class ExecutorComponent:
         tracer_provider: Any = None,
         secrets: SecretProvider | None = None,
         replica: ReplicaConfig | None = None,
+        peer_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
@@ -35,7 +36,9 @@ class ExecutorComponent:
         default the global one (no-op unless configured).
         On PostgreSQL the executor is always a replica (executor/ownership.py):
         `replica` names it (default: a random id advertising no address, so control
-        calls for executions other replicas own are not forwarded)."""
+        calls for executions other replicas own are not forwarded);
+        `peer_credentials`: TLS of the channel control calls are forwarded on (None:
+        plaintext; see server.peer_credentials)."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
             Compiler,
             LocalCompiler,
@@ -51,7 +54,7 @@ class ExecutorComponent:
             from execplan.wire.forward import GrpcForwarder  # noqa: PLC0415
 
             replica = replica or ReplicaConfig(new_replica_id(), "")
-            forwarder = GrpcForwarder() if replica.advertise else None
+            forwarder = GrpcForwarder(peer_credentials) if replica.advertise else None
             self.replica = Replica(self.store, self.engine, replica, forwarder)
         if observe:
             from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415

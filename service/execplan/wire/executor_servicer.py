@@ -28,6 +28,7 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
+from execplan.wire.forward import remember_caller
 from execplan.wire.status import stream_errors, unary_errors
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -216,6 +217,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def PauseExecution(  # noqa: N802
         self, request: pb.PauseExecutionRequest, context: Ctx
     ) -> pb.PauseExecutionResponse:
+        remember_caller(context)  # a forward to the owner carries it
         state = await self._engine.pause(
             _required(request.execution_id, "execution_id"), request.reason, request.request_id
         )
@@ -225,6 +227,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def ResumeExecution(  # noqa: N802
         self, request: pb.ResumeExecutionRequest, context: Ctx
     ) -> pb.ResumeExecutionResponse:
+        remember_caller(context)  # a forward to the owner carries it
         state = await self._engine.resume(
             _required(request.execution_id, "execution_id"), request.request_id
         )
@@ -234,6 +237,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def CancelExecution(  # noqa: N802
         self, request: pb.CancelExecutionRequest, context: Ctx
     ) -> pb.CancelExecutionResponse:
+        remember_caller(context)  # a forward to the owner carries it
         state = await self._engine.cancel(
             _required(request.execution_id, "execution_id"),
             request.reason,
@@ -246,6 +250,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def TerminateExecution(  # noqa: N802
         self, request: pb.TerminateExecutionRequest, context: Ctx
     ) -> pb.TerminateExecutionResponse:
+        remember_caller(context)  # a forward to the owner carries it
         state = await self._engine.cancel(
             _required(request.execution_id, "execution_id"),
             request.reason,
@@ -258,6 +263,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def SendEvent(  # noqa: N802
         self, request: pb.SendEventRequest, context: Ctx
     ) -> pb.SendEventResponse:
+        remember_caller(context)  # a forward to the owner carries it
         task_id = await self._engine.send_event(
             _required(request.execution_id, "execution_id"),
             _required(request.name, "name"),

@@ -4,9 +4,19 @@
 owner (one cached channel per address) and returns what the local engine method would
 (a state name, or the task id of SendEvent). The owner's error comes back as the
 matching `ExecplanError`, so the caller sees the owner's answer unchanged.
+
+Security (docs/security.md "Replicas"): the channel uses the `credentials` given
+(TLS to the owner, presenting this replica's certificate when the servers run mutual
+TLS), and the forwarded call carries the original caller's `authorization` metadata,
+so the owner authenticates and authorizes the real caller, not the forwarding peer.
+The servicer records that metadata with `remember_caller(context)` before it calls
+the engine; a context variable carries it to `forward` within the same RPC task.
 """
 
 from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
 
 import grpc
 from execplan.errors import (
@@ -33,33 +43,55 @@ _ERRORS: dict[grpc.StatusCode, type[ExecplanError]] = {
 }
 
 TIMEOUT_S = 30.0
+# Metadata of the call being served that a forwarded call carries on.
+FORWARDED_KEYS = ("authorization", "traceparent", "tracestate")
+
+_caller: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("execplan_caller", default=())
+
+
+def remember_caller(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Keep the caller's credentials for a forward made while serving this call."""
+    _caller.set(
+        tuple(
+            (key, value)
+            for key, value in context.invocation_metadata() or ()
+            if key in FORWARDED_KEYS and isinstance(value, str)
+        )
+    )
 
 
 class GrpcForwarder:
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`credentials`: TLS to the owners (None: plaintext, servers without TLS)."""
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, address: str) -> pb_grpc.ExecutorServiceAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials)
+            self._channels[address] = channel
         return pb_grpc.ExecutorServiceStub(channel)
 
     async def forward(self, address: str, control: Control) -> str:
         stub = self._stub(address)
         eid, rid = control.execution_id, control.request_id
+        call: dict[str, Any] = {"timeout": TIMEOUT_S, "metadata": _caller.get()}
         try:
             if control.kind == "pause":
                 paused = await stub.PauseExecution(
                     pb.PauseExecutionRequest(
                         execution_id=eid, reason=control.reason, request_id=rid
                     ),
-                    timeout=TIMEOUT_S,
+                    **call,
                 )
                 return _name(paused.state)
             if control.kind == "resume":
                 resumed = await stub.ResumeExecution(
-                    pb.ResumeExecutionRequest(execution_id=eid, request_id=rid), timeout=TIMEOUT_S
+                    pb.ResumeExecutionRequest(execution_id=eid, request_id=rid), **call
                 )
                 return _name(resumed.state)
             if control.kind == "cancel":
@@ -67,7 +99,7 @@ class GrpcForwarder:
                     pb.CancelExecutionRequest(
                         execution_id=eid, reason=control.reason, request_id=rid
                     ),
-                    timeout=TIMEOUT_S,
+                    **call,
                 )
                 return _name(cancelled.state)
             if control.kind == "terminate":
@@ -75,13 +107,13 @@ class GrpcForwarder:
                     pb.TerminateExecutionRequest(
                         execution_id=eid, reason=control.reason, request_id=rid
                     ),
-                    timeout=TIMEOUT_S,
+                    **call,
                 )
                 return _name(terminated.state)
             request = pb.SendEventRequest(execution_id=eid, name=control.name, request_id=rid)
             if control.data is not None:
                 fill_value(request.data, control.data)
-            sent = await stub.SendEvent(request, timeout=TIMEOUT_S)
+            sent = await stub.SendEvent(request, **call)
             return sent.task_id
         except grpc.aio.AioRpcError as exc:
             kind = _ERRORS.get(exc.code(), Unavailable)
