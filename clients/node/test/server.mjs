@@ -10,24 +10,26 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const EXECPLAN_BIN = process.env.EXECPLAN_BIN || resolve(here, "../../../.venv/bin/execplan");
 
 export class Server {
-  constructor(db, port = 0) {
+  constructor(db, port = 0, args = []) {
     this.db = db;
     this.port = port;
+    this.args = args;
     this.proc = undefined;
     this.address = undefined;
     this.output = "";
   }
 
-  static async start() {
+  /** `args`: extra `execplan serve` options (--tls-cert, --auth-tokens, ...). */
+  static async start(args = []) {
     const dir = mkdtempSync(join(tmpdir(), "execplan-node-"));
-    const server = new Server(join(dir, "execplan.db"));
+    const server = new Server(join(dir, "execplan.db"), 0, args);
     server.dir = dir;
     await server.spawn();
     return server;
   }
 
   spawn() {
-    const proc = spawn(EXECPLAN_BIN, ["serve", "--listen", `127.0.0.1:${this.port}`, "--db", this.db, "--grace", "1"], {
+    const proc = spawn(EXECPLAN_BIN, ["serve", "--listen", `127.0.0.1:${this.port}`, "--db", this.db, "--grace", "1", ...this.args], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.proc = proc;
