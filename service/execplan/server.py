@@ -143,6 +143,8 @@ def build_components(config: ServerConfig) -> list[Component]:
                 secrets=secrets,
                 replica=_replica(config),
                 peer_credentials=peer_credentials(config),
+                planner_credentials=planner_credentials(config),
+                planner_token=config.planner_token,
             )
         )
     if config.run_planner:
@@ -258,6 +260,18 @@ def peer_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
         root_certificates=_read_tls(ca) if ca else None,
         private_key=_read_tls(config.tls_key),
         certificate_chain=_read_tls(config.tls_cert),
+    )
+
+
+def planner_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
+    """TLS towards the remote planner of `execplan executor`: on when `planner_ca`
+    is set; this server's own certificate and key are presented (mutual TLS)."""
+    if not config.planner_ca or config.run_planner:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_tls(config.planner_ca),
+        private_key=_read_tls(config.tls_key) if config.tls else None,
+        certificate_chain=_read_tls(config.tls_cert) if config.tls else None,
     )
 
 

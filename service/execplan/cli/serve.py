@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from typing import Any
 
 from execplan.cli.common import EXIT_USAGE, CliError
 from execplan.config import DEFAULT_DB, DEFAULT_LISTEN, MIB, ServerConfig, split_host_port
+
+PLANNER_TOKEN_ENV = "EXECPLAN_PLANNER_TOKEN"
 
 
 def register(subparsers: Any) -> None:
@@ -39,6 +42,17 @@ def register(subparsers: Any) -> None:
         required=True,
         metavar="HOST:PORT",
         help="the PlannerService that compiles workflow source for StartExecution",
+    )
+    executor.add_argument(
+        "--planner-ca",
+        metavar="PEM",
+        help="reach --planner over TLS, trusting this CA (--tls-cert/--tls-key, when "
+        "given, are presented as the client certificate for mutual TLS)",
+    )
+    executor.add_argument(
+        "--planner-token",
+        metavar="TOKEN",
+        help=f"bearer token for a planner running --auth-tokens (default: ${PLANNER_TOKEN_ENV})",
     )
     _add_security_options(executor)
     executor.set_defaults(handler=run_serve, role="executor")
@@ -215,6 +229,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         advertise=advertise,
         lease_seconds=getattr(args, "lease", 5.0),
         peer_ca=getattr(args, "peer_ca", None),
+        planner_ca=getattr(args, "planner_ca", None),
+        planner_token=(
+            (getattr(args, "planner_token", None) or os.environ.get(PLANNER_TOKEN_ENV) or None)
+            if role == "executor"
+            else None
+        ),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

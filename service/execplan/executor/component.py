@@ -28,6 +28,8 @@ class ExecutorComponent:
         secrets: SecretProvider | None = None,
         replica: ReplicaConfig | None = None,
         peer_credentials: grpc.ChannelCredentials | None = None,
+        planner_credentials: grpc.ChannelCredentials | None = None,
+        planner_token: str | None = None,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
@@ -38,7 +40,8 @@ class ExecutorComponent:
         `replica` names it (default: a random id advertising no address, so control
         calls for executions other replicas own are not forwarded);
         `peer_credentials`: TLS of the channel control calls are forwarded on (None:
-        plaintext; see server.peer_credentials)."""
+        plaintext; see server.peer_credentials); `planner_credentials` and
+        `planner_token`: TLS and bearer token towards `planner_address`."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
             Compiler,
             LocalCompiler,
@@ -68,7 +71,9 @@ class ExecutorComponent:
         self._remote: RemoteCompiler | None = None
         compiler: Compiler
         if planner_address:
-            compiler = self._remote = RemoteCompiler(planner_address)
+            compiler = self._remote = RemoteCompiler(
+                planner_address, planner_credentials, planner_token
+            )
         else:
             compiler = LocalCompiler()
         self._compiler = compiler

@@ -53,17 +53,28 @@ class LocalCompiler:
 
 class RemoteCompiler:
     """Compiles through a PlannerService over gRPC (execplan executor --planner ...);
-    its INVALID_ARGUMENT (with BadRequest details) is passed through unchanged."""
+    its INVALID_ARGUMENT (with BadRequest details) is passed through unchanged.
+    `credentials`: TLS to the planner (None: plaintext); `token`: sent as
+    `authorization: Bearer <token>` to a planner running --auth-tokens."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
         from execplan.v1 import planner_service_pb2_grpc  # noqa: PLC0415
 
-        self._channel = grpc.aio.insecure_channel(address)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address)
+        else:
+            self._channel = grpc.aio.secure_channel(address, credentials)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
 
     async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
         try:
-            response = await self._stub.CompilePlan(request)
+            response = await self._stub.CompilePlan(request, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise _planner_error(error) from error
         return response.plan
