@@ -7,13 +7,22 @@
 
 Every gRPC failure is raised as an `execplan.client.errors` exception. Mutating calls
 carry a `request_id` (a fresh uuid4 unless given) so that a retried call is applied once.
+
+Replicas: `ExecutorClient("h1:7070,h2:7070")` (or a comma list in $EXECPLAN_ADDRESS)
+opens one channel per address and uses one at a time. A call that fails with
+UNAVAILABLE is retried on the next address after a backoff with full jitter (or the
+server's retry delay), at most `failover_attempts` times: every call is safe to
+repeat, because reads are reads and each mutating call carries its request_id, which
+the replicas share through the store. `watch` resumes on the next address after the
+last event it yielded. With one address nothing is retried except `watch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias, TypeVar
 
@@ -30,13 +39,33 @@ from execplan.v1 import (
 )
 
 from ._backoff import Backoff
-from ._channel import Security, open_channel
+from ._channel import Security, open_channel, resolve_address
 from .errors import decode_details, translate
 from .values import to_struct, to_value
 
 ExecutionState: TypeAlias = execution_pb2.ExecutionState.ValueType
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stubs:
+    address: str
+    channel: grpc.aio.Channel
+    executor: executor_service_pb2_grpc.ExecutorServiceAsyncStub
+    planner: planner_service_pb2_grpc.PlannerServiceAsyncStub
+
+    @classmethod
+    def of(cls, address: str, channel: grpc.aio.Channel) -> _Stubs:
+        return cls(
+            address,
+            channel,
+            executor_service_pb2_grpc.ExecutorServiceStub(channel),
+            planner_service_pb2_grpc.PlannerServiceStub(channel),
+        )
+
+
+_Pick: TypeAlias = Callable[[_Stubs], "grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]"]
 
 
 class ExecutorClient:
@@ -49,15 +78,44 @@ class ExecutorClient:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         token: str | None = None,
+        failover_attempts: int | None = None,
     ):
         """TLS files and the bearer token default to $EXECPLAN_TLS_CA/_CERT/_KEY and
-        $EXECPLAN_TOKEN (see _channel.py); none of them: plaintext."""
+        $EXECPLAN_TOKEN (see _channel.py); none of them: plaintext. `address` may be
+        a comma list of replicas (see the module docstring); `failover_attempts`
+        (default: twice the number of addresses) bounds the retries of one call."""
         # A channel passed in belongs to the caller, who closes it.
         self._owns_channel = channel is None
-        security = Security(tls_ca, tls_cert, tls_key, token)
-        self._channel = channel if channel is not None else open_channel(address, security)
-        self._executor = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
-        self._planner = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
+        if channel is not None:
+            self._replicas = [_Stubs.of("", channel)]
+        else:
+            security = Security(tls_ca, tls_cert, tls_key, token)
+            addresses = [a.strip() for a in resolve_address(address).split(",") if a.strip()]
+            if not addresses:
+                raise ValueError(f"no address in {address!r}")
+            self._replicas = [_Stubs.of(a, open_channel(a, security)) for a in addresses]
+        self._current = 0
+        many = len(self._replicas) > 1
+        self._attempts = (
+            (failover_attempts if failover_attempts is not None else 2 * len(self._replicas))
+            if many
+            else 0
+        )
+
+    @property
+    def _executor(self) -> executor_service_pb2_grpc.ExecutorServiceAsyncStub:
+        return self._replicas[self._current].executor
+
+    @property
+    def address(self) -> str:
+        """The address calls go to now ("" for a channel passed in)."""
+        return self._replicas[self._current].address
+
+    def _fail_over(self, failed: int) -> None:
+        """The replica at index `failed` is unavailable: move on (once per failure,
+        however many calls saw it)."""
+        if self._current == failed:
+            self._current = (failed + 1) % len(self._replicas)
 
     async def __aenter__(self) -> Self:
         return self
@@ -72,7 +130,8 @@ class ExecutorClient:
 
     async def close(self) -> None:
         if self._owns_channel:
-            await self._channel.close()
+            for replica in self._replicas:
+                await replica.channel.close()
 
     # -- planner ----------------------------------------------------------------
 
@@ -80,11 +139,7 @@ class ExecutorClient:
         request = planner_service_pb2.CompilePlanRequest(
             source=source, format=planner_service_pb2.SOURCE_FORMAT_AUTO
         )
-        try:
-            response = await self._planner.CompilePlan(request)
-        except grpc.aio.AioRpcError as err:
-            raise translate(err) from err
-        return response.plan
+        return (await self._unary(lambda r: r.planner.CompilePlan, request)).plan
 
     # -- executions ---------------------------------------------------------------
 
@@ -116,19 +171,16 @@ class ExecutorClient:
             request.plan_id = plan_id
         elif workflow is not None:
             request.workflow.CopyFrom(workflow)
-        try:
-            response: executor_service_pb2.StartExecutionResponse = (
-                await self._executor.StartExecution(request, metadata=_trace_metadata())
-            )
-        except grpc.aio.AioRpcError as err:
-            raise translate(err) from err
-        return response
+        # Safe to retry on another replica: the request_id makes the start idempotent.
+        return await self._unary(
+            lambda r: r.executor.StartExecution, request, metadata=_trace_metadata()
+        )
 
     async def get(self, execution_id: str, at_sequence: int = 0) -> execution_pb2.Execution:
         request = executor_service_pb2.GetExecutionRequest(
             execution_id=execution_id, at_sequence=at_sequence
         )
-        return (await self._unary(self._executor.GetExecution, request)).execution
+        return (await self._unary(lambda r: r.executor.GetExecution, request)).execution
 
     async def list(
         self,
@@ -141,7 +193,7 @@ class ExecutorClient:
             states=states, workflow_name=workflow_name, page_size=page_size
         )
         while True:
-            response = await self._unary(self._executor.ListExecutions, request)
+            response = await self._unary(lambda r: r.executor.ListExecutions, request)
             for execution in response.executions:
                 yield execution
             if not response.next_page_token:
@@ -155,7 +207,7 @@ class ExecutorClient:
             execution_id=execution_id, after_sequence=after_sequence, page_size=page_size
         )
         while True:
-            response = await self._unary(self._executor.GetExecutionHistory, request)
+            response = await self._unary(lambda r: r.executor.GetExecutionHistory, request)
             for event in response.events:
                 yield event
             if not response.next_page_token:
@@ -178,6 +230,7 @@ class ExecutorClient:
             request = executor_service_pb2.WatchExecutionRequest(
                 execution_id=execution_id, after_sequence=last
             )
+            using = self._current
             call = self._executor.WatchExecution(request)
             delay: float | None = None
             try:
@@ -194,6 +247,7 @@ class ExecutorClient:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise translate(err) from err
                 delay = decode_details(err).retry_after
+                self._fail_over(using)
             finally:
                 call.cancel()
             await asyncio.sleep(delay if delay is not None else backoff.next_delay())
@@ -211,6 +265,7 @@ class ExecutorClient:
             states=states, workflow_name=workflow_name
         )
         while True:
+            using = self._current
             call = self._executor.WatchExecutions(request)
             delay: float | None = None
             try:
@@ -222,6 +277,7 @@ class ExecutorClient:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise translate(err) from err
                 delay = decode_details(err).retry_after
+                self._fail_over(using)
             finally:
                 call.cancel()
             await asyncio.sleep(delay if delay is not None else backoff.next_delay())
@@ -234,7 +290,7 @@ class ExecutorClient:
         request = executor_service_pb2.PauseExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
         )
-        return (await self._unary(self._executor.PauseExecution, request)).state
+        return (await self._unary(lambda r: r.executor.PauseExecution, request)).state
 
     async def resume(
         self, execution_id: str, reason: str = "", request_id: str | None = None
@@ -244,7 +300,7 @@ class ExecutorClient:
         request = executor_service_pb2.ResumeExecutionRequest(
             execution_id=execution_id, request_id=_request_id(request_id)
         )
-        return (await self._unary(self._executor.ResumeExecution, request)).state
+        return (await self._unary(lambda r: r.executor.ResumeExecution, request)).state
 
     async def cancel(
         self, execution_id: str, reason: str = "", request_id: str | None = None
@@ -252,7 +308,7 @@ class ExecutorClient:
         request = executor_service_pb2.CancelExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
         )
-        return (await self._unary(self._executor.CancelExecution, request)).state
+        return (await self._unary(lambda r: r.executor.CancelExecution, request)).state
 
     async def terminate(
         self, execution_id: str, reason: str = "", request_id: str | None = None
@@ -260,7 +316,7 @@ class ExecutorClient:
         request = executor_service_pb2.TerminateExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=_request_id(request_id)
         )
-        return (await self._unary(self._executor.TerminateExecution, request)).state
+        return (await self._unary(lambda r: r.executor.TerminateExecution, request)).state
 
     async def send_event(
         self, execution_id: str, name: str, data: Any = None, request_id: str | None = None
@@ -271,17 +327,17 @@ class ExecutorClient:
             data=to_value(data),
             request_id=_request_id(request_id),
         )
-        return await self._unary(self._executor.SendEvent, request)
+        return await self._unary(lambda r: r.executor.SendEvent, request)
 
     # -- plans -------------------------------------------------------------------------
 
     async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> str:
         request = executor_service_pb2.RegisterPlanRequest(plan=plan)
-        return (await self._unary(self._executor.RegisterPlan, request)).plan_id
+        return (await self._unary(lambda r: r.executor.RegisterPlan, request)).plan_id
 
     async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
         request = executor_service_pb2.GetPlanRequest(plan_id=plan_id)
-        return (await self._unary(self._executor.GetPlan, request)).plan
+        return (await self._unary(lambda r: r.executor.GetPlan, request)).plan
 
     # -- replay ------------------------------------------------------------------------
 
@@ -304,7 +360,7 @@ class ExecutorClient:
             request.plan_id = plan_id
         elif source is not None:
             request.source = source
-        return await self._unary(self._executor.ReplayExecution, request)
+        return await self._unary(lambda r: r.executor.ReplayExecution, request)
 
     # -- circuit breakers --------------------------------------------------------------
 
@@ -313,15 +369,29 @@ class ExecutorClient:
     ) -> Sequence[executor_service_pb2.CircuitBreakerStatus]:
         """Circuit breakers per task type (all known ones when `task_types` is empty)."""
         request = executor_service_pb2.ListCircuitBreakersRequest(task_types=list(task_types))
-        return list((await self._unary(self._executor.ListCircuitBreakers, request)).breakers)
+        return list((await self._unary(lambda r: r.executor.ListCircuitBreakers, request)).breakers)
 
     async def _unary(
-        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+        self,
+        pick: _Pick[_Req, _Resp],
+        request: _Req,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> _Resp:
-        try:
-            return await method(request)
-        except grpc.aio.AioRpcError as err:
-            raise translate(err) from err
+        """`pick(replica)` is the method to call; on UNAVAILABLE the call is repeated
+        on the next replica (see the module docstring)."""
+        backoff = Backoff(base=0.05, cap=2.0)
+        retries = 0
+        while True:
+            using = self._current
+            try:
+                return await pick(self._replicas[using])(request, metadata=metadata or None)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or retries >= self._attempts:
+                    raise translate(err) from err
+                delay = decode_details(err).retry_after
+            retries += 1
+            self._fail_over(using)
+            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
 
 
 def _trace_metadata() -> tuple[tuple[str, str], ...]:
