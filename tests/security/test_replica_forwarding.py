@@ -4,12 +4,15 @@ carrying the original caller's bearer token (docs/security.md "Replicas")."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from execplan.cli.common import CliError
+from execplan.cli.serve import config_from_args, register
 from execplan.client import ExecutorClient, UnauthenticatedError
 from execplan.config import ServerConfig
 from execplan.server import ExecplanServer
@@ -122,3 +125,13 @@ async def test_owner_authorizes_the_original_caller(
         finally:
             await owner.close()
             await other.close()
+
+
+def test_peer_ca_option(pki: Pki) -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    tls = ["--tls-cert", pki.cert("server"), "--tls-key", pki.key("server")]
+    config = config_from_args(parser.parse_args(["serve", *tls, "--peer-ca", pki.ca]))
+    assert config.peer_ca == pki.ca
+    with pytest.raises(CliError):
+        config_from_args(parser.parse_args(["serve", "--peer-ca", pki.ca]))

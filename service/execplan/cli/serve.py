@@ -211,6 +211,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
     if args.tls_client_ca and not args.tls_cert:
         raise CliError("--tls-client-ca needs --tls-cert and --tls-key", EXIT_USAGE)
+    if getattr(args, "peer_ca", None) and not args.tls_cert:
+        raise CliError("--peer-ca needs --tls-cert and --tls-key (TLS replicas)", EXIT_USAGE)
     if args.max_worker_streams < 0 or args.start_rate < 0 or args.start_burst < 1:
         raise CliError(
             "--max-worker-streams and --start-rate must be >= 0, --start-burst >= 1", EXIT_USAGE
