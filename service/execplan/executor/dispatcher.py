@@ -83,12 +83,28 @@ class WorkerRegistry:
         return sum(max(0, w.free) for w in self.workers.values())
 
 
+# A heap entry: (-priority, -rank, task index, phase, attempt). Phase and attempt say
+# which attempt was queued: an entry whose task has moved on (say its main attempt
+# timed out in the queue and a fallback of another type was queued) is stale.
+_Entry = tuple[int, int, int, int, int]
+
+
 @dataclass(slots=True)
 class _ExecutionQueue:
-    by_type: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    by_type: dict[str, list[_Entry]] = field(default_factory=dict)
+    # (index, phase, attempt) of every entry in a heap: a push is idempotent.
+    queued: set[tuple[int, int, int]] = field(default_factory=set)
 
-    def push(self, task_type: str, priority: int, rank: int, index: int) -> None:
-        heapq.heappush(self.by_type.setdefault(task_type, []), (-priority, -rank, index))
+    def push(self, task_type: str, entry: _Entry) -> None:
+        if entry[2:] in self.queued:
+            return  # already queued (e.g. pushed again on resume)
+        self.queued.add(entry[2:])
+        heapq.heappush(self.by_type.setdefault(task_type, []), entry)
+
+    def pop(self, task_type: str) -> _Entry:
+        entry = heapq.heappop(self.by_type[task_type])
+        self.queued.discard(entry[2:])
+        return entry
 
     def __bool__(self) -> bool:
         return any(self.by_type.values())
@@ -103,7 +119,16 @@ class ReadyQueues:
         self._keys: deque[str] = deque()
         self._executions: dict[str, deque[str]] = {}
 
-    def push(self, execution_id: str, fairness_key: str, task_type: str, node: NodeView) -> None:
+    def push(
+        self,
+        execution_id: str,
+        fairness_key: str,
+        task_type: str,
+        node: NodeView,
+        *,
+        phase: int,
+        attempt: int,
+    ) -> None:
         queue = self._queues.get(execution_id)
         if queue is None:
             queue = self._queues[execution_id] = _ExecutionQueue()
@@ -112,7 +137,7 @@ class ReadyQueues:
                 self._executions[fairness_key] = deque()
                 self._keys.append(fairness_key)
             self._executions[fairness_key].append(execution_id)
-        queue.push(task_type, node.priority, node.rank, node.index)
+        queue.push(task_type, (-node.priority, -node.rank, node.index, phase, attempt))
 
     def drop(self, execution_id: str) -> None:
         if self._queues.pop(execution_id, None) is None:
@@ -154,24 +179,28 @@ class ReadyQueues:
     def take(
         self,
         execution_id: str,
-        still_queued: Callable[[int], bool],
+        still_queued: Callable[[int, int, int], bool],
         blocked_types: set[str],
     ) -> tuple[str, int] | None:
-        """Pops the best queued task of an execution whose type is not blocked."""
+        """Pops the best queued task of an execution whose type is not blocked.
+
+        `still_queued(index, phase, attempt)` says whether an entry is current;
+        stale entries are dropped.
+        """
         queue = self._queues.get(execution_id)
         if queue is None:
             return None
-        best: tuple[tuple[int, int, int], str] | None = None
+        best: tuple[_Entry, str] | None = None
         for task_type, heap in queue.by_type.items():
-            while heap and not still_queued(heap[0][2]):
-                heapq.heappop(heap)
+            while heap and not still_queued(*heap[0][2:]):
+                queue.pop(task_type)
             if heap and task_type not in blocked_types and (best is None or heap[0] < best[0]):
                 best = (heap[0], task_type)
         if not queue:
             self.drop(execution_id)
         if best is None:
             return None
-        heapq.heappop(queue.by_type[best[1]])
+        queue.pop(best[1])
         # An emptied queue stays until the next take: a task pushed back (no worker
         # free) then keeps its execution's place in the fairness ring.
         return best[1], best[0][2]

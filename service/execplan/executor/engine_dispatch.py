@@ -51,7 +51,14 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                     task_type = side.type if side else node.type
                 if not self.workers.has_type(task_type):
                     task.status_message = f"waiting for a worker with task type {task_type}"
-                self._ready.push(state.execution_id, state.fairness_key, task_type, node)
+                self._ready.push(
+                    state.execution_id,
+                    state.fairness_key,
+                    task_type,
+                    node,
+                    phase=task.phase,
+                    attempt=task.attempt,
+                )
                 timeouts = node.timeouts_for(task.phase)
                 if timeouts.schedule_to_start_ms or node.timeouts.schedule_to_close_ms:
                     self._watch_queue(state, effect.index)
@@ -107,7 +114,15 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                         blocked.add(task_type)
                     else:
                         state.tasks[index].status_message = "no worker matches its placement"
-                    self._ready.push(execution_id, state.fairness_key, task_type, node)
+                    task = state.tasks[index]
+                    self._ready.push(
+                        execution_id,
+                        state.fairness_key,
+                        task_type,
+                        node,
+                        phase=task.phase,
+                        attempt=task.attempt,
+                    )
                     continue
                 machine = machines.get(execution_id)
                 if machine is None:
@@ -204,8 +219,16 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
         self._send(effect.worker_id, ws.ConnectResponse(dispatches=[dispatch]))
 
 
-def _queued_in(state: ExecutionState) -> Callable[[int], bool]:
-    return lambda index: state.tasks[index].state == ex.TASK_STATE_QUEUED
+def _queued_in(state: ExecutionState) -> Callable[[int, int, int], bool]:
+    """Is this ready-queue entry (index, phase, attempt) the task's queued attempt?"""
+
+    def current(index: int, phase: int, attempt: int) -> bool:
+        task = state.tasks[index]
+        return (
+            task.state == ex.TASK_STATE_QUEUED and task.phase == phase and task.attempt == attempt
+        )
+
+    return current
 
 
 def _ref(state: ExecutionState, index: int, phase: int, attempt: int, epoch: int) -> ws.AttemptRef:
