@@ -40,9 +40,11 @@ from execplan.errors import (
     LimitExceeded,
     Overloaded,
     OwnershipLost,
+    StoreError,
 )
-from execplan.executor.engine_core import EngineConfig
+from execplan.executor.engine_core import EngineConfig, _Input
 from execplan.executor.engine_recovery import EngineRecovery
+from execplan.executor.engine_round import Round
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.ownership import Control
@@ -195,7 +197,10 @@ class Engine(EngineRecovery):
                 await self._round()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep the engine alive; the round's executions are reloaded
+            except Exception:
+                # A bug outside the per-input guard (dispatch, effects). Nothing of the
+                # round is lost for good: uncommitted attempts are still covered by
+                # their leases and deadlines, and callers' RPCs time out.
                 log.exception("engine round failed")
 
     async def _round(self) -> None:
@@ -206,36 +211,57 @@ class Engine(EngineRecovery):
             self._deferred_flush.cancel()
             self._deferred_flush = None
         now = self.now_ms()
-        machines: dict[str, Machine] = {}
-        replies: list[tuple[asyncio.Future[Any], Any]] = []
-        asked: dict[asyncio.Future[Any], str] = {}
-        failures: list[tuple[asyncio.Future[Any], BaseException]] = []
+        work = Round()
         for item in batch:
-            state = self._live.get(item.execution_id)
-            if state is None:
-                if item.future is not None:
-                    failures.append(
-                        (
-                            item.future,
-                            FailedPrecondition(f"execution {item.execution_id} is not running"),
-                        )
-                    )
-                continue
-            machine = machines.get(item.execution_id)
-            if machine is None:
-                machine = machines[item.execution_id] = Machine(state, now)
-            mark = len(machine.effects)
-            try:
-                result = item.action(machine)
-            except ExecplanError as error:
-                if item.future is not None:
-                    failures.append((item.future, error))
-                continue
-            self._apply_internal(machine, mark)
-            if item.future is not None:
-                replies.append((item.future, result))
-                asked[item.future] = item.execution_id
-        self._dispatch_round(machines, now)
+            self._decide(item, work, now)
+        self._dispatch_round(work.machines, now)
+        await self._commit(work)
+        for machine in work.machines.values():
+            if machine.events:
+                self._act(machine)
+        work.settle()
+        for execution_id, inputs in work.redo.items():
+            await self._reload(execution_id)
+            for item in inputs:
+                self._inbox.append(item)
+            self._wake.set()
+
+    def _decide(self, item: _Input, work: Round, now: int) -> None:
+        """Applies one input to its execution's Machine (no I/O; nothing leaves yet)."""
+        execution_id = item.execution_id
+        if execution_id in work.redo:  # poisoned earlier this round: after the reload
+            work.redo[execution_id].append(item)
+            return
+        state = self._live.get(execution_id)
+        if state is None:
+            work.fail(item.future, FailedPrecondition(f"execution {execution_id} is not running"))
+            return
+        machine = work.machines.get(execution_id)
+        if machine is None:
+            machine = work.machines[execution_id] = Machine(state, now)
+        mark = len(machine.effects)
+        try:
+            result = item.action(machine)
+        except ExecplanError as error:  # refused before anything was emitted
+            work.fail(item.future, error)
+            return
+        except Exception as error:
+            # The state may hold emitted-but-uncommitted events: keep the execution
+            # out of this round and rebuild it from the log (bug-tolerance, not flow).
+            log.exception("input for execution %s failed; reloading it", execution_id)
+            work.fail(item.future, RuntimeError(f"internal error: {error}"))
+            work.drop(execution_id, error, retry=True)
+            self._live.pop(execution_id, None)
+            self._ready.drop(execution_id)
+            return
+        self._apply_internal(machine, mark)
+        work.applied.setdefault(execution_id, []).append(item)
+        if item.future is not None:
+            work.replies.append((item.future, result, execution_id))
+
+    async def _commit(self, work: Round) -> None:
+        """One group commit of the round; executions that did not commit are dropped
+        from it (reloaded, or disowned when another replica owns them)."""
         appends = [
             Append(
                 execution_id=execution_id,
@@ -243,52 +269,32 @@ class Engine(EngineRecovery):
                 state=state_name(machine.state),
                 updated_at_ms=machine.state.updated_ms,
             )
-            for execution_id, machine in machines.items()
+            for execution_id, machine in work.machines.items()
             if machine.events
         ]
-        if appends:
-            began = time.perf_counter()
-            try:
-                await self.store.append(appends)
-            except OwnershipLost as lost:
-                replies = self._lost(lost, machines, replies, asked)
-            except Exception as error:
-                log.exception("commit failed; reloading %d executions", len(appends))
-                for append in appends:
-                    await self._reload(append.execution_id)
-                for future, _ in replies:
-                    if not future.done():
-                        future.set_exception(error)
-                return
-            self.observers.round_committed(
-                len(appends), sum(len(a.events) for a in appends), time.perf_counter() - began
-            )
-        for machine in machines.values():
-            if machine.events:
-                self._act(machine)
-        for future, result in replies:
-            if not future.done():
-                future.set_result(result)
-        for future, problem in failures:
-            if not future.done():
-                future.set_exception(problem)
-
-    def _lost(
-        self,
-        lost: OwnershipLost,
-        machines: dict[str, Machine],
-        replies: list[tuple[asyncio.Future[Any], Any]],
-        asked: dict[asyncio.Future[Any], str],
-    ) -> list[tuple[asyncio.Future[Any], Any]]:
-        """Another replica owns these now: forget them; the rest of the round committed."""
-        self.disown(lost.execution_ids)
-        gone = set(lost.execution_ids)
-        for execution_id in gone:
-            machines.pop(execution_id, None)
-        for future, _ in replies:
-            if asked[future] in gone and not future.done():
-                future.set_exception(lost)
-        return [r for r in replies if asked[r[0]] not in gone]
+        if not appends:
+            return
+        began = time.perf_counter()
+        try:
+            failed = await self.store.append_each(appends)
+        except Exception as error:  # the store as a whole failed: nothing committed
+            log.exception("commit of %d executions failed", len(appends))
+            failed = {a.execution_id: StoreError(f"commit failed: {error}") for a in appends}
+        lost = [e for e, refusal in failed.items() if isinstance(refusal, OwnershipLost)]
+        if lost:
+            self.disown(lost)
+        for execution_id, refusal in failed.items():
+            owned_elsewhere = isinstance(refusal, OwnershipLost)
+            if not owned_elsewhere:
+                log.warning("append of %s refused (%s); reloading it", execution_id, refusal)
+            work.drop(execution_id, refusal, retry=not owned_elsewhere)
+            if owned_elsewhere:
+                work.redo.pop(execution_id, None)
+        self.observers.round_committed(
+            len(appends) - len(failed),
+            sum(len(a.events) for a in appends if a.execution_id not in failed),
+            time.perf_counter() - began,
+        )
 
     # -- introspection for tests and metrics -------------------------------------
     @property

@@ -56,6 +56,8 @@ class _Input:
     execution_id: str
     action: Callable[[Machine], Any]
     future: asyncio.Future[Any] | None
+    # Rounds this input already went through without committing (see engine_round).
+    tries: int = 0
 
 
 Outbox = Callable[[ws.ConnectResponse], None]
@@ -86,6 +88,8 @@ class EngineCore:
         self._inflight: dict[str, int] = {}
         self._outboxes: dict[str, Outbox] = {}
         self._orphans: dict[str, set[tuple[str, int]]] = {}
+        # Executions being reloaded after a failed commit: worker messages held for them.
+        self._reloading: dict[str, list[Callable[[], None]]] = {}
         self._beats: dict[tuple[str, int], int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._inbox: list[_Input] = []

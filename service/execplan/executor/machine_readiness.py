@@ -19,10 +19,17 @@ from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import workflow_pb2 as wf
 
 
-def _duration_ms(value: JsonValue) -> int:
+def _duration_ms(value: JsonValue) -> int | None:
+    """Milliseconds of a builtin's duration input (seconds as a number, or text
+    like `5m`); None when it is not a duration, e.g. bad data from an upstream."""
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int | float):
-        return int(value * 1000)
-    return parse_duration(str(value))
+        return int(value * 1000) if value >= 0 else None
+    try:
+        return parse_duration(str(value))
+    except ValueError:
+        return None
 
 
 class MachineReadiness(MachineCore):
@@ -121,7 +128,15 @@ class MachineReadiness(MachineCore):
         if inputs is None:
             return
         delay = _duration_ms(inputs.get("duration", 0))
+        if delay is None:
+            self._bad_duration(task, "duration", inputs.get("duration"))
+            return
         self._timer(task, ev.TIMER_PURPOSE_SLEEP, delay, "sleep")
+
+    def _bad_duration(self, task: TaskRun, name: str, value: JsonValue) -> None:
+        self._fail_final(
+            task, MAIN, _error("BindingError", f"input {name!r} is not a duration: {value!r}")
+        )
 
     def _start_wait(self, task: TaskRun, node: NodeView) -> None:
         inputs = self._builtin_inputs(task, node)
@@ -133,6 +148,9 @@ class MachineReadiness(MachineCore):
             return
         timeout = inputs.get("timeout")
         delay = _duration_ms(timeout) if timeout else 0
+        if delay is None:
+            self._bad_duration(task, "timeout", timeout)
+            return
         if delay:
             self._timer(task, ev.TIMER_PURPOSE_EVENT_TIMEOUT, delay, f"wait:{name}")
         else:

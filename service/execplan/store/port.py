@@ -30,7 +30,7 @@ import binascii
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from execplan.errors import InvalidArgument
+from execplan.errors import ExecplanError, InvalidArgument
 
 TERMINAL_STATES: frozenset[str] = frozenset(
     {"SUCCEEDED", "FAILED", "COMPENSATED", "COMPENSATION_FAILED", "CANCELLED", "TERMINATED"}
@@ -140,6 +140,21 @@ class Store(abc.ABC):
         unaffected; this call raises the error of its first failing Append after the
         rest are committed.
         """
+
+    async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
+        """Like `append`, but reports every Append that was not written instead of
+        raising: {execution_id: error}. Empty when all committed. Callers that act
+        on a group commit (the engine) need to know which executions committed.
+
+        This default appends one by one; backends with group commit override it.
+        """
+        failures: dict[str, ExecplanError] = {}
+        for item in batch:
+            try:
+                await self.append([item])
+            except ExecplanError as exc:
+                failures[item.execution_id] = exc
+        return failures
 
     @abc.abstractmethod
     async def read_events(

@@ -152,23 +152,28 @@ class PostgresStore(Store):
         )
 
     async def append(self, batch: Sequence[Append]) -> None:
-        for item in batch:
-            check_batch_shape(item.execution_id, item.events)
-        futures = self._require_writer().enqueue(batch)
-        first_error: BaseException | None = None
-        lost: list[str] = []
-        for future in futures:
-            try:
-                await future
-            except OwnershipLost as exc:
-                lost.extend(exc.execution_ids)
-            except ExecplanError as exc:
-                first_error = first_error or exc
+        failures = await self.append_each(batch)
+        first_error = next((e for e in failures.values() if not isinstance(e, OwnershipLost)), None)
         if first_error is not None:
             raise first_error
+        lost = list(failures)
         if lost:
             # Only these were refused: the caller may treat the rest as committed.
             raise OwnershipLost(f"{len(lost)} executions are owned by another replica", lost)
+
+    async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
+        """Per-execution failures; OwnershipLost names the executions another replica
+        owns, so the engine can disown those and still act on everything else."""
+        for item in batch:
+            check_batch_shape(item.execution_id, item.events)
+        futures = self._require_writer().enqueue(batch)
+        failures: dict[str, ExecplanError] = {}
+        for item, future in zip(batch, futures, strict=True):
+            try:
+                await future
+            except ExecplanError as exc:
+                failures[item.execution_id] = exc
+        return failures
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))

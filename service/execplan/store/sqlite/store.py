@@ -139,17 +139,21 @@ class SqliteStore(Store):
         )
 
     async def append(self, batch: Sequence[Append]) -> None:
+        failures = await self.append_each(batch)
+        if failures:
+            raise next(iter(failures.values()))
+
+    async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
         for item in batch:
             check_batch_shape(item.execution_id, item.events)
         futures = self._require_writer().enqueue([partial(writes.append, item) for item in batch])
-        first_error: BaseException | None = None
-        for future in futures:
+        failures: dict[str, ExecplanError] = {}
+        for item, future in zip(batch, futures, strict=True):
             try:
                 await future
             except ExecplanError as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+                failures[item.execution_id] = exc
+        return failures
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
