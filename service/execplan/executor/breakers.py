@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from execplan.executor.plan_view import BreakerView
@@ -33,6 +34,9 @@ NAMESPACE = "breakers"
 # Error types the engine produces itself; they say nothing about the task type's health.
 NOT_COUNTED = frozenset({"CircuitOpen", "BindingError", "ConditionError", "Cancelled"})
 
+# A canary attempt: (execution id, task index, attempt, lease epoch).
+CanaryKey = tuple[str, int, int, int]
+
 
 @dataclass(slots=True)
 class Breaker:
@@ -44,9 +48,15 @@ class Breaker:
     window: deque[tuple[int, bool]] = field(default_factory=deque)
     opened_at_ms: int = 0
     half_open_at_ms: int = 0
-    # Canary attempts let through in the current HALF_OPEN period.
-    canaries: int = 0
+    # Canary attempts let through in the current HALF_OPEN period and still in flight.
+    # A canary that ends without a counted result (requeued, cancelled, failed with a
+    # NOT_COUNTED error, or never committed) frees its slot: see `release_canaries`.
+    canary_keys: set[CanaryKey] = field(default_factory=set)
     last_error: str = ""
+
+    @property
+    def canaries(self) -> int:
+        return len(self.canary_keys)
 
     # -- admission ------------------------------------------------------------------
     def admits(self) -> bool:
@@ -57,17 +67,25 @@ class Breaker:
             return self.canaries < self.policy.half_open_max_calls
         return False
 
-    def admitted(self) -> None:
+    def admitted(self, key: CanaryKey) -> None:
         """An attempt was dispatched (after `admits()` said yes)."""
         if self.state == HALF_OPEN:
-            self.canaries += 1
+            self.canary_keys.add(key)
+
+    def release_canaries(self, in_flight: Callable[[CanaryKey], bool]) -> int:
+        """Frees the slots of canaries no longer in flight; returns how many."""
+        if self.state != HALF_OPEN:
+            return 0
+        gone = [key for key in self.canary_keys if not in_flight(key)]
+        self.canary_keys.difference_update(gone)
+        return len(gone)
 
     def due(self, now_ms: int) -> bool:
         return self.state == OPEN and now_ms >= self.half_open_at_ms
 
     def half_open(self) -> str:
         self.state = HALF_OPEN
-        self.canaries = 0
+        self.canary_keys.clear()
         return HALF_OPEN
 
     # -- results --------------------------------------------------------------------
@@ -103,14 +121,14 @@ class Breaker:
         self.state = OPEN
         self.opened_at_ms = now_ms
         self.half_open_at_ms = now_ms + self.policy.open_for_ms
-        self.canaries = 0
+        self.canary_keys.clear()
         self.window.clear()
         return OPEN
 
     def _close(self) -> str:
         self.state = CLOSED
         self.consecutive_failures = 0
-        self.canaries = 0
+        self.canary_keys.clear()
         self.window.clear()
         return CLOSED
 
@@ -186,5 +204,5 @@ def decode(task_type: str, payload: bytes) -> Breaker:
     )
     if breaker.state == HALF_OPEN:
         # Canaries in flight at the crash are lost or re-leased; let K new ones probe.
-        breaker.canaries = 0
+        breaker.canary_keys.clear()
     return breaker

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from execplan.executor import breakers as cb
 from execplan.executor.engine_core import EngineCore
 from execplan.executor.machine import Machine
-from execplan.executor.state import ExecutionState
+from execplan.executor.state import LEASED_TASK_STATES, ExecutionState
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -34,6 +34,8 @@ class EngineBreakers(EngineCore):
             self.breakers.breakers[task_type] = breaker
             if breaker.state == cb.OPEN:
                 self._arm_half_open(breaker)
+            elif breaker.state == cb.HALF_OPEN:
+                self._arm_canary_check(breaker)
 
     def _release_parked(self) -> None:
         """After recovery: parked tasks whose breaker no longer holds them queue again."""
@@ -59,7 +61,33 @@ class EngineBreakers(EngineCore):
         if breaker.due(now):  # the half-open timer may not have run yet
             breaker.half_open()
             self._breaker_changed(breaker)
+        elif not breaker.admits():
+            self._release_canaries(breaker)
         return breaker
+
+    def _canary_in_flight(self, key: cb.CanaryKey) -> bool:
+        execution_id, index, attempt, epoch = key
+        state = self._live.get(execution_id)
+        if state is None:
+            return False
+        task = state.tasks[index]
+        return (
+            task.state in LEASED_TASK_STATES
+            and task.phase == ex.TASK_PHASE_MAIN
+            and task.attempt == attempt
+            and task.epoch == epoch
+        )
+
+    def _release_canaries(self, breaker: cb.Breaker) -> None:
+        """Frees the slots of canaries that ended without a counted result.
+
+        A canary requeued (ack deadline, lost worker), cancelled, failed with an error
+        that is not counted, or whose dispatch was never committed, says nothing about
+        the task type: its slot goes to the next parked task.
+        """
+        freed = breaker.release_canaries(self._canary_in_flight)
+        if freed:
+            self._unpark(breaker.task_type, freed)
 
     def _breaker_refuse(self, machine: Machine, breaker: cb.Breaker, index: int) -> None:
         task = machine.state.tasks[index]
@@ -102,6 +130,9 @@ class EngineBreakers(EngineCore):
             breaker = self.breakers.get(node.type, node.breaker)
             if breaker.record(failed, now, error) is not None:
                 self._breaker_changed(breaker)
+        for breaker in self.breakers.breakers.values():
+            if any(key[0] == state.execution_id for key in breaker.canary_keys):
+                self._release_canaries(breaker)
 
     def _breaker_changed(self, breaker: cb.Breaker) -> None:
         log.info("circuit breaker %s is now %s", breaker.task_type, breaker.state)
@@ -115,6 +146,7 @@ class EngineBreakers(EngineCore):
             self._arm_half_open(breaker)
         elif breaker.state == cb.HALF_OPEN:
             self._unpark(breaker.task_type, breaker.policy.half_open_max_calls)
+            self._arm_canary_check(breaker)
         else:
             self._unpark(breaker.task_type, None)
 
@@ -127,6 +159,21 @@ class EngineBreakers(EngineCore):
 
         delay = max(0.0, (breaker.half_open_at_ms - self.now_ms()) / 1000)
         asyncio.get_running_loop().call_later(delay, tick)
+
+    def _arm_canary_check(self, breaker: cb.Breaker) -> None:
+        """Backstop while HALF_OPEN: every `open_for`, free the slots of lost canaries."""
+        period = breaker.half_open_at_ms
+
+        def tick() -> None:
+            if self._stopping or breaker.state != cb.HALF_OPEN or breaker.half_open_at_ms != period:
+                return  # closed or re-opened since: a later half-open arms its own check
+            self._release_canaries(breaker)
+            self._wake.set()
+            loop.call_later(delay, tick)
+
+        loop = asyncio.get_running_loop()
+        delay = max(0.05, breaker.policy.open_for_ms / 1000)
+        loop.call_later(delay, tick)
 
     def _unpark(self, task_type: str, limit: int | None) -> None:
         """Lets up to `limit` (None: all) parked tasks of a type queue again, oldest first."""

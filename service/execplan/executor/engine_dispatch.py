@@ -130,7 +130,7 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                 mark = len(machine.effects)
                 if machine.dispatch(index, worker.worker_id):
                     if gate is not None:
-                        gate.admitted()
+                        gate.admitted(_canary_key(state, index))
                     self._ready.served(execution_id)
                     worker.leases.add((execution_id, index))
                     self._inflight[execution_id] = self._inflight.get(execution_id, 0) + 1
@@ -229,6 +229,11 @@ def _queued_in(state: ExecutionState) -> Callable[[int, int, int], bool]:
         )
 
     return current
+
+
+def _canary_key(state: ExecutionState, index: int) -> tuple[str, int, int, int]:
+    task = state.tasks[index]
+    return (state.execution_id, index, task.attempt, task.epoch)
 
 
 def _ref(state: ExecutionState, index: int, phase: int, attempt: int, epoch: int) -> ws.AttemptRef:
