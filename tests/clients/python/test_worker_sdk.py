@@ -616,6 +616,39 @@ async def test_revoked_attempts_are_cancelled_and_their_results_dropped() -> Non
         assert [r.attempt.task_id for r in item.request.results] == ["t2"]
 
 
+async def test_rejected_acks_and_results_cancel_the_attempt_and_drop_its_result() -> None:
+    """A rejection means the executor no longer leases that attempt to us (it was
+    re-queued, e.g. after a reconnect that raced a commit): stop running it."""
+    cancelled = asyncio.Event()
+    async with harness() as h:
+
+        @h.worker.task("wait")
+        async def wait(inputs: dict[str, object], ctx: TaskContext) -> str:
+            try:
+                await ctx.wait_cancelled()
+            finally:
+                cancelled.set()
+            return "never sent"
+
+        @h.worker.task("quick")
+        def quick(inputs: dict[str, object]) -> str:
+            return "quick"
+
+        h.serve()
+        await h.fake.next_request()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "wait")]))
+        await h.fake.next_request(lambda r: len(r.acks) > 0)
+        h.server.send(
+            pb.ConnectResponse(rejections=[pb.ResultRejected(attempt=ref(1), reason="stale")])
+        )
+        await asyncio.wait_for(cancelled.wait(), 5)
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(2, "quick")]))
+        item = await h.fake.next_request(has_results)
+        assert [r.attempt.task_id for r in item.request.results] == ["t2"]
+        await asyncio.sleep(0.1)
+        assert not [i for i in h.fake.log if i.request.results and i is not item]
+
+
 # -- loader --------------------------------------------------------------------------------
 worker = Worker("127.0.0.1:1", worker_id="module-level")
 

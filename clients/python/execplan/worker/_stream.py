@@ -15,7 +15,8 @@ Protocol, as the executor expects it (SPEC section 4):
 3. every heartbeat interval: one message with a heartbeat for each running attempt
    (earlier, and only for attempts with new progress, when ctx.heartbeat() asks);
 4. results go through the Outbox, batched with whatever else is ready;
-5. `cancels` cancel locally and drop the result; `rejections` are only logged;
+5. `cancels` and `rejections` (of an ack or a result: the executor no longer leases
+   that attempt to us) cancel locally and drop the result;
 6. `drain` (or a local drain): status{draining}, finish running attempts, deliver
    their results, half-close, wait for the server to end the stream, return;
 7. a broken stream: reconnect with full-jitter backoff (base 0.2 s, cap 10 s, or the
@@ -302,10 +303,11 @@ class StreamThread:
             _log.info("attempt %s/%s cancelled: %s", *_names(cancel.attempt), cancel.reason)
             self._cancel(cancel.attempt)
         for rejection in response.rejections:
-            _log.info("result %s/%s rejected: %s", *_names(rejection.attempt), rejection.reason)
+            _log.info("attempt %s/%s rejected: %s", *_names(rejection.attempt), rejection.reason)
+            self._cancel(rejection.attempt)
         if response.HasField("drain"):
             self._begin_drain(response.drain.reason or "server drain")
-        if response.dispatches or response.cancels:
+        if response.dispatches or response.cancels or response.rejections:
             self._wake.set()
 
     def _on_dispatch(self, dispatch: worker_service_pb2.Dispatch) -> None:
