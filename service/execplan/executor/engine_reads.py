@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from execplan.errors import NotFound
 from execplan.executor.engine_core import EngineCore
 from execplan.executor.evolve import evolve
-from execplan.executor.hub import Subscription
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.snapshot import decode_state
 from execplan.executor.state import ExecutionState, new_state
@@ -111,41 +110,36 @@ class EngineReads(EngineCore):
             async for event in self.router.watch(execution_id, after_sequence):
                 yield event
             return
-        subscription = self.hub.subscribe(execution_id)
-        try:
-            state = await self.load_state(execution_id)
-            last = after_sequence
-            while True:
-                backlog = await self.store.read_events(execution_id, last, 1000)
-                for stored in backlog:
-                    event = ev.ExecutionEvent.FromString(stored.payload)
-                    last = event.sequence
-                    yield event
-                    if event.HasField("execution_completed"):
+        last = after_sequence
+        while True:
+            # Subscribe before reading the log, so nothing committed in between is
+            # missed; events already read are skipped by sequence.
+            subscription = self.hub.subscribe(execution_id)
+            try:
+                state = await self.load_state(execution_id)
+                while True:
+                    backlog = await self.store.read_events(execution_id, last, 1000)
+                    for stored in backlog:
+                        event = ev.ExecutionEvent.FromString(stored.payload)
+                        last = event.sequence
+                        yield event
+                        if event.HasField("execution_completed"):
+                            return
+                    if len(backlog) < 1000:
+                        break
+                if state.terminal and state.last_sequence <= last:
+                    return
+                while True:
+                    item = await subscription.queue.get()
+                    if item is None and not subscription.overflowed:
+                        return  # the hub closed: the server is shutting down
+                    if item is None or item.sequence > last + 1:
+                        break  # fell behind or missed one: catch up from the log
+                    if item.sequence <= last:
+                        continue
+                    last = item.sequence
+                    yield item
+                    if item.HasField("execution_completed"):
                         return
-                if len(backlog) < 1000:
-                    break
-            if state.terminal and state.last_sequence <= last:
-                return
-            while True:
-                item = await subscription.queue.get()
-                if item is None:
-                    if subscription.overflowed:
-                        subscription = self._resubscribe(execution_id, subscription)
-                        async for event in self.watch(execution_id, last):
-                            yield event
-                    return
-                if item.sequence <= last:
-                    continue
-                last = item.sequence
-                yield item
-                if item.HasField("execution_completed"):
-                    return
-        finally:
-            self.hub.unsubscribe(execution_id, subscription)
-
-    def _resubscribe(
-        self, execution_id: str, old: Subscription[ev.ExecutionEvent]
-    ) -> Subscription[ev.ExecutionEvent]:
-        self.hub.unsubscribe(execution_id, old)
-        return self.hub.subscribe(execution_id)
+            finally:
+                self.hub.unsubscribe(execution_id, subscription)

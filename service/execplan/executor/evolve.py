@@ -162,7 +162,9 @@ def _failed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 def _timed_out(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     body = event.task_timed_out
     kind = ev.TimeoutKind.Name(body.timeout).removeprefix("TIMEOUT_KIND_").lower()
-    error = {"type": "Timeout", "message": f"{kind} timeout", "retryable": True}
+    # schedule_to_close bounds the task as a whole: no attempt can follow it.
+    retryable = body.timeout != ev.TIMEOUT_KIND_SCHEDULE_TO_CLOSE
+    error = {"type": "Timeout", "message": f"{kind} timeout", "retryable": retryable}
     _failure(state, body.task_id, body.phase, error, final=body.final, at=_ms(event))
 
 
