@@ -26,18 +26,25 @@ log = logging.getLogger("execplan.executor")
 
 class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
     async def _reload(self, execution_id: str) -> None:
-        """Drops in-memory state that may be ahead of the store and rebuilds it."""
+        """Drops in-memory state that may be ahead of the store and rebuilds it.
+
+        While the log is read, the execution is out of `_live`: worker messages for
+        it are held (`_reloading`) and submitted once it is back, not rejected.
+        """
         self._live.pop(execution_id, None)
         self._ready.drop(execution_id)
+        self._reloading.setdefault(execution_id, [])
         for worker in self.workers.workers.values():
             worker.leases = {k for k in worker.leases if k[0] != execution_id}
         try:
             state = await self.load_state(execution_id)
+            if not state.terminal:
+                self._resume_state(state, reattach=True)
         except ExecplanError:
             log.exception("cannot reload execution %s", execution_id)
-            return
-        if not state.terminal:
-            self._resume_state(state)
+        finally:
+            for held in self._reloading.pop(execution_id, []):
+                held()
 
     # -- replicas: executions moving between owners (executor/ownership.py) ------
     async def adopt(self, execution_ids: Collection[str]) -> int:
@@ -87,8 +94,13 @@ class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
         if records:
             log.info("recovered %d executions", len(records))
 
-    def _resume_state(self, state: ExecutionState) -> None:
-        """Re-creates the in-memory side of a state rebuilt from the log."""
+    def _resume_state(self, state: ExecutionState, *, reattach: bool = False) -> None:
+        """Re-creates the in-memory side of a state rebuilt from the log.
+
+        `reattach` (a reload on this replica): leases of a worker still connected here
+        stay with it. Otherwise (a restart, adopting another replica's executions) a
+        worker of the same id may be connected here while its attempt ran elsewhere.
+        """
         self._adopt(state)
         machine = Machine(state, self.now_ms())
         for task in state.tasks:
@@ -96,11 +108,17 @@ class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
             if task.state == ex.TASK_STATE_QUEUED:
                 machine.effects.append(fx.TaskReady(task.index))
             elif task.state in LEASED_TASK_STATES:
-                # The worker may still be running it: give it time to reconnect and
-                # reclaim the lease before re-dispatching (a recorded re-lease).
-                self._orphans.setdefault(task.worker_id, set()).add(
-                    (state.execution_id, node.index)
-                )
+                key = (state.execution_id, node.index)
+                worker = self.workers.workers.get(task.worker_id)
+                if reattach and worker is not None and worker.connected:
+                    # Its worker is still connected: the lease stays with it, taking
+                    # a slot and accepting heartbeats; no re-dispatch after a grace.
+                    worker.leases.add(key)
+                    self._beats[key] = self.now_ms()
+                else:
+                    # The worker may still be running it: give it time to reconnect
+                    # and reclaim the lease before re-dispatching (a recorded re-lease).
+                    self._orphans.setdefault(task.worker_id, set()).add(key)
                 self._rearm_lease(state, task)
             if task.state == ex.TASK_STATE_PARKED and node.breaker is not None:
                 self.breakers.park(node.type, (state.execution_id, task.index))
@@ -111,6 +129,7 @@ class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
             if timer.timer_id:
                 self._arm(state.execution_id, timer.timer_id, timer.fire_at_ms)
         loop = asyncio.get_running_loop()
-        for worker_id in {t.worker_id for t in state.tasks if t.state in LEASED_TASK_STATES}:
+        orphaned = {t.worker_id for t in state.tasks if t.state in LEASED_TASK_STATES}
+        for worker_id in orphaned & set(self._orphans):
             loop.call_later(self.config.recovery_grace_ms / 1000, self._expire_orphans, worker_id)
         self._wake.set()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from execplan.errors import StaleToken
+from execplan.errors import FailedPrecondition, StaleToken
 from execplan.executor.dispatcher import WorkerConn
 from execplan.executor.engine_core import EngineCore, Outbox, _Input
 from execplan.executor.machine import Machine
@@ -58,7 +58,12 @@ class EngineWorkers(EngineCore):
             self._beats[key] = self.now_ms()
         self.observers.worker_connected(worker)
         for execution_id, index in previous - claimed:
-            self._requeue_later(execution_id, index, registration.worker_id, 0, "worker restarted")
+            # Only the lease it held: not one granted since (epoch 0 would match any).
+            state = self._live.get(execution_id)
+            epoch = state.tasks[index].epoch if state is not None else 0
+            self._requeue_later(
+                execution_id, index, registration.worker_id, epoch, "worker restarted"
+            )
         self._wake.set()
         return worker, revoked
 
@@ -79,7 +84,9 @@ class EngineWorkers(EngineCore):
             )
 
     def _expire_orphans(self, worker_id: str) -> None:
-        for execution_id, index in self._orphans.pop(worker_id, set()):
+        worker = self.workers.workers.get(worker_id)
+        held = worker.leases if worker is not None and worker.connected else set()
+        for execution_id, index in self._orphans.pop(worker_id, set()) - held:
             self._requeue_later(execution_id, index, worker_id, 0, "worker lost")
 
     def _requeue_later(
@@ -94,7 +101,10 @@ class EngineWorkers(EngineCore):
             ):
                 machine.requeue(task, reason)
 
-        if execution_id in self._live:
+        held = self._reloading.get(execution_id)
+        if held is not None:
+            held.append(lambda: self._requeue_later(execution_id, index, worker_id, epoch, reason))
+        elif execution_id in self._live:
             self._submit(execution_id, action)
 
     def _lease_key(self, ref: ws.AttemptRef) -> tuple[str, int] | None:
@@ -157,10 +167,21 @@ class EngineWorkers(EngineCore):
         *,
         deferred: bool = False,
     ) -> None:
+        """Submits a worker's ack or result. A stale one is rejected only after its
+        round committed (the state it was checked against is durable then; a round
+        that did not commit runs it again on the reloaded state, engine_round.py)."""
         attempt_ref = ws.AttemptRef()
         attempt_ref.CopyFrom(ref)
+        execution_id = ref.execution_id
+        held = self._reloading.get(execution_id)
+        if held is not None:  # back in `_live` once the reload finishes
+            held.append(lambda: self._from_worker(worker, attempt_ref, handle, deferred=deferred))
+            return
+        if execution_id not in self._live:
+            self._reject(worker, attempt_ref, "execution is not running")
+            return
 
-        def action(machine: Machine) -> None:
+        def action(machine: Machine) -> str:
             try:
                 task = machine.check_token(
                     attempt_ref.task_id,
@@ -173,32 +194,42 @@ class EngineWorkers(EngineCore):
                         f"attempt is leased to {task.worker_id}, not {worker.worker_id}"
                     )
             except StaleToken as error:
-                log.info("rejected message from %s: %s", worker.worker_id, error)
-                self._send(
-                    worker.worker_id,
-                    ws.ConnectResponse(
-                        rejections=[ws.ResultRejected(attempt=attempt_ref, reason=str(error))]
-                    ),
-                )
-                return
+                return str(error)
             handle(machine, task)
+            return ""
 
-        if ref.execution_id in self._live:
-            if deferred:
-                self._submit_deferred(ref.execution_id, action)
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                if future.result():
+                    self._reject(worker, attempt_ref, future.result())
+            elif isinstance(error, FailedPrecondition):  # the execution ended meanwhile
+                self._reject(worker, attempt_ref, "execution is not running")
             else:
-                self._submit(ref.execution_id, action)
-        else:
-            self._send(
-                worker.worker_id,
-                ws.ConnectResponse(
-                    rejections=[
-                        ws.ResultRejected(attempt=attempt_ref, reason="execution is not running")
-                    ]
-                ),
-            )
+                log.warning("message from %s not applied: %s", worker.worker_id, error)
 
-    def _submit_deferred(self, execution_id: str, action: Callable[[Machine], Any]) -> None:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(done)
+        if deferred:
+            self._submit_deferred(execution_id, action, future)
+        else:
+            self._submit(execution_id, action, future)
+
+    def _reject(self, worker: WorkerConn, ref: ws.AttemptRef, reason: str) -> None:
+        log.info("rejected message from %s: %s", worker.worker_id, reason)
+        self._send(
+            worker.worker_id,
+            ws.ConnectResponse(rejections=[ws.ResultRejected(attempt=ref, reason=reason)]),
+        )
+
+    def _submit_deferred(
+        self,
+        execution_id: str,
+        action: Callable[[Machine], Any],
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
         """Work that need not force a commit of its own (assignment acks).
 
         An ack only records DISPATCHED -> RUNNING; nothing outside the engine acts on
@@ -207,7 +238,7 @@ class EngineWorkers(EngineCore):
         one fsync per chain step instead of two. Losing an uncommitted ack in a crash
         is harmless: the lease is reclaimed by the worker or re-dispatched.
         """
-        self._deferred.append(_Input(execution_id, action, None))
+        self._deferred.append(_Input(execution_id, action, future))
         if self._deferred_flush is None:
             self._deferred_flush = asyncio.get_running_loop().call_later(
                 self.config.ack_flush_ms / 1000, self._flush_deferred

@@ -104,6 +104,14 @@ class MachineResults(MachineCore):
 
     def requeue(self, task: TaskRun, reason: str) -> None:
         node = self.state.plan.nodes[task.index]
+        if task.worker_id:
+            # The worker may still run it (a reconnect that did not claim it, a lost
+            # stream): after the commit it is told to stop, before it is re-dispatched.
+            self.effects.append(
+                fx.CancelLease(
+                    task.index, task.worker_id, task.attempt, task.epoch, task.phase, reason
+                )
+            )
         self.effects.append(fx.ReleaseLease(task.index, task.worker_id))
         self.emit(
             "task_requeued",
