@@ -7,11 +7,12 @@ transaction that will write the events.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
-from execplan.errors import ConcurrencyConflict, InvalidArgument
+from execplan.errors import ConcurrencyConflict, ExecplanError, InvalidArgument
 
-from .port import StoredEvent
+from .port import Append, StoredEvent
 
 
 def check_batch_shape(execution_id: str, events: Sequence[StoredEvent]) -> None:
@@ -38,3 +39,17 @@ def check_sequences(execution_id: str, last_sequence: int, events: Sequence[Stor
                 f"(next is {expected})"
             )
         expected += 1
+
+
+async def failures_of(
+    batch: Sequence[Append], futures: Sequence[asyncio.Future[object]]
+) -> dict[str, ExecplanError]:
+    """Awaits one group-commit future per Append; {execution_id: error} of those not
+    written (the `append_each` result of every group-committing backend)."""
+    failures: dict[str, ExecplanError] = {}
+    for item, future in zip(batch, futures, strict=True):
+        try:
+            await future
+        except ExecplanError as exc:
+            failures[item.execution_id] = exc
+    return failures

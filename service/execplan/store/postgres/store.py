@@ -22,7 +22,7 @@ from typing import TypeVar
 import asyncpg
 from execplan.errors import ExecplanError, OwnershipLost, StoreError, Unavailable
 
-from ..checks import check_batch_shape
+from ..checks import check_batch_shape, failures_of
 from ..port import (
     Append,
     ExecutionRecord,
@@ -167,13 +167,7 @@ class PostgresStore(Store):
         for item in batch:
             check_batch_shape(item.execution_id, item.events)
         futures = self._require_writer().enqueue(batch)
-        failures: dict[str, ExecplanError] = {}
-        for item, future in zip(batch, futures, strict=True):
-            try:
-                await future
-            except ExecplanError as exc:
-                failures[item.execution_id] = exc
-        return failures
+        return await failures_of(batch, futures)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))

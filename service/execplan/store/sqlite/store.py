@@ -25,7 +25,7 @@ from typing import TypeVar
 import aiosqlite
 from execplan.errors import ExecplanError, StoreError, Unavailable
 
-from ..checks import check_batch_shape
+from ..checks import check_batch_shape, failures_of
 from ..port import (
     Append,
     ExecutionRecord,
@@ -147,13 +147,7 @@ class SqliteStore(Store):
         for item in batch:
             check_batch_shape(item.execution_id, item.events)
         futures = self._require_writer().enqueue([partial(writes.append, item) for item in batch])
-        failures: dict[str, ExecplanError] = {}
-        for item, future in zip(batch, futures, strict=True):
-            try:
-                await future
-            except ExecplanError as exc:
-                failures[item.execution_id] = exc
-        return failures
+        return await failures_of(batch, futures)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
