@@ -29,47 +29,37 @@ Caller cancellation does not withdraw an op: it may still commit (at-least-once)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
-from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError, Unavailable
+from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError
 
+from ..group_commit import Failed, GroupCommitQueue, WriterStats
 from ..port import Append
 from .ownership import Owner
-from .writes import Failed, append_many
+from .writes import append_many
 
 T = TypeVar("T")
 Op = Callable[[asyncpg.Connection], Awaitable[Any]]
 Work = Op | Append
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
-
-@dataclass(slots=True)
-class WriterStats:
-    """Counters for tests and metrics: `operations / transactions` is the group size."""
-
-    transactions: int = 0
-    operations: int = 0
-    largest_group: int = 0
+__all__ = ["GroupCommitWriter", "WriterStats"]
 
 
 class _Retry(Exception):
     """An unexpected SQL error aborted the fast attempt; re-run with savepoints."""
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(GroupCommitQueue[Work]):
+    """The PostgreSQL writer: each group is one transaction on its own connection."""
+
     def __init__(self, connect: Connect, max_group: int = 5000) -> None:
+        super().__init__(max_group)
         self._connect = connect
         self._conn: asyncpg.Connection | None = None
-        self._max_group = max_group
-        self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
-        self._drainer: asyncio.Task[None] | None = None
-        self._closed = False
-        self.stats = WriterStats()
         # Replicas: appends are fenced by this owner (writes.append_many).
         self.owner: Owner | None = None
 
@@ -82,66 +72,20 @@ class GroupCommitWriter:
         result: T = await future
         return result
 
-    def enqueue(self, work: Sequence[Work]) -> list[asyncio.Future[Any]]:
-        """Queue several ops at once (they land in the same group unless it is full)."""
-        if self._closed:
-            raise Unavailable("store is closed")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = []
-        for item in work:
-            future = loop.create_future()
-            self._pending.append((item, future))
-            futures.append(future)
-        if futures and self._drainer is None:
-            # Started, not run: every coroutine woken in this loop iteration queues first.
-            self._drainer = loop.create_task(self._drain())
-        return futures
-
     async def close(self) -> None:
         """Refuse new ops, wait until everything queued is committed, disconnect."""
-        self._closed = True
-        if self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        await self._close_queue()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
 
-    async def _drain(self) -> None:
-        group: list[tuple[Work, asyncio.Future[Any]]] = []
+    async def _run_group(self, work: list[Work]) -> list[Any]:
+        # A lost connection fails this group (never acknowledged); the next reconnects.
+        conn = await self._connection()
         try:
-            while self._pending:
-                group = self._pending[: self._max_group]
-                del self._pending[: self._max_group]
-                await self._commit(group)
-                group = []
-        finally:
-            self._drainer = None
-            leftover = group + self._pending
-            self._pending = []
-            _fail(leftover, Unavailable, "store writer stopped; outcome unknown")
-
-    async def _commit(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
-        work = [item for item, _ in group]
-        try:
-            conn = await self._connection()
-            try:
-                outcomes = await _attempt(conn, work, savepoints=False, owner=self.owner)
-            except _Retry:
-                outcomes = await _attempt(conn, work, savepoints=True, owner=self.owner)
-        except Exception as exc:
-            # Rolled back (or the connection died mid-COMMIT: unknowable): never acked.
-            _fail(group, StoreError, f"group commit failed: {exc}", exc)
-            return
-        self.stats.transactions += 1
-        self.stats.operations += len(group)
-        self.stats.largest_group = max(self.stats.largest_group, len(group))
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            if future.done():  # the caller was cancelled; its op still committed
-                continue
-            if isinstance(outcome, Failed):
-                future.set_exception(outcome.error)
-            else:
-                future.set_result(outcome)
+            return await _attempt(conn, work, savepoints=False, owner=self.owner)
+        except _Retry:
+            return await _attempt(conn, work, savepoints=True, owner=self.owner)
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -221,16 +165,3 @@ def _translate(exc: asyncpg.PostgresError) -> BaseException:
         error = StoreError(f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
-
-
-def _fail(
-    group: list[tuple[Work, asyncio.Future[Any]]],
-    kind: type[ExecplanError],
-    message: str,
-    cause: BaseException | None = None,
-) -> None:
-    for _, future in group:
-        if not future.done():
-            error = kind(message)
-            error.__cause__ = cause
-            future.set_exception(error)

@@ -14,7 +14,6 @@ whatever its size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -27,17 +26,10 @@ from execplan.errors import (
 )
 
 from ..checks import check_sequences
+from ..group_commit import Failed
 from ..port import Append, ExecutionRecord, Snapshot, StoredEvent, TimerRecord
 from .ownership import CHANNEL, OWNED, Owner
 from .reads import EXECUTION_COLUMNS, to_record
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The outcome of a rejected op: nothing of it was written."""
-
-    error: BaseException
-
 
 _INSERT_EVENTS = (
     "INSERT INTO events (execution_id, sequence, kind, recorded_at_ms, payload)"

@@ -25,45 +25,29 @@ exactly as if the process had died after the commit and before the reply.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import aiosqlite
-from execplan.errors import ExecplanError, StoreError, Unavailable
+from execplan.errors import ExecplanError, StoreError
 
+from ..group_commit import Failed, GroupCommitQueue, WriterStats
 from .thread import run_on
+
+__all__ = ["GroupCommitWriter", "Op", "WriterStats", "run_group"]
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 
-@dataclass(slots=True)
-class WriterStats:
-    """Counters for tests and metrics: `operations / transactions` is the group size."""
+class GroupCommitWriter(GroupCommitQueue[Op]):
+    """The SQLite writer: each group runs on the writer connection's thread in one hop."""
 
-    transactions: int = 0
-    operations: int = 0
-    largest_group: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    error: BaseException
-
-
-class GroupCommitWriter:
     def __init__(self, conn: aiosqlite.Connection, max_group: int = 5000) -> None:
+        super().__init__(max_group)
         self._conn = conn
-        # Bounds one transaction's size so a burst cannot delay the first caller forever.
-        self._max_group = max_group
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._drainer: asyncio.Task[None] | None = None
-        self._closed = False
-        self.stats = WriterStats()
 
     async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` in the next group transaction; returns after that commit."""
@@ -71,64 +55,12 @@ class GroupCommitWriter:
         result: T = await future
         return result
 
-    def enqueue(self, ops: Sequence[Op]) -> list[asyncio.Future[Any]]:
-        """Queue several ops at once (they land in the same group unless it is full)."""
-        if self._closed:
-            raise Unavailable("store is closed")
-        if not ops:
-            return []
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = []
-        for op in ops:
-            future = loop.create_future()
-            self._pending.append((op, future))
-            futures.append(future)
-        if self._drainer is None:
-            # Started, not run: it first runs after the current callbacks, by which time
-            # every coroutine woken in this loop iteration has queued its op too.
-            self._drainer = loop.create_task(self._drain())
-        return futures
-
     async def close(self) -> None:
         """Refuse new ops, then wait until everything queued is committed."""
-        self._closed = True
-        if self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        await self._close_queue()
 
-    async def _drain(self) -> None:
-        group: list[tuple[Op, asyncio.Future[Any]]] = []
-        try:
-            while self._pending:
-                group = self._pending[: self._max_group]
-                del self._pending[: self._max_group]
-                await self._commit(group)
-        finally:
-            self._drainer = None
-            # Reached with unresolved futures only if the drainer was cancelled (loop
-            # shutdown) or broke: no caller may be left waiting forever. The group in
-            # flight may or may not have committed; the caller cannot be told which.
-            leftover = group + self._pending
-            self._pending = []
-            _fail(leftover, Unavailable, "store writer stopped; outcome unknown")
-
-    async def _commit(self, group: list[tuple[Op, asyncio.Future[Any]]]) -> None:
-        ops = [op for op, _ in group]
-        try:
-            outcomes = await run_on(self._conn, partial(run_group, ops))
-        except Exception as exc:
-            # Rolled back (or, after a failed fsync, unknowable): never acknowledged.
-            _fail(group, StoreError, f"group commit failed: {exc}", exc)
-            return
-        self.stats.transactions += 1
-        self.stats.operations += len(group)
-        self.stats.largest_group = max(self.stats.largest_group, len(group))
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            if future.done():  # the caller was cancelled; its op still committed
-                continue
-            if isinstance(outcome, _Failed):
-                future.set_exception(outcome.error)
-            else:
-                future.set_result(outcome)
+    async def _run_group(self, work: list[Op]) -> list[Any]:
+        return await run_on(self._conn, partial(run_group, work))
 
 
 class _Retry(Exception):
@@ -174,7 +106,7 @@ def _run_op_fast(op: Op, conn: sqlite3.Connection) -> Any:
     try:
         return op(conn)
     except ExecplanError as exc:  # raised before the op wrote anything
-        return _Failed(exc)
+        return Failed(exc)
     except Exception as exc:
         raise _Retry from exc
 
@@ -186,24 +118,9 @@ def _run_op(op: Op, conn: sqlite3.Connection) -> Any:
     except Exception as exc:
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
-        return _Failed(_translate(exc))
+        return Failed(_translate(exc))
     conn.execute("RELEASE op")
     return result
-
-
-def _fail(
-    group: list[tuple[Op, asyncio.Future[Any]]],
-    kind: type[ExecplanError],
-    message: str,
-    cause: BaseException | None = None,
-) -> None:
-    for _, future in group:
-        if not future.done():
-            # One exception object per caller: a shared one would collect every
-            # caller's traceback.
-            error = kind(message)
-            error.__cause__ = cause
-            future.set_exception(error)
 
 
 def _translate(exc: Exception) -> BaseException:
