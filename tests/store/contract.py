@@ -23,7 +23,6 @@ from execplan.store import (
     Snapshot,
     Store,
     StoredEvent,
-    TimerRecord,
     page_cursor,
 )
 
@@ -313,7 +312,7 @@ class StoreContract:
         active = await store.list_active()
         assert sorted(r.state for r in active) == ["COMPENSATING", "PAUSED", "PENDING"]
 
-    # -- snapshots, timers, kv, plans ----------------------------------------------
+    # -- snapshots, kv, plans ----------------------------------------------
 
     async def test_snapshot_keeps_latest(self, store: Store) -> None:
         await started(store, "e1")
@@ -326,17 +325,6 @@ class StoreContract:
     async def test_snapshot_of_unknown_execution_is_not_found(self, store: Store) -> None:
         with pytest.raises(NotFound):
             await store.save_snapshot(Snapshot("nope", 1, b""))
-
-    async def test_timers(self, store: Store) -> None:
-        await store.put_timer(TimerRecord("t1", "e1", 300, b"retry"))
-        await store.put_timer(TimerRecord("t2", "e1", 100, b"sleep"))
-        await store.put_timer(TimerRecord("t3", "e2", 200, b"timeout"))
-        await store.put_timer(TimerRecord("t1", "e1", 50, b"rearmed"))  # replace
-        assert [t.timer_id for t in await store.list_timers()] == ["t1", "t2", "t3"]
-        assert (await store.list_timers())[0] == TimerRecord("t1", "e1", 50, b"rearmed")
-        await store.delete_timer("t2")
-        await store.delete_timer("never-existed")
-        assert [t.timer_id for t in await store.list_timers()] == ["t1", "t3"]
 
     async def test_kv(self, store: Store) -> None:
         assert await store.get_kv("breaker", "payments.charge") is None

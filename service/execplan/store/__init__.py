@@ -4,10 +4,12 @@
     store = open_store("sqlite:///var/lib/execplan/execplan.db")  # or "memory:" or a path
     await store.open()
 
-Modules: `port` (the interface and its records), `checks` (validation every backend
-shares), `memory` (MemoryStore), `sqlite/` (SqliteStore: WAL, one writer with group
-commit, separate readers, versioned migrations), `postgres/` (PostgresStore: asyncpg,
-one writer connection with group commit, a read pool, advisory-locked migrations).
+Modules: `port` (the interfaces and their records), `checks` (validation every
+backend shares), `group_commit` (the queue both SQL writers drain), `sql` (the queries
+and `Store` methods both SQL backends share), `memory` (MemoryStore), `sqlite/`
+(SqliteStore: WAL, one writer with group commit, separate readers, versioned
+migrations), `postgres/` (PostgresStore: asyncpg, one writer connection with group
+commit, a read pool, advisory-locked migrations, and the `ReplicaStore` port).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from .port import (
     Snapshot,
     Store,
     StoredEvent,
-    TimerRecord,
     decode_cursor,
     page_cursor,
 )
@@ -37,7 +38,6 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoredEvent",
-    "TimerRecord",
     "decode_cursor",
     "open_store",
     "page_cursor",

@@ -20,7 +20,6 @@ from .port import (
     Snapshot,
     Store,
     StoredEvent,
-    TimerRecord,
     decode_cursor,
 )
 
@@ -33,7 +32,6 @@ class MemoryStore(Store):
         self._by_request: dict[str, str] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
-        self._timers: dict[str, TimerRecord] = {}
         self._kv: dict[tuple[str, str], bytes] = {}
 
     async def open(self) -> None:
@@ -145,18 +143,6 @@ class MemoryStore(Store):
     async def load_snapshot(self, execution_id: str) -> Snapshot | None:
         self._check_open()
         return self._snapshots.get(execution_id)
-
-    async def put_timer(self, timer: TimerRecord) -> None:
-        self._check_open()
-        self._timers[timer.timer_id] = timer
-
-    async def delete_timer(self, timer_id: str) -> None:
-        self._check_open()
-        self._timers.pop(timer_id, None)
-
-    async def list_timers(self) -> list[TimerRecord]:
-        self._check_open()
-        return sorted(self._timers.values(), key=lambda t: (t.fire_at_ms, t.timer_id))
 
     async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
         self._check_open()

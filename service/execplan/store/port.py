@@ -2,8 +2,9 @@
 
 What it holds, per execution: an append-only event log keyed by
 `(execution_id, sequence)` (the primary key *is* the optimistic-concurrency check),
-one index row (`ExecutionRecord`) for listing and recovery, the latest snapshot,
-durable timers; plus content-addressed plans and a small namespaced key/value map.
+one index row (`ExecutionRecord`) for listing and recovery, the latest snapshot;
+plus content-addressed plans and a small namespaced key/value map. Executor replicas
+on one database need more of a store: `ReplicaStore` below.
 
 How to use it::
 
@@ -25,16 +26,27 @@ acknowledged).
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import binascii
 from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from execplan.errors import ExecplanError, InvalidArgument
 
-TERMINAL_STATES: frozenset[str] = frozenset(
-    {"SUCCEEDED", "FAILED", "COMPENSATED", "COMPENSATION_FAILED", "CANCELLED", "TERMINATED"}
+# The names of the execution states nothing leaves: the one list every layer uses
+# (the executor's enum set, the SQL "active" predicate and indexes are built from it).
+TERMINAL_STATE_NAMES: tuple[str, ...] = (
+    "SUCCEEDED",
+    "FAILED",
+    "COMPENSATED",
+    "COMPENSATION_FAILED",
+    "CANCELLED",
+    "TERMINATED",
 )
+TERMINAL_STATES: frozenset[str] = frozenset(TERMINAL_STATE_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +95,6 @@ class Snapshot:
 
     execution_id: str
     sequence: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TimerRecord:
-    """A durable timer (retry backoff, sleep, timeouts) the executor re-arms on recovery."""
-
-    timer_id: str
-    execution_id: str
-    fire_at_ms: int
     payload: bytes
 
 
@@ -188,18 +190,6 @@ class Store(abc.ABC):
     async def load_snapshot(self, execution_id: str) -> Snapshot | None: ...
 
     @abc.abstractmethod
-    async def put_timer(self, timer: TimerRecord) -> None:
-        """Insert or replace by `timer_id`."""
-
-    @abc.abstractmethod
-    async def delete_timer(self, timer_id: str) -> None:
-        """Remove a timer; unknown ids are ignored (firing and cancel may race)."""
-
-    @abc.abstractmethod
-    async def list_timers(self) -> list[TimerRecord]:
-        """All timers, earliest `fire_at_ms` first."""
-
-    @abc.abstractmethod
     async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
         """Insert or replace."""
 
@@ -209,6 +199,69 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
         """All entries of a namespace, ordered by key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The identity a replica's store writes as: appends of executions owned by
+    another (replica, epoch) are refused with `OwnershipLost`."""
+
+    replica_id: str
+    epoch: int
+
+
+class CommitListener(Protocol):
+    """Commit notifications of every replica, per execution (`ReplicaStore.listener`)."""
+
+    closed: asyncio.Event
+
+    def waiter(self, execution_id: str) -> AbstractContextManager[asyncio.Event]:
+        """An Event set whenever a commit touches `execution_id` (and on close)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReplicaStore(Protocol):
+    """A store several executor replicas share (docs/replicas.md): each replica holds
+    a lease, owns the executions it started or claimed, and its appends are fenced
+    by its `owner`. The PostgreSQL store is one; the executor names only this port."""
+
+    @property
+    def owner(self) -> Owner | None:
+        """Who this store writes as; None before `register_replica`."""
+        ...
+
+    async def register_replica(self, replica_id: str, address: str, lease_ms: int) -> Owner:
+        """A new epoch and lease for `replica_id`; sets and returns `owner`."""
+        ...
+
+    async def renew_lease(self, lease_ms: int) -> bool:
+        """Extend the lease; False when it expired (this epoch owns nothing any more)."""
+        ...
+
+    async def release_lease(self) -> None:
+        """End the lease now, so the others may claim our executions at once."""
+        ...
+
+    async def claim_executions(self, limit: int) -> list[str]:
+        """Take over up to `limit` active executions whose owner is not live."""
+        ...
+
+    async def owner_of(self, execution_id: str) -> tuple[str, str] | None:
+        """(replica_id, advertised address) of the live owner of an execution."""
+        ...
+
+    async def listener(self) -> CommitListener:
+        """A started listener for commit notifications of any replica."""
+        ...
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    async def read_events(
+        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]: ...
 
 
 def page_cursor(record: ExecutionRecord) -> str:

@@ -27,26 +27,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-from .reads import Db
-from .schema import ACTIVE_PREDICATE
+from ..port import Owner
+from ..sql import ACTIVE
+
+__all__ = ["CHANNEL", "OWNED", "Db", "EventListener", "Owner"]
 
 log = logging.getLogger("execplan.store.postgres")
 
 CHANNEL = "execplan_events"
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The identity a replica's store writes as."""
-
-    replica_id: str
-    epoch: int
-
+# A pool (reads, lease operations) or the writer's connection.
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 
 # $2 = replica_id, $3 = epoch: is the locked row ours, under a live lease?
 OWNED = (
@@ -99,7 +95,7 @@ async def claim(db: Db, replica_id: str, epoch: int, limit: int) -> list[str]:
     rows = await db.fetch(
         f"""WITH victims AS (
             SELECT e.execution_id FROM executions e
-            WHERE {ACTIVE_PREDICATE}
+            WHERE {ACTIVE}
               AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica_id = e.owner_id
                   AND r.epoch = e.owner_epoch AND r.lease_until > clock_timestamp())
               AND EXISTS (SELECT 1 FROM replicas m WHERE m.replica_id = $1
@@ -129,7 +125,7 @@ async def owner_address(db: Db, execution_id: str) -> tuple[str, str] | None:
 
 async def list_owned(db: Db, replica_id: str, epoch: int) -> list[str]:
     rows = await db.fetch(
-        f"SELECT execution_id FROM executions e WHERE {ACTIVE_PREDICATE}"
+        f"SELECT execution_id FROM executions e WHERE {ACTIVE}"
         " AND owner_id = $1 AND owner_epoch = $2 ORDER BY created_at_ms, execution_id",
         replica_id,
         epoch,
@@ -138,7 +134,8 @@ async def list_owned(db: Db, replica_id: str, epoch: int) -> list[str]:
 
 
 class EventListener:
-    """LISTEN on one dedicated connection; wakes the waiters of an execution id."""
+    """LISTEN on one dedicated connection; wakes the waiters of an execution id
+    (the `CommitListener` of the store port)."""
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         self._connect = connect

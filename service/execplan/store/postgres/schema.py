@@ -17,11 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 from execplan.errors import StoreError
 
-# Non-terminal executions (port.TERMINAL_STATES), as SQL text shared with ownership.py.
-ACTIVE_PREDICATE = (
-    "state NOT IN ('SUCCEEDED', 'FAILED', 'COMPENSATED', 'COMPENSATION_FAILED',"
-    " 'CANCELLED', 'TERMINATED')"
-)
+from ..sql import ACTIVE
 
 # pg_advisory_lock key: any constant bigint unique to "execplan schema migration".
 MIGRATION_LOCK_KEY = 0x65786563_706C616E  # b"execplan"
@@ -112,8 +108,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Takeover scans active executions by owner; the predicate is repeated
             # verbatim in ownership.py so the planner can use this partial index.
             f"""CREATE INDEX executions_active_by_owner
-                ON executions (owner_id, owner_epoch) WHERE {ACTIVE_PREDICATE}""",
+                ON executions (owner_id, owner_epoch) WHERE {ACTIVE}""",
         ),
+    ),
+    Migration(
+        4,
+        "drop the durable-timers table: timers live in the event log (timer_scheduled)",
+        ("DROP TABLE timers",),
     ),
 )
 

@@ -15,32 +15,27 @@ SQLite one in PostgreSQL types; see `schema.py`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from execplan.errors import ExecplanError, OwnershipLost, StoreError, Unavailable
 
 from ..checks import check_batch_shape, failures_of
-from ..port import (
-    Append,
-    ExecutionRecord,
-    Snapshot,
-    Store,
-    StoredEvent,
-    TimerRecord,
-    decode_cursor,
-)
-from . import ownership, reads, writes
-from .ownership import EventListener, Owner
+from ..port import Append, ExecutionRecord, Owner, Snapshot, StoredEvent
+from ..sql import Rows, SqlStore, numbered
+from . import ownership, writes
+from .ownership import EventListener
 from .schema import migrate
 from .writer import GroupCommitWriter, WriterStats
 
 T = TypeVar("T")
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
+    """Also the `ReplicaStore` of executor replicas (ownership.py)."""
+
     def __init__(
         self,
         dsn: str,
@@ -128,7 +123,7 @@ class PostgresStore(Store):
             raise Unavailable("store is not open")
         return self._writer
 
-    async def _read(self, fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def _read(self, fn: Callable[[asyncpg.Pool], Any]) -> Any:
         if self._pool is None:
             raise Unavailable("store is not open")
         try:
@@ -138,10 +133,14 @@ class PostgresStore(Store):
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreError(f"read failed: {exc}") from exc
 
-    # -- writes --------------------------------------------------------------------
+    async def _query(self, sql: str, params: Sequence[Any], convert: Callable[[Rows], T]) -> T:
+        rows = await self._read(lambda db: db.fetch(numbered(sql), *params))
+        return convert(rows)
 
-    async def put_plan(self, plan_id: str, payload: bytes) -> None:
-        await self._require_writer().submit(partial(writes.put_plan, plan_id, payload))
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        await self._require_writer().submit(partial(writes.execute, numbered(sql), params))
+
+    # -- writes whose transactions are PostgreSQL's own (writes.py) -----------------
 
     async def create_execution(
         self, record: ExecutionRecord, events: Sequence[StoredEvent]
@@ -172,65 +171,16 @@ class PostgresStore(Store):
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
 
-    async def put_timer(self, timer: TimerRecord) -> None:
-        await self._require_writer().submit(partial(writes.put_timer, timer))
-
-    async def delete_timer(self, timer_id: str) -> None:
-        await self._require_writer().submit(partial(writes.delete_timer, timer_id))
-
-    async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
-        await self._require_writer().submit(partial(writes.put_kv, namespace, key, payload))
-
-    # -- reads ---------------------------------------------------------------------
-
-    async def get_plan(self, plan_id: str) -> bytes | None:
-        return await self._read(lambda db: reads.get_plan(db, plan_id))
-
-    async def read_events(
-        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
-    ) -> list[StoredEvent]:
-        return await self._read(
-            lambda db: reads.read_events(db, execution_id, after_sequence, limit)
-        )
-
-    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        return await self._read(lambda db: reads.get_execution(db, execution_id))
-
-    async def list_executions(
-        self,
-        *,
-        states: Collection[str] = (),
-        workflow_name: str = "",
-        limit: int = 100,
-        after: str = "",
-    ) -> list[ExecutionRecord]:
-        bound = decode_cursor(after) if after else None
-        return await self._read(
-            lambda db: reads.list_executions(db, tuple(states), workflow_name, limit, bound)
-        )
-
     async def list_active(self) -> list[ExecutionRecord]:
         """Every active execution; with an `owner` set, only those it owns."""
-        active = await self._read(reads.list_active)
+        active = await super().list_active()
         owner = self._owner
         if owner is None:
             return active
         mine = set(await self._read(lambda db: ownership.list_owned(db, *_key(owner))))
         return [r for r in active if r.execution_id in mine]
 
-    async def load_snapshot(self, execution_id: str) -> Snapshot | None:
-        return await self._read(lambda db: reads.load_snapshot(db, execution_id))
-
-    async def list_timers(self) -> list[TimerRecord]:
-        return await self._read(reads.list_timers)
-
-    async def get_kv(self, namespace: str, key: str) -> bytes | None:
-        return await self._read(lambda db: reads.get_kv(db, namespace, key))
-
-    async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
-        return await self._read(lambda db: reads.list_kv(db, namespace))
-
-    # -- replicas (ownership.py) -------------------------------------------------
+    # -- ReplicaStore (ownership.py) ------------------------------------------------
 
     async def register_replica(self, replica_id: str, address: str, lease_ms: int) -> Owner:
         """New epoch and lease for `replica_id`; sets and returns `owner`."""
@@ -240,7 +190,8 @@ class PostgresStore(Store):
 
     async def renew_lease(self, lease_ms: int) -> bool:
         owner = self._require_owner()
-        return await self._read(lambda db: ownership.renew(db, *_key(owner), lease_ms))
+        renewed: bool = await self._read(lambda db: ownership.renew(db, *_key(owner), lease_ms))
+        return renewed
 
     async def release_lease(self) -> None:
         owner = self._require_owner()
@@ -248,11 +199,15 @@ class PostgresStore(Store):
 
     async def claim_executions(self, limit: int) -> list[str]:
         owner = self._require_owner()
-        return await self._read(lambda db: ownership.claim(db, *_key(owner), limit))
+        claimed: list[str] = await self._read(lambda db: ownership.claim(db, *_key(owner), limit))
+        return claimed
 
     async def owner_of(self, execution_id: str) -> tuple[str, str] | None:
         """(replica_id, address) of the live owner of an execution, if any."""
-        return await self._read(lambda db: ownership.owner_address(db, execution_id))
+        found: tuple[str, str] | None = await self._read(
+            lambda db: ownership.owner_address(db, execution_id)
+        )
+        return found
 
     async def listener(self) -> EventListener:
         """A started LISTEN connection for commit notifications of any replica."""

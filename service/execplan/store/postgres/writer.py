@@ -8,7 +8,7 @@ runs it as ONE transaction on the writer's own connection::
       SELECT ... FOR UPDATE        -- last_sequence of every execution in a run of appends
       INSERT INTO events SELECT * FROM unnest(...)   -- all accepted events, one statement
       UPDATE executions ... FROM unnest(...)         -- all index rows, one statement
-      op(conn)                     -- other writes (create, snapshot, timer, kv, plan)
+      op(conn)                     -- other writes (create, snapshot, kv, plan)
       ...
     COMMIT                         -- one WAL flush for the group
 
@@ -37,8 +37,7 @@ import asyncpg
 from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError
 
 from ..group_commit import Failed, GroupCommitQueue, WriterStats
-from ..port import Append
-from .ownership import Owner
+from ..port import Append, Owner
 from .writes import append_many
 
 T = TypeVar("T")

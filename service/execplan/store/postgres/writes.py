@@ -13,6 +13,7 @@ whatever its size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +28,16 @@ from execplan.errors import (
 
 from ..checks import check_sequences
 from ..group_commit import Failed
-from ..port import Append, ExecutionRecord, Snapshot, StoredEvent, TimerRecord
-from .ownership import CHANNEL, OWNED, Owner
-from .reads import EXECUTION_COLUMNS, to_record
+from ..port import Append, ExecutionRecord, Owner, Snapshot, StoredEvent
+from ..sql import (
+    BY_REQUEST_ID,
+    EXECUTION_COLUMNS,
+    SAVE_SNAPSHOT,
+    numbered,
+    record_values,
+    to_record,
+)
+from .ownership import CHANNEL, OWNED
 
 _INSERT_EVENTS = (
     "INSERT INTO events (execution_id, sequence, kind, recorded_at_ms, payload)"
@@ -50,6 +58,12 @@ _UPDATE_INDEX = (
 _UPDATE_INDEX_NOTIFY = (
     f"WITH u AS ({_UPDATE_INDEX} RETURNING e.execution_id)"
     f" SELECT count(pg_notify('{CHANNEL}', u.execution_id)) FROM u"
+)
+
+_INSERT_EXECUTION = (
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}, owner_id, owner_epoch)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
+    " RETURNING execution_id"
 )
 
 _LOCK = (
@@ -143,18 +157,13 @@ async def append_many(
     return outcomes
 
 
-async def put_plan(plan_id: str, payload: bytes, conn: asyncpg.Connection) -> None:
-    await conn.execute(
-        "INSERT INTO plans (plan_id, payload) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        plan_id,
-        payload,
-    )
+async def execute(sql: str, params: Sequence[Any], conn: asyncpg.Connection) -> None:
+    """One statement of `store/sql.py` (plans, key/value), already `numbered`."""
+    await conn.execute(sql, *params)
 
 
 async def _by_request_id(conn: asyncpg.Connection, request_id: str) -> ExecutionRecord | None:
-    row = await conn.fetchrow(
-        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE request_id = $1", request_id
-    )
+    row = await conn.fetchrow(numbered(BY_REQUEST_ID), request_id)
     return None if row is None else to_record(row)
 
 
@@ -176,32 +185,12 @@ async def create_execution(
         ):
             raise AlreadyExists(f"execution {record.execution_id!r} already exists") from None
         raise
-    stored = ExecutionRecord(
-        record.execution_id,
-        record.plan_id,
-        record.workflow_name,
-        record.state,
-        record.created_at_ms,
-        record.updated_at_ms,
-        len(events),
-        record.request_id,
-        record.fairness_key,
-    )
+    stored = dataclasses.replace(record, last_sequence=len(events))
     # DO NOTHING covers both unique keys (id, request_id); it waits for a concurrent
     # inserter of the same key in another process and then reports the conflict.
     inserted = await conn.fetchval(
-        f"INSERT INTO executions ({EXECUTION_COLUMNS}, owner_id, owner_epoch)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
-        " RETURNING execution_id",
-        stored.execution_id,
-        stored.plan_id,
-        stored.workflow_name,
-        stored.state,
-        stored.created_at_ms,
-        stored.updated_at_ms,
-        stored.last_sequence,
-        stored.request_id,
-        stored.fairness_key,
+        _INSERT_EXECUTION,
+        *record_values(stored),
         "" if owner is None else owner.replica_id,
         0 if owner is None else owner.epoch,
     )
@@ -223,38 +212,5 @@ async def save_snapshot(snapshot: Snapshot, conn: asyncpg.Connection) -> None:
     ):
         raise NotFound(f"execution {snapshot.execution_id!r} not found")
     await conn.execute(
-        "INSERT INTO snapshots (execution_id, sequence, payload) VALUES ($1, $2, $3)"
-        " ON CONFLICT (execution_id) DO UPDATE"
-        " SET sequence = excluded.sequence, payload = excluded.payload"
-        " WHERE excluded.sequence >= snapshots.sequence",
-        snapshot.execution_id,
-        snapshot.sequence,
-        snapshot.payload,
-    )
-
-
-async def put_timer(timer: TimerRecord, conn: asyncpg.Connection) -> None:
-    await conn.execute(
-        "INSERT INTO timers (timer_id, execution_id, fire_at_ms, payload)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (timer_id) DO UPDATE SET"
-        " execution_id = excluded.execution_id, fire_at_ms = excluded.fire_at_ms,"
-        " payload = excluded.payload",
-        timer.timer_id,
-        timer.execution_id,
-        timer.fire_at_ms,
-        timer.payload,
-    )
-
-
-async def delete_timer(timer_id: str, conn: asyncpg.Connection) -> None:
-    await conn.execute("DELETE FROM timers WHERE timer_id = $1", timer_id)
-
-
-async def put_kv(namespace: str, key: str, payload: bytes, conn: asyncpg.Connection) -> None:
-    await conn.execute(
-        "INSERT INTO kv (namespace, key, payload) VALUES ($1, $2, $3)"
-        " ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload",
-        namespace,
-        key,
-        payload,
+        numbered(SAVE_SNAPSHOT), snapshot.execution_id, snapshot.sequence, snapshot.payload
     )

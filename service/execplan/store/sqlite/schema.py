@@ -16,13 +16,9 @@ from dataclasses import dataclass
 
 from execplan.errors import StoreError
 
-# The partial index's predicate; `reads.list_active` repeats it verbatim, because
-# SQLite uses a partial index only for a query whose WHERE implies the index's.
-# Terminal states are final, so this never changes (a new one needs a new index).
-ACTIVE = (
-    "state NOT IN ('SUCCEEDED', 'FAILED', 'COMPENSATED', 'COMPENSATION_FAILED',"
-    " 'CANCELLED', 'TERMINATED')"
-)
+from ..sql import ACTIVE
+
+__all__ = ["ACTIVE", "LATEST_VERSION", "MIGRATIONS", "Migration", "migrate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +101,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         3,
         "partial index of non-terminal executions (recovery reads only those)",
+        # `sql.LIST_ACTIVE` repeats the predicate verbatim: SQLite uses a partial index
+        # only for a query whose WHERE implies the index's. Terminal states are final,
+        # so this never changes (a new one would need a new index).
         (
             "CREATE INDEX executions_active ON executions (created_at_ms, execution_id)"
             f" WHERE {ACTIVE}",
         ),
+    ),
+    Migration(
+        4,
+        "drop the durable-timers table: timers live in the event log (timer_scheduled)",
+        ("DROP TABLE timers",),
     ),
 )
 

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 from execplan.errors import ExecplanError, StoreError, Unavailable
 
 from ..checks import check_batch_shape, failures_of
-from ..port import (
-    Append,
-    ExecutionRecord,
-    Snapshot,
-    Store,
-    StoredEvent,
-    TimerRecord,
-    decode_cursor,
-)
-from . import reads, writes
+from ..port import Append, ExecutionRecord, Snapshot, StoredEvent
+from ..sql import Rows, SqlStore
+from . import writes
 from .lock import FileLock
 from .schema import configure_reader, configure_writer, migrate
 from .thread import connect, run_on
@@ -44,7 +37,7 @@ from .writer import GroupCommitWriter, WriterStats
 T = TypeVar("T")
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlStore):
     def __init__(
         self,
         path: str | Path,
@@ -115,20 +108,24 @@ class SqliteStore(Store):
             raise Unavailable("store is not open")
         return self._writer
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _query(self, sql: str, params: Sequence[Any], convert: Callable[[Rows], T]) -> T:
+        # The rows are converted on the reader's thread: the loop gets finished objects.
+        def run(conn: sqlite3.Connection) -> T:
+            return convert(conn.execute(sql, params).fetchall())
+
         if self._next_reader is None:
             raise Unavailable("store is not open")
         try:
-            return await run_on(next(self._next_reader), fn)
+            return await run_on(next(self._next_reader), run)
         except ExecplanError:
             raise
         except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError if closed
             raise StoreError(f"read failed: {exc}") from exc
 
-    # -- writes --------------------------------------------------------------------
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        await self._require_writer().submit(partial(writes.execute, sql, params))
 
-    async def put_plan(self, plan_id: str, payload: bytes) -> None:
-        await self._require_writer().submit(partial(writes.put_plan, plan_id, payload))
+    # -- writes whose transactions are SQLite's own (writes.py) ---------------------
 
     async def create_execution(
         self, record: ExecutionRecord, events: Sequence[StoredEvent]
@@ -138,11 +135,6 @@ class SqliteStore(Store):
             partial(writes.create_execution, record, tuple(events))
         )
 
-    async def append(self, batch: Sequence[Append]) -> None:
-        failures = await self.append_each(batch)
-        if failures:
-            raise next(iter(failures.values()))
-
     async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
         for item in batch:
             check_batch_shape(item.execution_id, item.events)
@@ -151,53 +143,3 @@ class SqliteStore(Store):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
-
-    async def put_timer(self, timer: TimerRecord) -> None:
-        await self._require_writer().submit(partial(writes.put_timer, timer))
-
-    async def delete_timer(self, timer_id: str) -> None:
-        await self._require_writer().submit(partial(writes.delete_timer, timer_id))
-
-    async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
-        await self._require_writer().submit(partial(writes.put_kv, namespace, key, payload))
-
-    # -- reads ---------------------------------------------------------------------
-
-    async def get_plan(self, plan_id: str) -> bytes | None:
-        return await self._read(partial(reads.get_plan, plan_id))
-
-    async def read_events(
-        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
-    ) -> list[StoredEvent]:
-        return await self._read(partial(reads.read_events, execution_id, after_sequence, limit))
-
-    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        return await self._read(partial(reads.get_execution, execution_id))
-
-    async def list_executions(
-        self,
-        *,
-        states: Collection[str] = (),
-        workflow_name: str = "",
-        limit: int = 100,
-        after: str = "",
-    ) -> list[ExecutionRecord]:
-        bound = decode_cursor(after) if after else None
-        return await self._read(
-            partial(reads.list_executions, tuple(states), workflow_name, limit, bound)
-        )
-
-    async def list_active(self) -> list[ExecutionRecord]:
-        return await self._read(reads.list_active)
-
-    async def load_snapshot(self, execution_id: str) -> Snapshot | None:
-        return await self._read(partial(reads.load_snapshot, execution_id))
-
-    async def list_timers(self) -> list[TimerRecord]:
-        return await self._read(reads.list_timers)
-
-    async def get_kv(self, namespace: str, key: str) -> bytes | None:
-        return await self._read(partial(reads.get_kv, namespace, key))
-
-    async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
-        return await self._read(partial(reads.list_kv, namespace))

@@ -1,0 +1,234 @@
+"""What the SQL backends share: the `Store` methods that read the same in SQLite and
+PostgreSQL, written once over two primitives each backend provides.
+
+    class SqliteStore(SqlStore): ...      # sqlite/store.py
+    class PostgresStore(SqlStore): ...    # postgres/store.py
+
+A backend implements
+
+    _query(sql, params, convert)   run one query on a reader connection and return
+                                   `convert(rows)` (SQLite converts on the reader's
+                                   thread, so a read stays one thread hop);
+    _write(sql, params)            run one statement in the next group commit;
+    open, close, stats             its connections and its group-commit writer;
+    create_execution, append_each, save_snapshot
+                                   the writes whose transaction semantics differ
+                                   (see each backend's `writes.py`).
+
+Queries are written once with `?` placeholders; PostgreSQL numbers them (`$1`, `$2`,
+...) through `numbered()`. Rows are tuples (sqlite3) or records (asyncpg), read by
+position in the order of the column lists below.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Callable, Collection, Sequence
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from execplan.errors import ExecplanError
+
+from .group_commit import WriterStats
+from .port import (
+    TERMINAL_STATE_NAMES,
+    Append,
+    ExecutionRecord,
+    Snapshot,
+    Store,
+    StoredEvent,
+    decode_cursor,
+)
+
+T = TypeVar("T")
+Rows = Sequence[Any]
+
+EXECUTION_COLUMNS = (
+    "execution_id, plan_id, workflow_name, state, created_at_ms, updated_at_ms,"
+    " last_sequence, request_id, fairness_key"
+)
+
+# Non-terminal executions, as the literal SQL both schemas index on. A partial index
+# is used only for a query whose WHERE repeats its predicate term for term, so the
+# order of the names (the order of the first migration that indexed them) is fixed.
+ACTIVE = "state NOT IN ({})".format(", ".join(f"'{name}'" for name in TERMINAL_STATE_NAMES))
+
+GET_PLAN = "SELECT payload FROM plans WHERE plan_id = ?"
+PUT_PLAN = "INSERT INTO plans (plan_id, payload) VALUES (?, ?) ON CONFLICT DO NOTHING"
+READ_EVENTS = (
+    "SELECT sequence, kind, recorded_at_ms, payload FROM events"
+    " WHERE execution_id = ? AND sequence > ? ORDER BY sequence"
+)
+GET_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?"
+BY_REQUEST_ID = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE request_id = ?"
+LIST_ACTIVE = (
+    f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {ACTIVE}"
+    " ORDER BY created_at_ms, execution_id"
+)
+LOAD_SNAPSHOT = "SELECT sequence, payload FROM snapshots WHERE execution_id = ?"
+SAVE_SNAPSHOT = (
+    "INSERT INTO snapshots (execution_id, sequence, payload) VALUES (?, ?, ?)"
+    " ON CONFLICT (execution_id) DO UPDATE"
+    " SET sequence = excluded.sequence, payload = excluded.payload"
+    " WHERE excluded.sequence >= snapshots.sequence"
+)
+GET_KV = "SELECT payload FROM kv WHERE namespace = ? AND key = ?"
+LIST_KV = "SELECT key, payload FROM kv WHERE namespace = ? ORDER BY key"
+PUT_KV = (
+    "INSERT INTO kv (namespace, key, payload) VALUES (?, ?, ?)"
+    " ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload"
+)
+INSERT_EVENT = (
+    "INSERT INTO events (execution_id, sequence, kind, recorded_at_ms, payload)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def to_record(row: Any) -> ExecutionRecord:
+    """An `ExecutionRecord` from a row of `EXECUTION_COLUMNS`."""
+    return ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
+    """`record` as values for `EXECUTION_COLUMNS`, in order."""
+    return (
+        record.execution_id,
+        record.plan_id,
+        record.workflow_name,
+        record.state,
+        record.created_at_ms,
+        record.updated_at_ms,
+        record.last_sequence,
+        record.request_id,
+        record.fairness_key,
+    )
+
+
+def list_query(
+    states: Collection[str], workflow_name: str, limit: int, after: tuple[int, str] | None
+) -> tuple[str, list[Any]]:
+    """`list_executions` as SQL and parameters: newest first, filters ANDed."""
+    where: list[str] = []
+    params: list[Any] = []
+    if states:
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params.extend(states)
+    if workflow_name:
+        where.append("workflow_name = ?")
+        params.append(workflow_name)
+    if after is not None:
+        where.append("(created_at_ms, execution_id) < (?, ?)")
+        params.extend(after)
+    sql = f"SELECT {EXECUTION_COLUMNS} FROM executions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at_ms DESC, execution_id DESC LIMIT ?"
+    params.append(max(limit, 0))
+    return sql, params
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1`, `$2`, ... (no query here has a `?`
+    inside a literal)."""
+    counter = iter(range(1, sql.count("?") + 1))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+def _first_payload(rows: Rows) -> bytes | None:
+    return bytes(rows[0][0]) if rows else None
+
+
+def _records(rows: Rows) -> list[ExecutionRecord]:
+    return [to_record(row) for row in rows]
+
+
+def _first_record(rows: Rows) -> ExecutionRecord | None:
+    return to_record(rows[0]) if rows else None
+
+
+class SqlStore(Store):
+    """The reads and simple writes of a SQL backend (see the module docstring)."""
+
+    @abc.abstractmethod
+    async def _query(self, sql: str, params: Sequence[Any], convert: Callable[[Rows], T]) -> T:
+        """`convert(rows)` of one query on a reader connection."""
+
+    @abc.abstractmethod
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement in the next group commit; returns after that commit."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> WriterStats:
+        """Group-commit counters (transactions, operations, largest group)."""
+
+    # -- writes --------------------------------------------------------------------
+
+    async def put_plan(self, plan_id: str, payload: bytes) -> None:
+        await self._write(PUT_PLAN, (plan_id, payload))
+
+    async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
+        await self._write(PUT_KV, (namespace, key, payload))
+
+    async def append(self, batch: Sequence[Append]) -> None:
+        failures = await self.append_each(batch)
+        if failures:
+            raise _first(failures)
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get_plan(self, plan_id: str) -> bytes | None:
+        return await self._query(GET_PLAN, (plan_id,), _first_payload)
+
+    async def read_events(
+        self, execution_id: str, after_sequence: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        def events(rows: Rows) -> list[StoredEvent]:
+            return [StoredEvent(execution_id, r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+        if limit is None:
+            return await self._query(READ_EVENTS, (execution_id, after_sequence), events)
+        params = (execution_id, after_sequence, max(limit, 0))
+        return await self._query(READ_EVENTS + " LIMIT ?", params, events)
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return await self._query(GET_EXECUTION, (execution_id,), _first_record)
+
+    async def list_executions(
+        self,
+        *,
+        states: Collection[str] = (),
+        workflow_name: str = "",
+        limit: int = 100,
+        after: str = "",
+    ) -> list[ExecutionRecord]:
+        bound = decode_cursor(after) if after else None
+        sql, params = list_query(tuple(states), workflow_name, limit, bound)
+        return await self._query(sql, params, _records)
+
+    async def list_active(self) -> list[ExecutionRecord]:
+        return await self._query(LIST_ACTIVE, (), _records)
+
+    async def load_snapshot(self, execution_id: str) -> Snapshot | None:
+        def snapshot(rows: Rows) -> Snapshot | None:
+            return Snapshot(execution_id, rows[0][0], bytes(rows[0][1])) if rows else None
+
+        return await self._query(LOAD_SNAPSHOT, (execution_id,), snapshot)
+
+    async def get_kv(self, namespace: str, key: str) -> bytes | None:
+        return await self._query(GET_KV, (namespace, key), _first_payload)
+
+    async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
+        def entries(rows: Rows) -> list[tuple[str, bytes]]:
+            return [(r[0], bytes(r[1])) for r in rows]
+
+        return await self._query(LIST_KV, (namespace,), entries)
+
+
+def _first(failures: dict[str, ExecplanError]) -> ExecplanError:
+    return next(iter(failures.values()))
