@@ -2,7 +2,8 @@
 
     ExecplanError
      ├── InvalidArgument          bad request or workflow; carries field violations
-     │    └── WorkflowInvalid      planner diagnostics (every problem at once)
+     │    ├── WorkflowInvalid      planner diagnostics (every problem at once)
+     │    └── OutOfRange           a position past the end (that may exist later)
      ├── LimitExceeded            a size or count limit; maps to RESOURCE_EXHAUSTED
      ├── Overloaded               back-pressure with a retry-after hint
      ├── NotFound                 unknown execution, plan, ...
@@ -47,6 +48,12 @@ class InvalidArgument(ExecplanError):
 
 class WorkflowInvalid(InvalidArgument):
     """The workflow has errors; `violations` lists all of them, sorted."""
+
+
+class OutOfRange(InvalidArgument):
+    """A position past the end of what exists now, e.g. a sequence number after an
+    execution's last event: OUT_OF_RANGE, which (unlike INVALID_ARGUMENT) says that
+    the same request may succeed once there is more."""
 
 
 class LimitExceeded(ExecplanError):

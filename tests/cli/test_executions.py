@@ -87,6 +87,15 @@ def test_get_json_after_watch_is_succeeded(address: str) -> None:
     history = execplan(address, "history", execution_id)
     assert history.stdout.splitlines()[0].split()[0] == "1"
     assert "execution_started" in history.stdout.splitlines()[0]
+    last = execution["last_sequence"]
+    past = execplan(address, "get", execution_id, "--at", "9999")
+    assert past.returncode == 1, past.stdout
+    first, *violations = past.stderr.splitlines()
+    assert first.startswith("execplan: OUT_OF_RANGE: at_sequence 9999 is past the end"), first
+    assert first.endswith(f"its last event is {last}"), first
+    assert violations == [f"at_sequence: at most {last}, the last sequence"]
+    at_end = execplan(address, "get", execution_id, "--at", str(last), "--format", "json")
+    assert at_end.returncode == 0 and json.loads(at_end.stdout)["state"].endswith("SUCCEEDED")
 
 
 def test_unknown_id_is_one_line_and_exit_1(address: str) -> None:

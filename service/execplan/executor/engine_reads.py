@@ -81,7 +81,7 @@ class EngineReads(EngineCore):
     async def list_executions(
         self, states: list[str], workflow_name: str, page_size: int, page_token: str
     ) -> tuple[list[ex.Execution], str]:
-        size = min(max(page_size or 50, 1), 1000)
+        size = max(1, page_size)  # the default and the cap are the caller's (the wire's)
         records = await self.store.list_executions(
             states=states, workflow_name=workflow_name, limit=size + 1, after=page_token
         )

@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from execplan.errors import ExecplanError, InvalidArgument
+from execplan.errors import ExecplanError, FieldViolation, InvalidArgument
 
 # The names of the execution states nothing leaves: the one list every layer uses
 # (the executor's enum set, the SQL "active" predicate and indexes are built from it).
@@ -277,6 +277,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         created, sep, execution_id = raw.partition(":")
         if not sep:
             raise ValueError("no separator")
+        if not -(2**63) <= int(created) < 2**63:  # what every backend's integer holds
+            raise ValueError("timestamp out of range")
         return int(created), execution_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument(f"invalid page cursor {cursor!r}") from exc
+        raise InvalidArgument(
+            f"invalid page cursor {cursor[:64]!r}",
+            [FieldViolation("page_token", "not a token this server issued")],
+        ) from exc

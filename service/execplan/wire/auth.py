@@ -34,7 +34,9 @@ a task-type column may register any type (`*` says the same explicitly).
 
 Malformed requests: grpc answers UNKNOWN when a request does not parse (the error
 happens inside grpc, before any handler). Every handler, open ones included, gets a
-parser that cannot fail; bytes that do not parse are INVALID_ARGUMENT instead.
+parser that cannot fail; bytes that do not parse are INVALID_ARGUMENT instead, and
+so is a request with an integer or enum value the server cannot hold (`bounds.py`:
+every message of every RPC, stream messages included, is checked here).
 
 Limits, keyed by the principal's name:
   - at most `max_worker_streams` concurrent WorkerService.Connect streams;
@@ -63,7 +65,9 @@ from execplan.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from execplan.wire.bounds import out_of_range
 from execplan.wire.status import abort_with
+from google.protobuf.message import Message
 
 log = logging.getLogger("execplan.auth")
 
@@ -400,6 +404,11 @@ async def _well_formed(request: Any, context: Ctx) -> None:
                 "the request is not a valid protobuf message",
                 [FieldViolation("request", f"cannot be parsed ({request.reason})")],
             ),
+        )
+    if isinstance(request, Message) and (violations := out_of_range(request)):
+        first = violations[0]
+        await abort_with(
+            context, InvalidArgument(f"{first.field}: {first.description}", violations)
         )
 
 

@@ -18,6 +18,7 @@ from execplan.errors import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
+    OutOfRange,
     Unavailable,
     WorkflowInvalid,
 )
@@ -28,14 +29,33 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
+from execplan.wire.bounds import MAX_INT64
 from execplan.wire.forward import remember_caller
+from execplan.wire.plan_check import check_plan
 from execplan.wire.status import stream_errors, unary_errors
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
-_MAX_PAGE = 1000
+# One paging rule for ListExecutions and GetExecutionHistory (AIP-158; written in
+# executor_service.proto): page_size 0 means DEFAULT_PAGE, and a size above MAX_PAGE
+# is served as MAX_PAGE (not an error); `next_page_token` is "" on the last page.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def page_size(requested: int) -> int:
+    return min(requested, MAX_PAGE) if requested else DEFAULT_PAGE
+
+
+def _history_token(token: str) -> int:
+    """The sequence a GetExecutionHistory page token resumes after."""
+    if not token.isdecimal() or not token.isascii() or int(token) > MAX_INT64:
+        raise InvalidArgument(
+            "bad page_token", [FieldViolation("page_token", "not a token this server issued")]
+        )
+    return int(token)
 
 
 class Compiler(Protocol):
@@ -157,11 +177,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def _plan(self, request: pb.StartExecutionRequest) -> plan_pb2.ExecutionPlan:
         kind = request.WhichOneof("definition")
         if kind == "plan":
-            if not request.plan.plan_id or not request.plan.nodes:
-                raise InvalidArgument(
-                    "plan is incomplete",
-                    [FieldViolation("plan.plan_id", "a compiled plan has a plan_id and nodes")],
-                )
+            check_plan(request.plan)
             return request.plan
         if kind == "plan_id":
             return await self._engine.get_plan(request.plan_id)
@@ -206,21 +222,25 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.GetExecutionRequest, context: Ctx
     ) -> pb.GetExecutionResponse:
         execution_id = _required(request.execution_id, "execution_id")
-        return pb.GetExecutionResponse(
-            execution=await self._engine.get_execution(execution_id, request.at_sequence)
-        )
+        execution = await self._engine.get_execution(execution_id, request.at_sequence)
+        if execution.last_sequence < request.at_sequence:
+            last = execution.last_sequence
+            raise OutOfRange(
+                f"at_sequence {request.at_sequence} is past the end of execution "
+                f"{execution_id}: its last event is {last}",
+                [FieldViolation("at_sequence", f"at most {last}, the last sequence")],
+            )
+        return pb.GetExecutionResponse(execution=execution)
 
     @unary_errors
     async def ListExecutions(  # noqa: N802
         self, request: pb.ListExecutionsRequest, context: Ctx
     ) -> pb.ListExecutionsResponse:
-        if request.page_size > _MAX_PAGE:
-            raise InvalidArgument(
-                "page_size too large",
-                [FieldViolation("page_size", f"at most {_MAX_PAGE}")],
-            )
         executions, token = await self._engine.list_executions(
-            _states(request.states), request.workflow_name, request.page_size, request.page_token
+            _states(request.states),
+            request.workflow_name,
+            page_size(request.page_size),
+            request.page_token,
         )
         return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
 
@@ -317,12 +337,8 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         execution_id = _required(request.execution_id, "execution_id")
         after = request.after_sequence
         if request.page_token:
-            if not request.page_token.isdigit():
-                raise InvalidArgument(
-                    "bad page_token", [FieldViolation("page_token", "not a token we issued")]
-                )
-            after = int(request.page_token)
-        size = min(request.page_size or 500, 5000)
+            after = _history_token(request.page_token)
+        size = page_size(request.page_size)
         events = await self._engine.history(execution_id, after, size + 1)
         page = events[:size]
         token = str(page[-1].sequence) if len(events) > size and page else ""
@@ -332,8 +348,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def RegisterPlan(  # noqa: N802
         self, request: pb.RegisterPlanRequest, context: Ctx
     ) -> pb.RegisterPlanResponse:
-        if not request.plan.plan_id:
-            raise InvalidArgument("plan is required", [FieldViolation("plan.plan_id", "required")])
+        check_plan(request.plan)
         view = await self._engine.register_plan(request.plan)
         return pb.RegisterPlanResponse(plan_id=view.plan_id)
 
@@ -374,6 +389,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         kind = request.WhichOneof("candidate")
         if kind is not None:
             if kind == "plan":
+                check_plan(request.plan)
                 candidate = request.plan
             elif kind == "plan_id":
                 candidate = await self._engine.get_plan(request.plan_id)

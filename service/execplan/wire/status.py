@@ -2,7 +2,8 @@
 
     ExecplanError subclass  ->  gRPC code             details (besides ErrorInfo)
     InvalidArgument           INVALID_ARGUMENT        BadRequest (one violation per field)
-     └ WorkflowInvalid        INVALID_ARGUMENT        BadRequest (every diagnostic)
+     ├ WorkflowInvalid        INVALID_ARGUMENT        BadRequest (every diagnostic)
+     └ OutOfRange             OUT_OF_RANGE            BadRequest (the field past the end)
     LimitExceeded             RESOURCE_EXHAUSTED      QuotaFailure (one per limit hit)
     Overloaded                RESOURCE_EXHAUSTED      RetryInfo (the retry-after hint)
     NotFound                  NOT_FOUND
@@ -62,6 +63,7 @@ from execplan.errors import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
+    OutOfRange,
     Overloaded,
     OwnershipLost,
     PermissionDenied,
@@ -96,6 +98,7 @@ class StatusRow:
 TABLE: dict[type[ExecplanError], StatusRow] = {
     InvalidArgument: StatusRow(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
     WorkflowInvalid: StatusRow(grpc.StatusCode.INVALID_ARGUMENT, "WORKFLOW_INVALID"),
+    OutOfRange: StatusRow(grpc.StatusCode.OUT_OF_RANGE, "OUT_OF_RANGE"),
     LimitExceeded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
     Overloaded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     NotFound: StatusRow(grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),

@@ -1,0 +1,118 @@
+"""Integer and enum fields of a request, checked against what the server can hold.
+
+Protobuf lets a caller put any value of a field's wire type into a field: 2^64-1
+into a uint64 sequence number, any int32 into an enum (proto3 enums are open). The
+server keeps integers as signed 64-bit values (SQLite INTEGER, PostgreSQL bigint,
+`Timestamp` arithmetic), so a uint64 above 2^63-1 used to overflow deep inside a
+store (`after_sequence` of 2^63 was INTERNAL). Every request is checked here, once,
+at the wire boundary (the SecurityInterceptor's decode step, `wire/auth.py`), before
+any handler runs; a value out of range is INVALID_ARGUMENT naming the field path
+(`register.running[0].token.lease_epoch`).
+
+The rules, per field type:
+  uint64, fixed64          at most 2^63-1 (the largest signed 64-bit integer)
+  enum                     one of the enum's declared numbers
+  int32/uint32/int64/...   any value of the type (each handler gives meaning and
+                           narrower bounds, e.g. a page_size above its maximum is
+                           clamped to it)
+Well-known types (`google.protobuf.*`: Struct, Value, Timestamp, Duration) are not
+walked: Struct numbers are doubles, and no request carries a Timestamp.
+
+Only fields that can hold a checked value (a uint64 or enum, here or below) are
+visited, decided once per message type: a large `inputs` Struct costs nothing, a
+10,000-task plan ~35 ms (its decoding by the executor costs ~0.5 s).
+
+    violations = out_of_range(request)      # [] when every field is in range
+"""
+
+from __future__ import annotations
+
+import functools
+
+from execplan.errors import FieldViolation
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+MAX_INT64 = 2**63 - 1
+
+_UNSIGNED_64 = frozenset({FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64})
+_CHECKED = _UNSIGNED_64 | {FieldDescriptor.TYPE_ENUM}
+# Enough for any real request; a deeper one is refused by the message-size and
+# nesting limits long before (protobuf parses at most 100 levels).
+_MAX_VIOLATIONS = 20
+
+
+def out_of_range(message: Message) -> list[FieldViolation]:
+    """Every field of `message` (and below) whose value the server cannot hold."""
+    found: list[FieldViolation] = []
+    _walk(message, "", found)
+    return found
+
+
+def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
+    for field in _checked_fields(message.DESCRIPTOR):
+        if len(found) >= _MAX_VIOLATIONS:
+            return
+        path = f"{prefix}{field.name}"
+        value = getattr(message, field.name)
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    _check(field, item, f"{path}[{index}]", found)
+            else:
+                _check(field, value, path, found)
+        elif _is_map(field):
+            value_field = _type_of(field).fields_by_name["value"]
+            for key, item in value.items():
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    _walk(item, f"{path}[{key!r}].", found)
+                else:
+                    _check(value_field, item, f"{path}[{key!r}]", found)
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                _walk(item, f"{path}[{index}].", found)
+        elif message.HasField(field.name):
+            _walk(value, f"{path}.", found)
+
+
+def _check(field: FieldDescriptor, value: int, path: str, found: list[FieldViolation]) -> None:
+    if field.type in _UNSIGNED_64 and value > MAX_INT64:
+        found.append(FieldViolation(path, f"at most {MAX_INT64}", "out-of-range"))
+    elif field.type == FieldDescriptor.TYPE_ENUM and value not in _numbers(field.enum_type):
+        name = field.enum_type.full_name if field.enum_type is not None else "enum"
+        found.append(FieldViolation(path, f"unknown {name} value {value}", "unknown-enum-value"))
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.is_repeated and bool(_type_of(field).GetOptions().map_entry)
+
+
+def _type_of(field: FieldDescriptor) -> Descriptor:
+    descriptor = field.message_type
+    assert descriptor is not None, field.full_name  # set for every message field
+    return descriptor
+
+
+@functools.cache
+def _numbers(enum_type: object) -> frozenset[int]:
+    return frozenset(value.number for value in enum_type.values)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _checked_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    """The fields of a message type that can hold a value this module checks: a
+    uint64/fixed64 or enum, or a message with one somewhere below it."""
+    return tuple(field for field in descriptor.fields if _holds_checked(field, frozenset()))
+
+
+def _holds_checked(field: FieldDescriptor, visiting: frozenset[str]) -> bool:
+    if field.type in _CHECKED:
+        return True
+    return field.type == FieldDescriptor.TYPE_MESSAGE and _reaches(_type_of(field), visiting)
+
+
+def _reaches(descriptor: Descriptor, visiting: frozenset[str]) -> bool:
+    if descriptor.full_name.startswith("google.protobuf.") or descriptor.full_name in visiting:
+        return False  # well-known types are not walked; a recursive type: other branches decide
+    below = visiting | {descriptor.full_name}
+    return any(_holds_checked(field, below) for field in descriptor.fields)

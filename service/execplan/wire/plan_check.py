@@ -1,0 +1,143 @@
+"""Structural checks of an `ExecutionPlan` that a caller sent, before the executor uses it.
+
+Plans the server compiles itself are consistent by construction. A plan in a request
+(`StartExecutionRequest.plan`, `RegisterPlanRequest.plan`, `ReplayExecutionRequest.plan`)
+may have been written by anyone, and the executor indexes its node lists directly: a
+node index out of range crashed the replay check (INTERNAL), and an upstream index
+that names no node, or a cycle, started an execution that could never finish. So a
+client's plan must be a graph the executor can run:
+
+  - `nodes[i].index == i`; task ids non-empty and unique;
+  - every `upstream`/`downstream` index names another node, and the two lists agree
+    (u is upstream of d exactly when d is downstream of u); no cycle;
+  - every edge names two nodes;
+  - every expression reads only tasks of the plan.
+
+Each problem is a `FieldViolation` naming the path (`plan.nodes[3].upstream[0]`);
+at most `_MAX_VIOLATIONS` are reported.
+
+    check_plan(request.plan)        # raises InvalidArgument
+"""
+
+from __future__ import annotations
+
+from execplan.errors import FieldViolation, InvalidArgument
+from execplan.v1 import plan_pb2
+
+_MAX_VIOLATIONS = 20
+
+
+def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
+    """Raise InvalidArgument listing what makes `plan` unrunnable."""
+    found = _structure(plan, field) or _reads(plan, field)
+    if found:
+        raise InvalidArgument(
+            f"{field} is not a consistent plan: {found[0].field}: {found[0].description}",
+            found[:_MAX_VIOLATIONS],
+        )
+
+
+def _structure(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    found: list[FieldViolation] = []
+    size = len(plan.nodes)
+    if not plan.plan_id or not size:
+        return [FieldViolation(f"{field}.plan_id", "a compiled plan has a plan_id and nodes")]
+    seen: dict[str, int] = {}
+    for i, node in enumerate(plan.nodes):
+        path = f"{field}.nodes[{i}]"
+        if node.index != i:
+            found.append(FieldViolation(f"{path}.index", f"must be {i}, its position"))
+        if not node.task_id:
+            found.append(FieldViolation(f"{path}.task_id", "required"))
+        elif node.task_id in seen:
+            found.append(
+                FieldViolation(f"{path}.task_id", f"duplicate of nodes[{seen[node.task_id]}]")
+            )
+        else:
+            seen[node.task_id] = i
+        for name in ("upstream", "downstream"):
+            for k, other in enumerate(getattr(node, name)):
+                if other >= size or other == i:
+                    found.append(
+                        FieldViolation(f"{path}.{name}[{k}]", f"no other node has index {other}")
+                    )
+    for k, edge in enumerate(plan.edges):
+        if edge.source >= size or edge.target >= size:
+            found.append(FieldViolation(f"{field}.edges[{k}]", f"a node index is not below {size}"))
+    if found:
+        return found
+    return _links(plan, field) or _cycle(plan, field)
+
+
+def _links(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    up = {(u, i) for i, node in enumerate(plan.nodes) for u in node.upstream}
+    down = {(i, d) for i, node in enumerate(plan.nodes) for d in node.downstream}
+    found = [
+        FieldViolation(f"{field}.nodes[{d}].upstream", f"lists {u}, whose downstream lacks {d}")
+        for u, d in sorted(up - down)
+    ]
+    found += [
+        FieldViolation(f"{field}.nodes[{u}].downstream", f"lists {d}, whose upstream lacks {u}")
+        for u, d in sorted(down - up)
+    ]
+    return found
+
+
+def _cycle(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    waiting = [len(set(node.upstream)) for node in plan.nodes]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for d in set(plan.nodes[i].downstream):
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                ready.append(d)
+    if done == len(plan.nodes):
+        return []
+    stuck = next(i for i, count in enumerate(waiting) if count > 0)
+    return [FieldViolation(f"{field}.nodes[{stuck}].upstream", "the graph has a cycle")]
+
+
+def _reads(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    known = {node.task_id for node in plan.nodes}
+    found: list[FieldViolation] = []
+    for i, node in enumerate(plan.nodes):
+        path = f"{field}.nodes[{i}]"
+        reads = set(node.condition.reads_tasks)
+        for binding in node.bindings:
+            reads |= _expression_reads(binding.value)
+        for side in ("fallback", "compensation"):
+            for binding in getattr(node, side).bindings:
+                reads |= _expression_reads(binding.value)
+        found += [
+            FieldViolation(path, f"an expression reads unknown task {task!r}")
+            for task in sorted(reads - known)
+        ]
+    for k, output in enumerate(plan.outputs):
+        found += [
+            FieldViolation(f"{field}.outputs[{k}]", f"reads unknown task {task!r}")
+            for task in sorted(_expression_reads(output.value) - known)
+        ]
+    return found
+
+
+def _expression_reads(value: plan_pb2.BindingValue) -> set[str]:
+    """Task ids read by the expressions of a binding tree (iterative: no recursion
+    limit for a deep tree that the message parser accepted)."""
+    reads: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = item.WhichOneof("kind")
+        if kind == "expression":
+            reads.update(item.expression.reads_tasks)
+        elif kind == "template":
+            for part in item.template.parts:
+                reads.update(part.expression.reads_tasks)
+        elif kind == "struct":
+            stack.extend(f.value for f in item.struct.fields)
+        elif kind == "list":
+            stack.extend(item.list.items)
+    return reads

@@ -1,0 +1,73 @@
+"""One paging rule for ListExecutions and GetExecutionHistory (AIP-158): page_size 0
+is the default (100), a size above the maximum (1000) is served as the maximum, and a
+page token the server did not issue is INVALID_ARGUMENT naming `page_token`."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import grpc
+import pytest
+from execplan.v1 import executor_service_pb2 as pb
+from execplan.wire.executor_servicer import DEFAULT_PAGE, MAX_PAGE, page_size
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tests.support.server import Env, environment
+
+WAIT = "name: paged\ntasks:\n  - {id: w, type: builtin.wait_for_event, inputs: {event: go}}\n"
+
+
+def test_the_rule() -> None:
+    assert (DEFAULT_PAGE, MAX_PAGE) == (100, 1000)
+    assert page_size(0) == DEFAULT_PAGE
+    assert page_size(1) == 1
+    assert page_size(MAX_PAGE) == MAX_PAGE
+    assert page_size(MAX_PAGE + 1) == MAX_PAGE
+    assert page_size(2**32 - 1) == MAX_PAGE
+
+
+def _bad_field(err: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Unpack(bad):
+            return [v.field for v in bad.field_violations]
+    return []
+
+
+async def test_both_rpcs_follow_it(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        ids = [await env.start(WAIT) for _ in range(3)]
+        for size in (0, 2**32 - 1):
+            listed = await env.stub.ListExecutions(pb.ListExecutionsRequest(page_size=size))
+            assert sorted(e.execution_id for e in listed.executions) == sorted(ids)
+            assert listed.next_page_token == ""
+            history = await env.stub.GetExecutionHistory(
+                pb.GetExecutionHistoryRequest(execution_id=ids[0], page_size=size)
+            )
+            assert [e.sequence for e in history.events] == list(range(1, 4))
+            assert history.next_page_token == ""
+        first = await env.stub.ListExecutions(pb.ListExecutionsRequest(page_size=2))
+        assert len(first.executions) == 2 and first.next_page_token
+
+
+async def _refused(call: object) -> list[str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return _bad_field(caught.value)
+
+
+async def test_a_token_not_issued_names_page_token(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        execution_id = await env.start(WAIT)
+        for token in ("abc", "-1", "9" * 20, "\uff11\uff12"):  # int() reads fullwidth digits
+            history = pb.GetExecutionHistoryRequest(execution_id=execution_id, page_token=token)
+            assert await _refused(env.stub.GetExecutionHistory(history)) == ["page_token"]
+        for raw in ("abc", "9" * 20 + ":x", "-" + "9" * 20 + ":x"):
+            cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+            listing = pb.ListExecutionsRequest(page_token=cursor)
+            assert await _refused(env.stub.ListExecutions(listing)) == ["page_token"]
