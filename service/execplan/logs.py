@@ -7,9 +7,8 @@
 
 Ids come from `extra=` on the log call (`execution_id`, `task_id`, `attempt`,
 `worker_id`, `trace_id`); when a record has no `trace_id`, the current
-OpenTelemetry span's trace id is used if there is one. `EventLogObserver` writes
-one line per execution start/end and per failed, timed-out or retried attempt
-(successes at DEBUG), carrying those ids.
+OpenTelemetry span's trace id is used if there is one. The executor's event log
+(`executor/observability/eventlog.py`) writes such lines for every execution.
 """
 
 from __future__ import annotations
@@ -17,12 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
-
-from execplan.executor.observer import EngineObserver
-from execplan.executor.state import ExecutionState, execution_state_name
-from execplan.v1 import events_pb2 as ev
 
 FIELDS = ("execution_id", "task_id", "attempt", "worker_id", "trace_id")
 FORMATS = ("text", "json")
@@ -67,66 +61,3 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def trace_id_of(trace_context: dict[str, str]) -> str:
-    """The trace id in a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`)."""
-    parts = trace_context.get("traceparent", "").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
-
-
-class EventLogObserver(EngineObserver):
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.log = logger or logging.getLogger("execplan.events")
-
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        if not self.log.isEnabledFor(logging.INFO):
-            return
-        base = {"execution_id": state.execution_id}
-        trace_id = trace_id_of(state.trace_context)
-        if trace_id:
-            base["trace_id"] = trace_id
-        for event in events:
-            kind = event.WhichOneof("kind")
-            if kind == "execution_started":
-                self.log.info("execution of %s started", state.plan.workflow_name, extra=base)
-            elif kind == "execution_completed":
-                done = event.execution_completed
-                outcome = execution_state_name(done.state)
-                detail = f": {done.error.type}: {done.error.message}" if done.error.type else ""
-                level = logging.INFO if outcome == "SUCCEEDED" else logging.WARNING
-                self.log.log(level, "execution ended %s%s", outcome, detail, extra=base)
-            elif kind == "task_failed":
-                f = event.task_failed
-                self.log.warning(
-                    "task %s %s: %s: %s",
-                    f.task_id,
-                    "failed" if f.final else "attempt failed",
-                    f.error.type,
-                    f.error.message,
-                    extra={**base, "task_id": f.task_id, "attempt": f.token.attempt},
-                )
-            elif kind == "task_timed_out":
-                t = event.task_timed_out
-                name = ev.TimeoutKind.Name(t.timeout).removeprefix("TIMEOUT_KIND_").lower()
-                self.log.warning(
-                    "task %s timed out (%s)",
-                    t.task_id,
-                    name,
-                    extra={**base, "task_id": t.task_id, "attempt": t.token.attempt},
-                )
-            elif kind == "task_retry_scheduled":
-                r = event.task_retry_scheduled
-                self.log.info(
-                    "task %s will retry: %s",
-                    r.task_id,
-                    r.reason,
-                    extra={**base, "task_id": r.task_id, "attempt": r.next_attempt},
-                )
-            elif kind == "task_succeeded" and self.log.isEnabledFor(logging.DEBUG):
-                s = event.task_succeeded
-                self.log.debug(
-                    "task %s succeeded",
-                    s.task_id,
-                    extra={**base, "task_id": s.task_id, "attempt": s.token.attempt},
-                )

@@ -11,7 +11,7 @@ import pytest
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
 from execplan.executor.component import ExecutorComponent
-from execplan.executor.metrics import BUCKETS
+from execplan.executor.observability.metrics import BUCKETS
 from execplan.server import ExecplanServer, MetricsComponent, PlannerComponent
 from execplan.v1 import execution_pb2
 from execplan.worker import Worker

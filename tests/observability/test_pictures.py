@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from execplan.cli import main
-from execplan.executor.pictures import COLOURS
+from execplan.cli.pictures import COLOURS
 
 from .conftest import Env
 

@@ -225,7 +225,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
             print(json_format.MessageToJson(execution, preserving_proto_field_name=True))
         elif args.format in ("dot", "mermaid"):
-            from execplan.executor import pictures  # noqa: PLC0415
+            from execplan.cli import pictures  # noqa: PLC0415
 
             plan = await client.get_plan(execution.plan_id)
             draw = (

@@ -249,7 +249,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from execplan.executor.tracing import configure_otlp_from_env  # noqa: PLC0415
+    from execplan.executor.observability.tracing import configure_otlp_from_env  # noqa: PLC0415
     from execplan.logs import configure_logging  # noqa: PLC0415
     from execplan.server import serve  # noqa: PLC0415  (keeps other commands light)
 

@@ -34,7 +34,7 @@ class ExecutorComponent:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
         `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
-        (executor/metrics.py, tracing.py, execplan.logs); spans use `tracer_provider`,
+        (executor/observability/); spans use `tracer_provider`,
         default the global one (no-op unless configured).
         On PostgreSQL the executor is always a replica (executor/ownership.py):
         `replica` names it (default: a random id advertising no address, so control
@@ -60,9 +60,11 @@ class ExecutorComponent:
             forwarder = GrpcForwarder(peer_credentials) if replica.advertise else None
             self.replica = Replica(self.store, self.engine, replica, forwarder)
         if observe:
-            from execplan.executor.metrics import MetricsObserver  # noqa: PLC0415
-            from execplan.executor.tracing import TracingObserver  # noqa: PLC0415
-            from execplan.logs import EventLogObserver  # noqa: PLC0415
+            from execplan.executor.observability.eventlog import (  # noqa: PLC0415
+                EventLogObserver,
+            )
+            from execplan.executor.observability.metrics import MetricsObserver  # noqa: PLC0415
+            from execplan.executor.observability.tracing import TracingObserver  # noqa: PLC0415
 
             self.metrics = MetricsObserver(self.engine)
             self.engine.observers.add(self.metrics)

@@ -20,7 +20,7 @@ from execplan.executor import breakers as cb
 from execplan.executor.dispatcher import ReadyQueues, WorkerRegistry
 from execplan.executor.hub import Hub
 from execplan.executor.machine import Machine
-from execplan.executor.observer import Observers
+from execplan.executor.observability.observer import Observers
 from execplan.executor.ownership import Router
 from execplan.executor.plan_view import PlanView
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider

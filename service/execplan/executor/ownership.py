@@ -5,8 +5,9 @@ is a `Replica`: it registers (a new epoch), renews its lease every `renew_ms`, a
 the same tick claims the active executions of replicas whose lease expired, which the
 engine then `adopt`s exactly as after a restart. The store fences every append by
 (replica_id, epoch), so a replica that lost its lease cannot write; the engine
-`disown`s what it lost. The SQL is in `store/postgres/ownership.py`; the design and
-the failover bound in docs/replicas.md.
+`disown`s what it lost. The store is any `ReplicaStore` (store/port.py; PostgreSQL's
+SQL is in `store/postgres/ownership.py`); the design and the failover bound are in
+docs/replicas.md.
 
     replica = Replica(store, engine, ReplicaConfig("r1", "10.0.0.5:7070"), forwarder)
     await replica.register()     # before engine.start(): recovery loads only ours
@@ -31,13 +32,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from execplan.errors import NotFound, StoreError, Unavailable
 from execplan.executor.values import JsonValue
-from execplan.store.port import TERMINAL_STATES
+from execplan.store.port import TERMINAL_STATES, CommitListener, ReplicaStore
 from execplan.v1 import events_pb2 as ev
 
 if TYPE_CHECKING:
     from execplan.executor.engine import Engine
-    from execplan.store.postgres import PostgresStore
-    from execplan.store.postgres.ownership import EventListener
 
 log = logging.getLogger("execplan.replicas")
 
@@ -92,7 +91,7 @@ class ReplicaConfig:
 class Replica:
     def __init__(
         self,
-        store: PostgresStore,
+        store: ReplicaStore,
         engine: Engine,
         config: ReplicaConfig,
         forwarder: Forwarder | None = None,
@@ -101,7 +100,7 @@ class Replica:
         self.engine = engine
         self.config = config
         self._forwarder = forwarder
-        self._listener: EventListener | None = None
+        self._listener: CommitListener | None = None
         self._task: asyncio.Task[None] | None = None
         self.claimed = 0  # executions taken over from other replicas (tests, metrics)
 

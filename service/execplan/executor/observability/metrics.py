@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from execplan.executor.observer import EngineObserver
+from execplan.executor.observability.observer import EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex

@@ -1,0 +1,81 @@
+"""The JSON event log: one structured log line per execution start and end and per
+failed, timed-out or retried attempt (successes at DEBUG), from committed events.
+
+    engine.observers.add(EventLogObserver())     # done by ExecutorComponent
+
+Each line carries the ids `execplan.logs.JsonFormatter` prints (`execution_id`,
+`task_id`, `attempt`, and the `trace_id` of the execution's trace context), so
+`--log-format json` output can be joined with traces and `execplan history`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from execplan.executor.observability.observer import EngineObserver
+from execplan.executor.state import ExecutionState, execution_state_name
+from execplan.v1 import events_pb2 as ev
+
+
+def trace_id_of(trace_context: dict[str, str]) -> str:
+    """The trace id in a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`)."""
+    parts = trace_context.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
+class EventLogObserver(EngineObserver):
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger("execplan.events")
+
+    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        base = {"execution_id": state.execution_id}
+        trace_id = trace_id_of(state.trace_context)
+        if trace_id:
+            base["trace_id"] = trace_id
+        for event in events:
+            kind = event.WhichOneof("kind")
+            if kind == "execution_started":
+                self.log.info("execution of %s started", state.plan.workflow_name, extra=base)
+            elif kind == "execution_completed":
+                done = event.execution_completed
+                outcome = execution_state_name(done.state)
+                detail = f": {done.error.type}: {done.error.message}" if done.error.type else ""
+                level = logging.INFO if outcome == "SUCCEEDED" else logging.WARNING
+                self.log.log(level, "execution ended %s%s", outcome, detail, extra=base)
+            elif kind == "task_failed":
+                f = event.task_failed
+                self.log.warning(
+                    "task %s %s: %s: %s",
+                    f.task_id,
+                    "failed" if f.final else "attempt failed",
+                    f.error.type,
+                    f.error.message,
+                    extra={**base, "task_id": f.task_id, "attempt": f.token.attempt},
+                )
+            elif kind == "task_timed_out":
+                t = event.task_timed_out
+                name = ev.TimeoutKind.Name(t.timeout).removeprefix("TIMEOUT_KIND_").lower()
+                self.log.warning(
+                    "task %s timed out (%s)",
+                    t.task_id,
+                    name,
+                    extra={**base, "task_id": t.task_id, "attempt": t.token.attempt},
+                )
+            elif kind == "task_retry_scheduled":
+                r = event.task_retry_scheduled
+                self.log.info(
+                    "task %s will retry: %s",
+                    r.task_id,
+                    r.reason,
+                    extra={**base, "task_id": r.task_id, "attempt": r.next_attempt},
+                )
+            elif kind == "task_succeeded" and self.log.isEnabledFor(logging.DEBUG):
+                s = event.task_succeeded
+                self.log.debug(
+                    "task %s succeeded",
+                    s.task_id,
+                    extra={**base, "task_id": s.task_id, "attempt": s.token.attempt},
+                )
