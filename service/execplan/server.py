@@ -9,7 +9,7 @@ A *component* is anything with a lifecycle that may also serve gRPC services (se
 `Component`). Components start in list order, before the port accepts traffic, and
 stop in reverse order, so list the store first: it then closes last.
 
-Shutdown order is fixed (STYLE principle 10), and each step says why:
+Shutdown order is fixed, and each step says why:
   1. health -> NOT_SERVING    load balancers and probes stop sending new work;
   2. begin_drain(), reversed  workers are told to finish and disconnect, subscriber
                               streams end; long-lived streams would otherwise hold
@@ -174,7 +174,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         # Clients (worker SDKs) ping every 20-60 s, also on idle streams; allow
-        # anything from 10 s up, or they get GOAWAY "too_many_pings" (NOTES.md).
+        # anything from 10 s up, or they get GOAWAY "too_many_pings" (docs/contract.md).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         # A second server on the same port must fail, not silently share it.

@@ -11,7 +11,7 @@ every other RPC on the event loop for the whole compile. Measured here on a
 20k-task chain (~1.1 s compile): the event loop's longest stall is ~90 ms offloaded
 (json.loads and protobuf serialization hold the GIL in C) against ~1.07 s inline.
 Small documents (the common case, well under a millisecond) compile inline, because
-a hop to another thread costs ~50 us on this hardware (NOTES.md). The pool is small
+a hop to another thread costs ~50 us on this hardware (docs/benchmarks.md). The pool is small
 on purpose: more threads would only contend for the same GIL. A
 `ProcessPoolExecutor` can be passed in for true parallelism (everything crossing it
 is picklable protobuf).

@@ -1,11 +1,11 @@
 """Run a whole function on an aiosqlite connection's own thread, in one hop.
 
 aiosqlite gives every connection a dedicated thread and turns each `await
-conn.execute(...)` into one round trip to it (~50-250 us here, see NOTES.md). A
-transaction written as a chain of awaits therefore costs several hops plus a hop
-per row. Instead, the store hands the thread one plain function that takes the
-`sqlite3.Connection` and does all the work (BEGIN, many statements, COMMIT, row
-conversion), so a group commit or a read is a single hop.
+conn.execute(...)` into one round trip to it (~50-250 us here: docs/benchmarks.md,
+"Costs the design rests on"). A transaction written as a chain of awaits therefore
+costs several hops plus a hop per row. Instead, the store hands the thread one plain
+function that takes the `sqlite3.Connection` and does all the work (BEGIN, many
+statements, COMMIT, row conversion), so a group commit or a read is a single hop.
 
 aiosqlite has no public API for that; `Connection._execute(fn, *args)` is the one
 entry point its own methods use. That, and joining the thread of a failed connect,
