@@ -3,6 +3,7 @@
     .venv/bin/python bench/executor_bench.py [--workload w1|w2|w3|idle|all] [--repeat 3]
         [--workers 2] [--slots 64] [--instances 1] [--dir /path/on/real/disk] [--json FILE]
         [--store sqlite] [--store postgresql://USER@HOST:PORT/DB]
+        [--source CHECKOUT [--source CHECKOUT ...]]
 
 Every run starts a fresh `execplan serve` (durable SQLite in a temp dir) and
 `--workers` worker processes (`bench/_executor_worker.py`, `--instances` SDK
@@ -22,6 +23,11 @@ per-run workflow name and terminal states (one message per execution), so the
 client does not load the server with a per-event stream. After each run the
 server's VmHWM / VmRSS are read from /proc. Prints a Markdown table of medians
 (min-max) over `--repeat` runs.
+
+To compare commits, unpack each (`git archive COMMIT | tar -x -C DIR`) and pass
+`--source DIR` once per commit: the runs alternate between them (old, new, old,
+new, ...), so both see the same machine and load, and each row is labelled with
+its directory's name.
 """
 
 from __future__ import annotations
@@ -454,6 +460,26 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
+async def one_run(
+    args: argparse.Namespace, kind: str, store: str, source: Path | None, *, tmp: Path, i: int
+) -> Run:
+    if kind == "idle":
+        procs = min(args.workers, args.idle_workers)
+        per = -(-args.idle_workers // procs)
+        with cluster(tmp, procs, args.slots, per, source, store=store) as c:
+            return await idle(c, args.idle_seconds)
+    with cluster(
+        tmp,
+        args.workers,
+        args.slots,
+        args.instances,
+        source,
+        store=store,
+        replicas=args.replicas if store != "sqlite" else 1,
+    ) as c:
+        return await workload(kind, c, f"{i}-{time.monotonic_ns()}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--workload", choices=["w1", "w2", "w3", "idle", "all"], default="all")
@@ -468,8 +494,10 @@ async def main() -> None:
     parser.add_argument(
         "--source",
         type=Path,
+        action="append",
         default=None,
-        help="run server + worker SDK from this checkout (e.g. `git archive HEAD` unpacked)",
+        help="run server + worker SDK from this checkout (e.g. `git archive HEAD` unpacked);"
+        " repeat to compare checkouts, run alternately",
     )
     parser.add_argument(
         "--store",
@@ -500,32 +528,25 @@ async def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     print(f"# load average before: {os.getloadavg()}")
     raw: dict[str, list[dict[str, float]]] = {}
+    sources: list[Path | None] = args.source or [None]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind, store in itertools.product(kinds, stores):
-            label = "postgresql" if store.startswith("postgres") else store
-            runs: list[Run] = []
+            runs: dict[Path | None, list[Run]] = {source: [] for source in sources}
             for i in range(args.repeat):
-                if kind == "idle":
-                    procs = min(args.workers, args.idle_workers)
-                    per = -(-args.idle_workers // procs)
-                    with cluster(Path(tmp), procs, args.slots, per, args.source, store=store) as c:
-                        runs.append(await idle(c, args.idle_seconds))
-                else:
-                    with cluster(
-                        Path(tmp),
-                        args.workers,
-                        args.slots,
-                        args.instances,
-                        args.source,
-                        store=store,
-                        replicas=args.replicas if store != "sqlite" else 1,
-                    ) as c:
-                        runs.append(await workload(kind, c, f"{i}-{time.monotonic_ns()}"))
-            raw[kind if len(stores) == 1 else f"{kind}-{label}"] = [asdict(r) for r in runs]
-            for row in report(kind, runs):
-                print(
-                    row if len(stores) == 1 else row.replace("| ", f"| [{label}] ", 1), flush=True
-                )
+                for source in sources:  # alternate, so each sees the same load
+                    run = await one_run(args, kind, store, source, tmp=Path(tmp), i=i)
+                    runs[source].append(run)
+            for source, done in runs.items():
+                labels = []
+                if len(stores) > 1:
+                    labels.append("postgresql" if store.startswith("postgres") else store)
+                if len(sources) > 1 and source is not None:
+                    labels.append(source.name)
+                key = "-".join([kind, *labels])
+                raw[key] = [asdict(r) for r in done]
+                prefix = "".join(f"[{label}] " for label in labels)
+                for row in report(kind, done):
+                    print(row.replace("| ", f"| {prefix}", 1), flush=True)
     print(f"# load average after: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))
