@@ -112,3 +112,14 @@ class OwnershipLost(StoreError):
     def __init__(self, message: str, execution_ids: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.execution_ids: tuple[str, ...] = tuple(execution_ids)
+
+
+def is_native_panic(error: BaseException) -> bool:
+    """A Rust panic inside a native extension (the `cel` package is built with pyo3).
+
+    pyo3 raises it as `pyo3_runtime.PanicException`, which derives from BaseException,
+    not Exception, so an `except Exception` that guards a call into the library lets
+    it through. Callers catch BaseException, keep what this accepts and re-raise the
+    rest (KeyboardInterrupt, SystemExit, asyncio.CancelledError)."""
+    cls = type(error)
+    return cls.__name__ == "PanicException" and cls.__module__ == "pyo3_runtime"

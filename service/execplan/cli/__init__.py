@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from execplan.cli.common import EXIT_FAILURE, CliError, Parser, rpc_error_lines
-from execplan.errors import ExecplanError
+from execplan.errors import ExecplanError, is_native_panic
 
 COMMAND_MODULES = ("planning", "executions", "workers", "serve", "replay", "breakers")
 
@@ -75,10 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_FAILURE
     except Exception as exc:
-        if os.environ.get("EXECPLAN_DEBUG"):
+        return _internal(exc)
+    except BaseException as exc:  # a Rust panic in a native library is not an Exception
+        if not is_native_panic(exc):
             raise
-        _say(f"internal error: {type(exc).__name__}: {exc} (EXECPLAN_DEBUG=1 for details)")
-        return EXIT_INTERNAL
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    if os.environ.get("EXECPLAN_DEBUG"):
+        raise exc
+    _say(f"internal error: {type(exc).__name__}: {exc} (EXECPLAN_DEBUG=1 for details)")
+    return EXIT_INTERNAL
 
 
 def _say(first: str, *rest: str) -> None:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import cel
+from execplan.errors import is_native_panic
 from execplan.executor.values import JsonValue, from_value
 from execplan.v1 import plan_pb2
 
@@ -37,6 +38,12 @@ class Expr:
             return _compile(self.source).execute(dict(context))
         except Exception as error:  # the cel binding raises KeyError/TypeError/ValueError
             raise EvaluationError(f"{self.source}: {_describe(error)}") from error
+        except BaseException as error:  # a Rust panic in `cel` is not an Exception
+            if not is_native_panic(error):
+                raise
+            raise EvaluationError(
+                f"{self.source}: the expression library failed: {error}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,6 @@ by CEL once and shared.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from execplan.planner import expressions as ex
 from execplan.planner.diagnostics import Diagnostics, child
 from execplan.planner.plan import (
@@ -32,8 +30,12 @@ from execplan.planner.plan import (
 Refs = list[tuple[str, Expression]]
 
 
-@lru_cache(maxsize=65536)
+@ex.small_key_cache(maxsize=32768)
 def _checked(source: str) -> tuple[Expression, tuple[tuple[str, str], ...]]:
+    # The bounds first, with their own code: `cel` only ever sees what they allow.
+    bound = ex.check_expression_bounds(source)
+    if bound is not None:
+        return Expression(source), (bound,)
     error = ex.compile_cel(source)
     if error is not None:
         return Expression(source), (("invalid-expression", error),)
@@ -77,12 +79,12 @@ def compile_value(value: object, path: str, diags: Diagnostics, refs: Refs) -> B
 _Compiled = tuple[BindingValue, tuple[Expression, ...], tuple[tuple[str, str], ...]]
 
 
-@lru_cache(maxsize=65536)
+@ex.small_key_cache(maxsize=32768)
 def _string(text: str) -> _Compiled:
     try:
         pieces = ex.split_template(text)
     except ex.TemplateError as exc:
-        return Literal(text), (), (("invalid-template", str(exc)),)
+        return Literal(text), (), ((exc.code, str(exc)),)
     exprs: list[Expression] = []
     problems: list[tuple[str, str]] = []
     parts: list[str | Expression] = []
@@ -143,7 +145,7 @@ def compile_condition(when: str, path: str, diags: Diagnostics, refs: Refs) -> E
         try:
             pieces = ex.split_template(source)
         except ex.TemplateError as exc:
-            diags.error("invalid-template", path, str(exc))
+            diags.error(exc.code, path, str(exc))
             return None
         if len(pieces) == 1 and isinstance(pieces[0], ex.ExprPart):
             source = pieces[0].source

@@ -30,6 +30,10 @@ Codes (errors unless noted):
                               depends_on entry (or expression) that closes it
     invalid-template          unclosed or empty `${{ }}`
     invalid-expression        CEL does not parse (one-line message with position)
+    expression-too-large      an expression over MAX_EXPRESSION_BYTES (16 KiB)
+    expression-too-deep       brackets nested over 32, or over 500 chained operators,
+                              accesses and calls (expressions.py, "Bounds")
+    expression-too-costly     more than 2 nested comprehensions (all, exists, map, ...)
     unknown-reference         unknown task / undeclared input / tasks.x.<not a field> /
                               unknown variable
     dynamic-reference         tasks[k] or workflow.inputs[k] with a non-literal key

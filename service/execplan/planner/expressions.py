@@ -14,8 +14,12 @@ Public helpers (the executor reuses them):
   order; raises `TemplateError` on an unclosed `${{`. Closing `}}` inside CEL string
   literals or nested map literals does not end the expression.
 - `is_plain(text) -> bool`: no `${{` at all (fast path, no parsing).
+- `check_expression_bounds(source) -> tuple[code, message] | None`: the size, nesting,
+  depth and comprehension bounds (see "Bounds" below). The one gate in front of the
+  `cel` library: the planner reports its answer as a diagnostic and the executor must
+  refuse to compile any source it rejects.
 - `compile_cel(source) -> str | None`: None when the source parses, else a one-line
-  error message. Cached by source string.
+  error message (also for a source over the bounds, which never reaches `cel`).
 - `analyze_expression(source) -> Analysis`: what the expression reads, found with a
   small CEL tokenizer (the `cel` package only reports top-level variable names):
   `tasks.ID` / `tasks["ID"]` -> `reads_tasks`, `workflow.inputs.NAME` (or `["NAME"]`)
@@ -24,14 +28,36 @@ Public helpers (the executor reuses them):
   variables, `tasks.x.foo` with foo not in TASK_FIELDS, `workflow.foo` other than
   `inputs`, and dynamic access (`tasks[k]`, bare `tasks`) that hides what is read.
   Comprehension variables (`list.exists(x, ...)`, `cel.bind(x, ...)`) are allowed.
+
+Bounds. The `cel` library (Rust) parses and evaluates recursively on the native
+stack: a chain of 15,000 `+ 1` terms or `.b` accesses overflows an 8 MiB stack and
+kills the process (SIGSEGV, nothing to catch), and a parse error past column 65,535
+panics. So every source is first checked by a linear pre-scan of our own:
+
+    MAX_EXPRESSION_BYTES       16 KiB of UTF-8                 expression-too-large
+    MAX_EXPRESSION_NESTING     32 nested (), [] or {}          expression-too-deep
+    MAX_EXPRESSION_DEPTH       500 chained operators, `.`/`[]` accesses and calls
+                               along any path of the syntax tree   expression-too-deep
+    MAX_COMPREHENSION_NESTING  2 nested iterating macros (all, exists, exists_one,
+                               map, filter, ...): three nested over 1,000-element
+                               lists already cost 10^9 steps     expression-too-costly
+
+The depth is an upper bound computed without parsing: operators and accesses are
+counted per comma-separated operand, plus the deepest bracket group inside it. At
+~1 KiB of native stack per level when evaluating (measured), 500 levels stay well
+inside even a 1 MiB thread stack.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import cel
+from execplan.errors import is_native_panic
 
 TASK_FIELDS = frozenset({"output", "status", "error", "attempts"})
 ROOTS = frozenset({"workflow", "tasks", "execution"})
@@ -59,13 +85,47 @@ _BUILTIN_NAMES = frozenset(
 _MACROS = frozenset(
     {"all", "exists", "exists_one", "map", "filter", "bind", "transformList", "transformMap"}
 )
+# The macros that iterate over a list or map (`bind` does not).
+_ITERATING = _MACROS - {"bind"}
+
+MAX_EXPRESSION_BYTES = 16 * 1024
+MAX_EXPRESSION_NESTING = 32
+MAX_EXPRESSION_DEPTH = 500
+MAX_COMPREHENSION_NESTING = 2
+
+T = TypeVar("T")
+
+
+def small_key_cache(
+    maxsize: int, max_chars: int = 1024
+) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+    """An LRU cache by string that only remembers strings up to `max_chars`: a cache
+    keyed by whole input strings would otherwise keep a few huge ones (a 50 MB
+    `when`) alive for the life of the process. Longer strings are computed each time."""
+
+    def decorate(fn: Callable[[str], T]) -> Callable[[str], T]:
+        cached = lru_cache(maxsize)(fn)
+
+        def call(text: str) -> T:
+            return cached(text) if len(text) <= max_chars else fn(text)
+
+        call.__doc__ = fn.__doc__
+        return call
+
+    return decorate
+
 
 OPEN = "${{"
 CLOSE = "}}"
 
 
 class TemplateError(ValueError):
-    """A `${{` without its closing `}}`, or an empty `${{ }}`."""
+    """A `${{` without its closing `}}`, an empty `${{ }}`, or (code
+    `expression-too-large`) a `${{` whose expression runs past MAX_EXPRESSION_BYTES."""
+
+    def __init__(self, message: str, code: str = "invalid-template") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +147,15 @@ def is_plain(text: str) -> bool:
     return OPEN not in text
 
 
-def _skip_string(text: str, i: int) -> int:
-    """Index just past the CEL string literal whose quote is at text[i]."""
+def _skip_string(text: str, i: int, n: int | None = None) -> int:
+    """Index just past the CEL string literal whose quote is at text[i]; -1 when it
+    runs past index `n` (a window shorter than the text)."""
     q = text[i]
     triple = text.startswith(q * 3, i)
     end_quote = q * 3 if triple else q
     j = i + (3 if triple else 1)
     raw = (i > 0 and text[i - 1] in "rR") or (i > 1 and text[i - 2] in "rR" and text[i - 1] in "bB")
-    n = len(text)
+    n = len(text) if n is None else n
     while j < n:
         c = text[j]
         if c == "\\" and not raw:
@@ -105,18 +166,23 @@ def _skip_string(text: str, i: int) -> int:
         if c == "\n" and not triple:
             break
         j += 1
+    else:
+        if n < len(text):
+            return -1  # the window ended first
     raise TemplateError("unterminated string literal inside ${{ }}")
 
 
-def _find_close(text: str, start: int) -> int:
-    """Index of the `}}` closing an expression that starts at `start`, or -1."""
+def _find_close(text: str, start: int, n: int) -> int:
+    """Index of the `}}` closing an expression that starts at `start`; -1 if there is
+    none, -2 if the search reached index `n` first (a window shorter than the text)."""
     depth = 0
     i = start
-    n = len(text)
     while i < n:
         c = text[i]
         if c in "'\"":
-            i = _skip_string(text, i)
+            i = _skip_string(text, i, n)
+            if i < 0:
+                return -2
             continue
         if c == "{":
             depth += 1
@@ -125,10 +191,10 @@ def _find_close(text: str, start: int) -> int:
                 return i if text.startswith(CLOSE, i) else -1
             depth -= 1
         i += 1
-    return -1
+    return -1 if n == len(text) else -2
 
 
-@lru_cache(maxsize=65536)
+@small_key_cache(maxsize=32768)
 def split_template(text: str) -> tuple[str | ExprPart, ...]:
     parts: list[str | ExprPart] = []
     pos = 0
@@ -140,8 +206,16 @@ def split_template(text: str) -> tuple[str | ExprPart, ...]:
             return tuple(parts)
         if at > pos:
             parts.append(text[pos:at])
-        end = _find_close(text, at + len(OPEN))
+        # No expression may be longer than MAX_EXPRESSION_BYTES, so the search for its
+        # end stops there: a `${{` in a 50 MB string costs 16 KiB of scanning, not 50 MB.
+        start = at + len(OPEN)
+        end = _find_close(text, start, min(len(text), start + MAX_EXPRESSION_BYTES + len(CLOSE)))
         if end < 0:
+            if end == -2:
+                raise TemplateError(
+                    f"the expression at offset {at} is longer than {MAX_EXPRESSION_BYTES} bytes",
+                    "expression-too-large",
+                )
             raise TemplateError(f"'${{{{' at offset {at} is not closed by '}}}}'")
         source = text[at + len(OPEN) : end].strip()
         if not source:
@@ -150,17 +224,140 @@ def split_template(text: str) -> tuple[str | ExprPart, ...]:
         pos = end + len(CLOSE)
 
 
-@lru_cache(maxsize=65536)
+# --- bounds ---------------------------------------------------------------------------
+
+_SCAN = re.compile(
+    r"""
+    (?P<skip>\s+|//[^\n]*)
+    |(?P<quote>[rRbB]{0,2}['"])
+    |(?P<ident>[A-Za-z_][A-Za-z0-9_]*|`[^`]*`)
+    |(?P<number>\d[\w.]*)
+    |(?P<op>[-+*/%<>=!&|?:]+|\.)
+    |(?P<open>[(\[{])
+    |(?P<close>[)\]}])
+    |(?P<comma>,)
+    """,
+    re.VERBOSE,
+)
+
+
+def check_expression_bounds(source: str) -> tuple[str, str] | None:
+    """(code, message) when `source` is over a bound, else None. Linear time; never
+    calls into `cel`. See "Bounds" in the module docstring."""
+    n = len(source)
+    if (
+        n > MAX_EXPRESSION_BYTES
+        or len(source.encode("utf-8", "surrogatepass")) > MAX_EXPRESSION_BYTES
+    ):
+        return (
+            "expression-too-large",
+            f"expression is longer than {MAX_EXPRESSION_BYTES} bytes "
+            f"({n:,} characters); split it or compute the value in a task",
+        )
+    opens = source.count("(") + source.count("[") + source.count("{")
+    if (
+        n <= MAX_EXPRESSION_DEPTH  # every counted token is at least one character
+        and opens <= MAX_EXPRESSION_NESTING
+        and sum(source.count(m) for m in _ITERATING) <= MAX_COMPREHENSION_NESTING
+    ):
+        return None  # nothing to count: the common case costs a few str.count calls
+    return _scan_bounds(source)
+
+
+def _scan_bounds(source: str) -> tuple[str, str] | None:
+    # One frame per open bracket: the enclosing operand's (count, deepest child),
+    # the group's deepest operand so far, and whether it opened an iterating macro.
+    stack: list[tuple[int, int, int, bool]] = []
+    own = child = group = 0  # current operand: its operators, its deepest group
+    base = 0  # the operators of every enclosing operand: they are on the same path
+    comprehensions = 0
+    prev = prev2 = ""  # the last two significant tokens, to spot `.all(`
+    pos, n = 0, len(source)
+    while pos < n:
+        m = _SCAN.match(source, pos)
+        if m is None:
+            pos += 1  # a character CEL will reject; not ours to report
+            continue
+        kind = m.lastgroup
+        pos = m.end()
+        if kind == "skip":
+            continue
+        if kind == "quote":
+            try:
+                pos = _skip_string(source, pos - 1)
+            except TemplateError:
+                break  # unterminated: CEL reports it
+        elif kind == "op":
+            own += 1
+        elif kind == "open":
+            own += 1
+            macro = m.group() == "(" and prev2 == "." and prev in _ITERATING
+            stack.append((own, child, group, macro))
+            base += own
+            own = child = group = 0
+            if len(stack) > MAX_EXPRESSION_NESTING:
+                return (
+                    "expression-too-deep",
+                    f"expression nests brackets more than {MAX_EXPRESSION_NESTING} deep",
+                )
+            if macro:
+                comprehensions += 1
+                if comprehensions > MAX_COMPREHENSION_NESTING:
+                    return (
+                        "expression-too-costly",
+                        f"more than {MAX_COMPREHENSION_NESTING} nested comprehensions "
+                        f"({prev}(...) inside another); their cost multiplies: "
+                        "flatten the data in a task first",
+                    )
+        elif kind == "close" and stack:
+            deepest = max(group, own + child)
+            own, child, group, macro = stack.pop()
+            base -= own
+            child = max(child, deepest)
+            comprehensions -= macro
+        elif kind == "comma":
+            group = max(group, own + child)
+            own = child = 0
+        if base + own + child > MAX_EXPRESSION_DEPTH:
+            return (
+                "expression-too-deep",
+                f"expression chains more than {MAX_EXPRESSION_DEPTH} operators, "
+                "member accesses and calls; shorten it",
+            )
+        prev2, prev = prev, m.group()
+    return None
+
+
+# A `cel.compile` error message has one `ERROR: <input>:line:col: message` line.
+_MAX_ERROR_CHARS = 300
+
+
+@small_key_cache(maxsize=32768)
 def compile_cel(source: str) -> str | None:
+    problem = check_expression_bounds(source)
+    if problem is not None:
+        return problem[1]
     try:
         cel.compile(source)
     except Exception as exc:  # the binding raises ValueError; anything else is a bad parse too
-        msg = str(exc)
-        for line in msg.splitlines():
-            if "ERROR:" in line:
-                return line[line.index("ERROR:") + len("ERROR:") :].strip()
-        return msg.splitlines()[0] if msg else "expression does not parse"
+        return _parse_error(str(exc))
+    except BaseException as exc:
+        if not is_native_panic(exc):
+            raise
+        return _parse_error(f"the expression library failed: {exc}")
     return None
+
+
+def _parse_error(msg: str) -> str:
+    for line in msg.splitlines():
+        if "ERROR:" in line:
+            msg = line[line.index("ERROR:") + len("ERROR:") :].strip()
+            break
+    else:
+        msg = msg.splitlines()[0] if msg else "expression does not parse"
+    if len(msg) > _MAX_ERROR_CHARS:
+        msg = msg[:_MAX_ERROR_CHARS] + f"…({len(msg)} chars)"
+    return msg
 
 
 # --- tokenizer ------------------------------------------------------------------------
@@ -243,7 +440,7 @@ def _member(toks: list[tuple[str, str]], k: int) -> tuple[str | None, int, bool]
     return None, k, False
 
 
-@lru_cache(maxsize=65536)
+@small_key_cache(maxsize=32768)
 def analyze_expression(source: str) -> Analysis:
     toks = _tokens(source)
     bound = _bound_variables(toks)

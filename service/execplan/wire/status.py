@@ -72,6 +72,7 @@ from execplan.errors import (
     Unauthenticated,
     Unavailable,
     WorkflowInvalid,
+    is_native_panic,
 )
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -184,7 +185,7 @@ async def abort_with(context: Ctx, error: ExecplanError) -> NoReturn:
     await _abort(context, to_rpc_status(error))
 
 
-async def _translate(context: Ctx, exc: Exception) -> NoReturn:
+async def _translate(context: Ctx, exc: BaseException) -> NoReturn:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # the handler already chose a status
     if isinstance(exc, ExecplanError):
@@ -204,6 +205,10 @@ def unary_errors(
         try:
             return await method(self, request, context)
         except Exception as exc:
+            await _translate(context, exc)
+        except BaseException as exc:  # a Rust panic (pyo3) is not an Exception
+            if not is_native_panic(exc):
+                raise
             await _translate(context, exc)
 
     return wrapper
@@ -225,6 +230,10 @@ def stream_errors(
                 async for item in items:
                     yield item
         except Exception as exc:
+            await _translate(context, exc)
+        except BaseException as exc:  # a Rust panic (pyo3) is not an Exception
+            if not is_native_panic(exc):
+                raise
             await _translate(context, exc)
 
     return wrapper
