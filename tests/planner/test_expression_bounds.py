@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from execplan.planner import compile_document, expressions
+from execplan.planner.cache import small_key_cache
 from execplan.planner.expressions import (
     MAX_COMPREHENSION_NESTING,
     MAX_EXPRESSION_BYTES,
@@ -175,7 +176,7 @@ def test_an_unclosed_template_in_a_huge_string_is_scanned_only_up_to_the_bound()
 def test_the_caches_do_not_keep_huge_strings() -> None:
     computed: list[str] = []
 
-    @expressions.small_key_cache(maxsize=8, max_chars=10)
+    @small_key_cache(maxsize=8, max_chars=10)
     def length(text: str) -> int:
         computed.append(text)
         return len(text)

@@ -70,6 +70,22 @@ CASES: dict[str, Case] = {
         "outputs.o",
         "16384 bytes",
     ),
+    # Echoed input is bounded: these once gave 100 KB and 52 MB messages, and over gRPC
+    # the oversized status details came back as RESOURCE_EXHAUSTED.
+    "unknown-dependency-100k": Case(
+        "name: w\ntasks: [{id: a, type: t, depends_on: [" + "b" * 100_000 + "]}]\n",
+        "tasks[0].depends_on[0]",
+        "…(100,000 chars)",
+    ),
+    "when-50MB": Case(_when("a" * 50_000_000 + " +"), "tasks[0].when", "16384 bytes"),
+    "5000-errors": Case(
+        "name: w\ntasks:\n"
+        + "".join(
+            f"  - {{id: a{i}, type: t, depends_on: [{'z' * 60}{i}]}}\n" for i in range(5_000)
+        ),
+        "tasks[0].depends_on[0]",
+        "no task has id",
+    ),
 }
 
 

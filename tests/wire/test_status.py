@@ -98,6 +98,34 @@ def test_limit_has_quota_failure() -> None:
     ]
 
 
+def test_details_and_message_stay_under_the_trailer_limit() -> None:
+    """gRPC clients refuse trailers over 8 KiB (the status then arrives as
+    RESOURCE_EXHAUSTED): however many and however long the violations, the encoded
+    status stays well under it, and the last violation says what was left out."""
+    many = [
+        errors.FieldViolation(f"tasks[{i}].depends_on[0]" + "x" * 500, "é" * 1000, "code")
+        for i in range(10_000)
+    ]
+    for error in (errors.WorkflowInvalid("🙂" * 10_000, many), errors.LimitExceeded("x", many)):
+        st = to_rpc_status(error)
+        assert len(st.message.encode()) < 500
+        # What goes on the wire: details base64 (4/3), message percent-encoded (x3).
+        assert st.ByteSize() * 4 / 3 + len(st.message.encode()) * 3 < 6 * 1024
+        kind = (
+            error_details_pb2.BadRequest
+            if isinstance(error, errors.InvalidArgument)
+            else error_details_pb2.QuotaFailure
+        )
+        (detail,) = _unpack(st, kind)
+        listed = list(
+            detail.field_violations
+            if isinstance(detail, error_details_pb2.BadRequest)
+            else detail.violations
+        )
+        assert listed[-1].description.endswith("more violations not shown")
+        assert len(listed) > 2
+
+
 def test_overloaded_has_retry_info() -> None:
     (retry,) = _unpack(to_rpc_status(errors.Overloaded("busy", 2.25)), error_details_pb2.RetryInfo)
     assert retry.retry_delay.ToMilliseconds() == 2250

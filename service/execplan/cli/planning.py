@@ -70,8 +70,11 @@ def _report(args: argparse.Namespace, diagnostics: Sequence[Diagnostic]) -> None
     if errors:
         limit = any(d.code.startswith("limit-") for d in errors)
         what = "exceeds a limit" if limit else "is invalid"
-        noun = "error" if len(errors) == 1 else "errors"
-        raise CliError(f"{args.file} {what} ({len(errors)} {noun})", EXIT_FAILURE, lines)
+        # The planner reports at most 100; a last `diagnostics-truncated` says so.
+        shown = sum(d.code != "diagnostics-truncated" for d in errors)
+        more = " and more" if shown < len(errors) else ""
+        noun = "error" if shown == 1 and not more else "errors"
+        raise CliError(f"{args.file} {what} ({shown} {noun}{more})", EXIT_FAILURE, lines)
     for line in lines:
         print(line, file=sys.stderr)
 

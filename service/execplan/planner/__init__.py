@@ -6,7 +6,9 @@
     render_text(plan) / render_dot(plan) / render_mermaid(plan) -> str
 
 `CompileResult.plan` is None iff some diagnostic is an error; diagnostics are always
-sorted (path in natural order, then code, then message). The planner does no I/O,
+sorted (path in natural order, then code, then message), at most 100 of them, errors
+chosen before warnings, and when more were found a last `diagnostics-truncated`
+entry says how many (see `diagnostics.py`). The planner does no I/O,
 reads no clock, environment or randomness and never mutates its input, so the same
 document always yields the same `Plan` and `plan_id`. `execplan.wire.plan_codec`
 turns a `Plan` into `execplan.v1.ExecutionPlan`.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from execplan.planner import compile as _compile
 from execplan.planner import parse as _parse
-from execplan.planner.diagnostics import Diagnostic, Diagnostics, sorted_diagnostics
+from execplan.planner.diagnostics import Diagnostic, Diagnostics
 from execplan.planner.plan import (
     FORMAT_VERSION,
     Binding,
@@ -95,7 +97,7 @@ def _run_source(source: str, fmt: str, build: bool) -> CompileResult:
         # Free the document while the GC is still paused: otherwise the first
         # collection after it resumes walks all of it (~200k containers at 100k tasks).
         del doc
-    return CompileResult(plan, sorted_diagnostics(diags.items))
+    return CompileResult(plan, diags.report())
 
 
 def compile_source(source: str, fmt: str = "auto") -> CompileResult:
@@ -108,7 +110,7 @@ def compile_document(doc: object) -> CompileResult:
     diags = Diagnostics()
     with _no_gc():
         plan = _compile.compile_document(doc, diags)
-    return CompileResult(plan, sorted_diagnostics(diags.items))
+    return CompileResult(plan, diags.report())
 
 
 def validate_source(source: str, fmt: str = "auto") -> tuple[Diagnostic, ...]:

@@ -15,6 +15,7 @@ by CEL once and shared.
 from __future__ import annotations
 
 from execplan.planner import expressions as ex
+from execplan.planner.cache import small_key_cache
 from execplan.planner.diagnostics import Diagnostics, child
 from execplan.planner.plan import (
     Binding,
@@ -30,7 +31,7 @@ from execplan.planner.plan import (
 Refs = list[tuple[str, Expression]]
 
 
-@ex.small_key_cache(maxsize=32768)
+@small_key_cache(maxsize=32768)
 def _checked(source: str) -> tuple[Expression, tuple[tuple[str, str], ...]]:
     # The bounds first, with their own code: `cel` only ever sees what they allow.
     bound = ex.check_expression_bounds(source)
@@ -79,7 +80,7 @@ def compile_value(value: object, path: str, diags: Diagnostics, refs: Refs) -> B
 _Compiled = tuple[BindingValue, tuple[Expression, ...], tuple[tuple[str, str], ...]]
 
 
-@ex.small_key_cache(maxsize=32768)
+@small_key_cache(maxsize=32768)
 def _string(text: str) -> _Compiled:
     try:
         pieces = ex.split_template(text)

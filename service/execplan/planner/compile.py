@@ -36,7 +36,7 @@ from execplan.planner import (
     validate_reachability,
 )
 from execplan.planner.bindings import compile_bindings, compile_condition
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import Diagnostics, clip
 from execplan.planner.model import Task, Workflow
 from execplan.planner.plan import (
     Binding,
@@ -115,9 +115,8 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     order, leftover = graph.topo_order(n, succ)
     if leftover:
         for cycle in graph.find_cycles(succ, leftover):
-            names = [_id(wf.tasks[u]) for u in cycle]
             closing = _edge_path(wf, cycle[-2], cycle[-1], data)
-            diags.error("cycle", closing, "dependency cycle: " + " > ".join(names))
+            diags.error("cycle", closing, "dependency cycle: " + _cycle_text(wf, cycle))
     else:
         validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
     if diags.has_errors or not build:
@@ -171,7 +170,16 @@ def _edge_path(wf: Workflow, u: int, v: int, data: list[tuple[int, int, str]]) -
 
 
 def _id(t: Task | None) -> str:
-    return t.id if t is not None else "?"
+    return clip(t.id) if t is not None else "?"
+
+
+def _cycle_text(wf: Workflow, cycle: list[int]) -> str:
+    """`a > b > c > a`; a long cycle shows its first and last few tasks only."""
+    if len(cycle) <= 12:
+        return " > ".join(_id(wf.tasks[u]) for u in cycle)
+    head = " > ".join(_id(wf.tasks[u]) for u in cycle[:6])
+    tail = " > ".join(_id(wf.tasks[u]) for u in cycle[-5:])
+    return f"{head} > …({len(cycle) - 11:,} more) > {tail}"
 
 
 def _compile_task(

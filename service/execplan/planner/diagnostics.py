@@ -7,6 +7,15 @@ going, so one compile reports every problem at once; `sorted_diagnostics` gives 
 order every caller sees: by path (numbers compared as numbers, so `tasks[2]` comes
 before `tasks[10]`), then code, then message.
 
+Everything a diagnostic repeats from the document is bounded, so a hostile document
+cannot make the answer bigger than the question: `echo(value)` is how a message
+quotes a value (its repr, cut by `clip` to MAX_ECHO_CHARS then `…(N chars)`), `child`
+shortens long
+keys in paths the same way, and any message or path is cut at MAX_MESSAGE_CHARS as a
+backstop. A compile keeps at most MAX_COLLECTED diagnostics (the rest are counted)
+and `report` returns at most MAX_REPORTED, errors first, plus one
+`diagnostics-truncated` entry saying how many more there were.
+
 Codes (errors unless noted):
 
     invalid-syntax            the text is not YAML/JSON
@@ -43,17 +52,25 @@ Codes (errors unless noted):
     builtin-invalid           builtin.sleep without duration, builtin.wait_for_event
                               without event, unknown builtin.*
     unreachable               a trigger rule that can never fire (validate_reachability)
+    diagnostics-truncated     (last; error if an omitted one is) N more not reported
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+
+from execplan.planner.cache import small_key_cache
 
 ERROR = "error"
 WARNING = "warning"
+
+MAX_ECHO_CHARS = 80
+MAX_MESSAGE_CHARS = 1000
+MAX_COLLECTED = 10_000
+MAX_REPORTED = 100
 
 _DIGITS = re.compile(r"(\d+)")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -89,11 +106,33 @@ def sorted_diagnostics(diags: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     return tuple(sorted(set(diags), key=sort_key))
 
 
-@lru_cache(maxsize=4096)
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, then `…(N chars)`: the one truncation rule."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text):,} chars)"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = MAX_ECHO_CHARS
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 6, 4
+
+
+def echo(value: object) -> str:
+    """A value from the document as a message quotes it: its repr, bounded."""
+    if type(value) is str:
+        if len(value) <= MAX_ECHO_CHARS:
+            return repr(value)
+        return f"{value[:MAX_ECHO_CHARS]!r}…({len(value):,} chars)"
+    if type(value) is int and abs(value) >= 10**MAX_ECHO_CHARS:
+        # repr() itself raises past 4,300 digits (Python's int-to-str limit).
+        return f"an integer of about {value.bit_length() * 30103 // 100000:,} digits"
+    return _REPR.repr(value)
+
+
+@small_key_cache(maxsize=4096, max_chars=MAX_ECHO_CHARS)
 def _suffix(key: str) -> str:
-    if _IDENT.fullmatch(key):
+    if len(key) <= MAX_ECHO_CHARS and _IDENT.fullmatch(key):
         return "." + key
-    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+    quoted = clip(key, MAX_ECHO_CHARS).replace("\\", "\\\\").replace('"', '\\"')
     return f'["{quoted}"]'
 
 
@@ -106,19 +145,62 @@ def child(path: str, key: str) -> str:
 
 
 class Diagnostics:
-    """Append-only collector shared by the phases of one compile."""
+    """Append-only collector shared by the phases of one compile (bounded: past
+    MAX_COLLECTED entries, new ones are only counted)."""
 
-    __slots__ = ("items",)
+    __slots__ = ("dropped_errors", "dropped_warnings", "items")
 
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
+        self.dropped_errors = 0
+        self.dropped_warnings = 0
 
     def error(self, code: str, path: str, message: str) -> None:
-        self.items.append(Diagnostic(code, path, message, ERROR))
+        if len(self.items) < MAX_COLLECTED:
+            self.items.append(_bounded(code, path, message, ERROR))
+        else:
+            self.dropped_errors += 1
 
     def warning(self, code: str, path: str, message: str) -> None:
-        self.items.append(Diagnostic(code, path, message, WARNING))
+        if len(self.items) < MAX_COLLECTED:
+            self.items.append(_bounded(code, path, message, WARNING))
+        else:
+            self.dropped_warnings += 1
+
+    @property
+    def full(self) -> bool:
+        """True once new entries are only counted: skip optional work (hints)."""
+        return len(self.items) >= MAX_COLLECTED
 
     @property
     def has_errors(self) -> bool:
-        return any(d.severity == ERROR for d in self.items)
+        return self.dropped_errors > 0 or any(d.severity == ERROR for d in self.items)
+
+    def report(self) -> tuple[Diagnostic, ...]:
+        """What callers see: at most MAX_REPORTED, errors before warnings, in the
+        natural order, then a `diagnostics-truncated` entry if any were left out."""
+        unique = set(self.items)
+        errors = sorted((d for d in unique if d.severity == ERROR), key=sort_key)
+        warnings = sorted((d for d in unique if d.severity != ERROR), key=sort_key)
+        kept = (errors + warnings)[:MAX_REPORTED]
+        omitted_errors = len(errors) - min(len(errors), MAX_REPORTED) + self.dropped_errors
+        omitted = len(unique) - len(kept) + self.dropped_errors + self.dropped_warnings
+        shown = tuple(sorted(kept, key=sort_key))
+        if not omitted:
+            return shown
+        summary = Diagnostic(
+            "diagnostics-truncated",
+            "",
+            f"{omitted:,} more problems not shown (at most {MAX_REPORTED} are reported)",
+            ERROR if omitted_errors else WARNING,
+        )
+        return (*shown, summary)
+
+
+def _bounded(code: str, path: str, message: str, severity: str) -> Diagnostic:
+    # The backstop: messages should quote input through echo() already.
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = clip(message, MAX_MESSAGE_CHARS)
+    if len(path) > MAX_MESSAGE_CHARS:
+        path = clip(path, MAX_MESSAGE_CHARS)
+    return Diagnostic(code, path, message, severity)

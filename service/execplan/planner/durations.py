@@ -17,6 +17,8 @@ import re
 from fractions import Fraction
 from functools import lru_cache
 
+from execplan.planner.diagnostics import echo
+
 _UNIT_MS: dict[str, Fraction] = {
     "ns": Fraction(1, 1_000_000),
     "us": Fraction(1, 1000),
@@ -32,6 +34,7 @@ _WHOLE = re.compile(r"(?:(?:\d+(?:\.\d+)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+")
 
 # Plenty for any real timeout, and keeps the value inside int64 nanoseconds.
 MAX_MS = 10_000 * 365 * 86_400_000
+MAX_CHARS = 64
 
 
 @lru_cache(maxsize=4096)
@@ -40,14 +43,16 @@ def parse_duration(text: str) -> int:
     s = text.strip()
     if s == "0":
         return 0
+    if len(s) > MAX_CHARS:  # also keeps the Fraction sum below from a million parts
+        raise ValueError(f"invalid duration {echo(text)}: longer than {MAX_CHARS} characters")
     if not s or not _WHOLE.fullmatch(s):
-        raise ValueError(f"invalid duration {text!r}: expected e.g. 250ms, 30s, 5m, 1h30m")
+        raise ValueError(f"invalid duration {echo(text)}: expected e.g. 250ms, 30s, 5m, 1h30m")
     total = Fraction(0)
     for number, unit in _PART.findall(s):
         total += Fraction(number) * _UNIT_MS[unit]
     ms = -(-total.numerator // total.denominator)  # ceil
     if ms > MAX_MS:
-        raise ValueError(f"duration {text!r} is too long")
+        raise ValueError(f"duration {echo(text)} is too long")
     return ms
 
 

@@ -51,13 +51,12 @@ inside even a 1 MiB thread stack.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TypeVar
 
 import cel
 from execplan.errors import is_native_panic
+from execplan.planner.cache import small_key_cache
+from execplan.planner.diagnostics import clip, echo
 
 TASK_FIELDS = frozenset({"output", "status", "error", "attempts"})
 ROOTS = frozenset({"workflow", "tasks", "execution"})
@@ -92,27 +91,6 @@ MAX_EXPRESSION_BYTES = 16 * 1024
 MAX_EXPRESSION_NESTING = 32
 MAX_EXPRESSION_DEPTH = 500
 MAX_COMPREHENSION_NESTING = 2
-
-T = TypeVar("T")
-
-
-def small_key_cache(
-    maxsize: int, max_chars: int = 1024
-) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
-    """An LRU cache by string that only remembers strings up to `max_chars`: a cache
-    keyed by whole input strings would otherwise keep a few huge ones (a 50 MB
-    `when`) alive for the life of the process. Longer strings are computed each time."""
-
-    def decorate(fn: Callable[[str], T]) -> Callable[[str], T]:
-        cached = lru_cache(maxsize)(fn)
-
-        def call(text: str) -> T:
-            return cached(text) if len(text) <= max_chars else fn(text)
-
-        call.__doc__ = fn.__doc__
-        return call
-
-    return decorate
 
 
 OPEN = "${{"
@@ -472,14 +450,17 @@ def analyze_expression(source: str) -> Analysis:
                 problems.append(
                     (
                         "unknown-reference",
-                        f"tasks.{task}.{field}: a task has only {', '.join(sorted(TASK_FIELDS))}",
+                        f"tasks.{clip(task)}.{clip(field)}: a task has only "
+                        + ", ".join(sorted(TASK_FIELDS)),
                     )
                 )
         elif word == "workflow":
             field, nxt, _ = _member(toks, k + 1)
             if field != "inputs":
                 what = "workflow" if field is None else f"workflow.{field}"
-                problems.append(("unknown-reference", f"{what}: only workflow.inputs is defined"))
+                problems.append(
+                    ("unknown-reference", f"{clip(what)}: only workflow.inputs is defined")
+                )
                 continue
             name, _, _ = _member(toks, nxt)
             if name is None:
@@ -495,7 +476,7 @@ def analyze_expression(source: str) -> Analysis:
             problems.append(
                 (
                     "unknown-reference",
-                    f"unknown variable {word!r}: expressions read workflow, tasks, execution",
+                    f"unknown variable {echo(word)}: expressions read workflow, tasks, execution",
                 )
             )
     return Analysis(tuple(sorted(tasks)), tuple(sorted(inputs)), reads_execution, tuple(problems))

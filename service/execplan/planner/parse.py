@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 from execplan.planner import model
-from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.diagnostics import MAX_ECHO_CHARS, Diagnostics, child, echo
 from execplan.planner.durations import parse_duration
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -114,7 +114,7 @@ def _integer(lo: int, hi: int) -> Conv:
         if n is None:
             return _invalid(diags, path, "an integer", v)
         if not lo <= n <= hi:
-            diags.error("invalid-type", path, f"{n} is out of range {lo}..{hi}")
+            diags.error("invalid-type", path, f"{echo(n)} is out of range {lo}..{hi}")
             return BAD
         return n
 
@@ -170,7 +170,7 @@ def _enum(prefix: str, names: tuple[str, ...], code: str = "unknown-enum") -> Co
             norm = v.strip().upper()
             if norm in lookup:
                 return lookup[norm]
-        diags.error(code, path, f"unknown value {v!r}: expected one of {allowed}")
+        diags.error(code, path, f"unknown value {echo(v)}: expected one of {allowed}")
         return BAD
 
     return conv
@@ -197,7 +197,7 @@ def json_value(v: object, path: str, diags: Diagnostics) -> Any:
         out: dict[str, object] = {}
         for key, x in obj.items():
             if type(key) is not str:
-                diags.error("invalid-type", path, f"object key {key!r} is not a string")
+                diags.error("invalid-type", path, f"object key {echo(key)} is not a string")
                 continue
             out[key] = json_value(x, child(path, key), diags)
         return out
@@ -227,7 +227,7 @@ def _map(item: Conv) -> Conv:
         out = {}
         for key, x in v.items():
             if type(key) is not str:
-                diags.error("invalid-type", path, f"map key {key!r} is not a string")
+                diags.error("invalid-type", path, f"map key {echo(key)} is not a string")
                 continue
             r = item(x, child(path, key), diags)
             if r is not BAD:
@@ -272,11 +272,13 @@ def _message(
 
 def _unknown_field(key: object, prefix: str, names: list[str], diags: Diagnostics) -> None:
     if type(key) is not str:
-        diags.error("invalid-type", prefix.rstrip("."), f"field name {key!r} is not a string")
+        diags.error("invalid-type", prefix.rstrip("."), f"field name {echo(key)} is not a string")
         return
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    # The hint compares with every field name: not for huge keys or endless lists.
+    wanted = len(key) <= MAX_ECHO_CHARS and not diags.full
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) if wanted else []
     hint = f"; did you mean {close[0]}?" if close else ""
-    diags.error("unknown-field", child(prefix.rstrip("."), key), f"unknown field {key!r}{hint}")
+    diags.error("unknown-field", child(prefix.rstrip("."), key), f"unknown field {echo(key)}{hint}")
 
 
 # --- the schema (mirrors workflow.proto) ----------------------------------------------

@@ -13,6 +13,8 @@ import re
 from fractions import Fraction
 from functools import lru_cache
 
+from execplan.planner.diagnostics import echo
+
 _SUFFIX: dict[str, Fraction] = {
     "": Fraction(1),
     "n": Fraction(1, 10**9),
@@ -41,24 +43,29 @@ _INT64_MAX = 2**63 - 1
 def parse_quantity(text: str | int | float) -> Fraction:
     """The exact value of a quantity (a bare int/float from YAML is allowed too)."""
     if isinstance(text, bool):
-        raise ValueError(f"invalid quantity {text!r}")
+        raise ValueError(f"invalid quantity {echo(text)}")
     if isinstance(text, int | float):
         if text < 0 or not math.isfinite(text):
-            raise ValueError(f"invalid quantity {text!r}")
+            raise ValueError(f"invalid quantity {echo(text)}")
         return Fraction(text)
     return _parse_text(text)
 
 
+MAX_CHARS = 64
+
+
 @lru_cache(maxsize=1024)
 def _parse_text(text: str) -> Fraction:
+    if len(text) > MAX_CHARS:  # a 5,000-digit number would also defeat int()
+        raise ValueError(f"invalid quantity {echo(text)}: longer than {MAX_CHARS} characters")
     m = _QUANTITY.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"invalid quantity {text!r}: expected e.g. 500m, 2, 256Mi, 1G")
+        raise ValueError(f"invalid quantity {echo(text)}: expected e.g. 500m, 2, 256Mi, 1G")
     value = Fraction(m["num"])
     if m["exp"]:
         exp = int(m["exp"][1:])
         if abs(exp) > 30:
-            raise ValueError(f"quantity {text!r} is out of range")
+            raise ValueError(f"quantity {echo(text)} is out of range")
         value *= Fraction(10) ** exp
     else:
         value *= _SUFFIX[m["suffix"] or ""]
@@ -68,7 +75,7 @@ def _parse_text(text: str) -> Fraction:
 def _ceil(q: Fraction, what: str, text: object) -> int:
     n = -(-q.numerator // q.denominator)
     if n > _INT64_MAX:
-        raise ValueError(f"{what} {text!r} is out of range")
+        raise ValueError(f"{what} {echo(text)} is out of range")
     return n
 
 

@@ -8,7 +8,7 @@ Literal durations are parsed here so a typo fails at compile time, not at run ti
 
 from __future__ import annotations
 
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import Diagnostics, echo
 from execplan.planner.durations import parse_duration
 from execplan.planner.expressions import OPEN
 from execplan.planner.model import Task, Workflow
@@ -58,5 +58,5 @@ def check(wf: Workflow, diags: Diagnostics) -> None:
             diags.error(
                 "builtin-invalid",
                 f"{t.path}.type",
-                f"unknown built-in {t.type!r}: expected {known}",
+                f"unknown built-in {echo(t.type)}: expected {known}",
             )

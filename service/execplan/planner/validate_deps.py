@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import MAX_ECHO_CHARS, Diagnostics, echo
 from execplan.planner.model import Workflow
 
 Adjacency = list[list[int]]
@@ -20,6 +20,7 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> tuple[Adjace
     n = len(wf.tasks)
     succ: Adjacency = [[] for _ in range(n)]
     pred: Adjacency = [[] for _ in range(n)]
+    hints = 20
     for t in wf.tasks:
         if t is None:
             continue
@@ -36,18 +37,21 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> tuple[Adjace
                 continue
             src = ids.get(dep)
             if src is None:
-                close = difflib.get_close_matches(dep, list(ids), n=1) if len(ids) < 5000 else []
-                hint = f"; did you mean {close[0]}?" if close else ""
+                # A did-you-mean costs a comparison with every id: only for a few short names.
+                wanted = len(ids) < 5000 and len(dep) <= MAX_ECHO_CHARS and hints > 0
+                close = difflib.get_close_matches(dep, list(ids), n=1) if wanted else []
+                hints -= 1
+                hint = f"; did you mean {echo(close[0])}?" if close else ""
                 diags.error(
                     "unknown-dependency",
                     f"{t.path}.depends_on[{j}]",
-                    f"no task has id {dep!r}{hint}",
+                    f"no task has id {echo(dep)}{hint}",
                 )
             elif dep == tid:
                 diags.error(
                     "self-dependency",
                     f"{t.path}.depends_on[{j}]",
-                    f"task {dep!r} depends on itself",
+                    f"task {echo(dep)} depends on itself",
                 )
             elif seen is None:
                 if src not in ups:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.diagnostics import Diagnostics, child, echo
 from execplan.planner.model import Workflow
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -28,12 +28,12 @@ def task_index(wf: Workflow) -> dict[str, int]:
 def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
     if wf.name and not WORKFLOW_NAME.fullmatch(wf.name):
         diags.error(
-            "invalid-id", "name", f"workflow name {wf.name!r} must match [a-z0-9][a-z0-9._-]*"
+            "invalid-id", "name", f"workflow name {echo(wf.name)} must match [a-z0-9][a-z0-9._-]*"
         )
     for name in wf.inputs:
         if not IDENT.fullmatch(name):
             diags.error(
-                "invalid-id", child("inputs", name), f"input name {name!r} is not an identifier"
+                "invalid-id", child("inputs", name), f"input name {echo(name)} is not an identifier"
             )
     fullmatch = IDENT.fullmatch
     for t in wf.tasks:
@@ -41,19 +41,21 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
             continue
         if t.id and not fullmatch(t.id):
             diags.error(
-                "invalid-id", f"{t.path}.id", f"task id {t.id!r} must match [A-Za-z_][A-Za-z0-9_]*"
+                "invalid-id",
+                f"{t.path}.id",
+                f"task id {echo(t.id)} must match [A-Za-z_][A-Za-z0-9_]*",
             )
         first = ids.get(t.id)
         if t.id and first is not None and first != t.index:
             diags.error(
                 "duplicate-id",
                 f"{t.path}.id",
-                f"task id {t.id!r} is already used by tasks[{first}]",
+                f"task id {echo(t.id)} is already used by tasks[{first}]",
             )
         for j, secret in enumerate(t.secrets):
             if secret is not None and not fullmatch(secret):
                 diags.error(
                     "invalid-id",
                     f"{t.path}.secrets[{j}]",
-                    f"secret name {secret!r} must match [A-Za-z_][A-Za-z0-9_]*",
+                    f"secret name {echo(secret)} must match [A-Za-z_][A-Za-z0-9_]*",
                 )

@@ -8,7 +8,7 @@ warning (`required-input-default`): the default is never used.
 
 from __future__ import annotations
 
-from execplan.planner.diagnostics import Diagnostics, child
+from execplan.planner.diagnostics import Diagnostics, child, echo
 from execplan.planner.model import Workflow
 
 
@@ -34,11 +34,13 @@ def check(wf: Workflow, diags: Diagnostics) -> None:
             diags.error(
                 "invalid-input-default",
                 f"{path}.default",
-                f"default {spec.default!r} is not a {want}",
+                f"default {echo(spec.default)} is not a {want}",
             )
         if spec.required and not spec.type:
             diags.error(
-                "required-input-undeclared", f"{path}.type", f"required input {name!r} needs a type"
+                "required-input-undeclared",
+                f"{path}.type",
+                f"required input {echo(name)} needs a type",
             )
         if spec.required and spec.has_default and spec.default is not None:
             diags.warning(

@@ -18,7 +18,7 @@ Runs after the graph is known to be acyclic, in topological order. The rule:
 
 from __future__ import annotations
 
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import Diagnostics, echo
 from execplan.planner.model import Task
 
 ALL_FAILED = "TRIGGER_RULE_ALL_FAILED"
@@ -60,8 +60,10 @@ def check(
                 diags.error(
                     "unreachable",
                     t.path,
-                    f"task {t.id!r} can never run: upstream {name!r} never runs",
+                    f"task {echo(t.id)} can never run: upstream {echo(name)} never runs",
                 )
             continue
         dead[u] = True
-        diags.error("unreachable", f"{t.path}.trigger", f"task {t.id!r} can never run: {reason}")
+        diags.error(
+            "unreachable", f"{t.path}.trigger", f"task {echo(t.id)} can never run: {reason}"
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import Diagnostics, clip, echo
 from execplan.planner.plan import Expression
 
 Edge = tuple[int, int, str]
@@ -41,10 +41,12 @@ def check_reads(
         for task in expr.reads_tasks:
             src = ids.get(task)
             if src is None:
-                diags.error("unknown-reference", path, f"no task has id {task!r}")
+                diags.error("unknown-reference", path, f"no task has id {echo(task)}")
             elif src == reader:
                 if not self_ok:
-                    diags.error("self-dependency", path, f"task {task!r} reads its own result here")
+                    diags.error(
+                        "self-dependency", path, f"task {echo(task)} reads its own result here"
+                    )
             elif edges is not None and reader is not None:
                 edges.append((src, reader, path))
         for name in expr.reads_inputs:
@@ -52,5 +54,5 @@ def check_reads(
                 diags.error(
                     "unknown-reference",
                     path,
-                    f"workflow.inputs.{name} is not declared in inputs",
+                    f"workflow.inputs.{clip(name)} is not declared in inputs",
                 )

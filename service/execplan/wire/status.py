@@ -19,6 +19,11 @@
     anything else             INTERNAL                (message only; traceback stays in the log)
 
 Decisions:
+- Sizes: the message is cut to MAX_MESSAGE_BYTES and the field violations to
+  MAX_DETAILS_BYTES in all (the last one then says how many more there were), so a
+  status always fits gRPC's 8 KiB trailer limit instead of turning into the
+  client's RESOURCE_EXHAUSTED. Full lists travel in response bodies (e.g.
+  `ValidateWorkflowResponse.diagnostics`).
 - `StoreError` is UNAVAILABLE, not INTERNAL: the store contract says "nothing was
   acknowledged", the usual causes (disk full, database locked or unreachable) are
   transient, and mutating RPCs are idempotent on `request_id`, so the one thing a
@@ -49,7 +54,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -79,6 +84,16 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "execplan.dev"
+
+# The status travels in HTTP/2 trailers: the message percent-encoded (up to 3 bytes
+# per byte) and the details base64-encoded (4/3). gRPC clients refuse trailers over
+# 8 KiB (grpc-core's soft limit; measured: 80 diagnostics passed, 100 came back as
+# RESOURCE_EXHAUSTED "received metadata size exceeds soft limit"), so both are capped
+# to stay near 5.5 KiB in the worst case whatever the request echoed.
+MAX_MESSAGE_BYTES = 400
+MAX_DETAILS_BYTES = 3072
+MAX_FIELD_CHARS = 200
+MAX_DESCRIPTION_CHARS = 300
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +148,44 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 def _described(v: FieldViolation) -> str:
-    return f"{v.code}: {v.description}" if v.code else v.description
+    return _clip(f"{v.code}: {v.description}" if v.code else v.description, MAX_DESCRIPTION_CHARS)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text):,} chars)"
+
+
+def _utf8_clip(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + f"…({len(text):,} chars)"
+
+
+def _violations(violations: tuple[FieldViolation, ...]) -> Iterator[tuple[str, str]]:
+    """(field, description) pairs that fit MAX_DETAILS_BYTES together, then one
+    `("", "N more violations not shown")` if some did not."""
+    used = 0
+    for i, v in enumerate(violations):
+        field, description = _clip(v.field, MAX_FIELD_CHARS), _described(v)
+        used += len(field.encode()) + len(description.encode()) + 8  # + proto framing
+        if used > MAX_DETAILS_BYTES:
+            yield "", f"{len(violations) - i:,} more violations not shown"
+            return
+        yield field, description
 
 
 def _details(error: ExecplanError, reason: str) -> list[any_pb2.Any]:
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
     if isinstance(error, InvalidArgument) and error.violations:
         bad = error_details_pb2.BadRequest()
-        for v in error.violations:
-            bad.field_violations.add(field=v.field, description=_described(v))
+        for field, description in _violations(error.violations):
+            bad.field_violations.add(field=field, description=description)
         details.append(_pack(bad))
     if isinstance(error, LimitExceeded) and error.violations:
         quota = error_details_pb2.QuotaFailure()
-        for v in error.violations:
-            quota.violations.add(subject=v.field, description=_described(v))
+        for field, description in _violations(error.violations):
+            quota.violations.add(subject=field, description=description)
         details.append(_pack(quota))
     if isinstance(error, Overloaded):
         delay = duration_pb2.Duration()
@@ -160,7 +199,9 @@ def to_rpc_status(error: ExecplanError) -> status_pb2.Status:
     row = mapping_for(error)
     code: int = row.code.value[0]
     return status_pb2.Status(
-        code=code, message=str(error) or row.reason, details=_details(error, row.reason)
+        code=code,
+        message=_utf8_clip(str(error), MAX_MESSAGE_BYTES) or row.reason,
+        details=_details(error, row.reason),
     )
 
 
