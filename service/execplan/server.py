@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import grpc
 from execplan.config import ServerConfig, split_host_port
 from execplan.errors import InvalidArgument, Unavailable
+from execplan.wire.health import HealthServicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ class ExecplanServer:
         (used when `config.tracing`) defaults to the global OpenTelemetry one."""
         self.config = config
         self.components = list(build_components(config) if components is None else components)
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._services: list[str] = []
         self._started: list[Component] = []

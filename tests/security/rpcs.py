@@ -40,6 +40,7 @@ ALL_RPCS = _rpcs()
 # Health and reflection: open to everyone (no credentials), fuzzed all the same.
 OPEN_RPCS = (
     Rpc("grpc.health.v1.Health", "Check", False, False),
+    Rpc("grpc.health.v1.Health", "List", False, False),
     Rpc("grpc.health.v1.Health", "Watch", False, True),
     Rpc("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", True, True),
 )

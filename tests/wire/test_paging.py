@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -71,3 +72,45 @@ async def test_a_token_not_issued_names_page_token(tmp_path: Path) -> None:
             cursor = base64.urlsafe_b64encode(raw.encode()).decode()
             listing = pb.ListExecutionsRequest(page_token=cursor)
             assert await _refused(env.stub.ListExecutions(listing)) == ["page_token"]
+
+
+async def test_a_sequence_past_the_last_event_is_out_of_range(tmp_path: Path) -> None:
+    """GetExecution.at_sequence, WatchExecution and GetExecutionHistory.after_sequence:
+    the last sequence itself is fine, one past it is OUT_OF_RANGE naming it."""
+    async with environment(Env, tmp_path) as env:
+        running = await env.start(WAIT)
+        done = await env.start(WAIT)
+        await env.client.terminate(done)
+        for execution_id in (running, done):
+            end = (await env.client.get(execution_id)).last_sequence
+            at_end = await env.stub.GetExecution(
+                pb.GetExecutionRequest(execution_id=execution_id, at_sequence=end)
+            )
+            assert at_end.execution.last_sequence == end
+            calls: dict[str, Any] = {
+                "at_sequence": env.stub.GetExecution(
+                    pb.GetExecutionRequest(execution_id=execution_id, at_sequence=end + 1)
+                ),
+                "after_sequence": env.stub.GetExecutionHistory(
+                    pb.GetExecutionHistoryRequest(execution_id=execution_id, after_sequence=end + 1)
+                ),
+            }
+            for field, call in calls.items():
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call
+                assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+                assert f"its last event is {end}" in (caught.value.details() or "")
+                assert _bad_field(caught.value) == [field]
+            watch = env.stub.WatchExecution(
+                pb.WatchExecutionRequest(execution_id=execution_id, after_sequence=end + 1)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in watch:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        # From the last event of a finished execution: nothing more, the stream ends.
+        end = (await env.client.get(done)).last_sequence
+        tail = env.stub.WatchExecution(
+            pb.WatchExecutionRequest(execution_id=done, after_sequence=end)
+        )
+        assert [r async for r in tail] == []

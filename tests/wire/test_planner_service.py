@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from execplan.client import ExecutorClient, NotFoundError
 from execplan.config import ServerConfig
 from execplan.planner.parse import MAX_TASKS
 from execplan.server import BaseComponent, ExecplanServer
@@ -136,6 +137,32 @@ async def test_health_serving(server: ExecplanServer, channel: grpc.aio.Channel)
     for service in ("", "execplan.v1.PlannerService"):
         response = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+    # The same through the Python SDK.
+    client = ExecutorClient(channel=channel)
+    assert await client.health() == "SERVING"
+    assert await client.health("execplan.v1.ExecutorService") == "SERVING"
+    with pytest.raises(NotFoundError):
+        await client.health("no.such.Service")
+
+
+async def test_health_list_names_every_service(
+    server: ExecplanServer, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    listed = await health.List(health_pb2.HealthListRequest())
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert {name: s.status for name, s in listed.statuses.items()} == {
+        "": serving,
+        "execplan.v1.PlannerService": serving,
+        "execplan.v1.ExecutorService": serving,
+        "execplan.v1.WorkerService": serving,
+    }
+    # List agrees with Check through a graceful shutdown.
+    await server.health.enter_graceful_shutdown()
+    listed = await health.List(health_pb2.HealthListRequest())
+    assert {s.status for s in listed.statuses.values()} == {
+        health_pb2.HealthCheckResponse.NOT_SERVING
+    }
 
 
 async def test_reflection_lists_services(channel: grpc.aio.Channel) -> None:

@@ -1,5 +1,6 @@
 /**
- * ExecplanClient: the PlannerService and ExecutorService over one grpc-js channel.
+ * ExecplanClient: the PlannerService, ExecutorService and grpc.health.v1.Health over
+ * one grpc-js channel.
  *
  *     const client = new ExecplanClient("127.0.0.1:7070");
  *     const { executionId } = await client.start({ source, inputs: { order: 7 } });
@@ -53,6 +54,8 @@ import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
 import { CompilePlanRequestSchema, PlannerService } from "./gen/execplan/v1/planner_service_pb.js";
 import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.js";
 import type { Workflow } from "./gen/execplan/v1/workflow_pb.js";
+import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
+import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
 import type { GenericClient } from "./rpc.js";
 import { transport } from "./security.js";
@@ -117,6 +120,7 @@ export class ExecplanClient {
   readonly address: string;
   private readonly executor: GenericClient;
   private readonly planner: GenericClient;
+  private readonly healthClient: GenericClient;
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = resolveAddress(address);
@@ -124,11 +128,23 @@ export class ExecplanClient {
     this.executor = makeClient(ExecutorService, this.address, secured, options.channelOptions);
     // Same target and options: grpc-js shares one subchannel between both clients.
     this.planner = makeClient(PlannerService, this.address, secured, options.channelOptions);
+    this.healthClient = makeClient(Health, this.address, secured, options.channelOptions);
   }
 
   close(): void {
     this.executor.close();
     this.planner.close();
+    this.healthClient.close();
+  }
+
+  /**
+   * `grpc.health.v1.Health/Check` of `service` ("" = the server as a whole, or
+   * "execplan.v1.ExecutorService", ...): "SERVING", or "NOT_SERVING" once a graceful
+   * shutdown began. An unknown service throws NotFoundError.
+   */
+  async health(service = ""): Promise<string> {
+    const res = await this.call<HealthCheckResponse>(this.healthClient, "check", create(HealthCheckRequestSchema, { service }));
+    return HealthCheckResponse_ServingStatus[res.status];
   }
 
   async compile(source: string): Promise<ExecutionPlan> {

@@ -37,6 +37,12 @@ after(async () => {
   await server?.stop();
 });
 
+test("health reports SERVING through the vendored grpc.health.v1 protos", async () => {
+  assert.equal(await client.health(), "SERVING");
+  assert.equal(await client.health("execplan.v1.ExecutorService"), "SERVING");
+  await assert.rejects(client.health("no.such.Service"), NotFoundError);
+});
+
 test("compile returns a plan", async () => {
   const plan = await client.compile(WAIT);
   assert.match(plan.planId, /^sha256:/);

@@ -194,6 +194,20 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             [FieldViolation("definition", "set one of plan, plan_id, source or workflow")],
         )
 
+    async def _within_log(self, execution_id: str, sequence: int, field: str) -> None:
+        """A sequence number a caller sends must be one the execution has reached: past
+        its last event it is OUT_OF_RANGE (a watch from there would skip the events up
+        to it, terminal one included, and never end)."""
+        record = await self._engine.store.get_execution(execution_id)
+        if record is None:
+            raise NotFound(f"execution {execution_id} not found")
+        if sequence > record.last_sequence:
+            raise OutOfRange(
+                f"{field} {sequence} is past the end of execution {execution_id}: "
+                f"its last event is {record.last_sequence}",
+                [FieldViolation(field, f"at most {record.last_sequence}, the last sequence")],
+            )
+
     @unary_errors
     async def StartExecution(  # noqa: N802
         self, request: pb.StartExecutionRequest, context: Ctx
@@ -222,14 +236,9 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.GetExecutionRequest, context: Ctx
     ) -> pb.GetExecutionResponse:
         execution_id = _required(request.execution_id, "execution_id")
+        if request.at_sequence:
+            await self._within_log(execution_id, request.at_sequence, "at_sequence")
         execution = await self._engine.get_execution(execution_id, request.at_sequence)
-        if execution.last_sequence < request.at_sequence:
-            last = execution.last_sequence
-            raise OutOfRange(
-                f"at_sequence {request.at_sequence} is past the end of execution "
-                f"{execution_id}: its last event is {last}",
-                [FieldViolation("at_sequence", f"at most {last}, the last sequence")],
-            )
         return pb.GetExecutionResponse(execution=execution)
 
     @unary_errors
@@ -308,6 +317,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.WatchExecutionRequest, context: Ctx
     ) -> AsyncGenerator[pb.WatchExecutionResponse, None]:
         execution_id = _required(request.execution_id, "execution_id")
+        await self._within_log(execution_id, request.after_sequence, "after_sequence")
         async for event in self._engine.watch(execution_id, request.after_sequence):
             yield pb.WatchExecutionResponse(event=event)
 
@@ -338,6 +348,8 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         after = request.after_sequence
         if request.page_token:
             after = _history_token(request.page_token)
+        else:
+            await self._within_log(execution_id, after, "after_sequence")
         size = page_size(request.page_size)
         events = await self._engine.history(execution_id, after, size + 1)
         page = events[:size]

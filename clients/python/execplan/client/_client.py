@@ -37,6 +37,7 @@ from execplan.v1 import (
     planner_service_pb2_grpc,
     workflow_pb2,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._backoff import Backoff
 from ._channel import Security, open_channel, resolve_address
@@ -54,6 +55,7 @@ class _Stubs:
     channel: grpc.aio.Channel
     executor: executor_service_pb2_grpc.ExecutorServiceAsyncStub
     planner: planner_service_pb2_grpc.PlannerServiceAsyncStub
+    health: Any  # grpc_health ships no type stubs
 
     @classmethod
     def of(cls, address: str, channel: grpc.aio.Channel) -> _Stubs:
@@ -62,6 +64,7 @@ class _Stubs:
             channel,
             executor_service_pb2_grpc.ExecutorServiceStub(channel),
             planner_service_pb2_grpc.PlannerServiceStub(channel),
+            health_pb2_grpc.HealthStub(channel),
         )
 
 
@@ -132,6 +135,17 @@ class ExecutorClient:
         if self._owns_channel:
             for replica in self._replicas:
                 await replica.channel.close()
+
+    # -- health -----------------------------------------------------------------
+
+    async def health(self, service: str = "") -> str:
+        """`grpc.health.v1.Health/Check` of `service` ("" = the server as a whole;
+        or "execplan.v1.ExecutorService", ...): "SERVING", or "NOT_SERVING" once a
+        graceful shutdown began. An unknown service raises NotFoundError."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        response = await self._unary(lambda r: r.health.Check, request)
+        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return name
 
     # -- planner ----------------------------------------------------------------
 

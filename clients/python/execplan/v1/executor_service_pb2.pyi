@@ -128,7 +128,9 @@ class GetExecutionRequest(_message.Message):
     AT_SEQUENCE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     at_sequence: _builtins.int
-    """When non-zero, the state as of this sequence number (time travel)."""
+    """When non-zero, the state as of this sequence number (time travel); at most the
+    execution's last sequence (OUT_OF_RANGE past it).
+    """
     def __init__(
         self,
         *,
@@ -165,6 +167,8 @@ Global___GetExecutionResponse: _TypeAlias = GetExecutionResponse  # noqa: Y015
 
 @_typing.final
 class ListExecutionsRequest(_message.Message):
+    """Newest first (by creation time). Filters combine with AND."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATES_FIELD_NUMBER: _builtins.int
@@ -173,9 +177,13 @@ class ListExecutionsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
     page_size: _builtins.int
+    """0 = 100; at most 1000 (larger values are served as 1000)."""
     page_token: _builtins.str
+    """`next_page_token` of the previous page ("" for the first)."""
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]: ...
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]:
+        """Only executions in one of these states (all when empty)."""
+
     def __init__(
         self,
         *,
@@ -199,8 +207,11 @@ class ListExecutionsResponse(_message.Message):
     EXECUTIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """"" on the last page."""
     @_builtins.property
-    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_execution_pb2.Execution]: ...
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_execution_pb2.Execution]:
+        """Summaries: `tasks` is empty (GetExecution has them)."""
+
     def __init__(
         self,
         *,
@@ -445,7 +456,9 @@ class WatchExecutionRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     after_sequence: _builtins.int
-    """Events with a sequence greater than this are sent (0 = from the start)."""
+    """Events with a sequence greater than this are sent (0 = from the start); at
+    most the execution's last sequence (OUT_OF_RANGE past it).
+    """
     def __init__(
         self,
         *,
@@ -488,7 +501,9 @@ class WatchExecutionsRequest(_message.Message):
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]: ...
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]:
+        """Only changes into one of these states (all when empty)."""
+
     def __init__(
         self,
         *,
@@ -533,8 +548,13 @@ class GetExecutionHistoryRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     after_sequence: _builtins.int
+    """Events with a sequence greater than this (0 = from the start); at most the
+    execution's last sequence (OUT_OF_RANGE past it). Ignored with a page_token.
+    """
     page_size: _builtins.int
+    """0 = 100; at most 1000 (larger values are served as 1000)."""
     page_token: _builtins.str
+    """`next_page_token` of the previous page ("" for the first)."""
     def __init__(
         self,
         *,
@@ -558,8 +578,11 @@ class GetExecutionHistoryResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """"" on the last page (the log so far: a running execution adds more later)."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.ExecutionEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.ExecutionEvent]:
+        """In sequence order."""
+
     def __init__(
         self,
         *,

@@ -27,6 +27,18 @@ if _version_not_supported:
 
 class ExecutorServiceStub:
     """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+    A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+    execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+    page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+    values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+    stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
     """
 
     def __init__(self, channel):
@@ -114,6 +126,18 @@ class ExecutorServiceStub:
 
 class ExecutorServiceServicer:
     """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+    A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+    execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+    page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+    values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+    stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
     """
 
     def StartExecution(self, request, context):
@@ -169,14 +193,29 @@ class ExecutorServiceServicer:
 
     def WatchExecution(self, request, context):
         """Streams the events of one execution after `after_sequence`, ending with the
-        terminal event.
+        terminal event (`execution_completed`), then the stream ends with OK. Events
+        come in sequence order, each only after it is committed; they are the same
+        messages GetExecutionHistory returns. Already finished: the remaining events,
+        then the end; `after_sequence` equal to the last sequence of a finished
+        execution: no events, the stream ends at once. Past the last sequence:
+        OUT_OF_RANGE. The server may end a stream early (shutdown, a subscriber that
+        fell far behind): reconnect with `after_sequence` = the last sequence received,
+        and nothing is missed or repeated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchExecutions(self, request, context):
-        """Streams state changes of many executions.
+        """Streams state changes of many executions: one `Execution` (without `tasks`)
+        each time an execution starts, pauses, resumes, starts compensating or ends,
+        after the change is committed. No initial snapshot (call ListExecutions first),
+        no sequence to resume from (changes made while disconnected are not replayed:
+        catch up with ListExecutions), and with several executor replicas only the
+        executions owned by the replica you are connected to. Several changes of one
+        execution committed together arrive as one message with the latest state. The
+        stream ends (OK) when the server shuts down or the subscriber falls behind by
+        100,000 messages; reconnect, then ListExecutions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -305,6 +344,18 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExecutorService:
     """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+    A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+    execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+    page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+    values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+    stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
     """
 
     @staticmethod

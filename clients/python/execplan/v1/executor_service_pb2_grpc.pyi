@@ -27,7 +27,20 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ExecutorServiceStub:
-    """Runs process instances of plans durably and streams their progress."""
+    """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+      A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+      execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+      1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+      page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+      values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+      stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -46,10 +59,26 @@ class ExecutorServiceStub:
     """Delivers a named event (to builtin.wait_for_event tasks)."""
     WatchExecution: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.WatchExecutionRequest, _executor_service_pb2.WatchExecutionResponse]
     """Streams the events of one execution after `after_sequence`, ending with the
-    terminal event.
+    terminal event (`execution_completed`), then the stream ends with OK. Events
+    come in sequence order, each only after it is committed; they are the same
+    messages GetExecutionHistory returns. Already finished: the remaining events,
+    then the end; `after_sequence` equal to the last sequence of a finished
+    execution: no events, the stream ends at once. Past the last sequence:
+    OUT_OF_RANGE. The server may end a stream early (shutdown, a subscriber that
+    fell far behind): reconnect with `after_sequence` = the last sequence received,
+    and nothing is missed or repeated.
     """
     WatchExecutions: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.WatchExecutionsRequest, _executor_service_pb2.WatchExecutionsResponse]
-    """Streams state changes of many executions."""
+    """Streams state changes of many executions: one `Execution` (without `tasks`)
+    each time an execution starts, pauses, resumes, starts compensating or ends,
+    after the change is committed. No initial snapshot (call ListExecutions first),
+    no sequence to resume from (changes made while disconnected are not replayed:
+    catch up with ListExecutions), and with several executor replicas only the
+    executions owned by the replica you are connected to. Several changes of one
+    execution committed together arrive as one message with the latest state. The
+    stream ends (OK) when the server shuts down or the subscriber falls behind by
+    100,000 messages; reconnect, then ListExecutions.
+    """
     GetExecutionHistory: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]
     RegisterPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]
     """Stores a plan so that executions can refer to it by plan_id."""
@@ -64,7 +93,20 @@ class ExecutorServiceStub:
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
-    """Runs process instances of plans durably and streams their progress."""
+    """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+      A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+      execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+      1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+      page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+      values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+      stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.StartExecutionRequest, _executor_service_pb2.StartExecutionResponse]  # type: ignore[assignment]
@@ -80,10 +122,26 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Delivers a named event (to builtin.wait_for_event tasks)."""
     WatchExecution: _aio.UnaryStreamMultiCallable[_executor_service_pb2.WatchExecutionRequest, _executor_service_pb2.WatchExecutionResponse]  # type: ignore[assignment]
     """Streams the events of one execution after `after_sequence`, ending with the
-    terminal event.
+    terminal event (`execution_completed`), then the stream ends with OK. Events
+    come in sequence order, each only after it is committed; they are the same
+    messages GetExecutionHistory returns. Already finished: the remaining events,
+    then the end; `after_sequence` equal to the last sequence of a finished
+    execution: no events, the stream ends at once. Past the last sequence:
+    OUT_OF_RANGE. The server may end a stream early (shutdown, a subscriber that
+    fell far behind): reconnect with `after_sequence` = the last sequence received,
+    and nothing is missed or repeated.
     """
     WatchExecutions: _aio.UnaryStreamMultiCallable[_executor_service_pb2.WatchExecutionsRequest, _executor_service_pb2.WatchExecutionsResponse]  # type: ignore[assignment]
-    """Streams state changes of many executions."""
+    """Streams state changes of many executions: one `Execution` (without `tasks`)
+    each time an execution starts, pauses, resumes, starts compensating or ends,
+    after the change is committed. No initial snapshot (call ListExecutions first),
+    no sequence to resume from (changes made while disconnected are not replayed:
+    catch up with ListExecutions), and with several executor replicas only the
+    executions owned by the replica you are connected to. Several changes of one
+    execution committed together arrive as one message with the latest state. The
+    stream ends (OK) when the server shuts down or the subscriber falls behind by
+    100,000 messages; reconnect, then ListExecutions.
+    """
     GetExecutionHistory: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]  # type: ignore[assignment]
     RegisterPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]  # type: ignore[assignment]
     """Stores a plan so that executions can refer to it by plan_id."""
@@ -97,7 +155,20 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Circuit breakers per task type, shared by every execution."""
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Runs process instances of plans durably and streams their progress."""
+    """Runs process instances of plans durably and streams their progress.
+
+    Rules shared by every RPC (docs/contract.md has the details and examples):
+    - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+      A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+      execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+      1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+      page; a token is opaque and valid for the same request only.
+    - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+      values; anything else is INVALID_ARGUMENT naming the field.
+    - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+      stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
+    """
 
     @_abc_1.abstractmethod
     def StartExecution(
@@ -165,7 +236,14 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_executor_service_pb2.WatchExecutionResponse], _abc.AsyncIterator[_executor_service_pb2.WatchExecutionResponse]]:
         """Streams the events of one execution after `after_sequence`, ending with the
-        terminal event.
+        terminal event (`execution_completed`), then the stream ends with OK. Events
+        come in sequence order, each only after it is committed; they are the same
+        messages GetExecutionHistory returns. Already finished: the remaining events,
+        then the end; `after_sequence` equal to the last sequence of a finished
+        execution: no events, the stream ends at once. Past the last sequence:
+        OUT_OF_RANGE. The server may end a stream early (shutdown, a subscriber that
+        fell far behind): reconnect with `after_sequence` = the last sequence received,
+        and nothing is missed or repeated.
         """
 
     @_abc_1.abstractmethod
@@ -174,7 +252,16 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _executor_service_pb2.WatchExecutionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_executor_service_pb2.WatchExecutionsResponse], _abc.AsyncIterator[_executor_service_pb2.WatchExecutionsResponse]]:
-        """Streams state changes of many executions."""
+        """Streams state changes of many executions: one `Execution` (without `tasks`)
+        each time an execution starts, pauses, resumes, starts compensating or ends,
+        after the change is committed. No initial snapshot (call ListExecutions first),
+        no sequence to resume from (changes made while disconnected are not replayed:
+        catch up with ListExecutions), and with several executor replicas only the
+        executions owned by the replica you are connected to. Several changes of one
+        execution committed together arrive as one message with the latest state. The
+        stream ends (OK) when the server shuts down or the subscriber falls behind by
+        100,000 messages; reconnect, then ListExecutions.
+        """
 
     @_abc_1.abstractmethod
     def GetExecutionHistory(
