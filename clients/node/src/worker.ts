@@ -8,7 +8,7 @@
  *     });
  *     await worker.run();              // SIGTERM/SIGINT drain, a second one stops
  *
- * Protocol (same as the Python SDK, SPEC section 4):
+ * Protocol (same as the Python SDK; docs/worker-protocol.md has the whole of it):
  * 1. connect, send `register` (with `running`: attempts in progress or whose result
  *    is not yet delivered), wait for `registered`; revoked attempts are aborted and
  *    their queued results dropped;

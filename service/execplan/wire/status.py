@@ -215,7 +215,7 @@ def internal_status(incident: str) -> status_pb2.Status:
 
 async def _abort(context: Ctx, status: status_pb2.Status) -> NoReturn:
     # Not abort_with_status: that leaves the OpenTelemetry server span without an
-    # error status (NOTES.md); abort() with the trailing metadata records it.
+    # error status (docs/observability.md); abort() with the trailing metadata records it.
     st = rpc_status.to_status(status)
     await context.abort(st.code, st.details, st.trailing_metadata)
     raise AssertionError("context.abort returned")  # abort always raises
@@ -260,7 +260,7 @@ def stream_errors(
 ) -> Callable[[S, Req, Ctx], AsyncGenerator[Resp, None]]:
     """The same for server- and bidi-streaming handlers (`request` is then the request
     iterator). They must be async generators: `yield`, not `context.write`, which the
-    OpenTelemetry interceptor breaks (NOTES.md)."""
+    OpenTelemetry interceptor breaks (docs/observability.md)."""
 
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:

@@ -2,7 +2,7 @@
 
 One bidirectional stream per worker. The first message registers; after that a
 reader task hands acks, heartbeats and results to the engine, and this handler
-(an async generator, see NOTES.md on the OpenTelemetry bug) writes whatever the
+(an async generator, see docs/observability.md on the OpenTelemetry bug) writes whatever the
 engine queued for the worker, merging everything pending into one message.
 
 A worker holding leases that says nothing for `silence_ms` is treated as gone:

@@ -4,7 +4,7 @@ Acks, heartbeats, results and status changes are appended here by the stream
 thread; the writer takes everything at once into a single ConnectRequest. While a
 write is in flight new items pile up and leave together in the next message,
 so batching grows with load (one stream message costs ~130 us of CPU; sixteen
-items in one message cost about the same, see NOTES.md).
+items in one message cost about the same, see docs/benchmarks.md).
 """
 
 from __future__ import annotations

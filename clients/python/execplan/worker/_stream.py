@@ -5,7 +5,7 @@ handler does may delay them. An async handler that calls time.sleep() blocks the
 user's loop and a CPU-bound sync handler holds the GIL only in slices; a separate
 thread with its own asyncio loop keeps reading, acking and heartbeating anyway.
 
-Protocol, as the executor expects it (SPEC section 4):
+Protocol, as the executor expects it (docs/worker-protocol.md has the whole of it):
 
 1. connect, send `register` (with `running`: attempts still in progress or whose
    result is not yet delivered), wait for `registered`; revoked attempts are
