@@ -84,7 +84,10 @@ const BY_CODE: Partial<Record<Status, typeof ExecplanError>> = {
   [Status.UNAUTHENTICATED]: UnauthenticatedError,
 };
 
-/** Handlers throw this to fail the attempt without retries (ErrorInfo.retryable = false). */
+/**
+ * Handlers throw this to fail the attempt without retries
+ * (ErrorInfo.retry = ERROR_RETRY_NON_RETRYABLE); so does any error with `retryable === false`.
+ */
 export class NonRetryableError extends Error {
   readonly retryable = false;
   constructor(message?: string, options?: { cause?: unknown }) {

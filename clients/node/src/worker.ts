@@ -42,7 +42,7 @@ import { ValueSchema, timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { TaskContext } from "./context.js";
 import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
-import { ErrorInfoSchema } from "./gen/execplan/v1/execution_pb.js";
+import { ErrorInfoSchema, ErrorRetry } from "./gen/execplan/v1/execution_pb.js";
 import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
 import {
   AssignmentAckSchema,
@@ -406,11 +406,7 @@ export class Worker {
     const handler = this.handlers.get(dispatch.taskType);
     if (!handler) {
       // Another worker may have this type, so the attempt stays retryable.
-      const error = create(ErrorInfoSchema, {
-        type: "UnknownTaskType",
-        message: `no handler registered for task type ${JSON.stringify(dispatch.taskType)}`,
-        retryable: true,
-      });
+      const error = makeError("UnknownTaskType", `no handler registered for task type ${JSON.stringify(dispatch.taskType)}`, true);
       return this.onResult(key, attempt, errorResult(dispatch.attempt!, error));
     }
     const span = startSpan(dispatch.taskType, ctx);
@@ -580,6 +576,15 @@ function toValue(json: unknown) {
   return fromJson(ValueSchema, (text === undefined ? null : JSON.parse(text)) as JsonValue);
 }
 
+/**
+ * An ErrorInfo as the executor reads it: `retry` decides. `retryable` says the same
+ * for servers that predate `retry` (they read only that field).
+ */
+export function makeError(type: string, message: string, retryable: boolean): ErrorInfo {
+  const retry = retryable ? ErrorRetry.RETRYABLE : ErrorRetry.NON_RETRYABLE;
+  return create(ErrorInfoSchema, { type, message, retryable, retry });
+}
+
 /** ErrorInfo for a thrown value: type = error class name, retryable unless it says no. */
 export function errorInfo(err: unknown): ErrorInfo {
   let type = "Error";
@@ -593,7 +598,7 @@ export function errorInfo(err: unknown): ErrorInfo {
     if (typeof e.message === "string") message = e.message;
     retryable = e.retryable !== false;
   }
-  return create(ErrorInfoSchema, { type, message, retryable });
+  return makeError(type, message, retryable);
 }
 
 function outputResult(ref: AttemptRef, output: unknown): TaskResult {
@@ -601,12 +606,7 @@ function outputResult(ref: AttemptRef, output: unknown): TaskResult {
     return create(TaskResultSchema, { attempt: ref, outcome: { case: "output", value: toValue(output) } });
   } catch (err) {
     // Retrying cannot make the return value serialisable.
-    const error = create(ErrorInfoSchema, {
-      type: "OutputEncodingError",
-      message: `handler returned a value that is not JSON: ${String(err)}`,
-      retryable: false,
-    });
-    return errorResult(ref, error);
+    return errorResult(ref, makeError("OutputEncodingError", `handler returned a value that is not JSON: ${String(err)}`, false));
   }
 }
 

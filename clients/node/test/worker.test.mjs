@@ -2,7 +2,7 @@
 // cancellation, reconnect across a server restart, drain.
 import assert from "node:assert/strict";
 import { after, afterEach, before, test } from "node:test";
-import { ExecplanClient, NonRetryableError, Worker, pb } from "../dist/index.js";
+import { ExecplanClient, NonRetryableError, Worker, errorInfo, pb } from "../dist/index.js";
 import { Server, finish, waitFor } from "./server.mjs";
 
 const ONE = (type, extra = "") => `
@@ -120,6 +120,15 @@ test("failures: error type is the class name; NonRetryableError and listed types
   assert.equal(done.tasks[0].attempt, 3);
   assert.equal(done.tasks[0].attempts[0].error.type, "TypeError");
   assert.deepEqual(done.outputs, { out: "third time" });
+});
+
+test("errorInfo sets ErrorInfo.retry (and retryable, for older servers)", () => {
+  const plain = errorInfo(new CardDeclined("no"));
+  assert.deepEqual([plain.type, plain.retry, plain.retryable], ["CardDeclined", pb.ErrorRetry.RETRYABLE, true]);
+  const fatal = errorInfo(new NonRetryableError("bad"));
+  assert.deepEqual([fatal.retry, fatal.retryable], [pb.ErrorRetry.NON_RETRYABLE, false]);
+  const flagged = errorInfo(Object.assign(new Error("x"), { retryable: false }));
+  assert.equal(flagged.retry, pb.ErrorRetry.NON_RETRYABLE);
 });
 
 test("cancellation aborts the handler's signal and sends no result", async () => {

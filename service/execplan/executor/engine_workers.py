@@ -17,6 +17,7 @@ from execplan.errors import FailedPrecondition, StaleToken
 from execplan.executor.dispatcher import WorkerConn
 from execplan.executor.engine_core import EngineCore, Outbox, _Input
 from execplan.executor.machine import Machine
+from execplan.executor.retry import worker_retryable
 from execplan.executor.state import LEASED_TASK_STATES, TaskRun
 from execplan.executor.values import JsonValue, from_value
 from execplan.v1 import worker_service_pb2 as ws
@@ -152,7 +153,7 @@ class EngineWorkers(EngineCore):
                 error = {
                     "type": result.error.type or "Error",
                     "message": result.error.message,
-                    "retryable": result.error.retryable,
+                    "retryable": worker_retryable(result.error),
                 }
                 self._from_worker(worker, result.attempt, _fail(error))
         if request.HasField("status"):

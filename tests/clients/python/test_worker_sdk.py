@@ -386,6 +386,10 @@ async def test_exceptions_become_error_info() -> None:
             for r in item.request.results:
                 assert r.WhichOneof("outcome") == "error"
                 errors[r.attempt.task_id] = (r.error.type, r.error.message, r.error.retryable)
+                # `retry` decides on the executor; `retryable` says the same to old ones.
+                retryable = r.error.retry == execution_pb2.ERROR_RETRY_RETRYABLE
+                assert r.error.retry != execution_pb2.ERROR_RETRY_UNSPECIFIED
+                assert retryable is r.error.retryable
         assert errors["t1"] == ("ValueError", "bad amount", True)
         assert errors["t2"] == ("DeclinedError", "card declined", False)
         assert errors["t3"] == ("PermanentError", "gone", False)

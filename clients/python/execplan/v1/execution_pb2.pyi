@@ -133,18 +133,69 @@ TASK_PHASE_FALLBACK: TaskPhase.ValueType  # 2
 TASK_PHASE_COMPENSATION: TaskPhase.ValueType  # 3
 Global___TaskPhase: _TypeAlias = TaskPhase  # noqa: Y015
 
+class _ErrorRetry:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorRetryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorRetry.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_RETRY_UNSPECIFIED: _ErrorRetry.ValueType  # 0
+    """Not said: the executor retries, within the task's retry policy. The safe
+    default: a worker that forgets the field does not turn a transient failure
+    into a final one.
+    """
+    ERROR_RETRY_RETRYABLE: _ErrorRetry.ValueType  # 1
+    """Retry, within the task's retry policy (max_attempts, non_retryable_errors)."""
+    ERROR_RETRY_NON_RETRYABLE: _ErrorRetry.ValueType  # 2
+    """Do not retry this task: its retries stop here (a fallback, if any, runs)."""
+
+class ErrorRetry(_ErrorRetry, metaclass=_ErrorRetryEnumTypeWrapper):
+    """Whether a worker says its failed attempt may be retried (`ErrorInfo.retry`)."""
+
+ERROR_RETRY_UNSPECIFIED: ErrorRetry.ValueType  # 0
+"""Not said: the executor retries, within the task's retry policy. The safe
+default: a worker that forgets the field does not turn a transient failure
+into a final one.
+"""
+ERROR_RETRY_RETRYABLE: ErrorRetry.ValueType  # 1
+"""Retry, within the task's retry policy (max_attempts, non_retryable_errors)."""
+ERROR_RETRY_NON_RETRYABLE: ErrorRetry.ValueType  # 2
+"""Do not retry this task: its retries stop here (a fallback, if any, runs)."""
+Global___ErrorRetry: _TypeAlias = ErrorRetry  # noqa: Y015
+
 @_typing.final
 class ErrorInfo(_message.Message):
+    """A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
+    with google.rpc.Status, whose details carry a google.rpc.ErrorInfo).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """The error type: an exception class name or a code such as "Timeout"."""
+    """The error type: an exception class name or a code such as "Timeout". The
+    workflow's `retry.non_retryable_errors` lists these.
+    """
     message: _builtins.str
     retryable: _builtins.bool
+    """In what the server reports (events, Execution, TaskRun): whether the error
+    allowed a retry (TaskFailed.final says whether one followed).
+
+    From a worker (TaskResult.error) this field is NOT read: proto3 cannot tell
+    `false` from "not set", so it cannot mean "do not retry". Workers set `retry`.
+    Workers written before `retry` existed that sent `retryable: false` to stop
+    retries are now retried (up to max_attempts); list the error type in the
+    task's `retry.non_retryable_errors`, or send `retry`, to stop them. SDKs set
+    both fields, `retryable` for servers that predate `retry`.
+    """
+    retry: Global___ErrorRetry.ValueType
+    """From a worker: whether this attempt may be retried (UNSPECIFIED = yes). The
+    server leaves it UNSPECIFIED in what it reports; read `retryable` there.
+    """
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
         """Optional structured details from the worker."""
@@ -156,10 +207,11 @@ class ErrorInfo(_message.Message):
         message: _builtins.str = ...,
         retryable: _builtins.bool = ...,
         details: _struct_pb2.Struct | None = ...,
+        retry: Global___ErrorRetry.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "retryable", b"retryable", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "retry", b"retry", "retryable", b"retryable", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

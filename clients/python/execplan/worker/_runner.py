@@ -58,11 +58,22 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     return positional >= 2
 
 
+def make_error(kind: str, message: str, *, retryable: bool) -> execution_pb2.ErrorInfo:
+    """An ErrorInfo as the executor reads it: `retry` decides. `retryable` says the
+    same for servers that predate `retry` (they read only that field)."""
+    retry = (
+        execution_pb2.ERROR_RETRY_RETRYABLE
+        if retryable
+        else execution_pb2.ERROR_RETRY_NON_RETRYABLE
+    )
+    return execution_pb2.ErrorInfo(type=kind, message=message, retryable=retryable, retry=retry)
+
+
 def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
     # NonRetryableError sets `retryable = False` as a class attribute, so one
     # getattr covers it, its subclasses and any third-party exception doing the same.
     retryable = getattr(exc, "retryable", True) is not False
-    return execution_pb2.ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=retryable)
+    return make_error(type(exc).__name__, str(exc), retryable=retryable)
 
 
 def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
@@ -70,9 +81,9 @@ def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_ser
         value = to_value(output)
     except TypeError as exc:
         # Retrying cannot make the return value serialisable.
-        error = execution_pb2.ErrorInfo(
-            type="OutputEncodingError",
-            message=f"handler returned {type(output).__name__}: {exc}",
+        error = make_error(
+            "OutputEncodingError",
+            f"handler returned {type(output).__name__}: {exc}",
             retryable=False,
         )
         return worker_service_pb2.TaskResult(attempt=ref, error=error)
