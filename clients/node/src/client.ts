@@ -25,6 +25,8 @@ import {
   GetPlanRequestSchema,
   ListCircuitBreakersRequestSchema,
   ListExecutionsRequestSchema,
+  ListPlansRequestSchema,
+  ListWorkersRequestSchema,
   PauseExecutionRequestSchema,
   RegisterPlanRequestSchema,
   ReplayExecutionRequestSchema,
@@ -42,6 +44,9 @@ import type {
   GetPlanResponse,
   ListCircuitBreakersResponse,
   ListExecutionsResponse,
+  ListPlansResponse,
+  ListWorkersResponse,
+  PlanSummary,
   RegisterPlanResponse,
   ReplayExecutionRequest,
   ReplayExecutionResponse,
@@ -49,6 +54,7 @@ import type {
   StartExecutionResponse,
   WatchExecutionResponse,
   WatchExecutionsResponse,
+  WorkerInfo,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
 import { CompilePlanRequestSchema, PlannerService } from "./gen/execplan/v1/planner_service_pb.js";
@@ -329,6 +335,26 @@ export class ExecplanClient {
   async listCircuitBreakers(taskTypes: string[] = []): Promise<CircuitBreakerStatus[]> {
     const request = create(ListCircuitBreakersRequestSchema, { taskTypes });
     return (await this.call<ListCircuitBreakersResponse>(this.executor, "listCircuitBreakers", request)).breakers;
+  }
+
+  /** Stored plans (ListPlans), newest first, following page tokens; of one workflow if named. */
+  async *listPlans(options: { workflowName?: string; pageSize?: number } = {}): AsyncGenerator<PlanSummary> {
+    const request = create(ListPlansRequestSchema, {
+      workflowName: options.workflowName ?? "",
+      pageSize: options.pageSize ?? 100,
+    });
+    for (;;) {
+      const res = await this.call<ListPlansResponse>(this.executor, "listPlans", request);
+      yield* res.plans;
+      if (!res.nextPageToken) return;
+      request.pageToken = res.nextPageToken;
+    }
+  }
+
+  /** Workers connected to the server answering (ListWorkers); all when `taskTypes` is empty. */
+  async listWorkers(taskTypes: string[] = []): Promise<WorkerInfo[]> {
+    const request = create(ListWorkersRequestSchema, { taskTypes });
+    return (await this.call<ListWorkersResponse>(this.executor, "listWorkers", request)).workers;
   }
 
   private async control(

@@ -118,6 +118,37 @@ test("listCircuitBreakers: a failing task type opens its breaker", async () => {
   }
 });
 
+test("listPlans and listWorkers: stored plans newest first, connected workers with slots", async () => {
+  const first = await client.compile(WAIT("node-plans-a"));
+  const second = await client.compile(WAIT("node-plans-b"));
+  await client.registerPlan(first);
+  await client.registerPlan(second);
+  const listed = [];
+  for await (const p of client.listPlans({ pageSize: 1 })) listed.push(p);
+  const ids = listed.map((p) => p.planId);
+  assert.ok(ids.indexOf(second.planId) < ids.indexOf(first.planId), "newest first");
+  const only = [];
+  for await (const p of client.listPlans({ workflowName: "node-plans-a" })) only.push(p);
+  assert.deepEqual(only.map((p) => [p.workflowName, p.planId, p.nodeCount]), [["node-plans-a", first.planId, 1]]);
+  assert.ok(only[0].registeredAt);
+
+  const worker = new Worker({ address: server.address, slots: 3, labels: { zone: "z1" } });
+  worker.task("n.listed", () => ({}));
+  const serving = worker.serve();
+  try {
+    const info = await waitFor(async () => (await client.listWorkers(["n.listed"]))[0], 10_000, "worker listed");
+    assert.deepEqual(info.taskTypes, ["n.listed"]);
+    assert.equal(info.slots, 3);
+    assert.equal(info.slotsInUse, 0);
+    assert.equal(info.labels.zone, "z1");
+    assert.ok(info.connectedAt && info.lastSeenAt);
+    assert.deepEqual(await client.listWorkers(["n.nobody"]), []);
+  } finally {
+    await worker.stop();
+    await serving.catch(() => undefined);
+  }
+});
+
 test("watchAll: filtered state changes, reconnect across a server restart", async () => {
   const seen = new Map();
   let stop = false;

@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from execplan.cli.common import EXIT_FAILURE, CliError, Parser, rpc_error_lines
 from execplan.errors import ExecplanError, is_native_panic
 
-COMMAND_MODULES = ("planning", "executions", "workers", "serve", "replay", "breakers")
+COMMAND_MODULES = (
+    "planning",
+    "executions",
+    "workers",
+    "serve",
+    "replay",
+    "breakers",
+    "inventory",
+)
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 

@@ -28,6 +28,10 @@ class WorkerConn:
     leases: set[tuple[str, int]] = field(default_factory=set)
     draining: bool = False
     connected: bool = True
+    # For ListWorkers only: who it says it is and when it was last heard from.
+    sdk: str = ""
+    connected_at_ms: int = 0
+    last_seen_ms: int = 0
 
     @property
     def free(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from execplan.errors import NotFound
+from execplan.executor import plan_index
 from execplan.executor.engine_core import EngineCore
 from execplan.executor.evolve import evolve
 from execplan.executor.plan_view import PlanView, decode_plan
@@ -30,8 +31,18 @@ class EngineReads(EngineCore):
         view = self._plans.get(plan.plan_id)
         if view is None:
             await self.store.put_plan(plan.plan_id, plan.SerializeToString(deterministic=True))
+            if await self.store.get_kv(plan_index.NAMESPACE, plan.plan_id) is None:
+                entry = plan_index.PlanEntry.of(plan, self.now_ms())
+                await self.store.put_kv(plan_index.NAMESPACE, plan.plan_id, entry.encode())
             view = self._plans[plan.plan_id] = decode_plan(plan)
         return view
+
+    async def list_plans(
+        self, workflow_name: str, page_size: int, page_token: str
+    ) -> tuple[list[plan_index.PlanEntry], str]:
+        entries = await self.store.list_kv(plan_index.NAMESPACE)
+        decoded = (plan_index.PlanEntry.decode(payload) for _, payload in entries)
+        return plan_index.list_page(decoded, workflow_name, page_size, page_token)
 
     async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
         payload = await self.store.get_plan(plan_id)

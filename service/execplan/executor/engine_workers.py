@@ -42,6 +42,9 @@ class EngineWorkers(EngineCore):
             environment=registration.environment,
             slots=max(1, registration.slots),
             session=self._session,
+            sdk=registration.sdk,
+            connected_at_ms=self.now_ms(),
+            last_seen_ms=self.now_ms(),
         )
         claimed: set[tuple[str, int]] = set()
         revoked: list[ws.AttemptRef] = []
@@ -67,6 +70,15 @@ class EngineWorkers(EngineCore):
             )
         self._wake.set()
         return worker, revoked
+
+    def worker_statuses(self, task_types: list[str]) -> list[WorkerConn]:
+        """Connected workers (those registered for one of `task_types`, if given), by id."""
+        wanted = set(task_types)
+        return [
+            worker
+            for _, worker in sorted(self.workers.workers.items())
+            if worker.connected and (not wanted or wanted & worker.task_types)
+        ]
 
     def disconnect_worker(self, worker: WorkerConn) -> None:
         current = self.workers.workers.get(worker.worker_id)
@@ -130,7 +142,7 @@ class EngineWorkers(EngineCore):
     ) -> list[ws.ResultRejected]:
         """Handles acks, heartbeats and results from a worker. Returns immediate rejections."""
         rejected: list[ws.ResultRejected] = []
-        now = self.now_ms()
+        now = worker.last_seen_ms = self.now_ms()
         for heartbeat in request.heartbeats:
             key = self._lease_key(heartbeat.attempt)
             if key is not None and key in worker.leases:

@@ -22,7 +22,9 @@ from execplan.errors import (
     Unavailable,
     WorkflowInvalid,
 )
+from execplan.executor.dispatcher import WorkerConn
 from execplan.executor.engine import Engine
+from execplan.executor.plan_index import PlanEntry
 from execplan.executor.values import from_struct, from_value
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
@@ -423,6 +425,52 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         return pb.ListCircuitBreakersResponse(
             breakers=[_breaker_status(b, parked) for b, parked in statuses]
         )
+
+    @unary_errors
+    async def ListPlans(  # noqa: N802
+        self, request: pb.ListPlansRequest, context: Ctx
+    ) -> pb.ListPlansResponse:
+        entries, token = await self._engine.list_plans(
+            request.workflow_name, request.page_size, request.page_token
+        )
+        return pb.ListPlansResponse(
+            plans=[_plan_summary(e) for e in entries], next_page_token=token
+        )
+
+    @unary_errors
+    async def ListWorkers(  # noqa: N802
+        self, request: pb.ListWorkersRequest, context: Ctx
+    ) -> pb.ListWorkersResponse:
+        workers = self._engine.worker_statuses(list(request.task_types))
+        return pb.ListWorkersResponse(workers=[_worker_info(w) for w in workers])
+
+
+def _plan_summary(entry: PlanEntry) -> pb.PlanSummary:
+    summary = pb.PlanSummary(
+        plan_id=entry.plan_id,
+        workflow_name=entry.workflow_name,
+        workflow_version=entry.workflow_version,
+        description=entry.description,
+        node_count=entry.node_count,
+    )
+    summary.registered_at.FromMilliseconds(entry.registered_at_ms)
+    return summary
+
+
+def _worker_info(worker: WorkerConn) -> pb.WorkerInfo:
+    info = pb.WorkerInfo(
+        worker_id=worker.worker_id,
+        task_types=sorted(worker.task_types),
+        labels=worker.labels,
+        environment=worker.environment,
+        slots=worker.slots,
+        slots_in_use=len(worker.leases),
+        draining=worker.draining,
+        sdk=worker.sdk,
+    )
+    info.connected_at.FromMilliseconds(worker.connected_at_ms)
+    info.last_seen_at.FromMilliseconds(worker.last_seen_ms)
+    return info
 
 
 def _breaker_status(breaker: Any, parked: int) -> pb.CircuitBreakerStatus:

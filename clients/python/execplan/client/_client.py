@@ -385,6 +385,30 @@ class ExecutorClient:
         request = executor_service_pb2.ListCircuitBreakersRequest(task_types=list(task_types))
         return list((await self._unary(lambda r: r.executor.ListCircuitBreakers, request)).breakers)
 
+    # -- plans and workers -------------------------------------------------------------
+
+    async def list_plans(
+        self, workflow_name: str = "", page_size: int = 100
+    ) -> AsyncIterator[executor_service_pb2.PlanSummary]:
+        """Stored plans (of one workflow, if named), newest first, following page tokens."""
+        request = executor_service_pb2.ListPlansRequest(
+            workflow_name=workflow_name, page_size=page_size
+        )
+        while True:
+            response = await self._unary(lambda r: r.executor.ListPlans, request)
+            for plan in response.plans:
+                yield plan
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def list_workers(
+        self, task_types: Sequence[str] = ()
+    ) -> Sequence[executor_service_pb2.WorkerInfo]:
+        """Workers connected to this server (to the replica answering, on PostgreSQL)."""
+        request = executor_service_pb2.ListWorkersRequest(task_types=list(task_types))
+        return list((await self._unary(lambda r: r.executor.ListWorkers, request)).workers)
+
     async def _unary(
         self,
         pick: _Pick[_Req, _Resp],

@@ -122,6 +122,16 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.FromString,
                 _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ListPlans',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ListWorkers',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -256,6 +266,20 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlans(self, request, context):
+        """Plans stored on this server (RegisterPlan or a started execution), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """Workers connected to this server now, with their capabilities and slots.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +357,16 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.ListCircuitBreakers,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.SerializeToString,
+            ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListPlansRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +787,60 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/ListCircuitBreakers',
             execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.ListCircuitBreakersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ListPlans',
+            execplan_dot_v1_dot_executor__service__pb2.ListPlansRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ListWorkers',
+            execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,10 @@ class ExecutorServiceStub:
     """
     ListCircuitBreakers: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListCircuitBreakersRequest, _executor_service_pb2.ListCircuitBreakersResponse]
     """Circuit breakers per task type, shared by every execution."""
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListPlansRequest, _executor_service_pb2.ListPlansResponse]
+    """Plans stored on this server (RegisterPlan or a started execution), newest first."""
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListWorkersRequest, _executor_service_pb2.ListWorkersResponse]
+    """Workers connected to this server now, with their capabilities and slots."""
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
@@ -153,6 +157,10 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """
     ListCircuitBreakers: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListCircuitBreakersRequest, _executor_service_pb2.ListCircuitBreakersResponse]  # type: ignore[assignment]
     """Circuit breakers per task type, shared by every execution."""
+    ListPlans: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListPlansRequest, _executor_service_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """Plans stored on this server (RegisterPlan or a started execution), newest first."""
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListWorkersRequest, _executor_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Workers connected to this server now, with their capabilities and slots."""
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs process instances of plans durably and streams their progress.
@@ -303,5 +311,21 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.ListCircuitBreakersResponse, _abc.Awaitable[_executor_service_pb2.ListCircuitBreakersResponse]]:
         """Circuit breakers per task type, shared by every execution."""
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _executor_service_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ListPlansResponse, _abc.Awaitable[_executor_service_pb2.ListPlansResponse]]:
+        """Plans stored on this server (RegisterPlan or a started execution), newest first."""
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _executor_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ListWorkersResponse, _abc.Awaitable[_executor_service_pb2.ListWorkersResponse]]:
+        """Workers connected to this server now, with their capabilities and slots."""
 
 def add_ExecutorServiceServicer_to_server(servicer: ExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

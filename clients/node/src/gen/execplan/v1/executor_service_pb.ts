@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/executor_service.proto.
  */
 export const file_execplan_v1_executor_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSKfAgoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdEIMCgpkZWZpbml0aW9uIlAKFlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJAChNHZXRFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoBCJBChRHZXRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24iggEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIl0KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKgoKZXhlY3V0aW9ucxgBIAMoCzIWLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoVUGF1c2VFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJEChZQYXVzZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiQgoWUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSJFChdSZXN1bWVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlIlIKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiVQoZVGVybWluYXRlRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiSAoaVGVybWluYXRlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJwChBTZW5kRXZlbnRSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKBGRhdGEYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEgoKcmVxdWVzdF9pZBgEIAEoCSIkChFTZW5kRXZlbnRSZXNwb25zZRIPCgd0YXNrX2lkGAEgASgJIkUKFVdhdGNoRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQiRAoWV2F0Y2hFeGVjdXRpb25SZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkV2ZW50IlwKFldhdGNoRXhlY3V0aW9uc1JlcXVlc3QSKwoGc3RhdGVzGAEgAygOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSFQoNd29ya2Zsb3dfbmFtZRgCIAEoCSJEChdXYXRjaEV4ZWN1dGlvbnNSZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24icQoaR2V0RXhlY3V0aW9uSGlzdG9yeVJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImMKG0dldEV4ZWN1dGlvbkhpc3RvcnlSZXNwb25zZRIrCgZldmVudHMYASADKAsyGy5leGVjcGxhbi52MS5FeGVjdXRpb25FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoTUmVnaXN0ZXJQbGFuUmVxdWVzdBIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbiInChRSZWdpc3RlclBsYW5SZXNwb25zZRIPCgdwbGFuX2lkGAEgASgJIiEKDkdldFBsYW5SZXF1ZXN0Eg8KB3BsYW5faWQYASABKAkiOwoPR2V0UGxhblJlc3BvbnNlEigKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuIowBChZSZXBsYXlFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIqCgRwbGFuGAIgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbkgAEhEKB3BsYW5faWQYAyABKAlIABIQCgZzb3VyY2UYBCABKAlIAEILCgljYW5kaWRhdGUiRgoQUmVwbGF5RGl2ZXJnZW5jZRIQCghzZXF1ZW5jZRgBIAEoBBIQCghleHBlY3RlZBgCIAEoCRIOCgZhY3R1YWwYAyABKAkivQEKF1JlcGxheUV4ZWN1dGlvblJlc3BvbnNlEhUKDWRldGVybWluaXN0aWMYASABKAgSMQoKZGl2ZXJnZW5jZRgCIAEoCzIdLmV4ZWNwbGFuLnYxLlJlcGxheURpdmVyZ2VuY2USDgoGZXZlbnRzGAMgASgEEhIKCmNvbXBhdGlibGUYBCABKAgSGQoRaW5jb21wYXRpYmlsaXRpZXMYBSADKAkSGQoRY2FuZGlkYXRlX3BsYW5faWQYBiABKAkiqwIKFENpcmN1aXRCcmVha2VyU3RhdHVzEhEKCXRhc2tfdHlwZRgBIAEoCRIoCgVzdGF0ZRgCIAEoDjIZLmV4ZWNwbGFuLnYxLkJyZWFrZXJTdGF0ZRIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgDIAEoDRIXCg93aW5kb3dfZmFpbHVyZXMYBCABKA0SFAoMd2luZG93X2NhbGxzGAUgASgNEi0KCW9wZW5lZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMaGFsZl9vcGVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwYXJrZWRfdGFza3MYCCABKA0SEgoKbGFzdF9lcnJvchgJIAEoCSIwChpMaXN0Q2lyY3VpdEJyZWFrZXJzUmVxdWVzdBISCgp0YXNrX3R5cGVzGAEgAygJIlIKG0xpc3RDaXJjdWl0QnJlYWtlcnNSZXNwb25zZRIzCghicmVha2VycxgBIAMoCzIhLmV4ZWNwbGFuLnYxLkNpcmN1aXRCcmVha2VyU3RhdHVzKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMvAKCg9FeGVjdXRvclNlcnZpY2USWQoOU3RhcnRFeGVjdXRpb24SIi5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlc3BvbnNlElMKDEdldEV4ZWN1dGlvbhIgLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIS5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJZCg5MaXN0RXhlY3V0aW9ucxIiLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBojLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USWQoOUGF1c2VFeGVjdXRpb24SIi5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlc3BvbnNlElwKD1Jlc3VtZUV4ZWN1dGlvbhIjLmV4ZWNwbGFuLnYxLlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QaJC5leGVjcGxhbi52MS5SZXN1bWVFeGVjdXRpb25SZXNwb25zZRJcCg9DYW5jZWxFeGVjdXRpb24SIy5leGVjcGxhbi52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USZQoSVGVybWluYXRlRXhlY3V0aW9uEiYuZXhlY3BsYW4udjEuVGVybWluYXRlRXhlY3V0aW9uUmVxdWVzdBonLmV4ZWNwbGFuLnYxLlRlcm1pbmF0ZUV4ZWN1dGlvblJlc3BvbnNlEkoKCVNlbmRFdmVudBIdLmV4ZWNwbGFuLnYxLlNlbmRFdmVudFJlcXVlc3QaHi5leGVjcGxhbi52MS5TZW5kRXZlbnRSZXNwb25zZRJbCg5XYXRjaEV4ZWN1dGlvbhIiLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVxdWVzdBojLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UwARJeCg9XYXRjaEV4ZWN1dGlvbnMSIy5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvbnNSZXF1ZXN0GiQuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25zUmVzcG9uc2UwARJoChNHZXRFeGVjdXRpb25IaXN0b3J5EicuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uSGlzdG9yeVJlcXVlc3QaKC5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25IaXN0b3J5UmVzcG9uc2USUwoMUmVnaXN0ZXJQbGFuEiAuZXhlY3BsYW4udjEuUmVnaXN0ZXJQbGFuUmVxdWVzdBohLmV4ZWNwbGFuLnYxLlJlZ2lzdGVyUGxhblJlc3BvbnNlEkQKB0dldFBsYW4SGy5leGVjcGxhbi52MS5HZXRQbGFuUmVxdWVzdBocLmV4ZWNwbGFuLnYxLkdldFBsYW5SZXNwb25zZRJcCg9SZXBsYXlFeGVjdXRpb24SIy5leGVjcGxhbi52MS5SZXBsYXlFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuUmVwbGF5RXhlY3V0aW9uUmVzcG9uc2USaAoTTGlzdENpcmN1aXRCcmVha2VycxInLmV4ZWNwbGFuLnYxLkxpc3RDaXJjdWl0QnJlYWtlcnNSZXF1ZXN0GiguZXhlY3BsYW4udjEuTGlzdENpcmN1aXRCcmVha2Vyc1Jlc3BvbnNlYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSKfAgoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdEIMCgpkZWZpbml0aW9uIlAKFlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJAChNHZXRFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoBCJBChRHZXRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24iggEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIl0KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKgoKZXhlY3V0aW9ucxgBIAMoCzIWLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoVUGF1c2VFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJEChZQYXVzZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiQgoWUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSJFChdSZXN1bWVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlIlIKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiVQoZVGVybWluYXRlRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiSAoaVGVybWluYXRlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJwChBTZW5kRXZlbnRSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKBGRhdGEYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEgoKcmVxdWVzdF9pZBgEIAEoCSIkChFTZW5kRXZlbnRSZXNwb25zZRIPCgd0YXNrX2lkGAEgASgJIkUKFVdhdGNoRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQiRAoWV2F0Y2hFeGVjdXRpb25SZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkV2ZW50IlwKFldhdGNoRXhlY3V0aW9uc1JlcXVlc3QSKwoGc3RhdGVzGAEgAygOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSFQoNd29ya2Zsb3dfbmFtZRgCIAEoCSJEChdXYXRjaEV4ZWN1dGlvbnNSZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24icQoaR2V0RXhlY3V0aW9uSGlzdG9yeVJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImMKG0dldEV4ZWN1dGlvbkhpc3RvcnlSZXNwb25zZRIrCgZldmVudHMYASADKAsyGy5leGVjcGxhbi52MS5FeGVjdXRpb25FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoTUmVnaXN0ZXJQbGFuUmVxdWVzdBIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbiInChRSZWdpc3RlclBsYW5SZXNwb25zZRIPCgdwbGFuX2lkGAEgASgJIiEKDkdldFBsYW5SZXF1ZXN0Eg8KB3BsYW5faWQYASABKAkiOwoPR2V0UGxhblJlc3BvbnNlEigKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuIowBChZSZXBsYXlFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIqCgRwbGFuGAIgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbkgAEhEKB3BsYW5faWQYAyABKAlIABIQCgZzb3VyY2UYBCABKAlIAEILCgljYW5kaWRhdGUiRgoQUmVwbGF5RGl2ZXJnZW5jZRIQCghzZXF1ZW5jZRgBIAEoBBIQCghleHBlY3RlZBgCIAEoCRIOCgZhY3R1YWwYAyABKAkivQEKF1JlcGxheUV4ZWN1dGlvblJlc3BvbnNlEhUKDWRldGVybWluaXN0aWMYASABKAgSMQoKZGl2ZXJnZW5jZRgCIAEoCzIdLmV4ZWNwbGFuLnYxLlJlcGxheURpdmVyZ2VuY2USDgoGZXZlbnRzGAMgASgEEhIKCmNvbXBhdGlibGUYBCABKAgSGQoRaW5jb21wYXRpYmlsaXRpZXMYBSADKAkSGQoRY2FuZGlkYXRlX3BsYW5faWQYBiABKAkiqwIKFENpcmN1aXRCcmVha2VyU3RhdHVzEhEKCXRhc2tfdHlwZRgBIAEoCRIoCgVzdGF0ZRgCIAEoDjIZLmV4ZWNwbGFuLnYxLkJyZWFrZXJTdGF0ZRIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgDIAEoDRIXCg93aW5kb3dfZmFpbHVyZXMYBCABKA0SFAoMd2luZG93X2NhbGxzGAUgASgNEi0KCW9wZW5lZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMaGFsZl9vcGVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwYXJrZWRfdGFza3MYCCABKA0SEgoKbGFzdF9lcnJvchgJIAEoCSIwChpMaXN0Q2lyY3VpdEJyZWFrZXJzUmVxdWVzdBISCgp0YXNrX3R5cGVzGAEgAygJIlIKG0xpc3RDaXJjdWl0QnJlYWtlcnNSZXNwb25zZRIzCghicmVha2VycxgBIAMoCzIhLmV4ZWNwbGFuLnYxLkNpcmN1aXRCcmVha2VyU3RhdHVzIqsBCgtQbGFuU3VtbWFyeRIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAYgASgNIlAKEExpc3RQbGFuc1JlcXVlc3QSFQoNd29ya2Zsb3dfbmFtZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJVChFMaXN0UGxhbnNSZXNwb25zZRInCgVwbGFucxgBIAMoCzIYLmV4ZWNwbGFuLnYxLlBsYW5TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLUAgoKV29ya2VySW5mbxIRCgl3b3JrZXJfaWQYASABKAkSEgoKdGFza190eXBlcxgCIAMoCRIzCgZsYWJlbHMYAyADKAsyIy5leGVjcGxhbi52MS5Xb3JrZXJJbmZvLkxhYmVsc0VudHJ5EhMKC2Vudmlyb25tZW50GAQgASgJEg0KBXNsb3RzGAUgASgNEhQKDHNsb3RzX2luX3VzZRgGIAEoDRIQCghkcmFpbmluZxgHIAEoCBILCgNzZGsYCCABKAkSMAoMY29ubmVjdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKAoSTGlzdFdvcmtlcnNSZXF1ZXN0EhIKCnRhc2tfdHlwZXMYASADKAkiPwoTTGlzdFdvcmtlcnNSZXNwb25zZRIoCgd3b3JrZXJzGAEgAygLMhcuZXhlY3BsYW4udjEuV29ya2VySW5mbyp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAzKODAoPRXhlY3V0b3JTZXJ2aWNlElkKDlN0YXJ0RXhlY3V0aW9uEiIuZXhlY3BsYW4udjEuU3RhcnRFeGVjdXRpb25SZXF1ZXN0GiMuZXhlY3BsYW4udjEuU3RhcnRFeGVjdXRpb25SZXNwb25zZRJTCgxHZXRFeGVjdXRpb24SIC5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiEuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USWQoOTGlzdEV4ZWN1dGlvbnMSIi5leGVjcGxhbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaIy5leGVjcGxhbi52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElkKDlBhdXNlRXhlY3V0aW9uEiIuZXhlY3BsYW4udjEuUGF1c2VFeGVjdXRpb25SZXF1ZXN0GiMuZXhlY3BsYW4udjEuUGF1c2VFeGVjdXRpb25SZXNwb25zZRJcCg9SZXN1bWVFeGVjdXRpb24SIy5leGVjcGxhbi52MS5SZXN1bWVFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2USXAoPQ2FuY2VsRXhlY3V0aW9uEiMuZXhlY3BsYW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBokLmV4ZWNwbGFuLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEmUKElRlcm1pbmF0ZUV4ZWN1dGlvbhImLmV4ZWNwbGFuLnYxLlRlcm1pbmF0ZUV4ZWN1dGlvblJlcXVlc3QaJy5leGVjcGxhbi52MS5UZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRJKCglTZW5kRXZlbnQSHS5leGVjcGxhbi52MS5TZW5kRXZlbnRSZXF1ZXN0Gh4uZXhlY3BsYW4udjEuU2VuZEV2ZW50UmVzcG9uc2USWwoOV2F0Y2hFeGVjdXRpb24SIi5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvblJlc3BvbnNlMAESXgoPV2F0Y2hFeGVjdXRpb25zEiMuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25zUmVxdWVzdBokLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uc1Jlc3BvbnNlMAESaAoTR2V0RXhlY3V0aW9uSGlzdG9yeRInLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvbkhpc3RvcnlSZXF1ZXN0GiguZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uSGlzdG9yeVJlc3BvbnNlElMKDFJlZ2lzdGVyUGxhbhIgLmV4ZWNwbGFuLnYxLlJlZ2lzdGVyUGxhblJlcXVlc3QaIS5leGVjcGxhbi52MS5SZWdpc3RlclBsYW5SZXNwb25zZRJECgdHZXRQbGFuEhsuZXhlY3BsYW4udjEuR2V0UGxhblJlcXVlc3QaHC5leGVjcGxhbi52MS5HZXRQbGFuUmVzcG9uc2USXAoPUmVwbGF5RXhlY3V0aW9uEiMuZXhlY3BsYW4udjEuUmVwbGF5RXhlY3V0aW9uUmVxdWVzdBokLmV4ZWNwbGFuLnYxLlJlcGxheUV4ZWN1dGlvblJlc3BvbnNlEmgKE0xpc3RDaXJjdWl0QnJlYWtlcnMSJy5leGVjcGxhbi52MS5MaXN0Q2lyY3VpdEJyZWFrZXJzUmVxdWVzdBooLmV4ZWNwbGFuLnYxLkxpc3RDaXJjdWl0QnJlYWtlcnNSZXNwb25zZRJKCglMaXN0UGxhbnMSHS5leGVjcGxhbi52MS5MaXN0UGxhbnNSZXF1ZXN0Gh4uZXhlY3BsYW4udjEuTGlzdFBsYW5zUmVzcG9uc2USUAoLTGlzdFdvcmtlcnMSHy5leGVjcGxhbi52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIC5leGVjcGxhbi52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message execplan.v1.StartExecutionRequest
@@ -893,6 +893,207 @@ export const ListCircuitBreakersResponseSchema: GenMessage<ListCircuitBreakersRe
   messageDesc(file_execplan_v1_executor_service, 31);
 
 /**
+ * @generated from message execplan.v1.PlanSummary
+ */
+export type PlanSummary = Message<"execplan.v1.PlanSummary"> & {
+  /**
+   * @generated from field: string plan_id = 1;
+   */
+  planId: string;
+
+  /**
+   * @generated from field: string workflow_name = 2;
+   */
+  workflowName: string;
+
+  /**
+   * @generated from field: string workflow_version = 3;
+   */
+  workflowVersion: string;
+
+  /**
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * When this server first stored the plan.
+   *
+   * @generated from field: google.protobuf.Timestamp registered_at = 5;
+   */
+  registeredAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 node_count = 6;
+   */
+  nodeCount: number;
+};
+
+/**
+ * Describes the message execplan.v1.PlanSummary.
+ * Use `create(PlanSummarySchema)` to create a new message.
+ */
+export const PlanSummarySchema: GenMessage<PlanSummary> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 32);
+
+/**
+ * @generated from message execplan.v1.ListPlansRequest
+ */
+export type ListPlansRequest = Message<"execplan.v1.ListPlansRequest"> & {
+  /**
+   * Only plans of this workflow (all when empty).
+   *
+   * @generated from field: string workflow_name = 1;
+   */
+  workflowName: string;
+
+  /**
+   * At most 1000; 0 = 50.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message execplan.v1.ListPlansRequest.
+ * Use `create(ListPlansRequestSchema)` to create a new message.
+ */
+export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 33);
+
+/**
+ * @generated from message execplan.v1.ListPlansResponse
+ */
+export type ListPlansResponse = Message<"execplan.v1.ListPlansResponse"> & {
+  /**
+   * @generated from field: repeated execplan.v1.PlanSummary plans = 1;
+   */
+  plans: PlanSummary[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message execplan.v1.ListPlansResponse.
+ * Use `create(ListPlansResponseSchema)` to create a new message.
+ */
+export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 34);
+
+/**
+ * @generated from message execplan.v1.WorkerInfo
+ */
+export type WorkerInfo = Message<"execplan.v1.WorkerInfo"> & {
+  /**
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * @generated from field: repeated string task_types = 2;
+   */
+  taskTypes: string[];
+
+  /**
+   * @generated from field: map<string, string> labels = 3;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * @generated from field: string environment = 4;
+   */
+  environment: string;
+
+  /**
+   * @generated from field: uint32 slots = 5;
+   */
+  slots: number;
+
+  /**
+   * Attempts leased to the worker now.
+   *
+   * @generated from field: uint32 slots_in_use = 6;
+   */
+  slotsInUse: number;
+
+  /**
+   * The worker said it is draining: it takes no new attempts.
+   *
+   * @generated from field: bool draining = 7;
+   */
+  draining: boolean;
+
+  /**
+   * @generated from field: string sdk = 8;
+   */
+  sdk: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp connected_at = 9;
+   */
+  connectedAt?: Timestamp | undefined;
+
+  /**
+   * The last message received on its stream.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen_at = 10;
+   */
+  lastSeenAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.WorkerInfo.
+ * Use `create(WorkerInfoSchema)` to create a new message.
+ */
+export const WorkerInfoSchema: GenMessage<WorkerInfo> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 35);
+
+/**
+ * @generated from message execplan.v1.ListWorkersRequest
+ */
+export type ListWorkersRequest = Message<"execplan.v1.ListWorkersRequest"> & {
+  /**
+   * Only workers registered for one of these task types (all when empty).
+   *
+   * @generated from field: repeated string task_types = 1;
+   */
+  taskTypes: string[];
+};
+
+/**
+ * Describes the message execplan.v1.ListWorkersRequest.
+ * Use `create(ListWorkersRequestSchema)` to create a new message.
+ */
+export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 36);
+
+/**
+ * @generated from message execplan.v1.ListWorkersResponse
+ */
+export type ListWorkersResponse = Message<"execplan.v1.ListWorkersResponse"> & {
+  /**
+   * @generated from field: repeated execplan.v1.WorkerInfo workers = 1;
+   */
+  workers: WorkerInfo[];
+};
+
+/**
+ * Describes the message execplan.v1.ListWorkersResponse.
+ * Use `create(ListWorkersResponseSchema)` to create a new message.
+ */
+export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 37);
+
+/**
  * @generated from enum execplan.v1.BreakerState
  */
 export enum BreakerState {
@@ -1094,6 +1295,26 @@ export const ExecutorService: GenService<{
     methodKind: "unary";
     input: typeof ListCircuitBreakersRequestSchema;
     output: typeof ListCircuitBreakersResponseSchema;
+  },
+  /**
+   * Plans stored on this server (RegisterPlan or a started execution), newest first.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.ListPlans
+   */
+  listPlans: {
+    methodKind: "unary";
+    input: typeof ListPlansRequestSchema;
+    output: typeof ListPlansResponseSchema;
+  },
+  /**
+   * Workers connected to this server now, with their capabilities and slots.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.ListWorkers
+   */
+  listWorkers: {
+    methodKind: "unary";
+    input: typeof ListWorkersRequestSchema;
+    output: typeof ListWorkersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_execplan_v1_executor_service, 0);
