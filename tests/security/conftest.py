@@ -21,7 +21,12 @@ import pytest
 from execplan.config import ServerConfig
 from execplan.server import ExecplanServer
 
-TOKENS = {"client": "tok-client-1", "worker": "tok-worker-1", "admin": "tok-admin-1"}
+TOKENS = {
+    "client": "tok-client-1",
+    "worker": "tok-worker-1",
+    "admin": "tok-admin-1",
+    "viewer": "tok-viewer-1",
+}
 # The worker principal may register only these task types.
 WORKER_TYPES = ("sec.echo", "sec.big")
 CLIENT_NAMES = ("ci-client", "ci-worker", "ci-admin", "stranger")
@@ -129,6 +134,7 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> str:
         f"ci-bot      client  sha256:{sha(TOKENS['client'])}\n"
         f"billing     worker  sha256:{sha(TOKENS['worker'])}  {','.join(WORKER_TYPES)}\n"
         f"ops         admin   sha256:{sha(TOKENS['admin'])}\n"
+        f"oncall      viewer  sha256:{sha(TOKENS['viewer'])}\n"
         "ci-client   client  cert:ci-client\n"
         f"ci-worker   worker  cert:ci-worker  {','.join(WORKER_TYPES)}\n"
         "ci-admin    admin   cert:ci-admin\n"

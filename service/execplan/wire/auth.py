@@ -15,6 +15,7 @@ With no token table (no `--auth-tokens`), authentication is off: every caller is
 an `admin` named after its peer host, and only the limits apply.
 
 What each role may call (`allowed`):
+  viewer   the reads of `READ_METHODS`            look, never change (web console, dashboards)
   client   PlannerService/*, ExecutorService/*    compile, start, read, control
   worker   WorkerService/Connect                  only the task types it is listed for
   admin    everything
@@ -71,12 +72,31 @@ from google.protobuf.message import Message
 
 log = logging.getLogger("execplan.auth")
 
-ROLES = ("client", "worker", "admin")
+ROLES = ("viewer", "client", "worker", "admin")
 CONNECT = "/execplan.v1.WorkerService/Connect"
 START = "/execplan.v1.ExecutorService/StartExecution"
 # Open to everyone, with or without credentials.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 CLIENT_SERVICES = frozenset({"execplan.v1.PlannerService", "execplan.v1.ExecutorService"})
+# What a viewer may call: every method that changes nothing (compiling is pure).
+READ_METHODS = frozenset(
+    {
+        f"/execplan.v1.ExecutorService/{name}"
+        for name in (
+            "GetExecution",
+            "ListExecutions",
+            "WatchExecution",
+            "WatchExecutions",
+            "GetExecutionHistory",
+            "GetPlan",
+            "ListPlans",
+            "ReplayExecution",
+            "ListCircuitBreakers",
+            "ListWorkers",
+        )
+    }
+    | {"/execplan.v1.PlannerService/CompilePlan", "/execplan.v1.PlannerService/ValidateWorkflow"}
+)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
@@ -109,6 +129,8 @@ def allowed(role: str, method: str) -> bool:
         return True
     if role == "client":
         return service in CLIENT_SERVICES
+    if role == "viewer":
+        return method in READ_METHODS
     return role == "worker" and method == CONNECT
 
 
@@ -251,9 +273,13 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
 
     # -- the checks ------------------------------------------------------------------
     def _principal(self, context: Ctx) -> Principal:
+        return self.identify(context.invocation_metadata(), context.auth_context(), context.peer())
+
+    def identify(self, metadata: Any, auth_context: Mapping[str, Any], peer: str) -> Principal:
+        """Who is calling (see the module docstring); raises `Unauthenticated`."""
         if self.tokens is None:
-            return Principal(_peer_host(context.peer()), "admin")
-        return self.tokens.authenticate(context.invocation_metadata(), context.auth_context())
+            return Principal(_peer_host(peer), "admin")
+        return self.tokens.authenticate(metadata, auth_context)
 
     def _admit(self, context: Ctx, method: str) -> Principal:
         principal = self._principal(context)
@@ -292,6 +318,11 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
             self._streams.pop(principal.name, None)
 
     # -- wrapping the handler ----------------------------------------------------------
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """`handler` of `method` behind these checks; the Connect routes of the web
+        console (wire/connect.py) use it to serve the very same handlers."""
+        return self._wrap(handler, method)
+
     def _wrap(self, handler: Handler, method: str) -> Handler:
         """The same handler, with the checks in front (`open`: only the decode guard)
         and a request parser that cannot fail inside grpc (see `_tolerant`)."""
