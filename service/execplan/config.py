@@ -60,6 +60,11 @@ class ServerConfig:
     auth_tokens: str | None = None
     # JSON/YAML map of secret name -> value; None = EXECPLAN_SECRET_* variables.
     secrets_file: str | None = None
+    # HOST:PORT of the web console (docs/console.md); None = no console. When
+    # `ui_optional`, a port that cannot be bound is logged and skipped (the CLI's
+    # default address), otherwise it stops the start like any other bind error.
+    ui_listen: str | None = None
+    ui_optional: bool = False
     # Per authenticated identity (peer host when auth is off); 0 = unlimited.
     max_worker_streams: int = 0
     start_rate: float = 0.0

@@ -14,8 +14,13 @@ Shutdown order is fixed, and each step says why:
   2. begin_drain(), reversed  workers are told to finish and disconnect, subscriber
                               streams end; long-lived streams would otherwise hold
                               `server.stop(grace)` open for the whole grace period;
-  3. server.stop(grace)       in-flight unary RPCs finish, then the rest are cancelled;
-  4. stop(), reversed         executor before store, store closes last.
+  3. console.stop()           the web console's HTTP port (its streams ended in 2);
+  4. server.stop(grace)       in-flight unary RPCs finish, then the rest are cancelled;
+  5. stop(), reversed         executor before store, store closes last.
+
+The web console (`config.ui_listen`, docs/console.md) is not a component: it serves
+the very handlers the components registered on the gRPC server (recorded by a
+`HandlerTable` while they register), behind the same security interceptor.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from execplan.config import ServerConfig, split_host_port
@@ -275,6 +280,41 @@ def planner_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
     )
 
 
+def build_console(
+    config: ServerConfig, listen: str, table: Any, security: Any, services: Sequence[str]
+) -> Any:
+    """The web console's HTTP server on `listen` (not started), serving the handlers
+    recorded in `table` of the execplan services this server runs."""
+    from execplan.console.app import ConsoleApp  # noqa: PLC0415
+    from execplan.console.assets import BUILD_HINT, Assets  # noqa: PLC0415
+    from execplan.console.server import ConsoleServer, ConsoleTls  # noqa: PLC0415
+    from execplan.wire.connect import ConnectApplication, endpoints  # noqa: PLC0415
+
+    host, _ = split_host_port(listen)
+    if not config.tls and not is_loopback(host):
+        warning = (
+            f"WARNING: serving the web console over plain HTTP on non-loopback {listen}: "
+            "tokens and data cross the network readable (use --tls-cert/--tls-key)"
+        )
+        print(warning, file=sys.stderr, flush=True)
+        log.warning("%s", warning)
+    assets = Assets.load()
+    if not assets.built:
+        log.warning("%s", BUILD_HINT)
+    browser_services = [s for s in services if s.startswith("execplan.v1.") and "Worker" not in s]
+    routes = endpoints(table, security, browser_services)
+    app = ConsoleApp(
+        assets,
+        ConnectApplication(routes, config.max_message_bytes),
+        security,
+        loopback_only=is_loopback(host),
+    )
+    tls = None
+    if config.tls:
+        tls = ConsoleTls(config.tls_cert or "", config.tls_key or "", config.tls_client_ca)
+    return ConsoleServer(listen, app, tls=tls, grace=min(config.grace_seconds, 5.0))
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -304,6 +344,7 @@ class ExecplanServer:
         self._stopping: asyncio.Task[None] | None = None
         self._serving = False
         self._tracer_provider = tracer_provider
+        self.console: Any = None  # execplan.console.server.ConsoleServer once started
 
     @property
     def port(self) -> int:
@@ -320,12 +361,15 @@ class ExecplanServer:
             for component in self.components:
                 await component.start()
                 self._started.append(component)
+            from execplan.wire.connect import HandlerTable  # noqa: PLC0415
+
+            interceptors = _interceptors(self.config, self._tracer_provider)
             self._server = server = grpc.aio.server(
-                options=server_options(self.config),
-                interceptors=_interceptors(self.config, self._tracer_provider),
+                options=server_options(self.config), interceptors=interceptors
             )
+            table = HandlerTable(server)
             for component in self.components:
-                self._services.extend(component.register(server))
+                self._services.extend(component.register(cast(grpc.aio.Server, table)))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             reflection.enable_server_reflection(
                 [
@@ -338,6 +382,8 @@ class ExecplanServer:
             self._port = self._bind(server)
             await server.start()
             self._serving = True
+            if self.config.ui_listen:
+                await self._start_console(table, interceptors)
             if not self.config.auth_tokens:  # logged once the port is ours, not before
                 log.info("authentication off (no --auth-tokens): every caller is admin")
         except BaseException:
@@ -346,6 +392,23 @@ class ExecplanServer:
         for name in ("", *self._services):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.debug("execplan listening on %s", self.address)
+
+    async def _start_console(
+        self, table: Any, interceptors: list[grpc.aio.ServerInterceptor]
+    ) -> None:
+        from execplan.wire.auth import SecurityInterceptor  # noqa: PLC0415
+
+        listen = self.config.ui_listen or ""
+        security = next(i for i in interceptors if isinstance(i, SecurityInterceptor))
+        try:
+            console = build_console(self.config, listen, table, security, self._services)
+            await console.start()
+        except Unavailable as exc:
+            if not self.config.ui_optional:
+                raise
+            log.warning("web console not started: %s", exc)
+            return
+        self.console = console
 
     def _bind(self, server: grpc.aio.Server) -> int:
         _check_bindable(self.config.listen)
@@ -380,6 +443,9 @@ class ExecplanServer:
         await self.health.enter_graceful_shutdown()
         for component in reversed(self._started):
             await _logged(component.begin_drain(), "begin_drain", component)
+        if self.console is not None:
+            await self.console.stop()
+            self.console = None
         if self._server is not None:
             await self._server.stop(grace)
         log.debug("gRPC server stopped after %.3fs", time.monotonic() - started)
@@ -466,6 +532,8 @@ async def serve(config: ServerConfig, components: Sequence[Component] | None = N
     try:
         async with ExecplanServer(config, components) as server:
             print(f"execplan listening on {server.address}", flush=True)
+            if server.console is not None:
+                print(f"execplan console on {server.console.url}", flush=True)
             await signalled
             log.info("signal received, shutting down (grace %.1fs)", config.grace_seconds)
     finally:

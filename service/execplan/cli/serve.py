@@ -8,6 +8,12 @@ can be scaled out or placed apart from the executor.
 Each prints `execplan listening on HOST:PORT` on stdout once the port accepts
 calls; with `--listen 127.0.0.1:0` that line is how scripts learn the port.
 Shutdown is graceful and ordered (see execplan.server).
+
+`serve` and `executor` also serve the web console (docs/console.md) and print
+`execplan console on URL`: by default on 127.0.0.1 at the gRPC port + 1000
+(7070 -> 8070; a free port when --listen has port 0), skipped with a warning if
+that port is taken; `--ui-listen HOST:PORT` to choose (then a bind error stops
+the start), `--no-ui` for none.
 """
 
 from __future__ import annotations
@@ -106,6 +112,13 @@ def _add_server_options(p: Any) -> None:
 
 
 def _add_executor_options(p: Any) -> None:
+    ui = p.add_mutually_exclusive_group()
+    ui.add_argument(
+        "--ui-listen",
+        metavar="HOST:PORT",
+        help="serve the web console here (default: 127.0.0.1 at the gRPC port + 1000)",
+    )
+    ui.add_argument("--no-ui", action="store_true", help="do not serve the web console")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--db",
@@ -198,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ("--metrics-listen", args.metrics_listen),
         ("--advertise", advertise or None),
         ("--planner", planner_address),
+        ("--ui-listen", getattr(args, "ui_listen", None)),
     ):
         if value is None:
             continue
@@ -217,8 +231,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise CliError(
             "--max-worker-streams and --start-rate must be >= 0, --start-burst >= 1", EXIT_USAGE
         )
+    ui_listen, ui_optional = _ui_listen(args, role)
     return ServerConfig(
         listen=args.listen,
+        ui_listen=ui_listen,
+        ui_optional=ui_optional,
         run_planner=role != "executor",
         run_executor=role != "planner",
         planner_address=planner_address,
@@ -246,6 +263,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         start_rate=args.start_rate,
         start_burst=args.start_burst,
     )
+
+
+def _ui_listen(args: argparse.Namespace, role: str) -> tuple[str | None, bool]:
+    """Where the console listens and whether failing to bind it is fine (the default)."""
+    if role == "planner" or getattr(args, "no_ui", False):
+        return None, False
+    if args.ui_listen:
+        return args.ui_listen, False
+    _, port = split_host_port(args.listen)
+    if port and port + 1000 > 65535:
+        return None, False
+    return f"127.0.0.1:{port + 1000 if port else 0}", True
 
 
 def run_serve(args: argparse.Namespace) -> int:
