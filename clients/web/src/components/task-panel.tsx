@@ -1,0 +1,116 @@
+// The selected task: state, worker, timings, attempts, inputs as written in the
+// plan, output or error, and the last progress it reported.
+import type { ExecutionEvent } from "../gen/execplan/v1/events_pb.js";
+import { type TaskRun, TaskState } from "../gen/execplan/v1/execution_pb.js";
+import type { PlanNode } from "../gen/execplan/v1/plan_pb.js";
+import { BuiltinKind } from "../gen/execplan/v1/plan_pb.js";
+import { bindingText } from "../events.js";
+import { clock, duration, phaseName, taskStateName, taskTone, valueJson } from "../format.js";
+import { Json } from "./common.js";
+
+export function TaskPanel({
+  task,
+  node,
+  progress,
+  onClose,
+}: {
+  task: TaskRun;
+  node: PlanNode;
+  progress: ExecutionEvent | undefined;
+  version: number;
+  onClose: () => void;
+}) {
+  const inputs = Object.fromEntries(node.bindings.map((b) => [b.name, bindingText(b.value)]));
+  const output = valueJson(task.output);
+  const reported = progress?.kind.case === "taskProgress" ? valueJson(progress.kind.value.progress) : undefined;
+  return (
+    <div class="task-panel" data-testid="task-panel" data-task={task.taskId}>
+      <div class="panel-head">
+        <h3 class="mono">{task.taskId}</h3>
+        <button class="link" onClick={onClose} aria-label="Close task">
+          ✕
+        </button>
+      </div>
+      <div>
+        <span class={`pill t-${taskTone(task.state)}`} data-testid="task-state">
+          {taskStateName(task.state)}
+        </span>{" "}
+        <span class="muted">
+          {task.type}
+          {node.builtin !== BuiltinKind.NONE && node.builtin !== BuiltinKind.UNSPECIFIED ? " · built-in" : ""}
+        </span>
+      </div>
+      {task.statusMessage && <p class="muted small">{task.statusMessage}</p>}
+      <dl>
+        <dt>Attempt</dt>
+        <dd>
+          {task.attempt || "–"}
+          {task.phase > 1 ? ` (${phaseName(task.phase)})` : ""}
+          {node.retry?.maxAttempts ? <span class="muted"> of {node.retry.maxAttempts}</span> : null}
+        </dd>
+        <dt>Worker</dt>
+        <dd class="mono">{task.workerId || "–"}</dd>
+        <dt>Queued</dt>
+        <dd>{clock(task.queuedAt)}</dd>
+        <dt>Started</dt>
+        <dd>
+          {clock(task.startedAt)}
+          {task.startedAt && <span class="muted"> · waited {duration(task.queuedAt, task.startedAt)}</span>}
+        </dd>
+        <dt>Finished</dt>
+        <dd>
+          {clock(task.finishedAt)}
+          {task.finishedAt && <span class="muted"> · ran {duration(task.startedAt ?? task.queuedAt, task.finishedAt)}</span>}
+        </dd>
+      </dl>
+      {task.error && task.state !== TaskState.SUCCEEDED && (
+        <div class="alert error" data-testid="task-error">
+          <b>{task.error.type}</b>: {task.error.message}
+          {task.error.retryable ? <span class="muted"> (retryable)</span> : null}
+        </div>
+      )}
+      {reported !== undefined && (
+        <>
+          <h4>Progress</h4>
+          <Json value={reported} />
+        </>
+      )}
+      <h4>Inputs (as written)</h4>
+      <Json value={Object.keys(inputs).length ? inputs : undefined} />
+      {node.condition && (
+        <p class="small">
+          when <code>{node.condition.source}</code>
+        </p>
+      )}
+      <h4>Output</h4>
+      <Json value={output} />
+      {task.attempts.length > 0 && (
+        <>
+          <h4>Attempts</h4>
+          <table class="table compact">
+            <thead>
+              <tr>
+                <th>#</th>
+                <th>Phase</th>
+                <th>Worker</th>
+                <th>Took</th>
+                <th>Error</th>
+              </tr>
+            </thead>
+            <tbody>
+              {task.attempts.map((a, i) => (
+                <tr key={i}>
+                  <td>{a.attempt}</td>
+                  <td>{phaseName(a.phase)}</td>
+                  <td class="mono">{a.workerId}</td>
+                  <td>{duration(a.dispatchedAt, a.finishedAt)}</td>
+                  <td>{a.error ? `${a.error.type}: ${a.error.message}` : ""}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+    </div>
+  );
+}
