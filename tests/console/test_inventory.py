@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
 from execplan.cli import main
-from execplan.client import InvalidArgumentError
+from execplan.v1 import executor_service_pb2
 
 if TYPE_CHECKING:
     from tests.support.server import Env, environment
@@ -52,8 +53,11 @@ async def test_list_plans_newest_first_by_workflow_and_paged(env: Env) -> None:
     assert listed[0].registered_at.ToMilliseconds() >= listed[1].registered_at.ToMilliseconds()
     only_a = [p.plan_id async for p in env.client.list_plans("inv-a")]
     assert only_a == [ids[2], ids[0]]
-    with pytest.raises(InvalidArgumentError, match="page_size"):
-        [p async for p in env.client.list_plans(page_size=5000)]
+    assert len([p async for p in env.client.list_plans(page_size=5000)]) == 3  # served as 1000
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await env.stub.ListPlans(executor_service_pb2.ListPlansRequest(page_token="nope!"))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (bad.value.details() or "")
 
 
 async def test_list_workers_shows_slots_in_use(env: Env) -> None:

@@ -172,6 +172,8 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
             "GetPlan": [pb.GetPlanRequest(plan_id=plan.plan_id)],
             "ReplayExecution": [pb.ReplayExecutionRequest(execution_id=done, plan=plan)],
             "ListCircuitBreakers": [pb.ListCircuitBreakersRequest()],
+            "ListPlans": [pb.ListPlansRequest(workflow_name="ranges")],
+            "ListWorkers": [pb.ListWorkersRequest()],
             "Connect": [
                 worker_service_pb2.ConnectRequest(register=register),
                 worker_service_pb2.ConnectRequest(

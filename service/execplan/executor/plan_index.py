@@ -26,8 +26,6 @@ from execplan.errors import FieldViolation, InvalidArgument
 from execplan.v1 import plan_pb2
 
 NAMESPACE = "plans"
-MAX_PAGE = 1000
-DEFAULT_PAGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +64,8 @@ class PlanEntry:
 def list_page(
     entries: Iterable[PlanEntry], workflow_name: str, size: int, token: str
 ) -> tuple[list[PlanEntry], str]:
-    """One page of `entries` (any order), newest first, and the next page's token."""
-    if size > MAX_PAGE:
-        raise InvalidArgument(
-            "page_size too large", [FieldViolation("page_size", f"at most {MAX_PAGE}")]
-        )
-    size = size or DEFAULT_PAGE
+    """One page of `size` (>= 1) of `entries` (any order), newest first, and the
+    next page's token."""
     after = _decode_token(token) if token else None
     wanted = sorted(
         (e for e in entries if not workflow_name or e.workflow_name == workflow_name),

@@ -40,7 +40,7 @@ from grpc_status import rpc_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
-# One paging rule for ListExecutions and GetExecutionHistory (AIP-158; written in
+# One paging rule for ListExecutions, GetExecutionHistory and ListPlans (AIP-158; written in
 # executor_service.proto): page_size 0 means DEFAULT_PAGE, and a size above MAX_PAGE
 # is served as MAX_PAGE (not an error); `next_page_token` is "" on the last page.
 DEFAULT_PAGE = 100
@@ -431,7 +431,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.ListPlansRequest, context: Ctx
     ) -> pb.ListPlansResponse:
         entries, token = await self._engine.list_plans(
-            request.workflow_name, request.page_size, request.page_token
+            request.workflow_name, page_size(request.page_size), request.page_token
         )
         return pb.ListPlansResponse(
             plans=[_plan_summary(e) for e in entries], next_page_token=token

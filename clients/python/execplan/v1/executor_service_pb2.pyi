@@ -914,7 +914,7 @@ class ListPlansRequest(_message.Message):
     workflow_name: _builtins.str
     """Only plans of this workflow (all when empty)."""
     page_size: _builtins.int
-    """At most 1000; 0 = 50."""
+    """0 = 100; above 1000 is served as 1000 (as ListExecutions)."""
     page_token: _builtins.str
     def __init__(
         self,

@@ -948,7 +948,7 @@ export type ListPlansRequest = Message<"execplan.v1.ListPlansRequest"> & {
   workflowName: string;
 
   /**
-   * At most 1000; 0 = 50.
+   * 0 = 100; above 1000 is served as 1000 (as ListExecutions).
    *
    * @generated from field: uint32 page_size = 2;
    */
