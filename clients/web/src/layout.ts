@@ -45,9 +45,18 @@ export function layoutPlan(plan: ExecutionPlan): Layout {
   if (cached) return cached;
   const started = performance.now();
   const g = new dagre.graphlib.Graph({ multigraph: false, compound: false });
-  // Wide plans (fan-outs of hundreds) get tighter spacing so they stay readable.
+  // Big plans: tighter spacing, and the longest-path ranker (a node's column is its
+  // stage, as the planner defines it): dagre's default network-simplex ranker
+  // takes ~5 s on a 1,000-task plan, longest-path ~0.7 s.
   const dense = plan.nodes.length > 200;
-  g.setGraph({ rankdir: "LR", nodesep: dense ? 10 : 18, ranksep: dense ? 48 : 64, marginx: 16, marginy: 16 });
+  g.setGraph({
+    rankdir: "LR",
+    nodesep: dense ? 10 : 18,
+    ranksep: dense ? 48 : 64,
+    marginx: 16,
+    marginy: 16,
+    ranker: dense ? "longest-path" : "network-simplex",
+  });
   g.setDefaultEdgeLabel(() => ({}));
   for (const node of plan.nodes) {
     g.setNode(String(node.index), { width: widthOf(node.taskId, node.type), height: NODE_HEIGHT });

@@ -99,7 +99,8 @@ class EngineReads(EngineCore):
         page, more = records[:size], len(records) > size
         result = []
         for record in page:
-            live = self._live.get(record.execution_id)
+            # Recently finished ones are still in memory: their task counts too.
+            live = self._live.get(record.execution_id) or self._finished.get(record.execution_id)
             result.append(
                 encode_execution(live, with_tasks=False) if live else encode_record(record)
             )
