@@ -2,6 +2,7 @@
 source (the AST, so imports inside functions count too), against the rules below.
 
     server.py, cli/        compose and present everything
+    console/               the web console's HTTP app: presents the wire, nothing below
     wire/                  gRPC: servicers, codecs, status mapping
     executor/              the runtime; names only the store's port
       decide/              the pure core: no asyncio, no I/O
@@ -53,6 +54,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "grpc",
     ),
     "execplan.logs": ("execplan.executor", "execplan.wire", "execplan.store"),
+    "execplan.console": ("execplan.executor", "execplan.store", "execplan.planner", "grpc"),
 }
 # Names a package must not import from an allowed module (concrete stores by name).
 FORBIDDEN_NAMES: dict[str, frozenset[str]] = {

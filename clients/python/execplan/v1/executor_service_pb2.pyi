@@ -914,7 +914,7 @@ class ListPlansRequest(_message.Message):
     workflow_name: _builtins.str
     """Only plans of this workflow (all when empty)."""
     page_size: _builtins.int
-    """0 = 100; above 1000 is served as 1000 (as ListExecutions)."""
+    """0 = 100; at most 1000 (larger values are served as 1000)."""
     page_token: _builtins.str
     def __init__(
         self,

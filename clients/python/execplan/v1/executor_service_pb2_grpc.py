@@ -32,7 +32,7 @@ class ExecutorServiceStub:
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
     A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
     execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
     1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
     page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
@@ -141,7 +141,7 @@ class ExecutorServiceServicer:
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
     A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
     execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
     1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
     page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
@@ -383,7 +383,7 @@ class ExecutorService:
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
     A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
     execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
     1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
     page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared

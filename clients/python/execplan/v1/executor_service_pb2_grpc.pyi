@@ -33,7 +33,7 @@ class ExecutorServiceStub:
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
       A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
       execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
       1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
       page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
@@ -103,7 +103,7 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
       A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
       execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
       1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
       page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
@@ -169,7 +169,7 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
       A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
       execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
-    - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+    - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
       1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
       page; a token is opaque and valid for the same request only.
     - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared

@@ -948,7 +948,7 @@ export type ListPlansRequest = Message<"execplan.v1.ListPlansRequest"> & {
   workflowName: string;
 
   /**
-   * 0 = 100; above 1000 is served as 1000 (as ListExecutions).
+   * 0 = 100; at most 1000 (larger values are served as 1000).
    *
    * @generated from field: uint32 page_size = 2;
    */
@@ -1131,7 +1131,7 @@ export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
  * - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
  *   A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
  *   execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
- * - Paging (ListExecutions, GetExecutionHistory): `page_size` 0 means 100; above
+ * - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
  *   1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
  *   page; a token is opaque and valid for the same request only.
  * - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared

@@ -132,7 +132,8 @@ export type GetExecutionRequest = Message<"execplan.v1.GetExecutionRequest"> & {
   executionId: string;
 
   /**
-   * When non-zero, the state as of this sequence number (time travel).
+   * When non-zero, the state as of this sequence number (time travel); at most the
+   * execution's last sequence (OUT_OF_RANGE past it).
    *
    * @generated from field: uint64 at_sequence = 2;
    */
@@ -164,10 +165,14 @@ export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@_
   messageDesc(file_execplan_v1_executor_service, 3);
 
 /**
+ * Newest first (by creation time). Filters combine with AND.
+ *
  * @generated from message execplan.v1.ListExecutionsRequest
  */
 export type ListExecutionsRequest = Message<"execplan.v1.ListExecutionsRequest"> & {
   /**
+   * Only executions in one of these states (all when empty).
+   *
    * @generated from field: repeated execplan.v1.ExecutionState states = 1;
    */
   states: ExecutionState[];
@@ -178,11 +183,15 @@ export type ListExecutionsRequest = Message<"execplan.v1.ListExecutionsRequest">
   workflowName: string;
 
   /**
+   * 0 = 100; at most 1000 (larger values are served as 1000).
+   *
    * @generated from field: uint32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * `next_page_token` of the previous page ("" for the first).
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -200,11 +209,15 @@ export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*
  */
 export type ListExecutionsResponse = Message<"execplan.v1.ListExecutionsResponse"> & {
   /**
+   * Summaries: `tasks` is empty (GetExecution has them).
+   *
    * @generated from field: repeated execplan.v1.Execution executions = 1;
    */
   executions: Execution[];
 
   /**
+   * "" on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -449,7 +462,8 @@ export type WatchExecutionRequest = Message<"execplan.v1.WatchExecutionRequest">
   executionId: string;
 
   /**
-   * Events with a sequence greater than this are sent (0 = from the start).
+   * Events with a sequence greater than this are sent (0 = from the start); at
+   * most the execution's last sequence (OUT_OF_RANGE past it).
    *
    * @generated from field: uint64 after_sequence = 2;
    */
@@ -485,6 +499,8 @@ export const WatchExecutionResponseSchema: GenMessage<WatchExecutionResponse> = 
  */
 export type WatchExecutionsRequest = Message<"execplan.v1.WatchExecutionsRequest"> & {
   /**
+   * Only changes into one of these states (all when empty).
+   *
    * @generated from field: repeated execplan.v1.ExecutionState states = 1;
    */
   states: ExecutionState[];
@@ -529,16 +545,23 @@ export type GetExecutionHistoryRequest = Message<"execplan.v1.GetExecutionHistor
   executionId: string;
 
   /**
+   * Events with a sequence greater than this (0 = from the start); at most the
+   * execution's last sequence (OUT_OF_RANGE past it). Ignored with a page_token.
+   *
    * @generated from field: uint64 after_sequence = 2;
    */
   afterSequence: bigint;
 
   /**
+   * 0 = 100; at most 1000 (larger values are served as 1000).
+   *
    * @generated from field: uint32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * `next_page_token` of the previous page ("" for the first).
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -556,11 +579,15 @@ export const GetExecutionHistoryRequestSchema: GenMessage<GetExecutionHistoryReq
  */
 export type GetExecutionHistoryResponse = Message<"execplan.v1.GetExecutionHistoryResponse"> & {
   /**
+   * In sequence order.
+   *
    * @generated from field: repeated execplan.v1.ExecutionEvent events = 1;
    */
   events: ExecutionEvent[];
 
   /**
+   * "" on the last page (the log so far: a running execution adds more later).
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -921,7 +948,7 @@ export type ListPlansRequest = Message<"execplan.v1.ListPlansRequest"> & {
   workflowName: string;
 
   /**
-   * 0 = 100; above 1000 is served as 1000 (as ListExecutions).
+   * 0 = 100; at most 1000 (larger values are served as 1000).
    *
    * @generated from field: uint32 page_size = 2;
    */
@@ -1100,6 +1127,18 @@ export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
 /**
  * Runs process instances of plans durably and streams their progress.
  *
+ * Rules shared by every RPC (docs/contract.md has the details and examples):
+ * - Sequence numbers: an execution's events are numbered 1, 2, 3... without gaps.
+ *   A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
+ *   execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
+ * - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
+ *   1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
+ *   page; a token is opaque and valid for the same request only.
+ * - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
+ *   values; anything else is INVALID_ARGUMENT naming the field.
+ * - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
+ *   stable `reason`, BadRequest naming fields, RetryInfo); see docs/contract.md.
+ *
  * @generated from service execplan.v1.ExecutorService
  */
 export const ExecutorService: GenService<{
@@ -1175,7 +1214,14 @@ export const ExecutorService: GenService<{
   },
   /**
    * Streams the events of one execution after `after_sequence`, ending with the
-   * terminal event.
+   * terminal event (`execution_completed`), then the stream ends with OK. Events
+   * come in sequence order, each only after it is committed; they are the same
+   * messages GetExecutionHistory returns. Already finished: the remaining events,
+   * then the end; `after_sequence` equal to the last sequence of a finished
+   * execution: no events, the stream ends at once. Past the last sequence:
+   * OUT_OF_RANGE. The server may end a stream early (shutdown, a subscriber that
+   * fell far behind): reconnect with `after_sequence` = the last sequence received,
+   * and nothing is missed or repeated.
    *
    * @generated from rpc execplan.v1.ExecutorService.WatchExecution
    */
@@ -1185,7 +1231,15 @@ export const ExecutorService: GenService<{
     output: typeof WatchExecutionResponseSchema;
   },
   /**
-   * Streams state changes of many executions.
+   * Streams state changes of many executions: one `Execution` (without `tasks`)
+   * each time an execution starts, pauses, resumes, starts compensating or ends,
+   * after the change is committed. No initial snapshot (call ListExecutions first),
+   * no sequence to resume from (changes made while disconnected are not replayed:
+   * catch up with ListExecutions), and with several executor replicas only the
+   * executions owned by the replica you are connected to. Several changes of one
+   * execution committed together arrive as one message with the latest state. The
+   * stream ends (OK) when the server shuts down or the subscriber falls behind by
+   * 100,000 messages; reconnect, then ListExecutions.
    *
    * @generated from rpc execplan.v1.ExecutorService.WatchExecutions
    */
