@@ -12,14 +12,18 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/execution.proto.
  */
 export const file_execplan_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxImcKCUVycm9ySW5mbxIMCgR0eXBlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEigKB2RldGFpbHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0ItwECglFeGVjdXRpb24SFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFQoNd29ya2Zsb3dfbmFtZRgDIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAQgASgJEioKBXN0YXRlGAUgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSJwoGaW5wdXRzGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgdvdXRwdXRzGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgVlcnJvchgIIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgMIAEoBBIjCgV0YXNrcxgNIAMoCzIULmV4ZWNwbGFuLnYxLlRhc2tSdW4SOwoLdGFza19jb3VudHMYDiADKAsyJi5leGVjcGxhbi52MS5FeGVjdXRpb24uVGFza0NvdW50c0VudHJ5EhQKDGZhaXJuZXNzX2tleRgPIAEoCRoxCg9UYXNrQ291bnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgNOgI4ASK/AwoHVGFza1J1bhIPCgd0YXNrX2lkGAEgASgJEgwKBHR5cGUYAiABKAkSJQoFc3RhdGUYAyABKA4yFi5leGVjcGxhbi52MS5UYXNrU3RhdGUSJQoFcGhhc2UYBCABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USDwoHYXR0ZW1wdBgFIAEoDRImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYByABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SEQoJd29ya2VyX2lkGAggASgJEi0KCXF1ZXVlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnN0YXR1c19tZXNzYWdlGAwgASgJEiwKCGF0dGVtcHRzGA0gAygLMhouZXhlY3BsYW4udjEuQXR0ZW1wdFJlY29yZCL6AQoNQXR0ZW1wdFJlY29yZBIPCgdhdHRlbXB0GAEgASgNEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhEKCXdvcmtlcl9pZBgDIAEoCRITCgtsZWFzZV9lcG9jaBgEIAEoBBIxCg1kaXNwYXRjaGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoFZXJyb3IYByABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8q0AIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9SVU5OSU5HEAESGgoWRVhFQ1VUSU9OX1NUQVRFX1BBVVNFRBACEiAKHEVYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJTkcQAxIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAQSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAFEh8KG0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRFRBAGEicKI0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEAcSHQoZRVhFQ1VUSU9OX1NUQVRFX0NBTkNFTExFRBAIEh4KGkVYRUNVVElPTl9TVEFURV9URVJNSU5BVEVEEAkq9wIKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESFQoRVEFTS19TVEFURV9RVUVVRUQQAhIZChVUQVNLX1NUQVRFX0RJU1BBVENIRUQQAxIWChJUQVNLX1NUQVRFX1JVTk5JTkcQBBIaChZUQVNLX1NUQVRFX0JBQ0tJTkdfT0ZGEAUSFQoRVEFTS19TVEFURV9QQVJLRUQQBhIWChJUQVNLX1NUQVRFX1dBSVRJTkcQBxIYChRUQVNLX1NUQVRFX1NVQ0NFRURFRBAIEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAkSFgoSVEFTS19TVEFURV9TS0lQUEVEEAoSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQCxIaChZUQVNLX1NUQVRFX0NPTVBFTlNBVEVEEAwSIgoeVEFTS19TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEA0qcgoJVGFza1BoYXNlEhoKFlRBU0tfUEhBU0VfVU5TUEVDSUZJRUQQABITCg9UQVNLX1BIQVNFX01BSU4QARIXChNUQVNLX1BIQVNFX0ZBTExCQUNLEAISGwoXVEFTS19QSEFTRV9DT01QRU5TQVRJT04QA2IGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIo8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnki3AQKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJGjEKD1Rhc2tDb3VudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIr8DCgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkIvoBCg1BdHRlbXB0UmVjb3JkEg8KB2F0dGVtcHQYASABKA0SJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USEQoJd29ya2VyX2lkGAMgASgJEhMKC2xlYXNlX2Vwb2NoGAQgASgEEjEKDWRpc3BhdGNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbyrQAgoORXhlY3V0aW9uU3RhdGUSHwobRVhFQ1VUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXRVhFQ1VUSU9OX1NUQVRFX1JVTk5JTkcQARIaChZFWEVDVVRJT05fU1RBVEVfUEFVU0VEEAISIAocRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVElORxADEh0KGUVYRUNVVElPTl9TVEFURV9TVUNDRUVERUQQBBIaChZFWEVDVVRJT05fU1RBVEVfRkFJTEVEEAUSHwobRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVEVEEAYSJwojRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVElPTl9GQUlMRUQQBxIdChlFWEVDVVRJT05fU1RBVEVfQ0FOQ0VMTEVEEAgSHgoaRVhFQ1VUSU9OX1NUQVRFX1RFUk1JTkFURUQQCSr3AgoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1BFTkRJTkcQARIVChFUQVNLX1NUQVRFX1FVRVVFRBACEhkKFVRBU0tfU1RBVEVfRElTUEFUQ0hFRBADEhYKElRBU0tfU1RBVEVfUlVOTklORxAEEhoKFlRBU0tfU1RBVEVfQkFDS0lOR19PRkYQBRIVChFUQVNLX1NUQVRFX1BBUktFRBAGEhYKElRBU0tfU1RBVEVfV0FJVElORxAHEhgKFFRBU0tfU1RBVEVfU1VDQ0VFREVEEAgSFQoRVEFTS19TVEFURV9GQUlMRUQQCRIWChJUQVNLX1NUQVRFX1NLSVBQRUQQChIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBALEhoKFlRBU0tfU1RBVEVfQ09NUEVOU0FURUQQDBIiCh5UQVNLX1NUQVRFX0NPTVBFTlNBVElPTl9GQUlMRUQQDSpyCglUYXNrUGhhc2USGgoWVEFTS19QSEFTRV9VTlNQRUNJRklFRBAAEhMKD1RBU0tfUEhBU0VfTUFJThABEhcKE1RBU0tfUEhBU0VfRkFMTEJBQ0sQAhIbChdUQVNLX1BIQVNFX0NPTVBFTlNBVElPThADKmMKCkVycm9yUmV0cnkSGwoXRVJST1JfUkVUUllfVU5TUEVDSUZJRUQQABIZChVFUlJPUl9SRVRSWV9SRVRSWUFCTEUQARIdChlFUlJPUl9SRVRSWV9OT05fUkVUUllBQkxFEAJiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
+ * A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
+ * with google.rpc.Status, whose details carry a google.rpc.ErrorInfo).
+ *
  * @generated from message execplan.v1.ErrorInfo
  */
 export type ErrorInfo = Message<"execplan.v1.ErrorInfo"> & {
   /**
-   * The error type: an exception class name or a code such as "Timeout".
+   * The error type: an exception class name or a code such as "Timeout". The
+   * workflow's `retry.non_retryable_errors` lists these.
    *
    * @generated from field: string type = 1;
    */
@@ -31,6 +35,16 @@ export type ErrorInfo = Message<"execplan.v1.ErrorInfo"> & {
   message: string;
 
   /**
+   * In what the server reports (events, Execution, TaskRun): whether the error
+   * allowed a retry (TaskFailed.final says whether one followed).
+   *
+   * From a worker (TaskResult.error) this field is NOT read: proto3 cannot tell
+   * `false` from "not set", so it cannot mean "do not retry". Workers set `retry`.
+   * Workers written before `retry` existed that sent `retryable: false` to stop
+   * retries are now retried (up to max_attempts); list the error type in the
+   * task's `retry.non_retryable_errors`, or send `retry`, to stop them. SDKs set
+   * both fields, `retryable` for servers that predate `retry`.
+   *
    * @generated from field: bool retryable = 3;
    */
   retryable: boolean;
@@ -41,6 +55,14 @@ export type ErrorInfo = Message<"execplan.v1.ErrorInfo"> & {
    * @generated from field: google.protobuf.Struct details = 4;
    */
   details?: JsonObject | undefined;
+
+  /**
+   * From a worker: whether this attempt may be retried (UNSPECIFIED = yes). The
+   * server leaves it UNSPECIFIED in what it reports; read `retryable` there.
+   *
+   * @generated from field: execplan.v1.ErrorRetry retry = 5;
+   */
+  retry: ErrorRetry;
 };
 
 /**
@@ -467,4 +489,40 @@ export enum TaskPhase {
  */
 export const TaskPhaseSchema: GenEnum<TaskPhase> = /*@__PURE__*/
   enumDesc(file_execplan_v1_execution, 2);
+
+/**
+ * Whether a worker says its failed attempt may be retried (`ErrorInfo.retry`).
+ *
+ * @generated from enum execplan.v1.ErrorRetry
+ */
+export enum ErrorRetry {
+  /**
+   * Not said: the executor retries, within the task's retry policy. The safe
+   * default: a worker that forgets the field does not turn a transient failure
+   * into a final one.
+   *
+   * @generated from enum value: ERROR_RETRY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Retry, within the task's retry policy (max_attempts, non_retryable_errors).
+   *
+   * @generated from enum value: ERROR_RETRY_RETRYABLE = 1;
+   */
+  RETRYABLE = 1,
+
+  /**
+   * Do not retry this task: its retries stop here (a fallback, if any, runs).
+   *
+   * @generated from enum value: ERROR_RETRY_NON_RETRYABLE = 2;
+   */
+  NON_RETRYABLE = 2,
+}
+
+/**
+ * Describes the enum execplan.v1.ErrorRetry.
+ */
+export const ErrorRetrySchema: GenEnum<ErrorRetry> = /*@__PURE__*/
+  enumDesc(file_execplan_v1_execution, 3);
 
