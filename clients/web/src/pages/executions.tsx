@@ -108,10 +108,9 @@ export function ExecutionsPage() {
     (async () => {
       for (let attempt = 0; !abort.signal.aborted; attempt++) {
         try {
-          for await (const res of executor.watchExecutions(
-            { states: filter.states, workflowName: filter.workflow },
-            { signal: abort.signal },
-          )) {
+          // Every state, not the filter's: a row shown must also learn that it
+          // left the filter (a RUNNING one that SUCCEEDED).
+          for await (const res of executor.watchExecutions({ workflowName: filter.workflow }, { signal: abort.signal })) {
             attempt = 0;
             if (!res.execution) continue;
             pending.current.set(res.execution.executionId, res.execution);
