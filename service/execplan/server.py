@@ -361,7 +361,7 @@ class ExecplanServer:
             for component in self.components:
                 await component.start()
                 self._started.append(component)
-            from execplan.wire.connect import HandlerTable  # noqa: PLC0415
+            from execplan.wire.handlers import HandlerTable  # noqa: PLC0415
 
             interceptors = _interceptors(self.config, self._tracer_provider)
             self._server = server = grpc.aio.server(
@@ -403,8 +403,12 @@ class ExecplanServer:
         try:
             console = build_console(self.config, listen, table, security, self._services)
             await console.start()
-        except Unavailable as exc:
+        except (Unavailable, ImportError) as exc:
             if not self.config.ui_optional:
+                if isinstance(exc, ImportError):
+                    raise Unavailable(
+                        f"the web console needs {exc.name}: pip install execplan"
+                    ) from exc
                 raise
             log.warning("web console not started: %s", exc)
             return

@@ -7,7 +7,7 @@ the gRPC server runs, each wrapped by the same `SecurityInterceptor` (tokens, ro
 rate limits, one table in wire/auth.py), through a small adapter that gives them the
 part of `grpc.aio.ServicerContext` they use.
 
-    table = HandlerTable(grpc_server)          # pass to component.register(...)
+    table = HandlerTable(grpc_server)          # wire/handlers.py; components register
     ...                                        # components add their servicers
     app = connect_application(table, security, ["execplan.v1.ExecutorService", ...])
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn
 
 import grpc
 from connectrpc.code import Code
@@ -34,36 +34,15 @@ from connectrpc.method import IdempotencyLevel, MethodInfo
 from connectrpc.request import RequestContext
 from connectrpc.server import ConnectASGIApplication, Endpoint
 from execplan.wire.auth import SecurityInterceptor
+from execplan.wire.handlers import Handler, HandlerTable
 from google.protobuf import descriptor_pool, message_factory
 from google.rpc import status_pb2
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 # Set by the console's ASGI app for each request: fires when the browser disconnects.
 GONE: ContextVar[asyncio.Event | None] = ContextVar("execplan_connect_gone", default=None)
 
 _CODES = {c.name: c for c in Code}
 _CODES["CANCELLED"] = Code.CANCELED  # grpc spells it with two Ls
-
-
-class HandlerTable:
-    """Stands in for the gRPC server while components register their servicers:
-    forwards every registration to the real server and remembers the method handlers
-    by path (`/execplan.v1.ExecutorService/GetExecution`)."""
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-        self.handlers: dict[str, Handler] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
-        self._server.add_registered_method_handlers(service, handlers)
-        for name, handler in handlers.items():
-            self.handlers[f"/{service}/{name}"] = handler
-
-    def __getattr__(self, name: str) -> Any:  # anything else a component may call
-        return getattr(self._server, name)
 
 
 class _Aborted(ConnectError, grpc.aio.AbortError):
