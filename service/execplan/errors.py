@@ -23,8 +23,9 @@ with `google.rpc` details. Lower-level exceptions are translated with `raise ...
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,15 @@ class FieldViolation:
 
 
 class ExecplanError(Exception):
-    """Base of every error the server raises on purpose."""
+    """Base of every error the server raises on purpose.
+
+    `reason` and `metadata` refine the status's google.rpc.ErrorInfo: a reason more
+    specific than the status table's (REQUEST_ID_REUSED rather than ALREADY_EXISTS)
+    and facts the caller can act on (the id of the execution that exists).
+    """
+
+    reason: str = ""
+    metadata: Mapping[str, str] = MappingProxyType({})
 
 
 class InvalidArgument(ExecplanError):
@@ -73,7 +82,12 @@ class NotFound(ExecplanError):
 
 
 class AlreadyExists(ExecplanError):
-    pass
+    def __init__(
+        self, message: str, *, reason: str = "", metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class FailedPrecondition(ExecplanError):

@@ -44,6 +44,7 @@ def record(
     state: str = "RUNNING",
     workflow_name: str = "orders",
     request_id: str = "",
+    request_digest: str = "",
 ) -> ExecutionRecord:
     return ExecutionRecord(
         execution_id=execution_id,
@@ -55,6 +56,7 @@ def record(
         last_sequence=0,
         request_id=request_id,
         fairness_key="tenant-a",
+        request_digest=request_digest,
     )
 
 
@@ -97,6 +99,21 @@ class StoreContract:
         assert again == first
         assert await store.get_execution("e2") is None
         assert await store.read_events("e2") == []
+
+    async def test_the_request_digest_is_kept_and_found_by_request_id(self, store: Store) -> None:
+        first, _ = await store.create_execution(
+            record("e1", request_id="r1", request_digest="sha256:ab"), events("e1", 1, 1)
+        )
+        assert first.request_digest == "sha256:ab"
+        assert await store.get_execution("e1") == first
+        assert await store.find_by_request("r1") == first
+        assert await store.find_by_request("r2") is None
+        # A second create with another digest returns the first, digest and all: the
+        # caller (the engine) compares them.
+        again, created = await store.create_execution(
+            record("e2", request_id="r1", request_digest="sha256:cd"), events("e2", 1, 1)
+        )
+        assert (again, created) == (first, False)
 
     async def test_concurrent_creates_with_one_request_id_create_once(self, store: Store) -> None:
         results = await asyncio.gather(

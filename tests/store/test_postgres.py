@@ -145,6 +145,7 @@ async def test_migrates_old_database(pg_dsn: str) -> None:
         old = await store.get_execution("old")
         assert old is not None
         assert old.fairness_key == ""  # column added by migration 2, defaulted
+        assert old.request_digest == ""  # column added by migration 5, defaulted
         await store.put_kv("ns", "k", b"v")  # table added by migration 2
         again, created = await store.create_execution(
             record("new", request_id="req-old"), events("new", 1, 1)

@@ -149,6 +149,7 @@ async def test_migrates_old_database(tmp_path: Path) -> None:
     try:
         rec = await store.get_execution("old")
         assert rec == ExecutionRecord("old", "p", "orders", "RUNNING", 1, 1, 1, "r-old", "")
+        assert rec.request_digest == ""  # column added by migration 5, defaulted
         await store.append([Append("old", (event("old", 2),))])
         assert sequences(await store.read_events("old")) == [1, 2]
         await store.put_kv("ns", "k", b"v")  # table added by a later migration

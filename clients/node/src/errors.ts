@@ -1,7 +1,8 @@
 /**
  * The one error tree of the execplan Node client and worker (mirrors the Python SDK):
  *
- *     ExecplanError                 any failed call; .code, .details, .violations, .retryAfterMs
+ *     ExecplanError                 any failed call; .code, .details, .violations, .retryAfterMs,
+ *                                   .reason and .metadata (google.rpc.ErrorInfo)
  *      ├── InvalidArgumentError      INVALID_ARGUMENT; .violations from google.rpc.BadRequest
  *      ├── NotFoundError             NOT_FOUND
  *      ├── AlreadyExistsError        ALREADY_EXISTS
@@ -21,7 +22,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { anyIs, anyUnpack, durationMs } from "@bufbuild/protobuf/wkt";
 import { status as Status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
-import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 
 export { Status };
@@ -35,6 +36,8 @@ export interface ErrorOptions {
   code?: Status;
   violations?: FieldViolation[];
   retryAfterMs?: number;
+  reason?: string;
+  metadata?: Record<string, string>;
   cause?: unknown;
 }
 
@@ -44,6 +47,10 @@ export class ExecplanError extends Error {
   readonly violations: FieldViolation[];
   /** Milliseconds the server asked us to wait before retrying (google.rpc.RetryInfo). */
   readonly retryAfterMs: number | undefined;
+  /** google.rpc.ErrorInfo: a stable reason to branch on ("REQUEST_ID_REUSED"), "" if none. */
+  readonly reason: string;
+  /** google.rpc.ErrorInfo metadata: the facts of the reason ({ executionId: ... }). */
+  readonly metadata: Record<string, string>;
 
   constructor(details: string, options: ErrorOptions = {}) {
     const code = options.code ?? Status.UNKNOWN;
@@ -56,6 +63,8 @@ export class ExecplanError extends Error {
     this.details = details;
     this.violations = violations;
     this.retryAfterMs = options.retryAfterMs;
+    this.reason = options.reason ?? "";
+    this.metadata = options.metadata ?? {};
   }
 }
 
@@ -99,11 +108,13 @@ export class NonRetryableError extends Error {
 export interface StatusDetails {
   violations: FieldViolation[];
   retryAfterMs: number | undefined;
+  reason: string;
+  metadata: Record<string, string>;
 }
 
-/** BadRequest and RetryInfo from the `grpc-status-details-bin` trailer, if any. */
+/** ErrorInfo, BadRequest and RetryInfo from the `grpc-status-details-bin` trailer, if any. */
 export function decodeDetails(err: Partial<ServiceError>): StatusDetails {
-  const out: StatusDetails = { violations: [], retryAfterMs: undefined };
+  const out: StatusDetails = { violations: [], retryAfterMs: undefined, reason: "", metadata: {} };
   const raw = err.metadata?.get("grpc-status-details-bin")?.[0];
   if (!raw) return out;
   try {
@@ -115,6 +126,12 @@ export function decodeDetails(err: Partial<ServiceError>): StatusDetails {
       } else if (anyIs(any, RetryInfoSchema)) {
         const delay = anyUnpack(any, RetryInfoSchema)?.retryDelay;
         if (delay) out.retryAfterMs = durationMs(delay);
+      } else if (anyIs(any, ErrorInfoSchema)) {
+        const info = anyUnpack(any, ErrorInfoSchema);
+        if (info) {
+          out.reason = info.reason;
+          out.metadata = { ...info.metadata };
+        }
       }
     }
   } catch {
@@ -130,9 +147,9 @@ function isServiceError(err: unknown): err is ServiceError {
 /** A grpc-js error as an ExecplanError (anything else is returned unchanged). */
 export function translate(err: unknown): unknown {
   if (err instanceof ExecplanError || !isServiceError(err)) return err;
-  const { violations, retryAfterMs } = decodeDetails(err);
+  const { violations, retryAfterMs, reason, metadata } = decodeDetails(err);
   const Cls = BY_CODE[err.code as Status] ?? InternalError;
-  return new Cls(err.details ?? err.message, { code: err.code, violations, retryAfterMs, cause: err });
+  return new Cls(err.details ?? err.message, { code: err.code, violations, retryAfterMs, reason, metadata, cause: err });
 }
 
 /** Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^n)]. */

@@ -1,7 +1,7 @@
 // ExecplanClient against a real `execplan serve` process.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { ExecplanClient, InvalidArgumentError, NotFoundError, pb } from "../dist/index.js";
+import { AlreadyExistsError, ExecplanClient, InvalidArgumentError, NotFoundError, pb } from "../dist/index.js";
 import { Server, finish, waitFor } from "./server.mjs";
 
 const WAIT = `
@@ -58,6 +58,13 @@ test("start, get, sendEvent, watch, history", async () => {
   assert.equal(started.created, true);
   const again = await client.start({ source: WAIT, inputs: { who: "grace" }, requestId: "req-1" });
   assert.deepEqual([again.executionId, again.created], [started.executionId, false]);
+  // The same request_id with another request: ALREADY_EXISTS, with google.rpc.ErrorInfo.
+  await assert.rejects(client.start({ source: WAIT, inputs: { who: "ada" }, requestId: "req-1" }), (err) => {
+    assert.ok(err instanceof AlreadyExistsError);
+    assert.equal(err.reason, "REQUEST_ID_REUSED");
+    assert.equal(err.metadata.executionId, started.executionId);
+    return true;
+  });
   const running = await client.get(started.executionId);
   assert.equal(running.state, pb.ExecutionState.RUNNING);
   assert.deepEqual(running.inputs, { who: "grace" });

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -34,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from execplan.errors import (
+    AlreadyExists,
     ExecplanError,
     FailedPrecondition,
     FieldViolation,
@@ -42,6 +45,7 @@ from execplan.errors import (
     OwnershipLost,
     StoreError,
 )
+from execplan.executor import requests
 from execplan.executor.engine_core import EngineConfig, _Input
 from execplan.executor.engine_recovery import EngineRecovery
 from execplan.executor.engine_round import Round
@@ -96,7 +100,16 @@ class Engine(EngineRecovery):
         fairness_key: str = "",
         trace_context: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
+        """Starts an execution of `plan`; returns (execution_id, created).
+
+        Idempotent on `request_id`: when one is given and an execution was started with
+        it before, nothing is written and that execution is returned (created False),
+        provided the request was the same (plan, inputs, fairness key: `start_digest`);
+        a different request raises AlreadyExists (REQUEST_ID_REUSED). Callers that can
+        avoid side effects for a repeated request check `started_by` first.
+        """
         self._check_load()
+        digest = start_digest(plan.plan_id, inputs, fairness_key) if request_id else ""
         resolved = resolve_inputs(plan, inputs)
         execution_id = _new_execution_id(self.now_ms())
         state = new_state(execution_id, plan)
@@ -112,17 +125,32 @@ class Engine(EngineRecovery):
             last_sequence=state.last_sequence,
             request_id=request_id,
             fairness_key=fairness_key,
+            request_digest=digest,
         )
         existing, created = await self.store.create_execution(
             record, [_stored(e) for e in machine.events]
         )
-        if not created:
+        if not created:  # a concurrent start with the same request_id got there first
+            _same_request(existing, digest)
             return existing.execution_id, False
         self._adopt(state)
         self._apply_internal(machine)
         self._act(machine)
         self._wake.set()
         return execution_id, True
+
+    async def started_by(
+        self, request_id: str, plan_id: str, inputs: dict[str, JsonValue], fairness_key: str
+    ) -> ExecutionRecord | None:
+        """The execution an earlier StartExecution with `request_id` created, if any
+        (None without a request_id). AlreadyExists (REQUEST_ID_REUSED, naming that
+        execution) when that request differed in plan, inputs or fairness key."""
+        if not request_id:
+            return None
+        record = await self.store.find_by_request(request_id)
+        if record is not None:
+            _same_request(record, start_digest(plan_id, inputs, fairness_key))
+        return record
 
     def _check_load(self) -> None:
         if len(self._live) >= self.config.max_live_executions:
@@ -145,18 +173,23 @@ class Engine(EngineRecovery):
     async def pause(self, execution_id: str, reason: str, request_id: str) -> str:
         if routed := await self._route(Control("pause", execution_id, request_id, reason)):
             return routed
-        return await self._control(execution_id, lambda m: m.pause(reason, request_id))
+        repeat = (request_id, "pause", requests.digest(reason))
+        return await self._control(execution_id, lambda m: m.pause(reason, request_id), repeat)
 
     async def resume(self, execution_id: str, request_id: str) -> str:
         if routed := await self._route(Control("resume", execution_id, request_id)):
             return routed
-        return await self._control(execution_id, lambda m: m.resume(request_id))
+        repeat = (request_id, "resume", requests.digest())
+        return await self._control(execution_id, lambda m: m.resume(request_id), repeat)
 
     async def cancel(self, execution_id: str, reason: str, request_id: str, terminate: bool) -> str:
         kind = "terminate" if terminate else "cancel"
         if routed := await self._route(Control(kind, execution_id, request_id, reason)):
             return routed
-        return await self._control(execution_id, lambda m: m.cancel(reason, request_id, terminate))
+        repeat = (request_id, kind, requests.digest(reason))
+        return await self._control(
+            execution_id, lambda m: m.cancel(reason, request_id, terminate), repeat
+        )
 
     async def send_event(
         self, execution_id: str, name: str, data: JsonValue, request_id: str
@@ -165,7 +198,9 @@ class Engine(EngineRecovery):
         if routed := await self._route(control):
             return routed
         task_id: str = await self._submit_wait(
-            execution_id, lambda m: m.external_event(name, data, request_id)
+            execution_id,
+            lambda m: m.external_event(name, data, request_id),
+            (request_id, "send_event", requests.digest(name, data)),
         )
         return task_id
 
@@ -175,13 +210,23 @@ class Engine(EngineRecovery):
             return ""
         return await self.router.forward(control)
 
-    async def _control(self, execution_id: str, action: Callable[[Machine], None]) -> str:
-        await self._submit_wait(execution_id, action)
+    async def _control(
+        self, execution_id: str, action: Callable[[Machine], None], repeat: _Repeat
+    ) -> str:
+        await self._submit_wait(execution_id, action, repeat)
         return state_name(await self.load_state(execution_id))
 
-    async def _submit_wait(self, execution_id: str, action: Callable[[Machine], Any]) -> Any:
+    async def _submit_wait(
+        self, execution_id: str, action: Callable[[Machine], Any], repeat: _Repeat
+    ) -> Any:
+        """Runs a control call's `action` on the live execution. A finished one takes
+        none, but a repeat of a call it recorded (same request_id and request) is
+        answered as the first was (`repeat` = request_id, kind, parameter digest)."""
         if execution_id not in self._live:
             state = await self.load_state(execution_id)
+            answer = requests.repeated(state, *repeat)
+            if answer is not None:
+                return answer
             name = state_name(state)
             raise FailedPrecondition(f"execution {execution_id} is {name}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -302,6 +347,10 @@ class Engine(EngineRecovery):
         return len(self._live)
 
 
+# A control call as `executor/requests.py` identifies it: (request_id, kind, digest).
+_Repeat = tuple[str, str, str]
+
+
 def _stored(event: ev.ExecutionEvent) -> StoredEvent:
     stamp = event.recorded_at
     return StoredEvent(
@@ -311,6 +360,33 @@ def _stored(event: ev.ExecutionEvent) -> StoredEvent:
         recorded_at_ms=stamp.seconds * 1000 + stamp.nanos // 1_000_000,
         payload=event.SerializeToString(),
     )
+
+
+def start_digest(plan_id: str, inputs: dict[str, JsonValue], fairness_key: str) -> str:
+    """What makes two StartExecution requests "the same" for a reused request_id: the
+    plan, the inputs as sent (before defaults) and the fairness key. Trace context is
+    not part of it (a retry may come from another span)."""
+    canonical = json.dumps(
+        [plan_id, inputs, fairness_key], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _same_request(existing: ExecutionRecord, digest: str) -> None:
+    """Raise AlreadyExists unless `existing` was started by a request with `digest`.
+    Executions stored before digests were (schema 5) have none: taken as the same."""
+    if existing.request_digest and digest and existing.request_digest != digest:
+        raise AlreadyExists(
+            f"request_id {existing.request_id!r} already started execution "
+            f"{existing.execution_id} with a different request (plan, inputs or fairness "
+            "key); use a new request_id to start another execution",
+            reason="REQUEST_ID_REUSED",
+            metadata={
+                "requestId": existing.request_id,
+                "executionId": existing.execution_id,
+                "planId": existing.plan_id,
+            },
+        )
 
 
 def _new_execution_id(now_ms: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from execplan.executor import requests
 from execplan.executor.state import (
     AttemptRecord,
     ExecutionState,
@@ -228,21 +229,31 @@ def _timer_fired(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 def _external_event(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     # An event is a latch: once received, every wait on its name sees the latest data.
     body = event.external_event_received
-    state.mailbox[body.name] = [from_value(body.data)]
+    data = from_value(body.data)
+    state.mailbox[body.name] = [data]
+    params = requests.digest(body.name, data)
+    requests.remember(state, body.request_id, "send_event", params, body.task_id)
 
 
 def _paused(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     state.paused = True
     state.state = ex.EXECUTION_STATE_PAUSED
+    body = event.execution_paused
+    requests.remember(state, body.request_id, "pause", requests.digest(body.reason), "")
 
 
 def _resumed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     state.paused = False
     state.state = ex.EXECUTION_STATE_RUNNING
+    body = event.execution_resumed
+    requests.remember(state, body.request_id, "resume", requests.digest(), "")
 
 
 def _cancel_requested(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     state.cancel_requested = True
+    body = event.execution_cancel_requested
+    kind = "terminate" if body.terminate else "cancel"
+    requests.remember(state, body.request_id, kind, requests.digest(body.reason), "")
 
 
 def _compensation_started(state: ExecutionState, event: ev.ExecutionEvent) -> None:

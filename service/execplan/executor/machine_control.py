@@ -12,6 +12,7 @@ from typing import Any
 
 from execplan.errors import FailedPrecondition
 from execplan.executor import effects as fx
+from execplan.executor import requests
 from execplan.executor.bindings import EvaluationError, evaluate
 from execplan.executor.machine_core import COMPENSATION, MAIN, MachineCore, _error, _error_info
 from execplan.executor.plan_view import BUILTIN_WAIT, NodeView
@@ -30,6 +31,10 @@ from execplan.v1 import workflow_pb2 as wf
 class MachineControl(MachineCore):
     # -- external events and control --------------------------------------------
     def external_event(self, name: str, data: JsonValue, request_id: str) -> str:
+        params = requests.digest(name, data)
+        answer = requests.repeated(self.state, request_id, "send_event", params)
+        if answer is not None:
+            return answer
         waiting = ""
         for task in self.state.tasks:
             node = self.state.plan.nodes[task.index]
@@ -56,11 +61,15 @@ class MachineControl(MachineCore):
         return str(inputs.get("event", "")) if isinstance(inputs, dict) else ""
 
     def pause(self, reason: str, request_id: str) -> None:
+        if requests.repeated(self.state, request_id, "pause", requests.digest(reason)) is not None:
+            return
         self._require_live("pause")
         if not self.state.paused:
             self.emit("execution_paused", reason=reason, request_id=request_id)
 
     def resume(self, request_id: str) -> None:
+        if requests.repeated(self.state, request_id, "resume", requests.digest()) is not None:
+            return
         self._require_live("resume")
         if self.state.paused:
             self.emit("execution_resumed", request_id=request_id)
@@ -69,7 +78,10 @@ class MachineControl(MachineCore):
             )
 
     def cancel(self, reason: str, request_id: str, terminate: bool) -> None:
-        self._require_live("terminate" if terminate else "cancel")
+        kind = "terminate" if terminate else "cancel"
+        if requests.repeated(self.state, request_id, kind, requests.digest(reason)) is not None:
+            return
+        self._require_live(kind)
         self.emit(
             "execution_cancel_requested", reason=reason, request_id=request_id, terminate=terminate
         )

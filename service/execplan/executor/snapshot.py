@@ -14,7 +14,7 @@ from typing import Any
 from execplan.executor.plan_view import PlanView
 from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun, Timer
 
-FORMAT = 1
+FORMAT = 2  # 2: the request ids of control calls (executor/requests.py)
 
 _TASK_FIELDS = (
     "state",
@@ -53,6 +53,7 @@ _STATE_FIELDS = (
     "cancel_requested",
     "compensation_queue",
     "mailbox",
+    "requests",
     "consecutive_failures",
     "completions",
     "any_failed",

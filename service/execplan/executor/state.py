@@ -117,6 +117,9 @@ class ExecutionState:
     timers: dict[str, Timer] = field(default_factory=dict)
     # Named external events that arrived before a task waited for them.
     mailbox: dict[str, list[JsonValue]] = field(default_factory=dict)
+    # request_id -> [kind, parameter digest, answer] of the control calls recorded in
+    # the log (executor/requests.py): repeated request_ids are answered from here.
+    requests: dict[str, list[str]] = field(default_factory=dict)
     consecutive_failures: int = 0
     completions: int = 0
     any_failed: bool = False

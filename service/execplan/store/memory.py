@@ -69,6 +69,11 @@ class MemoryStore(Store):
             self._by_request[record.request_id] = record.execution_id
         return stored, True
 
+    async def find_by_request(self, request_id: str) -> ExecutionRecord | None:
+        self._check_open()
+        execution_id = self._by_request.get(request_id)
+        return None if execution_id is None else self._executions[execution_id]
+
     async def append(self, batch: Sequence[Append]) -> None:
         self._check_open()
         for item in batch:

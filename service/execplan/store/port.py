@@ -73,6 +73,10 @@ class ExecutionRecord:
     last_sequence: int
     request_id: str = ""
     fairness_key: str = ""
+    # Digest of the StartExecution request that created it (plan, inputs, fairness
+    # key): a reused `request_id` must come with the same request. "" for executions
+    # created before the digest was stored (schema version 5), or without request_id.
+    request_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,10 @@ class Store(abc.ABC):
         writes nothing; otherwise `(stored_record, True)`. A reused `execution_id`
         raises `AlreadyExists`.
         """
+
+    @abc.abstractmethod
+    async def find_by_request(self, request_id: str) -> ExecutionRecord | None:
+        """The execution created with this (non-empty) `request_id`, if any."""
 
     @abc.abstractmethod
     async def append(self, batch: Sequence[Append]) -> None:

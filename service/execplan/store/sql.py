@@ -46,7 +46,7 @@ Rows = Sequence[Any]
 
 EXECUTION_COLUMNS = (
     "execution_id, plan_id, workflow_name, state, created_at_ms, updated_at_ms,"
-    " last_sequence, request_id, fairness_key"
+    " last_sequence, request_id, fairness_key, request_digest"
 )
 
 # Non-terminal executions, as the literal SQL both schemas index on. A partial index
@@ -87,7 +87,9 @@ INSERT_EVENT = (
 
 def to_record(row: Any) -> ExecutionRecord:
     """An `ExecutionRecord` from a row of `EXECUTION_COLUMNS`."""
-    return ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    return ExecutionRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
+    )
 
 
 def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
@@ -102,6 +104,7 @@ def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
         record.last_sequence,
         record.request_id,
         record.fairness_key,
+        record.request_digest,
     )
 
 
@@ -198,6 +201,9 @@ class SqlStore(Store):
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         return await self._query(GET_EXECUTION, (execution_id,), _first_record)
+
+    async def find_by_request(self, request_id: str) -> ExecutionRecord | None:
+        return await self._query(BY_REQUEST_ID, (request_id,), _first_record)
 
     async def list_executions(
         self,

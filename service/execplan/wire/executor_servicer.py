@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import grpc
 from execplan.errors import (
+    AlreadyExists,
     ExecplanError,
     FieldViolation,
     InvalidArgument,
@@ -180,6 +181,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         kind = request.WhichOneof("definition")
         if kind == "plan":
             check_plan(request.plan)
+            await self._not_another_plan(request.plan)
             return request.plan
         if kind == "plan_id":
             return await self._engine.get_plan(request.plan_id)
@@ -195,6 +197,20 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             "a definition is required",
             [FieldViolation("definition", "set one of plan, plan_id, source or workflow")],
         )
+
+    async def _not_another_plan(self, plan: plan_pb2.ExecutionPlan) -> None:
+        """A plan sent by a caller under a plan_id already stored must be that plan.
+        Plan ids are digests, so only a hand-made plan can differ; storing it would be
+        ignored silently (the first plan with an id wins) while its executions ran
+        the stored one."""
+        stored = await self._engine.store.get_plan(plan.plan_id)
+        if stored is not None and stored != plan.SerializeToString(deterministic=True):
+            raise AlreadyExists(
+                f"plan_id {plan.plan_id} is already stored with other contents; a "
+                "changed plan needs its own plan_id (compile it)",
+                reason="PLAN_ID_REUSED",
+                metadata={"planId": plan.plan_id},
+            )
 
     async def _within_log(self, execution_id: str, sequence: int, field: str) -> None:
         """A sequence number a caller sends must be one the execution has reached: past
@@ -216,6 +232,17 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     ) -> pb.StartExecutionResponse:
         self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
         plan = await self._plan(request)
+        inputs = from_struct(request.inputs)
+        # A repeated request_id: the execution it started, without registering this
+        # request's plan (AlreadyExists if the request differs). Then start; a
+        # concurrent duplicate is caught again by the store's unique request_id.
+        before = await self._engine.started_by(
+            request.request_id, plan.plan_id, inputs, request.fairness_key
+        )
+        if before is not None:
+            return pb.StartExecutionResponse(
+                execution_id=before.execution_id, plan_id=before.plan_id, created=False
+            )
         view = await self._engine.register_plan(plan)
         trace = {
             k: v
@@ -224,7 +251,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         }
         execution_id, created = await self._engine.start_execution(
             view,
-            from_struct(request.inputs),
+            inputs,
             request_id=request.request_id,
             fairness_key=request.fairness_key,
             trace_context=trace,
@@ -363,6 +390,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.RegisterPlanRequest, context: Ctx
     ) -> pb.RegisterPlanResponse:
         check_plan(request.plan)
+        await self._not_another_plan(request.plan)
         view = await self._engine.register_plan(request.plan)
         return pb.RegisterPlanResponse(plan_id=view.plan_id)
 

@@ -32,7 +32,9 @@ Decisions:
 - `ConcurrencyConflict` is ABORTED, gRPC's code for a lost optimistic-concurrency
   race ("retry at a higher level": re-read, then try again).
 - Every error carries `ErrorInfo(reason=<UPPER_SNAKE code>, domain="execplan.dev")`
-  so clients branch on a stable reason rather than on message text.
+  so clients branch on a stable reason rather than on message text. An error may
+  name a more specific reason and add metadata (`ExecplanError.reason`/`.metadata`:
+  REQUEST_ID_REUSED with the `executionId` that request_id started).
 
 Use it in servicers::
 
@@ -176,7 +178,10 @@ def _violations(violations: tuple[FieldViolation, ...]) -> Iterator[tuple[str, s
 
 
 def _details(error: ExecplanError, reason: str) -> list[any_pb2.Any]:
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason or reason, domain=DOMAIN, metadata=dict(error.metadata)
+    )
+    details = [_pack(info)]
     if isinstance(error, InvalidArgument) and error.violations:
         bad = error_details_pb2.BadRequest()
         for field, description in _violations(error.violations):

@@ -1,6 +1,7 @@
 """The one exception tree of the execplan client and worker SDK.
 
-    ExecplanClientError             any failed call; .code, .details, .violations, .retry_after
+    ExecplanClientError             any failed call; .code, .details, .violations, .retry_after,
+                                    .reason and .metadata (google.rpc.ErrorInfo)
      ├── InvalidArgumentError        INVALID_ARGUMENT; .violations from google.rpc.BadRequest
      ├── NotFoundError               NOT_FOUND
      ├── AlreadyExistsError          ALREADY_EXISTS
@@ -46,6 +47,8 @@ class ExecplanClientError(Exception):
         code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
         violations: list[FieldViolation] | None = None,
         retry_after: float | None = None,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(details)
         self.code = code
@@ -53,6 +56,10 @@ class ExecplanClientError(Exception):
         self.violations: list[FieldViolation] = violations or []
         # Seconds the server asked us to wait before retrying (google.rpc.RetryInfo).
         self.retry_after = retry_after
+        # google.rpc.ErrorInfo: a stable reason to branch on ("REQUEST_ID_REUSED") and
+        # its facts ({"executionId": ...}); "" and {} when the server sent none.
+        self.reason = reason
+        self.metadata: dict[str, str] = metadata or {}
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.details}"
@@ -124,12 +131,17 @@ _BY_CODE: dict[grpc.StatusCode, type[ExecplanClientError]] = {
 class RichDetails(NamedTuple):
     violations: list[FieldViolation]
     retry_after: float | None
+    reason: str = ""
+    metadata: dict[str, str] = {}  # noqa: RUF012 - NamedTuple default, never mutated
 
 
 def decode_details(err: grpc.aio.AioRpcError) -> RichDetails:
-    """Read google.rpc BadRequest / QuotaFailure / RetryInfo from the status details."""
+    """Read google.rpc ErrorInfo / BadRequest / QuotaFailure / RetryInfo from the
+    status details."""
     violations: list[FieldViolation] = []
     retry_after: float | None = None
+    reason = ""
+    metadata: dict[str, str] = {}
     try:
         status: Any = rpc_status.from_call(err)
     except ValueError:
@@ -154,7 +166,11 @@ def decode_details(err: grpc.aio.AioRpcError) -> RichDetails:
             info = error_details_pb2.RetryInfo()
             detail.Unpack(info)
             retry_after = info.retry_delay.ToTimedelta().total_seconds()
-    return RichDetails(violations, retry_after)
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            error_info = error_details_pb2.ErrorInfo()
+            detail.Unpack(error_info)
+            reason, metadata = error_info.reason, dict(error_info.metadata)
+    return RichDetails(violations, retry_after, reason, metadata)
 
 
 def translate(err: grpc.aio.AioRpcError) -> ExecplanClientError:
@@ -166,4 +182,6 @@ def translate(err: grpc.aio.AioRpcError) -> ExecplanClientError:
         code=code,
         violations=rich.violations,
         retry_after=rich.retry_after,
+        reason=rich.reason,
+        metadata=rich.metadata,
     )

@@ -116,6 +116,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "drop the durable-timers table: timers live in the event log (timer_scheduled)",
         ("DROP TABLE timers",),
     ),
+    Migration(
+        5,
+        "digest of the StartExecution request, to refuse a reused request_id",
+        ("ALTER TABLE executions ADD COLUMN request_digest text NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
