@@ -13,21 +13,24 @@ subprocess so ru_maxrss is that size's peak; the reported time is the median of
 `--runs` end-to-end runs, wall clock and CPU time of the process (the CPU column is
 steadier on a shared machine) (json text -> compile_source -> encode_plan ->
 SerializeToString(deterministic=True)), and the phase split is from the last run.
+
+To compare commits, unpack each (`git archive COMMIT | tar -x -C DIR`) and pass
+`--source DIR` once per commit: each case then runs once per source, alternating,
+so both see the same machine and load; rows are labelled with the directory's name.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
 import subprocess
 import sys
 import time
-
-from execplan.planner import compile_source
-from execplan.wire.plan_codec import encode_plan
+from pathlib import Path
 
 
 def make_workflow(n: int, seed: int = 7, *, inputs: bool = True) -> str:
@@ -60,6 +63,9 @@ def make_workflow(n: int, seed: int = 7, *, inputs: bool = True) -> str:
 
 
 def run_one(n: int, runs: int, shape: str) -> dict[str, object]:
+    from execplan.planner import compile_source  # noqa: PLC0415 (from --source, if given)
+    from execplan.wire.plan_codec import encode_plan  # noqa: PLC0415
+
     text = make_workflow(n, inputs=shape == "inputs")
     times: list[float] = []
     cpu: list[float] = []
@@ -103,41 +109,53 @@ def main() -> None:
     ap.add_argument("--shapes", default="plain,inputs")
     ap.add_argument("--shape", default="inputs", help=argparse.SUPPRESS)
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--source", type=Path, action="append", help="a checkout to compare")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child, args.runs, args.shape)))
         return
+    sources: list[Path | None] = args.source or [None]
+    label = max((len(s.name) for s in sources if s is not None), default=0)
     print(
-        f"{'shape':>6} {'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} "
+        f"{'source':>{label}} "
+        * bool(label)
+        + f"{'shape':>6} {'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} "
         f"{'compile':>8} {'encode':>7} "
         f"{'serial':>7} {'plan MB':>8} {'RSS MiB':>8}"
     )
     cases = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.sizes.split(",")]
     for shape, n in cases:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                str(n),
-                "--runs",
-                str(args.runs),
-                "--shape",
-                shape,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        r = json.loads(out)
-        ph = r["phases_s"]
-        print(
-            f"{r['shape']:>6} {r['tasks']:>7} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
-            f"{r['cpu_median_s']:>7.3f} "
-            f"{ph['compile']:>8.3f} "
-            f"{ph['encode']:>7.3f} {ph['serialize']:>7.3f} {r['plan_bytes'] / 1e6:>8.1f} "
-            f"{r['peak_rss_mib']:>8.0f}"
-        )
+        for source in sources:
+            env = dict(os.environ)
+            if source is not None:
+                paths = [str(source / "service"), str(source / "clients" / "python")]
+                env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(n),
+                    "--runs",
+                    str(args.runs),
+                    "--shape",
+                    shape,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout
+            r = json.loads(out)
+            ph = r["phases_s"]
+            name = f"{source.name:>{label}} " if source is not None and label else ""
+            print(
+                f"{name}{r['shape']:>6} {r['tasks']:>7} {r['median_s']:>9.3f} "
+                f"{r['min_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
+                f"{ph['compile']:>8.3f} "
+                f"{ph['encode']:>7.3f} {ph['serialize']:>7.3f} {r['plan_bytes'] / 1e6:>8.1f} "
+                f"{r['peak_rss_mib']:>8.0f}"
+            )
 
 
 if __name__ == "__main__":

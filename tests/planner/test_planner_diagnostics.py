@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from execplan.planner import Diagnostic, compile_document, compile_source, parse, validate_source
+from execplan.planner import Diagnostic, compile_document, compile_source, limits, validate_source
 from execplan.planner.diagnostics import sorted_diagnostics
 
 
@@ -303,7 +303,7 @@ def test_limit_tasks() -> None:
 
 
 def test_limit_document_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parse, "MAX_DOCUMENT_BYTES", 100)
+    monkeypatch.setattr(limits, "MAX_DOCUMENT_BYTES", 100)
     result = compile_source("name: x\n" + "# padding\n" * 20)
     assert result.limit_exceeded
     assert result.diagnostics[0].code == "limit-document-size"

@@ -7,8 +7,10 @@ server is still up for the next request."""
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -27,10 +29,25 @@ SIGSEGV_EXIT = 139  # what a shell reports; subprocess gives -11
 
 
 class Case(NamedTuple):
-    source: str
-    path: str  # the field path the diagnostic names
+    source: str | Callable[[], str]  # big ones are built when their test runs
+    path: str  # the field path the diagnostic names ("" for the whole document)
     words: str  # expected in its message
     code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    suffix: str = ".yaml"  # how `execplan validate` is told the format
+
+
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _alias_bomb() -> str:
+    lines = ["name: bomb", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return "\n".join([*lines, "tasks: [{id: t, type: x, inputs: {v: *a8}}]", ""])
+
+
+def _json_task(**fields: str) -> str:
+    extra = "".join(f', "{key}": {value}' for key, value in fields.items())
+    return '{"name": "w", "tasks": [{"id": "a", "type": "t"' + extra + "}]}"
 
 
 def _task(**fields: str) -> str:
@@ -77,7 +94,7 @@ CASES: dict[str, Case] = {
         "tasks[0].depends_on[0]",
         "…(100,000 chars)",
     ),
-    "when-50MB": Case(_when("a" * 50_000_000 + " +"), "tasks[0].when", "16384 bytes"),
+    "when-50MB": Case(lambda: _when("a" * 50_000_000 + " +"), "tasks[0].when", "16384 bytes"),
     "5000-errors": Case(
         "name: w\ntasks:\n"
         + "".join(
@@ -86,21 +103,89 @@ CASES: dict[str, Case] = {
         "tasks[0].depends_on[0]",
         "no task has id",
     ),
+    # Documents: an alias bomb grew the server by GiBs; a 5,000-digit integer was
+    # INTERNAL (exit 70); a second `tasks:` was silently taken; nesting was unbounded.
+    "alias-bomb": Case(_alias_bomb(), "a6[3]", "4,000,000 values", EXHAUSTED),
+    "int-5000-digits": Case(_task(priority="9" * 5_000), "tasks[0].priority", "5,000 characters"),
+    "int-5000-digits-json": Case(
+        _json_task(priority="9" * 5_000), "tasks[0].priority", "5,000 digits", suffix=".json"
+    ),
+    "duplicate-tasks": Case(
+        "name: w\ntasks:\n  - {id: a, type: t}\ntasks:\n  - {id: b, type: t}\n",
+        "tasks",
+        "line 2 and line 4",
+    ),
+    "duplicate-tasks-json": Case(
+        '{"name": "w", "tasks": [], "tasks": [{"id": "a", "type": "t"}]}',
+        "tasks",
+        "written twice",
+        suffix=".json",
+    ),
+    "deep-json": Case(
+        '{"name": "w", "tasks": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "",
+        "nest more than 32",
+        EXHAUSTED,
+        ".json",
+    ),
+    "deep-input-json": Case(
+        _json_task(inputs='{"v": ' + "[" * 40 + "]" * 40 + "}"),
+        "tasks[0].inputs.v" + "[0]" * 28,
+        "nest more than 32",
+        EXHAUSTED,
+        ".json",
+    ),
+    "deep-yaml": Case(
+        "name: w\ntasks: []\nx:\n" + "".join(" " * i + "- \n" for i in range(2, 200, 2)),
+        "x" + "[0]" * 31,
+        "nest more than 32",
+        EXHAUSTED,
+    ),
 }
 
 
+def _million_tasks(fmt: str) -> str:
+    if fmt == "json":
+        tasks = ", ".join(f'{{"id": "t{i}", "type": "x"}}' for i in range(1_000_000))
+        return '{"name": "big", "tasks": [' + tasks + "]}"
+    return "name: big\ntasks:\n" + "".join(f"  - {{id: t{i}, type: x}}\n" for i in range(1_000_000))
+
+
+# Time and memory: 1,000,000 tasks took 38 s and 2.6 GiB (YAML) before the limit.
+CASES["tasks-1m-yaml"] = Case(lambda: _million_tasks("yaml"), "tasks", "100,000 tasks", EXHAUSTED)
+CASES["tasks-1m-json"] = Case(
+    lambda: _million_tasks("json"), "tasks", "100,000 are allowed", EXHAUSTED, ".json"
+)
+
+
+def _text(case: Case) -> str:
+    return case.source if isinstance(case.source, str) else case.source()
+
+
+MAX_SECONDS = 60  # generous: a shared, loaded CI machine; each is ~1-2 s alone
+MAX_RSS = 1024**3
+
+
 def _check_cli(tmp_path: Path, case: Case) -> None:
-    path = tmp_path / "wf.yaml"
-    path.write_text(case.source)
-    run = subprocess.run(
-        [*CLI, "validate", str(path)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert run.returncode not in (-11, SIGSEGV_EXIT), run.stderr[-2000:]
-    assert run.returncode == 1, run.stderr[-2000:]
-    assert "Traceback" not in run.stderr and "panicked" not in run.stderr
-    lines = run.stderr.splitlines()
-    assert any(line.startswith(f"{case.path}: ") and case.words in line for line in lines), lines
-    assert len(run.stderr) < 20_000  # nothing echoed without a bound
+    path = tmp_path / f"wf{case.suffix}"
+    path.write_text(_text(case))
+    errors = tmp_path / "stderr"
+    with errors.open("w") as sink:
+        started = time.monotonic()
+        proc = subprocess.Popen([*CLI, "validate", str(path)], stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        seconds = time.monotonic() - started
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    stderr = errors.read_text()
+    assert code not in (-11, SIGSEGV_EXIT), stderr[-2000:]
+    assert code == 1, stderr[-2000:]
+    assert "Traceback" not in stderr and "panicked" not in stderr
+    lines = stderr.splitlines()
+    prefix = f"{case.path or '<document>'}: "
+    assert any(line.startswith(prefix) and case.words in line for line in lines), lines
+    assert len(stderr) < 20_000  # nothing echoed without a bound
+    assert seconds < MAX_SECONDS
+    assert usage.ru_maxrss * 1024 < MAX_RSS, f"peak RSS {usage.ru_maxrss // 1024} MiB"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -157,7 +242,7 @@ def test_the_planner_server_answers_and_survives(
     proc, address = planner
     case = CASES[name]
     with pytest.raises(grpc.RpcError) as info:
-        _compile(address, case.source)
+        _compile(address, _text(case))
     err = info.value
     assert err.code() == case.code, err.details()
     violations = _violations(err)

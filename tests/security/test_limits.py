@@ -135,7 +135,7 @@ async def _finished(ch: grpc.aio.Channel, execution_id: str) -> execution_pb2.Ex
 async def test_tasks_per_workflow(
     server: ExecplanServer, channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("execplan.planner.parse.MAX_TASKS", 5)
+    monkeypatch.setattr("execplan.planner.limits.MAX_TASKS", 5)
     source = "name: wide\ntasks:\n" + "".join(f"  - {{id: t{i}, type: x.y}}\n" for i in range(6))
     planner = planner_service_pb2_grpc.PlannerServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from execplan.client import ExecutorClient, NotFoundError
 from execplan.config import ServerConfig
-from execplan.planner.parse import MAX_TASKS
+from execplan.planner.limits import MAX_TASKS
 from execplan.server import BaseComponent, ExecplanServer
 from execplan.v1 import planner_service_pb2 as pb
 from execplan.v1 import planner_service_pb2_grpc as pb_grpc

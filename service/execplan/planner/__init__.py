@@ -13,6 +13,12 @@ reads no clock, environment or randomness and never mutates its input, so the sa
 document always yields the same `Plan` and `plan_id`. `execplan.wire.plan_codec`
 turns a `Plan` into `execplan.v1.ExecutionPlan`.
 
+Every input is bounded before the expensive work: `limits.py` for the document
+(size, values, depth, tasks, numbers, checked while it is parsed by `load_yaml` /
+`load_json`), `expressions.py` for expressions (size, nesting, operator chains,
+comprehensions, checked before the CEL library sees them), `diagnostics.py` for
+what comes back (echoed values cut, at most 100 diagnostics).
+
 See `compile.py` for the phases, `expressions.py` for the expression helpers the
 executor reuses, `durations.py` for `parse_duration`, `resolve.py` for the default
 policies and `validate_reachability.py` for the unreachable rule.
@@ -26,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from execplan.planner import compile as _compile
-from execplan.planner import parse as _parse
+from execplan.planner import source as _source
 from execplan.planner.diagnostics import Diagnostic, Diagnostics
 from execplan.planner.plan import (
     FORMAT_VERSION,
@@ -91,8 +97,8 @@ def _run_source(source: str, fmt: str, build: bool) -> CompileResult:
     diags = Diagnostics()
     plan = None
     with _no_gc():
-        doc = _parse.load_source(source, fmt, diags)
-        if doc is not _parse.BAD:
+        ok, doc = _source.load(source, fmt, diags)
+        if ok:
             plan = _compile.compile_document(doc, diags, build=build)
         # Free the document while the GC is still paused: otherwise the first
         # collection after it resumes walks all of it (~200k containers at 100k tasks).

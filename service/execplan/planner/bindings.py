@@ -14,8 +14,10 @@ by CEL once and shared.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from execplan.planner import expressions as ex
-from execplan.planner.cache import small_key_cache
+from execplan.planner.cache import CACHED_CHARS, small_key_cache
 from execplan.planner.diagnostics import Diagnostics, child
 from execplan.planner.plan import (
     Binding,
@@ -80,8 +82,7 @@ def compile_value(value: object, path: str, diags: Diagnostics, refs: Refs) -> B
 _Compiled = tuple[BindingValue, tuple[Expression, ...], tuple[tuple[str, str], ...]]
 
 
-@small_key_cache(maxsize=32768)
-def _string(text: str) -> _Compiled:
+def _string_uncached(text: str) -> _Compiled:
     try:
         pieces = ex.split_template(text)
     except ex.TemplateError as exc:
@@ -105,8 +106,13 @@ def _string(text: str) -> _Compiled:
     return value, tuple(exprs), tuple(problems)
 
 
+# The hot path (every templated input of every task): lru_cache called directly, with
+# the small_key_cache rule (no huge string is kept) inline, saving a Python frame.
+_string = lru_cache(maxsize=32768)(_string_uncached)
+
+
 def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> BindingValue:
-    value, exprs, problems = _string(text)
+    value, exprs, problems = (_string if len(text) <= CACHED_CHARS else _string_uncached)(text)
     for code, message in problems:
         diags.error(code, path, message)
     for expr in exprs:

@@ -15,9 +15,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+CACHED_CHARS = 1024
+
 
 def small_key_cache(
-    maxsize: int, max_chars: int = 1024
+    maxsize: int, max_chars: int = CACHED_CHARS
 ) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
     """Cache `fn(text)` for texts of at most `max_chars` characters."""
 

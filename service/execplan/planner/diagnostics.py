@@ -18,9 +18,16 @@ and `report` returns at most MAX_REPORTED, errors first, plus one
 
 Codes (errors unless noted):
 
-    invalid-syntax            the text is not YAML/JSON
-    limit-document-size       text larger than parse.MAX_DOCUMENT_BYTES (64 MiB)
-    limit-tasks               more than parse.MAX_TASKS (100,000) tasks
+    invalid-syntax            the text is not YAML/JSON, or uses a YAML tag, recursive
+                              alias or second document a workflow cannot hold
+    limit-document-size       text larger than limits.MAX_DOCUMENT_BYTES (64 MiB)
+    limit-document-values     more than limits.MAX_DOCUMENT_VALUES (4,000,000) values,
+                              YAML aliases counted as what they repeat
+    limit-document-depth      lists/maps nested over limits.MAX_DOCUMENT_DEPTH (32)
+    limit-tasks               more than limits.MAX_TASKS (100,000) tasks
+    duplicate-key             a key written twice in one mapping (YAML: both lines)
+    invalid-number            a number literal over 100 characters, or an integer
+                              value outside +-(2^53 - 1)
     unknown-field             a field the proto does not have (with a did-you-mean hint)
     invalid-type              wrong JSON type, out-of-range number, non-string map key
     missing-required          workflow name, task id/type, fallback/compensation type
@@ -61,8 +68,7 @@ import re
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from execplan.planner.cache import small_key_cache
+from functools import lru_cache
 
 ERROR = "error"
 WARNING = "warning"
@@ -128,17 +134,20 @@ def echo(value: object) -> str:
     return _REPR.repr(value)
 
 
-@small_key_cache(maxsize=4096, max_chars=MAX_ECHO_CHARS)
+@lru_cache(maxsize=4096)  # child() passes only keys up to MAX_ECHO_CHARS
 def _suffix(key: str) -> str:
-    if len(key) <= MAX_ECHO_CHARS and _IDENT.fullmatch(key):
+    if _IDENT.fullmatch(key):
         return "." + key
-    quoted = clip(key, MAX_ECHO_CHARS).replace("\\", "\\\\").replace('"', '\\"')
-    return f'["{quoted}"]'
+    return f'["{_quoted(key)}"]'
+
+
+def _quoted(key: str) -> str:
+    return key.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def child(path: str, key: str) -> str:
     """Path of a map entry or field: `a.b`, or `a["odd key"]` when not an identifier."""
-    suffix = _suffix(key)
+    suffix = _suffix(key) if len(key) <= MAX_ECHO_CHARS else f'["{_quoted(clip(key))}"]'
     if not path and suffix[0] == ".":
         return key
     return path + suffix

@@ -1,38 +1,35 @@
-"""Parse: YAML/JSON text -> document -> `model.Workflow`, with exact-path diagnostics.
+"""Parse: document -> `model.Workflow`, with exact-path diagnostics.
 
-`load_source(source, fmt, diags)` turns text into a JSON-like document (YAML through
-libyaml's CSafeLoader when available, it is ~10x faster than the pure-Python loader).
-`build_workflow(doc, diags)` walks the document against a small schema that mirrors
-`workflow.proto` field by field. Both spellings of the WDL are accepted everywhere:
+`build_workflow(doc, diags)` walks a JSON-like document (from `source.load`, or a
+`MessageToDict` of a Workflow) against a small schema that mirrors `workflow.proto`
+field by field. Both spellings of the WDL are accepted everywhere:
 
 - enums: `compensate`, `COMPENSATE` or `ON_FAILURE_COMPENSATE` (and the proto number);
 - durations: `250ms`, `1h30m` or proto JSON `"0.250s"`;
-- int32/uint32 as JSON numbers or decimal strings (proto JSON allows both).
+- int32/uint32 as JSON numbers or decimal strings (proto JSON allows both);
+- `version`, label and placement values as strings, or integers (`version: 3`).
 
 Problems become diagnostics (`unknown-field` with a did-you-mean hint, `invalid-type`,
-`unknown-enum`, `unknown-trigger`, `invalid-duration`, `missing-required`,
-`limit-document-size`, `limit-tasks`, `invalid-syntax`) and the offending field is
-left at its default so later phases still see everything else. The input document is
-never mutated: every container in the model is new.
+`invalid-number`, `unknown-enum`, `unknown-trigger`, `invalid-duration`,
+`missing-required`, `limit-tasks`, `limit-document-depth`) and the offending field
+is left at its default so later phases still see everything else. Values (task and
+side-task inputs, input defaults, outputs) keep to limits.MAX_DOCUMENT_DEPTH and
+their integers to +-limits.MAX_SAFE_INTEGER. The input document is never mutated:
+every container in the model is new.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-from execplan.planner import model
+from execplan.planner import limits, model
 from execplan.planner.diagnostics import MAX_ECHO_CHARS, Diagnostics, child, echo
 from execplan.planner.durations import parse_duration
-
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
-MAX_TASKS = 100_000
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from execplan.planner.load_json import LongNumber
 
 
 class _Bad:
@@ -41,36 +38,6 @@ class _Bad:
 
 BAD: Any = _Bad()
 Conv = Callable[[object, str, Diagnostics], Any]
-
-
-# --- text -> document -----------------------------------------------------------------
-
-
-def load_source(source: str, fmt: str, diags: Diagnostics) -> object:
-    """The parsed document, or BAD after an `invalid-syntax`/`limit-*` diagnostic."""
-    if len(source) * 4 > MAX_DOCUMENT_BYTES and len(source.encode()) > MAX_DOCUMENT_BYTES:
-        diags.error(
-            "limit-document-size",
-            "",
-            f"document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB",
-        )
-        return BAD
-    if fmt == "auto":
-        fmt = "json" if source.lstrip().startswith("{") else "yaml"
-    if fmt == "json":
-        try:
-            return json.loads(source)
-        except (ValueError, RecursionError) as exc:
-            diags.error("invalid-syntax", "", f"invalid JSON: {exc}")
-            return BAD
-    if fmt != "yaml":
-        raise ValueError(f"unknown format {fmt!r}: expected auto, yaml or json")
-    try:
-        return yaml.load(source, Loader=_Loader)
-    except (yaml.YAMLError, RecursionError) as exc:
-        message = " ".join(str(exc).split())
-        diags.error("invalid-syntax", "", f"invalid YAML: {message}")
-        return BAD
 
 
 # --- scalar converters ----------------------------------------------------------------
@@ -85,7 +52,15 @@ def _type_name(v: object) -> str:
 
 
 def _invalid(diags: Diagnostics, path: str, want: str, v: object) -> Any:
-    diags.error("invalid-type", path, f"expected {want}, got {_type_name(v)}")
+    if type(v) is LongNumber:
+        diags.error(
+            "invalid-number",
+            path,
+            f"a number of {v.digits:,} digits; at most {limits.MAX_NUMBER_CHARS} "
+            "(quote it to keep it as text)",
+        )
+    else:
+        diags.error("invalid-type", path, f"expected {want}, got {_type_name(v)}")
     return BAD
 
 
@@ -93,15 +68,33 @@ def _string(v: object, path: str, diags: Diagnostics) -> Any:
     return v if type(v) is str else _invalid(diags, path, "a string", v)
 
 
+def _text(v: object, path: str, diags: Diagnostics) -> Any:
+    """A string, or an integer written without quotes (`version: 3`)."""
+    if type(v) is str:
+        return v
+    if type(v) is int and abs(v) < 10**20:
+        return str(v)
+    if type(v) is float:
+        diags.error(
+            "invalid-type", path, "expected a string, got number: quote it (YAML reads 1.10 as 1.1)"
+        )
+        return BAD
+    return _invalid(diags, path, "a string", v)
+
+
 def _bool(v: object, path: str, diags: Diagnostics) -> Any:
     return v if type(v) is bool else _invalid(diags, path, "a boolean", v)
 
 
+_DECIMAL = re.compile(r"\s*-?[0-9]{1,20}\s*")
+
+
 def _integral(v: object) -> bool:
-    """An integral float (proto JSON may print 3.0) or a decimal string ("3")."""
+    """An integral float (proto JSON may print 3.0) or a decimal string ("3"), ASCII
+    digits only and short: int() refuses '²' and more than 4,300 digits."""
     if type(v) is float:
         return v.is_integer()
-    return type(v) is str and v.strip().lstrip("-").isdigit()
+    return type(v) is str and _DECIMAL.fullmatch(v) is not None
 
 
 def _integer(lo: int, hi: int) -> Conv:
@@ -176,32 +169,59 @@ def _enum(prefix: str, names: tuple[str, ...], code: str = "unknown-enum") -> Co
     return conv
 
 
-def json_value(v: object, path: str, diags: Diagnostics) -> Any:
-    """A fresh JSON value; integral floats become ints (proto Value is a double)."""
+def _json(v: object, path: str, diags: Diagnostics, depth: int) -> Any:
+    """A fresh JSON value whose lists/maps sit at document depth `depth`; integral
+    floats become ints (proto Value is a double)."""
     t = type(v)
     if t is str or t is bool or v is None:
         return v
     if t is int:
-        return v
+        n: int = v  # type: ignore[assignment]
+        if -limits.MAX_SAFE_INTEGER <= n <= limits.MAX_SAFE_INTEGER:
+            return n
+        diags.error(
+            "invalid-number",
+            path,
+            f"{echo(n)} is outside +-(2^53 - 1), where JSON and protobuf numbers (doubles) "
+            "are exact: quote it to keep it as text",
+        )
+        return BAD
     if t is float:
         f: float = v  # type: ignore[assignment]
         if not math.isfinite(f):
             diags.error("invalid-type", path, "expected a finite number")
             return BAD
         return int(f) if f.is_integer() and abs(f) < 2**53 else f
-    if t is list:
-        items: list[object] = v  # type: ignore[assignment]
-        return [json_value(x, f"{path}[{i}]", diags) for i, x in enumerate(items)]
-    if t is dict:
+    if t is list or t is dict:
+        if depth > limits.MAX_DOCUMENT_DEPTH:
+            diags.error(
+                "limit-document-depth",
+                path,
+                f"lists and maps nest more than {limits.MAX_DOCUMENT_DEPTH} levels deep",
+            )
+            return BAD
+        if t is list:
+            items: list[object] = v  # type: ignore[assignment]
+            return [_json(x, f"{path}[{i}]", diags, depth + 1) for i, x in enumerate(items)]
         obj: dict[object, object] = v  # type: ignore[assignment]
         out: dict[str, object] = {}
         for key, x in obj.items():
             if type(key) is not str:
                 diags.error("invalid-type", path, f"object key {echo(key)} is not a string")
                 continue
-            out[key] = json_value(x, child(path, key), diags)
+            out[key] = _json(x, child(path, key), diags, depth + 1)
         return out
     return _invalid(diags, path, "a JSON value", v)
+
+
+def _json_at(depth: int) -> Conv:
+    """Converter for a value whose own list/map would be at document depth `depth`
+    (the root map is depth 1)."""
+
+    def conv(v: object, path: str, diags: Diagnostics) -> Any:
+        return _json(v, path, diags, depth)
+
+    return conv
 
 
 # --- containers -----------------------------------------------------------------------
@@ -314,7 +334,7 @@ _breaker = _message(
 )
 _placement = _message(
     model.PlacementSpec,
-    {"require": _map(_string), "prefer": _map(_string), "environment": _string},
+    {"require": _map(_text), "prefer": _map(_text), "environment": _string},
 )
 _resources = _message(
     model.ResourcesSpec,
@@ -327,7 +347,7 @@ _resources = _message(
 )
 _side_fields: dict[str, Conv] = {
     "type": _string,
-    "inputs": _map(json_value),
+    "inputs": _map(_json_at(6)),  # root > tasks > task > fallback > inputs > value
     "retry": _retry,
     "timeouts": _timeouts,
 }
@@ -345,7 +365,7 @@ _input_spec = _message(
             "INPUT_TYPE", ("STRING", "NUMBER", "INTEGER", "BOOLEAN", "OBJECT", "ARRAY", "ANY")
         ),
         "required": _bool,
-        "default": json_value,
+        "default": _json_at(4),  # root > inputs > spec > default
         "description": _string,
     },
     nullable=frozenset({"default"}),
@@ -367,7 +387,7 @@ _task = _message(
         "id": _string,
         "type": _string,
         "depends_on": _list(_string),
-        "inputs": _map(json_value),
+        "inputs": _map(_json_at(5)),  # root > tasks > task > inputs > value
         "when": _string,
         "trigger": _enum(
             "TRIGGER_RULE",
@@ -393,8 +413,10 @@ _task = _message(
 def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
     if type(v) is not list:
         return _invalid(diags, path, "a list", v)
-    if len(v) > MAX_TASKS:
-        diags.error("limit-tasks", path, f"{len(v)} tasks; at most {MAX_TASKS} are allowed")
+    if len(v) > limits.MAX_TASKS:
+        diags.error(
+            "limit-tasks", path, f"{len(v):,} tasks; at most {limits.MAX_TASKS:,} are allowed"
+        )
         return BAD
     out: list[model.Task | None] = []
     task_cls = model.Task
@@ -427,16 +449,22 @@ def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
 
 
 def _scalar_inputs(inputs: object) -> bool:
-    """A map of strings, ints, booleans and nulls: `json_value` would return an
-    equal copy, so the fast path copies the dict itself (floats need normalising)."""
-    return (
-        type(inputs) is dict
-        and all(type(k) is str for k in inputs)
-        and all(type(x) in _SCALARS for x in inputs.values())
-    )
+    """A map of strings, safe ints, booleans and nulls: `_json` would return an equal
+    copy, so the fast path copies the dict itself (floats need normalising)."""
+    if type(inputs) is not dict or not all(type(k) is str for k in inputs):
+        return False
+    safe = limits.MAX_SAFE_INTEGER
+    for x in inputs.values():
+        t = type(x)
+        if t is int:
+            if not -safe <= x <= safe:
+                return False
+        elif t not in _SCALARS:
+            return False
+    return True
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
+_SCALARS = frozenset({str, bool, type(None)})
 _SIMPLE_TASK_KEYS = frozenset({"id", "type", "depends_on", "inputs"})
 
 
@@ -444,16 +472,16 @@ _workflow = _message(
     model.Workflow,
     {
         "name": _string,
-        "version": _string,
+        "version": _text,
         "description": _string,
         "inputs": _map(_input_spec),
         "defaults": _defaults,
         "on_failure": _enum("ON_FAILURE", ("FAIL_FAST", "CONTINUE", "COMPENSATE")),
         "max_parallel": _uint32,
         "tasks": _tasks,
-        "outputs": _map(json_value),
+        "outputs": _map(_json_at(3)),  # root > outputs > value
         "pause_after_failures": _uint32,
-        "labels": _map(_string),
+        "labels": _map(_text),
     },
     required=("name",),
 )

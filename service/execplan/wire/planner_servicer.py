@@ -31,6 +31,7 @@ from execplan.planner import (
     Diagnostic,
     compile_document,
     compile_source,
+    limits,
     validate_source,
 )
 from execplan.v1 import planner_service_pb2 as pb
@@ -74,6 +75,20 @@ def _source_format(request: Definition) -> str:
 
 
 def _document(request: Definition) -> object:
+    # Count before converting: MessageToDict of a million tasks is seconds of work
+    # and GiBs for an answer that is already known.
+    if len(request.workflow.tasks) > limits.MAX_TASKS:
+        raise LimitExceeded(
+            f"workflow exceeds a limit: {len(request.workflow.tasks):,} tasks",
+            [
+                FieldViolation(
+                    "workflow.tasks",
+                    f"{len(request.workflow.tasks):,} tasks; at most {limits.MAX_TASKS:,} "
+                    "are allowed",
+                    "limit-tasks",
+                )
+            ],
+        )
     return json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
 
 

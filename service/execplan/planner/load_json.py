@@ -1,0 +1,126 @@
+"""JSON text -> document, bounded before and while it is parsed.
+
+    ok, doc = load_json(text, diags)
+
+The stdlib's C decoder does the parsing (~20x faster than anything in Python); around
+it:
+
+- `limit-document-values`: before parsing, the values are counted from the text:
+  `{`, `[` and `,` outside strings are a lower bound of the values (each comma
+  starts one more). The three str.count calls cost ~15 ms for 15 MB; only when they
+  exceed limits.MAX_DOCUMENT_VALUES are the strings cut out (a regex, ~0.7 s for
+  34 MB) to see whether the excess was inside strings.
+- `limit-document-depth`: the decoder recurses once per level and raises
+  RecursionError near Python's recursion limit; values are then held to
+  limits.MAX_DOCUMENT_DEPTH by `parse.json_value`.
+- `duplicate-key`: an object that names a key twice (the decoder keeps the last).
+  The pairs hook spots it for ~2% of the parse; the paths are then found by a walk
+  over the lists and objects of the parsed document (only when there was one). JSON
+  gets no line numbers: the C decoder does not report positions.
+- `invalid-number`: Python's int() refuses more than 4,300 digits, and the decoder
+  raises a ValueError for such a literal; the document is then parsed again with a
+  bounded int parser so each one is reported at its path by `parse.json_value`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+from execplan.planner import limits
+from execplan.planner.diagnostics import Diagnostics, child, echo
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+class LongNumber:
+    """An integer literal too long to convert; `parse.json_value` reports it."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _values_lower_bound(text: str) -> int:
+    def count(t: str) -> int:
+        return t.count("{") + t.count("[") + t.count(",")
+
+    n = count(text)
+    if n > limits.MAX_DOCUMENT_VALUES:
+        n = count(_STRING.sub("", text))
+    return n
+
+
+def _bounded_int(literal: str) -> int | LongNumber:
+    if len(literal) > limits.MAX_NUMBER_CHARS:
+        return LongNumber(len(literal))
+    return int(literal)
+
+
+def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
+    """(True, document), or (False, None) after reporting why (see module docstring)."""
+    if _values_lower_bound(source) > limits.MAX_DOCUMENT_VALUES:
+        diags.error(
+            "limit-document-values",
+            "",
+            f"the document has more than {limits.MAX_DOCUMENT_VALUES:,} values",
+        )
+        return False, None
+    repeated: dict[int, list[str]] = {}  # id of an object -> the keys written twice
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            counts: dict[str, int] = {}
+            for key, _ in items:
+                counts[key] = counts.get(key, 0) + 1
+            repeated[id(obj)] = [key for key, n in counts.items() if n > 1]
+        return obj
+
+    try:
+        try:
+            doc = json.loads(source, object_pairs_hook=pairs)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # an integer literal past int()'s 4,300 digits
+            repeated.clear()
+            doc = json.loads(source, object_pairs_hook=pairs, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        diags.error("invalid-syntax", "", f"invalid JSON: {exc}")
+        return False, None
+    except RecursionError:
+        diags.error(
+            "limit-document-depth",
+            "",
+            f"lists and maps nest more than {limits.MAX_DOCUMENT_DEPTH} levels deep",
+        )
+        return False, None
+    if repeated:
+        for path, obj in _objects(doc):
+            for key in repeated.get(id(obj), ()):
+                diags.error(
+                    "duplicate-key",
+                    child(path, key),
+                    f"key {echo(key)} is written twice in this object; the first would be lost",
+                )
+    return True, doc
+
+
+def _objects(doc: object) -> Iterator[tuple[str, dict[str, object]]]:
+    """Every object in `doc` with its path, without recursion (lists and objects
+    only: the path of a scalar is never built)."""
+    todo: list[tuple[str, object]] = [("", doc)]
+    while todo:
+        path, value = todo.pop()
+        if type(value) is dict:
+            yield path, value
+            items = value.items()
+        elif type(value) is list:
+            items = enumerate(value)  # type: ignore[assignment]
+        else:
+            continue
+        for key, item in items:
+            if type(item) is dict or type(item) is list:
+                todo.append((f"{path}[{key}]" if type(key) is int else child(path, key), item))
