@@ -77,3 +77,24 @@ async def test_example_runs_to_succeeded(
     assert execution.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, execution.error
     outputs = from_struct(execution.outputs)
     assert outputs.items() >= expected.items(), outputs
+
+
+def test_the_raw_worker_example_runs_the_protocol(address: str) -> None:
+    """examples/raw_worker.py: a worker from docs/worker-protocol.md with bare stubs;
+    its transcript is the document's worked example."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "raw_worker.py"), address, "--demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    kinds = [line.split('"')[1] for line in lines if line.startswith((">> {", "<< {"))]
+    order = ["register", "registered", "dispatches", "acks", "heartbeats", "results", "status"]
+    assert [k for k in kinds if k in order] == order, run.stdout
+    assert lines[-1].startswith("-- EXECUTION_STATE_SUCCEEDED"), run.stdout
