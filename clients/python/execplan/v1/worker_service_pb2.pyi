@@ -24,7 +24,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ConnectRequest(_message.Message):
-    """Worker -> executor. The first message must carry `register`."""
+    """Worker -> executor. The first message must carry `register` (and only the first:
+    the stream is one registration). Any message may carry any number of acks,
+    heartbeats and results: batch what is ready.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -36,9 +39,13 @@ class ConnectRequest(_message.Message):
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
-    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssignmentAck]: ...
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssignmentAck]:
+        """One per dispatch, within `WorkerRegistered.ack_deadline_ms`."""
+
     @_builtins.property
-    def heartbeats(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskHeartbeat]: ...
+    def heartbeats(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskHeartbeat]:
+        """One per running attempt, at least every `WorkerRegistered.heartbeat_interval_ms`."""
+
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResult]: ...
     @_builtins.property
@@ -128,6 +135,11 @@ Global___WorkerRegistration: _TypeAlias = WorkerRegistration  # noqa: Y015
 
 @_typing.final
 class AttemptRef(_message.Message):
+    """Names one lease: the task, the phase it runs (main, fallback, compensation) and
+    the fencing token. Copy it unchanged from the Dispatch into every ack, heartbeat
+    and result: the executor applies a message only for the current lease.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
@@ -177,6 +189,11 @@ Global___AssignmentAck: _TypeAlias = AssignmentAck  # noqa: Y015
 
 @_typing.final
 class TaskHeartbeat(_message.Message):
+    """Keeps one attempt alive: its `Dispatch.heartbeat_timeout_ms` (the task's
+    `timeouts.heartbeat`) and the stream's 15 s silence rule. Liveness is kept in the
+    executor's memory: a heartbeat costs no database write.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPT_FIELD_NUMBER: _builtins.int
@@ -184,7 +201,9 @@ class TaskHeartbeat(_message.Message):
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
-    def progress(self) -> _struct_pb2.Value: ...
+    def progress(self) -> _struct_pb2.Value:
+        """Accepted and, for now, not recorded (no task_progress event is written)."""
+
     def __init__(
         self,
         *,
@@ -253,7 +272,9 @@ Global___WorkerStatus: _TypeAlias = WorkerStatus  # noqa: Y015
 
 @_typing.final
 class ConnectResponse(_message.Message):
-    """Executor -> worker."""
+    """Executor -> worker. The first message carries `registered`; then any mix of the
+    rest, merged into one message when several are pending.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -265,9 +286,17 @@ class ConnectResponse(_message.Message):
     @_builtins.property
     def registered(self) -> Global___WorkerRegistered: ...
     @_builtins.property
-    def dispatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dispatch]: ...
+    def dispatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dispatch]:
+        """New leases: ack each within `ack_deadline_ms`. The same attempt may come again
+        after a reconnect: ack it again, do not start it twice.
+        """
+
     @_builtins.property
-    def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelAttempt]: ...
+    def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelAttempt]:
+        """Stop these attempts (timed out, execution cancelled or ended, re-leased) and send
+        no result for them.
+        """
+
     @_builtins.property
     def drain(self) -> Global___Drain:
         """The server is shutting down: finish running attempts, take no new work."""
@@ -306,7 +335,10 @@ class WorkerRegistered(_message.Message):
     """Acknowledge a dispatch within this long or it is re-queued."""
     @_builtins.property
     def revoked(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
-        """Attempts from `running` that the executor no longer leases to this worker."""
+        """Attempts from `running` that the executor no longer leases to this worker (or
+        whose result it already recorded): stop them and drop their results. The others
+        of `running` are still yours, their deadlines running as before.
+        """
 
     def __init__(
         self,
@@ -379,15 +411,21 @@ class Dispatch(_message.Message):
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     idempotency_key: _builtins.str
-    """Stable across re-leases of the same attempt."""
+    """"EXECUTION/TASK/PHASE/ATTEMPT": stable across re-leases of the same attempt,
+    new for the next attempt. Delivery is at least once: make side effects
+    idempotent on this key.
+    """
     heartbeat_timeout_ms: _builtins.int
+    """When non-zero, the attempt times out after this long without a heartbeat."""
     workflow_name: _builtins.str
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
     def inputs(self) -> _struct_pb2.Struct: ...
     @_builtins.property
-    def start_to_close_deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def start_to_close_deadline(self) -> _timestamp_pb2.Timestamp:
+        """When set, the attempt times out then (the task's timeouts.start_to_close)."""
+
     @_builtins.property
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context (traceparent, tracestate)."""
@@ -442,6 +480,10 @@ Global___CancelAttempt: _TypeAlias = CancelAttempt  # noqa: Y015
 
 @_typing.final
 class Drain(_message.Message):
+    """The executor is shutting down: it dispatches nothing more. Finish the running
+    attempts, send their results, then half-close; the executor ends the stream.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int

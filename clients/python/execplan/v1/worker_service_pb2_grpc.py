@@ -28,6 +28,29 @@ if _version_not_supported:
 class WorkerServiceStub:
     """Workers connect with one bidirectional stream, register their capabilities and
     receive dispatches. Messages carry lists so that several items share one frame.
+
+    The protocol (docs/worker-protocol.md has all of it, with a worked example):
+    1. Open one Connect stream per executor (one per replica). Send `register` first;
+    the executor answers `registered` (heartbeat interval, ack deadline, and the
+    attempts of `running` that are no longer yours: `revoked`).
+    2. Each `Dispatch` is a lease on one attempt, fenced by its AttemptRef (phase,
+    attempt, lease epoch). Ack it within `ack_deadline_ms` (default 5 s) or it is
+    re-queued and leased again.
+    3. Heartbeat every running attempt at least every `heartbeat_interval_ms`
+    (default 2 s). A worker holding leases that sends nothing for 15 s is dropped:
+    the executor ends the stream.
+    4. Send each attempt's result once: `output` or `error` (`ErrorInfo.retry`
+    decides retries; not set = retryable). Results are never acknowledged; a
+    refused one comes back in `rejections`. After a reconnect, list the attempts
+    whose result you are not sure arrived in `running`: revoked ones were
+    recorded, kept ones were not (send again).
+    5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
+    more for it.
+    6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
+    worker_id, listing in `running` what you still run; after the grace the
+    leases are re-queued.
+    7. `drain` from the executor (or your own shutdown): send
+    `status.draining`, finish, send the results, half-close.
     """
 
     def __init__(self, channel):
@@ -46,6 +69,29 @@ class WorkerServiceStub:
 class WorkerServiceServicer:
     """Workers connect with one bidirectional stream, register their capabilities and
     receive dispatches. Messages carry lists so that several items share one frame.
+
+    The protocol (docs/worker-protocol.md has all of it, with a worked example):
+    1. Open one Connect stream per executor (one per replica). Send `register` first;
+    the executor answers `registered` (heartbeat interval, ack deadline, and the
+    attempts of `running` that are no longer yours: `revoked`).
+    2. Each `Dispatch` is a lease on one attempt, fenced by its AttemptRef (phase,
+    attempt, lease epoch). Ack it within `ack_deadline_ms` (default 5 s) or it is
+    re-queued and leased again.
+    3. Heartbeat every running attempt at least every `heartbeat_interval_ms`
+    (default 2 s). A worker holding leases that sends nothing for 15 s is dropped:
+    the executor ends the stream.
+    4. Send each attempt's result once: `output` or `error` (`ErrorInfo.retry`
+    decides retries; not set = retryable). Results are never acknowledged; a
+    refused one comes back in `rejections`. After a reconnect, list the attempts
+    whose result you are not sure arrived in `running`: revoked ones were
+    recorded, kept ones were not (send again).
+    5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
+    more for it.
+    6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
+    worker_id, listing in `running` what you still run; after the grace the
+    leases are re-queued.
+    7. `drain` from the executor (or your own shutdown): send
+    `status.draining`, finish, send the results, half-close.
     """
 
     def Connect(self, request_iterator, context):
@@ -73,6 +119,29 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 class WorkerService:
     """Workers connect with one bidirectional stream, register their capabilities and
     receive dispatches. Messages carry lists so that several items share one frame.
+
+    The protocol (docs/worker-protocol.md has all of it, with a worked example):
+    1. Open one Connect stream per executor (one per replica). Send `register` first;
+    the executor answers `registered` (heartbeat interval, ack deadline, and the
+    attempts of `running` that are no longer yours: `revoked`).
+    2. Each `Dispatch` is a lease on one attempt, fenced by its AttemptRef (phase,
+    attempt, lease epoch). Ack it within `ack_deadline_ms` (default 5 s) or it is
+    re-queued and leased again.
+    3. Heartbeat every running attempt at least every `heartbeat_interval_ms`
+    (default 2 s). A worker holding leases that sends nothing for 15 s is dropped:
+    the executor ends the stream.
+    4. Send each attempt's result once: `output` or `error` (`ErrorInfo.retry`
+    decides retries; not set = retryable). Results are never acknowledged; a
+    refused one comes back in `rejections`. After a reconnect, list the attempts
+    whose result you are not sure arrived in `running`: revoked ones were
+    recorded, kept ones were not (send again).
+    5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
+    more for it.
+    6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
+    worker_id, listing in `running` what you still run; after the grace the
+    leases are re-queued.
+    7. `drain` from the executor (or your own shutdown): send
+    `status.draining`, finish, send the results, half-close.
     """
 
     @staticmethod

@@ -19,7 +19,9 @@ export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
   fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUilAEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IAEIJCgdvdXRjb21lIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIocBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmItUDCghEaXNwYXRjaBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIRCgl0YXNrX3R5cGUYAiABKAkSJwoGaW5wdXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSOwoXc3RhcnRfdG9fY2xvc2VfZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEj4KDXRyYWNlX2NvbnRleHQYByADKAsyJy5leGVjcGxhbi52MS5EaXNwYXRjaC5UcmFjZUNvbnRleHRFbnRyeRIzCgdzZWNyZXRzGAggAygLMiIuZXhlY3BsYW4udjEuRGlzcGF0Y2guU2VjcmV0c0VudHJ5EhUKDXdvcmtmbG93X25hbWUYCSABKAkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCg1DYW5jZWxBdHRlbXB0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEg4KBnJlYXNvbhgCIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkiSgoOUmVzdWx0UmVqZWN0ZWQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLmV4ZWNwbGFuLnYxLkNvbm5lY3RSZXF1ZXN0GhwuZXhlY3BsYW4udjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_execplan_v1_events, file_execplan_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
- * Worker -> executor. The first message must carry `register`.
+ * Worker -> executor. The first message must carry `register` (and only the first:
+ * the stream is one registration). Any message may carry any number of acks,
+ * heartbeats and results: batch what is ready.
  *
  * @generated from message execplan.v1.ConnectRequest
  */
@@ -30,11 +32,15 @@ export type ConnectRequest = Message<"execplan.v1.ConnectRequest"> & {
   register?: WorkerRegistration | undefined;
 
   /**
+   * One per dispatch, within `WorkerRegistered.ack_deadline_ms`.
+   *
    * @generated from field: repeated execplan.v1.AssignmentAck acks = 2;
    */
   acks: AssignmentAck[];
 
   /**
+   * One per running attempt, at least every `WorkerRegistered.heartbeat_interval_ms`.
+   *
    * @generated from field: repeated execplan.v1.TaskHeartbeat heartbeats = 3;
    */
   heartbeats: TaskHeartbeat[];
@@ -113,6 +119,10 @@ export const WorkerRegistrationSchema: GenMessage<WorkerRegistration> = /*@__PUR
   messageDesc(file_execplan_v1_worker_service, 1);
 
 /**
+ * Names one lease: the task, the phase it runs (main, fallback, compensation) and
+ * the fencing token. Copy it unchanged from the Dispatch into every ack, heartbeat
+ * and result: the executor applies a message only for the current lease.
+ *
  * @generated from message execplan.v1.AttemptRef
  */
 export type AttemptRef = Message<"execplan.v1.AttemptRef"> & {
@@ -162,6 +172,10 @@ export const AssignmentAckSchema: GenMessage<AssignmentAck> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 3);
 
 /**
+ * Keeps one attempt alive: its `Dispatch.heartbeat_timeout_ms` (the task's
+ * `timeouts.heartbeat`) and the stream's 15 s silence rule. Liveness is kept in the
+ * executor's memory: a heartbeat costs no database write.
+ *
  * @generated from message execplan.v1.TaskHeartbeat
  */
 export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
@@ -171,6 +185,8 @@ export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
   attempt?: AttemptRef | undefined;
 
   /**
+   * Accepted and, for now, not recorded (no task_progress event is written).
+   *
    * @generated from field: google.protobuf.Value progress = 2;
    */
   progress?: Value | undefined;
@@ -240,7 +256,8 @@ export const WorkerStatusSchema: GenMessage<WorkerStatus> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 6);
 
 /**
- * Executor -> worker.
+ * Executor -> worker. The first message carries `registered`; then any mix of the
+ * rest, merged into one message when several are pending.
  *
  * @generated from message execplan.v1.ConnectResponse
  */
@@ -251,11 +268,17 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
   registered?: WorkerRegistered | undefined;
 
   /**
+   * New leases: ack each within `ack_deadline_ms`. The same attempt may come again
+   * after a reconnect: ack it again, do not start it twice.
+   *
    * @generated from field: repeated execplan.v1.Dispatch dispatches = 2;
    */
   dispatches: Dispatch[];
 
   /**
+   * Stop these attempts (timed out, execution cancelled or ended, re-leased) and send
+   * no result for them.
+   *
    * @generated from field: repeated execplan.v1.CancelAttempt cancels = 3;
    */
   cancels: CancelAttempt[];
@@ -304,7 +327,9 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
   ackDeadlineMs: number;
 
   /**
-   * Attempts from `running` that the executor no longer leases to this worker.
+   * Attempts from `running` that the executor no longer leases to this worker (or
+   * whose result it already recorded): stop them and drop their results. The others
+   * of `running` are still yours, their deadlines running as before.
    *
    * @generated from field: repeated execplan.v1.AttemptRef revoked = 4;
    */
@@ -338,18 +363,24 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
   inputs?: JsonObject | undefined;
 
   /**
-   * Stable across re-leases of the same attempt.
+   * "EXECUTION/TASK/PHASE/ATTEMPT": stable across re-leases of the same attempt,
+   * new for the next attempt. Delivery is at least once: make side effects
+   * idempotent on this key.
    *
    * @generated from field: string idempotency_key = 4;
    */
   idempotencyKey: string;
 
   /**
+   * When set, the attempt times out then (the task's timeouts.start_to_close).
+   *
    * @generated from field: google.protobuf.Timestamp start_to_close_deadline = 5;
    */
   startToCloseDeadline?: Timestamp | undefined;
 
   /**
+   * When non-zero, the attempt times out after this long without a heartbeat.
+   *
    * @generated from field: uint32 heartbeat_timeout_ms = 6;
    */
   heartbeatTimeoutMs: number;
@@ -404,6 +435,9 @@ export const CancelAttemptSchema: GenMessage<CancelAttempt> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 10);
 
 /**
+ * The executor is shutting down: it dispatches nothing more. Finish the running
+ * attempts, send their results, then half-close; the executor ends the stream.
+ *
  * @generated from message execplan.v1.Drain
  */
 export type Drain = Message<"execplan.v1.Drain"> & {
@@ -445,6 +479,29 @@ export const ResultRejectedSchema: GenMessage<ResultRejected> = /*@__PURE__*/
 /**
  * Workers connect with one bidirectional stream, register their capabilities and
  * receive dispatches. Messages carry lists so that several items share one frame.
+ *
+ * The protocol (docs/worker-protocol.md has all of it, with a worked example):
+ *  1. Open one Connect stream per executor (one per replica). Send `register` first;
+ *     the executor answers `registered` (heartbeat interval, ack deadline, and the
+ *     attempts of `running` that are no longer yours: `revoked`).
+ *  2. Each `Dispatch` is a lease on one attempt, fenced by its AttemptRef (phase,
+ *     attempt, lease epoch). Ack it within `ack_deadline_ms` (default 5 s) or it is
+ *     re-queued and leased again.
+ *  3. Heartbeat every running attempt at least every `heartbeat_interval_ms`
+ *     (default 2 s). A worker holding leases that sends nothing for 15 s is dropped:
+ *     the executor ends the stream.
+ *  4. Send each attempt's result once: `output` or `error` (`ErrorInfo.retry`
+ *     decides retries; not set = retryable). Results are never acknowledged; a
+ *     refused one comes back in `rejections`. After a reconnect, list the attempts
+ *     whose result you are not sure arrived in `running`: revoked ones were
+ *     recorded, kept ones were not (send again).
+ *  5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
+ *     more for it.
+ *  6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
+ *     worker_id, listing in `running` what you still run; after the grace the
+ *     leases are re-queued.
+ *  7. `drain` from the executor (or your own shutdown): send
+ *     `status.draining`, finish, send the results, half-close.
  *
  * @generated from service execplan.v1.WorkerService
  */
