@@ -71,6 +71,15 @@ def _output(p: plan_pb2.ExecutionPlan) -> None:
     p.outputs[0].value.expression.reads_tasks[:] = ["ghost"]
 
 
+def _chain(p: plan_pb2.ExecutionPlan) -> None:
+    # 100,000 `+ 1` terms: the CEL library overflowed the native stack on these.
+    p.nodes[1].bindings[0].value.expression.source = "1" + " + 1" * 100_000
+
+
+def _deep_output(p: plan_pb2.ExecutionPlan) -> None:
+    p.outputs[0].value.expression.source = "tasks.c.output" + ".b" * 600
+
+
 CASES: dict[str, tuple[Callable[[plan_pb2.ExecutionPlan], None], str, str]] = {
     "index": (_index, "plan.nodes[1].index", "must be 1"),
     "upstream": (_upstream, "plan.nodes[1].upstream[1]", "no other node has index 4294967295"),
@@ -81,6 +90,8 @@ CASES: dict[str, tuple[Callable[[plan_pb2.ExecutionPlan], None], str, str]] = {
     "edge": (_edge, "plan.edges[2]", "not below 3"),
     "reads": (_reads, "plan.nodes[1]", "reads unknown task 'ghost'"),
     "output": (_output, "plan.outputs[0]", "reads unknown task 'ghost'"),
+    "chain": (_chain, "plan.nodes[1].bindings[0]", "longer than 16384 bytes"),
+    "deep-output": (_deep_output, "plan.outputs[0]", "chains more than 500"),
 }
 
 

@@ -132,6 +132,33 @@ async def test_limit_is_resource_exhausted(channel: grpc.aio.Channel) -> None:
     assert quota.violations
 
 
+async def test_workflow_message_limits(channel: grpc.aio.Channel) -> None:
+    """A `Workflow` message is bounded like source text: too many tasks are refused
+    before its conversion to a document, and a NaN in a value (which has no JSON
+    form) names the problem instead of answering INTERNAL."""
+    wide = workflow_pb2.Workflow(name="wide")
+    for i in range(MAX_TASKS + 1):
+        wide.tasks.add(id=f"t{i}", type="x")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(channel).CompilePlan(pb.CompilePlanRequest(workflow=wide))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    quota = _details(info.value, error_details_pb2.QuotaFailure)
+    assert [v.subject for v in quota.violations] == ["workflow.tasks"]
+
+    odd = workflow_pb2.Workflow(name="odd")
+    task = odd.tasks.add(id="a", type="x")
+    task.inputs["v"].number_value = float("nan")
+    for rpc in ("CompilePlan", "ValidateWorkflow"):
+        request = (pb.CompilePlanRequest if rpc == "CompilePlan" else pb.ValidateWorkflowRequest)(
+            workflow=odd
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await getattr(_stub(channel), rpc)(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = _details(info.value, error_details_pb2.BadRequest)
+        assert "NaN" in bad.field_violations[0].description
+
+
 async def test_health_serving(server: ExecplanServer, channel: grpc.aio.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "execplan.v1.PlannerService"):

@@ -7,8 +7,11 @@ when the executor runs on its own).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
@@ -66,12 +69,23 @@ class Compiler(Protocol):
 
 
 class LocalCompiler:
-    """Compiles in this process (execplan serve)."""
+    """Compiles in this process (execplan serve). A big definition compiles on a
+    small thread pool, as PlannerService does, so a 100,000-task StartExecution does
+    not stall every other call on the event loop for seconds."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
 
     async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
-        from execplan.wire.planner_servicer import compile_response  # noqa: PLC0415
+        from execplan.wire.planner_servicer import OFFLOAD_BYTES, compile_response  # noqa: PLC0415
 
-        return compile_response(request).plan
+        if request.ByteSize() < OFFLOAD_BYTES:
+            return compile_response(request).plan
+        if self._pool is None:  # idle threads cost nothing and end with the process
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._pool, compile_response, request)
+        return response.plan
 
 
 class RemoteCompiler:
@@ -152,23 +166,33 @@ class CachingCompiler:
     Compiling is pure, so the same source always gives the same plan; clients that
     start many executions of one workflow from source (the common case) would
     otherwise pay YAML parsing and compilation on every StartExecution.
+
+    Bounded in bytes, not only in entries: keyed by a digest of the request (not the
+    request, which may be 64 MiB) and holding at most `max_bytes` of plans, so 256
+    big workflows cannot pin GiBs.
     """
 
-    def __init__(self, inner: Compiler, size: int = 256) -> None:
+    def __init__(self, inner: Compiler, size: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._inner = inner
         self._size = size
-        self._plans: OrderedDict[bytes, plan_pb2.ExecutionPlan] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._plans: OrderedDict[bytes, tuple[plan_pb2.ExecutionPlan, int]] = OrderedDict()
 
     async def compile(self, request: planner_pb.CompilePlanRequest) -> plan_pb2.ExecutionPlan:
-        key = request.SerializeToString(deterministic=True)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = await self._inner.compile(request)
-            self._plans[key] = plan
-            if len(self._plans) > self._size:
-                self._plans.popitem(last=False)
-        else:
+        key = hashlib.blake2b(request.SerializeToString(deterministic=True)).digest()
+        found = self._plans.get(key)
+        if found is not None:
             self._plans.move_to_end(key)
+            return found[0]
+        plan = await self._inner.compile(request)
+        size = plan.ByteSize()
+        if size <= self._max_bytes and key not in self._plans:
+            self._plans[key] = (plan, size)
+            self._bytes += size
+            while len(self._plans) > self._size or self._bytes > self._max_bytes:
+                _, (_, dropped) = self._plans.popitem(last=False)
+                self._bytes -= dropped
         return plan
 
 

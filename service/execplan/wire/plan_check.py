@@ -11,7 +11,11 @@ client's plan must be a graph the executor can run:
   - every `upstream`/`downstream` index names another node, and the two lists agree
     (u is upstream of d exactly when d is downstream of u); no cycle;
   - every edge names two nodes;
-  - every expression reads only tasks of the plan.
+  - every expression reads only tasks of the plan;
+  - every expression is within the planner's bounds (size, nesting, operator chains,
+    comprehensions: `planner.expressions.check_expression_bounds`), because the
+    executor hands them to the CEL library, which overflows the native stack
+    (SIGSEGV, the whole server) on a long enough chain.
 
 Each problem is a `FieldViolation` naming the path (`plan.nodes[3].upstream[0]`);
 at most `_MAX_VIOLATIONS` are reported.
@@ -22,6 +26,7 @@ at most `_MAX_VIOLATIONS` are reported.
 from __future__ import annotations
 
 from execplan.errors import FieldViolation, InvalidArgument
+from execplan.planner.expressions import check_expression_bounds
 from execplan.v1 import plan_pb2
 
 _MAX_VIOLATIONS = 20
@@ -29,7 +34,7 @@ _MAX_VIOLATIONS = 20
 
 def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
     """Raise InvalidArgument listing what makes `plan` unrunnable."""
-    found = _structure(plan, field) or _reads(plan, field)
+    found = _structure(plan, field) or _reads(plan, field) or _bounds(plan, field)
     if found:
         raise InvalidArgument(
             f"{field} is not a consistent plan: {found[0].field}: {found[0].description}",
@@ -141,3 +146,46 @@ def _expression_reads(value: plan_pb2.BindingValue) -> set[str]:
         elif kind == "list":
             stack.extend(item.list.items)
     return reads
+
+
+def _bounds(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    found: list[FieldViolation] = []
+
+    def check(path: str, sources: list[str]) -> None:
+        for source in sources:
+            problem = check_expression_bounds(source)
+            if problem is not None:
+                found.append(FieldViolation(path, problem[1], problem[0]))
+
+    for i, node in enumerate(plan.nodes):
+        path = f"{field}.nodes[{i}]"
+        if node.HasField("condition"):
+            check(f"{path}.condition", [node.condition.source])
+        for k, binding in enumerate(node.bindings):
+            check(f"{path}.bindings[{k}]", _sources(binding.value))
+        for side in ("fallback", "compensation"):
+            for k, binding in enumerate(getattr(node, side).bindings):
+                check(f"{path}.{side}.bindings[{k}]", _sources(binding.value))
+    for k, output in enumerate(plan.outputs):
+        check(f"{field}.outputs[{k}]", _sources(output.value))
+    return found
+
+
+def _sources(value: plan_pb2.BindingValue) -> list[str]:
+    """The CEL sources in a binding tree (iterative, like _expression_reads)."""
+    sources: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = item.WhichOneof("kind")
+        if kind == "expression":
+            sources.append(item.expression.source)
+        elif kind == "template":
+            sources += [
+                p.expression.source for p in item.template.parts if p.HasField("expression")
+            ]
+        elif kind == "struct":
+            stack.extend(f.value for f in item.struct.fields)
+        elif kind == "list":
+            stack.extend(item.list.items)
+    return sources

@@ -89,7 +89,13 @@ def _document(request: Definition) -> object:
                 )
             ],
         )
-    return json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
+    try:
+        return json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
+    except json_format.SerializeToJsonError as exc:  # NaN or infinity in a Value
+        raise InvalidArgument(
+            "workflow invalid: a value has no JSON form",
+            [FieldViolation("workflow", str(exc), "invalid-type")],
+        ) from exc
 
 
 def compile_definition(request: Definition) -> CompileResult:
@@ -140,8 +146,14 @@ def compile_response(request: pb.CompilePlanRequest) -> pb.CompilePlanResponse:
     return pb.CompilePlanResponse(plan=encode_plan(result.plan), diagnostics=warnings)
 
 
+# Requests from this size on compile on a thread (see the module docstring).
+OFFLOAD_BYTES = 64 * 1024
+
+
 class PlannerServicer(pb_grpc.PlannerServiceServicer):
-    def __init__(self, offload_bytes: int = 64 * 1024, executor: Executor | None = None) -> None:
+    def __init__(
+        self, offload_bytes: int = OFFLOAD_BYTES, executor: Executor | None = None
+    ) -> None:
         self._offload_bytes = offload_bytes
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="compile")
