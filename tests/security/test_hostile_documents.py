@@ -14,8 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import cel
 import grpc
 import pytest
+from execplan.cli import main
+from execplan.errors import is_native_panic
+from execplan.executor.bindings import EvaluationError, Expr
 from execplan.v1 import planner_service_pb2, planner_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -249,3 +253,38 @@ def test_the_planner_server_answers_and_survives(
     assert any(field == case.path and case.words in text for field, text in violations), violations
     assert proc.poll() is None, "the planner server died"
     assert _compile(address, "name: ok\ntasks: [{id: a, type: t}]\n").plan.nodes
+
+
+# --- a Rust panic (pyo3 PanicException, a BaseException) on every path that calls `cel` --
+
+
+def _panic() -> BaseException:
+    try:
+        cel.compile("(" * 100_000)  # a parse error past column 65,535
+    except BaseException as exc:  # a PanicException is not an Exception
+        assert is_native_panic(exc)
+        return exc
+    raise AssertionError("the library did not panic")
+
+
+def test_a_panic_while_evaluating_is_an_evaluation_error() -> None:
+    """The executor's evaluation (which compiles on first use) turns a panic into an
+    EvaluationError, which fails the task, instead of letting it unwind the loop."""
+    with pytest.raises(EvaluationError, match="expression library failed"):
+        Expr("(" * 100_000, ()).evaluate({})
+
+
+def test_a_panic_in_the_cli_is_exit_70_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    panic = _panic()
+
+    def explode(source: str, fmt: str = "auto") -> None:
+        raise panic
+
+    monkeypatch.setattr("execplan.planner.validate_source", explode)
+    path = tmp_path / "wf.yaml"
+    path.write_text("name: w\ntasks: [{id: a, type: t}]\n")
+    assert main(["validate", str(path)]) == 70
+    err = capsys.readouterr().err
+    assert "internal error: PanicException" in err and "Traceback" not in err

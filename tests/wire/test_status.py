@@ -137,7 +137,7 @@ _Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class _Handlers:
-    def __init__(self, exc: Exception) -> None:
+    def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
     @unary_errors
@@ -150,7 +150,7 @@ class _Handlers:
         raise self.exc
 
 
-async def _call(exc: Exception, streaming: bool) -> tuple[grpc.aio.AioRpcError, list[bytes]]:
+async def _call(exc: BaseException, streaming: bool) -> tuple[grpc.aio.AioRpcError, list[bytes]]:
     handlers = _Handlers(exc)
     method: Any = (
         grpc.unary_stream_rpc_method_handler(handlers.stream)
@@ -202,6 +202,31 @@ async def test_unexpected_error_is_internal_without_traceback(
     assert "Traceback" not in (err.details() or "")
     assert "incident" in (err.details() or "")
     assert any(r.exc_info for r in caplog.records)  # the traceback went to the log
+
+
+def native_panic() -> BaseException:
+    """A real pyo3 PanicException (a BaseException), raised by the `cel` library on a
+    parse error past column 65,535."""
+    import cel  # noqa: PLC0415
+
+    try:
+        cel.compile("(" * 100_000)
+    except BaseException as exc:  # a PanicException is not an Exception
+        assert errors.is_native_panic(exc)
+        return exc
+    raise AssertionError("the library did not panic")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_native_panic_in_a_handler_is_internal(streaming: bool) -> None:
+    err, _ = await _call(native_panic(), streaming)
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert "incident" in (err.details() or "")
+
+
+async def test_other_base_exceptions_are_not_swallowed() -> None:
+    assert not errors.is_native_panic(KeyboardInterrupt())
+    assert not errors.is_native_panic(asyncio.CancelledError())
 
 
 async def test_stream_handler_finally_runs_when_client_cancels() -> None:
