@@ -5,6 +5,7 @@ reported at their paths; JSON the same way around the stdlib decoder."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,19 @@ def test_json_value_limit_does_not_count_commas_in_strings(
     assert [c for c, _, _ in load(json.dumps({"a": list(range(60))}), "json")[2]] == [
         "limit-document-values"
     ]
+
+
+def test_json_value_count_is_linear_on_unterminated_strings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The strings are cut out only when the fast count is over the limit; an
+    unterminated string full of escaped quotes made the textbook regex quadratic."""
+    monkeypatch.setattr(limits, "MAX_DOCUMENT_VALUES", 10)
+    text = '{"a": "' + '\\",' * 20_000  # never closed: 20,000 commas inside
+    started = time.monotonic()
+    ok, _, found = load(text, "json")
+    assert time.monotonic() - started < 2
+    assert not ok and [c for c, _, _ in found] == ["invalid-syntax"]
 
 
 def test_json_duplicate_keys_and_long_numbers() -> None:

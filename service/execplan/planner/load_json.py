@@ -31,7 +31,11 @@ from collections.abc import Iterator
 from execplan.planner import limits
 from execplan.planner.diagnostics import Diagnostics, child, echo
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A string literal, or an unterminated one up to the end of the text. Possessive and
+# always matching from a quote, so the scan is linear: the textbook
+# '"[^"\\]*(?:\\.[^"\\]*)*"' restarts at every quote of an unterminated string and took
+# 5.9 s for 48 KB of '"\\' (quadratic).
+_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)')
 
 
 class LongNumber:
