@@ -97,6 +97,20 @@ def test_unreadable_file_exits_2_with_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_a_file_over_the_size_limit_is_not_read_whole(tmp_path: Path) -> None:
+    """64 MiB is the most a workflow may be: a bigger file is refused after reading
+    one character more, in one line and exit 1, whether from a file or stdin."""
+    path = tmp_path / "huge.yaml"
+    limit = 64 * 1024 * 1024
+    path.write_text("#" * (limit + 1))
+    for args, stdin in (((str(path),), None), (("-",), path.read_text())):
+        run = execplan("validate", *args, stdin=stdin)
+        assert run.returncode == 1
+        assert run.stderr == f"execplan: {args[0]} is longer than {limit:,} characters\n"
+    path.write_text("#" * limit)  # at the limit: read, parsed, and only then judged
+    assert "expected an object, got null" in execplan("validate", str(path)).stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [(), ("bogus",), ("plan",), ("plan", "x.yaml", "--format", "png"), ("serve", "--listen", "x")],

@@ -71,12 +71,18 @@ def security_options(args: argparse.Namespace) -> SecurityOptions:
     )
 
 
-def read_text(path: str) -> str:
-    """The contents of `path`, or stdin for `-`; unreadable input is exit 2."""
+def read_text(path: str, max_chars: int | None = None) -> str:
+    """The contents of `path`, or stdin for `-`; unreadable input is exit 2. With
+    `max_chars`, a longer input is exit 1 after reading only that much plus one."""
     try:
         if path == "-":
-            return sys.stdin.read()
-        return Path(path).read_text(encoding="utf-8")
+            text = sys.stdin.read(-1 if max_chars is None else max_chars + 1)
+        else:
+            with Path(path).open(encoding="utf-8") as file:
+                text = file.read(-1 if max_chars is None else max_chars + 1)
+        if max_chars is not None and len(text) > max_chars:
+            raise CliError(f"{path} is longer than {max_chars:,} characters", EXIT_FAILURE)
+        return text
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from exc
     except UnicodeDecodeError as exc:

@@ -58,6 +58,14 @@ def _input_format(args: argparse.Namespace) -> str:
     return fmt
 
 
+def _read(path: str) -> str:
+    """The workflow text, read no further than the planner's size limit (a character
+    is at least a byte; the planner then checks the bytes exactly)."""
+    from execplan.planner import limits  # noqa: PLC0415
+
+    return read_text(path, max_chars=limits.MAX_DOCUMENT_BYTES)
+
+
 def _line(d: Diagnostic) -> str:
     path = d.path or "<document>"
     return f"{path}: {d.message}" if d.severity == "error" else f"{path}: warning: {d.message}"
@@ -101,7 +109,7 @@ def _renderer(fmt: str) -> Callable[[Plan], str]:
 def run_plan(args: argparse.Namespace) -> int:
     from execplan.planner import compile_source  # noqa: PLC0415
 
-    result = compile_source(read_text(args.file), _input_format(args))
+    result = compile_source(_read(args.file), _input_format(args))
     _report(args, result.diagnostics)
     assert result.plan is not None  # no errors means a plan
     out = _renderer(args.format)(result.plan)
@@ -112,6 +120,6 @@ def run_plan(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     from execplan.planner import validate_source  # noqa: PLC0415
 
-    _report(args, validate_source(read_text(args.file), _input_format(args)))
+    _report(args, validate_source(_read(args.file), _input_format(args)))
     print(f"{args.file}: valid")
     return 0
