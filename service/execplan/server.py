@@ -150,6 +150,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                 peer_credentials=peer_credentials(config),
                 planner_credentials=planner_credentials(config),
                 planner_token=config.planner_token,
+                max_message_bytes=config.max_message_bytes,
             )
         )
     if config.run_planner:

@@ -12,6 +12,7 @@ from typing import Any
 
 from execplan.executor import effects as fx
 from execplan.executor.evolve import evolve
+from execplan.executor.fencing import Claim
 from execplan.executor.machine import Machine
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.state import ExecutionState, TaskRun, new_state, task_state_name
@@ -68,19 +69,21 @@ class Sim:
     def ack(self, task_id: str) -> None:
         run = self.task(task_id)
         self.step(
-            lambda m: m.acknowledged(m.check_token(task_id, run.phase, run.attempt, run.epoch))
+            lambda m: m.acknowledged(
+                m.check_token(task_id, Claim(run.phase, run.attempt, run.epoch))
+            )
         )
 
     def succeed(self, task_id: str, output: JsonValue) -> None:
         run = self.task(task_id)
-        token = (run.phase, run.attempt, run.epoch)
-        self.step(lambda m: m.succeeded(m.check_token(task_id, *token), output))
+        token = Claim(run.phase, run.attempt, run.epoch)
+        self.step(lambda m: m.succeeded(m.check_token(task_id, token), output))
 
     def fail(self, task_id: str, kind: str = "Boom", retryable: bool = True) -> None:
         run = self.task(task_id)
-        token = (run.phase, run.attempt, run.epoch)
+        token = Claim(run.phase, run.attempt, run.epoch)
         error = {"type": kind, "message": "failed", "retryable": retryable}
-        self.step(lambda m: m.failed(m.check_token(task_id, *token), error))
+        self.step(lambda m: m.failed(m.check_token(task_id, token), error))
 
     def run(self, task_id: str, output: JsonValue) -> None:
         """Dispatch, acknowledge and succeed one queued task."""

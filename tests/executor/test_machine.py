@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from execplan.errors import FailedPrecondition, StaleToken
+from execplan.executor.fencing import Claim, Holder
+from execplan.executor.machine import Machine
 from execplan.executor.retry import backoff_ms
 from execplan.v1 import execution_pb2 as ex
 
@@ -414,17 +416,61 @@ def test_stale_tokens_are_rejected() -> None:
     attempt2, epoch2 = sim.dispatch("a", "w2")
     assert (attempt2, epoch2) == (attempt, epoch + 1)
     with pytest.raises(StaleToken):
-        sim.step(lambda m: m.check_token("a", ex.TASK_PHASE_MAIN, attempt, epoch))
+        sim.step(lambda m: m.check_token("a", Claim(ex.TASK_PHASE_MAIN, attempt, epoch)))
     with pytest.raises(StaleToken):
-        sim.step(lambda m: m.check_token("a", ex.TASK_PHASE_MAIN, attempt + 1, epoch2))
+        sim.step(lambda m: m.check_token("a", Claim(ex.TASK_PHASE_MAIN, attempt + 1, epoch2)))
     with pytest.raises(StaleToken):
-        sim.step(lambda m: m.check_token("nope", ex.TASK_PHASE_MAIN, attempt2, epoch2))
+        sim.step(lambda m: m.check_token("nope", Claim(ex.TASK_PHASE_MAIN, attempt2, epoch2)))
     sim.succeed("a", 1)
     with pytest.raises(StaleToken):  # finished: a late duplicate result is stale too
-        sim.step(lambda m: m.check_token("a", ex.TASK_PHASE_MAIN, attempt2, epoch2))
+        sim.step(lambda m: m.check_token("a", Claim(ex.TASK_PHASE_MAIN, attempt2, epoch2)))
     requeued = [e for e in sim.events if e.HasField("task_requeued")]
     assert requeued[0].task_requeued.reason == "worker lost"
     sim.assert_replay_matches()
+
+
+FALLBACK = """
+name: fb
+tasks:
+  - id: a
+    type: t.main
+    retry: {max_attempts: 1}
+    fallback: {type: t.backup}
+"""
+
+
+def test_the_fencing_check_names_the_phase_and_checks_the_holder() -> None:
+    sim = Sim(FALLBACK)
+    sim.dispatch("a")
+    sim.fail("a")
+    # The fallback: attempt 1 again, epoch 2, only the phase differs.
+    sim.step(lambda m: m.dispatch(0, "w1", "billing"))
+    run = sim.task("a")
+    main = Claim(ex.TASK_PHASE_MAIN, run.attempt, run.epoch)
+    with pytest.raises(StaleToken) as stale:
+        sim.step(lambda m: m.check_token("a", main))
+    # Attempt and epoch match: only the phase tells the two apart.
+    assert str(stale.value) == (
+        "stale token for a main attempt 1 epoch 2 (current: fallback attempt 1 epoch 2, DISPATCHED)"
+    )
+    fallback = (ex.TASK_PHASE_FALLBACK, run.attempt, run.epoch)
+    holders = {
+        "w2": Holder("w2", None, frozenset({"t.backup"})),
+        "w1 of another type": Holder("w1", None, frozenset({"t.main"})),
+        "w1 of another principal": Holder("w1", "intruder", frozenset({"t.backup"})),
+    }
+    reasons = {}
+    for name, holder in holders.items():
+        with pytest.raises(StaleToken) as refused:
+            Machine(sim.state, sim.now).check_token("a", Claim(*fallback, holder))
+        reasons[name] = str(refused.value)
+    assert reasons == {
+        "w2": "attempt is leased to worker w1, not w2",
+        "w1 of another type": "worker w1 did not register task type t.backup",
+        "w1 of another principal": "attempt is leased to another principal than 'intruder'",
+    }
+    holder = Holder("w1", "billing", frozenset({"t.backup"}))
+    assert Machine(sim.state, sim.now).check_token("a", Claim(*fallback, holder)) is run
 
 
 def test_pause_resume_cancel_terminate() -> None:

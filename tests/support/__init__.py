@@ -4,6 +4,7 @@
                   port 0) and `Env`, the handle tests drive it through
     processes.py  `execplan serve` / `execplan worker` as child processes
     history.py    a history reduced to the event kinds a test asserts on
+    raw_worker.py `RawWorker`, a WorkerService.Connect stream driven message by message
 
 `tests/` is on sys.path (pytest inserts the directory of the rootless
 tests/conftest.py), so the suites import this package as `support`. mypy names it

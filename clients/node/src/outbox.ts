@@ -6,12 +6,26 @@
  * recently stay `inFlight`: the protocol has no result ack and a write into a dying
  * stream is lost, so on a broken stream they are queued again and listed as running
  * on re-register (the executor revokes those it already recorded).
+ *
+ * Sizes: a message over the server's limit would break the stream, and the worker
+ * would send it again after every reconnect. So `take` puts only as many results
+ * into a message as fit under `maxMessageBytes` (the rest leave in the next one),
+ * and a result whose output exceeds `maxOutputBytes` is replaced by an error result
+ * of type `PayloadTooLarge` (not retryable): the attempt fails, not the stream. Both
+ * limits come from the server's `WorkerRegistered`; until then (or from an older
+ * server that does not send them) this channel's own message limit applies.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ErrorInfoSchema } from "./gen/execplan/v1/execution_pb.js";
+import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
 import {
+  AttemptRefSchema,
   ConnectRequestSchema,
+  TaskResultSchema,
   WorkerStatusSchema,
 } from "./gen/execplan/v1/worker_service_pb.js";
+import { CHANNEL_OPTIONS } from "./rpc.js";
 import type {
   AssignmentAck,
   ConnectRequest,
@@ -22,6 +36,12 @@ import type {
 
 export const DRAINING: WorkerStatus = create(WorkerStatusSchema, { draining: true, freeSlots: 0 });
 
+const CHANNEL_MAX_MESSAGE_BYTES = CHANNEL_OPTIONS["grpc.max_send_message_length"] as number;
+/** Room for everything in a message but the results, and for a result's envelope. */
+export const ENVELOPE_BYTES = 64 * 1024;
+/** A handler's error message is cut to this many characters when its result is too big. */
+const ERROR_MESSAGE_CHARS = 4096;
+
 export class Outbox {
   acks: AssignmentAck[] = [];
   heartbeats: TaskHeartbeat[] = [];
@@ -31,6 +51,15 @@ export class Outbox {
   /** Run once the message carrying the current acks is written (ack before start). */
   afterWrite: Array<() => void> = [];
   inFlight = new Map<string, { at: number; result: TaskResult }>();
+  maxMessageBytes = CHANNEL_MAX_MESSAGE_BYTES;
+  maxOutputBytes = CHANNEL_MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
+
+  /** The server's limits from `WorkerRegistered` (0: not sent, keep ours). */
+  setLimits(maxOutputBytes: number, maxMessageBytes: number): void {
+    if (maxMessageBytes) this.maxMessageBytes = Math.min(maxMessageBytes, CHANNEL_MAX_MESSAGE_BYTES);
+    const room = this.maxMessageBytes - ENVELOPE_BYTES;
+    this.maxOutputBytes = Math.min(maxOutputBytes || room, room);
+  }
 
   empty(): boolean {
     return !(this.acks.length || this.heartbeats.length || this.results.size || this.status);
@@ -44,15 +73,55 @@ export class Outbox {
     const request = create(ConnectRequestSchema, {
       acks: this.acks,
       heartbeats: this.heartbeats,
-      results: [...this.results.values()],
       status: this.status,
     });
-    for (const [key, result] of this.results) this.inFlight.set(key, { at: now, result });
+    let budget = this.maxMessageBytes - toBinary(ConnectRequestSchema, request).byteLength;
+    for (const [key, queued] of this.results) {
+      const { result, size } = this.fit(queued);
+      if (size > budget && request.results.length) break; // the next message takes it
+      budget -= size;
+      request.results.push(result);
+      this.inFlight.set(key, { at: now, result });
+      this.results.delete(key);
+    }
     this.acks = [];
     this.heartbeats = [];
-    this.results = new Map();
     this.status = undefined;
     return { request, callbacks };
+  }
+
+  /** `result` and its size (at most), or an error result in its place if it is too big to send. */
+  fit(result: TaskResult): { result: TaskResult; size: number } {
+    const outcome = result.outcome;
+    const limit = this.maxOutputBytes;
+    let size = 0;
+    let error: ErrorInfo | undefined;
+    if (outcome.case === "output") {
+      size = toBinary(ValueSchema, outcome.value).byteLength;
+      if (size > limit) {
+        error = create(ErrorInfoSchema, {
+          type: "PayloadTooLarge",
+          message: `output of ${size} bytes exceeds the server's limit of ${limit} bytes`,
+          retryable: false,
+        });
+      }
+    } else if (outcome.case === "error") {
+      size = toBinary(ErrorInfoSchema, outcome.value).byteLength;
+      if (size > limit) {
+        // An error too big to send: keep what decides retries, cut the message, drop details.
+        error = create(ErrorInfoSchema, {
+          type: outcome.value.type.slice(0, 256),
+          message: `${outcome.value.message.slice(0, ERROR_MESSAGE_CHARS)} ... (truncated)`,
+          retryable: outcome.value.retryable,
+        });
+      }
+    }
+    if (error) {
+      result = create(TaskResultSchema, { attempt: result.attempt, outcome: { case: "error", value: error } });
+      size = toBinary(ErrorInfoSchema, error).byteLength;
+    }
+    const attempt = result.attempt ? toBinary(AttemptRefSchema, result.attempt).byteLength : 0;
+    return { result, size: size + attempt + 16 }; // + field tags and lengths
   }
 
   /** Forget what only made sense on the old stream; results stay queued. */

@@ -368,6 +368,7 @@ export class Worker {
   private onRegistered(registered: WorkerRegistered): void {
     this.backoff.reset();
     if (registered.heartbeatIntervalMs) this.heartbeatMs = registered.heartbeatIntervalMs;
+    this.outbox.setLimits(registered.maxOutputBytes, registered.maxMessageBytes);
     for (const ref of registered.revoked) {
       this.log.info(`attempt ${ref.executionId}/${ref.taskId} revoked on re-register`);
       this.cancel(ref, "revoked");
@@ -523,6 +524,7 @@ export class Worker {
     };
     if (request) call.write(request, after);
     else after();
+    if (this.outbox.results.size) this.scheduleFlush(); // more than fitted in one message
     if (this.drained()) {
       this.halfClosed = true;
       call.end();

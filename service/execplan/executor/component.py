@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,10 @@ from execplan.executor.ownership import Replica, ReplicaConfig
 from execplan.executor.secrets import SecretProvider
 from execplan.store import open_store
 from execplan.store.port import Store
+
+# Room in a worker message for everything but the output: the attempt reference, an
+# error result instead, and the other items a worker batches with it.
+RESULT_ENVELOPE_BYTES = 64 * 1024
 
 
 class ExecutorComponent:
@@ -30,6 +35,7 @@ class ExecutorComponent:
         peer_credentials: grpc.ChannelCredentials | None = None,
         planner_credentials: grpc.ChannelCredentials | None = None,
         planner_token: str | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
@@ -41,7 +47,10 @@ class ExecutorComponent:
         calls for executions other replicas own are not forwarded);
         `peer_credentials`: TLS of the channel control calls are forwarded on (None:
         plaintext; see server.peer_credentials); `planner_credentials` and
-        `planner_token`: TLS and bearer token towards `planner_address`."""
+        `planner_token`: TLS and bearer token towards `planner_address`.
+        `max_message_bytes`: the server's gRPC message limit; a task output may use it
+        all but `RESULT_ENVELOPE_BYTES`, so the executor always receives an oversized
+        output and fails its attempt (PayloadTooLarge) instead of losing the stream."""
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
             Compiler,
             LocalCompiler,
@@ -49,6 +58,11 @@ class ExecutorComponent:
         )
 
         self.store: Store = open_store(store_url)
+        config = config or EngineConfig()
+        room = max_message_bytes - RESULT_ENVELOPE_BYTES
+        if config.max_payload_bytes > room:
+            config = dataclasses.replace(config, max_payload_bytes=max(1, room))
+        self._max_message_bytes = max_message_bytes
         self.engine = Engine(self.store, config, secrets=secrets)
         self.replica: Replica | None = None
         from execplan.store.postgres import PostgresStore  # noqa: PLC0415
@@ -87,7 +101,9 @@ class ExecutorComponent:
         from execplan.v1 import executor_service_pb2_grpc, worker_service_pb2_grpc  # noqa: PLC0415
         from execplan.wire import executor_servicer, worker_servicer  # noqa: PLC0415
 
-        workers = worker_servicer.WorkerServicer(self.engine, self._silence_ms)
+        workers = worker_servicer.WorkerServicer(
+            self.engine, self._silence_ms, self._max_message_bytes
+        )
         self._worker_servicer = workers
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             executor_servicer.ExecutorServicer(self.engine, self._compiler), server

@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from execplan.executor import breakers as cb
 from execplan.executor.engine_core import EngineCore
+from execplan.executor.fencing import Claim, stale
 from execplan.executor.machine import Machine
-from execplan.executor.state import LEASED_TASK_STATES, ExecutionState
+from execplan.executor.state import ExecutionState
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -70,13 +71,8 @@ class EngineBreakers(EngineCore):
         state = self._live.get(execution_id)
         if state is None:
             return False
-        task = state.tasks[index]
-        return (
-            task.state in LEASED_TASK_STATES
-            and task.phase == ex.TASK_PHASE_MAIN
-            and task.attempt == attempt
-            and task.epoch == epoch
-        )
+        lease = Claim(ex.TASK_PHASE_MAIN, attempt, epoch)
+        return not stale(state.tasks[index], state.plan.nodes[index], lease)
 
     def _release_canaries(self, breaker: cb.Breaker) -> None:
         """Frees the slots of canaries that ended without a counted result.

@@ -2,31 +2,38 @@
 
 Ack, start_to_close, heartbeat, schedule_to_start and schedule_to_close deadlines
 are loop.call_later handles that only submit an input for the pump; the input
-checks the attempt (phase, attempt, epoch) still is the one the deadline was set for,
-so a stale handle does nothing. After a restart `_rearm_lease` re-creates them from
-the log.
+checks the attempt (phase, attempt, epoch) still is the one the deadline was set for
+(fencing.stale), so a stale handle does nothing. After a restart `_rearm_lease`
+re-creates them from the log. A missed ack deadline also shrinks the worker's
+pacing window (executor/pacing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from execplan.executor import effects as fx
 from execplan.executor.engine_core import EngineCore
+from execplan.executor.fencing import Claim, lease_of, stale
 from execplan.executor.machine import Machine
-from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, ExecutionState, TaskRun
+from execplan.executor.state import ACTIVE_TASK_STATES, ExecutionState, TaskRun
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
+
+log = logging.getLogger("execplan.executor")
 
 
 class EngineDeadlines(EngineCore):
     # -- in-memory deadlines -----------------------------------------------------
-    def _watch_ack(self, execution_id: str, index: int, epoch: int) -> None:
+    def _watch_ack(self, execution_id: str, index: int, lease: Claim) -> None:
         def check() -> None:
             def action(machine: Machine) -> None:
                 task = machine.state.tasks[index]
-                if task.state == ex.TASK_STATE_DISPATCHED and task.epoch == epoch:
+                node = machine.state.plan.nodes[index]
+                if task.state == ex.TASK_STATE_DISPATCHED and not stale(task, node, lease):
+                    self._missed_ack(task.worker_id)
                     machine.requeue(task, "assignment not acknowledged in time")
 
             if execution_id in self._live:
@@ -34,34 +41,58 @@ class EngineDeadlines(EngineCore):
 
         asyncio.get_running_loop().call_later(self.config.ack_deadline_ms / 1000, check)
 
+    def _missed_ack(self, worker_id: str) -> None:
+        """Shrinks the worker's window; after repeated misses, a timed probation."""
+        worker = self.workers.workers.get(worker_id)
+        if worker is None:
+            return  # gone: its leases are handled as orphans, not as missed acks
+        probation_ms = worker.pace.missed(self.now_ms(), self.config.ack_deadline_ms)
+        if probation_ms:
+            log.warning(
+                "worker %s missed %d ack deadlines in a row; no dispatches for %d ms",
+                worker_id,
+                worker.pace.misses,
+                probation_ms,
+            )
+            pace = worker.pace
+
+            def probe() -> None:
+                pace.probation_over()
+                self._wake.set()
+
+            asyncio.get_running_loop().call_later(probation_ms / 1000, probe)
+
     def _watch_lease(
-        self, execution_id: str, index: int, epoch: int, delay_ms: int, kind: int
+        self, execution_id: str, index: int, lease: Claim, delay_ms: int, kind: int
     ) -> None:
         def check() -> None:
-            self._submit_timeout(execution_id, index, epoch, kind)
+            self._submit_timeout(execution_id, index, lease, kind)
 
         asyncio.get_running_loop().call_later(delay_ms / 1000, check)
 
-    def _watch_heartbeat(self, execution_id: str, index: int, epoch: int, limit_ms: int) -> None:
+    def _watch_heartbeat(self, execution_id: str, index: int, lease: Claim, limit_ms: int) -> None:
         def check() -> None:
             state = self._live.get(execution_id)
-            if state is None or state.tasks[index].epoch != epoch:
-                return
-            if state.tasks[index].state not in LEASED_TASK_STATES:
+            if state is None or stale(state.tasks[index], state.plan.nodes[index], lease):
                 return
             silent = self.now_ms() - self._beats.get((execution_id, index), 0)
             if silent >= limit_ms:
-                self._submit_timeout(execution_id, index, epoch, ev.TIMEOUT_KIND_HEARTBEAT)
+                self._submit_timeout(execution_id, index, lease, ev.TIMEOUT_KIND_HEARTBEAT)
             else:
                 asyncio.get_running_loop().call_later((limit_ms - silent) / 1000, check)
 
         asyncio.get_running_loop().call_later(limit_ms / 1000, check)
 
-    def _submit_timeout(self, execution_id: str, index: int, epoch: int, kind: int) -> None:
+    def _submit_timeout(self, execution_id: str, index: int, lease: Claim, kind: int) -> None:
         def action(machine: Machine) -> None:
             task = machine.state.tasks[index]
-            if task.state in LEASED_TASK_STATES and task.epoch == epoch:
-                worker_id, attempt, phase = task.worker_id, task.attempt, task.phase
+            if not stale(task, machine.state.plan.nodes[index], lease):
+                worker_id, attempt, phase, epoch = (
+                    task.worker_id,
+                    task.attempt,
+                    task.phase,
+                    task.epoch,
+                )
                 machine.effects.append(
                     fx.CancelLease(index, worker_id, attempt, epoch, phase, "timed out")
                 )
@@ -130,18 +161,19 @@ class EngineDeadlines(EngineCore):
         """After a restart: the in-memory deadlines of a leased attempt, from the log."""
         timeouts = state.plan.nodes[task.index].timeouts_for(task.phase)
         now = self.now_ms()
+        lease = lease_of(task)
         if timeouts.start_to_close_ms and task.attempts:
             left = task.attempts[-1].dispatched_ms + timeouts.start_to_close_ms - now
             self._watch_lease(
                 state.execution_id,
                 task.index,
-                task.epoch,
+                lease,
                 max(0, left),
                 ev.TIMEOUT_KIND_START_TO_CLOSE,
             )
         if timeouts.heartbeat_ms:
             self._beats[(state.execution_id, task.index)] = now
-            self._watch_heartbeat(state.execution_id, task.index, task.epoch, timeouts.heartbeat_ms)
+            self._watch_heartbeat(state.execution_id, task.index, lease, timeouts.heartbeat_ms)
         if task.state == ex.TASK_STATE_DISPATCHED and timeouts.schedule_to_start_ms:
             self._watch_queue(state, task.index)
 

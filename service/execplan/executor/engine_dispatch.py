@@ -14,6 +14,7 @@ from collections.abc import Callable
 from execplan.executor import effects as fx
 from execplan.executor.engine_breakers import EngineBreakers
 from execplan.executor.engine_deadlines import EngineDeadlines
+from execplan.executor.fencing import Claim
 from execplan.executor.machine import Machine
 from execplan.executor.snapshot import encode_state
 from execplan.executor.state import ExecutionState
@@ -43,12 +44,7 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
             if isinstance(effect, fx.TaskReady):
                 task = state.tasks[effect.index]
                 node = state.plan.nodes[effect.index]
-                task_type = node.type
-                if task.phase != ex.TASK_PHASE_MAIN:
-                    side = (
-                        node.fallback if task.phase == ex.TASK_PHASE_FALLBACK else node.compensation
-                    )
-                    task_type = side.type if side else node.type
+                task_type = node.type_for(task.phase)
                 if not self.workers.has_type(task_type):
                     task.status_message = f"waiting for a worker with task type {task_type}"
                 self._ready.push(
@@ -128,7 +124,7 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                 if machine is None:
                     machine = machines[execution_id] = Machine(state, now)
                 mark = len(machine.effects)
-                if machine.dispatch(index, worker.worker_id):
+                if machine.dispatch(index, worker.worker_id, worker.principal or ""):
                     if gate is not None:
                         gate.admitted(_canary_key(state, index))
                     self._ready.served(execution_id)
@@ -199,21 +195,20 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
         if node.secrets:
             dispatch.secrets.update(self.secrets.resolve(node.secrets))
         timeouts = node.timeouts_for(effect.phase)
+        lease = Claim(effect.phase, effect.attempt, effect.epoch)
         if timeouts.start_to_close_ms:
             deadline = self.now_ms() + timeouts.start_to_close_ms
             dispatch.start_to_close_deadline.FromMilliseconds(deadline)
             self._watch_lease(
                 state.execution_id,
                 effect.index,
-                effect.epoch,
+                lease,
                 timeouts.start_to_close_ms,
                 ev.TIMEOUT_KIND_START_TO_CLOSE,
             )
         if timeouts.heartbeat_ms:
-            self._watch_heartbeat(
-                state.execution_id, effect.index, effect.epoch, timeouts.heartbeat_ms
-            )
-        self._watch_ack(state.execution_id, effect.index, effect.epoch)
+            self._watch_heartbeat(state.execution_id, effect.index, lease, timeouts.heartbeat_ms)
+        self._watch_ack(state.execution_id, effect.index, lease)
         if self.observers.observers:
             self.observers.dispatching(state, dispatch)
         self._send(effect.worker_id, ws.ConnectResponse(dispatches=[dispatch]))

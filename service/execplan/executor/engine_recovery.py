@@ -109,6 +109,8 @@ class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
                 machine.effects.append(fx.TaskReady(task.index))
             elif task.state in LEASED_TASK_STATES:
                 key = (state.execution_id, node.index)
+                # The log says whose lease it is: a worker id keeps its principal.
+                self.workers.bind_recovered(task.worker_id, task.principal)
                 worker = self.workers.workers.get(task.worker_id)
                 if reattach and worker is not None and worker.connected:
                     # Its worker is still connected: the lease stays with it, taking

@@ -16,10 +16,12 @@ from typing import Any
 from execplan.errors import FailedPrecondition, StaleToken
 from execplan.executor.dispatcher import WorkerConn
 from execplan.executor.engine_core import EngineCore, Outbox, _Input
+from execplan.executor.fencing import Claim, lease_of, stale
 from execplan.executor.machine import Machine
 from execplan.executor.retry import worker_retryable
-from execplan.executor.state import LEASED_TASK_STATES, TaskRun
+from execplan.executor.state import TaskRun
 from execplan.executor.values import JsonValue, from_value
+from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
 log = logging.getLogger("execplan.executor")
@@ -31,26 +33,35 @@ class EngineWorkers(EngineCore):
         self,
         registration: ws.WorkerRegistration,
         outbox: Outbox,
+        principal: str | None = None,
     ) -> tuple[WorkerConn, list[ws.AttemptRef]]:
-        """Registers a worker stream; returns it and the `running` attempts it lost."""
+        """Registers a worker stream; returns it and the `running` attempts it lost.
+
+        `principal`: the authenticated caller (None with authentication off). A worker
+        id registered by another principal is PermissionDenied (WorkerRegistry.bind).
+        """
+        self.workers.bind(registration.worker_id, principal)
         self._session += 1
         old = self.workers.workers.get(registration.worker_id)
+        slots = max(1, registration.slots)
         worker = WorkerConn(
             worker_id=registration.worker_id,
             task_types=frozenset(registration.task_types),
             labels=dict(registration.labels),
             environment=registration.environment,
-            slots=max(1, registration.slots),
+            slots=slots,
             session=self._session,
             sdk=registration.sdk,
             connected_at_ms=self.now_ms(),
             last_seen_ms=self.now_ms(),
+            principal=principal,
+            pace=self.workers.pace(registration.worker_id, slots),
         )
         claimed: set[tuple[str, int]] = set()
         revoked: list[ws.AttemptRef] = []
         for ref in registration.running:
             key = self._lease_key(ref)
-            if key is not None and self._holds(key, registration.worker_id, ref):
+            if key is not None and not self._fence(key, ref, worker):
                 claimed.add(key)
             else:
                 revoked.append(ref)
@@ -62,12 +73,8 @@ class EngineWorkers(EngineCore):
             self._beats[key] = self.now_ms()
         self.observers.worker_connected(worker)
         for execution_id, index in previous - claimed:
-            # Only the lease it held: not one granted since (epoch 0 would match any).
-            state = self._live.get(execution_id)
-            epoch = state.tasks[index].epoch if state is not None else 0
-            self._requeue_later(
-                execution_id, index, registration.worker_id, epoch, "worker restarted"
-            )
+            # Only the lease it held: not one granted since.
+            self._requeue_later(execution_id, index, registration.worker_id, "worker restarted")
         self._wake.set()
         return worker, revoked
 
@@ -100,25 +107,31 @@ class EngineWorkers(EngineCore):
         worker = self.workers.workers.get(worker_id)
         held = worker.leases if worker is not None and worker.connected else set()
         for execution_id, index in self._orphans.pop(worker_id, set()) - held:
-            self._requeue_later(execution_id, index, worker_id, 0, "worker lost")
+            self._requeue_later(execution_id, index, worker_id, "worker lost")
 
-    def _requeue_later(
-        self, execution_id: str, index: int, worker_id: str, epoch: int, reason: str
-    ) -> None:
-        def action(machine: Machine) -> None:
-            task = machine.state.tasks[index]
-            if (
-                task.state in LEASED_TASK_STATES
-                and task.worker_id == worker_id
-                and (not epoch or task.epoch == epoch)
-            ):
-                machine.requeue(task, reason)
-
+    def _requeue_later(self, execution_id: str, index: int, worker_id: str, reason: str) -> None:
+        """Requeues the lease `worker_id` holds on the task now, if it still does when
+        the pump gets to it (a lease granted in between is left alone)."""
         held = self._reloading.get(execution_id)
         if held is not None:
-            held.append(lambda: self._requeue_later(execution_id, index, worker_id, epoch, reason))
-        elif execution_id in self._live:
-            self._submit(execution_id, action)
+            held.append(lambda: self._requeue_later(execution_id, index, worker_id, reason))
+            return
+        state = self._live.get(execution_id)
+        if state is None:
+            return
+        task = state.tasks[index]
+        if task.worker_id != worker_id:
+            return
+        lease = lease_of(task)
+
+        def action(machine: Machine) -> None:
+            run = machine.state.tasks[index]
+            if run.worker_id == worker_id and not stale(
+                run, machine.state.plan.nodes[index], lease
+            ):
+                machine.requeue(run, reason)
+
+        self._submit(execution_id, action)
 
     def _lease_key(self, ref: ws.AttemptRef) -> tuple[str, int] | None:
         state = self._live.get(ref.execution_id)
@@ -127,15 +140,10 @@ class EngineWorkers(EngineCore):
         index = state.plan.index_of.get(ref.task_id)
         return None if index is None else (ref.execution_id, index)
 
-    def _holds(self, key: tuple[str, int], worker_id: str, ref: ws.AttemptRef) -> bool:
-        task = self._live[key[0]].tasks[key[1]]
-        return (
-            task.state in LEASED_TASK_STATES
-            and task.worker_id == worker_id
-            and task.attempt == ref.token.attempt
-            and task.epoch == ref.token.lease_epoch
-            and task.phase == ref.phase
-        )
+    def _fence(self, key: tuple[str, int], ref: ws.AttemptRef, worker: WorkerConn) -> str:
+        """'' when `ref` names the current lease of `worker` (fencing.stale)."""
+        state = self._live[key[0]]
+        return stale(state.tasks[key[1]], state.plan.nodes[key[1]], _claim(ref, worker))
 
     def worker_message(
         self, worker: WorkerConn, request: ws.ConnectRequest
@@ -144,45 +152,74 @@ class EngineWorkers(EngineCore):
         rejected: list[ws.ResultRejected] = []
         now = worker.last_seen_ms = self.now_ms()
         for heartbeat in request.heartbeats:
-            key = self._lease_key(heartbeat.attempt)
-            if key is not None and key in worker.leases:
-                self._beats[key] = now
+            self._heartbeat(worker, heartbeat.attempt, now)
         for ack in request.acks:
-            self._from_worker(worker, ack.attempt, _acknowledge, deferred=True)
+            self._from_worker(worker, ack.attempt, None, deferred=True)
         for result in request.results:
-            outcome = result.WhichOneof("outcome")
-            if outcome == "output" and result.output.ByteSize() > self.config.max_payload_bytes:
-                error = {
-                    "type": "PayloadTooLarge",
-                    "message": f"output of {result.output.ByteSize()} bytes exceeds the limit "
-                    f"of {self.config.max_payload_bytes}",
-                    "retryable": False,
-                }
-                self._from_worker(worker, result.attempt, _fail(error))
-            elif outcome == "output":
-                self._from_worker(worker, result.attempt, _succeed(from_value(result.output)))
-            else:
-                error = {
-                    "type": result.error.type or "Error",
-                    "message": result.error.message,
-                    "retryable": worker_retryable(result.error),
-                }
-                self._from_worker(worker, result.attempt, _fail(error))
+            self._result(worker, result)
         if request.HasField("status"):
-            worker.draining = request.status.draining
+            worker.report(request.status.free_slots, request.status.draining)
+            self._wake.set()
         return rejected
+
+    def _heartbeat(self, worker: WorkerConn, ref: ws.AttemptRef, now: int) -> None:
+        """Extends the lease it names, or tells the worker that lease is not its own."""
+        if ref.execution_id in self._reloading:
+            return  # checked again by the next heartbeat, once the execution is back
+        key = self._lease_key(ref)
+        if key is None:
+            reason = "execution is not running" if ref.execution_id not in self._live else ""
+            self._reject(worker, ref, reason or f"unknown task {ref.task_id[:200]!r}")
+            return
+        reason = self._fence(key, ref, worker)
+        if reason:
+            self._reject(worker, ref, reason)
+        else:
+            self._beats[key] = now
+
+    def _result(self, worker: WorkerConn, result: ws.TaskResult) -> None:
+        outcome = result.WhichOneof("outcome")
+        limit = self.config.max_payload_bytes
+        if outcome is None:
+            # Not a failure of the task: a worker bug. The lease stays until a proper
+            # result or its timeouts; taking it as a failure would decide for the worker.
+            self._reject(
+                worker,
+                result.attempt,
+                "malformed result: set either `output` or `error`; the attempt stays leased",
+            )
+        elif outcome == "output" and (size := result.output.ByteSize()) > limit:
+            error = {
+                "type": "PayloadTooLarge",
+                "message": f"output of {size} bytes exceeds the limit of {limit}",
+                "retryable": False,
+            }
+            self._from_worker(worker, result.attempt, _fail(error))
+        elif outcome == "output":
+            self._from_worker(worker, result.attempt, _succeed(from_value(result.output)))
+        else:
+            error = {
+                "type": result.error.type or "Error",
+                "message": result.error.message,
+                "retryable": worker_retryable(result.error),
+            }
+            self._from_worker(worker, result.attempt, _fail(error))
 
     def _from_worker(
         self,
         worker: WorkerConn,
         ref: ws.AttemptRef,
-        handle: Callable[[Machine, TaskRun], None],
+        handle: Callable[[Machine, TaskRun], None] | None,
         *,
         deferred: bool = False,
     ) -> None:
-        """Submits a worker's ack or result. A stale one is rejected only after its
+        """Submits a worker's ack (`handle` None) or result. A stale one is rejected only after its
         round committed (the state it was checked against is durable then; a round
-        that did not commit runs it again on the reloaded state, engine_round.py)."""
+        that did not commit runs it again on the reloaded state, engine_round.py).
+
+        A result for an attempt still DISPATCHED is an implied ack: `task_started` is
+        recorded first, then the result. Either way the ack counts as timely for the
+        worker's pacing window."""
         attempt_ref = ws.AttemptRef()
         attempt_ref.CopyFrom(ref)
         execution_id = ref.execution_id
@@ -193,22 +230,18 @@ class EngineWorkers(EngineCore):
         if execution_id not in self._live:
             self._reject(worker, attempt_ref, "execution is not running")
             return
+        claim = _claim(attempt_ref, worker)
 
         def action(machine: Machine) -> str:
             try:
-                task = machine.check_token(
-                    attempt_ref.task_id,
-                    attempt_ref.phase,
-                    attempt_ref.token.attempt,
-                    attempt_ref.token.lease_epoch,
-                )
-                if task.worker_id != worker.worker_id:
-                    raise StaleToken(
-                        f"attempt is leased to {task.worker_id}, not {worker.worker_id}"
-                    )
+                task = machine.check_token(attempt_ref.task_id, claim)
             except StaleToken as error:
                 return str(error)
-            handle(machine, task)
+            if task.state == ex.TASK_STATE_DISPATCHED:
+                machine.acknowledged(task)
+                worker.pace.acked(worker.slots)  # this round's dispatch sees the window
+            if handle is not None:
+                handle(machine, task)
             return ""
 
         def done(future: asyncio.Future[Any]) -> None:
@@ -263,8 +296,8 @@ class EngineWorkers(EngineCore):
             self._wake.set()
 
 
-def _acknowledge(machine: Machine, task: TaskRun) -> None:
-    machine.acknowledged(task)
+def _claim(ref: ws.AttemptRef, worker: WorkerConn) -> Claim:
+    return Claim(ref.phase, ref.token.attempt, ref.token.lease_epoch, worker.holder)
 
 
 def _succeed(output: JsonValue) -> Callable[[Machine, TaskRun], None]:

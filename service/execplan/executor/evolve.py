@@ -80,6 +80,7 @@ def _queued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     task.phase = body.phase
     task.attempt = body.attempt
     task.worker_id = ""
+    task.principal = ""
     task.queued_ms = at
     task.first_queued_ms = task.first_queued_ms or at
     _drop_timers(state, task.index, all_purposes=False)
@@ -93,6 +94,7 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     task.attempt = body.token.attempt
     task.epoch = body.token.lease_epoch
     task.worker_id = body.worker_id
+    task.principal = body.principal
     task.status_message = ""
     task.attempts.append(
         AttemptRecord(
@@ -181,6 +183,7 @@ def _requeued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     task = state.task(body.task_id)
     task.state = ex.TASK_STATE_QUEUED
     task.worker_id = ""
+    task.principal = ""
     task.queued_ms = _ms(event)
     task.status_message = body.reason
     if task.attempts:

@@ -13,6 +13,7 @@ from typing import Any
 from execplan.errors import StaleToken
 from execplan.executor import effects as fx
 from execplan.executor.bindings import EvaluationError, evaluate, reads_of
+from execplan.executor.fencing import Claim, phase_name, stale
 from execplan.executor.machine_core import (
     COMPENSATION,
     FALLBACK,
@@ -23,7 +24,7 @@ from execplan.executor.machine_core import (
 )
 from execplan.executor.plan_view import NodeView, RetryView
 from execplan.executor.retry import backoff_ms, should_retry
-from execplan.executor.state import LEASED_TASK_STATES, TaskRun, task_state_name
+from execplan.executor.state import LEASED_TASK_STATES, TaskRun
 from execplan.executor.values import JsonValue, fill_value
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -31,16 +32,15 @@ from execplan.v1 import execution_pb2 as ex
 
 class MachineResults(MachineCore):
     # -- dispatch ---------------------------------------------------------------
-    def dispatch(self, index: int, worker_id: str) -> bool:
-        """Leases a QUEUED task to a worker; False if it failed to resolve inputs."""
+    def dispatch(self, index: int, worker_id: str, principal: str = "") -> bool:
+        """Leases a QUEUED task to a worker (of `principal`, "" with authentication
+        off); False if it failed to resolve inputs."""
         task = self.state.tasks[index]
         node = self.state.plan.nodes[index]
-        task_type, bindings = node.type, node.inputs
-        if task.phase != MAIN:
-            side = node.fallback if task.phase == FALLBACK else node.compensation
-            assert side is not None
-            task_type = side.type
-            bindings = node.inputs if side.inherits_inputs else side.inputs
+        task_type, bindings = node.type_for(task.phase), node.inputs
+        side = node.side(task.phase)
+        if side is not None and not side.inherits_inputs:
+            bindings = side.inputs
         try:
             resolved = evaluate(
                 bindings,
@@ -50,7 +50,7 @@ class MachineResults(MachineCore):
             self._fail_final(task, task.phase, _error("BindingError", str(error)))
             return False
         epoch = task.epoch + 1
-        key = f"{self.state.execution_id}/{node.task_id}/{_PHASE_NAME[task.phase]}/{task.attempt}"
+        key = f"{self.state.execution_id}/{node.task_id}/{phase_name(task.phase)}/{task.attempt}"
         self.emit(
             "task_dispatched",
             task_id=node.task_id,
@@ -58,6 +58,7 @@ class MachineResults(MachineCore):
             token=ev.AttemptToken(attempt=task.attempt, lease_epoch=epoch),
             worker_id=worker_id,
             idempotency_key=key,
+            principal=principal,
         )
         self.effects.append(
             fx.SendDispatch(
@@ -73,22 +74,15 @@ class MachineResults(MachineCore):
         )
         return True
 
-    def check_token(self, task_id: str, phase: int, attempt: int, epoch: int) -> TaskRun:
+    def check_token(self, task_id: str, claim: Claim) -> TaskRun:
+        """The task whose current lease `claim` names; StaleToken (why not) otherwise."""
         index = self.state.plan.index_of.get(task_id)
         if index is None:
-            raise StaleToken(f"unknown task {task_id!r}")
+            raise StaleToken(f"unknown task {task_id[:200]!r}")
         task = self.state.tasks[index]
-        if (
-            task.state not in LEASED_TASK_STATES
-            or task.phase != phase
-            or task.attempt != attempt
-            or task.epoch != epoch
-        ):
-            raise StaleToken(
-                f"stale token for {task_id} attempt {attempt} epoch {epoch} "
-                f"(current attempt {task.attempt} epoch {task.epoch}, "
-                f"{task_state_name(task.state)})"
-            )
+        reason = stale(task, self.state.plan.nodes[index], claim)
+        if reason:
+            raise StaleToken(reason)
         return task
 
     def acknowledged(self, task: TaskRun) -> None:
@@ -272,6 +266,3 @@ def _side_reads(node: NodeView, phase: int) -> frozenset[str]:
         node.fallback if phase == FALLBACK else node.compensation if phase == COMPENSATION else None
     )
     return frozenset(reads_of(side.inputs)) if side is not None else frozenset()
-
-
-_PHASE_NAME: dict[int, str] = {MAIN: "main", FALLBACK: "fallback", COMPENSATION: "compensation"}

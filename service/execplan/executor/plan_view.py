@@ -94,6 +94,11 @@ class NodeView:
             return self.compensation
         return None
 
+    def type_for(self, phase: int) -> str:
+        """The task type an attempt of this phase runs (a worker must have registered it)."""
+        side = self.side(phase)
+        return side.type if side is not None else self.type
+
     def timeouts_for(self, phase: int) -> TimeoutsView:
         """Fallbacks and compensations run under their own resolved timeouts."""
         side = self.side(phase)

@@ -38,6 +38,7 @@ from typing import Any
 
 from execplan.errors import ExecplanError
 from execplan.executor.evolve import error_dict, evolve
+from execplan.executor.fencing import Claim
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.plan_view import PlanView
@@ -128,7 +129,7 @@ def _ms(event: ev.ExecutionEvent) -> int:
 
 def _task(machine: Machine, task_id: str, phase: int, token: ev.AttemptToken) -> TaskRun:
     # A recorded result passed the token check when it happened; it must here too.
-    return machine.check_token(task_id, phase, token.attempt, token.lease_epoch)
+    return machine.check_token(task_id, Claim(phase, token.attempt, token.lease_epoch))
 
 
 def _unleased_ok(machine: Machine, task_id: str, phase: int, token: ev.AttemptToken) -> TaskRun:
@@ -151,7 +152,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         )
     elif kind == "task_dispatched":
         d = event.task_dispatched
-        machine.dispatch(state.plan.index_of[d.task_id], d.worker_id)
+        machine.dispatch(state.plan.index_of[d.task_id], d.worker_id, d.principal)
     elif kind == "task_started":
         s = event.task_started
         machine.acknowledged(_task(machine, s.task_id, s.phase, s.token))

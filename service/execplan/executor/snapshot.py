@@ -14,7 +14,9 @@ from typing import Any
 from execplan.executor.plan_view import PlanView
 from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun, Timer
 
-FORMAT = 2  # 2: the request ids of control calls (executor/requests.py)
+# 2: the request ids of control calls (executor/requests.py); 3: tasks record the
+# principal that holds their lease.
+FORMAT = 3
 
 _TASK_FIELDS = (
     "state",
@@ -35,6 +37,7 @@ _TASK_FIELDS = (
     "upstream_other",
     "completed_order",
     "compensated",
+    "principal",
 )
 _STATE_FIELDS = (
     "state",

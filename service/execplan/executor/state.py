@@ -68,6 +68,8 @@ class TaskRun:
     attempt: int = 0
     epoch: int = 0
     worker_id: str = ""
+    # The authenticated principal of the lease holder ("" with authentication off).
+    principal: str = ""
     output: JsonValue = None
     error: dict[str, Any] | None = None
     first_queued_ms: int = 0

@@ -39,6 +39,10 @@ parser that cannot fail; bytes that do not parse are INVALID_ARGUMENT instead, a
 so is a request with an integer or enum value the server cannot hold (`bounds.py`:
 every message of every RPC, stream messages included, is checked here).
 
+Handlers that must know who calls (WorkerService binds a worker id to its principal)
+read `caller()`: the authenticated principal of the current stream, None when
+authentication is off.
+
 Limits, keyed by the principal's name:
   - at most `max_worker_streams` concurrent WorkerService.Connect streams;
   - StartExecution: a token bucket of `start_rate` per second, `start_burst` deep;
@@ -52,6 +56,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -112,6 +117,16 @@ class Principal:
     role: str
     # None: any task type (admins, workers listed without types, auth off).
     task_types: frozenset[str] | None = None
+
+
+# Set for the task that runs a guarded stream's handler (see `_wrap`); a handler's
+# async generator runs in that task, so it reads the caller here.
+_CALLER: ContextVar[Principal | None] = ContextVar("execplan_caller", default=None)
+
+
+def caller() -> Principal | None:
+    """The authenticated principal of the current stream; None with auth off."""
+    return _CALLER.get()
 
 
 def hash_token(token: str) -> str:
@@ -370,6 +385,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
                 principal = await self._checked(context, method)
+                if self.tokens is not None:  # auth off: callers are only peer hosts
+                    _CALLER.set(principal)
                 if method == CONNECT:
                     try:
                         self._open_stream(principal)

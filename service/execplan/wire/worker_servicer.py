@@ -5,6 +5,10 @@ reader task hands acks, heartbeats and results to the engine, and this handler
 (an async generator, see docs/observability.md on the OpenTelemetry bug) writes whatever the
 engine queued for the worker, merging everything pending into one message.
 
+With authentication on, the stream's principal (`auth.caller()`) owns the worker id
+it registers; `WorkerRegistered` tells the worker the largest output and message it
+may send.
+
 A worker holding leases that says nothing for `silence_ms` is treated as gone:
 its stream ends and its leases are re-dispatched after the reconnect grace.
 """
@@ -23,8 +27,10 @@ from execplan.errors import FieldViolation, InvalidArgument
 from execplan.executor.engine import Engine
 from execplan.v1 import worker_service_pb2 as ws
 from execplan.v1 import worker_service_pb2_grpc as ws_grpc
+from execplan.wire.auth import caller
 from execplan.wire.status import stream_errors
 
+_UINT32 = 2**32 - 1
 SERVICE_NAME = ws.DESCRIPTOR.services_by_name["WorkerService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("execplan.workers")
@@ -68,9 +74,12 @@ def _validate(first: ws.ConnectRequest) -> ws.WorkerRegistration:
 
 
 class WorkerServicer(ws_grpc.WorkerServiceServicer):
-    def __init__(self, engine: Engine, silence_ms: int = 15_000) -> None:
+    def __init__(
+        self, engine: Engine, silence_ms: int = 15_000, max_message_bytes: int = 0
+    ) -> None:
         self._engine = engine
         self._silence_ms = silence_ms
+        self._max_message_bytes = max_message_bytes
         self._outboxes: set[_Outbox] = set()
         self._draining = False
 
@@ -88,7 +97,10 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             return
         registration = _validate(first)
         outbox = _Outbox()
-        worker, revoked = self._engine.connect_worker(registration, outbox.put)
+        principal = caller()
+        worker, revoked = self._engine.connect_worker(
+            registration, outbox.put, principal.name if principal is not None else None
+        )
         self._outboxes.add(outbox)
         last_heard = time.monotonic()
         log.info(
@@ -113,10 +125,14 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                     heartbeat_interval_ms=config.heartbeat_interval_ms,
                     ack_deadline_ms=config.ack_deadline_ms,
                     revoked=revoked,
+                    max_output_bytes=min(config.max_payload_bytes, _UINT32),
+                    max_message_bytes=min(self._max_message_bytes, _UINT32),
                 )
             )
             if self._draining:
                 outbox.put(ws.ConnectResponse(drain=ws.Drain(reason="server shutting down")))
+            # The registering message may carry more (a draining worker's status).
+            self._engine.worker_message(worker, first)
             while True:
                 waiter = asyncio.ensure_future(outbox.ready.wait())
                 done, _ = await asyncio.wait(

@@ -306,10 +306,16 @@ class TaskDispatched(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     phase: _execution_pb2.TaskPhase.ValueType
     worker_id: _builtins.str
     idempotency_key: _builtins.str
+    principal: _builtins.str
+    """The authenticated principal (token-file name) of the worker stream that got the
+    lease; empty with authentication off. Only a stream of the same principal can
+    reclaim, ack, heartbeat or complete this attempt, also after a restart.
+    """
     @_builtins.property
     def token(self) -> Global___AttemptToken: ...
     def __init__(
@@ -320,10 +326,11 @@ class TaskDispatched(_message.Message):
         token: Global___AttemptToken | None = ...,
         worker_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "phase", b"phase", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "phase", b"phase", "principal", b"principal", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

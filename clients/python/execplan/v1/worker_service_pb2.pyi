@@ -101,10 +101,23 @@ class WorkerRegistration(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     SDK_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
-    """Stable identity; a worker that reconnects with the same id is reconciled."""
+    """Stable identity; a worker that reconnects with the same id is reconciled.
+    With authentication on, a worker id belongs to the principal (token-file name)
+    that first registered it on this server: a registration of that id by another
+    principal is PERMISSION_DENIED, and every lease records its principal, so after
+    a restart only a stream of the same principal can reclaim it. Give each worker
+    process its own id: a second stream with the same id replaces the first.
+    """
     environment: _builtins.str
     slots: _builtins.int
-    """Concurrent attempts the worker accepts."""
+    """Concurrent attempts the worker accepts: an upper bound. The executor keeps its
+    own window per worker id below it: a new worker id starts with a few slots that
+    grow by one per timely ack up to `slots`; every missed ack deadline halves it
+    (at most once per ack deadline); after three misses in a row without an ack the
+    worker gets nothing for a probation (10 s, doubling per repeat, at most 5 min),
+    then one attempt as a probe. Workers that keep up are preferred. The window
+    survives reconnects of the same worker id.
+    """
     sdk: _builtins.str
     @_builtins.property
     def task_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -112,7 +125,11 @@ class WorkerRegistration(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
-        """Attempts the worker is still running (after a reconnect), for reconciliation."""
+        """Attempts the worker is still running (after a reconnect), for reconciliation.
+        Each is kept only if it is still leased to this worker id with exactly this
+        token and phase, by the same principal, and is of a task type registered here;
+        anything else comes back in `WorkerRegistered.revoked`.
+        """
 
     def __init__(
         self,
@@ -169,6 +186,14 @@ Global___AttemptRef: _TypeAlias = AttemptRef  # noqa: Y015
 
 @_typing.final
 class AssignmentAck(_message.Message):
+    """Send one per dispatch within `WorkerRegistered.ack_deadline_ms`, or the attempt is
+    re-queued and the worker's window shrinks (see `WorkerRegistration.slots`). Acks,
+    heartbeats and results are checked against the current lease: the same
+    (attempt, lease epoch, phase), leased to this worker id and principal, of a task
+    type this worker registered. A message that fails the check is answered with a
+    `ResultRejected` naming the reason; stop working on that attempt.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPT_FIELD_NUMBER: _builtins.int
@@ -220,6 +245,19 @@ Global___TaskHeartbeat: _TypeAlias = TaskHeartbeat  # noqa: Y015
 
 @_typing.final
 class TaskResult(_message.Message):
+    """The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
+    says one was refused. A result that arrives before the attempt's ack counts as
+    an implied ack: the executor records `task_started` and then the result, in that
+    order. A result with neither `output` nor `error` is malformed: it is rejected
+    (`ResultRejected`) and the attempt stays leased until a proper result arrives or
+    its timeouts fire.
+
+    `output` must not exceed `WorkerRegistered.max_output_bytes` when serialized; a
+    larger one fails the attempt with error type `PayloadTooLarge` (not retryable).
+    SDKs check the size before sending and send that error themselves: a message
+    over `WorkerRegistered.max_message_bytes` would break the stream instead.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPT_FIELD_NUMBER: _builtins.int
@@ -250,12 +288,21 @@ Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 
 @_typing.final
 class WorkerStatus(_message.Message):
+    """The worker's own view of its capacity, whenever it changes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     free_slots: _builtins.int
+    """Slots free on the worker now. The executor then treats the worker's capacity as
+    the attempts it holds when the status arrives plus `free_slots` (never more than
+    `WorkerRegistration.slots` or the executor's window), until the next status:
+    `free_slots: 0` stops new dispatches until a result frees a slot or a later
+    status says otherwise. Without any status the capacity is `slots`.
+    """
     draining: _builtins.bool
+    """Take no new work (the worker is shutting down); `free_slots` is then ignored."""
     def __init__(
         self,
         *,
@@ -328,11 +375,21 @@ class WorkerRegistered(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     ACK_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_ms: _builtins.int
     """Send a heartbeat for every running attempt at least this often."""
     ack_deadline_ms: _builtins.int
     """Acknowledge a dispatch within this long or it is re-queued."""
+    max_output_bytes: _builtins.int
+    """Largest serialized `TaskResult.output` the executor accepts; larger outputs fail
+    the attempt with `PayloadTooLarge`. 0: unknown (an older server).
+    """
+    max_message_bytes: _builtins.int
+    """Largest `ConnectRequest` the executor receives; a larger one ends the stream
+    with RESOURCE_EXHAUSTED. Split batches of results to stay below it. 0: unknown.
+    """
     @_builtins.property
     def revoked(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRef]:
         """Attempts from `running` that the executor no longer leases to this worker (or
@@ -347,10 +404,12 @@ class WorkerRegistered(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         ack_deadline_ms: _builtins.int = ...,
         revoked: _abc.Iterable[Global___AttemptRef] | None = ...,
+        max_output_bytes: _builtins.int = ...,
+        max_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_deadline_ms", b"ack_deadline_ms", "heartbeat_interval_ms", b"heartbeat_interval_ms", "revoked", b"revoked", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_deadline_ms", b"ack_deadline_ms", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes", "max_output_bytes", b"max_output_bytes", "revoked", b"revoked", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -503,6 +562,12 @@ Global___Drain: _TypeAlias = Drain  # noqa: Y015
 
 @_typing.final
 class ResultRejected(_message.Message):
+    """An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
+    token for charge main attempt 1 epoch 1 (current: fallback attempt 1 epoch 2,
+    RUNNING)"). The worker no longer holds that attempt, except for a malformed
+    result, whose attempt stays leased: send a proper result.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPT_FIELD_NUMBER: _builtins.int

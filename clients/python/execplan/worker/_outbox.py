@@ -5,6 +5,14 @@ thread; the writer takes everything at once into a single ConnectRequest. While 
 write is in flight new items pile up and leave together in the next message,
 so batching grows with load (one stream message costs ~130 us of CPU; sixteen
 items in one message cost about the same, see docs/benchmarks.md).
+
+Sizes: a message over the server's limit would break the stream, and the worker
+would send it again after every reconnect. So `take` puts only as many results
+into a message as fit under `max_message_bytes` (the rest leave in the next one),
+and a result whose output exceeds `max_output_bytes` is replaced by an error result
+of type `PayloadTooLarge` (not retryable): the attempt fails instead of the stream.
+Both limits come from the server's `WorkerRegistered`; until then (or from an older
+server that does not send them) this channel's own message limit applies.
 """
 
 from __future__ import annotations
@@ -12,9 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from execplan.v1 import worker_service_pb2
+from execplan.client._channel import _MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey
+
+# Room for everything in a message but the results (acks, heartbeats, status) and for
+# a result's envelope (attempt reference, field tags).
+ENVELOPE_BYTES = 64 * 1024
+# A handler's error message is cut to this many characters when its result is too big.
+_ERROR_MESSAGE_CHARS = 4096
 
 
 @dataclass
@@ -36,6 +51,15 @@ class Outbox:
     in_flight: dict[AttemptKey, tuple[float, worker_service_pb2.TaskResult]] = field(
         default_factory=dict
     )
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_output_bytes: int = MAX_MESSAGE_BYTES - ENVELOPE_BYTES
+
+    def set_limits(self, max_output_bytes: int, max_message_bytes: int) -> None:
+        """The server's limits from `WorkerRegistered` (0: not sent, keep ours)."""
+        if max_message_bytes:
+            self.max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
+        room = self.max_message_bytes - ENVELOPE_BYTES
+        self.max_output_bytes = min(max_output_bytes or room, room)
 
     def empty(self) -> bool:
         return not (self.acks or self.heartbeats or self.results or self.status)
@@ -50,17 +74,45 @@ class Outbox:
                 del self.in_flight[key]
         if self.empty():
             return None, callbacks
-        request = worker_service_pb2.ConnectRequest(
-            acks=self.acks,
-            heartbeats=self.heartbeats,
-            results=list(self.results.values()),
-        )
+        request = worker_service_pb2.ConnectRequest(acks=self.acks, heartbeats=self.heartbeats)
         if self.status is not None:
             request.status.CopyFrom(self.status)
-        for key, result in self.results.items():
+        budget = self.max_message_bytes - request.ByteSize()
+        for key in list(self.results):
+            result = self.fit(self.results[key])
+            size = result.ByteSize() + 8  # the field's tag and length
+            if size > budget and request.results:
+                break  # the next message takes it (the caller writes again)
+            budget -= size
+            request.results.append(result)
             self.in_flight[key] = (now, result)
-        self.acks, self.heartbeats, self.results, self.status = [], [], {}, None
+            del self.results[key]
+        self.acks, self.heartbeats, self.status = [], [], None
         return request, callbacks
+
+    def fit(self, result: worker_service_pb2.TaskResult) -> worker_service_pb2.TaskResult:
+        """`result`, or an error result in its place if it is too big to send."""
+        limit = self.max_output_bytes
+        if result.WhichOneof("outcome") == "output":
+            size = result.output.ByteSize()
+            if size <= limit:
+                return result
+            error = execution_pb2.ErrorInfo(
+                type="PayloadTooLarge",
+                message=f"output of {size} bytes exceeds the server's limit of {limit} bytes",
+                retryable=False,
+            )
+            return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
+        if result.error.ByteSize() <= limit:
+            return result
+        # An error too big to send (a huge message or details): keep what decides
+        # retries (type, retryable), cut the message, drop the details.
+        error = execution_pb2.ErrorInfo(
+            type=result.error.type[:256],
+            message=result.error.message[:_ERROR_MESSAGE_CHARS] + " ... (truncated)",
+            retryable=result.error.retryable,
+        )
+        return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
 
     def reset_connection(self, *, lost: bool) -> None:
         """Forget what only made sense on the old stream; results stay queued."""

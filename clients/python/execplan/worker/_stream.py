@@ -250,6 +250,8 @@ class StreamThread:
             )
             if request is not None:
                 await call.write(request)
+                if self._outbox.results:  # more than fitted in one message
+                    self._wake.set()
             for callback in after_write:
                 callback()
             if self._drained():
@@ -292,6 +294,7 @@ class StreamThread:
         self._backoff.reset()
         if registered.heartbeat_interval_ms:
             self._heartbeat_s = registered.heartbeat_interval_ms / 1000
+        self._outbox.set_limits(registered.max_output_bytes, registered.max_message_bytes)
         for ref in registered.revoked:
             _log.info("attempt %s/%s revoked on re-register", ref.execution_id, ref.task_id)
             self._cancel(ref)

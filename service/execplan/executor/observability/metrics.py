@@ -153,12 +153,7 @@ def _ms(event: ev.ExecutionEvent) -> int:
 
 
 def _task_type(state: ExecutionState, task_id: str, phase: int) -> str:
-    node = state.plan.nodes[state.plan.index_of[task_id]]
-    if phase == ex.TASK_PHASE_FALLBACK and node.fallback is not None:
-        return node.fallback.type
-    if phase == ex.TASK_PHASE_COMPENSATION and node.compensation is not None:
-        return node.compensation.type
-    return node.type
+    return state.plan.nodes[state.plan.index_of[task_id]].type_for(phase)
 
 
 class MetricsObserver(EngineObserver):
