@@ -166,6 +166,23 @@ async def test_an_output_over_the_payload_limit_fails_the_attempt(env: Env) -> N
     assert f"exceeds the limit of {limit}" in failed[0].error.message
 
 
+async def test_an_error_over_the_payload_limit_is_stored_truncated(env: Env) -> None:
+    execution_id = await env.start(ONE)
+    limit = env.executor.engine.config.max_payload_bytes
+    async with RawWorker.open(env.channel, _registration("w-loud")) as raw:
+        (dispatch,) = await raw.dispatches(1)
+        error = ex.ErrorInfo(type="Boom", message="e" * limit, retryable=False)
+        raw.send(ws.ConnectRequest(results=[ws.TaskResult(attempt=dispatch.attempt, error=error)]))
+        await env.finish(execution_id)
+    (failed,) = [
+        e.task_failed for e in await env.history(execution_id) if e.HasField("task_failed")
+    ]
+    assert failed.error.type == "Boom"
+    size = error.ByteSize()
+    assert size > limit
+    assert failed.error.message == "e" * 4096 + f" ... (truncated: an error of {size} bytes)"
+
+
 async def test_a_reconnect_keeps_only_attempts_of_task_types_it_registers(env: Env) -> None:
     execution_id = await env.start(ONE)
     async with RawWorker.open(env.channel, _registration("w-types")) as raw:

@@ -198,9 +198,12 @@ class EngineWorkers(EngineCore):
         elif outcome == "output":
             self._from_worker(worker, result.attempt, _succeed(from_value(result.output)))
         else:
+            message = result.error.message
+            if (size := result.error.ByteSize()) > limit:  # stored in the history: bounded
+                message = f"{message[:4096]} ... (truncated: an error of {size} bytes)"
             error = {
-                "type": result.error.type or "Error",
-                "message": result.error.message,
+                "type": (result.error.type or "Error")[:256],
+                "message": message,
                 "retryable": worker_retryable(result.error),
             }
             self._from_worker(worker, result.attempt, _fail(error))
