@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/worker_service.proto.
  */
 export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUilAEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IAEIJCgdvdXRjb21lIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIocBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmItUDCghEaXNwYXRjaBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIRCgl0YXNrX3R5cGUYAiABKAkSJwoGaW5wdXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSOwoXc3RhcnRfdG9fY2xvc2VfZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEj4KDXRyYWNlX2NvbnRleHQYByADKAsyJy5leGVjcGxhbi52MS5EaXNwYXRjaC5UcmFjZUNvbnRleHRFbnRyeRIzCgdzZWNyZXRzGAggAygLMiIuZXhlY3BsYW4udjEuRGlzcGF0Y2guU2VjcmV0c0VudHJ5EhUKDXdvcmtmbG93X25hbWUYCSABKAkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCg1DYW5jZWxBdHRlbXB0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEg4KBnJlYXNvbhgCIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkiSgoOUmVzdWx0UmVqZWN0ZWQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLmV4ZWNwbGFuLnYxLkNvbm5lY3RSZXF1ZXN0GhwuZXhlY3BsYW4udjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_execplan_v1_events, file_execplan_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUilAEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IAEIJCgdvdXRjb21lIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIrwBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKA0SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBiABKA0i1QMKCERpc3BhdGNoEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhEKCXRhc2tfdHlwZRgCIAEoCRInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7ChdzdGFydF90b19jbG9zZV9kZWFkbGluZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SPgoNdHJhY2VfY29udGV4dBgHIAMoCzInLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlRyYWNlQ29udGV4dEVudHJ5EjMKB3NlY3JldHMYCCADKAsyIi5leGVjcGxhbi52MS5EaXNwYXRjaC5TZWNyZXRzRW50cnkSFQoNd29ya2Zsb3dfbmFtZRgJIAEoCRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Worker -> executor. The first message must carry `register` (and only the first:
@@ -71,6 +71,11 @@ export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
 export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
   /**
    * Stable identity; a worker that reconnects with the same id is reconciled.
+   * With authentication on, a worker id belongs to the principal (token-file name)
+   * that first registered it on this server: a registration of that id by another
+   * principal is PERMISSION_DENIED, and every lease records its principal, so after
+   * a restart only a stream of the same principal can reclaim it. Give each worker
+   * process its own id: a second stream with the same id replaces the first.
    *
    * @generated from field: string worker_id = 1;
    */
@@ -92,7 +97,13 @@ export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
   environment: string;
 
   /**
-   * Concurrent attempts the worker accepts.
+   * Concurrent attempts the worker accepts: an upper bound. The executor keeps its
+   * own window per worker id below it: a new worker id starts with a few slots that
+   * grow by one per timely ack up to `slots`; every missed ack deadline halves it
+   * (at most once per ack deadline); after three misses in a row without an ack the
+   * worker gets nothing for a probation (10 s, doubling per repeat, at most 5 min),
+   * then one attempt as a probe. Workers that keep up are preferred. The window
+   * survives reconnects of the same worker id.
    *
    * @generated from field: uint32 slots = 5;
    */
@@ -100,6 +111,9 @@ export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
 
   /**
    * Attempts the worker is still running (after a reconnect), for reconciliation.
+   * Each is kept only if it is still leased to this worker id with exactly this
+   * token and phase, by the same principal, and is of a task type registered here;
+   * anything else comes back in `WorkerRegistered.revoked`.
    *
    * @generated from field: repeated execplan.v1.AttemptRef running = 6;
    */
@@ -155,6 +169,13 @@ export const AttemptRefSchema: GenMessage<AttemptRef> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 2);
 
 /**
+ * Send one per dispatch within `WorkerRegistered.ack_deadline_ms`, or the attempt is
+ * re-queued and the worker's window shrinks (see `WorkerRegistration.slots`). Acks,
+ * heartbeats and results are checked against the current lease: the same
+ * (attempt, lease epoch, phase), leased to this worker id and principal, of a task
+ * type this worker registered. A message that fails the check is answered with a
+ * `ResultRejected` naming the reason; stop working on that attempt.
+ *
  * @generated from message execplan.v1.AssignmentAck
  */
 export type AssignmentAck = Message<"execplan.v1.AssignmentAck"> & {
@@ -200,6 +221,18 @@ export const TaskHeartbeatSchema: GenMessage<TaskHeartbeat> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 4);
 
 /**
+ * The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
+ * says one was refused. A result that arrives before the attempt's ack counts as
+ * an implied ack: the executor records `task_started` and then the result, in that
+ * order. A result with neither `output` nor `error` is malformed: it is rejected
+ * (`ResultRejected`) and the attempt stays leased until a proper result arrives or
+ * its timeouts fire.
+ *
+ * `output` must not exceed `WorkerRegistered.max_output_bytes` when serialized; a
+ * larger one fails the attempt with error type `PayloadTooLarge` (not retryable).
+ * SDKs check the size before sending and send that error themselves: a message
+ * over `WorkerRegistered.max_message_bytes` would break the stream instead.
+ *
  * @generated from message execplan.v1.TaskResult
  */
 export type TaskResult = Message<"execplan.v1.TaskResult"> & {
@@ -234,15 +267,25 @@ export const TaskResultSchema: GenMessage<TaskResult> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 5);
 
 /**
+ * The worker's own view of its capacity, whenever it changes.
+ *
  * @generated from message execplan.v1.WorkerStatus
  */
 export type WorkerStatus = Message<"execplan.v1.WorkerStatus"> & {
   /**
+   * Slots free on the worker now. The executor then treats the worker's capacity as
+   * the attempts it holds when the status arrives plus `free_slots` (never more than
+   * `WorkerRegistration.slots` or the executor's window), until the next status:
+   * `free_slots: 0` stops new dispatches until a result frees a slot or a later
+   * status says otherwise. Without any status the capacity is `slots`.
+   *
    * @generated from field: uint32 free_slots = 1;
    */
   freeSlots: number;
 
   /**
+   * Take no new work (the worker is shutting down); `free_slots` is then ignored.
+   *
    * @generated from field: bool draining = 2;
    */
   draining: boolean;
@@ -334,6 +377,22 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
    * @generated from field: repeated execplan.v1.AttemptRef revoked = 4;
    */
   revoked: AttemptRef[];
+
+  /**
+   * Largest serialized `TaskResult.output` the executor accepts; larger outputs fail
+   * the attempt with `PayloadTooLarge`. 0: unknown (an older server).
+   *
+   * @generated from field: uint32 max_output_bytes = 5;
+   */
+  maxOutputBytes: number;
+
+  /**
+   * Largest `ConnectRequest` the executor receives; a larger one ends the stream
+   * with RESOURCE_EXHAUSTED. Split batches of results to stay below it. 0: unknown.
+   *
+   * @generated from field: uint32 max_message_bytes = 6;
+   */
+  maxMessageBytes: number;
 };
 
 /**
@@ -455,6 +514,11 @@ export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 11);
 
 /**
+ * An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
+ * token for charge main attempt 1 epoch 1 (current: fallback attempt 1 epoch 2,
+ * RUNNING)"). The worker no longer holds that attempt, except for a malformed
+ * result, whose attempt stays leased: send a proper result.
+ *
  * @generated from message execplan.v1.ResultRejected
  */
 export type ResultRejected = Message<"execplan.v1.ResultRejected"> & {
