@@ -171,7 +171,7 @@ async def test_an_error_over_the_payload_limit_is_stored_truncated(env: Env) -> 
     limit = env.executor.engine.config.max_payload_bytes
     async with RawWorker.open(env.channel, _registration("w-loud")) as raw:
         (dispatch,) = await raw.dispatches(1)
-        error = ex.ErrorInfo(type="Boom", message="e" * limit, retryable=False)
+        error = ex.ErrorInfo(type="Boom", message="e" * limit, retry=ex.ERROR_RETRY_NON_RETRYABLE)
         raw.send(ws.ConnectRequest(results=[ws.TaskResult(attempt=dispatch.attempt, error=error)]))
         await env.finish(execution_id)
     (failed,) = [
@@ -196,6 +196,11 @@ async def test_a_reconnect_keeps_only_attempts_of_task_types_it_registers(env: E
     async with RawWorker.open(env.channel, other) as back:
         registered = await back.registered()
         assert list(registered.revoked) == [dispatch.attempt]
+
+    async def requeued_() -> bool:
+        return "task_requeued" in await _kinds(env, execution_id)
+
+    await env.until(requeued_)
     events = await env.history(execution_id)
     requeued = [e.task_requeued for e in events if e.HasField("task_requeued")]
     assert [r.reason for r in requeued] == ["worker restarted"]

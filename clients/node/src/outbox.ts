@@ -17,7 +17,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { ErrorInfoSchema } from "./gen/execplan/v1/execution_pb.js";
+import { ErrorInfoSchema, ErrorRetry } from "./gen/execplan/v1/execution_pb.js";
 import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
 import {
   AttemptRefSchema,
@@ -103,6 +103,7 @@ export class Outbox {
           type: "PayloadTooLarge",
           message: `output of ${size} bytes exceeds the server's limit of ${limit} bytes`,
           retryable: false,
+          retry: ErrorRetry.NON_RETRYABLE,
         });
       }
     } else if (outcome.case === "error") {
@@ -113,6 +114,7 @@ export class Outbox {
           type: outcome.value.type.slice(0, 256),
           message: `${outcome.value.message.slice(0, ERROR_MESSAGE_CHARS)} ... (truncated)`,
           retryable: outcome.value.retryable,
+          retry: outcome.value.retry,
         });
       }
     }

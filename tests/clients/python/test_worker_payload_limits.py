@@ -131,7 +131,7 @@ def test_take_splits_results_by_the_message_limit_and_replaces_oversized_ones() 
     assert sizes == [["t0", "t1", "t2"], ["t3", "huge"]]
     replaced = outbox.in_flight[("e", "huge", 0, 0, 0)][1]  # type: ignore[index]
     assert replaced.error.type == "PayloadTooLarge"
-    assert not replaced.error.retryable
+    assert replaced.error.retry == ex.ERROR_RETRY_NON_RETRYABLE
     # Without the server's word, the channel's own limit (64 MiB) applies.
     fresh = Outbox()
     fresh.set_limits(0, 0)

@@ -101,6 +101,7 @@ class Outbox:
                 type="PayloadTooLarge",
                 message=f"output of {size} bytes exceeds the server's limit of {limit} bytes",
                 retryable=False,
+                retry=execution_pb2.ERROR_RETRY_NON_RETRYABLE,
             )
             return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
         if result.error.ByteSize() <= limit:
@@ -111,6 +112,7 @@ class Outbox:
             type=result.error.type[:256],
             message=result.error.message[:_ERROR_MESSAGE_CHARS] + " ... (truncated)",
             retryable=result.error.retryable,
+            retry=result.error.retry,
         )
         return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
 
