@@ -107,6 +107,7 @@ async def test_a_worker_that_never_acks_does_not_starve_the_task_type(env: Env) 
             env.worker({"s.work": work}, slots=4, worker_id="w-healthy")
             done = [await env.finish(i, within=60) for i in ids]
             elapsed = time.monotonic() - began
+            listed = {w.worker_id: w for w in await env.client.list_workers(["s.work"])}
         finally:
             talker.cancel()
     assert [d.state for d in done] == [ex.EXECUTION_STATE_SUCCEEDED] * 20
@@ -117,3 +118,6 @@ async def test_a_worker_that_never_acks_does_not_starve_the_task_type(env: Env) 
     assert elapsed < 40, elapsed
     # Four at first, then fewer and fewer, then a probe per probation.
     assert len(bad.all_dispatches()) <= 12, len(bad.all_dispatches())
+    # Operators see it: ListWorkers shows what each may hold now.
+    assert listed["w-healthy"].capacity == 4
+    assert listed["w-never-acks"].capacity < 4

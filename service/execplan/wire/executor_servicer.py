@@ -519,6 +519,8 @@ def _worker_info(worker: WorkerConn) -> pb.WorkerInfo:
         slots_in_use=len(worker.leases),
         draining=worker.draining,
         sdk=worker.sdk,
+        capacity=max(0, worker.capacity),
+        principal=worker.principal or "",
     )
     info.connected_at.FromMilliseconds(worker.connected_at_ms)
     info.last_seen_at.FromMilliseconds(worker.last_seen_ms)

@@ -988,6 +988,8 @@ class WorkerInfo(_message.Message):
     SDK_FIELD_NUMBER: _builtins.int
     CONNECTED_AT_FIELD_NUMBER: _builtins.int
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     environment: _builtins.str
     slots: _builtins.int
@@ -996,6 +998,13 @@ class WorkerInfo(_message.Message):
     draining: _builtins.bool
     """The worker said it is draining: it takes no new attempts."""
     sdk: _builtins.str
+    capacity: _builtins.int
+    """Attempts the executor lets it hold now: at most `slots`, fewer while it misses
+    ack deadlines (its pacing window, see WorkerRegistration.slots) or after its
+    WorkerStatus reported fewer free slots; 0 during a probation.
+    """
+    principal: _builtins.str
+    """The authenticated principal that owns this worker id (empty with auth off)."""
     @_builtins.property
     def task_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1019,10 +1028,12 @@ class WorkerInfo(_message.Message):
         sdk: _builtins.str = ...,
         connected_at: _timestamp_pb2.Timestamp | None = ...,
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
+        capacity: _builtins.int = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "last_seen_at", b"last_seen_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "draining", b"draining", "environment", b"environment", "labels", b"labels", "last_seen_at", b"last_seen_at", "sdk", b"sdk", "slots", b"slots", "slots_in_use", b"slots_in_use", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "connected_at", b"connected_at", "draining", b"draining", "environment", b"environment", "labels", b"labels", "last_seen_at", b"last_seen_at", "principal", b"principal", "sdk", b"sdk", "slots", b"slots", "slots_in_use", b"slots_in_use", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
