@@ -71,6 +71,7 @@ class RawWorker:
         self.refs: dict[tuple[str, str, int, int, int], worker_service_pb2.AttemptRef] = {}
         self.outgoing: asyncio.Queue[worker_service_pb2.ConnectRequest | None] = asyncio.Queue()
         self.heartbeat_s = 2.0
+        self.max_output_bytes = 0  # from `registered`; 0: not said
         self.draining = False
 
     async def requests(self) -> Any:
@@ -104,6 +105,7 @@ class RawWorker:
     def handle(self, response: worker_service_pb2.ConnectResponse) -> None:
         if response.HasField("registered"):
             self.heartbeat_s = response.registered.heartbeat_interval_ms / 1000 or 2.0
+            self.max_output_bytes = response.registered.max_output_bytes
             for ref in response.registered.revoked:
                 self.stop(ref)  # no longer ours: stop, send nothing
         dispatches = response.dispatches
@@ -135,6 +137,16 @@ class RawWorker:
             text = dispatch.inputs.fields["text"].string_value
             await asyncio.sleep(dispatch.inputs.fields["seconds"].number_value)  # the work
             result.output.CopyFrom(struct_pb2.Value(struct_value=_struct({"text": text})))
+            size = result.output.ByteSize()
+            if self.max_output_bytes and size > self.max_output_bytes:
+                # Too big to send: a message over the limit would break the stream.
+                result.error.CopyFrom(
+                    execution_pb2.ErrorInfo(
+                        type="PayloadTooLarge",
+                        message=f"output of {size} bytes exceeds {self.max_output_bytes}",
+                        retry=execution_pb2.ERROR_RETRY_NON_RETRYABLE,
+                    )
+                )
         except Exception as exc:  # a failure of the work itself: let the executor retry
             result.error.CopyFrom(
                 execution_pb2.ErrorInfo(
