@@ -1,20 +1,15 @@
 """Runtime form of compiled bindings: literal values, CEL expressions, templates.
 
-The planner already checked every expression; here each one is compiled once per
-plan (cached by source) and evaluated against a small context holding only what
-the expression may read.
+The planner already checked every expression. Evaluating them is
+executor/evaluation.py's job (inline when cheap, in a sandbox process otherwise);
+this module holds the decoded tree and what is read from it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
-import cel
-from execplan.errors import is_native_panic
 from execplan.executor.values import JsonValue, from_value
 from execplan.v1 import plan_pb2
 
@@ -23,27 +18,10 @@ class EvaluationError(Exception):
     """An expression failed at run time (missing field, wrong operand types...)."""
 
 
-@lru_cache(maxsize=65536)
-def _compile(source: str) -> Any:
-    return cel.compile(source)
-
-
 @dataclass(frozen=True, slots=True)
 class Expr:
     source: str
     reads_tasks: tuple[str, ...]
-
-    def evaluate(self, context: Mapping[str, JsonValue]) -> JsonValue:
-        try:
-            return _compile(self.source).execute(dict(context))
-        except Exception as error:  # the cel binding raises KeyError/TypeError/ValueError
-            raise EvaluationError(f"{self.source}: {_describe(error)}") from error
-        except BaseException as error:  # a Rust panic in `cel` is not an Exception
-            if not is_native_panic(error):
-                raise
-            raise EvaluationError(
-                f"{self.source}: the expression library failed: {error}"
-            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +45,6 @@ class ListBinding:
 
 
 BindingNode = Literal | Expr | Template | StructBinding | ListBinding
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, KeyError):
-        return f"no such key {error.args[0]!r}" if error.args else "no such key"
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def decode_expression(expression: plan_pb2.Expression) -> Expr:
@@ -101,22 +73,8 @@ def decode_binding_value(value: plan_pb2.BindingValue) -> BindingNode:
     return Literal(from_value(value.literal))
 
 
-def evaluate(node: BindingNode, context: Mapping[str, JsonValue]) -> JsonValue:
-    if isinstance(node, Literal):
-        return node.value
-    if isinstance(node, Expr):
-        return node.evaluate(context)
-    if isinstance(node, Template):
-        return "".join(
-            part if isinstance(part, str) else _interpolate(part.evaluate(context))
-            for part in node.parts
-        )
-    if isinstance(node, StructBinding):
-        return {name: evaluate(child, context) for name, child in node.fields}
-    return [evaluate(child, context) for child in node.items]
-
-
-def _interpolate(value: JsonValue) -> str:
+def interpolate(value: JsonValue) -> str:
+    """How a value reads inside a template string."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):

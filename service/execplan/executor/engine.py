@@ -49,6 +49,7 @@ from execplan.executor import requests
 from execplan.executor.engine_core import EngineConfig, _Input
 from execplan.executor.engine_recovery import EngineRecovery
 from execplan.executor.engine_round import Round
+from execplan.executor.evaluation import EvaluationPending
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.ownership import Control
@@ -83,6 +84,7 @@ class Engine(EngineRecovery):
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
+        self.evaluations.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for handle in self._timers.values():
@@ -112,9 +114,16 @@ class Engine(EngineRecovery):
         digest = start_digest(plan.plan_id, inputs, fairness_key) if request_id else ""
         resolved = resolve_inputs(plan, inputs)
         execution_id = _new_execution_id(self.now_ms())
-        state = new_state(execution_id, plan)
-        machine = Machine(state, self.now_ms())
-        machine.start(resolved, request_id, fairness_key, trace_context or {})
+        while True:
+            state = new_state(execution_id, plan)
+            machine = self._machine(state, self.now_ms())
+            try:
+                machine.start(resolved, request_id, fairness_key, trace_context or {})
+                break
+            except EvaluationPending as pending:
+                # A first task's `when` (or a sleep's inputs) needs the sandbox: nothing
+                # is stored yet, so wait for it here and decide the start again.
+                await self.evaluations.run(pending.request)
         record = ExecutionRecord(
             execution_id=execution_id,
             plan_id=plan.plan_id,
@@ -259,7 +268,7 @@ class Engine(EngineRecovery):
         work = Round()
         for item in batch:
             self._decide(item, work, now)
-        self._dispatch_round(work.machines, now)
+        self._dispatch_round(work, now)
         await self._commit(work)
         for machine in work.machines.values():
             if machine.events:
@@ -269,11 +278,15 @@ class Engine(EngineRecovery):
             await self._reload(execution_id)
             for item in inputs:
                 self._inbox.append(item)
+            self.evaluations.reloaded(execution_id)
             self._wake.set()
 
     def _decide(self, item: _Input, work: Round, now: int) -> None:
         """Applies one input to its execution's Machine (no I/O; nothing leaves yet)."""
         execution_id = item.execution_id
+        if self.evaluations.holds(execution_id):  # waiting for the expression sandbox
+            self.evaluations.hold(execution_id, item)
+            return
         if execution_id in work.redo:  # poisoned earlier this round: after the reload
             work.redo[execution_id].append(item)
             return
@@ -283,10 +296,13 @@ class Engine(EngineRecovery):
             return
         machine = work.machines.get(execution_id)
         if machine is None:
-            machine = work.machines[execution_id] = Machine(state, now)
+            machine = work.machines[execution_id] = self._machine(state, now)
         mark = len(machine.effects)
         try:
             result = item.action(machine)
+        except EvaluationPending as pending:
+            self._suspend(execution_id, [item], work, pending.request)
+            return
         except ExecplanError as error:  # refused before anything was emitted
             work.fail(item.future, error)
             return

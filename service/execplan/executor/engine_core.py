@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from execplan.executor import breakers as cb
 from execplan.executor.dispatcher import ReadyQueues, WorkerRegistry
+from execplan.executor.evaluations import Evaluations
 from execplan.executor.hub import Hub
 from execplan.executor.machine import Machine
 from execplan.executor.observability.observer import Observers
 from execplan.executor.ownership import Router
 from execplan.executor.plan_view import PlanView
+from execplan.executor.sandbox import ExpressionBudget
 from execplan.executor.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.state import LEASED_TASK_STATES, ExecutionState
 from execplan.store.port import Store
@@ -49,6 +51,9 @@ class EngineConfig:
     max_inbox: int = 200_000
     # Longest an assignment ack waits to share a commit with other events.
     ack_flush_ms: int = 20
+    # Time, memory and size budget of an expression too expensive to run inline
+    # (it runs in a sandbox process; executor/evaluations.py).
+    expressions: ExpressionBudget = field(default_factory=ExpressionBudget)
 
 
 @dataclass(slots=True)
@@ -105,6 +110,11 @@ class EngineCore:
         self._breaker_plans: dict[str, bool] = {}
         # Replicas (executor/ownership.py): reaches executions other replicas own.
         self.router: Router | None = None
+        # Expressions too expensive to evaluate inline, and the inputs waiting for them.
+        self.evaluations: Evaluations[_Input] = Evaluations(self.config.expressions)
+
+    def _machine(self, state: ExecutionState, now_ms: int) -> Machine:
+        return Machine(state, now_ms, self.evaluations.evaluator)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)

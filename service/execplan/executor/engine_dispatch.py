@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from execplan.executor import breakers as cb
 from execplan.executor import effects as fx
 from execplan.executor.engine_breakers import EngineBreakers
+from execplan.executor.engine_core import _Input
 from execplan.executor.engine_deadlines import EngineDeadlines
+from execplan.executor.engine_round import Round
+from execplan.executor.evaluation import EvaluationPending, Request
 from execplan.executor.fencing import Claim
 from execplan.executor.machine import Machine
 from execplan.executor.snapshot import encode_state
@@ -68,7 +72,7 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                     0, self._inflight.get(state.execution_id, 0) - 1
                 )
 
-    def _dispatch_round(self, machines: dict[str, Machine], now: int) -> None:
+    def _dispatch_round(self, work: Round, now: int) -> None:
         if not len(self._ready) or self.workers.total_free() <= 0:
             return
         blocked: set[str] = set()
@@ -96,13 +100,13 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                 node = state.plan.nodes[index]
                 gate = self._breaker_gate(state, index, now)
                 if gate is not None and not gate.admits():
-                    machine = machines.get(execution_id)
+                    machine = work.machines.get(execution_id)
                     if machine is None:
-                        machine = machines[execution_id] = Machine(state, now)
+                        machine = work.machines[execution_id] = self._machine(state, now)
                     mark = len(machine.effects)
-                    self._breaker_refuse(machine, gate, index)
-                    self._apply_internal(machine, mark)
-                    progress = True
+                    if self._refuse(work, machine, gate, index):
+                        self._apply_internal(machine, mark)
+                        progress = True
                     continue
                 worker = self.workers.pick(task_type, node)
                 if worker is None:
@@ -120,11 +124,11 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                         attempt=task.attempt,
                     )
                     continue
-                machine = machines.get(execution_id)
+                machine = work.machines.get(execution_id)
                 if machine is None:
-                    machine = machines[execution_id] = Machine(state, now)
+                    machine = work.machines[execution_id] = self._machine(state, now)
                 mark = len(machine.effects)
-                if machine.dispatch(index, worker.worker_id, worker.principal or ""):
+                if self._dispatch(machine, task_type, index, worker.worker_id, worker.principal):
                     if gate is not None:
                         gate.admitted(_canary_key(state, index))
                     self._ready.served(execution_id)
@@ -132,6 +136,62 @@ class EngineDispatch(EngineDeadlines, EngineBreakers):
                     self._inflight[execution_id] = self._inflight.get(execution_id, 0) + 1
                 self._apply_internal(machine, mark)
                 progress = True
+
+    def _refuse(self, work: Round, machine: Machine, gate: cb.Breaker, index: int) -> bool:
+        """The breaker refuses the task; False if that waits for an expression (what
+        follows a failure may evaluate one): then the execution is suspended."""
+        try:
+            self._breaker_refuse(machine, gate, index)
+        except EvaluationPending as pending:
+            self._suspend(machine.state.execution_id, [], work, pending.request)
+            return False
+        return True
+
+    def _dispatch(
+        self, machine: Machine, task_type: str, index: int, worker_id: str, principal: str | None
+    ) -> bool:
+        """Leases the task to the worker; False if its inputs failed to resolve or need
+        the sandbox first. Then nothing was decided yet: the task stays QUEUED, out of
+        the ready queue until the evaluation is done, then it is offered again."""
+        try:
+            return machine.dispatch(index, worker_id, principal or "")
+        except EvaluationPending as pending:
+            task = machine.state.tasks[index]
+            offer = (machine.state.execution_id, task_type, index, task.phase, task.attempt)
+            self.evaluations.start(pending.request, lambda: self._offer(*offer))
+            return False
+
+    def _offer(
+        self, execution_id: str, task_type: str, index: int, phase: int, attempt: int
+    ) -> None:
+        """A task whose dispatch waited for its inputs' evaluation goes back to the
+        ready queue, if it is still the same queued attempt."""
+        state = self._live.get(execution_id)
+        if state is None or not _queued_in(state)(index, phase, attempt):
+            return
+        node = state.plan.nodes[index]
+        self._ready.push(
+            execution_id, state.fairness_key, task_type, node, phase=phase, attempt=attempt
+        )
+        self._wake.set()
+
+    def _suspend(
+        self, execution_id: str, inputs: list[_Input], work: Round, request: Request
+    ) -> None:
+        """A decision needs an expression evaluated in the sandbox first: forget what the
+        execution decided this round, reload it after the commit, and hold its inputs
+        (this round's, then later ones) until the outcome is in the memo; then they run
+        again, in order, and meet the evaluation as a memo hit (executor/evaluations.py)."""
+        held = [*work.forget(execution_id), *inputs]
+        self._live.pop(execution_id, None)
+        self._ready.drop(execution_id)
+        self._reloading.setdefault(execution_id, [])  # worker messages wait for the reload
+        work.redo.setdefault(execution_id, [])
+        self.evaluations.suspend(execution_id, held, request, self._resubmit)
+
+    def _resubmit(self, inputs: list[_Input]) -> None:
+        self._inbox.extend(inputs)
+        self._wake.set()
 
     def _act(self, machine: Machine) -> None:
         """External effects, after the machine's events are durable."""

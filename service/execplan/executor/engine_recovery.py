@@ -17,7 +17,6 @@ from execplan.executor import effects as fx
 from execplan.executor.engine_dispatch import EngineDispatch
 from execplan.executor.engine_reads import EngineReads
 from execplan.executor.engine_workers import EngineWorkers
-from execplan.executor.machine import Machine
 from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, ExecutionState
 from execplan.v1 import execution_pb2 as ex
 
@@ -102,7 +101,7 @@ class EngineRecovery(EngineReads, EngineWorkers, EngineDispatch):
         worker of the same id may be connected here while its attempt ran elsewhere.
         """
         self._adopt(state)
-        machine = Machine(state, self.now_ms())
+        machine = self._machine(state, self.now_ms())
         for task in state.tasks:
             node = state.plan.nodes[task.index]
             if task.state == ex.TASK_STATE_QUEUED:

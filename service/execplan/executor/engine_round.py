@@ -51,6 +51,13 @@ class Round:
             elif item.future is not None and id(item.future) in waiting:
                 self.failures.append((item.future, error))
 
+    def forget(self, execution_id: str) -> list[_Input]:
+        """Drops what this round decided for one execution; returns the inputs it had
+        applied, to run again later (not counted as tries: nothing failed)."""
+        self.machines.pop(execution_id, None)
+        self.replies = [r for r in self.replies if r[2] != execution_id]
+        return self.applied.pop(execution_id, [])
+
     def settle(self) -> None:
         for future, result, _ in self.replies:
             if not future.done():

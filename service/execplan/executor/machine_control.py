@@ -13,8 +13,15 @@ from typing import Any
 from execplan.errors import FailedPrecondition
 from execplan.executor import effects as fx
 from execplan.executor import requests
-from execplan.executor.bindings import EvaluationError, evaluate
-from execplan.executor.machine_core import COMPENSATION, MAIN, MachineCore, _error, _error_info
+from execplan.executor.bindings import EvaluationError, reads_of
+from execplan.executor.machine_core import (
+    COMPENSATION,
+    MAIN,
+    MachineCore,
+    _error,
+    _error_info,
+    _expression_error,
+)
 from execplan.executor.plan_view import BUILTIN_WAIT, NodeView
 from execplan.executor.state import (
     ACTIVE_TASK_STATES,
@@ -55,7 +62,7 @@ class MachineControl(MachineCore):
 
     def _awaited_event(self, task: TaskRun, node: NodeView) -> str:
         try:
-            inputs = evaluate(node.inputs, self.context(node.reads))
+            inputs = self.evaluate(f"tasks[{node.index}].inputs", node.inputs, node.reads)
         except EvaluationError:
             return ""
         return str(inputs.get("event", "")) if isinstance(inputs, dict) else ""
@@ -191,13 +198,13 @@ class MachineControl(MachineCore):
         if outcome == ex.EXECUTION_STATE_SUCCEEDED:
             try:
                 outputs = {
-                    name: evaluate(node, self.context(set(self.state.plan.index_of)))
+                    name: self.evaluate(f"outputs.{name}", node, reads_of(node))
                     for name, node in self.state.plan.outputs
                 }
                 fill_struct(done.outputs, outputs)
             except EvaluationError as exc:
                 done.state = ex.EXECUTION_STATE_FAILED
-                error = _error("OutputError", str(exc))
+                error = _expression_error("OutputError", exc)
         if error is not None:
             done.error.CopyFrom(_error_info(error))
         self.emit("execution_completed", **{f.name: v for f, v in done.ListFields()})

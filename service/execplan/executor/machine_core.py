@@ -12,9 +12,19 @@ the mixin that defines them.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import TYPE_CHECKING, Any
 
 from execplan.executor import effects as fx
+from execplan.executor.bindings import BindingNode, EvaluationError
+from execplan.executor.evaluation import (
+    BUDGET_EXCEEDED,
+    DEFAULT_EVALUATOR,
+    Evaluator,
+    ExpressionBudgetExceeded,
+    Where,
+    evaluate_binding,
+)
 from execplan.executor.evolve import evolve
 from execplan.executor.state import ExecutionState, TaskRun, task_state_name
 from execplan.executor.values import JsonValue
@@ -30,9 +40,15 @@ COMPENSATION = ex.TASK_PHASE_COMPENSATION
 
 
 class MachineCore:
-    def __init__(self, state: ExecutionState, now_ms: int) -> None:
+    def __init__(
+        self, state: ExecutionState, now_ms: int, evaluator: Evaluator = DEFAULT_EVALUATOR
+    ) -> None:
+        """`evaluator`: how expressions too expensive to run inline are evaluated
+        (executor/evaluation.py); the default waits for the sandbox, the engine's
+        raises EvaluationPending instead."""
         self.state = state
         self.now_ms = now_ms
+        self.evaluator = evaluator
         self.events: list[ev.ExecutionEvent] = []
         self.effects: list[fx.Effect] = []
 
@@ -61,8 +77,14 @@ class MachineCore:
         )
         self.effects.append(fx.ArmTimer(timer_id, self.now_ms + delay_ms))
 
-    # -- context for expressions -------------------------------------------------
-    def context(self, reads: frozenset[str] | set[str]) -> dict[str, JsonValue]:
+    # -- expressions ----------------------------------------------------------------
+    def evaluate(self, field: str, node: BindingNode, reads: Set[str]) -> JsonValue:
+        """The value of a binding (`field` names it in errors: `tasks[2].when`);
+        raises EvaluationError (ExpressionBudgetExceeded) or EvaluationPending."""
+        where = Where(self.state.execution_id, field)
+        return evaluate_binding(node, self.context(reads), self.evaluator, where)
+
+    def context(self, reads: Set[str]) -> dict[str, JsonValue]:
         tasks: dict[str, JsonValue] = {}
         for task_id in reads:
             run = self.state.task(task_id)
@@ -108,6 +130,14 @@ class MachineCore:
 
 def _error(kind: str, message: str, retryable: bool = False) -> dict[str, Any]:
     return {"type": kind, "message": message, "retryable": retryable}
+
+
+def _expression_error(kind: str, error: EvaluationError) -> dict[str, Any]:
+    """`kind` for what the expression did wrong; ExpressionBudgetExceeded when it ran out
+    of its budget. Neither is retryable: the same expression would fail the same way."""
+    if isinstance(error, ExpressionBudgetExceeded):
+        kind = BUDGET_EXCEEDED
+    return _error(kind, str(error))
 
 
 def _error_info(error: dict[str, Any]) -> ex.ErrorInfo:

@@ -8,8 +8,8 @@ worker. Part of `Machine` (executor/machine.py); see machine_core for the patter
 from __future__ import annotations
 
 from execplan.executor import effects as fx
-from execplan.executor.bindings import EvaluationError, evaluate
-from execplan.executor.machine_core import MAIN, MachineCore, _error
+from execplan.executor.bindings import EvaluationError
+from execplan.executor.machine_core import MAIN, MachineCore, _error, _expression_error
 from execplan.executor.plan_view import BUILTIN_SLEEP, BUILTIN_WAIT, NodeView
 from execplan.executor.state import TaskRun
 from execplan.executor.values import JsonValue, fill_struct
@@ -92,9 +92,9 @@ class MachineReadiness(MachineCore):
             return
         if node.condition is not None:
             try:
-                allowed = node.condition.evaluate(self.context(node.reads))
+                allowed = self.evaluate(f"tasks[{node.index}].when", node.condition, node.reads)
             except EvaluationError as error:
-                self._fail_final(task, MAIN, _error("ConditionError", str(error)))
+                self._fail_final(task, MAIN, _expression_error("ConditionError", error))
                 return
             if allowed is not True:
                 self._skip(task, f"condition is {str(allowed).lower()}: {node.condition.source}")
@@ -117,9 +117,9 @@ class MachineReadiness(MachineCore):
 
     def _builtin_inputs(self, task: TaskRun, node: NodeView) -> dict[str, JsonValue] | None:
         try:
-            value = evaluate(node.inputs, self.context(node.reads))
+            value = self.evaluate(f"tasks[{node.index}].inputs", node.inputs, node.reads)
         except EvaluationError as error:
-            self._fail_final(task, MAIN, _error("BindingError", str(error)))
+            self._fail_final(task, MAIN, _expression_error("BindingError", error))
             return None
         return value if isinstance(value, dict) else {}
 

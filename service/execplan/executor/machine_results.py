@@ -12,7 +12,7 @@ from typing import Any
 
 from execplan.errors import StaleToken
 from execplan.executor import effects as fx
-from execplan.executor.bindings import EvaluationError, evaluate, reads_of
+from execplan.executor.bindings import EvaluationError, reads_of
 from execplan.executor.fencing import Claim, phase_name, stale
 from execplan.executor.machine_core import (
     COMPENSATION,
@@ -21,6 +21,7 @@ from execplan.executor.machine_core import (
     MachineCore,
     _error,
     _error_info,
+    _expression_error,
 )
 from execplan.executor.plan_view import NodeView, RetryView
 from execplan.executor.retry import backoff_ms, should_retry
@@ -38,16 +39,14 @@ class MachineResults(MachineCore):
         task = self.state.tasks[index]
         node = self.state.plan.nodes[index]
         task_type, bindings = node.type_for(task.phase), node.inputs
+        field = f"tasks[{index}].inputs"
         side = node.side(task.phase)
         if side is not None and not side.inherits_inputs:
-            bindings = side.inputs
+            bindings, field = side.inputs, f"tasks[{index}].{phase_name(task.phase)}.inputs"
         try:
-            resolved = evaluate(
-                bindings,
-                self.context(self.state.plan.nodes[index].reads | _side_reads(node, task.phase)),
-            )
+            resolved = self.evaluate(field, bindings, node.reads | _side_reads(node, task.phase))
         except EvaluationError as error:
-            self._fail_final(task, task.phase, _error("BindingError", str(error)))
+            self._fail_final(task, task.phase, _expression_error("BindingError", error))
             return False
         epoch = task.epoch + 1
         key = f"{self.state.execution_id}/{node.task_id}/{phase_name(task.phase)}/{task.attempt}"

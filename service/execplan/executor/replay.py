@@ -37,11 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from execplan.errors import ExecplanError
+from execplan.executor.evaluation import BUDGET_EXCEEDED, BlockingEvaluator
 from execplan.executor.evolve import error_dict, evolve
 from execplan.executor.fencing import Claim
 from execplan.executor.inputs import resolve_inputs
 from execplan.executor.machine import Machine
 from execplan.executor.plan_view import PlanView
+from execplan.executor.sandbox import Sandbox
 from execplan.executor.state import LEASED_TASK_STATES, ExecutionState, TaskRun, new_state
 from execplan.executor.values import from_struct, from_value
 from execplan.v1 import events_pb2 as ev
@@ -65,6 +67,10 @@ INPUT_KINDS = frozenset(
 )
 # Folded in as they are: they inform, or come from state shared across executions.
 FOLDED_KINDS = frozenset({"task_progress", "task_parked"})
+# Replay gives a sandboxed evaluation more time than the live budget: the history says
+# it finished in time once, and a replay should not call that a divergence because
+# the box is busier now.
+_REPLAY_TIMEOUT = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,20 +203,31 @@ def replay(
     *,
     execution_id: str = "",
     relaxed_start: bool = False,
+    sandbox: Sandbox | None = None,
 ) -> ReplayResult:
-    """Re-runs the Machine over `events`; reports the first divergence, if any."""
+    """Re-runs the Machine over `events`; reports the first divergence, if any.
+
+    Expressions too expensive to run inline are evaluated in `sandbox` (default: a
+    process-wide one), waiting for each: call this off the event loop. Budget
+    failures are not evaluated again but taken from the history (see `_recorded`)."""
     execution_id = execution_id or (events[0].execution_id if events else "")
     state = new_state(execution_id, plan)
     i = 0
     try:
         while i < len(events):
-            i = _step(state, events, i, relaxed_start)
+            i = _step(state, events, i, relaxed_start, sandbox)
     except _Mismatch as mismatch:
         return ReplayResult(False, i, mismatch.divergence, state)
     return ReplayResult(True, len(events), None, state)
 
 
-def _step(state: ExecutionState, events: Sequence[ev.ExecutionEvent], i: int, relaxed: bool) -> int:
+def _step(
+    state: ExecutionState,
+    events: Sequence[ev.ExecutionEvent],
+    i: int,
+    relaxed: bool,
+    sandbox: Sandbox | None,
+) -> int:
     recorded = events[i]
     kind = recorded.WhichOneof("kind") or ""
     if kind in FOLDED_KINDS:
@@ -218,7 +235,13 @@ def _step(state: ExecutionState, events: Sequence[ev.ExecutionEvent], i: int, re
         return i + 1
     if kind not in INPUT_KINDS:
         raise _Mismatch(Divergence(recorded.sequence, describe(recorded), ""))
-    machine = Machine(state, _ms(recorded))
+
+    def recorded_failure(field: str) -> str | None:
+        # The Machine's events line up with the recorded ones from `i` (the input's own).
+        return _recorded(events, i + len(machine.events), field)
+
+    evaluator = BlockingEvaluator(sandbox, recorded=recorded_failure, timeout_ms=_REPLAY_TIMEOUT)
+    machine = Machine(state, _ms(recorded), evaluator)
     _guard(lambda: _feed(machine, recorded), recorded)
     produced = machine.events
     if not produced:
@@ -232,6 +255,28 @@ def _step(state: ExecutionState, events: Sequence[ev.ExecutionEvent], i: int, re
     return i + len(produced)
 
 
+def _recorded(events: Sequence[ev.ExecutionEvent], at: int, field: str) -> str | None:
+    """The message of the budget failure recorded at `at` for `field`, if that is one.
+
+    Whether an evaluation ran out of time or memory depends on the machine and its
+    load, not only on the history, so replay takes the recorded outcome. A failure
+    is emitted right after the evaluation (`task_failed` of the task, or
+    `execution_completed` for an output), so only the next event can record it."""
+    if at >= len(events):
+        return None
+    event = events[at]
+    kind = event.WhichOneof("kind")
+    if kind == "task_failed":
+        error = event.task_failed.error
+    elif kind == "execution_completed":
+        error = event.execution_completed.error
+    else:
+        return None
+    if error.type == BUDGET_EXCEEDED and error.message.startswith(f"{field}: "):
+        return error.message
+    return None
+
+
 def _guard(action: Callable[[], Any], recorded: ev.ExecutionEvent) -> None:
     """A Machine that cannot take a recorded input at all is a divergence too."""
     try:
@@ -242,12 +287,15 @@ def _guard(action: Callable[[], Any], recorded: ev.ExecutionEvent) -> None:
 
 
 def compatibility(
-    recorded_plan: PlanView, candidate: PlanView, events: Sequence[ev.ExecutionEvent]
+    recorded_plan: PlanView,
+    candidate: PlanView,
+    events: Sequence[ev.ExecutionEvent],
+    sandbox: Sandbox | None = None,
 ) -> Compatibility:
     """Could this instance continue on `candidate`? Lists every static problem, then
     replays the history against the candidate and reports its first divergence."""
     problems = _static_problems(recorded_plan, candidate, events)
-    result = replay(candidate, events, relaxed_start=True)
+    result = replay(candidate, events, relaxed_start=True, sandbox=sandbox)
     if result.divergence is not None:
         d = result.divergence
         problems.append(

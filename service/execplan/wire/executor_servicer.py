@@ -446,7 +446,12 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             if len(page) < 5000:
                 break
         recorded = decode_plan(await self._engine.get_plan(record.plan_id))
-        result = replay.replay(recorded, events, execution_id=execution_id)
+        # Off the event loop: replay is CPU work, and an expression too expensive to
+        # run inline waits for the engine's sandbox.
+        sandbox = self._engine.evaluations.sandbox
+        result = await asyncio.to_thread(
+            replay.replay, recorded, events, execution_id=execution_id, sandbox=sandbox
+        )
         response = pb.ReplayExecutionResponse(
             deterministic=result.deterministic, events=result.events
         )
@@ -463,7 +468,9 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
                 candidate = await self._compiler.compile(
                     planner_pb.CompilePlanRequest(source=request.source)
                 )
-            verdict = replay.compatibility(recorded, decode_plan(candidate), events)
+            verdict = await asyncio.to_thread(
+                replay.compatibility, recorded, decode_plan(candidate), events, sandbox
+            )
             response.compatible = verdict.compatible
             response.incompatibilities.extend(verdict.incompatibilities)
             response.candidate_plan_id = candidate.plan_id
