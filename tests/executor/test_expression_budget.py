@@ -251,9 +251,7 @@ async def test_many_tasks_waiting_for_the_sandbox_at_once_all_get_their_inputs(e
             f'  - {{id: t{i}, type: t.echo, inputs: {{v: "${{{{ '
             f'workflow.inputs.xs.map(x, x + {i}) }}}}"}}}}'
         )
-    executions = [
-        await env.start("\n".join(lines) + "\n", {"xs": [n, n + 1]}) for n in range(3)
-    ]
+    executions = [await env.start("\n".join(lines) + "\n", {"xs": [n, n + 1]}) for n in range(3)]
     for execution_id in executions:
         done = await env.finish(execution_id, within=30)
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED
