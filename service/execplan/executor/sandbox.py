@@ -127,14 +127,15 @@ class Sandbox:
     def _run(self, source: str, context: dict[str, Any], timeout_ms: int | None) -> Outcome:
         budget = self.budget
         try:
-            request = pickle.dumps((source, context), protocol=pickle.HIGHEST_PROTOCOL)
+            handed = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, RecursionError, TypeError) as error:
             return Outcome(error=f"its context cannot be handed over: {error}")
-        if len(request) > budget.max_context_bytes:
+        if len(handed) > budget.max_context_bytes:
             return Outcome(
-                exceeded=f"the values it reads are {len(request):,} bytes; "
+                exceeded=f"the values it reads are {len(handed):,} bytes; "
                 f"the limit is {budget.max_context_bytes:,}"
             )
+        request = pickle.dumps((source, handed), protocol=pickle.HIGHEST_PROTOCOL)
         timeout = timeout_ms if timeout_ms is not None else budget.timeout_ms
         return dataclasses.replace(self._call(request, timeout), handed_size=len(request))
 

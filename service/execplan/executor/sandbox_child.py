@@ -9,7 +9,7 @@ answers with an abort) and asks the kernel to kill it when its parent dies
 Then it says it is ready and serves requests until its stdin closes.
 
 Frames on stdin/stdout: a 4-byte little-endian length, then a pickle. Request:
-`(source, context)`. Reply: `("ok", value)`, `("error", message)` for a CEL error,
+`(source, pickled context)`. Reply: `("ok", value)`, `("error", message)` for a CEL error,
 `("exceeded", what, detail)` when the result is too large or memory ran out. The
 parent enforces the time budget by killing this process.
 """
@@ -51,8 +51,8 @@ def main(argv: list[str]) -> int:
 
 def _serve(request: bytes, max_result_bytes: int) -> tuple[bytes, bool]:
     try:
-        source, context = pickle.loads(request)
-        value = execute(source, context)
+        source, handed = pickle.loads(request)
+        value = execute(source, pickle.loads(handed))
         payload = pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
     except CelFailure as error:
         return pickle.dumps(("error", str(error))), False

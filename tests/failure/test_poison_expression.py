@@ -1,0 +1,176 @@
+"""A poison expression and SIGKILL: a server process on real SQLite, an SDK worker process.
+
+A `when` of three nested `.all()` over 1,000 elements used to freeze the executor,
+and, because the execution is stored, freeze it again after every restart. Now it
+runs in a sandbox process within its budget: the server is SIGKILLed while it runs
+(the sandbox process dies with it), comes back answering at once, fails the task
+with ExpressionBudgetExceeded, and after a further restart never evaluates it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from execplan.client import ExecutorClient, UnavailableError
+from execplan.v1 import execution_pb2 as ex
+
+if TYPE_CHECKING:
+    from tests.integration.harness import Cluster
+    from tests.support.server import history
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from integration.harness import Cluster
+    from support.server import history
+
+ALL_CUBED = (
+    "workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, "
+    "workflow.inputs.xs.all(k, i + j + k >= 0)))"
+)
+POISON = f"""
+name: poison-restart
+inputs: {{x: {{type: integer, required: true}}, xs: {{type: array, required: true}}}}
+tasks:
+  - {{id: a, type: t.a, inputs: {{x: "${{{{ workflow.inputs.x }}}}"}}}}
+  - id: b
+    type: t.b
+    depends_on: [a]
+    when: "{ALL_CUBED}"
+    inputs: {{v: "${{{{ tasks.a.output.v }}}}"}}
+"""
+MAP_4 = (
+    "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, "
+    "workflow.inputs.xs.map(k, workflow.inputs.xs.map(l, i))))"
+)
+POISON_INPUT = f"""
+name: poison-input-restart
+inputs: {{x: {{type: integer, required: true}}, xs: {{type: array, required: true}}}}
+tasks:
+  - id: a
+    type: t.a
+    inputs: {{x: "${{{{ workflow.inputs.x }}}}", big: "${{{{ {MAP_4} }}}}"}}
+"""
+CASES = {
+    # (workflow, length of the list input, failing task, message prefix)
+    "when of three nested all() over 1,000": (POISON, 1000, "b", "tasks[1].when: "),
+    "input building 100^4 values": (POISON_INPUT, 100, "a", "tasks[0].inputs.big: "),
+}
+SANDBOX = b"execplan.executor.sandbox_child"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        c.start_server()
+        c.start_worker("w-1")
+        yield c
+    finally:
+        c.close()
+
+
+def sandboxes(parent: int) -> list[int]:
+    """Live sandbox processes whose parent is `parent` (0: any parent)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if SANDBOX in cmdline and state != "Z" and (not parent or int(ppid) == parent):
+            found.append(int(entry))
+    return found
+
+
+def server_pid(cluster: Cluster) -> int:
+    assert cluster.server is not None
+    return cluster.server.popen.pid
+
+
+async def connect(cluster: Cluster) -> ExecutorClient:
+    client = ExecutorClient(cluster.address)
+    async with asyncio.timeout(10):
+        while True:  # the first call on a new channel may race the listener
+            try:
+                await client.list_circuit_breakers()
+                return client
+            except UnavailableError:
+                await asyncio.sleep(0.05)
+
+
+async def until_sandbox(cluster: Cluster, within: float = 15) -> list[int]:
+    async with asyncio.timeout(within):
+        while not (found := sandboxes(server_pid(cluster))):  # noqa: ASYNC110 - /proc
+            await asyncio.sleep(0.02)
+    return found
+
+
+async def answered_until_done(client: ExecutorClient, execution_id: str) -> float:
+    """Other RPCs while the execution runs; the slowest answer in seconds."""
+    slowest = 0.0
+    async with asyncio.timeout(30):
+        while True:
+            began = time.monotonic()
+            state = (await client.get(execution_id)).state
+            await client.list_circuit_breakers()
+            assert [e async for e in client.list(page_size=5)]
+            slowest = max(slowest, time.monotonic() - began)
+            if state != ex.EXECUTION_STATE_RUNNING:
+                return slowest
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_sigkill_during_a_poison_evaluation_then_the_restart_answers_and_fails_it(
+    cluster: Cluster, case: str
+) -> None:
+    source, length, failing, field = CASES[case]
+    client = await connect(cluster)
+    inputs = {"x": 1, "xs": list(range(length))}
+    execution_id = (await client.start(source=source, inputs=inputs)).execution_id
+
+    running = await until_sandbox(cluster)  # the `when` is being evaluated
+    began = time.monotonic()
+    await client.get(execution_id)
+    assert time.monotonic() - began < 1.0  # the server answers meanwhile
+    cluster.kill_server()  # SIGKILL, mid-evaluation
+    await client.close()
+    async with asyncio.timeout(5):  # the sandbox process dies with its server
+        while any(pid in sandboxes(0) for pid in running):  # noqa: ASYNC110 - /proc
+            await asyncio.sleep(0.02)
+
+    await asyncio.to_thread(cluster.start_server)
+    client = await connect(cluster)
+    slowest = await answered_until_done(client, execution_id)
+    assert slowest < 1.0, f"an RPC took {slowest:.2f} s after the restart"
+
+    done = await client.get(execution_id)
+    assert done.state == ex.EXECUTION_STATE_FAILED
+    task = next(t for t in done.tasks if t.task_id == failing)
+    assert task.state == ex.TASK_STATE_FAILED
+    assert task.error.type == "ExpressionBudgetExceeded"
+    assert task.error.message.startswith(f"{field}evaluation took longer than its budget")
+    assert not task.error.retryable
+    events = await history(client, execution_id)
+    await client.close()
+
+    # Recorded: another restart folds the failure and evaluates nothing.
+    cluster.kill_server()
+    await asyncio.to_thread(cluster.start_server)
+    client = await connect(cluster)
+    try:
+        await asyncio.sleep(2.0)
+        assert sandboxes(server_pid(cluster)) == []
+        assert (await client.get(execution_id)).state == ex.EXECUTION_STATE_FAILED
+        assert await history(client, execution_id) == events
+        assert (await client.replay(execution_id)).deterministic
+    finally:
+        await client.close()
