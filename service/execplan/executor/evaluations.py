@@ -34,7 +34,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from execplan.errors import Unavailable
@@ -128,7 +128,7 @@ class LiveEvaluator(InlineFirst):
 class _Hold(Generic[Item]):
     inputs: list[Item]
     release: Callable[[list[Item]], None]
-    evaluated: bool = False
+    waiting: set[tuple[str, str, str]] = field(default_factory=set)  # request keys
     reloaded: bool = False
 
 
@@ -204,22 +204,32 @@ class Evaluations(Generic[Item]):
         release: Callable[[list[Item]], None],
     ) -> None:
         """Holds `inputs` (and later ones, see `hold`) until `request` is evaluated and
-        the execution reloaded (`reloaded`); then `release(inputs)`, in order."""
-        self._held[execution_id] = _Hold(list(inputs), release)
-        self.start(request, lambda: self._progress(execution_id, evaluated=True))
-
-    def reloaded(self, execution_id: str) -> None:
-        self._progress(execution_id, reloaded=True)
-
-    def _progress(
-        self, execution_id: str, *, evaluated: bool = False, reloaded: bool = False
-    ) -> None:
+        the execution reloaded (`reloaded`); then `release(inputs)`, in order. An
+        execution suspended again meanwhile (a dispatch round decided for it) waits
+        for both evaluations and the new reload."""
         hold = self._held.get(execution_id)
         if hold is None:
-            return
-        hold.evaluated = hold.evaluated or evaluated
-        hold.reloaded = hold.reloaded or reloaded
-        if hold.evaluated and hold.reloaded:
+            hold = self._held[execution_id] = _Hold(list(inputs), release)
+        else:
+            hold.inputs.extend(inputs)
+        hold.reloaded = False
+        hold.waiting.add(request.key)
+        self.start(request, lambda: self._evaluated(execution_id, request.key))
+
+    def reloaded(self, execution_id: str) -> None:
+        hold = self._held.get(execution_id)
+        if hold is not None:
+            hold.reloaded = True
+            self._maybe_release(execution_id, hold)
+
+    def _evaluated(self, execution_id: str, key: tuple[str, str, str]) -> None:
+        hold = self._held.get(execution_id)
+        if hold is not None:
+            hold.waiting.discard(key)
+            self._maybe_release(execution_id, hold)
+
+    def _maybe_release(self, execution_id: str, hold: _Hold[Item]) -> None:
+        if hold.reloaded and not hold.waiting:
             del self._held[execution_id]
             hold.release(hold.inputs)
 
