@@ -69,6 +69,9 @@ class ServerConfig:
     max_worker_streams: int = 0
     start_rate: float = 0.0
     start_burst: int = 10
+    # Budget of an expression too expensive to evaluate inline (docs/expressions.md).
+    expression_timeout_ms: int = 1_000
+    expression_memory_mib: int = 1_024
 
     @property
     def tls(self) -> bool:

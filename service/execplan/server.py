@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any, Protocol, cast
 
 import grpc
-from execplan.config import ServerConfig, split_host_port
+from execplan.config import MIB, ServerConfig, split_host_port
 from execplan.errors import InvalidArgument, Unavailable
 from execplan.wire.health import HealthServicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -133,6 +133,8 @@ def build_components(config: ServerConfig) -> list[Component]:
     components: list[Component] = []
     if config.run_executor:
         from execplan.executor.component import ExecutorComponent  # noqa: PLC0415
+        from execplan.executor.engine import EngineConfig  # noqa: PLC0415
+        from execplan.executor.sandbox import ExpressionBudget  # noqa: PLC0415
         from execplan.executor.secrets import SecretsFileError, provider_for  # noqa: PLC0415
 
         try:
@@ -144,6 +146,12 @@ def build_components(config: ServerConfig) -> list[Component]:
             ExecutorComponent(
                 config.db_path,
                 planner_address=None if config.run_planner else config.planner_address,
+                config=EngineConfig(
+                    expressions=ExpressionBudget(
+                        timeout_ms=config.expression_timeout_ms,
+                        memory_bytes=config.expression_memory_mib * MIB,
+                    )
+                ),
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,
                 replica=_replica(config),

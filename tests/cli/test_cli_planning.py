@@ -113,7 +113,14 @@ def test_a_file_over_the_size_limit_is_not_read_whole(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("bogus",), ("plan",), ("plan", "x.yaml", "--format", "png"), ("serve", "--listen", "x")],
+    [
+        (),
+        ("bogus",),
+        ("plan",),
+        ("plan", "x.yaml", "--format", "png"),
+        ("serve", "--listen", "x"),
+        ("serve", "--expression-timeout", "0"),
+    ],
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
     run = execplan(*args)

@@ -10,7 +10,9 @@ with ExpressionBudgetExceeded, and after a further restart never evaluates it ag
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,11 @@ from execplan.v1 import execution_pb2 as ex
 
 if TYPE_CHECKING:
     from tests.integration.harness import Cluster
+    from tests.support.processes import CLI, LISTENING, serve_args, stop
     from tests.support.server import history
 else:  # tests/ is on sys.path: see tests/support/__init__.py
     from integration.harness import Cluster
+    from support.processes import CLI, LISTENING, serve_args, stop
     from support.server import history
 
 ALL_CUBED = (
@@ -174,3 +178,51 @@ async def test_sigkill_during_a_poison_evaluation_then_the_restart_answers_and_f
         assert (await client.replay(execution_id)).deterministic
     finally:
         await client.close()
+
+
+ROOT_POISON = f"""
+name: root-poison
+inputs: {{xs: {{type: array, required: true}}}}
+tasks:
+  - id: a
+    type: t.never
+    when: "{ALL_CUBED}"
+"""
+
+
+def test_execplan_serve_takes_the_budget_from_its_options(tmp_path: Path) -> None:
+    """`execplan serve --expression-timeout 300`; `execplan run --wait` of a workflow
+    whose first task has the poison `when` (decided while StartExecution runs, so no
+    worker is needed) ends FAILED, the error on the last line."""
+    workflow = tmp_path / "poison.yaml"
+    workflow.write_text(ROOT_POISON)
+    server = subprocess.Popen(
+        [*serve_args(tmp_path / "execplan.db"), "--expression-timeout", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith(LISTENING), line
+        inputs = json.dumps({"xs": list(range(1000))})
+        run = subprocess.run(
+            [*CLI, "run", str(workflow), "--inputs-json", inputs, "--wait"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "EXECPLAN_ADDRESS": line.split()[-1]},
+        )
+    finally:
+        stop(server)
+    assert run.returncode == 1
+    *progress, message = run.stderr.splitlines()  # progress lines, then the verdict
+    assert any(" a FAILED (ExpressionBudgetExceeded: tasks[0].when: " in p for p in progress)
+    assert message.startswith("execplan: execution ")
+    assert message.endswith(
+        " ended FAILED: ExpressionBudgetExceeded: task a: tasks[0].when: "
+        "evaluation took longer than its budget of 300 ms "
+        "(workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, workflow.inputs.xs.all(k,...)"
+    )

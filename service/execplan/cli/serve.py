@@ -151,6 +151,21 @@ def _add_executor_options(p: Any) -> None:
         help="PostgreSQL only: a replica silent this long is taken over (default: 5)",
     )
     p.add_argument(
+        "--expression-timeout",
+        type=int,
+        default=1_000,
+        metavar="MS",
+        help="longest a CEL expression too expensive to run inline may take; over it, "
+        "its task fails with ExpressionBudgetExceeded (default: 1000; docs/expressions.md)",
+    )
+    p.add_argument(
+        "--expression-memory-mib",
+        type=int,
+        default=1_024,
+        metavar="MIB",
+        help="memory of the process such an expression runs in (default: 1024)",
+    )
+    p.add_argument(
         "--peer-ca",
         metavar="PEM",
         help="PostgreSQL + TLS: CA of the other replicas' certificates, trusted when a "
@@ -227,6 +242,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise CliError("--tls-client-ca needs --tls-cert and --tls-key", EXIT_USAGE)
     if getattr(args, "peer_ca", None) and not args.tls_cert:
         raise CliError("--peer-ca needs --tls-cert and --tls-key (TLS replicas)", EXIT_USAGE)
+    timeout = getattr(args, "expression_timeout", 1_000)  # `planner` has no executor options
+    memory = getattr(args, "expression_memory_mib", 1_024)
+    if timeout <= 0 or memory <= 0:
+        raise CliError("--expression-timeout and --expression-memory-mib must be > 0", EXIT_USAGE)
     if args.max_worker_streams < 0 or args.start_rate < 0 or args.start_burst < 1:
         raise CliError(
             "--max-worker-streams and --start-rate must be >= 0, --start-burst >= 1", EXIT_USAGE
@@ -262,6 +281,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_worker_streams=args.max_worker_streams,
         start_rate=args.start_rate,
         start_burst=args.start_burst,
+        expression_timeout_ms=timeout,
+        expression_memory_mib=memory,
     )
 
 
