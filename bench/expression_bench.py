@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/expression_bench.py [--tasks 2000] [--repeat 7] [--source DIR]
 
+Process CPU time (the box is usually shared), the median over `--repeat` runs.
+
 Drives the Machine directly (no server, no I/O), through its public methods only, so
 `--source` (another checkout, e.g. `git archive` of main into DIR) measures the same
 thing on older code:
@@ -10,7 +12,9 @@ thing on older code:
   the same without the `when`: microseconds per evaluation on the inline path
   (`start_us_per_task`: the whole start, queuing included);
 - `inputs`: `dispatch()` of N queued tasks whose inputs hold an expression and a
-  template reading an upstream output, minus the same with literal inputs.
+  template reading an upstream output, minus the same with literal inputs;
+- `chain`: a chain of N tasks without expressions, per step dispatch + ack + result:
+  the decisions of W2 (bench/executor_bench.py) without the I/O.
 
 Without `--source` it also measures the sandbox (this checkout only): the round trip
 of one small comprehension, and the time until a poison `when` (three nested `.all()`
@@ -28,6 +32,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+
+def _clock() -> float:
+    # CPU time of this process: the box is shared, and waiting for a CPU is not cost.
+    return time.process_time()
 
 
 def _plan(tasks: int, *, when: bool, inputs: bool, after_up: bool) -> Any:
@@ -63,9 +72,9 @@ def _start_us(tasks: int, when: bool) -> float:
     from execplan.executor.state import new_state  # noqa: PLC0415
 
     plan = _plan(tasks, when=when, inputs=False, after_up=False)
-    began = time.perf_counter()
+    began = _clock()
     Machine(new_state("e-1", plan), 1_000).start({"n": 3, "who": "ada"}, "", "", {})
-    return (time.perf_counter() - began) * 1e6
+    return (_clock() - began) * 1e6
 
 
 def _dispatch_us(tasks: int, inputs: bool) -> float:
@@ -78,10 +87,35 @@ def _dispatch_us(tasks: int, inputs: bool) -> float:
     machine.start({"n": 3, "who": "ada"}, "", "", {})
     machine.dispatch(0, "w")
     machine.succeeded(state.tasks[0], {"v": 41})
-    began = time.perf_counter()
+    began = _clock()
     for index in range(1, tasks + 1):
         machine.dispatch(index, "w")
-    return (time.perf_counter() - began) * 1e6
+    return (_clock() - began) * 1e6
+
+
+def _chain_us(steps: int) -> float:
+    """A chain without expressions through the Machine: start, then per step dispatch,
+    ack and result (what the engine decides per task in W2, minus I/O)."""
+    from execplan.executor.machine import Machine  # noqa: PLC0415
+    from execplan.executor.plan_view import decode_plan  # noqa: PLC0415
+    from execplan.executor.state import new_state  # noqa: PLC0415
+    from execplan.planner import compile_source  # noqa: PLC0415
+    from execplan.wire.plan_codec import encode_plan  # noqa: PLC0415
+
+    lines = ["name: chain", "tasks:", "  - {id: s0, type: t}"]
+    lines += [f"  - {{id: s{i}, type: t, depends_on: [s{i - 1}]}}" for i in range(1, steps)]
+    result = compile_source("\n".join(lines) + "\n")
+    assert result.plan is not None
+    plan = decode_plan(encode_plan(result.plan))
+    state = new_state("e-1", plan)
+    began = _clock()
+    Machine(state, 1_000).start({}, "", "", {})
+    for index in range(steps):
+        Machine(state, 1_000).dispatch(index, "w")
+        task = state.tasks[index]
+        Machine(state, 1_000).acknowledged(task)
+        Machine(state, 1_000).succeeded(task, {})
+    return (_clock() - began) * 1e6 / steps
 
 
 def _sandbox() -> dict[str, float]:
@@ -107,8 +141,9 @@ def _sandbox() -> dict[str, float]:
 
 
 def measure(tasks: int, repeat: int, sandbox: bool) -> dict[str, float]:
-    when, no_when, inputs, literal = [], [], [], []
+    when, no_when, inputs, literal, chain = [], [], [], [], []
     for _ in range(repeat):
+        chain.append(_chain_us(tasks))
         no_when.append(_start_us(tasks, False))
         when.append(_start_us(tasks, True))
         literal.append(_dispatch_us(tasks, False))
@@ -118,6 +153,7 @@ def measure(tasks: int, repeat: int, sandbox: bool) -> dict[str, float]:
         "inputs_us_per_dispatch": (statistics.median(inputs) - statistics.median(literal)) / tasks,
         "start_us_per_task": statistics.median(when) / tasks,
         "dispatch_us_per_task": statistics.median(inputs) / tasks,
+        "chain_us_per_step": statistics.median(chain),
     }
     if sandbox:
         result.update(_sandbox())

@@ -150,9 +150,6 @@ class Evaluations(Generic[Item]):
         if waiters is not None:
             waiters.append(then)
             return
-        if self.memo.get(request) is not None:  # answered while the input was queued
-            then()
-            return
         self._running[request.key] = [then]
         loop = asyncio.get_running_loop()
         try:
