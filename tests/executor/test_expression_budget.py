@@ -1,10 +1,13 @@
 """Run-time CEL with a budget, off the event loop (a real server in process, SDK workers).
 
-An expression too expensive to evaluate inline runs in the sandbox process; the
-server keeps answering meanwhile, and one over its budget fails its task (or, for an
-output, the execution) with ExpressionBudgetExceeded naming the field. The exact
-expressions of the report: three nested `.all()` over 1,000 elements in a `when`, and
-an input that builds 100^4 values.
+The report's expressions, three nested `.all()` over 1,000 elements in a `when` and
+an input building 100^4 values, are refused when the workflow compiles (more than two
+nested comprehensions), and at run time too when a plan carries them without this
+planner. Two nested ones pass the planner yet are just as bad over a longer list:
+two `.all()` over 10,000 elements are 10^8 steps, two `.map()` build 10^8 values.
+Those run in the sandbox process; the server keeps answering meanwhile, and one over
+its budget fails its task (or, for an output, the execution) with
+ExpressionBudgetExceeded naming the field.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from execplan.client import InvalidArgumentError
 from execplan.client.values import from_value
 from execplan.executor.sandbox import ExpressionBudget
+from execplan.planner import compile_source
 from execplan.v1 import execution_pb2 as ex
+from execplan.wire.plan_codec import encode_plan
 
 from .conftest import FAST, Env
 
@@ -31,12 +37,24 @@ else:
 BUDGET_MS = 1_000
 CONFIG = dataclasses.replace(FAST, expressions=ExpressionBudget(timeout_ms=BUDGET_MS))
 XS_1000 = list(range(1000))
+XS_10000 = list(range(10_000))
 
+# As reported: refused by the planner (more than two nested comprehensions).
 ALL_CUBED = (
     "workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, "
     "workflow.inputs.xs.all(k, i + j + k >= 0)))"
 )
-POISON_WHEN = f"""
+MAP_4 = (
+    "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, "
+    "workflow.inputs.xs.map(k, workflow.inputs.xs.map(l, i))))"
+)
+# Within the planner's bounds, as expensive over 10,000 elements.
+ALL_SQUARED = "workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, i + j >= 0))"
+MAP_2 = "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, i))"
+
+
+def when_flow(when: str) -> str:
+    return f"""
 name: poison-when
 inputs: {{xs: {{type: array, required: true}}}}
 tasks:
@@ -44,20 +62,23 @@ tasks:
   - id: b
     type: t.echo
     depends_on: [a]
-    when: "{ALL_CUBED}"
+    when: "{when}"
 """
-MAP_4 = (
-    "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, "
-    "workflow.inputs.xs.map(k, workflow.inputs.xs.map(l, i))))"
-)
-POISON_INPUT = f"""
+
+
+def input_flow(expression: str) -> str:
+    return f"""
 name: poison-input
 inputs: {{xs: {{type: array, required: true}}}}
 tasks:
   - id: a
     type: t.echo
-    inputs: {{big: "${{{{ {MAP_4} }}}}"}}
+    inputs: {{big: "${{{{ {expression} }}}}"}}
 """
+
+
+POISON_WHEN = when_flow(ALL_SQUARED)
+POISON_INPUT = input_flow(MAP_2)
 HEALTHY = """
 name: healthy
 inputs: {n: {type: integer, required: true}}
@@ -106,10 +127,39 @@ def task(execution: ex.Execution, task_id: str) -> ex.TaskRun:
     return next(t for t in execution.tasks if t.task_id == task_id)
 
 
-async def test_a_when_of_three_nested_alls_fails_its_task_and_the_server_keeps_answering(
+async def test_the_reported_expressions_are_refused_when_the_workflow_compiles(
     env: Env,
 ) -> None:
-    execution_id = await env.start(POISON_WHEN, {"xs": XS_1000})
+    for source, field in (
+        (when_flow(ALL_CUBED), "tasks[1].when"),
+        (input_flow(MAP_4), "tasks[0].inputs.big"),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await env.start(source, {"xs": XS_1000})
+        assert f"{field}: expression-too-costly: " in str(refused.value)
+
+
+async def test_a_plan_made_without_the_planner_cannot_run_them_either(env: Env) -> None:
+    compiled = compile_source(when_flow("size(workflow.inputs.xs) > 0"))
+    assert compiled.plan is not None
+    plan = encode_plan(compiled.plan)
+    plan.nodes[1].condition.source = ALL_CUBED  # RegisterPlan checks structure only
+    plan.plan_id = "made-by-hand-1"
+    plan_id = await env.client.register_plan(plan)
+    began = time.monotonic()
+    started = await env.client.start(plan_id=plan_id, inputs={"xs": XS_1000})
+    done = await env.finish(started.execution_id)
+    b = task(done, "b")
+    assert b.error.type == "ExpressionBudgetExceeded"
+    assert b.error.message.startswith("tasks[1].when: expression-too-costly: ")
+    assert time.monotonic() - began < BUDGET_MS / 1000  # refused, not run
+    assert (await env.client.replay(done.execution_id)).deterministic
+
+
+async def test_a_when_over_its_budget_fails_its_task_and_the_server_keeps_answering(
+    env: Env,
+) -> None:
+    execution_id = await env.start(POISON_WHEN, {"xs": XS_10000})
     slowest = await probe_while(env, execution_id)
     assert slowest < 1.0, f"an RPC took {slowest:.2f} s while the expression ran"
 
@@ -132,8 +182,8 @@ async def test_a_when_of_three_nested_alls_fails_its_task_and_the_server_keeps_a
     assert time.monotonic() - began < BUDGET_MS / 1000  # taken from the log, not re-run
 
 
-async def test_an_input_that_builds_100_to_the_4th_values_fails_its_task(env: Env) -> None:
-    execution_id = await env.start(POISON_INPUT, {"xs": list(range(100))})
+async def test_an_input_building_10_to_the_8th_values_fails_its_task(env: Env) -> None:
+    execution_id = await env.start(POISON_INPUT, {"xs": XS_10000})
     slowest = await probe_while(env, execution_id)
     assert slowest < 1.0
 
@@ -156,9 +206,9 @@ tasks:
   - {{id: a, type: t.echo}}
 outputs:
   fine: "${{{{ size(workflow.inputs.xs) }}}}"
-  y: "${{{{ {ALL_CUBED} }}}}"
+  y: "${{{{ {ALL_SQUARED} }}}}"
 """
-    execution_id = await env.start(source, {"xs": XS_1000})
+    execution_id = await env.start(source, {"xs": XS_10000})
     done = await env.finish(execution_id, within=20)
     assert done.state == ex.EXECUTION_STATE_FAILED
     assert done.error.type == "ExpressionBudgetExceeded"

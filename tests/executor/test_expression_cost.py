@@ -116,3 +116,12 @@ def test_measure_stops_once_past_a_maximum() -> None:
     assert 10_000 < nbytes < 12_000
     # {} 2 + "a" 2 + [] 2 + 1 8 + "bc" 2 + None 8 + True 8 bytes, in 6 values
     assert measure({"a": [1, "bc", None, True]}, INLINE_VALUES, 1 << 20) == (6, 32)
+
+
+def test_a_source_over_the_planners_bounds_is_refused_not_evaluated() -> None:
+    cubed = "xs.all(i, xs.all(j, xs.all(k, i + j + k >= 0)))"
+    assert shape(cubed).refused.startswith("expression-too-costly: ")
+    huge = "1" + " + 1" * 10_000  # over 16 KiB: refused without being read
+    assert shape(huge).refused.startswith("expression-too-large: ")
+    assert not shape(huge).may_inline
+    assert shape("xs.all(i, xs.all(j, i + j >= 0))").refused == ""

@@ -1,10 +1,13 @@
 """A poison expression and SIGKILL: a server process on real SQLite, an SDK worker process.
 
-A `when` of three nested `.all()` over 1,000 elements used to freeze the executor,
-and, because the execution is stored, freeze it again after every restart. Now it
-runs in a sandbox process within its budget: the server is SIGKILLed while it runs
-(the sandbox process dies with it), comes back answering at once, fails the task
-with ExpressionBudgetExceeded, and after a further restart never evaluates it again.
+A `when` of nested `.all()` over a long list used to freeze the executor and, because
+the execution is stored, freeze it again after every restart (three nested ones over
+1,000 elements are now refused when compiled; two over 10,000 elements pass the
+planner and are as bad: 10^8 steps). Now it runs in a sandbox process within its
+budget: the server is SIGKILLed while it runs (the sandbox process dies with it),
+comes back answering at once, fails the task with ExpressionBudgetExceeded, and after
+a further restart never evaluates it again. The same for an input building 10^8
+values, and through `execplan serve`'s own options.
 """
 
 from __future__ import annotations
@@ -31,10 +34,7 @@ else:  # tests/ is on sys.path: see tests/support/__init__.py
     from support.processes import CLI, LISTENING, serve_args, stop
     from support.server import history
 
-ALL_CUBED = (
-    "workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, "
-    "workflow.inputs.xs.all(k, i + j + k >= 0)))"
-)
+ALL_SQUARED = "workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, i + j >= 0))"
 POISON = f"""
 name: poison-restart
 inputs: {{x: {{type: integer, required: true}}, xs: {{type: array, required: true}}}}
@@ -43,25 +43,22 @@ tasks:
   - id: b
     type: t.b
     depends_on: [a]
-    when: "{ALL_CUBED}"
+    when: "{ALL_SQUARED}"
     inputs: {{v: "${{{{ tasks.a.output.v }}}}"}}
 """
-MAP_4 = (
-    "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, "
-    "workflow.inputs.xs.map(k, workflow.inputs.xs.map(l, i))))"
-)
+MAP_2 = "workflow.inputs.xs.map(i, workflow.inputs.xs.map(j, i))"
 POISON_INPUT = f"""
 name: poison-input-restart
 inputs: {{x: {{type: integer, required: true}}, xs: {{type: array, required: true}}}}
 tasks:
   - id: a
     type: t.a
-    inputs: {{x: "${{{{ workflow.inputs.x }}}}", big: "${{{{ {MAP_4} }}}}"}}
+    inputs: {{x: "${{{{ workflow.inputs.x }}}}", big: "${{{{ {MAP_2} }}}}"}}
 """
 CASES = {
     # (workflow, length of the list input, failing task, message prefix)
-    "when of three nested all() over 1,000": (POISON, 1000, "b", "tasks[1].when: "),
-    "input building 100^4 values": (POISON_INPUT, 100, "a", "tasks[0].inputs.big: "),
+    "when of two nested all() over 10,000": (POISON, 10_000, "b", "tasks[1].when: "),
+    "input building 10^8 values": (POISON_INPUT, 10_000, "a", "tasks[0].inputs.big: "),
 }
 SANDBOX = b"execplan.executor.sandbox_child"
 
@@ -186,7 +183,7 @@ inputs: {{xs: {{type: array, required: true}}}}
 tasks:
   - id: a
     type: t.never
-    when: "{ALL_CUBED}"
+    when: "{ALL_SQUARED}"
 """
 
 
@@ -206,7 +203,7 @@ def test_execplan_serve_takes_the_budget_from_its_options(tmp_path: Path) -> Non
         assert server.stdout is not None
         line = server.stdout.readline()
         assert line.startswith(LISTENING), line
-        inputs = json.dumps({"xs": list(range(1000))})
+        inputs = json.dumps({"xs": list(range(10_000))})
         run = subprocess.run(
             [*CLI, "run", str(workflow), "--inputs-json", inputs, "--wait"],
             capture_output=True,
@@ -224,5 +221,5 @@ def test_execplan_serve_takes_the_budget_from_its_options(tmp_path: Path) -> Non
     assert message.endswith(
         " ended FAILED: ExpressionBudgetExceeded: task a: tasks[0].when: "
         "evaluation took longer than its budget of 300 ms "
-        "(workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, workflow.inputs.xs.all(k,...)"
+        "(workflow.inputs.xs.all(i, workflow.inputs.xs.all(j, i + j >= 0)))"
     )

@@ -17,15 +17,20 @@ from functools import lru_cache
 from typing import Any
 
 import cel
+from execplan.errors import is_native_panic
+
+# Programs by source; like planner/cache.py's small_key_cache (not imported: it would
+# pull the planner into the sandbox process), long sources are not kept alive.
+_CACHED_CHARS = 1024
+_compiled = lru_cache(maxsize=65536)(cel.compile)
 
 
 class CelFailure(Exception):
     """The expression failed (a CEL error, or the library panicked); `str()` says why."""
 
 
-@lru_cache(maxsize=65536)
 def _program(source: str) -> Any:
-    return cel.compile(source)
+    return _compiled(source) if len(source) <= _CACHED_CHARS else cel.compile(source)
 
 
 def execute(source: str, context: dict[str, Any]) -> Any:
@@ -35,14 +40,9 @@ def execute(source: str, context: dict[str, Any]) -> Any:
     except Exception as error:
         raise CelFailure(describe(error)) from error
     except BaseException as error:
-        if not is_panic(error):
+        if not is_native_panic(error):
             raise
         raise CelFailure(f"the CEL library failed: {_first_line(error)}") from error
-
-
-def is_panic(error: BaseException) -> bool:
-    """A Rust panic raised through pyo3 (its class is created at run time)."""
-    return type(error).__name__ == "PanicException"
 
 
 def describe(error: BaseException) -> str:

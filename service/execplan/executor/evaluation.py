@@ -143,6 +143,9 @@ class InlineFirst:
         self, expr: Expr, context: Mapping[str, JsonValue], where: Where, path: Path
     ) -> JsonValue:
         form = shape(expr.source)
+        if form.refused:  # a plan that did not come from this planner
+            field = field_of(where, path)
+            raise ExpressionBudgetExceeded(f"{field}: {form.refused}")
         handed = narrow(form, context)
         if inline(form, handed):
             try:

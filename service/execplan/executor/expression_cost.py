@@ -24,6 +24,10 @@ What an expression is handed is narrowed to what it reads (the planner's analysi
 `tasks.ID`, `workflow.inputs.NAME`, `execution`), so a large input that one task
 uses does not make every other expression expensive. An expression the analysis
 cannot account for (a plan that did not come from this planner) is handed everything.
+
+A source over the planner's static bounds (size, nesting, depth, nested
+comprehensions: planner/expressions.py `check_expression_bounds`) is never evaluated
+at all; only a plan registered without this planner can carry one (`Shape.refused`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from execplan.planner.expressions import analyze_expression
+from execplan.planner.cache import small_key_cache
+from execplan.planner.expressions import (
+    MAX_EXPRESSION_BYTES,
+    analyze_expression,
+    check_expression_bounds,
+)
 
 MAX_INLINE_SOURCE = 4096
 INLINE_VALUES = 2048
@@ -69,15 +78,37 @@ class Shape:
     comprehension: bool
     regex: bool
     narrowing: Narrowing | None
+    refused: str = ""  # "code: message" of a static bound it is over
 
     @property
     def may_inline(self) -> bool:
         return not self.comprehension and self.length <= MAX_INLINE_SOURCE
 
 
-@lru_cache(maxsize=65536)
 def shape(source: str) -> Shape:
+    """Cached by source, but never keeping a long one alive: over the size bound the
+    answer takes no reading (refused), up to 1 KiB the cache is large, up to the
+    bound (16 KiB) small."""
+    if len(source) > MAX_EXPRESSION_BYTES:
+        return _measure_source(source)
+    return _shape(source) if len(source) <= 1024 else _long_shape(source)
+
+
+@small_key_cache(maxsize=32768)
+def _shape(source: str) -> Shape:
+    return _measure_source(source)
+
+
+@lru_cache(maxsize=256)  # up to 16 KiB each: a few MiB at most
+def _long_shape(source: str) -> Shape:
+    return _measure_source(source)
+
+
+def _measure_source(source: str) -> Shape:
     length = len(source)
+    refused = check_expression_bounds(source)
+    if refused is not None:
+        return Shape(length, 0, True, True, None, f"{refused[0]}: {refused[1]}")
     if length > MAX_INLINE_SOURCE:  # never inline; not worth analysing on the loop
         return Shape(length, length, True, True, None)
     return Shape(
