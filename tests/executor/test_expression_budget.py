@@ -3,9 +3,9 @@
 The report's expressions, three nested `.all()` over 1,000 elements in a `when` and
 an input building 100^4 values, are refused when the workflow compiles (more than two
 nested comprehensions), and at run time too when a plan carries them without this
-planner. Two nested ones pass the planner yet are just as bad over a longer list:
-two `.all()` over 10,000 elements are 10^8 steps, two `.map()` build 10^8 values.
-Those run in the sandbox process; the server keeps answering meanwhile, and one over
+planner (a plan stored before client plans were checked). Two nested ones pass the
+planner yet are just as bad over a longer list: two `.all()` over 10,000 elements are
+10^8 steps, two `.map()` build 10^8 values. Those run in the sandbox process; the server keeps answering meanwhile, and one over
 its budget fails its task (or, for an output, the execution) with
 ExpressionBudgetExceeded naming the field.
 """
@@ -139,21 +139,26 @@ async def test_the_reported_expressions_are_refused_when_the_workflow_compiles(
         assert f"{field}: expression-too-costly: " in str(refused.value)
 
 
-async def test_a_plan_made_without_the_planner_cannot_run_them_either(env: Env) -> None:
+async def test_a_stored_plan_over_the_bounds_never_runs_them_either(env: Env) -> None:
     compiled = compile_source(when_flow("size(workflow.inputs.xs) > 0"))
     assert compiled.plan is not None
     plan = encode_plan(compiled.plan)
-    plan.nodes[1].condition.source = ALL_CUBED  # RegisterPlan checks structure only
+    plan.nodes[1].condition.source = ALL_CUBED
     plan.plan_id = "made-by-hand-1"
-    plan_id = await env.client.register_plan(plan)
+    # A client's plan is refused when it arrives (wire/plan_check.py) ...
+    with pytest.raises(InvalidArgumentError, match="expression-too-costly"):
+        await env.client.register_plan(plan)
+    # ... but one stored before that check existed still reaches the executor: its
+    # expression is refused there too, never compiled, and the task fails at once.
+    await env.executor.engine.register_plan(plan)
     began = time.monotonic()
-    started = await env.client.start(plan_id=plan_id, inputs={"xs": XS_1000})
+    started = await env.client.start(plan_id=plan.plan_id, inputs={"xs": XS_1000})
     done = await env.finish(started.execution_id)
     b = task(done, "b")
     assert b.error.type == "ExpressionBudgetExceeded"
     assert b.error.message.startswith("tasks[1].when: expression-too-costly: ")
     assert time.monotonic() - began < BUDGET_MS / 1000  # refused, not run
-    assert (await env.client.replay(done.execution_id)).deterministic
+    assert env.executor.engine.evaluations.sandbox.started == 0
 
 
 async def test_a_when_over_its_budget_fails_its_task_and_the_server_keeps_answering(

@@ -20,6 +20,8 @@ import pytest
 from execplan.cli import main
 from execplan.errors import is_native_panic
 from execplan.executor.bindings import EvaluationError, Expr
+from execplan.executor.cel_runtime import CelFailure, execute
+from execplan.executor.evaluation import DEFAULT_EVALUATOR, Where, evaluate_binding
 from execplan.v1 import planner_service_pb2, planner_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -268,10 +270,14 @@ def _panic() -> BaseException:
 
 
 def test_a_panic_while_evaluating_is_an_evaluation_error() -> None:
-    """The executor's evaluation (which compiles on first use) turns a panic into an
-    EvaluationError, which fails the task, instead of letting it unwind the loop."""
-    with pytest.raises(EvaluationError, match="expression library failed"):
-        Expr("(" * 100_000, ()).evaluate({})
+    """The one place the executor runs `cel` (inline and in the sandbox process) turns
+    a panic into a CelFailure, instead of letting it unwind the loop; the Machine's
+    evaluation never even compiles such a source (over the bounds): its task fails."""
+    with pytest.raises(CelFailure, match="expression library failed"):
+        execute("(" * 100_000, {})
+    where = Where("e-1", "tasks[0].when")
+    with pytest.raises(EvaluationError, match=r"^tasks\[0\]\.when: expression-too-large: "):
+        evaluate_binding(Expr("(" * 100_000, ()), {}, DEFAULT_EVALUATOR, where)
 
 
 def test_a_panic_in_the_cli_is_exit_70_without_a_traceback(

@@ -42,7 +42,7 @@ def execute(source: str, context: dict[str, Any]) -> Any:
     except BaseException as error:
         if not is_native_panic(error):
             raise
-        raise CelFailure(f"the CEL library failed: {_first_line(error)}") from error
+        raise CelFailure(f"the expression library failed: {_first_line(error)}") from error
 
 
 def describe(error: BaseException) -> str:
