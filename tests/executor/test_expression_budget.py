@@ -5,9 +5,9 @@ an input building 100^4 values, are refused when the workflow compiles (more tha
 nested comprehensions), and at run time too when a plan carries them without this
 planner (a plan stored before client plans were checked). Two nested ones pass the
 planner yet are just as bad over a longer list: two `.all()` over 10,000 elements are
-10^8 steps, two `.map()` build 10^8 values. Those run in the sandbox process; the server keeps answering meanwhile, and one over
-its budget fails its task (or, for an output, the execution) with
-ExpressionBudgetExceeded naming the field.
+10^8 steps, two `.map()` build 10^8 values. Those run in the sandbox process; the
+server keeps answering meanwhile, and one over its budget fails its task (or, for an
+output, the execution) with ExpressionBudgetExceeded naming the field.
 """
 
 from __future__ import annotations
