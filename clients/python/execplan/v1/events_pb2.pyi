@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from execplan.v1 import execution_pb2 as _execution_pb2
+from execplan.v1 import plan_pb2 as _plan_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -96,6 +97,11 @@ class ExecutionEvent(_message.Message):
     COMPENSATION_STARTED_FIELD_NUMBER: _builtins.int
     EXECUTION_COMPLETED_FIELD_NUMBER: _builtins.int
     TASK_PROGRESS_FIELD_NUMBER: _builtins.int
+    TASK_EXPANDED_FIELD_NUMBER: _builtins.int
+    ITERATION_COMPLETED_FIELD_NUMBER: _builtins.int
+    PLAN_REVISED_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_STARTED_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_ENDED_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     sequence: _builtins.int
     """1-based, gap-free per execution."""
@@ -143,6 +149,18 @@ class ExecutionEvent(_message.Message):
     def execution_completed(self) -> Global___ExecutionCompleted: ...
     @_builtins.property
     def task_progress(self) -> Global___TaskProgress: ...
+    @_builtins.property
+    def task_expanded(self) -> Global___TaskExpanded:
+        """Plans that grow at runtime (docs/runtime-plans.md)."""
+
+    @_builtins.property
+    def iteration_completed(self) -> Global___IterationCompleted: ...
+    @_builtins.property
+    def plan_revised(self) -> Global___PlanRevised: ...
+    @_builtins.property
+    def child_execution_started(self) -> Global___ChildExecutionStarted: ...
+    @_builtins.property
+    def child_execution_ended(self) -> Global___ChildExecutionEnded: ...
     def __init__(
         self,
         *,
@@ -170,12 +188,17 @@ class ExecutionEvent(_message.Message):
         compensation_started: Global___CompensationStarted | None = ...,
         execution_completed: Global___ExecutionCompleted | None = ...,
         task_progress: Global___TaskProgress | None = ...,
+        task_expanded: Global___TaskExpanded | None = ...,
+        iteration_completed: Global___IterationCompleted | None = ...,
+        plan_revised: Global___PlanRevised | None = ...,
+        child_execution_started: Global___ChildExecutionStarted | None = ...,
+        child_execution_ended: Global___ChildExecutionEnded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "kind", b"kind", "recorded_at", b"recorded_at", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "kind", b"kind", "recorded_at", b"recorded_at", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress", "task_expanded", "iteration_completed", "plan_revised", "child_execution_started", "child_execution_ended"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -236,11 +259,21 @@ class ExecutionStarted(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     workflow_name: _builtins.str
     workflow_version: _builtins.str
     request_id: _builtins.str
     fairness_key: _builtins.str
+    parent_execution_id: _builtins.str
+    """For a child execution (a `builtin.workflow` task): the execution and the task
+    (`review` or `review[3]`) that started it; empty for a top-level execution.
+    """
+    parent_task_id: _builtins.str
+    depth: _builtins.int
+    """Child executions above this one: 0 for a top-level execution."""
     @_builtins.property
     def inputs(self) -> _struct_pb2.Struct:
         """Inputs after defaults were applied and types checked."""
@@ -259,10 +292,13 @@ class ExecutionStarted(_message.Message):
         request_id: _builtins.str = ...,
         fairness_key: _builtins.str = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        parent_execution_id: _builtins.str = ...,
+        parent_task_id: _builtins.str = ...,
+        depth: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fairness_key", b"fairness_key", "inputs", b"inputs", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -277,19 +313,23 @@ class TaskQueued(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     phase: _execution_pb2.TaskPhase.ValueType
     attempt: _builtins.int
+    iteration: _builtins.int
+    """For a `repeat` task: the iteration this attempt series runs (0-based)."""
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         phase: _execution_pb2.TaskPhase.ValueType = ...,
         attempt: _builtins.int = ...,
+        iteration: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "phase", b"phase", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "iteration", b"iteration", "phase", b"phase", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -841,3 +881,200 @@ class ExecutionCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionCompleted: _TypeAlias = ExecutionCompleted  # noqa: Y015
+
+@_typing.final
+class TaskExpanded(_message.Message):
+    """A `for_each` task's list was evaluated: it runs as `count` instances
+    `<task_id>[0]`... `<task_id>[count-1]`, instance i reading `items[i]` as `item`.
+    Recorded before any instance is queued; replay reads the items from here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    count: _builtins.int
+    @_builtins.property
+    def items(self) -> _struct_pb2.ListValue: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+        items: _struct_pb2.ListValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "items", b"items", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskExpanded: _TypeAlias = TaskExpanded  # noqa: Y015
+
+@_typing.final
+class IterationCompleted(_message.Message):
+    """One iteration of a `repeat` task succeeded and `until` was evaluated. Next comes
+    TaskSucceeded (done), TaskQueued for the next iteration, or TaskFailed with
+    `RepeatExhausted` after the last allowed iteration.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    iteration: _builtins.int
+    done: _builtins.bool
+    """The value of `until`."""
+    @_builtins.property
+    def token(self) -> Global___AttemptToken: ...
+    @_builtins.property
+    def output(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+        token: Global___AttemptToken | None = ...,
+        output: _struct_pb2.Value | None = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "iteration", b"iteration", "output", b"output", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IterationCompleted: _TypeAlias = IterationCompleted  # noqa: Y015
+
+@_typing.final
+class PlanRevised(_message.Message):
+    """A dynamic task answered with a sub-workflow, compiled by the planner: the plan
+    revision the execution runs from here on. Its tasks run in this execution as
+    `<task_id>/<sub task id>` (`agent/a`); the dynamic task completes with the
+    sub-workflow's outputs. Recorded before any of its tasks is queued.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    revision: _builtins.int
+    """1 for the execution's first sub-plan, then 2, 3..."""
+    @_builtins.property
+    def plan(self) -> _plan_pb2.ExecutionPlan:
+        """The compiled sub-plan; `plan.plan_id` is its content digest."""
+
+    @_builtins.property
+    def inputs(self) -> _struct_pb2.Struct:
+        """The sub-workflow's inputs, defaults applied."""
+
+    @_builtins.property
+    def token(self) -> Global___AttemptToken:
+        """The attempt that returned the sub-workflow."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        plan: _plan_pb2.ExecutionPlan | None = ...,
+        inputs: _struct_pb2.Struct | None = ...,
+        token: Global___AttemptToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "plan", b"plan", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "plan", b"plan", "revision", b"revision", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanRevised: _TypeAlias = PlanRevised  # noqa: Y015
+
+@_typing.final
+class ChildExecutionStarted(_message.Message):
+    """A `builtin.workflow` task (or one of its instances) started its child execution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    child_execution_id: _builtins.str
+    plan_id: _builtins.str
+    workflow_name: _builtins.str
+    workflow_version: _builtins.str
+    request_id: _builtins.str
+    """Derived from (parent execution, task id, iteration, attempt): starting it again
+    after a crash finds the same child instead of starting a second one.
+    """
+    @_builtins.property
+    def token(self) -> Global___AttemptToken: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        child_execution_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        workflow_name: _builtins.str = ...,
+        workflow_version: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        token: Global___AttemptToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_id", b"child_execution_id", "plan_id", b"plan_id", "request_id", b"request_id", "task_id", b"task_id", "token", b"token", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildExecutionStarted: _TypeAlias = ChildExecutionStarted  # noqa: Y015
+
+@_typing.final
+class ChildExecutionEnded(_message.Message):
+    """A child execution ended; the task's own outcome (TaskSucceeded with the child's
+    outputs, or TaskFailed) follows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    child_execution_id: _builtins.str
+    state: _execution_pb2.ExecutionState.ValueType
+    @_builtins.property
+    def outputs(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def error(self) -> _execution_pb2.ErrorInfo: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        child_execution_id: _builtins.str = ...,
+        state: _execution_pb2.ExecutionState.ValueType = ...,
+        outputs: _struct_pb2.Struct | None = ...,
+        error: _execution_pb2.ErrorInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outputs", b"outputs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_id", b"child_execution_id", "error", b"error", "outputs", b"outputs", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildExecutionEnded: _TypeAlias = ChildExecutionEnded  # noqa: Y015

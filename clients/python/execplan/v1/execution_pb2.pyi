@@ -258,6 +258,9 @@ class Execution(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     TASK_COUNTS_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
+    PLAN_REVISIONS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     plan_id: _builtins.str
     workflow_name: _builtins.str
@@ -266,6 +269,11 @@ class Execution(_message.Message):
     last_sequence: _builtins.int
     """Sequence number of the last event folded into this view."""
     fairness_key: _builtins.str
+    parent_execution_id: _builtins.str
+    """For a child execution (a `builtin.workflow` task): the execution and the task
+    (`review`, `review[3]`) that started it; empty for a top-level execution.
+    """
+    parent_task_id: _builtins.str
     @_builtins.property
     def inputs(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -283,6 +291,10 @@ class Execution(_message.Message):
     @_builtins.property
     def task_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Tasks per state, for a quick progress view."""
+
+    @_builtins.property
+    def plan_revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanRevision]:
+        """Sub-plans recorded so far (dynamic tasks), in revision order."""
 
     def __init__(
         self,
@@ -302,14 +314,49 @@ class Execution(_message.Message):
         tasks: _abc.Iterable[Global___TaskRun] | None = ...,
         task_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         fairness_key: _builtins.str = ...,
+        parent_execution_id: _builtins.str = ...,
+        parent_task_id: _builtins.str = ...,
+        plan_revisions: _abc.Iterable[Global___PlanRevision] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "inputs", b"inputs", "outputs", b"outputs", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "plan_id", b"plan_id", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "plan_revisions", b"plan_revisions", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Execution: _TypeAlias = Execution  # noqa: Y015
+
+@_typing.final
+class PlanRevision(_message.Message):
+    """A sub-plan a dynamic task answered with (event PlanRevised)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    NODE_COUNT_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    task_id: _builtins.str
+    """The dynamic task; the sub-plan's tasks are `<task_id>/<sub task id>`."""
+    plan_id: _builtins.str
+    """The compiled sub-plan (GetPlan returns it)."""
+    node_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        task_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        node_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_count", b"node_count", "plan_id", b"plan_id", "revision", b"revision", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanRevision: _TypeAlias = PlanRevision  # noqa: Y015
 
 @_typing.final
 class TaskRun(_message.Message):
@@ -328,6 +375,12 @@ class TaskRun(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
+    ITEM_INDEX_FIELD_NUMBER: _builtins.int
+    INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    SUB_PLAN_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
     state: Global___TaskState.ValueType
@@ -337,6 +390,21 @@ class TaskRun(_message.Message):
     worker_id: _builtins.str
     status_message: _builtins.str
     """Why it is where it is ("no worker registered for type x", "breaker open"...)."""
+    parent_task_id: _builtins.str
+    """The task this run belongs to: the for_each task of an instance (`research` for
+    `research[2]`), the dynamic task of a sub-plan task (`agent` for `agent/a`);
+    empty for a task of the execution's own plan.
+    """
+    item_index: _builtins.int
+    """An instance of a for_each task: the position of its item."""
+    instance_count: _builtins.int
+    """A for_each task: its number of instances, once expanded."""
+    iteration: _builtins.int
+    """A repeat task: the iteration running or, once finished, the last one (0-based)."""
+    child_execution_id: _builtins.str
+    """A builtin.workflow task (or instance): its child execution, once started."""
+    sub_plan_id: _builtins.str
+    """A dynamic task: the plan_id of the sub-plan it answered with."""
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -365,12 +433,20 @@ class TaskRun(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         status_message: _builtins.str = ...,
         attempts: _abc.Iterable[Global___AttemptRecord] | None = ...,
+        parent_task_id: _builtins.str = ...,
+        item_index: _builtins.int | None = ...,
+        instance_count: _builtins.int = ...,
+        iteration: _builtins.int = ...,
+        child_execution_id: _builtins.str = ...,
+        sub_plan_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "output", b"output", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "task_id", b"task_id", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__item_index: _TypeAlias = _typing.Literal["item_index"]  # noqa: Y015
+    _WhichOneofArgType__item_index: _TypeAlias = _typing.Literal["_item_index", b"_item_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__item_index) -> _WhichOneofReturnType__item_index | None: ...
 
 Global___TaskRun: _TypeAlias = TaskRun  # noqa: Y015
 
@@ -385,10 +461,13 @@ class AttemptRecord(_message.Message):
     DISPATCHED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     phase: Global___TaskPhase.ValueType
     worker_id: _builtins.str
     lease_epoch: _builtins.int
+    iteration: _builtins.int
+    """The iteration of a repeat task this attempt ran."""
     @_builtins.property
     def dispatched_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -405,10 +484,11 @@ class AttemptRecord(_message.Message):
         dispatched_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___ErrorInfo | None = ...,
+        iteration: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at", "lease_epoch", b"lease_epoch", "phase", b"phase", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at", "iteration", b"iteration", "lease_epoch", b"lease_epoch", "phase", b"phase", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -175,11 +175,14 @@ class ListExecutionsRequest(_message.Message):
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
     page_size: _builtins.int
     """0 = 100; at most 1000 (larger values are served as 1000)."""
     page_token: _builtins.str
     """`next_page_token` of the previous page ("" for the first)."""
+    parent_execution_id: _builtins.str
+    """Only the child executions of this execution (builtin.workflow tasks)."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]:
         """Only executions in one of these states (all when empty)."""
@@ -191,10 +194,11 @@ class ListExecutionsRequest(_message.Message):
         workflow_name: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        parent_execution_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent_execution_id", b"parent_execution_id", "states", b"states", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -602,16 +606,30 @@ class RegisterPlanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PLAN_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    format: _planner_service_pb2.SourceFormat.ValueType
     @_builtins.property
-    def plan(self) -> _plan_pb2.ExecutionPlan: ...
+    def plan(self) -> _plan_pb2.ExecutionPlan:
+        """A compiled plan; or, instead, a workflow compiled on the way (`source` or
+        `workflow`, as in StartExecution).
+        """
+
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow: ...
     def __init__(
         self,
         *,
         plan: _plan_pb2.ExecutionPlan | None = ...,
+        source: _builtins.str = ...,
+        workflow: _workflow_pb2.Workflow | None = ...,
+        format: _planner_service_pb2.SourceFormat.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "plan", b"plan", "source", b"source", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -622,15 +640,25 @@ class RegisterPlanResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PLAN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
+    workflow_name: _builtins.str
+    workflow_version: _builtins.str
+    created: _builtins.bool
+    """False when this exact plan was already registered under this name and version."""
     def __init__(
         self,
         *,
         plan_id: _builtins.str = ...,
+        workflow_name: _builtins.str = ...,
+        workflow_version: _builtins.str = ...,
+        created: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "plan_id", b"plan_id", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,15 +669,21 @@ class GetPlanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PLAN_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
+    workflow: _builtins.str
+    """Instead of plan_id: a registered workflow, `NAME` (the latest registered
+    version) or `NAME@VERSION`.
+    """
     def __init__(
         self,
         *,
         plan_id: _builtins.str = ...,
+        workflow: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

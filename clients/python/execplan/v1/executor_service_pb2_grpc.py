@@ -238,7 +238,12 @@ class ExecutorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterPlan(self, request, context):
-        """Stores a plan so that executions can refer to it by plan_id.
+        """Stores a plan so that executions can refer to it by plan_id, and registers it
+        by name: `builtin.workflow` tasks and GetPlan find it as `NAME` (the latest
+        registered) or `NAME@VERSION`. Every version is kept; a version is immutable
+        (registering another plan under a used, non-empty version is ALREADY_EXISTS
+        with reason VERSION_EXISTS). An unversioned workflow is found only as `NAME`,
+        and registering it again moves `NAME` to the new plan.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

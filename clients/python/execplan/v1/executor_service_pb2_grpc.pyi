@@ -81,7 +81,13 @@ class ExecutorServiceStub:
     """
     GetExecutionHistory: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]
     RegisterPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]
-    """Stores a plan so that executions can refer to it by plan_id."""
+    """Stores a plan so that executions can refer to it by plan_id, and registers it
+    by name: `builtin.workflow` tasks and GetPlan find it as `NAME` (the latest
+    registered) or `NAME@VERSION`. Every version is kept; a version is immutable
+    (registering another plan under a used, non-empty version is ALREADY_EXISTS
+    with reason VERSION_EXISTS). An unversioned workflow is found only as `NAME`,
+    and registering it again moves `NAME` to the new plan.
+    """
     GetPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetPlanRequest, _executor_service_pb2.GetPlanResponse]
     ReplayExecution: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ReplayExecutionRequest, _executor_service_pb2.ReplayExecutionResponse]
     """Rebuilds an execution from its history and re-runs the scheduler's decisions
@@ -148,7 +154,13 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """
     GetExecutionHistory: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]  # type: ignore[assignment]
     RegisterPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]  # type: ignore[assignment]
-    """Stores a plan so that executions can refer to it by plan_id."""
+    """Stores a plan so that executions can refer to it by plan_id, and registers it
+    by name: `builtin.workflow` tasks and GetPlan find it as `NAME` (the latest
+    registered) or `NAME@VERSION`. Every version is kept; a version is immutable
+    (registering another plan under a used, non-empty version is ALREADY_EXISTS
+    with reason VERSION_EXISTS). An unversioned workflow is found only as `NAME`,
+    and registering it again moves `NAME` to the new plan.
+    """
     GetPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetPlanRequest, _executor_service_pb2.GetPlanResponse]  # type: ignore[assignment]
     ReplayExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ReplayExecutionRequest, _executor_service_pb2.ReplayExecutionResponse]  # type: ignore[assignment]
     """Rebuilds an execution from its history and re-runs the scheduler's decisions
@@ -284,7 +296,13 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _executor_service_pb2.RegisterPlanRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.RegisterPlanResponse, _abc.Awaitable[_executor_service_pb2.RegisterPlanResponse]]:
-        """Stores a plan so that executions can refer to it by plan_id."""
+        """Stores a plan so that executions can refer to it by plan_id, and registers it
+        by name: `builtin.workflow` tasks and GetPlan find it as `NAME` (the latest
+        registered) or `NAME@VERSION`. Every version is kept; a version is immutable
+        (registering another plan under a used, non-empty version is ALREADY_EXISTS
+        with reason VERSION_EXISTS). An unversioned workflow is found only as `NAME`,
+        and registering it again moves `NAME` to the new plan.
+        """
 
     @_abc_1.abstractmethod
     def GetPlan(

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xecplan/v1/plan.proto\x12\x0b\x65xecplan.v1\x1a\x1a\x65xecplan/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x92\x04\n\rExecutionPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.execplan.v1.PlanInput\x12*\n\non_failure\x18\x06 \x01(\x0e\x32\x16.execplan.v1.OnFailure\x12\x14\n\x0cmax_parallel\x18\x07 \x01(\r\x12\x1c\n\x14pause_after_failures\x18\x08 \x01(\r\x12$\n\x05nodes\x18\t \x03(\x0b\x32\x15.execplan.v1.PlanNode\x12$\n\x05\x65\x64ges\x18\n \x03(\x0b\x32\x15.execplan.v1.PlanEdge\x12(\n\x07outputs\x18\x0b \x03(\x0b\x32\x17.execplan.v1.PlanOutput\x12\x13\n\x0bstage_count\x18\x0c \x01(\r\x12\x18\n\x10\x63ritical_path_ms\x18\r \x01(\x03\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.execplan.v1.ExecutionPlan.LabelsEntry\x12\x16\n\x0e\x66ormat_version\x18\x0f \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\tPlanInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.execplan.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\'\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"O\n\x08PlanEdge\x12\x0e\n\x06source\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\r\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.execplan.v1.EdgeKind\"\xa8\x05\n\x08PlanNode\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12)\n\x07\x62uiltin\x18\x04 \x01(\x0e\x32\x18.execplan.v1.BuiltinKind\x12\x10\n\x08upstream\x18\x05 \x03(\r\x12\x12\n\ndownstream\x18\x06 \x03(\r\x12\r\n\x05stage\x18\x07 \x01(\r\x12\x1a\n\x12\x63ritical_path_rank\x18\x08 \x01(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\x12)\n\x07trigger\x18\n \x01(\x0e\x32\x18.execplan.v1.TriggerRule\x12*\n\tcondition\x18\x0b \x01(\x0b\x32\x17.execplan.v1.Expression\x12&\n\x08\x62indings\x18\x0c \x03(\x0b\x32\x14.execplan.v1.Binding\x12/\n\x05retry\x18\r \x01(\x0b\x32 .execplan.v1.ResolvedRetryPolicy\x12/\n\x08timeouts\x18\x0e \x01(\x0b\x32\x1d.execplan.v1.ResolvedTimeouts\x12+\n\x08\x66\x61llback\x18\x0f \x01(\x0b\x32\x19.execplan.v1.PlanSideTask\x12/\n\x0c\x63ompensation\x18\x10 \x01(\x0b\x32\x19.execplan.v1.PlanSideTask\x12<\n\x0f\x63ircuit_breaker\x18\x11 \x01(\x0b\x32#.execplan.v1.ResolvedCircuitBreaker\x12/\n\tresources\x18\x12 \x01(\x0b\x32\x1c.execplan.v1.ResourceBinding\x12\x1d\n\x15\x65stimated_duration_ms\x18\x13 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x14 \x01(\t\"\xbf\x01\n\x0cPlanSideTask\x12\x0c\n\x04type\x18\x01 \x01(\t\x12&\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x14.execplan.v1.Binding\x12/\n\x05retry\x18\x03 \x01(\x0b\x32 .execplan.v1.ResolvedRetryPolicy\x12/\n\x08timeouts\x18\x04 \x01(\x0b\x32\x1d.execplan.v1.ResolvedTimeouts\x12\x17\n\x0finherits_inputs\x18\x05 \x01(\x08\"`\n\nExpression\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0breads_tasks\x18\x02 \x03(\t\x12\x14\n\x0creads_inputs\x18\x03 \x03(\t\x12\x17\n\x0freads_execution\x18\x04 \x01(\x08\"A\n\x07\x42inding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.execplan.v1.BindingValue\"\xf3\x01\n\x0c\x42indingValue\x12)\n\x07literal\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12-\n\nexpression\x18\x02 \x01(\x0b\x32\x17.execplan.v1.ExpressionH\x00\x12)\n\x08template\x18\x03 \x01(\x0b\x32\x15.execplan.v1.TemplateH\x00\x12,\n\x06struct\x18\x04 \x01(\x0b\x32\x1a.execplan.v1.BindingStructH\x00\x12(\n\x04list\x18\x05 \x01(\x0b\x32\x18.execplan.v1.BindingListH\x00\x42\x06\n\x04kind\"4\n\x08Template\x12(\n\x05parts\x18\x01 \x03(\x0b\x32\x19.execplan.v1.TemplatePart\"U\n\x0cTemplatePart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12-\n\nexpression\x18\x02 \x01(\x0b\x32\x17.execplan.v1.ExpressionH\x00\x42\x06\n\x04kind\"5\n\rBindingStruct\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.execplan.v1.Binding\"7\n\x0b\x42indingList\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.execplan.v1.BindingValue\"D\n\nPlanOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.execplan.v1.BindingValue\"\xdc\x01\n\x13ResolvedRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12/\n\x0cmax_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06jitter\x18\x05 \x01(\x01\x12\x1c\n\x14non_retryable_errors\x18\x06 \x03(\t\"\xdf\x01\n\x10ResolvedTimeouts\x12\x34\n\x11schedule_to_start\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0estart_to_close\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11schedule_to_close\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf9\x01\n\x16ResolvedCircuitBreaker\x12\x19\n\x11\x66\x61ilure_threshold\x18\x01 \x01(\x05\x12+\n\x08open_for\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13half_open_max_calls\x18\x03 \x01(\x05\x12\x1e\n\x16\x66\x61ilure_rate_threshold\x18\x04 \x01(\x01\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x07on_open\x18\x06 \x01(\x0e\x32\x1e.execplan.v1.BreakerOpenAction\"\xe9\x02\n\x0fResourceBinding\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0b\n\x03gpu\x18\x03 \x01(\x05\x12G\n\x0erequire_labels\x18\x04 \x03(\x0b\x32/.execplan.v1.ResourceBinding.RequireLabelsEntry\x12\x45\n\rprefer_labels\x18\x05 \x03(\x0b\x32..execplan.v1.ResourceBinding.PreferLabelsEntry\x12\x13\n\x0b\x65nvironment\x18\x06 \x01(\t\x12\x0f\n\x07secrets\x18\x07 \x03(\t\x1a\x34\n\x12RequireLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11PreferLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*l\n\x08\x45\x64geKind\x12\x19\n\x15\x45\x44GE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45\x44GE_KIND_ORDER\x10\x01\x12\x12\n\x0e\x45\x44GE_KIND_DATA\x10\x02\x12\x1c\n\x18\x45\x44GE_KIND_ORDER_AND_DATA\x10\x03*{\n\x0b\x42uiltinKind\x12\x1c\n\x18\x42UILTIN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UILTIN_KIND_NONE\x10\x01\x12\x16\n\x12\x42UILTIN_KIND_SLEEP\x10\x02\x12\x1f\n\x1b\x42UILTIN_KIND_WAIT_FOR_EVENT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xecplan/v1/plan.proto\x12\x0b\x65xecplan.v1\x1a\x1a\x65xecplan/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x92\x04\n\rExecutionPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.execplan.v1.PlanInput\x12*\n\non_failure\x18\x06 \x01(\x0e\x32\x16.execplan.v1.OnFailure\x12\x14\n\x0cmax_parallel\x18\x07 \x01(\r\x12\x1c\n\x14pause_after_failures\x18\x08 \x01(\r\x12$\n\x05nodes\x18\t \x03(\x0b\x32\x15.execplan.v1.PlanNode\x12$\n\x05\x65\x64ges\x18\n \x03(\x0b\x32\x15.execplan.v1.PlanEdge\x12(\n\x07outputs\x18\x0b \x03(\x0b\x32\x17.execplan.v1.PlanOutput\x12\x13\n\x0bstage_count\x18\x0c \x01(\r\x12\x18\n\x10\x63ritical_path_ms\x18\r \x01(\x03\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.execplan.v1.ExecutionPlan.LabelsEntry\x12\x16\n\x0e\x66ormat_version\x18\x0f \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\tPlanInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.execplan.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\'\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"O\n\x08PlanEdge\x12\x0e\n\x06source\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\r\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.execplan.v1.EdgeKind\"\xcf\x06\n\x08PlanNode\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12)\n\x07\x62uiltin\x18\x04 \x01(\x0e\x32\x18.execplan.v1.BuiltinKind\x12\x10\n\x08upstream\x18\x05 \x03(\r\x12\x12\n\ndownstream\x18\x06 \x03(\r\x12\r\n\x05stage\x18\x07 \x01(\r\x12\x1a\n\x12\x63ritical_path_rank\x18\x08 \x01(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\x12)\n\x07trigger\x18\n \x01(\x0e\x32\x18.execplan.v1.TriggerRule\x12*\n\tcondition\x18\x0b \x01(\x0b\x32\x17.execplan.v1.Expression\x12&\n\x08\x62indings\x18\x0c \x03(\x0b\x32\x14.execplan.v1.Binding\x12/\n\x05retry\x18\r \x01(\x0b\x32 .execplan.v1.ResolvedRetryPolicy\x12/\n\x08timeouts\x18\x0e \x01(\x0b\x32\x1d.execplan.v1.ResolvedTimeouts\x12+\n\x08\x66\x61llback\x18\x0f \x01(\x0b\x32\x19.execplan.v1.PlanSideTask\x12/\n\x0c\x63ompensation\x18\x10 \x01(\x0b\x32\x19.execplan.v1.PlanSideTask\x12<\n\x0f\x63ircuit_breaker\x18\x11 \x01(\x0b\x32#.execplan.v1.ResolvedCircuitBreaker\x12/\n\tresources\x18\x12 \x01(\x0b\x32\x1c.execplan.v1.ResourceBinding\x12\x1d\n\x15\x65stimated_duration_ms\x18\x13 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x14 \x01(\t\x12)\n\x08\x66or_each\x18\x64 \x01(\x0b\x32\x17.execplan.v1.Expression\x12\x14\n\x0cmax_parallel\x18\x65 \x01(\r\x12\'\n\x06repeat\x18\x66 \x01(\x0b\x32\x17.execplan.v1.PlanRepeat\x12*\n\x08workflow\x18g \x01(\x0b\x32\x18.execplan.v1.WorkflowRef\x12\x0f\n\x07\x64ynamic\x18h \x01(\x08\"L\n\nPlanRepeat\x12&\n\x05until\x18\x01 \x01(\x0b\x32\x17.execplan.v1.Expression\x12\x16\n\x0emax_iterations\x18\x02 \x01(\r\",\n\x0bWorkflowRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xbf\x01\n\x0cPlanSideTask\x12\x0c\n\x04type\x18\x01 \x01(\t\x12&\n\x08\x62indings\x18\x02 \x03(\x0b\x32\x14.execplan.v1.Binding\x12/\n\x05retry\x18\x03 \x01(\x0b\x32 .execplan.v1.ResolvedRetryPolicy\x12/\n\x08timeouts\x18\x04 \x01(\x0b\x32\x1d.execplan.v1.ResolvedTimeouts\x12\x17\n\x0finherits_inputs\x18\x05 \x01(\x08\"y\n\nExpression\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0breads_tasks\x18\x02 \x03(\t\x12\x14\n\x0creads_inputs\x18\x03 \x03(\t\x12\x17\n\x0freads_execution\x18\x04 \x01(\x08\x12\x17\n\x0freads_variables\x18\x64 \x03(\t\"A\n\x07\x42inding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.execplan.v1.BindingValue\"\xf3\x01\n\x0c\x42indingValue\x12)\n\x07literal\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12-\n\nexpression\x18\x02 \x01(\x0b\x32\x17.execplan.v1.ExpressionH\x00\x12)\n\x08template\x18\x03 \x01(\x0b\x32\x15.execplan.v1.TemplateH\x00\x12,\n\x06struct\x18\x04 \x01(\x0b\x32\x1a.execplan.v1.BindingStructH\x00\x12(\n\x04list\x18\x05 \x01(\x0b\x32\x18.execplan.v1.BindingListH\x00\x42\x06\n\x04kind\"4\n\x08Template\x12(\n\x05parts\x18\x01 \x03(\x0b\x32\x19.execplan.v1.TemplatePart\"U\n\x0cTemplatePart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12-\n\nexpression\x18\x02 \x01(\x0b\x32\x17.execplan.v1.ExpressionH\x00\x42\x06\n\x04kind\"5\n\rBindingStruct\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.execplan.v1.Binding\"7\n\x0b\x42indingList\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.execplan.v1.BindingValue\"D\n\nPlanOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.execplan.v1.BindingValue\"\xdc\x01\n\x13ResolvedRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12/\n\x0cmax_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06jitter\x18\x05 \x01(\x01\x12\x1c\n\x14non_retryable_errors\x18\x06 \x03(\t\"\xdf\x01\n\x10ResolvedTimeouts\x12\x34\n\x11schedule_to_start\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0estart_to_close\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11schedule_to_close\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf9\x01\n\x16ResolvedCircuitBreaker\x12\x19\n\x11\x66\x61ilure_threshold\x18\x01 \x01(\x05\x12+\n\x08open_for\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13half_open_max_calls\x18\x03 \x01(\x05\x12\x1e\n\x16\x66\x61ilure_rate_threshold\x18\x04 \x01(\x01\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x07on_open\x18\x06 \x01(\x0e\x32\x1e.execplan.v1.BreakerOpenAction\"\xe9\x02\n\x0fResourceBinding\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0b\n\x03gpu\x18\x03 \x01(\x05\x12G\n\x0erequire_labels\x18\x04 \x03(\x0b\x32/.execplan.v1.ResourceBinding.RequireLabelsEntry\x12\x45\n\rprefer_labels\x18\x05 \x03(\x0b\x32..execplan.v1.ResourceBinding.PreferLabelsEntry\x12\x13\n\x0b\x65nvironment\x18\x06 \x01(\t\x12\x0f\n\x07secrets\x18\x07 \x03(\t\x1a\x34\n\x12RequireLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11PreferLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*l\n\x08\x45\x64geKind\x12\x19\n\x15\x45\x44GE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45\x44GE_KIND_ORDER\x10\x01\x12\x12\n\x0e\x45\x44GE_KIND_DATA\x10\x02\x12\x1c\n\x18\x45\x44GE_KIND_ORDER_AND_DATA\x10\x03*\x96\x01\n\x0b\x42uiltinKind\x12\x1c\n\x18\x42UILTIN_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UILTIN_KIND_NONE\x10\x01\x12\x16\n\x12\x42UILTIN_KIND_SLEEP\x10\x02\x12\x1f\n\x1b\x42UILTIN_KIND_WAIT_FOR_EVENT\x10\x03\x12\x19\n\x15\x42UILTIN_KIND_WORKFLOW\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,10 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEBINDING_REQUIRELABELSENTRY']._serialized_options = b'8\001'
   _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._loaded_options = None
   _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._serialized_options = b'8\001'
-  _globals['_EDGEKIND']._serialized_start=3565
-  _globals['_EDGEKIND']._serialized_end=3673
-  _globals['_BUILTINKIND']._serialized_start=3675
-  _globals['_BUILTINKIND']._serialized_end=3798
+  _globals['_EDGEKIND']._serialized_start=3881
+  _globals['_EDGEKIND']._serialized_end=3989
+  _globals['_BUILTINKIND']._serialized_start=3992
+  _globals['_BUILTINKIND']._serialized_end=4142
   _globals['_EXECUTIONPLAN']._serialized_start=130
   _globals['_EXECUTIONPLAN']._serialized_end=660
   _globals['_EXECUTIONPLAN_LABELSENTRY']._serialized_start=615
@@ -53,35 +53,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANEDGE']._serialized_start=808
   _globals['_PLANEDGE']._serialized_end=887
   _globals['_PLANNODE']._serialized_start=890
-  _globals['_PLANNODE']._serialized_end=1570
-  _globals['_PLANSIDETASK']._serialized_start=1573
-  _globals['_PLANSIDETASK']._serialized_end=1764
-  _globals['_EXPRESSION']._serialized_start=1766
-  _globals['_EXPRESSION']._serialized_end=1862
-  _globals['_BINDING']._serialized_start=1864
-  _globals['_BINDING']._serialized_end=1929
-  _globals['_BINDINGVALUE']._serialized_start=1932
-  _globals['_BINDINGVALUE']._serialized_end=2175
-  _globals['_TEMPLATE']._serialized_start=2177
-  _globals['_TEMPLATE']._serialized_end=2229
-  _globals['_TEMPLATEPART']._serialized_start=2231
-  _globals['_TEMPLATEPART']._serialized_end=2316
-  _globals['_BINDINGSTRUCT']._serialized_start=2318
-  _globals['_BINDINGSTRUCT']._serialized_end=2371
-  _globals['_BINDINGLIST']._serialized_start=2373
-  _globals['_BINDINGLIST']._serialized_end=2428
-  _globals['_PLANOUTPUT']._serialized_start=2430
-  _globals['_PLANOUTPUT']._serialized_end=2498
-  _globals['_RESOLVEDRETRYPOLICY']._serialized_start=2501
-  _globals['_RESOLVEDRETRYPOLICY']._serialized_end=2721
-  _globals['_RESOLVEDTIMEOUTS']._serialized_start=2724
-  _globals['_RESOLVEDTIMEOUTS']._serialized_end=2947
-  _globals['_RESOLVEDCIRCUITBREAKER']._serialized_start=2950
-  _globals['_RESOLVEDCIRCUITBREAKER']._serialized_end=3199
-  _globals['_RESOURCEBINDING']._serialized_start=3202
-  _globals['_RESOURCEBINDING']._serialized_end=3563
-  _globals['_RESOURCEBINDING_REQUIRELABELSENTRY']._serialized_start=3458
-  _globals['_RESOURCEBINDING_REQUIRELABELSENTRY']._serialized_end=3510
-  _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._serialized_start=3512
-  _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._serialized_end=3563
+  _globals['_PLANNODE']._serialized_end=1737
+  _globals['_PLANREPEAT']._serialized_start=1739
+  _globals['_PLANREPEAT']._serialized_end=1815
+  _globals['_WORKFLOWREF']._serialized_start=1817
+  _globals['_WORKFLOWREF']._serialized_end=1861
+  _globals['_PLANSIDETASK']._serialized_start=1864
+  _globals['_PLANSIDETASK']._serialized_end=2055
+  _globals['_EXPRESSION']._serialized_start=2057
+  _globals['_EXPRESSION']._serialized_end=2178
+  _globals['_BINDING']._serialized_start=2180
+  _globals['_BINDING']._serialized_end=2245
+  _globals['_BINDINGVALUE']._serialized_start=2248
+  _globals['_BINDINGVALUE']._serialized_end=2491
+  _globals['_TEMPLATE']._serialized_start=2493
+  _globals['_TEMPLATE']._serialized_end=2545
+  _globals['_TEMPLATEPART']._serialized_start=2547
+  _globals['_TEMPLATEPART']._serialized_end=2632
+  _globals['_BINDINGSTRUCT']._serialized_start=2634
+  _globals['_BINDINGSTRUCT']._serialized_end=2687
+  _globals['_BINDINGLIST']._serialized_start=2689
+  _globals['_BINDINGLIST']._serialized_end=2744
+  _globals['_PLANOUTPUT']._serialized_start=2746
+  _globals['_PLANOUTPUT']._serialized_end=2814
+  _globals['_RESOLVEDRETRYPOLICY']._serialized_start=2817
+  _globals['_RESOLVEDRETRYPOLICY']._serialized_end=3037
+  _globals['_RESOLVEDTIMEOUTS']._serialized_start=3040
+  _globals['_RESOLVEDTIMEOUTS']._serialized_end=3263
+  _globals['_RESOLVEDCIRCUITBREAKER']._serialized_start=3266
+  _globals['_RESOLVEDCIRCUITBREAKER']._serialized_end=3515
+  _globals['_RESOURCEBINDING']._serialized_start=3518
+  _globals['_RESOURCEBINDING']._serialized_end=3879
+  _globals['_RESOURCEBINDING_REQUIRELABELSENTRY']._serialized_start=3774
+  _globals['_RESOURCEBINDING_REQUIRELABELSENTRY']._serialized_end=3826
+  _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._serialized_start=3828
+  _globals['_RESOURCEBINDING_PREFERLABELSENTRY']._serialized_end=3879
 # @@protoc_insertion_point(module_scope)

@@ -58,6 +58,8 @@ class _BuiltinKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BuiltinKi
     """Not a built-in: dispatched to a worker."""
     BUILTIN_KIND_SLEEP: _BuiltinKind.ValueType  # 2
     BUILTIN_KIND_WAIT_FOR_EVENT: _BuiltinKind.ValueType  # 3
+    BUILTIN_KIND_WORKFLOW: _BuiltinKind.ValueType  # 10
+    """A child execution of a registered workflow (`PlanNode.workflow`)."""
 
 class BuiltinKind(_BuiltinKind, metaclass=_BuiltinKindEnumTypeWrapper):
     """Built-in task kinds that run inside the executor."""
@@ -67,6 +69,8 @@ BUILTIN_KIND_NONE: BuiltinKind.ValueType  # 1
 """Not a built-in: dispatched to a worker."""
 BUILTIN_KIND_SLEEP: BuiltinKind.ValueType  # 2
 BUILTIN_KIND_WAIT_FOR_EVENT: BuiltinKind.ValueType  # 3
+BUILTIN_KIND_WORKFLOW: BuiltinKind.ValueType  # 10
+"""A child execution of a registered workflow (`PlanNode.workflow`)."""
 Global___BuiltinKind: _TypeAlias = BuiltinKind  # noqa: Y015
 
 @_typing.final
@@ -126,7 +130,10 @@ class ExecutionPlan(_message.Message):
     critical_path_ms: _builtins.int
     """Critical-path length in milliseconds (estimated durations; 1 ms per unestimated task)."""
     format_version: _builtins.int
-    """Version of the plan format, bumped when its meaning changes."""
+    """Version of the plan format, bumped when its meaning changes: 1, or 2 when a
+    node uses a runtime-plan field (for_each, repeat, workflow, dynamic). An
+    executor refuses a version it does not know.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanInput]:
         """Declared inputs, sorted by name."""
@@ -251,6 +258,11 @@ class PlanNode(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     ESTIMATED_DURATION_MS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
+    MAX_PARALLEL_FIELD_NUMBER: _builtins.int
+    REPEAT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    DYNAMIC_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
@@ -266,6 +278,10 @@ class PlanNode(_message.Message):
     trigger: _workflow_pb2.TriggerRule.ValueType
     estimated_duration_ms: _builtins.int
     description: _builtins.str
+    max_parallel: _builtins.int
+    """Instances of a for_each node running at once; 0 = no bound."""
+    dynamic: _builtins.bool
+    """The task may answer with a sub-workflow (TaskResult.sub_plan)."""
     @_builtins.property
     def upstream(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Indexes of upstream / downstream nodes, ascending."""
@@ -292,6 +308,20 @@ class PlanNode(_message.Message):
     def circuit_breaker(self) -> Global___ResolvedCircuitBreaker: ...
     @_builtins.property
     def resources(self) -> Global___ResourceBinding: ...
+    @_builtins.property
+    def for_each(self) -> Global___Expression:
+        """Plans that grow at runtime (docs/runtime-plans.md). Plans that use none of
+        these fields keep format_version 1 and the plan_id they always had.
+
+        The compiled `for_each`: one instance per item of the list it yields.
+        """
+
+    @_builtins.property
+    def repeat(self) -> Global___PlanRepeat: ...
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowRef:
+        """The child workflow of a BUILTIN_KIND_WORKFLOW node."""
+
     def __init__(
         self,
         *,
@@ -315,14 +345,68 @@ class PlanNode(_message.Message):
         resources: Global___ResourceBinding | None = ...,
         estimated_duration_ms: _builtins.int = ...,
         description: _builtins.str = ...,
+        for_each: Global___Expression | None = ...,
+        max_parallel: _builtins.int = ...,
+        repeat: Global___PlanRepeat | None = ...,
+        workflow: Global___WorkflowRef | None = ...,
+        dynamic: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "fallback", b"fallback", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "fallback", b"fallback", "for_each", b"for_each", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "builtin", b"builtin", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "index", b"index", "priority", b"priority", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "builtin", b"builtin", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "dynamic", b"dynamic", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "for_each", b"for_each", "index", b"index", "max_parallel", b"max_parallel", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanNode: _TypeAlias = PlanNode  # noqa: Y015
+
+@_typing.final
+class PlanRepeat(_message.Message):
+    """A compiled `repeat`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNTIL_FIELD_NUMBER: _builtins.int
+    MAX_ITERATIONS_FIELD_NUMBER: _builtins.int
+    max_iterations: _builtins.int
+    @_builtins.property
+    def until(self) -> Global___Expression: ...
+    def __init__(
+        self,
+        *,
+        until: Global___Expression | None = ...,
+        max_iterations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_iterations", b"max_iterations", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanRepeat: _TypeAlias = PlanRepeat  # noqa: Y015
+
+@_typing.final
+class WorkflowRef(_message.Message):
+    """A registered workflow by name: `version` empty means the latest registered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRef: _TypeAlias = WorkflowRef  # noqa: Y015
 
 @_typing.final
 class PlanSideTask(_message.Message):
@@ -371,6 +455,7 @@ class Expression(_message.Message):
     READS_TASKS_FIELD_NUMBER: _builtins.int
     READS_INPUTS_FIELD_NUMBER: _builtins.int
     READS_EXECUTION_FIELD_NUMBER: _builtins.int
+    READS_VARIABLES_FIELD_NUMBER: _builtins.int
     source: _builtins.str
     """The CEL source as written (without the `${{ }}` delimiters)."""
     reads_execution: _builtins.bool
@@ -383,6 +468,12 @@ class Expression(_message.Message):
     def reads_inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Workflow inputs read through `workflow.inputs.<name>`, sorted."""
 
+    @_builtins.property
+    def reads_variables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runtime variables read, sorted: `index` and `item` (for_each), `iteration` and
+        `previous` (repeat), `output` (repeat.until).
+        """
+
     def __init__(
         self,
         *,
@@ -390,10 +481,11 @@ class Expression(_message.Message):
         reads_tasks: _abc.Iterable[_builtins.str] | None = ...,
         reads_inputs: _abc.Iterable[_builtins.str] | None = ...,
         reads_execution: _builtins.bool = ...,
+        reads_variables: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reads_execution", b"reads_execution", "reads_inputs", b"reads_inputs", "reads_tasks", b"reads_tasks", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reads_execution", b"reads_execution", "reads_inputs", b"reads_inputs", "reads_tasks", b"reads_tasks", "reads_variables", b"reads_variables", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,11 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from execplan.v1 import events_pb2 as execplan_dot_v1_dot_events__pb2
 from execplan.v1 import execution_pb2 as execplan_dot_v1_dot_execution__pb2
+from execplan.v1 import planner_service_pb2 as execplan_dot_v1_dot_planner__service__pb2
+from execplan.v1 import workflow_pb2 as execplan_dot_v1_dot_workflow__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n execplan/v1/worker_service.proto\x12\x0b\x65xecplan.v1\x1a\x18\x65xecplan/v1/events.proto\x1a\x1b\x65xecplan/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x0e\x43onnectRequest\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1f.execplan.v1.WorkerRegistration\x12(\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x1a.execplan.v1.AssignmentAck\x12.\n\nheartbeats\x18\x03 \x03(\x0b\x32\x1a.execplan.v1.TaskHeartbeat\x12(\n\x07results\x18\x04 \x03(\x0b\x32\x17.execplan.v1.TaskResult\x12)\n\x06status\x18\x05 \x01(\x0b\x32\x19.execplan.v1.WorkerStatus\"\x82\x02\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.execplan.v1.WorkerRegistration.LabelsEntry\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12(\n\x07running\x18\x06 \x03(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0b\n\x03sdk\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\nAttemptRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.execplan.v1.TaskPhase\x12(\n\x05token\x18\x04 \x01(\x0b\x32\x19.execplan.v1.AttemptToken\"9\n\rAssignmentAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\"c\n\rTaskHeartbeat\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\x94\x01\n\nTaskResult\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12(\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.execplan.v1.ErrorInfoH\x00\x42\t\n\x07outcome\"4\n\x0cWorkerStatus\x12\x12\n\nfree_slots\x18\x01 \x01(\r\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xf0\x01\n\x0f\x43onnectResponse\x12\x31\n\nregistered\x18\x01 \x01(\x0b\x32\x1d.execplan.v1.WorkerRegistered\x12)\n\ndispatches\x18\x02 \x03(\x0b\x32\x15.execplan.v1.Dispatch\x12+\n\x07\x63\x61ncels\x18\x03 \x03(\x0b\x32\x1a.execplan.v1.CancelAttempt\x12!\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.execplan.v1.Drain\x12/\n\nrejections\x18\x05 \x03(\x0b\x32\x1b.execplan.v1.ResultRejected\"\xbc\x01\n\x10WorkerRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63k_deadline_ms\x18\x03 \x01(\r\x12(\n\x07revoked\x18\x04 \x03(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\"\xd5\x03\n\x08\x44ispatch\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12;\n\x17start_to_close_deadline\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_timeout_ms\x18\x06 \x01(\r\x12>\n\rtrace_context\x18\x07 \x03(\x0b\x32\'.execplan.v1.Dispatch.TraceContextEntry\x12\x33\n\x07secrets\x18\x08 \x03(\x0b\x32\".execplan.v1.Dispatch.SecretsEntry\x12\x15\n\rworkflow_name\x18\t \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\rCancelAttempt\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"J\n\x0eResultRejected\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t2Y\n\rWorkerService\x12H\n\x07\x43onnect\x12\x1b.execplan.v1.ConnectRequest\x1a\x1c.execplan.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n execplan/v1/worker_service.proto\x12\x0b\x65xecplan.v1\x1a\x18\x65xecplan/v1/events.proto\x1a\x1b\x65xecplan/v1/execution.proto\x1a!execplan/v1/planner_service.proto\x1a\x1a\x65xecplan/v1/workflow.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x0e\x43onnectRequest\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1f.execplan.v1.WorkerRegistration\x12(\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x1a.execplan.v1.AssignmentAck\x12.\n\nheartbeats\x18\x03 \x03(\x0b\x32\x1a.execplan.v1.TaskHeartbeat\x12(\n\x07results\x18\x04 \x03(\x0b\x32\x17.execplan.v1.TaskResult\x12)\n\x06status\x18\x05 \x01(\x0b\x32\x19.execplan.v1.WorkerStatus\"\x82\x02\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.execplan.v1.WorkerRegistration.LabelsEntry\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12(\n\x07running\x18\x06 \x03(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0b\n\x03sdk\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\nAttemptRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.execplan.v1.TaskPhase\x12(\n\x05token\x18\x04 \x01(\x0b\x32\x19.execplan.v1.AttemptToken\"9\n\rAssignmentAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\"c\n\rTaskHeartbeat\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\xbe\x01\n\nTaskResult\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12(\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.execplan.v1.ErrorInfoH\x00\x12(\n\x08sub_plan\x18\x64 \x01(\x0b\x32\x14.execplan.v1.SubPlanH\x00\x42\t\n\x07outcome\"\xa8\x01\n\x07SubPlan\x12\x10\n\x06source\x18\x01 \x01(\tH\x00\x12)\n\x08workflow\x18\x02 \x01(\x0b\x32\x15.execplan.v1.WorkflowH\x00\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.execplan.v1.SourceFormat\x12\'\n\x06inputs\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x0c\n\ndefinition\"4\n\x0cWorkerStatus\x12\x12\n\nfree_slots\x18\x01 \x01(\r\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xf0\x01\n\x0f\x43onnectResponse\x12\x31\n\nregistered\x18\x01 \x01(\x0b\x32\x1d.execplan.v1.WorkerRegistered\x12)\n\ndispatches\x18\x02 \x03(\x0b\x32\x15.execplan.v1.Dispatch\x12+\n\x07\x63\x61ncels\x18\x03 \x03(\x0b\x32\x1a.execplan.v1.CancelAttempt\x12!\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.execplan.v1.Drain\x12/\n\nrejections\x18\x05 \x03(\x0b\x32\x1b.execplan.v1.ResultRejected\"\xbc\x01\n\x10WorkerRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63k_deadline_ms\x18\x03 \x01(\r\x12(\n\x07revoked\x18\x04 \x03(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\"\x85\x04\n\x08\x44ispatch\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12;\n\x17start_to_close_deadline\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_timeout_ms\x18\x06 \x01(\r\x12>\n\rtrace_context\x18\x07 \x03(\x0b\x32\'.execplan.v1.Dispatch.TraceContextEntry\x12\x33\n\x07secrets\x18\x08 \x03(\x0b\x32\".execplan.v1.Dispatch.SecretsEntry\x12\x15\n\rworkflow_name\x18\t \x01(\t\x12.\n\x0eprevious_error\x18\x64 \x01(\x0b\x32\x16.execplan.v1.ErrorInfo\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\rCancelAttempt\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"J\n\x0eResultRejected\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.execplan.v1.AttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t2Y\n\rWorkerService\x12H\n\x07\x43onnect\x12\x1b.execplan.v1.ConnectRequest\x1a\x1c.execplan.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,38 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISPATCH_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_DISPATCH_SECRETSENTRY']._loaded_options = None
   _globals['_DISPATCH_SECRETSENTRY']._serialized_options = b'8\001'
-  _globals['_CONNECTREQUEST']._serialized_start=168
-  _globals['_CONNECTREQUEST']._serialized_end=410
-  _globals['_WORKERREGISTRATION']._serialized_start=413
-  _globals['_WORKERREGISTRATION']._serialized_end=671
-  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_start=626
-  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_end=671
-  _globals['_ATTEMPTREF']._serialized_start=674
-  _globals['_ATTEMPTREF']._serialized_end=806
-  _globals['_ASSIGNMENTACK']._serialized_start=808
-  _globals['_ASSIGNMENTACK']._serialized_end=865
-  _globals['_TASKHEARTBEAT']._serialized_start=867
-  _globals['_TASKHEARTBEAT']._serialized_end=966
-  _globals['_TASKRESULT']._serialized_start=969
-  _globals['_TASKRESULT']._serialized_end=1117
-  _globals['_WORKERSTATUS']._serialized_start=1119
-  _globals['_WORKERSTATUS']._serialized_end=1171
-  _globals['_CONNECTRESPONSE']._serialized_start=1174
-  _globals['_CONNECTRESPONSE']._serialized_end=1414
-  _globals['_WORKERREGISTERED']._serialized_start=1417
-  _globals['_WORKERREGISTERED']._serialized_end=1605
-  _globals['_DISPATCH']._serialized_start=1608
-  _globals['_DISPATCH']._serialized_end=2077
-  _globals['_DISPATCH_TRACECONTEXTENTRY']._serialized_start=1978
-  _globals['_DISPATCH_TRACECONTEXTENTRY']._serialized_end=2029
-  _globals['_DISPATCH_SECRETSENTRY']._serialized_start=2031
-  _globals['_DISPATCH_SECRETSENTRY']._serialized_end=2077
-  _globals['_CANCELATTEMPT']._serialized_start=2079
-  _globals['_CANCELATTEMPT']._serialized_end=2152
-  _globals['_DRAIN']._serialized_start=2154
-  _globals['_DRAIN']._serialized_end=2177
-  _globals['_RESULTREJECTED']._serialized_start=2179
-  _globals['_RESULTREJECTED']._serialized_end=2253
-  _globals['_WORKERSERVICE']._serialized_start=2255
-  _globals['_WORKERSERVICE']._serialized_end=2344
+  _globals['_CONNECTREQUEST']._serialized_start=231
+  _globals['_CONNECTREQUEST']._serialized_end=473
+  _globals['_WORKERREGISTRATION']._serialized_start=476
+  _globals['_WORKERREGISTRATION']._serialized_end=734
+  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_start=689
+  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_end=734
+  _globals['_ATTEMPTREF']._serialized_start=737
+  _globals['_ATTEMPTREF']._serialized_end=869
+  _globals['_ASSIGNMENTACK']._serialized_start=871
+  _globals['_ASSIGNMENTACK']._serialized_end=928
+  _globals['_TASKHEARTBEAT']._serialized_start=930
+  _globals['_TASKHEARTBEAT']._serialized_end=1029
+  _globals['_TASKRESULT']._serialized_start=1032
+  _globals['_TASKRESULT']._serialized_end=1222
+  _globals['_SUBPLAN']._serialized_start=1225
+  _globals['_SUBPLAN']._serialized_end=1393
+  _globals['_WORKERSTATUS']._serialized_start=1395
+  _globals['_WORKERSTATUS']._serialized_end=1447
+  _globals['_CONNECTRESPONSE']._serialized_start=1450
+  _globals['_CONNECTRESPONSE']._serialized_end=1690
+  _globals['_WORKERREGISTERED']._serialized_start=1693
+  _globals['_WORKERREGISTERED']._serialized_end=1881
+  _globals['_DISPATCH']._serialized_start=1884
+  _globals['_DISPATCH']._serialized_end=2401
+  _globals['_DISPATCH_TRACECONTEXTENTRY']._serialized_start=2302
+  _globals['_DISPATCH_TRACECONTEXTENTRY']._serialized_end=2353
+  _globals['_DISPATCH_SECRETSENTRY']._serialized_start=2355
+  _globals['_DISPATCH_SECRETSENTRY']._serialized_end=2401
+  _globals['_CANCELATTEMPT']._serialized_start=2403
+  _globals['_CANCELATTEMPT']._serialized_end=2476
+  _globals['_DRAIN']._serialized_start=2478
+  _globals['_DRAIN']._serialized_end=2501
+  _globals['_RESULTREJECTED']._serialized_start=2503
+  _globals['_RESULTREJECTED']._serialized_end=2577
+  _globals['_WORKERSERVICE']._serialized_start=2579
+  _globals['_WORKERSERVICE']._serialized_end=2668
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,8 @@ isort:skip_file
 from collections import abc as _abc
 from execplan.v1 import events_pb2 as _events_pb2
 from execplan.v1 import execution_pb2 as _execution_pb2
+from execplan.v1 import planner_service_pb2 as _planner_service_pb2
+from execplan.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -248,7 +250,7 @@ class TaskResult(_message.Message):
     """The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
     says one was refused. A result that arrives before the attempt's ack counts as
     an implied ack: the executor records `task_started` and then the result, in that
-    order. A result with neither `output` nor `error` is malformed: it is rejected
+    order. A result with none of `output`, `error` or `sub_plan` is malformed: it is rejected
     (`ResultRejected`) and the attempt stays leased until a proper result arrives or
     its timeouts fire.
 
@@ -263,28 +265,76 @@ class TaskResult(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SUB_PLAN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
     @_builtins.property
     def error(self) -> _execution_pb2.ErrorInfo: ...
+    @_builtins.property
+    def sub_plan(self) -> Global___SubPlan:
+        """Only for a task with `dynamic: true`: the sub-workflow to run in its place
+        (docs/runtime-plans.md). An invalid one fails the attempt with `PlanInvalid`.
+        """
+
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         output: _struct_pb2.Value | None = ...,
         error: _execution_pb2.ErrorInfo | None = ...,
+        sub_plan: Global___SubPlan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error", "sub_plan"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
+
+@_typing.final
+class SubPlan(_message.Message):
+    """A sub-workflow a dynamic task answers with. The executor compiles it with the
+    planner (the rules of any workflow; every problem reported at once), records it
+    and runs it as part of the execution; the task's output is its `outputs`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """A YAML or JSON document (short forms allowed, as in any workflow file)."""
+    format: _planner_service_pb2.SourceFormat.ValueType
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow: ...
+    @_builtins.property
+    def inputs(self) -> _struct_pb2.Struct:
+        """Values for the sub-workflow's declared inputs (defaults apply)."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        workflow: _workflow_pb2.Workflow | None = ...,
+        format: _planner_service_pb2.SourceFormat.ValueType = ...,
+        inputs: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "inputs", b"inputs", "source", b"source", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "format", b"format", "inputs", b"inputs", "source", b"source", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_definition: _TypeAlias = _typing.Literal["source", "workflow"]  # noqa: Y015
+    _WhichOneofArgType_definition: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_definition) -> _WhichOneofReturnType_definition | None: ...
+
+Global___SubPlan: _TypeAlias = SubPlan  # noqa: Y015
 
 @_typing.final
 class WorkerStatus(_message.Message):
@@ -468,6 +518,7 @@ class Dispatch(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ERROR_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     idempotency_key: _builtins.str
     """"EXECUTION/TASK/PHASE/ATTEMPT": stable across re-leases of the same attempt,
@@ -493,6 +544,13 @@ class Dispatch(_message.Message):
     def secrets(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Secret values, resolved at dispatch; never stored."""
 
+    @_builtins.property
+    def previous_error(self) -> _execution_pb2.ErrorInfo:
+        """The error of the previous attempt of this task (same phase and iteration);
+        unset on a first attempt. An agent reads why its last answer was refused
+        (e.g. `PlanInvalid` with the planner's diagnostics in `details`).
+        """
+
     def __init__(
         self,
         *,
@@ -505,10 +563,11 @@ class Dispatch(_message.Message):
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         secrets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         workflow_name: _builtins.str = ...,
+        previous_error: _execution_pb2.ErrorInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "inputs", b"inputs", "start_to_close_deadline", b"start_to_close_deadline"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "inputs", b"inputs", "previous_error", b"previous_error", "start_to_close_deadline", b"start_to_close_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "idempotency_key", b"idempotency_key", "inputs", b"inputs", "secrets", b"secrets", "start_to_close_deadline", b"start_to_close_deadline", "task_type", b"task_type", "trace_context", b"trace_context", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "idempotency_key", b"idempotency_key", "inputs", b"inputs", "previous_error", b"previous_error", "secrets", b"secrets", "start_to_close_deadline", b"start_to_close_deadline", "task_type", b"task_type", "trace_context", b"trace_context", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -373,6 +373,11 @@ class Task(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     ESTIMATED_DURATION_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
+    MAX_PARALLEL_FIELD_NUMBER: _builtins.int
+    REPEAT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    DYNAMIC_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier: [A-Za-z_][A-Za-z0-9_]*"""
     type: _builtins.str
@@ -384,6 +389,25 @@ class Task(_message.Message):
     trigger: Global___TriggerRule.ValueType
     priority: _builtins.int
     description: _builtins.str
+    for_each: _builtins.str
+    """Plans that grow at runtime (docs/runtime-plans.md).
+
+    A CEL expression evaluated when the task becomes ready; it must yield a list.
+    The task runs once per item, as instances `ID[0]`, `ID[1]`...; `item` and
+    `index` are readable in its `inputs`, `when`, fallback and compensation inputs
+    and `repeat.until`. The task's output is the list of instance outputs in item
+    order; an empty list succeeds with `[]`. Reading `tasks.X` here is a data edge.
+    """
+    max_parallel: _builtins.int
+    """Instances of a `for_each` task running at once; 0 = no bound."""
+    workflow: _builtins.str
+    """With `type: builtin.workflow`: the registered workflow to run as a child
+    execution, `NAME` (the latest registered version) or `NAME@VERSION`.
+    """
+    dynamic: _builtins.bool
+    """The task may return a sub-workflow instead of an output; it is compiled, recorded
+    and run in this execution as tasks `ID/SUB_ID`, and its outputs become the task's.
+    """
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -418,6 +442,10 @@ class Task(_message.Message):
     def estimated_duration(self) -> _duration_pb2.Duration:
         """Expected run time, used to weigh the critical path."""
 
+    @_builtins.property
+    def repeat(self) -> Global___Repeat:
+        """Run the task again until `until` holds (each iteration has its own retries)."""
+
     def __init__(
         self,
         *,
@@ -438,16 +466,49 @@ class Task(_message.Message):
         priority: _builtins.int | None = ...,
         estimated_duration: _duration_pb2.Duration | None = ...,
         description: _builtins.str = ...,
+        for_each: _builtins.str = ...,
+        max_parallel: _builtins.int = ...,
+        repeat: Global___Repeat | None = ...,
+        workflow: _builtins.str = ...,
+        dynamic: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "placement", b"placement", "priority", b"priority", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "id", b"id", "inputs", b"inputs", "placement", b"placement", "priority", b"priority", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "dynamic", b"dynamic", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "for_each", b"for_each", "id", b"id", "inputs", b"inputs", "max_parallel", b"max_parallel", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class Repeat(_message.Message):
+    """A loop: the task runs as iterations 0, 1, 2... while `until` is false."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNTIL_FIELD_NUMBER: _builtins.int
+    MAX_ITERATIONS_FIELD_NUMBER: _builtins.int
+    until: _builtins.str
+    """CEL over `output` (this iteration's), `iteration` (0-based), `previous` and what
+    any expression of the task reads; true ends the loop with this output.
+    """
+    max_iterations: _builtins.int
+    """Iterations at most; running out fails the task with `RepeatExhausted`. Required."""
+    def __init__(
+        self,
+        *,
+        until: _builtins.str = ...,
+        max_iterations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_iterations", b"max_iterations", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Repeat: _TypeAlias = Repeat  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):

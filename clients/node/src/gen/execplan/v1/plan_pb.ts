@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/plan.proto.
  */
 export const file_execplan_v1_plan: GenFile = /*@__PURE__*/
-  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSKSBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo8BCglQbGFuSW5wdXQSDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAMgASgIEicKB2RlZmF1bHQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBSABKAkiTwoIUGxhbkVkZ2USDgoGc291cmNlGAEgASgNEg4KBnRhcmdldBgCIAEoDRIjCgRraW5kGAMgASgOMhUuZXhlY3BsYW4udjEuRWRnZUtpbmQiqAUKCFBsYW5Ob2RlEg0KBWluZGV4GAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIpCgdidWlsdGluGAQgASgOMhguZXhlY3BsYW4udjEuQnVpbHRpbktpbmQSEAoIdXBzdHJlYW0YBSADKA0SEgoKZG93bnN0cmVhbRgGIAMoDRINCgVzdGFnZRgHIAEoDRIaChJjcml0aWNhbF9wYXRoX3JhbmsYCCABKAMSEAoIcHJpb3JpdHkYCSABKAUSKQoHdHJpZ2dlchgKIAEoDjIYLmV4ZWNwbGFuLnYxLlRyaWdnZXJSdWxlEioKCWNvbmRpdGlvbhgLIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SJgoIYmluZGluZ3MYDCADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GA0gASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgOIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSKwoIZmFsbGJhY2sYDyABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSLwoMY29tcGVuc2F0aW9uGBAgASgLMhkuZXhlY3BsYW4udjEuUGxhblNpZGVUYXNrEjwKD2NpcmN1aXRfYnJlYWtlchgRIAEoCzIjLmV4ZWNwbGFuLnYxLlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISLwoJcmVzb3VyY2VzGBIgASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VCaW5kaW5nEh0KFWVzdGltYXRlZF9kdXJhdGlvbl9tcxgTIAEoAxITCgtkZXNjcmlwdGlvbhgUIAEoCSK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIImAKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgiQQoHQmluZGluZxIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlIvMBCgxCaW5kaW5nVmFsdWUSKQoHbGl0ZXJhbBgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSAASKQoIdGVtcGxhdGUYAyABKAsyFS5leGVjcGxhbi52MS5UZW1wbGF0ZUgAEiwKBnN0cnVjdBgEIAEoCzIaLmV4ZWNwbGFuLnYxLkJpbmRpbmdTdHJ1Y3RIABIoCgRsaXN0GAUgASgLMhguZXhlY3BsYW4udjEuQmluZGluZ0xpc3RIAEIGCgRraW5kIjQKCFRlbXBsYXRlEigKBXBhcnRzGAEgAygLMhkuZXhlY3BsYW4udjEuVGVtcGxhdGVQYXJ0IlUKDFRlbXBsYXRlUGFydBIOCgR0ZXh0GAEgASgJSAASLQoKZXhwcmVzc2lvbhgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb25IAEIGCgRraW5kIjUKDUJpbmRpbmdTdHJ1Y3QSJAoGZmllbGRzGAEgAygLMhQuZXhlY3BsYW4udjEuQmluZGluZyI3CgtCaW5kaW5nTGlzdBIoCgVpdGVtcxgBIAMoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSJECgpQbGFuT3V0cHV0EgwKBG5hbWUYASABKAkSKAoFdmFsdWUYAiABKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUi3AEKE1Jlc29sdmVkUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjMKEGluaXRpYWxfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTYmFja29mZl9jb2VmZmljaWVudBgDIAEoARIvCgxtYXhfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGaml0dGVyGAUgASgBEhwKFG5vbl9yZXRyeWFibGVfZXJyb3JzGAYgAygJIt8BChBSZXNvbHZlZFRpbWVvdXRzEjQKEXNjaGVkdWxlX3RvX3N0YXJ0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDnN0YXJ0X3RvX2Nsb3NlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCWhlYXJ0YmVhdBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFzY2hlZHVsZV90b19jbG9zZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiL5AQoWUmVzb2x2ZWRDaXJjdWl0QnJlYWtlchIZChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoBRIrCghvcGVuX2ZvchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNoYWxmX29wZW5fbWF4X2NhbGxzGAMgASgFEh4KFmZhaWx1cmVfcmF0ZV90aHJlc2hvbGQYBCABKAESKQoGd2luZG93GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KB29uX29wZW4YBiABKA4yHi5leGVjcGxhbi52MS5CcmVha2VyT3BlbkFjdGlvbiLpAgoPUmVzb3VyY2VCaW5kaW5nEhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRJHCg5yZXF1aXJlX2xhYmVscxgEIAMoCzIvLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5SZXF1aXJlTGFiZWxzRW50cnkSRQoNcHJlZmVyX2xhYmVscxgFIAMoCzIuLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5QcmVmZXJMYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgGIAEoCRIPCgdzZWNyZXRzGAcgAygJGjQKElJlcXVpcmVMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjMKEVByZWZlckxhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqbAoIRWRnZUtpbmQSGQoVRURHRV9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPRURHRV9LSU5EX09SREVSEAESEgoORURHRV9LSU5EX0RBVEEQAhIcChhFREdFX0tJTkRfT1JERVJfQU5EX0RBVEEQAyp7CgtCdWlsdGluS2luZBIcChhCVUlMVElOX0tJTkRfVU5TUEVDSUZJRUQQABIVChFCVUlMVElOX0tJTkRfTk9ORRABEhYKEkJVSUxUSU5fS0lORF9TTEVFUBACEh8KG0JVSUxUSU5fS0lORF9XQUlUX0ZPUl9FVkVOVBADYgZwcm90bzM", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSKSBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo8BCglQbGFuSW5wdXQSDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAMgASgIEicKB2RlZmF1bHQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBSABKAkiTwoIUGxhbkVkZ2USDgoGc291cmNlGAEgASgNEg4KBnRhcmdldBgCIAEoDRIjCgRraW5kGAMgASgOMhUuZXhlY3BsYW4udjEuRWRnZUtpbmQizwYKCFBsYW5Ob2RlEg0KBWluZGV4GAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIpCgdidWlsdGluGAQgASgOMhguZXhlY3BsYW4udjEuQnVpbHRpbktpbmQSEAoIdXBzdHJlYW0YBSADKA0SEgoKZG93bnN0cmVhbRgGIAMoDRINCgVzdGFnZRgHIAEoDRIaChJjcml0aWNhbF9wYXRoX3JhbmsYCCABKAMSEAoIcHJpb3JpdHkYCSABKAUSKQoHdHJpZ2dlchgKIAEoDjIYLmV4ZWNwbGFuLnYxLlRyaWdnZXJSdWxlEioKCWNvbmRpdGlvbhgLIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SJgoIYmluZGluZ3MYDCADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GA0gASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgOIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSKwoIZmFsbGJhY2sYDyABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSLwoMY29tcGVuc2F0aW9uGBAgASgLMhkuZXhlY3BsYW4udjEuUGxhblNpZGVUYXNrEjwKD2NpcmN1aXRfYnJlYWtlchgRIAEoCzIjLmV4ZWNwbGFuLnYxLlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISLwoJcmVzb3VyY2VzGBIgASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VCaW5kaW5nEh0KFWVzdGltYXRlZF9kdXJhdGlvbl9tcxgTIAEoAxITCgtkZXNjcmlwdGlvbhgUIAEoCRIpCghmb3JfZWFjaBhkIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SFAoMbWF4X3BhcmFsbGVsGGUgASgNEicKBnJlcGVhdBhmIAEoCzIXLmV4ZWNwbGFuLnYxLlBsYW5SZXBlYXQSKgoId29ya2Zsb3cYZyABKAsyGC5leGVjcGxhbi52MS5Xb3JrZmxvd1JlZhIPCgdkeW5hbWljGGggASgIIkwKClBsYW5SZXBlYXQSJgoFdW50aWwYASABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uEhYKDm1heF9pdGVyYXRpb25zGAIgASgNIiwKC1dvcmtmbG93UmVmEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIInkKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgSFwoPcmVhZHNfdmFyaWFibGVzGGQgAygJIkEKB0JpbmRpbmcSDAoEbmFtZRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSLzAQoMQmluZGluZ1ZhbHVlEikKB2xpdGVyYWwYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABItCgpleHByZXNzaW9uGAIgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbkgAEikKCHRlbXBsYXRlGAMgASgLMhUuZXhlY3BsYW4udjEuVGVtcGxhdGVIABIsCgZzdHJ1Y3QYBCABKAsyGi5leGVjcGxhbi52MS5CaW5kaW5nU3RydWN0SAASKAoEbGlzdBgFIAEoCzIYLmV4ZWNwbGFuLnYxLkJpbmRpbmdMaXN0SABCBgoEa2luZCI0CghUZW1wbGF0ZRIoCgVwYXJ0cxgBIAMoCzIZLmV4ZWNwbGFuLnYxLlRlbXBsYXRlUGFydCJVCgxUZW1wbGF0ZVBhcnQSDgoEdGV4dBgBIAEoCUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSABCBgoEa2luZCI1Cg1CaW5kaW5nU3RydWN0EiQKBmZpZWxkcxgBIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmciNwoLQmluZGluZ0xpc3QSKAoFaXRlbXMYASADKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUiRAoKUGxhbk91dHB1dBIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlItwBChNSZXNvbHZlZFJldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmppdHRlchgFIAEoARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCSLfAQoQUmVzb2x2ZWRUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i+QEKFlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKwoIb3Blbl9mb3IYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTaGFsZl9vcGVuX21heF9jYWxscxgDIAEoBRIeChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24i6QIKD1Jlc291cmNlQmluZGluZxISCgpjcHVfbWlsbGlzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoAxILCgNncHUYAyABKAUSRwoOcmVxdWlyZV9sYWJlbHMYBCADKAsyLy5leGVjcGxhbi52MS5SZXNvdXJjZUJpbmRpbmcuUmVxdWlyZUxhYmVsc0VudHJ5EkUKDXByZWZlcl9sYWJlbHMYBSADKAsyLi5leGVjcGxhbi52MS5SZXNvdXJjZUJpbmRpbmcuUHJlZmVyTGFiZWxzRW50cnkSEwoLZW52aXJvbm1lbnQYBiABKAkSDwoHc2VjcmV0cxgHIAMoCRo0ChJSZXF1aXJlTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARozChFQcmVmZXJMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKmwKCEVkZ2VLaW5kEhkKFUVER0VfS0lORF9VTlNQRUNJRklFRBAAEhMKD0VER0VfS0lORF9PUkRFUhABEhIKDkVER0VfS0lORF9EQVRBEAISHAoYRURHRV9LSU5EX09SREVSX0FORF9EQVRBEAMqlgEKC0J1aWx0aW5LaW5kEhwKGEJVSUxUSU5fS0lORF9VTlNQRUNJRklFRBAAEhUKEUJVSUxUSU5fS0lORF9OT05FEAESFgoSQlVJTFRJTl9LSU5EX1NMRUVQEAISHwobQlVJTFRJTl9LSU5EX1dBSVRfRk9SX0VWRU5UEAMSGQoVQlVJTFRJTl9LSU5EX1dPUktGTE9XEApiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * ExecutionPlan is the compiled, validated, language-neutral form of a Workflow.
@@ -107,7 +107,9 @@ export type ExecutionPlan = Message<"execplan.v1.ExecutionPlan"> & {
   labels: { [key: string]: string };
 
   /**
-   * Version of the plan format, bumped when its meaning changes.
+   * Version of the plan format, bumped when its meaning changes: 1, or 2 when a
+   * node uses a runtime-plan field (for_each, repeat, workflow, dynamic). An
+   * executor refuses a version it does not know.
    *
    * @generated from field: uint32 format_version = 15;
    */
@@ -301,6 +303,42 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
    * @generated from field: string description = 20;
    */
   description: string;
+
+  /**
+   * Plans that grow at runtime (docs/runtime-plans.md). Plans that use none of
+   * these fields keep format_version 1 and the plan_id they always had.
+   *
+   * The compiled `for_each`: one instance per item of the list it yields.
+   *
+   * @generated from field: execplan.v1.Expression for_each = 100;
+   */
+  forEach?: Expression | undefined;
+
+  /**
+   * Instances of a for_each node running at once; 0 = no bound.
+   *
+   * @generated from field: uint32 max_parallel = 101;
+   */
+  maxParallel: number;
+
+  /**
+   * @generated from field: execplan.v1.PlanRepeat repeat = 102;
+   */
+  repeat?: PlanRepeat | undefined;
+
+  /**
+   * The child workflow of a BUILTIN_KIND_WORKFLOW node.
+   *
+   * @generated from field: execplan.v1.WorkflowRef workflow = 103;
+   */
+  workflow?: WorkflowRef | undefined;
+
+  /**
+   * The task may answer with a sub-workflow (TaskResult.sub_plan).
+   *
+   * @generated from field: bool dynamic = 104;
+   */
+  dynamic: boolean;
 };
 
 /**
@@ -309,6 +347,54 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
  */
 export const PlanNodeSchema: GenMessage<PlanNode> = /*@__PURE__*/
   messageDesc(file_execplan_v1_plan, 3);
+
+/**
+ * A compiled `repeat`.
+ *
+ * @generated from message execplan.v1.PlanRepeat
+ */
+export type PlanRepeat = Message<"execplan.v1.PlanRepeat"> & {
+  /**
+   * @generated from field: execplan.v1.Expression until = 1;
+   */
+  until?: Expression | undefined;
+
+  /**
+   * @generated from field: uint32 max_iterations = 2;
+   */
+  maxIterations: number;
+};
+
+/**
+ * Describes the message execplan.v1.PlanRepeat.
+ * Use `create(PlanRepeatSchema)` to create a new message.
+ */
+export const PlanRepeatSchema: GenMessage<PlanRepeat> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 4);
+
+/**
+ * A registered workflow by name: `version` empty means the latest registered.
+ *
+ * @generated from message execplan.v1.WorkflowRef
+ */
+export type WorkflowRef = Message<"execplan.v1.WorkflowRef"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message execplan.v1.WorkflowRef.
+ * Use `create(WorkflowRefSchema)` to create a new message.
+ */
+export const WorkflowRefSchema: GenMessage<WorkflowRef> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 5);
 
 /**
  * A fallback or compensation task with its own resolved policies.
@@ -349,7 +435,7 @@ export type PlanSideTask = Message<"execplan.v1.PlanSideTask"> & {
  * Use `create(PlanSideTaskSchema)` to create a new message.
  */
 export const PlanSideTaskSchema: GenMessage<PlanSideTask> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 4);
+  messageDesc(file_execplan_v1_plan, 6);
 
 /**
  * A compiled CEL expression and what it reads.
@@ -384,6 +470,14 @@ export type Expression = Message<"execplan.v1.Expression"> & {
    * @generated from field: bool reads_execution = 4;
    */
   readsExecution: boolean;
+
+  /**
+   * Runtime variables read, sorted: `index` and `item` (for_each), `iteration` and
+   * `previous` (repeat), `output` (repeat.until).
+   *
+   * @generated from field: repeated string reads_variables = 100;
+   */
+  readsVariables: string[];
 };
 
 /**
@@ -391,7 +485,7 @@ export type Expression = Message<"execplan.v1.Expression"> & {
  * Use `create(ExpressionSchema)` to create a new message.
  */
 export const ExpressionSchema: GenMessage<Expression> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 5);
+  messageDesc(file_execplan_v1_plan, 7);
 
 /**
  * @generated from message execplan.v1.Binding
@@ -413,7 +507,7 @@ export type Binding = Message<"execplan.v1.Binding"> & {
  * Use `create(BindingSchema)` to create a new message.
  */
 export const BindingSchema: GenMessage<Binding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 6);
+  messageDesc(file_execplan_v1_plan, 8);
 
 /**
  * A value that is either fully literal or has expressions somewhere inside.
@@ -472,7 +566,7 @@ export type BindingValue = Message<"execplan.v1.BindingValue"> & {
  * Use `create(BindingValueSchema)` to create a new message.
  */
 export const BindingValueSchema: GenMessage<BindingValue> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 7);
+  messageDesc(file_execplan_v1_plan, 9);
 
 /**
  * @generated from message execplan.v1.Template
@@ -489,7 +583,7 @@ export type Template = Message<"execplan.v1.Template"> & {
  * Use `create(TemplateSchema)` to create a new message.
  */
 export const TemplateSchema: GenMessage<Template> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 8);
+  messageDesc(file_execplan_v1_plan, 10);
 
 /**
  * @generated from message execplan.v1.TemplatePart
@@ -518,7 +612,7 @@ export type TemplatePart = Message<"execplan.v1.TemplatePart"> & {
  * Use `create(TemplatePartSchema)` to create a new message.
  */
 export const TemplatePartSchema: GenMessage<TemplatePart> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 9);
+  messageDesc(file_execplan_v1_plan, 11);
 
 /**
  * @generated from message execplan.v1.BindingStruct
@@ -535,7 +629,7 @@ export type BindingStruct = Message<"execplan.v1.BindingStruct"> & {
  * Use `create(BindingStructSchema)` to create a new message.
  */
 export const BindingStructSchema: GenMessage<BindingStruct> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 10);
+  messageDesc(file_execplan_v1_plan, 12);
 
 /**
  * @generated from message execplan.v1.BindingList
@@ -552,7 +646,7 @@ export type BindingList = Message<"execplan.v1.BindingList"> & {
  * Use `create(BindingListSchema)` to create a new message.
  */
 export const BindingListSchema: GenMessage<BindingList> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 11);
+  messageDesc(file_execplan_v1_plan, 13);
 
 /**
  * @generated from message execplan.v1.PlanOutput
@@ -574,7 +668,7 @@ export type PlanOutput = Message<"execplan.v1.PlanOutput"> & {
  * Use `create(PlanOutputSchema)` to create a new message.
  */
 export const PlanOutputSchema: GenMessage<PlanOutput> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 12);
+  messageDesc(file_execplan_v1_plan, 14);
 
 /**
  * A retry policy with every default applied.
@@ -618,7 +712,7 @@ export type ResolvedRetryPolicy = Message<"execplan.v1.ResolvedRetryPolicy"> & {
  * Use `create(ResolvedRetryPolicySchema)` to create a new message.
  */
 export const ResolvedRetryPolicySchema: GenMessage<ResolvedRetryPolicy> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 13);
+  messageDesc(file_execplan_v1_plan, 15);
 
 /**
  * Timeouts with defaults applied; a zero duration means no limit.
@@ -652,7 +746,7 @@ export type ResolvedTimeouts = Message<"execplan.v1.ResolvedTimeouts"> & {
  * Use `create(ResolvedTimeoutsSchema)` to create a new message.
  */
 export const ResolvedTimeoutsSchema: GenMessage<ResolvedTimeouts> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 14);
+  messageDesc(file_execplan_v1_plan, 16);
 
 /**
  * A circuit breaker with defaults applied; absent on nodes without one.
@@ -696,7 +790,7 @@ export type ResolvedCircuitBreaker = Message<"execplan.v1.ResolvedCircuitBreaker
  * Use `create(ResolvedCircuitBreakerSchema)` to create a new message.
  */
 export const ResolvedCircuitBreakerSchema: GenMessage<ResolvedCircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 15);
+  messageDesc(file_execplan_v1_plan, 17);
 
 /**
  * What a worker must provide to run a node.
@@ -747,7 +841,7 @@ export type ResourceBinding = Message<"execplan.v1.ResourceBinding"> & {
  * Use `create(ResourceBindingSchema)` to create a new message.
  */
 export const ResourceBindingSchema: GenMessage<ResourceBinding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 16);
+  messageDesc(file_execplan_v1_plan, 18);
 
 /**
  * @generated from enum execplan.v1.EdgeKind
@@ -813,6 +907,13 @@ export enum BuiltinKind {
    * @generated from enum value: BUILTIN_KIND_WAIT_FOR_EVENT = 3;
    */
   WAIT_FOR_EVENT = 3,
+
+  /**
+   * A child execution of a registered workflow (`PlanNode.workflow`).
+   *
+   * @generated from enum value: BUILTIN_KIND_WORKFLOW = 10;
+   */
+  WORKFLOW = 10,
 }
 
 /**

@@ -8,6 +8,10 @@ import type { AttemptToken } from "./events_pb.js";
 import { file_execplan_v1_events } from "./events_pb.js";
 import type { ErrorInfo, TaskPhase } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
+import type { SourceFormat } from "./planner_service_pb.js";
+import { file_execplan_v1_planner_service } from "./planner_service_pb.js";
+import type { Workflow } from "./workflow_pb.js";
+import { file_execplan_v1_workflow } from "./workflow_pb.js";
 import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -16,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/worker_service.proto.
  */
 export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUilAEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IAEIJCgdvdXRjb21lIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIrwBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKA0SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBiABKA0i1QMKCERpc3BhdGNoEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhEKCXRhc2tfdHlwZRgCIAEoCRInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7ChdzdGFydF90b19jbG9zZV9kZWFkbGluZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SPgoNdHJhY2VfY29udGV4dBgHIAMoCzInLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlRyYWNlQ29udGV4dEVudHJ5EjMKB3NlY3JldHMYCCADKAsyIi5leGVjcGxhbi52MS5EaXNwYXRjaC5TZWNyZXRzRW50cnkSFQoNd29ya2Zsb3dfbmFtZRgJIAEoCRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUivgEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IABIoCghzdWJfcGxhbhhkIAEoCzIULmV4ZWNwbGFuLnYxLlN1YlBsYW5IAEIJCgdvdXRjb21lIqgBCgdTdWJQbGFuEhAKBnNvdXJjZRgBIAEoCUgAEikKCHdvcmtmbG93GAIgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABIpCgZmb3JtYXQYAyABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIMCgpkZWZpbml0aW9uIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIrwBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKA0SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBiABKA0ihQQKCERpc3BhdGNoEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhEKCXRhc2tfdHlwZRgCIAEoCRInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7ChdzdGFydF90b19jbG9zZV9kZWFkbGluZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SPgoNdHJhY2VfY29udGV4dBgHIAMoCzInLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlRyYWNlQ29udGV4dEVudHJ5EjMKB3NlY3JldHMYCCADKAsyIi5leGVjcGxhbi52MS5EaXNwYXRjaC5TZWNyZXRzRW50cnkSFQoNd29ya2Zsb3dfbmFtZRgJIAEoCRIuCg5wcmV2aW91c19lcnJvchhkIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Worker -> executor. The first message must carry `register` (and only the first:
@@ -224,7 +228,7 @@ export const TaskHeartbeatSchema: GenMessage<TaskHeartbeat> = /*@__PURE__*/
  * The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
  * says one was refused. A result that arrives before the attempt's ack counts as
  * an implied ack: the executor records `task_started` and then the result, in that
- * order. A result with neither `output` nor `error` is malformed: it is rejected
+ * order. A result with none of `output`, `error` or `sub_plan` is malformed: it is rejected
  * (`ResultRejected`) and the attempt stays leased until a proper result arrives or
  * its timeouts fire.
  *
@@ -256,6 +260,15 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
      */
     value: ErrorInfo;
     case: "error";
+  } | {
+    /**
+     * Only for a task with `dynamic: true`: the sub-workflow to run in its place
+     * (docs/runtime-plans.md). An invalid one fails the attempt with `PlanInvalid`.
+     *
+     * @generated from field: execplan.v1.SubPlan sub_plan = 100;
+     */
+    value: SubPlan;
+    case: "subPlan";
   } | { case: undefined; value?: undefined };
 };
 
@@ -265,6 +278,53 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
  */
 export const TaskResultSchema: GenMessage<TaskResult> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 5);
+
+/**
+ * A sub-workflow a dynamic task answers with. The executor compiles it with the
+ * planner (the rules of any workflow; every problem reported at once), records it
+ * and runs it as part of the execution; the task's output is its `outputs`.
+ *
+ * @generated from message execplan.v1.SubPlan
+ */
+export type SubPlan = Message<"execplan.v1.SubPlan"> & {
+  /**
+   * @generated from oneof execplan.v1.SubPlan.definition
+   */
+  definition: {
+    /**
+     * A YAML or JSON document (short forms allowed, as in any workflow file).
+     *
+     * @generated from field: string source = 1;
+     */
+    value: string;
+    case: "source";
+  } | {
+    /**
+     * @generated from field: execplan.v1.Workflow workflow = 2;
+     */
+    value: Workflow;
+    case: "workflow";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: execplan.v1.SourceFormat format = 3;
+   */
+  format: SourceFormat;
+
+  /**
+   * Values for the sub-workflow's declared inputs (defaults apply).
+   *
+   * @generated from field: google.protobuf.Struct inputs = 4;
+   */
+  inputs?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.SubPlan.
+ * Use `create(SubPlanSchema)` to create a new message.
+ */
+export const SubPlanSchema: GenMessage<SubPlan> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 6);
 
 /**
  * The worker's own view of its capacity, whenever it changes.
@@ -296,7 +356,7 @@ export type WorkerStatus = Message<"execplan.v1.WorkerStatus"> & {
  * Use `create(WorkerStatusSchema)` to create a new message.
  */
 export const WorkerStatusSchema: GenMessage<WorkerStatus> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 6);
+  messageDesc(file_execplan_v1_worker_service, 7);
 
 /**
  * Executor -> worker. The first message carries `registered`; then any mix of the
@@ -344,7 +404,7 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 7);
+  messageDesc(file_execplan_v1_worker_service, 8);
 
 /**
  * @generated from message execplan.v1.WorkerRegistered
@@ -400,7 +460,7 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
  * Use `create(WorkerRegisteredSchema)` to create a new message.
  */
 export const WorkerRegisteredSchema: GenMessage<WorkerRegistered> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 8);
+  messageDesc(file_execplan_v1_worker_service, 9);
 
 /**
  * @generated from message execplan.v1.Dispatch
@@ -462,6 +522,15 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
    * @generated from field: string workflow_name = 9;
    */
   workflowName: string;
+
+  /**
+   * The error of the previous attempt of this task (same phase and iteration);
+   * unset on a first attempt. An agent reads why its last answer was refused
+   * (e.g. `PlanInvalid` with the planner's diagnostics in `details`).
+   *
+   * @generated from field: execplan.v1.ErrorInfo previous_error = 100;
+   */
+  previousError?: ErrorInfo | undefined;
 };
 
 /**
@@ -469,7 +538,7 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
  * Use `create(DispatchSchema)` to create a new message.
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 9);
+  messageDesc(file_execplan_v1_worker_service, 10);
 
 /**
  * @generated from message execplan.v1.CancelAttempt
@@ -491,7 +560,7 @@ export type CancelAttempt = Message<"execplan.v1.CancelAttempt"> & {
  * Use `create(CancelAttemptSchema)` to create a new message.
  */
 export const CancelAttemptSchema: GenMessage<CancelAttempt> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 10);
+  messageDesc(file_execplan_v1_worker_service, 11);
 
 /**
  * The executor is shutting down: it dispatches nothing more. Finish the running
@@ -511,7 +580,7 @@ export type Drain = Message<"execplan.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 11);
+  messageDesc(file_execplan_v1_worker_service, 12);
 
 /**
  * An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
@@ -538,7 +607,7 @@ export type ResultRejected = Message<"execplan.v1.ResultRejected"> & {
  * Use `create(ResultRejectedSchema)` to create a new message.
  */
 export const ResultRejectedSchema: GenMessage<ResultRejected> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 12);
+  messageDesc(file_execplan_v1_worker_service, 13);
 
 /**
  * Workers connect with one bidirectional stream, register their capabilities and

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/workflow.proto.
  */
 export const file_execplan_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("ChpleGVjcGxhbi92MS93b3JrZmxvdy5wcm90bxILZXhlY3BsYW4udjEixgQKCFdvcmtmbG93EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIxCgZpbnB1dHMYBCADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5JbnB1dHNFbnRyeRIrCghkZWZhdWx0cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tEZWZhdWx0cxIqCgpvbl9mYWlsdXJlGAYgASgOMhYuZXhlY3BsYW4udjEuT25GYWlsdXJlEhQKDG1heF9wYXJhbGxlbBgHIAEoDRIgCgV0YXNrcxgIIAMoCzIRLmV4ZWNwbGFuLnYxLlRhc2sSMwoHb3V0cHV0cxgJIAMoCzIiLmV4ZWNwbGFuLnYxLldvcmtmbG93Lk91dHB1dHNFbnRyeRIcChRwYXVzZV9hZnRlcl9mYWlsdXJlcxgKIAEoDRIxCgZsYWJlbHMYCyADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5MYWJlbHNFbnRyeRpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5leGVjcGxhbi52MS5JbnB1dFNwZWM6AjgBGkYKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigQEKCUlucHV0U3BlYxIkCgR0eXBlGAEgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAIgASgIEicKB2RlZmF1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBCABKAkikAIKDFRhc2tEZWZhdWx0cxInCgVyZXRyeRgBIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAIgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSNAoPY2lyY3VpdF9icmVha2VyGAMgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAQgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgFIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIVCghwcmlvcml0eRgGIAEoBUgAiAEBQgsKCV9wcmlvcml0eSKcBQoEVGFzaxIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEhIKCmRlcGVuZHNfb24YAyADKAkSLQoGaW5wdXRzGAQgAygLMh0uZXhlY3BsYW4udjEuVGFzay5JbnB1dHNFbnRyeRIMCgR3aGVuGAUgASgJEikKB3RyaWdnZXIYBiABKA4yGC5leGVjcGxhbi52MS5UcmlnZ2VyUnVsZRInCgVyZXRyeRgHIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAggASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSJwoIZmFsbGJhY2sYCSABKAsyFS5leGVjcGxhbi52MS5GYWxsYmFjaxIvCgxjb21wZW5zYXRpb24YCiABKAsyGS5leGVjcGxhbi52MS5Db21wZW5zYXRpb24SNAoPY2lyY3VpdF9icmVha2VyGAsgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAwgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgNIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIPCgdzZWNyZXRzGA4gAygJEhUKCHByaW9yaXR5GA8gASgFSACIAQESNQoSZXN0aW1hdGVkX2R1cmF0aW9uGBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGBEgASgJGkUKC0lucHV0c0VudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZToCOAFCCwoJX3ByaW9yaXR5IpcCCgtSZXRyeVBvbGljeRIZCgxtYXhfYXR0ZW1wdHMYASABKAVIAIgBARIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiAKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAFIAYgBARIvCgxtYXhfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoGaml0dGVyGAUgASgBSAKIAQESHAoUbm9uX3JldHJ5YWJsZV9lcnJvcnMYBiADKAlCDwoNX21heF9hdHRlbXB0c0IWChRfYmFja29mZl9jb2VmZmljaWVudEIJCgdfaml0dGVyItcBCghUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i5AEKCEZhbGxiYWNrEgwKBHR5cGUYASABKAkSMQoGaW5wdXRzGAIgAygLMiEuZXhlY3BsYW4udjEuRmFsbGJhY2suSW5wdXRzRW50cnkSJwoFcmV0cnkYAyABKAsyGC5leGVjcGxhbi52MS5SZXRyeVBvbGljeRInCgh0aW1lb3V0cxgEIAEoCzIVLmV4ZWNwbGFuLnYxLlRpbWVvdXRzGkUKC0lucHV0c0VudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZToCOAEi7AEKDENvbXBlbnNhdGlvbhIMCgR0eXBlGAEgASgJEjUKBmlucHV0cxgCIAMoCzIlLmV4ZWNwbGFuLnYxLkNvbXBlbnNhdGlvbi5JbnB1dHNFbnRyeRInCgVyZXRyeRgDIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAQgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMaRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ASLJAgoOQ2lyY3VpdEJyZWFrZXISHgoRZmFpbHVyZV90aHJlc2hvbGQYASABKAVIAIgBARIrCghvcGVuX2ZvchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIgChNoYWxmX29wZW5fbWF4X2NhbGxzGAMgASgFSAGIAQESIwoWZmFpbHVyZV9yYXRlX3RocmVzaG9sZBgEIAEoAUgCiAEBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb25CFAoSX2ZhaWx1cmVfdGhyZXNob2xkQhYKFF9oYWxmX29wZW5fbWF4X2NhbGxzQhkKF19mYWlsdXJlX3JhdGVfdGhyZXNob2xkIukBCglQbGFjZW1lbnQSNAoHcmVxdWlyZRgBIAMoCzIjLmV4ZWNwbGFuLnYxLlBsYWNlbWVudC5SZXF1aXJlRW50cnkSMgoGcHJlZmVyGAIgAygLMiIuZXhlY3BsYW4udjEuUGxhY2VtZW50LlByZWZlckVudHJ5EhMKC2Vudmlyb25tZW50GAMgASgJGi4KDFJlcXVpcmVFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC1ByZWZlckVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoJUmVzb3VyY2VzEgsKA2NwdRgBIAEoCRIOCgZtZW1vcnkYAiABKAkSEAoDZ3B1GAMgASgFSACIAQFCBgoEX2dwdSp1CglPbkZhaWx1cmUSGgoWT05fRkFJTFVSRV9VTlNQRUNJRklFRBAAEhgKFE9OX0ZBSUxVUkVfRkFJTF9GQVNUEAESFwoTT05fRkFJTFVSRV9DT05USU5VRRACEhkKFU9OX0ZBSUxVUkVfQ09NUEVOU0FURRADKp8BCgtUcmlnZ2VyUnVsZRIcChhUUklHR0VSX1JVTEVfVU5TUEVDSUZJRUQQABIcChhUUklHR0VSX1JVTEVfQUxMX1NVQ0NFU1MQARIZChVUUklHR0VSX1JVTEVfQUxMX0RPTkUQAhIcChhUUklHR0VSX1JVTEVfT05FX1NVQ0NFU1MQAxIbChdUUklHR0VSX1JVTEVfQUxMX0ZBSUxFRBAEKsYBCglJbnB1dFR5cGUSGgoWSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUlOUFVUX1RZUEVfU1RSSU5HEAESFQoRSU5QVVRfVFlQRV9OVU1CRVIQAhIWChJJTlBVVF9UWVBFX0lOVEVHRVIQAxIWChJJTlBVVF9UWVBFX0JPT0xFQU4QBBIVChFJTlBVVF9UWVBFX09CSkVDVBAFEhQKEElOUFVUX1RZUEVfQVJSQVkQBhISCg5JTlBVVF9UWVBFX0FOWRAHKnkKEUJyZWFrZXJPcGVuQWN0aW9uEiMKH0JSRUFLRVJfT1BFTl9BQ1RJT05fVU5TUEVDSUZJRUQQABIcChhCUkVBS0VSX09QRU5fQUNUSU9OX1BBUksQARIhCh1CUkVBS0VSX09QRU5fQUNUSU9OX0ZBSUxfRkFTVBACYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChpleGVjcGxhbi92MS93b3JrZmxvdy5wcm90bxILZXhlY3BsYW4udjEixgQKCFdvcmtmbG93EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIxCgZpbnB1dHMYBCADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5JbnB1dHNFbnRyeRIrCghkZWZhdWx0cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tEZWZhdWx0cxIqCgpvbl9mYWlsdXJlGAYgASgOMhYuZXhlY3BsYW4udjEuT25GYWlsdXJlEhQKDG1heF9wYXJhbGxlbBgHIAEoDRIgCgV0YXNrcxgIIAMoCzIRLmV4ZWNwbGFuLnYxLlRhc2sSMwoHb3V0cHV0cxgJIAMoCzIiLmV4ZWNwbGFuLnYxLldvcmtmbG93Lk91dHB1dHNFbnRyeRIcChRwYXVzZV9hZnRlcl9mYWlsdXJlcxgKIAEoDRIxCgZsYWJlbHMYCyADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5MYWJlbHNFbnRyeRpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5leGVjcGxhbi52MS5JbnB1dFNwZWM6AjgBGkYKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigQEKCUlucHV0U3BlYxIkCgR0eXBlGAEgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAIgASgIEicKB2RlZmF1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBCABKAkikAIKDFRhc2tEZWZhdWx0cxInCgVyZXRyeRgBIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAIgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSNAoPY2lyY3VpdF9icmVha2VyGAMgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAQgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgFIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIVCghwcmlvcml0eRgGIAEoBUgAiAEBQgsKCV9wcmlvcml0eSKMBgoEVGFzaxIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEhIKCmRlcGVuZHNfb24YAyADKAkSLQoGaW5wdXRzGAQgAygLMh0uZXhlY3BsYW4udjEuVGFzay5JbnB1dHNFbnRyeRIMCgR3aGVuGAUgASgJEikKB3RyaWdnZXIYBiABKA4yGC5leGVjcGxhbi52MS5UcmlnZ2VyUnVsZRInCgVyZXRyeRgHIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAggASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSJwoIZmFsbGJhY2sYCSABKAsyFS5leGVjcGxhbi52MS5GYWxsYmFjaxIvCgxjb21wZW5zYXRpb24YCiABKAsyGS5leGVjcGxhbi52MS5Db21wZW5zYXRpb24SNAoPY2lyY3VpdF9icmVha2VyGAsgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAwgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgNIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIPCgdzZWNyZXRzGA4gAygJEhUKCHByaW9yaXR5GA8gASgFSACIAQESNQoSZXN0aW1hdGVkX2R1cmF0aW9uGBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGBEgASgJEhAKCGZvcl9lYWNoGGQgASgJEhQKDG1heF9wYXJhbGxlbBhlIAEoDRIjCgZyZXBlYXQYZiABKAsyEy5leGVjcGxhbi52MS5SZXBlYXQSEAoId29ya2Zsb3cYZyABKAkSDwoHZHluYW1pYxhoIAEoCBpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBQgsKCV9wcmlvcml0eSIvCgZSZXBlYXQSDQoFdW50aWwYASABKAkSFgoObWF4X2l0ZXJhdGlvbnMYAiABKA0ilwIKC1JldHJ5UG9saWN5EhkKDG1heF9hdHRlbXB0cxgBIAEoBUgAiAEBEjMKEGluaXRpYWxfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTYmFja29mZl9jb2VmZmljaWVudBgDIAEoAUgBiAEBEi8KDG1heF9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhITCgZqaXR0ZXIYBSABKAFIAogBARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCUIPCg1fbWF4X2F0dGVtcHRzQhYKFF9iYWNrb2ZmX2NvZWZmaWNpZW50QgkKB19qaXR0ZXIi1wEKCFRpbWVvdXRzEjQKEXNjaGVkdWxlX3RvX3N0YXJ0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDnN0YXJ0X3RvX2Nsb3NlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCWhlYXJ0YmVhdBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFzY2hlZHVsZV90b19jbG9zZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLkAQoIRmFsbGJhY2sSDAoEdHlwZRgBIAEoCRIxCgZpbnB1dHMYAiADKAsyIS5leGVjcGxhbi52MS5GYWxsYmFjay5JbnB1dHNFbnRyeRInCgVyZXRyeRgDIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAQgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMaRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ASLsAQoMQ29tcGVuc2F0aW9uEgwKBHR5cGUYASABKAkSNQoGaW5wdXRzGAIgAygLMiUuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uLklucHV0c0VudHJ5EicKBXJldHJ5GAMgASgLMhguZXhlY3BsYW4udjEuUmV0cnlQb2xpY3kSJwoIdGltZW91dHMYBCABKAsyFS5leGVjcGxhbi52MS5UaW1lb3V0cxpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIskCCg5DaXJjdWl0QnJlYWtlchIeChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoBUgAiAEBEisKCG9wZW5fZm9yGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiAKE2hhbGZfb3Blbl9tYXhfY2FsbHMYAyABKAVIAYgBARIjChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBSAKIAQESKQoGd2luZG93GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KB29uX29wZW4YBiABKA4yHi5leGVjcGxhbi52MS5CcmVha2VyT3BlbkFjdGlvbkIUChJfZmFpbHVyZV90aHJlc2hvbGRCFgoUX2hhbGZfb3Blbl9tYXhfY2FsbHNCGQoXX2ZhaWx1cmVfcmF0ZV90aHJlc2hvbGQi6QEKCVBsYWNlbWVudBI0CgdyZXF1aXJlGAEgAygLMiMuZXhlY3BsYW4udjEuUGxhY2VtZW50LlJlcXVpcmVFbnRyeRIyCgZwcmVmZXIYAiADKAsyIi5leGVjcGxhbi52MS5QbGFjZW1lbnQuUHJlZmVyRW50cnkSEwoLZW52aXJvbm1lbnQYAyABKAkaLgoMUmVxdWlyZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLUHJlZmVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCglSZXNvdXJjZXMSCwoDY3B1GAEgASgJEg4KBm1lbW9yeRgCIAEoCRIQCgNncHUYAyABKAVIAIgBAUIGCgRfZ3B1KnUKCU9uRmFpbHVyZRIaChZPTl9GQUlMVVJFX1VOU1BFQ0lGSUVEEAASGAoUT05fRkFJTFVSRV9GQUlMX0ZBU1QQARIXChNPTl9GQUlMVVJFX0NPTlRJTlVFEAISGQoVT05fRkFJTFVSRV9DT01QRU5TQVRFEAMqnwEKC1RyaWdnZXJSdWxlEhwKGFRSSUdHRVJfUlVMRV9VTlNQRUNJRklFRBAAEhwKGFRSSUdHRVJfUlVMRV9BTExfU1VDQ0VTUxABEhkKFVRSSUdHRVJfUlVMRV9BTExfRE9ORRACEhwKGFRSSUdHRVJfUlVMRV9PTkVfU1VDQ0VTUxADEhsKF1RSSUdHRVJfUlVMRV9BTExfRkFJTEVEEAQqxgEKCUlucHV0VHlwZRIaChZJTlBVVF9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRSU5QVVRfVFlQRV9TVFJJTkcQARIVChFJTlBVVF9UWVBFX05VTUJFUhACEhYKEklOUFVUX1RZUEVfSU5URUdFUhADEhYKEklOUFVUX1RZUEVfQk9PTEVBThAEEhUKEUlOUFVUX1RZUEVfT0JKRUNUEAUSFAoQSU5QVVRfVFlQRV9BUlJBWRAGEhIKDklOUFVUX1RZUEVfQU5ZEAcqeQoRQnJlYWtlck9wZW5BY3Rpb24SIwofQlJFQUtFUl9PUEVOX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGEJSRUFLRVJfT1BFTl9BQ1RJT05fUEFSSxABEiEKHUJSRUFLRVJfT1BFTl9BQ1RJT05fRkFJTF9GQVNUEAJiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Workflow is the authoring format (WDL). A YAML or JSON document maps one-to-one
@@ -281,6 +281,49 @@ export type Task = Message<"execplan.v1.Task"> & {
    * @generated from field: string description = 17;
    */
   description: string;
+
+  /**
+   * Plans that grow at runtime (docs/runtime-plans.md).
+   *
+   * A CEL expression evaluated when the task becomes ready; it must yield a list.
+   * The task runs once per item, as instances `ID[0]`, `ID[1]`...; `item` and
+   * `index` are readable in its `inputs`, `when`, fallback and compensation inputs
+   * and `repeat.until`. The task's output is the list of instance outputs in item
+   * order; an empty list succeeds with `[]`. Reading `tasks.X` here is a data edge.
+   *
+   * @generated from field: string for_each = 100;
+   */
+  forEach: string;
+
+  /**
+   * Instances of a `for_each` task running at once; 0 = no bound.
+   *
+   * @generated from field: uint32 max_parallel = 101;
+   */
+  maxParallel: number;
+
+  /**
+   * Run the task again until `until` holds (each iteration has its own retries).
+   *
+   * @generated from field: execplan.v1.Repeat repeat = 102;
+   */
+  repeat?: Repeat | undefined;
+
+  /**
+   * With `type: builtin.workflow`: the registered workflow to run as a child
+   * execution, `NAME` (the latest registered version) or `NAME@VERSION`.
+   *
+   * @generated from field: string workflow = 103;
+   */
+  workflow: string;
+
+  /**
+   * The task may return a sub-workflow instead of an output; it is compiled, recorded
+   * and run in this execution as tasks `ID/SUB_ID`, and its outputs become the task's.
+   *
+   * @generated from field: bool dynamic = 104;
+   */
+  dynamic: boolean;
 };
 
 /**
@@ -289,6 +332,35 @@ export type Task = Message<"execplan.v1.Task"> & {
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
   messageDesc(file_execplan_v1_workflow, 3);
+
+/**
+ * A loop: the task runs as iterations 0, 1, 2... while `until` is false.
+ *
+ * @generated from message execplan.v1.Repeat
+ */
+export type Repeat = Message<"execplan.v1.Repeat"> & {
+  /**
+   * CEL over `output` (this iteration's), `iteration` (0-based), `previous` and what
+   * any expression of the task reads; true ends the loop with this output.
+   *
+   * @generated from field: string until = 1;
+   */
+  until: string;
+
+  /**
+   * Iterations at most; running out fails the task with `RepeatExhausted`. Required.
+   *
+   * @generated from field: uint32 max_iterations = 2;
+   */
+  maxIterations: number;
+};
+
+/**
+ * Describes the message execplan.v1.Repeat.
+ * Use `create(RepeatSchema)` to create a new message.
+ */
+export const RepeatSchema: GenMessage<Repeat> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_workflow, 4);
 
 /**
  * @generated from message execplan.v1.RetryPolicy
@@ -337,7 +409,7 @@ export type RetryPolicy = Message<"execplan.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 4);
+  messageDesc(file_execplan_v1_workflow, 5);
 
 /**
  * @generated from message execplan.v1.Timeouts
@@ -377,7 +449,7 @@ export type Timeouts = Message<"execplan.v1.Timeouts"> & {
  * Use `create(TimeoutsSchema)` to create a new message.
  */
 export const TimeoutsSchema: GenMessage<Timeouts> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 5);
+  messageDesc(file_execplan_v1_workflow, 6);
 
 /**
  * @generated from message execplan.v1.Fallback
@@ -411,7 +483,7 @@ export type Fallback = Message<"execplan.v1.Fallback"> & {
  * Use `create(FallbackSchema)` to create a new message.
  */
 export const FallbackSchema: GenMessage<Fallback> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 6);
+  messageDesc(file_execplan_v1_workflow, 7);
 
 /**
  * @generated from message execplan.v1.Compensation
@@ -443,7 +515,7 @@ export type Compensation = Message<"execplan.v1.Compensation"> & {
  * Use `create(CompensationSchema)` to create a new message.
  */
 export const CompensationSchema: GenMessage<Compensation> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 7);
+  messageDesc(file_execplan_v1_workflow, 8);
 
 /**
  * Shared by every execution, per task type.
@@ -493,7 +565,7 @@ export type CircuitBreaker = Message<"execplan.v1.CircuitBreaker"> & {
  * Use `create(CircuitBreakerSchema)` to create a new message.
  */
 export const CircuitBreakerSchema: GenMessage<CircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 8);
+  messageDesc(file_execplan_v1_workflow, 9);
 
 /**
  * @generated from message execplan.v1.Placement
@@ -526,7 +598,7 @@ export type Placement = Message<"execplan.v1.Placement"> & {
  * Use `create(PlacementSchema)` to create a new message.
  */
 export const PlacementSchema: GenMessage<Placement> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 9);
+  messageDesc(file_execplan_v1_workflow, 10);
 
 /**
  * @generated from message execplan.v1.Resources
@@ -557,7 +629,7 @@ export type Resources = Message<"execplan.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 10);
+  messageDesc(file_execplan_v1_workflow, 11);
 
 /**
  * What a workflow does when a task fails for good.

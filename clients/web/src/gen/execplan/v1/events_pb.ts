@@ -6,7 +6,9 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ErrorInfo, ExecutionState, TaskPhase } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import type { ExecutionPlan } from "./plan_pb.js";
+import { file_execplan_v1_plan } from "./plan_pb.js";
+import type { ListValue, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -14,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/events.proto.
  */
 export const file_execplan_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIpcKCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSABCBgoEa2luZCI0CgxBdHRlbXB0VG9rZW4SDwoHYXR0ZW1wdBgBIAEoDRITCgtsZWFzZV9lcG9jaBgCIAEoBCKkAgoQRXhlY3V0aW9uU3RhcnRlZBIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBSABKAkSFAoMZmFpcm5lc3Nfa2V5GAYgASgJEkYKDXRyYWNlX2NvbnRleHQYByADKAsyLy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGFydGVkLlRyYWNlQ29udGV4dEVudHJ5GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoKVGFza1F1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYAyABKA0isQEKDlRhc2tEaXNwYXRjaGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SEQoJd29ya2VyX2lkGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRIRCglwcmluY2lwYWwYBiABKAkiggEKC1Rhc2tTdGFydGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SEQoJd29ya2VyX2lkGAQgASgJIpkBCg1UYXNrU3VjY2VlZGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SJgoGb3V0cHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIqQBCgpUYXNrRmFpbGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SJQoFZXJyb3IYBCABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SDQoFZmluYWwYBSABKAgiqgEKDFRhc2tUaW1lZE91dBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEikKB3RpbWVvdXQYBCABKA4yGC5leGVjcGxhbi52MS5UaW1lb3V0S2luZBINCgVmaW5hbBgFIAEoCCKfAQoSVGFza1JldHJ5U2NoZWR1bGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USFAoMbmV4dF9hdHRlbXB0GAMgASgNEisKB2ZpcmVfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgFIAEoCSKAAQoMVGFza1JlcXVldWVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SDgoGcmVhc29uGAQgASgJIi4KC1Rhc2tTa2lwcGVkEg8KB3Rhc2tfaWQYASABKAkSDgoGcmVhc29uGAIgASgJImoKClRhc2tQYXJrZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIUCgxicmVha2VyX3R5cGUYAyABKAkSDgoGcGFya2VkGAQgASgIIlcKDVRhc2tDYW5jZWxsZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIOCgZyZWFzb24YAyABKAkijAEKDlRpbWVyU2NoZWR1bGVkEhAKCHRpbWVyX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSKgoHcHVycG9zZRgDIAEoDjIZLmV4ZWNwbGFuLnYxLlRpbWVyUHVycG9zZRIrCgdmaXJlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbCgpUaW1lckZpcmVkEhAKCHRpbWVyX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSKgoHcHVycG9zZRgDIAEoDjIZLmV4ZWNwbGFuLnYxLlRpbWVyUHVycG9zZSJwChVFeHRlcm5hbEV2ZW50UmVjZWl2ZWQSDAoEbmFtZRgBIAEoCRIkCgRkYXRhGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCnJlcXVlc3RfaWQYAyABKAkSDwoHdGFza19pZBgEIAEoCSI1Cg9FeGVjdXRpb25QYXVzZWQSDgoGcmVhc29uGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiJgoQRXhlY3V0aW9uUmVzdW1lZBISCgpyZXF1ZXN0X2lkGAEgASgJIlEKGEV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZBIOCgZyZWFzb24YASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCgl0ZXJtaW5hdGUYAyABKAgiNwoTQ29tcGVuc2F0aW9uU3RhcnRlZBIQCgh0YXNrX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkicwoMVGFza1Byb2dyZXNzEg8KB3Rhc2tfaWQYASABKAkSKAoFdG9rZW4YAiABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SKAoIcHJvZ3Jlc3MYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiqQEKEkV4ZWN1dGlvbkNvbXBsZXRlZBIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEigKB291dHB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAMgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEhYKDmZhaWxlZF90YXNrX2lkGAQgASgJKrABCgtUaW1lb3V0S2luZBIcChhUSU1FT1VUX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5USU1FT1VUX0tJTkRfU0NIRURVTEVfVE9fU1RBUlQQARIfChtUSU1FT1VUX0tJTkRfU1RBUlRfVE9fQ0xPU0UQAhIaChZUSU1FT1VUX0tJTkRfSEVBUlRCRUFUEAMSIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX0NMT1NFEAQqqAEKDFRpbWVyUHVycG9zZRIdChlUSU1FUl9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASHwobVElNRVJfUFVSUE9TRV9SRVRSWV9CQUNLT0ZGEAESFwoTVElNRVJfUFVSUE9TRV9TTEVFUBACEh8KG1RJTUVSX1BVUlBPU0VfRVZFTlRfVElNRU9VVBADEh4KGlRJTUVSX1BVUlBPU0VfVEFTS19USU1FT1VUEARiBnByb3RvMw", [file_execplan_v1_execution, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIscMCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSAASMgoNdGFza19leHBhbmRlZBgoIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tFeHBhbmRlZEgAEj4KE2l0ZXJhdGlvbl9jb21wbGV0ZWQYKSABKAsyHy5leGVjcGxhbi52MS5JdGVyYXRpb25Db21wbGV0ZWRIABIwCgxwbGFuX3JldmlzZWQYKiABKAsyGC5leGVjcGxhbi52MS5QbGFuUmV2aXNlZEgAEkUKF2NoaWxkX2V4ZWN1dGlvbl9zdGFydGVkGCsgASgLMiIuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25TdGFydGVkSAASQQoVY2hpbGRfZXhlY3V0aW9uX2VuZGVkGCwgASgLMiAuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25FbmRlZEgAQgYKBGtpbmQiNAoMQXR0ZW1wdFRva2VuEg8KB2F0dGVtcHQYASABKA0SEwoLbGVhc2VfZXBvY2gYAiABKAQi6AIKEEV4ZWN1dGlvblN0YXJ0ZWQSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpyZXF1ZXN0X2lkGAUgASgJEhQKDGZhaXJuZXNzX2tleRgGIAEoCRJGCg10cmFjZV9jb250ZXh0GAcgAygLMi8uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZC5UcmFjZUNvbnRleHRFbnRyeRIbChNwYXJlbnRfZXhlY3V0aW9uX2lkGGQgASgJEhYKDnBhcmVudF90YXNrX2lkGGUgASgJEg0KBWRlcHRoGGYgASgNGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaAoKVGFza1F1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYAyABKA0SEQoJaXRlcmF0aW9uGGQgASgNIrEBCg5UYXNrRGlzcGF0Y2hlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEQoJcHJpbmNpcGFsGAYgASgJIoIBCgtUYXNrU3RhcnRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCSKZAQoNVGFza1N1Y2NlZWRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSKkAQoKVGFza0ZhaWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiUKBWVycm9yGAQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEg0KBWZpbmFsGAUgASgIIqoBCgxUYXNrVGltZWRPdXQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIpCgd0aW1lb3V0GAQgASgOMhguZXhlY3BsYW4udjEuVGltZW91dEtpbmQSDQoFZmluYWwYBSABKAginwEKElRhc2tSZXRyeVNjaGVkdWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhQKDG5leHRfYXR0ZW1wdBgDIAEoDRIrCgdmaXJlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBSABKAkigAEKDFRhc2tSZXF1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEg4KBnJlYXNvbhgEIAEoCSIuCgtUYXNrU2tpcHBlZBIPCgd0YXNrX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJqCgpUYXNrUGFya2VkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USFAoMYnJlYWtlcl90eXBlGAMgASgJEg4KBnBhcmtlZBgEIAEoCCJXCg1UYXNrQ2FuY2VsbGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USDgoGcmVhc29uGAMgASgJIowBCg5UaW1lclNjaGVkdWxlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2USKwoHZmlyZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKVGltZXJGaXJlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2UicAoVRXh0ZXJuYWxFdmVudFJlY2VpdmVkEgwKBG5hbWUYASABKAkSJAoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAMgASgJEg8KB3Rhc2tfaWQYBCABKAkiNQoPRXhlY3V0aW9uUGF1c2VkEg4KBnJlYXNvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIiYKEEV4ZWN1dGlvblJlc3VtZWQSEgoKcmVxdWVzdF9pZBgBIAEoCSJRChhFeGVjdXRpb25DYW5jZWxSZXF1ZXN0ZWQSDgoGcmVhc29uGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVybWluYXRlGAMgASgIIjcKE0NvbXBlbnNhdGlvblN0YXJ0ZWQSEAoIdGFza19pZHMYASADKAkSDgoGcmVhc29uGAIgASgJInMKDFRhc2tQcm9ncmVzcxIPCgd0YXNrX2lkGAEgASgJEigKBXRva2VuGAIgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEigKCHByb2dyZXNzGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIqkBChJFeGVjdXRpb25Db21wbGV0ZWQSKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIoCgdvdXRwdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgVlcnJvchgDIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIWCg5mYWlsZWRfdGFza19pZBgEIAEoCSJZCgxUYXNrRXhwYW5kZWQSDwoHdGFza19pZBgBIAEoCRINCgVjb3VudBgCIAEoDRIpCgVpdGVtcxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWUimAEKEkl0ZXJhdGlvbkNvbXBsZXRlZBIPCgd0YXNrX2lkGAEgASgJEhEKCWl0ZXJhdGlvbhgCIAEoDRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEZG9uZRgFIAEoCCKtAQoLUGxhblJldmlzZWQSDwoHdGFza19pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoDRIoCgRwbGFuGAMgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBXRva2VuGAUgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIsQBChVDaGlsZEV4ZWN1dGlvblN0YXJ0ZWQSDwoHdGFza19pZBgBIAEoCRIaChJjaGlsZF9leGVjdXRpb25faWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRIVCg13b3JrZmxvd19uYW1lGAQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRIoCgV0b2tlbhgHIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiK/AQoTQ2hpbGRFeGVjdXRpb25FbmRlZBIPCgd0YXNrX2lkGAEgASgJEhoKEmNoaWxkX2V4ZWN1dGlvbl9pZBgCIAEoCRIqCgVzdGF0ZRgDIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEigKB291dHB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAUgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvKrABCgtUaW1lb3V0S2luZBIcChhUSU1FT1VUX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5USU1FT1VUX0tJTkRfU0NIRURVTEVfVE9fU1RBUlQQARIfChtUSU1FT1VUX0tJTkRfU1RBUlRfVE9fQ0xPU0UQAhIaChZUSU1FT1VUX0tJTkRfSEVBUlRCRUFUEAMSIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX0NMT1NFEAQqqAEKDFRpbWVyUHVycG9zZRIdChlUSU1FUl9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASHwobVElNRVJfUFVSUE9TRV9SRVRSWV9CQUNLT0ZGEAESFwoTVElNRVJfUFVSUE9TRV9TTEVFUBACEh8KG1RJTUVSX1BVUlBPU0VfRVZFTlRfVElNRU9VVBADEh4KGlRJTUVSX1BVUlBPU0VfVEFTS19USU1FT1VUEARiBnByb3RvMw", [file_execplan_v1_execution, file_execplan_v1_plan, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ExecutionEvent is one state transition of one execution. It is appended to the
@@ -169,6 +171,38 @@ export type ExecutionEvent = Message<"execplan.v1.ExecutionEvent"> & {
      */
     value: TaskProgress;
     case: "taskProgress";
+  } | {
+    /**
+     * Plans that grow at runtime (docs/runtime-plans.md).
+     *
+     * @generated from field: execplan.v1.TaskExpanded task_expanded = 40;
+     */
+    value: TaskExpanded;
+    case: "taskExpanded";
+  } | {
+    /**
+     * @generated from field: execplan.v1.IterationCompleted iteration_completed = 41;
+     */
+    value: IterationCompleted;
+    case: "iterationCompleted";
+  } | {
+    /**
+     * @generated from field: execplan.v1.PlanRevised plan_revised = 42;
+     */
+    value: PlanRevised;
+    case: "planRevised";
+  } | {
+    /**
+     * @generated from field: execplan.v1.ChildExecutionStarted child_execution_started = 43;
+     */
+    value: ChildExecutionStarted;
+    case: "childExecutionStarted";
+  } | {
+    /**
+     * @generated from field: execplan.v1.ChildExecutionEnded child_execution_ended = 44;
+     */
+    value: ChildExecutionEnded;
+    case: "childExecutionEnded";
   } | { case: undefined; value?: undefined };
 };
 
@@ -245,6 +279,26 @@ export type ExecutionStarted = Message<"execplan.v1.ExecutionStarted"> & {
    * @generated from field: map<string, string> trace_context = 7;
    */
   traceContext: { [key: string]: string };
+
+  /**
+   * For a child execution (a `builtin.workflow` task): the execution and the task
+   * (`review` or `review[3]`) that started it; empty for a top-level execution.
+   *
+   * @generated from field: string parent_execution_id = 100;
+   */
+  parentExecutionId: string;
+
+  /**
+   * @generated from field: string parent_task_id = 101;
+   */
+  parentTaskId: string;
+
+  /**
+   * Child executions above this one: 0 for a top-level execution.
+   *
+   * @generated from field: uint32 depth = 102;
+   */
+  depth: number;
 };
 
 /**
@@ -274,6 +328,13 @@ export type TaskQueued = Message<"execplan.v1.TaskQueued"> & {
    * @generated from field: uint32 attempt = 3;
    */
   attempt: number;
+
+  /**
+   * For a `repeat` task: the iteration this attempt series runs (0-based).
+   *
+   * @generated from field: uint32 iteration = 100;
+   */
+  iteration: number;
 };
 
 /**
@@ -875,6 +936,222 @@ export type ExecutionCompleted = Message<"execplan.v1.ExecutionCompleted"> & {
  */
 export const ExecutionCompletedSchema: GenMessage<ExecutionCompleted> = /*@__PURE__*/
   messageDesc(file_execplan_v1_events, 22);
+
+/**
+ * A `for_each` task's list was evaluated: it runs as `count` instances
+ * `<task_id>[0]`... `<task_id>[count-1]`, instance i reading `items[i]` as `item`.
+ * Recorded before any instance is queued; replay reads the items from here.
+ *
+ * @generated from message execplan.v1.TaskExpanded
+ */
+export type TaskExpanded = Message<"execplan.v1.TaskExpanded"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * @generated from field: google.protobuf.ListValue items = 3;
+   */
+  items?: ListValue | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.TaskExpanded.
+ * Use `create(TaskExpandedSchema)` to create a new message.
+ */
+export const TaskExpandedSchema: GenMessage<TaskExpanded> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 23);
+
+/**
+ * One iteration of a `repeat` task succeeded and `until` was evaluated. Next comes
+ * TaskSucceeded (done), TaskQueued for the next iteration, or TaskFailed with
+ * `RepeatExhausted` after the last allowed iteration.
+ *
+ * @generated from message execplan.v1.IterationCompleted
+ */
+export type IterationCompleted = Message<"execplan.v1.IterationCompleted"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: uint32 iteration = 2;
+   */
+  iteration: number;
+
+  /**
+   * @generated from field: execplan.v1.AttemptToken token = 3;
+   */
+  token?: AttemptToken | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Value output = 4;
+   */
+  output?: Value | undefined;
+
+  /**
+   * The value of `until`.
+   *
+   * @generated from field: bool done = 5;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.IterationCompleted.
+ * Use `create(IterationCompletedSchema)` to create a new message.
+ */
+export const IterationCompletedSchema: GenMessage<IterationCompleted> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 24);
+
+/**
+ * A dynamic task answered with a sub-workflow, compiled by the planner: the plan
+ * revision the execution runs from here on. Its tasks run in this execution as
+ * `<task_id>/<sub task id>` (`agent/a`); the dynamic task completes with the
+ * sub-workflow's outputs. Recorded before any of its tasks is queued.
+ *
+ * @generated from message execplan.v1.PlanRevised
+ */
+export type PlanRevised = Message<"execplan.v1.PlanRevised"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * 1 for the execution's first sub-plan, then 2, 3...
+   *
+   * @generated from field: uint32 revision = 2;
+   */
+  revision: number;
+
+  /**
+   * The compiled sub-plan; `plan.plan_id` is its content digest.
+   *
+   * @generated from field: execplan.v1.ExecutionPlan plan = 3;
+   */
+  plan?: ExecutionPlan | undefined;
+
+  /**
+   * The sub-workflow's inputs, defaults applied.
+   *
+   * @generated from field: google.protobuf.Struct inputs = 4;
+   */
+  inputs?: JsonObject | undefined;
+
+  /**
+   * The attempt that returned the sub-workflow.
+   *
+   * @generated from field: execplan.v1.AttemptToken token = 5;
+   */
+  token?: AttemptToken | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.PlanRevised.
+ * Use `create(PlanRevisedSchema)` to create a new message.
+ */
+export const PlanRevisedSchema: GenMessage<PlanRevised> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 25);
+
+/**
+ * A `builtin.workflow` task (or one of its instances) started its child execution.
+ *
+ * @generated from message execplan.v1.ChildExecutionStarted
+ */
+export type ChildExecutionStarted = Message<"execplan.v1.ChildExecutionStarted"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string child_execution_id = 2;
+   */
+  childExecutionId: string;
+
+  /**
+   * @generated from field: string plan_id = 3;
+   */
+  planId: string;
+
+  /**
+   * @generated from field: string workflow_name = 4;
+   */
+  workflowName: string;
+
+  /**
+   * @generated from field: string workflow_version = 5;
+   */
+  workflowVersion: string;
+
+  /**
+   * Derived from (parent execution, task id, iteration, attempt): starting it again
+   * after a crash finds the same child instead of starting a second one.
+   *
+   * @generated from field: string request_id = 6;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: execplan.v1.AttemptToken token = 7;
+   */
+  token?: AttemptToken | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.ChildExecutionStarted.
+ * Use `create(ChildExecutionStartedSchema)` to create a new message.
+ */
+export const ChildExecutionStartedSchema: GenMessage<ChildExecutionStarted> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 26);
+
+/**
+ * A child execution ended; the task's own outcome (TaskSucceeded with the child's
+ * outputs, or TaskFailed) follows.
+ *
+ * @generated from message execplan.v1.ChildExecutionEnded
+ */
+export type ChildExecutionEnded = Message<"execplan.v1.ChildExecutionEnded"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string child_execution_id = 2;
+   */
+  childExecutionId: string;
+
+  /**
+   * @generated from field: execplan.v1.ExecutionState state = 3;
+   */
+  state: ExecutionState;
+
+  /**
+   * @generated from field: google.protobuf.Struct outputs = 4;
+   */
+  outputs?: JsonObject | undefined;
+
+  /**
+   * @generated from field: execplan.v1.ErrorInfo error = 5;
+   */
+  error?: ErrorInfo | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.ChildExecutionEnded.
+ * Use `create(ChildExecutionEndedSchema)` to create a new message.
+ */
+export const ChildExecutionEndedSchema: GenMessage<ChildExecutionEnded> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 27);
 
 /**
  * @generated from enum execplan.v1.TimeoutKind

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/execution.proto.
  */
 export const file_execplan_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIo8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnki3AQKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJGjEKD1Rhc2tDb3VudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIr8DCgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkIvoBCg1BdHRlbXB0UmVjb3JkEg8KB2F0dGVtcHQYASABKA0SJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USEQoJd29ya2VyX2lkGAMgASgJEhMKC2xlYXNlX2Vwb2NoGAQgASgEEjEKDWRpc3BhdGNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbyrQAgoORXhlY3V0aW9uU3RhdGUSHwobRVhFQ1VUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXRVhFQ1VUSU9OX1NUQVRFX1JVTk5JTkcQARIaChZFWEVDVVRJT05fU1RBVEVfUEFVU0VEEAISIAocRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVElORxADEh0KGUVYRUNVVElPTl9TVEFURV9TVUNDRUVERUQQBBIaChZFWEVDVVRJT05fU1RBVEVfRkFJTEVEEAUSHwobRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVEVEEAYSJwojRVhFQ1VUSU9OX1NUQVRFX0NPTVBFTlNBVElPTl9GQUlMRUQQBxIdChlFWEVDVVRJT05fU1RBVEVfQ0FOQ0VMTEVEEAgSHgoaRVhFQ1VUSU9OX1NUQVRFX1RFUk1JTkFURUQQCSr3AgoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJUQVNLX1NUQVRFX1BFTkRJTkcQARIVChFUQVNLX1NUQVRFX1FVRVVFRBACEhkKFVRBU0tfU1RBVEVfRElTUEFUQ0hFRBADEhYKElRBU0tfU1RBVEVfUlVOTklORxAEEhoKFlRBU0tfU1RBVEVfQkFDS0lOR19PRkYQBRIVChFUQVNLX1NUQVRFX1BBUktFRBAGEhYKElRBU0tfU1RBVEVfV0FJVElORxAHEhgKFFRBU0tfU1RBVEVfU1VDQ0VFREVEEAgSFQoRVEFTS19TVEFURV9GQUlMRUQQCRIWChJUQVNLX1NUQVRFX1NLSVBQRUQQChIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBALEhoKFlRBU0tfU1RBVEVfQ09NUEVOU0FURUQQDBIiCh5UQVNLX1NUQVRFX0NPTVBFTlNBVElPTl9GQUlMRUQQDSpyCglUYXNrUGhhc2USGgoWVEFTS19QSEFTRV9VTlNQRUNJRklFRBAAEhMKD1RBU0tfUEhBU0VfTUFJThABEhcKE1RBU0tfUEhBU0VfRkFMTEJBQ0sQAhIbChdUQVNLX1BIQVNFX0NPTVBFTlNBVElPThADKmMKCkVycm9yUmV0cnkSGwoXRVJST1JfUkVUUllfVU5TUEVDSUZJRUQQABIZChVFUlJPUl9SRVRSWV9SRVRSWUFCTEUQARIdChlFUlJPUl9SRVRSWV9OT05fUkVUUllBQkxFEAJiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIo8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnkixAUKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkSFgoOcGFyZW50X3Rhc2tfaWQYZSABKAkSMQoOcGxhbl9yZXZpc2lvbnMYZiADKAsyGS5leGVjcGxhbi52MS5QbGFuUmV2aXNpb24aMQoPVGFza0NvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiVgoMUGxhblJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRISCgpub2RlX2NvdW50GAQgASgNItsECgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkEhYKDnBhcmVudF90YXNrX2lkGGQgASgJEhcKCml0ZW1faW5kZXgYZSABKA1IAIgBARIWCg5pbnN0YW5jZV9jb3VudBhmIAEoDRIRCglpdGVyYXRpb24YZyABKA0SGgoSY2hpbGRfZXhlY3V0aW9uX2lkGGggASgJEhMKC3N1Yl9wbGFuX2lkGGkgASgJQg0KC19pdGVtX2luZGV4Io0CCg1BdHRlbXB0UmVjb3JkEg8KB2F0dGVtcHQYASABKA0SJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USEQoJd29ya2VyX2lkGAMgASgJEhMKC2xlYXNlX2Vwb2NoGAQgASgEEjEKDWRpc3BhdGNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCglpdGVyYXRpb24YZCABKA0q0AIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9SVU5OSU5HEAESGgoWRVhFQ1VUSU9OX1NUQVRFX1BBVVNFRBACEiAKHEVYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJTkcQAxIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAQSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAFEh8KG0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRFRBAGEicKI0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEAcSHQoZRVhFQ1VUSU9OX1NUQVRFX0NBTkNFTExFRBAIEh4KGkVYRUNVVElPTl9TVEFURV9URVJNSU5BVEVEEAkq9wIKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESFQoRVEFTS19TVEFURV9RVUVVRUQQAhIZChVUQVNLX1NUQVRFX0RJU1BBVENIRUQQAxIWChJUQVNLX1NUQVRFX1JVTk5JTkcQBBIaChZUQVNLX1NUQVRFX0JBQ0tJTkdfT0ZGEAUSFQoRVEFTS19TVEFURV9QQVJLRUQQBhIWChJUQVNLX1NUQVRFX1dBSVRJTkcQBxIYChRUQVNLX1NUQVRFX1NVQ0NFRURFRBAIEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAkSFgoSVEFTS19TVEFURV9TS0lQUEVEEAoSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQCxIaChZUQVNLX1NUQVRFX0NPTVBFTlNBVEVEEAwSIgoeVEFTS19TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEA0qcgoJVGFza1BoYXNlEhoKFlRBU0tfUEhBU0VfVU5TUEVDSUZJRUQQABITCg9UQVNLX1BIQVNFX01BSU4QARIXChNUQVNLX1BIQVNFX0ZBTExCQUNLEAISGwoXVEFTS19QSEFTRV9DT01QRU5TQVRJT04QAypjCgpFcnJvclJldHJ5EhsKF0VSUk9SX1JFVFJZX1VOU1BFQ0lGSUVEEAASGQoVRVJST1JfUkVUUllfUkVUUllBQkxFEAESHQoZRVJST1JfUkVUUllfTk9OX1JFVFJZQUJMRRACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
@@ -156,6 +156,26 @@ export type Execution = Message<"execplan.v1.Execution"> & {
    * @generated from field: string fairness_key = 15;
    */
   fairnessKey: string;
+
+  /**
+   * For a child execution (a `builtin.workflow` task): the execution and the task
+   * (`review`, `review[3]`) that started it; empty for a top-level execution.
+   *
+   * @generated from field: string parent_execution_id = 100;
+   */
+  parentExecutionId: string;
+
+  /**
+   * @generated from field: string parent_task_id = 101;
+   */
+  parentTaskId: string;
+
+  /**
+   * Sub-plans recorded so far (dynamic tasks), in revision order.
+   *
+   * @generated from field: repeated execplan.v1.PlanRevision plan_revisions = 102;
+   */
+  planRevisions: PlanRevision[];
 };
 
 /**
@@ -164,6 +184,44 @@ export type Execution = Message<"execplan.v1.Execution"> & {
  */
 export const ExecutionSchema: GenMessage<Execution> = /*@__PURE__*/
   messageDesc(file_execplan_v1_execution, 1);
+
+/**
+ * A sub-plan a dynamic task answered with (event PlanRevised).
+ *
+ * @generated from message execplan.v1.PlanRevision
+ */
+export type PlanRevision = Message<"execplan.v1.PlanRevision"> & {
+  /**
+   * @generated from field: uint32 revision = 1;
+   */
+  revision: number;
+
+  /**
+   * The dynamic task; the sub-plan's tasks are `<task_id>/<sub task id>`.
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * The compiled sub-plan (GetPlan returns it).
+   *
+   * @generated from field: string plan_id = 3;
+   */
+  planId: string;
+
+  /**
+   * @generated from field: uint32 node_count = 4;
+   */
+  nodeCount: number;
+};
+
+/**
+ * Describes the message execplan.v1.PlanRevision.
+ * Use `create(PlanRevisionSchema)` to create a new message.
+ */
+export const PlanRevisionSchema: GenMessage<PlanRevision> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_execution, 2);
 
 /**
  * @generated from message execplan.v1.TaskRun
@@ -237,6 +295,50 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
    * @generated from field: repeated execplan.v1.AttemptRecord attempts = 13;
    */
   attempts: AttemptRecord[];
+
+  /**
+   * The task this run belongs to: the for_each task of an instance (`research` for
+   * `research[2]`), the dynamic task of a sub-plan task (`agent` for `agent/a`);
+   * empty for a task of the execution's own plan.
+   *
+   * @generated from field: string parent_task_id = 100;
+   */
+  parentTaskId: string;
+
+  /**
+   * An instance of a for_each task: the position of its item.
+   *
+   * @generated from field: optional uint32 item_index = 101;
+   */
+  itemIndex?: number | undefined;
+
+  /**
+   * A for_each task: its number of instances, once expanded.
+   *
+   * @generated from field: uint32 instance_count = 102;
+   */
+  instanceCount: number;
+
+  /**
+   * A repeat task: the iteration running or, once finished, the last one (0-based).
+   *
+   * @generated from field: uint32 iteration = 103;
+   */
+  iteration: number;
+
+  /**
+   * A builtin.workflow task (or instance): its child execution, once started.
+   *
+   * @generated from field: string child_execution_id = 104;
+   */
+  childExecutionId: string;
+
+  /**
+   * A dynamic task: the plan_id of the sub-plan it answered with.
+   *
+   * @generated from field: string sub_plan_id = 105;
+   */
+  subPlanId: string;
 };
 
 /**
@@ -244,7 +346,7 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
  * Use `create(TaskRunSchema)` to create a new message.
  */
 export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 2);
+  messageDesc(file_execplan_v1_execution, 3);
 
 /**
  * @generated from message execplan.v1.AttemptRecord
@@ -284,6 +386,13 @@ export type AttemptRecord = Message<"execplan.v1.AttemptRecord"> & {
    * @generated from field: execplan.v1.ErrorInfo error = 7;
    */
   error?: ErrorInfo | undefined;
+
+  /**
+   * The iteration of a repeat task this attempt ran.
+   *
+   * @generated from field: uint32 iteration = 100;
+   */
+  iteration: number;
 };
 
 /**
@@ -291,7 +400,7 @@ export type AttemptRecord = Message<"execplan.v1.AttemptRecord"> & {
  * Use `create(AttemptRecordSchema)` to create a new message.
  */
 export const AttemptRecordSchema: GenMessage<AttemptRecord> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 3);
+  messageDesc(file_execplan_v1_execution, 4);
 
 /**
  * @generated from enum execplan.v1.ExecutionState
