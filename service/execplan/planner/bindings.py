@@ -43,7 +43,8 @@ def _checked(source: str) -> tuple[Expression, tuple[tuple[str, str], ...]]:
     if error is not None:
         return Expression(source), (("invalid-expression", error),)
     a = ex.analyze_expression(source)
-    return Expression(source, a.reads_tasks, a.reads_inputs, a.reads_execution), a.problems
+    expr = Expression(source, a.reads_tasks, a.reads_inputs, a.reads_execution, a.reads_variables)
+    return expr, a.problems
 
 
 def compile_expression(source: str, path: str, diags: Diagnostics, refs: Refs) -> Expression:

@@ -8,7 +8,9 @@ Phases, in order (each in its own module, each only reads the model):
     validate_inputs           input declarations
     validate_policies         retry / breaker / quantities
     validate_builtins         builtin.* inputs
-    bindings                  inputs/when/outputs -> compiled bindings + expression reads
+    validate_runtime          for_each / repeat / workflow / dynamic fields
+    bindings                  inputs/when/for_each/until/outputs -> compiled bindings +
+                              expression reads; runtime variables where defined (variables)
     validate_references       reads -> unknown references, data edges
     graph                     Kahn order, cycles (one diagnostic per cycle)
     validate_reachability     trigger rules that can never fire
@@ -34,11 +36,15 @@ from execplan.planner import (
     validate_inputs,
     validate_policies,
     validate_reachability,
+    validate_runtime,
+    variables,
 )
 from execplan.planner.bindings import compile_bindings, compile_condition
 from execplan.planner.diagnostics import Diagnostics, clip
 from execplan.planner.model import Task, Workflow
 from execplan.planner.plan import (
+    FORMAT_VERSION,
+    FORMAT_VERSION_RUNTIME,
     Binding,
     Expression,
     Plan,
@@ -46,9 +52,11 @@ from execplan.planner.plan import (
     PlanInput,
     PlanNode,
     PlanOutput,
+    PlanRepeat,
     PlanSideTask,
     ResolvedRetryPolicy,
     ResolvedTimeouts,
+    WorkflowRef,
     fast_constructor,
 )
 from execplan.planner.validate_references import check_reads
@@ -64,7 +72,7 @@ EDGE_KIND = {
 class _Compiled:
     """Per-task results of the bindings phase, reused when building nodes."""
 
-    __slots__ = ("bindings", "compensation", "condition", "fallback")
+    __slots__ = ("bindings", "compensation", "condition", "fallback", "for_each", "until")
 
     def __init__(
         self,
@@ -72,11 +80,16 @@ class _Compiled:
         condition: Expression | None,
         fallback: tuple[Binding, ...],
         compensation: tuple[Binding, ...],
+        *,
+        for_each: Expression | None = None,
+        until: Expression | None = None,
     ) -> None:
         self.bindings = bindings
         self.condition = condition
         self.fallback = fallback
         self.compensation = compensation
+        self.for_each = for_each
+        self.until = until
 
 
 _NOTHING = _Compiled((), None, (), ())
@@ -95,18 +108,20 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     validate_inputs.check(wf, diags)
     validate_policies.check(wf, diags)
     validate_builtins.check(wf, diags)
+    validate_runtime.check(wf, diags)
 
     data: list[tuple[int, int, str]] = []
     compiled: list[_Compiled | None] = []
     for t in wf.tasks:
         if t is None:
             compiled.append(None)
-        elif t.inputs or t.when or t.fallback or t.compensation:
+        elif t.inputs or t.when or t.fallback or t.compensation or t.for_each or t.repeat:
             compiled.append(_compile_task(t, wf, ids, diags, data))
         else:
             compiled.append(_NOTHING)  # no expressions: skip the call and the object
     out_refs: list[tuple[str, Expression]] = []
     outputs = compile_bindings(wf.outputs, "outputs", diags, out_refs)
+    variables.check(out_refs, None, "outputs", diags)
     check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)
 
     n = len(wf.tasks)
@@ -185,9 +200,16 @@ def _cycle_text(wf: Workflow, cycle: list[int]) -> str:
 def _compile_task(
     t: Task, wf: Workflow, ids: dict[str, int], diags: Diagnostics, data: list[tuple[int, int, str]]
 ) -> _Compiled:
+    # Each site separately, for the variables it may read; then every read the task
+    # needs before it starts (inputs, when, for_each, until) is a data edge.
     refs: list[tuple[str, Expression]] = []
     bindings = compile_bindings(t.inputs, f"{t.path}.inputs", diags, refs) if t.inputs else ()
-    condition = compile_condition(t.when, f"{t.path}.when", diags, refs) if t.when else None
+    variables.check(refs, t, "inputs", diags)
+    condition = _site(t.when, t, "when", f"{t.path}.when", diags=diags, refs=refs)
+    for_each = _site(t.for_each, t, "for_each", f"{t.path}.for_each", diags=diags, refs=refs)
+    until = None
+    if t.repeat is not None:
+        until = _site(t.repeat.until, t, "until", f"{t.path}.repeat.until", diags=diags, refs=refs)
     if refs:
         check_reads(refs, ids, wf.inputs, diags, reader=t.index, self_ok=False, edges=data)
     sides: list[tuple[Binding, ...]] = []
@@ -197,6 +219,7 @@ def _compile_task(
             continue
         side_refs: list[tuple[str, Expression]] = []
         sides.append(compile_bindings(side.inputs, f"{t.path}.{name}.inputs", diags, side_refs))
+        variables.check(side_refs, t, name, diags)
         check_reads(
             side_refs,
             ids,
@@ -206,7 +229,26 @@ def _compile_task(
             self_ok=True,
             edges=data if name == "fallback" else None,
         )
-    return _Compiled(bindings, condition, sides[0], sides[1])
+    return _Compiled(bindings, condition, sides[0], sides[1], for_each=for_each, until=until)
+
+
+def _site(
+    source: str,
+    t: Task,
+    site: str,
+    path: str,
+    *,
+    diags: Diagnostics,
+    refs: list[tuple[str, Expression]],
+) -> Expression | None:
+    """A bare-CEL field of a task (`when`, `for_each`, `repeat.until`), compiled."""
+    if not source:
+        return None
+    mine: list[tuple[str, Expression]] = []
+    expr = compile_condition(source, path, diags, mine)
+    variables.check(mine, t, site, diags)
+    refs.extend(mine)
+    return expr
 
 
 def _build(
@@ -292,6 +334,11 @@ def _build(
                 else resolve.resources(t.resources, t.placement, t.secrets, d),
                 t.estimated_duration or 0,  # estimated_duration_ms
                 t.description,  # description
+                c.for_each,
+                t.max_parallel,
+                None if c.until is None else PlanRepeat(c.until, t.repeat.max_iterations or 0),  # type: ignore[union-attr]
+                _workflow_ref(t),
+                t.dynamic,
             )
         )
     plan = Plan(
@@ -319,8 +366,17 @@ def _build(
         stage_count=max(stage) + 1 if stage else 0,
         critical_path_ms=max(rank) if rank else 0,
         labels=dict(sorted(wf.labels.items())),
+        format_version=FORMAT_VERSION_RUNTIME if any(n.runtime for n in nodes) else FORMAT_VERSION,
     )
     return replace(plan, plan_id=digest.plan_id(plan))
+
+
+def _workflow_ref(t: Task) -> WorkflowRef | None:
+    if t.type != validate_runtime.WORKFLOW_TYPE:
+        return None
+    ref = validate_runtime.parse_workflow_ref(t.workflow)
+    assert isinstance(ref, WorkflowRef)  # validate_runtime reported it otherwise
+    return ref
 
 
 def _side(

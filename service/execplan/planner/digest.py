@@ -5,7 +5,10 @@
 The canonical JSON (so any language can verify a plan_id):
 
 - every dataclass in `plan.py` becomes an object whose keys are its field names, all
-  fields present (even empty/zero/null), except `Plan.plan_id`, which is left out;
+  fields present (even empty/zero/null), except `Plan.plan_id`, which is left out,
+  and the runtime-plan fields (`PlanNode.for_each`, `max_parallel`, `repeat`,
+  `workflow`, `dynamic`; `Expression.reads_variables`), which are present only when
+  set (not None/0/false/empty), so plans that do not use them keep their plan_id;
 - ints are JSON integers (durations are integer milliseconds), floats use the
   shortest repr that round-trips (Python `repr`: `2.0`, `0.2`), booleans and null
   as JSON; enums are their proto value names as strings (`"EDGE_KIND_DATA"`);
@@ -70,6 +73,8 @@ class _Canon:
                 "reads_inputs": list(e.reads_inputs),
                 "reads_execution": e.reads_execution,
             }
+            if e.reads_variables:
+                hit["reads_variables"] = list(e.reads_variables)
         return hit
 
     def value(self, v: BindingValue) -> Json:
@@ -184,7 +189,26 @@ class _Canon:
             "resources": self.resources(n.resources),
             "estimated_duration_ms": n.estimated_duration_ms,
             "description": n.description,
+            **self.runtime(n),
         }
+
+    def runtime(self, n: PlanNode) -> dict[str, Json]:
+        """The runtime-plan fields of a node that are set (see the module docstring)."""
+        out: dict[str, Json] = {}
+        if n.for_each is not None:
+            out["for_each"] = self.expression(n.for_each)
+        if n.max_parallel:
+            out["max_parallel"] = n.max_parallel
+        if n.repeat is not None:
+            out["repeat"] = {
+                "until": self.expression(n.repeat.until),
+                "max_iterations": n.repeat.max_iterations,
+            }
+        if n.workflow is not None:
+            out["workflow"] = {"name": n.workflow.name, "version": n.workflow.version}
+        if n.dynamic:
+            out["dynamic"] = True
+        return out
 
     def plan(self, p: Plan) -> Json:
         return {
@@ -348,6 +372,8 @@ class _Stream:
 
     def node(self, n: PlanNode) -> str:
         c = self.canon
+        if n.runtime:  # few nodes: the generic form, same bytes
+            return _dumps(c.node(n))
         # The %s slots of the template, in sorted key order (_NODE_KEYS minus the fixed).
         return self.template(n) % (
             self.bindings(n.bindings) if n.bindings else "[]",

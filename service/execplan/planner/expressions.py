@@ -23,7 +23,9 @@ Public helpers (the executor reuses them):
 - `analyze_expression(source) -> Analysis`: what the expression reads, found with a
   small CEL tokenizer (the `cel` package only reports top-level variable names):
   `tasks.ID` / `tasks["ID"]` -> `reads_tasks`, `workflow.inputs.NAME` (or `["NAME"]`)
-  -> `reads_inputs`, `execution` -> `reads_execution`, plus `problems` (code, message)
+  -> `reads_inputs`, `execution` -> `reads_execution`, the runtime VARIABLES used
+  (`item`, `index`, `iteration`, `previous`, `output`) -> `reads_variables` (where
+  each is defined is the caller's rule: `variables.py`), plus `problems` (code, message)
   for references the planner rejects whatever the workflow: unknown top-level
   variables, `tasks.x.foo` with foo not in TASK_FIELDS, `workflow.foo` other than
   `inputs`, and dynamic access (`tasks[k]`, bare `tasks`) that hides what is read.
@@ -60,6 +62,9 @@ from execplan.planner.diagnostics import clip, echo
 
 TASK_FIELDS = frozenset({"output", "status", "error", "attempts"})
 ROOTS = frozenset({"workflow", "tasks", "execution"})
+# Variables a task's expressions may read at run time, each only where it is defined
+# (for_each: item, index; repeat: iteration, previous, and output in until).
+VARIABLES = frozenset({"item", "index", "iteration", "previous", "output"})
 # Names that may stand alone without being variables: literals and type names.
 _BUILTIN_NAMES = frozenset(
     {
@@ -119,6 +124,7 @@ class Analysis:
     reads_inputs: tuple[str, ...]
     reads_execution: bool
     problems: tuple[tuple[str, str], ...]  # (code, message)
+    reads_variables: tuple[str, ...] = ()
 
 
 def is_plain(text: str) -> bool:
@@ -424,6 +430,7 @@ def analyze_expression(source: str) -> Analysis:
     bound = _bound_variables(toks)
     tasks: set[str] = set()
     inputs: set[str] = set()
+    variables: set[str] = set()
     reads_execution = False
     problems: list[tuple[str, str]] = []
     for k, (kind, word) in enumerate(toks):
@@ -472,11 +479,22 @@ def analyze_expression(source: str) -> Analysis:
                 )
             else:
                 inputs.add(name)
-        elif word not in bound and word not in _BUILTIN_NAMES:
+        elif word in bound or word in _BUILTIN_NAMES:
+            continue
+        elif word in VARIABLES:
+            variables.add(word)
+        else:
             problems.append(
                 (
                     "unknown-reference",
-                    f"unknown variable {echo(word)}: expressions read workflow, tasks, execution",
+                    f"unknown variable {echo(word)}: expressions read workflow, tasks, "
+                    "execution (and item, index, iteration, previous, output where defined)",
                 )
             )
-    return Analysis(tuple(sorted(tasks)), tuple(sorted(inputs)), reads_execution, tuple(problems))
+    return Analysis(
+        tuple(sorted(tasks)),
+        tuple(sorted(inputs)),
+        reads_execution,
+        tuple(problems),
+        tuple(sorted(variables)),
+    )

@@ -74,6 +74,12 @@ class SideTaskSpec:
 
 
 @dataclass(slots=True)
+class RepeatSpec:
+    until: str = ""
+    max_iterations: int | None = None
+
+
+@dataclass(slots=True)
 class InputSpec:
     type: str = ""
     required: bool = False
@@ -112,6 +118,12 @@ class Task:
     priority: int | None = None
     estimated_duration: int | None = None
     description: str = ""
+    # Plans that grow at runtime (docs/runtime-plans.md).
+    for_each: str = ""
+    max_parallel: int = 0
+    repeat: RepeatSpec | None = None
+    workflow: str = ""
+    dynamic: bool = False
 
     @property
     def path(self) -> str:

@@ -381,6 +381,11 @@ _defaults = _message(
         "priority": _int32,
     },
 )
+_repeat = _message(
+    model.RepeatSpec,
+    {"until": _string, "max_iterations": _uint32},
+    required=("until", "max_iterations"),
+)
 _task = _message(
     model.Task,
     {
@@ -405,6 +410,11 @@ _task = _message(
         "priority": _int32,
         "estimated_duration": _duration,
         "description": _string,
+        "for_each": _string,
+        "max_parallel": _uint32,
+        "repeat": _repeat,
+        "workflow": _string,
+        "dynamic": _bool,
     },
     required=("id", "type"),
 )

@@ -16,10 +16,13 @@ Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeAlias, TypeVar
 
 FORMAT_VERSION = 1
+# The format of a plan that uses a runtime-plan field (for_each, repeat, workflow,
+# dynamic): an executor that knows only format 1 must refuse it, not ignore them.
+FORMAT_VERSION_RUNTIME = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class Expression:
     reads_tasks: tuple[str, ...] = ()
     reads_inputs: tuple[str, ...] = ()
     reads_execution: bool = False
+    # item, index, iteration, previous, output: sorted (docs/runtime-plans.md).
+    reads_variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,23 @@ class PlanSideTask:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanRepeat:
+    until: Expression
+    max_iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRef:
+    """A registered workflow: `version` "" means the latest registered."""
+
+    name: str
+    version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True, slots=True)
 class PlanEdge:
     source: int
     target: int
@@ -146,6 +168,22 @@ class PlanNode:
     resources: ResourceBinding
     estimated_duration_ms: int
     description: str
+    # Plans that grow at runtime: None/0/False when unused.
+    for_each: Expression | None = None
+    max_parallel: int = 0
+    repeat: PlanRepeat | None = None
+    workflow: WorkflowRef | None = None
+    dynamic: bool = False
+
+    @property
+    def runtime(self) -> bool:
+        """True when the node uses a runtime-plan field (format 2)."""
+        return (
+            self.for_each is not None
+            or self.repeat is not None
+            or self.workflow is not None
+            or self.dynamic
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +225,19 @@ def fast_constructor(cls: type[_C]) -> Callable[..., _C]:
     """A positional constructor for a frozen slotted dataclass, for the compiler's hot
     loops: it sets the slots through their descriptors, ~2x faster than the generated
     `__init__` (which goes through `object.__setattr__` per field). The object is the
-    same as `cls(*args)`; there are no defaults, pass every field in order."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    same as `cls(*args)`; fields with a plain default (not a factory) may be left out."""
+    params: list[str] = []
     env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    for name in names:
-        env[f"_set_{name}"] = getattr(cls, name).__set__
+    for f in fields(cls):  # type: ignore[arg-type]
+        env[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
-    source = f"def new({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n"
+    source = f"def new({', '.join(params)}):\n    self = _new(_cls)\n{body}    return self\n"
     exec(source, env)  # the same technique dataclasses uses to generate __init__
     made: Callable[..., _C] = env["new"]
     return made

@@ -2,6 +2,9 @@
 
 All three list nodes in plan order and edges in plan order, so the output is as
 deterministic as the plan. Edge styles: ORDER solid, DATA dashed, ORDER_AND_DATA bold.
+Runtime-plan nodes say what they become when they run (`runtime_label`): a for_each
+node is drawn as a stack (`for each …`), a repeat node with its loop (`repeat until … (max N)`),
+a child workflow as a component (`workflow NAME`) and a dynamic task dashed.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 
 from execplan.planner.durations import format_duration
-from execplan.planner.plan import Plan
+from execplan.planner.plan import Plan, PlanNode
 
 _DOT_STYLE = {
     "EDGE_KIND_ORDER": "solid",
@@ -25,6 +28,31 @@ _MERMAID_ARROW = {
 
 def _short(enum_value: str, prefix: str) -> str:
     return enum_value.removeprefix(prefix).lower()
+
+
+def runtime_label(n: PlanNode) -> list[str]:
+    """Short notes for a node's runtime-plan fields (empty for a plain node)."""
+    notes = []
+    if n.for_each is not None:
+        bound = f" ({n.max_parallel} at once)" if n.max_parallel else ""
+        notes.append(f"for each {n.for_each.source}{bound}")
+    if n.repeat is not None:
+        notes.append(f"repeat until {n.repeat.until.source} (max {n.repeat.max_iterations})")
+    if n.workflow is not None:
+        notes.append(f"workflow {n.workflow}")
+    if n.dynamic:
+        notes.append("dynamic")
+    return notes
+
+
+def _dot_shape(n: PlanNode) -> str:
+    if n.workflow is not None:
+        return ", shape=component"
+    if n.for_each is not None:
+        return ", shape=box3d"
+    if n.dynamic:
+        return ", style=dashed"
+    return ""
 
 
 def render_text(plan: Plan) -> str:
@@ -49,6 +77,7 @@ def render_text(plan: Plan) -> str:
             extras.append(f"fallback={n.fallback.type}")
         if n.compensation is not None:
             extras.append(f"compensation={n.compensation.type}")
+        extras.extend(f"[{note}]" for note in runtime_label(n))
         lines.append(
             f"  [{n.index}] stage {n.stage} {n.task_id} ({n.type}) <- {ups}"
             f"  rank={format_duration(n.critical_path_rank)}"
@@ -62,8 +91,11 @@ def render_text(plan: Plan) -> str:
 def render_dot(plan: Plan) -> str:
     lines = [f"digraph {json.dumps(plan.workflow_name)} {{", "  rankdir=LR;", "  node [shape=box];"]
     for n in plan.nodes:
-        label = f"{n.task_id}\\n{n.type}"
-        lines.append(f"  n{n.index} [label={json.dumps(label).replace(chr(92) * 2, chr(92))}];")
+        label = "\\n".join([f"{n.task_id}", n.type, *runtime_label(n)])
+        label = json.dumps(label).replace(chr(92) * 2, chr(92))
+        lines.append(f"  n{n.index} [label={label}{_dot_shape(n)}];")
+        if n.repeat is not None:
+            lines.append(f'  n{n.index} -> n{n.index} [style=dotted, label="repeat"];')
     for e in plan.edges:
         lines.append(f"  n{e.source} -> n{e.target} [style={_DOT_STYLE.get(e.kind, 'solid')}];")
     lines.append("}")
@@ -73,8 +105,10 @@ def render_dot(plan: Plan) -> str:
 def render_mermaid(plan: Plan) -> str:
     lines = ["flowchart LR"]
     for n in plan.nodes:
-        label = f"{n.task_id}<br/>{n.type}".replace('"', "#quot;")
+        label = "<br/>".join([n.task_id, n.type, *runtime_label(n)]).replace('"', "#quot;")
         lines.append(f'  n{n.index}["{label}"]')
+        if n.repeat is not None:
+            lines.append(f"  n{n.index} -.->|repeat| n{n.index}")
     for e in plan.edges:
         lines.append(f"  n{e.source} {_MERMAID_ARROW.get(e.kind, '-->')} n{e.target}")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 - `builtin.sleep`: `inputs.duration` (a duration string or an expression);
 - `builtin.wait_for_event`: `inputs.event` (the event name), optional `inputs.timeout`;
+- `builtin.workflow`: a child execution; its `workflow` field is checked by
+  `validate_runtime` and its inputs are the child's (anything goes);
 - any other `builtin.*` type is `builtin-invalid`.
 Literal durations are parsed here so a typo fails at compile time, not at run time.
 """
@@ -17,6 +19,7 @@ BUILTIN_PREFIX = "builtin."
 BUILTINS = {
     "builtin.sleep": "BUILTIN_KIND_SLEEP",
     "builtin.wait_for_event": "BUILTIN_KIND_WAIT_FOR_EVENT",
+    "builtin.workflow": "BUILTIN_KIND_WORKFLOW",
 }
 
 
@@ -53,7 +56,7 @@ def check(wf: Workflow, diags: Diagnostics) -> None:
             elif type(event) is not str:
                 diags.error("builtin-invalid", f"{t.path}.inputs.event", "event must be a string")
             _duration_input(t, "timeout", False, diags)
-        else:
+        elif t.type != "builtin.workflow":
             known = ", ".join(sorted(BUILTINS))
             diags.error(
                 "builtin-invalid",

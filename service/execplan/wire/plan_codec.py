@@ -70,6 +70,7 @@ def _expression(e: Expression) -> plan_pb2.Expression:
         reads_tasks=e.reads_tasks,
         reads_inputs=e.reads_inputs,
         reads_execution=e.reads_execution,
+        reads_variables=e.reads_variables,
     )
 
 
@@ -319,7 +320,23 @@ class _Encoder:
             parts.append(_field(b"\x7a", self.side(n.fallback)))
         if n.compensation is not None:
             parts.append(_field(b"\x82\x01", self.side(n.compensation)))
+        if n.runtime:
+            parts.append(_runtime_wire(n))
         return _field(b"\x4a", b"".join(parts))
+
+
+def _runtime_wire(n: PlanNode) -> bytes:
+    """The runtime-plan fields of a node (100-104) in wire format; few nodes have them."""
+    out = plan_pb2.PlanNode(max_parallel=n.max_parallel, dynamic=n.dynamic)
+    if n.for_each is not None:
+        out.for_each.CopyFrom(_expression(n.for_each))
+    if n.repeat is not None:
+        out.repeat.until.CopyFrom(_expression(n.repeat.until))
+        out.repeat.max_iterations = n.repeat.max_iterations
+    if n.workflow is not None:
+        out.workflow.name = n.workflow.name
+        out.workflow.version = n.workflow.version
+    return out.SerializeToString(deterministic=True)
 
 
 _TRIGGER = workflow_pb2.TriggerRule.Value
