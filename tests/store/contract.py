@@ -45,6 +45,7 @@ def record(
     workflow_name: str = "orders",
     request_id: str = "",
     request_digest: str = "",
+    parent_execution_id: str = "",
 ) -> ExecutionRecord:
     return ExecutionRecord(
         execution_id=execution_id,
@@ -57,6 +58,7 @@ def record(
         request_id=request_id,
         fairness_key="tenant-a",
         request_digest=request_digest,
+        parent_execution_id=parent_execution_id,
     )
 
 
@@ -320,6 +322,22 @@ class StoreContract:
         with pytest.raises(InvalidArgument):
             await store.list_executions(after="%%%not-a-cursor")
 
+    async def test_list_children_of_a_parent(self, store: Store) -> None:
+        await started(store, "parent", created_at_ms=1)
+        for i in range(3):
+            await started(store, f"child-{i}", created_at_ms=10 + i, parent_execution_id="parent")
+        await started(store, "other-child", created_at_ms=20, parent_execution_id="other")
+        stored = await store.get_execution("child-0")
+        assert stored is not None and stored.parent_execution_id == "parent"
+        children = await store.list_executions(parent_execution_id="parent")
+        assert [r.execution_id for r in children] == ["child-2", "child-1", "child-0"]
+        page = await store.list_executions(parent_execution_id="parent", limit=2)
+        rest = await store.list_executions(
+            parent_execution_id="parent", after=page_cursor(page[-1])
+        )
+        assert [r.execution_id for r in page + rest] == ["child-2", "child-1", "child-0"]
+        assert len(await store.list_executions()) == 5
+
     async def test_list_active_excludes_terminal_states(self, store: Store) -> None:
         states = ["RUNNING", "PAUSED", "SUCCEEDED", "FAILED", "COMPENSATED"]
         states += ["COMPENSATION_FAILED", "CANCELLED", "TERMINATED", "PENDING", "COMPENSATING"]
@@ -355,6 +373,17 @@ class StoreContract:
             ("payments.charge", b"half-open"),
         ]
         assert await store.list_kv("empty") == []
+
+    async def test_insert_kv_first_writer_wins(self, store: Store) -> None:
+        assert await store.insert_kv("names", "review@1", b"plan-a") == b"plan-a"
+        assert await store.insert_kv("names", "review@1", b"plan-b") == b"plan-a"
+        # Concurrent inserts of one key: every caller sees the same winner.
+        answers = await asyncio.gather(
+            *(store.insert_kv("names", "race", f"p{i}".encode()) for i in range(8))
+        )
+        assert len(set(answers)) == 1
+        assert await store.get_kv("names", "race") == answers[0]
+        assert await store.list_kv("names") == [("race", answers[0]), ("review@1", b"plan-a")]
 
     async def test_plans_are_idempotent(self, store: Store) -> None:
         assert await store.get_plan("p1") is None

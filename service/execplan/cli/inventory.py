@@ -1,7 +1,15 @@
-"""`execplan plans` and `execplan workers`: what a server has stored and who serves it.
+"""`execplan register`, `plans` and `workers`: what a server has stored and who serves it.
 
+    execplan register FILE [--input-format auto|yaml|json] [--format text|json]
     execplan plans [--workflow NAME] [--limit N] [--format text|json]
     execplan workers [--type T ...] [--format text|json]
+
+`register` compiles FILE locally (exit 1 with one `path: message` line per problem,
+as `execplan plan`) and registers the plan by name, so `builtin.workflow` tasks find
+it as `NAME` (the latest) or `NAME@VERSION`; it prints one line
+`registered NAME@VERSION PLAN_ID` (`already registered ...` when nothing changed).
+A version is immutable: another plan under a registered version is refused
+(ALREADY_EXISTS); bump `version` in the file.
 
 `plans` lists stored plans newest first (workflow, version, plan id, tasks, when
 stored); `workers` lists the workers connected to the server answering (on
@@ -24,6 +32,19 @@ FORMATS = ("text", "json")
 
 
 def register(subparsers: Any) -> None:
+    reg = subparsers.add_parser(
+        "register",
+        help="register a workflow by name (for builtin.workflow tasks)",
+        description=__doc__,
+    )
+    add_address_option(reg)
+    reg.add_argument("file", metavar="FILE", help="workflow in YAML or JSON; - for stdin")
+    reg.add_argument(
+        "--input-format", choices=("auto", "yaml", "json"), default="auto", help="how to parse FILE"
+    )
+    reg.add_argument("--format", choices=FORMATS, default="text")
+    reg.set_defaults(handler=cmd_register)
+
     plans = subparsers.add_parser("plans", help="list stored plans, newest first")
     add_address_option(plans)
     plans.add_argument("--workflow", default="", metavar="NAME", help="only this workflow")
@@ -38,6 +59,29 @@ def register(subparsers: Any) -> None:
     )
     workers.add_argument("--format", choices=FORMATS, default="text")
     workers.set_defaults(handler=cmd_workers)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from execplan.cli.planning import compile_file  # noqa: PLC0415
+    from execplan.wire.plan_codec import encode_plan  # noqa: PLC0415
+
+    plan = encode_plan(compile_file(args))
+
+    async def body(client: Any) -> int:
+        registered = await client.register(plan=plan)
+        if args.format == "json":
+            from google.protobuf import json_format  # noqa: PLC0415
+
+            print(json.dumps(json_format.MessageToDict(registered), indent=2))
+            return 0
+        name = registered.workflow_name
+        if registered.workflow_version:
+            name += f"@{registered.workflow_version}"
+        what = "registered" if registered.created else "already registered"
+        print(f"{what} {name} {registered.plan_id}")
+        return 0
+
+    return _call(args, body)
 
 
 def cmd_plans(args: argparse.Namespace) -> int:

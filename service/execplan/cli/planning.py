@@ -106,13 +106,18 @@ def _renderer(fmt: str) -> Callable[[Plan], str]:
     return renderers[fmt]
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def compile_file(args: argparse.Namespace) -> Plan:
+    """The plan of `args.file` (`args.input_format`); CliError listing every problem."""
     from execplan.planner import compile_source  # noqa: PLC0415
 
     result = compile_source(_read(args.file), _input_format(args))
     _report(args, result.diagnostics)
     assert result.plan is not None  # no errors means a plan
-    out = _renderer(args.format)(result.plan)
+    return result.plan
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    out = _renderer(args.format)(compile_file(args))
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 

@@ -118,6 +118,7 @@ class MemoryStore(Store):
         workflow_name: str = "",
         limit: int = 100,
         after: str = "",
+        parent_execution_id: str = "",
     ) -> list[ExecutionRecord]:
         self._check_open()
         wanted = frozenset(states)
@@ -127,6 +128,7 @@ class MemoryStore(Store):
             for r in self._executions.values()
             if (not wanted or r.state in wanted)
             and (not workflow_name or r.workflow_name == workflow_name)
+            and (not parent_execution_id or r.parent_execution_id == parent_execution_id)
             and (bound is None or (r.created_at_ms, r.execution_id) < bound)
         ]
         rows.sort(key=lambda r: (r.created_at_ms, r.execution_id), reverse=True)
@@ -152,6 +154,10 @@ class MemoryStore(Store):
     async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
         self._check_open()
         self._kv[(namespace, key)] = payload
+
+    async def insert_kv(self, namespace: str, key: str, payload: bytes) -> bytes:
+        self._check_open()
+        return self._kv.setdefault((namespace, key), payload)
 
     async def get_kv(self, namespace: str, key: str) -> bytes | None:
         self._check_open()

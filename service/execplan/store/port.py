@@ -77,6 +77,8 @@ class ExecutionRecord:
     # key): a reused `request_id` must come with the same request. "" for executions
     # created before the digest was stored (schema version 5), or without request_id.
     request_digest: str = ""
+    # A child execution (a builtin.workflow task): the execution that started it.
+    parent_execution_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +185,10 @@ class Store(abc.ABC):
         workflow_name: str = "",
         limit: int = 100,
         after: str = "",
+        parent_execution_id: str = "",
     ) -> list[ExecutionRecord]:
-        """Newest first; filters combine with AND; `after` is a `page_cursor`."""
+        """Newest first; filters combine with AND; `after` is a `page_cursor`;
+        `parent_execution_id` keeps only that execution's children."""
 
     @abc.abstractmethod
     async def list_active(self) -> list[ExecutionRecord]:
@@ -200,6 +204,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
         """Insert or replace."""
+
+    @abc.abstractmethod
+    async def insert_kv(self, namespace: str, key: str, payload: bytes) -> bytes:
+        """Insert unless the key exists; the payload stored under it afterwards (this
+        one, or the one an earlier or concurrent insert wrote). First writer wins."""
 
     @abc.abstractmethod
     async def get_kv(self, namespace: str, key: str) -> bytes | None: ...

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from execplan.errors import ExecplanError
+from execplan.errors import ExecplanError, StoreError
 
 from .group_commit import WriterStats
 from .port import (
@@ -46,7 +46,7 @@ Rows = Sequence[Any]
 
 EXECUTION_COLUMNS = (
     "execution_id, plan_id, workflow_name, state, created_at_ms, updated_at_ms,"
-    " last_sequence, request_id, fairness_key, request_digest"
+    " last_sequence, request_id, fairness_key, request_digest, parent_execution_id"
 )
 
 # Non-terminal executions, as the literal SQL both schemas index on. A partial index
@@ -75,6 +75,7 @@ SAVE_SNAPSHOT = (
 )
 GET_KV = "SELECT payload FROM kv WHERE namespace = ? AND key = ?"
 LIST_KV = "SELECT key, payload FROM kv WHERE namespace = ? ORDER BY key"
+INSERT_KV = "INSERT INTO kv (namespace, key, payload) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 PUT_KV = (
     "INSERT INTO kv (namespace, key, payload) VALUES (?, ?, ?)"
     " ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload"
@@ -88,7 +89,7 @@ INSERT_EVENT = (
 def to_record(row: Any) -> ExecutionRecord:
     """An `ExecutionRecord` from a row of `EXECUTION_COLUMNS`."""
     return ExecutionRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]
     )
 
 
@@ -105,11 +106,16 @@ def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
         record.request_id,
         record.fairness_key,
         record.request_digest,
+        record.parent_execution_id,
     )
 
 
 def list_query(
-    states: Collection[str], workflow_name: str, limit: int, after: tuple[int, str] | None
+    states: Collection[str],
+    workflow_name: str,
+    limit: int,
+    after: tuple[int, str] | None,
+    parent_execution_id: str = "",
 ) -> tuple[str, list[Any]]:
     """`list_executions` as SQL and parameters: newest first, filters ANDed."""
     where: list[str] = []
@@ -120,6 +126,9 @@ def list_query(
     if workflow_name:
         where.append("workflow_name = ?")
         params.append(workflow_name)
+    if parent_execution_id:
+        where.append("parent_execution_id = ?")
+        params.append(parent_execution_id)
     if after is not None:
         where.append("(created_at_ms, execution_id) < (?, ?)")
         params.extend(after)
@@ -178,6 +187,13 @@ class SqlStore(Store):
     async def put_kv(self, namespace: str, key: str, payload: bytes) -> None:
         await self._write(PUT_KV, (namespace, key, payload))
 
+    async def insert_kv(self, namespace: str, key: str, payload: bytes) -> bytes:
+        await self._write(INSERT_KV, (namespace, key, payload))
+        stored = await self.get_kv(namespace, key)
+        if stored is None:  # nothing deletes kv entries
+            raise StoreError(f"kv entry {namespace}/{key} vanished after its insert")
+        return stored
+
     async def append(self, batch: Sequence[Append]) -> None:
         failures = await self.append_each(batch)
         if failures:
@@ -212,9 +228,10 @@ class SqlStore(Store):
         workflow_name: str = "",
         limit: int = 100,
         after: str = "",
+        parent_execution_id: str = "",
     ) -> list[ExecutionRecord]:
         bound = decode_cursor(after) if after else None
-        sql, params = list_query(tuple(states), workflow_name, limit, bound)
+        sql, params = list_query(tuple(states), workflow_name, limit, bound, parent_execution_id)
         return await self._query(sql, params, _records)
 
     async def list_active(self) -> list[ExecutionRecord]:

@@ -30,6 +30,7 @@ from execplan.executor.dispatcher import WorkerConn
 from execplan.executor.engine import Engine
 from execplan.executor.plan_index import PlanEntry
 from execplan.executor.values import from_struct, from_value
+from execplan.store import registry
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
@@ -37,7 +38,7 @@ from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
 from execplan.wire.bounds import MAX_INT64
 from execplan.wire.forward import remember_caller
-from execplan.wire.plan_check import check_plan
+from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.status import stream_errors, unary_errors
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -256,6 +257,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     ) -> pb.StartExecutionResponse:
         self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
         plan = await self._plan(request)
+        check_format(plan)
         inputs = from_struct(request.inputs)
         # A repeated request_id: the execution it started, without registering this
         # request's plan (AlreadyExists if the request differs). Then start; a
@@ -413,20 +415,67 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def RegisterPlan(  # noqa: N802
         self, request: pb.RegisterPlanRequest, context: Ctx
     ) -> pb.RegisterPlanResponse:
-        check_plan(request.plan)
-        await self._not_another_plan(request.plan)
-        view = await self._engine.register_plan(request.plan)
-        return pb.RegisterPlanResponse(plan_id=view.plan_id)
+        plan = await self._plan_to_register(request)
+        view = await self._engine.register_plan(plan)
+        registration, created = await registry.register(
+            self._engine.store,
+            plan.workflow_name,
+            plan.workflow_version,
+            view.plan_id,
+            self._engine.now_ms(),
+        )
+        return pb.RegisterPlanResponse(
+            plan_id=view.plan_id,
+            workflow_name=registration.name,
+            workflow_version=registration.version,
+            created=created,
+        )
+
+    async def _plan_to_register(self, request: pb.RegisterPlanRequest) -> plan_pb2.ExecutionPlan:
+        """The one definition a RegisterPlanRequest carries (plan, source or workflow)."""
+        given = [
+            name
+            for name, present in (
+                ("plan", request.HasField("plan")),
+                ("source", bool(request.source)),
+                ("workflow", request.HasField("workflow")),
+            )
+            if present
+        ]
+        if len(given) != 1:
+            raise InvalidArgument(
+                "set exactly one of plan, source or workflow",
+                [FieldViolation(given[1] if given else "plan", "set exactly one of them")],
+            )
+        if given[0] == "plan":
+            check_plan(request.plan)
+            await self._not_another_plan(request.plan)
+            return request.plan
+        if given[0] == "source":
+            compile_request = planner_pb.CompilePlanRequest(
+                source=request.source, format=request.format
+            )
+        else:
+            compile_request = planner_pb.CompilePlanRequest(workflow=request.workflow)
+        return await self._compiler.compile(compile_request)
 
     @unary_errors
     async def GetPlan(  # noqa: N802
         self, request: pb.GetPlanRequest, context: Ctx
     ) -> pb.GetPlanResponse:
+        if request.workflow and request.plan_id:
+            raise InvalidArgument(
+                "set plan_id or workflow, not both",
+                [FieldViolation("workflow", "plan_id is set too")],
+            )
+        if request.workflow:
+            name, version = registry.split_ref(request.workflow)
+            found = await registry.resolve(self._engine.store, name, version)
+            if found is None:
+                raise NotFound(f"workflow {request.workflow} is not registered")
+            return pb.GetPlanResponse(plan=await self._engine.get_plan(found.plan_id))
         plan_id = _required(request.plan_id, "plan_id")
-        try:
-            return pb.GetPlanResponse(plan=await self._engine.get_plan(plan_id))
-        except NotFound:
-            raise
+        return pb.GetPlanResponse(plan=await self._engine.get_plan(plan_id))
 
     @unary_errors
     async def ReplayExecution(  # noqa: N802

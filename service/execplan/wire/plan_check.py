@@ -11,7 +11,8 @@ client's plan must be a graph the executor can run:
   - every `upstream`/`downstream` index names another node, and the two lists agree
     (u is upstream of d exactly when d is downstream of u); no cycle;
   - every edge names two nodes;
-  - every expression reads only tasks of the plan;
+  - its `format_version` is one this executor runs (RUNNABLE_FORMAT_VERSION);
+  - every expression reads only tasks of the plan (for_each and repeat.until too);
   - every expression is within the planner's bounds (size, nesting, operator chains,
     comprehensions: `planner.expressions.check_expression_bounds`), because the
     executor hands them to the CEL library, which overflows the native stack
@@ -25,11 +26,25 @@ at most `_MAX_VIOLATIONS` are reported.
 
 from __future__ import annotations
 
-from execplan.errors import FieldViolation, InvalidArgument
+from execplan.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from execplan.planner.expressions import check_expression_bounds
 from execplan.v1 import plan_pb2
 
 _MAX_VIOLATIONS = 20
+# The newest plan format the executor runs. Format 2 (for_each, repeat, child
+# workflows, dynamic sub-plans) compiles, but the executor does not run it yet: a
+# plan it would run wrongly (ignoring for_each) is refused instead.
+RUNNABLE_FORMAT_VERSION = 1
+
+
+def check_format(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
+    """Raise FailedPrecondition when the executor cannot run this plan's format."""
+    if plan.format_version > RUNNABLE_FORMAT_VERSION:
+        raise FailedPrecondition(
+            f"{field} has format_version {plan.format_version}; this executor runs plans "
+            f"up to format {RUNNABLE_FORMAT_VERSION} (for_each, repeat, builtin.workflow "
+            "and dynamic tasks need a newer one)"
+        )
 
 
 def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
@@ -111,6 +126,7 @@ def _reads(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
     for i, node in enumerate(plan.nodes):
         path = f"{field}.nodes[{i}]"
         reads = set(node.condition.reads_tasks)
+        reads |= set(node.for_each.reads_tasks) | set(node.repeat.until.reads_tasks)
         for binding in node.bindings:
             reads |= _expression_reads(binding.value)
         for side in ("fallback", "compensation"):
@@ -161,6 +177,10 @@ def _bounds(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
         path = f"{field}.nodes[{i}]"
         if node.HasField("condition"):
             check(f"{path}.condition", [node.condition.source])
+        if node.HasField("for_each"):
+            check(f"{path}.for_each", [node.for_each.source])
+        if node.HasField("repeat"):
+            check(f"{path}.repeat.until", [node.repeat.until.source])
         for k, binding in enumerate(node.bindings):
             check(f"{path}.bindings[{k}]", _sources(binding.value))
         for side in ("fallback", "compensation"):

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeAlias, TypeVar
+from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
 import grpc
 from execplan.v1 import (
@@ -66,6 +66,16 @@ class _Stubs:
             planner_service_pb2_grpc.PlannerServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),
         )
+
+
+class _Builds(Protocol):
+    """A workflow builder (`execplan.builder.Workflow`): anything with `build()`."""
+
+    def build(self) -> workflow_pb2.Workflow: ...
+
+
+def _workflow_message(workflow: workflow_pb2.Workflow | _Builds) -> workflow_pb2.Workflow:
+    return workflow if isinstance(workflow, workflow_pb2.Workflow) else workflow.build()
 
 
 _Pick: TypeAlias = Callable[[_Stubs], "grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]"]
@@ -163,7 +173,7 @@ class ExecutorClient:
         source: str | None = None,
         plan: plan_pb2.ExecutionPlan | None = None,
         plan_id: str | None = None,
-        workflow: workflow_pb2.Workflow | None = None,
+        workflow: workflow_pb2.Workflow | _Builds | None = None,
         inputs: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         fairness_key: str = "",
@@ -184,7 +194,7 @@ class ExecutorClient:
         elif plan_id is not None:
             request.plan_id = plan_id
         elif workflow is not None:
-            request.workflow.CopyFrom(workflow)
+            request.workflow.CopyFrom(_workflow_message(workflow))
         # Safe to retry on another replica: the request_id makes the start idempotent.
         return await self._unary(
             lambda r: r.executor.StartExecution, request, metadata=_trace_metadata()
@@ -346,11 +356,38 @@ class ExecutorClient:
     # -- plans -------------------------------------------------------------------------
 
     async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> str:
-        request = executor_service_pb2.RegisterPlanRequest(plan=plan)
-        return (await self._unary(lambda r: r.executor.RegisterPlan, request)).plan_id
+        """Store and register `plan`; its plan_id (see `register` for the rest)."""
+        return (await self.register(plan=plan)).plan_id
 
-    async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
-        request = executor_service_pb2.GetPlanRequest(plan_id=plan_id)
+    async def register(
+        self,
+        *,
+        source: str | None = None,
+        plan: plan_pb2.ExecutionPlan | None = None,
+        workflow: workflow_pb2.Workflow | _Builds | None = None,
+    ) -> executor_service_pb2.RegisterPlanResponse:
+        """Register a workflow by name (RegisterPlan): `builtin.workflow` tasks and
+        `get_plan(workflow="NAME@VERSION")` find it. Pass exactly one of a YAML/JSON
+        `source`, a compiled `plan`, or a `workflow` (a Workflow message or an
+        `execplan.builder.Workflow`). A non-empty version is immutable: another plan
+        under it raises AlreadyExists (reason VERSION_EXISTS)."""
+        given = [x for x in (source, plan, workflow) if x is not None]
+        if len(given) != 1:
+            raise ValueError("pass exactly one of source=, plan=, workflow=")
+        request = executor_service_pb2.RegisterPlanRequest()
+        if source is not None:
+            request.source = source
+            request.format = planner_service_pb2.SOURCE_FORMAT_AUTO
+        elif plan is not None:
+            request.plan.CopyFrom(plan)
+        elif workflow is not None:
+            request.workflow.CopyFrom(_workflow_message(workflow))
+        return await self._unary(lambda r: r.executor.RegisterPlan, request)
+
+    async def get_plan(self, plan_id: str = "", *, workflow: str = "") -> plan_pb2.ExecutionPlan:
+        """A stored plan by `plan_id`, or a registered one by `workflow` ("NAME" for
+        the latest version, "NAME@VERSION" for that one)."""
+        request = executor_service_pb2.GetPlanRequest(plan_id=plan_id, workflow=workflow)
         return (await self._unary(lambda r: r.executor.GetPlan, request)).plan
 
     # -- replay ------------------------------------------------------------------------

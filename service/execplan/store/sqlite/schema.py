@@ -119,6 +119,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "digest of the StartExecution request, to refuse a reused request_id",
         ("ALTER TABLE executions ADD COLUMN request_digest TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        6,
+        "the parent of a child execution (builtin.workflow), listed by parent",
+        (
+            "ALTER TABLE executions ADD COLUMN parent_execution_id TEXT NOT NULL DEFAULT ''",
+            """CREATE INDEX executions_by_parent
+                ON executions (parent_execution_id, created_at_ms, execution_id)
+                WHERE parent_execution_id != ''""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

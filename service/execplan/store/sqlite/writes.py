@@ -30,7 +30,7 @@ from ..sql import (
     to_record,
 )
 
-_INSERT_EXECUTION = f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+_INSERT_EXECUTION = f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 
 
 def execute(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> None:
