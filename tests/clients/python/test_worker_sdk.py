@@ -434,6 +434,60 @@ async def test_context_exposes_the_dispatch() -> None:
     assert str(seen["thread"]).startswith("execplan-task")
 
 
+async def test_previous_error_and_sub_plans_on_the_wire() -> None:
+    """A dynamic task reads why its last attempt failed (`ctx.previous_error`) and
+    answers with a SubPlan in any of its forms; each reaches the wire as
+    TaskResult.sub_plan (docs/runtime-plans.md)."""
+    from execplan.builder import Workflow as Built  # noqa: PLC0415
+    from execplan.v1 import workflow_pb2  # noqa: PLC0415
+    from execplan.worker import SubPlan  # noqa: PLC0415
+
+    seen: list[object] = []
+    built = Built("sub")
+    built.task("a", "t.a")
+    message = workflow_pb2.Workflow(name="sub")
+    message.tasks.add(id="b", type="t.b")
+    forms: dict[str, object] = {
+        "dict": {
+            "name": "sub",
+            "tasks": [{"id": "a", "type": "t.a", "retry": {"initial_interval": "2s"}}],
+        },
+        "yaml": "name: sub\ntasks: [{id: a, type: t.a}]\n",
+        "message": message,
+        "builder": built,
+    }
+    async with harness() as h:
+
+        @h.worker.task("agent.plan")
+        def plan(inputs: dict[str, object], ctx: TaskContext) -> SubPlan:
+            seen.append(ctx.previous_error)
+            return SubPlan(forms[str(inputs["form"])], inputs={"goal": inputs["form"]})
+
+        h.serve()
+        await h.fake.next_request()
+        dispatches = [dispatch(i, "agent.plan", {"form": f}) for i, f in enumerate(forms)]
+        failed = execution_pb2.ErrorInfo(type="PlanInvalid", message="tasks[0].id: required")
+        failed.details.update({"diagnostics": [{"code": "missing-required"}]})
+        dispatches[0].previous_error.CopyFrom(failed)
+        h.server.send(pb.ConnectResponse(dispatches=dispatches))
+        results: dict[str, pb.TaskResult] = {}
+        while len(results) < len(forms):
+            item = await h.fake.next_request(has_results)
+            results.update({r.attempt.task_id: r for r in item.request.results})
+    assert all(r.WhichOneof("outcome") == "sub_plan" for r in results.values())
+    as_dict, as_yaml, as_message, as_builder = (results[f"t{i}"].sub_plan for i in range(4))
+    assert as_dict.WhichOneof("definition") == "source" and '"2s"' in as_dict.source
+    assert as_yaml.source == forms["yaml"]
+    assert as_message.workflow == message
+    assert as_builder.workflow == built.build()
+    assert from_value(as_dict.inputs.fields["goal"]) == "dict"
+    previous = [p for p in seen if p is not None]
+    assert len(previous) == 1 and seen.count(None) == 3
+    error = previous[0]
+    assert (error.type, error.message) == ("PlanInvalid", "tasks[0].id: required")  # type: ignore[attr-defined]
+    assert error.details == {"diagnostics": [{"code": "missing-required"}]}  # type: ignore[attr-defined]
+
+
 # -- heartbeats ---------------------------------------------------------------------------
 async def test_heartbeats_flow_while_an_async_handler_blocks_the_loop() -> None:
     window: list[float] = []

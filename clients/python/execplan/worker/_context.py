@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from execplan.client.values import to_value
-from execplan.v1 import worker_service_pb2
+from execplan.client.values import from_struct, to_value
+from execplan.v1 import execution_pb2, worker_service_pb2
 from google.protobuf import struct_pb2
 
 
@@ -38,6 +38,19 @@ class AttemptKey(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class PreviousError:
+    """Why the previous attempt of this task failed (`TaskContext.previous_error`)."""
+
+    type: str
+    message: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, error: execution_pb2.ErrorInfo) -> PreviousError:
+        return cls(error.type, error.message, from_struct(error.details))
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptInfo:
     execution_id: str
     task_id: str
@@ -49,6 +62,7 @@ class AttemptInfo:
     secrets: Mapping[str, str]
     trace_context: Mapping[str, str]
     deadline: datetime | None
+    previous_error: PreviousError | None = None
 
 
 class TaskContext:
@@ -106,6 +120,13 @@ class TaskContext:
     def deadline(self) -> datetime | None:
         """start_to_close deadline (UTC), if the task has one."""
         return self._info.deadline
+
+    @property
+    def previous_error(self) -> PreviousError | None:
+        """The error of this task's previous attempt (`.type`, `.message`, `.details`),
+        None on a first attempt. A dynamic task whose sub-plan was refused finds
+        `PlanInvalid` here, with the planner's diagnostics in `.details`."""
+        return self._info.previous_error
 
     # -- talking back -------------------------------------------------------------------
     def heartbeat(self, progress: Any = None) -> None:

@@ -23,6 +23,7 @@ from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey, TaskContext
+from ._subplan import SubPlan
 from ._tracing import handler_span
 
 _log = logging.getLogger("execplan.worker")
@@ -78,6 +79,8 @@ def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
 
 def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
     try:
+        if isinstance(output, SubPlan):
+            return worker_service_pb2.TaskResult(attempt=ref, sub_plan=output.encode())
         value = to_value(output)
     except TypeError as exc:
         # Retrying cannot make the return value serialisable.

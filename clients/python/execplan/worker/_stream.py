@@ -42,7 +42,7 @@ from execplan.client.errors import decode_details, translate
 from execplan.v1 import worker_service_pb2, worker_service_pb2_grpc
 from google.protobuf import timestamp_pb2
 
-from ._context import AttemptInfo, AttemptKey, TaskContext
+from ._context import AttemptInfo, AttemptKey, PreviousError, TaskContext
 from ._outbox import Outbox
 from ._runner import encode_error
 
@@ -440,6 +440,11 @@ def _info(dispatch: worker_service_pb2.Dispatch) -> AttemptInfo:
         secrets=dict(dispatch.secrets),
         trace_context=dict(dispatch.trace_context),
         deadline=deadline,
+        previous_error=(
+            PreviousError.of(dispatch.previous_error)
+            if dispatch.HasField("previous_error")
+            else None
+        ),
     )
 
 
