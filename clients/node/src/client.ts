@@ -10,7 +10,7 @@
  * Every method throws an ExecplanError subclass (errors.ts) on failure.
  */
 import { randomUUID } from "node:crypto";
-import { create, fromJson } from "@bufbuild/protobuf";
+import { create, fromJson, isMessage } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -57,9 +57,9 @@ import type {
   WorkerInfo,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
-import { CompilePlanRequestSchema, PlannerService } from "./gen/execplan/v1/planner_service_pb.js";
+import { CompilePlanRequestSchema, PlannerService, SourceFormat } from "./gen/execplan/v1/planner_service_pb.js";
 import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.js";
-import type { Workflow } from "./gen/execplan/v1/workflow_pb.js";
+import { type Workflow, WorkflowSchema } from "./gen/execplan/v1/workflow_pb.js";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
@@ -89,11 +89,20 @@ export interface ReplayOptions {
 }
 
 /** Exactly one of source / plan / planId / workflow. */
+/** A Workflow message, or a `builder.Workflow` (anything with `build()`). */
+export type WorkflowLike = Workflow | { build(): Workflow };
+
+export interface RegisterOptions {
+  source?: string;
+  plan?: ExecutionPlan;
+  workflow?: WorkflowLike;
+}
+
 export interface StartOptions {
   source?: string;
   plan?: ExecutionPlan;
   planId?: string;
-  workflow?: Workflow;
+  workflow?: WorkflowLike;
   inputs?: JsonObject;
   /** Idempotency key; defaults to a fresh uuid. */
   requestId?: string;
@@ -305,12 +314,34 @@ export class ExecplanClient {
 
   /** Stores a plan (RegisterPlan) so that start({ planId }) can refer to it; returns its id. */
   async registerPlan(plan: ExecutionPlan): Promise<string> {
-    return (await this.call<RegisterPlanResponse>(this.executor, "registerPlan", create(RegisterPlanRequestSchema, { plan }))).planId;
+    return (await this.register({ plan })).planId;
   }
 
-  /** A stored plan by id (GetPlan); NotFoundError when unknown. */
-  async getPlan(planId: string): Promise<ExecutionPlan> {
-    const res = await this.call<GetPlanResponse>(this.executor, "getPlan", create(GetPlanRequestSchema, { planId }));
+  /**
+   * Registers a workflow by name (RegisterPlan): builtin.workflow tasks and
+   * `getPlan("", { workflow: "NAME@VERSION" })` find it. Exactly one of a YAML/JSON
+   * `source`, a compiled `plan` or a `workflow` (message or builder). A non-empty
+   * version is immutable: another plan under it throws AlreadyExistsError with
+   * reason VERSION_EXISTS.
+   */
+  async register(options: RegisterOptions): Promise<RegisterPlanResponse> {
+    const given = [options.source, options.plan, options.workflow].filter((v) => v !== undefined);
+    if (given.length !== 1) throw new TypeError("register() needs exactly one of source, plan, workflow");
+    const request = create(RegisterPlanRequestSchema, {
+      plan: options.plan,
+      source: options.source ?? "",
+      format: options.source !== undefined ? SourceFormat.AUTO : SourceFormat.UNSPECIFIED,
+      workflow: options.workflow !== undefined ? workflowMessage(options.workflow) : undefined,
+    });
+    return this.call<RegisterPlanResponse>(this.executor, "registerPlan", request);
+  }
+
+  /**
+   * A stored plan by id, or a registered one by `workflow` ("NAME" = the latest
+   * version, "NAME@VERSION"); NotFoundError when unknown.
+   */
+  async getPlan(planId: string, options: { workflow?: string } = {}): Promise<ExecutionPlan> {
+    const res = await this.call<GetPlanResponse>(this.executor, "getPlan", create(GetPlanRequestSchema, { planId, workflow: options.workflow ?? "" }));
     if (!res.plan) throw new Error("GetPlan returned no plan");
     return res.plan;
   }
@@ -382,5 +413,9 @@ function definition(options: StartOptions): StartExecutionRequest["definition"] 
   if (options.source !== undefined) return { case: "source", value: options.source };
   if (options.plan !== undefined) return { case: "plan", value: options.plan };
   if (options.planId !== undefined) return { case: "planId", value: options.planId };
-  return { case: "workflow", value: options.workflow! };
+  return { case: "workflow", value: workflowMessage(options.workflow!) };
+}
+
+function workflowMessage(workflow: WorkflowLike): Workflow {
+  return isMessage(workflow, WorkflowSchema) ? workflow : (workflow as { build(): Workflow }).build();
 }

@@ -1,5 +1,12 @@
 /** TaskContext: what a handler knows about its attempt, and how it talks back. */
-import type { JsonValue } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+
+/** Why the previous attempt of a task failed (`TaskContext.previousError`). */
+export interface PreviousError {
+  type: string;
+  message: string;
+  details: JsonObject;
+}
 
 export interface AttemptInfo {
   executionId: string;
@@ -12,6 +19,7 @@ export interface AttemptInfo {
   secrets: Readonly<Record<string, string>>;
   traceContext: Readonly<Record<string, string>>;
   deadline: Date | undefined;
+  previousError?: PreviousError | undefined;
 }
 
 export class TaskContext {
@@ -32,6 +40,12 @@ export class TaskContext {
   readonly deadline: Date | undefined;
   /** Aborted when the executor cancels the attempt or the worker stops. */
   readonly signal: AbortSignal;
+  /**
+   * The error of this task's previous attempt (`type`, `message`, `details`),
+   * undefined on a first attempt. A dynamic task whose sub-plan was refused finds
+   * `PlanInvalid` here, with the planner's diagnostics in `details`.
+   */
+  readonly previousError: PreviousError | undefined;
 
   /** @internal latest progress, sent with the next heartbeat. */
   progress: JsonValue | undefined = undefined;
@@ -53,6 +67,7 @@ export class TaskContext {
     this.secrets = info.secrets;
     this.traceContext = info.traceContext;
     this.deadline = info.deadline;
+    this.previousError = info.previousError;
     this.signal = signal;
   }
 

@@ -4,6 +4,10 @@ export type { ClientOptions, ControlOptions, ListOptions, ReplayOptions, StartOp
 export { TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TOKEN_ENV, bearerInterceptor, transport } from "./security.js";
 export type { Pem, SecurityOptions, Transport } from "./security.js";
 export { TaskContext } from "./context.js";
+export type { PreviousError } from "./context.js";
+export { SubPlan } from "./subplan.js";
+export type { SubPlanDoc } from "./subplan.js";
+export * as builder from "./builder.js";
 export {
   AlreadyExistsError,
   Backoff,

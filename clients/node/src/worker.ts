@@ -66,6 +66,7 @@ import { makeClient, resolveAddress } from "./rpc.js";
 import type { GenericClient } from "./rpc.js";
 import { transport } from "./security.js";
 import type { SecurityOptions, Transport } from "./security.js";
+import { SubPlan } from "./subplan.js";
 import { startSpan } from "./tracing.js";
 
 export const SDK = "node/0.1";
@@ -569,6 +570,9 @@ function info(dispatch: Dispatch) {
     secrets: Object.freeze({ ...dispatch.secrets }),
     traceContext: Object.freeze({ ...dispatch.traceContext }),
     deadline: dispatch.startToCloseDeadline ? timestampDate(dispatch.startToCloseDeadline) : undefined,
+    previousError: dispatch.previousError
+      ? { type: dispatch.previousError.type, message: dispatch.previousError.message, details: dispatch.previousError.details ?? {} }
+      : undefined,
   };
 }
 
@@ -605,6 +609,7 @@ export function errorInfo(err: unknown): ErrorInfo {
 
 function outputResult(ref: AttemptRef, output: unknown): TaskResult {
   try {
+    if (output instanceof SubPlan) return create(TaskResultSchema, { attempt: ref, outcome: { case: "subPlan", value: output.encode() } });
     return create(TaskResultSchema, { attempt: ref, outcome: { case: "output", value: toValue(output) } });
   } catch (err) {
     // Retrying cannot make the return value serialisable.

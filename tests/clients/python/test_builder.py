@@ -149,3 +149,45 @@ def test_input_defaults_keep_null_apart_from_absent() -> None:
         "a": {"type": "INPUT_TYPE_ANY", "default": None},
         "b": {"type": "INPUT_TYPE_INTEGER"},
     }
+
+
+NODE_RESEARCH = """
+import { builder } from "./clients/node/dist/index.js";
+const { Workflow, expr, item, index, iteration, previous } = builder;
+const wf = new Workflow("research", { version: "2", inputs: { question: { type: "string", required: true } } });
+const plan = wf.task("plan", "agent.plan", { inputs: { question: wf.input("question") } });
+const study = wf.task("research", "agent.research", {
+  for_each: plan.output.get("questions"), max_parallel: 4, when: expr("item != ''"),
+  inputs: { question: item, position: index },
+  fallback: { type: "agent.research_cheap", inputs: { question: item } },
+});
+const write = wf.task("write", "agent.write", {
+  inputs: { notes: study.output, draft: previous, round: iteration },
+  repeat: { until: "output.approved || tasks.plan.output.quick", max_iterations: 3 },
+});
+const review = wf.task("review", "builtin.workflow",
+  { workflow: "review@1", for_each: "tasks.write.output.sections", inputs: { section: item } });
+wf.task("improvise", "agent.planner", { dynamic: true, inputs: { goal: wf.input("question") } });
+wf.output("report", write.output.get("text"));
+wf.output("reviews", review.output);
+console.log(JSON.stringify(wf.toDocument()));
+"""
+
+
+def test_the_typescript_builder_gives_the_same_plan() -> None:
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    root = Path(__file__).parents[3]
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", NODE_RESEARCH],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    built = compile_document(json.loads(done.stdout))
+    golden = compile_source(GOLDEN.read_text())
+    assert built.plan is not None and golden.plan is not None, built.diagnostics
+    assert built.plan.plan_id == golden.plan.plan_id
