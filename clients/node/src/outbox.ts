@@ -22,6 +22,7 @@ import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
 import {
   AttemptRefSchema,
   ConnectRequestSchema,
+  SubPlanSchema,
   TaskResultSchema,
   WorkerStatusSchema,
 } from "./gen/execplan/v1/worker_service_pb.js";
@@ -96,12 +97,14 @@ export class Outbox {
     const limit = this.maxOutputBytes;
     let size = 0;
     let error: ErrorInfo | undefined;
-    if (outcome.case === "output") {
-      size = toBinary(ValueSchema, outcome.value).byteLength;
+    if (outcome.case === "output" || outcome.case === "subPlan") {
+      // A dynamic task's sub-plan is its answer: the same limit as an output.
+      size = outcome.case === "output" ? toBinary(ValueSchema, outcome.value).byteLength : toBinary(SubPlanSchema, outcome.value).byteLength;
       if (size > limit) {
+        const what = outcome.case === "output" ? "output" : "sub-plan";
         error = create(ErrorInfoSchema, {
           type: "PayloadTooLarge",
-          message: `output of ${size} bytes exceeds the server's limit of ${limit} bytes`,
+          message: `${what} of ${size} bytes exceeds the server's limit of ${limit} bytes`,
           retryable: false,
           retry: ErrorRetry.NON_RETRYABLE,
         });

@@ -103,3 +103,16 @@ test("SubPlan goes on the wire in each of its forms", () => {
   const fromBuilder = new SubPlan(built).encode();
   assert.equal(fromBuilder.definition.value.tasks[0].type, "t.a");
 });
+
+test("a sub-plan over the server's output limit is replaced like an output", async () => {
+  const { Outbox } = await import("../dist/outbox.js");
+  const outbox = new Outbox();
+  outbox.setLimits(1_000, 1 << 20);
+  const small = create(pb.TaskResultSchema, { outcome: { case: "subPlan", value: new SubPlan("name: sub\ntasks: [{id: a, type: t}]\n").encode() } });
+  assert.equal(outbox.fit(small).result, small);
+  const big = create(pb.TaskResultSchema, { outcome: { case: "subPlan", value: new SubPlan("#".repeat(5_000)).encode() } });
+  const replaced = outbox.fit(big).result;
+  assert.equal(replaced.outcome.case, "error");
+  assert.equal(replaced.outcome.value.type, "PayloadTooLarge");
+  assert.match(replaced.outcome.value.message, /^sub-plan of /);
+});

@@ -136,3 +136,17 @@ def test_take_splits_results_by_the_message_limit_and_replaces_oversized_ones() 
     fresh = Outbox()
     fresh.set_limits(0, 0)
     assert fresh.max_output_bytes == 64 * MIB - ENVELOPE_BYTES
+
+
+def test_a_sub_plan_over_the_limit_is_replaced_like_an_output() -> None:
+    outbox = Outbox()
+    outbox.set_limits(max_output_bytes=1_000, max_message_bytes=MIB)
+    small = ws.TaskResult(attempt=ws.AttemptRef(execution_id="e", task_id="a"))
+    small.sub_plan.source = "name: sub\ntasks: [{id: a, type: t}]\n"
+    assert outbox.fit(small) is small
+    big = ws.TaskResult(attempt=ws.AttemptRef(execution_id="e", task_id="b"))
+    big.sub_plan.source = "#" * 5_000
+    replaced = outbox.fit(big)
+    assert replaced.error.type == "PayloadTooLarge"
+    assert replaced.error.message.startswith("sub-plan of ")
+    assert replaced.error.retry == ex.ERROR_RETRY_NON_RETRYABLE

@@ -93,13 +93,16 @@ class Outbox:
     def fit(self, result: worker_service_pb2.TaskResult) -> worker_service_pb2.TaskResult:
         """`result`, or an error result in its place if it is too big to send."""
         limit = self.max_output_bytes
-        if result.WhichOneof("outcome") == "output":
-            size = result.output.ByteSize()
+        outcome = result.WhichOneof("outcome")
+        if outcome in ("output", "sub_plan"):
+            # A dynamic task's sub-plan is its answer: the same limit as an output.
+            size = result.output.ByteSize() if outcome == "output" else result.sub_plan.ByteSize()
             if size <= limit:
                 return result
+            what = "output" if outcome == "output" else "sub-plan"
             error = execution_pb2.ErrorInfo(
                 type="PayloadTooLarge",
-                message=f"output of {size} bytes exceeds the server's limit of {limit} bytes",
+                message=f"{what} of {size} bytes exceeds the server's limit of {limit} bytes",
                 retryable=False,
                 retry=execution_pb2.ERROR_RETRY_NON_RETRYABLE,
             )
