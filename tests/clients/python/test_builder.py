@@ -154,7 +154,8 @@ def test_input_defaults_keep_null_apart_from_absent() -> None:
 NODE_RESEARCH = """
 import { builder } from "./clients/node/dist/index.js";
 const { Workflow, expr, item, index, iteration, previous } = builder;
-const wf = new Workflow("research", { version: "2", inputs: { question: { type: "string", required: true } } });
+const wf = new Workflow("research",
+  { version: "2", inputs: { question: { type: "string", required: true } } });
 const plan = wf.task("plan", "agent.plan", { inputs: { question: wf.input("question") } });
 const study = wf.task("research", "agent.research", {
   for_each: plan.output.get("questions"), max_parallel: 4, when: expr("item != ''"),
