@@ -28,7 +28,8 @@ export {
   translate,
 } from "./errors.js";
 export type { FieldViolation, StatusDetails } from "./errors.js";
-export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo, makeError, splitAddresses, splitSlots } from "./worker.js";
+export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo, splitAddresses, splitSlots } from "./worker.js";
 export type { Handler, Logger, WorkerOptions } from "./worker.js";
 export { DEFAULT_ADDRESS } from "./rpc.js";
+export { makeError } from "./task_error.js";
 export * as pb from "./pb.js";

@@ -17,7 +17,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { ErrorInfoSchema, ErrorRetry } from "./gen/execplan/v1/execution_pb.js";
+import { ErrorInfoSchema } from "./gen/execplan/v1/execution_pb.js";
 import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
 import {
   AttemptRefSchema,
@@ -27,6 +27,7 @@ import {
   WorkerStatusSchema,
 } from "./gen/execplan/v1/worker_service_pb.js";
 import { CHANNEL_OPTIONS } from "./rpc.js";
+import { makeError } from "./task_error.js";
 import type {
   AssignmentAck,
   ConnectRequest,
@@ -102,12 +103,7 @@ export class Outbox {
       size = outcome.case === "output" ? toBinary(ValueSchema, outcome.value).byteLength : toBinary(SubPlanSchema, outcome.value).byteLength;
       if (size > limit) {
         const what = outcome.case === "output" ? "output" : "sub-plan";
-        error = create(ErrorInfoSchema, {
-          type: "PayloadTooLarge",
-          message: `${what} of ${size} bytes exceeds the server's limit of ${limit} bytes`,
-          retryable: false,
-          retry: ErrorRetry.NON_RETRYABLE,
-        });
+        error = makeError("PayloadTooLarge", `${what} of ${size} bytes exceeds the server's limit of ${limit} bytes`, false);
       }
     } else if (outcome.case === "error") {
       size = toBinary(ErrorInfoSchema, outcome.value).byteLength;

@@ -42,8 +42,8 @@ import { ValueSchema, timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { TaskContext } from "./context.js";
 import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
-import { ErrorInfoSchema, ErrorRetry } from "./gen/execplan/v1/execution_pb.js";
 import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
+import { makeError } from "./task_error.js";
 import {
   AssignmentAckSchema,
   ConnectRequestSchema,
@@ -582,14 +582,6 @@ function toValue(json: unknown) {
   return fromJson(ValueSchema, (text === undefined ? null : JSON.parse(text)) as JsonValue);
 }
 
-/**
- * An ErrorInfo as the executor reads it: `retry` decides. `retryable` says the same
- * for servers that predate `retry` (they read only that field).
- */
-export function makeError(type: string, message: string, retryable: boolean): ErrorInfo {
-  const retry = retryable ? ErrorRetry.RETRYABLE : ErrorRetry.NON_RETRYABLE;
-  return create(ErrorInfoSchema, { type, message, retryable, retry });
-}
 
 /** ErrorInfo for a thrown value: type = error class name, retryable unless it says no. */
 export function errorInfo(err: unknown): ErrorInfo {

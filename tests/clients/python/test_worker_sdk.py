@@ -645,11 +645,12 @@ async def test_reconnect_reregisters_running_attempts_and_delivers_pending_resul
 
 
 async def test_revoked_attempts_are_cancelled_and_their_results_dropped() -> None:
-    cancelled = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
     async with harness() as h:
 
         @h.worker.task("wait")
         async def wait(inputs: dict[str, object], ctx: TaskContext) -> str:
+            started.set()
             try:
                 await ctx.wait_cancelled()
             finally:
@@ -677,11 +678,12 @@ async def test_revoked_attempts_are_cancelled_and_their_results_dropped() -> Non
 async def test_rejected_acks_and_results_cancel_the_attempt_and_drop_its_result() -> None:
     """A rejection means the executor no longer leases that attempt to us (it was
     re-queued, e.g. after a reconnect that raced a commit): stop running it."""
-    cancelled = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
     async with harness() as h:
 
         @h.worker.task("wait")
         async def wait(inputs: dict[str, object], ctx: TaskContext) -> str:
+            started.set()
             try:
                 await ctx.wait_cancelled()
             finally:
@@ -696,6 +698,9 @@ async def test_rejected_acks_and_results_cancel_the_attempt_and_drop_its_result(
         await h.fake.next_request()
         h.server.send(pb.ConnectResponse(dispatches=[dispatch(1, "wait")]))
         await h.fake.next_request(lambda r: len(r.acks) > 0)
+        # The handler starts once its ack is written; a rejection that overtakes the
+        # start stops the attempt before it runs (and `cancelled` would never be set).
+        await asyncio.wait_for(started.wait(), 5)
         h.server.send(
             pb.ConnectResponse(rejections=[pb.ResultRejected(attempt=ref(1), reason="stale")])
         )

@@ -26,9 +26,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ConnectRequest(_message.Message):
-    """Worker -> executor. The first message must carry `register` (and only the first:
-    the stream is one registration). Any message may carry any number of acks,
-    heartbeats and results: batch what is ready.
+    """Worker -> executor. The first message must carry `register`; a `register` in a
+    later message is ignored (a stream is one registration: open a new stream to
+    register again). Any message may carry any number of acks, heartbeats and
+    results: batch what is ready.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -45,7 +45,8 @@ class WorkerServiceStub:
     whose result you are not sure arrived in `running`: revoked ones were
     recorded, kept ones were not (send again).
     5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
-    more for it.
+    more for it (except after the rejection of a malformed result: that attempt
+    stays yours, send a proper result).
     6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
     worker_id, listing in `running` what you still run; after the grace the
     leases are re-queued.
@@ -86,7 +87,8 @@ class WorkerServiceServicer:
     whose result you are not sure arrived in `running`: revoked ones were
     recorded, kept ones were not (send again).
     5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
-    more for it.
+    more for it (except after the rejection of a malformed result: that attempt
+    stays yours, send a proper result).
     6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
     worker_id, listing in `running` what you still run; after the grace the
     leases are re-queued.
@@ -136,7 +138,8 @@ class WorkerService:
     whose result you are not sure arrived in `running`: revoked ones were
     recorded, kept ones were not (send again).
     5. Stop an attempt named in `cancels`, `rejections` or `revoked`; send nothing
-    more for it.
+    more for it (except after the rejection of a malformed result: that attempt
+    stays yours, send a proper result).
     6. A broken stream: reconnect within 5 s (the reconnect grace) with the same
     worker_id, listing in `running` what you still run; after the grace the
     leases are re-queued.

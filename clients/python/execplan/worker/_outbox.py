@@ -24,6 +24,7 @@ from execplan.client._channel import _MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey
+from ._runner import make_error
 
 # Room for everything in a message but the results (acks, heartbeats, status) and for
 # a result's envelope (attempt reference, field tags).
@@ -100,11 +101,10 @@ class Outbox:
             if size <= limit:
                 return result
             what = "output" if outcome == "output" else "sub-plan"
-            error = execution_pb2.ErrorInfo(
-                type="PayloadTooLarge",
-                message=f"{what} of {size} bytes exceeds the server's limit of {limit} bytes",
+            error = make_error(
+                "PayloadTooLarge",
+                f"{what} of {size} bytes exceeds the server's limit of {limit} bytes",
                 retryable=False,
-                retry=execution_pb2.ERROR_RETRY_NON_RETRYABLE,
             )
             return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
         if result.error.ByteSize() <= limit:
