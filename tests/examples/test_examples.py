@@ -67,8 +67,11 @@ async def _run(client: ExecutorClient, name: str, inputs: dict[str, Any]) -> Any
         ("order_saga.yaml", {"order_id": "o-7", "amount": 12.5}, {"gateway": "main"}),
         ("order_saga.yaml", {"order_id": "o-8", "card": "declined"}, {"gateway": "backup"}),
         ("etl.yaml", {"day": "2026-11-26", "refunds": 0}, {"orders_loaded": 120}),
+        ("ml_pipeline.yaml", {}, {"best_model": "gradient_boosting", "accuracy": 0.9}),
+        # No model is good enough: `register` is skipped, its output reads as null.
+        ("ml_pipeline.yaml", {"min_accuracy": 0.95}, {"accuracy": 0.9, "version": None}),
     ],
-    ids=["hello", "order_saga", "order_saga-fallback", "etl-skips"],
+    ids=["hello", "order_saga", "order_saga-fallback", "etl-skips", "ml", "ml-not-accepted"],
 )
 async def test_example_runs_to_succeeded(
     client: ExecutorClient, name: str, inputs: dict[str, Any], expected: dict[str, Any]

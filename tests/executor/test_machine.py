@@ -129,6 +129,71 @@ tasks:
     sim.assert_replay_matches()
 
 
+def test_an_output_over_a_skipped_task_is_null() -> None:
+    sim = Sim(
+        """
+name: skip-out
+tasks:
+  - {id: a, type: t}
+  - {id: b, type: t, depends_on: [a], when: "tasks.a.output.go == true"}
+outputs:
+  from_a: "${{ tasks.a.output.go }}"
+  from_b: "${{ tasks.b.output.version }}"
+  status: "${{ tasks.b.status }}"
+  chosen: "${{ tasks.b.status == 'SUCCEEDED' ? tasks.b.output.version : 'none' }}"
+"""
+    )
+    sim.run("a", {"go": False})
+    assert sim.status("b") == "SKIPPED"
+    assert sim.state.state == ex.EXECUTION_STATE_SUCCEEDED, sim.state.error
+    assert sim.state.outputs == {
+        "from_a": False,
+        "from_b": None,
+        "status": "SKIPPED",
+        "chosen": "none",
+    }
+    sim.assert_replay_matches()
+
+
+def test_an_input_over_a_skipped_task_fails_that_task() -> None:
+    """As the README says: only outputs read a skipped task's fields as null."""
+    sim = Sim(
+        """
+name: skip-in
+on_failure: continue
+tasks:
+  - {id: a, type: t}
+  - {id: b, type: t, depends_on: [a], when: "false"}
+  - id: c
+    type: t
+    depends_on: [b]
+    trigger: all_done
+    inputs: {v: "${{ tasks.b.output.version }}"}
+"""
+    )
+    sim.run("a", {})
+    assert sim.status("b") == "SKIPPED"
+    sim.dispatch("c")
+    assert sim.status("c") == "FAILED"
+    error = sim.task("c").error
+    assert error is not None and error["type"] == "BindingError"
+
+
+def test_an_output_that_fails_otherwise_still_fails_the_execution() -> None:
+    sim = Sim(
+        """
+name: bad-out
+tasks:
+  - {id: a, type: t}
+outputs:
+  missing: "${{ tasks.a.output.nope }}"
+"""
+    )
+    sim.run("a", {"v": 1})
+    assert sim.state.state == ex.EXECUTION_STATE_FAILED
+    assert sim.state.error is not None and sim.state.error["type"] == "OutputError"
+
+
 RETRY = """
 name: retry
 tasks:

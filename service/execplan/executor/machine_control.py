@@ -14,6 +14,7 @@ from execplan.errors import FailedPrecondition
 from execplan.executor import effects as fx
 from execplan.executor import requests
 from execplan.executor.bindings import EvaluationError, reads_of
+from execplan.executor.evaluation import ExpressionBudgetExceeded
 from execplan.executor.machine_core import (
     COMPENSATION,
     MAIN,
@@ -186,6 +187,29 @@ class MachineControl(MachineCore):
                     self.effects.append(fx.ReleaseLease(task.index, task.worker_id))
                 self.emit("task_cancelled", task_id=self._id(task), phase=task.phase, reason=reason)
 
+    def _outputs(self) -> dict[str, JsonValue]:
+        """The workflow's outputs. An output that cannot be evaluated because a task
+        it reads was SKIPPED is null: a skipped task's `output` is null, so
+        `tasks.register.output.version` has nothing to read, and a `when` that skips
+        a task is a normal way to succeed. Any other failure, an expression over its
+        budget included, raises EvaluationError (the execution fails with
+        OutputError); EvaluationPending (the sandbox is still at it) passes through."""
+        outputs: dict[str, JsonValue] = {}
+        for name, node in self.state.plan.outputs:
+            try:
+                outputs[name] = self.evaluate(f"outputs.{name}", node, reads_of(node))
+            except ExpressionBudgetExceeded:
+                raise  # over its budget: never quietly null
+            except EvaluationError:
+                skipped = any(
+                    self.state.task(task_id).state == ex.TASK_STATE_SKIPPED
+                    for task_id in reads_of(node)
+                )
+                if not skipped:
+                    raise
+                outputs[name] = None
+        return outputs
+
     def _finish(
         self, outcome: int, failed: TaskRun | None, error: dict[str, Any] | None = None
     ) -> None:
@@ -197,11 +221,7 @@ class MachineControl(MachineCore):
             error = {**error, "message": f"task {self._id(failed)}: {error.get('message', '')}"}
         if outcome == ex.EXECUTION_STATE_SUCCEEDED:
             try:
-                outputs = {
-                    name: self.evaluate(f"outputs.{name}", node, reads_of(node))
-                    for name, node in self.state.plan.outputs
-                }
-                fill_struct(done.outputs, outputs)
+                fill_struct(done.outputs, self._outputs())
             except EvaluationError as exc:
                 done.state = ex.EXECUTION_STATE_FAILED
                 error = _expression_error("OutputError", exc)
