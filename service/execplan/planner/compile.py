@@ -7,8 +7,9 @@ Phases, in order (each in its own module, each only reads the model):
     validate_deps             depends_on entries -> declared edges
     validate_inputs           input declarations
     validate_policies         retry / breaker / quantities
-    validate_builtins         builtin.* inputs
+    validate_builtins         builtin.* inputs (builtin_http for builtin.http)
     validate_runtime          for_each / repeat / workflow / dynamic fields
+    flow_control              limit, rate_limits, cache, breaker keys, the workflow's buckets
     bindings                  inputs/when/for_each/until/outputs -> compiled bindings +
                               expression reads; runtime variables where defined (variables)
     validate_references       reads -> unknown references, data edges
@@ -26,7 +27,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from execplan.planner import (
+    builtin_http,
     digest,
+    flow_control,
     graph,
     parse,
     resolve,
@@ -41,7 +44,7 @@ from execplan.planner import (
 )
 from execplan.planner.bindings import compile_bindings, compile_condition
 from execplan.planner.diagnostics import Diagnostics, clip
-from execplan.planner.model import Task, Workflow
+from execplan.planner.model import Task, TaskDefaults, Workflow
 from execplan.planner.plan import (
     FORMAT_VERSION,
     FORMAT_VERSION_RUNTIME,
@@ -53,7 +56,9 @@ from execplan.planner.plan import (
     PlanNode,
     PlanOutput,
     PlanRepeat,
+    PlanRateLimit,
     PlanSideTask,
+    ResolvedCircuitBreaker,
     ResolvedRetryPolicy,
     ResolvedTimeouts,
     WorkflowRef,
@@ -109,6 +114,15 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     validate_policies.check(wf, diags)
     validate_builtins.check(wf, diags)
     validate_runtime.check(wf, diags)
+    buckets = flow_control.declared_buckets(wf, diags)
+    d = wf.defaults
+    default_breaker_key = flow_control.compile_breaker_key(
+        d.circuit_breaker if d else None, "defaults.circuit_breaker", wf, diags
+    )
+    flows = [
+        flow_control.NO_FLOW if t is None else flow_control.compile_task(t, wf, buckets, diags)
+        for t in wf.tasks
+    ]
 
     data: list[tuple[int, int, str]] = []
     compiled: list[_Compiled | None] = []
@@ -137,8 +151,35 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     if diags.has_errors or not build:
         return None
     return _build(
-        wf, order=order, succ=succ, pred=pred, kinds=kinds, compiled=compiled, outputs=outputs
+        wf,
+        order=order,
+        succ=succ,
+        pred=pred,
+        kinds=kinds,
+        compiled=compiled,
+        outputs=outputs,
+        flow=_Flow(flows, default_breaker_key, tuple(sorted(buckets.values(), key=_by_name))),
     )
+
+
+class _Flow:
+    """The flow-control results of the checking phases, for `_build`."""
+
+    __slots__ = ("buckets", "default_breaker_key", "tasks")
+
+    def __init__(
+        self,
+        tasks: list[flow_control.TaskFlow],
+        default_breaker_key: Expression | None,
+        buckets: tuple[PlanRateLimit, ...],
+    ) -> None:
+        self.tasks = tasks
+        self.default_breaker_key = default_breaker_key
+        self.buckets = buckets
+
+
+def _by_name(r: PlanRateLimit) -> str:
+    return r.name
 
 
 def _data_edges(
@@ -203,7 +244,10 @@ def _compile_task(
     # Each site separately, for the variables it may read; then every read the task
     # needs before it starts (inputs, when, for_each, until) is a data edge.
     refs: list[tuple[str, Expression]] = []
-    bindings = compile_bindings(t.inputs, f"{t.path}.inputs", diags, refs) if t.inputs else ()
+    if t.type == builtin_http.TYPE:
+        bindings = builtin_http.compile_inputs(t, diags, refs)
+    else:
+        bindings = compile_bindings(t.inputs, f"{t.path}.inputs", diags, refs) if t.inputs else ()
     variables.check(refs, t, "inputs", diags)
     condition = _site(t.when, t, "when", f"{t.path}.when", diags=diags, refs=refs)
     for_each = _site(t.for_each, t, "for_each", f"{t.path}.for_each", diags=diags, refs=refs)
@@ -260,6 +304,7 @@ def _build(
     kinds: dict[int, int],
     compiled: list[_Compiled | None],
     outputs: tuple[Binding, ...],
+    flow: _Flow,
 ) -> Plan:
     n = len(wf.tasks)
     tasks: list[Task] = [t for t in wf.tasks if t is not None]
@@ -274,6 +319,8 @@ def _build(
     base_retry = resolve.retry(d.retry if d else None)
     base_timeouts = resolve.timeouts(d.timeouts if d else None)
     base_breaker = resolve.breaker(None, d.circuit_breaker if d else None)
+    if base_breaker is not None and flow.default_breaker_key is not None:
+        base_breaker = replace(base_breaker, key=flow.default_breaker_key)
     base_resources = resolve.resources(None, None, (), d)
     base_priority = (d.priority if d else None) or 0
 
@@ -287,6 +334,7 @@ def _build(
     for i, u in enumerate(order):
         t = tasks[u]
         c = compiled[u]
+        f = flow.tasks[t.index]
         assert c is not None
         retry = (
             base_retry
@@ -328,7 +376,7 @@ def _build(
                 else _side(t, "compensation", c.compensation, retry, timeouts),
                 base_breaker  # circuit_breaker
                 if t.circuit_breaker is None
-                else resolve.breaker(t.circuit_breaker, d.circuit_breaker if d else None),
+                else _breaker(t, d, f.breaker_key or flow.default_breaker_key),
                 base_resources  # resources
                 if t.resources is None and t.placement is None and not t.secrets
                 else resolve.resources(t.resources, t.placement, t.secrets, d),
@@ -339,6 +387,9 @@ def _build(
                 None if c.until is None else PlanRepeat(c.until, t.repeat.max_iterations or 0),  # type: ignore[union-attr]
                 _workflow_ref(t),
                 t.dynamic,
+                f.limit,
+                f.rate_limits,
+                f.cache,
             )
         )
     plan = Plan(
@@ -367,6 +418,7 @@ def _build(
         critical_path_ms=max(rank) if rank else 0,
         labels=dict(sorted(wf.labels.items())),
         format_version=FORMAT_VERSION_RUNTIME if any(n.runtime for n in nodes) else FORMAT_VERSION,
+        rate_limits=flow.buckets,
     )
     return replace(plan, plan_id=digest.plan_id(plan))
 
@@ -377,6 +429,13 @@ def _workflow_ref(t: Task) -> WorkflowRef | None:
     ref = validate_runtime.parse_workflow_ref(t.workflow)
     assert isinstance(ref, WorkflowRef)  # validate_runtime reported it otherwise
     return ref
+
+
+def _breaker(
+    t: Task, d: TaskDefaults | None, key: Expression | None
+) -> ResolvedCircuitBreaker | None:
+    resolved = resolve.breaker(t.circuit_breaker, d.circuit_breaker if d else None)
+    return resolved if resolved is None or key is None else replace(resolved, key=key)
 
 
 def _side(

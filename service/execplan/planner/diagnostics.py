@@ -34,7 +34,8 @@ Codes (errors unless noted):
     unknown-enum              on_failure, input type, breaker on_open not recognised
     unknown-trigger           trigger not one of all_success/all_done/one_success/all_failed
     invalid-duration          not `250ms`/`1h30m`/`"1.500s"` (also builtin durations)
-    invalid-quantity          cpu/memory not a Kubernetes quantity, gpu < 0
+    invalid-quantity          cpu/memory not a Kubernetes quantity, gpu < 0, a custom
+                              counter < 0 or badly named
     invalid-retry             max_attempts < 1, backoff_coefficient < 1, jitter outside
                               0..1, max_interval < initial_interval
     invalid-circuit-breaker   failure_threshold/half_open_max_calls < 1, rate outside 0..1
@@ -57,7 +58,13 @@ Codes (errors unless noted):
     required-input-undeclared a required input without a type
     required-input-default    (warning) a required input's default is never used
     builtin-invalid           builtin.sleep without duration, builtin.wait_for_event
-                              without event, unknown builtin.*
+                              without event, builtin.http inputs (url origin not
+                              literal, secrets outside headers...), unknown builtin.*,
+                              flow control on a waiting built-in
+    invalid-limit             limit.max outside 1..1,000,000, bad limit name
+    invalid-rate-limit        bad bucket name, rate or burst; a bucket declared or
+                              listed twice; units outside 1..1e9 or above the burst
+    invalid-cache             cache.ttl over 366d
     unreachable               a trigger rule that can never fire (validate_reachability)
     diagnostics-truncated     (last; error if an omitted one is) N more not reported
 """

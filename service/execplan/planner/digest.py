@@ -9,6 +9,10 @@ The canonical JSON (so any language can verify a plan_id):
   and the runtime-plan fields (`PlanNode.for_each`, `max_parallel`, `repeat`,
   `workflow`, `dynamic`; `Expression.reads_variables`), which are present only when
   set (not None/0/false/empty), so plans that do not use them keep their plan_id;
+  the flow-control fields added after format 1, which are left out when empty
+  (null, [], {}, false) so that plans that do not use them keep their ids:
+  `Plan.rate_limits`, `PlanNode.limit`, `.rate_limits`, `.cache`,
+  `ResolvedCircuitBreaker.key`, `ResourceBinding.custom`, `.isolate`;
 - ints are JSON integers (durations are integer milliseconds), floats use the
   shortest repr that round-trips (Python `repr`: `2.0`, `0.2`), booleans and null
   as JSON; enums are their proto value names as strings (`"EDGE_KIND_DATA"`);
@@ -46,8 +50,12 @@ from execplan.planner.plan import (
     Literal,
     Plan,
     PlanNode,
+    PlanRateLimit,
     PlanSideTask,
+    ResolvedCache,
     ResolvedCircuitBreaker,
+    ResolvedLimit,
+    ResolvedRateLimitUse,
     ResolvedRetryPolicy,
     ResolvedTimeouts,
     ResourceBinding,
@@ -139,6 +147,8 @@ class _Canon:
                 "window": b.window,
                 "on_open": b.on_open,
             }
+            if b.key is not None:
+                hit["key"] = self.expression(b.key)
         return hit
 
     def resources(self, r: ResourceBinding) -> Json:
@@ -154,7 +164,43 @@ class _Canon:
                 "environment": r.environment,
                 "secrets": list(r.secrets),
             }
+            if r.custom:
+                hit["custom"] = r.custom
+            if r.isolate:
+                hit["isolate"] = True
         return hit
+
+    def optional_expression(self, e: Expression | None) -> Json:
+        return None if e is None else self.expression(e)
+
+    def limit(self, lim: ResolvedLimit) -> Json:
+        return {"name": lim.name, "key": self.optional_expression(lim.key), "max": lim.max}
+
+    def rate_limit_use(self, u: ResolvedRateLimitUse) -> Json:
+        return {
+            "name": u.name,
+            "key": self.optional_expression(u.key),
+            "units": u.units,
+            "units_expression": self.optional_expression(u.units_expression),
+        }
+
+    def cache(self, c: ResolvedCache) -> Json:
+        return {"key": self.optional_expression(c.key), "ttl": c.ttl}
+
+    def flow(self, n: PlanNode) -> dict[str, Json]:
+        """The node's flow-control keys, only those that are set."""
+        out: dict[str, Json] = {}
+        if n.limit is not None:
+            out["limit"] = self.limit(n.limit)
+        if n.rate_limits:
+            out["rate_limits"] = [self.rate_limit_use(u) for u in n.rate_limits]
+        if n.cache is not None:
+            out["cache"] = self.cache(n.cache)
+        return out
+
+    @staticmethod
+    def rate_limit(r: PlanRateLimit) -> Json:
+        return {"name": r.name, "units": r.units, "period": r.period, "burst": r.burst}
 
     def side(self, s: PlanSideTask | None) -> Json:
         if s is None:
@@ -190,6 +236,7 @@ class _Canon:
             "estimated_duration_ms": n.estimated_duration_ms,
             "description": n.description,
             **self.runtime(n),
+            **self.flow(n),
         }
 
     def runtime(self, n: PlanNode) -> dict[str, Json]:
@@ -236,6 +283,11 @@ class _Canon:
             "critical_path_ms": p.critical_path_ms,
             "labels": p.labels,
             "format_version": p.format_version,
+            **(
+                {"rate_limits": [self.rate_limit(r) for r in p.rate_limits]}
+                if p.rate_limits
+                else {}
+            ),
         }
 
 
@@ -372,8 +424,8 @@ class _Stream:
 
     def node(self, n: PlanNode) -> str:
         c = self.canon
-        if n.runtime:  # few nodes: the generic form, same bytes
-            return _dumps(c.node(n))
+        if n.runtime or n.limit is not None or n.rate_limits or n.cache is not None:
+            return _dumps(c.node(n))  # few nodes: the generic form, same bytes
         # The %s slots of the template, in sorted key order (_NODE_KEYS minus the fixed).
         return self.template(n) % (
             self.bindings(n.bindings) if n.bindings else "[]",

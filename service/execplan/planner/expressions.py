@@ -30,6 +30,11 @@ Public helpers (the executor reuses them):
   variables, `tasks.x.foo` with foo not in TASK_FIELDS, `workflow.foo` other than
   `inputs`, and dynamic access (`tasks[k]`, bare `tasks`) that hides what is read.
   Comprehension variables (`list.exists(x, ...)`, `cel.bind(x, ...)`) are allowed.
+- `analyze_key_expression(source) -> Analysis`: the same for the expressions of a
+  task's flow control (limit, rate-limit, breaker and cache keys, rate-limit units),
+  which read `inputs` (the task's resolved inputs), `workflow.inputs` and
+  `execution`, and never `tasks` (a key is computed before the task runs, from what
+  it was given).
 
 Bounds. The `cel` library (Rust) parses and evaluates recursively on the native
 stack: a chain of 15,000 `+ 1` terms or `.b` accesses overflows an 8 MiB stack and
@@ -426,6 +431,18 @@ def _member(toks: list[tuple[str, str]], k: int) -> tuple[str | None, int, bool]
 
 @small_key_cache(maxsize=32768)
 def analyze_expression(source: str) -> Analysis:
+    return _analyze(source, key_scope=False)
+
+
+KEY_ROOTS = frozenset({"inputs", "workflow", "execution"})
+
+
+@small_key_cache(maxsize=4096)
+def analyze_key_expression(source: str) -> Analysis:
+    return _analyze(source, key_scope=True)
+
+
+def _analyze(source: str, *, key_scope: bool) -> Analysis:
     toks = _tokens(source)
     bound = _bound_variables(toks)
     tasks: set[str] = set()
@@ -440,6 +457,16 @@ def analyze_expression(source: str) -> Analysis:
             continue  # a global function call such as size(...) or has(...)
         if word == "execution":
             reads_execution = True
+        elif key_scope and word == "inputs":
+            continue  # the task's own resolved inputs: any field may be read
+        elif key_scope and word == "tasks":
+            problems.append(
+                (
+                    "unknown-reference",
+                    "a flow-control key reads inputs, workflow.inputs and execution, "
+                    "not tasks: pass what it needs through the task's inputs",
+                )
+            )
         elif word == "tasks":
             task, nxt, _ = _member(toks, k + 1)
             if task is None:
@@ -487,8 +514,13 @@ def analyze_expression(source: str) -> Analysis:
             problems.append(
                 (
                     "unknown-reference",
-                    f"unknown variable {echo(word)}: expressions read workflow, tasks, "
-                    "execution (and item, index, iteration, previous, output where defined)",
+                    f"unknown variable {echo(word)}: "
+                    + (
+                        "keys read inputs, workflow.inputs, execution"
+                        if key_scope
+                        else "expressions read workflow, tasks, execution (and item, "
+                        "index, iteration, previous, output where defined)"
+                    ),
                 )
             )
     return Analysis(

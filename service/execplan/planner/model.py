@@ -47,6 +47,7 @@ class BreakerSpec:
     failure_rate_threshold: float | None = None
     window: int | None = None
     on_open: str = ""
+    key: str = ""
 
 
 @dataclass(slots=True)
@@ -61,6 +62,41 @@ class ResourcesSpec:
     cpu: str = ""
     memory: str = ""
     gpu: int | None = None
+    custom: dict[str, int] = field(default_factory=dict)
+    isolate: bool = False
+
+
+@dataclass(slots=True)
+class LimitSpec:
+    """`Task.limit`: a concurrency limit across executions."""
+
+    key: str = ""
+    max: int | None = None
+    name: str = ""
+
+
+@dataclass(slots=True)
+class RateLimitUseSpec:
+    """One entry of `Task.rate_limits`; `units` is an integer's text or CEL."""
+
+    name: str = ""
+    key: str = ""
+    units: str = ""
+
+
+@dataclass(slots=True)
+class RateLimitDefinitionSpec:
+    """One entry of `Workflow.rate_limits`."""
+
+    name: str = ""
+    rate: str = ""
+    burst: int | None = None
+
+
+@dataclass(slots=True)
+class CacheSpec:
+    key: str = ""
+    ttl: int | None = None
 
 
 @dataclass(slots=True)
@@ -124,6 +160,10 @@ class Task:
     repeat: RepeatSpec | None = None
     workflow: str = ""
     dynamic: bool = False
+    # Flow control (docs/flow-control.md).
+    limit: LimitSpec | None = None
+    rate_limits: tuple[RateLimitUseSpec | None, ...] = ()
+    cache: CacheSpec | None = None
 
     @property
     def path(self) -> str:
@@ -143,3 +183,4 @@ class Workflow:
     outputs: dict[str, JsonValue] = field(default_factory=dict)
     pause_after_failures: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    rate_limits: tuple[RateLimitDefinitionSpec | None, ...] = ()

@@ -115,6 +115,7 @@ def _integer(lo: int, hi: int) -> Conv:
 
 
 _int32 = _integer(-(2**31), 2**31 - 1)
+_int64 = _integer(-(2**63), 2**63 - 1)
 _uint32 = _integer(0, 2**32 - 1)
 
 
@@ -330,6 +331,7 @@ _breaker = _message(
         "failure_rate_threshold": _double,
         "window": _duration,
         "on_open": _enum("BREAKER_OPEN_ACTION", ("PARK", "FAIL_FAST")),
+        "key": _string,
     },
 )
 _placement = _message(
@@ -343,8 +345,31 @@ _resources = _message(
         "cpu": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
         "memory": lambda v, p, d: str(v) if type(v) in (int, float) else _string(v, p, d),
         "gpu": _int32,
+        "custom": _map(_int64),
+        "isolate": _bool,
     },
 )
+
+
+def _units(v: object, path: str, diags: Diagnostics) -> Any:
+    """`units: 3` or `units: "size(inputs.prompt) / 4"`: kept as text."""
+    if type(v) is int:
+        return str(v)
+    if type(v) is float and v.is_integer():
+        return str(int(v))
+    return _string(v, path, diags)
+
+
+_limit = _message(model.LimitSpec, {"key": _string, "max": _uint32, "name": _string})
+_rate_limit_use = _message(
+    model.RateLimitUseSpec, {"name": _string, "key": _string, "units": _units}, required=("name",)
+)
+_rate_limit_definition = _message(
+    model.RateLimitDefinitionSpec,
+    {"name": _string, "rate": _string, "burst": _uint32},
+    required=("name", "rate"),
+)
+_cache = _message(model.CacheSpec, {"key": _string, "ttl": _duration})
 _side_fields: dict[str, Conv] = {
     "type": _string,
     "inputs": _map(_json_at(6)),  # root > tasks > task > fallback > inputs > value
@@ -415,6 +440,9 @@ _task = _message(
         "repeat": _repeat,
         "workflow": _string,
         "dynamic": _bool,
+        "limit": _limit,
+        "rate_limits": _list(_rate_limit_use),
+        "cache": _cache,
     },
     required=("id", "type"),
 )
@@ -492,6 +520,7 @@ _workflow = _message(
         "outputs": _map(_json_at(3)),  # root > outputs > value
         "pause_after_failures": _uint32,
         "labels": _map(_text),
+        "rate_limits": _list(_rate_limit_definition),
     },
     required=("name",),
 )

@@ -100,6 +100,36 @@ class ResolvedCircuitBreaker:
     failure_rate_threshold: float
     window: int
     on_open: str
+    key: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedLimit:
+    name: str
+    key: Expression | None
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRateLimitUse:
+    name: str
+    key: Expression | None
+    units: int
+    units_expression: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCache:
+    key: Expression | None
+    ttl: int  # ms; 0 = until purged
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRateLimit:
+    name: str
+    units: int
+    period: int  # ms
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +141,8 @@ class ResourceBinding:
     prefer_labels: dict[str, str] = field(default_factory=dict)
     environment: str = ""
     secrets: tuple[str, ...] = ()
+    custom: dict[str, int] = field(default_factory=dict)
+    isolate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +206,10 @@ class PlanNode:
     repeat: PlanRepeat | None = None
     workflow: WorkflowRef | None = None
     dynamic: bool = False
+    # Flow control (docs/flow-control.md): None/() when unused.
+    limit: ResolvedLimit | None = None
+    rate_limits: tuple[ResolvedRateLimitUse, ...] = ()
+    cache: ResolvedCache | None = None
 
     @property
     def runtime(self) -> bool:
@@ -209,6 +245,7 @@ class Plan:
     critical_path_ms: int
     labels: dict[str, str]
     format_version: int = FORMAT_VERSION
+    rate_limits: tuple[PlanRateLimit, ...] = ()
 
     def node(self, task_id: str) -> PlanNode:
         """The node of `task_id` (linear scan; build your own index for hot paths)."""

@@ -12,8 +12,9 @@ intervals). Built-in defaults, chosen to match what Temporal users expect:
   (60s when a rate threshold is set), on_open PARK;
 - fallback/compensation retry and timeouts start from the owning task's resolved
   policies, overridden field by field by their own;
-- placement labels merge key by key (task wins); environment, cpu, memory, gpu: task
-  else defaults; secrets: the task's, sorted and deduplicated.
+- placement labels and custom resource counters merge key by key (task wins);
+  environment, cpu, memory, gpu: task else defaults; isolate: task or defaults;
+  secrets: the task's, sorted and deduplicated.
 """
 
 from __future__ import annotations
@@ -131,4 +132,6 @@ def resources(
         prefer_labels=dict(sorted({**dp.prefer, **p.prefer}.items())),
         environment=p.environment or dp.environment,
         secrets=tuple(sorted({s for s in secrets if s})),
+        custom=dict(sorted({**dr.custom, **r.custom}.items())),
+        isolate=r.isolate or dr.isolate,
     )

@@ -4,12 +4,14 @@
 - `builtin.wait_for_event`: `inputs.event` (the event name), optional `inputs.timeout`;
 - `builtin.workflow`: a child execution; its `workflow` field is checked by
   `validate_runtime` and its inputs are the child's (anything goes);
+- `builtin.http`: `inputs.url` and the rest (`builtin_http.py`);
 - any other `builtin.*` type is `builtin-invalid`.
 Literal durations are parsed here so a typo fails at compile time, not at run time.
 """
 
 from __future__ import annotations
 
+from execplan.planner import builtin_http
 from execplan.planner.diagnostics import Diagnostics, echo
 from execplan.planner.durations import parse_duration
 from execplan.planner.expressions import OPEN
@@ -20,6 +22,7 @@ BUILTINS = {
     "builtin.sleep": "BUILTIN_KIND_SLEEP",
     "builtin.wait_for_event": "BUILTIN_KIND_WAIT_FOR_EVENT",
     "builtin.workflow": "BUILTIN_KIND_WORKFLOW",
+    "builtin.http": "BUILTIN_KIND_HTTP",
 }
 
 
@@ -56,6 +59,8 @@ def check(wf: Workflow, diags: Diagnostics) -> None:
             elif type(event) is not str:
                 diags.error("builtin-invalid", f"{t.path}.inputs.event", "event must be a string")
             _duration_input(t, "timeout", False, diags)
+        elif t.type == builtin_http.TYPE:
+            builtin_http.check(t, diags)
         elif t.type != "builtin.workflow":
             known = ", ".join(sorted(BUILTINS))
             diags.error(

@@ -8,8 +8,9 @@ from different places (defaults vs task).
 
 from __future__ import annotations
 
+from execplan.flow import capacity, rates
 from execplan.planner import model, resolve
-from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.diagnostics import Diagnostics, child, echo
 from execplan.planner.quantities import parse_cpu_millis, parse_memory_bytes
 
 
@@ -71,6 +72,27 @@ def _resources(spec: model.ResourcesSpec | None, path: str, diags: Diagnostics) 
             diags.error("invalid-quantity", f"{path}.memory", str(exc))
     if spec.gpu is not None and spec.gpu < 0:
         diags.error("invalid-quantity", f"{path}.gpu", "gpu must be >= 0")
+    if len(spec.custom) > capacity.MAX_CUSTOM:
+        diags.error(
+            "invalid-quantity",
+            f"{path}.custom",
+            f"{len(spec.custom)} custom counters; at most {capacity.MAX_CUSTOM} are allowed",
+        )
+        return
+    for name, n in spec.custom.items():
+        if (
+            name in capacity.RESERVED
+            or len(name) > capacity.NAME_CHARS
+            or not rates.NAME.fullmatch(name)
+        ):
+            diags.error(
+                "invalid-quantity",
+                child(f"{path}.custom", name),
+                f"counter name {echo(name)} must match [a-z0-9][a-z0-9._-]* (at most "
+                f"{capacity.NAME_CHARS} characters) and not be cpu, memory or gpu",
+            )
+        elif n < 0:
+            diags.error("invalid-quantity", child(f"{path}.custom", name), "a counter must be >= 0")
 
 
 def check(wf: model.Workflow, diags: Diagnostics) -> None:

@@ -221,7 +221,8 @@ class _Encoder:
                 failure_rate_threshold=b.failure_rate_threshold,
                 window=_duration(b.window),
                 on_open=workflow_pb2.BreakerOpenAction.Value(b.on_open),
-            ).SerializeToString()
+                key=None if b.key is None else _expression(b.key),
+            ).SerializeToString(deterministic=True)
         return hit
 
     def resources(self, r: ResourceBinding) -> bytes:
@@ -235,7 +236,9 @@ class _Encoder:
                 prefer_labels=r.prefer_labels,
                 environment=r.environment,
                 secrets=r.secrets,
-            ).SerializeToString()
+                custom=r.custom,
+                isolate=r.isolate,
+            ).SerializeToString(deterministic=True)
         return hit
 
     def shared_wire(self, n: PlanNode) -> bytes:
@@ -322,6 +325,8 @@ class _Encoder:
             parts.append(_field(b"\x82\x01", self.side(n.compensation)))
         if n.runtime:
             parts.append(_runtime_wire(n))
+        if n.limit is not None or n.rate_limits or n.cache is not None:
+            parts.append(_flow_wire(n))  # rare: a real message, merged in
         return _field(b"\x4a", b"".join(parts))
 
 
@@ -336,6 +341,35 @@ def _runtime_wire(n: PlanNode) -> bytes:
     if n.workflow is not None:
         out.workflow.name = n.workflow.name
         out.workflow.version = n.workflow.version
+    return out.SerializeToString(deterministic=True)
+
+
+def _optional_expression(e: Expression | None) -> plan_pb2.Expression | None:
+    return None if e is None else _expression(e)
+
+
+def _flow_wire(n: PlanNode) -> bytes:
+    """PlanNode fields limit (120), rate_limits (121) and cache (122) in wire format."""
+    out = plan_pb2.PlanNode()
+    if n.limit is not None:
+        out.limit.SetInParent()
+        out.limit.name = n.limit.name
+        out.limit.max = n.limit.max
+        if n.limit.key is not None:
+            out.limit.key.CopyFrom(_expression(n.limit.key))
+    for u in n.rate_limits:
+        out.rate_limits.add(
+            name=u.name,
+            key=_optional_expression(u.key),
+            units=u.units,
+            units_expression=_optional_expression(u.units_expression),
+        )
+    if n.cache is not None:
+        out.cache.SetInParent()
+        if n.cache.key is not None:
+            out.cache.key.CopyFrom(_expression(n.cache.key))
+        if n.cache.ttl:
+            out.cache.ttl.CopyFrom(_duration(n.cache.ttl))
     return out.SerializeToString(deterministic=True)
 
 
@@ -432,6 +466,8 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
         out.MergeFromString(_edges_wire(plan, ints))
     for o in plan.outputs:
         _value(o.value, out.outputs.add(name=o.name).value)
+    for r in plan.rate_limits:
+        out.rate_limits.add(name=r.name, units=r.units, period=_duration(r.period), burst=r.burst)
     return out
 
 

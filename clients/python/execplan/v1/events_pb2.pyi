@@ -415,12 +415,19 @@ class TaskSucceeded(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     phase: _execution_pb2.TaskPhase.ValueType
     @_builtins.property
     def token(self) -> Global___AttemptToken: ...
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def cache_hit(self) -> Global___CacheHit:
+        """Set when the output came from the result cache (`Task.cache`): no attempt ran
+        and `token` is empty. Replay takes the output from here, never from the cache.
+        """
+
     def __init__(
         self,
         *,
@@ -428,14 +435,51 @@ class TaskSucceeded(_message.Message):
         phase: _execution_pb2.TaskPhase.ValueType = ...,
         token: Global___AttemptToken | None = ...,
         output: _struct_pb2.Value | None = ...,
+        cache_hit: Global___CacheHit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "output", b"output", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "phase", b"phase", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "output", b"output", "phase", b"phase", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskSucceeded: _TypeAlias = TaskSucceeded  # noqa: Y015
+
+@_typing.final
+class CacheHit(_message.Message):
+    """Where a cached output came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The entry's key: the key expression's value as canonical JSON, or
+    "sha256:<hex>" of it when longer than 256 characters (or of the task type and
+    inputs when the task names no key).
+    """
+    execution_id: _builtins.str
+    """The run that stored the output."""
+    task_id: _builtins.str
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "key", b"key", "stored_at", b"stored_at", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheHit: _TypeAlias = CacheHit  # noqa: Y015
 
 @_typing.final
 class TaskFailed(_message.Message):

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -163,6 +164,40 @@ ERROR_RETRY_NON_RETRYABLE: ErrorRetry.ValueType  # 2
 """Do not retry this task: its retries stop here (a fallback, if any, runs)."""
 Global___ErrorRetry: _TypeAlias = ErrorRetry  # noqa: Y015
 
+class _WaitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAIT_KIND_UNSPECIFIED: _WaitKind.ValueType  # 0
+    WAIT_KIND_CONCURRENCY_LIMIT: _WaitKind.ValueType  # 1
+    """Its concurrency limit (`Task.limit`) is full for its key."""
+    WAIT_KIND_RATE_LIMIT: _WaitKind.ValueType  # 2
+    """A token bucket (`Task.rate_limits`) is empty, paused by a provider's
+    retry-after, or not defined yet.
+    """
+    WAIT_KIND_RESOURCES: _WaitKind.ValueType  # 3
+    """No live worker has the free capacity (cpu, memory, gpu, custom counters)."""
+    WAIT_KIND_UNPLACEABLE: _WaitKind.ValueType  # 4
+    """No live worker's total capacity could ever fit the task's resources."""
+
+class WaitKind(_WaitKind, metaclass=_WaitKindEnumTypeWrapper):
+    """What holds a queued task back."""
+
+WAIT_KIND_UNSPECIFIED: WaitKind.ValueType  # 0
+WAIT_KIND_CONCURRENCY_LIMIT: WaitKind.ValueType  # 1
+"""Its concurrency limit (`Task.limit`) is full for its key."""
+WAIT_KIND_RATE_LIMIT: WaitKind.ValueType  # 2
+"""A token bucket (`Task.rate_limits`) is empty, paused by a provider's
+retry-after, or not defined yet.
+"""
+WAIT_KIND_RESOURCES: WaitKind.ValueType  # 3
+"""No live worker has the free capacity (cpu, memory, gpu, custom counters)."""
+WAIT_KIND_UNPLACEABLE: WaitKind.ValueType  # 4
+"""No live worker's total capacity could ever fit the task's resources."""
+Global___WaitKind: _TypeAlias = WaitKind  # noqa: Y015
+
 @_typing.final
 class ErrorInfo(_message.Message):
     """A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
@@ -176,6 +211,7 @@ class ErrorInfo(_message.Message):
     RETRYABLE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The error type: an exception class name or a code such as "Timeout". The
     workflow's `retry.non_retryable_errors` lists these.
@@ -200,6 +236,15 @@ class ErrorInfo(_message.Message):
     def details(self) -> _struct_pb2.Struct:
         """Optional structured details from the worker."""
 
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """A provider asked to wait this long before calling again (an HTTP 429's
+        Retry-After; error type "RateLimited" by convention). The next attempt waits at
+        least this long, and so does every task taking from the same rate-limit keys
+        (`Task.rate_limits`) as this attempt: the executor backs off the key, not only
+        the attempt. At most 1 hour is honoured.
+        """
+
     def __init__(
         self,
         *,
@@ -208,10 +253,11 @@ class ErrorInfo(_message.Message):
         retryable: _builtins.bool = ...,
         details: _struct_pb2.Struct | None = ...,
         retry: Global___ErrorRetry.ValueType = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "retry", b"retry", "retryable", b"retryable", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "retry", b"retry", "retry_after", b"retry_after", "retryable", b"retryable", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,6 +427,7 @@ class TaskRun(_message.Message):
     ITERATION_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     SUB_PLAN_ID_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
     state: Global___TaskState.ValueType
@@ -417,6 +464,13 @@ class TaskRun(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRecord]: ...
+    @_builtins.property
+    def waiting(self) -> Global___TaskWaiting:
+        """What a QUEUED task is waiting for, when it waits for flow control or resources
+        rather than for a free worker slot. Not part of the history: the live view of
+        the replica that owns the execution.
+        """
+
     def __init__(
         self,
         *,
@@ -439,16 +493,60 @@ class TaskRun(_message.Message):
         iteration: _builtins.int = ...,
         child_execution_id: _builtins.str = ...,
         sub_plan_id: _builtins.str = ...,
+        waiting: Global___TaskWaiting | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__item_index: _TypeAlias = _typing.Literal["item_index"]  # noqa: Y015
     _WhichOneofArgType__item_index: _TypeAlias = _typing.Literal["_item_index", b"_item_index"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__item_index) -> _WhichOneofReturnType__item_index | None: ...
 
 Global___TaskRun: _TypeAlias = TaskRun  # noqa: Y015
+
+@_typing.final
+class TaskWaiting(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___WaitKind.ValueType
+    name: _builtins.str
+    """The limit or bucket name; for resources, what does not fit ("gpu")."""
+    key: _builtins.str
+    """The key value of a keyed limit or bucket."""
+    message: _builtins.str
+    """One line for people, e.g. "rate limit openai-rpm[gpt-4o]: empty for 2.1s"."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the task waits for this."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """When a rate-limited task can go at the earliest (unset: unknown)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___WaitKind.ValueType = ...,
+        name: _builtins.str = ...,
+        key: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "kind", b"kind", "message", b"message", "name", b"name", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskWaiting: _TypeAlias = TaskWaiting  # noqa: Y015
 
 @_typing.final
 class AttemptRecord(_message.Message):

@@ -8,8 +8,10 @@ from execplan.v1 import events_pb2 as _events_pb2
 from execplan.v1 import execution_pb2 as _execution_pb2
 from execplan.v1 import plan_pb2 as _plan_pb2
 from execplan.v1 import planner_service_pb2 as _planner_service_pb2
+from execplan.v1 import worker_service_pb2 as _worker_service_pb2
 from execplan.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -44,6 +46,28 @@ BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
 BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
 BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
 Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
+
+class _RateLimitSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RateLimitSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RateLimitSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RATE_LIMIT_SOURCE_UNSPECIFIED: _RateLimitSource.ValueType  # 0
+    RATE_LIMIT_SOURCE_SERVER: _RateLimitSource.ValueType  # 1
+    """Registered with SetRateLimit (`execplan limits set`)."""
+    RATE_LIMIT_SOURCE_WORKFLOW: _RateLimitSource.ValueType  # 2
+    """Declared by a workflow (`rate_limits`) whose execution used it."""
+
+class RateLimitSource(_RateLimitSource, metaclass=_RateLimitSourceEnumTypeWrapper):
+    """Where a token bucket's settings come from."""
+
+RATE_LIMIT_SOURCE_UNSPECIFIED: RateLimitSource.ValueType  # 0
+RATE_LIMIT_SOURCE_SERVER: RateLimitSource.ValueType  # 1
+"""Registered with SetRateLimit (`execplan limits set`)."""
+RATE_LIMIT_SOURCE_WORKFLOW: RateLimitSource.ValueType  # 2
+"""Declared by a workflow (`rate_limits`) whose execution used it."""
+Global___RateLimitSource: _TypeAlias = RateLimitSource  # noqa: Y015
 
 @_typing.final
 class StartExecutionRequest(_message.Message):
@@ -1024,6 +1048,8 @@ class WorkerInfo(_message.Message):
     LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    RESOURCES_IN_USE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     environment: _builtins.str
     slots: _builtins.int
@@ -1049,6 +1075,14 @@ class WorkerInfo(_message.Message):
     def last_seen_at(self) -> _timestamp_pb2.Timestamp:
         """The last message received on its stream."""
 
+    @_builtins.property
+    def resources(self) -> _worker_service_pb2.WorkerCapacity:
+        """The resources it declared (WorkerRegistration.capacity) and what its leased
+        attempts take of them now.
+        """
+
+    @_builtins.property
+    def resources_in_use(self) -> _worker_service_pb2.WorkerCapacity: ...
     def __init__(
         self,
         *,
@@ -1064,10 +1098,12 @@ class WorkerInfo(_message.Message):
         last_seen_at: _timestamp_pb2.Timestamp | None = ...,
         capacity: _builtins.int = ...,
         principal: _builtins.str = ...,
+        resources: _worker_service_pb2.WorkerCapacity | None = ...,
+        resources_in_use: _worker_service_pb2.WorkerCapacity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "last_seen_at", b"last_seen_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "last_seen_at", b"last_seen_at", "resources", b"resources", "resources_in_use", b"resources_in_use"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "connected_at", b"connected_at", "draining", b"draining", "environment", b"environment", "labels", b"labels", "last_seen_at", b"last_seen_at", "principal", b"principal", "sdk", b"sdk", "slots", b"slots", "slots_in_use", b"slots_in_use", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "connected_at", b"connected_at", "draining", b"draining", "environment", b"environment", "labels", b"labels", "last_seen_at", b"last_seen_at", "principal", b"principal", "resources", b"resources", "resources_in_use", b"resources_in_use", "sdk", b"sdk", "slots", b"slots", "slots_in_use", b"slots_in_use", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1114,3 +1150,326 @@ class ListWorkersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWorkersResponse: _TypeAlias = ListWorkersResponse  # noqa: Y015
+
+@_typing.final
+class ListLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Only limits and buckets of this name (all when empty)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsRequest: _TypeAlias = ListLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCURRENCY_LIMITS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def concurrency_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConcurrencyLimitStatus]: ...
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitStatus]: ...
+    @_builtins.property
+    def waiting(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitingTask]:
+        """Tasks held back by a limit, a bucket or resources, oldest first (at most 1000)."""
+
+    def __init__(
+        self,
+        *,
+        concurrency_limits: _abc.Iterable[Global___ConcurrencyLimitStatus] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitStatus] | None = ...,
+        waiting: _abc.Iterable[Global___WaitingTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_limits", b"concurrency_limits", "rate_limits", b"rate_limits", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsResponse: _TypeAlias = ListLimitsResponse  # noqa: Y015
+
+@_typing.final
+class ConcurrencyLimitStatus(_message.Message):
+    """One key of a concurrency limit that has attempts running or waiting."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    IN_USE_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    key: _builtins.str
+    in_use: _builtins.int
+    """Attempts holding the limit now, across every execution and replica."""
+    max: _builtins.int
+    """The highest `max` a task of this limit and key declared."""
+    waiting: _builtins.int
+    """Tasks waiting for it on this replica."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key: _builtins.str = ...,
+        in_use: _builtins.int = ...,
+        max: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "key", b"key", "max", b"max", "name", b"name", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyLimitStatus: _TypeAlias = ConcurrencyLimitStatus  # noqa: Y015
+
+@_typing.final
+class RateLimitStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    DEFINED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    source: Global___RateLimitSource.ValueType
+    units: _builtins.int
+    """Units per period, holding at most burst."""
+    burst: _builtins.int
+    defined: _builtins.bool
+    """False when tasks use the name but nothing defines it yet: they wait."""
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitKeyStatus]:
+        """Its keys that were used, with their levels."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        source: Global___RateLimitSource.ValueType = ...,
+        units: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        burst: _builtins.int = ...,
+        keys: _abc.Iterable[Global___RateLimitKeyStatus] | None = ...,
+        defined: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "defined", b"defined", "keys", b"keys", "name", b"name", "period", b"period", "source", b"source", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitStatus: _TypeAlias = RateLimitStatus  # noqa: Y015
+
+@_typing.final
+class RateLimitKeyStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    tokens: _builtins.float
+    """Units available now (refilled to this moment)."""
+    waiting: _builtins.int
+    """Tasks waiting for it on this replica."""
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """A provider's retry-after holds the key until then."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        tokens: _builtins.float = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paused_until", b"paused_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "paused_until", b"paused_until", "tokens", b"tokens", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitKeyStatus: _TypeAlias = RateLimitKeyStatus  # noqa: Y015
+
+@_typing.final
+class WaitingTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    task_id: _builtins.str
+    @_builtins.property
+    def waiting(self) -> _execution_pb2.TaskWaiting: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        waiting: _execution_pb2.TaskWaiting | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["waiting", b"waiting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "task_id", b"task_id", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitingTask: _TypeAlias = WaitingTask  # noqa: Y015
+
+@_typing.final
+class SetRateLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """[a-z0-9][a-z0-9._-]*"""
+    units: _builtins.int
+    """`units` per `period` (e.g. 60 per 1m); units >= 1, period 1ms..1 day."""
+    burst: _builtins.int
+    """The bucket size; 0 means `units`."""
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        units: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "period", b"period", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateLimitRequest: _TypeAlias = SetRateLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetRateLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_limit(self) -> Global___RateLimitStatus: ...
+    def __init__(
+        self,
+        *,
+        rate_limit: Global___RateLimitStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateLimitResponse: _TypeAlias = SetRateLimitResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRateLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRateLimitRequest: _TypeAlias = DeleteRateLimitRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRateLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """False when no bucket of that name was registered."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRateLimitResponse: _TypeAlias = DeleteRateLimitResponse  # noqa: Y015
+
+@_typing.final
+class PurgeCacheRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    """Only entries of this task type (all types when empty)."""
+    key: _builtins.str
+    """Only this key (needs task_type): the key value as CacheHit.key shows it."""
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeCacheRequest: _TypeAlias = PurgeCacheRequest  # noqa: Y015
+
+@_typing.final
+class PurgeCacheResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_FIELD_NUMBER: _builtins.int
+    purged: _builtins.int
+    """Entries removed."""
+    def __init__(
+        self,
+        *,
+        purged: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged", b"purged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeCacheResponse: _TypeAlias = PurgeCacheResponse  # noqa: Y015

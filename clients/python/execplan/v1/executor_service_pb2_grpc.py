@@ -132,6 +132,26 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.ListLimits = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ListLimits',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListLimitsRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetRateLimit = channel.unary_unary(
+                '/execplan.v1.ExecutorService/SetRateLimit',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.SetRateLimitRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.SetRateLimitResponse.FromString,
+                _registered_method=True)
+        self.DeleteRateLimit = channel.unary_unary(
+                '/execplan.v1.ExecutorService/DeleteRateLimit',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitResponse.FromString,
+                _registered_method=True)
+        self.PurgeCache = channel.unary_unary(
+                '/execplan.v1.ExecutorService/PurgeCache',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -285,6 +305,36 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLimits(self, request, context):
+        """Concurrency limits and token buckets (levels and keys, shared by every replica)
+        and the tasks waiting for them or for resources (on this replica).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRateLimit(self, request, context):
+        """Registers or changes a token bucket; takes effect at once on every replica and
+        wins over a workflow's declaration of the same name. Idempotent (it sets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRateLimit(self, request, context):
+        """Removes a registered bucket (workflow declarations of the name apply again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeCache(self, request, context):
+        """Removes task result cache entries (all, or of one task type, or one key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -372,6 +422,26 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'ListLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLimits,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListLimitsRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListLimitsResponse.SerializeToString,
+            ),
+            'SetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateLimit,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.SetRateLimitRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.SetRateLimitResponse.SerializeToString,
+            ),
+            'DeleteRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRateLimit,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitResponse.SerializeToString,
+            ),
+            'PurgeCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeCache,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -846,6 +916,114 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/ListWorkers',
             execplan_dot_v1_dot_executor__service__pb2.ListWorkersRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ListLimits',
+            execplan_dot_v1_dot_executor__service__pb2.ListLimitsRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ListLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/SetRateLimit',
+            execplan_dot_v1_dot_executor__service__pb2.SetRateLimitRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.SetRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/DeleteRateLimit',
+            execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.DeleteRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/PurgeCache',
+            execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,6 +100,18 @@ class ExecutorServiceStub:
     """Plans stored on this server (RegisterPlan or a started execution), newest first."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListWorkersRequest, _executor_service_pb2.ListWorkersResponse]
     """Workers connected to this server now, with their capabilities and slots."""
+    ListLimits: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListLimitsRequest, _executor_service_pb2.ListLimitsResponse]
+    """Concurrency limits and token buckets (levels and keys, shared by every replica)
+    and the tasks waiting for them or for resources (on this replica).
+    """
+    SetRateLimit: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.SetRateLimitRequest, _executor_service_pb2.SetRateLimitResponse]
+    """Registers or changes a token bucket; takes effect at once on every replica and
+    wins over a workflow's declaration of the same name. Idempotent (it sets).
+    """
+    DeleteRateLimit: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.DeleteRateLimitRequest, _executor_service_pb2.DeleteRateLimitResponse]
+    """Removes a registered bucket (workflow declarations of the name apply again)."""
+    PurgeCache: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeCacheRequest, _executor_service_pb2.PurgeCacheResponse]
+    """Removes task result cache entries (all, or of one task type, or one key)."""
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
@@ -173,6 +185,18 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Plans stored on this server (RegisterPlan or a started execution), newest first."""
     ListWorkers: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListWorkersRequest, _executor_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Workers connected to this server now, with their capabilities and slots."""
+    ListLimits: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListLimitsRequest, _executor_service_pb2.ListLimitsResponse]  # type: ignore[assignment]
+    """Concurrency limits and token buckets (levels and keys, shared by every replica)
+    and the tasks waiting for them or for resources (on this replica).
+    """
+    SetRateLimit: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.SetRateLimitRequest, _executor_service_pb2.SetRateLimitResponse]  # type: ignore[assignment]
+    """Registers or changes a token bucket; takes effect at once on every replica and
+    wins over a workflow's declaration of the same name. Idempotent (it sets).
+    """
+    DeleteRateLimit: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.DeleteRateLimitRequest, _executor_service_pb2.DeleteRateLimitResponse]  # type: ignore[assignment]
+    """Removes a registered bucket (workflow declarations of the name apply again)."""
+    PurgeCache: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeCacheRequest, _executor_service_pb2.PurgeCacheResponse]  # type: ignore[assignment]
+    """Removes task result cache entries (all, or of one task type, or one key)."""
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs process instances of plans durably and streams their progress.
@@ -345,5 +369,41 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.ListWorkersResponse, _abc.Awaitable[_executor_service_pb2.ListWorkersResponse]]:
         """Workers connected to this server now, with their capabilities and slots."""
+
+    @_abc_1.abstractmethod
+    def ListLimits(
+        self,
+        request: _executor_service_pb2.ListLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ListLimitsResponse, _abc.Awaitable[_executor_service_pb2.ListLimitsResponse]]:
+        """Concurrency limits and token buckets (levels and keys, shared by every replica)
+        and the tasks waiting for them or for resources (on this replica).
+        """
+
+    @_abc_1.abstractmethod
+    def SetRateLimit(
+        self,
+        request: _executor_service_pb2.SetRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.SetRateLimitResponse, _abc.Awaitable[_executor_service_pb2.SetRateLimitResponse]]:
+        """Registers or changes a token bucket; takes effect at once on every replica and
+        wins over a workflow's declaration of the same name. Idempotent (it sets).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRateLimit(
+        self,
+        request: _executor_service_pb2.DeleteRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.DeleteRateLimitResponse, _abc.Awaitable[_executor_service_pb2.DeleteRateLimitResponse]]:
+        """Removes a registered bucket (workflow declarations of the name apply again)."""
+
+    @_abc_1.abstractmethod
+    def PurgeCache(
+        self,
+        request: _executor_service_pb2.PurgeCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.PurgeCacheResponse, _abc.Awaitable[_executor_service_pb2.PurgeCacheResponse]]:
+        """Removes task result cache entries (all, or of one task type, or one key)."""
 
 def add_ExecutorServiceServicer_to_server(servicer: ExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -60,6 +60,8 @@ class _BuiltinKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BuiltinKi
     BUILTIN_KIND_WAIT_FOR_EVENT: _BuiltinKind.ValueType  # 3
     BUILTIN_KIND_WORKFLOW: _BuiltinKind.ValueType  # 10
     """A child execution of a registered workflow (`PlanNode.workflow`)."""
+    BUILTIN_KIND_HTTP: _BuiltinKind.ValueType  # 120
+    """`builtin.http`: one HTTP request to the origin the workflow names."""
 
 class BuiltinKind(_BuiltinKind, metaclass=_BuiltinKindEnumTypeWrapper):
     """Built-in task kinds that run inside the executor."""
@@ -71,6 +73,8 @@ BUILTIN_KIND_SLEEP: BuiltinKind.ValueType  # 2
 BUILTIN_KIND_WAIT_FOR_EVENT: BuiltinKind.ValueType  # 3
 BUILTIN_KIND_WORKFLOW: BuiltinKind.ValueType  # 10
 """A child execution of a registered workflow (`PlanNode.workflow`)."""
+BUILTIN_KIND_HTTP: BuiltinKind.ValueType  # 120
+"""`builtin.http`: one HTTP request to the origin the workflow names."""
 Global___BuiltinKind: _TypeAlias = BuiltinKind  # noqa: Y015
 
 @_typing.final
@@ -117,6 +121,7 @@ class ExecutionPlan(_message.Message):
     CRITICAL_PATH_MS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     FORMAT_VERSION_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     """"sha256:<hex>" of the deterministic serialization with plan_id cleared."""
     workflow_name: _builtins.str
@@ -150,6 +155,10 @@ class ExecutionPlan(_message.Message):
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanOutput]: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanRateLimit]:
+        """Token buckets declared by the workflow, sorted by name."""
+
     def __init__(
         self,
         *,
@@ -168,14 +177,46 @@ class ExecutionPlan(_message.Message):
         critical_path_ms: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         format_version: _builtins.int = ...,
+        rate_limits: _abc.Iterable[Global___PlanRateLimit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical_path_ms", b"critical_path_ms", "description", b"description", "edges", b"edges", "format_version", b"format_version", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "nodes", b"nodes", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "plan_id", b"plan_id", "stage_count", b"stage_count", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical_path_ms", b"critical_path_ms", "description", b"description", "edges", b"edges", "format_version", b"format_version", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "nodes", b"nodes", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "plan_id", b"plan_id", "rate_limits", b"rate_limits", "stage_count", b"stage_count", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionPlan: _TypeAlias = ExecutionPlan  # noqa: Y015
+
+@_typing.final
+class PlanRateLimit(_message.Message):
+    """A token bucket declared by the workflow: `units` per `period`, holding `burst`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    units: _builtins.int
+    burst: _builtins.int
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        units: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "period", b"period", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanRateLimit: _TypeAlias = PlanRateLimit  # noqa: Y015
 
 @_typing.final
 class PlanInput(_message.Message):
@@ -263,6 +304,9 @@ class PlanNode(_message.Message):
     REPEAT_FIELD_NUMBER: _builtins.int
     WORKFLOW_FIELD_NUMBER: _builtins.int
     DYNAMIC_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
@@ -322,6 +366,16 @@ class PlanNode(_message.Message):
     def workflow(self) -> Global___WorkflowRef:
         """The child workflow of a BUILTIN_KIND_WORKFLOW node."""
 
+    @_builtins.property
+    def limit(self) -> Global___ResolvedLimit:
+        """Absent when the task has no concurrency limit."""
+
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedRateLimitUse]: ...
+    @_builtins.property
+    def cache(self) -> Global___ResolvedCache:
+        """Absent when the task is not cached."""
+
     def __init__(
         self,
         *,
@@ -350,10 +404,13 @@ class PlanNode(_message.Message):
         repeat: Global___PlanRepeat | None = ...,
         workflow: Global___WorkflowRef | None = ...,
         dynamic: _builtins.bool = ...,
+        limit: Global___ResolvedLimit | None = ...,
+        rate_limits: _abc.Iterable[Global___ResolvedRateLimitUse] | None = ...,
+        cache: Global___ResolvedCache | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "fallback", b"fallback", "for_each", b"for_each", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "fallback", b"fallback", "for_each", b"for_each", "limit", b"limit", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "builtin", b"builtin", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "dynamic", b"dynamic", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "for_each", b"for_each", "index", b"index", "max_parallel", b"max_parallel", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "builtin", b"builtin", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "dynamic", b"dynamic", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "for_each", b"for_each", "index", b"index", "limit", b"limit", "max_parallel", b"max_parallel", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,6 +464,102 @@ class WorkflowRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkflowRef: _TypeAlias = WorkflowRef  # noqa: Y015
+
+@_typing.final
+class ResolvedLimit(_message.Message):
+    """A concurrency limit across executions (`Task.limit`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The limit's name (the task type unless the workflow named it)."""
+    max: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___Expression:
+        """Unset: one key for every task of the limit."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key: Global___Expression | None = ...,
+        max: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "max", b"max", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvedLimit: _TypeAlias = ResolvedLimit  # noqa: Y015
+
+@_typing.final
+class ResolvedRateLimitUse(_message.Message):
+    """Units an attempt takes from a token bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    UNITS_EXPRESSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    units: _builtins.int
+    """Units per attempt, unless `units_expression` is set."""
+    @_builtins.property
+    def key(self) -> Global___Expression:
+        """Unset: one bucket for every key."""
+
+    @_builtins.property
+    def units_expression(self) -> Global___Expression: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key: Global___Expression | None = ...,
+        units: _builtins.int = ...,
+        units_expression: Global___Expression | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "units_expression", b"units_expression"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "name", b"name", "units", b"units", "units_expression", b"units_expression"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvedRateLimitUse: _TypeAlias = ResolvedRateLimitUse  # noqa: Y015
+
+@_typing.final
+class ResolvedCache(_message.Message):
+    """Task result caching: entries are per task type and key value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___Expression:
+        """Unset: a digest of the task type and its resolved inputs."""
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Zero: entries never expire (until purged)."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___Expression | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvedCache: _TypeAlias = ResolvedCache  # noqa: Y015
 
 @_typing.final
 class PlanSideTask(_message.Message):
@@ -757,6 +910,7 @@ class ResolvedCircuitBreaker(_message.Message):
     FAILURE_RATE_THRESHOLD_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     ON_OPEN_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     failure_threshold: _builtins.int
     half_open_max_calls: _builtins.int
     failure_rate_threshold: _builtins.float
@@ -765,6 +919,10 @@ class ResolvedCircuitBreaker(_message.Message):
     def open_for(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def key(self) -> Global___Expression:
+        """Unset: one breaker per task type; else one per task type and key value."""
+
     def __init__(
         self,
         *,
@@ -774,10 +932,11 @@ class ResolvedCircuitBreaker(_message.Message):
         failure_rate_threshold: _builtins.float = ...,
         window: _duration_pb2.Duration | None = ...,
         on_open: _workflow_pb2.BreakerOpenAction.ValueType = ...,
+        key: Global___Expression | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["open_for", b"open_for", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_rate_threshold", b"failure_rate_threshold", "failure_threshold", b"failure_threshold", "half_open_max_calls", b"half_open_max_calls", "on_open", b"on_open", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_rate_threshold", b"failure_rate_threshold", "failure_threshold", b"failure_threshold", "half_open_max_calls", b"half_open_max_calls", "key", b"key", "on_open", b"on_open", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -829,6 +988,26 @@ class ResourceBinding(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class CustomEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CPU_MILLIS_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
@@ -836,10 +1015,14 @@ class ResourceBinding(_message.Message):
     PREFER_LABELS_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    ISOLATE_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     memory_bytes: _builtins.int
     gpu: _builtins.int
     environment: _builtins.str
+    isolate: _builtins.bool
+    """Run the attempt in an isolated child process with enforced limits."""
     @_builtins.property
     def require_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -847,6 +1030,10 @@ class ResourceBinding(_message.Message):
     @_builtins.property
     def secrets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Secret names, sorted; values are resolved at dispatch."""
+
+    @_builtins.property
+    def custom(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Custom counters (`Resources.custom`) the task takes from a worker's capacity."""
 
     def __init__(
         self,
@@ -858,10 +1045,12 @@ class ResourceBinding(_message.Message):
         prefer_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         environment: _builtins.str = ...,
         secrets: _abc.Iterable[_builtins.str] | None = ...,
+        custom: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        isolate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "environment", b"environment", "gpu", b"gpu", "memory_bytes", b"memory_bytes", "prefer_labels", b"prefer_labels", "require_labels", b"require_labels", "secrets", b"secrets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "custom", b"custom", "environment", b"environment", "gpu", b"gpu", "isolate", b"isolate", "memory_bytes", b"memory_bytes", "prefer_labels", b"prefer_labels", "require_labels", b"require_labels", "secrets", b"secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

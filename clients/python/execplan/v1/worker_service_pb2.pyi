@@ -103,6 +103,7 @@ class WorkerRegistration(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     SDK_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable identity; a worker that reconnects with the same id is reconciled.
     With authentication on, a worker id belongs to the principal (token-file name)
@@ -134,6 +135,12 @@ class WorkerRegistration(_message.Message):
         anything else comes back in `WorkerRegistered.revoked`.
         """
 
+    @_builtins.property
+    def capacity(self) -> Global___WorkerCapacity:
+        """What the worker can run at once besides `slots`: the executor places a task
+        only where its `resources` fit the free capacity.
+        """
+
     def __init__(
         self,
         *,
@@ -144,14 +151,129 @@ class WorkerRegistration(_message.Message):
         slots: _builtins.int = ...,
         running: _abc.Iterable[Global___AttemptRef] | None = ...,
         sdk: _builtins.str = ...,
+        capacity: Global___WorkerCapacity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "labels", b"labels", "running", b"running", "sdk", b"sdk", "slots", b"slots", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "environment", b"environment", "labels", b"labels", "running", b"running", "sdk", b"sdk", "slots", b"slots", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerRegistration: _TypeAlias = WorkerRegistration  # noqa: Y015
+
+@_typing.final
+class WorkerCapacity(_message.Message):
+    """A worker's capacity. cpu_millis or memory_bytes of 0 mean "not declared": such a
+    worker is not checked for that resource. gpu and custom counters a worker does not
+    declare are 0: tasks that ask for them never go there.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CPU_MILLIS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    cpu_millis: _builtins.int
+    memory_bytes: _builtins.int
+    gpu: _builtins.int
+    @_builtins.property
+    def custom(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Custom counters, e.g. {"model-slots": 2}; names as `Resources.custom`."""
+
+    def __init__(
+        self,
+        *,
+        cpu_millis: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+        gpu: _builtins.int = ...,
+        custom: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "custom", b"custom", "gpu", b"gpu", "memory_bytes", b"memory_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerCapacity: _TypeAlias = WorkerCapacity  # noqa: Y015
+
+@_typing.final
+class ResourceRequest(_message.Message):
+    """What a dispatched attempt asked for (`Task.resources`), so a worker can enforce it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CPU_MILLIS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    ISOLATE_FIELD_NUMBER: _builtins.int
+    cpu_millis: _builtins.int
+    memory_bytes: _builtins.int
+    gpu: _builtins.int
+    isolate: _builtins.bool
+    """Run the attempt in a child process with enforced memory and CPU time (the
+    Python SDK: RLIMIT_AS = memory_bytes; RLIMIT_CPU = cpu_millis x the time left
+    to `start_to_close_deadline`); over the limit fails with "ResourceExhausted".
+    """
+    @_builtins.property
+    def custom(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        cpu_millis: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+        gpu: _builtins.int = ...,
+        custom: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        isolate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "custom", b"custom", "gpu", b"gpu", "isolate", b"isolate", "memory_bytes", b"memory_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceRequest: _TypeAlias = ResourceRequest  # noqa: Y015
 
 @_typing.final
 class AttemptRef(_message.Message):
@@ -520,6 +642,7 @@ class Dispatch(_message.Message):
     SECRETS_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
     PREVIOUS_ERROR_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     idempotency_key: _builtins.str
     """"EXECUTION/TASK/PHASE/ATTEMPT": stable across re-leases of the same attempt,
@@ -552,6 +675,10 @@ class Dispatch(_message.Message):
         (e.g. `PlanInvalid` with the planner's diagnostics in `details`).
         """
 
+    @_builtins.property
+    def resources(self) -> Global___ResourceRequest:
+        """The task's resources; unset when it declares none."""
+
     def __init__(
         self,
         *,
@@ -565,10 +692,11 @@ class Dispatch(_message.Message):
         secrets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         workflow_name: _builtins.str = ...,
         previous_error: _execution_pb2.ErrorInfo | None = ...,
+        resources: Global___ResourceRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "inputs", b"inputs", "previous_error", b"previous_error", "start_to_close_deadline", b"start_to_close_deadline"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "inputs", b"inputs", "previous_error", b"previous_error", "resources", b"resources", "start_to_close_deadline", b"start_to_close_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "idempotency_key", b"idempotency_key", "inputs", b"inputs", "previous_error", b"previous_error", "secrets", b"secrets", "start_to_close_deadline", b"start_to_close_deadline", "task_type", b"task_type", "trace_context", b"trace_context", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "idempotency_key", b"idempotency_key", "inputs", b"inputs", "previous_error", b"previous_error", "resources", b"resources", "secrets", b"secrets", "start_to_close_deadline", b"start_to_close_deadline", "task_type", b"task_type", "trace_context", b"trace_context", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

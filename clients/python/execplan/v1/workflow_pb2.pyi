@@ -209,6 +209,7 @@ class Workflow(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     PAUSE_AFTER_FAILURES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Workflow name: [a-z0-9][a-z0-9._-]*"""
     version: _builtins.str
@@ -236,6 +237,13 @@ class Workflow(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels copied into the plan (never interpreted by the engine)."""
 
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitDefinition]:
+        """Token buckets this workflow's tasks may consume (`Task.rate_limits`). A bucket
+        registered on the server under the same name (`execplan limits set`) wins over
+        these; a name used by tasks but declared nowhere waits for one to be registered.
+        """
+
     def __init__(
         self,
         *,
@@ -250,10 +258,11 @@ class Workflow(_message.Message):
         outputs: _abc.Mapping[_builtins.str, _struct_pb2.Value] | None = ...,
         pause_after_failures: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitDefinition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "name", b"name", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "name", b"name", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "rate_limits", b"rate_limits", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -378,11 +387,14 @@ class Task(_message.Message):
     REPEAT_FIELD_NUMBER: _builtins.int
     WORKFLOW_FIELD_NUMBER: _builtins.int
     DYNAMIC_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier: [A-Za-z_][A-Za-z0-9_]*"""
     type: _builtins.str
     """The capability a worker must have registered, or a built-in (`builtin.sleep`,
-    `builtin.wait_for_event`) that runs inside the executor.
+    `builtin.wait_for_event`, `builtin.http`) that runs inside the executor.
     """
     when: _builtins.str
     """CEL condition; false marks the task SKIPPED."""
@@ -446,6 +458,23 @@ class Task(_message.Message):
     def repeat(self) -> Global___Repeat:
         """Run the task again until `until` holds (each iteration has its own retries)."""
 
+    @_builtins.property
+    def limit(self) -> Global___ConcurrencyLimit:
+        """Concurrency limit shared by every execution and replica: at most `max` attempts
+        with the same limit name and key value run at once; the others stay queued
+        without spending an attempt.
+        """
+
+    @_builtins.property
+    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitUse]:
+        """Token buckets every attempt takes units from before it is dispatched."""
+
+    @_builtins.property
+    def cache(self) -> Global___Cache:
+        """Reuse the output of an earlier successful run with the same cache key instead of
+        running the task (recorded as a cache hit in the history).
+        """
+
     def __init__(
         self,
         *,
@@ -471,10 +500,13 @@ class Task(_message.Message):
         repeat: Global___Repeat | None = ...,
         workflow: _builtins.str = ...,
         dynamic: _builtins.bool = ...,
+        limit: Global___ConcurrencyLimit | None = ...,
+        rate_limits: _abc.Iterable[Global___RateLimitUse] | None = ...,
+        cache: Global___Cache | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "limit", b"limit", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "dynamic", b"dynamic", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "for_each", b"for_each", "id", b"id", "inputs", b"inputs", "max_parallel", b"max_parallel", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "dynamic", b"dynamic", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "for_each", b"for_each", "id", b"id", "inputs", b"inputs", "limit", b"limit", "max_parallel", b"max_parallel", "placement", b"placement", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
@@ -509,6 +541,140 @@ class Repeat(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Repeat: _TypeAlias = Repeat  # noqa: Y015
+
+@_typing.final
+class ConcurrencyLimit(_message.Message):
+    """A concurrency limit across executions (`Task.limit`), e.g.
+    `limit: {key: "inputs.model", max: 4}`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """CEL over `inputs` (the task's resolved inputs), `workflow.inputs` and
+    `execution`, evaluated when the task is queued; its value (a string, number or
+    boolean) is the key: each key value has its own `max`. Empty: one key.
+    """
+    max: _builtins.int
+    """Attempts with the same name and key running at once, across every execution;
+    at least 1.
+    """
+    name: _builtins.str
+    """Tasks share a limit by naming it; default: the task type."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        max: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "max", b"max", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyLimit: _TypeAlias = ConcurrencyLimit  # noqa: Y015
+
+@_typing.final
+class RateLimitDefinition(_message.Message):
+    """A token bucket declared in the workflow (`Workflow.rate_limits`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """[a-z0-9][a-z0-9._-]*, e.g. "openai-rpm"."""
+    rate: _builtins.str
+    """Units per period: "60/m", "10/s", "1000/h", "5000/d" or "5/30s"."""
+    burst: _builtins.int
+    """Units the bucket holds when full (what may go at once after a quiet spell);
+    default: the units of `rate`.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "name", b"name", "rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitDefinition: _TypeAlias = RateLimitDefinition  # noqa: Y015
+
+@_typing.final
+class RateLimitUse(_message.Message):
+    """Units an attempt takes from a token bucket before it is dispatched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A bucket declared in `Workflow.rate_limits` or registered on the server."""
+    key: _builtins.str
+    """CEL over `inputs`, `workflow.inputs` and `execution` (as `ConcurrencyLimit.key`):
+    each key value has its own bucket with the bucket's rate. Empty: one bucket.
+    """
+    units: _builtins.str
+    """Units per attempt: an integer ("1", the default), or CEL over the same variables
+    (e.g. tokens estimated from the inputs: "size(inputs.prompt) / 4"). At most the
+    bucket's burst.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key: _builtins.str = ...,
+        units: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "name", b"name", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimitUse: _TypeAlias = RateLimitUse  # noqa: Y015
+
+@_typing.final
+class Cache(_message.Message):
+    """Task result caching (`Task.cache`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """CEL over `inputs`, `workflow.inputs` and `execution`; entries are per task type
+    and key value. Empty: a digest of the task type and its resolved inputs.
+    """
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a stored output may be reused; unset: until `execplan cache purge`."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cache: _TypeAlias = Cache  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):
@@ -712,7 +878,7 @@ Global___Compensation: _TypeAlias = Compensation  # noqa: Y015
 
 @_typing.final
 class CircuitBreaker(_message.Message):
-    """Shared by every execution, per task type."""
+    """Shared by every execution, per task type (and `key` value)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -722,6 +888,7 @@ class CircuitBreaker(_message.Message):
     FAILURE_RATE_THRESHOLD_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     ON_OPEN_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     failure_threshold: _builtins.int
     """Consecutive failures that open the breaker."""
     half_open_max_calls: _builtins.int
@@ -729,6 +896,11 @@ class CircuitBreaker(_message.Message):
     failure_rate_threshold: _builtins.float
     """Alternatively open when the failure rate over `window` exceeds this (0..1)."""
     on_open: Global___BreakerOpenAction.ValueType
+    key: _builtins.str
+    """CEL over `inputs`, `workflow.inputs` and `execution` (e.g. "inputs.model"): each
+    key value has its own breaker, so one failing model or tenant does not open it
+    for all. Empty: one breaker per task type.
+    """
     @_builtins.property
     def open_for(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -742,10 +914,11 @@ class CircuitBreaker(_message.Message):
         failure_rate_threshold: _builtins.float | None = ...,
         window: _duration_pb2.Duration | None = ...,
         on_open: Global___BreakerOpenAction.ValueType = ...,
+        key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_failure_rate_threshold", b"_failure_rate_threshold", "_failure_threshold", b"_failure_threshold", "_half_open_max_calls", b"_half_open_max_calls", "failure_rate_threshold", b"failure_rate_threshold", "failure_threshold", b"failure_threshold", "half_open_max_calls", b"half_open_max_calls", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failure_rate_threshold", b"_failure_rate_threshold", "_failure_threshold", b"_failure_threshold", "_half_open_max_calls", b"_half_open_max_calls", "failure_rate_threshold", b"failure_rate_threshold", "failure_threshold", b"failure_threshold", "half_open_max_calls", b"half_open_max_calls", "on_open", b"on_open", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failure_rate_threshold", b"_failure_rate_threshold", "_failure_threshold", b"_failure_threshold", "_half_open_max_calls", b"_half_open_max_calls", "failure_rate_threshold", b"failure_rate_threshold", "failure_threshold", b"failure_threshold", "half_open_max_calls", b"half_open_max_calls", "key", b"key", "on_open", b"on_open", "open_for", b"open_for", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__failure_rate_threshold: _TypeAlias = _typing.Literal["failure_rate_threshold"]  # noqa: Y015
     _WhichOneofArgType__failure_rate_threshold: _TypeAlias = _typing.Literal["_failure_rate_threshold", b"_failure_rate_threshold"]  # noqa: Y015
@@ -838,24 +1011,59 @@ Global___Placement: _TypeAlias = Placement  # noqa: Y015
 class Resources(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CustomEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    ISOLATE_FIELD_NUMBER: _builtins.int
     cpu: _builtins.str
     """Kubernetes quantity, e.g. "500m" or "2"."""
     memory: _builtins.str
     """Kubernetes quantity, e.g. "256Mi" or "1G"."""
     gpu: _builtins.int
+    isolate: _builtins.bool
+    """Run the attempt in a child process whose memory and CPU time are enforced
+    (workers that support it, e.g. the Python SDK); without it the limits are only
+    used for placement.
+    """
+    @_builtins.property
+    def custom(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Custom counters a worker declares in its capacity, e.g. {"model-slots": 1}.
+        Names: [a-z0-9][a-z0-9._-]*, not cpu, memory or gpu.
+        """
+
     def __init__(
         self,
         *,
         cpu: _builtins.str = ...,
         memory: _builtins.str = ...,
         gpu: _builtins.int | None = ...,
+        custom: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        isolate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_gpu", b"_gpu", "gpu", b"gpu"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gpu", b"_gpu", "cpu", b"cpu", "gpu", b"gpu", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gpu", b"_gpu", "cpu", b"cpu", "custom", b"custom", "gpu", b"gpu", "isolate", b"isolate", "memory", b"memory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__gpu: _TypeAlias = _typing.Literal["gpu"]  # noqa: Y015
     _WhichOneofArgType__gpu: _TypeAlias = _typing.Literal["_gpu", b"_gpu"]  # noqa: Y015

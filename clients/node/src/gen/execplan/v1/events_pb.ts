@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/events.proto.
  */
 export const file_execplan_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIscMCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSAASMgoNdGFza19leHBhbmRlZBgoIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tFeHBhbmRlZEgAEj4KE2l0ZXJhdGlvbl9jb21wbGV0ZWQYKSABKAsyHy5leGVjcGxhbi52MS5JdGVyYXRpb25Db21wbGV0ZWRIABIwCgxwbGFuX3JldmlzZWQYKiABKAsyGC5leGVjcGxhbi52MS5QbGFuUmV2aXNlZEgAEkUKF2NoaWxkX2V4ZWN1dGlvbl9zdGFydGVkGCsgASgLMiIuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25TdGFydGVkSAASQQoVY2hpbGRfZXhlY3V0aW9uX2VuZGVkGCwgASgLMiAuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25FbmRlZEgAQgYKBGtpbmQiNAoMQXR0ZW1wdFRva2VuEg8KB2F0dGVtcHQYASABKA0SEwoLbGVhc2VfZXBvY2gYAiABKAQi6AIKEEV4ZWN1dGlvblN0YXJ0ZWQSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpyZXF1ZXN0X2lkGAUgASgJEhQKDGZhaXJuZXNzX2tleRgGIAEoCRJGCg10cmFjZV9jb250ZXh0GAcgAygLMi8uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZC5UcmFjZUNvbnRleHRFbnRyeRIbChNwYXJlbnRfZXhlY3V0aW9uX2lkGGQgASgJEhYKDnBhcmVudF90YXNrX2lkGGUgASgJEg0KBWRlcHRoGGYgASgNGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaAoKVGFza1F1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYAyABKA0SEQoJaXRlcmF0aW9uGGQgASgNIrEBCg5UYXNrRGlzcGF0Y2hlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEQoJcHJpbmNpcGFsGAYgASgJIoIBCgtUYXNrU3RhcnRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCSKZAQoNVGFza1N1Y2NlZWRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSKkAQoKVGFza0ZhaWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiUKBWVycm9yGAQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEg0KBWZpbmFsGAUgASgIIqoBCgxUYXNrVGltZWRPdXQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIpCgd0aW1lb3V0GAQgASgOMhguZXhlY3BsYW4udjEuVGltZW91dEtpbmQSDQoFZmluYWwYBSABKAginwEKElRhc2tSZXRyeVNjaGVkdWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhQKDG5leHRfYXR0ZW1wdBgDIAEoDRIrCgdmaXJlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBSABKAkigAEKDFRhc2tSZXF1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEg4KBnJlYXNvbhgEIAEoCSIuCgtUYXNrU2tpcHBlZBIPCgd0YXNrX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJqCgpUYXNrUGFya2VkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USFAoMYnJlYWtlcl90eXBlGAMgASgJEg4KBnBhcmtlZBgEIAEoCCJXCg1UYXNrQ2FuY2VsbGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USDgoGcmVhc29uGAMgASgJIowBCg5UaW1lclNjaGVkdWxlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2USKwoHZmlyZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKVGltZXJGaXJlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2UicAoVRXh0ZXJuYWxFdmVudFJlY2VpdmVkEgwKBG5hbWUYASABKAkSJAoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAMgASgJEg8KB3Rhc2tfaWQYBCABKAkiNQoPRXhlY3V0aW9uUGF1c2VkEg4KBnJlYXNvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIiYKEEV4ZWN1dGlvblJlc3VtZWQSEgoKcmVxdWVzdF9pZBgBIAEoCSJRChhFeGVjdXRpb25DYW5jZWxSZXF1ZXN0ZWQSDgoGcmVhc29uGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVybWluYXRlGAMgASgIIjcKE0NvbXBlbnNhdGlvblN0YXJ0ZWQSEAoIdGFza19pZHMYASADKAkSDgoGcmVhc29uGAIgASgJInMKDFRhc2tQcm9ncmVzcxIPCgd0YXNrX2lkGAEgASgJEigKBXRva2VuGAIgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEigKCHByb2dyZXNzGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIqkBChJFeGVjdXRpb25Db21wbGV0ZWQSKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIoCgdvdXRwdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgVlcnJvchgDIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIWCg5mYWlsZWRfdGFza19pZBgEIAEoCSJZCgxUYXNrRXhwYW5kZWQSDwoHdGFza19pZBgBIAEoCRINCgVjb3VudBgCIAEoDRIpCgVpdGVtcxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWUimAEKEkl0ZXJhdGlvbkNvbXBsZXRlZBIPCgd0YXNrX2lkGAEgASgJEhEKCWl0ZXJhdGlvbhgCIAEoDRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEZG9uZRgFIAEoCCKtAQoLUGxhblJldmlzZWQSDwoHdGFza19pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoDRIoCgRwbGFuGAMgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBXRva2VuGAUgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIsQBChVDaGlsZEV4ZWN1dGlvblN0YXJ0ZWQSDwoHdGFza19pZBgBIAEoCRIaChJjaGlsZF9leGVjdXRpb25faWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRIVCg13b3JrZmxvd19uYW1lGAQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRIoCgV0b2tlbhgHIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiK/AQoTQ2hpbGRFeGVjdXRpb25FbmRlZBIPCgd0YXNrX2lkGAEgASgJEhoKEmNoaWxkX2V4ZWN1dGlvbl9pZBgCIAEoCRIqCgVzdGF0ZRgDIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEigKB291dHB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAUgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvKrABCgtUaW1lb3V0S2luZBIcChhUSU1FT1VUX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5USU1FT1VUX0tJTkRfU0NIRURVTEVfVE9fU1RBUlQQARIfChtUSU1FT1VUX0tJTkRfU1RBUlRfVE9fQ0xPU0UQAhIaChZUSU1FT1VUX0tJTkRfSEVBUlRCRUFUEAMSIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX0NMT1NFEAQqqAEKDFRpbWVyUHVycG9zZRIdChlUSU1FUl9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASHwobVElNRVJfUFVSUE9TRV9SRVRSWV9CQUNLT0ZGEAESFwoTVElNRVJfUFVSUE9TRV9TTEVFUBACEh8KG1RJTUVSX1BVUlBPU0VfRVZFTlRfVElNRU9VVBADEh4KGlRJTUVSX1BVUlBPU0VfVEFTS19USU1FT1VUEARiBnByb3RvMw", [file_execplan_v1_execution, file_execplan_v1_plan, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIscMCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSAASMgoNdGFza19leHBhbmRlZBgoIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tFeHBhbmRlZEgAEj4KE2l0ZXJhdGlvbl9jb21wbGV0ZWQYKSABKAsyHy5leGVjcGxhbi52MS5JdGVyYXRpb25Db21wbGV0ZWRIABIwCgxwbGFuX3JldmlzZWQYKiABKAsyGC5leGVjcGxhbi52MS5QbGFuUmV2aXNlZEgAEkUKF2NoaWxkX2V4ZWN1dGlvbl9zdGFydGVkGCsgASgLMiIuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25TdGFydGVkSAASQQoVY2hpbGRfZXhlY3V0aW9uX2VuZGVkGCwgASgLMiAuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25FbmRlZEgAQgYKBGtpbmQiNAoMQXR0ZW1wdFRva2VuEg8KB2F0dGVtcHQYASABKA0SEwoLbGVhc2VfZXBvY2gYAiABKAQi6AIKEEV4ZWN1dGlvblN0YXJ0ZWQSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpyZXF1ZXN0X2lkGAUgASgJEhQKDGZhaXJuZXNzX2tleRgGIAEoCRJGCg10cmFjZV9jb250ZXh0GAcgAygLMi8uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZC5UcmFjZUNvbnRleHRFbnRyeRIbChNwYXJlbnRfZXhlY3V0aW9uX2lkGGQgASgJEhYKDnBhcmVudF90YXNrX2lkGGUgASgJEg0KBWRlcHRoGGYgASgNGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaAoKVGFza1F1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYAyABKA0SEQoJaXRlcmF0aW9uGGQgASgNIrEBCg5UYXNrRGlzcGF0Y2hlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEQoJcHJpbmNpcGFsGAYgASgJIoIBCgtUYXNrU3RhcnRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCSLDAQoNVGFza1N1Y2NlZWRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIoCgljYWNoZV9oaXQYeCABKAsyFS5leGVjcGxhbi52MS5DYWNoZUhpdCJtCghDYWNoZUhpdBILCgNrZXkYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJEg8KB3Rhc2tfaWQYAyABKAkSLQoJc3RvcmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKkAQoKVGFza0ZhaWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiUKBWVycm9yGAQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEg0KBWZpbmFsGAUgASgIIqoBCgxUYXNrVGltZWRPdXQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIpCgd0aW1lb3V0GAQgASgOMhguZXhlY3BsYW4udjEuVGltZW91dEtpbmQSDQoFZmluYWwYBSABKAginwEKElRhc2tSZXRyeVNjaGVkdWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhQKDG5leHRfYXR0ZW1wdBgDIAEoDRIrCgdmaXJlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBSABKAkigAEKDFRhc2tSZXF1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEg4KBnJlYXNvbhgEIAEoCSIuCgtUYXNrU2tpcHBlZBIPCgd0YXNrX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJqCgpUYXNrUGFya2VkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USFAoMYnJlYWtlcl90eXBlGAMgASgJEg4KBnBhcmtlZBgEIAEoCCJXCg1UYXNrQ2FuY2VsbGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USDgoGcmVhc29uGAMgASgJIowBCg5UaW1lclNjaGVkdWxlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2USKwoHZmlyZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKVGltZXJGaXJlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2UicAoVRXh0ZXJuYWxFdmVudFJlY2VpdmVkEgwKBG5hbWUYASABKAkSJAoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAMgASgJEg8KB3Rhc2tfaWQYBCABKAkiNQoPRXhlY3V0aW9uUGF1c2VkEg4KBnJlYXNvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIiYKEEV4ZWN1dGlvblJlc3VtZWQSEgoKcmVxdWVzdF9pZBgBIAEoCSJRChhFeGVjdXRpb25DYW5jZWxSZXF1ZXN0ZWQSDgoGcmVhc29uGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJdGVybWluYXRlGAMgASgIIjcKE0NvbXBlbnNhdGlvblN0YXJ0ZWQSEAoIdGFza19pZHMYASADKAkSDgoGcmVhc29uGAIgASgJInMKDFRhc2tQcm9ncmVzcxIPCgd0YXNrX2lkGAEgASgJEigKBXRva2VuGAIgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEigKCHByb2dyZXNzGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIqkBChJFeGVjdXRpb25Db21wbGV0ZWQSKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIoCgdvdXRwdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgVlcnJvchgDIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIWCg5mYWlsZWRfdGFza19pZBgEIAEoCSJZCgxUYXNrRXhwYW5kZWQSDwoHdGFza19pZBgBIAEoCRINCgVjb3VudBgCIAEoDRIpCgVpdGVtcxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5MaXN0VmFsdWUimAEKEkl0ZXJhdGlvbkNvbXBsZXRlZBIPCgd0YXNrX2lkGAEgASgJEhEKCWl0ZXJhdGlvbhgCIAEoDRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEZG9uZRgFIAEoCCKtAQoLUGxhblJldmlzZWQSDwoHdGFza19pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoDRIoCgRwbGFuGAMgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBXRva2VuGAUgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIsQBChVDaGlsZEV4ZWN1dGlvblN0YXJ0ZWQSDwoHdGFza19pZBgBIAEoCRIaChJjaGlsZF9leGVjdXRpb25faWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRIVCg13b3JrZmxvd19uYW1lGAQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRIoCgV0b2tlbhgHIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiK/AQoTQ2hpbGRFeGVjdXRpb25FbmRlZBIPCgd0YXNrX2lkGAEgASgJEhoKEmNoaWxkX2V4ZWN1dGlvbl9pZBgCIAEoCRIqCgVzdGF0ZRgDIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEigKB291dHB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAUgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvKrABCgtUaW1lb3V0S2luZBIcChhUSU1FT1VUX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5USU1FT1VUX0tJTkRfU0NIRURVTEVfVE9fU1RBUlQQARIfChtUSU1FT1VUX0tJTkRfU1RBUlRfVE9fQ0xPU0UQAhIaChZUSU1FT1VUX0tJTkRfSEVBUlRCRUFUEAMSIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX0NMT1NFEAQqqAEKDFRpbWVyUHVycG9zZRIdChlUSU1FUl9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASHwobVElNRVJfUFVSUE9TRV9SRVRSWV9CQUNLT0ZGEAESFwoTVElNRVJfUFVSUE9TRV9TTEVFUBACEh8KG1RJTUVSX1BVUlBPU0VfRVZFTlRfVElNRU9VVBADEh4KGlRJTUVSX1BVUlBPU0VfVEFTS19USU1FT1VUEARiBnByb3RvMw", [file_execplan_v1_execution, file_execplan_v1_plan, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ExecutionEvent is one state transition of one execution. It is appended to the
@@ -449,6 +449,14 @@ export type TaskSucceeded = Message<"execplan.v1.TaskSucceeded"> & {
    * @generated from field: google.protobuf.Value output = 4;
    */
   output?: Value | undefined;
+
+  /**
+   * Set when the output came from the result cache (`Task.cache`): no attempt ran
+   * and `token` is empty. Replay takes the output from here, never from the cache.
+   *
+   * @generated from field: execplan.v1.CacheHit cache_hit = 120;
+   */
+  cacheHit?: CacheHit | undefined;
 };
 
 /**
@@ -457,6 +465,46 @@ export type TaskSucceeded = Message<"execplan.v1.TaskSucceeded"> & {
  */
 export const TaskSucceededSchema: GenMessage<TaskSucceeded> = /*@__PURE__*/
   messageDesc(file_execplan_v1_events, 6);
+
+/**
+ * Where a cached output came from.
+ *
+ * @generated from message execplan.v1.CacheHit
+ */
+export type CacheHit = Message<"execplan.v1.CacheHit"> & {
+  /**
+   * The entry's key: the key expression's value as canonical JSON, or
+   * "sha256:<hex>" of it when longer than 256 characters (or of the task type and
+   * inputs when the task names no key).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The run that stored the output.
+   *
+   * @generated from field: string execution_id = 2;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: string task_id = 3;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp stored_at = 4;
+   */
+  storedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.CacheHit.
+ * Use `create(CacheHitSchema)` to create a new message.
+ */
+export const CacheHitSchema: GenMessage<CacheHit> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 7);
 
 /**
  * An attempt failed. `final` is true when no retry follows.
@@ -495,7 +543,7 @@ export type TaskFailed = Message<"execplan.v1.TaskFailed"> & {
  * Use `create(TaskFailedSchema)` to create a new message.
  */
 export const TaskFailedSchema: GenMessage<TaskFailed> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 7);
+  messageDesc(file_execplan_v1_events, 8);
 
 /**
  * @generated from message execplan.v1.TaskTimedOut
@@ -532,7 +580,7 @@ export type TaskTimedOut = Message<"execplan.v1.TaskTimedOut"> & {
  * Use `create(TaskTimedOutSchema)` to create a new message.
  */
 export const TaskTimedOutSchema: GenMessage<TaskTimedOut> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 8);
+  messageDesc(file_execplan_v1_events, 9);
 
 /**
  * @generated from message execplan.v1.TaskRetryScheduled
@@ -569,7 +617,7 @@ export type TaskRetryScheduled = Message<"execplan.v1.TaskRetryScheduled"> & {
  * Use `create(TaskRetryScheduledSchema)` to create a new message.
  */
 export const TaskRetryScheduledSchema: GenMessage<TaskRetryScheduled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 9);
+  messageDesc(file_execplan_v1_events, 10);
 
 /**
  * A lease was lost (worker gone, ack deadline missed) and the attempt goes back to the
@@ -604,7 +652,7 @@ export type TaskRequeued = Message<"execplan.v1.TaskRequeued"> & {
  * Use `create(TaskRequeuedSchema)` to create a new message.
  */
 export const TaskRequeuedSchema: GenMessage<TaskRequeued> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 10);
+  messageDesc(file_execplan_v1_events, 11);
 
 /**
  * @generated from message execplan.v1.TaskSkipped
@@ -626,7 +674,7 @@ export type TaskSkipped = Message<"execplan.v1.TaskSkipped"> & {
  * Use `create(TaskSkippedSchema)` to create a new message.
  */
 export const TaskSkippedSchema: GenMessage<TaskSkipped> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 11);
+  messageDesc(file_execplan_v1_events, 12);
 
 /**
  * @generated from message execplan.v1.TaskParked
@@ -658,7 +706,7 @@ export type TaskParked = Message<"execplan.v1.TaskParked"> & {
  * Use `create(TaskParkedSchema)` to create a new message.
  */
 export const TaskParkedSchema: GenMessage<TaskParked> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 12);
+  messageDesc(file_execplan_v1_events, 13);
 
 /**
  * @generated from message execplan.v1.TaskCancelled
@@ -685,7 +733,7 @@ export type TaskCancelled = Message<"execplan.v1.TaskCancelled"> & {
  * Use `create(TaskCancelledSchema)` to create a new message.
  */
 export const TaskCancelledSchema: GenMessage<TaskCancelled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 13);
+  messageDesc(file_execplan_v1_events, 14);
 
 /**
  * @generated from message execplan.v1.TimerScheduled
@@ -717,7 +765,7 @@ export type TimerScheduled = Message<"execplan.v1.TimerScheduled"> & {
  * Use `create(TimerScheduledSchema)` to create a new message.
  */
 export const TimerScheduledSchema: GenMessage<TimerScheduled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 14);
+  messageDesc(file_execplan_v1_events, 15);
 
 /**
  * @generated from message execplan.v1.TimerFired
@@ -744,7 +792,7 @@ export type TimerFired = Message<"execplan.v1.TimerFired"> & {
  * Use `create(TimerFiredSchema)` to create a new message.
  */
 export const TimerFiredSchema: GenMessage<TimerFired> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 15);
+  messageDesc(file_execplan_v1_events, 16);
 
 /**
  * @generated from message execplan.v1.ExternalEventReceived
@@ -778,7 +826,7 @@ export type ExternalEventReceived = Message<"execplan.v1.ExternalEventReceived">
  * Use `create(ExternalEventReceivedSchema)` to create a new message.
  */
 export const ExternalEventReceivedSchema: GenMessage<ExternalEventReceived> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 16);
+  messageDesc(file_execplan_v1_events, 17);
 
 /**
  * @generated from message execplan.v1.ExecutionPaused
@@ -800,7 +848,7 @@ export type ExecutionPaused = Message<"execplan.v1.ExecutionPaused"> & {
  * Use `create(ExecutionPausedSchema)` to create a new message.
  */
 export const ExecutionPausedSchema: GenMessage<ExecutionPaused> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 17);
+  messageDesc(file_execplan_v1_events, 18);
 
 /**
  * @generated from message execplan.v1.ExecutionResumed
@@ -817,7 +865,7 @@ export type ExecutionResumed = Message<"execplan.v1.ExecutionResumed"> & {
  * Use `create(ExecutionResumedSchema)` to create a new message.
  */
 export const ExecutionResumedSchema: GenMessage<ExecutionResumed> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 18);
+  messageDesc(file_execplan_v1_events, 19);
 
 /**
  * @generated from message execplan.v1.ExecutionCancelRequested
@@ -846,7 +894,7 @@ export type ExecutionCancelRequested = Message<"execplan.v1.ExecutionCancelReque
  * Use `create(ExecutionCancelRequestedSchema)` to create a new message.
  */
 export const ExecutionCancelRequestedSchema: GenMessage<ExecutionCancelRequested> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 19);
+  messageDesc(file_execplan_v1_events, 20);
 
 /**
  * @generated from message execplan.v1.CompensationStarted
@@ -870,7 +918,7 @@ export type CompensationStarted = Message<"execplan.v1.CompensationStarted"> & {
  * Use `create(CompensationStartedSchema)` to create a new message.
  */
 export const CompensationStartedSchema: GenMessage<CompensationStarted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 20);
+  messageDesc(file_execplan_v1_events, 21);
 
 /**
  * Progress reported by a running attempt; only the latest is kept in state.
@@ -899,7 +947,7 @@ export type TaskProgress = Message<"execplan.v1.TaskProgress"> & {
  * Use `create(TaskProgressSchema)` to create a new message.
  */
 export const TaskProgressSchema: GenMessage<TaskProgress> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 21);
+  messageDesc(file_execplan_v1_events, 22);
 
 /**
  * The terminal event of every execution.
@@ -935,7 +983,7 @@ export type ExecutionCompleted = Message<"execplan.v1.ExecutionCompleted"> & {
  * Use `create(ExecutionCompletedSchema)` to create a new message.
  */
 export const ExecutionCompletedSchema: GenMessage<ExecutionCompleted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 22);
+  messageDesc(file_execplan_v1_events, 23);
 
 /**
  * A `for_each` task's list was evaluated: it runs as `count` instances
@@ -966,7 +1014,7 @@ export type TaskExpanded = Message<"execplan.v1.TaskExpanded"> & {
  * Use `create(TaskExpandedSchema)` to create a new message.
  */
 export const TaskExpandedSchema: GenMessage<TaskExpanded> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 23);
+  messageDesc(file_execplan_v1_events, 24);
 
 /**
  * One iteration of a `repeat` task succeeded and `until` was evaluated. Next comes
@@ -1009,7 +1057,7 @@ export type IterationCompleted = Message<"execplan.v1.IterationCompleted"> & {
  * Use `create(IterationCompletedSchema)` to create a new message.
  */
 export const IterationCompletedSchema: GenMessage<IterationCompleted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 24);
+  messageDesc(file_execplan_v1_events, 25);
 
 /**
  * A dynamic task answered with a sub-workflow, compiled by the planner: the plan
@@ -1059,7 +1107,7 @@ export type PlanRevised = Message<"execplan.v1.PlanRevised"> & {
  * Use `create(PlanRevisedSchema)` to create a new message.
  */
 export const PlanRevisedSchema: GenMessage<PlanRevised> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 25);
+  messageDesc(file_execplan_v1_events, 26);
 
 /**
  * A `builtin.workflow` task (or one of its instances) started its child execution.
@@ -1111,7 +1159,7 @@ export type ChildExecutionStarted = Message<"execplan.v1.ChildExecutionStarted">
  * Use `create(ChildExecutionStartedSchema)` to create a new message.
  */
 export const ChildExecutionStartedSchema: GenMessage<ChildExecutionStarted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 26);
+  messageDesc(file_execplan_v1_events, 27);
 
 /**
  * A child execution ended; the task's own outcome (TaskSucceeded with the child's
@@ -1151,7 +1199,7 @@ export type ChildExecutionEnded = Message<"execplan.v1.ChildExecutionEnded"> & {
  * Use `create(ChildExecutionEndedSchema)` to create a new message.
  */
 export const ChildExecutionEndedSchema: GenMessage<ChildExecutionEnded> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 27);
+  messageDesc(file_execplan_v1_events, 28);
 
 /**
  * @generated from enum execplan.v1.TimeoutKind

@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file execplan/v1/execution.proto.
  */
 export const file_execplan_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIo8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnkixAUKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkSFgoOcGFyZW50X3Rhc2tfaWQYZSABKAkSMQoOcGxhbl9yZXZpc2lvbnMYZiADKAsyGS5leGVjcGxhbi52MS5QbGFuUmV2aXNpb24aMQoPVGFza0NvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiVgoMUGxhblJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRISCgpub2RlX2NvdW50GAQgASgNItsECgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkEhYKDnBhcmVudF90YXNrX2lkGGQgASgJEhcKCml0ZW1faW5kZXgYZSABKA1IAIgBARIWCg5pbnN0YW5jZV9jb3VudBhmIAEoDRIRCglpdGVyYXRpb24YZyABKA0SGgoSY2hpbGRfZXhlY3V0aW9uX2lkGGggASgJEhMKC3N1Yl9wbGFuX2lkGGkgASgJQg0KC19pdGVtX2luZGV4Io0CCg1BdHRlbXB0UmVjb3JkEg8KB2F0dGVtcHQYASABKA0SJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USEQoJd29ya2VyX2lkGAMgASgJEhMKC2xlYXNlX2Vwb2NoGAQgASgEEjEKDWRpc3BhdGNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCglpdGVyYXRpb24YZCABKA0q0AIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9SVU5OSU5HEAESGgoWRVhFQ1VUSU9OX1NUQVRFX1BBVVNFRBACEiAKHEVYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJTkcQAxIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAQSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAFEh8KG0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRFRBAGEicKI0VYRUNVVElPTl9TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEAcSHQoZRVhFQ1VUSU9OX1NUQVRFX0NBTkNFTExFRBAIEh4KGkVYRUNVVElPTl9TVEFURV9URVJNSU5BVEVEEAkq9wIKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVEFTS19TVEFURV9QRU5ESU5HEAESFQoRVEFTS19TVEFURV9RVUVVRUQQAhIZChVUQVNLX1NUQVRFX0RJU1BBVENIRUQQAxIWChJUQVNLX1NUQVRFX1JVTk5JTkcQBBIaChZUQVNLX1NUQVRFX0JBQ0tJTkdfT0ZGEAUSFQoRVEFTS19TVEFURV9QQVJLRUQQBhIWChJUQVNLX1NUQVRFX1dBSVRJTkcQBxIYChRUQVNLX1NUQVRFX1NVQ0NFRURFRBAIEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAkSFgoSVEFTS19TVEFURV9TS0lQUEVEEAoSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQCxIaChZUQVNLX1NUQVRFX0NPTVBFTlNBVEVEEAwSIgoeVEFTS19TVEFURV9DT01QRU5TQVRJT05fRkFJTEVEEA0qcgoJVGFza1BoYXNlEhoKFlRBU0tfUEhBU0VfVU5TUEVDSUZJRUQQABITCg9UQVNLX1BIQVNFX01BSU4QARIXChNUQVNLX1BIQVNFX0ZBTExCQUNLEAISGwoXVEFTS19QSEFTRV9DT01QRU5TQVRJT04QAypjCgpFcnJvclJldHJ5EhsKF0VSUk9SX1JFVFJZX1VOU1BFQ0lGSUVEEAASGQoVRVJST1JfUkVUUllfUkVUUllBQkxFEAESHQoZRVJST1JfUkVUUllfTk9OX1JFVFJZQUJMRRACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIr8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnkSLgoLcmV0cnlfYWZ0ZXIYeCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixAUKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkSFgoOcGFyZW50X3Rhc2tfaWQYZSABKAkSMQoOcGxhbl9yZXZpc2lvbnMYZiADKAsyGS5leGVjcGxhbi52MS5QbGFuUmV2aXNpb24aMQoPVGFza0NvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiVgoMUGxhblJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRISCgpub2RlX2NvdW50GAQgASgNIoYFCgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkEhYKDnBhcmVudF90YXNrX2lkGGQgASgJEhcKCml0ZW1faW5kZXgYZSABKA1IAIgBARIWCg5pbnN0YW5jZV9jb3VudBhmIAEoDRIRCglpdGVyYXRpb24YZyABKA0SGgoSY2hpbGRfZXhlY3V0aW9uX2lkGGggASgJEhMKC3N1Yl9wbGFuX2lkGGkgASgJEikKB3dhaXRpbmcYeCABKAsyGC5leGVjcGxhbi52MS5UYXNrV2FpdGluZ0INCgtfaXRlbV9pbmRleCK0AQoLVGFza1dhaXRpbmcSIwoEa2luZBgBIAEoDjIVLmV4ZWNwbGFuLnYxLldhaXRLaW5kEgwKBG5hbWUYAiABKAkSCwoDa2V5GAMgASgJEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgGIAEoCSKNAgoNQXR0ZW1wdFJlY29yZBIPCgdhdHRlbXB0GAEgASgNEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhEKCXdvcmtlcl9pZBgDIAEoCRITCgtsZWFzZV9lcG9jaBgEIAEoBBIxCg1kaXNwYXRjaGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoFZXJyb3IYByABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SEQoJaXRlcmF0aW9uGGQgASgNKtACCg5FeGVjdXRpb25TdGF0ZRIfChtFWEVDVVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdFWEVDVVRJT05fU1RBVEVfUlVOTklORxABEhoKFkVYRUNVVElPTl9TVEFURV9QQVVTRUQQAhIgChxFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU5HEAMSHQoZRVhFQ1VUSU9OX1NUQVRFX1NVQ0NFRURFRBAEEhoKFkVYRUNVVElPTl9TVEFURV9GQUlMRUQQBRIfChtFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FURUQQBhInCiNFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBAHEh0KGUVYRUNVVElPTl9TVEFURV9DQU5DRUxMRUQQCBIeChpFWEVDVVRJT05fU1RBVEVfVEVSTUlOQVRFRBAJKvcCCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhUKEVRBU0tfU1RBVEVfUVVFVUVEEAISGQoVVEFTS19TVEFURV9ESVNQQVRDSEVEEAMSFgoSVEFTS19TVEFURV9SVU5OSU5HEAQSGgoWVEFTS19TVEFURV9CQUNLSU5HX09GRhAFEhUKEVRBU0tfU1RBVEVfUEFSS0VEEAYSFgoSVEFTS19TVEFURV9XQUlUSU5HEAcSGAoUVEFTS19TVEFURV9TVUNDRUVERUQQCBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAJEhYKElRBU0tfU1RBVEVfU0tJUFBFRBAKEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAsSGgoWVEFTS19TVEFURV9DT01QRU5TQVRFRBAMEiIKHlRBU0tfU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBANKnIKCVRhc2tQaGFzZRIaChZUQVNLX1BIQVNFX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19QSEFTRV9NQUlOEAESFwoTVEFTS19QSEFTRV9GQUxMQkFDSxACEhsKF1RBU0tfUEhBU0VfQ09NUEVOU0FUSU9OEAMqYwoKRXJyb3JSZXRyeRIbChdFUlJPUl9SRVRSWV9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX1JFVFJZX1JFVFJZQUJMRRABEh0KGUVSUk9SX1JFVFJZX05PTl9SRVRSWUFCTEUQAiqUAQoIV2FpdEtpbmQSGQoVV0FJVF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobV0FJVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUEAESGAoUV0FJVF9LSU5EX1JBVEVfTElNSVQQAhIXChNXQUlUX0tJTkRfUkVTT1VSQ0VTEAMSGQoVV0FJVF9LSU5EX1VOUExBQ0VBQkxFEARiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
@@ -63,6 +63,17 @@ export type ErrorInfo = Message<"execplan.v1.ErrorInfo"> & {
    * @generated from field: execplan.v1.ErrorRetry retry = 5;
    */
   retry: ErrorRetry;
+
+  /**
+   * A provider asked to wait this long before calling again (an HTTP 429's
+   * Retry-After; error type "RateLimited" by convention). The next attempt waits at
+   * least this long, and so does every task taking from the same rate-limit keys
+   * (`Task.rate_limits`) as this attempt: the executor backs off the key, not only
+   * the attempt. At most 1 hour is honoured.
+   *
+   * @generated from field: google.protobuf.Duration retry_after = 120;
+   */
+  retryAfter?: Duration | undefined;
 };
 
 /**
@@ -339,6 +350,15 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
    * @generated from field: string sub_plan_id = 105;
    */
   subPlanId: string;
+
+  /**
+   * What a QUEUED task is waiting for, when it waits for flow control or resources
+   * rather than for a free worker slot. Not part of the history: the live view of
+   * the replica that owns the execution.
+   *
+   * @generated from field: execplan.v1.TaskWaiting waiting = 120;
+   */
+  waiting?: TaskWaiting | undefined;
 };
 
 /**
@@ -347,6 +367,58 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
  */
 export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
   messageDesc(file_execplan_v1_execution, 3);
+
+/**
+ * @generated from message execplan.v1.TaskWaiting
+ */
+export type TaskWaiting = Message<"execplan.v1.TaskWaiting"> & {
+  /**
+   * @generated from field: execplan.v1.WaitKind kind = 1;
+   */
+  kind: WaitKind;
+
+  /**
+   * The limit or bucket name; for resources, what does not fit ("gpu").
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The key value of a keyed limit or bucket.
+   *
+   * @generated from field: string key = 3;
+   */
+  key: string;
+
+  /**
+   * Since when the task waits for this.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 4;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * When a rate-limited task can go at the earliest (unset: unknown).
+   *
+   * @generated from field: google.protobuf.Timestamp until = 5;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * One line for people, e.g. "rate limit openai-rpm[gpt-4o]: empty for 2.1s".
+   *
+   * @generated from field: string message = 6;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message execplan.v1.TaskWaiting.
+ * Use `create(TaskWaitingSchema)` to create a new message.
+ */
+export const TaskWaitingSchema: GenMessage<TaskWaiting> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_execution, 4);
 
 /**
  * @generated from message execplan.v1.AttemptRecord
@@ -400,7 +472,7 @@ export type AttemptRecord = Message<"execplan.v1.AttemptRecord"> & {
  * Use `create(AttemptRecordSchema)` to create a new message.
  */
 export const AttemptRecordSchema: GenMessage<AttemptRecord> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 4);
+  messageDesc(file_execplan_v1_execution, 5);
 
 /**
  * @generated from enum execplan.v1.ExecutionState
@@ -634,4 +706,51 @@ export enum ErrorRetry {
  */
 export const ErrorRetrySchema: GenEnum<ErrorRetry> = /*@__PURE__*/
   enumDesc(file_execplan_v1_execution, 3);
+
+/**
+ * What holds a queued task back.
+ *
+ * @generated from enum execplan.v1.WaitKind
+ */
+export enum WaitKind {
+  /**
+   * @generated from enum value: WAIT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Its concurrency limit (`Task.limit`) is full for its key.
+   *
+   * @generated from enum value: WAIT_KIND_CONCURRENCY_LIMIT = 1;
+   */
+  CONCURRENCY_LIMIT = 1,
+
+  /**
+   * A token bucket (`Task.rate_limits`) is empty, paused by a provider's
+   * retry-after, or not defined yet.
+   *
+   * @generated from enum value: WAIT_KIND_RATE_LIMIT = 2;
+   */
+  RATE_LIMIT = 2,
+
+  /**
+   * No live worker has the free capacity (cpu, memory, gpu, custom counters).
+   *
+   * @generated from enum value: WAIT_KIND_RESOURCES = 3;
+   */
+  RESOURCES = 3,
+
+  /**
+   * No live worker's total capacity could ever fit the task's resources.
+   *
+   * @generated from enum value: WAIT_KIND_UNPLACEABLE = 4;
+   */
+  UNPLACEABLE = 4,
+}
+
+/**
+ * Describes the enum execplan.v1.WaitKind.
+ */
+export const WaitKindSchema: GenEnum<WaitKind> = /*@__PURE__*/
+  enumDesc(file_execplan_v1_execution, 4);
 

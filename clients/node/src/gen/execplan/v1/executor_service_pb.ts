@@ -6,23 +6,25 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ExecutionEvent } from "./events_pb.js";
 import { file_execplan_v1_events } from "./events_pb.js";
-import type { Execution, ExecutionState } from "./execution_pb.js";
+import type { Execution, ExecutionState, TaskWaiting } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
 import type { ExecutionPlan } from "./plan_pb.js";
 import { file_execplan_v1_plan } from "./plan_pb.js";
 import type { SourceFormat } from "./planner_service_pb.js";
 import { file_execplan_v1_planner_service } from "./planner_service_pb.js";
+import type { WorkerCapacity } from "./worker_service_pb.js";
+import { file_execplan_v1_worker_service } from "./worker_service_pb.js";
 import type { Workflow } from "./workflow_pb.js";
 import { file_execplan_v1_workflow } from "./workflow_pb.js";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file execplan/v1/executor_service.proto.
  */
 export const file_execplan_v1_executor_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSKfAgoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdEIMCgpkZWZpbml0aW9uIlAKFlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJAChNHZXRFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoBCJBChRHZXRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24inwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkiXQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIqCgpleGVjdXRpb25zGAEgAygLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJRChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkQKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIkUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiUgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiRQoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJVChlUZXJtaW5hdGVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJIChpUZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlInAKEFNlbmRFdmVudFJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAQgASgJIiQKEVNlbmRFdmVudFJlc3BvbnNlEg8KB3Rhc2tfaWQYASABKAkiRQoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBCJEChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEioKBWV2ZW50GAEgASgLMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uRXZlbnQiXAoWV2F0Y2hFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJIkQKF1dhdGNoRXhlY3V0aW9uc1Jlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbiJxChpHZXRFeGVjdXRpb25IaXN0b3J5UmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwobR2V0RXhlY3V0aW9uSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKjAQoTUmVnaXN0ZXJQbGFuUmVxdWVzdBIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhIOCgZzb3VyY2UYZCABKAkSJwoId29ya2Zsb3cYZSABKAsyFS5leGVjcGxhbi52MS5Xb3JrZmxvdxIpCgZmb3JtYXQYZiABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQiaQoUUmVnaXN0ZXJQbGFuUmVzcG9uc2USDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGGQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YZSABKAkSDwoHY3JlYXRlZBhmIAEoCCIzCg5HZXRQbGFuUmVxdWVzdBIPCgdwbGFuX2lkGAEgASgJEhAKCHdvcmtmbG93GGQgASgJIjsKD0dldFBsYW5SZXNwb25zZRIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbiKMAQoWUmVwbGF5RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSKgoEcGxhbhgCIAEoCzIaLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblBsYW5IABIRCgdwbGFuX2lkGAMgASgJSAASEAoGc291cmNlGAQgASgJSABCCwoJY2FuZGlkYXRlIkYKEFJlcGxheURpdmVyZ2VuY2USEAoIc2VxdWVuY2UYASABKAQSEAoIZXhwZWN0ZWQYAiABKAkSDgoGYWN0dWFsGAMgASgJIr0BChdSZXBsYXlFeGVjdXRpb25SZXNwb25zZRIVCg1kZXRlcm1pbmlzdGljGAEgASgIEjEKCmRpdmVyZ2VuY2UYAiABKAsyHS5leGVjcGxhbi52MS5SZXBsYXlEaXZlcmdlbmNlEg4KBmV2ZW50cxgDIAEoBBISCgpjb21wYXRpYmxlGAQgASgIEhkKEWluY29tcGF0aWJpbGl0aWVzGAUgAygJEhkKEWNhbmRpZGF0ZV9wbGFuX2lkGAYgASgJIqsCChRDaXJjdWl0QnJlYWtlclN0YXR1cxIRCgl0YXNrX3R5cGUYASABKAkSKAoFc3RhdGUYAiABKA4yGS5leGVjcGxhbi52MS5CcmVha2VyU3RhdGUSHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYAyABKA0SFwoPd2luZG93X2ZhaWx1cmVzGAQgASgNEhQKDHdpbmRvd19jYWxscxgFIAEoDRItCglvcGVuZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGhhbGZfb3Blbl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGFya2VkX3Rhc2tzGAggASgNEhIKCmxhc3RfZXJyb3IYCSABKAkiMAoaTGlzdENpcmN1aXRCcmVha2Vyc1JlcXVlc3QSEgoKdGFza190eXBlcxgBIAMoCSJSChtMaXN0Q2lyY3VpdEJyZWFrZXJzUmVzcG9uc2USMwoIYnJlYWtlcnMYASADKAsyIS5leGVjcGxhbi52MS5DaXJjdWl0QnJlYWtlclN0YXR1cyKrAQoLUGxhblN1bW1hcnkSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSMQoNcmVnaXN0ZXJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbm9kZV9jb3VudBgGIAEoDSJQChBMaXN0UGxhbnNSZXF1ZXN0EhUKDXdvcmtmbG93X25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVQoRTGlzdFBsYW5zUmVzcG9uc2USJwoFcGxhbnMYASADKAsyGC5leGVjcGxhbi52MS5QbGFuU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki+QIKCldvcmtlckluZm8SEQoJd29ya2VyX2lkGAEgASgJEhIKCnRhc2tfdHlwZXMYAiADKAkSMwoGbGFiZWxzGAMgAygLMiMuZXhlY3BsYW4udjEuV29ya2VySW5mby5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIUCgxzbG90c19pbl91c2UYBiABKA0SEAoIZHJhaW5pbmcYByABKAgSCwoDc2RrGAggASgJEjAKDGNvbm5lY3RlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjYXBhY2l0eRgLIAEoDRIRCglwcmluY2lwYWwYDCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIoChJMaXN0V29ya2Vyc1JlcXVlc3QSEgoKdGFza190eXBlcxgBIAMoCSI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5leGVjcGxhbi52MS5Xb3JrZXJJbmZvKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMo4MCg9FeGVjdXRvclNlcnZpY2USWQoOU3RhcnRFeGVjdXRpb24SIi5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlc3BvbnNlElMKDEdldEV4ZWN1dGlvbhIgLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIS5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJZCg5MaXN0RXhlY3V0aW9ucxIiLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBojLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USWQoOUGF1c2VFeGVjdXRpb24SIi5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlc3BvbnNlElwKD1Jlc3VtZUV4ZWN1dGlvbhIjLmV4ZWNwbGFuLnYxLlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QaJC5leGVjcGxhbi52MS5SZXN1bWVFeGVjdXRpb25SZXNwb25zZRJcCg9DYW5jZWxFeGVjdXRpb24SIy5leGVjcGxhbi52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USZQoSVGVybWluYXRlRXhlY3V0aW9uEiYuZXhlY3BsYW4udjEuVGVybWluYXRlRXhlY3V0aW9uUmVxdWVzdBonLmV4ZWNwbGFuLnYxLlRlcm1pbmF0ZUV4ZWN1dGlvblJlc3BvbnNlEkoKCVNlbmRFdmVudBIdLmV4ZWNwbGFuLnYxLlNlbmRFdmVudFJlcXVlc3QaHi5leGVjcGxhbi52MS5TZW5kRXZlbnRSZXNwb25zZRJbCg5XYXRjaEV4ZWN1dGlvbhIiLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVxdWVzdBojLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UwARJeCg9XYXRjaEV4ZWN1dGlvbnMSIy5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvbnNSZXF1ZXN0GiQuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25zUmVzcG9uc2UwARJoChNHZXRFeGVjdXRpb25IaXN0b3J5EicuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uSGlzdG9yeVJlcXVlc3QaKC5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25IaXN0b3J5UmVzcG9uc2USUwoMUmVnaXN0ZXJQbGFuEiAuZXhlY3BsYW4udjEuUmVnaXN0ZXJQbGFuUmVxdWVzdBohLmV4ZWNwbGFuLnYxLlJlZ2lzdGVyUGxhblJlc3BvbnNlEkQKB0dldFBsYW4SGy5leGVjcGxhbi52MS5HZXRQbGFuUmVxdWVzdBocLmV4ZWNwbGFuLnYxLkdldFBsYW5SZXNwb25zZRJcCg9SZXBsYXlFeGVjdXRpb24SIy5leGVjcGxhbi52MS5SZXBsYXlFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuUmVwbGF5RXhlY3V0aW9uUmVzcG9uc2USaAoTTGlzdENpcmN1aXRCcmVha2VycxInLmV4ZWNwbGFuLnYxLkxpc3RDaXJjdWl0QnJlYWtlcnNSZXF1ZXN0GiguZXhlY3BsYW4udjEuTGlzdENpcmN1aXRCcmVha2Vyc1Jlc3BvbnNlEkoKCUxpc3RQbGFucxIdLmV4ZWNwbGFuLnYxLkxpc3RQbGFuc1JlcXVlc3QaHi5leGVjcGxhbi52MS5MaXN0UGxhbnNSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmV4ZWNwbGFuLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmV4ZWNwbGFuLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2ViBnByb3RvMw", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSKfAgoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdEIMCgpkZWZpbml0aW9uIlAKFlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJAChNHZXRFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoBCJBChRHZXRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24inwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkiXQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIqCgpleGVjdXRpb25zGAEgAygLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJRChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkQKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIkUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiUgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiRQoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJVChlUZXJtaW5hdGVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJIChpUZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlInAKEFNlbmRFdmVudFJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAQgASgJIiQKEVNlbmRFdmVudFJlc3BvbnNlEg8KB3Rhc2tfaWQYASABKAkiRQoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBCJEChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEioKBWV2ZW50GAEgASgLMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uRXZlbnQiXAoWV2F0Y2hFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJIkQKF1dhdGNoRXhlY3V0aW9uc1Jlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbiJxChpHZXRFeGVjdXRpb25IaXN0b3J5UmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwobR2V0RXhlY3V0aW9uSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKjAQoTUmVnaXN0ZXJQbGFuUmVxdWVzdBIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhIOCgZzb3VyY2UYZCABKAkSJwoId29ya2Zsb3cYZSABKAsyFS5leGVjcGxhbi52MS5Xb3JrZmxvdxIpCgZmb3JtYXQYZiABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQiaQoUUmVnaXN0ZXJQbGFuUmVzcG9uc2USDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGGQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YZSABKAkSDwoHY3JlYXRlZBhmIAEoCCIzCg5HZXRQbGFuUmVxdWVzdBIPCgdwbGFuX2lkGAEgASgJEhAKCHdvcmtmbG93GGQgASgJIjsKD0dldFBsYW5SZXNwb25zZRIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbiKMAQoWUmVwbGF5RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSKgoEcGxhbhgCIAEoCzIaLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblBsYW5IABIRCgdwbGFuX2lkGAMgASgJSAASEAoGc291cmNlGAQgASgJSABCCwoJY2FuZGlkYXRlIkYKEFJlcGxheURpdmVyZ2VuY2USEAoIc2VxdWVuY2UYASABKAQSEAoIZXhwZWN0ZWQYAiABKAkSDgoGYWN0dWFsGAMgASgJIr0BChdSZXBsYXlFeGVjdXRpb25SZXNwb25zZRIVCg1kZXRlcm1pbmlzdGljGAEgASgIEjEKCmRpdmVyZ2VuY2UYAiABKAsyHS5leGVjcGxhbi52MS5SZXBsYXlEaXZlcmdlbmNlEg4KBmV2ZW50cxgDIAEoBBISCgpjb21wYXRpYmxlGAQgASgIEhkKEWluY29tcGF0aWJpbGl0aWVzGAUgAygJEhkKEWNhbmRpZGF0ZV9wbGFuX2lkGAYgASgJIqsCChRDaXJjdWl0QnJlYWtlclN0YXR1cxIRCgl0YXNrX3R5cGUYASABKAkSKAoFc3RhdGUYAiABKA4yGS5leGVjcGxhbi52MS5CcmVha2VyU3RhdGUSHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYAyABKA0SFwoPd2luZG93X2ZhaWx1cmVzGAQgASgNEhQKDHdpbmRvd19jYWxscxgFIAEoDRItCglvcGVuZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGhhbGZfb3Blbl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGFya2VkX3Rhc2tzGAggASgNEhIKCmxhc3RfZXJyb3IYCSABKAkiMAoaTGlzdENpcmN1aXRCcmVha2Vyc1JlcXVlc3QSEgoKdGFza190eXBlcxgBIAMoCSJSChtMaXN0Q2lyY3VpdEJyZWFrZXJzUmVzcG9uc2USMwoIYnJlYWtlcnMYASADKAsyIS5leGVjcGxhbi52MS5DaXJjdWl0QnJlYWtlclN0YXR1cyKrAQoLUGxhblN1bW1hcnkSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSMQoNcmVnaXN0ZXJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbm9kZV9jb3VudBgGIAEoDSJQChBMaXN0UGxhbnNSZXF1ZXN0EhUKDXdvcmtmbG93X25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVQoRTGlzdFBsYW5zUmVzcG9uc2USJwoFcGxhbnMYASADKAsyGC5leGVjcGxhbi52MS5QbGFuU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4AMKCldvcmtlckluZm8SEQoJd29ya2VyX2lkGAEgASgJEhIKCnRhc2tfdHlwZXMYAiADKAkSMwoGbGFiZWxzGAMgAygLMiMuZXhlY3BsYW4udjEuV29ya2VySW5mby5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIUCgxzbG90c19pbl91c2UYBiABKA0SEAoIZHJhaW5pbmcYByABKAgSCwoDc2RrGAggASgJEjAKDGNvbm5lY3RlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjYXBhY2l0eRgLIAEoDRIRCglwcmluY2lwYWwYDCABKAkSLgoJcmVzb3VyY2VzGHggASgLMhsuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkSNQoQcmVzb3VyY2VzX2luX3VzZRh5IAEoCzIbLmV4ZWNwbGFuLnYxLldvcmtlckNhcGFjaXR5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKAoSTGlzdFdvcmtlcnNSZXF1ZXN0EhIKCnRhc2tfdHlwZXMYASADKAkiPwoTTGlzdFdvcmtlcnNSZXNwb25zZRIoCgd3b3JrZXJzGAEgAygLMhcuZXhlY3BsYW4udjEuV29ya2VySW5mbyIhChFMaXN0TGltaXRzUmVxdWVzdBIMCgRuYW1lGAEgASgJIrMBChJMaXN0TGltaXRzUmVzcG9uc2USPwoSY29uY3VycmVuY3lfbGltaXRzGAEgAygLMiMuZXhlY3BsYW4udjEuQ29uY3VycmVuY3lMaW1pdFN0YXR1cxIxCgtyYXRlX2xpbWl0cxgCIAMoCzIcLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdFN0YXR1cxIpCgd3YWl0aW5nGAMgAygLMhguZXhlY3BsYW4udjEuV2FpdGluZ1Rhc2siYQoWQ29uY3VycmVuY3lMaW1pdFN0YXR1cxIMCgRuYW1lGAEgASgJEgsKA2tleRgCIAEoCRIOCgZpbl91c2UYAyABKA0SCwoDbWF4GAQgASgNEg8KB3dhaXRpbmcYBSABKA0i1gEKD1JhdGVMaW1pdFN0YXR1cxIMCgRuYW1lGAEgASgJEiwKBnNvdXJjZRgCIAEoDjIcLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdFNvdXJjZRINCgV1bml0cxgDIAEoAxIpCgZwZXJpb2QYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFYnVyc3QYBSABKAMSLQoEa2V5cxgGIAMoCzIfLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdEtleVN0YXR1cxIPCgdkZWZpbmVkGAcgASgIInQKElJhdGVMaW1pdEtleVN0YXR1cxILCgNrZXkYASABKAkSDgoGdG9rZW5zGAIgASgBEjAKDHBhdXNlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHd2FpdGluZxgEIAEoDSJfCgtXYWl0aW5nVGFzaxIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIpCgd3YWl0aW5nGAMgASgLMhguZXhlY3BsYW4udjEuVGFza1dhaXRpbmcibAoTU2V0UmF0ZUxpbWl0UmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXVuaXRzGAIgASgDEikKBnBlcmlvZBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgEIAEoAyJIChRTZXRSYXRlTGltaXRSZXNwb25zZRIwCgpyYXRlX2xpbWl0GAEgASgLMhwuZXhlY3BsYW4udjEuUmF0ZUxpbWl0U3RhdHVzIiYKFkRlbGV0ZVJhdGVMaW1pdFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIqChdEZWxldGVSYXRlTGltaXRSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIjMKEVB1cmdlQ2FjaGVSZXF1ZXN0EhEKCXRhc2tfdHlwZRgBIAEoCRILCgNrZXkYAiABKAkiJAoSUHVyZ2VDYWNoZVJlc3BvbnNlEg4KBnB1cmdlZBgBIAEoBCp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAypyCg9SYXRlTGltaXRTb3VyY2USIQodUkFURV9MSU1JVF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIcChhSQVRFX0xJTUlUX1NPVVJDRV9TRVJWRVIQARIeChpSQVRFX0xJTUlUX1NPVVJDRV9XT1JLRkxPVxACMt8OCg9FeGVjdXRvclNlcnZpY2USWQoOU3RhcnRFeGVjdXRpb24SIi5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlc3BvbnNlElMKDEdldEV4ZWN1dGlvbhIgLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIS5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJZCg5MaXN0RXhlY3V0aW9ucxIiLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBojLmV4ZWNwbGFuLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USWQoOUGF1c2VFeGVjdXRpb24SIi5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5QYXVzZUV4ZWN1dGlvblJlc3BvbnNlElwKD1Jlc3VtZUV4ZWN1dGlvbhIjLmV4ZWNwbGFuLnYxLlJlc3VtZUV4ZWN1dGlvblJlcXVlc3QaJC5leGVjcGxhbi52MS5SZXN1bWVFeGVjdXRpb25SZXNwb25zZRJcCg9DYW5jZWxFeGVjdXRpb24SIy5leGVjcGxhbi52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USZQoSVGVybWluYXRlRXhlY3V0aW9uEiYuZXhlY3BsYW4udjEuVGVybWluYXRlRXhlY3V0aW9uUmVxdWVzdBonLmV4ZWNwbGFuLnYxLlRlcm1pbmF0ZUV4ZWN1dGlvblJlc3BvbnNlEkoKCVNlbmRFdmVudBIdLmV4ZWNwbGFuLnYxLlNlbmRFdmVudFJlcXVlc3QaHi5leGVjcGxhbi52MS5TZW5kRXZlbnRSZXNwb25zZRJbCg5XYXRjaEV4ZWN1dGlvbhIiLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVxdWVzdBojLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UwARJeCg9XYXRjaEV4ZWN1dGlvbnMSIy5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvbnNSZXF1ZXN0GiQuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25zUmVzcG9uc2UwARJoChNHZXRFeGVjdXRpb25IaXN0b3J5EicuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uSGlzdG9yeVJlcXVlc3QaKC5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25IaXN0b3J5UmVzcG9uc2USUwoMUmVnaXN0ZXJQbGFuEiAuZXhlY3BsYW4udjEuUmVnaXN0ZXJQbGFuUmVxdWVzdBohLmV4ZWNwbGFuLnYxLlJlZ2lzdGVyUGxhblJlc3BvbnNlEkQKB0dldFBsYW4SGy5leGVjcGxhbi52MS5HZXRQbGFuUmVxdWVzdBocLmV4ZWNwbGFuLnYxLkdldFBsYW5SZXNwb25zZRJcCg9SZXBsYXlFeGVjdXRpb24SIy5leGVjcGxhbi52MS5SZXBsYXlFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuUmVwbGF5RXhlY3V0aW9uUmVzcG9uc2USaAoTTGlzdENpcmN1aXRCcmVha2VycxInLmV4ZWNwbGFuLnYxLkxpc3RDaXJjdWl0QnJlYWtlcnNSZXF1ZXN0GiguZXhlY3BsYW4udjEuTGlzdENpcmN1aXRCcmVha2Vyc1Jlc3BvbnNlEkoKCUxpc3RQbGFucxIdLmV4ZWNwbGFuLnYxLkxpc3RQbGFuc1JlcXVlc3QaHi5leGVjcGxhbi52MS5MaXN0UGxhbnNSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmV4ZWNwbGFuLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmV4ZWNwbGFuLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USTQoKTGlzdExpbWl0cxIeLmV4ZWNwbGFuLnYxLkxpc3RMaW1pdHNSZXF1ZXN0Gh8uZXhlY3BsYW4udjEuTGlzdExpbWl0c1Jlc3BvbnNlElMKDFNldFJhdGVMaW1pdBIgLmV4ZWNwbGFuLnYxLlNldFJhdGVMaW1pdFJlcXVlc3QaIS5leGVjcGxhbi52MS5TZXRSYXRlTGltaXRSZXNwb25zZRJcCg9EZWxldGVSYXRlTGltaXQSIy5leGVjcGxhbi52MS5EZWxldGVSYXRlTGltaXRSZXF1ZXN0GiQuZXhlY3BsYW4udjEuRGVsZXRlUmF0ZUxpbWl0UmVzcG9uc2USTQoKUHVyZ2VDYWNoZRIeLmV4ZWNwbGFuLnYxLlB1cmdlQ2FjaGVSZXF1ZXN0Gh8uZXhlY3BsYW4udjEuUHVyZ2VDYWNoZVJlc3BvbnNlYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_worker_service, file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message execplan.v1.StartExecutionRequest
@@ -1114,6 +1116,19 @@ export type WorkerInfo = Message<"execplan.v1.WorkerInfo"> & {
    * @generated from field: string principal = 12;
    */
   principal: string;
+
+  /**
+   * The resources it declared (WorkerRegistration.capacity) and what its leased
+   * attempts take of them now.
+   *
+   * @generated from field: execplan.v1.WorkerCapacity resources = 120;
+   */
+  resources?: WorkerCapacity | undefined;
+
+  /**
+   * @generated from field: execplan.v1.WorkerCapacity resources_in_use = 121;
+   */
+  resourcesInUse?: WorkerCapacity | undefined;
 };
 
 /**
@@ -1160,6 +1175,353 @@ export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__P
   messageDesc(file_execplan_v1_executor_service, 37);
 
 /**
+ * @generated from message execplan.v1.ListLimitsRequest
+ */
+export type ListLimitsRequest = Message<"execplan.v1.ListLimitsRequest"> & {
+  /**
+   * Only limits and buckets of this name (all when empty).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message execplan.v1.ListLimitsRequest.
+ * Use `create(ListLimitsRequestSchema)` to create a new message.
+ */
+export const ListLimitsRequestSchema: GenMessage<ListLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 38);
+
+/**
+ * @generated from message execplan.v1.ListLimitsResponse
+ */
+export type ListLimitsResponse = Message<"execplan.v1.ListLimitsResponse"> & {
+  /**
+   * @generated from field: repeated execplan.v1.ConcurrencyLimitStatus concurrency_limits = 1;
+   */
+  concurrencyLimits: ConcurrencyLimitStatus[];
+
+  /**
+   * @generated from field: repeated execplan.v1.RateLimitStatus rate_limits = 2;
+   */
+  rateLimits: RateLimitStatus[];
+
+  /**
+   * Tasks held back by a limit, a bucket or resources, oldest first (at most 1000).
+   *
+   * @generated from field: repeated execplan.v1.WaitingTask waiting = 3;
+   */
+  waiting: WaitingTask[];
+};
+
+/**
+ * Describes the message execplan.v1.ListLimitsResponse.
+ * Use `create(ListLimitsResponseSchema)` to create a new message.
+ */
+export const ListLimitsResponseSchema: GenMessage<ListLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 39);
+
+/**
+ * One key of a concurrency limit that has attempts running or waiting.
+ *
+ * @generated from message execplan.v1.ConcurrencyLimitStatus
+ */
+export type ConcurrencyLimitStatus = Message<"execplan.v1.ConcurrencyLimitStatus"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Attempts holding the limit now, across every execution and replica.
+   *
+   * @generated from field: uint32 in_use = 3;
+   */
+  inUse: number;
+
+  /**
+   * The highest `max` a task of this limit and key declared.
+   *
+   * @generated from field: uint32 max = 4;
+   */
+  max: number;
+
+  /**
+   * Tasks waiting for it on this replica.
+   *
+   * @generated from field: uint32 waiting = 5;
+   */
+  waiting: number;
+};
+
+/**
+ * Describes the message execplan.v1.ConcurrencyLimitStatus.
+ * Use `create(ConcurrencyLimitStatusSchema)` to create a new message.
+ */
+export const ConcurrencyLimitStatusSchema: GenMessage<ConcurrencyLimitStatus> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 40);
+
+/**
+ * @generated from message execplan.v1.RateLimitStatus
+ */
+export type RateLimitStatus = Message<"execplan.v1.RateLimitStatus"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: execplan.v1.RateLimitSource source = 2;
+   */
+  source: RateLimitSource;
+
+  /**
+   * Units per period, holding at most burst.
+   *
+   * @generated from field: int64 units = 3;
+   */
+  units: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration period = 4;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * @generated from field: int64 burst = 5;
+   */
+  burst: bigint;
+
+  /**
+   * Its keys that were used, with their levels.
+   *
+   * @generated from field: repeated execplan.v1.RateLimitKeyStatus keys = 6;
+   */
+  keys: RateLimitKeyStatus[];
+
+  /**
+   * False when tasks use the name but nothing defines it yet: they wait.
+   *
+   * @generated from field: bool defined = 7;
+   */
+  defined: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.RateLimitStatus.
+ * Use `create(RateLimitStatusSchema)` to create a new message.
+ */
+export const RateLimitStatusSchema: GenMessage<RateLimitStatus> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 41);
+
+/**
+ * @generated from message execplan.v1.RateLimitKeyStatus
+ */
+export type RateLimitKeyStatus = Message<"execplan.v1.RateLimitKeyStatus"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Units available now (refilled to this moment).
+   *
+   * @generated from field: double tokens = 2;
+   */
+  tokens: number;
+
+  /**
+   * A provider's retry-after holds the key until then.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_until = 3;
+   */
+  pausedUntil?: Timestamp | undefined;
+
+  /**
+   * Tasks waiting for it on this replica.
+   *
+   * @generated from field: uint32 waiting = 4;
+   */
+  waiting: number;
+};
+
+/**
+ * Describes the message execplan.v1.RateLimitKeyStatus.
+ * Use `create(RateLimitKeyStatusSchema)` to create a new message.
+ */
+export const RateLimitKeyStatusSchema: GenMessage<RateLimitKeyStatus> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 42);
+
+/**
+ * @generated from message execplan.v1.WaitingTask
+ */
+export type WaitingTask = Message<"execplan.v1.WaitingTask"> & {
+  /**
+   * @generated from field: string execution_id = 1;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: execplan.v1.TaskWaiting waiting = 3;
+   */
+  waiting?: TaskWaiting | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.WaitingTask.
+ * Use `create(WaitingTaskSchema)` to create a new message.
+ */
+export const WaitingTaskSchema: GenMessage<WaitingTask> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 43);
+
+/**
+ * @generated from message execplan.v1.SetRateLimitRequest
+ */
+export type SetRateLimitRequest = Message<"execplan.v1.SetRateLimitRequest"> & {
+  /**
+   * [a-z0-9][a-z0-9._-]*
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * `units` per `period` (e.g. 60 per 1m); units >= 1, period 1ms..1 day.
+   *
+   * @generated from field: int64 units = 2;
+   */
+  units: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration period = 3;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * The bucket size; 0 means `units`.
+   *
+   * @generated from field: int64 burst = 4;
+   */
+  burst: bigint;
+};
+
+/**
+ * Describes the message execplan.v1.SetRateLimitRequest.
+ * Use `create(SetRateLimitRequestSchema)` to create a new message.
+ */
+export const SetRateLimitRequestSchema: GenMessage<SetRateLimitRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 44);
+
+/**
+ * @generated from message execplan.v1.SetRateLimitResponse
+ */
+export type SetRateLimitResponse = Message<"execplan.v1.SetRateLimitResponse"> & {
+  /**
+   * @generated from field: execplan.v1.RateLimitStatus rate_limit = 1;
+   */
+  rateLimit?: RateLimitStatus | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.SetRateLimitResponse.
+ * Use `create(SetRateLimitResponseSchema)` to create a new message.
+ */
+export const SetRateLimitResponseSchema: GenMessage<SetRateLimitResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 45);
+
+/**
+ * @generated from message execplan.v1.DeleteRateLimitRequest
+ */
+export type DeleteRateLimitRequest = Message<"execplan.v1.DeleteRateLimitRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message execplan.v1.DeleteRateLimitRequest.
+ * Use `create(DeleteRateLimitRequestSchema)` to create a new message.
+ */
+export const DeleteRateLimitRequestSchema: GenMessage<DeleteRateLimitRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 46);
+
+/**
+ * @generated from message execplan.v1.DeleteRateLimitResponse
+ */
+export type DeleteRateLimitResponse = Message<"execplan.v1.DeleteRateLimitResponse"> & {
+  /**
+   * False when no bucket of that name was registered.
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.DeleteRateLimitResponse.
+ * Use `create(DeleteRateLimitResponseSchema)` to create a new message.
+ */
+export const DeleteRateLimitResponseSchema: GenMessage<DeleteRateLimitResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 47);
+
+/**
+ * @generated from message execplan.v1.PurgeCacheRequest
+ */
+export type PurgeCacheRequest = Message<"execplan.v1.PurgeCacheRequest"> & {
+  /**
+   * Only entries of this task type (all types when empty).
+   *
+   * @generated from field: string task_type = 1;
+   */
+  taskType: string;
+
+  /**
+   * Only this key (needs task_type): the key value as CacheHit.key shows it.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message execplan.v1.PurgeCacheRequest.
+ * Use `create(PurgeCacheRequestSchema)` to create a new message.
+ */
+export const PurgeCacheRequestSchema: GenMessage<PurgeCacheRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 48);
+
+/**
+ * @generated from message execplan.v1.PurgeCacheResponse
+ */
+export type PurgeCacheResponse = Message<"execplan.v1.PurgeCacheResponse"> & {
+  /**
+   * Entries removed.
+   *
+   * @generated from field: uint64 purged = 1;
+   */
+  purged: bigint;
+};
+
+/**
+ * Describes the message execplan.v1.PurgeCacheResponse.
+ * Use `create(PurgeCacheResponseSchema)` to create a new message.
+ */
+export const PurgeCacheResponseSchema: GenMessage<PurgeCacheResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 49);
+
+/**
  * @generated from enum execplan.v1.BreakerState
  */
 export enum BreakerState {
@@ -1189,6 +1551,38 @@ export enum BreakerState {
  */
 export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
   enumDesc(file_execplan_v1_executor_service, 0);
+
+/**
+ * Where a token bucket's settings come from.
+ *
+ * @generated from enum execplan.v1.RateLimitSource
+ */
+export enum RateLimitSource {
+  /**
+   * @generated from enum value: RATE_LIMIT_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Registered with SetRateLimit (`execplan limits set`).
+   *
+   * @generated from enum value: RATE_LIMIT_SOURCE_SERVER = 1;
+   */
+  SERVER = 1,
+
+  /**
+   * Declared by a workflow (`rate_limits`) whose execution used it.
+   *
+   * @generated from enum value: RATE_LIMIT_SOURCE_WORKFLOW = 2;
+   */
+  WORKFLOW = 2,
+}
+
+/**
+ * Describes the enum execplan.v1.RateLimitSource.
+ */
+export const RateLimitSourceSchema: GenEnum<RateLimitSource> = /*@__PURE__*/
+  enumDesc(file_execplan_v1_executor_service, 1);
 
 /**
  * Runs process instances of plans durably and streams their progress.
@@ -1386,6 +1780,48 @@ export const ExecutorService: GenService<{
     methodKind: "unary";
     input: typeof ListWorkersRequestSchema;
     output: typeof ListWorkersResponseSchema;
+  },
+  /**
+   * Concurrency limits and token buckets (levels and keys, shared by every replica)
+   * and the tasks waiting for them or for resources (on this replica).
+   *
+   * @generated from rpc execplan.v1.ExecutorService.ListLimits
+   */
+  listLimits: {
+    methodKind: "unary";
+    input: typeof ListLimitsRequestSchema;
+    output: typeof ListLimitsResponseSchema;
+  },
+  /**
+   * Registers or changes a token bucket; takes effect at once on every replica and
+   * wins over a workflow's declaration of the same name. Idempotent (it sets).
+   *
+   * @generated from rpc execplan.v1.ExecutorService.SetRateLimit
+   */
+  setRateLimit: {
+    methodKind: "unary";
+    input: typeof SetRateLimitRequestSchema;
+    output: typeof SetRateLimitResponseSchema;
+  },
+  /**
+   * Removes a registered bucket (workflow declarations of the name apply again).
+   *
+   * @generated from rpc execplan.v1.ExecutorService.DeleteRateLimit
+   */
+  deleteRateLimit: {
+    methodKind: "unary";
+    input: typeof DeleteRateLimitRequestSchema;
+    output: typeof DeleteRateLimitResponseSchema;
+  },
+  /**
+   * Removes task result cache entries (all, or of one task type, or one key).
+   *
+   * @generated from rpc execplan.v1.ExecutorService.PurgeCache
+   */
+  purgeCache: {
+    methodKind: "unary";
+    input: typeof PurgeCacheRequestSchema;
+    output: typeof PurgeCacheResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_execplan_v1_executor_service, 0);

@@ -20,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/worker_service.proto.
  */
 export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKCAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmImMKDVRhc2tIZWFydGJlYXQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUivgEKClRhc2tSZXN1bHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSKAoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJwoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm9IABIoCghzdWJfcGxhbhhkIAEoCzIULmV4ZWNwbGFuLnYxLlN1YlBsYW5IAEIJCgdvdXRjb21lIqgBCgdTdWJQbGFuEhAKBnNvdXJjZRgBIAEoCUgAEikKCHdvcmtmbG93GAIgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABIpCgZmb3JtYXQYAyABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIMCgpkZWZpbml0aW9uIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIvABCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkIrwBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKA0SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBiABKA0ihQQKCERpc3BhdGNoEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhEKCXRhc2tfdHlwZRgCIAEoCRInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7ChdzdGFydF90b19jbG9zZV9kZWFkbGluZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SPgoNdHJhY2VfY29udGV4dBgHIAMoCzInLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlRyYWNlQ29udGV4dEVudHJ5EjMKB3NlY3JldHMYCCADKAsyIi5leGVjcGxhbi52MS5EaXNwYXRjaC5TZWNyZXRzRW50cnkSFQoNd29ya2Zsb3dfbmFtZRgJIAEoCRIuCg5wcmV2aW91c19lcnJvchhkIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKxAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkSLQoIY2FwYWNpdHkYeCABKAsyGy5leGVjcGxhbi52MS5Xb3JrZXJDYXBhY2l0eRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq8BCg5Xb3JrZXJDYXBhY2l0eRISCgpjcHVfbWlsbGlzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoAxILCgNncHUYAyABKAUSNwoGY3VzdG9tGAQgAygLMicuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkuQ3VzdG9tRW50cnkaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASLCAQoPUmVzb3VyY2VSZXF1ZXN0EhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRI4CgZjdXN0b20YBCADKAsyKC5leGVjcGxhbi52MS5SZXNvdXJjZVJlcXVlc3QuQ3VzdG9tRW50cnkSDwoHaXNvbGF0ZRgFIAEoCBotCgtDdXN0b21FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIoQBCgpBdHRlbXB0UmVmEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiUKBXBoYXNlGAMgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAQgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIjkKDUFzc2lnbm1lbnRBY2sSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYiYwoNVGFza0hlYXJ0YmVhdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIoCghwcm9ncmVzcxgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSK+AQoKVGFza1Jlc3VsdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIoCgZvdXRwdXQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABInCgVlcnJvchgDIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mb0gAEigKCHN1Yl9wbGFuGGQgASgLMhQuZXhlY3BsYW4udjEuU3ViUGxhbkgAQgkKB291dGNvbWUiqAEKB1N1YlBsYW4SEAoGc291cmNlGAEgASgJSAASKQoId29ya2Zsb3cYAiABKAsyFS5leGVjcGxhbi52MS5Xb3JrZmxvd0gAEikKBmZvcm1hdBgDIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdBInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgwKCmRlZmluaXRpb24iNAoMV29ya2VyU3RhdHVzEhIKCmZyZWVfc2xvdHMYASABKA0SEAoIZHJhaW5pbmcYAiABKAgi8AEKD0Nvbm5lY3RSZXNwb25zZRIxCgpyZWdpc3RlcmVkGAEgASgLMh0uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0ZXJlZBIpCgpkaXNwYXRjaGVzGAIgAygLMhUuZXhlY3BsYW4udjEuRGlzcGF0Y2gSKwoHY2FuY2VscxgDIAMoCzIaLmV4ZWNwbGFuLnYxLkNhbmNlbEF0dGVtcHQSIQoFZHJhaW4YBCABKAsyEi5leGVjcGxhbi52MS5EcmFpbhIvCgpyZWplY3Rpb25zGAUgAygLMhsuZXhlY3BsYW4udjEuUmVzdWx0UmVqZWN0ZWQivAEKEFdvcmtlclJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIXCg9hY2tfZGVhZGxpbmVfbXMYAyABKA0SKAoHcmV2b2tlZBgEIAMoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSGAoQbWF4X291dHB1dF9ieXRlcxgFIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgGIAEoDSK2BAoIRGlzcGF0Y2gSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSEQoJdGFza190eXBlGAIgASgJEicKBmlucHV0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjsKF3N0YXJ0X3RvX2Nsb3NlX2RlYWRsaW5lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRoZWFydGJlYXRfdGltZW91dF9tcxgGIAEoDRI+Cg10cmFjZV9jb250ZXh0GAcgAygLMicuZXhlY3BsYW4udjEuRGlzcGF0Y2guVHJhY2VDb250ZXh0RW50cnkSMwoHc2VjcmV0cxgIIAMoCzIiLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlNlY3JldHNFbnRyeRIVCg13b3JrZmxvd19uYW1lGAkgASgJEi4KDnByZXZpb3VzX2Vycm9yGGQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi8KCXJlc291cmNlcxh4IAEoCzIcLmV4ZWNwbGFuLnYxLlJlc291cmNlUmVxdWVzdBozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Worker -> executor. The first message must carry `register`; a `register` in a
@@ -128,6 +128,14 @@ export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
    * @generated from field: string sdk = 7;
    */
   sdk: string;
+
+  /**
+   * What the worker can run at once besides `slots`: the executor places a task
+   * only where its `resources` fit the free capacity.
+   *
+   * @generated from field: execplan.v1.WorkerCapacity capacity = 120;
+   */
+  capacity?: WorkerCapacity | undefined;
 };
 
 /**
@@ -136,6 +144,87 @@ export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
  */
 export const WorkerRegistrationSchema: GenMessage<WorkerRegistration> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 1);
+
+/**
+ * A worker's capacity. cpu_millis or memory_bytes of 0 mean "not declared": such a
+ * worker is not checked for that resource. gpu and custom counters a worker does not
+ * declare are 0: tasks that ask for them never go there.
+ *
+ * @generated from message execplan.v1.WorkerCapacity
+ */
+export type WorkerCapacity = Message<"execplan.v1.WorkerCapacity"> & {
+  /**
+   * @generated from field: int64 cpu_millis = 1;
+   */
+  cpuMillis: bigint;
+
+  /**
+   * @generated from field: int64 memory_bytes = 2;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * @generated from field: int32 gpu = 3;
+   */
+  gpu: number;
+
+  /**
+   * Custom counters, e.g. {"model-slots": 2}; names as `Resources.custom`.
+   *
+   * @generated from field: map<string, int64> custom = 4;
+   */
+  custom: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message execplan.v1.WorkerCapacity.
+ * Use `create(WorkerCapacitySchema)` to create a new message.
+ */
+export const WorkerCapacitySchema: GenMessage<WorkerCapacity> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 2);
+
+/**
+ * What a dispatched attempt asked for (`Task.resources`), so a worker can enforce it.
+ *
+ * @generated from message execplan.v1.ResourceRequest
+ */
+export type ResourceRequest = Message<"execplan.v1.ResourceRequest"> & {
+  /**
+   * @generated from field: int64 cpu_millis = 1;
+   */
+  cpuMillis: bigint;
+
+  /**
+   * @generated from field: int64 memory_bytes = 2;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * @generated from field: int32 gpu = 3;
+   */
+  gpu: number;
+
+  /**
+   * @generated from field: map<string, int64> custom = 4;
+   */
+  custom: { [key: string]: bigint };
+
+  /**
+   * Run the attempt in a child process with enforced memory and CPU time (the
+   * Python SDK: RLIMIT_AS = memory_bytes; RLIMIT_CPU = cpu_millis x the time left
+   * to `start_to_close_deadline`); over the limit fails with "ResourceExhausted".
+   *
+   * @generated from field: bool isolate = 5;
+   */
+  isolate: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.ResourceRequest.
+ * Use `create(ResourceRequestSchema)` to create a new message.
+ */
+export const ResourceRequestSchema: GenMessage<ResourceRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 3);
 
 /**
  * Names one lease: the task, the phase it runs (main, fallback, compensation) and
@@ -171,7 +260,7 @@ export type AttemptRef = Message<"execplan.v1.AttemptRef"> & {
  * Use `create(AttemptRefSchema)` to create a new message.
  */
 export const AttemptRefSchema: GenMessage<AttemptRef> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 2);
+  messageDesc(file_execplan_v1_worker_service, 4);
 
 /**
  * Send one per dispatch within `WorkerRegistered.ack_deadline_ms`, or the attempt is
@@ -195,7 +284,7 @@ export type AssignmentAck = Message<"execplan.v1.AssignmentAck"> & {
  * Use `create(AssignmentAckSchema)` to create a new message.
  */
 export const AssignmentAckSchema: GenMessage<AssignmentAck> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 3);
+  messageDesc(file_execplan_v1_worker_service, 5);
 
 /**
  * Keeps one attempt alive: its `Dispatch.heartbeat_timeout_ms` (the task's
@@ -223,7 +312,7 @@ export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
  * Use `create(TaskHeartbeatSchema)` to create a new message.
  */
 export const TaskHeartbeatSchema: GenMessage<TaskHeartbeat> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 4);
+  messageDesc(file_execplan_v1_worker_service, 6);
 
 /**
  * The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
@@ -278,7 +367,7 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
  * Use `create(TaskResultSchema)` to create a new message.
  */
 export const TaskResultSchema: GenMessage<TaskResult> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 5);
+  messageDesc(file_execplan_v1_worker_service, 7);
 
 /**
  * A sub-workflow a dynamic task answers with. The executor compiles it with the
@@ -325,7 +414,7 @@ export type SubPlan = Message<"execplan.v1.SubPlan"> & {
  * Use `create(SubPlanSchema)` to create a new message.
  */
 export const SubPlanSchema: GenMessage<SubPlan> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 6);
+  messageDesc(file_execplan_v1_worker_service, 8);
 
 /**
  * The worker's own view of its capacity, whenever it changes.
@@ -357,7 +446,7 @@ export type WorkerStatus = Message<"execplan.v1.WorkerStatus"> & {
  * Use `create(WorkerStatusSchema)` to create a new message.
  */
 export const WorkerStatusSchema: GenMessage<WorkerStatus> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 7);
+  messageDesc(file_execplan_v1_worker_service, 9);
 
 /**
  * Executor -> worker. The first message carries `registered`; then any mix of the
@@ -405,7 +494,7 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 8);
+  messageDesc(file_execplan_v1_worker_service, 10);
 
 /**
  * @generated from message execplan.v1.WorkerRegistered
@@ -461,7 +550,7 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
  * Use `create(WorkerRegisteredSchema)` to create a new message.
  */
 export const WorkerRegisteredSchema: GenMessage<WorkerRegistered> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 9);
+  messageDesc(file_execplan_v1_worker_service, 11);
 
 /**
  * @generated from message execplan.v1.Dispatch
@@ -532,6 +621,13 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
    * @generated from field: execplan.v1.ErrorInfo previous_error = 100;
    */
   previousError?: ErrorInfo | undefined;
+
+  /**
+   * The task's resources; unset when it declares none.
+   *
+   * @generated from field: execplan.v1.ResourceRequest resources = 120;
+   */
+  resources?: ResourceRequest | undefined;
 };
 
 /**
@@ -539,7 +635,7 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
  * Use `create(DispatchSchema)` to create a new message.
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 10);
+  messageDesc(file_execplan_v1_worker_service, 12);
 
 /**
  * @generated from message execplan.v1.CancelAttempt
@@ -561,7 +657,7 @@ export type CancelAttempt = Message<"execplan.v1.CancelAttempt"> & {
  * Use `create(CancelAttemptSchema)` to create a new message.
  */
 export const CancelAttemptSchema: GenMessage<CancelAttempt> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 11);
+  messageDesc(file_execplan_v1_worker_service, 13);
 
 /**
  * The executor is shutting down: it dispatches nothing more. Finish the running
@@ -581,7 +677,7 @@ export type Drain = Message<"execplan.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 12);
+  messageDesc(file_execplan_v1_worker_service, 14);
 
 /**
  * An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
@@ -608,7 +704,7 @@ export type ResultRejected = Message<"execplan.v1.ResultRejected"> & {
  * Use `create(ResultRejectedSchema)` to create a new message.
  */
 export const ResultRejectedSchema: GenMessage<ResultRejected> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 13);
+  messageDesc(file_execplan_v1_worker_service, 15);
 
 /**
  * Workers connect with one bidirectional stream, register their capabilities and

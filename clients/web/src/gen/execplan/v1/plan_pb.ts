@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/plan.proto.
  */
 export const file_execplan_v1_plan: GenFile = /*@__PURE__*/
-  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSKSBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo8BCglQbGFuSW5wdXQSDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAMgASgIEicKB2RlZmF1bHQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBSABKAkiTwoIUGxhbkVkZ2USDgoGc291cmNlGAEgASgNEg4KBnRhcmdldBgCIAEoDRIjCgRraW5kGAMgASgOMhUuZXhlY3BsYW4udjEuRWRnZUtpbmQizwYKCFBsYW5Ob2RlEg0KBWluZGV4GAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIpCgdidWlsdGluGAQgASgOMhguZXhlY3BsYW4udjEuQnVpbHRpbktpbmQSEAoIdXBzdHJlYW0YBSADKA0SEgoKZG93bnN0cmVhbRgGIAMoDRINCgVzdGFnZRgHIAEoDRIaChJjcml0aWNhbF9wYXRoX3JhbmsYCCABKAMSEAoIcHJpb3JpdHkYCSABKAUSKQoHdHJpZ2dlchgKIAEoDjIYLmV4ZWNwbGFuLnYxLlRyaWdnZXJSdWxlEioKCWNvbmRpdGlvbhgLIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SJgoIYmluZGluZ3MYDCADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GA0gASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgOIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSKwoIZmFsbGJhY2sYDyABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSLwoMY29tcGVuc2F0aW9uGBAgASgLMhkuZXhlY3BsYW4udjEuUGxhblNpZGVUYXNrEjwKD2NpcmN1aXRfYnJlYWtlchgRIAEoCzIjLmV4ZWNwbGFuLnYxLlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISLwoJcmVzb3VyY2VzGBIgASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VCaW5kaW5nEh0KFWVzdGltYXRlZF9kdXJhdGlvbl9tcxgTIAEoAxITCgtkZXNjcmlwdGlvbhgUIAEoCRIpCghmb3JfZWFjaBhkIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SFAoMbWF4X3BhcmFsbGVsGGUgASgNEicKBnJlcGVhdBhmIAEoCzIXLmV4ZWNwbGFuLnYxLlBsYW5SZXBlYXQSKgoId29ya2Zsb3cYZyABKAsyGC5leGVjcGxhbi52MS5Xb3JrZmxvd1JlZhIPCgdkeW5hbWljGGggASgIIkwKClBsYW5SZXBlYXQSJgoFdW50aWwYASABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uEhYKDm1heF9pdGVyYXRpb25zGAIgASgNIiwKC1dvcmtmbG93UmVmEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIInkKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgSFwoPcmVhZHNfdmFyaWFibGVzGGQgAygJIkEKB0JpbmRpbmcSDAoEbmFtZRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSLzAQoMQmluZGluZ1ZhbHVlEikKB2xpdGVyYWwYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABItCgpleHByZXNzaW9uGAIgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbkgAEikKCHRlbXBsYXRlGAMgASgLMhUuZXhlY3BsYW4udjEuVGVtcGxhdGVIABIsCgZzdHJ1Y3QYBCABKAsyGi5leGVjcGxhbi52MS5CaW5kaW5nU3RydWN0SAASKAoEbGlzdBgFIAEoCzIYLmV4ZWNwbGFuLnYxLkJpbmRpbmdMaXN0SABCBgoEa2luZCI0CghUZW1wbGF0ZRIoCgVwYXJ0cxgBIAMoCzIZLmV4ZWNwbGFuLnYxLlRlbXBsYXRlUGFydCJVCgxUZW1wbGF0ZVBhcnQSDgoEdGV4dBgBIAEoCUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSABCBgoEa2luZCI1Cg1CaW5kaW5nU3RydWN0EiQKBmZpZWxkcxgBIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmciNwoLQmluZGluZ0xpc3QSKAoFaXRlbXMYASADKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUiRAoKUGxhbk91dHB1dBIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlItwBChNSZXNvbHZlZFJldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmppdHRlchgFIAEoARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCSLfAQoQUmVzb2x2ZWRUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i+QEKFlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKwoIb3Blbl9mb3IYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTaGFsZl9vcGVuX21heF9jYWxscxgDIAEoBRIeChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24i6QIKD1Jlc291cmNlQmluZGluZxISCgpjcHVfbWlsbGlzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoAxILCgNncHUYAyABKAUSRwoOcmVxdWlyZV9sYWJlbHMYBCADKAsyLy5leGVjcGxhbi52MS5SZXNvdXJjZUJpbmRpbmcuUmVxdWlyZUxhYmVsc0VudHJ5EkUKDXByZWZlcl9sYWJlbHMYBSADKAsyLi5leGVjcGxhbi52MS5SZXNvdXJjZUJpbmRpbmcuUHJlZmVyTGFiZWxzRW50cnkSEwoLZW52aXJvbm1lbnQYBiABKAkSDwoHc2VjcmV0cxgHIAMoCRo0ChJSZXF1aXJlTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARozChFQcmVmZXJMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKmwKCEVkZ2VLaW5kEhkKFUVER0VfS0lORF9VTlNQRUNJRklFRBAAEhMKD0VER0VfS0lORF9PUkRFUhABEhIKDkVER0VfS0lORF9EQVRBEAISHAoYRURHRV9LSU5EX09SREVSX0FORF9EQVRBEAMqlgEKC0J1aWx0aW5LaW5kEhwKGEJVSUxUSU5fS0lORF9VTlNQRUNJRklFRBAAEhUKEUJVSUxUSU5fS0lORF9OT05FEAESFgoSQlVJTFRJTl9LSU5EX1NMRUVQEAISHwobQlVJTFRJTl9LSU5EX1dBSVRfRk9SX0VWRU5UEAMSGQoVQlVJTFRJTl9LSU5EX1dPUktGTE9XEApiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSLDBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRIvCgtyYXRlX2xpbWl0cxh4IAMoCzIaLmV4ZWNwbGFuLnYxLlBsYW5SYXRlTGltaXQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJmCg1QbGFuUmF0ZUxpbWl0EgwKBG5hbWUYASABKAkSDQoFdW5pdHMYAiABKAMSKQoGcGVyaW9kGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAQgASgDIo8BCglQbGFuSW5wdXQSDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAMgASgIEicKB2RlZmF1bHQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBSABKAkiTwoIUGxhbkVkZ2USDgoGc291cmNlGAEgASgNEg4KBnRhcmdldBgCIAEoDRIjCgRraW5kGAMgASgOMhUuZXhlY3BsYW4udjEuRWRnZUtpbmQi3QcKCFBsYW5Ob2RlEg0KBWluZGV4GAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIpCgdidWlsdGluGAQgASgOMhguZXhlY3BsYW4udjEuQnVpbHRpbktpbmQSEAoIdXBzdHJlYW0YBSADKA0SEgoKZG93bnN0cmVhbRgGIAMoDRINCgVzdGFnZRgHIAEoDRIaChJjcml0aWNhbF9wYXRoX3JhbmsYCCABKAMSEAoIcHJpb3JpdHkYCSABKAUSKQoHdHJpZ2dlchgKIAEoDjIYLmV4ZWNwbGFuLnYxLlRyaWdnZXJSdWxlEioKCWNvbmRpdGlvbhgLIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SJgoIYmluZGluZ3MYDCADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GA0gASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgOIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSKwoIZmFsbGJhY2sYDyABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSLwoMY29tcGVuc2F0aW9uGBAgASgLMhkuZXhlY3BsYW4udjEuUGxhblNpZGVUYXNrEjwKD2NpcmN1aXRfYnJlYWtlchgRIAEoCzIjLmV4ZWNwbGFuLnYxLlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISLwoJcmVzb3VyY2VzGBIgASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VCaW5kaW5nEh0KFWVzdGltYXRlZF9kdXJhdGlvbl9tcxgTIAEoAxITCgtkZXNjcmlwdGlvbhgUIAEoCRIpCghmb3JfZWFjaBhkIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SFAoMbWF4X3BhcmFsbGVsGGUgASgNEicKBnJlcGVhdBhmIAEoCzIXLmV4ZWNwbGFuLnYxLlBsYW5SZXBlYXQSKgoId29ya2Zsb3cYZyABKAsyGC5leGVjcGxhbi52MS5Xb3JrZmxvd1JlZhIPCgdkeW5hbWljGGggASgIEikKBWxpbWl0GHggASgLMhouZXhlY3BsYW4udjEuUmVzb2x2ZWRMaW1pdBI2CgtyYXRlX2xpbWl0cxh5IAMoCzIhLmV4ZWNwbGFuLnYxLlJlc29sdmVkUmF0ZUxpbWl0VXNlEikKBWNhY2hlGHogASgLMhouZXhlY3BsYW4udjEuUmVzb2x2ZWRDYWNoZSJMCgpQbGFuUmVwZWF0EiYKBXVudGlsGAEgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbhIWCg5tYXhfaXRlcmF0aW9ucxgCIAEoDSIsCgtXb3JrZmxvd1JlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiUAoNUmVzb2x2ZWRMaW1pdBIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SCwoDbWF4GAMgASgNIowBChRSZXNvbHZlZFJhdGVMaW1pdFVzZRIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SDQoFdW5pdHMYAyABKAMSMQoQdW5pdHNfZXhwcmVzc2lvbhgEIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24iXQoNUmVzb2x2ZWRDYWNoZRIkCgNrZXkYASABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIInkKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgSFwoPcmVhZHNfdmFyaWFibGVzGGQgAygJIkEKB0JpbmRpbmcSDAoEbmFtZRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSLzAQoMQmluZGluZ1ZhbHVlEikKB2xpdGVyYWwYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABItCgpleHByZXNzaW9uGAIgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbkgAEikKCHRlbXBsYXRlGAMgASgLMhUuZXhlY3BsYW4udjEuVGVtcGxhdGVIABIsCgZzdHJ1Y3QYBCABKAsyGi5leGVjcGxhbi52MS5CaW5kaW5nU3RydWN0SAASKAoEbGlzdBgFIAEoCzIYLmV4ZWNwbGFuLnYxLkJpbmRpbmdMaXN0SABCBgoEa2luZCI0CghUZW1wbGF0ZRIoCgVwYXJ0cxgBIAMoCzIZLmV4ZWNwbGFuLnYxLlRlbXBsYXRlUGFydCJVCgxUZW1wbGF0ZVBhcnQSDgoEdGV4dBgBIAEoCUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSABCBgoEa2luZCI1Cg1CaW5kaW5nU3RydWN0EiQKBmZpZWxkcxgBIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmciNwoLQmluZGluZ0xpc3QSKAoFaXRlbXMYASADKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUiRAoKUGxhbk91dHB1dBIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlItwBChNSZXNvbHZlZFJldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmppdHRlchgFIAEoARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCSLfAQoQUmVzb2x2ZWRUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24inwIKFlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKwoIb3Blbl9mb3IYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTaGFsZl9vcGVuX21heF9jYWxscxgDIAEoBRIeChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24SJAoDa2V5GHggASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbiLjAwoPUmVzb3VyY2VCaW5kaW5nEhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRJHCg5yZXF1aXJlX2xhYmVscxgEIAMoCzIvLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5SZXF1aXJlTGFiZWxzRW50cnkSRQoNcHJlZmVyX2xhYmVscxgFIAMoCzIuLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5QcmVmZXJMYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgGIAEoCRIPCgdzZWNyZXRzGAcgAygJEjgKBmN1c3RvbRh4IAMoCzIoLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5DdXN0b21FbnRyeRIPCgdpc29sYXRlGHkgASgIGjQKElJlcXVpcmVMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjMKEVByZWZlckxhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASpsCghFZGdlS2luZBIZChVFREdFX0tJTkRfVU5TUEVDSUZJRUQQABITCg9FREdFX0tJTkRfT1JERVIQARISCg5FREdFX0tJTkRfREFUQRACEhwKGEVER0VfS0lORF9PUkRFUl9BTkRfREFUQRADKq0BCgtCdWlsdGluS2luZBIcChhCVUlMVElOX0tJTkRfVU5TUEVDSUZJRUQQABIVChFCVUlMVElOX0tJTkRfTk9ORRABEhYKEkJVSUxUSU5fS0lORF9TTEVFUBACEh8KG0JVSUxUSU5fS0lORF9XQUlUX0ZPUl9FVkVOVBADEhkKFUJVSUxUSU5fS0lORF9XT1JLRkxPVxAKEhUKEUJVSUxUSU5fS0lORF9IVFRQEHhiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * ExecutionPlan is the compiled, validated, language-neutral form of a Workflow.
@@ -114,6 +114,13 @@ export type ExecutionPlan = Message<"execplan.v1.ExecutionPlan"> & {
    * @generated from field: uint32 format_version = 15;
    */
   formatVersion: number;
+
+  /**
+   * Token buckets declared by the workflow, sorted by name.
+   *
+   * @generated from field: repeated execplan.v1.PlanRateLimit rate_limits = 120;
+   */
+  rateLimits: PlanRateLimit[];
 };
 
 /**
@@ -122,6 +129,40 @@ export type ExecutionPlan = Message<"execplan.v1.ExecutionPlan"> & {
  */
 export const ExecutionPlanSchema: GenMessage<ExecutionPlan> = /*@__PURE__*/
   messageDesc(file_execplan_v1_plan, 0);
+
+/**
+ * A token bucket declared by the workflow: `units` per `period`, holding `burst`.
+ *
+ * @generated from message execplan.v1.PlanRateLimit
+ */
+export type PlanRateLimit = Message<"execplan.v1.PlanRateLimit"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: int64 units = 2;
+   */
+  units: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration period = 3;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * @generated from field: int64 burst = 4;
+   */
+  burst: bigint;
+};
+
+/**
+ * Describes the message execplan.v1.PlanRateLimit.
+ * Use `create(PlanRateLimitSchema)` to create a new message.
+ */
+export const PlanRateLimitSchema: GenMessage<PlanRateLimit> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 1);
 
 /**
  * @generated from message execplan.v1.PlanInput
@@ -158,7 +199,7 @@ export type PlanInput = Message<"execplan.v1.PlanInput"> & {
  * Use `create(PlanInputSchema)` to create a new message.
  */
 export const PlanInputSchema: GenMessage<PlanInput> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 1);
+  messageDesc(file_execplan_v1_plan, 2);
 
 /**
  * @generated from message execplan.v1.PlanEdge
@@ -185,7 +226,7 @@ export type PlanEdge = Message<"execplan.v1.PlanEdge"> & {
  * Use `create(PlanEdgeSchema)` to create a new message.
  */
 export const PlanEdgeSchema: GenMessage<PlanEdge> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 2);
+  messageDesc(file_execplan_v1_plan, 3);
 
 /**
  * @generated from message execplan.v1.PlanNode
@@ -339,6 +380,25 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
    * @generated from field: bool dynamic = 104;
    */
   dynamic: boolean;
+
+  /**
+   * Absent when the task has no concurrency limit.
+   *
+   * @generated from field: execplan.v1.ResolvedLimit limit = 120;
+   */
+  limit?: ResolvedLimit | undefined;
+
+  /**
+   * @generated from field: repeated execplan.v1.ResolvedRateLimitUse rate_limits = 121;
+   */
+  rateLimits: ResolvedRateLimitUse[];
+
+  /**
+   * Absent when the task is not cached.
+   *
+   * @generated from field: execplan.v1.ResolvedCache cache = 122;
+   */
+  cache?: ResolvedCache | undefined;
 };
 
 /**
@@ -346,7 +406,7 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
  * Use `create(PlanNodeSchema)` to create a new message.
  */
 export const PlanNodeSchema: GenMessage<PlanNode> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 3);
+  messageDesc(file_execplan_v1_plan, 4);
 
 /**
  * A compiled `repeat`.
@@ -370,7 +430,7 @@ export type PlanRepeat = Message<"execplan.v1.PlanRepeat"> & {
  * Use `create(PlanRepeatSchema)` to create a new message.
  */
 export const PlanRepeatSchema: GenMessage<PlanRepeat> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 4);
+  messageDesc(file_execplan_v1_plan, 5);
 
 /**
  * A registered workflow by name: `version` empty means the latest registered.
@@ -394,7 +454,106 @@ export type WorkflowRef = Message<"execplan.v1.WorkflowRef"> & {
  * Use `create(WorkflowRefSchema)` to create a new message.
  */
 export const WorkflowRefSchema: GenMessage<WorkflowRef> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 5);
+  messageDesc(file_execplan_v1_plan, 6);
+
+/**
+ * A concurrency limit across executions (`Task.limit`).
+ *
+ * @generated from message execplan.v1.ResolvedLimit
+ */
+export type ResolvedLimit = Message<"execplan.v1.ResolvedLimit"> & {
+  /**
+   * The limit's name (the task type unless the workflow named it).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Unset: one key for every task of the limit.
+   *
+   * @generated from field: execplan.v1.Expression key = 2;
+   */
+  key?: Expression | undefined;
+
+  /**
+   * @generated from field: uint32 max = 3;
+   */
+  max: number;
+};
+
+/**
+ * Describes the message execplan.v1.ResolvedLimit.
+ * Use `create(ResolvedLimitSchema)` to create a new message.
+ */
+export const ResolvedLimitSchema: GenMessage<ResolvedLimit> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 7);
+
+/**
+ * Units an attempt takes from a token bucket.
+ *
+ * @generated from message execplan.v1.ResolvedRateLimitUse
+ */
+export type ResolvedRateLimitUse = Message<"execplan.v1.ResolvedRateLimitUse"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Unset: one bucket for every key.
+   *
+   * @generated from field: execplan.v1.Expression key = 2;
+   */
+  key?: Expression | undefined;
+
+  /**
+   * Units per attempt, unless `units_expression` is set.
+   *
+   * @generated from field: int64 units = 3;
+   */
+  units: bigint;
+
+  /**
+   * @generated from field: execplan.v1.Expression units_expression = 4;
+   */
+  unitsExpression?: Expression | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.ResolvedRateLimitUse.
+ * Use `create(ResolvedRateLimitUseSchema)` to create a new message.
+ */
+export const ResolvedRateLimitUseSchema: GenMessage<ResolvedRateLimitUse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 8);
+
+/**
+ * Task result caching: entries are per task type and key value.
+ *
+ * @generated from message execplan.v1.ResolvedCache
+ */
+export type ResolvedCache = Message<"execplan.v1.ResolvedCache"> & {
+  /**
+   * Unset: a digest of the task type and its resolved inputs.
+   *
+   * @generated from field: execplan.v1.Expression key = 1;
+   */
+  key?: Expression | undefined;
+
+  /**
+   * Zero: entries never expire (until purged).
+   *
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.ResolvedCache.
+ * Use `create(ResolvedCacheSchema)` to create a new message.
+ */
+export const ResolvedCacheSchema: GenMessage<ResolvedCache> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 9);
 
 /**
  * A fallback or compensation task with its own resolved policies.
@@ -435,7 +594,7 @@ export type PlanSideTask = Message<"execplan.v1.PlanSideTask"> & {
  * Use `create(PlanSideTaskSchema)` to create a new message.
  */
 export const PlanSideTaskSchema: GenMessage<PlanSideTask> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 6);
+  messageDesc(file_execplan_v1_plan, 10);
 
 /**
  * A compiled CEL expression and what it reads.
@@ -485,7 +644,7 @@ export type Expression = Message<"execplan.v1.Expression"> & {
  * Use `create(ExpressionSchema)` to create a new message.
  */
 export const ExpressionSchema: GenMessage<Expression> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 7);
+  messageDesc(file_execplan_v1_plan, 11);
 
 /**
  * @generated from message execplan.v1.Binding
@@ -507,7 +666,7 @@ export type Binding = Message<"execplan.v1.Binding"> & {
  * Use `create(BindingSchema)` to create a new message.
  */
 export const BindingSchema: GenMessage<Binding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 8);
+  messageDesc(file_execplan_v1_plan, 12);
 
 /**
  * A value that is either fully literal or has expressions somewhere inside.
@@ -566,7 +725,7 @@ export type BindingValue = Message<"execplan.v1.BindingValue"> & {
  * Use `create(BindingValueSchema)` to create a new message.
  */
 export const BindingValueSchema: GenMessage<BindingValue> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 9);
+  messageDesc(file_execplan_v1_plan, 13);
 
 /**
  * @generated from message execplan.v1.Template
@@ -583,7 +742,7 @@ export type Template = Message<"execplan.v1.Template"> & {
  * Use `create(TemplateSchema)` to create a new message.
  */
 export const TemplateSchema: GenMessage<Template> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 10);
+  messageDesc(file_execplan_v1_plan, 14);
 
 /**
  * @generated from message execplan.v1.TemplatePart
@@ -612,7 +771,7 @@ export type TemplatePart = Message<"execplan.v1.TemplatePart"> & {
  * Use `create(TemplatePartSchema)` to create a new message.
  */
 export const TemplatePartSchema: GenMessage<TemplatePart> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 11);
+  messageDesc(file_execplan_v1_plan, 15);
 
 /**
  * @generated from message execplan.v1.BindingStruct
@@ -629,7 +788,7 @@ export type BindingStruct = Message<"execplan.v1.BindingStruct"> & {
  * Use `create(BindingStructSchema)` to create a new message.
  */
 export const BindingStructSchema: GenMessage<BindingStruct> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 12);
+  messageDesc(file_execplan_v1_plan, 16);
 
 /**
  * @generated from message execplan.v1.BindingList
@@ -646,7 +805,7 @@ export type BindingList = Message<"execplan.v1.BindingList"> & {
  * Use `create(BindingListSchema)` to create a new message.
  */
 export const BindingListSchema: GenMessage<BindingList> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 13);
+  messageDesc(file_execplan_v1_plan, 17);
 
 /**
  * @generated from message execplan.v1.PlanOutput
@@ -668,7 +827,7 @@ export type PlanOutput = Message<"execplan.v1.PlanOutput"> & {
  * Use `create(PlanOutputSchema)` to create a new message.
  */
 export const PlanOutputSchema: GenMessage<PlanOutput> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 14);
+  messageDesc(file_execplan_v1_plan, 18);
 
 /**
  * A retry policy with every default applied.
@@ -712,7 +871,7 @@ export type ResolvedRetryPolicy = Message<"execplan.v1.ResolvedRetryPolicy"> & {
  * Use `create(ResolvedRetryPolicySchema)` to create a new message.
  */
 export const ResolvedRetryPolicySchema: GenMessage<ResolvedRetryPolicy> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 15);
+  messageDesc(file_execplan_v1_plan, 19);
 
 /**
  * Timeouts with defaults applied; a zero duration means no limit.
@@ -746,7 +905,7 @@ export type ResolvedTimeouts = Message<"execplan.v1.ResolvedTimeouts"> & {
  * Use `create(ResolvedTimeoutsSchema)` to create a new message.
  */
 export const ResolvedTimeoutsSchema: GenMessage<ResolvedTimeouts> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 16);
+  messageDesc(file_execplan_v1_plan, 20);
 
 /**
  * A circuit breaker with defaults applied; absent on nodes without one.
@@ -783,6 +942,13 @@ export type ResolvedCircuitBreaker = Message<"execplan.v1.ResolvedCircuitBreaker
    * @generated from field: execplan.v1.BreakerOpenAction on_open = 6;
    */
   onOpen: BreakerOpenAction;
+
+  /**
+   * Unset: one breaker per task type; else one per task type and key value.
+   *
+   * @generated from field: execplan.v1.Expression key = 120;
+   */
+  key?: Expression | undefined;
 };
 
 /**
@@ -790,7 +956,7 @@ export type ResolvedCircuitBreaker = Message<"execplan.v1.ResolvedCircuitBreaker
  * Use `create(ResolvedCircuitBreakerSchema)` to create a new message.
  */
 export const ResolvedCircuitBreakerSchema: GenMessage<ResolvedCircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 17);
+  messageDesc(file_execplan_v1_plan, 21);
 
 /**
  * What a worker must provide to run a node.
@@ -834,6 +1000,20 @@ export type ResourceBinding = Message<"execplan.v1.ResourceBinding"> & {
    * @generated from field: repeated string secrets = 7;
    */
   secrets: string[];
+
+  /**
+   * Custom counters (`Resources.custom`) the task takes from a worker's capacity.
+   *
+   * @generated from field: map<string, int64> custom = 120;
+   */
+  custom: { [key: string]: bigint };
+
+  /**
+   * Run the attempt in an isolated child process with enforced limits.
+   *
+   * @generated from field: bool isolate = 121;
+   */
+  isolate: boolean;
 };
 
 /**
@@ -841,7 +1021,7 @@ export type ResourceBinding = Message<"execplan.v1.ResourceBinding"> & {
  * Use `create(ResourceBindingSchema)` to create a new message.
  */
 export const ResourceBindingSchema: GenMessage<ResourceBinding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 18);
+  messageDesc(file_execplan_v1_plan, 22);
 
 /**
  * @generated from enum execplan.v1.EdgeKind
@@ -914,6 +1094,13 @@ export enum BuiltinKind {
    * @generated from enum value: BUILTIN_KIND_WORKFLOW = 10;
    */
   WORKFLOW = 10,
+
+  /**
+   * `builtin.http`: one HTTP request to the origin the workflow names.
+   *
+   * @generated from enum value: BUILTIN_KIND_HTTP = 120;
+   */
+  HTTP = 120,
 }
 
 /**

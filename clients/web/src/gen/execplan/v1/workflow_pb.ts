@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/workflow.proto.
  */
 export const file_execplan_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("ChpleGVjcGxhbi92MS93b3JrZmxvdy5wcm90bxILZXhlY3BsYW4udjEixgQKCFdvcmtmbG93EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIxCgZpbnB1dHMYBCADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5JbnB1dHNFbnRyeRIrCghkZWZhdWx0cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tEZWZhdWx0cxIqCgpvbl9mYWlsdXJlGAYgASgOMhYuZXhlY3BsYW4udjEuT25GYWlsdXJlEhQKDG1heF9wYXJhbGxlbBgHIAEoDRIgCgV0YXNrcxgIIAMoCzIRLmV4ZWNwbGFuLnYxLlRhc2sSMwoHb3V0cHV0cxgJIAMoCzIiLmV4ZWNwbGFuLnYxLldvcmtmbG93Lk91dHB1dHNFbnRyeRIcChRwYXVzZV9hZnRlcl9mYWlsdXJlcxgKIAEoDRIxCgZsYWJlbHMYCyADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5MYWJlbHNFbnRyeRpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5leGVjcGxhbi52MS5JbnB1dFNwZWM6AjgBGkYKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigQEKCUlucHV0U3BlYxIkCgR0eXBlGAEgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAIgASgIEicKB2RlZmF1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBCABKAkikAIKDFRhc2tEZWZhdWx0cxInCgVyZXRyeRgBIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAIgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSNAoPY2lyY3VpdF9icmVha2VyGAMgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAQgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgFIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIVCghwcmlvcml0eRgGIAEoBUgAiAEBQgsKCV9wcmlvcml0eSKMBgoEVGFzaxIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEhIKCmRlcGVuZHNfb24YAyADKAkSLQoGaW5wdXRzGAQgAygLMh0uZXhlY3BsYW4udjEuVGFzay5JbnB1dHNFbnRyeRIMCgR3aGVuGAUgASgJEikKB3RyaWdnZXIYBiABKA4yGC5leGVjcGxhbi52MS5UcmlnZ2VyUnVsZRInCgVyZXRyeRgHIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAggASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMSJwoIZmFsbGJhY2sYCSABKAsyFS5leGVjcGxhbi52MS5GYWxsYmFjaxIvCgxjb21wZW5zYXRpb24YCiABKAsyGS5leGVjcGxhbi52MS5Db21wZW5zYXRpb24SNAoPY2lyY3VpdF9icmVha2VyGAsgASgLMhsuZXhlY3BsYW4udjEuQ2lyY3VpdEJyZWFrZXISKQoJcGxhY2VtZW50GAwgASgLMhYuZXhlY3BsYW4udjEuUGxhY2VtZW50EikKCXJlc291cmNlcxgNIAEoCzIWLmV4ZWNwbGFuLnYxLlJlc291cmNlcxIPCgdzZWNyZXRzGA4gAygJEhUKCHByaW9yaXR5GA8gASgFSACIAQESNQoSZXN0aW1hdGVkX2R1cmF0aW9uGBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGBEgASgJEhAKCGZvcl9lYWNoGGQgASgJEhQKDG1heF9wYXJhbGxlbBhlIAEoDRIjCgZyZXBlYXQYZiABKAsyEy5leGVjcGxhbi52MS5SZXBlYXQSEAoId29ya2Zsb3cYZyABKAkSDwoHZHluYW1pYxhoIAEoCBpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBQgsKCV9wcmlvcml0eSIvCgZSZXBlYXQSDQoFdW50aWwYASABKAkSFgoObWF4X2l0ZXJhdGlvbnMYAiABKA0ilwIKC1JldHJ5UG9saWN5EhkKDG1heF9hdHRlbXB0cxgBIAEoBUgAiAEBEjMKEGluaXRpYWxfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTYmFja29mZl9jb2VmZmljaWVudBgDIAEoAUgBiAEBEi8KDG1heF9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhITCgZqaXR0ZXIYBSABKAFIAogBARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCUIPCg1fbWF4X2F0dGVtcHRzQhYKFF9iYWNrb2ZmX2NvZWZmaWNpZW50QgkKB19qaXR0ZXIi1wEKCFRpbWVvdXRzEjQKEXNjaGVkdWxlX3RvX3N0YXJ0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDnN0YXJ0X3RvX2Nsb3NlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCWhlYXJ0YmVhdBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFzY2hlZHVsZV90b19jbG9zZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLkAQoIRmFsbGJhY2sSDAoEdHlwZRgBIAEoCRIxCgZpbnB1dHMYAiADKAsyIS5leGVjcGxhbi52MS5GYWxsYmFjay5JbnB1dHNFbnRyeRInCgVyZXRyeRgDIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAQgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMaRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ASLsAQoMQ29tcGVuc2F0aW9uEgwKBHR5cGUYASABKAkSNQoGaW5wdXRzGAIgAygLMiUuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uLklucHV0c0VudHJ5EicKBXJldHJ5GAMgASgLMhguZXhlY3BsYW4udjEuUmV0cnlQb2xpY3kSJwoIdGltZW91dHMYBCABKAsyFS5leGVjcGxhbi52MS5UaW1lb3V0cxpFCgtJbnB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIskCCg5DaXJjdWl0QnJlYWtlchIeChFmYWlsdXJlX3RocmVzaG9sZBgBIAEoBUgAiAEBEisKCG9wZW5fZm9yGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiAKE2hhbGZfb3Blbl9tYXhfY2FsbHMYAyABKAVIAYgBARIjChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBSAKIAQESKQoGd2luZG93GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KB29uX29wZW4YBiABKA4yHi5leGVjcGxhbi52MS5CcmVha2VyT3BlbkFjdGlvbkIUChJfZmFpbHVyZV90aHJlc2hvbGRCFgoUX2hhbGZfb3Blbl9tYXhfY2FsbHNCGQoXX2ZhaWx1cmVfcmF0ZV90aHJlc2hvbGQi6QEKCVBsYWNlbWVudBI0CgdyZXF1aXJlGAEgAygLMiMuZXhlY3BsYW4udjEuUGxhY2VtZW50LlJlcXVpcmVFbnRyeRIyCgZwcmVmZXIYAiADKAsyIi5leGVjcGxhbi52MS5QbGFjZW1lbnQuUHJlZmVyRW50cnkSEwoLZW52aXJvbm1lbnQYAyABKAkaLgoMUmVxdWlyZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLUHJlZmVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCglSZXNvdXJjZXMSCwoDY3B1GAEgASgJEg4KBm1lbW9yeRgCIAEoCRIQCgNncHUYAyABKAVIAIgBAUIGCgRfZ3B1KnUKCU9uRmFpbHVyZRIaChZPTl9GQUlMVVJFX1VOU1BFQ0lGSUVEEAASGAoUT05fRkFJTFVSRV9GQUlMX0ZBU1QQARIXChNPTl9GQUlMVVJFX0NPTlRJTlVFEAISGQoVT05fRkFJTFVSRV9DT01QRU5TQVRFEAMqnwEKC1RyaWdnZXJSdWxlEhwKGFRSSUdHRVJfUlVMRV9VTlNQRUNJRklFRBAAEhwKGFRSSUdHRVJfUlVMRV9BTExfU1VDQ0VTUxABEhkKFVRSSUdHRVJfUlVMRV9BTExfRE9ORRACEhwKGFRSSUdHRVJfUlVMRV9PTkVfU1VDQ0VTUxADEhsKF1RSSUdHRVJfUlVMRV9BTExfRkFJTEVEEAQqxgEKCUlucHV0VHlwZRIaChZJTlBVVF9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRSU5QVVRfVFlQRV9TVFJJTkcQARIVChFJTlBVVF9UWVBFX05VTUJFUhACEhYKEklOUFVUX1RZUEVfSU5URUdFUhADEhYKEklOUFVUX1RZUEVfQk9PTEVBThAEEhUKEUlOUFVUX1RZUEVfT0JKRUNUEAUSFAoQSU5QVVRfVFlQRV9BUlJBWRAGEhIKDklOUFVUX1RZUEVfQU5ZEAcqeQoRQnJlYWtlck9wZW5BY3Rpb24SIwofQlJFQUtFUl9PUEVOX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGEJSRUFLRVJfT1BFTl9BQ1RJT05fUEFSSxABEiEKHUJSRUFLRVJfT1BFTl9BQ1RJT05fRkFJTF9GQVNUEAJiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChpleGVjcGxhbi92MS93b3JrZmxvdy5wcm90bxILZXhlY3BsYW4udjEi/QQKCFdvcmtmbG93EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIxCgZpbnB1dHMYBCADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5JbnB1dHNFbnRyeRIrCghkZWZhdWx0cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tEZWZhdWx0cxIqCgpvbl9mYWlsdXJlGAYgASgOMhYuZXhlY3BsYW4udjEuT25GYWlsdXJlEhQKDG1heF9wYXJhbGxlbBgHIAEoDRIgCgV0YXNrcxgIIAMoCzIRLmV4ZWNwbGFuLnYxLlRhc2sSMwoHb3V0cHV0cxgJIAMoCzIiLmV4ZWNwbGFuLnYxLldvcmtmbG93Lk91dHB1dHNFbnRyeRIcChRwYXVzZV9hZnRlcl9mYWlsdXJlcxgKIAEoDRIxCgZsYWJlbHMYCyADKAsyIS5leGVjcGxhbi52MS5Xb3JrZmxvdy5MYWJlbHNFbnRyeRI1CgtyYXRlX2xpbWl0cxh4IAMoCzIgLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdERlZmluaXRpb24aRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZXhlY3BsYW4udjEuSW5wdXRTcGVjOgI4ARpGCgxPdXRwdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoEBCglJbnB1dFNwZWMSJAoEdHlwZRgBIAEoDjIWLmV4ZWNwbGFuLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgCIAEoCBInCgdkZWZhdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAQgASgJIpACCgxUYXNrRGVmYXVsdHMSJwoFcmV0cnkYASABKAsyGC5leGVjcGxhbi52MS5SZXRyeVBvbGljeRInCgh0aW1lb3V0cxgCIAEoCzIVLmV4ZWNwbGFuLnYxLlRpbWVvdXRzEjQKD2NpcmN1aXRfYnJlYWtlchgDIAEoCzIbLmV4ZWNwbGFuLnYxLkNpcmN1aXRCcmVha2VyEikKCXBsYWNlbWVudBgEIAEoCzIWLmV4ZWNwbGFuLnYxLlBsYWNlbWVudBIpCglyZXNvdXJjZXMYBSABKAsyFi5leGVjcGxhbi52MS5SZXNvdXJjZXMSFQoIcHJpb3JpdHkYBiABKAVIAIgBAUILCglfcHJpb3JpdHkijQcKBFRhc2sSCgoCaWQYASABKAkSDAoEdHlwZRgCIAEoCRISCgpkZXBlbmRzX29uGAMgAygJEi0KBmlucHV0cxgEIAMoCzIdLmV4ZWNwbGFuLnYxLlRhc2suSW5wdXRzRW50cnkSDAoEd2hlbhgFIAEoCRIpCgd0cmlnZ2VyGAYgASgOMhguZXhlY3BsYW4udjEuVHJpZ2dlclJ1bGUSJwoFcmV0cnkYByABKAsyGC5leGVjcGxhbi52MS5SZXRyeVBvbGljeRInCgh0aW1lb3V0cxgIIAEoCzIVLmV4ZWNwbGFuLnYxLlRpbWVvdXRzEicKCGZhbGxiYWNrGAkgASgLMhUuZXhlY3BsYW4udjEuRmFsbGJhY2sSLwoMY29tcGVuc2F0aW9uGAogASgLMhkuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uEjQKD2NpcmN1aXRfYnJlYWtlchgLIAEoCzIbLmV4ZWNwbGFuLnYxLkNpcmN1aXRCcmVha2VyEikKCXBsYWNlbWVudBgMIAEoCzIWLmV4ZWNwbGFuLnYxLlBsYWNlbWVudBIpCglyZXNvdXJjZXMYDSABKAsyFi5leGVjcGxhbi52MS5SZXNvdXJjZXMSDwoHc2VjcmV0cxgOIAMoCRIVCghwcmlvcml0eRgPIAEoBUgAiAEBEjUKEmVzdGltYXRlZF9kdXJhdGlvbhgQIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhITCgtkZXNjcmlwdGlvbhgRIAEoCRIQCghmb3JfZWFjaBhkIAEoCRIUCgxtYXhfcGFyYWxsZWwYZSABKA0SIwoGcmVwZWF0GGYgASgLMhMuZXhlY3BsYW4udjEuUmVwZWF0EhAKCHdvcmtmbG93GGcgASgJEg8KB2R5bmFtaWMYaCABKAgSLAoFbGltaXQYeCABKAsyHS5leGVjcGxhbi52MS5Db25jdXJyZW5jeUxpbWl0Ei4KC3JhdGVfbGltaXRzGHkgAygLMhkuZXhlY3BsYW4udjEuUmF0ZUxpbWl0VXNlEiEKBWNhY2hlGHogASgLMhIuZXhlY3BsYW4udjEuQ2FjaGUaRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4AUILCglfcHJpb3JpdHkiLwoGUmVwZWF0Eg0KBXVudGlsGAEgASgJEhYKDm1heF9pdGVyYXRpb25zGAIgASgNIjoKEENvbmN1cnJlbmN5TGltaXQSCwoDa2V5GAEgASgJEgsKA21heBgCIAEoDRIMCgRuYW1lGAMgASgJIkAKE1JhdGVMaW1pdERlZmluaXRpb24SDAoEbmFtZRgBIAEoCRIMCgRyYXRlGAIgASgJEg0KBWJ1cnN0GAMgASgNIjgKDFJhdGVMaW1pdFVzZRIMCgRuYW1lGAEgASgJEgsKA2tleRgCIAEoCRINCgV1bml0cxgDIAEoCSI8CgVDYWNoZRILCgNrZXkYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpcCCgtSZXRyeVBvbGljeRIZCgxtYXhfYXR0ZW1wdHMYASABKAVIAIgBARIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiAKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAFIAYgBARIvCgxtYXhfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoGaml0dGVyGAUgASgBSAKIAQESHAoUbm9uX3JldHJ5YWJsZV9lcnJvcnMYBiADKAlCDwoNX21heF9hdHRlbXB0c0IWChRfYmFja29mZl9jb2VmZmljaWVudEIJCgdfaml0dGVyItcBCghUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i5AEKCEZhbGxiYWNrEgwKBHR5cGUYASABKAkSMQoGaW5wdXRzGAIgAygLMiEuZXhlY3BsYW4udjEuRmFsbGJhY2suSW5wdXRzRW50cnkSJwoFcmV0cnkYAyABKAsyGC5leGVjcGxhbi52MS5SZXRyeVBvbGljeRInCgh0aW1lb3V0cxgEIAEoCzIVLmV4ZWNwbGFuLnYxLlRpbWVvdXRzGkUKC0lucHV0c0VudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZToCOAEi7AEKDENvbXBlbnNhdGlvbhIMCgR0eXBlGAEgASgJEjUKBmlucHV0cxgCIAMoCzIlLmV4ZWNwbGFuLnYxLkNvbXBlbnNhdGlvbi5JbnB1dHNFbnRyeRInCgVyZXRyeRgDIAEoCzIYLmV4ZWNwbGFuLnYxLlJldHJ5UG9saWN5EicKCHRpbWVvdXRzGAQgASgLMhUuZXhlY3BsYW4udjEuVGltZW91dHMaRQoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ASLWAgoOQ2lyY3VpdEJyZWFrZXISHgoRZmFpbHVyZV90aHJlc2hvbGQYASABKAVIAIgBARIrCghvcGVuX2ZvchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIgChNoYWxmX29wZW5fbWF4X2NhbGxzGAMgASgFSAGIAQESIwoWZmFpbHVyZV9yYXRlX3RocmVzaG9sZBgEIAEoAUgCiAEBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24SCwoDa2V5GHggASgJQhQKEl9mYWlsdXJlX3RocmVzaG9sZEIWChRfaGFsZl9vcGVuX21heF9jYWxsc0IZChdfZmFpbHVyZV9yYXRlX3RocmVzaG9sZCLpAQoJUGxhY2VtZW50EjQKB3JlcXVpcmUYASADKAsyIy5leGVjcGxhbi52MS5QbGFjZW1lbnQuUmVxdWlyZUVudHJ5EjIKBnByZWZlchgCIAMoCzIiLmV4ZWNwbGFuLnYxLlBsYWNlbWVudC5QcmVmZXJFbnRyeRITCgtlbnZpcm9ubWVudBgDIAEoCRouCgxSZXF1aXJlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtQcmVmZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrYBCglSZXNvdXJjZXMSCwoDY3B1GAEgASgJEg4KBm1lbW9yeRgCIAEoCRIQCgNncHUYAyABKAVIAIgBARIyCgZjdXN0b20YeCADKAsyIi5leGVjcGxhbi52MS5SZXNvdXJjZXMuQ3VzdG9tRW50cnkSDwoHaXNvbGF0ZRh5IAEoCBotCgtDdXN0b21FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBQgYKBF9ncHUqdQoJT25GYWlsdXJlEhoKFk9OX0ZBSUxVUkVfVU5TUEVDSUZJRUQQABIYChRPTl9GQUlMVVJFX0ZBSUxfRkFTVBABEhcKE09OX0ZBSUxVUkVfQ09OVElOVUUQAhIZChVPTl9GQUlMVVJFX0NPTVBFTlNBVEUQAyqfAQoLVHJpZ2dlclJ1bGUSHAoYVFJJR0dFUl9SVUxFX1VOU1BFQ0lGSUVEEAASHAoYVFJJR0dFUl9SVUxFX0FMTF9TVUNDRVNTEAESGQoVVFJJR0dFUl9SVUxFX0FMTF9ET05FEAISHAoYVFJJR0dFUl9SVUxFX09ORV9TVUNDRVNTEAMSGwoXVFJJR0dFUl9SVUxFX0FMTF9GQUlMRUQQBCrGAQoJSW5wdXRUeXBlEhoKFklOUFVUX1RZUEVfVU5TUEVDSUZJRUQQABIVChFJTlBVVF9UWVBFX1NUUklORxABEhUKEUlOUFVUX1RZUEVfTlVNQkVSEAISFgoSSU5QVVRfVFlQRV9JTlRFR0VSEAMSFgoSSU5QVVRfVFlQRV9CT09MRUFOEAQSFQoRSU5QVVRfVFlQRV9PQkpFQ1QQBRIUChBJTlBVVF9UWVBFX0FSUkFZEAYSEgoOSU5QVVRfVFlQRV9BTlkQByp5ChFCcmVha2VyT3BlbkFjdGlvbhIjCh9CUkVBS0VSX09QRU5fQUNUSU9OX1VOU1BFQ0lGSUVEEAASHAoYQlJFQUtFUl9PUEVOX0FDVElPTl9QQVJLEAESIQodQlJFQUtFUl9PUEVOX0FDVElPTl9GQUlMX0ZBU1QQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Workflow is the authoring format (WDL). A YAML or JSON document maps one-to-one
@@ -90,6 +90,15 @@ export type Workflow = Message<"execplan.v1.Workflow"> & {
    * @generated from field: map<string, string> labels = 11;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Token buckets this workflow's tasks may consume (`Task.rate_limits`). A bucket
+   * registered on the server under the same name (`execplan limits set`) wins over
+   * these; a name used by tasks but declared nowhere waits for one to be registered.
+   *
+   * @generated from field: repeated execplan.v1.RateLimitDefinition rate_limits = 120;
+   */
+  rateLimits: RateLimitDefinition[];
 };
 
 /**
@@ -188,7 +197,7 @@ export type Task = Message<"execplan.v1.Task"> & {
 
   /**
    * The capability a worker must have registered, or a built-in (`builtin.sleep`,
-   * `builtin.wait_for_event`) that runs inside the executor.
+   * `builtin.wait_for_event`, `builtin.http`) that runs inside the executor.
    *
    * @generated from field: string type = 2;
    */
@@ -324,6 +333,30 @@ export type Task = Message<"execplan.v1.Task"> & {
    * @generated from field: bool dynamic = 104;
    */
   dynamic: boolean;
+
+  /**
+   * Concurrency limit shared by every execution and replica: at most `max` attempts
+   * with the same limit name and key value run at once; the others stay queued
+   * without spending an attempt.
+   *
+   * @generated from field: execplan.v1.ConcurrencyLimit limit = 120;
+   */
+  limit?: ConcurrencyLimit | undefined;
+
+  /**
+   * Token buckets every attempt takes units from before it is dispatched.
+   *
+   * @generated from field: repeated execplan.v1.RateLimitUse rate_limits = 121;
+   */
+  rateLimits: RateLimitUse[];
+
+  /**
+   * Reuse the output of an earlier successful run with the same cache key instead of
+   * running the task (recorded as a cache hit in the history).
+   *
+   * @generated from field: execplan.v1.Cache cache = 122;
+   */
+  cache?: Cache | undefined;
 };
 
 /**
@@ -361,6 +394,148 @@ export type Repeat = Message<"execplan.v1.Repeat"> & {
  */
 export const RepeatSchema: GenMessage<Repeat> = /*@__PURE__*/
   messageDesc(file_execplan_v1_workflow, 4);
+
+/**
+ * A concurrency limit across executions (`Task.limit`), e.g.
+ * `limit: {key: "inputs.model", max: 4}`.
+ *
+ * @generated from message execplan.v1.ConcurrencyLimit
+ */
+export type ConcurrencyLimit = Message<"execplan.v1.ConcurrencyLimit"> & {
+  /**
+   * CEL over `inputs` (the task's resolved inputs), `workflow.inputs` and
+   * `execution`, evaluated when the task is queued; its value (a string, number or
+   * boolean) is the key: each key value has its own `max`. Empty: one key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Attempts with the same name and key running at once, across every execution;
+   * at least 1.
+   *
+   * @generated from field: uint32 max = 2;
+   */
+  max: number;
+
+  /**
+   * Tasks share a limit by naming it; default: the task type.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message execplan.v1.ConcurrencyLimit.
+ * Use `create(ConcurrencyLimitSchema)` to create a new message.
+ */
+export const ConcurrencyLimitSchema: GenMessage<ConcurrencyLimit> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_workflow, 5);
+
+/**
+ * A token bucket declared in the workflow (`Workflow.rate_limits`).
+ *
+ * @generated from message execplan.v1.RateLimitDefinition
+ */
+export type RateLimitDefinition = Message<"execplan.v1.RateLimitDefinition"> & {
+  /**
+   * [a-z0-9][a-z0-9._-]*, e.g. "openai-rpm".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Units per period: "60/m", "10/s", "1000/h", "5000/d" or "5/30s".
+   *
+   * @generated from field: string rate = 2;
+   */
+  rate: string;
+
+  /**
+   * Units the bucket holds when full (what may go at once after a quiet spell);
+   * default: the units of `rate`.
+   *
+   * @generated from field: uint32 burst = 3;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message execplan.v1.RateLimitDefinition.
+ * Use `create(RateLimitDefinitionSchema)` to create a new message.
+ */
+export const RateLimitDefinitionSchema: GenMessage<RateLimitDefinition> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_workflow, 6);
+
+/**
+ * Units an attempt takes from a token bucket before it is dispatched.
+ *
+ * @generated from message execplan.v1.RateLimitUse
+ */
+export type RateLimitUse = Message<"execplan.v1.RateLimitUse"> & {
+  /**
+   * A bucket declared in `Workflow.rate_limits` or registered on the server.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * CEL over `inputs`, `workflow.inputs` and `execution` (as `ConcurrencyLimit.key`):
+   * each key value has its own bucket with the bucket's rate. Empty: one bucket.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Units per attempt: an integer ("1", the default), or CEL over the same variables
+   * (e.g. tokens estimated from the inputs: "size(inputs.prompt) / 4"). At most the
+   * bucket's burst.
+   *
+   * @generated from field: string units = 3;
+   */
+  units: string;
+};
+
+/**
+ * Describes the message execplan.v1.RateLimitUse.
+ * Use `create(RateLimitUseSchema)` to create a new message.
+ */
+export const RateLimitUseSchema: GenMessage<RateLimitUse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_workflow, 7);
+
+/**
+ * Task result caching (`Task.cache`).
+ *
+ * @generated from message execplan.v1.Cache
+ */
+export type Cache = Message<"execplan.v1.Cache"> & {
+  /**
+   * CEL over `inputs`, `workflow.inputs` and `execution`; entries are per task type
+   * and key value. Empty: a digest of the task type and its resolved inputs.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * How long a stored output may be reused; unset: until `execplan cache purge`.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.Cache.
+ * Use `create(CacheSchema)` to create a new message.
+ */
+export const CacheSchema: GenMessage<Cache> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_workflow, 8);
 
 /**
  * @generated from message execplan.v1.RetryPolicy
@@ -409,7 +584,7 @@ export type RetryPolicy = Message<"execplan.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 5);
+  messageDesc(file_execplan_v1_workflow, 9);
 
 /**
  * @generated from message execplan.v1.Timeouts
@@ -449,7 +624,7 @@ export type Timeouts = Message<"execplan.v1.Timeouts"> & {
  * Use `create(TimeoutsSchema)` to create a new message.
  */
 export const TimeoutsSchema: GenMessage<Timeouts> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 6);
+  messageDesc(file_execplan_v1_workflow, 10);
 
 /**
  * @generated from message execplan.v1.Fallback
@@ -483,7 +658,7 @@ export type Fallback = Message<"execplan.v1.Fallback"> & {
  * Use `create(FallbackSchema)` to create a new message.
  */
 export const FallbackSchema: GenMessage<Fallback> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 7);
+  messageDesc(file_execplan_v1_workflow, 11);
 
 /**
  * @generated from message execplan.v1.Compensation
@@ -515,10 +690,10 @@ export type Compensation = Message<"execplan.v1.Compensation"> & {
  * Use `create(CompensationSchema)` to create a new message.
  */
 export const CompensationSchema: GenMessage<Compensation> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 8);
+  messageDesc(file_execplan_v1_workflow, 12);
 
 /**
- * Shared by every execution, per task type.
+ * Shared by every execution, per task type (and `key` value).
  *
  * @generated from message execplan.v1.CircuitBreaker
  */
@@ -558,6 +733,15 @@ export type CircuitBreaker = Message<"execplan.v1.CircuitBreaker"> & {
    * @generated from field: execplan.v1.BreakerOpenAction on_open = 6;
    */
   onOpen: BreakerOpenAction;
+
+  /**
+   * CEL over `inputs`, `workflow.inputs` and `execution` (e.g. "inputs.model"): each
+   * key value has its own breaker, so one failing model or tenant does not open it
+   * for all. Empty: one breaker per task type.
+   *
+   * @generated from field: string key = 120;
+   */
+  key: string;
 };
 
 /**
@@ -565,7 +749,7 @@ export type CircuitBreaker = Message<"execplan.v1.CircuitBreaker"> & {
  * Use `create(CircuitBreakerSchema)` to create a new message.
  */
 export const CircuitBreakerSchema: GenMessage<CircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 9);
+  messageDesc(file_execplan_v1_workflow, 13);
 
 /**
  * @generated from message execplan.v1.Placement
@@ -598,7 +782,7 @@ export type Placement = Message<"execplan.v1.Placement"> & {
  * Use `create(PlacementSchema)` to create a new message.
  */
 export const PlacementSchema: GenMessage<Placement> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 10);
+  messageDesc(file_execplan_v1_workflow, 14);
 
 /**
  * @generated from message execplan.v1.Resources
@@ -622,6 +806,23 @@ export type Resources = Message<"execplan.v1.Resources"> & {
    * @generated from field: optional int32 gpu = 3;
    */
   gpu?: number | undefined;
+
+  /**
+   * Custom counters a worker declares in its capacity, e.g. {"model-slots": 1}.
+   * Names: [a-z0-9][a-z0-9._-]*, not cpu, memory or gpu.
+   *
+   * @generated from field: map<string, int64> custom = 120;
+   */
+  custom: { [key: string]: bigint };
+
+  /**
+   * Run the attempt in a child process whose memory and CPU time are enforced
+   * (workers that support it, e.g. the Python SDK); without it the limits are only
+   * used for placement.
+   *
+   * @generated from field: bool isolate = 121;
+   */
+  isolate: boolean;
 };
 
 /**
@@ -629,7 +830,7 @@ export type Resources = Message<"execplan.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_workflow, 11);
+  messageDesc(file_execplan_v1_workflow, 15);
 
 /**
  * What a workflow does when a task fails for good.
