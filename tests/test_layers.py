@@ -7,6 +7,7 @@ source (the AST, so imports inside functions count too), against the rules below
     executor/              the runtime; names only the store's port
       decide/              the pure core: no asyncio, no I/O
     store/  planner/       the bottom: they import neither the executor nor the wire
+    flow/  httpcall/       pure rules (rates, keys, capacity; builtin.http) any layer uses
 
 A failure names the module, the line and the import that crosses a layer.
 """
@@ -54,6 +55,25 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "grpc",
     ),
     "execplan.logs": ("execplan.executor", "execplan.wire", "execplan.store"),
+    # Pure rules every layer shares: they import none of the layers.
+    "execplan.flow": (
+        "execplan.executor",
+        "execplan.wire",
+        "execplan.store",
+        "execplan.planner",
+        "execplan.server",
+        "execplan.cli",
+        "grpc",
+    ),
+    "execplan.httpcall": (
+        "execplan.executor",
+        "execplan.wire",
+        "execplan.store",
+        "execplan.planner",
+        "execplan.server",
+        "execplan.cli",
+        "grpc",
+    ),
     "execplan.console": ("execplan.executor", "execplan.store", "execplan.planner", "grpc"),
 }
 # Names a package must not import from an allowed module (concrete stores by name).

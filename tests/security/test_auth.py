@@ -49,14 +49,19 @@ VIEWER_MAY_CALL = {
             "ReplayExecution",
             "ListCircuitBreakers",
             "ListWorkers",
+            "ListLimits",
         )
     ),
 }
+# Server-wide settings: admins only, not clients.
+ADMIN_ONLY = {f"/{EXECUTOR}/{name}" for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache")}
 
 
 def may_call(role: str, rpc: Rpc) -> bool:
     if role == "viewer":
         return rpc.path in VIEWER_MAY_CALL
+    if role == "client" and rpc.path in ADMIN_ONLY:
+        return False
     return rpc.service in MAY_CALL[role]
 
 
@@ -71,7 +76,7 @@ def expected(role: str | None, rpc: Rpc) -> grpc.StatusCode | None:
 
 
 def test_the_table_covers_every_rpc() -> None:
-    assert len(ALL_RPCS) == 20
+    assert len(ALL_RPCS) == 24
     for rpc in ALL_RPCS:
         for role in (*MAY_CALL, "viewer"):
             assert allowed(role, rpc.path) == may_call(role, rpc), (role, rpc.path)

@@ -26,6 +26,8 @@ from execplan.store import (
     page_cursor,
 )
 
+from .flow_contract import FlowContract
+
 
 def event(execution_id: str, sequence: int, kind: str = "TaskCompleted") -> StoredEvent:
     return StoredEvent(
@@ -74,7 +76,7 @@ def sequences(stored: Sequence[StoredEvent]) -> list[int]:
     return [e.sequence for e in stored]
 
 
-class StoreContract:
+class StoreContract(FlowContract):
     # -- create --------------------------------------------------------------------
 
     async def test_create_writes_record_and_first_events(self, store: Store) -> None:

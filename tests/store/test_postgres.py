@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from execplan.errors import ConcurrencyConflict, StoreError
+from execplan.flow import rates
 from execplan.store import Append, Store, open_store
+from execplan.store.flow import SERVER, SlotRequest, TakeRequest, Use
 from execplan.store.postgres import PostgresStore
 from execplan.store.postgres.schema import LATEST_VERSION, MIGRATIONS, migrate
 
@@ -251,3 +253,35 @@ async def test_unexpected_sql_error_fails_only_that_append(pg_store: PostgresSto
     rec = await pg_store.get_execution("b")
     assert rec is not None
     assert rec.last_sequence == 1
+
+
+async def test_two_replicas_share_a_limit_and_a_bucket(pg_dsn: str) -> None:
+    """Two stores on one database (two replicas) acquiring the same key at once
+    never grant more than max between them, and take from one bucket."""
+    a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    await a.open()
+    await b.open()
+    try:
+        await a.flow.release_slots([h.holder for h in await a.flow.holders()])
+        await a.flow.delete_bucket("shared")
+        requests = [
+            (a if i % 2 else b).flow.acquire_slots([SlotRequest("llm", "shared", 3, f"e{i}/a")])
+            for i in range(30)
+        ]
+        results = await asyncio.gather(*requests)
+        assert sum(r[0] for r in results) == 3
+        assert [
+            (lv.in_use, lv.max) for lv in await b.flow.limit_levels() if lv.key == "shared"
+        ] == [(3, 3)]
+        await a.flow.set_bucket("shared", rates.settings(5, 60_000), SERVER)
+        takes = [
+            (a if i % 2 else b).flow.take_tokens([TakeRequest((Use("shared", "k", 1),))])
+            for i in range(12)
+        ]
+        taken = await asyncio.gather(*takes)
+        assert sum(r[0].taken for r in taken) == 5
+    finally:
+        await a.flow.release_slots([h.holder for h in await a.flow.holders()])
+        await a.flow.delete_bucket("shared")
+        await a.close()
+        await b.close()

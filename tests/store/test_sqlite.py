@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from execplan.errors import StoreError
+from execplan.flow import rates
 from execplan.store import Append, ExecutionRecord, SqliteStore, Store, StoredEvent
+from execplan.store.flow import SERVER, CacheEntry, SlotRequest, TakeRequest, Use
 from execplan.store.port import TERMINAL_STATES
 from execplan.store.sqlite.schema import ACTIVE, LATEST_VERSION, MIGRATIONS, migrate
 
@@ -310,3 +312,24 @@ async def test_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
     await first.close()
     await second.open()  # released on close
     await second.close()
+
+
+async def test_flow_state_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "execplan.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.flow.acquire_slots([SlotRequest("llm", "m", 1, "e1/a")])
+    await store.flow.set_bucket("rpm", rates.settings(1, 60_000), SERVER)
+    assert (await store.flow.take_tokens([TakeRequest((Use("rpm", "m", 1),))]))[0].taken
+    await store.flow.put_cache(CacheEntry("t", "k", b"v", 1, 0, "e1", "a"))
+    await store.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.flow.acquire_slots([SlotRequest("llm", "m", 1, "e2/a")]) == [False]
+        (r,) = await store.flow.take_tokens([TakeRequest((Use("rpm", "m", 1),))])
+        assert not r.taken  # the bucket is still empty: its level was kept
+        assert await store.flow.get_cache("t", "k", 2) is not None
+    finally:
+        await store.close()

@@ -24,6 +24,7 @@ from execplan.v1 import (
     planner_service_pb2,
     worker_service_pb2,
 )
+from google.protobuf import duration_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
@@ -109,10 +110,13 @@ def with_value(base: Message, path: Path_, value: int) -> Message:
         else:
             target = container[0] if len(container) else container.add()
     leaf, key = path[-1]
+    if key == "k":  # a map of integers: the entry's value field says the type
+        assert leaf.message_type is not None
+        entry_value = leaf.message_type.fields_by_name["value"]
+        getattr(target, leaf.name)["k"] = as_field_value(value, entry_value)
+        return message
     v = as_field_value(value, leaf)
-    if key == "k":
-        getattr(target, leaf.name)["k"] = v
-    elif leaf.is_repeated:
+    if leaf.is_repeated:
         getattr(target, leaf.name).append(v)
     else:
         setattr(target, leaf.name, v)
@@ -144,7 +148,13 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
         workflow_request = planner_service_pb2.CompilePlanRequest(source=SOURCE)
         pb = executor_service_pb2
         register = worker_service_pb2.WorkerRegistration(
-            worker_id="ranges-1", task_types=["rng.a"], slots=2, running=[ref]
+            worker_id="ranges-1",
+            task_types=["rng.a"],
+            slots=2,
+            running=[ref],
+            capacity=worker_service_pb2.WorkerCapacity(
+                cpu_millis=1000, memory_bytes=1 << 20, gpu=1, custom={"slots": 1}
+            ),
         )
         bases: dict[str, list[Message]] = {
             "CompilePlan": [
@@ -174,6 +184,14 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
             "ListCircuitBreakers": [pb.ListCircuitBreakersRequest()],
             "ListPlans": [pb.ListPlansRequest(workflow_name="ranges")],
             "ListWorkers": [pb.ListWorkersRequest()],
+            "ListLimits": [pb.ListLimitsRequest()],
+            "SetRateLimit": [
+                pb.SetRateLimitRequest(
+                    name="ranges", units=10, burst=5, period=duration_pb2.Duration(seconds=1)
+                )
+            ],
+            "DeleteRateLimit": [pb.DeleteRateLimitRequest(name="ranges")],
+            "PurgeCache": [pb.PurgeCacheRequest(task_type="rng.a")],
             "Connect": [
                 worker_service_pb2.ConnectRequest(register=register),
                 worker_service_pb2.ConnectRequest(

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "serve",
     "replay",
     "breakers",
+    "limits",
     "inventory",
 )
 

@@ -13,6 +13,8 @@ from collections.abc import Collection, Sequence
 from execplan.errors import AlreadyExists, ConcurrencyConflict, NotFound, Unavailable
 
 from .checks import check_batch_shape, check_sequences
+from .flow import FlowStore
+from .flow_memory import MemoryFlowStore
 from .port import (
     TERMINAL_STATES,
     Append,
@@ -33,6 +35,11 @@ class MemoryStore(Store):
         self._events: dict[str, list[StoredEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._kv: dict[tuple[str, str], bytes] = {}
+        self._flow = MemoryFlowStore()
+
+    @property
+    def flow(self) -> FlowStore:
+        return self._flow
 
     async def open(self) -> None:
         self._open = True

@@ -36,6 +36,8 @@ from typing import Protocol, runtime_checkable
 
 from execplan.errors import ExecplanError, FieldViolation, InvalidArgument
 
+from .flow import FlowStore
+
 # The names of the execution states nothing leaves: the one list every layer uses
 # (the executor's enum set, the SQL "active" predicate and indexes are built from it).
 TERMINAL_STATE_NAMES: tuple[str, ...] = (
@@ -216,6 +218,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
         """All entries of a namespace, ordered by key."""
+
+    @property
+    def flow(self) -> FlowStore:
+        """Flow-control state kept with this store: concurrency-limit holders, token
+        buckets, the task result cache (`flow.py`). Memory, SQLite and PostgreSQL
+        keep it; a store without it cannot run plans that use flow control."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
 
 
 @dataclass(frozen=True, slots=True)

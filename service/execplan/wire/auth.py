@@ -16,7 +16,8 @@ an `admin` named after its peer host, and only the limits apply.
 
 What each role may call (`allowed`):
   viewer   the reads of `READ_METHODS`            look, never change (web console, dashboards)
-  client   PlannerService/*, ExecutorService/*    compile, start, read, control
+  client   PlannerService/*, ExecutorService/*    compile, start, read, control; not
+           but `ADMIN_METHODS`                    the server-wide settings (rate limits, cache)
   worker   WorkerService/Connect                  only the task types it is listed for
   admin    everything
 Health (grpc.health.v1) and reflection stay open: probes and load balancers carry
@@ -98,9 +99,16 @@ READ_METHODS = frozenset(
             "ReplayExecution",
             "ListCircuitBreakers",
             "ListWorkers",
+            "ListLimits",
         )
     }
     | {"/execplan.v1.PlannerService/CompilePlan", "/execplan.v1.PlannerService/ValidateWorkflow"}
+)
+
+# Server-wide settings that every execution feels: operators (admins) only.
+ADMIN_METHODS = frozenset(
+    f"/execplan.v1.ExecutorService/{name}"
+    for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache")
 )
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -143,7 +151,7 @@ def allowed(role: str, method: str) -> bool:
     if service in OPEN_SERVICES or role == "admin":
         return True
     if role == "client":
-        return service in CLIENT_SERVICES
+        return service in CLIENT_SERVICES and method not in ADMIN_METHODS
     if role == "viewer":
         return method in READ_METHODS
     return role == "worker" and method == CONNECT

@@ -36,6 +36,7 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
+from execplan.wire import limits
 from execplan.wire.bounds import MAX_INT64
 from execplan.wire.forward import remember_caller
 from execplan.wire.plan_check import check_format, check_plan
@@ -551,6 +552,30 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     ) -> pb.ListWorkersResponse:
         workers = self._engine.worker_statuses(list(request.task_types))
         return pb.ListWorkersResponse(workers=[_worker_info(w) for w in workers])
+
+    @unary_errors
+    async def ListLimits(  # noqa: N802
+        self, request: pb.ListLimitsRequest, context: Ctx
+    ) -> pb.ListLimitsResponse:
+        return await limits.list_limits(self._engine.store.flow, request)
+
+    @unary_errors
+    async def SetRateLimit(  # noqa: N802
+        self, request: pb.SetRateLimitRequest, context: Ctx
+    ) -> pb.SetRateLimitResponse:
+        return await limits.set_rate_limit(self._engine.store.flow, request)
+
+    @unary_errors
+    async def DeleteRateLimit(  # noqa: N802
+        self, request: pb.DeleteRateLimitRequest, context: Ctx
+    ) -> pb.DeleteRateLimitResponse:
+        return await limits.delete_rate_limit(self._engine.store.flow, request)
+
+    @unary_errors
+    async def PurgeCache(  # noqa: N802
+        self, request: pb.PurgeCacheRequest, context: Ctx
+    ) -> pb.PurgeCacheResponse:
+        return await limits.purge_cache(self._engine.store.flow, request)
 
 
 def _plan_summary(entry: PlanEntry) -> pb.PlanSummary:

@@ -446,6 +446,32 @@ class ExecutorClient:
         request = executor_service_pb2.ListWorkersRequest(task_types=list(task_types))
         return list((await self._unary(lambda r: r.executor.ListWorkers, request)).workers)
 
+    # -- flow control ------------------------------------------------------------------
+
+    async def list_limits(self, name: str = "") -> executor_service_pb2.ListLimitsResponse:
+        """Concurrency limits and token buckets (levels per key) and waiting tasks."""
+        request = executor_service_pb2.ListLimitsRequest(name=name)
+        return await self._unary(lambda r: r.executor.ListLimits, request)
+
+    async def set_rate_limit(
+        self, name: str, units: int, period_ms: int, burst: int = 0
+    ) -> executor_service_pb2.RateLimitStatus:
+        """Register or change the token bucket `name`: `units` per `period_ms`, holding
+        `burst` (0: `units`). Takes effect at once; wins over workflow declarations."""
+        request = executor_service_pb2.SetRateLimitRequest(name=name, units=units, burst=burst)
+        request.period.FromMilliseconds(period_ms)
+        return (await self._unary(lambda r: r.executor.SetRateLimit, request)).rate_limit
+
+    async def delete_rate_limit(self, name: str) -> bool:
+        """Remove a registered bucket; False when there was none."""
+        request = executor_service_pb2.DeleteRateLimitRequest(name=name)
+        return (await self._unary(lambda r: r.executor.DeleteRateLimit, request)).deleted
+
+    async def purge_cache(self, task_type: str = "", key: str = "") -> int:
+        """Remove task result cache entries (all, of one type, or one key); how many."""
+        request = executor_service_pb2.PurgeCacheRequest(task_type=task_type, key=key)
+        return (await self._unary(lambda r: r.executor.PurgeCache, request)).purged
+
     async def _unary(
         self,
         pick: _Pick[_Req, _Resp],

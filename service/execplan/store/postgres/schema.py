@@ -131,6 +131,56 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE parent_execution_id != ''""",
         ),
     ),
+    Migration(
+        7,
+        "flow control: concurrency-limit holders, token buckets, task result cache",
+        (
+            # One row per (limit, key) ever used: the row every acquisition locks
+            # (SELECT ... FOR UPDATE), so replicas grant a key's slots one at a time.
+            """CREATE TABLE limit_keys (
+                name text NOT NULL,
+                key  text NOT NULL,
+                PRIMARY KEY (name, key)
+            )""",
+            """CREATE TABLE limit_holders (
+                name        text NOT NULL,
+                key         text NOT NULL,
+                holder      text NOT NULL,
+                max         bigint NOT NULL,
+                acquired_ms bigint NOT NULL,
+                PRIMARY KEY (name, key, holder)
+            )""",
+            "CREATE INDEX limit_holders_by_holder ON limit_holders (holder)",
+            """CREATE TABLE buckets (
+                name       text PRIMARY KEY,
+                units      bigint NOT NULL,
+                period_ms  bigint NOT NULL,
+                burst      bigint NOT NULL,
+                source     text NOT NULL,
+                updated_ms bigint NOT NULL
+            )""",
+            """CREATE TABLE bucket_levels (
+                name            text NOT NULL,
+                key             text NOT NULL,
+                tokens          double precision NOT NULL,
+                updated_ms      bigint NOT NULL,
+                paused_until_ms bigint NOT NULL,
+                PRIMARY KEY (name, key)
+            )""",
+            """CREATE TABLE cache_entries (
+                task_type    text NOT NULL,
+                key          text NOT NULL,
+                payload      bytea NOT NULL,
+                stored_ms    bigint NOT NULL,
+                expires_ms   bigint NOT NULL,
+                execution_id text NOT NULL,
+                task_id      text NOT NULL,
+                PRIMARY KEY (task_type, key)
+            )""",
+            """CREATE INDEX cache_entries_by_expiry
+                ON cache_entries (expires_ms) WHERE expires_ms > 0""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -23,9 +23,11 @@ import asyncpg
 from execplan.errors import ExecplanError, OwnershipLost, StoreError, Unavailable
 
 from ..checks import check_batch_shape, failures_of
+from ..flow import FlowStore
 from ..port import Append, ExecutionRecord, Owner, Snapshot, StoredEvent
 from ..sql import Rows, SqlStore, numbered
 from . import ownership, writes
+from .flow import PostgresFlowStore
 from .ownership import EventListener
 from .schema import migrate
 from .writer import GroupCommitWriter, WriterStats
@@ -52,6 +54,11 @@ class PostgresStore(SqlStore):
         self._writer: GroupCommitWriter | None = None
         self.migrations_applied: list[int] = []
         self._owner: Owner | None = None
+        self._flow = PostgresFlowStore(self)
+
+    @property
+    def flow(self) -> FlowStore:
+        return self._flow
 
     @property
     def dsn(self) -> str:

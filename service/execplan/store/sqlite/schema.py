@@ -129,6 +129,49 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE parent_execution_id != ''""",
         ),
     ),
+    Migration(
+        7,
+        "flow control: concurrency-limit holders, token buckets, task result cache",
+        (
+            """CREATE TABLE limit_holders (
+                name        TEXT NOT NULL,
+                key         TEXT NOT NULL,
+                holder      TEXT NOT NULL,
+                max         INTEGER NOT NULL,
+                acquired_ms INTEGER NOT NULL,
+                PRIMARY KEY (name, key, holder)
+            )""",
+            "CREATE INDEX limit_holders_by_holder ON limit_holders (holder)",
+            """CREATE TABLE buckets (
+                name       TEXT PRIMARY KEY,
+                units      INTEGER NOT NULL,
+                period_ms  INTEGER NOT NULL,
+                burst      INTEGER NOT NULL,
+                source     TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )""",
+            """CREATE TABLE bucket_levels (
+                name            TEXT NOT NULL,
+                key             TEXT NOT NULL,
+                tokens          REAL NOT NULL,
+                updated_ms      INTEGER NOT NULL,
+                paused_until_ms INTEGER NOT NULL,
+                PRIMARY KEY (name, key)
+            )""",
+            """CREATE TABLE cache_entries (
+                task_type    TEXT NOT NULL,
+                key          TEXT NOT NULL,
+                payload      BLOB NOT NULL,
+                stored_ms    INTEGER NOT NULL,
+                expires_ms   INTEGER NOT NULL,
+                execution_id TEXT NOT NULL,
+                task_id      TEXT NOT NULL,
+                PRIMARY KEY (task_type, key)
+            )""",
+            """CREATE INDEX cache_entries_by_expiry
+                ON cache_entries (expires_ms) WHERE expires_ms > 0""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

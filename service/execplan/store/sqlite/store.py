@@ -26,9 +26,11 @@ import aiosqlite
 from execplan.errors import ExecplanError, StoreError, Unavailable
 
 from ..checks import check_batch_shape, failures_of
+from ..flow import FlowStore
 from ..port import Append, ExecutionRecord, Snapshot, StoredEvent
 from ..sql import Rows, SqlStore
 from . import writes
+from .flow import SqliteFlowStore
 from .lock import FileLock
 from .schema import configure_reader, configure_writer, migrate
 from .thread import connect, run_on
@@ -55,6 +57,11 @@ class SqliteStore(SqlStore):
         self._writer: GroupCommitWriter | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader: itertools.cycle[aiosqlite.Connection] | None = None
+        self._flow = SqliteFlowStore(self)
+
+    @property
+    def flow(self) -> FlowStore:
+        return self._flow
 
     @property
     def path(self) -> str:
