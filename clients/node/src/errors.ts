@@ -105,6 +105,22 @@ export class NonRetryableError extends Error {
   }
 }
 
+/**
+ * Throw when a provider throttled the call (an HTTP 429): the attempt fails as
+ * retryable with `ErrorInfo.retry_after`, and the executor waits at least that long
+ * before the next attempt and holds every task taking from the same rate-limit keys.
+ */
+export class RateLimited extends Error {
+  readonly retryAfterMs: number;
+  constructor(message = "rate limited", options: { retryAfterMs?: number; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    const wait = options.retryAfterMs ?? 1000;
+    if (!(wait >= 0)) throw new RangeError("retryAfterMs must be >= 0");
+    this.retryAfterMs = wait;
+  }
+}
+
 export interface StatusDetails {
   violations: FieldViolation[];
   retryAfterMs: number | undefined;

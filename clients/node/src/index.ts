@@ -20,6 +20,7 @@ export {
   NonRetryableError,
   NotFoundError,
   PermissionDeniedError,
+  RateLimited,
   ResourceExhaustedError,
   Status,
   UnauthenticatedError,
@@ -30,6 +31,8 @@ export {
 export type { FieldViolation, StatusDetails } from "./errors.js";
 export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo, splitAddresses, splitSlots } from "./worker.js";
 export type { Handler, Logger, WorkerOptions } from "./worker.js";
+export { encodeCapacity, quantity } from "./capacity.js";
+export type { Capacity } from "./capacity.js";
 export { DEFAULT_ADDRESS } from "./rpc.js";
 export { makeError } from "./task_error.js";
 export * as pb from "./pb.js";

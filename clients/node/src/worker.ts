@@ -40,6 +40,8 @@ import { create, fromJson } from "@bufbuild/protobuf";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { ValueSchema, timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import { encodeCapacity } from "./capacity.js";
+import type { Capacity } from "./capacity.js";
 import { TaskContext } from "./context.js";
 import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
 import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
@@ -58,6 +60,7 @@ import type {
   ConnectResponse,
   Dispatch,
   TaskResult,
+  WorkerCapacity,
   WorkerRegistered,
   WorkerRegistration,
 } from "./gen/execplan/v1/worker_service_pb.js";
@@ -104,6 +107,12 @@ export interface WorkerOptions extends SecurityOptions {
   slots?: number;
   labels?: Record<string, string>;
   environment?: string;
+  /**
+   * What tasks' `resources` may take here at once, e.g. `{ cpu: 8, memory: "16Gi",
+   * gpu: 1, "model-slots": 2 }`; default: this machine's cores and memory, no GPU
+   * (capacity.ts). Every replica of a comma list gets the whole capacity.
+   */
+  capacity?: Capacity;
   channelOptions?: grpc.ChannelOptions;
   logger?: Logger;
 }
@@ -148,6 +157,7 @@ export class Worker {
   readonly slots: number;
   readonly labels: Record<string, string>;
   readonly environment: string;
+  readonly capacity: WorkerCapacity;
   private readonly options: WorkerOptions;
   private readonly log: Logger;
   private readonly transport: Transport;
@@ -181,6 +191,7 @@ export class Worker {
     this.slots = slots;
     this.labels = { ...(options.labels ?? {}) };
     this.environment = options.environment ?? "";
+    this.capacity = encodeCapacity(options.capacity); // a typo fails here, not on connect
     this.log = options.logger ?? quietLogger;
   }
 
@@ -363,6 +374,7 @@ export class Worker {
       slots: this.slots,
       running,
       sdk: SDK,
+      capacity: this.capacity,
     });
   }
 
@@ -588,15 +600,23 @@ export function errorInfo(err: unknown): ErrorInfo {
   let type = "Error";
   let message = String(err);
   let retryable = true;
+  let retryAfterMs: number | undefined;
   if (err !== null && typeof err === "object") {
-    const e = err as { name?: unknown; message?: unknown; retryable?: unknown; constructor?: { name?: string } };
+    const e = err as {
+      name?: unknown;
+      message?: unknown;
+      retryable?: unknown;
+      retryAfterMs?: unknown;
+      constructor?: { name?: string };
+    };
     const ctorName = e.constructor?.name;
     // `class CardDeclined extends Error {}` keeps name "Error": prefer the class name.
     type = typeof e.name === "string" && e.name && e.name !== "Error" ? e.name : ctorName && ctorName !== "Object" ? ctorName : "Error";
     if (typeof e.message === "string") message = e.message;
     retryable = e.retryable !== false;
+    if (typeof e.retryAfterMs === "number") retryAfterMs = e.retryAfterMs;
   }
-  return makeError(type, message, retryable);
+  return makeError(type, message, retryable, retryAfterMs);
 }
 
 function outputResult(ref: AttemptRef, output: unknown): TaskResult {

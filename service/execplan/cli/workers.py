@@ -2,12 +2,18 @@
 
     execplan worker MODULE[:ATTR] [--address HOST:PORT] [--slots N] [--worker-id ID]
                                   [--label KEY=VALUE ...] [--environment ENV]
+                                  [--capacity NAME=VALUE ...]
 
 MODULE is a dotted module name (`examples.workers`) or a file (`examples/workers.py`);
 ATTR names the `execplan.worker.Worker` in it (default `worker`). The current
 directory is put on `sys.path` first, so a project's own modules import as they do
 in its tests. SIGTERM/SIGINT drain (finish running attempts, then exit 0); a second
 signal stops at once.
+
+`--capacity` declares what tasks' `resources` may take here at once, replacing the
+Worker's own declaration: `--capacity cpu=8 --capacity memory=16Gi --capacity gpu=1
+--capacity model-slots=2` (without any: the Worker's, by default this machine's cores
+and memory and no GPU).
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ def register(subparsers: Any) -> None:
         help="add a placement label (repeatable)",
     )
     parser.add_argument("--environment", help="the environment placement matches on")
+    parser.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="cpu, memory, gpu or a custom counter this worker offers (repeatable)",
+    )
     parser.set_defaults(handler=run_worker)
 
 
@@ -109,3 +122,26 @@ def _configure(worker: Worker, args: argparse.Namespace) -> None:
         worker.labels[key] = value
     if args.environment is not None:
         worker.environment = args.environment
+    if args.capacity:
+        worker.capacity = _capacity(args.capacity)
+
+
+def _capacity(items: list[str]) -> Any:
+    from execplan.worker._capacity import encode  # noqa: PLC0415
+
+    declared: dict[str, str | int] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise CliError(f"--capacity expects NAME=VALUE, got {item!r}", EXIT_USAGE)
+        declared[name] = value if name in ("cpu", "memory") else _count(name, value)
+    try:
+        return encode(declared)
+    except ValueError as exc:
+        raise CliError(f"--capacity: {exc}", EXIT_USAGE) from None
+
+
+def _count(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise CliError(f"--capacity {name}: expected an integer >= 0, got {value!r}", EXIT_USAGE)
+    return int(value)

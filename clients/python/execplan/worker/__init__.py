@@ -1,9 +1,18 @@
 """execplan worker SDK: run task handlers for the executor (see `_worker.py`)."""
 
 from ._context import PreviousError, TaskContext
-from ._errors import NonRetryableError
+from ._errors import NonRetryableError, RateLimited, ResourceExhausted
 from ._loader import load_worker
 from ._subplan import SubPlan
 from ._worker import Worker
 
-__all__ = ["NonRetryableError", "PreviousError", "SubPlan", "TaskContext", "Worker", "load_worker"]
+__all__ = [
+    "NonRetryableError",
+    "PreviousError",
+    "RateLimited",
+    "ResourceExhausted",
+    "SubPlan",
+    "TaskContext",
+    "Worker",
+    "load_worker",
+]

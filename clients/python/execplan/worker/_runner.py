@@ -1,7 +1,10 @@
 """Runs handlers where they belong and reports their outcome to the stream thread.
 
 * async handlers run as tasks on the user's event loop (the loop `serve()` runs on);
-* sync handlers run in a ThreadPoolExecutor sized to the worker's slots.
+* sync handlers run in a ThreadPoolExecutor sized to the worker's slots;
+* isolated attempts (the task's `resources.isolate`, or a handler registered with
+  `isolate=True`) run in a child process with enforced limits (`_isolate.py`),
+  waited for on a pool thread.
 
 `Runner.start` is called on the stream thread; it hops to the right place with
 thread-safe calls only. A sync handler's pool thread reports its result straight
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey, TaskContext
+from ._isolate import run_isolated
 from ._subplan import SubPlan
 from ._tracing import handler_span
 
@@ -37,10 +42,11 @@ class Handler:
     fn: Callable[..., Any]
     is_async: bool
     takes_context: bool
+    isolate: bool = False
 
     @classmethod
-    def wrap(cls, task_type: str, fn: Callable[..., Any]) -> Handler:
-        return cls(task_type, fn, inspect.iscoroutinefunction(fn), _takes_context(fn))
+    def wrap(cls, task_type: str, fn: Callable[..., Any], *, isolate: bool = False) -> Handler:
+        return cls(task_type, fn, inspect.iscoroutinefunction(fn), _takes_context(fn), isolate)
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
@@ -59,22 +65,35 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     return positional >= 2
 
 
-def make_error(kind: str, message: str, *, retryable: bool) -> execution_pb2.ErrorInfo:
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def make_error(
+    kind: str, message: str, *, retryable: bool, retry_after: float | None = None
+) -> execution_pb2.ErrorInfo:
     """An ErrorInfo as the executor reads it: `retry` decides. `retryable` says the
-    same for servers that predate `retry` (they read only that field)."""
+    same for servers that predate `retry` (they read only that field). `retry_after`
+    (seconds, e.g. a provider's 429) makes the executor back off the task's keys."""
     retry = (
         execution_pb2.ERROR_RETRY_RETRYABLE
         if retryable
         else execution_pb2.ERROR_RETRY_NON_RETRYABLE
     )
-    return execution_pb2.ErrorInfo(type=kind, message=message, retryable=retryable, retry=retry)
+    info = execution_pb2.ErrorInfo(type=kind, message=message, retryable=retryable, retry=retry)
+    if retry_after is not None and retry_after >= 0:
+        info.retry_after.FromMilliseconds(math.ceil(min(retry_after, MAX_RETRY_AFTER_S) * 1000))
+    return info
 
 
 def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
     # NonRetryableError sets `retryable = False` as a class attribute, so one
-    # getattr covers it, its subclasses and any third-party exception doing the same.
+    # getattr covers it, its subclasses and any third-party exception doing the same;
+    # RateLimited (or anything with a numeric `retry_after`) carries its wait.
     retryable = getattr(exc, "retryable", True) is not False
-    return make_error(type(exc).__name__, str(exc), retryable=retryable)
+    retry_after = getattr(exc, "retry_after", None)
+    if not isinstance(retry_after, int | float) or isinstance(retry_after, bool):
+        retry_after = None
+    return make_error(type(exc).__name__, str(exc), retryable=retryable, retry_after=retry_after)
 
 
 def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
@@ -122,6 +141,9 @@ class Runner:
             result.error.type = "UnknownTaskType"
             self.report(AttemptKey.of(dispatch.attempt), result)
             return lambda: None
+        if handler.isolate or dispatch.resources.isolate:
+            self.pool.submit(self._run_isolated, handler, dispatch, ctx)
+            return lambda: None  # the waiting thread kills the child once cancelled
         if not handler.is_async:
             self.pool.submit(self._run_sync, handler, dispatch, ctx)
             return lambda: None  # sync handlers poll ctx.cancelled
@@ -153,6 +175,28 @@ class Runner:
             self.report(key, encode_error(dispatch.attempt, exc))
         else:
             self.report(key, encode_output(dispatch.attempt, output))
+
+    def _run_isolated(
+        self, handler: Handler, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext
+    ) -> None:
+        key = AttemptKey.of(dispatch.attempt)
+        if ctx.cancelled:
+            return
+        try:
+            inputs = from_struct(dispatch.inputs)
+            with handler_span(dispatch):
+                outcome = run_isolated(handler.fn, handler.takes_context, inputs, dispatch, ctx)
+        except Exception as exc:  # the child could not even start
+            self.report(key, encode_error(dispatch.attempt, exc))
+            return
+        if outcome is None:
+            return  # cancelled: no result, as for any cancelled attempt
+        if outcome.error is None:
+            self.report(key, encode_output(dispatch.attempt, outcome.output))
+            return
+        kind, message, retryable, retry_after = outcome.error
+        error = make_error(kind, message, retryable=retryable, retry_after=retry_after)
+        self.report(key, worker_service_pb2.TaskResult(attempt=dispatch.attempt, error=error))
 
     def _start_async(
         self,

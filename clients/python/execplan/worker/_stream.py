@@ -74,6 +74,7 @@ class StreamConfig:
     environment: str = ""
     slots: int = 8
     security: Security = field(default_factory=Security)
+    capacity: worker_service_pb2.WorkerCapacity | None = None
 
 
 @dataclass(eq=False)
@@ -288,6 +289,7 @@ class StreamThread:
             slots=c.slots,
             running=running,
             sdk=SDK,
+            capacity=c.capacity,
         )
 
     def _on_registered(self, registered: worker_service_pb2.WorkerRegistered) -> None:

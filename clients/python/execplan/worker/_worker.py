@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 from execplan.client._channel import Security
 
+from ._capacity import Capacity
+from ._capacity import encode as encode_capacity
 from ._group import StreamGroup, split_addresses, split_slots
 from ._runner import Handler, Runner
 from ._stream import StreamConfig, StreamThread
@@ -59,9 +61,13 @@ class Worker:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         token: str | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         """`tls_*` (PEM paths) and `token` default to $EXECPLAN_TLS_CA/_CERT/_KEY and
-        $EXECPLAN_TOKEN; none of them: plaintext (docs/security.md)."""
+        $EXECPLAN_TOKEN; none of them: plaintext (docs/security.md). `capacity`:
+        what tasks' `resources` may take here at once, e.g. `{"cpu": 8, "memory":
+        "16Gi", "gpu": 1, "model-slots": 2}`; default: this machine's cores and
+        memory, no GPU (`_capacity.py`)."""
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.address = address
@@ -72,6 +78,7 @@ class Worker:
         # Threads for sync handlers; defaults to slots so every slot can run one.
         self.concurrency = concurrency or slots
         self.security = Security(tls_ca, tls_cert, tls_key, token)
+        self.capacity = encode_capacity(capacity)  # checked now: a typo fails here
         self._handlers: dict[str, Handler] = {}
         self._stream: StreamGroup | None = None
         self._finished: asyncio.Future[None] | None = None
@@ -81,13 +88,18 @@ class Worker:
     def task_types(self) -> tuple[str, ...]:
         return tuple(sorted(self._handlers))
 
-    def task(self, task_type: str) -> Callable[[_F], _F]:
-        """Register the decorated function (async or plain) as the handler of a type."""
+    def task(self, task_type: str, *, isolate: bool = False) -> Callable[[_F], _F]:
+        """Register the decorated function (async or plain) as the handler of a type.
+
+        `isolate=True` runs every attempt in a child process whose memory and CPU
+        time are enforced from the task's `resources` (`_isolate.py`); tasks may also
+        ask for it themselves (`resources.isolate`). An isolated handler must be a
+        top-level function of an importable module."""
 
         def register(fn: _F) -> _F:
             if task_type in self._handlers:
                 raise ValueError(f"task type {task_type!r} already has a handler")
-            self._handlers[task_type] = Handler.wrap(task_type, fn)
+            self._handlers[task_type] = Handler.wrap(task_type, fn, isolate=isolate)
             return fn
 
         return register
@@ -113,6 +125,9 @@ class Worker:
                 environment=self.environment,
                 slots=slots,
                 security=self.security,
+                # Every replica gets the whole capacity: each places on its own, so
+                # with N replicas a worker may be offered up to N times it.
+                capacity=self.capacity,
             )
             stream = StreamThread(config)
             streams.append(stream)
