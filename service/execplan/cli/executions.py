@@ -228,12 +228,16 @@ def cmd_get(args: argparse.Namespace) -> int:
             from execplan.cli import pictures  # noqa: PLC0415
 
             plan = await client.get_plan(execution.plan_id)
+            # Sub-plans written by dynamic tasks are drawn inside their task's group.
+            sub_plans = {
+                r.plan_id: await client.get_plan(r.plan_id) for r in execution.plan_revisions
+            }
             draw = (
                 pictures.render_execution_dot
                 if args.format == "dot"
                 else pictures.render_execution_mermaid
             )
-            print(draw(plan, execution), end="")
+            print(draw(plan, execution, sub_plans), end="")
         else:
             print("\n".join(_summary(execution)))
         return 0
