@@ -30,7 +30,7 @@ export function describeEvent(e: ExecutionEvent): EventLine {
     case "executionStarted":
       return line("execution started", "", `${k.value.workflowName} ${short(k.value.inputs ?? {})}`, "running");
     case "taskQueued":
-      return line("queued", k.value.taskId, `attempt ${k.value.attempt}${phase(k.value.phase)}`, "queued");
+      return line("queued", k.value.taskId, `${k.value.iteration ? `iteration ${k.value.iteration}, ` : ""}attempt ${k.value.attempt}${phase(k.value.phase)}`, "queued");
     case "taskDispatched":
       return line("dispatched", k.value.taskId, `to ${k.value.workerId}, attempt ${k.value.token?.attempt ?? 0}${phase(k.value.phase)}`, "queued");
     case "taskStarted":
@@ -72,6 +72,16 @@ export function describeEvent(e: ExecutionEvent): EventLine {
       return line("compensation started", "", `${k.value.taskIds.join(", ")} · ${k.value.reason}`, "compensated");
     case "taskProgress":
       return line("progress", k.value.taskId, short(valueJson(k.value.progress)), "running");
+    case "taskExpanded":
+      return line("expanded", k.value.taskId, `${k.value.count} instance${k.value.count === 1 ? "" : "s"}`, "running");
+    case "iterationCompleted":
+      return line("iteration done", k.value.taskId, `iteration ${k.value.iteration} · until ${k.value.done} · ${short(valueJson(k.value.output))}`, k.value.done ? "succeeded" : "running");
+    case "planRevised":
+      return line("plan revised", k.value.taskId, `revision ${k.value.revision}: ${k.value.plan?.nodes.length ?? 0} tasks, ${(k.value.plan?.planId ?? "").slice(0, 19)}…`, "running");
+    case "childExecutionStarted":
+      return line("child started", k.value.taskId, `${k.value.childExecutionId} (${k.value.workflowName}${k.value.workflowVersion ? `@${k.value.workflowVersion}` : ""})`, "running");
+    case "childExecutionEnded":
+      return line("child ended", k.value.taskId, `${k.value.childExecutionId}: ${ExecutionState[k.value.state] ?? ""}`, k.value.state === ExecutionState.SUCCEEDED ? "succeeded" : "failed");
     case "executionCompleted": {
       const state = ExecutionState[k.value.state] ?? "";
       const err = k.value.error ? ` · ${k.value.error.type}: ${k.value.error.message}` : "";

@@ -35,6 +35,7 @@ export function apply(execution: Execution, event: ExecutionEvent, progress: Map
       if (!t) break;
       t.state = TaskState.QUEUED;
       t.phase = k.value.phase;
+      t.iteration = k.value.iteration;
       if (!t.queuedAt) t.queuedAt = at;
       break;
     }
@@ -155,6 +156,42 @@ export function apply(execution: Execution, event: ExecutionEvent, progress: Map
     case "taskProgress":
       progress.set(k.value.taskId, event);
       break;
+    // Plans that grow at run time: the new tasks (instances, a sub-plan's) come with
+    // the page's next GetExecution; here only what changes on a task it has.
+    case "taskExpanded": {
+      const t = task(k.value.taskId);
+      if (t) {
+        t.state = TaskState.RUNNING;
+        t.instanceCount = k.value.count;
+      }
+      break;
+    }
+    case "iterationCompleted": {
+      const t = task(k.value.taskId);
+      if (t) {
+        t.iteration = k.value.iteration;
+        closeAttempt(t, at);
+      }
+      break;
+    }
+    case "childExecutionStarted": {
+      const t = task(k.value.taskId);
+      if (t) {
+        t.state = TaskState.RUNNING;
+        t.childExecutionId = k.value.childExecutionId;
+        if (!t.startedAt) t.startedAt = at;
+      }
+      break;
+    }
+    case "planRevised": {
+      const t = task(k.value.taskId);
+      if (t) {
+        t.state = TaskState.RUNNING;
+        t.subPlanId = k.value.plan?.planId ?? "";
+        closeAttempt(t, at);
+      }
+      break;
+    }
     case "executionPaused":
       execution.state = ExecutionState.PAUSED;
       break;

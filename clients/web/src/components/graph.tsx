@@ -2,7 +2,7 @@
 // (wheel), fit-to-view, click to select a task.
 import { memo } from "preact/compat";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { EdgePath, Layout, NodeBox } from "../layout.js";
+import type { EdgePath, GroupBox, Layout, NodeBox } from "../layout.js";
 
 export interface NodeLook {
   tone: string; // css tone: running, succeeded, failed...
@@ -34,7 +34,23 @@ const Edges = memo(function Edges({ edges }: { edges: EdgePath[] }) {
   return (
     <g class="edges">
       {edges.map((e) => (
-        <path key={`${e.source}-${e.target}`} d={pathOf(e.points)} class={e.order ? "edge" : "edge data"} marker-end="url(#arrow)" />
+        <path key={`${e.source}-${e.target}`} d={pathOf(e.points)} class={e.into ? "edge into" : e.order ? "edge" : "edge data"} marker-end="url(#arrow)" />
+      ))}
+    </g>
+  );
+});
+
+// A group: what grew from one task at run time (for_each instances, a sub-plan).
+const Groups = memo(function Groups({ groups }: { groups: GroupBox[] }) {
+  return (
+    <g class="groups">
+      {groups.map((g) => (
+        <g key={g.key} class="group" data-group={g.key}>
+          <rect x={g.x} y={g.y} width={g.width} height={g.height} rx="10" />
+          <text x={g.x + 10} y={g.y + 17}>
+            {g.label.length > 80 ? `${g.label.slice(0, 79)}…` : g.label}
+          </text>
+        </g>
       ))}
     </g>
   );
@@ -43,17 +59,21 @@ const Edges = memo(function Edges({ edges }: { edges: EdgePath[] }) {
 function Node({ node, look, selected }: { node: NodeBox; look: NodeLook | undefined; selected: boolean }) {
   const x = node.x - node.width / 2;
   const y = node.y - node.height / 2;
+  const rest = node.box.rest;
+  const title = rest
+    ? `${rest.length} more instances`
+    : `${node.id} (${node.type}): ${look?.state ?? "pending"}${look && look.attempt > 1 ? `, attempt ${look.attempt}` : ""}`;
   return (
     <g
-      class={`node t-${look?.tone ?? "pending"}${selected ? " selected" : ""}`}
+      class={`node t-${look?.tone ?? "pending"}${selected ? " selected" : ""}${rest ? " rest" : ""}`}
       transform={`translate(${x},${y})`}
-      data-task={node.id}
+      data-task={node.id || undefined}
       data-tone={look?.tone ?? "pending"}
     >
-      <title>{`${node.id} (${node.type}): ${look?.state ?? "pending"}${look && look.attempt > 1 ? `, attempt ${look.attempt}` : ""}`}</title>
+      <title>{title}</title>
       <rect width={node.width} height={node.height} rx="8" />
       <text x="12" y="19" class="id">
-        {node.id}
+        {node.title}
       </text>
       <text x="12" y="35" class="type">
         {node.type}
@@ -113,7 +133,7 @@ export function Graph({
 
   const nodes = useMemo(
     () =>
-      layout.nodes.map((n) => <Node key={n.index} node={n} look={looks.get(n.id)} selected={selected === n.id} />),
+      layout.nodes.map((n) => <Node key={n.key} node={n} look={n.id ? looks.get(n.id) : undefined} selected={!!n.id && selected === n.id} />),
     [layout, looks, selected],
   );
 
@@ -149,6 +169,7 @@ export function Graph({
           </marker>
         </defs>
         <g transform={`translate(${view.x},${view.y}) scale(${view.k})`}>
+          <Groups groups={layout.groups} />
           <Edges edges={layout.edges} />
           <g class="nodes">{nodes}</g>
         </g>

@@ -48,6 +48,45 @@ export function TaskPanel({
           {task.phase > 1 ? ` (${phaseName(task.phase)})` : ""}
           {node.retry?.maxAttempts ? <span class="muted"> of {node.retry.maxAttempts}</span> : null}
         </dd>
+        {task.parentTaskId && (
+          <>
+            <dt>{task.itemIndex !== undefined ? "Instance of" : "Sub-plan of"}</dt>
+            <dd class="mono">
+              {task.parentTaskId}
+              {task.itemIndex !== undefined ? <span class="muted"> · item {task.itemIndex}</span> : null}
+            </dd>
+          </>
+        )}
+        {task.instanceCount > 0 && (
+          <>
+            <dt>Instances</dt>
+            <dd>{task.instanceCount}</dd>
+          </>
+        )}
+        {node.repeat && (
+          <>
+            <dt>Iteration</dt>
+            <dd>
+              {task.iteration} <span class="muted">of at most {node.repeat.maxIterations} (until {node.repeat.until?.source})</span>
+            </dd>
+          </>
+        )}
+        {task.childExecutionId && (
+          <>
+            <dt>Child</dt>
+            <dd class="mono">
+              <a href={`/executions/${encodeURIComponent(task.childExecutionId)}`}>{task.childExecutionId}</a>
+            </dd>
+          </>
+        )}
+        {task.subPlanId && (
+          <>
+            <dt>Sub-plan</dt>
+            <dd class="mono">
+              <a href={`/plans/${encodeURIComponent(task.subPlanId)}`}>{task.subPlanId.slice(0, 19)}…</a>
+            </dd>
+          </>
+        )}
         <dt>Worker</dt>
         <dd class="mono">{task.workerId || "–"}</dd>
         <dt>Queued</dt>

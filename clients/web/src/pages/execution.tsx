@@ -13,7 +13,8 @@ import { type Execution, TaskState } from "../gen/execplan/v1/execution_pb.js";
 import type { ExecutionPlan } from "../gen/execplan/v1/plan_pb.js";
 import { apply } from "../fold.js";
 import { TERMINAL, clock, duration, taskStateName, taskTone, when } from "../format.js";
-import { type Layout, layoutPlan } from "../layout.js";
+import { layoutScene } from "../layout.js";
+import { buildScene, nodeOf } from "../scene.js";
 import { describeEvent } from "../events.js";
 
 export function ExecutionPage({ executionId }: { executionId: string }) {
@@ -22,7 +23,8 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
   const progress = useRef(new Map<string, ExecutionEvent>());
   const [version, setVersion] = useState(0); // bumped when live or events change
   const [plan, setPlan] = useState<ExecutionPlan | null>(null);
-  const [layout, setLayout] = useState<Layout | null>(null);
+  // Sub-plans of dynamic tasks (Execution.plan_revisions), by plan id.
+  const [subPlans, setSubPlans] = useState<Map<string, ExecutionPlan>>(new Map());
   const [error, setError] = useState<string | null>(null);
   const [streaming, setStreaming] = useState(false);
   const [selected, setSelected] = useState<string | null>(null);
@@ -38,13 +40,33 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
     const bump = () => {
       if (!frame) frame = requestAnimationFrame(() => ((frame = 0), setVersion((v) => v + 1)));
     };
+    const plans = new Map<string, ExecutionPlan>();
+    const fetchSubPlans = async () => {
+      let added = false;
+      for (const r of live.current?.planRevisions ?? []) {
+        if (plans.has(r.planId)) continue;
+        plans.set(r.planId, (await executor.getPlan({ planId: r.planId }, { signal: abort.signal })).plan!);
+        added = true;
+      }
+      if (added) setSubPlans(new Map(plans));
+    };
+    // The plan grew (instances, a sub-plan, a child): the authoritative view has the
+    // new tasks; the events folded meanwhile are applied again on top of it.
+    const refresh = async () => {
+      const got = (await executor.getExecution({ executionId }, { signal: abort.signal })).execution;
+      if (!got) return;
+      for (const e of events.current) if (e.sequence > got.lastSequence) apply(got, e, progress.current);
+      live.current = got;
+      await fetchSubPlans();
+      bump();
+    };
     (async () => {
       try {
         const got = await executor.getExecution({ executionId }, { signal: abort.signal });
         live.current = got.execution ?? null;
         const p = (await executor.getPlan({ planId: live.current!.planId }, { signal: abort.signal })).plan!;
+        await fetchSubPlans();
         setPlan(p);
-        setLayout(layoutPlan(p));
         bump();
       } catch (e) {
         if (!abort.signal.aborted) setError(describe(e));
@@ -60,6 +82,7 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
             events.current.push(event);
             if (live.current) apply(live.current, event, progress.current);
             bump();
+            if (GROWS.has(event.kind.case ?? "")) void refresh().catch(() => undefined);
             if (event.kind.case === "executionCompleted") {
               // The authoritative final view (outputs, every task's last word).
               const done = await executor.getExecution({ executionId }, { signal: abort.signal });
@@ -105,6 +128,8 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
 
   const current = live.current;
   const shown = at !== null && past ? past : current;
+  const scene = useMemo(() => (plan ? buildScene(plan, shown ?? null, subPlans) : null), [plan, shown, subPlans, version, past]);
+  const layout = useMemo(() => (plan && scene ? layoutScene(plan.planId, scene) : null), [plan, scene?.key]);
   const looks = useMemo(() => {
     const map = new Map<string, NodeLook>();
     for (const t of shown?.tasks ?? []) {
@@ -122,7 +147,7 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
   if (!current || !plan || !layout) return <div class="empty">Loading…</div>;
   const last = events.current.length ? Number(events.current[events.current.length - 1].sequence) : Number(current.lastSequence);
   const task = selected ? shown?.tasks.find((t) => t.taskId === selected) ?? null : null;
-  const node = selected ? plan.nodes.find((n) => n.taskId === selected) ?? null : null;
+  const node = selected && scene ? nodeOf(scene, selected) ?? null : null;
   const terminal = TERMINAL.has(current.state);
 
   return (
@@ -177,6 +202,9 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
     </section>
   );
 }
+
+// Events after which the execution has tasks it did not have before.
+const GROWS = new Set(["taskExpanded", "planRevised", "childExecutionStarted"]);
 
 function Legend() {
   const tones = ["pending", "queued", "running", "waiting", "backoff", "succeeded", "failed", "compensated", "cancelled", "skipped"];

@@ -211,6 +211,15 @@ export function ExecutionsPage() {
                 <td>
                   {e.workflowName}
                   {e.workflowVersion && <span class="muted"> v{e.workflowVersion}</span>}
+                  {e.parentExecutionId && (
+                    <div class="muted small" data-testid="parent">
+                      child of{" "}
+                      <a class="mono" href={`/executions/${e.parentExecutionId}`} onClick={(ev) => ev.stopPropagation()}>
+                        {e.parentExecutionId}
+                      </a>{" "}
+                      · {e.parentTaskId}
+                    </div>
+                  )}
                 </td>
                 <td>
                   <ProgressBar counts={e.taskCounts} />
