@@ -16,7 +16,7 @@ from collections.abc import Set
 from typing import TYPE_CHECKING, Any
 
 from execplan.executor import effects as fx
-from execplan.executor.bindings import BindingNode, EvaluationError
+from execplan.executor.bindings import BindingNode, EvaluationError, StructBinding
 from execplan.executor.evaluation import (
     BUDGET_EXCEEDED,
     DEFAULT_EVALUATOR,
@@ -81,6 +81,8 @@ class MachineCore:
     def evaluate(self, field: str, node: BindingNode, reads: Set[str]) -> JsonValue:
         """The value of a binding (`field` names it in errors: `tasks[2].when`);
         raises EvaluationError (ExpressionBudgetExceeded) or EvaluationPending."""
+        if type(node) is StructBinding and not node.fields:  # no inputs: no context
+            return {}
         where = Where(self.state.execution_id, field)
         return evaluate_binding(node, self.context(reads), self.evaluator, where)
 
