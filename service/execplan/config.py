@@ -67,6 +67,9 @@ class ServerConfig:
     ui_optional: bool = False
     # Per authenticated identity (peer host when auth is off); 0 = unlimited.
     max_worker_streams: int = 0
+    # Concurrent WatchExecution + WatchExecutions streams of this process; past it
+    # new ones get RESOURCE_EXHAUSTED + RetryInfo (wire/watch_limit.py).
+    max_watch_streams: int = 10_000
     start_rate: float = 0.0
     start_burst: int = 10
     # Budget of an expression too expensive to evaluate inline (docs/expressions.md).

@@ -159,6 +159,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                 planner_credentials=planner_credentials(config),
                 planner_token=config.planner_token,
                 max_message_bytes=config.max_message_bytes,
+                max_watch_streams=config.max_watch_streams,
             )
         )
     if config.run_planner:
@@ -181,7 +182,16 @@ def _replica(config: ServerConfig) -> Any:
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    # gRPC core queues calls the server has not picked up yet (grpc.aio takes them
+    # one at a time, per method, on its event loop) and past 1,000 of them cancels
+    # new ones at random before any handler sees them: a burst of 2,000 watches got
+    # ~150 bare CANCELLED. Let every call the explicit bounds are sized for reach
+    # its handler, which sheds load with RESOURCE_EXHAUSTED + RetryInfo instead
+    # (wire/watch_limit.py); the hard limit still bounds core's memory.
+    pending = max(10_000, config.max_watch_streams)
     return [
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         # Our own pings find dead peers (a worker whose host vanished) within ~80 s.

@@ -98,6 +98,7 @@ def test_plaintext_on_a_network_address_warns(tmp_path: Path) -> None:
         ("--tls-client-ca", "ca.pem"),
         ("--start-rate", "-1"),
         ("--max-worker-streams", "-2"),
+        ("--max-watch-streams", "0"),
     ],
 )
 def test_security_option_errors_are_one_line(args: tuple[str, ...]) -> None:

@@ -201,6 +201,14 @@ def _add_security_options(p: Any) -> None:
         help="concurrent worker streams per identity (default: 0 = unlimited)",
     )
     g.add_argument(
+        "--max-watch-streams",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="concurrent WatchExecution(s) streams of this process; past it new ones "
+        "are answered RESOURCE_EXHAUSTED with a retry delay (default: 10000)",
+    )
+    g.add_argument(
         "--start-rate",
         type=float,
         default=0.0,
@@ -250,6 +258,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise CliError(
             "--max-worker-streams and --start-rate must be >= 0, --start-burst >= 1", EXIT_USAGE
         )
+    if args.max_watch_streams < 1:
+        raise CliError("--max-watch-streams must be >= 1", EXIT_USAGE)
     ui_listen, ui_optional = _ui_listen(args, role)
     return ServerConfig(
         listen=args.listen,
@@ -279,6 +289,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         auth_tokens=args.auth_tokens,
         secrets_file=args.secrets_file,
         max_worker_streams=args.max_worker_streams,
+        max_watch_streams=args.max_watch_streams,
         start_rate=args.start_rate,
         start_burst=args.start_burst,
         expression_timeout_ms=timeout,

@@ -36,9 +36,12 @@ class ExecutorComponent:
         planner_credentials: grpc.ChannelCredentials | None = None,
         planner_token: str | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
+        max_watch_streams: int = 10_000,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/secrets.py).
+        `max_watch_streams`: concurrent watch streams before new ones are shed
+        (wire/watch_limit.py).
         `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
         (executor/observability/); spans use `tracer_provider`,
         default the global one (no-op unless configured).
@@ -94,19 +97,22 @@ class ExecutorComponent:
             compiler = LocalCompiler()
         self._compiler = compiler
         self._silence_ms = silence_ms
+        self._max_watch_streams = max_watch_streams
         self._worker_servicer: object | None = None
         self._stopped = False
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         from execplan.v1 import executor_service_pb2_grpc, worker_service_pb2_grpc  # noqa: PLC0415
         from execplan.wire import executor_servicer, worker_servicer  # noqa: PLC0415
+        from execplan.wire.watch_limit import WatchLimit  # noqa: PLC0415
 
         workers = worker_servicer.WorkerServicer(
             self.engine, self._silence_ms, self._max_message_bytes
         )
         self._worker_servicer = workers
+        watches = WatchLimit(self._max_watch_streams)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
-            executor_servicer.ExecutorServicer(self.engine, self._compiler), server
+            executor_servicer.ExecutorServicer(self.engine, self._compiler, watches), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
         return (executor_servicer.SERVICE_NAME, worker_servicer.SERVICE_NAME)

@@ -41,6 +41,7 @@ from execplan.wire.bounds import MAX_INT64
 from execplan.wire.forward import remember_caller
 from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.status import stream_errors, unary_errors
+from execplan.wire.watch_limit import WatchLimit
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -199,9 +200,13 @@ class CachingCompiler:
 
 
 class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
-    def __init__(self, engine: Engine, compiler: Compiler) -> None:
+    def __init__(
+        self, engine: Engine, compiler: Compiler, watch_limit: WatchLimit | None = None
+    ) -> None:
         self._engine = engine
         self._compiler = CachingCompiler(compiler)
+        # One bound shared by WatchExecution and WatchExecutions (wire/watch_limit.py).
+        self._watches = watch_limit or WatchLimit()
 
     async def _plan(self, request: pb.StartExecutionRequest) -> plan_pb2.ExecutionPlan:
         kind = request.WhichOneof("definition")
@@ -374,27 +379,29 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     ) -> AsyncGenerator[pb.WatchExecutionResponse, None]:
         execution_id = _required(request.execution_id, "execution_id")
         await self._within_log(execution_id, request.after_sequence, "after_sequence")
-        async for event in self._engine.watch(execution_id, request.after_sequence):
-            yield pb.WatchExecutionResponse(event=event)
+        with self._watches.slot():
+            async for event in self._engine.watch(execution_id, request.after_sequence):
+                yield pb.WatchExecutionResponse(event=event)
 
     @stream_errors
     async def WatchExecutions(  # noqa: N802
         self, request: pb.WatchExecutionsRequest, context: Ctx
     ) -> AsyncGenerator[pb.WatchExecutionsResponse, None]:
         wanted = set(request.states)
-        subscription = self._engine.hub.subscribe_all()
-        try:
-            while True:
-                execution = await subscription.queue.get()
-                if execution is None:
-                    return
-                if wanted and execution.state not in wanted:
-                    continue
-                if request.workflow_name and execution.workflow_name != request.workflow_name:
-                    continue
-                yield pb.WatchExecutionsResponse(execution=execution)
-        finally:
-            self._engine.hub.unsubscribe_all(subscription)
+        with self._watches.slot():
+            subscription = self._engine.hub.subscribe_all()
+            try:
+                while True:
+                    execution = await subscription.queue.get()
+                    if execution is None:
+                        return
+                    if wanted and execution.state not in wanted:
+                        continue
+                    if request.workflow_name and execution.workflow_name != request.workflow_name:
+                        continue
+                    yield pb.WatchExecutionsResponse(execution=execution)
+            finally:
+                self._engine.hub.unsubscribe_all(subscription)
 
     @unary_errors
     async def GetExecutionHistory(  # noqa: N802

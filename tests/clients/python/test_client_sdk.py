@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,7 +16,7 @@ from execplan.client import (
     NotFoundError,
     ResourceExhaustedError,
 )
-from execplan.client._backoff import Backoff
+from execplan.client._backoff import Backoff, Retry, RetryPolicy, transient
 from execplan.client._channel import resolve_address
 from execplan.client.values import from_struct, from_value
 from execplan.v1 import (
@@ -160,16 +161,18 @@ class FakePlanner(planner_service_pb2_grpc.PlannerServiceServicer):
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[tuple[FakeExecutor, ExecutorClient]]:
+async def serving(
+    retry: RetryPolicy | None = None, fake: FakeExecutor | None = None
+) -> AsyncIterator[tuple[FakeExecutor, ExecutorClient]]:
     server = grpc.aio.server()
     # The generated base answers UNIMPLEMENTED for the RPCs a fake leaves out.
-    fake = FakeExecutor()  # type: ignore[abstract]
+    fake = fake or FakeExecutor()  # type: ignore[abstract]
     executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(fake, server)
     planner_service_pb2_grpc.add_PlannerServiceServicer_to_server(FakePlanner(), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with ExecutorClient(f"127.0.0.1:{port}") as client:
+        async with ExecutorClient(f"127.0.0.1:{port}", retry=retry or RetryPolicy()) as client:
             yield fake, client
     finally:
         await server.stop(0)
@@ -205,11 +208,18 @@ async def test_invalid_argument_carries_field_violations() -> None:
     assert "tasks[3].depends_on[0]: unknown task 'x'" in str(err)
 
 
-async def test_resource_exhausted_carries_retry_after() -> None:
-    async with serving() as (_, client):
+async def test_resource_exhausted_is_retried_until_the_deadline_then_carries_retry_after() -> None:
+    """Shed load (RESOURCE_EXHAUSTED + RetryInfo) is retried, waiting at least the
+    server's delay; past the policy's deadline the error reaches the caller."""
+    async with serving(RetryPolicy(deadline=0.5)) as (fake, client):
+        began = time.monotonic()
         with pytest.raises(ResourceExhaustedError) as info:
-            await client.start(source="busy")
+            await client.start(source="busy", request_id="r-1")
+        took = time.monotonic() - began
     assert info.value.retry_after == 2.0
+    # Tried, waited (2 s asked, cut to the 0.5 s left of the deadline), tried again.
+    assert [s.request_id for s in fake.starts] == ["r-1", "r-1"]
+    assert 0.45 <= took < 2.0
 
 
 async def test_status_codes_map_to_the_tree() -> None:
@@ -246,13 +256,101 @@ async def test_compile_and_send_event() -> None:
     assert sent.task_id == "approved:{'by': 'ann'}:True"
 
 
-def test_backoff_is_full_jitter_and_capped() -> None:
-    backoff = Backoff(base=0.2, cap=10.0)
-    delays = [backoff.next_delay() for _ in range(40)]
-    assert all(0.0 <= d <= 10.0 for d in delays)
-    assert delays[0] <= 0.2
+class SheddingExecutor(FakeExecutor):
+    """WatchExecution that sheds, drops and only then serves; `shed_always` never
+    serves, `missing` answers NOT_FOUND."""
+
+    def __init__(self, shed_always: bool = False, missing: bool = False) -> None:
+        super().__init__()
+        self.shed_always = shed_always
+        self.missing = missing
+        self.at: list[float] = []
+
+    async def WatchExecution(
+        self, request: executor_service_pb2.WatchExecutionRequest, context: Ctx
+    ) -> AsyncIterator[executor_service_pb2.WatchExecutionResponse]:
+        self.watch_requests.append(request.after_sequence)
+        self.at.append(time.monotonic())
+        if self.missing:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such execution")
+        if self.shed_always or len(self.watch_requests) == 1:
+            delay = duration_pb2.Duration(nanos=200_000_000)
+            retry = error_details_pb2.RetryInfo(retry_delay=delay)
+            await abort_with(context, code_pb2.RESOURCE_EXHAUSTED, "too many watches", retry)
+        if len(self.watch_requests) == 2:
+            for seq in (1, 2):
+                yield executor_service_pb2.WatchExecutionResponse(event=event(seq))
+            await context.abort(grpc.StatusCode.CANCELLED, "dropped")
+        for seq in range(request.after_sequence + 1, 6):
+            yield executor_service_pb2.WatchExecutionResponse(event=event(seq, seq == 5))
+
+
+async def test_watch_rides_out_shedding_and_cancellation_and_resumes() -> None:
+    """RESOURCE_EXHAUSTED + RetryInfo and a server-side CANCELLED never reach the
+    caller: the watch waits (at least the server's delay), then resumes after the
+    last event it yielded."""
+    fake = SheddingExecutor()  # type: ignore[abstract]
+    async with serving(fake=fake) as (_, client):
+        sequences = [e.sequence async for e in client.watch("ex-1")]
+    assert sequences == [1, 2, 3, 4, 5]
+    assert fake.watch_requests == [0, 0, 2]
+    assert fake.at[1] - fake.at[0] >= 0.19  # RetryInfo honoured
+    assert fake.at[2] - fake.at[1] < 1.0  # after progress, the retry is immediate
+
+
+async def test_watch_surfaces_shedding_past_the_deadline_and_other_errors_at_once() -> None:
+    fake = SheddingExecutor(shed_always=True)  # type: ignore[abstract]
+    async with serving(RetryPolicy(deadline=1.0), fake) as (_, client):
+        with pytest.raises(ResourceExhaustedError) as info:
+            async for _ in client.watch("ex-1"):
+                pass
+    assert info.value.retry_after == pytest.approx(0.2)
+    assert 3 <= len(fake.watch_requests) <= 6  # about one try per 0.2-0.3 s
+    missing = SheddingExecutor(missing=True)  # type: ignore[abstract]
+    async with serving(fake=missing) as (_, client):
+        with pytest.raises(NotFoundError):
+            async for _ in client.watch("ex-1"):
+                pass
+    assert missing.watch_requests == [0]
+
+
+def test_backoff_is_immediate_then_full_jitter_capped_at_two_seconds() -> None:
+    backoff = Backoff(RetryPolicy())
+    delays = [backoff.next_delay() for _ in range(200)]
+    assert delays[0] == 0.0  # the first retry after a success is immediate
+    assert delays[1] <= 0.1 and delays[2] <= 0.2
+    assert all(0.0 <= d <= 2.0 for d in delays)
+    assert max(delays[10:]) > 1.0  # it does reach the cap's range
     backoff.reset()
-    assert backoff.attempt == 0
+    assert backoff.attempt == 0 and backoff.next_delay() == 0.0
+
+
+def test_backoff_honours_the_servers_retry_delay_with_jitter() -> None:
+    backoff = Backoff(RetryPolicy(max_server_delay=30.0))
+    delays = [backoff.next_delay(server_delay=1.0) for _ in range(200)]
+    assert all(1.0 <= d <= 1.5 for d in delays)  # never earlier than asked
+    assert max(delays) - min(delays) > 0.2  # spread, not one synchronised wave
+    assert backoff.next_delay(server_delay=3600.0) <= 45.0  # a confused server is cut
+
+
+def test_retry_gives_up_at_the_deadline() -> None:
+    retry = Retry(RetryPolicy(deadline=0.2))
+    assert retry.delay() == 0.0
+    time.sleep(0.25)
+    assert retry.delay() is None
+    retry.progressed()
+    assert retry.delay() == 0.0
+    assert Retry(RetryPolicy(deadline=None)).delay(server_delay=5.0) is not None
+
+
+def test_transient_codes() -> None:
+    assert transient(grpc.StatusCode.UNAVAILABLE, None)
+    assert transient(grpc.StatusCode.CANCELLED, None)
+    assert transient(grpc.StatusCode.RESOURCE_EXHAUSTED, 1.0)
+    # A limit (QuotaFailure, no RetryInfo) is not fixed by trying again.
+    assert not transient(grpc.StatusCode.RESOURCE_EXHAUSTED, None)
+    assert not transient(grpc.StatusCode.NOT_FOUND, None)
+    assert not transient(grpc.StatusCode.INVALID_ARGUMENT, 1.0)
 
 
 def test_address_resolution(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -582,7 +582,10 @@ async def test_cancel_reaches_handlers_and_suppresses_their_results() -> None:
         assert sorted(events) == ["async cancelled=True", "sync saw cancelled"]
 
 
-async def test_server_drain_finishes_running_work_then_closes() -> None:
+async def test_server_drain_finishes_running_work_then_reconnects() -> None:
+    """The server's drain (it is shutting down) ends this connection, not the
+    worker: it finishes and delivers, half-closes, then comes back on a new stream
+    (to the restarted server), taking work again."""
     async with harness() as h:
 
         @h.worker.task("slow")
@@ -599,8 +602,14 @@ async def test_server_drain_finishes_running_work_then_closes() -> None:
         assert status.request.status == pb.WorkerStatus(draining=True, free_slots=0)
         result = await h.fake.next_request(has_results)
         assert from_value(result.request.results[0].output) == "finished"
-        await asyncio.wait_for(serving, 5)  # serve() returns once drained
+        again = await h.fake.next_request(lambda r: r.HasField("register"))
+        assert again.stream == 2 and not again.request.HasField("status")
+        assert list(again.request.register.running) == []  # delivered, not pending
         assert h.fake.half_closed == [1]
+        assert not serving.done()
+        h.server.send(pb.ConnectResponse(dispatches=[dispatch(2, "slow")]))
+        result = await h.fake.next_request(has_results)
+        assert result.stream == 2
 
 
 async def test_local_drain_with_nothing_running_returns_promptly() -> None:

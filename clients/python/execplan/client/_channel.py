@@ -37,6 +37,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # Plans of 50k tasks and batched stream messages exceed the 4 MiB default.
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    # The channel's own reconnect backoff (gRPC's defaults: 1 s growing by 1.6x to
+    # 120 s). While it waits, calls fail at once without trying, so after a few
+    # failed connects a restarted server went unnoticed for 6-19 s, past the
+    # executor's 5 s reconnect grace. 0.1 s growing to at most 1 s (+-20% jitter).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # Despite its name, the shortest time a connection attempt may take before it
+    # is given up (default 20 s): a hung or black-holed server blocks a connect
+    # this long. 5 s is ample for a TCP + TLS handshake.
+    ("grpc.min_reconnect_backoff_ms", 5_000),
 )
 
 

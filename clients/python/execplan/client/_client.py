@@ -8,13 +8,20 @@
 Every gRPC failure is raised as an `execplan.client.errors` exception. Mutating calls
 carry a `request_id` (a fresh uuid4 unless given) so that a retried call is applied once.
 
-Replicas: `ExecutorClient("h1:7070,h2:7070")` (or a comma list in $EXECPLAN_ADDRESS)
-opens one channel per address and uses one at a time. A call that fails with
-UNAVAILABLE is retried on the next address after a backoff with full jitter (or the
-server's retry delay), at most `failover_attempts` times: every call is safe to
-repeat, because reads are reads and each mutating call carries its request_id, which
-the replicas share through the store. `watch` resumes on the next address after the
-last event it yielded. With one address nothing is retried except `watch`.
+Retries (one policy, `_backoff.py`; docs/contract.md "Client retries"): every call
+is safe to repeat, because reads are reads and each mutating call carries its
+request_id, which replicas share through the store. What is retried, within the
+policy's deadline (60 s without progress), waiting as the policy says (the first
+retry at once, then full jitter capped at 2 s, or the server's RetryInfo delay):
+
+- a call shed by the server (RESOURCE_EXHAUSTED with RetryInfo) or dropped by it
+  (CANCELLED that we did not ask for);
+- UNAVAILABLE, on the next address, when `ExecutorClient("h1:7070,h2:7070")` (or a
+  comma list in $EXECPLAN_ADDRESS) names several replicas: one channel per address,
+  one used at a time, at most `failover_attempts` retries of one call. With one
+  address a unary call fails at once on UNAVAILABLE (a server that is down);
+- `watch` and `watch_all` retry all three on any number of addresses and resume:
+  `watch` after the last event it yielded, so nothing is missed or repeated.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from execplan.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ._backoff import Backoff
+from ._backoff import DEFAULT_POLICY, Retry, RetryPolicy, transient
 from ._channel import Security, open_channel, resolve_address
-from .errors import decode_details, translate
+from .errors import UnavailableError, decode_details, translate
 from .values import to_struct, to_value
 
 ExecutionState: TypeAlias = execution_pb2.ExecutionState.ValueType
@@ -92,11 +99,14 @@ class ExecutorClient:
         tls_key: str | None = None,
         token: str | None = None,
         failover_attempts: int | None = None,
+        retry: RetryPolicy = DEFAULT_POLICY,
     ):
         """TLS files and the bearer token default to $EXECPLAN_TLS_CA/_CERT/_KEY and
         $EXECPLAN_TOKEN (see _channel.py); none of them: plaintext. `address` may be
         a comma list of replicas (see the module docstring); `failover_attempts`
-        (default: twice the number of addresses) bounds the retries of one call."""
+        (default: twice the number of addresses) bounds the failovers of one call;
+        `retry` is the backoff and deadline of every retry (see _backoff.py)."""
+        self._retry_policy = retry
         # A channel passed in belongs to the caller, who closes it.
         self._owns_channel = channel is None
         if channel is not None:
@@ -244,67 +254,77 @@ class ExecutorClient:
         """Events after `after_sequence`, ending with `execution_completed`.
 
         The server streams from any sequence number, so when the stream breaks
-        (UNAVAILABLE, or closed early by a restarting server) we reconnect with
-        backoff and ask for events after the last one yielded: nothing is missed
-        and nothing is yielded twice.
+        (UNAVAILABLE, shed with RESOURCE_EXHAUSTED, dropped with CANCELLED, or
+        closed early by a restarting server) we reconnect as the retry policy says
+        and ask for events after the last one yielded: nothing is missed and
+        nothing is yielded twice. Only a failure that outlasts the policy's
+        deadline reaches the caller.
         """
         last = after_sequence
-        backoff = Backoff()
+        retry = Retry(self._retry_policy)
         while True:
             request = executor_service_pb2.WatchExecutionRequest(
                 execution_id=execution_id, after_sequence=last
             )
             using = self._current
             call = self._executor.WatchExecution(request)
-            delay: float | None = None
+            server_delay: float | None = None
+            failure: grpc.aio.AioRpcError | None = None
             try:
                 async for response in call:
                     event = response.event
                     if event.sequence <= last:
                         continue  # a server replaying an overlap must not duplicate
                     last = event.sequence
-                    backoff.reset()
+                    retry.progressed()
                     yield event
                     if event.HasField("execution_completed"):
                         return
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise translate(err) from err
-                delay = decode_details(err).retry_after
-                self._fail_over(using)
+                server_delay = self._retryable_stream_error(err, using)
+                failure = err
             finally:
                 call.cancel()
-            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
+            await _wait(retry, server_delay, failure)
 
     async def watch_all(
         self, states: Sequence[ExecutionState] = (), workflow_name: str = ""
     ) -> AsyncIterator[execution_pb2.Execution]:
-        """State changes of many executions; reconnects on UNAVAILABLE.
+        """State changes of many executions; reconnects like `watch` does.
 
         There is no sequence to resume from, so changes made while disconnected
         arrive only as later changes; use `list()` to catch up if that matters.
+        Ends when the server ends the stream (it is shutting down).
         """
-        backoff = Backoff()
+        retry = Retry(self._retry_policy)
         request = executor_service_pb2.WatchExecutionsRequest(
             states=states, workflow_name=workflow_name
         )
         while True:
             using = self._current
             call = self._executor.WatchExecutions(request)
-            delay: float | None = None
+            server_delay: float | None = None
+            failure: grpc.aio.AioRpcError | None = None
             try:
                 async for response in call:
-                    backoff.reset()
+                    retry.progressed()
                     yield response.execution
                 return
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise translate(err) from err
-                delay = decode_details(err).retry_after
-                self._fail_over(using)
+                server_delay = self._retryable_stream_error(err, using)
+                failure = err
             finally:
                 call.cancel()
-            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
+            await _wait(retry, server_delay, failure)
+
+    def _retryable_stream_error(self, err: grpc.aio.AioRpcError, using: int) -> float | None:
+        """The server's retry delay of a transient stream failure; raises the rest."""
+        server_delay = decode_details(err).retry_after
+        if not transient(err.code(), server_delay):
+            raise translate(err) from err
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            self._fail_over(using)
+        return server_delay
 
     # -- control --------------------------------------------------------------------
 
@@ -478,21 +498,45 @@ class ExecutorClient:
         request: _Req,
         metadata: tuple[tuple[str, str], ...] = (),
     ) -> _Resp:
-        """`pick(replica)` is the method to call; on UNAVAILABLE the call is repeated
-        on the next replica (see the module docstring)."""
-        backoff = Backoff(base=0.05, cap=2.0)
-        retries = 0
+        """`pick(replica)` is the method to call; transient failures are retried as
+        the module docstring says (UNAVAILABLE only over several replicas)."""
+        retry = Retry(self._retry_policy)
+        failovers = 0
         while True:
             using = self._current
             try:
                 return await pick(self._replicas[using])(request, metadata=metadata or None)
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE or retries >= self._attempts:
+                server_delay = decode_details(err).retry_after
+                code = err.code()
+                unavailable = code == grpc.StatusCode.UNAVAILABLE
+                if not transient(code, server_delay) or (
+                    unavailable and failovers >= self._attempts
+                ):
                     raise translate(err) from err
-                delay = decode_details(err).retry_after
-            retries += 1
-            self._fail_over(using)
-            await asyncio.sleep(delay if delay is not None else backoff.next_delay())
+                delay = retry.delay(server_delay)
+                if delay is None:
+                    raise translate(err) from err
+            if unavailable:
+                failovers += 1
+                self._fail_over(using)
+            await asyncio.sleep(delay)
+
+
+async def _wait(
+    retry: Retry, server_delay: float | None, failure: grpc.aio.AioRpcError | None
+) -> None:
+    """Sleep before the next try of a stream; past the deadline, raise its last
+    failure (or UNAVAILABLE when the server kept ending it early)."""
+    delay = retry.delay(server_delay)
+    if delay is not None:
+        await asyncio.sleep(delay)
+    elif failure is not None:
+        raise translate(failure) from failure
+    else:
+        raise UnavailableError(
+            "the server kept ending the stream early", code=grpc.StatusCode.UNAVAILABLE
+        )
 
 
 def _trace_metadata() -> tuple[tuple[str, str], ...]:

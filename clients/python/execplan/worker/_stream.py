@@ -17,10 +17,21 @@ Protocol, as the executor expects it (docs/worker-protocol.md has the whole of i
 4. results go through the Outbox, batched with whatever else is ready;
 5. `cancels` and `rejections` (of an ack or a result: the executor no longer leases
    that attempt to us) cancel locally and drop the result;
-6. `drain` (or a local drain): status{draining}, finish running attempts, deliver
-   their results, half-close, wait for the server to end the stream, return;
-7. a broken stream: reconnect with full-jitter backoff (base 0.2 s, cap 10 s, or the
-   server's RetryInfo delay), unless the code is fatal (bad request, auth).
+6. a local drain (`drain()`, SIGTERM): status{draining}, finish running attempts,
+   deliver their results, half-close, wait for the server to end the stream, return.
+   The server's `drain` (it is shutting down) does the same on this connection and
+   then reconnects, so the worker is back as soon as the server (or its successor)
+   listens again;
+7. a broken stream: reconnect as the retry policy says (client/_backoff.py: the
+   first retry at once, then full jitter capped at 2 s, or the server's RetryInfo
+   delay), unless the code is fatal (bad request, auth). Every try but the
+   worker's very first waits for the channel to be ready (wait_for_ready), so it
+   starts the moment the server is back (the channel retries its connection
+   every 0.1-1 s, see _channel.py), well within the executor's 5 s reconnect grace;
+8. a drain or stop interrupts every wait at once: a stream that is not connected
+   and has nothing left to deliver ends without waiting for a connection; results
+   it still holds are given up after `_DRAIN_DELIVERY_S` disconnected (the executor
+   re-leases those attempts after its reconnect grace anyway).
 """
 
 from __future__ import annotations
@@ -61,6 +72,9 @@ FATAL_CODES = frozenset(
 _DEFAULT_HEARTBEAT_S = 10.0
 # A server that never ends the stream after our half-close must not hang shutdown.
 _CLOSE_TIMEOUT_S = 5.0
+# Draining and disconnected: how long results may wait for a connection to deliver
+# them on (the executor's reconnect grace; after it the attempts are re-leased).
+_DRAIN_DELIVERY_S = 5.0
 
 StartHandler = Callable[[worker_service_pb2.Dispatch, TaskContext], Callable[[], None]]
 
@@ -101,10 +115,20 @@ class StreamThread:
         self._attempts: dict[AttemptKey, _Attempt] = {}
         self._outbox = Outbox()
         self._draining = False
+        # The server said `drain` on the current connection: finish, then reconnect.
+        self._server_draining = False
         self._half_closed = False
         self._stopping = False
         self._heartbeat_s = _DEFAULT_HEARTBEAT_S
         self._backoff = Backoff()
+        # Connection state, for a drain that must not wait on a dead server.
+        self._registered = False
+        # Only the very first try fails fast (a wrong address is reported at once);
+        # later ones wait for the channel to connect, see the module docstring.
+        self._tried = False
+        self._disconnected_at = time.monotonic()
+        self._session_task: asyncio.Task[bool] | None = None
+        self._given_up = False
 
     # -- thread-safe API -------------------------------------------------------------
     def start(self, start_handler: StartHandler) -> None:
@@ -172,32 +196,73 @@ class StreamThread:
 
     async def _reconnect_loop(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> None:
         while not self._stopping:
-            delay: float | None = None
+            server_delay: float | None = None
+            session = asyncio.create_task(self._session(stub))
+            self._session_task = session
             try:
-                if await self._session(stub):
+                await asyncio.wait({session})
+            finally:
+                self._session_task = None
+                if not session.done():  # we are being stopped
+                    session.cancel()
+                    await asyncio.gather(session, return_exceptions=True)
+            if self._given_up:
+                if not session.cancelled():
+                    session.exception()  # retrieved: a failure of a stream we gave up
+                return
+            try:
+                if session.result():
                     return
             except grpc.aio.AioRpcError as err:
                 if err.code() in FATAL_CODES:
                     raise translate(err) from err
-                delay = decode_details(err).retry_after
+                server_delay = decode_details(err).retry_after
                 _log.warning("worker stream lost (%s: %s)", err.code().name, err.details())
             except (grpc.aio.UsageError, asyncio.InvalidStateError, ConnectionError) as exc:
                 _log.warning("worker stream lost (%r)", exc)
-            if self._drained():
+            if self._drained() or self._given_up:
                 return  # nothing left to deliver: no reason to come back
-            if delay is None:
-                delay = self._backoff.next_delay()
             self._interrupt.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._interrupt.wait(), delay)
+                await asyncio.wait_for(
+                    self._interrupt.wait(), self._backoff.next_delay(server_delay)
+                )
+            if self._drained() or self._given_up:
+                return  # drained (or gave up) while we waited
+
+    def _give_up_if_pointless(self) -> None:
+        """Draining and not connected: end now if nothing is left to deliver, or once
+        results have waited `_DRAIN_DELIVERY_S` for a connection."""
+        if not self._draining or self._registered or self._attempts or self._given_up:
+            return
+        # Only results matter: acks, heartbeats and status belong to a connection.
+        if self._outbox.results:
+            waited = time.monotonic() - self._disconnected_at
+            if waited < _DRAIN_DELIVERY_S:
+                assert self._loop is not None
+                self._loop.call_later(_DRAIN_DELIVERY_S - waited + 0.01, self._give_up_if_pointless)
+                return
+            _log.warning(
+                "drained without reaching %s: %d results not delivered (the executor "
+                "re-runs those attempts)",
+                self._config.address,
+                len(self._outbox.results),
+            )
+        self._given_up = True
+        self._interrupt.set()
+        task = self._session_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # it may be waiting for a connection that never comes
 
     # -- one connection ---------------------------------------------------------------
     async def _session(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> bool:
-        """Run one stream; True when it ended because a drain completed."""
-        call = stub.Connect()
+        """Run one stream; True when it ended because a local drain completed."""
+        call = stub.Connect(wait_for_ready=self._tried)
+        self._tried = True
         tasks: list[asyncio.Task[None]] = []
         closed_cleanly = False
         self._half_closed = False
+        self._server_draining = False
         try:
             first = worker_service_pb2.ConnectRequest(register=self._registration())
             if self._draining:
@@ -209,6 +274,7 @@ class StreamThread:
             if not response.HasField("registered"):
                 _log.warning("first server message was not `registered`; reconnecting")
                 return False
+            self._registered = True
             self._on_registered(response.registered)
             self._on_response(response)
             reader = asyncio.create_task(self._read_loop(call))
@@ -227,8 +293,11 @@ class StreamThread:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), _CLOSE_TIMEOUT_S)
             closed_cleanly = True
-            return True
+            # After the server's drain we come back (to it, restarted, or whoever
+            # listens there next); after our own we are done.
+            return self._draining
         finally:
+            self._registered = False
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -255,7 +324,7 @@ class StreamThread:
                     self._wake.set()
             for callback in after_write:
                 callback()
-            if self._drained():
+            if self._connection_done():
                 self._half_closed = True
                 await call.done_writing()
                 return
@@ -311,7 +380,7 @@ class StreamThread:
             _log.info("attempt %s/%s rejected: %s", *_names(rejection.attempt), rejection.reason)
             self._cancel(rejection.attempt)
         if response.HasField("drain"):
-            self._begin_drain(response.drain.reason or "server drain")
+            self._on_server_drain(response.drain.reason or "server drain")
         if response.dispatches or response.cancels or response.rejections:
             self._wake.set()
 
@@ -341,6 +410,7 @@ class StreamThread:
         self._wake.set()
         if self._drained():
             self._interrupt.set()
+        self._give_up_if_pointless()
 
     def _on_heartbeat_request(self) -> None:
         self._heartbeat_now.set()
@@ -369,6 +439,7 @@ class StreamThread:
         self._wake.set()
         if self._drained():
             self._interrupt.set()
+        self._give_up_if_pointless()
 
     def _matching(self, ref: worker_service_pb2.AttemptRef) -> list[AttemptKey]:
         exact = AttemptKey.of(ref)
@@ -386,6 +457,17 @@ class StreamThread:
         self._outbox.status = _DRAINING
         self._wake.set()
         self._interrupt.set()
+        self._give_up_if_pointless()
+
+    def _on_server_drain(self, reason: str) -> None:
+        """The server is going away: finish and deliver on this connection, take no
+        new work from it; the reconnect loop then finds its successor."""
+        if self._draining or self._server_draining:
+            return
+        _log.info("server drain (%s): %d attempts running", reason, len(self._attempts))
+        self._server_draining = True
+        self._outbox.status = _DRAINING
+        self._wake.set()
 
     def _begin_stop(self) -> None:
         if not self._stopping:
@@ -395,6 +477,11 @@ class StreamThread:
     def _drained(self) -> bool:
         return self._draining and not self._attempts and self._outbox.empty()
 
+    def _connection_done(self) -> bool:
+        """Nothing left to do on this connection: half-close it."""
+        draining = self._draining or self._server_draining
+        return draining and not self._attempts and self._outbox.empty()
+
     def _on_disconnected(self, *, lost: bool) -> None:
         # Attempts whose ack never left were not started; the executor re-queues them
         # when the ack deadline passes, so forget them rather than list them as running.
@@ -403,6 +490,8 @@ class StreamThread:
                 del self._attempts[key]
         # The draining status rides on the next `register` message instead.
         self._outbox.reset_connection(lost=lost)
+        self._disconnected_at = time.monotonic()
+        self._give_up_if_pointless()
 
     def _cancel_all_attempts(self) -> None:
         for attempt in self._attempts.values():

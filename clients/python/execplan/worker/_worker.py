@@ -10,8 +10,11 @@
 
     worker.run()                                       # blocks; SIGTERM/SIGINT drain
 
-Lifecycle: `serve()` runs until a drain completes (server `drain`, `drain()`, or
-the first SIGTERM/SIGINT under `run()`), `stop()` ends it at once (second signal).
+Lifecycle: `serve()` runs until a drain completes (`drain()`, or the first
+SIGTERM/SIGINT under `run()`), `stop()` ends it at once (second signal); both
+interrupt any reconnect wait at once. A server that shuts down (its `drain`) is not
+the end: running attempts finish and are delivered, then the worker reconnects and
+is back as soon as the server listens again (docs/contract.md, "Client retries").
 A fatal connection error (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED) is
 raised from `serve()` / `run()` as an `execplan.client.errors` exception.
 """
