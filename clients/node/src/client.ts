@@ -8,13 +8,23 @@
  *     client.close();
  *
  * Every method throws an ExecplanError subclass (errors.ts) on failure.
+ *
+ * Retries (one policy, errors.ts RetryPolicy; docs/node.md): a call shed by the
+ * server (RESOURCE_EXHAUSTED with RetryInfo) or dropped by it (CANCELLED we did not
+ * ask for) is retried, waiting as the policy says (the first retry at once, then
+ * full jitter capped at 2 s, or at least the server's delay), until the policy's
+ * deadline (60 s without progress); watch() and watchAll() also retry UNAVAILABLE,
+ * and watch() resumes after the last event it yielded. A unary call meeting
+ * UNAVAILABLE fails at once (the server is down). Every call is safe to repeat:
+ * mutating calls carry a requestId.
  */
 import { randomUUID } from "node:crypto";
 import { create, fromJson, isMessage } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { Backoff, Status, sleep, translate, decodeDetails } from "./errors.js";
+import { DEFAULT_RETRY, Retry, UnavailableError, Status, sleep, transient, translate, decodeDetails } from "./errors.js";
+import type { RetryPolicy } from "./errors.js";
 import type { ExecutionEvent } from "./gen/execplan/v1/events_pb.js";
 import type { Execution, ExecutionState } from "./gen/execplan/v1/execution_pb.js";
 import {
@@ -73,6 +83,8 @@ import type { SecurityOptions } from "./security.js";
  */
 export interface ClientOptions extends SecurityOptions {
   channelOptions?: grpc.ChannelOptions;
+  /** Backoff and deadline of every retry (default DEFAULT_RETRY). */
+  retry?: RetryPolicy;
 }
 
 /** Which executions watchAll() follows (all when empty). */
@@ -136,9 +148,11 @@ export class ExecplanClient {
   private readonly executor: GenericClient;
   private readonly planner: GenericClient;
   private readonly healthClient: GenericClient;
+  private readonly retry: RetryPolicy;
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = resolveAddress(address);
+    this.retry = options.retry ?? DEFAULT_RETRY;
     const secured = transport(options);
     this.executor = makeClient(ExecutorService, this.address, secured, options.channelOptions);
     // Same target and options: grpc-js shares one subchannel between both clients.
@@ -224,68 +238,68 @@ export class ExecplanClient {
 
   /**
    * Events after `afterSequence`, ending with `execution_completed`. When the stream
-   * breaks (UNAVAILABLE, or ended early by a restarting server) it reconnects with
-   * backoff and asks for events after the last one yielded: nothing is missed and
-   * nothing is yielded twice. Breaking out of the loop cancels the call.
+   * breaks (UNAVAILABLE, shed with RESOURCE_EXHAUSTED, dropped with CANCELLED, or
+   * ended early by a restarting server) it reconnects as the retry policy says and
+   * asks for events after the last one yielded: nothing is missed and nothing is
+   * yielded twice; only a failure outlasting the policy's deadline is thrown.
+   * Breaking out of the loop cancels the call.
    */
   async *watch(executionId: string, afterSequence: bigint | number = 0n): AsyncGenerator<ExecutionEvent> {
     let last = BigInt(afterSequence);
-    const backoff = new Backoff();
+    const retry = new Retry(this.retry);
     for (;;) {
       const request = create(WatchExecutionRequestSchema, { executionId, afterSequence: last });
       const call = (this.executor.watchExecution as (r: unknown) => grpc.ClientReadableStream<WatchExecutionResponse>)
         .call(this.executor, request);
-      let delayMs: number | undefined;
+      let failure: grpc.ServiceError | undefined;
       try {
         for await (const res of call) {
           const event = (res as WatchExecutionResponse).event;
           if (!event || event.sequence <= last) continue; // an overlap must not duplicate
           last = event.sequence;
-          backoff.reset();
+          retry.progressed();
           yield event;
           if (event.kind.case === "executionCompleted") return;
         }
       } catch (err) {
-        if ((err as grpc.ServiceError).code !== Status.UNAVAILABLE) throw translate(err);
-        delayMs = decodeDetails(err as grpc.ServiceError).retryAfterMs;
+        failure = retryableStreamError(err);
       } finally {
         call.cancel();
       }
-      await sleep(delayMs ?? backoff.nextDelayMs());
+      await waitToRetry(retry, failure);
     }
   }
 
   /**
-   * State changes of many executions (WatchExecutions), as `Execution` views. On
-   * UNAVAILABLE it reconnects with backoff (or the server's RetryInfo delay). There
-   * is no sequence to resume from: changes made while disconnected arrive only as
-   * later changes, so use list() to catch up if that matters. Breaking out of the
-   * loop cancels the call; it ends when the server ends the stream.
+   * State changes of many executions (WatchExecutions), as `Execution` views;
+   * reconnects like watch(). There is no sequence to resume from: changes made
+   * while disconnected arrive only as later changes, so use list() to catch up if
+   * that matters. Breaking out of the loop cancels the call; it ends when the
+   * server ends the stream (it is shutting down).
    */
   async *watchAll(filter: WatchAllFilter = {}): AsyncGenerator<Execution> {
     const request = create(WatchExecutionsRequestSchema, {
       states: filter.states ?? [],
       workflowName: filter.workflowName ?? "",
     });
-    const backoff = new Backoff();
+    const retry = new Retry(this.retry);
     for (;;) {
       const call = (this.executor.watchExecutions as (r: unknown) => grpc.ClientReadableStream<WatchExecutionsResponse>)
         .call(this.executor, request);
-      let delayMs: number | undefined;
+      let failure: grpc.ServiceError | undefined;
       try {
         for await (const res of call) {
           const execution = (res as WatchExecutionsResponse).execution;
-          backoff.reset();
+          retry.progressed();
           if (execution) yield execution;
         }
         return;
       } catch (err) {
-        if ((err as grpc.ServiceError).code !== Status.UNAVAILABLE) throw translate(err);
-        delayMs = decodeDetails(err as grpc.ServiceError).retryAfterMs;
+        failure = retryableStreamError(err);
       } finally {
         call.cancel();
       }
-      await sleep(delayMs ?? backoff.nextDelayMs());
+      await waitToRetry(retry, failure);
     }
   }
 
@@ -398,13 +412,38 @@ export class ExecplanClient {
     return (await this.call<{ state: ExecutionState }>(this.executor, method, request)).state;
   }
 
+  /** A unary call; shed or dropped calls are retried (see the module comment). */
   private async call<O>(client: GenericClient, method: string, request: unknown, metadata?: grpc.Metadata): Promise<O> {
-    try {
-      return await unary<unknown, O>(client, method, request, metadata);
-    } catch (err) {
-      throw translate(err);
+    const retry = new Retry(this.retry);
+    for (;;) {
+      try {
+        return await unary<unknown, O>(client, method, request, metadata);
+      } catch (err) {
+        const e = err as grpc.ServiceError;
+        const { retryAfterMs } = decodeDetails(e);
+        // One address: UNAVAILABLE means the server is down, so it fails at once.
+        if (e.code === Status.UNAVAILABLE || !transient(e.code, retryAfterMs)) throw translate(err);
+        const delay = retry.delayMs(retryAfterMs);
+        if (delay === undefined) throw translate(err);
+        await sleep(delay);
+      }
     }
   }
+}
+
+/** A transient stream failure as it is (to throw past the deadline); throws the rest. */
+function retryableStreamError(err: unknown): grpc.ServiceError {
+  const e = err as grpc.ServiceError;
+  if (typeof e?.code !== "number" || !transient(e.code, decodeDetails(e).retryAfterMs)) throw translate(err);
+  return e;
+}
+
+/** Sleep before a stream's next try; past the deadline, throw its last failure. */
+async function waitToRetry(retry: Retry, failure: grpc.ServiceError | undefined): Promise<void> {
+  const delay = retry.delayMs(failure ? decodeDetails(failure).retryAfterMs : undefined);
+  if (delay !== undefined) return sleep(delay);
+  if (failure) throw translate(failure);
+  throw new UnavailableError("the server kept ending the stream early", { code: Status.UNAVAILABLE });
 }
 
 function definition(options: StartOptions): StartExecutionRequest["definition"] {

@@ -168,21 +168,73 @@ export function translate(err: unknown): unknown {
   return new Cls(err.details ?? err.message, { code: err.code, violations, retryAfterMs, reason, metadata, cause: err });
 }
 
-/** Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^n)]. */
+/**
+ * The one retry policy of the client and the worker (the Python SDK's, same numbers):
+ * the first retry after a success is immediate; then full jitter, uniform in
+ * [0, min(capMs, initialMs * 2^(n-1))]; a server's RetryInfo delay is honoured (at
+ * least that long, plus up to half of it again as jitter, cut at maxServerDelayMs).
+ * `deadlineMs`: how long a loop may fail without progress before the error reaches
+ * the caller (undefined: forever, as the worker's stream does).
+ */
+export interface RetryPolicy {
+  initialMs: number;
+  /** No delay of our own is longer: well under the executor's 5 s reconnect grace. */
+  capMs: number;
+  maxServerDelayMs: number;
+  deadlineMs: number | undefined;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { initialMs: 100, capMs: 2_000, maxServerDelayMs: 30_000, deadlineMs: 60_000 };
+
 export class Backoff {
   private attempt = 0;
-  constructor(
-    private readonly baseMs = 200,
-    private readonly capMs = 10_000,
-  ) {}
-  nextDelayMs(): number {
-    const ceiling = Math.min(this.capMs, this.baseMs * 2 ** this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 30);
-    return Math.random() * ceiling;
+  constructor(readonly policy: RetryPolicy = DEFAULT_RETRY) {}
+  nextDelayMs(serverDelayMs?: number): number {
+    const attempt = this.attempt;
+    this.attempt = Math.min(this.attempt + 1, 60);
+    if (serverDelayMs !== undefined && serverDelayMs > 0) {
+      return Math.min(serverDelayMs, this.policy.maxServerDelayMs) * (1 + Math.random() / 2);
+    }
+    if (attempt === 0) return 0;
+    return Math.random() * Math.min(this.policy.capMs, this.policy.initialMs * 2 ** (attempt - 1));
   }
   reset(): void {
     this.attempt = 0;
   }
+}
+
+/** A Backoff with the policy's deadline, for one retry loop. */
+export class Retry {
+  readonly backoff: Backoff;
+  private failingSince: number | undefined;
+  constructor(policy: RetryPolicy = DEFAULT_RETRY) {
+    this.backoff = new Backoff(policy);
+  }
+  progressed(): void {
+    this.backoff.reset();
+    this.failingSince = undefined;
+  }
+  /** Milliseconds to wait before the next try, or undefined when past the deadline. */
+  delayMs(serverDelayMs?: number): number | undefined {
+    const now = Date.now();
+    this.failingSince ??= now;
+    const wait = this.backoff.nextDelayMs(serverDelayMs);
+    const deadline = this.backoff.policy.deadlineMs;
+    if (deadline === undefined) return wait;
+    const left = this.failingSince + deadline - now;
+    return left <= 0 ? undefined : Math.min(wait, left);
+  }
+}
+
+/**
+ * Whether a failed call may simply be tried again: UNAVAILABLE (server down or
+ * restarting), CANCELLED we did not ask for (the server dropped the call), and
+ * RESOURCE_EXHAUSTED only with a RetryInfo delay (shed load; without one it is a
+ * limit no retry fixes).
+ */
+export function transient(code: Status, retryAfterMs: number | undefined): boolean {
+  if (code === Status.UNAVAILABLE || code === Status.CANCELLED) return true;
+  return code === Status.RESOURCE_EXHAUSTED && retryAfterMs !== undefined;
 }
 
 /** Resolves after ms, or early when signal aborts. */

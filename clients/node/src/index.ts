@@ -12,6 +12,8 @@ export {
   AlreadyExistsError,
   Backoff,
   CallCancelledError,
+  DEFAULT_RETRY,
+  Retry,
   DeadlineExceededError,
   ExecplanError,
   FailedPreconditionError,
@@ -27,8 +29,9 @@ export {
   UnavailableError,
   decodeDetails,
   translate,
+  transient,
 } from "./errors.js";
-export type { FieldViolation, StatusDetails } from "./errors.js";
+export type { FieldViolation, RetryPolicy, StatusDetails } from "./errors.js";
 export { CancelledError, FATAL_CODES, SDK, Worker, defaultWorkerId, errorInfo, splitAddresses, splitSlots } from "./worker.js";
 export type { Handler, Logger, WorkerOptions } from "./worker.js";
 export { encodeCapacity, quantity } from "./capacity.js";

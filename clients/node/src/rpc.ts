@@ -18,6 +18,11 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.max_receive_message_length": 64 * 1024 * 1024,
   "grpc.max_send_message_length": 64 * 1024 * 1024,
+  // The channel's own reconnect backoff (defaults: 1 s growing by 1.6x to 120 s):
+  // while it waits a restarted server goes unnoticed, past the executor's 5 s
+  // reconnect grace. 0.1 s growing to at most 1 s (+-20% jitter), as in Python.
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 1_000,
 };
 
 export const DEFAULT_ADDRESS = "127.0.0.1:7070";

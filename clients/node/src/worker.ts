@@ -19,11 +19,21 @@
  * 4. results are batched with whatever else is ready (one message per tick);
  * 5. `cancels` abort the handler's AbortSignal and drop its result; `rejections`
  *    are logged;
- * 6. `drain` (or drain()/SIGTERM): status{draining}, finish running attempts, send
- *    their results, half-close, wait for the server to end the stream;
- * 7. a broken stream: reconnect with full-jitter backoff (0.2 s base, 10 s cap, or
- *    the server's RetryInfo delay); INVALID_ARGUMENT, PERMISSION_DENIED,
- *    UNAUTHENTICATED (and UNIMPLEMENTED) are fatal and reject run()/serve().
+ * 6. a local drain (drain()/SIGTERM): status{draining}, finish running attempts,
+ *    send their results, half-close, wait for the server to end the stream, resolve.
+ *    The server's `drain` (it is shutting down) does the same on this connection,
+ *    then reconnects: the worker is back as soon as the server listens again;
+ * 7. a broken stream: reconnect as the retry policy says (errors.ts: the first retry
+ *    at once, then full jitter capped at 2 s, or the server's RetryInfo delay);
+ *    every try but the very first waits for the channel to be ready (waitForReady),
+ *    so it starts the moment the server is back (the channel retries its connection
+ *    every 0.1-1 s, rpc.ts), well within the executor's 5 s reconnect grace.
+ *    INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED (and UNIMPLEMENTED) are
+ *    fatal and reject run()/serve();
+ * 8. a drain or stop interrupts every wait at once: a stream that is not connected
+ *    and has nothing left to deliver ends without waiting for a connection; results
+ *    it still holds are given up after DRAIN_DELIVERY_MS disconnected (the executor
+ *    re-leases those attempts after its reconnect grace anyway).
  *
  * Several executor replicas: `address: "host1:7070,host2:7070"` (or a comma list in
  * $EXECPLAN_ADDRESS) opens one stream per address, the same worker id on each, and
@@ -83,6 +93,8 @@ export const FATAL_CODES: ReadonlySet<Status> = new Set([
 const DEFAULT_HEARTBEAT_MS = 10_000;
 /** A server that never ends the stream after our half-close must not hang shutdown. */
 const CLOSE_TIMEOUT_MS = 5_000;
+/** Draining and disconnected: how long results may wait for a connection (the executor's reconnect grace). */
+const DRAIN_DELIVERY_MS = 5_000;
 
 export type Handler<I extends JsonObject = JsonObject, O = unknown> = (inputs: I, ctx: TaskContext) => O | Promise<O>;
 
@@ -171,7 +183,15 @@ export class Worker {
   private backoff = new Backoff();
   private heartbeatMs = DEFAULT_HEARTBEAT_MS;
   private draining = false;
+  /** The server said `drain` on the current connection: finish, then reconnect. */
+  private serverDraining = false;
   private stopping = false;
+  /** Connection state, for a drain that must not wait on a dead server. */
+  private registered = false;
+  private tried = false;
+  private givenUp = false;
+  private disconnectedAt = Date.now();
+  private giveUpTimer: NodeJS.Timeout | undefined;
   private halfClosed = false;
   private serving: Promise<void> | undefined;
   private interrupt = new AbortController();
@@ -234,6 +254,7 @@ export class Worker {
     if (this.serving) throw new Error("this worker is already serving");
     const serving = this.addresses.length > 1 ? this.serveGroup() : this.reconnectLoop();
     this.serving = serving.finally(() => {
+      clearTimeout(this.giveUpTimer);
       this.abortAll("worker stopped");
       this.client?.close();
       this.client = undefined;
@@ -295,25 +316,27 @@ export class Worker {
         if (await this.session()) return;
       } catch (err) {
         const e = err as grpc.ServiceError;
-        if (this.stopping) return;
+        if (this.stopping || this.givenUp) return;
         if (FATAL_CODES.has(e.code)) throw translate(err);
         delayMs = decodeDetails(e).retryAfterMs;
         this.log.warn(`worker stream lost (${Status[e.code] ?? e.code}: ${e.details ?? e.message})`);
       }
-      if (this.drained() || this.stopping) return; // nothing left to deliver
-      delayMs ??= this.backoff.nextDelayMs();
+      if (this.drained() || this.stopping || this.givenUp) return; // nothing left to deliver
       this.interrupt = new AbortController();
-      await sleep(delayMs, this.interrupt.signal);
-      if (this.drained()) return; // drained while disconnected: nothing to deliver
+      await sleep(this.backoff.nextDelayMs(delayMs), this.interrupt.signal);
+      if (this.drained() || this.givenUp) return; // drained (or gave up) while we waited
     }
   }
 
-  /** One stream; resolves true when it ended because a drain completed. */
+  /** One stream; resolves true when it ended because a local drain completed. */
   private session(): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
-      const call = (this.client!.connect as () => ConnectCall).call(this.client);
+      const connect = this.client!.connect as (md: grpc.Metadata) => ConnectCall;
+      const call = connect.call(this.client, new grpc.Metadata({ waitForReady: this.tried }));
+      this.tried = true;
       this.call = call;
       this.halfClosed = false;
+      this.serverDraining = false;
       let registered = false;
       let settled = false;
       let heartbeat: NodeJS.Timeout | undefined;
@@ -326,6 +349,7 @@ export class Worker {
         clearTimeout(this.earlyBeat);
         this.earlyBeat = undefined;
         if (this.call === call) this.call = undefined;
+        this.registered = false;
         call.cancel();
         this.onDisconnected(lost);
         outcome();
@@ -337,6 +361,7 @@ export class Worker {
             return finish(true, () => resolve(false));
           }
           registered = true;
+          this.registered = true;
           this.onRegistered(res.registered);
           heartbeat = setInterval(() => this.queueHeartbeats(false), this.heartbeatMs);
         }
@@ -344,16 +369,17 @@ export class Worker {
         this.flush(); // acks of this message leave together, now
       });
       call.on("end", () => {
-        // The server ended the stream: after our half-close that is the drain's end.
-        const done = this.halfClosed;
-        finish(!done, () => resolve(done));
+        // The server ended the stream: after our half-close that is the drain's end;
+        // after the server's drain we come back, after our own we are done.
+        const clean = this.halfClosed;
+        finish(!clean, () => resolve(clean && this.draining));
       });
       call.on("error", (err: grpc.ServiceError) => {
         if (this.stopping) return finish(true, () => resolve(true));
         finish(true, () => reject(err));
       });
       this.onHalfClose = () => {
-        closeTimer = setTimeout(() => finish(false, () => resolve(true)), CLOSE_TIMEOUT_MS);
+        closeTimer = setTimeout(() => finish(false, () => resolve(this.draining)), CLOSE_TIMEOUT_MS);
       };
       const first = create(ConnectRequestSchema, { register: this.registration() });
       if (this.draining) first.status = DRAINING;
@@ -398,7 +424,7 @@ export class Worker {
     for (const r of res.rejections) {
       this.log.info(`result ${r.attempt?.executionId}/${r.attempt?.taskId} rejected: ${r.reason}`);
     }
-    if (res.drain) this.drainNow(res.drain.reason || "server drain");
+    if (res.drain) this.onServerDrain(res.drain.reason || "server drain");
   }
 
   private onDispatch(dispatch: Dispatch): void {
@@ -443,6 +469,7 @@ export class Worker {
     this.attempts.delete(key);
     this.outbox.results.set(key, result);
     this.scheduleFlush();
+    this.giveUpIfPointless();
   }
 
   private requestHeartbeat(): void {
@@ -478,6 +505,7 @@ export class Worker {
       }
     }
     this.scheduleFlush();
+    this.giveUpIfPointless();
   }
 
   private matching(ref: AttemptRef): string[] {
@@ -499,6 +527,38 @@ export class Worker {
     this.outbox.status = DRAINING;
     this.interrupt.abort();
     this.scheduleFlush();
+    this.giveUpIfPointless();
+  }
+
+  /** The server is going away: finish and deliver on this connection, then reconnect. */
+  private onServerDrain(reason: string): void {
+    if (this.draining || this.serverDraining) return;
+    this.log.info(`server drain (${reason}): ${this.attempts.size} attempts running`);
+    this.serverDraining = true;
+    this.outbox.status = DRAINING;
+    this.scheduleFlush();
+  }
+
+  /**
+   * Draining and not connected: end now if nothing is left to deliver, or once
+   * results have waited DRAIN_DELIVERY_MS for a connection.
+   */
+  private giveUpIfPointless(): void {
+    if (!this.draining || this.registered || this.attempts.size || this.givenUp) return;
+    // Only results matter: acks, heartbeats and status belong to a connection.
+    if (this.outbox.results.size) {
+      const waited = Date.now() - this.disconnectedAt;
+      if (waited < DRAIN_DELIVERY_MS) {
+        clearTimeout(this.giveUpTimer);
+        this.giveUpTimer = setTimeout(() => this.giveUpIfPointless(), DRAIN_DELIVERY_MS - waited + 10);
+        return;
+      }
+      this.log.warn(`drained without reaching ${this.address}: ${this.outbox.results.size} results not delivered (the executor re-runs those attempts)`);
+    }
+    this.givenUp = true;
+    clearTimeout(this.giveUpTimer);
+    this.interrupt.abort();
+    this.call?.cancel(); // it may be waiting for a connection that never comes
   }
 
   private stopNow(): void {
@@ -516,6 +576,11 @@ export class Worker {
 
   private drained(): boolean {
     return this.draining && this.attempts.size === 0 && this.outbox.empty();
+  }
+
+  /** Nothing left to do on this connection: half-close it. */
+  private connectionDone(): boolean {
+    return (this.draining || this.serverDraining) && this.attempts.size === 0 && this.outbox.empty();
   }
 
   private scheduleFlush(): void {
@@ -538,7 +603,7 @@ export class Worker {
     if (request) call.write(request, after);
     else after();
     if (this.outbox.results.size) this.scheduleFlush(); // more than fitted in one message
-    if (this.drained()) {
+    if (this.connectionDone()) {
       this.halfClosed = true;
       call.end();
       this.onHalfClose();
@@ -549,6 +614,8 @@ export class Worker {
     // Attempts whose ack never left were not started; the executor re-queues them.
     for (const [key, a] of this.attempts) if (!a.started) this.attempts.delete(key);
     this.outbox.resetConnection(lost);
+    this.disconnectedAt = Date.now();
+    this.giveUpIfPointless();
   }
 
   private abortAll(reason: string): void {

@@ -229,22 +229,29 @@ test("a fatal status (INVALID_ARGUMENT registration) rejects serve() without ret
   });
 });
 
-test("a server drain (SIGTERM) lets the running attempt finish, then serve() resolves", async () => {
-  let started = false;
+test("a server drain (SIGTERM) lets the running attempt finish; the worker then comes back to the restarted server", async () => {
+  let runs = 0;
   const { serving } = startWorker((w) =>
     w.task("n.server-drain", async (inputs) => {
-      started = true;
+      runs += 1;
       await new Promise((r) => setTimeout(r, 300));
       return { v: inputs.x };
     }),
   );
-  const { executionId } = await client.start({ source: ONE("n.server-drain"), inputs: { x: 3 } });
-  await waitFor(() => started, 10_000, "handler start");
-  const stopping = server.kill("SIGTERM", 10_000);
-  await serving; // resolves (drained) rather than reconnecting forever
-  await stopping;
+  let settled = false;
+  serving.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  const first = await client.start({ source: ONE("n.server-drain"), inputs: { x: 3 } });
+  await waitFor(() => runs === 1, 10_000, "handler start");
+  await server.kill("SIGTERM", 10_000); // the attempt finishes and is delivered during the drain
+  assert.equal(settled, false, "a server shutting down must not end the worker");
   await server.restart();
-  const done = await finish(client, executionId);
+  const done = await finish(client, first.executionId);
   assert.equal(done.state, pb.ExecutionState.SUCCEEDED);
   assert.deepEqual(done.outputs, { out: { v: 3 } });
+  const second = await client.start({ source: ONE("n.server-drain"), inputs: { x: 4 } });
+  assert.equal((await finish(client, second.executionId)).state, pb.ExecutionState.SUCCEEDED);
+  assert.equal(runs, 2);
 });
