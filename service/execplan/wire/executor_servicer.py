@@ -38,6 +38,7 @@ from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
 from execplan.wire import limits
 from execplan.wire.bounds import MAX_INT64
+from execplan.wire.channels import peer_channel
 from execplan.wire.forward import remember_caller
 from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.status import stream_errors, unary_errors
@@ -105,10 +106,7 @@ class RemoteCompiler:
     ) -> None:
         from execplan.v1 import planner_service_pb2_grpc  # noqa: PLC0415
 
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address)
-        else:
-            self._channel = grpc.aio.secure_channel(address, credentials)
+        self._channel = peer_channel(address, credentials)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
 

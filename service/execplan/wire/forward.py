@@ -33,6 +33,7 @@ from execplan.executor.values import fill_value
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
+from execplan.wire.channels import peer_channel
 
 _ERRORS: dict[grpc.StatusCode, type[ExecplanError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -69,11 +70,7 @@ class GrpcForwarder:
     def _stub(self, address: str) -> pb_grpc.ExecutorServiceAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address)
-            else:
-                channel = grpc.aio.secure_channel(address, self._credentials)
-            self._channels[address] = channel
+            channel = self._channels[address] = peer_channel(address, self._credentials)
         return pb_grpc.ExecutorServiceStub(channel)
 
     async def forward(self, address: str, control: Control) -> str:
