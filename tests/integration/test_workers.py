@@ -147,7 +147,13 @@ async def test_dropped_stream_reconnects_and_each_task_completes_once(
         await proxy.close()
 
 
-async def test_sigterm_drains_workers_and_exits_zero(cluster: Cluster, tmp_path: Path) -> None:
+async def test_sigterm_drains_workers_who_come_back_to_the_next_server(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGTERM of the server: it tells its workers to drain, finishes within its
+    grace and exits 0. A server shutting down does not end its workers: they finish
+    what runs, then reconnect, and serve the restarted server (same port and db).
+    The worker's own SIGTERM is what drains it and makes it exit 0."""
     server = cluster.start_server(cli=True)  # the real `execplan serve`
     runs_log = tmp_path / "runs.log"
     worker = cluster.start_worker("w", slots=2, delay=0.5, starts=runs_log)
@@ -160,13 +166,14 @@ async def test_sigterm_drains_workers_and_exits_zero(cluster: Cluster, tmp_path:
         elapsed = time.monotonic() - began
     assert code == 0
     assert elapsed < 3 + 1.5, elapsed  # within the grace (--grace 3) plus start-up slack
-    line = await asyncio.to_thread(worker.wait_line, "worker drained", 10)
-    assert line == "worker drained"
-    assert await asyncio.to_thread(worker.popen.wait, 10) == 0
-    # The execution is durable and finishes once a server and worker are back.
+    assert worker.popen.poll() is None, "the server's drain ended the worker"
+    # The execution is durable and finishes on the restarted server, on the same worker.
     cluster.start_server(cli=True)
-    cluster.start_worker("w2", slots=2, delay=0.005)
     async with ExecutorClient(cluster.address) as client:
         done = await _finish(client, execution_id)
     assert done.state == ex.EXECUTION_STATE_SUCCEEDED
     assert done.outputs["total"] == expected_total(1)
+    worker.popen.send_signal(signal.SIGTERM)
+    line = await asyncio.to_thread(worker.wait_line, "worker drained", 10)
+    assert line == "worker drained"
+    assert await asyncio.to_thread(worker.popen.wait, 10) == 0

@@ -191,6 +191,7 @@ export class Worker {
   private tried = false;
   private givenUp = false;
   private disconnectedAt = Date.now();
+  private drainBeganAt = 0;
   private giveUpTimer: NodeJS.Timeout | undefined;
   private halfClosed = false;
   private serving: Promise<void> | undefined;
@@ -524,6 +525,7 @@ export class Worker {
     if (this.draining) return;
     this.log.info(`draining (${reason}): ${this.attempts.size} attempts running`);
     this.draining = true;
+    this.drainBeganAt = Date.now();
     this.outbox.status = DRAINING;
     this.interrupt.abort();
     this.scheduleFlush();
@@ -540,19 +542,24 @@ export class Worker {
   }
 
   /**
-   * Draining and not connected: end now if nothing is left to deliver, or once
-   * results have waited DRAIN_DELIVERY_MS for a connection.
+   * Draining and not registered: end now if nothing is left to deliver and no
+   * registration is in flight; else once results have waited DRAIN_DELIVERY_MS for
+   * a connection, or a registration on the wire CLOSE_TIMEOUT_MS for its answer.
    */
   private giveUpIfPointless(): void {
     if (!this.draining || this.registered || this.attempts.size || this.givenUp) return;
     // Only results matter: acks, heartbeats and status belong to a connection.
+    let since = 0;
+    let patience = 0;
+    if (this.outbox.results.size) [since, patience] = [this.disconnectedAt, DRAIN_DELIVERY_MS];
+    else if (this.registering()) [since, patience] = [this.drainBeganAt, CLOSE_TIMEOUT_MS];
+    const waited = Date.now() - since;
+    if (waited < patience) {
+      clearTimeout(this.giveUpTimer);
+      this.giveUpTimer = setTimeout(() => this.giveUpIfPointless(), patience - waited + 10);
+      return;
+    }
     if (this.outbox.results.size) {
-      const waited = Date.now() - this.disconnectedAt;
-      if (waited < DRAIN_DELIVERY_MS) {
-        clearTimeout(this.giveUpTimer);
-        this.giveUpTimer = setTimeout(() => this.giveUpIfPointless(), DRAIN_DELIVERY_MS - waited + 10);
-        return;
-      }
       this.log.warn(`drained without reaching ${this.address}: ${this.outbox.results.size} results not delivered (the executor re-runs those attempts)`);
     }
     this.givenUp = true;
@@ -576,6 +583,12 @@ export class Worker {
 
   private drained(): boolean {
     return this.draining && this.attempts.size === 0 && this.outbox.empty();
+  }
+
+  /** A session is past connecting: the channel is up, so its `register` is on the wire. */
+  private registering(): boolean {
+    const state = this.client?.getChannel().getConnectivityState(false);
+    return this.call !== undefined && state === grpc.connectivityState.READY;
   }
 
   /** Nothing left to do on this connection: half-close it. */

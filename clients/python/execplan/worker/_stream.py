@@ -115,6 +115,7 @@ class StreamThread:
         self._attempts: dict[AttemptKey, _Attempt] = {}
         self._outbox = Outbox()
         self._draining = False
+        self._drain_began = 0.0
         # The server said `drain` on the current connection: finish, then reconnect.
         self._server_draining = False
         self._half_closed = False
@@ -127,7 +128,10 @@ class StreamThread:
         # later ones wait for the channel to connect, see the module docstring.
         self._tried = False
         self._disconnected_at = time.monotonic()
+        # When the current `register` went on the wire (None: not yet, still connecting).
+        self._register_sent_at: float | None = None
         self._session_task: asyncio.Task[bool] | None = None
+        self._channel: grpc.aio.Channel | None = None
         self._given_up = False
 
     # -- thread-safe API -------------------------------------------------------------
@@ -179,7 +183,7 @@ class StreamThread:
         assert main_task is not None
         self._main_task: asyncio.Task[None] = main_task
         self._ready.set()
-        channel = open_channel(self._config.address, self._config.security)
+        channel = self._channel = open_channel(self._config.address, self._config.security)
         stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
         try:
             await self._reconnect_loop(stub)
@@ -231,17 +235,25 @@ class StreamThread:
                 return  # drained (or gave up) while we waited
 
     def _give_up_if_pointless(self) -> None:
-        """Draining and not connected: end now if nothing is left to deliver, or once
-        results have waited `_DRAIN_DELIVERY_S` for a connection."""
+        """Draining and not registered: end now if nothing is left to deliver and no
+        registration is in flight; else once results have waited `_DRAIN_DELIVERY_S`
+        for a connection, or a registration on the wire `_CLOSE_TIMEOUT_S` for its
+        answer."""
         if not self._draining or self._registered or self._attempts or self._given_up:
             return
         # Only results matter: acks, heartbeats and status belong to a connection.
         if self._outbox.results:
-            waited = time.monotonic() - self._disconnected_at
-            if waited < _DRAIN_DELIVERY_S:
-                assert self._loop is not None
-                self._loop.call_later(_DRAIN_DELIVERY_S - waited + 0.01, self._give_up_if_pointless)
-                return
+            since, patience = self._disconnected_at, _DRAIN_DELIVERY_S
+        elif self._registering():  # connected: the answer is a round trip away
+            since, patience = self._register_sent_at or self._drain_began, _CLOSE_TIMEOUT_S
+        else:
+            since, patience = 0.0, 0.0
+        waited = time.monotonic() - since
+        if waited < patience:
+            assert self._loop is not None
+            self._loop.call_later(patience - waited + 0.01, self._give_up_if_pointless)
+            return
+        if self._outbox.results:
             _log.warning(
                 "drained without reaching %s: %d results not delivered (the executor "
                 "re-runs those attempts)",
@@ -253,6 +265,14 @@ class StreamThread:
         task = self._session_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # it may be waiting for a connection that never comes
+
+    def _registering(self) -> bool:
+        """A session is past connecting: its `register` is on the wire, or about to be
+        (the channel is connected; the write's completion may not have run yet)."""
+        if self._session_task is None or self._channel is None:
+            return False
+        ready = self._channel.get_state() == grpc.ChannelConnectivity.READY
+        return self._register_sent_at is not None or ready
 
     # -- one connection ---------------------------------------------------------------
     async def _session(self, stub: worker_service_pb2_grpc.WorkerServiceAsyncStub) -> bool:
@@ -268,6 +288,7 @@ class StreamThread:
             if self._draining:
                 first.status.CopyFrom(_DRAINING)
             await call.write(first)
+            self._register_sent_at = time.monotonic()
             response = await call.read()
             if not isinstance(response, worker_service_pb2.ConnectResponse):
                 return False  # EOF: the server ended the stream at once
@@ -298,6 +319,7 @@ class StreamThread:
             return self._draining
         finally:
             self._registered = False
+            self._register_sent_at = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -454,6 +476,7 @@ class StreamThread:
             return
         _log.info("draining (%s): %d attempts running", reason, len(self._attempts))
         self._draining = True
+        self._drain_began = time.monotonic()
         self._outbox.status = _DRAINING
         self._wake.set()
         self._interrupt.set()
