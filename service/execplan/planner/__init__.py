@@ -4,6 +4,7 @@
     compile_document(doc) -> CompileResult                 parsed JSON-like document
     validate_source(text, fmt="auto") -> tuple[Diagnostic, ...]
     render_text(plan) / render_dot(plan) / render_mermaid(plan) -> str
+    text_lines(plan) / dot_lines(plan) / mermaid_lines(plan) -> Iterator[str]   the same, by line
 
 `CompileResult.plan` is None iff some diagnostic is an error; diagnostics are always
 sorted (path in natural order, then code, then message), at most 100 of them, errors
@@ -54,7 +55,14 @@ from execplan.planner.plan import (
     ResourceBinding,
     Template,
 )
-from execplan.planner.render import render_dot, render_mermaid, render_text
+from execplan.planner.render import (
+    dot_lines,
+    mermaid_lines,
+    render_dot,
+    render_mermaid,
+    render_text,
+    text_lines,
+)
 
 FORMATS = ("auto", "yaml", "json")
 
@@ -147,8 +155,11 @@ __all__ = [
     "Template",
     "compile_document",
     "compile_source",
+    "dot_lines",
+    "mermaid_lines",
     "render_dot",
     "render_mermaid",
     "render_text",
+    "text_lines",
     "validate_source",
 ]

@@ -1,7 +1,10 @@
 """Human views of a plan: plain text, Graphviz DOT and Mermaid.
 
 All three list nodes in plan order and edges in plan order, so the output is as
-deterministic as the plan. Edge styles: ORDER solid, DATA dashed, ORDER_AND_DATA bold.
+deterministic as the plan. `text_lines` / `dot_lines` / `mermaid_lines` yield the
+views a line at a time (so a 100,000-task plan is written without holding its
+picture whole); `render_*` join them. Edge styles: ORDER solid, DATA dashed,
+ORDER_AND_DATA bold.
 Runtime-plan nodes say what they become when they run (`runtime_label`): a for_each
 node is drawn as a stack (`for each …`), a repeat node with its loop (`repeat until … (max N)`),
 a child workflow as a component (`workflow NAME`) and a dynamic task dashed.
@@ -10,6 +13,7 @@ a child workflow as a component (`workflow NAME`) and a dynamic task dashed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from execplan.planner.durations import format_duration
 from execplan.planner.plan import Plan, PlanNode
@@ -55,17 +59,21 @@ def _dot_shape(n: PlanNode) -> str:
     return ""
 
 
-def render_text(plan: Plan) -> str:
-    lines = [
-        f"plan {plan.plan_id}",
+def text_lines(plan: Plan) -> Iterator[str]:
+    """The text view, one line (ending in a newline) at a time."""
+    yield f"plan {plan.plan_id}\n"
+    yield (
         f"workflow {plan.workflow_name} version {plan.workflow_version or '-'}"
         f"  on_failure={_short(plan.on_failure, 'ON_FAILURE_')}"
-        f"  max_parallel={plan.max_parallel or 'unbounded'}",
+        f"  max_parallel={plan.max_parallel or 'unbounded'}\n"
+    )
+    yield (
         f"{len(plan.nodes)} nodes, {len(plan.edges)} edges, {plan.stage_count} stages, "
-        f"critical path {format_duration(plan.critical_path_ms)}",
-    ]
-    for n in plan.nodes:
-        ups = ",".join(plan.nodes[u].task_id for u in n.upstream) or "-"
+        f"critical path {format_duration(plan.critical_path_ms)}\n"
+    )
+    nodes = plan.nodes
+    for n in nodes:
+        ups = ",".join([nodes[u].task_id for u in n.upstream]) or "-"
         extras = []
         if n.trigger != "TRIGGER_RULE_ALL_SUCCESS":
             extras.append(f"trigger={_short(n.trigger, 'TRIGGER_RULE_')}")
@@ -78,37 +86,49 @@ def render_text(plan: Plan) -> str:
         if n.compensation is not None:
             extras.append(f"compensation={n.compensation.type}")
         extras.extend(f"[{note}]" for note in runtime_label(n))
-        lines.append(
+        yield (
             f"  [{n.index}] stage {n.stage} {n.task_id} ({n.type}) <- {ups}"
             f"  rank={format_duration(n.critical_path_rank)}"
             + (f"  {' '.join(extras)}" if extras else "")
+            + "\n"
         )
     for o in plan.outputs:
-        lines.append(f"  output {o.name}")
-    return "\n".join(lines) + "\n"
+        yield f"  output {o.name}\n"
 
 
-def render_dot(plan: Plan) -> str:
-    lines = [f"digraph {json.dumps(plan.workflow_name)} {{", "  rankdir=LR;", "  node [shape=box];"]
+def dot_lines(plan: Plan) -> Iterator[str]:
+    """The Graphviz DOT view, one line (ending in a newline) at a time."""
+    yield f"digraph {json.dumps(plan.workflow_name)} {{\n  rankdir=LR;\n  node [shape=box];\n"
     for n in plan.nodes:
         label = "\\n".join([f"{n.task_id}", n.type, *runtime_label(n)])
         label = json.dumps(label).replace(chr(92) * 2, chr(92))
-        lines.append(f"  n{n.index} [label={label}{_dot_shape(n)}];")
+        yield f"  n{n.index} [label={label}{_dot_shape(n)}];\n"
         if n.repeat is not None:
-            lines.append(f'  n{n.index} -> n{n.index} [style=dotted, label="repeat"];')
+            yield f'  n{n.index} -> n{n.index} [style=dotted, label="repeat"];\n'
     for e in plan.edges:
-        lines.append(f"  n{e.source} -> n{e.target} [style={_DOT_STYLE.get(e.kind, 'solid')}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        yield f"  n{e.source} -> n{e.target} [style={_DOT_STYLE.get(e.kind, 'solid')}];\n"
+    yield "}\n"
+
+
+def mermaid_lines(plan: Plan) -> Iterator[str]:
+    """The Mermaid view, one line (ending in a newline) at a time."""
+    yield "flowchart LR\n"
+    for n in plan.nodes:
+        label = "<br/>".join([n.task_id, n.type, *runtime_label(n)]).replace('"', "#quot;")
+        yield f'  n{n.index}["{label}"]\n'
+        if n.repeat is not None:
+            yield f"  n{n.index} -.->|repeat| n{n.index}\n"
+    for e in plan.edges:
+        yield f"  n{e.source} {_MERMAID_ARROW.get(e.kind, '-->')} n{e.target}\n"
+
+
+def render_text(plan: Plan) -> str:
+    return "".join(text_lines(plan))
+
+
+def render_dot(plan: Plan) -> str:
+    return "".join(dot_lines(plan))
 
 
 def render_mermaid(plan: Plan) -> str:
-    lines = ["flowchart LR"]
-    for n in plan.nodes:
-        label = "<br/>".join([n.task_id, n.type, *runtime_label(n)]).replace('"', "#quot;")
-        lines.append(f'  n{n.index}["{label}"]')
-        if n.repeat is not None:
-            lines.append(f"  n{n.index} -.->|repeat| n{n.index}")
-    for e in plan.edges:
-        lines.append(f"  n{e.source} {_MERMAID_ARROW.get(e.kind, '-->')} n{e.target}")
-    return "\n".join(lines) + "\n"
+    return "".join(mermaid_lines(plan))
