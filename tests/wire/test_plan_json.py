@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,7 @@ def test_every_kind_of_field() -> None:
     doc = {
         "name": "everything",
         "version": "7",
-        "description": "ünïcode \"quoted\" \n newline",
+        "description": 'ünïcode "quoted" \n newline',
         "labels": {"b": "2", "a": "1", "é": "3"},
         "inputs": {
             "n": {"type": "integer", "default": 3},
@@ -152,7 +151,38 @@ def test_a_node_with_a_field_this_writer_does_not_know_goes_the_generic_way() ->
     assert written(plan)[0] == expected(plan)
 
 
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+def test_flow_control_fields() -> None:
+    base = {"type": "llm.chat", "inputs": {"model": "${{ workflow.inputs.model }}"}}
+    plan = compiled(
+        {
+            "name": "flow",
+            "inputs": {"model": {"type": "string", "default": "gpt-4o"}},
+            "rate_limits": [{"name": "openai-rpm", "rate": "60/m", "burst": 10}],
+            "tasks": [
+                {
+                    "id": "ask",
+                    **base,
+                    "limit": {"key": "inputs.model", "max": 4},
+                    "rate_limits": [
+                        {"name": "openai-rpm", "key": "inputs.model", "units": 1},
+                        {"name": "tpm", "units": "size(inputs.model) / 4 + 1"},
+                    ],
+                    "cache": {"ttl": "1h"},
+                },
+                {
+                    "id": "plain",
+                    **base,
+                    "circuit_breaker": {"key": "inputs.model", "failure_threshold": 3},
+                    "resources": {"custom": {"model-slots": 2}, "isolate": True},
+                },
+            ],
+        }
+    )
+    assert plan.rate_limits and plan.nodes[0].limit is not None
+    assert written(plan)[0] == expected(plan)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
 _json = st.recursive(
     st.none()
     | st.booleans()
