@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from execplan.v1 import execution_pb2 as _execution_pb2
 from execplan.v1 import plan_pb2 as _plan_pb2
+from execplan.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -102,6 +103,8 @@ class ExecutionEvent(_message.Message):
     PLAN_REVISED_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_STARTED_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_ENDED_FIELD_NUMBER: _builtins.int
+    TASK_USAGE_FIELD_NUMBER: _builtins.int
+    BUDGET_CHANGED_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     sequence: _builtins.int
     """1-based, gap-free per execution."""
@@ -161,6 +164,12 @@ class ExecutionEvent(_message.Message):
     def child_execution_started(self) -> Global___ChildExecutionStarted: ...
     @_builtins.property
     def child_execution_ended(self) -> Global___ChildExecutionEnded: ...
+    @_builtins.property
+    def task_usage(self) -> Global___TaskUsage:
+        """Usage and budgets (docs/usage.md)."""
+
+    @_builtins.property
+    def budget_changed(self) -> Global___BudgetChanged: ...
     def __init__(
         self,
         *,
@@ -193,12 +202,14 @@ class ExecutionEvent(_message.Message):
         plan_revised: Global___PlanRevised | None = ...,
         child_execution_started: Global___ChildExecutionStarted | None = ...,
         child_execution_ended: Global___ChildExecutionEnded | None = ...,
+        task_usage: Global___TaskUsage | None = ...,
+        budget_changed: Global___BudgetChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress", "task_expanded", "iteration_completed", "plan_revised", "child_execution_started", "child_execution_ended"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress", "task_expanded", "iteration_completed", "plan_revised", "child_execution_started", "child_execution_ended", "task_usage", "budget_changed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -262,6 +273,8 @@ class ExecutionStarted(_message.Message):
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    CAPS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     workflow_name: _builtins.str
     workflow_version: _builtins.str
@@ -282,6 +295,18 @@ class ExecutionStarted(_message.Message):
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context of the caller, so the execution's span joins its trace."""
 
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The budget in force from the start: the workflow's, else the server's default
+        (each limit on its own); unset when neither has one.
+        """
+
+    @_builtins.property
+    def caps(self) -> Global___RunawayCaps:
+        """The server's runaway caps when the execution started; they hold for its whole
+        life (a restart with other settings does not change them).
+        """
+
     def __init__(
         self,
         *,
@@ -295,14 +320,49 @@ class ExecutionStarted(_message.Message):
         parent_execution_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         depth: _builtins.int = ...,
+        budget: _workflow_pb2.Budget | None = ...,
+        caps: Global___RunawayCaps | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "inputs", b"inputs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionStarted: _TypeAlias = ExecutionStarted  # noqa: Y015
+
+@_typing.final
+class RunawayCaps(_message.Message):
+    """Caps that hold whatever the budget (`execplan serve --max-for-each-items`,
+    `--max-attempts-per-execution`); 0 = no cap.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_FOR_EACH_ITEMS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    max_for_each_items: _builtins.int
+    """Items of one for_each: a longer list fails the task with TooManyItems before
+    any instance starts.
+    """
+    max_attempts: _builtins.int
+    """Attempts dispatched in the whole execution (every task, phase, instance and
+    retry; compensations do not count): the next one fails its task with
+    TooManyAttempts.
+    """
+    def __init__(
+        self,
+        *,
+        max_for_each_items: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "max_for_each_items", b"max_for_each_items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunawayCaps: _TypeAlias = RunawayCaps  # noqa: Y015
 
 @_typing.final
 class TaskQueued(_message.Message):
@@ -778,17 +838,23 @@ class ExecutionPaused(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     request_id: _builtins.str
+    @_builtins.property
+    def budget_exceeded(self) -> _execution_pb2.BudgetExceeded:
+        """Set when a budget paused it (`reason` starts with "BudgetExceeded")."""
+
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        budget_exceeded: _execution_pb2.BudgetExceeded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_exceeded", b"budget_exceeded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exceeded", b"budget_exceeded", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1099,6 +1165,7 @@ class ChildExecutionEnded(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     child_execution_id: _builtins.str
     state: _execution_pb2.ExecutionState.ValueType
@@ -1106,6 +1173,10 @@ class ChildExecutionEnded(_message.Message):
     def outputs(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def error(self) -> _execution_pb2.ErrorInfo: ...
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage:
+        """What the child used, its own children included (also when it failed)."""
+
     def __init__(
         self,
         *,
@@ -1114,11 +1185,92 @@ class ChildExecutionEnded(_message.Message):
         state: _execution_pb2.ExecutionState.ValueType = ...,
         outputs: _struct_pb2.Struct | None = ...,
         error: _execution_pb2.ErrorInfo | None = ...,
+        usage: _execution_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outputs", b"outputs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outputs", b"outputs", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_id", b"child_execution_id", "error", b"error", "outputs", b"outputs", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_execution_id", b"child_execution_id", "error", b"error", "outputs", b"outputs", "state", b"state", "task_id", b"task_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChildExecutionEnded: _TypeAlias = ChildExecutionEnded  # noqa: Y015
+
+@_typing.final
+class TaskUsage(_message.Message):
+    """Usage an attempt reported: added to the attempt's, its task's and the execution's
+    usage. Recorded when a worker's UsageReport arrives (also for an attempt that
+    already ended, while the execution runs), and just before the result of an attempt
+    whose TaskResult carried usage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    phase: _execution_pb2.TaskPhase.ValueType
+    report: _builtins.int
+    """The worker's number for this report (UsageReport.sequence): each is counted
+    once, also when a worker sends it again after a reconnect. 0 for usage that came
+    with the result (TaskResult.usage) or from a built-in.
+    """
+    worker_id: _builtins.str
+    iteration: _builtins.int
+    """For a `repeat` task: the iteration the attempt ran."""
+    @_builtins.property
+    def token(self) -> Global___AttemptToken: ...
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        phase: _execution_pb2.TaskPhase.ValueType = ...,
+        token: Global___AttemptToken | None = ...,
+        usage: _execution_pb2.Usage | None = ...,
+        report: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iteration", b"iteration", "phase", b"phase", "report", b"report", "task_id", b"task_id", "token", b"token", "usage", b"usage", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskUsage: _TypeAlias = TaskUsage  # noqa: Y015
+
+@_typing.final
+class BudgetChanged(_message.Message):
+    """The execution's budget was changed (`execplan budget ID --cost 20`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The budget in force from here on."""
+
+    def __init__(
+        self,
+        *,
+        budget: _workflow_pb2.Budget | None = ...,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetChanged: _TypeAlias = BudgetChanged  # noqa: Y015

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from execplan.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -307,6 +308,10 @@ class Execution(_message.Message):
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     PLAN_REVISIONS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     plan_id: _builtins.str
     workflow_name: _builtins.str
@@ -342,6 +347,28 @@ class Execution(_message.Message):
     def plan_revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanRevision]:
         """Sub-plans recorded so far (dynamic tasks), in revision order."""
 
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """What its tasks reported using, every attempt counted (failed, timed out and
+        retried ones too), plus what its child executions used (docs/usage.md).
+        """
+
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The budget in force: the workflow's (or the server default) as raised since."""
+
+    @_builtins.property
+    def reserved(self) -> Global___Usage:
+        """What attempts running now are expected to use beyond what they reported so far
+        (their `estimate`s): held against the budget until they end.
+        """
+
+    @_builtins.property
+    def budget_exceeded(self) -> Global___BudgetExceeded:
+        """Set while the execution is paused because the next attempt would go over a
+        budget; cleared when it resumes.
+        """
+
     def __init__(
         self,
         *,
@@ -363,10 +390,14 @@ class Execution(_message.Message):
         parent_execution_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         plan_revisions: _abc.Iterable[Global___PlanRevision] | None = ...,
+        usage: Global___Usage | None = ...,
+        budget: _workflow_pb2.Budget | None = ...,
+        reserved: Global___Usage | None = ...,
+        budget_exceeded: Global___BudgetExceeded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "inputs", b"inputs", "outputs", b"outputs", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_exceeded", b"budget_exceeded", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "inputs", b"inputs", "outputs", b"outputs", "reserved", b"reserved", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "plan_revisions", b"plan_revisions", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_exceeded", b"budget_exceeded", "created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "plan_revisions", b"plan_revisions", "reserved", b"reserved", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "usage", b"usage", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -405,6 +436,101 @@ class PlanRevision(_message.Message):
 Global___PlanRevision: _TypeAlias = PlanRevision  # noqa: Y015
 
 @_typing.final
+class Usage(_message.Message):
+    """Usage: amounts by counter name. Workers report `tokens_in`, `tokens_out`, `cost`
+    and any counter of their own ([a-z][a-z0-9_]*); amounts are finite and >= 0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        counters: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class BudgetExceeded(_message.Message):
+    """Why a budget stopped a dispatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_TASK_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    counter: _builtins.str
+    """The limit: `cost`, `tokens` or a counter name."""
+    limit: _builtins.float
+    spent: _builtins.float
+    """Used so far (every attempt, children included)."""
+    reserved: _builtins.float
+    """Expected from the attempts running now (their estimates), not yet reported."""
+    estimate: _builtins.float
+    """What the held-back attempt (or, for a for_each, all its items) is expected to use."""
+    task_id: _builtins.str
+    """The task held back."""
+    budget_task_id: _builtins.str
+    """Whose budget: "" for the execution's, else the task with its own budget."""
+    message: _builtins.str
+    """One line for people, e.g. "cost 9.80 spent + 0.00 reserved + 0.50 for
+    research[4] would exceed the budget of 10.00".
+    """
+    def __init__(
+        self,
+        *,
+        counter: _builtins.str = ...,
+        limit: _builtins.float = ...,
+        spent: _builtins.float = ...,
+        reserved: _builtins.float = ...,
+        estimate: _builtins.float = ...,
+        task_id: _builtins.str = ...,
+        budget_task_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_task_id", b"budget_task_id", "counter", b"counter", "estimate", b"estimate", "limit", b"limit", "message", b"message", "reserved", b"reserved", "spent", b"spent", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetExceeded: _TypeAlias = BudgetExceeded  # noqa: Y015
+
+@_typing.final
 class TaskRun(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -428,6 +554,7 @@ class TaskRun(_message.Message):
     CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     SUB_PLAN_ID_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
     state: Global___TaskState.ValueType
@@ -471,6 +598,12 @@ class TaskRun(_message.Message):
         the replica that owns the execution.
         """
 
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """What it reported using: every attempt of every phase, and for a for_each or
+        repeat task every instance and iteration (for a child workflow task, the child's).
+        """
+
     def __init__(
         self,
         *,
@@ -494,10 +627,11 @@ class TaskRun(_message.Message):
         child_execution_id: _builtins.str = ...,
         sub_plan_id: _builtins.str = ...,
         waiting: Global___TaskWaiting | None = ...,
+        usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at", "waiting", b"waiting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at", "usage", b"usage", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "usage", b"usage", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__item_index: _TypeAlias = _typing.Literal["item_index"]  # noqa: Y015
     _WhichOneofArgType__item_index: _TypeAlias = _typing.Literal["_item_index", b"_item_index"]  # noqa: Y015
@@ -560,6 +694,7 @@ class AttemptRecord(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ITERATION_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     phase: Global___TaskPhase.ValueType
     worker_id: _builtins.str
@@ -572,6 +707,10 @@ class AttemptRecord(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def error(self) -> Global___ErrorInfo: ...
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """What this attempt reported using (also when it failed or timed out)."""
+
     def __init__(
         self,
         *,
@@ -583,10 +722,11 @@ class AttemptRecord(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___ErrorInfo | None = ...,
         iteration: _builtins.int = ...,
+        usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at", "iteration", b"iteration", "lease_epoch", b"lease_epoch", "phase", b"phase", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatched_at", b"dispatched_at", "error", b"error", "finished_at", b"finished_at", "iteration", b"iteration", "lease_epoch", b"lease_epoch", "phase", b"phase", "usage", b"usage", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,6 +69,36 @@ RATE_LIMIT_SOURCE_WORKFLOW: RateLimitSource.ValueType  # 2
 """Declared by a workflow (`rate_limits`) whose execution used it."""
 Global___RateLimitSource: _TypeAlias = RateLimitSource  # noqa: Y015
 
+class _UsageGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_GROUPING_UNSPECIFIED: _UsageGrouping.ValueType  # 0
+    USAGE_GROUPING_WORKFLOW: _UsageGrouping.ValueType  # 1
+    """One group per workflow: the executions' own workflow (a child execution's usage
+    is in its own workflow's group).
+    """
+    USAGE_GROUPING_EXECUTION: _UsageGrouping.ValueType  # 2
+    """One group per execution (at most 1,000 groups, the largest by cost first)."""
+    USAGE_GROUPING_TASK: _UsageGrouping.ValueType  # 3
+    """One group per task id (instances and sub-plan tasks under their own ids)."""
+
+class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
+    """How GetUsage splits its total."""
+
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping.ValueType  # 0
+USAGE_GROUPING_WORKFLOW: UsageGrouping.ValueType  # 1
+"""One group per workflow: the executions' own workflow (a child execution's usage
+is in its own workflow's group).
+"""
+USAGE_GROUPING_EXECUTION: UsageGrouping.ValueType  # 2
+"""One group per execution (at most 1,000 groups, the largest by cost first)."""
+USAGE_GROUPING_TASK: UsageGrouping.ValueType  # 3
+"""One group per task id (instances and sub-plan tasks under their own ids)."""
+Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
+
 @_typing.final
 class StartExecutionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1473,3 +1503,160 @@ class PurgeCacheResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeCacheResponse: _TypeAlias = PurgeCacheResponse  # noqa: Y015
+
+@_typing.final
+class SetBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    resume: _builtins.bool
+    """Resume the execution if it is paused (any pause, as ResumeExecution)."""
+    reason: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key: the same request_id returns the first call's answer."""
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The limits to set; limits not set here stay as they are. `on_exceeded`
+        UNSPECIFIED keeps the action in force.
+        """
+
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        budget: _workflow_pb2.Budget | None = ...,
+        resume: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "execution_id", b"execution_id", "reason", b"reason", "request_id", b"request_id", "resume", b"resume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetRequest: _TypeAlias = SetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class SetBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    state: _execution_pb2.ExecutionState.ValueType
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The budget in force now."""
+
+    def __init__(
+        self,
+        *,
+        budget: _workflow_pb2.Budget | None = ...,
+        state: _execution_pb2.ExecutionState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetResponse: _TypeAlias = SetBudgetResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """Usage of this execution and its children (all recorded, unless since/until)."""
+    workflow_name: _builtins.str
+    """Usage of the executions of this workflow and of their children."""
+    group_by: Global___UsageGrouping.ValueType
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Usage recorded at or after `since` and before `until` (unset: unbounded)."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        workflow_name: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___UsageGrouping.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "group_by", b"group_by", "since", b"since", "until", b"until", "workflow_name", b"workflow_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    executions: _builtins.int
+    """Executions with usage recorded in the range (children counted on their own)."""
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageGroup]:
+        """With `group_by`: the total split, largest cost first, then by key."""
+
+    def __init__(
+        self,
+        *,
+        usage: _execution_pb2.Usage | None = ...,
+        executions: _builtins.int = ...,
+        groups: _abc.Iterable[Global___UsageGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "groups", b"groups", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class UsageGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """A workflow name, an execution id or a task id, as `group_by` says."""
+    executions: _builtins.int
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        usage: _execution_pb2.Usage | None = ...,
+        executions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "key", b"key", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageGroup: _TypeAlias = UsageGroup  # noqa: Y015

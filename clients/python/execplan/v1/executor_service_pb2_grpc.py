@@ -152,6 +152,16 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/execplan.v1.ExecutorService/SetBudget',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/execplan.v1.ExecutorService/GetUsage',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -335,6 +345,25 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Changes the budget of a running execution (`execplan budget ID --cost 20`): the
+        limits given replace those in force, the others stay. Recorded as a
+        `budget_changed` event. An execution paused by its budget stays paused unless
+        `resume` is set (or ResumeExecution is called).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Usage recorded over a time range, added up: of one execution, or of the
+        executions of a workflow, in both cases with every child execution they started
+        (docs/usage.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -442,6 +471,16 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.PurgeCache,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.SetBudgetRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1024,6 +1063,60 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/PurgeCache',
             execplan_dot_v1_dot_executor__service__pb2.PurgeCacheRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.PurgeCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/SetBudget',
+            execplan_dot_v1_dot_executor__service__pb2.SetBudgetRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/GetUsage',
+            execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

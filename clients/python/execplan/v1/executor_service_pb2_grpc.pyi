@@ -112,6 +112,17 @@ class ExecutorServiceStub:
     """Removes a registered bucket (workflow declarations of the name apply again)."""
     PurgeCache: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeCacheRequest, _executor_service_pb2.PurgeCacheResponse]
     """Removes task result cache entries (all, or of one task type, or one key)."""
+    SetBudget: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.SetBudgetRequest, _executor_service_pb2.SetBudgetResponse]
+    """Changes the budget of a running execution (`execplan budget ID --cost 20`): the
+    limits given replace those in force, the others stay. Recorded as a
+    `budget_changed` event. An execution paused by its budget stays paused unless
+    `resume` is set (or ResumeExecution is called).
+    """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetUsageRequest, _executor_service_pb2.GetUsageResponse]
+    """Usage recorded over a time range, added up: of one execution, or of the
+    executions of a workflow, in both cases with every child execution they started
+    (docs/usage.md).
+    """
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
@@ -197,6 +208,17 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Removes a registered bucket (workflow declarations of the name apply again)."""
     PurgeCache: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeCacheRequest, _executor_service_pb2.PurgeCacheResponse]  # type: ignore[assignment]
     """Removes task result cache entries (all, or of one task type, or one key)."""
+    SetBudget: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.SetBudgetRequest, _executor_service_pb2.SetBudgetResponse]  # type: ignore[assignment]
+    """Changes the budget of a running execution (`execplan budget ID --cost 20`): the
+    limits given replace those in force, the others stay. Recorded as a
+    `budget_changed` event. An execution paused by its budget stays paused unless
+    `resume` is set (or ResumeExecution is called).
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetUsageRequest, _executor_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Usage recorded over a time range, added up: of one execution, or of the
+    executions of a workflow, in both cases with every child execution they started
+    (docs/usage.md).
+    """
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs process instances of plans durably and streams their progress.
@@ -405,5 +427,28 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.PurgeCacheResponse, _abc.Awaitable[_executor_service_pb2.PurgeCacheResponse]]:
         """Removes task result cache entries (all, or of one task type, or one key)."""
+
+    @_abc_1.abstractmethod
+    def SetBudget(
+        self,
+        request: _executor_service_pb2.SetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.SetBudgetResponse, _abc.Awaitable[_executor_service_pb2.SetBudgetResponse]]:
+        """Changes the budget of a running execution (`execplan budget ID --cost 20`): the
+        limits given replace those in force, the others stay. Recorded as a
+        `budget_changed` event. An execution paused by its budget stays paused unless
+        `resume` is set (or ResumeExecution is called).
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _executor_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.GetUsageResponse, _abc.Awaitable[_executor_service_pb2.GetUsageResponse]]:
+        """Usage recorded over a time range, added up: of one execution, or of the
+        executions of a workflow, in both cases with every child execution they started
+        (docs/usage.md).
+        """
 
 def add_ExecutorServiceServicer_to_server(servicer: ExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

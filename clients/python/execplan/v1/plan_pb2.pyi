@@ -122,6 +122,7 @@ class ExecutionPlan(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     FORMAT_VERSION_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     """"sha256:<hex>" of the deterministic serialization with plan_id cleared."""
     workflow_name: _builtins.str
@@ -159,6 +160,12 @@ class ExecutionPlan(_message.Message):
     def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanRateLimit]:
         """Token buckets declared by the workflow, sorted by name."""
 
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The workflow's budget, `on_exceeded` resolved; absent when it has none (the
+        server's default budget may then apply).
+        """
+
     def __init__(
         self,
         *,
@@ -178,10 +185,11 @@ class ExecutionPlan(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         format_version: _builtins.int = ...,
         rate_limits: _abc.Iterable[Global___PlanRateLimit] | None = ...,
+        budget: _workflow_pb2.Budget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical_path_ms", b"critical_path_ms", "description", b"description", "edges", b"edges", "format_version", b"format_version", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "nodes", b"nodes", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "plan_id", b"plan_id", "rate_limits", b"rate_limits", "stage_count", b"stage_count", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "critical_path_ms", b"critical_path_ms", "description", b"description", "edges", b"edges", "format_version", b"format_version", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "nodes", b"nodes", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "plan_id", b"plan_id", "rate_limits", b"rate_limits", "stage_count", b"stage_count", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,6 +315,8 @@ class PlanNode(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
@@ -376,6 +386,17 @@ class PlanNode(_message.Message):
     def cache(self) -> Global___ResolvedCache:
         """Absent when the task is not cached."""
 
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """Usage (docs/usage.md): absent when the task declares none, so plans that use
+        neither keep their plan_id.
+        The task's own budget, `on_exceeded` resolved.
+        """
+
+    @_builtins.property
+    def estimate(self) -> Global___PlanEstimate:
+        """What one attempt is expected to use."""
+
     def __init__(
         self,
         *,
@@ -407,14 +428,69 @@ class PlanNode(_message.Message):
         limit: Global___ResolvedLimit | None = ...,
         rate_limits: _abc.Iterable[Global___ResolvedRateLimitUse] | None = ...,
         cache: Global___ResolvedCache | None = ...,
+        budget: _workflow_pb2.Budget | None = ...,
+        estimate: Global___PlanEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "fallback", b"fallback", "for_each", b"for_each", "limit", b"limit", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "estimate", b"estimate", "fallback", b"fallback", "for_each", b"for_each", "limit", b"limit", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "builtin", b"builtin", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "dynamic", b"dynamic", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "for_each", b"for_each", "index", b"index", "limit", b"limit", "max_parallel", b"max_parallel", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "budget", b"budget", "builtin", b"builtin", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "condition", b"condition", "critical_path_rank", b"critical_path_rank", "description", b"description", "downstream", b"downstream", "dynamic", b"dynamic", "estimate", b"estimate", "estimated_duration_ms", b"estimated_duration_ms", "fallback", b"fallback", "for_each", b"for_each", "index", b"index", "limit", b"limit", "max_parallel", b"max_parallel", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "stage", b"stage", "task_id", b"task_id", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "upstream", b"upstream", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanNode: _TypeAlias = PlanNode  # noqa: Y015
+
+@_typing.final
+class PlanEstimate(_message.Message):
+    """A compiled `Task.estimate`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def amounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanEstimateAmount]:
+        """Sorted by counter; `tokens` counts against the `tokens` limit."""
+
+    def __init__(
+        self,
+        *,
+        amounts: _abc.Iterable[Global___PlanEstimateAmount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amounts", b"amounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanEstimate: _TypeAlias = PlanEstimate  # noqa: Y015
+
+@_typing.final
+class PlanEstimateAmount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTER_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    counter: _builtins.str
+    amount: _builtins.float
+    """The amount, unless `expression` is set."""
+    @_builtins.property
+    def expression(self) -> Global___Expression:
+        """Evaluated when the attempt is about to be dispatched; must yield a number >= 0."""
+
+    def __init__(
+        self,
+        *,
+        counter: _builtins.str = ...,
+        amount: _builtins.float = ...,
+        expression: Global___Expression | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expression", b"expression"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "counter", b"counter", "expression", b"expression"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanEstimateAmount: _TypeAlias = PlanEstimateAmount  # noqa: Y015
 
 @_typing.final
 class PlanRepeat(_message.Message):

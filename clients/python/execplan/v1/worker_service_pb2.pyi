@@ -39,6 +39,7 @@ class ConnectRequest(_message.Message):
     HEARTBEATS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -55,6 +56,12 @@ class ConnectRequest(_message.Message):
     def status(self) -> Global___WorkerStatus:
         """Free slots changed (e.g. the worker is draining and takes no more work)."""
 
+    @_builtins.property
+    def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageReport]:
+        """Usage of running (or just ended) attempts, sent as soon as it is known so it is
+        counted even if the attempt then fails, times out or its worker dies.
+        """
+
     def __init__(
         self,
         *,
@@ -63,14 +70,50 @@ class ConnectRequest(_message.Message):
         heartbeats: _abc.Iterable[Global___TaskHeartbeat] | None = ...,
         results: _abc.Iterable[Global___TaskResult] | None = ...,
         status: Global___WorkerStatus | None = ...,
+        usage: _abc.Iterable[Global___UsageReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["register", b"register", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "heartbeats", b"heartbeats", "register", b"register", "results", b"results", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "heartbeats", b"heartbeats", "register", b"register", "results", b"results", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class UsageReport(_message.Message):
+    """Usage one attempt incurred since its previous report (amounts add up). Number the
+    reports of an attempt 1, 2, 3...; each is answered by a `UsageAck` once recorded
+    (or refused). Send the unacknowledged ones again, in order, after a reconnect: the
+    executor counts each (attempt, sequence) once. Accepted for an attempt of this
+    worker also after the attempt ended (its result recorded, timed out, re-leased),
+    as long as the execution has not ended.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    @_builtins.property
+    def attempt(self) -> Global___AttemptRef: ...
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        attempt: Global___AttemptRef | None = ...,
+        sequence: _builtins.int = ...,
+        usage: _execution_pb2.Usage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "sequence", b"sequence", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageReport: _TypeAlias = UsageReport  # noqa: Y015
 
 @_typing.final
 class WorkerRegistration(_message.Message):
@@ -389,6 +432,7 @@ class TaskResult(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SUB_PLAN_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
@@ -401,6 +445,12 @@ class TaskResult(_message.Message):
         (docs/runtime-plans.md). An invalid one fails the attempt with `PlanInvalid`.
         """
 
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage:
+        """Usage of this attempt not sent in a UsageReport (counted with the result; also
+        with an error result).
+        """
+
     def __init__(
         self,
         *,
@@ -408,10 +458,11 @@ class TaskResult(_message.Message):
         output: _struct_pb2.Value | None = ...,
         error: _execution_pb2.ErrorInfo | None = ...,
         sub_plan: Global___SubPlan | None = ...,
+        usage: _execution_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error", "sub_plan"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -503,6 +554,7 @@ class ConnectResponse(_message.Message):
     CANCELS_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    USAGE_ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___WorkerRegistered: ...
     @_builtins.property
@@ -523,6 +575,10 @@ class ConnectResponse(_message.Message):
 
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResultRejected]: ...
+    @_builtins.property
+    def usage_acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageAck]:
+        """UsageReports recorded (or refused), after they are durable."""
+
     def __init__(
         self,
         *,
@@ -531,14 +587,49 @@ class ConnectResponse(_message.Message):
         cancels: _abc.Iterable[Global___CancelAttempt] | None = ...,
         drain: Global___Drain | None = ...,
         rejections: _abc.Iterable[Global___ResultRejected] | None = ...,
+        usage_acks: _abc.Iterable[Global___UsageAck] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "registered", b"registered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancels", b"cancels", "dispatches", b"dispatches", "drain", b"drain", "registered", b"registered", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancels", b"cancels", "dispatches", b"dispatches", "drain", b"drain", "registered", b"registered", "rejections", b"rejections", "usage_acks", b"usage_acks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class UsageAck(_message.Message):
+    """The answer to a UsageReport: drop it from what you would send again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    recorded: _builtins.bool
+    """False when the report was refused (`reason` says why: not an attempt of this
+    worker, the execution has ended, a malformed amount).
+    """
+    reason: _builtins.str
+    @_builtins.property
+    def attempt(self) -> Global___AttemptRef: ...
+    def __init__(
+        self,
+        *,
+        attempt: Global___AttemptRef | None = ...,
+        sequence: _builtins.int = ...,
+        recorded: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "reason", b"reason", "recorded", b"recorded", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageAck: _TypeAlias = UsageAck  # noqa: Y015
 
 @_typing.final
 class WorkerRegistered(_message.Message):

@@ -127,6 +127,35 @@ BREAKER_OPEN_ACTION_FAIL_FAST: BreakerOpenAction.ValueType  # 2
 """Fail the attempt at once and go to the fallback, if any."""
 Global___BreakerOpenAction: _TypeAlias = BreakerOpenAction  # noqa: Y015
 
+class _BudgetAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_ACTION_UNSPECIFIED: _BudgetAction.ValueType  # 0
+    BUDGET_ACTION_PAUSE: _BudgetAction.ValueType  # 1
+    """Do not dispatch it: pause the execution (reason BudgetExceeded) until a person
+    raises the budget and resumes (default).
+    """
+    BUDGET_ACTION_FAIL: _BudgetAction.ValueType  # 2
+    """Fail the task that would go over with error type BudgetExceeded (not retryable);
+    the workflow's failure policy decides the rest.
+    """
+
+class BudgetAction(_BudgetAction, metaclass=_BudgetActionEnumTypeWrapper): ...
+
+BUDGET_ACTION_UNSPECIFIED: BudgetAction.ValueType  # 0
+BUDGET_ACTION_PAUSE: BudgetAction.ValueType  # 1
+"""Do not dispatch it: pause the execution (reason BudgetExceeded) until a person
+raises the budget and resumes (default).
+"""
+BUDGET_ACTION_FAIL: BudgetAction.ValueType  # 2
+"""Fail the task that would go over with error type BudgetExceeded (not retryable);
+the workflow's failure policy decides the rest.
+"""
+Global___BudgetAction: _TypeAlias = BudgetAction  # noqa: Y015
+
 @_typing.final
 class Workflow(_message.Message):
     """Workflow is the authoring format (WDL). A YAML or JSON document maps one-to-one
@@ -210,6 +239,7 @@ class Workflow(_message.Message):
     PAUSE_AFTER_FAILURES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Workflow name: [a-z0-9][a-z0-9._-]*"""
     version: _builtins.str
@@ -244,6 +274,12 @@ class Workflow(_message.Message):
         these; a name used by tasks but declared nowhere waits for one to be registered.
         """
 
+    @_builtins.property
+    def budget(self) -> Global___Budget:
+        """Limits on what one execution may use, children and sub-plans included
+        (docs/usage.md). Unset: the server's default budget, if any.
+        """
+
     def __init__(
         self,
         *,
@@ -259,10 +295,11 @@ class Workflow(_message.Message):
         pause_after_failures: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimitDefinition] | None = ...,
+        budget: Global___Budget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "defaults", b"defaults"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "name", b"name", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "rate_limits", b"rate_limits", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "defaults", b"defaults", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_parallel", b"max_parallel", "name", b"name", "on_failure", b"on_failure", "outputs", b"outputs", "pause_after_failures", b"pause_after_failures", "rate_limits", b"rate_limits", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -390,6 +427,8 @@ class Task(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier: [A-Za-z_][A-Za-z0-9_]*"""
     type: _builtins.str
@@ -475,6 +514,16 @@ class Task(_message.Message):
         running the task (recorded as a cache hit in the history).
         """
 
+    @_builtins.property
+    def budget(self) -> Global___Budget:
+        """Limits on what this task may use: all its attempts, instances and iterations."""
+
+    @_builtins.property
+    def estimate(self) -> Global___Estimate:
+        """What one attempt is expected to use: reserved against the budgets before the
+        attempt is dispatched, until it reports its real usage (docs/usage.md).
+        """
+
     def __init__(
         self,
         *,
@@ -503,10 +552,12 @@ class Task(_message.Message):
         limit: Global___ConcurrencyLimit | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimitUse] | None = ...,
         cache: Global___Cache | None = ...,
+        budget: Global___Budget | None = ...,
+        estimate: Global___Estimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "limit", b"limit", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "budget", b"budget", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "estimate", b"estimate", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "limit", b"limit", "placement", b"placement", "priority", b"priority", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "dynamic", b"dynamic", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "for_each", b"for_each", "id", b"id", "inputs", b"inputs", "limit", b"limit", "max_parallel", b"max_parallel", "placement", b"placement", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "budget", b"budget", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compensation", b"compensation", "depends_on", b"depends_on", "description", b"description", "dynamic", b"dynamic", "estimate", b"estimate", "estimated_duration", b"estimated_duration", "fallback", b"fallback", "for_each", b"for_each", "id", b"id", "inputs", b"inputs", "limit", b"limit", "max_parallel", b"max_parallel", "placement", b"placement", "priority", b"priority", "rate_limits", b"rate_limits", "repeat", b"repeat", "resources", b"resources", "retry", b"retry", "secrets", b"secrets", "timeouts", b"timeouts", "trigger", b"trigger", "type", b"type", "when", b"when", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
@@ -1070,3 +1121,125 @@ class Resources(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__gpu) -> _WhichOneofReturnType__gpu | None: ...
 
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """Limits on usage (docs/usage.md). A limit that is not set does not apply.
+    `budget: {cost: 10.0, tokens: 2000000, counters: {searches: 50}}`
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    ON_EXCEEDED_FIELD_NUMBER: _builtins.int
+    cost: _builtins.float
+    """Money, in the unit the workers report `cost` in."""
+    tokens: _builtins.float
+    """Tokens: what the workers report as `tokens_in`, `tokens_out` and `tokens`, added up."""
+    on_exceeded: Global___BudgetAction.ValueType
+    """What happens when the next attempt would go over a limit."""
+    @_builtins.property
+    def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Limits on other counters, by the name the workers report them under
+        ([a-z][a-z0-9_]*; `tokens_in` and `tokens_out` may be limited on their own).
+        """
+
+    def __init__(
+        self,
+        *,
+        cost: _builtins.float | None = ...,
+        tokens: _builtins.float | None = ...,
+        counters: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        on_exceeded: Global___BudgetAction.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_tokens", b"_tokens", "cost", b"cost", "tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_tokens", b"_tokens", "cost", b"cost", "counters", b"counters", "on_exceeded", b"on_exceeded", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost: _TypeAlias = _typing.Literal["cost"]  # noqa: Y015
+    _WhichOneofArgType__cost: _TypeAlias = _typing.Literal["_cost", b"_cost"]  # noqa: Y015
+    _WhichOneofReturnType__tokens: _TypeAlias = _typing.Literal["tokens"]  # noqa: Y015
+    _WhichOneofArgType__tokens: _TypeAlias = _typing.Literal["_tokens", b"_tokens"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost) -> _WhichOneofReturnType__cost | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tokens) -> _WhichOneofReturnType__tokens | None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class Estimate(_message.Message):
+    """What one attempt of a task is expected to use. Each value is a number ("0.05",
+    or a bare number in YAML) or a CEL expression over `inputs` (the task's resolved
+    inputs), `workflow.inputs`, `execution` and, in a for_each task, `item` and
+    `index`, e.g. `"size(inputs.prompt) / 4"`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    cost: _builtins.str
+    tokens: _builtins.str
+    """Counts against the `tokens` limit."""
+    @_builtins.property
+    def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Other counters, by name."""
+
+    def __init__(
+        self,
+        *,
+        cost: _builtins.str = ...,
+        tokens: _builtins.str = ...,
+        counters: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "counters", b"counters", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Estimate: _TypeAlias = Estimate  # noqa: Y015

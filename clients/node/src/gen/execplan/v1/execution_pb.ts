@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Budget } from "./workflow_pb.js";
+import { file_execplan_v1_workflow } from "./workflow_pb.js";
 import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/execution.proto.
  */
 export const file_execplan_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIr8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnkSLgoLcmV0cnlfYWZ0ZXIYeCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ixAUKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkSFgoOcGFyZW50X3Rhc2tfaWQYZSABKAkSMQoOcGxhbl9yZXZpc2lvbnMYZiADKAsyGS5leGVjcGxhbi52MS5QbGFuUmV2aXNpb24aMQoPVGFza0NvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiVgoMUGxhblJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRISCgpub2RlX2NvdW50GAQgASgNIoYFCgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkEhYKDnBhcmVudF90YXNrX2lkGGQgASgJEhcKCml0ZW1faW5kZXgYZSABKA1IAIgBARIWCg5pbnN0YW5jZV9jb3VudBhmIAEoDRIRCglpdGVyYXRpb24YZyABKA0SGgoSY2hpbGRfZXhlY3V0aW9uX2lkGGggASgJEhMKC3N1Yl9wbGFuX2lkGGkgASgJEikKB3dhaXRpbmcYeCABKAsyGC5leGVjcGxhbi52MS5UYXNrV2FpdGluZ0INCgtfaXRlbV9pbmRleCK0AQoLVGFza1dhaXRpbmcSIwoEa2luZBgBIAEoDjIVLmV4ZWNwbGFuLnYxLldhaXRLaW5kEgwKBG5hbWUYAiABKAkSCwoDa2V5GAMgASgJEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgGIAEoCSKNAgoNQXR0ZW1wdFJlY29yZBIPCgdhdHRlbXB0GAEgASgNEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhEKCXdvcmtlcl9pZBgDIAEoCRITCgtsZWFzZV9lcG9jaBgEIAEoBBIxCg1kaXNwYXRjaGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoFZXJyb3IYByABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SEQoJaXRlcmF0aW9uGGQgASgNKtACCg5FeGVjdXRpb25TdGF0ZRIfChtFWEVDVVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdFWEVDVVRJT05fU1RBVEVfUlVOTklORxABEhoKFkVYRUNVVElPTl9TVEFURV9QQVVTRUQQAhIgChxFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU5HEAMSHQoZRVhFQ1VUSU9OX1NUQVRFX1NVQ0NFRURFRBAEEhoKFkVYRUNVVElPTl9TVEFURV9GQUlMRUQQBRIfChtFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FURUQQBhInCiNFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBAHEh0KGUVYRUNVVElPTl9TVEFURV9DQU5DRUxMRUQQCBIeChpFWEVDVVRJT05fU1RBVEVfVEVSTUlOQVRFRBAJKvcCCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhUKEVRBU0tfU1RBVEVfUVVFVUVEEAISGQoVVEFTS19TVEFURV9ESVNQQVRDSEVEEAMSFgoSVEFTS19TVEFURV9SVU5OSU5HEAQSGgoWVEFTS19TVEFURV9CQUNLSU5HX09GRhAFEhUKEVRBU0tfU1RBVEVfUEFSS0VEEAYSFgoSVEFTS19TVEFURV9XQUlUSU5HEAcSGAoUVEFTS19TVEFURV9TVUNDRUVERUQQCBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAJEhYKElRBU0tfU1RBVEVfU0tJUFBFRBAKEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAsSGgoWVEFTS19TVEFURV9DT01QRU5TQVRFRBAMEiIKHlRBU0tfU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBANKnIKCVRhc2tQaGFzZRIaChZUQVNLX1BIQVNFX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19QSEFTRV9NQUlOEAESFwoTVEFTS19QSEFTRV9GQUxMQkFDSxACEhsKF1RBU0tfUEhBU0VfQ09NUEVOU0FUSU9OEAMqYwoKRXJyb3JSZXRyeRIbChdFUlJPUl9SRVRSWV9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX1JFVFJZX1JFVFJZQUJMRRABEh0KGUVSUk9SX1JFVFJZX05PTl9SRVRSWUFCTEUQAiqUAQoIV2FpdEtpbmQSGQoVV0FJVF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobV0FJVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUEAESGAoUV0FJVF9LSU5EX1JBVEVfTElNSVQQAhIXChNXQUlUX0tJTkRfUkVTT1VSQ0VTEAMSGQoVV0FJVF9LSU5EX1VOUExBQ0VBQkxFEARiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtleGVjcGxhbi92MS9leGVjdXRpb24ucHJvdG8SC2V4ZWNwbGFuLnYxIr8BCglFcnJvckluZm8SDAoEdHlwZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIoCgdkZXRhaWxzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVyZXRyeRgFIAEoDjIXLmV4ZWNwbGFuLnYxLkVycm9yUmV0cnkSLgoLcmV0cnlfYWZ0ZXIYeCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i7AYKCUV4ZWN1dGlvbhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIVCg13b3JrZmxvd19uYW1lGAMgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBCABKAkSKgoFc3RhdGUYBSABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRInCgZpbnB1dHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB291dHB1dHMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAggASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAwgASgEEiMKBXRhc2tzGA0gAygLMhQuZXhlY3BsYW4udjEuVGFza1J1bhI7Cgt0YXNrX2NvdW50cxgOIAMoCzImLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbi5UYXNrQ291bnRzRW50cnkSFAoMZmFpcm5lc3Nfa2V5GA8gASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkSFgoOcGFyZW50X3Rhc2tfaWQYZSABKAkSMQoOcGxhbl9yZXZpc2lvbnMYZiADKAsyGS5leGVjcGxhbi52MS5QbGFuUmV2aXNpb24SIgoFdXNhZ2UYoAEgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2USJAoGYnVkZ2V0GKEBIAEoCzITLmV4ZWNwbGFuLnYxLkJ1ZGdldBIlCghyZXNlcnZlZBiiASABKAsyEi5leGVjcGxhbi52MS5Vc2FnZRI1Cg9idWRnZXRfZXhjZWVkZWQYowEgASgLMhsuZXhlY3BsYW4udjEuQnVkZ2V0RXhjZWVkZWQaMQoPVGFza0NvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiVgoMUGxhblJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDwoHcGxhbl9pZBgDIAEoCRISCgpub2RlX2NvdW50GAQgASgNImwKBVVzYWdlEjIKCGNvdW50ZXJzGAEgAygLMiAuZXhlY3BsYW4udjEuVXNhZ2UuQ291bnRlcnNFbnRyeRovCg1Db3VudGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEinQEKDkJ1ZGdldEV4Y2VlZGVkEg8KB2NvdW50ZXIYASABKAkSDQoFbGltaXQYAiABKAESDQoFc3BlbnQYAyABKAESEAoIcmVzZXJ2ZWQYBCABKAESEAoIZXN0aW1hdGUYBSABKAESDwoHdGFza19pZBgGIAEoCRIWCg5idWRnZXRfdGFza19pZBgHIAEoCRIPCgdtZXNzYWdlGAggASgJIqoFCgdUYXNrUnVuEg8KB3Rhc2tfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIlCgVzdGF0ZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tTdGF0ZRIlCgVwaGFzZRgEIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAUgASgNEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVlcnJvchgHIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIRCgl3b3JrZXJfaWQYCCABKAkSLQoJcXVldWVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc3RhdHVzX21lc3NhZ2UYDCABKAkSLAoIYXR0ZW1wdHMYDSADKAsyGi5leGVjcGxhbi52MS5BdHRlbXB0UmVjb3JkEhYKDnBhcmVudF90YXNrX2lkGGQgASgJEhcKCml0ZW1faW5kZXgYZSABKA1IAIgBARIWCg5pbnN0YW5jZV9jb3VudBhmIAEoDRIRCglpdGVyYXRpb24YZyABKA0SGgoSY2hpbGRfZXhlY3V0aW9uX2lkGGggASgJEhMKC3N1Yl9wbGFuX2lkGGkgASgJEikKB3dhaXRpbmcYeCABKAsyGC5leGVjcGxhbi52MS5UYXNrV2FpdGluZxIiCgV1c2FnZRigASABKAsyEi5leGVjcGxhbi52MS5Vc2FnZUINCgtfaXRlbV9pbmRleCK0AQoLVGFza1dhaXRpbmcSIwoEa2luZBgBIAEoDjIVLmV4ZWNwbGFuLnYxLldhaXRLaW5kEgwKBG5hbWUYAiABKAkSCwoDa2V5GAMgASgJEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgGIAEoCSKxAgoNQXR0ZW1wdFJlY29yZBIPCgdhdHRlbXB0GAEgASgNEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhEKCXdvcmtlcl9pZBgDIAEoCRITCgtsZWFzZV9lcG9jaBgEIAEoBBIxCg1kaXNwYXRjaGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoFZXJyb3IYByABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SEQoJaXRlcmF0aW9uGGQgASgNEiIKBXVzYWdlGKABIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlKtACCg5FeGVjdXRpb25TdGF0ZRIfChtFWEVDVVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdFWEVDVVRJT05fU1RBVEVfUlVOTklORxABEhoKFkVYRUNVVElPTl9TVEFURV9QQVVTRUQQAhIgChxFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU5HEAMSHQoZRVhFQ1VUSU9OX1NUQVRFX1NVQ0NFRURFRBAEEhoKFkVYRUNVVElPTl9TVEFURV9GQUlMRUQQBRIfChtFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FURUQQBhInCiNFWEVDVVRJT05fU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBAHEh0KGUVYRUNVVElPTl9TVEFURV9DQU5DRUxMRUQQCBIeChpFWEVDVVRJT05fU1RBVEVfVEVSTUlOQVRFRBAJKvcCCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhYKElRBU0tfU1RBVEVfUEVORElORxABEhUKEVRBU0tfU1RBVEVfUVVFVUVEEAISGQoVVEFTS19TVEFURV9ESVNQQVRDSEVEEAMSFgoSVEFTS19TVEFURV9SVU5OSU5HEAQSGgoWVEFTS19TVEFURV9CQUNLSU5HX09GRhAFEhUKEVRBU0tfU1RBVEVfUEFSS0VEEAYSFgoSVEFTS19TVEFURV9XQUlUSU5HEAcSGAoUVEFTS19TVEFURV9TVUNDRUVERUQQCBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAJEhYKElRBU0tfU1RBVEVfU0tJUFBFRBAKEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAsSGgoWVEFTS19TVEFURV9DT01QRU5TQVRFRBAMEiIKHlRBU0tfU1RBVEVfQ09NUEVOU0FUSU9OX0ZBSUxFRBANKnIKCVRhc2tQaGFzZRIaChZUQVNLX1BIQVNFX1VOU1BFQ0lGSUVEEAASEwoPVEFTS19QSEFTRV9NQUlOEAESFwoTVEFTS19QSEFTRV9GQUxMQkFDSxACEhsKF1RBU0tfUEhBU0VfQ09NUEVOU0FUSU9OEAMqYwoKRXJyb3JSZXRyeRIbChdFUlJPUl9SRVRSWV9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX1JFVFJZX1JFVFJZQUJMRRABEh0KGUVSUk9SX1JFVFJZX05PTl9SRVRSWUFCTEUQAiqUAQoIV2FpdEtpbmQSGQoVV0FJVF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobV0FJVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUEAESGAoUV0FJVF9LSU5EX1JBVEVfTElNSVQQAhIXChNXQUlUX0tJTkRfUkVTT1VSQ0VTEAMSGQoVV0FJVF9LSU5EX1VOUExBQ0VBQkxFEARiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A task's or an execution's error (the outcome of a task, not of an RPC: RPCs fail
@@ -187,6 +189,37 @@ export type Execution = Message<"execplan.v1.Execution"> & {
    * @generated from field: repeated execplan.v1.PlanRevision plan_revisions = 102;
    */
   planRevisions: PlanRevision[];
+
+  /**
+   * What its tasks reported using, every attempt counted (failed, timed out and
+   * retried ones too), plus what its child executions used (docs/usage.md).
+   *
+   * @generated from field: execplan.v1.Usage usage = 160;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * The budget in force: the workflow's (or the server default) as raised since.
+   *
+   * @generated from field: execplan.v1.Budget budget = 161;
+   */
+  budget?: Budget | undefined;
+
+  /**
+   * What attempts running now are expected to use beyond what they reported so far
+   * (their `estimate`s): held against the budget until they end.
+   *
+   * @generated from field: execplan.v1.Usage reserved = 162;
+   */
+  reserved?: Usage | undefined;
+
+  /**
+   * Set while the execution is paused because the next attempt would go over a
+   * budget; cleared when it resumes.
+   *
+   * @generated from field: execplan.v1.BudgetExceeded budget_exceeded = 163;
+   */
+  budgetExceeded?: BudgetExceeded | undefined;
 };
 
 /**
@@ -233,6 +266,95 @@ export type PlanRevision = Message<"execplan.v1.PlanRevision"> & {
  */
 export const PlanRevisionSchema: GenMessage<PlanRevision> = /*@__PURE__*/
   messageDesc(file_execplan_v1_execution, 2);
+
+/**
+ * Usage: amounts by counter name. Workers report `tokens_in`, `tokens_out`, `cost`
+ * and any counter of their own ([a-z][a-z0-9_]*); amounts are finite and >= 0.
+ *
+ * @generated from message execplan.v1.Usage
+ */
+export type Usage = Message<"execplan.v1.Usage"> & {
+  /**
+   * @generated from field: map<string, double> counters = 1;
+   */
+  counters: { [key: string]: number };
+};
+
+/**
+ * Describes the message execplan.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_execution, 3);
+
+/**
+ * Why a budget stopped a dispatch.
+ *
+ * @generated from message execplan.v1.BudgetExceeded
+ */
+export type BudgetExceeded = Message<"execplan.v1.BudgetExceeded"> & {
+  /**
+   * The limit: `cost`, `tokens` or a counter name.
+   *
+   * @generated from field: string counter = 1;
+   */
+  counter: string;
+
+  /**
+   * @generated from field: double limit = 2;
+   */
+  limit: number;
+
+  /**
+   * Used so far (every attempt, children included).
+   *
+   * @generated from field: double spent = 3;
+   */
+  spent: number;
+
+  /**
+   * Expected from the attempts running now (their estimates), not yet reported.
+   *
+   * @generated from field: double reserved = 4;
+   */
+  reserved: number;
+
+  /**
+   * What the held-back attempt (or, for a for_each, all its items) is expected to use.
+   *
+   * @generated from field: double estimate = 5;
+   */
+  estimate: number;
+
+  /**
+   * The task held back.
+   *
+   * @generated from field: string task_id = 6;
+   */
+  taskId: string;
+
+  /**
+   * Whose budget: "" for the execution's, else the task with its own budget.
+   *
+   * @generated from field: string budget_task_id = 7;
+   */
+  budgetTaskId: string;
+
+  /**
+   * One line for people, e.g. "cost 9.80 spent + 0.00 reserved + 0.50 for
+   * research[4] would exceed the budget of 10.00".
+   *
+   * @generated from field: string message = 8;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message execplan.v1.BudgetExceeded.
+ * Use `create(BudgetExceededSchema)` to create a new message.
+ */
+export const BudgetExceededSchema: GenMessage<BudgetExceeded> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_execution, 4);
 
 /**
  * @generated from message execplan.v1.TaskRun
@@ -359,6 +481,14 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
    * @generated from field: execplan.v1.TaskWaiting waiting = 120;
    */
   waiting?: TaskWaiting | undefined;
+
+  /**
+   * What it reported using: every attempt of every phase, and for a for_each or
+   * repeat task every instance and iteration (for a child workflow task, the child's).
+   *
+   * @generated from field: execplan.v1.Usage usage = 160;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -366,7 +496,7 @@ export type TaskRun = Message<"execplan.v1.TaskRun"> & {
  * Use `create(TaskRunSchema)` to create a new message.
  */
 export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 3);
+  messageDesc(file_execplan_v1_execution, 5);
 
 /**
  * @generated from message execplan.v1.TaskWaiting
@@ -418,7 +548,7 @@ export type TaskWaiting = Message<"execplan.v1.TaskWaiting"> & {
  * Use `create(TaskWaitingSchema)` to create a new message.
  */
 export const TaskWaitingSchema: GenMessage<TaskWaiting> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 4);
+  messageDesc(file_execplan_v1_execution, 6);
 
 /**
  * @generated from message execplan.v1.AttemptRecord
@@ -465,6 +595,13 @@ export type AttemptRecord = Message<"execplan.v1.AttemptRecord"> & {
    * @generated from field: uint32 iteration = 100;
    */
   iteration: number;
+
+  /**
+   * What this attempt reported using (also when it failed or timed out).
+   *
+   * @generated from field: execplan.v1.Usage usage = 160;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -472,7 +609,7 @@ export type AttemptRecord = Message<"execplan.v1.AttemptRecord"> & {
  * Use `create(AttemptRecordSchema)` to create a new message.
  */
 export const AttemptRecordSchema: GenMessage<AttemptRecord> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_execution, 5);
+  messageDesc(file_execplan_v1_execution, 7);
 
 /**
  * @generated from enum execplan.v1.ExecutionState

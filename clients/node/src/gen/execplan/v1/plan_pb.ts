@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { BreakerOpenAction, InputType, OnFailure, TriggerRule } from "./workflow_pb.js";
+import type { BreakerOpenAction, Budget, InputType, OnFailure, TriggerRule } from "./workflow_pb.js";
 import { file_execplan_v1_workflow } from "./workflow_pb.js";
 import type { Duration, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/plan.proto.
  */
 export const file_execplan_v1_plan: GenFile = /*@__PURE__*/
-  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSLDBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRIvCgtyYXRlX2xpbWl0cxh4IAMoCzIaLmV4ZWNwbGFuLnYxLlBsYW5SYXRlTGltaXQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJmCg1QbGFuUmF0ZUxpbWl0EgwKBG5hbWUYASABKAkSDQoFdW5pdHMYAiABKAMSKQoGcGVyaW9kGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAQgASgDIo8BCglQbGFuSW5wdXQSDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYuZXhlY3BsYW4udjEuSW5wdXRUeXBlEhAKCHJlcXVpcmVkGAMgASgIEicKB2RlZmF1bHQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEwoLZGVzY3JpcHRpb24YBSABKAkiTwoIUGxhbkVkZ2USDgoGc291cmNlGAEgASgNEg4KBnRhcmdldBgCIAEoDRIjCgRraW5kGAMgASgOMhUuZXhlY3BsYW4udjEuRWRnZUtpbmQi3QcKCFBsYW5Ob2RlEg0KBWluZGV4GAEgASgNEg8KB3Rhc2tfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIpCgdidWlsdGluGAQgASgOMhguZXhlY3BsYW4udjEuQnVpbHRpbktpbmQSEAoIdXBzdHJlYW0YBSADKA0SEgoKZG93bnN0cmVhbRgGIAMoDRINCgVzdGFnZRgHIAEoDRIaChJjcml0aWNhbF9wYXRoX3JhbmsYCCABKAMSEAoIcHJpb3JpdHkYCSABKAUSKQoHdHJpZ2dlchgKIAEoDjIYLmV4ZWNwbGFuLnYxLlRyaWdnZXJSdWxlEioKCWNvbmRpdGlvbhgLIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SJgoIYmluZGluZ3MYDCADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GA0gASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgOIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSKwoIZmFsbGJhY2sYDyABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSLwoMY29tcGVuc2F0aW9uGBAgASgLMhkuZXhlY3BsYW4udjEuUGxhblNpZGVUYXNrEjwKD2NpcmN1aXRfYnJlYWtlchgRIAEoCzIjLmV4ZWNwbGFuLnYxLlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISLwoJcmVzb3VyY2VzGBIgASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VCaW5kaW5nEh0KFWVzdGltYXRlZF9kdXJhdGlvbl9tcxgTIAEoAxITCgtkZXNjcmlwdGlvbhgUIAEoCRIpCghmb3JfZWFjaBhkIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SFAoMbWF4X3BhcmFsbGVsGGUgASgNEicKBnJlcGVhdBhmIAEoCzIXLmV4ZWNwbGFuLnYxLlBsYW5SZXBlYXQSKgoId29ya2Zsb3cYZyABKAsyGC5leGVjcGxhbi52MS5Xb3JrZmxvd1JlZhIPCgdkeW5hbWljGGggASgIEikKBWxpbWl0GHggASgLMhouZXhlY3BsYW4udjEuUmVzb2x2ZWRMaW1pdBI2CgtyYXRlX2xpbWl0cxh5IAMoCzIhLmV4ZWNwbGFuLnYxLlJlc29sdmVkUmF0ZUxpbWl0VXNlEikKBWNhY2hlGHogASgLMhouZXhlY3BsYW4udjEuUmVzb2x2ZWRDYWNoZSJMCgpQbGFuUmVwZWF0EiYKBXVudGlsGAEgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbhIWCg5tYXhfaXRlcmF0aW9ucxgCIAEoDSIsCgtXb3JrZmxvd1JlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiUAoNUmVzb2x2ZWRMaW1pdBIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SCwoDbWF4GAMgASgNIowBChRSZXNvbHZlZFJhdGVMaW1pdFVzZRIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SDQoFdW5pdHMYAyABKAMSMQoQdW5pdHNfZXhwcmVzc2lvbhgEIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24iXQoNUmVzb2x2ZWRDYWNoZRIkCgNrZXkYASABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIInkKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgSFwoPcmVhZHNfdmFyaWFibGVzGGQgAygJIkEKB0JpbmRpbmcSDAoEbmFtZRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSLzAQoMQmluZGluZ1ZhbHVlEikKB2xpdGVyYWwYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABItCgpleHByZXNzaW9uGAIgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbkgAEikKCHRlbXBsYXRlGAMgASgLMhUuZXhlY3BsYW4udjEuVGVtcGxhdGVIABIsCgZzdHJ1Y3QYBCABKAsyGi5leGVjcGxhbi52MS5CaW5kaW5nU3RydWN0SAASKAoEbGlzdBgFIAEoCzIYLmV4ZWNwbGFuLnYxLkJpbmRpbmdMaXN0SABCBgoEa2luZCI0CghUZW1wbGF0ZRIoCgVwYXJ0cxgBIAMoCzIZLmV4ZWNwbGFuLnYxLlRlbXBsYXRlUGFydCJVCgxUZW1wbGF0ZVBhcnQSDgoEdGV4dBgBIAEoCUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSABCBgoEa2luZCI1Cg1CaW5kaW5nU3RydWN0EiQKBmZpZWxkcxgBIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmciNwoLQmluZGluZ0xpc3QSKAoFaXRlbXMYASADKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUiRAoKUGxhbk91dHB1dBIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlItwBChNSZXNvbHZlZFJldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmppdHRlchgFIAEoARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCSLfAQoQUmVzb2x2ZWRUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24inwIKFlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKwoIb3Blbl9mb3IYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTaGFsZl9vcGVuX21heF9jYWxscxgDIAEoBRIeChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24SJAoDa2V5GHggASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbiLjAwoPUmVzb3VyY2VCaW5kaW5nEhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRJHCg5yZXF1aXJlX2xhYmVscxgEIAMoCzIvLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5SZXF1aXJlTGFiZWxzRW50cnkSRQoNcHJlZmVyX2xhYmVscxgFIAMoCzIuLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5QcmVmZXJMYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgGIAEoCRIPCgdzZWNyZXRzGAcgAygJEjgKBmN1c3RvbRh4IAMoCzIoLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5DdXN0b21FbnRyeRIPCgdpc29sYXRlGHkgASgIGjQKElJlcXVpcmVMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjMKEVByZWZlckxhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASpsCghFZGdlS2luZBIZChVFREdFX0tJTkRfVU5TUEVDSUZJRUQQABITCg9FREdFX0tJTkRfT1JERVIQARISCg5FREdFX0tJTkRfREFUQRACEhwKGEVER0VfS0lORF9PUkRFUl9BTkRfREFUQRADKq0BCgtCdWlsdGluS2luZBIcChhCVUlMVElOX0tJTkRfVU5TUEVDSUZJRUQQABIVChFCVUlMVElOX0tJTkRfTk9ORRABEhYKEkJVSUxUSU5fS0lORF9TTEVFUBACEh8KG0JVSUxUSU5fS0lORF9XQUlUX0ZPUl9FVkVOVBADEhkKFUJVSUxUSU5fS0lORF9XT1JLRkxPVxAKEhUKEUJVSUxUSU5fS0lORF9IVFRQEHhiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChZleGVjcGxhbi92MS9wbGFuLnByb3RvEgtleGVjcGxhbi52MSLpBAoNRXhlY3V0aW9uUGxhbhIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRImCgZpbnB1dHMYBSADKAsyFi5leGVjcGxhbi52MS5QbGFuSW5wdXQSKgoKb25fZmFpbHVyZRgGIAEoDjIWLmV4ZWNwbGFuLnYxLk9uRmFpbHVyZRIUCgxtYXhfcGFyYWxsZWwYByABKA0SHAoUcGF1c2VfYWZ0ZXJfZmFpbHVyZXMYCCABKA0SJAoFbm9kZXMYCSADKAsyFS5leGVjcGxhbi52MS5QbGFuTm9kZRIkCgVlZGdlcxgKIAMoCzIVLmV4ZWNwbGFuLnYxLlBsYW5FZGdlEigKB291dHB1dHMYCyADKAsyFy5leGVjcGxhbi52MS5QbGFuT3V0cHV0EhMKC3N0YWdlX2NvdW50GAwgASgNEhgKEGNyaXRpY2FsX3BhdGhfbXMYDSABKAMSNgoGbGFiZWxzGA4gAygLMiYuZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbi5MYWJlbHNFbnRyeRIWCg5mb3JtYXRfdmVyc2lvbhgPIAEoDRIvCgtyYXRlX2xpbWl0cxh4IAMoCzIaLmV4ZWNwbGFuLnYxLlBsYW5SYXRlTGltaXQSJAoGYnVkZ2V0GKABIAEoCzITLmV4ZWNwbGFuLnYxLkJ1ZGdldBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImYKDVBsYW5SYXRlTGltaXQSDAoEbmFtZRgBIAEoCRINCgV1bml0cxgCIAEoAxIpCgZwZXJpb2QYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFYnVyc3QYBCABKAMijwEKCVBsYW5JbnB1dBIMCgRuYW1lGAEgASgJEiQKBHR5cGUYAiABKA4yFi5leGVjcGxhbi52MS5JbnB1dFR5cGUSEAoIcmVxdWlyZWQYAyABKAgSJwoHZGVmYXVsdBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRITCgtkZXNjcmlwdGlvbhgFIAEoCSJPCghQbGFuRWRnZRIOCgZzb3VyY2UYASABKA0SDgoGdGFyZ2V0GAIgASgNEiMKBGtpbmQYAyABKA4yFS5leGVjcGxhbi52MS5FZGdlS2luZCKxCAoIUGxhbk5vZGUSDQoFaW5kZXgYASABKA0SDwoHdGFza19pZBgCIAEoCRIMCgR0eXBlGAMgASgJEikKB2J1aWx0aW4YBCABKA4yGC5leGVjcGxhbi52MS5CdWlsdGluS2luZBIQCgh1cHN0cmVhbRgFIAMoDRISCgpkb3duc3RyZWFtGAYgAygNEg0KBXN0YWdlGAcgASgNEhoKEmNyaXRpY2FsX3BhdGhfcmFuaxgIIAEoAxIQCghwcmlvcml0eRgJIAEoBRIpCgd0cmlnZ2VyGAogASgOMhguZXhlY3BsYW4udjEuVHJpZ2dlclJ1bGUSKgoJY29uZGl0aW9uGAsgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbhImCghiaW5kaW5ncxgMIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmcSLwoFcmV0cnkYDSABKAsyIC5leGVjcGxhbi52MS5SZXNvbHZlZFJldHJ5UG9saWN5Ei8KCHRpbWVvdXRzGA4gASgLMh0uZXhlY3BsYW4udjEuUmVzb2x2ZWRUaW1lb3V0cxIrCghmYWxsYmFjaxgPIAEoCzIZLmV4ZWNwbGFuLnYxLlBsYW5TaWRlVGFzaxIvCgxjb21wZW5zYXRpb24YECABKAsyGS5leGVjcGxhbi52MS5QbGFuU2lkZVRhc2sSPAoPY2lyY3VpdF9icmVha2VyGBEgASgLMiMuZXhlY3BsYW4udjEuUmVzb2x2ZWRDaXJjdWl0QnJlYWtlchIvCglyZXNvdXJjZXMYEiABKAsyHC5leGVjcGxhbi52MS5SZXNvdXJjZUJpbmRpbmcSHQoVZXN0aW1hdGVkX2R1cmF0aW9uX21zGBMgASgDEhMKC2Rlc2NyaXB0aW9uGBQgASgJEikKCGZvcl9lYWNoGGQgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbhIUCgxtYXhfcGFyYWxsZWwYZSABKA0SJwoGcmVwZWF0GGYgASgLMhcuZXhlY3BsYW4udjEuUGxhblJlcGVhdBIqCgh3b3JrZmxvdxhnIAEoCzIYLmV4ZWNwbGFuLnYxLldvcmtmbG93UmVmEg8KB2R5bmFtaWMYaCABKAgSKQoFbGltaXQYeCABKAsyGi5leGVjcGxhbi52MS5SZXNvbHZlZExpbWl0EjYKC3JhdGVfbGltaXRzGHkgAygLMiEuZXhlY3BsYW4udjEuUmVzb2x2ZWRSYXRlTGltaXRVc2USKQoFY2FjaGUYeiABKAsyGi5leGVjcGxhbi52MS5SZXNvbHZlZENhY2hlEiQKBmJ1ZGdldBigASABKAsyEy5leGVjcGxhbi52MS5CdWRnZXQSLAoIZXN0aW1hdGUYoQEgASgLMhkuZXhlY3BsYW4udjEuUGxhbkVzdGltYXRlIkAKDFBsYW5Fc3RpbWF0ZRIwCgdhbW91bnRzGAEgAygLMh8uZXhlY3BsYW4udjEuUGxhbkVzdGltYXRlQW1vdW50ImIKElBsYW5Fc3RpbWF0ZUFtb3VudBIPCgdjb3VudGVyGAEgASgJEg4KBmFtb3VudBgCIAEoARIrCgpleHByZXNzaW9uGAMgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbiJMCgpQbGFuUmVwZWF0EiYKBXVudGlsGAEgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbhIWCg5tYXhfaXRlcmF0aW9ucxgCIAEoDSIsCgtXb3JrZmxvd1JlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiUAoNUmVzb2x2ZWRMaW1pdBIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SCwoDbWF4GAMgASgNIowBChRSZXNvbHZlZFJhdGVMaW1pdFVzZRIMCgRuYW1lGAEgASgJEiQKA2tleRgCIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24SDQoFdW5pdHMYAyABKAMSMQoQdW5pdHNfZXhwcmVzc2lvbhgEIAEoCzIXLmV4ZWNwbGFuLnYxLkV4cHJlc3Npb24iXQoNUmVzb2x2ZWRDYWNoZRIkCgNrZXkYASABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uEiYKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiK/AQoMUGxhblNpZGVUYXNrEgwKBHR5cGUYASABKAkSJgoIYmluZGluZ3MYAiADKAsyFC5leGVjcGxhbi52MS5CaW5kaW5nEi8KBXJldHJ5GAMgASgLMiAuZXhlY3BsYW4udjEuUmVzb2x2ZWRSZXRyeVBvbGljeRIvCgh0aW1lb3V0cxgEIAEoCzIdLmV4ZWNwbGFuLnYxLlJlc29sdmVkVGltZW91dHMSFwoPaW5oZXJpdHNfaW5wdXRzGAUgASgIInkKCkV4cHJlc3Npb24SDgoGc291cmNlGAEgASgJEhMKC3JlYWRzX3Rhc2tzGAIgAygJEhQKDHJlYWRzX2lucHV0cxgDIAMoCRIXCg9yZWFkc19leGVjdXRpb24YBCABKAgSFwoPcmVhZHNfdmFyaWFibGVzGGQgAygJIkEKB0JpbmRpbmcSDAoEbmFtZRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmV4ZWNwbGFuLnYxLkJpbmRpbmdWYWx1ZSLzAQoMQmluZGluZ1ZhbHVlEikKB2xpdGVyYWwYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABItCgpleHByZXNzaW9uGAIgASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbkgAEikKCHRlbXBsYXRlGAMgASgLMhUuZXhlY3BsYW4udjEuVGVtcGxhdGVIABIsCgZzdHJ1Y3QYBCABKAsyGi5leGVjcGxhbi52MS5CaW5kaW5nU3RydWN0SAASKAoEbGlzdBgFIAEoCzIYLmV4ZWNwbGFuLnYxLkJpbmRpbmdMaXN0SABCBgoEa2luZCI0CghUZW1wbGF0ZRIoCgVwYXJ0cxgBIAMoCzIZLmV4ZWNwbGFuLnYxLlRlbXBsYXRlUGFydCJVCgxUZW1wbGF0ZVBhcnQSDgoEdGV4dBgBIAEoCUgAEi0KCmV4cHJlc3Npb24YAiABKAsyFy5leGVjcGxhbi52MS5FeHByZXNzaW9uSABCBgoEa2luZCI1Cg1CaW5kaW5nU3RydWN0EiQKBmZpZWxkcxgBIAMoCzIULmV4ZWNwbGFuLnYxLkJpbmRpbmciNwoLQmluZGluZ0xpc3QSKAoFaXRlbXMYASADKAsyGS5leGVjcGxhbi52MS5CaW5kaW5nVmFsdWUiRAoKUGxhbk91dHB1dBIMCgRuYW1lGAEgASgJEigKBXZhbHVlGAIgASgLMhkuZXhlY3BsYW4udjEuQmluZGluZ1ZhbHVlItwBChNSZXNvbHZlZFJldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmppdHRlchgFIAEoARIcChRub25fcmV0cnlhYmxlX2Vycm9ycxgGIAMoCSLfAQoQUmVzb2x2ZWRUaW1lb3V0cxI0ChFzY2hlZHVsZV90b19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5zdGFydF90b19jbG9zZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgloZWFydGJlYXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRc2NoZWR1bGVfdG9fY2xvc2UYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24inwIKFlJlc29sdmVkQ2lyY3VpdEJyZWFrZXISGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKAUSKwoIb3Blbl9mb3IYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTaGFsZl9vcGVuX21heF9jYWxscxgDIAEoBRIeChZmYWlsdXJlX3JhdGVfdGhyZXNob2xkGAQgASgBEikKBndpbmRvdxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgdvbl9vcGVuGAYgASgOMh4uZXhlY3BsYW4udjEuQnJlYWtlck9wZW5BY3Rpb24SJAoDa2V5GHggASgLMhcuZXhlY3BsYW4udjEuRXhwcmVzc2lvbiLjAwoPUmVzb3VyY2VCaW5kaW5nEhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRJHCg5yZXF1aXJlX2xhYmVscxgEIAMoCzIvLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5SZXF1aXJlTGFiZWxzRW50cnkSRQoNcHJlZmVyX2xhYmVscxgFIAMoCzIuLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5QcmVmZXJMYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgGIAEoCRIPCgdzZWNyZXRzGAcgAygJEjgKBmN1c3RvbRh4IAMoCzIoLmV4ZWNwbGFuLnYxLlJlc291cmNlQmluZGluZy5DdXN0b21FbnRyeRIPCgdpc29sYXRlGHkgASgIGjQKElJlcXVpcmVMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjMKEVByZWZlckxhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASpsCghFZGdlS2luZBIZChVFREdFX0tJTkRfVU5TUEVDSUZJRUQQABITCg9FREdFX0tJTkRfT1JERVIQARISCg5FREdFX0tJTkRfREFUQRACEhwKGEVER0VfS0lORF9PUkRFUl9BTkRfREFUQRADKq0BCgtCdWlsdGluS2luZBIcChhCVUlMVElOX0tJTkRfVU5TUEVDSUZJRUQQABIVChFCVUlMVElOX0tJTkRfTk9ORRABEhYKEkJVSUxUSU5fS0lORF9TTEVFUBACEh8KG0JVSUxUSU5fS0lORF9XQUlUX0ZPUl9FVkVOVBADEhkKFUJVSUxUSU5fS0lORF9XT1JLRkxPVxAKEhUKEUJVSUxUSU5fS0lORF9IVFRQEHhiBnByb3RvMw", [file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * ExecutionPlan is the compiled, validated, language-neutral form of a Workflow.
@@ -121,6 +121,14 @@ export type ExecutionPlan = Message<"execplan.v1.ExecutionPlan"> & {
    * @generated from field: repeated execplan.v1.PlanRateLimit rate_limits = 120;
    */
   rateLimits: PlanRateLimit[];
+
+  /**
+   * The workflow's budget, `on_exceeded` resolved; absent when it has none (the
+   * server's default budget may then apply).
+   *
+   * @generated from field: execplan.v1.Budget budget = 160;
+   */
+  budget?: Budget | undefined;
 };
 
 /**
@@ -399,6 +407,22 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
    * @generated from field: execplan.v1.ResolvedCache cache = 122;
    */
   cache?: ResolvedCache | undefined;
+
+  /**
+   * Usage (docs/usage.md): absent when the task declares none, so plans that use
+   * neither keep their plan_id.
+   * The task's own budget, `on_exceeded` resolved.
+   *
+   * @generated from field: execplan.v1.Budget budget = 160;
+   */
+  budget?: Budget | undefined;
+
+  /**
+   * What one attempt is expected to use.
+   *
+   * @generated from field: execplan.v1.PlanEstimate estimate = 161;
+   */
+  estimate?: PlanEstimate | undefined;
 };
 
 /**
@@ -407,6 +431,58 @@ export type PlanNode = Message<"execplan.v1.PlanNode"> & {
  */
 export const PlanNodeSchema: GenMessage<PlanNode> = /*@__PURE__*/
   messageDesc(file_execplan_v1_plan, 4);
+
+/**
+ * A compiled `Task.estimate`.
+ *
+ * @generated from message execplan.v1.PlanEstimate
+ */
+export type PlanEstimate = Message<"execplan.v1.PlanEstimate"> & {
+  /**
+   * Sorted by counter; `tokens` counts against the `tokens` limit.
+   *
+   * @generated from field: repeated execplan.v1.PlanEstimateAmount amounts = 1;
+   */
+  amounts: PlanEstimateAmount[];
+};
+
+/**
+ * Describes the message execplan.v1.PlanEstimate.
+ * Use `create(PlanEstimateSchema)` to create a new message.
+ */
+export const PlanEstimateSchema: GenMessage<PlanEstimate> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 5);
+
+/**
+ * @generated from message execplan.v1.PlanEstimateAmount
+ */
+export type PlanEstimateAmount = Message<"execplan.v1.PlanEstimateAmount"> & {
+  /**
+   * @generated from field: string counter = 1;
+   */
+  counter: string;
+
+  /**
+   * The amount, unless `expression` is set.
+   *
+   * @generated from field: double amount = 2;
+   */
+  amount: number;
+
+  /**
+   * Evaluated when the attempt is about to be dispatched; must yield a number >= 0.
+   *
+   * @generated from field: execplan.v1.Expression expression = 3;
+   */
+  expression?: Expression | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.PlanEstimateAmount.
+ * Use `create(PlanEstimateAmountSchema)` to create a new message.
+ */
+export const PlanEstimateAmountSchema: GenMessage<PlanEstimateAmount> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_plan, 6);
 
 /**
  * A compiled `repeat`.
@@ -430,7 +506,7 @@ export type PlanRepeat = Message<"execplan.v1.PlanRepeat"> & {
  * Use `create(PlanRepeatSchema)` to create a new message.
  */
 export const PlanRepeatSchema: GenMessage<PlanRepeat> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 5);
+  messageDesc(file_execplan_v1_plan, 7);
 
 /**
  * A registered workflow by name: `version` empty means the latest registered.
@@ -454,7 +530,7 @@ export type WorkflowRef = Message<"execplan.v1.WorkflowRef"> & {
  * Use `create(WorkflowRefSchema)` to create a new message.
  */
 export const WorkflowRefSchema: GenMessage<WorkflowRef> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 6);
+  messageDesc(file_execplan_v1_plan, 8);
 
 /**
  * A concurrency limit across executions (`Task.limit`).
@@ -487,7 +563,7 @@ export type ResolvedLimit = Message<"execplan.v1.ResolvedLimit"> & {
  * Use `create(ResolvedLimitSchema)` to create a new message.
  */
 export const ResolvedLimitSchema: GenMessage<ResolvedLimit> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 7);
+  messageDesc(file_execplan_v1_plan, 9);
 
 /**
  * Units an attempt takes from a token bucket.
@@ -525,7 +601,7 @@ export type ResolvedRateLimitUse = Message<"execplan.v1.ResolvedRateLimitUse"> &
  * Use `create(ResolvedRateLimitUseSchema)` to create a new message.
  */
 export const ResolvedRateLimitUseSchema: GenMessage<ResolvedRateLimitUse> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 8);
+  messageDesc(file_execplan_v1_plan, 10);
 
 /**
  * Task result caching: entries are per task type and key value.
@@ -553,7 +629,7 @@ export type ResolvedCache = Message<"execplan.v1.ResolvedCache"> & {
  * Use `create(ResolvedCacheSchema)` to create a new message.
  */
 export const ResolvedCacheSchema: GenMessage<ResolvedCache> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 9);
+  messageDesc(file_execplan_v1_plan, 11);
 
 /**
  * A fallback or compensation task with its own resolved policies.
@@ -594,7 +670,7 @@ export type PlanSideTask = Message<"execplan.v1.PlanSideTask"> & {
  * Use `create(PlanSideTaskSchema)` to create a new message.
  */
 export const PlanSideTaskSchema: GenMessage<PlanSideTask> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 10);
+  messageDesc(file_execplan_v1_plan, 12);
 
 /**
  * A compiled CEL expression and what it reads.
@@ -644,7 +720,7 @@ export type Expression = Message<"execplan.v1.Expression"> & {
  * Use `create(ExpressionSchema)` to create a new message.
  */
 export const ExpressionSchema: GenMessage<Expression> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 11);
+  messageDesc(file_execplan_v1_plan, 13);
 
 /**
  * @generated from message execplan.v1.Binding
@@ -666,7 +742,7 @@ export type Binding = Message<"execplan.v1.Binding"> & {
  * Use `create(BindingSchema)` to create a new message.
  */
 export const BindingSchema: GenMessage<Binding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 12);
+  messageDesc(file_execplan_v1_plan, 14);
 
 /**
  * A value that is either fully literal or has expressions somewhere inside.
@@ -725,7 +801,7 @@ export type BindingValue = Message<"execplan.v1.BindingValue"> & {
  * Use `create(BindingValueSchema)` to create a new message.
  */
 export const BindingValueSchema: GenMessage<BindingValue> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 13);
+  messageDesc(file_execplan_v1_plan, 15);
 
 /**
  * @generated from message execplan.v1.Template
@@ -742,7 +818,7 @@ export type Template = Message<"execplan.v1.Template"> & {
  * Use `create(TemplateSchema)` to create a new message.
  */
 export const TemplateSchema: GenMessage<Template> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 14);
+  messageDesc(file_execplan_v1_plan, 16);
 
 /**
  * @generated from message execplan.v1.TemplatePart
@@ -771,7 +847,7 @@ export type TemplatePart = Message<"execplan.v1.TemplatePart"> & {
  * Use `create(TemplatePartSchema)` to create a new message.
  */
 export const TemplatePartSchema: GenMessage<TemplatePart> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 15);
+  messageDesc(file_execplan_v1_plan, 17);
 
 /**
  * @generated from message execplan.v1.BindingStruct
@@ -788,7 +864,7 @@ export type BindingStruct = Message<"execplan.v1.BindingStruct"> & {
  * Use `create(BindingStructSchema)` to create a new message.
  */
 export const BindingStructSchema: GenMessage<BindingStruct> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 16);
+  messageDesc(file_execplan_v1_plan, 18);
 
 /**
  * @generated from message execplan.v1.BindingList
@@ -805,7 +881,7 @@ export type BindingList = Message<"execplan.v1.BindingList"> & {
  * Use `create(BindingListSchema)` to create a new message.
  */
 export const BindingListSchema: GenMessage<BindingList> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 17);
+  messageDesc(file_execplan_v1_plan, 19);
 
 /**
  * @generated from message execplan.v1.PlanOutput
@@ -827,7 +903,7 @@ export type PlanOutput = Message<"execplan.v1.PlanOutput"> & {
  * Use `create(PlanOutputSchema)` to create a new message.
  */
 export const PlanOutputSchema: GenMessage<PlanOutput> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 18);
+  messageDesc(file_execplan_v1_plan, 20);
 
 /**
  * A retry policy with every default applied.
@@ -871,7 +947,7 @@ export type ResolvedRetryPolicy = Message<"execplan.v1.ResolvedRetryPolicy"> & {
  * Use `create(ResolvedRetryPolicySchema)` to create a new message.
  */
 export const ResolvedRetryPolicySchema: GenMessage<ResolvedRetryPolicy> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 19);
+  messageDesc(file_execplan_v1_plan, 21);
 
 /**
  * Timeouts with defaults applied; a zero duration means no limit.
@@ -905,7 +981,7 @@ export type ResolvedTimeouts = Message<"execplan.v1.ResolvedTimeouts"> & {
  * Use `create(ResolvedTimeoutsSchema)` to create a new message.
  */
 export const ResolvedTimeoutsSchema: GenMessage<ResolvedTimeouts> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 20);
+  messageDesc(file_execplan_v1_plan, 22);
 
 /**
  * A circuit breaker with defaults applied; absent on nodes without one.
@@ -956,7 +1032,7 @@ export type ResolvedCircuitBreaker = Message<"execplan.v1.ResolvedCircuitBreaker
  * Use `create(ResolvedCircuitBreakerSchema)` to create a new message.
  */
 export const ResolvedCircuitBreakerSchema: GenMessage<ResolvedCircuitBreaker> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 21);
+  messageDesc(file_execplan_v1_plan, 23);
 
 /**
  * What a worker must provide to run a node.
@@ -1021,7 +1097,7 @@ export type ResourceBinding = Message<"execplan.v1.ResourceBinding"> & {
  * Use `create(ResourceBindingSchema)` to create a new message.
  */
 export const ResourceBindingSchema: GenMessage<ResourceBinding> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_plan, 22);
+  messageDesc(file_execplan_v1_plan, 24);
 
 /**
  * @generated from enum execplan.v1.EdgeKind

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AttemptToken } from "./events_pb.js";
 import { file_execplan_v1_events } from "./events_pb.js";
-import type { ErrorInfo, TaskPhase } from "./execution_pb.js";
+import type { ErrorInfo, TaskPhase, Usage } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
 import type { SourceFormat } from "./planner_service_pb.js";
 import { file_execplan_v1_planner_service } from "./planner_service_pb.js";
@@ -20,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/worker_service.proto.
  */
 export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEi8gEKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cyKxAgoSV29ya2VyUmVnaXN0cmF0aW9uEhEKCXdvcmtlcl9pZBgBIAEoCRISCgp0YXNrX3R5cGVzGAIgAygJEjsKBmxhYmVscxgDIAMoCzIrLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdHJhdGlvbi5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIoCgdydW5uaW5nGAYgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhILCgNzZGsYByABKAkSLQoIY2FwYWNpdHkYeCABKAsyGy5leGVjcGxhbi52MS5Xb3JrZXJDYXBhY2l0eRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq8BCg5Xb3JrZXJDYXBhY2l0eRISCgpjcHVfbWlsbGlzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoAxILCgNncHUYAyABKAUSNwoGY3VzdG9tGAQgAygLMicuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkuQ3VzdG9tRW50cnkaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASLCAQoPUmVzb3VyY2VSZXF1ZXN0EhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRI4CgZjdXN0b20YBCADKAsyKC5leGVjcGxhbi52MS5SZXNvdXJjZVJlcXVlc3QuQ3VzdG9tRW50cnkSDwoHaXNvbGF0ZRgFIAEoCBotCgtDdXN0b21FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIoQBCgpBdHRlbXB0UmVmEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiUKBXBoYXNlGAMgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAQgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIjkKDUFzc2lnbm1lbnRBY2sSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYiYwoNVGFza0hlYXJ0YmVhdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIoCghwcm9ncmVzcxgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSK+AQoKVGFza1Jlc3VsdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIoCgZvdXRwdXQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABInCgVlcnJvchgDIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mb0gAEigKCHN1Yl9wbGFuGGQgASgLMhQuZXhlY3BsYW4udjEuU3ViUGxhbkgAQgkKB291dGNvbWUiqAEKB1N1YlBsYW4SEAoGc291cmNlGAEgASgJSAASKQoId29ya2Zsb3cYAiABKAsyFS5leGVjcGxhbi52MS5Xb3JrZmxvd0gAEikKBmZvcm1hdBgDIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdBInCgZpbnB1dHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgwKCmRlZmluaXRpb24iNAoMV29ya2VyU3RhdHVzEhIKCmZyZWVfc2xvdHMYASABKA0SEAoIZHJhaW5pbmcYAiABKAgi8AEKD0Nvbm5lY3RSZXNwb25zZRIxCgpyZWdpc3RlcmVkGAEgASgLMh0uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0ZXJlZBIpCgpkaXNwYXRjaGVzGAIgAygLMhUuZXhlY3BsYW4udjEuRGlzcGF0Y2gSKwoHY2FuY2VscxgDIAMoCzIaLmV4ZWNwbGFuLnYxLkNhbmNlbEF0dGVtcHQSIQoFZHJhaW4YBCABKAsyEi5leGVjcGxhbi52MS5EcmFpbhIvCgpyZWplY3Rpb25zGAUgAygLMhsuZXhlY3BsYW4udjEuUmVzdWx0UmVqZWN0ZWQivAEKEFdvcmtlclJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIXCg9hY2tfZGVhZGxpbmVfbXMYAyABKA0SKAoHcmV2b2tlZBgEIAMoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSGAoQbWF4X291dHB1dF9ieXRlcxgFIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgGIAEoDSK2BAoIRGlzcGF0Y2gSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSEQoJdGFza190eXBlGAIgASgJEicKBmlucHV0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjsKF3N0YXJ0X3RvX2Nsb3NlX2RlYWRsaW5lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRoZWFydGJlYXRfdGltZW91dF9tcxgGIAEoDRI+Cg10cmFjZV9jb250ZXh0GAcgAygLMicuZXhlY3BsYW4udjEuRGlzcGF0Y2guVHJhY2VDb250ZXh0RW50cnkSMwoHc2VjcmV0cxgIIAMoCzIiLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlNlY3JldHNFbnRyeRIVCg13b3JrZmxvd19uYW1lGAkgASgJEi4KDnByZXZpb3VzX2Vycm9yGGQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEi8KCXJlc291cmNlcxh4IAEoCzIcLmV4ZWNwbGFuLnYxLlJlc291cmNlUmVxdWVzdBozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKDUNhbmNlbEF0dGVtcHQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJKCg5SZXN1bHRSZWplY3RlZBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0EhsuZXhlY3BsYW4udjEuQ29ubmVjdFJlcXVlc3QaHC5leGVjcGxhbi52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEinAIKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cxIoCgV1c2FnZRigASADKAsyGC5leGVjcGxhbi52MS5Vc2FnZVJlcG9ydCJsCgtVc2FnZVJlcG9ydBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIQCghzZXF1ZW5jZRgCIAEoDRIhCgV1c2FnZRgDIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlIrECChJXb3JrZXJSZWdpc3RyYXRpb24SEQoJd29ya2VyX2lkGAEgASgJEhIKCnRhc2tfdHlwZXMYAiADKAkSOwoGbGFiZWxzGAMgAygLMisuZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uLkxhYmVsc0VudHJ5EhMKC2Vudmlyb25tZW50GAQgASgJEg0KBXNsb3RzGAUgASgNEigKB3J1bm5pbmcYBiADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEgsKA3NkaxgHIAEoCRItCghjYXBhY2l0eRh4IAEoCzIbLmV4ZWNwbGFuLnYxLldvcmtlckNhcGFjaXR5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirwEKDldvcmtlckNhcGFjaXR5EhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRI3CgZjdXN0b20YBCADKAsyJy5leGVjcGxhbi52MS5Xb3JrZXJDYXBhY2l0eS5DdXN0b21FbnRyeRotCgtDdXN0b21FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIsIBCg9SZXNvdXJjZVJlcXVlc3QSEgoKY3B1X21pbGxpcxgBIAEoAxIUCgxtZW1vcnlfYnl0ZXMYAiABKAMSCwoDZ3B1GAMgASgFEjgKBmN1c3RvbRgEIAMoCzIoLmV4ZWNwbGFuLnYxLlJlc291cmNlUmVxdWVzdC5DdXN0b21FbnRyeRIPCgdpc29sYXRlGAUgASgIGi0KC0N1c3RvbUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEihAEKCkF0dGVtcHRSZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoFcGhhc2UYAyABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YBCABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4iOQoNQXNzaWdubWVudEFjaxIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZiJjCg1UYXNrSGVhcnRiZWF0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKCHByb2dyZXNzGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIuIBCgpUYXNrUmVzdWx0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEicKBWVycm9yGAMgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvSAASKAoIc3ViX3BsYW4YZCABKAsyFC5leGVjcGxhbi52MS5TdWJQbGFuSAASIgoFdXNhZ2UYoAEgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2VCCQoHb3V0Y29tZSKoAQoHU3ViUGxhbhIQCgZzb3VyY2UYASABKAlIABIpCgh3b3JrZmxvdxgCIAEoCzIVLmV4ZWNwbGFuLnYxLldvcmtmbG93SAASKQoGZm9ybWF0GAMgASgOMhkuZXhlY3BsYW4udjEuU291cmNlRm9ybWF0EicKBmlucHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCDAoKZGVmaW5pdGlvbiI0CgxXb3JrZXJTdGF0dXMSEgoKZnJlZV9zbG90cxgBIAEoDRIQCghkcmFpbmluZxgCIAEoCCKcAgoPQ29ubmVjdFJlc3BvbnNlEjEKCnJlZ2lzdGVyZWQYASABKAsyHS5leGVjcGxhbi52MS5Xb3JrZXJSZWdpc3RlcmVkEikKCmRpc3BhdGNoZXMYAiADKAsyFS5leGVjcGxhbi52MS5EaXNwYXRjaBIrCgdjYW5jZWxzGAMgAygLMhouZXhlY3BsYW4udjEuQ2FuY2VsQXR0ZW1wdBIhCgVkcmFpbhgEIAEoCzISLmV4ZWNwbGFuLnYxLkRyYWluEi8KCnJlamVjdGlvbnMYBSADKAsyGy5leGVjcGxhbi52MS5SZXN1bHRSZWplY3RlZBIqCgp1c2FnZV9hY2tzGKABIAMoCzIVLmV4ZWNwbGFuLnYxLlVzYWdlQWNrImgKCFVzYWdlQWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhAKCHNlcXVlbmNlGAIgASgNEhAKCHJlY29yZGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSK8AQoQV29ya2VyUmVnaXN0ZXJlZBIRCgl3b3JrZXJfaWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhcKD2Fja19kZWFkbGluZV9tcxgDIAEoDRIoCgdyZXZva2VkGAQgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIYChBtYXhfb3V0cHV0X2J5dGVzGAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNIrYECghEaXNwYXRjaBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIRCgl0YXNrX3R5cGUYAiABKAkSJwoGaW5wdXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSOwoXc3RhcnRfdG9fY2xvc2VfZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEj4KDXRyYWNlX2NvbnRleHQYByADKAsyJy5leGVjcGxhbi52MS5EaXNwYXRjaC5UcmFjZUNvbnRleHRFbnRyeRIzCgdzZWNyZXRzGAggAygLMiIuZXhlY3BsYW4udjEuRGlzcGF0Y2guU2VjcmV0c0VudHJ5EhUKDXdvcmtmbG93X25hbWUYCSABKAkSLgoOcHJldmlvdXNfZXJyb3IYZCABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SLwoJcmVzb3VyY2VzGHggASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VSZXF1ZXN0GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSQoNQ2FuY2VsQXR0ZW1wdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJIkoKDlJlc3VsdFJlamVjdGVkEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEg4KBnJlYXNvbhgCIAEoCTJZCg1Xb3JrZXJTZXJ2aWNlEkgKB0Nvbm5lY3QSGy5leGVjcGxhbi52MS5Db25uZWN0UmVxdWVzdBocLmV4ZWNwbGFuLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Worker -> executor. The first message must carry `register`; a `register` in a
@@ -61,6 +61,14 @@ export type ConnectRequest = Message<"execplan.v1.ConnectRequest"> & {
    * @generated from field: execplan.v1.WorkerStatus status = 5;
    */
   status?: WorkerStatus | undefined;
+
+  /**
+   * Usage of running (or just ended) attempts, sent as soon as it is known so it is
+   * counted even if the attempt then fails, times out or its worker dies.
+   *
+   * @generated from field: repeated execplan.v1.UsageReport usage = 160;
+   */
+  usage: UsageReport[];
 };
 
 /**
@@ -69,6 +77,40 @@ export type ConnectRequest = Message<"execplan.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 0);
+
+/**
+ * Usage one attempt incurred since its previous report (amounts add up). Number the
+ * reports of an attempt 1, 2, 3...; each is answered by a `UsageAck` once recorded
+ * (or refused). Send the unacknowledged ones again, in order, after a reconnect: the
+ * executor counts each (attempt, sequence) once. Accepted for an attempt of this
+ * worker also after the attempt ended (its result recorded, timed out, re-leased),
+ * as long as the execution has not ended.
+ *
+ * @generated from message execplan.v1.UsageReport
+ */
+export type UsageReport = Message<"execplan.v1.UsageReport"> & {
+  /**
+   * @generated from field: execplan.v1.AttemptRef attempt = 1;
+   */
+  attempt?: AttemptRef | undefined;
+
+  /**
+   * @generated from field: uint32 sequence = 2;
+   */
+  sequence: number;
+
+  /**
+   * @generated from field: execplan.v1.Usage usage = 3;
+   */
+  usage?: Usage | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.UsageReport.
+ * Use `create(UsageReportSchema)` to create a new message.
+ */
+export const UsageReportSchema: GenMessage<UsageReport> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 1);
 
 /**
  * @generated from message execplan.v1.WorkerRegistration
@@ -143,7 +185,7 @@ export type WorkerRegistration = Message<"execplan.v1.WorkerRegistration"> & {
  * Use `create(WorkerRegistrationSchema)` to create a new message.
  */
 export const WorkerRegistrationSchema: GenMessage<WorkerRegistration> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 1);
+  messageDesc(file_execplan_v1_worker_service, 2);
 
 /**
  * A worker's capacity. cpu_millis or memory_bytes of 0 mean "not declared": such a
@@ -181,7 +223,7 @@ export type WorkerCapacity = Message<"execplan.v1.WorkerCapacity"> & {
  * Use `create(WorkerCapacitySchema)` to create a new message.
  */
 export const WorkerCapacitySchema: GenMessage<WorkerCapacity> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 2);
+  messageDesc(file_execplan_v1_worker_service, 3);
 
 /**
  * What a dispatched attempt asked for (`Task.resources`), so a worker can enforce it.
@@ -224,7 +266,7 @@ export type ResourceRequest = Message<"execplan.v1.ResourceRequest"> & {
  * Use `create(ResourceRequestSchema)` to create a new message.
  */
 export const ResourceRequestSchema: GenMessage<ResourceRequest> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 3);
+  messageDesc(file_execplan_v1_worker_service, 4);
 
 /**
  * Names one lease: the task, the phase it runs (main, fallback, compensation) and
@@ -260,7 +302,7 @@ export type AttemptRef = Message<"execplan.v1.AttemptRef"> & {
  * Use `create(AttemptRefSchema)` to create a new message.
  */
 export const AttemptRefSchema: GenMessage<AttemptRef> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 4);
+  messageDesc(file_execplan_v1_worker_service, 5);
 
 /**
  * Send one per dispatch within `WorkerRegistered.ack_deadline_ms`, or the attempt is
@@ -284,7 +326,7 @@ export type AssignmentAck = Message<"execplan.v1.AssignmentAck"> & {
  * Use `create(AssignmentAckSchema)` to create a new message.
  */
 export const AssignmentAckSchema: GenMessage<AssignmentAck> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 5);
+  messageDesc(file_execplan_v1_worker_service, 6);
 
 /**
  * Keeps one attempt alive: its `Dispatch.heartbeat_timeout_ms` (the task's
@@ -312,7 +354,7 @@ export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
  * Use `create(TaskHeartbeatSchema)` to create a new message.
  */
 export const TaskHeartbeatSchema: GenMessage<TaskHeartbeat> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 6);
+  messageDesc(file_execplan_v1_worker_service, 7);
 
 /**
  * The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
@@ -360,6 +402,14 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
     value: SubPlan;
     case: "subPlan";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Usage of this attempt not sent in a UsageReport (counted with the result; also
+   * with an error result).
+   *
+   * @generated from field: execplan.v1.Usage usage = 160;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -367,7 +417,7 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
  * Use `create(TaskResultSchema)` to create a new message.
  */
 export const TaskResultSchema: GenMessage<TaskResult> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 7);
+  messageDesc(file_execplan_v1_worker_service, 8);
 
 /**
  * A sub-workflow a dynamic task answers with. The executor compiles it with the
@@ -414,7 +464,7 @@ export type SubPlan = Message<"execplan.v1.SubPlan"> & {
  * Use `create(SubPlanSchema)` to create a new message.
  */
 export const SubPlanSchema: GenMessage<SubPlan> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 8);
+  messageDesc(file_execplan_v1_worker_service, 9);
 
 /**
  * The worker's own view of its capacity, whenever it changes.
@@ -446,7 +496,7 @@ export type WorkerStatus = Message<"execplan.v1.WorkerStatus"> & {
  * Use `create(WorkerStatusSchema)` to create a new message.
  */
 export const WorkerStatusSchema: GenMessage<WorkerStatus> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 9);
+  messageDesc(file_execplan_v1_worker_service, 10);
 
 /**
  * Executor -> worker. The first message carries `registered`; then any mix of the
@@ -487,6 +537,13 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
    * @generated from field: repeated execplan.v1.ResultRejected rejections = 5;
    */
   rejections: ResultRejected[];
+
+  /**
+   * UsageReports recorded (or refused), after they are durable.
+   *
+   * @generated from field: repeated execplan.v1.UsageAck usage_acks = 160;
+   */
+  usageAcks: UsageAck[];
 };
 
 /**
@@ -494,7 +551,44 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 10);
+  messageDesc(file_execplan_v1_worker_service, 11);
+
+/**
+ * The answer to a UsageReport: drop it from what you would send again.
+ *
+ * @generated from message execplan.v1.UsageAck
+ */
+export type UsageAck = Message<"execplan.v1.UsageAck"> & {
+  /**
+   * @generated from field: execplan.v1.AttemptRef attempt = 1;
+   */
+  attempt?: AttemptRef | undefined;
+
+  /**
+   * @generated from field: uint32 sequence = 2;
+   */
+  sequence: number;
+
+  /**
+   * False when the report was refused (`reason` says why: not an attempt of this
+   * worker, the execution has ended, a malformed amount).
+   *
+   * @generated from field: bool recorded = 3;
+   */
+  recorded: boolean;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message execplan.v1.UsageAck.
+ * Use `create(UsageAckSchema)` to create a new message.
+ */
+export const UsageAckSchema: GenMessage<UsageAck> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 12);
 
 /**
  * @generated from message execplan.v1.WorkerRegistered
@@ -550,7 +644,7 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
  * Use `create(WorkerRegisteredSchema)` to create a new message.
  */
 export const WorkerRegisteredSchema: GenMessage<WorkerRegistered> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 11);
+  messageDesc(file_execplan_v1_worker_service, 13);
 
 /**
  * @generated from message execplan.v1.Dispatch
@@ -635,7 +729,7 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
  * Use `create(DispatchSchema)` to create a new message.
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 12);
+  messageDesc(file_execplan_v1_worker_service, 14);
 
 /**
  * @generated from message execplan.v1.CancelAttempt
@@ -657,7 +751,7 @@ export type CancelAttempt = Message<"execplan.v1.CancelAttempt"> & {
  * Use `create(CancelAttemptSchema)` to create a new message.
  */
 export const CancelAttemptSchema: GenMessage<CancelAttempt> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 13);
+  messageDesc(file_execplan_v1_worker_service, 15);
 
 /**
  * The executor is shutting down: it dispatches nothing more. Finish the running
@@ -677,7 +771,7 @@ export type Drain = Message<"execplan.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 14);
+  messageDesc(file_execplan_v1_worker_service, 16);
 
 /**
  * An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
@@ -704,7 +798,7 @@ export type ResultRejected = Message<"execplan.v1.ResultRejected"> & {
  * Use `create(ResultRejectedSchema)` to create a new message.
  */
 export const ResultRejectedSchema: GenMessage<ResultRejected> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 15);
+  messageDesc(file_execplan_v1_worker_service, 17);
 
 /**
  * Workers connect with one bidirectional stream, register their capabilities and
