@@ -10,6 +10,7 @@ Phases, in order (each in its own module, each only reads the model):
     validate_builtins         builtin.* inputs (builtin_http for builtin.http)
     validate_runtime          for_each / repeat / workflow / dynamic fields
     flow_control              limit, rate_limits, cache, breaker keys, the workflow's buckets
+    budget                    budgets and estimates (checked; put in after build)
     bindings                  inputs/when/for_each/until/outputs -> compiled bindings +
                               expression reads; runtime variables where defined (variables)
     validate_references       reads -> unknown references, data edges
@@ -27,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from execplan.planner import (
+    budget,
     builtin_http,
     digest,
     flow_control,
@@ -123,6 +125,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         flow_control.NO_FLOW if t is None else flow_control.compile_task(t, wf, buckets, diags)
         for t in wf.tasks
     ]
+    budgets = budget.check(wf, diags)
 
     data: list[tuple[int, int, str]] = []
     compiled: list[_Compiled | None] = []
@@ -150,7 +153,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         validate_reachability.check(wf.tasks, order, pred, wf.on_failure, diags)
     if diags.has_errors or not build:
         return None
-    return _build(
+    plan = _build(
         wf,
         order=order,
         succ=succ,
@@ -160,6 +163,10 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         outputs=outputs,
         flow=_Flow(flows, default_breaker_key, tuple(sorted(buckets.values(), key=_by_name))),
     )
+    if budgets:  # rare: the plan is digested again rather than every plan paying
+        plan = budgets.apply(plan)
+        plan = replace(plan, plan_id=digest.plan_id(plan))
+    return plan
 
 
 class _Flow:

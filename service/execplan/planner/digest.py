@@ -13,6 +13,10 @@ The canonical JSON (so any language can verify a plan_id):
   (null, [], {}, false) so that plans that do not use them keep their ids:
   `Plan.rate_limits`, `PlanNode.limit`, `.rate_limits`, `.cache`,
   `ResolvedCircuitBreaker.key`, `ResourceBinding.custom`, `.isolate`;
+  the same for the usage fields (`Plan.budget`, `PlanNode.budget`, `.estimate`): a
+  budget is `{"limits": [[name, limit]...], "on_exceeded": "BUDGET_ACTION_..."}`
+  (limits sorted by name), an estimate `{"amounts": [{"counter", "amount",
+  "expression"}...]}`;
 - ints are JSON integers (durations are integer milliseconds), floats use the
   shortest repr that round-trips (Python `repr`: `2.0`, `0.2`), booleans and null
   as JSON; enums are their proto value names as strings (`"EDGE_KIND_DATA"`);
@@ -61,6 +65,7 @@ from execplan.planner.plan import (
     ResourceBinding,
     Template,
 )
+from execplan.usage import Budget
 
 Json = object
 
@@ -237,7 +242,28 @@ class _Canon:
             "description": n.description,
             **self.runtime(n),
             **self.flow(n),
+            **self.usage(n),
         }
+
+    def usage(self, n: PlanNode) -> dict[str, Json]:
+        """The budget and estimate of a node, when set (see the module docstring)."""
+        out: dict[str, Json] = {}
+        if n.budget is not None:
+            out["budget"] = _budget(n.budget)
+        if n.estimate is not None:
+            out["estimate"] = {
+                "amounts": [
+                    {
+                        "counter": a.counter,
+                        "amount": a.amount,
+                        "expression": None
+                        if a.expression is None
+                        else self.expression(a.expression),
+                    }
+                    for a in n.estimate.amounts
+                ]
+            }
+        return out
 
     def runtime(self, n: PlanNode) -> dict[str, Json]:
         """The runtime-plan fields of a node that are set (see the module docstring)."""
@@ -288,7 +314,12 @@ class _Canon:
                 if p.rate_limits
                 else {}
             ),
+            **({} if p.budget is None else {"budget": _budget(p.budget)}),
         }
+
+
+def _budget(b: Budget) -> Json:
+    return {"limits": [[name, limit] for name, limit in b.limits], "on_exceeded": b.on_exceeded}
 
 
 def canonical_json(plan: Plan) -> str:
@@ -424,7 +455,14 @@ class _Stream:
 
     def node(self, n: PlanNode) -> str:
         c = self.canon
-        if n.runtime or n.limit is not None or n.rate_limits or n.cache is not None:
+        if (
+            n.runtime
+            or n.limit is not None
+            or n.rate_limits
+            or n.cache is not None
+            or n.budget is not None
+            or n.estimate is not None
+        ):
             return _dumps(c.node(n))  # few nodes: the generic form, same bytes
         # The %s slots of the template, in sorted key order (_NODE_KEYS minus the fixed).
         return self.template(n) % (

@@ -530,3 +530,20 @@ def _analyze(source: str, *, key_scope: bool) -> Analysis:
         tuple(problems),
         tuple(sorted(variables)),
     )
+
+
+def free_variables(source: str) -> tuple[str, ...]:
+    """The top-level variables `source` reads, sorted: identifiers that are neither
+    members (`a.b`'s b), function names, comprehension variables nor literals.
+    For expressions with their own scope (a task's `estimate` reads `inputs`)."""
+    toks = _tokens(source)
+    bound = _bound_variables(toks)
+    found: set[str] = set()
+    for k, (kind, word) in enumerate(toks):
+        if kind != "id" or (k > 0 and toks[k - 1] == ("p", ".")):
+            continue
+        if k + 1 < len(toks) and toks[k + 1] == ("p", "("):
+            continue
+        if word not in bound and word not in _BUILTIN_NAMES:
+            found.add(word)
+    return tuple(sorted(found))

@@ -135,6 +135,25 @@ class TaskDefaults:
 
 
 @dataclass(slots=True)
+class BudgetSpec:
+    """`Workflow.budget`, `Task.budget`: limits as written (docs/usage.md)."""
+
+    cost: float | None = None
+    tokens: float | None = None
+    counters: dict[str, float] = field(default_factory=dict)
+    on_exceeded: str = ""
+
+
+@dataclass(slots=True)
+class EstimateSpec:
+    """`Task.estimate`: each amount is a number's text or a CEL expression."""
+
+    cost: str = ""
+    tokens: str = ""
+    counters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Task:
     index: int  # position in the document's `tasks` list
     id: str = ""
@@ -154,6 +173,8 @@ class Task:
     priority: int | None = None
     estimated_duration: int | None = None
     description: str = ""
+    budget: BudgetSpec | None = None
+    estimate: EstimateSpec | None = None
     # Plans that grow at runtime (docs/runtime-plans.md).
     for_each: str = ""
     max_parallel: int = 0
@@ -184,3 +205,4 @@ class Workflow:
     pause_after_failures: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     rate_limits: tuple[RateLimitDefinitionSpec | None, ...] = ()
+    budget: BudgetSpec | None = None

@@ -370,6 +370,30 @@ _rate_limit_definition = _message(
     required=("name", "rate"),
 )
 _cache = _message(model.CacheSpec, {"key": _string, "ttl": _duration})
+
+
+def _amount(v: object, path: str, diags: Diagnostics) -> Any:
+    """An estimate amount: `0.05` (kept as its text) or CEL as a string."""
+    if type(v) is int:
+        return str(v)
+    if type(v) is float:
+        f = _double(v, path, diags)
+        return BAD if f is BAD else repr(f)
+    return _string(v, path, diags)
+
+
+_budget = _message(
+    model.BudgetSpec,
+    {
+        "cost": _double,
+        "tokens": _double,
+        "counters": _map(_double),
+        "on_exceeded": _enum("BUDGET_ACTION", ("PAUSE", "FAIL")),
+    },
+)
+_estimate = _message(
+    model.EstimateSpec, {"cost": _amount, "tokens": _amount, "counters": _map(_amount)}
+)
 _side_fields: dict[str, Conv] = {
     "type": _string,
     "inputs": _map(_json_at(6)),  # root > tasks > task > fallback > inputs > value
@@ -443,6 +467,8 @@ _task = _message(
         "limit": _limit,
         "rate_limits": _list(_rate_limit_use),
         "cache": _cache,
+        "budget": _budget,
+        "estimate": _estimate,
     },
     required=("id", "type"),
 )
@@ -521,6 +547,7 @@ _workflow = _message(
         "pause_after_failures": _uint32,
         "labels": _map(_text),
         "rate_limits": _list(_rate_limit_definition),
+        "budget": _budget,
     },
     required=("name",),
 )

@@ -19,10 +19,15 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeAlias, TypeVar
 
+from execplan.usage import Budget
+
 FORMAT_VERSION = 1
 # The format of a plan that uses a runtime-plan field (for_each, repeat, workflow,
 # dynamic): an executor that knows only format 1 must refuse it, not ignore them.
 FORMAT_VERSION_RUNTIME = 2
+# The format of a plan with a budget or an estimate (docs/usage.md): an executor that
+# would ignore them would let an execution overspend.
+FORMAT_VERSION_BUDGETS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,9 @@ class PlanNode:
     limit: ResolvedLimit | None = None
     rate_limits: tuple[ResolvedRateLimitUse, ...] = ()
     cache: ResolvedCache | None = None
+    # Usage (docs/usage.md): None when the task declares none.
+    budget: Budget | None = None
+    estimate: PlanEstimate | None = None
 
     @property
     def runtime(self) -> bool:
@@ -220,6 +228,21 @@ class PlanNode:
             or self.workflow is not None
             or self.dynamic
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateAmount:
+    """What one attempt is expected to use of `counter`: `amount`, unless
+    `expression` is set (evaluated when the attempt is about to be dispatched)."""
+
+    counter: str
+    amount: float = 0.0
+    expression: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEstimate:
+    amounts: tuple[EstimateAmount, ...]  # sorted by counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +269,7 @@ class Plan:
     labels: dict[str, str]
     format_version: int = FORMAT_VERSION
     rate_limits: tuple[PlanRateLimit, ...] = ()
+    budget: Budget | None = None
 
     def node(self, task_id: str) -> PlanNode:
         """The node of `task_id` (linear scan; build your own index for hot paths)."""

@@ -13,6 +13,7 @@ client's plan must be a graph the executor can run:
   - every edge names two nodes;
   - its `format_version` is one this executor runs (RUNNABLE_FORMAT_VERSION);
   - every expression reads only tasks of the plan (for_each and repeat.until too);
+  - budgets and estimates name valid counters with valid amounts (`execplan.usage`);
   - every expression is within the planner's bounds (size, nesting, operator chains,
     comprehensions: `planner.expressions.check_expression_bounds`), because the
     executor hands them to the CEL library, which overflows the native stack
@@ -26,8 +27,10 @@ at most `_MAX_VIOLATIONS` are reported.
 
 from __future__ import annotations
 
+from execplan import usage
 from execplan.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from execplan.planner.expressions import check_expression_bounds
+from execplan.usage.codec import budget_limits
 from execplan.v1 import plan_pb2
 
 _MAX_VIOLATIONS = 20
@@ -43,13 +46,18 @@ def check_format(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
         raise FailedPrecondition(
             f"{field} has format_version {plan.format_version}; this executor runs plans "
             f"up to format {RUNNABLE_FORMAT_VERSION} (for_each, repeat, builtin.workflow "
-            "and dynamic tasks need a newer one)"
+            "and dynamic tasks need format 2, budgets and estimates format 3)"
         )
 
 
 def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
     """Raise InvalidArgument listing what makes `plan` unrunnable."""
-    found = _structure(plan, field) or _reads(plan, field) or _bounds(plan, field)
+    found = (
+        _structure(plan, field)
+        or _reads(plan, field)
+        or _bounds(plan, field)
+        or _budgets(plan, field)
+    )
     if found:
         raise InvalidArgument(
             f"{field} is not a consistent plan: {found[0].field}: {found[0].description}",
@@ -186,8 +194,34 @@ def _bounds(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
         for side in ("fallback", "compensation"):
             for k, binding in enumerate(getattr(node, side).bindings):
                 check(f"{path}.{side}.bindings[{k}]", _sources(binding.value))
+        for k, amount in enumerate(node.estimate.amounts):
+            if amount.HasField("expression"):
+                check(f"{path}.estimate.amounts[{k}]", [amount.expression.source])
     for k, output in enumerate(plan.outputs):
         check(f"{field}.outputs[{k}]", _sources(output.value))
+    return found
+
+
+def _budgets(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]:
+    """Budgets and estimates hold valid counter names and amounts."""
+    found: list[FieldViolation] = []
+    if plan.HasField("budget"):
+        problem = usage.check_counters(budget_limits(plan.budget))
+        if problem:
+            found.append(FieldViolation(f"{field}.budget", problem))
+    for i, node in enumerate(plan.nodes):
+        path = f"{field}.nodes[{i}]"
+        if node.HasField("budget"):
+            problem = usage.check_counters(budget_limits(node.budget))
+            if problem:
+                found.append(FieldViolation(f"{path}.budget", problem))
+        if node.HasField("estimate"):
+            amounts = {a.counter: a.amount for a in node.estimate.amounts}
+            problem = usage.check_counters(amounts)
+            if problem or len(amounts) != len(node.estimate.amounts):
+                found.append(
+                    FieldViolation(f"{path}.estimate", problem or "a counter is listed twice")
+                )
     return found
 
 

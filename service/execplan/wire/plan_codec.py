@@ -32,6 +32,7 @@ from execplan.planner import (
     ResourceBinding,
     Template,
 )
+from execplan.usage.codec import encode_budget
 from execplan.v1 import plan_pb2, planner_service_pb2, workflow_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
@@ -327,6 +328,8 @@ class _Encoder:
             parts.append(_runtime_wire(n))
         if n.limit is not None or n.rate_limits or n.cache is not None:
             parts.append(_flow_wire(n))  # rare: a real message, merged in
+        if n.budget is not None or n.estimate is not None:
+            parts.append(_usage_wire(n))
         return _field(b"\x4a", b"".join(parts))
 
 
@@ -370,6 +373,19 @@ def _flow_wire(n: PlanNode) -> bytes:
             out.cache.key.CopyFrom(_expression(n.cache.key))
         if n.cache.ttl:
             out.cache.ttl.CopyFrom(_duration(n.cache.ttl))
+    return out.SerializeToString(deterministic=True)
+
+
+def _usage_wire(n: PlanNode) -> bytes:
+    """A node's budget and estimate (160, 161) in wire format; few nodes have them."""
+    out = plan_pb2.PlanNode()
+    if n.budget is not None:
+        encode_budget(n.budget, out.budget)
+    if n.estimate is not None:
+        for a in n.estimate.amounts:
+            amount = out.estimate.amounts.add(counter=a.counter, amount=a.amount)
+            if a.expression is not None:
+                amount.expression.CopyFrom(_expression(a.expression))
     return out.SerializeToString(deterministic=True)
 
 
@@ -468,6 +484,8 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
         _value(o.value, out.outputs.add(name=o.name).value)
     for r in plan.rate_limits:
         out.rate_limits.add(name=r.name, units=r.units, period=_duration(r.period), burst=r.burst)
+    if plan.budget is not None:
+        encode_budget(plan.budget, out.budget)
     return out
 
 
