@@ -27,6 +27,7 @@ from execplan.store import (
 )
 
 from .flow_contract import FlowContract
+from .usage_contract import UsageContract
 
 
 def event(execution_id: str, sequence: int, kind: str = "TaskCompleted") -> StoredEvent:
@@ -76,7 +77,7 @@ def sequences(stored: Sequence[StoredEvent]) -> list[int]:
     return [e.sequence for e in stored]
 
 
-class StoreContract(FlowContract):
+class StoreContract(FlowContract, UsageContract):
     # -- create --------------------------------------------------------------------
 
     async def test_create_writes_record_and_first_events(self, store: Store) -> None:

@@ -22,8 +22,11 @@ from .port import (
     Snapshot,
     Store,
     StoredEvent,
+    UsageQuery,
+    UsageTotals,
     decode_cursor,
 )
+from .usage import fold
 
 
 class MemoryStore(Store):
@@ -173,3 +176,21 @@ class MemoryStore(Store):
     async def list_kv(self, namespace: str) -> list[tuple[str, bytes]]:
         self._check_open()
         return sorted((k, v) for (ns, k), v in self._kv.items() if ns == namespace)
+
+    async def usage(self, query: UsageQuery) -> UsageTotals:
+        self._check_open()
+        workflows = {e: r.workflow_name for e, r in self._executions.items()}
+        parents = {e: r.parent_execution_id for e, r in self._executions.items()}
+        rows = [
+            (
+                e.execution_id,
+                workflows[e.execution_id],
+                e.recorded_at_ms,
+                e.usage.task_id,
+                dict(e.usage.counters),
+            )
+            for events in self._events.values()
+            for e in events
+            if e.usage is not None
+        ]
+        return fold(rows, query, parents, workflows)

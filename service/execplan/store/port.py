@@ -52,14 +52,27 @@ TERMINAL_STATES: frozenset[str] = frozenset(TERMINAL_STATE_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Usage an event records (a `task_usage` event), given to the store beside the
+    opaque payload: the store keeps it in the same transaction as the event, so what
+    was committed is counted once, and adds it up per workflow and time range."""
+
+    task_id: str
+    counters: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One entry of an execution's log; `payload` is a serialized `ExecutionEvent`."""
+    """One entry of an execution's log; `payload` is a serialized `ExecutionEvent`.
+    `usage` is set by the writer on events that record usage; reads leave it None
+    (the payload has it)."""
 
     execution_id: str
     sequence: int
     kind: str
     recorded_at_ms: int
     payload: bytes
+    usage: UsageRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +117,39 @@ class Snapshot:
     execution_id: str
     sequence: int
     payload: bytes
+
+
+# What `Store.usage` groups by.
+GROUP_BY = ("", "workflow", "execution", "task")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Which usage `Store.usage` adds up: recorded in `[since_ms, until_ms)` (None:
+    unbounded), of one execution or of a workflow's executions (with every execution
+    they started, at any depth), or of everything; split by `group_by`."""
+
+    execution_id: str = ""
+    workflow_name: str = ""
+    since_ms: int | None = None
+    until_ms: int | None = None
+    group_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    key: str
+    counters: dict[str, float]
+    executions: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    counters: dict[str, float]
+    # Executions with usage in the range (each child on its own).
+    executions: int
+    # Largest cost first, then by key; empty without `group_by`.
+    groups: tuple[UsageGroup, ...] = ()
 
 
 class Store(abc.ABC):
@@ -225,6 +271,11 @@ class Store(abc.ABC):
         buckets, the task result cache (`flow.py`). Memory, SQLite and PostgreSQL
         keep it; a store without it cannot run plans that use flow control."""
         raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
+
+    @abc.abstractmethod
+    async def usage(self, query: UsageQuery) -> UsageTotals:
+        """Usage recorded by events with `StoredEvent.usage`, added up (see UsageQuery).
+        A usage row is kept when its execution is purged: spend stays on the books."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable, Collection, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from execplan.errors import ExecplanError, StoreError
@@ -38,8 +38,11 @@ from .port import (
     Snapshot,
     Store,
     StoredEvent,
+    UsageQuery,
+    UsageTotals,
     decode_cursor,
 )
+from .usage import rollup_query, totals
 
 T = TypeVar("T")
 Rows = Sequence[Any]
@@ -251,6 +254,10 @@ class SqlStore(Store):
             return [(r[0], bytes(r[1])) for r in rows]
 
         return await self._query(LIST_KV, (namespace,), entries)
+
+    async def usage(self, query: UsageQuery) -> UsageTotals:
+        sql, params = rollup_query(query)
+        return await self._query(sql, params, partial(totals, group_by=query.group_by))
 
 
 def _first(failures: dict[str, ExecplanError]) -> ExecplanError:

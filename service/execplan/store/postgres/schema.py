@@ -181,6 +181,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                 ON cache_entries (expires_ms) WHERE expires_ms > 0""",
         ),
     ),
+    Migration(
+        8,
+        "usage rows, written with their events, for roll-ups per workflow and time",
+        (
+            # No foreign key: usage stays on the books when an execution is purged.
+            """CREATE TABLE usage (
+                execution_id   text NOT NULL,
+                sequence       bigint NOT NULL,
+                counter        text NOT NULL,
+                amount         double precision NOT NULL,
+                recorded_at_ms bigint NOT NULL,
+                task_id        text NOT NULL,
+                workflow_name  text NOT NULL,
+                PRIMARY KEY (execution_id, sequence, counter)
+            )""",
+            "CREATE INDEX usage_by_time ON usage (recorded_at_ms)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

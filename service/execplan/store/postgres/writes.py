@@ -37,6 +37,7 @@ from ..sql import (
     record_values,
     to_record,
 )
+from ..usage import USAGE_COLUMNS, usage_rows
 from .ownership import CHANNEL, OWNED
 
 _INSERT_EVENTS = (
@@ -67,8 +68,14 @@ _INSERT_EXECUTION = (
 )
 
 _LOCK = (
-    "SELECT e.execution_id, e.last_sequence, {owned} FROM executions e"
+    "SELECT e.execution_id, e.last_sequence, {owned}, e.workflow_name FROM executions e"
     " WHERE e.execution_id = ANY($1::text[]) ORDER BY e.execution_id FOR UPDATE OF e"
+)
+
+
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({USAGE_COLUMNS}) SELECT * FROM unnest($1::text[], $2::bigint[],"
+    " $3::text[], $4::double precision[], $5::bigint[], $6::text[], $7::text[])"
 )
 
 
@@ -79,19 +86,25 @@ class _EventColumns:
         self.kinds: list[str] = []
         self.recorded: list[int] = []
         self.payloads: list[bytes] = []
+        self.usage: list[tuple[Any, ...]] = []
 
-    def add(self, events: Sequence[StoredEvent]) -> None:
+    def add(self, events: Sequence[StoredEvent], workflow_name: str) -> None:
         for e in events:
             self.ids.append(e.execution_id)
             self.sequences.append(e.sequence)
             self.kinds.append(e.kind)
             self.recorded.append(e.recorded_at_ms)
             self.payloads.append(e.payload)
+        self.usage += usage_rows(events, workflow_name)
 
     async def insert(self, conn: asyncpg.Connection) -> None:
         if self.ids:
             await conn.execute(
                 _INSERT_EVENTS, self.ids, self.sequences, self.kinds, self.recorded, self.payloads
+            )
+        if self.usage:  # in the same transaction: counted exactly when the event is
+            await conn.execute(
+                _INSERT_USAGE, *(list(column) for column in zip(*self.usage, strict=True))
             )
 
 
@@ -113,6 +126,7 @@ async def append_many(
         rows = await conn.fetch(_LOCK.format(owned=OWNED), ids, owner.replica_id, owner.epoch)
     last: dict[str, int] = {r[0]: r[1] for r in rows}
     foreign = {r[0] for r in rows if not r[2]}
+    workflow = {r[0]: r[3] for r in rows}
     # execution_id -> [last_sequence, state, updated_at_ms] to write.
     changed: dict[str, list[Any]] = {}
     columns = _EventColumns()
@@ -137,7 +151,7 @@ async def append_many(
         outcomes.append(None)
         if not item.events and item.state is None:
             continue
-        columns.add(item.events)
+        columns.add(item.events, workflow[item.execution_id])
         new_last = item.events[-1].sequence if item.events else current
         last[item.execution_id] = new_last
         row = changed.setdefault(item.execution_id, [new_last, None, None])
@@ -201,7 +215,7 @@ async def create_execution(
                 return existing, False
         raise AlreadyExists(f"execution {record.execution_id!r} already exists")
     columns = _EventColumns()
-    columns.add(events)
+    columns.add(events, record.workflow_name)
     await columns.insert(conn)
     return stored, True
 

@@ -29,6 +29,7 @@ from ..sql import (
     record_values,
     to_record,
 )
+from ..usage import INSERT_USAGE, usage_rows
 
 _INSERT_EXECUTION = f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 
@@ -38,11 +39,16 @@ def execute(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> None:
     conn.execute(sql, params)
 
 
-def _insert_events(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+def _insert_events(
+    conn: sqlite3.Connection, events: Sequence[StoredEvent], workflow_name: str
+) -> None:
     conn.executemany(
         INSERT_EVENT,
         [(e.execution_id, e.sequence, e.kind, e.recorded_at_ms, e.payload) for e in events],
     )
+    rows = usage_rows(events, workflow_name)
+    if rows:  # in the same transaction: counted exactly when the event is
+        conn.executemany(INSERT_USAGE, rows)
 
 
 def create_execution(
@@ -59,18 +65,19 @@ def create_execution(
     check_sequences(record.execution_id, 0, events)
     stored = dataclasses.replace(record, last_sequence=len(events))
     conn.execute(_INSERT_EXECUTION, record_values(stored))
-    _insert_events(conn, events)
+    _insert_events(conn, events, record.workflow_name)
     return stored, True
 
 
 def append(item: Append, conn: sqlite3.Connection) -> None:
     row = conn.execute(
-        "SELECT last_sequence FROM executions WHERE execution_id = ?", (item.execution_id,)
+        "SELECT last_sequence, workflow_name FROM executions WHERE execution_id = ?",
+        (item.execution_id,),
     ).fetchone()
     if row is None:
         raise NotFound(f"execution {item.execution_id!r} not found")
     check_sequences(item.execution_id, row[0], item.events)
-    _insert_events(conn, item.events)
+    _insert_events(conn, item.events, row[1])
     last = item.events[-1].sequence if item.events else row[0]
     if item.state is not None:
         conn.execute(

@@ -1,0 +1,138 @@
+"""The usage part of the store contract (`Store.usage`), inherited by StoreContract:
+usage is written in the transaction of its event (a refused append writes none),
+and added up per execution (children included), per workflow (children included),
+per time range and per group."""
+
+from __future__ import annotations
+
+import pytest
+from execplan.errors import ConcurrencyConflict
+from execplan.store import Append, ExecutionRecord, Store, StoredEvent
+from execplan.store.port import UsageQuery, UsageRecord
+
+
+def _record(execution_id: str, workflow: str, parent: str = "") -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=execution_id,
+        plan_id="plan-1",
+        workflow_name=workflow,
+        state="RUNNING",
+        created_at_ms=1_000,
+        updated_at_ms=1_000,
+        last_sequence=0,
+        parent_execution_id=parent,
+    )
+
+
+def _spent(
+    execution_id: str, sequence: int, at_ms: int, task_id: str = "t", **counters: float
+) -> StoredEvent:
+    return StoredEvent(
+        execution_id,
+        sequence,
+        "task_usage",
+        at_ms,
+        b"usage",
+        UsageRecord(task_id, tuple(sorted(counters.items()))),
+    )
+
+
+def _plain(execution_id: str, sequence: int) -> StoredEvent:
+    return StoredEvent(execution_id, sequence, "task_started", 1_000 + sequence, b"x")
+
+
+async def _tree(store: Store) -> None:
+    """agents a1 (cost 1 + 2) -> child research r1 (cost 4) -> grandchild g1 (cost 8);
+    agents a2 (cost 16, later); research r2 on its own (cost 32)."""
+    for execution_id, workflow, parent in (
+        ("a1", "agents", ""),
+        ("r1", "research", "a1"),
+        ("g1", "fetch", "r1"),
+        ("a2", "agents", ""),
+        ("r2", "research", ""),
+    ):
+        created, _ = await store.create_execution(
+            _record(execution_id, workflow, parent), [_plain(execution_id, 1)]
+        )
+        assert created.execution_id == execution_id
+    await store.append(
+        [
+            Append("a1", (_spent("a1", 2, 2_000, "plan", cost=1, tokens_in=10), _plain("a1", 3))),
+            Append("r1", (_spent("r1", 2, 2_000, "search", cost=4),)),
+            Append("g1", (_spent("g1", 2, 3_000, "get", cost=8, requests=1),)),
+            Append("a2", (_spent("a2", 2, 9_000, "plan", cost=16),)),
+            Append("r2", (_spent("r2", 2, 2_500, "search", cost=32),)),
+        ]
+    )
+    await store.append([Append("a1", (_spent("a1", 4, 2_100, "write", cost=2, tokens_out=5),))])
+
+
+class UsageContract:
+    async def test_no_usage_is_zero(self, store: Store) -> None:
+        totals = await store.usage(UsageQuery())
+        assert (totals.counters, totals.executions, totals.groups) == ({}, 0, ())
+
+    async def test_an_execution_counts_its_children_at_every_depth(self, store: Store) -> None:
+        await _tree(store)
+        totals = await store.usage(UsageQuery(execution_id="a1"))
+        assert totals.counters == {
+            "cost": 15.0,
+            "tokens_in": 10.0,
+            "tokens_out": 5.0,
+            "requests": 1.0,
+        }
+        assert totals.executions == 3
+        child = await store.usage(UsageQuery(execution_id="r1"))
+        assert child.counters == {"cost": 12.0, "requests": 1.0}
+
+    async def test_a_workflow_counts_what_its_executions_started(self, store: Store) -> None:
+        await _tree(store)
+        agents = await store.usage(UsageQuery(workflow_name="agents"))
+        assert agents.counters["cost"] == 1 + 2 + 4 + 8 + 16
+        assert agents.executions == 4
+        research = await store.usage(UsageQuery(workflow_name="research"))
+        assert research.counters["cost"] == 4 + 8 + 32  # r1 as a child too
+        fetch = await store.usage(UsageQuery(workflow_name="fetch"))
+        assert fetch.counters == {"cost": 8.0, "requests": 1.0}
+        assert (await store.usage(UsageQuery(workflow_name="nobody"))).counters == {}
+
+    async def test_time_ranges_are_half_open(self, store: Store) -> None:
+        await _tree(store)
+        window = await store.usage(UsageQuery(since_ms=2_000, until_ms=3_000))
+        assert window.counters["cost"] == 1 + 2 + 4 + 32
+        late = await store.usage(UsageQuery(workflow_name="agents", since_ms=3_000))
+        assert late.counters["cost"] == 8 + 16  # g1 under a1, and a2
+        assert late.executions == 2
+
+    async def test_groups_split_the_total(self, store: Store) -> None:
+        await _tree(store)
+        by_workflow = await store.usage(UsageQuery(workflow_name="agents", group_by="workflow"))
+        assert [(g.key, g.counters["cost"], g.executions) for g in by_workflow.groups] == [
+            ("agents", 19.0, 2),
+            ("fetch", 8.0, 1),
+            ("research", 4.0, 1),
+        ]
+        by_task = await store.usage(UsageQuery(execution_id="a1", group_by="task"))
+        assert [(g.key, g.counters.get("cost")) for g in by_task.groups] == [
+            ("get", 8.0),
+            ("search", 4.0),
+            ("write", 2.0),
+            ("plan", 1.0),
+        ]
+        by_execution = await store.usage(UsageQuery(group_by="execution"))
+        assert [g.key for g in by_execution.groups] == ["r2", "a2", "g1", "r1", "a1"]
+        assert sum(g.executions for g in by_execution.groups) == by_execution.executions == 5
+
+    async def test_a_refused_append_writes_no_usage(self, store: Store) -> None:
+        await store.create_execution(_record("x", "w"), [_plain("x", 1)])
+        await store.append([Append("x", (_spent("x", 2, 2_000, cost=1),))])
+        with pytest.raises(ConcurrencyConflict):  # sequence 2 again: nothing of it is written
+            await store.append([Append("x", (_spent("x", 2, 2_000, cost=100),))])
+        failed = await store.append_each(
+            [
+                Append("x", (_spent("x", 5, 2_000, cost=1000),)),  # a gap
+                Append("x", (_spent("x", 3, 2_000, cost=10),)),
+            ]
+        )
+        assert list(failed) == ["x"]
+        assert (await store.usage(UsageQuery(execution_id="x"))).counters == {"cost": 11.0}
