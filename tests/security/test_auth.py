@@ -50,6 +50,7 @@ VIEWER_MAY_CALL = {
             "ListCircuitBreakers",
             "ListWorkers",
             "ListLimits",
+            "GetUsage",
         )
     ),
 }
@@ -76,7 +77,7 @@ def expected(role: str | None, rpc: Rpc) -> grpc.StatusCode | None:
 
 
 def test_the_table_covers_every_rpc() -> None:
-    assert len(ALL_RPCS) == 24
+    assert len(ALL_RPCS) == 26
     for rpc in ALL_RPCS:
         for role in (*MAY_CALL, "viewer"):
             assert allowed(role, rpc.path) == may_call(role, rpc), (role, rpc.path)

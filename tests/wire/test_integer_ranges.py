@@ -23,6 +23,7 @@ from execplan.v1 import (
     executor_service_pb2,
     planner_service_pb2,
     worker_service_pb2,
+    workflow_pb2,
 )
 from google.protobuf import duration_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -192,6 +193,13 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
             ],
             "DeleteRateLimit": [pb.DeleteRateLimitRequest(name="ranges")],
             "PurgeCache": [pb.PurgeCacheRequest(task_type="rng.a")],
+            "SetBudget": [
+                pb.SetBudgetRequest(execution_id=running, budget=workflow_pb2.Budget(cost=5.0))
+            ],
+            "GetUsage": [
+                pb.GetUsageRequest(workflow_name="ranges"),
+                pb.GetUsageRequest(execution_id=running, group_by=pb.USAGE_GROUPING_TASK),
+            ],
             "Connect": [
                 worker_service_pb2.ConnectRequest(register=register),
                 worker_service_pb2.ConnectRequest(

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "breakers",
     "limits",
     "inventory",
+    "usage",
 )
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE

@@ -262,6 +262,10 @@ def _summary(execution: Any) -> list[str]:
         lines.append(f"outputs    {render.compact(from_struct(execution.outputs), 200)}")
     if execution.error.type:
         lines.append(f"error      {execution.error.type}: {execution.error.message}")
+    if execution.usage.counters or execution.HasField("budget"):
+        from execplan.cli.usage import budget_lines  # noqa: PLC0415
+
+        lines += ["", *budget_lines(execution)]
     if execution.tasks:
         tasks = [render.TaskSummary.of(t) for t in execution.tasks]
         lines += ["", render.progress_bar(tasks), *render.task_table(tasks)]

@@ -100,6 +100,7 @@ READ_METHODS = frozenset(
             "ListCircuitBreakers",
             "ListWorkers",
             "ListLimits",
+            "GetUsage",
         )
     }
     | {"/execplan.v1.PlannerService/CompilePlan", "/execplan.v1.PlannerService/ValidateWorkflow"}

@@ -16,7 +16,8 @@ The rules, per field type:
                            narrower bounds, e.g. a page_size above its maximum is
                            clamped to it)
 Well-known types (`google.protobuf.*`: Struct, Value, Timestamp, Duration) are not
-walked: Struct numbers are doubles, and no request carries a Timestamp.
+walked: Struct numbers are doubles, and the handler of a request with a Timestamp
+checks it (GetUsage: `wire/usage.py`).
 
 Only fields that can hold a checked value (a uint64 or enum, here or below) are
 visited, decided once per message type: a large `inputs` Struct costs nothing, a

@@ -18,6 +18,7 @@ import grpc
 from execplan.errors import (
     AlreadyExists,
     ExecplanError,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     LimitExceeded,
@@ -36,7 +37,7 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
-from execplan.wire import limits
+from execplan.wire import limits, usage
 from execplan.wire.bounds import MAX_INT64
 from execplan.wire.channels import peer_channel
 from execplan.wire.forward import remember_caller
@@ -581,6 +582,23 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.PurgeCacheRequest, context: Ctx
     ) -> pb.PurgeCacheResponse:
         return await limits.purge_cache(self._engine.store.flow, request)
+
+    @unary_errors
+    async def SetBudget(  # noqa: N802
+        self, request: pb.SetBudgetRequest, context: Ctx
+    ) -> pb.SetBudgetResponse:
+        # Budgets are enforced by the executor; until it does, no execution has one to
+        # change (plans with budgets are refused, see plan_check.check_format).
+        raise FailedPrecondition(
+            f"execution {_required(request.execution_id, 'execution_id')} has no budget: "
+            "this executor does not run budgets yet"
+        )
+
+    @unary_errors
+    async def GetUsage(  # noqa: N802
+        self, request: pb.GetUsageRequest, context: Ctx
+    ) -> pb.GetUsageResponse:
+        return await usage.get_usage(self._engine.store, request)
 
 
 def _plan_summary(entry: PlanEntry) -> pb.PlanSummary:

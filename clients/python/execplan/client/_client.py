@@ -30,6 +30,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
@@ -492,6 +493,70 @@ class ExecutorClient:
         request = executor_service_pb2.PurgeCacheRequest(task_type=task_type, key=key)
         return (await self._unary(lambda r: r.executor.PurgeCache, request)).purged
 
+    # -- usage and budgets -------------------------------------------------------------
+
+    async def usage(
+        self,
+        *,
+        execution_id: str = "",
+        workflow_name: str = "",
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        group_by: str = "",
+    ) -> executor_service_pb2.GetUsageResponse:
+        """Usage recorded over a time range, added up (GetUsage): of one execution or
+        of a workflow's executions, child executions included; all when neither is
+        given. `since` is a time, or how far back from now (`timedelta(hours=24)`);
+        `group_by` is "", "workflow", "execution" or "task"."""
+        grouping = _GROUP_BY.get(group_by)
+        if grouping is None:
+            raise ValueError(f"group_by must be one of {', '.join(map(repr, _GROUP_BY))}")
+        request = executor_service_pb2.GetUsageRequest(
+            execution_id=execution_id, workflow_name=workflow_name, group_by=grouping
+        )
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        if since is not None:
+            request.since.FromDatetime(_utc(since))
+        if until is not None:
+            request.until.FromDatetime(_utc(until))
+        return await self._unary(lambda r: r.executor.GetUsage, request)
+
+    async def set_budget(
+        self,
+        execution_id: str,
+        *,
+        cost: float | None = None,
+        tokens: float | None = None,
+        counters: Mapping[str, float] | None = None,
+        on_exceeded: str = "",
+        resume: bool = False,
+        reason: str = "",
+        request_id: str | None = None,
+    ) -> executor_service_pb2.SetBudgetResponse:
+        """Change a running execution's budget (SetBudget): the limits given replace
+        those in force, the others stay; `on_exceeded` "pause" or "fail" (empty: keep).
+        `resume=True` also resumes it when it is paused (by its budget or otherwise)."""
+        budget = workflow_pb2.Budget()
+        if cost is not None:
+            budget.cost = cost
+        if tokens is not None:
+            budget.tokens = tokens
+        for name, limit in (counters or {}).items():
+            budget.counters[name] = limit
+        if on_exceeded:
+            budget.on_exceeded = workflow_pb2.BudgetAction.Value(
+                "BUDGET_ACTION_" + on_exceeded.upper()
+            )
+        request = executor_service_pb2.SetBudgetRequest(
+            execution_id=execution_id,
+            budget=budget,
+            resume=resume,
+            reason=reason,
+            request_id=_request_id(request_id),
+        )
+        return await self._unary(lambda r: r.executor.SetBudget, request)
+
     async def _unary(
         self,
         pick: _Pick[_Req, _Resp],
@@ -549,6 +614,19 @@ def _trace_metadata() -> tuple[tuple[str, str], ...]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return tuple((k, v) for k, v in carrier.items() if k in ("traceparent", "tracestate"))
+
+
+_GROUP_BY = {
+    "": executor_service_pb2.USAGE_GROUPING_UNSPECIFIED,
+    "workflow": executor_service_pb2.USAGE_GROUPING_WORKFLOW,
+    "execution": executor_service_pb2.USAGE_GROUPING_EXECUTION,
+    "task": executor_service_pb2.USAGE_GROUPING_TASK,
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    """A naive datetime is taken as local time, as `datetime.astimezone` does."""
+    return moment.astimezone(UTC)
 
 
 def _request_id(given: str | None) -> str:

@@ -1,0 +1,77 @@
+"""GetUsage: usage recorded over a time range, added up by the store (docs/usage.md).
+
+    response = await get_usage(store, request)
+
+Checks what the store cannot: one scope at most (an execution or a workflow), a known
+grouping, timestamps a `Timestamp` may hold (0001-01-01 to 9999-12-31, nanos below
+one second) and `since` not after `until`. An execution that is not stored is
+NOT_FOUND; a workflow with nothing recorded is a zero total (usage may come later).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from execplan.errors import FieldViolation, InvalidArgument, NotFound
+from execplan.store import Store
+from execplan.store.port import UsageQuery, UsageTotals
+from execplan.usage.codec import encode_usage
+from execplan.v1 import executor_service_pb2 as pb
+from google.protobuf import timestamp_pb2
+
+_GROUP_BY = {
+    pb.USAGE_GROUPING_UNSPECIFIED: "",
+    pb.USAGE_GROUPING_WORKFLOW: "workflow",
+    pb.USAGE_GROUPING_EXECUTION: "execution",
+    pb.USAGE_GROUPING_TASK: "task",
+}
+# What google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def _ms(request: pb.GetUsageRequest, field: Literal["since", "until"]) -> int | None:
+    if not request.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, field)
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos < 10**9:
+        raise InvalidArgument(
+            f"{field} is not a valid timestamp",
+            [FieldViolation(field, "between 0001-01-01 and 9999-12-31, nanos below 1e9")],
+        )
+    return stamp.seconds * 1000 + stamp.nanos // 1_000_000
+
+
+def usage_query(request: pb.GetUsageRequest) -> UsageQuery:
+    """The store query of a request; InvalidArgument naming the field otherwise."""
+    if request.execution_id and request.workflow_name:
+        raise InvalidArgument(
+            "give execution_id or workflow_name, not both",
+            [FieldViolation("workflow_name", "not with execution_id")],
+        )
+    group_by = _GROUP_BY.get(request.group_by)
+    if group_by is None:
+        raise InvalidArgument(
+            f"unknown group_by {request.group_by}",
+            [FieldViolation("group_by", "one of the UsageGrouping values")],
+        )
+    since, until = _ms(request, "since"), _ms(request, "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidArgument("since is after until", [FieldViolation("since", "at most until")])
+    return UsageQuery(request.execution_id, request.workflow_name, since, until, group_by)
+
+
+def encode_totals(totals: UsageTotals) -> pb.GetUsageResponse:
+    response = pb.GetUsageResponse(executions=totals.executions)
+    encode_usage(totals.counters, response.usage)
+    for group in totals.groups:
+        out = response.groups.add(key=group.key, executions=group.executions)
+        encode_usage(group.counters, out.usage)
+    return response
+
+
+async def get_usage(store: Store, request: pb.GetUsageRequest) -> pb.GetUsageResponse:
+    query = usage_query(request)
+    if query.execution_id and await store.get_execution(query.execution_id) is None:
+        raise NotFound(f"execution {query.execution_id} not found")
+    return encode_totals(await store.usage(query))
