@@ -33,6 +33,7 @@ import {
   GetExecutionHistoryRequestSchema,
   GetExecutionRequestSchema,
   GetPlanRequestSchema,
+  GetUsageRequestSchema,
   ListCircuitBreakersRequestSchema,
   ListExecutionsRequestSchema,
   ListPlansRequestSchema,
@@ -42,8 +43,10 @@ import {
   ReplayExecutionRequestSchema,
   ResumeExecutionRequestSchema,
   SendEventRequestSchema,
+  SetBudgetRequestSchema,
   StartExecutionRequestSchema,
   TerminateExecutionRequestSchema,
+  UsageGrouping,
   WatchExecutionRequestSchema,
   WatchExecutionsRequestSchema,
 } from "./gen/execplan/v1/executor_service_pb.js";
@@ -52,6 +55,7 @@ import type {
   GetExecutionHistoryResponse,
   GetExecutionResponse,
   GetPlanResponse,
+  GetUsageResponse,
   ListCircuitBreakersResponse,
   ListExecutionsResponse,
   ListPlansResponse,
@@ -60,6 +64,7 @@ import type {
   RegisterPlanResponse,
   ReplayExecutionRequest,
   ReplayExecutionResponse,
+  SetBudgetResponse,
   StartExecutionRequest,
   StartExecutionResponse,
   WatchExecutionResponse,
@@ -69,7 +74,8 @@ import type {
 import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
 import { CompilePlanRequestSchema, PlannerService, SourceFormat } from "./gen/execplan/v1/planner_service_pb.js";
 import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.js";
-import { type Workflow, WorkflowSchema } from "./gen/execplan/v1/workflow_pb.js";
+import { BudgetAction, BudgetSchema, type Workflow, WorkflowSchema } from "./gen/execplan/v1/workflow_pb.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
@@ -137,6 +143,36 @@ export interface ListOptions {
   workflowName?: string;
   pageSize?: number;
 }
+
+export interface UsageOptions {
+  /** One execution (and every child it started). */
+  executionId?: string;
+  /** The executions of a workflow (and every child they started). */
+  workflowName?: string;
+  /** From this time on, or this many milliseconds back from now. */
+  since?: Date | number;
+  until?: Date;
+  groupBy?: "" | "workflow" | "execution" | "task";
+}
+
+export interface BudgetOptions {
+  cost?: number;
+  tokens?: number;
+  /** Limits of other counters, by name. */
+  counters?: Record<string, number>;
+  onExceeded?: "pause" | "fail";
+  /** Also resume the execution if it is paused. */
+  resume?: boolean;
+  reason?: string;
+  requestId?: string;
+}
+
+const GROUPING: Record<string, UsageGrouping> = {
+  "": UsageGrouping.UNSPECIFIED,
+  workflow: UsageGrouping.WORKFLOW,
+  execution: UsageGrouping.EXECUTION,
+  task: UsageGrouping.TASK,
+};
 
 export interface ControlOptions {
   reason?: string;
@@ -400,6 +436,45 @@ export class ExecplanClient {
   async listWorkers(taskTypes: string[] = []): Promise<WorkerInfo[]> {
     const request = create(ListWorkersRequestSchema, { taskTypes });
     return (await this.call<ListWorkersResponse>(this.executor, "listWorkers", request)).workers;
+  }
+
+  /**
+   * Usage recorded over a time range, added up (GetUsage): of one execution or of a
+   * workflow's executions, child executions included; of everything when neither is given.
+   */
+  async usage(options: UsageOptions = {}): Promise<GetUsageResponse> {
+    const groupBy = GROUPING[options.groupBy ?? ""];
+    if (groupBy === undefined) throw new TypeError(`groupBy must be one of ${Object.keys(GROUPING).join(", ")}`);
+    const since = typeof options.since === "number" ? new Date(Date.now() - options.since) : options.since;
+    const request = create(GetUsageRequestSchema, {
+      executionId: options.executionId ?? "",
+      workflowName: options.workflowName ?? "",
+      since: since ? timestampFromDate(since) : undefined,
+      until: options.until ? timestampFromDate(options.until) : undefined,
+      groupBy,
+    });
+    return this.call<GetUsageResponse>(this.executor, "getUsage", request);
+  }
+
+  /**
+   * Change a running execution's budget (SetBudget): the limits given replace those
+   * in force, the others stay; `resume` also resumes it when it is paused.
+   */
+  async setBudget(executionId: string, options: BudgetOptions): Promise<SetBudgetResponse> {
+    const budget = create(BudgetSchema, {
+      cost: options.cost,
+      tokens: options.tokens,
+      counters: options.counters ?? {},
+      onExceeded: options.onExceeded === "fail" ? BudgetAction.FAIL : options.onExceeded === "pause" ? BudgetAction.PAUSE : BudgetAction.UNSPECIFIED,
+    });
+    const request = create(SetBudgetRequestSchema, {
+      executionId,
+      budget,
+      resume: options.resume ?? false,
+      reason: options.reason ?? "",
+      requestId: options.requestId ?? randomUUID(),
+    });
+    return this.call<SetBudgetResponse>(this.executor, "setBudget", request);
   }
 
   private async control(

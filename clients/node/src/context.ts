@@ -1,5 +1,8 @@
 /** TaskContext: what a handler knows about its attempt, and how it talks back. */
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { Usage } from "./gen/execplan/v1/execution_pb.js";
+import { usageMessage } from "./usage.js";
+import type { UsageCounters } from "./usage.js";
 
 /** Why the previous attempt of a task failed (`TaskContext.previousError`). */
 export interface PreviousError {
@@ -51,11 +54,14 @@ export class TaskContext {
   progress: JsonValue | undefined = undefined;
   /** @internal progress changed since the last heartbeat. */
   progressDirty = false;
+  /** @internal usage reports of this attempt so far (they are numbered 1, 2, ...). */
+  private usageReports = 0;
 
   constructor(
     info: AttemptInfo,
     signal: AbortSignal,
     private readonly onHeartbeat: () => void,
+    private readonly onUsage: (sequence: number, usage: Usage) => void = () => {},
   ) {
     this.executionId = info.executionId;
     this.taskId = info.taskId;
@@ -90,6 +96,17 @@ export class TaskContext {
       this.progressDirty = true;
     }
     this.onHeartbeat();
+  }
+
+  /**
+   * Report what this attempt used since the last call (amounts add up): tokens, money
+   * and any counter of your own (`{ searches: 1 }`). Sent at once and counted even if
+   * the handler then throws or times out (docs/usage.md). Throws a RangeError or
+   * TypeError for a bad name or amount.
+   */
+  usage(counters: UsageCounters): void {
+    const message = usageMessage(counters);
+    if (message) this.onUsage(++this.usageReports, message);
   }
 
   /** Throws the abort reason if the attempt was cancelled. */

@@ -1,11 +1,23 @@
 /** @execplan/client: the execplan client and worker SDK for Node.js. */
 export { ExecplanClient } from "./client.js";
-export type { ClientOptions, ControlOptions, ListOptions, ReplayOptions, StartOptions, StartResult, WatchAllFilter } from "./client.js";
+export type {
+  BudgetOptions,
+  ClientOptions,
+  ControlOptions,
+  ListOptions,
+  ReplayOptions,
+  StartOptions,
+  StartResult,
+  UsageOptions,
+  WatchAllFilter,
+} from "./client.js";
 export { TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TOKEN_ENV, bearerInterceptor, transport } from "./security.js";
 export type { Pem, SecurityOptions, Transport } from "./security.js";
 export { TaskContext } from "./context.js";
 export type { PreviousError } from "./context.js";
 export { SubPlan } from "./subplan.js";
+export { Output, usageMessage } from "./usage.js";
+export type { UsageCounters } from "./usage.js";
 export type { SubPlanDoc } from "./subplan.js";
 export * as builder from "./builder.js";
 export {

@@ -26,6 +26,7 @@ import {
   TaskResultSchema,
   WorkerStatusSchema,
 } from "./gen/execplan/v1/worker_service_pb.js";
+import type { UsageReport } from "./gen/execplan/v1/worker_service_pb.js";
 import { CHANNEL_OPTIONS } from "./rpc.js";
 import { makeError } from "./task_error.js";
 import type {
@@ -43,6 +44,9 @@ const CHANNEL_MAX_MESSAGE_BYTES = CHANNEL_OPTIONS["grpc.max_send_message_length"
 export const ENVELOPE_BYTES = 64 * 1024;
 /** A handler's error message is cut to this many characters when its result is too big. */
 const ERROR_MESSAGE_CHARS = 4096;
+/** Usage reports per message (each ~100 bytes), and kept at most while unacknowledged. */
+const MAX_USAGE_PER_MESSAGE = 1000;
+const MAX_UNACKED_USAGE = 10_000;
 
 export class Outbox {
   acks: AssignmentAck[] = [];
@@ -53,8 +57,29 @@ export class Outbox {
   /** Run once the message carrying the current acks is written (ack before start). */
   afterWrite: Array<() => void> = [];
   inFlight = new Map<string, { at: number; result: TaskResult }>();
+  /**
+   * Usage reports (docs/usage.md): queued ones leave before any result of the same
+   * message; a sent one stays unacked (by `attempt key#sequence`) until the executor's
+   * UsageAck, and is queued again after a reconnect (the executor counts each once).
+   */
+  usage: Array<{ key: string; report: UsageReport }> = [];
+  usageUnacked = new Map<string, { key: string; report: UsageReport }>();
   maxMessageBytes = CHANNEL_MAX_MESSAGE_BYTES;
   maxOutputBytes = CHANNEL_MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
+
+  addUsage(key: string, report: UsageReport): void {
+    this.usage.push({ key, report });
+    // A server that never acknowledges (an older one) must not grow this forever.
+    while (this.usage.length + this.usageUnacked.size > MAX_UNACKED_USAGE) {
+      const oldest = this.usageUnacked.keys().next();
+      if (!oldest.done) this.usageUnacked.delete(oldest.value);
+      else this.usage.shift();
+    }
+  }
+
+  usageAcked(key: string, sequence: number): void {
+    this.usageUnacked.delete(`${key}#${sequence}`);
+  }
 
   /** The server's limits from `WorkerRegistered` (0: not sent, keep ours). */
   setLimits(maxOutputBytes: number, maxMessageBytes: number): void {
@@ -64,7 +89,7 @@ export class Outbox {
   }
 
   empty(): boolean {
-    return !(this.acks.length || this.heartbeats.length || this.results.size || this.status);
+    return !(this.acks.length || this.heartbeats.length || this.results.size || this.status || this.usage.length);
   }
 
   take(now: number, keepForMs: number): { request: ConnectRequest | undefined; callbacks: Array<() => void> } {
@@ -77,8 +102,14 @@ export class Outbox {
       heartbeats: this.heartbeats,
       status: this.status,
     });
+    // Usage first: the executor handles it before the results of the same message, so an
+    // attempt's usage is counted before its result can end the execution.
+    for (const item of this.usage.splice(0, MAX_USAGE_PER_MESSAGE)) {
+      this.usageUnacked.set(`${item.key}#${item.report.sequence}`, item);
+      request.usage.push(item.report);
+    }
     let budget = this.maxMessageBytes - toBinary(ConnectRequestSchema, request).byteLength;
-    for (const [key, queued] of this.results) {
+    for (const [key, queued] of this.usage.length ? [] : this.results) {
       const { result, size } = this.fit(queued);
       if (size > budget && request.results.length) break; // the next message takes it
       budget -= size;
@@ -118,7 +149,8 @@ export class Outbox {
       }
     }
     if (error) {
-      result = create(TaskResultSchema, { attempt: result.attempt, outcome: { case: "error", value: error } });
+      // The usage stays: it counts whatever the outcome.
+      result = create(TaskResultSchema, { attempt: result.attempt, usage: result.usage, outcome: { case: "error", value: error } });
       size = toBinary(ErrorInfoSchema, error).byteLength;
     }
     const attempt = result.attempt ? toBinary(AttemptRefSchema, result.attempt).byteLength : 0;
@@ -133,6 +165,9 @@ export class Outbox {
       for (const [key, result] of this.results) pending.set(key, result);
       this.results = pending;
     }
+    // Reports not acknowledged may not have been recorded: send them again, first.
+    this.usage = [...this.usageUnacked.values(), ...this.usage];
+    this.usageUnacked.clear();
     this.inFlight.clear();
     this.acks = [];
     this.heartbeats = [];

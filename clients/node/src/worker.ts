@@ -54,13 +54,14 @@ import { encodeCapacity } from "./capacity.js";
 import type { Capacity } from "./capacity.js";
 import { TaskContext } from "./context.js";
 import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
-import type { ErrorInfo } from "./gen/execplan/v1/execution_pb.js";
+import type { ErrorInfo, Usage } from "./gen/execplan/v1/execution_pb.js";
 import { makeError } from "./task_error.js";
 import {
   AssignmentAckSchema,
   ConnectRequestSchema,
   TaskHeartbeatSchema,
   TaskResultSchema,
+  UsageReportSchema,
   WorkerRegistrationSchema,
   WorkerService,
 } from "./gen/execplan/v1/worker_service_pb.js";
@@ -80,6 +81,7 @@ import type { GenericClient } from "./rpc.js";
 import { transport } from "./security.js";
 import type { SecurityOptions, Transport } from "./security.js";
 import { SubPlan } from "./subplan.js";
+import { Output, usageMessage } from "./usage.js";
 import { startSpan } from "./tracing.js";
 
 export const SDK = "node/0.1";
@@ -425,6 +427,11 @@ export class Worker {
     for (const r of res.rejections) {
       this.log.info(`result ${r.attempt?.executionId}/${r.attempt?.taskId} rejected: ${r.reason}`);
     }
+    for (const a of res.usageAcks) {
+      if (!a.attempt) continue;
+      if (!a.recorded) this.log.warn(`usage report ${a.sequence} of ${a.attempt.executionId}/${a.attempt.taskId} refused: ${a.reason}`);
+      this.outbox.usageAcked(keyOf(a.attempt), a.sequence);
+    }
     if (res.drain) this.onServerDrain(res.drain.reason || "server drain");
   }
 
@@ -435,7 +442,13 @@ export class Worker {
     this.outbox.acks.push(create(AssignmentAckSchema, { attempt: ref }));
     if (this.attempts.has(key) || this.outbox.results.has(key)) return; // re-sent: ack only
     const abort = new AbortController();
-    const attempt: Attempt = { dispatch, abort, started: false, ctx: new TaskContext(info(dispatch), abort.signal, () => this.requestHeartbeat()) };
+    // Usage counts also after the attempt ended (cancelled, timed out): it was spent.
+    const onUsage = (sequence: number, usage: Usage) => {
+      this.outbox.addUsage(key, create(UsageReportSchema, { attempt: ref, sequence, usage }));
+      this.scheduleFlush();
+    };
+    const ctx = new TaskContext(info(dispatch), abort.signal, () => this.requestHeartbeat(), onUsage);
+    const attempt: Attempt = { dispatch, abort, started: false, ctx };
     this.attempts.set(key, attempt);
     this.outbox.afterWrite.push(() => this.start(key, attempt));
   }
@@ -615,7 +628,7 @@ export class Worker {
     };
     if (request) call.write(request, after);
     else after();
-    if (this.outbox.results.size) this.scheduleFlush(); // more than fitted in one message
+    if (this.outbox.results.size || this.outbox.usage.length) this.scheduleFlush(); // more than fitted in one
     if (this.connectionDone()) {
       this.halfClosed = true;
       call.end();
@@ -701,8 +714,13 @@ export function errorInfo(err: unknown): ErrorInfo {
 
 function outputResult(ref: AttemptRef, output: unknown): TaskResult {
   try {
-    if (output instanceof SubPlan) return create(TaskResultSchema, { attempt: ref, outcome: { case: "subPlan", value: output.encode() } });
-    return create(TaskResultSchema, { attempt: ref, outcome: { case: "output", value: toValue(output) } });
+    let usage: Usage | undefined;
+    if (output instanceof Output) {
+      usage = output.usage ? usageMessage(output.usage) : undefined;
+      output = output.value;
+    }
+    if (output instanceof SubPlan) return create(TaskResultSchema, { attempt: ref, usage, outcome: { case: "subPlan", value: output.encode() } });
+    return create(TaskResultSchema, { attempt: ref, usage, outcome: { case: "output", value: toValue(output) } });
   } catch (err) {
     // Retrying cannot make the return value serialisable.
     return errorResult(ref, makeError("OutputEncodingError", `handler returned a value that is not JSON: ${String(err)}`, false));

@@ -4,10 +4,12 @@ from ._context import PreviousError, TaskContext
 from ._errors import NonRetryableError, RateLimited, ResourceExhausted
 from ._loader import load_worker
 from ._subplan import SubPlan
+from ._usage import Output
 from ._worker import Worker
 
 __all__ = [
     "NonRetryableError",
+    "Output",
     "PreviousError",
     "RateLimited",
     "ResourceExhausted",

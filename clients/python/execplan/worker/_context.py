@@ -20,6 +20,8 @@ from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 from google.protobuf import struct_pb2
 
+from ._usage import usage_message
+
 
 class AttemptKey(NamedTuple):
     """Identity of one lease: the same task re-leased under a new epoch is a new key."""
@@ -68,9 +70,18 @@ class AttemptInfo:
 class TaskContext:
     """Passed as the second argument to handlers that accept two parameters."""
 
-    def __init__(self, info: AttemptInfo, on_heartbeat: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        info: AttemptInfo,
+        on_heartbeat: Callable[[], None],
+        on_usage: Callable[[int, execution_pb2.Usage], None] = lambda _seq, _usage: None,
+    ) -> None:
         self._info = info
         self._on_heartbeat = on_heartbeat
+        self._on_usage = on_usage
+        # Reports of this attempt are numbered 1, 2, ... (the executor counts each once).
+        self._usage_lock = threading.Lock()
+        self._usage_reports = 0
         self._cancelled = threading.Event()
         self._progress: struct_pb2.Value | None = None
         self._progress_dirty = False
@@ -139,6 +150,25 @@ class TaskContext:
             self._progress = to_value(progress)
             self._progress_dirty = True
         self._on_heartbeat()
+
+    def usage(
+        self,
+        tokens_in: float | None = None,
+        tokens_out: float | None = None,
+        cost: float | None = None,
+        **counters: float,
+    ) -> None:
+        """Report what this attempt used since the last call (amounts add up): tokens,
+        money and any counter of your own (`searches=1`). Sent at once and counted even
+        if the handler then raises or times out (docs/usage.md). Raises ValueError or
+        TypeError for a bad name or amount."""
+        message = usage_message(
+            {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost, **counters}
+        )
+        if message is not None:
+            with self._usage_lock:  # handlers may report from several threads
+                self._usage_reports += 1
+                self._on_usage(self._usage_reports, message)
 
     @property
     def cancelled(self) -> bool:

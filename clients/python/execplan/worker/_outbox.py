@@ -31,6 +31,9 @@ from ._runner import make_error
 ENVELOPE_BYTES = 64 * 1024
 # A handler's error message is cut to this many characters when its result is too big.
 _ERROR_MESSAGE_CHARS = 4096
+# Usage reports per message (each ~100 bytes) and kept while unacknowledged.
+MAX_USAGE_PER_MESSAGE = 1000
+MAX_UNACKED_USAGE = 10_000
 
 
 @dataclass
@@ -52,6 +55,13 @@ class Outbox:
     in_flight: dict[AttemptKey, tuple[float, worker_service_pb2.TaskResult]] = field(
         default_factory=dict
     )
+    # Usage reports (docs/usage.md): queued ones leave before any result of the same
+    # message; a sent one stays in `usage_unacked` until the executor's UsageAck, and is
+    # queued again after a reconnect (the executor counts each report once).
+    usage: list[worker_service_pb2.UsageReport] = field(default_factory=list)
+    usage_unacked: dict[tuple[AttemptKey, int], worker_service_pb2.UsageReport] = field(
+        default_factory=dict
+    )
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_output_bytes: int = MAX_MESSAGE_BYTES - ENVELOPE_BYTES
 
@@ -63,7 +73,19 @@ class Outbox:
         self.max_output_bytes = min(max_output_bytes or room, room)
 
     def empty(self) -> bool:
-        return not (self.acks or self.heartbeats or self.results or self.status)
+        return not (self.acks or self.heartbeats or self.results or self.status or self.usage)
+
+    def add_usage(self, report: worker_service_pb2.UsageReport) -> None:
+        self.usage.append(report)
+        # A server that never acknowledges (an older one) must not grow this forever.
+        while len(self.usage) + len(self.usage_unacked) > MAX_UNACKED_USAGE:
+            if self.usage_unacked:
+                del self.usage_unacked[next(iter(self.usage_unacked))]
+            else:
+                del self.usage[0]
+
+    def usage_acked(self, key: AttemptKey, sequence: int) -> None:
+        self.usage_unacked.pop((key, sequence), None)
 
     def take(
         self, now: float, keep_for: float
@@ -78,8 +100,15 @@ class Outbox:
         request = worker_service_pb2.ConnectRequest(acks=self.acks, heartbeats=self.heartbeats)
         if self.status is not None:
             request.status.CopyFrom(self.status)
+        # Usage first: the executor handles it before the results of the same message,
+        # so an attempt's usage is counted before its result can end the execution.
+        sent = self.usage[:MAX_USAGE_PER_MESSAGE]
+        self.usage = self.usage[MAX_USAGE_PER_MESSAGE:]
+        for report in sent:
+            self.usage_unacked[(AttemptKey.of(report.attempt), report.sequence)] = report
+        request.usage.extend(sent)
         budget = self.max_message_bytes - request.ByteSize()
-        for key in list(self.results):
+        for key in list(self.results) if not self.usage else ():
             result = self.fit(self.results[key])
             size = result.ByteSize() + 8  # the field's tag and length
             if size > budget and request.results:
@@ -106,7 +135,7 @@ class Outbox:
                 f"{what} of {size} bytes exceeds the server's limit of {limit} bytes",
                 retryable=False,
             )
-            return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
+            return _replaced(result, error)
         if result.error.ByteSize() <= limit:
             return result
         # An error too big to send (a huge message or details): keep what decides
@@ -117,15 +146,28 @@ class Outbox:
             retryable=result.error.retryable,
             retry=result.error.retry,
         )
-        return worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
+        return _replaced(result, error)
 
     def reset_connection(self, *, lost: bool) -> None:
         """Forget what only made sense on the old stream; results stay queued."""
         if lost:
             pending = {key: result for key, (_, result) in self.in_flight.items()}
             self.results = pending | self.results
+        # Reports not acknowledged may not have been recorded: send them again, first.
+        self.usage = list(self.usage_unacked.values()) + self.usage
+        self.usage_unacked.clear()
         self.in_flight.clear()
         self.acks.clear()
         self.heartbeats.clear()
         self.after_write.clear()
         self.status = None
+
+
+def _replaced(
+    result: worker_service_pb2.TaskResult, error: execution_pb2.ErrorInfo
+) -> worker_service_pb2.TaskResult:
+    """`result` with `error` as its outcome; its usage still counts."""
+    out = worker_service_pb2.TaskResult(attempt=result.attempt, error=error)
+    if result.HasField("usage"):
+        out.usage.CopyFrom(result.usage)
+    return out

@@ -30,6 +30,7 @@ from ._context import AttemptKey, TaskContext
 from ._isolate import run_isolated
 from ._subplan import SubPlan
 from ._tracing import handler_span
+from ._usage import Output, usage_message
 
 _log = logging.getLogger("execplan.worker")
 
@@ -97,10 +98,15 @@ def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
 
 
 def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
+    usage = None
     try:
+        if isinstance(output, Output):
+            usage = _output_usage(output)
+            output = output.value
         if isinstance(output, SubPlan):
-            return worker_service_pb2.TaskResult(attempt=ref, sub_plan=output.encode())
-        value = to_value(output)
+            result = worker_service_pb2.TaskResult(attempt=ref, sub_plan=output.encode())
+        else:
+            result = worker_service_pb2.TaskResult(attempt=ref, output=to_value(output))
     except TypeError as exc:
         # Retrying cannot make the return value serialisable.
         error = make_error(
@@ -109,7 +115,16 @@ def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_ser
             retryable=False,
         )
         return worker_service_pb2.TaskResult(attempt=ref, error=error)
-    return worker_service_pb2.TaskResult(attempt=ref, output=value)
+    if usage is not None:
+        result.usage.CopyFrom(usage)
+    return result
+
+
+def _output_usage(output: Output) -> execution_pb2.Usage | None:
+    try:
+        return usage_message(output.usage or {})
+    except ValueError as exc:  # a bad counter name or amount: as a bad output
+        raise TypeError(f"Output.usage: {exc}") from exc
 
 
 def encode_error(

@@ -50,7 +50,7 @@ import grpc
 from execplan.client._backoff import Backoff
 from execplan.client._channel import Security, open_channel
 from execplan.client.errors import decode_details, translate
-from execplan.v1 import worker_service_pb2, worker_service_pb2_grpc
+from execplan.v1 import execution_pb2, worker_service_pb2, worker_service_pb2_grpc
 from google.protobuf import timestamp_pb2
 
 from ._context import AttemptInfo, AttemptKey, PreviousError, TaskContext
@@ -342,7 +342,7 @@ class StreamThread:
             )
             if request is not None:
                 await call.write(request)
-                if self._outbox.results:  # more than fitted in one message
+                if self._outbox.results or self._outbox.usage:  # more than fitted in one
                     self._wake.set()
             for callback in after_write:
                 callback()
@@ -401,6 +401,15 @@ class StreamThread:
         for rejection in response.rejections:
             _log.info("attempt %s/%s rejected: %s", *_names(rejection.attempt), rejection.reason)
             self._cancel(rejection.attempt)
+        for ack in response.usage_acks:
+            if not ack.recorded:
+                _log.warning(
+                    "usage report %d of %s/%s refused: %s",
+                    ack.sequence,
+                    *_names(ack.attempt),
+                    ack.reason,
+                )
+            self._outbox.usage_acked(AttemptKey.of(ack.attempt), ack.sequence)
         if response.HasField("drain"):
             self._on_server_drain(response.drain.reason or "server drain")
         if response.dispatches or response.cancels or response.rejections:
@@ -411,7 +420,12 @@ class StreamThread:
         self._outbox.acks.append(worker_service_pb2.AssignmentAck(attempt=dispatch.attempt))
         if key in self._attempts or key in self._outbox.results:
             return  # a re-sent dispatch of an attempt we already run: ack only
-        attempt = _Attempt(dispatch, TaskContext(_info(dispatch), self.request_heartbeat))
+        ref = dispatch.attempt
+
+        def on_usage(sequence: int, usage: execution_pb2.Usage) -> None:
+            self._call(self._on_usage, ref, sequence, usage)
+
+        attempt = _Attempt(dispatch, TaskContext(_info(dispatch), self.request_heartbeat, on_usage))
         self._attempts[key] = attempt
         self._outbox.after_write.append(lambda: self._start(key, attempt))
 
@@ -433,6 +447,14 @@ class StreamThread:
         if self._drained():
             self._interrupt.set()
         self._give_up_if_pointless()
+
+    def _on_usage(
+        self, ref: worker_service_pb2.AttemptRef, sequence: int, usage: execution_pb2.Usage
+    ) -> None:
+        # Also after the attempt ended (cancelled, timed out): what was spent counts.
+        report = worker_service_pb2.UsageReport(attempt=ref, sequence=sequence, usage=usage)
+        self._outbox.add_usage(report)
+        self._wake.set()
 
     def _on_heartbeat_request(self) -> None:
         self._heartbeat_now.set()

@@ -1,0 +1,95 @@
+// The Node SDK's side of usage (docs/usage.md), without a server: ctx.usage checks
+// and numbers reports (camelCase keys in snake_case), the outbox sends them before
+// results and keeps them until acknowledged (again after a reconnect, in order), and
+// Output puts usage beside the output.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Output, TaskContext, usageMessage, pb } from "../dist/index.js";
+import { Outbox } from "../dist/outbox.js";
+
+const ref = create(pb.AttemptRefSchema, {
+  executionId: "e1",
+  taskId: "a",
+  phase: 1,
+  token: { attempt: 1, leaseEpoch: 1n },
+});
+
+function report(sequence, cost) {
+  return create(pb.UsageReportSchema, { attempt: ref, sequence, usage: { counters: { cost } } });
+}
+
+test("ctx.usage numbers reports and sends snake_case counters", () => {
+  const sent = [];
+  const ctx = new TaskContext({ executionId: "e1", taskId: "a", attempt: 1, leaseEpoch: 1n, idempotencyKey: "k", taskType: "t", workflowName: "w", secrets: {}, traceContext: {}, deadline: undefined }, new AbortController().signal, () => {}, (seq, usage) => sent.push([seq, { ...usage.counters }]));
+  ctx.usage({ tokensIn: 1200, tokens_out: 300, cost: 0.0042 });
+  ctx.usage({ searches: 2, cost: undefined });
+  ctx.usage({});
+  assert.deepEqual(sent, [
+    [1, { tokens_in: 1200, tokens_out: 300, cost: 0.0042 }],
+    [2, { searches: 2 }],
+  ]);
+});
+
+test("usageMessage refuses what the executor would", () => {
+  for (const bad of [{ cost: -1 }, { cost: Infinity }, { cost: NaN }, { cost: 1e16 }, { "9lives": 1 }, { ["a".repeat(65)]: 1 }]) {
+    assert.throws(() => usageMessage(bad), RangeError, JSON.stringify(bad));
+  }
+  assert.throws(() => usageMessage({ cost: "0.1" }), TypeError);
+  const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`c${i}`, 1]));
+  assert.throws(() => usageMessage(many), RangeError);
+  assert.equal(usageMessage({ cost: undefined }), undefined);
+});
+
+test("usage leaves before results and stays until acknowledged, then again after a reconnect", () => {
+  const box = new Outbox();
+  const key = "e1/a/1/1/1";
+  box.addUsage(key, report(1, 0.1));
+  box.addUsage(key, report(2, 0.2));
+  box.results.set(key, create(pb.TaskResultSchema, { attempt: ref, outcome: { case: "output", value: { kind: { case: "nullValue", value: 0 } } } }));
+  const { request } = box.take(0, 10_000);
+  assert.deepEqual(request.usage.map((r) => r.sequence), [1, 2]);
+  assert.equal(request.results.length, 1);
+  box.usageAcked(key, 1);
+  box.addUsage(key, report(3, 0.3));
+  box.resetConnection(false);
+  const again = box.take(0, 10_000).request;
+  assert.deepEqual(again.usage.map((r) => r.sequence), [2, 3]);
+  box.usageAcked(key, 2);
+  box.usageAcked(key, 3);
+  assert.equal(box.usageUnacked.size, 0);
+  assert.ok(box.empty());
+});
+
+test("results wait while usage is still queued", () => {
+  const box = new Outbox();
+  const key = "e1/a/1/1/1";
+  for (let s = 1; s <= 1501; s++) box.addUsage(key, report(s, 0.001));
+  box.results.set(key, create(pb.TaskResultSchema, { attempt: ref, outcome: { case: "output", value: { kind: { case: "nullValue", value: 0 } } } }));
+  const first = box.take(0, 10_000).request;
+  assert.equal(first.usage.length, 1000);
+  assert.equal(first.results.length, 0);
+  const second = box.take(0, 10_000).request;
+  assert.equal(second.usage.length, 501);
+  assert.equal(second.results.length, 1);
+});
+
+test("a too-big output is replaced but keeps its usage", () => {
+  const box = new Outbox();
+  box.setLimits(128 * 1024, 256 * 1024);
+  const result = create(pb.TaskResultSchema, {
+    attempt: ref,
+    usage: { counters: { cost: 3 } },
+    outcome: { case: "output", value: { kind: { case: "stringValue", value: "x".repeat(200_000) } } },
+  });
+  const { result: fitted } = box.fit(result);
+  assert.equal(fitted.outcome.case, "error");
+  assert.equal(fitted.outcome.value.type, "PayloadTooLarge");
+  assert.deepEqual({ ...fitted.usage.counters }, { cost: 3 });
+});
+
+test("Output wraps a value and its usage", () => {
+  const out = new Output({ answer: 42 }, { costUsd: 1 });
+  assert.deepEqual(out.value, { answer: 42 });
+  assert.deepEqual({ ...usageMessage(out.usage).counters }, { cost_usd: 1 });
+});
