@@ -204,8 +204,13 @@ async def test_plans_workers_and_breakers_pages(tmp_path: Path, browser: Any) ->
         await page.get_by_role("link", name="Workers").click()
         row = page.get_by_test_id("workers").locator("tr", has_text="w-console")
         await row.get_by_text("0/4").wait_for()
+        await env.client.set_rate_limit("openai-rpm", 60, 60_000, burst=10)
         await page.get_by_role("link", name="Breakers").click()
         await page.get_by_test_id("breakers").wait_for()
+        limits = page.get_by_test_id("rate-limits").locator("tr", has_text="openai-rpm")
+        await limits.get_by_text("60/m").wait_for()
+        assert await limits.locator("td").nth(2).inner_text() == "10"
+        assert await limits.locator("td").nth(3).inner_text() == "server"
         assert page.errors == []
 
 

@@ -1,7 +1,7 @@
 // Names, colours and times, shared by every page.
 import { toJson } from "@bufbuild/protobuf";
 import { type Timestamp, ValueSchema, type Value, timestampDate } from "@bufbuild/protobuf/wkt";
-import { ExecutionState, TaskPhase, TaskState } from "./gen/execplan/v1/execution_pb.js";
+import { ExecutionState, TaskPhase, TaskState, WaitKind } from "./gen/execplan/v1/execution_pb.js";
 
 export function executionStateName(s: ExecutionState): string {
   return (ExecutionState[s] ?? "UNSPECIFIED").replace(/_/g, " ");
@@ -125,4 +125,9 @@ export function pretty(v: unknown): string {
 
 export function shortId(id: string): string {
   return id.length > 14 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
+}
+
+/** "concurrency limit", "rate limit", "resources", "unplaceable". */
+export function waitKindName(k: WaitKind): string {
+  return (WaitKind[k] ?? "").replaceAll("_", " ").toLowerCase();
 }

@@ -55,6 +55,7 @@ CONSOLE_METHODS = tuple(
         "GetPlan",
         "ListWorkers",
         "ListCircuitBreakers",
+        "ListLimits",
         "ReplayExecution",
         "StartExecution",
         "PauseExecution",

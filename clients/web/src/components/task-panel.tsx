@@ -5,7 +5,7 @@ import { type TaskRun, TaskState } from "../gen/execplan/v1/execution_pb.js";
 import type { PlanNode } from "../gen/execplan/v1/plan_pb.js";
 import { BuiltinKind } from "../gen/execplan/v1/plan_pb.js";
 import { bindingText } from "../events.js";
-import { clock, duration, phaseName, taskStateName, taskTone, valueJson } from "../format.js";
+import { clock, duration, phaseName, taskStateName, taskTone, valueJson, waitKindName, when } from "../format.js";
 import { Json } from "./common.js";
 
 export function TaskPanel({
@@ -41,6 +41,12 @@ export function TaskPanel({
         </span>
       </div>
       {task.statusMessage && <p class="muted small">{task.statusMessage}</p>}
+      {task.waiting && (
+        <p class="small waiting" data-testid="task-waiting">
+          Waiting ({waitKindName(task.waiting.kind)}): {task.waiting.message}
+          {task.waiting.until ? ` · until ${when(task.waiting.until)}` : ""}
+        </p>
+      )}
       <dl>
         <dt>Attempt</dt>
         <dd>

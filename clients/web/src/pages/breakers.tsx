@@ -1,8 +1,10 @@
-// Circuit breakers per task type, shared by every execution (refreshed every 5 s).
+// Circuit breakers per task type (and key), shared by every execution, and below
+// them the limits (refreshed every 5 s).
 import { Alert } from "../components/common.js";
 import { executor } from "../api.js";
 import { BreakerState } from "../gen/execplan/v1/executor_service_pb.js";
 import { when } from "../format.js";
+import { LimitsSection } from "./limits.js";
 import { useRefreshing } from "./workers.js";
 
 const TONE: Record<number, string> = {
@@ -54,7 +56,7 @@ export function BreakersPage() {
         </table>
         {breakers && breakers.length === 0 && <div class="empty">No breaker has tripped or counted yet: task types with a circuit_breaker appear after their first result.</div>}
       </div>
-      <p class="muted small">Limits (per-key concurrency and rate limits) will appear here when the server has them.</p>
+      <LimitsSection />
     </section>
   );
 }
