@@ -80,12 +80,6 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 FORBIDDEN_NAMES: dict[str, frozenset[str]] = {
     "execplan.executor": frozenset({"SqliteStore", "PostgresStore", "MemoryStore", "open_store"}),
 }
-# Modules still waiting to move to their layer; each entry is a debt with a reason.
-PENDING: dict[str, str] = {
-    # The executor's server component (servicers, store URL, replicas) is composition:
-    # it moves to server.py once the worker-hardening changes to it have landed.
-    "execplan.executor.component": "moves to execplan/server.py",
-}
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
@@ -147,9 +141,6 @@ def test_every_package_is_covered() -> None:
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
 def test_imports_point_down(module: str, path: Path) -> None:
     violations = _violations(module, path)
-    if module in PENDING:
-        assert violations, f"{module} no longer crosses a layer: remove it from PENDING"
-        return
     assert not violations, "\n".join(violations)
 
 

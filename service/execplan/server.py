@@ -26,23 +26,39 @@ the very handlers the components registered on the gRPC server (recorded by a
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import dataclasses
 import logging
 import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 from execplan.config import MIB, ServerConfig, split_host_port
 from execplan.errors import InvalidArgument, Unavailable
 from execplan.wire.health import HealthServicer
+from execplan.wire.transport import (
+    check_bindable,
+    is_loopback,
+    peer_credentials,
+    planner_credentials,
+    server_credentials,
+    server_interceptors,
+    server_options,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+if TYPE_CHECKING:
+    from execplan.executor.engine import EngineConfig
+    from execplan.executor.ownership import Replica, ReplicaConfig
+    from execplan.executor.secrets import SecretProvider
+    from execplan.wire.executor_servicer import RemoteCompiler
+    from execplan.wire.worker_servicer import WorkerServicer
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +139,149 @@ class MetricsComponent(BaseComponent):
             self._httpd = None
 
 
+# Room in a worker message for everything but the output: the attempt reference, an
+# error result instead, and the other items a worker batches with it.
+RESULT_ENVELOPE_BYTES = 64 * 1024
+
+
+class ExecutorComponent(BaseComponent):
+    """The executor: the store its URL names, the engine, ExecutorService and
+    WorkerService, and on a `ReplicaStore` the replica that leases executions."""
+
+    def __init__(
+        self,
+        store_url: str,
+        *,
+        planner_address: str | None = None,
+        config: EngineConfig | None = None,
+        silence_ms: int = 15_000,
+        observe: bool = True,
+        tracer_provider: Any = None,
+        secrets: SecretProvider | None = None,
+        replica: ReplicaConfig | None = None,
+        peer_credentials: grpc.ChannelCredentials | None = None,
+        planner_credentials: grpc.ChannelCredentials | None = None,
+        planner_token: str | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        max_watch_streams: int = 10_000,
+    ) -> None:
+        """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
+        environment variables; see executor/secrets.py).
+        `max_watch_streams`: concurrent watch streams before new ones are shed
+        (wire/watch_limit.py).
+        `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
+        (executor/observability/); spans use `tracer_provider`,
+        default the global one (no-op unless configured).
+        On a store shared by replicas (PostgreSQL) the executor is always a replica
+        (executor/ownership.py):
+        `replica` names it (default: a random id advertising no address, so control
+        calls for executions other replicas own are not forwarded);
+        `peer_credentials`: TLS of the channel control calls are forwarded on (None:
+        plaintext; see wire/transport.py); `planner_credentials` and
+        `planner_token`: TLS and bearer token towards `planner_address`.
+        `max_message_bytes`: the server's gRPC message limit; a task output may use it
+        all but `RESULT_ENVELOPE_BYTES`, so the executor always receives an oversized
+        output and fails its attempt (PayloadTooLarge) instead of losing the stream."""
+        from execplan.executor.engine import Engine, EngineConfig  # noqa: PLC0415
+        from execplan.executor.ownership import Replica, ReplicaConfig  # noqa: PLC0415
+        from execplan.store import open_store  # noqa: PLC0415
+        from execplan.store.port import ReplicaStore  # noqa: PLC0415
+        from execplan.wire.executor_servicer import (  # noqa: PLC0415
+            Compiler,
+            LocalCompiler,
+            RemoteCompiler,
+        )
+
+        self.store = open_store(store_url)
+        config = config or EngineConfig()
+        room = max_message_bytes - RESULT_ENVELOPE_BYTES
+        if config.max_payload_bytes > room:
+            config = dataclasses.replace(config, max_payload_bytes=max(1, room))
+        self._max_message_bytes = max_message_bytes
+        self.engine = Engine(self.store, config, secrets=secrets)
+        self.replica: Replica | None = None
+        if isinstance(self.store, ReplicaStore):
+            from execplan.wire.forward import GrpcForwarder  # noqa: PLC0415
+
+            replica = replica or ReplicaConfig(new_replica_id(), "")
+            forwarder = GrpcForwarder(peer_credentials) if replica.advertise else None
+            self.replica = Replica(self.store, self.engine, replica, forwarder)
+        if observe:
+            from execplan.executor.observability.eventlog import (  # noqa: PLC0415
+                EventLogObserver,
+            )
+            from execplan.executor.observability.metrics import MetricsObserver  # noqa: PLC0415
+            from execplan.executor.observability.tracing import TracingObserver  # noqa: PLC0415
+
+            self.metrics = MetricsObserver(self.engine)
+            self.engine.observers.add(self.metrics)
+            self.engine.observers.add(TracingObserver(tracer_provider))
+            self.engine.observers.add(EventLogObserver())
+        self._remote: RemoteCompiler | None = None
+        compiler: Compiler
+        if planner_address:
+            compiler = self._remote = RemoteCompiler(
+                planner_address, planner_credentials, planner_token
+            )
+        else:
+            compiler = LocalCompiler()
+        self._compiler = compiler
+        self._silence_ms = silence_ms
+        self._max_watch_streams = max_watch_streams
+        self._worker_servicer: WorkerServicer | None = None
+        self._stopped = False
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        from execplan.v1 import executor_service_pb2_grpc, worker_service_pb2_grpc  # noqa: PLC0415
+        from execplan.wire import executor_servicer, worker_servicer  # noqa: PLC0415
+        from execplan.wire.watch_limit import WatchLimit  # noqa: PLC0415
+
+        workers = worker_servicer.WorkerServicer(
+            self.engine, self._silence_ms, self._max_message_bytes
+        )
+        self._worker_servicer = workers
+        watches = WatchLimit(self._max_watch_streams)
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            executor_servicer.ExecutorServicer(self.engine, self._compiler, watches), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
+        return (executor_servicer.SERVICE_NAME, worker_servicer.SERVICE_NAME)
+
+    async def start(self) -> None:
+        await self.store.open()
+        if self.replica is not None:
+            await self.replica.register()  # recovery then loads only what we own
+        await self.engine.start()
+        if self.replica is not None:
+            await self.replica.start()
+
+    async def begin_drain(self) -> None:
+        if self._worker_servicer is not None:
+            self._worker_servicer.begin_drain()
+        self.engine.hub.close()
+        if self.replica is not None:
+            await self.replica.begin_drain()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.engine.stop()
+        if self.replica is not None:
+            await self.replica.stop()
+        if self._remote is not None:
+            await self._remote.close()
+        await self.store.close()
+
+
 def build_components(config: ServerConfig) -> list[Component]:
     """Everything `execplan serve` runs, in start order (store first, so it closes last).
 
-    The executor plugs in here: open the store from `config.db_path` (a SQLite path
-    or a store URL such as postgresql://...), then append
-    the executor component (which registers ExecutorService and WorkerService).
+    The executor's store is `config.db_path` (a SQLite path or a store URL such as
+    postgresql://...); its component registers ExecutorService and WorkerService.
     """
     components: list[Component] = []
     if config.run_executor:
-        from execplan.executor.component import ExecutorComponent  # noqa: PLC0415
         from execplan.executor.engine import EngineConfig  # noqa: PLC0415
         from execplan.executor.sandbox import ExpressionBudget  # noqa: PLC0415
         from execplan.executor.secrets import SecretsFileError, provider_for  # noqa: PLC0415
@@ -171,131 +320,12 @@ def build_components(config: ServerConfig) -> list[Component]:
 
 def _replica(config: ServerConfig) -> Any:
     """The ReplicaConfig of an executor on PostgreSQL (unused on SQLite)."""
-    from execplan.executor.component import new_replica_id  # noqa: PLC0415
     from execplan.executor.ownership import ReplicaConfig  # noqa: PLC0415
 
     return ReplicaConfig(
         replica_id=config.replica_id or new_replica_id(),
         advertise=config.advertise or config.listen,
         lease_ms=int(config.lease_seconds * 1000),
-    )
-
-
-def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    # gRPC core queues calls the server has not picked up yet (grpc.aio takes them
-    # one at a time, per method, on its event loop) and past 1,000 of them cancels
-    # new ones at random before any handler sees them: a burst of 2,000 watches got
-    # ~150 bare CANCELLED. Let every call the explicit bounds are sized for reach
-    # its handler, which sheds load with RESOURCE_EXHAUSTED + RetryInfo instead
-    # (wire/watch_limit.py); the hard limit still bounds core's memory.
-    pending = max(10_000, config.max_watch_streams)
-    return [
-        ("grpc.server.max_pending_requests", pending),
-        ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        # Our own pings find dead peers (a worker whose host vanished) within ~80 s.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        # Clients (worker SDKs) ping every 20-60 s, also on idle streams; allow
-        # anything from 10 s up, or they get GOAWAY "too_many_pings" (docs/contract.md).
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        # A second server on the same port must fail, not silently share it.
-        ("grpc.so_reuseport", 0),
-    ]
-
-
-def _interceptors(config: ServerConfig, tracer_provider: Any) -> list[grpc.aio.ServerInterceptor]:
-    if not config.tracing:
-        return _security_interceptors(config)
-    # The interceptor itself rather than GrpcAioInstrumentorServer: same spans, no
-    # global monkeypatch of grpc.aio.server. Health is excluded because the
-    # interceptor breaks its `context.write` Watch stream (opentelemetry-contrib#3066).
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor  # noqa: PLC0415
-    from opentelemetry.instrumentation.grpc.filters import (  # noqa: PLC0415
-        health_check,
-        negate,
-    )
-
-    exclude_health = negate(health_check())
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        tracer_provider=tracer_provider, filter_=exclude_health
-    )
-    # After tracing: denied calls still get a span, with the error status.
-    return [interceptor, *_security_interceptors(config)]
-
-
-def _security_interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
-    from execplan.wire.auth import (  # noqa: PLC0415
-        Limits,
-        SecurityInterceptor,
-        TokenFileError,
-        TokenTable,
-    )
-
-    limits = Limits(config.max_worker_streams, config.start_rate, config.start_burst)
-    tokens = None
-    if config.auth_tokens:
-        try:
-            tokens = TokenTable.load(config.auth_tokens)
-        except TokenFileError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        log.info("authentication on: %d principals from %s", len(tokens), config.auth_tokens)
-    # Always installed, even with auth off and no limits: it also turns requests that
-    # do not parse into INVALID_ARGUMENT (grpc itself answers UNKNOWN).
-    return [SecurityInterceptor(tokens, limits)]
-
-
-def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
-    """TLS from the PEM files of `config`; client certificates are required (and
-    checked against the CA) when `tls_client_ca` is set."""
-
-    def read(path: str | None) -> bytes:
-        try:
-            return Path(path or "").read_bytes()
-        except OSError as exc:
-            raise InvalidArgument(f"cannot read TLS file {path}: {exc.strerror}") from exc
-
-    ca = read(config.tls_client_ca) if config.tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [(read(config.tls_key), read(config.tls_cert))],
-        root_certificates=ca,
-        require_client_auth=ca is not None,
-    )
-
-
-def _read_tls(path: str | None) -> bytes:
-    try:
-        return Path(path or "").read_bytes()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read TLS file {path}: {exc.strerror}") from exc
-
-
-def peer_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
-    """TLS of the channel a replica forwards control calls on: None (plaintext) when
-    this server runs without TLS (replicas share one configuration). Trusts
-    `peer_ca`, else `tls_client_ca`, else the system roots; presents this server's
-    own certificate and key, which mutual-TLS peers require of every caller."""
-    if not config.tls:
-        return None
-    ca = config.peer_ca or config.tls_client_ca
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read_tls(ca) if ca else None,
-        private_key=_read_tls(config.tls_key),
-        certificate_chain=_read_tls(config.tls_cert),
-    )
-
-
-def planner_credentials(config: ServerConfig) -> grpc.ChannelCredentials | None:
-    """TLS towards the remote planner of `execplan executor`: on when `planner_ca`
-    is set; this server's own certificate and key are presented (mutual TLS)."""
-    if not config.planner_ca or config.run_planner:
-        return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read_tls(config.planner_ca),
-        private_key=_read_tls(config.tls_key) if config.tls else None,
-        certificate_chain=_read_tls(config.tls_cert) if config.tls else None,
     )
 
 
@@ -332,15 +362,6 @@ def build_console(
     if config.tls:
         tls = ConsoleTls(config.tls_cert or "", config.tls_key or "", config.tls_client_ca)
     return ConsoleServer(listen, app, tls=tls, grace=min(config.grace_seconds, 5.0))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ExecplanServer:
@@ -382,7 +403,7 @@ class ExecplanServer:
                 self._started.append(component)
             from execplan.wire.handlers import HandlerTable  # noqa: PLC0415
 
-            interceptors = _interceptors(self.config, self._tracer_provider)
+            interceptors = server_interceptors(self.config, self._tracer_provider)
             self._server = server = grpc.aio.server(
                 options=server_options(self.config), interceptors=interceptors
             )
@@ -434,7 +455,7 @@ class ExecplanServer:
         self.console = console
 
     def _bind(self, server: grpc.aio.Server) -> int:
-        _check_bindable(self.config.listen)
+        check_bindable(self.config.listen)
         host, _ = split_host_port(self.config.listen)
         if not self.config.tls and not is_loopback(host):
             warning = (
@@ -502,25 +523,6 @@ class ExecplanServer:
         await self.stop()
 
 
-def _check_bindable(listen: str) -> None:
-    """Fail early with the OS's reason: grpc's bind error is vague and logs its own
-    multi-line complaint to stderr. (The port may still be taken before grpc binds;
-    then grpc's error is reported instead.)"""
-    host, port = split_host_port(listen)
-    if port == 0:
-        return
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            # Like grpc: a port in TIME_WAIT is free to listen on.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(addr)
-    except OSError as exc:
-        raise Unavailable(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
-
-
 async def _logged(step: Any, what: str, component: Component) -> None:
     # One component failing to shut down must not stop the others from closing.
     try:
@@ -561,3 +563,7 @@ async def serve(config: ServerConfig, components: Sequence[Component] | None = N
             log.info("signal received, shutting down (grace %.1fs)", config.grace_seconds)
     finally:
         signalled.cancel()
+
+
+def new_replica_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"

@@ -21,8 +21,7 @@ import pytest
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
 from execplan.console.assets import BUILD_HINT, Assets
-from execplan.executor.component import ExecutorComponent
-from execplan.server import ExecplanServer, PlannerComponent
+from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 
 if TYPE_CHECKING:
     from tests.support.server import FAST, Env, stop_worker

@@ -25,7 +25,7 @@ else:  # tests/ is on sys.path: see tests/support/__init__.py
 SERVER_SCRIPT = """
 import asyncio, sys
 from execplan.config import ServerConfig
-from execplan.executor.component import ExecutorComponent
+from execplan.server import ExecutorComponent
 from execplan.executor.engine import EngineConfig
 from execplan.server import PlannerComponent, serve
 

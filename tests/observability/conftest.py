@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from execplan.client import ExecutorClient
-from execplan.executor.component import ExecutorComponent
-from execplan.server import ExecplanServer
+from execplan.server import ExecplanServer, ExecutorComponent
 from execplan.v1 import events_pb2, execution_pb2
 from execplan.worker import Worker
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
-from execplan.executor.component import ExecutorComponent
 from execplan.executor.observability.metrics import BUCKETS
-from execplan.server import ExecplanServer, MetricsComponent, PlannerComponent
+from execplan.server import ExecplanServer, ExecutorComponent, MetricsComponent, PlannerComponent
 from execplan.v1 import execution_pb2
 from execplan.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families

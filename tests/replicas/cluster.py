@@ -26,7 +26,7 @@ GRACE_S = 1.0
 REPLICA_SCRIPT = f"""
 import asyncio, logging, sys
 from execplan.config import ServerConfig
-from execplan.executor.component import ExecutorComponent
+from execplan.server import ExecutorComponent
 from execplan.executor.engine import EngineConfig
 from execplan.executor.ownership import ReplicaConfig
 from execplan.server import PlannerComponent, serve

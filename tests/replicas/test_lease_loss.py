@@ -8,8 +8,7 @@ import asyncio
 
 from execplan.cli.serve import config_from_args, register
 from execplan.client import ExecutorClient
-from execplan.executor.component import ExecutorComponent
-from execplan.server import build_components
+from execplan.server import ExecutorComponent, build_components
 from execplan.store.postgres import PostgresStore
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import Worker

@@ -11,9 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from execplan.config import ServerConfig
-from execplan.executor.component import ExecutorComponent
 from execplan.executor.engine import EngineConfig
-from execplan.server import Component, ExecplanServer, PlannerComponent
+from execplan.server import Component, ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import (
     execution_pb2,
     executor_service_pb2,

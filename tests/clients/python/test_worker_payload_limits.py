@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from execplan.client import ExecutorClient
 from execplan.config import MIB, ServerConfig
-from execplan.executor.component import RESULT_ENVELOPE_BYTES
-from execplan.server import ExecplanServer
+from execplan.server import RESULT_ENVELOPE_BYTES, ExecplanServer
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
