@@ -68,7 +68,7 @@ def _plan(tasks: int, *, when: bool, inputs: bool, after_up: bool) -> Any:
 
 
 def _start_us(tasks: int, when: bool) -> float:
-    from execplan.executor.machine import Machine  # noqa: PLC0415
+    from execplan.executor.decide.machine import Machine  # noqa: PLC0415
     from execplan.executor.state import new_state  # noqa: PLC0415
 
     plan = _plan(tasks, when=when, inputs=False, after_up=False)
@@ -78,7 +78,7 @@ def _start_us(tasks: int, when: bool) -> float:
 
 
 def _dispatch_us(tasks: int, inputs: bool) -> float:
-    from execplan.executor.machine import Machine  # noqa: PLC0415
+    from execplan.executor.decide.machine import Machine  # noqa: PLC0415
     from execplan.executor.state import new_state  # noqa: PLC0415
 
     plan = _plan(tasks, when=False, inputs=inputs, after_up=True)
@@ -96,7 +96,7 @@ def _dispatch_us(tasks: int, inputs: bool) -> float:
 def _chain_us(steps: int) -> float:
     """A chain without expressions through the Machine: start, then per step dispatch,
     ack and result (what the engine decides per task in W2, minus I/O)."""
-    from execplan.executor.machine import Machine  # noqa: PLC0415
+    from execplan.executor.decide.machine import Machine  # noqa: PLC0415
     from execplan.executor.plan_view import decode_plan  # noqa: PLC0415
     from execplan.executor.state import new_state  # noqa: PLC0415
     from execplan.planner import compile_source  # noqa: PLC0415
@@ -119,7 +119,7 @@ def _chain_us(steps: int) -> float:
 
 
 def _sandbox() -> dict[str, float]:
-    from execplan.executor.sandbox import ExpressionBudget, Sandbox  # noqa: PLC0415
+    from execplan.executor.expressions.sandbox import ExpressionBudget, Sandbox  # noqa: PLC0415
 
     box = Sandbox(ExpressionBudget())
     try:

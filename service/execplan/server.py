@@ -54,9 +54,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 if TYPE_CHECKING:
-    from execplan.executor.engine import EngineConfig
-    from execplan.executor.ownership import Replica, ReplicaConfig
-    from execplan.executor.secrets import SecretProvider
+    from execplan.executor.runtime.engine import EngineConfig
+    from execplan.executor.runtime.replicas import Replica, ReplicaConfig
+    from execplan.executor.runtime.secrets import SecretProvider
     from execplan.wire.executor_servicer import RemoteCompiler
     from execplan.wire.worker_servicer import WorkerServicer
 
@@ -166,14 +166,14 @@ class ExecutorComponent(BaseComponent):
         max_watch_streams: int = 10_000,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
-        environment variables; see executor/secrets.py).
+        environment variables; see executor/runtime/secrets.py).
         `max_watch_streams`: concurrent watch streams before new ones are shed
         (wire/watch_limit.py).
         `observe`: Prometheus metrics, OpenTelemetry spans and event logs of the engine
         (executor/observability/); spans use `tracer_provider`,
         default the global one (no-op unless configured).
         On a store shared by replicas (PostgreSQL) the executor is always a replica
-        (executor/ownership.py):
+        (executor/runtime/replicas.py):
         `replica` names it (default: a random id advertising no address, so control
         calls for executions other replicas own are not forwarded);
         `peer_credentials`: TLS of the channel control calls are forwarded on (None:
@@ -182,8 +182,8 @@ class ExecutorComponent(BaseComponent):
         `max_message_bytes`: the server's gRPC message limit; a task output may use it
         all but `RESULT_ENVELOPE_BYTES`, so the executor always receives an oversized
         output and fails its attempt (PayloadTooLarge) instead of losing the stream."""
-        from execplan.executor.engine import Engine, EngineConfig  # noqa: PLC0415
-        from execplan.executor.ownership import Replica, ReplicaConfig  # noqa: PLC0415
+        from execplan.executor.runtime.engine import Engine, EngineConfig  # noqa: PLC0415
+        from execplan.executor.runtime.replicas import Replica, ReplicaConfig  # noqa: PLC0415
         from execplan.store import open_store  # noqa: PLC0415
         from execplan.store.port import ReplicaStore  # noqa: PLC0415
         from execplan.wire.executor_servicer import (  # noqa: PLC0415
@@ -282,9 +282,9 @@ def build_components(config: ServerConfig) -> list[Component]:
     """
     components: list[Component] = []
     if config.run_executor:
-        from execplan.executor.engine import EngineConfig  # noqa: PLC0415
-        from execplan.executor.sandbox import ExpressionBudget  # noqa: PLC0415
-        from execplan.executor.secrets import SecretsFileError, provider_for  # noqa: PLC0415
+        from execplan.executor.expressions.sandbox import ExpressionBudget  # noqa: PLC0415
+        from execplan.executor.runtime.engine import EngineConfig  # noqa: PLC0415
+        from execplan.executor.runtime.secrets import SecretsFileError, provider_for  # noqa: PLC0415
 
         try:
             secrets = provider_for(config.secrets_file)
@@ -320,7 +320,7 @@ def build_components(config: ServerConfig) -> list[Component]:
 
 def _replica(config: ServerConfig) -> Any:
     """The ReplicaConfig of an executor on PostgreSQL (unused on SQLite)."""
-    from execplan.executor.ownership import ReplicaConfig  # noqa: PLC0415
+    from execplan.executor.runtime.replicas import ReplicaConfig  # noqa: PLC0415
 
     return ReplicaConfig(
         replica_id=config.replica_id or new_replica_id(),

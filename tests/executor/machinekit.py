@@ -10,12 +10,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from execplan.executor import effects as fx
-from execplan.executor.evolve import evolve
-from execplan.executor.fencing import Claim
-from execplan.executor.machine import Machine
+from execplan.executor.decide import effects as fx
+from execplan.executor.decide.evolve import evolve
+from execplan.executor.decide.fencing import Claim
+from execplan.executor.decide.machine import Machine
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.state import ExecutionState, TaskRun, new_state, task_state_name
+from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.executor.view import encode_execution
 from execplan.planner import compile_source
@@ -82,7 +83,7 @@ class Sim:
     def fail(self, task_id: str, kind: str = "Boom", retryable: bool = True) -> None:
         run = self.task(task_id)
         token = Claim(run.phase, run.attempt, run.epoch)
-        error = {"type": kind, "message": "failed", "retryable": retryable}
+        error = TaskError(kind, "failed", retryable)
         self.step(lambda m: m.failed(m.check_token(task_id, token), error))
 
     def run(self, task_id: str, output: JsonValue) -> None:

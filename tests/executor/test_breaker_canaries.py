@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from execplan.executor import breakers as cb
-from execplan.executor.dispatcher import WorkerConn
-from execplan.executor.engine import Engine, EngineConfig
+from execplan.executor.decide import breaker as cb
 from execplan.executor.plan_view import BreakerView, PlanView
+from execplan.executor.runtime.engine import Engine, EngineConfig
+from execplan.executor.runtime.workers import WorkerConn
 from execplan.planner import compile_source
 from execplan.store.sqlite.store import SqliteStore
 from execplan.v1 import execution_pb2 as ex
@@ -87,7 +87,7 @@ async def test_requeued_canary_frees_its_slot(engine: Engine) -> None:
     engine.connect_worker(REGISTRATION, again.append)  # without the canary
     # The canary is requeued once the grace ends; it may be dispatched again.
     await _until(lambda: bool(_dispatches(again)))
-    task = engine._live[execution_id].tasks[0]
+    task = engine.executions[execution_id].tasks[0]
     assert task.state in {ex.TASK_STATE_DISPATCHED, ex.TASK_STATE_RUNNING}
     assert engine.breakers.breakers["t"].canaries == 1
 
@@ -99,7 +99,7 @@ async def test_cancelled_canary_lets_a_parked_task_probe(engine: Engine) -> None
     ack = ws.AssignmentAck(attempt=canary.attempt)
     engine.worker_message(worker, ws.ConnectRequest(acks=[ack]))
     second, _ = await engine.start_execution(plan, {})
-    parked = engine._live[second].tasks[0]
+    parked = engine.executions[second].tasks[0]
     await _until(lambda: parked.state == ex.TASK_STATE_PARKED)
     await engine.cancel(first, "not needed", "", False)
     # The cancelled canary says nothing about `t`: the parked task becomes the canary.

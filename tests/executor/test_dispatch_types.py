@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from execplan.executor.dispatcher import ReadyQueues
-from execplan.executor.engine import Engine, EngineConfig
 from execplan.executor.plan_view import PlanView, decode_plan
+from execplan.executor.runtime.engine import Engine, EngineConfig
+from execplan.executor.runtime.queues import ReadyQueues
 from execplan.planner import compile_source
 from execplan.store.sqlite.store import SqliteStore
 from execplan.v1 import execution_pb2 as ex
@@ -72,7 +72,7 @@ async def test_fallback_is_not_sent_to_a_worker_of_the_main_type(engine: Engine)
     engine.worker_message(
         worker_a, ws.ConnectRequest(acks=[ws.AssignmentAck(attempt=busy.attempt)])
     )
-    state = engine._live[execution_id]
+    state = engine.executions[execution_id]
     x = state.tasks[state.plan.index_of["x"]]
     # x's main attempt times out in the queue; its fallback (type B) is queued.
     await _until(lambda: x.phase == ex.TASK_PHASE_FALLBACK and x.state == ex.TASK_STATE_QUEUED)

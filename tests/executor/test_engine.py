@@ -10,7 +10,7 @@ import grpc
 import pytest
 from execplan.client import InvalidArgumentError
 from execplan.client.values import to_struct
-from execplan.executor.evolve import evolve
+from execplan.executor.decide.evolve import evolve
 from execplan.executor.plan_view import decode_plan
 from execplan.executor.state import new_state
 from execplan.executor.view import encode_execution

@@ -8,16 +8,16 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
-from execplan.executor.bindings import EvaluationError, Expr
-from execplan.executor.evaluation import (
+from execplan.executor.expressions.bindings import EvaluationError, Expr
+from execplan.executor.expressions.evaluation import (
     EvaluationPending,
     ExpressionBudgetExceeded,
     Request,
     Where,
     evaluate_binding,
 )
-from execplan.executor.evaluations import Evaluations, Memo, same
-from execplan.executor.sandbox import ExpressionBudget, Outcome
+from execplan.executor.expressions.sandbox import ExpressionBudget, Outcome
+from execplan.executor.runtime.evaluations import Evaluations, Memo, same
 
 DOUBLE = Expr("workflow.inputs.xs.map(x, x * 2)", ())
 WHERE = Where("e-1", "tasks[0].inputs.v")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from execplan.client import InvalidArgumentError
 from execplan.client.values import from_value
-from execplan.executor.sandbox import ExpressionBudget
+from execplan.executor.expressions.sandbox import ExpressionBudget
 from execplan.planner import compile_source
 from execplan.v1 import execution_pb2 as ex
 from execplan.wire.plan_codec import encode_plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from execplan.executor.expression_cost import (
+from execplan.executor.expressions.cost import (
     INLINE_VALUES,
     MAX_INLINE_SOURCE,
     inline,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from execplan.errors import FailedPrecondition, StaleToken
-from execplan.executor.fencing import Claim, Holder
-from execplan.executor.machine import Machine
-from execplan.executor.retry import backoff_ms
+from execplan.executor.decide.fencing import Claim, Holder
+from execplan.executor.decide.machine import Machine
+from execplan.executor.decide.retry import backoff_ms
 from execplan.v1 import execution_pb2 as ex
 
 from .machinekit import Sim
@@ -176,7 +176,7 @@ tasks:
     sim.dispatch("c")
     assert sim.status("c") == "FAILED"
     error = sim.task("c").error
-    assert error is not None and error["type"] == "BindingError"
+    assert error is not None and error.type == "BindingError"
 
 
 def test_an_output_that_fails_otherwise_still_fails_the_execution() -> None:
@@ -191,7 +191,7 @@ outputs:
     )
     sim.run("a", {"v": 1})
     assert sim.state.state == ex.EXECUTION_STATE_FAILED
-    assert sim.state.error is not None and sim.state.error["type"] == "OutputError"
+    assert sim.state.error is not None and sim.state.error.type == "OutputError"
 
 
 RETRY = """
@@ -469,7 +469,7 @@ def test_wait_for_event_times_out() -> None:
     sim.fire_timers()
     assert sim.status("w") == "FAILED"
     error = sim.task("w").error
-    assert error is not None and error["type"] == "Timeout"
+    assert error is not None and error.type == "Timeout"
     assert sim.state.state == ex.EXECUTION_STATE_FAILED
 
 

@@ -1,4 +1,4 @@
-"""A worker that does not ack cannot starve a task type (executor/pacing.py).
+"""A worker that does not ack cannot starve a task type (executor/runtime/pacing.py).
 
 The pacing window on its own, then the reported case end to end: a 64-slot worker
 that registers and never acks, next to a healthy SDK worker.
@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from execplan.executor.pacing import (
+from execplan.executor.runtime.pacing import (
     INITIAL_WINDOW,
     MAX_PROBATION_MS,
     PROBATION_MS,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from execplan.errors import ExecplanError, StoreError
-from execplan.executor.dispatcher import WorkerConn
-from execplan.executor.engine import Engine, EngineConfig
+from execplan.executor.runtime.engine import Engine, EngineConfig
+from execplan.executor.runtime.workers import WorkerConn
 from execplan.planner import compile_source
 from execplan.store.port import Append, ExecutionRecord
 from execplan.store.sqlite.store import SqliteStore
@@ -132,7 +132,7 @@ async def test_a_reload_keeps_the_leases_of_a_connected_worker(rig: Rig) -> None
     rig.store.fail_next = True  # the pause's first commit fails: the execution reloads
     await rig.engine.pause(execution_id, "x", "r1")
     assert len(worker.leases) == 2 and worker.free == 0  # no over-booking
-    assert "w1" not in rig.engine._orphans
+    assert not rig.engine.leases.orphaned("w1")
 
     await asyncio.sleep(0.4)  # past recovery_grace_ms: nothing is re-dispatched
     assert len(rig.dispatches()) == 2 and not rig.cancels()

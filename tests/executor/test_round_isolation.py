@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from execplan.errors import ConcurrencyConflict, ExecplanError
-from execplan.executor.dispatcher import WorkerConn
-from execplan.executor.engine import Engine, EngineConfig
-from execplan.executor.machine import Machine
+from execplan.executor.decide.machine import Machine
+from execplan.executor.runtime.engine import Engine, EngineConfig
+from execplan.executor.runtime.workers import WorkerConn
 from execplan.planner import compile_source
 from execplan.store.port import Append
 from execplan.store.sqlite import SqliteStore
@@ -104,7 +104,7 @@ async def test_a_duration_from_bad_data_fails_that_task_only(engine: Engine) -> 
         _result(d, d="abc" if d.attempt.execution_id == first else "10ms") for d in dispatches
     ]
     engine.worker_message(worker, ws.ConnectRequest(results=results))
-    await _until(lambda: first in engine._finished and second in engine._finished)
+    await _until(lambda: engine.executions.finished(first) and engine.executions.finished(second))
     failed = await _store_matches_memory(engine, first)
     assert failed.state == ex.EXECUTION_STATE_FAILED
     assert failed.error.type == "BindingError"
@@ -119,9 +119,9 @@ async def test_an_input_that_raises_poisons_only_its_execution(engine: Engine) -
         raise RuntimeError("boom")
 
     paused = asyncio.get_running_loop().create_future()
-    engine._submit(first, lambda m: m.pause("before the bug", "r1"), paused)
+    engine.inbox.submit(first, lambda m: m.pause("before the bug", "r1"), paused)
     broken = asyncio.get_running_loop().create_future()
-    engine._submit(first, explode, broken)
+    engine.inbox.submit(first, explode, broken)
     engine.worker_message(
         worker, ws.ConnectRequest(results=[_result(d, k="v") for d in dispatches])
     )
@@ -129,7 +129,7 @@ async def test_an_input_that_raises_poisons_only_its_execution(engine: Engine) -
         await asyncio.wait_for(broken, 5)
     await asyncio.wait_for(paused, 5)  # run again after the reload, then answered
     # The other execution committed and finished in the same round.
-    await _until(lambda: second in engine._finished)
+    await _until(lambda: engine.executions.finished(second))
     assert (await _store_matches_memory(engine, second)).state == ex.EXECUTION_STATE_SUCCEEDED
     # The poisoned one holds no uncommitted event: memory equals the log, and the
     # inputs of its round that did not raise were applied after the reload.
@@ -158,7 +158,7 @@ async def test_a_refused_append_does_not_hold_back_the_rest_of_the_group(engine:
     await asyncio.wait_for(watcher, 5)
     assert seen[-1] == "execution_completed"
     # The refused one is reloaded from the log, its result applied again: it ends too.
-    await _until(lambda: first in engine._finished)
+    await _until(lambda: engine.executions.finished(first))
     done = await _store_matches_memory(engine, first)
     assert done.state == ex.EXECUTION_STATE_SUCCEEDED
     assert dict(done.outputs.fields)["k"].string_value == "v"

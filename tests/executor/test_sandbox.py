@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from execplan.executor.cel_runtime import CelFailure, execute
-from execplan.executor.sandbox import ExpressionBudget, Sandbox
+from execplan.executor.expressions.cel_runtime import CelFailure, execute
+from execplan.executor.expressions.sandbox import ExpressionBudget, Sandbox
 
 ALL_CUBED = "xs.all(i, xs.all(j, xs.all(k, i + j + k >= 0)))"
 
@@ -101,7 +101,7 @@ def test_closing_kills_the_processes_and_refuses_new_work(sandbox: Sandbox) -> N
 
 PARENT = """
 import sys, threading
-from execplan.executor.sandbox import ExpressionBudget, Sandbox
+from execplan.executor.expressions.sandbox import ExpressionBudget, Sandbox
 box = Sandbox(ExpressionBudget(timeout_ms=60_000))
 future = box.submit("xs.all(i, xs.all(j, xs.all(k, i + j + k >= 0)))", {"xs": list(range(1000))})
 print("evaluating", flush=True)
@@ -145,7 +145,7 @@ def sandbox_children(parent: int) -> list[int]:
         except OSError:
             continue
         if (
-            b"execplan.executor.sandbox_child" in cmdline
+            b"execplan.executor.expressions.sandbox_child" in cmdline
             and int(stat.rsplit(")", 1)[1].split()[1]) == parent
         ):
             found.append(int(entry))

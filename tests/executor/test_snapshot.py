@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from execplan.executor.evolve import evolve
-from execplan.executor.machine import Machine
+from execplan.executor.decide.evolve import evolve
+from execplan.executor.decide.machine import Machine
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.snapshot import decode_state, encode_state
 from execplan.executor.state import new_state
+from execplan.executor.task_errors import TaskError
 from execplan.executor.view import encode_execution
 from execplan.planner import compile_source
 from execplan.wire.plan_codec import encode_plan
@@ -38,7 +39,7 @@ def test_checkpoint_plus_tail_equals_full_replay() -> None:
     machine.start({"n": 3}, "r1", "tenant", {})
     machine.dispatch(plan.index_of["a"], "w1")
     task = state.task("a")
-    machine.failed(task, {"type": "Boom", "message": "x", "retryable": True})
+    machine.failed(task, TaskError("Boom", "x", True))
     events = list(machine.events)
     checkpoint = encode_state(state)
     at = state.last_sequence

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from execplan.executor.replay import replay
+from execplan.executor.decide.replay import replay
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
@@ -117,7 +117,7 @@ async def test_a_result_before_the_ack_is_an_implied_ack(env: Env) -> None:
     started = next(e.task_started for e in events if e.HasField("task_started"))
     assert started.worker_id == "w-eager"
     assert started.token == dispatch.attempt.token
-    plan = await env.executor.engine._plan_view(done.plan_id)
+    plan = await env.executor.engine.reads.plan_view(done.plan_id)
     assert replay(plan, events).deterministic
 
 

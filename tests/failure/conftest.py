@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from execplan.executor.engine import EngineConfig
+from execplan.executor.runtime.engine import EngineConfig
 
 if TYPE_CHECKING:
     from tests.support import server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from execplan.executor import breakers as cb
+from execplan.executor.decide import breaker as cb
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.worker import TaskContext

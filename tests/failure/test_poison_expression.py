@@ -60,7 +60,7 @@ CASES = {
     "when of two nested all() over 10,000": (POISON, 10_000, "b", "tasks[1].when: "),
     "input building 10^8 values": (POISON_INPUT, 10_000, "a", "tasks[0].inputs.big: "),
 }
-SANDBOX = b"execplan.executor.sandbox_child"
+SANDBOX = b"execplan.executor.expressions.sandbox_child"
 
 
 @pytest.fixture

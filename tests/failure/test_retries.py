@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from execplan.executor.decide.retry import backoff_ms
 from execplan.executor.plan_view import RetryView
-from execplan.executor.retry import backoff_ms
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import NonRetryableError, TaskContext
 

@@ -26,7 +26,7 @@ SERVER_SCRIPT = """
 import asyncio, sys
 from execplan.config import ServerConfig
 from execplan.server import ExecutorComponent
-from execplan.executor.engine import EngineConfig
+from execplan.executor.runtime.engine import EngineConfig
 from execplan.server import PlannerComponent, serve
 
 listen, db = sys.argv[1], sys.argv[2]

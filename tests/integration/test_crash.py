@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from execplan.client import ExecutorClient, UnavailableError
-from execplan.executor.evolve import evolve
+from execplan.executor.decide.evolve import evolve
 from execplan.executor.plan_view import decode_plan
 from execplan.executor.state import new_state
 from execplan.executor.view import encode_execution

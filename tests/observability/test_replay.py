@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from execplan.cli import main
+from execplan.executor.decide.replay import compatibility, replay
 from execplan.executor.plan_view import decode_plan
-from execplan.executor.replay import compatibility, replay
 from execplan.planner import compile_source
 from execplan.v1 import execution_pb2
 from execplan.wire.plan_codec import encode_plan

@@ -27,8 +27,8 @@ REPLICA_SCRIPT = f"""
 import asyncio, logging, sys
 from execplan.config import ServerConfig
 from execplan.server import ExecutorComponent
-from execplan.executor.engine import EngineConfig
-from execplan.executor.ownership import ReplicaConfig
+from execplan.executor.runtime.engine import EngineConfig
+from execplan.executor.runtime.replicas import ReplicaConfig
 from execplan.server import PlannerComponent, serve
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -12,8 +12,8 @@ from typing import Any
 
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
-from execplan.executor.engine import EngineConfig
-from execplan.executor.ownership import ReplicaConfig
+from execplan.executor.runtime.engine import EngineConfig
+from execplan.executor.runtime.replicas import ReplicaConfig
 from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import Worker

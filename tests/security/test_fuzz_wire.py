@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from execplan.config import ServerConfig
-from execplan.executor.engine import EngineConfig
+from execplan.executor.runtime.engine import EngineConfig
 from execplan.server import Component, ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import (
     execution_pb2,

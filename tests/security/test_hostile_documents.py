@@ -19,9 +19,9 @@ import grpc
 import pytest
 from execplan.cli import main
 from execplan.errors import is_native_panic
-from execplan.executor.bindings import EvaluationError, Expr
-from execplan.executor.cel_runtime import CelFailure, execute
-from execplan.executor.evaluation import DEFAULT_EVALUATOR, Where, evaluate_binding
+from execplan.executor.expressions.bindings import EvaluationError, Expr
+from execplan.executor.expressions.cel_runtime import CelFailure, execute
+from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Where, evaluate_binding
 from execplan.v1 import planner_service_pb2, planner_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
-from execplan.executor.engine import EngineConfig
-from execplan.executor.secrets import FileSecrets, SecretsFileError, provider_for
+from execplan.executor.runtime.engine import EngineConfig
+from execplan.executor.runtime.secrets import FileSecrets, SecretsFileError, provider_for
 from execplan.logs import JsonFormatter
 from execplan.server import Component, ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import execution_pb2

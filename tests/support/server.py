@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
-from execplan.executor.engine import EngineConfig
+from execplan.executor.runtime.engine import EngineConfig
 from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import events_pb2, execution_pb2, executor_service_pb2_grpc
 from execplan.worker import Worker

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from execplan.client.values import from_value, to_value
-from execplan.executor.engine import EngineConfig
+from execplan.executor.runtime.engine import EngineConfig
 from execplan.v1 import events_pb2, worker_service_pb2_grpc
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TextIO
 
+from execplan.executor.task_errors import timeout_name
 from execplan.v1 import events_pb2, execution_pb2
 from google.protobuf import json_format, timestamp_pb2
 
@@ -148,7 +149,7 @@ def _transition(event: events_pb2.ExecutionEvent) -> tuple[str, str, int, str] |
             if error is not None and error.type:
                 note = f"{error.type}: {error.message}"
             elif kind == "task_timed_out":
-                note = events_pb2.TimeoutKind.Name(body.timeout).removeprefix("TIMEOUT_KIND_")
+                note = timeout_name(body.timeout).upper()
         case "task_retry_scheduled":
             state, attempt = "BACKING_OFF", body.next_attempt
         case "task_skipped":

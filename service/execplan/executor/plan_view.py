@@ -1,14 +1,15 @@
 """The executor's in-memory view of an ExecutionPlan.
 
-Walking protobuf fields from Python costs several times a parse (NOTES.md), so a
-plan is decoded once into plain objects, shared by every execution pinned to it.
+Walking protobuf fields from Python costs several times a parse (docs/benchmarks.md,
+"Costs the design rests on"), so a plan is decoded once into plain objects, shared
+by every execution pinned to it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from execplan.executor.bindings import (
+from execplan.executor.expressions.bindings import (
     BindingNode,
     Expr,
     StructBinding,
@@ -44,7 +45,7 @@ class TimeoutsView:
 
 @dataclass(frozen=True, slots=True)
 class BreakerView:
-    """A node's circuit breaker policy (shared state lives in executor/breakers.py)."""
+    """A node's circuit breaker policy (the breaker itself: decide/breaker.py)."""
 
     failure_threshold: int
     open_for_ms: int
@@ -99,6 +100,11 @@ class NodeView:
         side = self.side(phase)
         return side.type if side is not None else self.type
 
+    def retry_for(self, phase: int) -> RetryView:
+        """Fallbacks and compensations retry under their own policies."""
+        side = self.side(phase)
+        return side.retry if side is not None else self.retry
+
     def timeouts_for(self, phase: int) -> TimeoutsView:
         """Fallbacks and compensations run under their own resolved timeouts."""
         side = self.side(phase)
@@ -128,6 +134,9 @@ class PlanView:
     nodes: tuple[NodeView, ...]
     outputs: tuple[tuple[str, BindingNode], ...]
     index_of: dict[str, int] = field(default_factory=dict)
+    # Does any node have a circuit breaker? (Most plans have none: their committed
+    # events need not be shown to the breakers at all.)
+    has_breakers: bool = False
 
     @property
     def fail_fast(self) -> bool:
@@ -137,18 +146,12 @@ class PlanView:
         )
 
 
-def _ms(duration: object) -> int:
-    seconds = getattr(duration, "seconds", 0)
-    nanos = getattr(duration, "nanos", 0)
-    return int(seconds) * 1000 + int(nanos) // 1_000_000
-
-
 def _retry(policy: plan_pb2.ResolvedRetryPolicy) -> RetryView:
     return RetryView(
         max_attempts=max(1, policy.max_attempts),
-        initial_interval_ms=_ms(policy.initial_interval),
+        initial_interval_ms=policy.initial_interval.ToMilliseconds(),
         backoff_coefficient=policy.backoff_coefficient or 1.0,
-        max_interval_ms=_ms(policy.max_interval),
+        max_interval_ms=policy.max_interval.ToMilliseconds(),
         jitter=policy.jitter,
         non_retryable=frozenset(policy.non_retryable_errors),
     )
@@ -156,10 +159,10 @@ def _retry(policy: plan_pb2.ResolvedRetryPolicy) -> RetryView:
 
 def _timeouts(timeouts: plan_pb2.ResolvedTimeouts) -> TimeoutsView:
     return TimeoutsView(
-        schedule_to_start_ms=_ms(timeouts.schedule_to_start),
-        start_to_close_ms=_ms(timeouts.start_to_close),
-        heartbeat_ms=_ms(timeouts.heartbeat),
-        schedule_to_close_ms=_ms(timeouts.schedule_to_close),
+        schedule_to_start_ms=timeouts.schedule_to_start.ToMilliseconds(),
+        start_to_close_ms=timeouts.start_to_close.ToMilliseconds(),
+        heartbeat_ms=timeouts.heartbeat.ToMilliseconds(),
+        schedule_to_close_ms=timeouts.schedule_to_close.ToMilliseconds(),
     )
 
 
@@ -169,10 +172,10 @@ def _breaker(node: plan_pb2.PlanNode) -> BreakerView | None:
     b = node.circuit_breaker
     return BreakerView(
         failure_threshold=b.failure_threshold,
-        open_for_ms=_ms(b.open_for),
+        open_for_ms=b.open_for.ToMilliseconds(),
         half_open_max_calls=max(1, b.half_open_max_calls),
         failure_rate_threshold=b.failure_rate_threshold,
-        window_ms=_ms(b.window),
+        window_ms=b.window.ToMilliseconds(),
         fail_fast=b.on_open == workflow_pb2.BREAKER_OPEN_ACTION_FAIL_FAST,
     )
 
@@ -249,4 +252,5 @@ def decode_plan(plan: plan_pb2.ExecutionPlan) -> PlanView:
         outputs=tuple((o.name, decode_binding_value(o.value)) for o in plan.outputs),
     )
     view.index_of = {node.task_id: node.index for node in nodes}
+    view.has_breakers = any(node.breaker is not None for node in nodes)
     return view

@@ -13,8 +13,9 @@ from typing import Any
 
 from execplan.executor.plan_view import PlanView
 from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun, Timer
+from execplan.executor.task_errors import TaskError
 
-# 2: the request ids of control calls (executor/requests.py); 3: tasks record the
+# 2: the request ids of control calls (executor/decide/requests.py); 3: tasks record the
 # principal that holds their lease.
 FORMAT = 3
 
@@ -83,7 +84,24 @@ def encode_state(state: ExecutionState) -> bytes:
         + [[[getattr(a, n) for n in _ATTEMPT_FIELDS] for a in task.attempts]]
         for task in state.tasks
     ]
-    return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, separators=(",", ":"), default=_encode).encode()
+
+
+def _encode(value: object) -> object:
+    # Errors are stored as the mappings they always were (type, message, retryable).
+    if isinstance(value, TaskError):
+        return value.as_dict()
+    raise TypeError(f"cannot checkpoint a {type(value).__name__}")
+
+
+def _error(value: Any) -> TaskError | None:
+    return None if value is None else TaskError.from_dict(value)
+
+
+def _attempt(values: list[Any]) -> AttemptRecord:
+    record = AttemptRecord(*values)
+    record.error = _error(record.error)
+    return record
 
 
 def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> ExecutionState | None:
@@ -96,6 +114,7 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
     state = ExecutionState(execution_id=execution_id, plan=plan)
     for name in _STATE_FIELDS:
         setattr(state, name, document[name])
+    state.error = _error(state.error)
     state.timers = {
         timer_id: Timer(timer_id, index, purpose, fire_at)
         for timer_id, index, purpose, fire_at in document["timers"]
@@ -105,7 +124,8 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
         task = TaskRun(index=index)
         for name, value in zip(_TASK_FIELDS, row, strict=False):
             setattr(task, name, value)
-        task.attempts = [AttemptRecord(*attempt) for attempt in row[len(_TASK_FIELDS)]]
+        task.error = _error(task.error)
+        task.attempts = [_attempt(values) for values in row[len(_TASK_FIELDS)]]
         tasks.append(task)
     state.tasks = tasks
     return state

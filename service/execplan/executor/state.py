@@ -8,10 +8,12 @@ Trigger counters per task are derived data kept to make readiness O(1) per edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from execplan.executor.plan_view import PlanView
+from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.store.port import TERMINAL_STATE_NAMES
 from execplan.v1 import execution_pb2 as ex
 
 TERMINAL_TASK_STATES = frozenset(
@@ -37,15 +39,9 @@ ACTIVE_TASK_STATES = frozenset(
         ex.TASK_STATE_WAITING,
     }
 )
+# The names are the store's (one list for every layer); here as enum values.
 TERMINAL_EXECUTION_STATES = frozenset(
-    {
-        ex.EXECUTION_STATE_SUCCEEDED,
-        ex.EXECUTION_STATE_FAILED,
-        ex.EXECUTION_STATE_COMPENSATED,
-        ex.EXECUTION_STATE_COMPENSATION_FAILED,
-        ex.EXECUTION_STATE_CANCELLED,
-        ex.EXECUTION_STATE_TERMINATED,
-    }
+    ex.ExecutionState.Value("EXECUTION_STATE_" + name) for name in TERMINAL_STATE_NAMES
 )
 
 
@@ -57,7 +53,7 @@ class AttemptRecord:
     epoch: int
     dispatched_ms: int
     finished_ms: int = 0
-    error: dict[str, Any] | None = None
+    error: TaskError | None = None
 
 
 @dataclass(slots=True)
@@ -71,7 +67,7 @@ class TaskRun:
     # The authenticated principal of the lease holder ("" with authentication off).
     principal: str = ""
     output: JsonValue = None
-    error: dict[str, Any] | None = None
+    error: TaskError | None = None
     first_queued_ms: int = 0
     queued_ms: int = 0
     started_ms: int = 0
@@ -103,7 +99,7 @@ class ExecutionState:
     state: int = ex.EXECUTION_STATE_RUNNING
     inputs: dict[str, JsonValue] = field(default_factory=dict)
     outputs: dict[str, JsonValue] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
+    error: TaskError | None = None
     failed_task_id: str = ""
     request_id: str = ""
     fairness_key: str = ""
@@ -120,7 +116,7 @@ class ExecutionState:
     # Named external events that arrived before a task waited for them.
     mailbox: dict[str, list[JsonValue]] = field(default_factory=dict)
     # request_id -> [kind, parameter digest, answer] of the control calls recorded in
-    # the log (executor/requests.py): repeated request_ids are answered from here.
+    # the log (executor/decide/requests.py): repeated request_ids are answered from here.
     requests: dict[str, list[str]] = field(default_factory=dict)
     consecutive_failures: int = 0
     completions: int = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from execplan.executor.state import (
     ExecutionState,
@@ -14,14 +15,11 @@ from execplan.executor.values import fill_struct, fill_value
 from execplan.store.port import ExecutionRecord
 from execplan.v1 import execution_pb2 as ex
 
-
-def _error(target: ex.ErrorInfo, error: dict[str, object]) -> None:
-    target.type = str(error.get("type", ""))
-    target.message = str(error.get("message", ""))
-    target.retryable = bool(error.get("retryable", False))
+# Why a queued task waits, when the runtime knows (shown as its status_message).
+Hint = Callable[[ExecutionState, int], str]
 
 
-def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
+def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint | None) -> None:
     node = state.plan.nodes[task.index]
     target.task_id = node.task_id
     target.type = node.type
@@ -29,11 +27,11 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
     target.phase = task.phase  # type: ignore[assignment]
     target.attempt = task.attempt
     target.worker_id = task.worker_id
-    target.status_message = task.status_message
+    target.status_message = (hint(state, task.index) if hint else "") or task.status_message
     if task.output is not None:
         fill_value(target.output, task.output)
-    if task.error:
-        _error(target.error, task.error)
+    if task.error is not None:
+        task.error.fill(target.error)
     if task.queued_ms:
         target.queued_at.FromMilliseconds(task.queued_ms)
     if task.started_ms:
@@ -50,11 +48,13 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
         item.dispatched_at.FromMilliseconds(record.dispatched_ms)
         if record.finished_ms:
             item.finished_at.FromMilliseconds(record.finished_ms)
-        if record.error:
-            _error(item.error, record.error)
+        if record.error is not None:
+            record.error.fill(item.error)
 
 
-def encode_execution(state: ExecutionState, *, with_tasks: bool = True) -> ex.Execution:
+def encode_execution(
+    state: ExecutionState, *, with_tasks: bool = True, hint: Hint | None = None
+) -> ex.Execution:
     plan = state.plan
     message = ex.Execution(
         execution_id=state.execution_id,
@@ -68,8 +68,8 @@ def encode_execution(state: ExecutionState, *, with_tasks: bool = True) -> ex.Ex
     fill_struct(message.inputs, state.inputs)
     if state.outputs:
         fill_struct(message.outputs, state.outputs)
-    if state.error:
-        _error(message.error, state.error)
+    if state.error is not None:
+        state.error.fill(message.error)
     message.created_at.FromMilliseconds(state.created_ms)
     message.updated_at.FromMilliseconds(state.updated_ms)
     if state.finished_ms:
@@ -79,7 +79,7 @@ def encode_execution(state: ExecutionState, *, with_tasks: bool = True) -> ex.Ex
         message.task_counts[name] = count
     if with_tasks:
         for task in state.tasks:
-            _task(state, task, message.tasks.add())
+            _task(state, task, message.tasks.add(), hint)
     return message
 
 

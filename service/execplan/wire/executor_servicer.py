@@ -27,9 +27,9 @@ from execplan.errors import (
     Unavailable,
     WorkflowInvalid,
 )
-from execplan.executor.dispatcher import WorkerConn
-from execplan.executor.engine import Engine
-from execplan.executor.plan_index import PlanEntry
+from execplan.executor.runtime.engine import Engine
+from execplan.executor.runtime.plan_index import PlanEntry
+from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value
 from execplan.store import registry
 from execplan.v1 import execution_pb2 as ex
@@ -488,7 +488,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def ReplayExecution(  # noqa: N802
         self, request: pb.ReplayExecutionRequest, context: Ctx
     ) -> pb.ReplayExecutionResponse:
-        from execplan.executor import replay  # noqa: PLC0415
+        from execplan.executor.decide import replay  # noqa: PLC0415
         from execplan.executor.plan_view import decode_plan  # noqa: PLC0415
 
         execution_id = _required(request.execution_id, "execution_id")

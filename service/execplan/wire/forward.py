@@ -28,7 +28,7 @@ from execplan.errors import (
     Unauthenticated,
     Unavailable,
 )
-from execplan.executor.ownership import Control
+from execplan.executor.runtime.replicas import Control
 from execplan.executor.values import fill_value
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb

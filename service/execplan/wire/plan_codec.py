@@ -43,8 +43,9 @@ _SEVERITY = {
 
 
 def _duration(ms: int) -> duration_pb2.Duration:
-    seconds, millis = divmod(ms, 1000)
-    return duration_pb2.Duration(seconds=seconds, nanos=millis * 1_000_000)
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(ms)
+    return duration
 
 
 def set_value(msg: struct_pb2.Value, v: object) -> None:

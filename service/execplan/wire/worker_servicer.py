@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 from execplan.errors import FieldViolation, InvalidArgument
-from execplan.executor.engine import Engine
+from execplan.executor.runtime.engine import Engine
 from execplan.v1 import worker_service_pb2 as ws
 from execplan.v1 import worker_service_pb2_grpc as ws_grpc
 from execplan.wire.auth import caller

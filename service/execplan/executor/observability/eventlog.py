@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from execplan.executor.observability.observer import EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
+from execplan.executor.task_errors import timeout_name
 from execplan.v1 import events_pb2 as ev
 
 
@@ -57,7 +58,7 @@ class EventLogObserver(EngineObserver):
                 )
             elif kind == "task_timed_out":
                 t = event.task_timed_out
-                name = ev.TimeoutKind.Name(t.timeout).removeprefix("TIMEOUT_KIND_").lower()
+                name = timeout_name(t.timeout)
                 self.log.warning(
                     "task %s timed out (%s)",
                     t.task_id,

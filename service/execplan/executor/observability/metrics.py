@@ -149,7 +149,7 @@ def default_metrics() -> EngineMetrics:
 
 
 def _ms(event: ev.ExecutionEvent) -> int:
-    return event.recorded_at.seconds * 1000 + event.recorded_at.nanos // 1_000_000
+    return event.recorded_at.ToMilliseconds()
 
 
 def _task_type(state: ExecutionState, task_id: str, phase: int) -> str:

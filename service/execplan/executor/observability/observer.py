@@ -1,15 +1,16 @@
 """Hooks through which metrics, tracing and logs watch the engine.
 
-The engine calls these after the fact (events already committed, dispatch already
-queued) and never waits on them, so an observer cannot change what the engine
-decides. Observers must be cheap: they run on the engine's event loop.
+The runtime calls these after the fact (events already committed; a dispatch
+decided and committed, about to be sent) and never waits on them, so an observer
+cannot change what the engine decides; `dispatching` may only add to the
+dispatch's trace context. Observers must be cheap: they run on the event loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from execplan.executor.dispatcher import WorkerConn
+from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.state import ExecutionState
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import worker_service_pb2 as ws

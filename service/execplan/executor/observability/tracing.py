@@ -36,7 +36,7 @@ _ENDS_ATTEMPT = {
 
 
 def _ns(event: ev.ExecutionEvent) -> int:
-    return event.recorded_at.seconds * 1_000_000_000 + event.recorded_at.nanos
+    return event.recorded_at.ToNanoseconds()
 
 
 class TracingObserver(EngineObserver):

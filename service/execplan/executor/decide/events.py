@@ -1,0 +1,215 @@
+"""Typed constructors of every event the machine decides: one function per kind.
+
+    step.emit(events.task_queued("charge", MAIN, attempt=2))
+
+Each returns an `ExecutionEvent` with only its kind's body set; `Step.emit` stamps
+the execution id, the next sequence number and the time, folds it into the state and
+records it. The body is built exactly as the log has always stored it (message fields
+such as `token` present even when zero), so replay compares recorded and re-decided
+events byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+from execplan.executor.task_errors import TaskError
+from execplan.executor.values import JsonValue, fill_struct, fill_value
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+Event = ev.ExecutionEvent
+
+
+def _phase(phase: int) -> ex.TaskPhase.ValueType:
+    return cast(ex.TaskPhase.ValueType, phase)
+
+
+def token(attempt: int, epoch: int) -> ev.AttemptToken:
+    return ev.AttemptToken(attempt=attempt, lease_epoch=epoch)
+
+
+# -- the execution -----------------------------------------------------------------
+
+
+def execution_started(
+    *,
+    plan_id: str,
+    workflow_name: str,
+    workflow_version: str,
+    inputs: Mapping[str, JsonValue],
+    request_id: str,
+    fairness_key: str,
+    trace_context: Mapping[str, str],
+) -> Event:
+    body = ev.ExecutionStarted(
+        plan_id=plan_id,
+        workflow_name=workflow_name,
+        workflow_version=workflow_version,
+        request_id=request_id,
+        fairness_key=fairness_key,
+        trace_context=trace_context,
+    )
+    fill_struct(body.inputs, inputs)
+    return Event(execution_started=body)
+
+
+def execution_paused(reason: str, request_id: str) -> Event:
+    return Event(execution_paused=ev.ExecutionPaused(reason=reason, request_id=request_id))
+
+
+def execution_resumed(request_id: str) -> Event:
+    return Event(execution_resumed=ev.ExecutionResumed(request_id=request_id))
+
+
+def execution_cancel_requested(reason: str, request_id: str, terminate: bool) -> Event:
+    body = ev.ExecutionCancelRequested(reason=reason, request_id=request_id, terminate=terminate)
+    return Event(execution_cancel_requested=body)
+
+
+def compensation_started(task_ids: list[str], reason: str) -> Event:
+    return Event(compensation_started=ev.CompensationStarted(task_ids=task_ids, reason=reason))
+
+
+def execution_completed(
+    state: int,
+    *,
+    failed_task_id: str = "",
+    outputs: Mapping[str, JsonValue] | None = None,
+    error: TaskError | None = None,
+) -> Event:
+    body = ev.ExecutionCompleted(
+        state=cast(ex.ExecutionState.ValueType, state), failed_task_id=failed_task_id
+    )
+    if outputs is not None:
+        fill_struct(body.outputs, outputs)
+    if error is not None:
+        error.fill(body.error)
+    return Event(execution_completed=body)
+
+
+def external_event_received(name: str, data: JsonValue, request_id: str, task_id: str) -> Event:
+    body = ev.ExternalEventReceived(name=name, request_id=request_id, task_id=task_id)
+    fill_value(body.data, data)
+    return Event(external_event_received=body)
+
+
+# -- a task ------------------------------------------------------------------------
+
+
+def task_queued(task_id: str, phase: int, attempt: int) -> Event:
+    return Event(task_queued=ev.TaskQueued(task_id=task_id, phase=_phase(phase), attempt=attempt))
+
+
+def task_skipped(task_id: str, reason: str) -> Event:
+    return Event(task_skipped=ev.TaskSkipped(task_id=task_id, reason=reason))
+
+
+def task_dispatched(
+    task_id: str,
+    phase: int,
+    attempt: int,
+    epoch: int,
+    *,
+    worker_id: str,
+    idempotency_key: str,
+    principal: str,
+) -> Event:
+    body = ev.TaskDispatched(
+        task_id=task_id,
+        phase=_phase(phase),
+        token=token(attempt, epoch),
+        worker_id=worker_id,
+        idempotency_key=idempotency_key,
+        principal=principal,
+    )
+    return Event(task_dispatched=body)
+
+
+def task_started(task_id: str, phase: int, attempt: int, epoch: int, worker_id: str) -> Event:
+    body = ev.TaskStarted(
+        task_id=task_id, phase=_phase(phase), token=token(attempt, epoch), worker_id=worker_id
+    )
+    return Event(task_started=body)
+
+
+def task_requeued(task_id: str, phase: int, attempt: int, epoch: int, reason: str) -> Event:
+    body = ev.TaskRequeued(
+        task_id=task_id, phase=_phase(phase), token=token(attempt, epoch), reason=reason
+    )
+    return Event(task_requeued=body)
+
+
+def task_succeeded(task_id: str, phase: int, attempt: int, epoch: int, output: JsonValue) -> Event:
+    body = ev.TaskSucceeded(task_id=task_id, phase=_phase(phase), token=token(attempt, epoch))
+    fill_value(body.output, output)
+    return Event(task_succeeded=body)
+
+
+def task_failed(
+    task_id: str, phase: int, attempt: int, epoch: int, error: TaskError, *, final: bool
+) -> Event:
+    body = ev.TaskFailed(
+        task_id=task_id,
+        phase=_phase(phase),
+        token=token(attempt, epoch),
+        error=error.to_proto(),
+        final=final,
+    )
+    return Event(task_failed=body)
+
+
+def task_timed_out(
+    task_id: str, phase: int, attempt: int, epoch: int, kind: int, *, final: bool
+) -> Event:
+    body = ev.TaskTimedOut(
+        task_id=task_id,
+        phase=_phase(phase),
+        token=token(attempt, epoch),
+        timeout=cast(ev.TimeoutKind.ValueType, kind),
+        final=final,
+    )
+    return Event(task_timed_out=body)
+
+
+def task_retry_scheduled(
+    task_id: str, phase: int, next_attempt: int, fire_at_ms: int, reason: str
+) -> Event:
+    body = ev.TaskRetryScheduled(
+        task_id=task_id, phase=_phase(phase), next_attempt=next_attempt, reason=reason
+    )
+    body.fire_at.FromMilliseconds(fire_at_ms)
+    return Event(task_retry_scheduled=body)
+
+
+def task_parked(task_id: str, phase: int, breaker_type: str, parked: bool) -> Event:
+    body = ev.TaskParked(
+        task_id=task_id, phase=_phase(phase), breaker_type=breaker_type, parked=parked
+    )
+    return Event(task_parked=body)
+
+
+def task_cancelled(task_id: str, phase: int, reason: str) -> Event:
+    body = ev.TaskCancelled(task_id=task_id, phase=_phase(phase), reason=reason)
+    return Event(task_cancelled=body)
+
+
+# -- timers ------------------------------------------------------------------------
+
+
+def timer_scheduled(timer_id: str, task_id: str, purpose: int, fire_at_ms: int | None) -> Event:
+    """`fire_at_ms` None: a wait without a timeout (no timer will fire)."""
+    body = ev.TimerScheduled(
+        timer_id=timer_id, task_id=task_id, purpose=cast(ev.TimerPurpose.ValueType, purpose)
+    )
+    if fire_at_ms is not None:
+        body.fire_at.FromMilliseconds(fire_at_ms)
+    return Event(timer_scheduled=body)
+
+
+def timer_fired(timer_id: str, task_id: str, purpose: int) -> Event:
+    body = ev.TimerFired(
+        timer_id=timer_id, task_id=task_id, purpose=cast(ev.TimerPurpose.ValueType, purpose)
+    )
+    return Event(timer_fired=body)

@@ -1,0 +1,302 @@
+"""evolve(state, event): the fold. Applies one committed-or-about-to-commit event.
+
+Pure with respect to the outside world: no clock (timestamps come from the event),
+no I/O, no randomness. Replaying an execution's log through it rebuilds the state
+exactly; that is how recovery and time travel work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from execplan.executor.decide import requests
+from execplan.executor.state import (
+    AttemptRecord,
+    ExecutionState,
+    TaskRun,
+    Timer,
+)
+from execplan.executor.task_errors import TaskError, timeout_error
+from execplan.executor.values import from_struct, from_value
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+
+def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> None:
+    """Marks a task terminal and updates its downstream trigger counters."""
+    task.state = outcome
+    task.finished_ms = at_ms
+    _drop_timers(state, task.index, all_purposes=True)
+    state.completions += 1
+    task.completed_order = state.completions
+    for child in state.plan.nodes[task.index].downstream:
+        counters = state.tasks[child]
+        counters.upstream_pending -= 1
+        if outcome == ex.TASK_STATE_SUCCEEDED:
+            counters.upstream_succeeded += 1
+        elif outcome == ex.TASK_STATE_FAILED:
+            counters.upstream_failed += 1
+        else:
+            counters.upstream_other += 1
+
+
+def _drop_timers(state: ExecutionState, index: int, *, all_purposes: bool) -> None:
+    """A settled task has no pending timers; a queued one no pending backoff.
+
+    Done here, in the fold, so that a state rebuilt from the log and the live state
+    agree on which timers are pending.
+    """
+    for timer in list(state.timers.values()):
+        if timer.task_index == index and (
+            all_purposes or timer.purpose == ev.TIMER_PURPOSE_RETRY_BACKOFF
+        ):
+            del state.timers[timer.timer_id]
+
+
+def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.execution_started
+    state.inputs = from_struct(body.inputs)
+    state.request_id = body.request_id
+    state.fairness_key = body.fairness_key
+    state.trace_context = dict(body.trace_context)
+    state.created_ms = at
+    state.state = ex.EXECUTION_STATE_RUNNING
+
+
+def _queued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_queued
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_QUEUED
+    task.phase = body.phase
+    task.attempt = body.attempt
+    task.worker_id = ""
+    task.principal = ""
+    task.queued_ms = at
+    task.first_queued_ms = task.first_queued_ms or at
+    _drop_timers(state, task.index, all_purposes=False)
+    task.status_message = ""
+
+
+def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_dispatched
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_DISPATCHED
+    task.attempt = body.token.attempt
+    task.epoch = body.token.lease_epoch
+    task.worker_id = body.worker_id
+    task.principal = body.principal
+    task.status_message = ""
+    task.attempts.append(
+        AttemptRecord(
+            attempt=body.token.attempt,
+            phase=body.phase,
+            worker_id=body.worker_id,
+            epoch=body.token.lease_epoch,
+            dispatched_ms=at,
+        )
+    )
+
+
+def _task_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    task = state.task(event.task_started.task_id)
+    task.state = ex.TASK_STATE_RUNNING
+    task.started_ms = at
+
+
+def _finish_attempt(task: TaskRun, at_ms: int, error: TaskError | None) -> None:
+    if task.attempts:
+        record = task.attempts[-1]
+        record.finished_ms = at_ms
+        record.error = error
+
+
+def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_succeeded
+    task = state.task(body.task_id)
+    _finish_attempt(task, at, None)
+    if body.phase == ex.TASK_PHASE_COMPENSATION:
+        task.state = ex.TASK_STATE_COMPENSATED
+        task.compensated = True
+        task.finished_ms = at
+        if state.compensation_queue and state.compensation_queue[0] == task.index:
+            state.compensation_queue.pop(0)
+        return
+    task.output = from_value(body.output)
+    task.error = None
+    state.consecutive_failures = 0
+    _settle(state, task, ex.TASK_STATE_SUCCEEDED, at)
+
+
+def _failure(
+    state: ExecutionState, task_id: str, phase: int, error: TaskError, *, final: bool, at: int
+) -> None:
+    task = state.task(task_id)
+    _finish_attempt(task, at, error)
+    task.error = error
+    if not final:
+        return
+    if phase == ex.TASK_PHASE_COMPENSATION:
+        task.state = ex.TASK_STATE_COMPENSATION_FAILED
+        task.finished_ms = at
+        return
+    state.consecutive_failures += 1
+    state.any_failed = True
+    _settle(state, task, ex.TASK_STATE_FAILED, at)
+
+
+def _failed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_failed
+    error = TaskError.from_proto(body.error)
+    _failure(state, body.task_id, body.phase, error, final=body.final, at=at)
+
+
+def _timed_out(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_timed_out
+    error = timeout_error(body.timeout)
+    _failure(state, body.task_id, body.phase, error, final=body.final, at=at)
+
+
+def _retry_scheduled(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_retry_scheduled
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_BACKING_OFF
+    task.status_message = body.reason
+
+
+def _requeued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_requeued
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_QUEUED
+    task.worker_id = ""
+    task.principal = ""
+    task.queued_ms = at
+    task.status_message = body.reason
+    if task.attempts:
+        task.attempts[-1].finished_ms = at
+
+
+def _skipped(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    task = state.task(event.task_skipped.task_id)
+    task.status_message = event.task_skipped.reason
+    _settle(state, task, ex.TASK_STATE_SKIPPED, at)
+
+
+def _parked(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_parked
+    task = state.task(body.task_id)
+    task.state = ex.TASK_STATE_PARKED if body.parked else ex.TASK_STATE_QUEUED
+    task.status_message = f"circuit breaker {body.breaker_type} open" if body.parked else ""
+    if not body.parked:
+        task.queued_ms = at  # schedule_to_start counts from here, not while parked
+
+
+def _cancelled(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_cancelled
+    task = state.task(body.task_id)
+    task.status_message = body.reason
+    if task.attempts and not task.attempts[-1].finished_ms:
+        task.attempts[-1].finished_ms = at
+    _settle(state, task, ex.TASK_STATE_CANCELLED, at)
+
+
+def _timer_scheduled(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.timer_scheduled
+    task = state.task(body.task_id)
+    fire_at = body.fire_at.ToMilliseconds()
+    state.timers[body.timer_id] = Timer(body.timer_id, task.index, body.purpose, fire_at)
+    if body.purpose in (ev.TIMER_PURPOSE_SLEEP, ev.TIMER_PURPOSE_EVENT_TIMEOUT):
+        task.state = ex.TASK_STATE_WAITING
+        if not task.started_ms:
+            task.started_ms = at
+
+
+def _timer_fired(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    state.timers.pop(event.timer_fired.timer_id, None)
+
+
+def _external_event(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    # An event is a latch: once received, every wait on its name sees the latest data.
+    body = event.external_event_received
+    data = from_value(body.data)
+    state.mailbox[body.name] = [data]
+    params = requests.digest(body.name, data)
+    requests.remember(state, body.request_id, "send_event", params, body.task_id)
+
+
+def _paused(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    state.paused = True
+    state.state = ex.EXECUTION_STATE_PAUSED
+    body = event.execution_paused
+    requests.remember(state, body.request_id, "pause", requests.digest(body.reason), "")
+
+
+def _resumed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    state.paused = False
+    state.state = ex.EXECUTION_STATE_RUNNING
+    body = event.execution_resumed
+    requests.remember(state, body.request_id, "resume", requests.digest(), "")
+
+
+def _cancel_requested(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    state.cancel_requested = True
+    body = event.execution_cancel_requested
+    kind = "terminate" if body.terminate else "cancel"
+    requests.remember(state, body.request_id, kind, requests.digest(body.reason), "")
+
+
+def _compensation_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    state.state = ex.EXECUTION_STATE_COMPENSATING
+    state.compensation_queue = [
+        state.plan.index_of[task_id] for task_id in event.compensation_started.task_ids
+    ]
+
+
+def _completed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.execution_completed
+    state.state = body.state
+    state.outputs = from_struct(body.outputs)
+    state.error = TaskError.from_proto(body.error) if body.HasField("error") else None
+    state.failed_task_id = body.failed_task_id
+    state.finished_ms = at
+    state.timers.clear()
+
+
+def _ignore(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    """Events that only inform (progress) and change no durable state."""
+
+
+# Each handler gets the event's time (`recorded_at`) in milliseconds as `at`.
+_HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] = {
+    "execution_started": _started,
+    "task_queued": _queued,
+    "task_dispatched": _dispatched,
+    "task_started": _task_started,
+    "task_succeeded": _succeeded,
+    "task_failed": _failed,
+    "task_timed_out": _timed_out,
+    "task_retry_scheduled": _retry_scheduled,
+    "task_requeued": _requeued,
+    "task_skipped": _skipped,
+    "task_parked": _parked,
+    "task_cancelled": _cancelled,
+    "timer_scheduled": _timer_scheduled,
+    "timer_fired": _timer_fired,
+    "external_event_received": _external_event,
+    "execution_paused": _paused,
+    "execution_resumed": _resumed,
+    "execution_cancel_requested": _cancel_requested,
+    "compensation_started": _compensation_started,
+    "execution_completed": _completed,
+    "task_progress": _ignore,
+}
+
+
+def evolve(state: ExecutionState, event: ev.ExecutionEvent) -> ExecutionState:
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        raise ValueError(f"event {event.sequence} of {event.execution_id} has no kind")
+    at = event.recorded_at.ToMilliseconds()
+    _HANDLERS[kind](state, event, at)
+    state.last_sequence = event.sequence
+    state.updated_ms = at
+    return state

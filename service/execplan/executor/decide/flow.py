@@ -1,0 +1,294 @@
+"""How an execution moves through its graph: readiness, task outcomes, completion.
+
+    start -> consider(root tasks) -> queue | skip
+    a task ends (succeed / fail_final / skip) -> after_terminal:
+        fail fast, compensate, auto-pause, or consider its downstream tasks
+        -> maybe_finish -> finish (execution_completed)
+    compensation (Saga): completed tasks' compensations, in reverse completion order
+
+This is the one recursive part of the core: a task's end considers the tasks after
+it, whose queueing may end them at once (a skip, a builtin that needs no waiting,
+a condition that cannot be evaluated). Everything else (`attempts`, `control`,
+`builtins`) calls into it and never the other way round. Events are decided depth
+first, in plan order, exactly as they always were: recorded histories replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from execplan.executor.decide import builtins, events
+from execplan.executor.decide import effects as fx
+from execplan.executor.decide.step import Step
+from execplan.executor.expressions.bindings import EvaluationError, reads_of
+from execplan.executor.expressions.evaluation import ExpressionBudgetExceeded, failure
+from execplan.executor.plan_view import NodeView
+from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, TaskRun
+from execplan.executor.task_errors import (
+    CANCELLED,
+    CONDITION_ERROR,
+    OUTPUT_ERROR,
+    TASK_FAILED,
+    TaskError,
+)
+from execplan.executor.values import JsonValue
+from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import workflow_pb2 as wf
+
+MAIN = ex.TASK_PHASE_MAIN
+FALLBACK = ex.TASK_PHASE_FALLBACK
+COMPENSATION = ex.TASK_PHASE_COMPENSATION
+
+
+def start(
+    step: Step,
+    inputs: Mapping[str, JsonValue],
+    request_id: str,
+    fairness_key: str,
+    trace_context: Mapping[str, str],
+) -> None:
+    plan = step.state.plan
+    step.emit(
+        events.execution_started(
+            plan_id=plan.plan_id,
+            workflow_name=plan.workflow_name,
+            workflow_version=plan.workflow_version,
+            inputs=inputs,
+            request_id=request_id,
+            fairness_key=fairness_key,
+            trace_context=trace_context,
+        )
+    )
+    for node in plan.nodes:
+        if not node.upstream:
+            consider(step, step.state.tasks[node.index])
+    maybe_finish(step)
+
+
+# -- readiness ---------------------------------------------------------------------
+
+
+def trigger_verdict(task: TaskRun, node: NodeView) -> bool | None:
+    """True = ready, False = skip, None = not yet decidable."""
+    done = task.upstream_pending == 0
+    rule = node.trigger
+    if rule == wf.TRIGGER_RULE_ALL_DONE:
+        return True if done else None
+    if rule == wf.TRIGGER_RULE_ONE_SUCCESS:
+        if task.upstream_succeeded:
+            return True
+        return False if done else None
+    if rule == wf.TRIGGER_RULE_ALL_FAILED:
+        if task.upstream_succeeded or task.upstream_other:
+            return False
+        return True if done else None
+    if task.upstream_failed or task.upstream_other:
+        return False
+    return True if done else None
+
+
+def consider(step: Step, task: TaskRun) -> None:
+    """A PENDING task whose upstream changed: queue it, skip it, or wait."""
+    state = step.state
+    if task.state != ex.TASK_STATE_PENDING or state.terminal or state.cancel_requested:
+        return
+    node = state.plan.nodes[task.index]
+    verdict = trigger_verdict(task, node)
+    if verdict is None:
+        return
+    if not verdict:
+        skip(step, task, "trigger rule not satisfied")
+        return
+    if node.condition is not None:
+        try:
+            allowed = step.evaluate(f"tasks[{node.index}].when", node.condition, node.reads)
+        except EvaluationError as error:
+            fail_final(step, task, MAIN, failure(CONDITION_ERROR, error))
+            return
+        if allowed is not True:
+            skip(step, task, f"condition is {str(allowed).lower()}: {node.condition.source}")
+            return
+    queue(step, task, node, MAIN, 1)
+
+
+def skip(step: Step, task: TaskRun, reason: str) -> None:
+    step.emit(events.task_skipped(step.task_id(task), reason))
+    after_terminal(step, task)
+
+
+def queue(step: Step, task: TaskRun, node: NodeView, phase: int, attempt: int) -> None:
+    """An attempt is ready: a worker task waits for a slot, a builtin starts now."""
+    step.emit(events.task_queued(node.task_id, phase, attempt))
+    if phase == MAIN and builtins.is_builtin(node):
+        outcome = builtins.start(step, task, node)
+        if outcome is not None:
+            settle(step, task, outcome)
+    else:
+        step.effect(fx.TaskReady(task.index))
+
+
+# -- outcomes of a task ------------------------------------------------------------
+
+
+def settle(step: Step, task: TaskRun, outcome: builtins.Outcome) -> None:
+    """A builtin's immediate outcome (its main phase)."""
+    if isinstance(outcome, builtins.Succeed):
+        succeed(step, task, MAIN, outcome.output)
+    else:
+        fail_final(step, task, MAIN, outcome.error)
+
+
+def succeed(step: Step, task: TaskRun, phase: int, output: JsonValue) -> None:
+    step.emit(events.task_succeeded(step.task_id(task), phase, task.attempt, task.epoch, output))
+    if phase == COMPENSATION:
+        next_compensation(step)
+    else:
+        after_terminal(step, task)
+
+
+def fail_final(step: Step, task: TaskRun, phase: int, error: TaskError) -> None:
+    """The task fails for good without a retry (errors the executor decides)."""
+    step.emit(
+        events.task_failed(step.task_id(task), phase, task.attempt, task.epoch, error, final=True)
+    )
+    after_final_failure(step, task)
+
+
+def after_final_failure(step: Step, task: TaskRun) -> None:
+    if task.phase == COMPENSATION:
+        finish(step, ex.EXECUTION_STATE_COMPENSATION_FAILED, task)
+    else:
+        after_terminal(step, task)
+
+
+def after_terminal(step: Step, task: TaskRun) -> None:
+    """What a task's end means for the execution."""
+    state = step.state
+    if state.terminal:
+        return
+    if task.state == ex.TASK_STATE_FAILED:
+        if state.plan.on_failure == wf.ON_FAILURE_COMPENSATE:
+            cancel_active(step, "another task failed")
+            start_compensation(step, f"task {step.task_id(task)} failed")
+            return
+        if state.plan.fail_fast:
+            finish(step, ex.EXECUTION_STATE_FAILED, task)
+            return
+        limit = state.plan.pause_after_failures
+        if limit and state.consecutive_failures >= limit and not state.paused:
+            step.emit(events.execution_paused(f"{limit} consecutive task failures", ""))
+    for child in state.plan.nodes[task.index].downstream:
+        consider(step, state.tasks[child])
+    maybe_finish(step)
+
+
+# -- completion and the Saga -------------------------------------------------------
+
+
+def maybe_finish(step: Step) -> None:
+    state = step.state
+    if state.terminal or state.state == ex.EXECUTION_STATE_COMPENSATING:
+        return
+    if state.completions < len(state.tasks):
+        return
+    if state.any_failed:
+        failed = next(t for t in state.tasks if t.state == ex.TASK_STATE_FAILED)
+        finish(step, ex.EXECUTION_STATE_FAILED, failed)
+    else:
+        finish(step, ex.EXECUTION_STATE_SUCCEEDED, None)
+
+
+def start_compensation(step: Step, reason: str) -> None:
+    state = step.state
+    done = sorted(
+        (
+            t
+            for t in state.tasks
+            if t.state == ex.TASK_STATE_SUCCEEDED
+            and state.plan.nodes[t.index].compensation is not None
+        ),
+        key=lambda t: -t.completed_order,
+    )
+    step.emit(events.compensation_started([step.task_id(t) for t in done], reason))
+    next_compensation(step)
+
+
+def next_compensation(step: Step) -> None:
+    state = step.state
+    if state.compensation_queue:
+        task = state.tasks[state.compensation_queue[0]]
+        queue(step, task, state.plan.nodes[task.index], COMPENSATION, 1)
+        return
+    if state.cancel_requested:
+        finish(step, ex.EXECUTION_STATE_CANCELLED, None, TaskError(CANCELLED, "cancelled"))
+    else:
+        failed = next((t for t in state.tasks if t.state == ex.TASK_STATE_FAILED), None)
+        finish(step, ex.EXECUTION_STATE_COMPENSATED, failed)
+
+
+def cancel_active(step: Step, reason: str, *, pending_too: bool = False) -> None:
+    """Cancels every task still in flight (telling workers to stop leased attempts)."""
+    for task in step.state.tasks:
+        if pending_too and task.state == ex.TASK_STATE_PENDING:
+            step.emit(
+                events.task_cancelled(
+                    step.task_id(task), task.phase, "execution ended before the task could run"
+                )
+            )
+        elif task.state in ACTIVE_TASK_STATES:
+            if task.state in LEASED_TASK_STATES:
+                step.effect(
+                    fx.CancelLease(
+                        task.index, task.worker_id, task.attempt, task.epoch, task.phase, reason
+                    )
+                )
+                step.effect(fx.ReleaseLease(task.index, task.worker_id))
+            step.emit(events.task_cancelled(step.task_id(task), task.phase, reason))
+
+
+def finish(
+    step: Step, outcome: int, failed: TaskRun | None, error: TaskError | None = None
+) -> None:
+    """The execution ends: whatever still runs is cancelled, outputs are evaluated."""
+    cancel_active(step, "execution finished", pending_too=True)
+    failed_task_id = ""
+    if failed is not None:
+        failed_task_id = step.task_id(failed)
+        cause = error or failed.error or TaskError(TASK_FAILED, "task failed")
+        error = TaskError(cause.type, f"task {failed_task_id}: {cause.message}", cause.retryable)
+    outputs: dict[str, JsonValue] | None = None
+    if outcome == ex.EXECUTION_STATE_SUCCEEDED:
+        try:
+            outputs = _outputs(step)
+        except EvaluationError as exc:
+            outcome = ex.EXECUTION_STATE_FAILED
+            error = failure(OUTPUT_ERROR, exc)
+    step.emit(
+        events.execution_completed(
+            outcome, failed_task_id=failed_task_id, outputs=outputs, error=error
+        )
+    )
+
+
+def _outputs(step: Step) -> dict[str, JsonValue]:
+    """The workflow's outputs. An output that cannot be evaluated because a task it
+    reads was SKIPPED is null: a skipped task's `output` is null, so
+    `tasks.register.output.version` has nothing to read, and a `when` that skips a
+    task is a normal way to succeed. Any other failure, an expression over its budget
+    included, raises EvaluationError (the execution fails with OutputError);
+    EvaluationPending (the sandbox is still at it) passes through."""
+    outputs: dict[str, JsonValue] = {}
+    for name, node in step.state.plan.outputs:
+        try:
+            outputs[name] = step.evaluate(f"outputs.{name}", node, reads_of(node))
+        except ExpressionBudgetExceeded:
+            raise  # over its budget: never quietly null
+        except EvaluationError:
+            skipped = any(
+                step.state.task(task_id).state == ex.TASK_STATE_SKIPPED
+                for task_id in reads_of(node)
+            )
+            if not skipped:
+                raise
+            outputs[name] = None
+    return outputs

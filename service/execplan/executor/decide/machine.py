@@ -1,0 +1,109 @@
+"""The Machine: the inputs an execution takes, each turned into events and effects.
+
+    machine = Machine(state, now_ms)
+    machine.succeeded(machine.check_token("charge", Claim(MAIN, attempt, epoch)), {"id": 7})
+    machine.events      # decided (and already folded into `state`), to commit
+    machine.effects     # to carry out once they are committed
+
+A Machine lives for one step of one execution (the shell makes one per execution
+per round and may apply several inputs to it). Each public method is one kind of
+input; the rules behind them are in `flow`, `attempts`, `control` and `builtins`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from execplan.executor.decide import attempts, builtins, control, events, fencing, flow
+from execplan.executor.decide import effects as fx
+from execplan.executor.decide.step import Step
+from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator
+from execplan.executor.state import ExecutionState, TaskRun
+from execplan.executor.task_errors import TaskError
+from execplan.executor.values import JsonValue
+from execplan.v1 import events_pb2 as ev
+
+
+class Machine:
+    # `state`, `now_ms`, `events` and `effects` are the step's (the same objects), kept
+    # as plain attributes: the shell reads them for every input of every round.
+    __slots__ = ("effects", "events", "now_ms", "state", "step")
+
+    def __init__(
+        self, state: ExecutionState, now_ms: int, evaluator: Evaluator = DEFAULT_EVALUATOR
+    ) -> None:
+        """`evaluator`: how expressions too expensive to run inline are evaluated; the
+        default waits for the sandbox, the runtime's raises EvaluationPending instead."""
+        step = self.step = Step(state, now_ms, evaluator)
+        self.state = state
+        self.now_ms = now_ms
+        self.events: list[ev.ExecutionEvent] = step.events
+        self.effects: list[fx.Effect] = step.effects
+
+    # -- the execution ---------------------------------------------------------------
+    def start(
+        self,
+        inputs: Mapping[str, JsonValue],
+        request_id: str,
+        fairness_key: str,
+        trace_context: Mapping[str, str],
+    ) -> None:
+        flow.start(self.step, inputs, request_id, fairness_key, trace_context)
+
+    def pause(self, reason: str, request_id: str) -> None:
+        control.pause(self.step, reason, request_id)
+
+    def resume(self, request_id: str) -> None:
+        control.resume(self.step, request_id)
+
+    def cancel(self, reason: str, request_id: str, terminate: bool) -> None:
+        control.cancel(self.step, reason, request_id, terminate)
+
+    def external_event(self, name: str, data: JsonValue, request_id: str) -> str:
+        return control.external_event(self.step, name, data, request_id)
+
+    def timer_fired(self, timer_id: str) -> None:
+        state = self.step.state
+        timer = state.timers.get(timer_id)
+        if timer is None or state.terminal:
+            return
+        task = state.tasks[timer.task_index]
+        self.step.emit(events.timer_fired(timer_id, self.step.task_id(task), timer.purpose))
+        if timer.purpose == ev.TIMER_PURPOSE_RETRY_BACKOFF:
+            attempts.retry_due(self.step, task)
+            return
+        outcome = builtins.on_timer(self.step, task, timer)
+        if outcome is not None:
+            flow.settle(self.step, task, outcome)
+
+    # -- attempts --------------------------------------------------------------------
+    def dispatch(self, index: int, worker_id: str, principal: str = "") -> bool:
+        """Leases a QUEUED task to a worker (of `principal`, "" with authentication
+        off); False if it failed to resolve inputs."""
+        return attempts.dispatch(self.step, index, worker_id, principal)
+
+    def check_token(self, task_id: str, claim: fencing.Claim) -> TaskRun:
+        """The task whose current lease `claim` names; StaleToken (why not) otherwise."""
+        return fencing.check(self.step.state, task_id, claim)
+
+    def acknowledged(self, task: TaskRun) -> None:
+        attempts.acknowledged(self.step, task)
+
+    def requeue(self, task: TaskRun, reason: str) -> None:
+        attempts.requeue(self.step, task, reason)
+
+    def succeeded(self, task: TaskRun, output: JsonValue) -> None:
+        attempts.succeeded(self.step, task, output)
+
+    def failed(self, task: TaskRun, error: TaskError) -> None:
+        attempts.failed(self.step, task, error)
+
+    def deadline_passed(self, task: TaskRun, kind: int) -> None:
+        """A timeout of an attempt (or, schedule_to_close, of the whole task) fired."""
+        attempts.deadline_passed(self.step, task, kind)
+
+    def park(self, task: TaskRun, breaker_type: str, parked: bool) -> None:
+        attempts.park(self.step, task, breaker_type, parked)
+
+    def circuit_open(self, task: TaskRun, breaker_type: str) -> None:
+        attempts.circuit_open(self.step, task, breaker_type)

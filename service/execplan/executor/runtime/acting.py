@@ -1,0 +1,128 @@
+"""After the commit: what the decided events ask of the world.
+
+`Actor.act(machine)` runs once an execution's events of a round are durable:
+dispatches and cancels go to the workers' outboxes (a dispatch carries the
+attempt's resolved inputs, its secrets, deadlines and trace context), durable
+timers and attempt deadlines are armed, the breakers count outcomes, observers and
+watchers see the events, a checkpoint is taken when due, and a finished execution
+is retired. Nothing here decides; the machine already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from execplan.executor.decide import effects as fx
+from execplan.executor.decide import fencing
+from execplan.executor.decide.machine import Machine
+from execplan.executor.observability.observer import Observers
+from execplan.executor.runtime.breakers import BreakerGate
+from execplan.executor.runtime.checkpoints import Checkpoints
+from execplan.executor.runtime.deadlines import Deadlines
+from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.hub import Hub
+from execplan.executor.runtime.leases import Leases
+from execplan.executor.runtime.secrets import SecretProvider
+from execplan.executor.runtime.sessions import WorkerSessions
+from execplan.executor.state import ExecutionState
+from execplan.executor.values import fill_struct
+from execplan.executor.view import encode_execution
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import worker_service_pb2 as ws
+
+# Events that change what WatchExecutions subscribers see of an execution.
+_SUMMARY_KINDS = frozenset(
+    {
+        "execution_started",
+        "execution_paused",
+        "execution_resumed",
+        "compensation_started",
+        "execution_completed",
+    }
+)
+
+
+class Actor:
+    def __init__(
+        self,
+        *,
+        sessions: WorkerSessions,
+        leases: Leases,
+        deadlines: Deadlines,
+        breakers: BreakerGate,
+        checkpoints: Checkpoints,
+        executions: Executions,
+        hub: Hub,
+        observers: Observers,
+        secrets: SecretProvider,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._sessions = sessions
+        self._leases = leases
+        self._deadlines = deadlines
+        self._breakers = breakers
+        self._checkpoints = checkpoints
+        self._executions = executions
+        self._hub = hub
+        self._observers = observers
+        self._secrets = secrets
+        self._now_ms = now_ms
+
+    def act(self, machine: Machine) -> None:
+        """The external effects of `machine`, whose events are committed."""
+        state = machine.state
+        for effect in machine.effects:
+            if isinstance(effect, fx.SendDispatch):
+                self._dispatch(state, effect)
+            elif isinstance(effect, fx.CancelLease):
+                ref = _ref(state, effect.index, effect.phase, effect.attempt, effect.epoch)
+                cancel = ws.CancelAttempt(attempt=ref, reason=effect.reason)
+                self._sessions.send(effect.worker_id, ws.ConnectResponse(cancels=[cancel]))
+            elif isinstance(effect, fx.ArmTimer):
+                self._deadlines.arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
+        events = machine.events
+        self._breakers.committed(state, events)
+        if self._observers.observers:
+            self._observers.committed(state, events)
+        if self._hub.wants(state.execution_id):
+            self._hub.publish(state.execution_id, events)
+        if self._hub.has_watchers_of_all() and any(
+            e.WhichOneof("kind") in _SUMMARY_KINDS for e in events
+        ):
+            self._hub.publish_summary(encode_execution(state, with_tasks=False))
+        self._checkpoints.committed(state)
+        if state.terminal:
+            self._executions.retire(state)
+
+    def _dispatch(self, state: ExecutionState, effect: fx.SendDispatch) -> None:
+        node = state.plan.nodes[effect.index]
+        timeouts = node.timeouts_for(effect.phase)
+        now = self._now_ms()
+        self._leases.beat(state.execution_id, effect.index, effect.epoch, now)
+        dispatch = ws.Dispatch(
+            attempt=_ref(state, effect.index, effect.phase, effect.attempt, effect.epoch),
+            task_type=effect.task_type,
+            idempotency_key=effect.idempotency_key,
+            heartbeat_timeout_ms=timeouts.heartbeat_ms,
+            trace_context=state.trace_context,
+            workflow_name=state.plan.workflow_name,
+        )
+        fill_struct(dispatch.inputs, effect.inputs)
+        if node.secrets:
+            dispatch.secrets.update(self._secrets.resolve(node.secrets))
+        if timeouts.start_to_close_ms:
+            dispatch.start_to_close_deadline.FromMilliseconds(now + timeouts.start_to_close_ms)
+        claim = fencing.Claim(effect.phase, effect.attempt, effect.epoch)
+        self._deadlines.dispatched(state, effect.index, claim)
+        if self._observers.observers:
+            self._observers.dispatching(state, dispatch)
+        self._sessions.send(effect.worker_id, ws.ConnectResponse(dispatches=[dispatch]))
+
+
+def _ref(state: ExecutionState, index: int, phase: int, attempt: int, epoch: int) -> ws.AttemptRef:
+    return ws.AttemptRef(
+        execution_id=state.execution_id,
+        task_id=state.plan.nodes[index].task_id,
+        phase=phase,  # type: ignore[arg-type]
+        token=ev.AttemptToken(attempt=attempt, lease_epoch=epoch),
+    )

@@ -1,0 +1,35 @@
+"""The engine's settings: deadlines, grace periods, caches, back-pressure bounds and
+the budget of expressions evaluated in the sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from execplan.executor.expressions.sandbox import ExpressionBudget
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    ack_deadline_ms: int = 5_000
+    heartbeat_interval_ms: int = 2_000
+    # Leases of a worker that disconnected are kept this long for it to come back.
+    reconnect_grace_ms: int = 5_000
+    # After a restart, how long workers get to reconnect and reclaim their attempts.
+    recovery_grace_ms: int = 5_000
+    # Finished executions kept in memory for fast reads.
+    finished_cache: int = 2_000
+    # Decoded plans kept in memory (an execution holds its own plan while it runs).
+    plan_cache: int = 256
+    # Events between checkpoints of one execution; bounds replay at recovery.
+    checkpoint_every: int = 2_000
+    # Largest inputs of an execution and output of a task (serialized bytes).
+    max_payload_bytes: int = 2 * 1024 * 1024
+    # Back-pressure: StartExecution is refused while this many executions run,
+    # or while the pump has this many unprocessed inputs.
+    max_live_executions: int = 100_000
+    max_inbox: int = 200_000
+    # Longest an assignment ack waits to share a commit with other events.
+    ack_flush_ms: int = 20
+    # Time, memory and size budget of an expression too expensive to run inline
+    # (it runs in a sandbox process; runtime/evaluations.py).
+    expressions: ExpressionBudget = field(default_factory=ExpressionBudget)

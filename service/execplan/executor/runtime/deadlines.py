@@ -1,0 +1,229 @@
+"""Every timer of the runtime that belongs to an execution, tracked so none outlives it.
+
+Attempt deadlines (ack, start_to_close, heartbeat, schedule_to_start,
+schedule_to_close) are in memory only: a `loop.call_later` handle that submits an
+input for the pump; the input checks (`fencing`) that the lease it was armed for is
+still the current one, so a handle that fires late does nothing. Durable timers
+(retry backoff, sleep, wait timeouts) are recorded as events (`timer_scheduled`) and
+armed here once committed. `forget(execution_id)` cancels all of an execution's
+handles (it finished, was reloaded or moved to another replica); `rearm` creates
+them again from a state rebuilt from the log; `stop` cancels everything. A missed
+ack deadline also tells the worker's pacing (`missed_ack`, runtime/sessions.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from execplan.executor.decide import fencing
+from execplan.executor.decide.machine import Machine
+from execplan.executor.runtime.config import EngineConfig
+from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.inbox import Inbox
+from execplan.executor.runtime.leases import Leases
+from execplan.executor.state import ACTIVE_TASK_STATES, ExecutionState, TaskRun
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+
+class Deadlines:
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        executions: Executions,
+        inbox: Inbox,
+        leases: Leases,
+        missed_ack: Callable[[str], None],
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._executions = executions
+        self._inbox = inbox
+        self._leases = leases
+        self._missed_ack = missed_ack
+        self._now_ms = now_ms
+        self._handles: dict[str, set[asyncio.TimerHandle]] = {}
+        # Durable timers by (execution id, timer id): re-arming one replaces it.
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+
+    def pending(self, execution_id: str) -> int:
+        """Handles armed for an execution and not fired yet (tests, introspection)."""
+        timers = sum(1 for key in self._timers if key[0] == execution_id)
+        return len(self._handles.get(execution_id, ())) + timers
+
+    def forget(self, execution_id: str) -> None:
+        for handle in self._handles.pop(execution_id, ()):
+            handle.cancel()
+        for key in [k for k in self._timers if k[0] == execution_id]:
+            self._timers.pop(key).cancel()
+
+    def stop(self) -> None:
+        for handles in self._handles.values():
+            for handle in handles:
+                handle.cancel()
+        self._handles.clear()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    def _at(self, execution_id: str, at_ms: int, fire: Callable[[], None]) -> None:
+        self._after(execution_id, max(0, at_ms - self._now_ms()), fire)
+
+    def _after(self, execution_id: str, delay_ms: int, fire: Callable[[], None]) -> None:
+        handles = self._handles.setdefault(execution_id, set())
+
+        def run() -> None:
+            handles.discard(handle)
+            fire()
+
+        handle = asyncio.get_running_loop().call_later(max(0, delay_ms) / 1000, run)
+        handles.add(handle)
+
+    def _submit(self, execution_id: str, action: Callable[[Machine], None]) -> None:
+        if execution_id in self._executions:
+            self._inbox.submit(execution_id, action)
+
+    # -- durable timers --------------------------------------------------------------
+    def arm(self, execution_id: str, timer_id: str, fire_at_ms: int) -> None:
+        key = (execution_id, timer_id)
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self._inbox.submit(execution_id, lambda m: m.timer_fired(timer_id))
+
+        delay = max(0.0, (fire_at_ms - self._now_ms()) / 1000)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
+
+    # -- a leased attempt ------------------------------------------------------------
+    def dispatched(self, state: ExecutionState, index: int, claim: fencing.Claim) -> None:
+        """The attempt's lease was sent to its worker: its ack, start_to_close and
+        heartbeat deadlines start now."""
+        self._watch_ack(state.execution_id, index, claim, self._config.ack_deadline_ms)
+        timeouts = state.plan.nodes[index].timeouts_for(claim.phase)
+        if timeouts.start_to_close_ms:
+            self._watch_timeout(
+                state.execution_id,
+                index,
+                claim,
+                timeouts.start_to_close_ms,
+                ev.TIMEOUT_KIND_START_TO_CLOSE,
+            )
+        if timeouts.heartbeat_ms:
+            self._watch_heartbeat(state.execution_id, index, claim, timeouts.heartbeat_ms)
+
+    def _watch_ack(
+        self, execution_id: str, index: int, claim: fencing.Claim, delay_ms: int
+    ) -> None:
+        def action(machine: Machine) -> None:
+            task = machine.state.tasks[index]
+            if task.state == ex.TASK_STATE_DISPATCHED and fencing.holds(
+                machine.state, index, claim
+            ):
+                self._missed_ack(task.worker_id)
+                machine.requeue(task, "assignment not acknowledged in time")
+
+        self._after(execution_id, delay_ms, lambda: self._submit(execution_id, action))
+
+    def _watch_timeout(
+        self, execution_id: str, index: int, claim: fencing.Claim, delay_ms: int, kind: int
+    ) -> None:
+        action = _timed_out(index, claim, kind)
+        self._after(execution_id, delay_ms, lambda: self._submit(execution_id, action))
+
+    def _watch_heartbeat(
+        self, execution_id: str, index: int, claim: fencing.Claim, limit_ms: int
+    ) -> None:
+        def check() -> None:
+            last = self._leases.last_beat(execution_id, index, claim.epoch)
+            if last is None:
+                return  # the lease ended (or moved on)
+            silent = self._now_ms() - last
+            if silent >= limit_ms:
+                self._submit(execution_id, _timed_out(index, claim, ev.TIMEOUT_KIND_HEARTBEAT))
+            else:
+                self._after(execution_id, limit_ms - silent, check)
+
+        self._after(execution_id, limit_ms, check)
+
+    # -- a queued attempt and the task as a whole ------------------------------------
+    def queued(self, state: ExecutionState, index: int) -> None:
+        """schedule_to_start (queued -> acked) of this attempt; schedule_to_close once."""
+        task = state.tasks[index]
+        limit = state.plan.nodes[index].timeouts_for(task.phase).schedule_to_start_ms
+        if limit:
+            phase, attempt = task.phase, task.attempt
+
+            def late(machine: Machine) -> None:
+                run = machine.state.tasks[index]
+                if (
+                    run.phase == phase
+                    and run.attempt == attempt
+                    and run.state in (ex.TASK_STATE_QUEUED, ex.TASK_STATE_DISPATCHED)
+                    and machine.now_ms >= run.queued_ms + limit
+                ):
+                    machine.deadline_passed(run, ev.TIMEOUT_KIND_SCHEDULE_TO_START)
+
+            execution_id = state.execution_id
+            self._at(execution_id, task.queued_ms + limit, lambda: self._submit(execution_id, late))
+        if task.attempt == 1:
+            self.whole_task(state, index)
+
+    def whole_task(self, state: ExecutionState, index: int) -> None:
+        """schedule_to_close: first queued -> final result, across all attempts."""
+        task = state.tasks[index]
+        limit = state.plan.nodes[index].timeouts.schedule_to_close_ms
+        if not limit or task.phase != ex.TASK_PHASE_MAIN or not task.first_queued_ms:
+            return
+
+        def late(machine: Machine) -> None:
+            run = machine.state.tasks[index]
+            if (
+                run.phase == ex.TASK_PHASE_MAIN
+                and run.state in ACTIVE_TASK_STATES
+                and run.state != ex.TASK_STATE_WAITING
+            ):
+                machine.deadline_passed(run, ev.TIMEOUT_KIND_SCHEDULE_TO_CLOSE)
+
+        execution_id = state.execution_id
+        self._at(
+            execution_id, task.first_queued_ms + limit, lambda: self._submit(execution_id, late)
+        )
+
+    # -- after a restart or a reload -------------------------------------------------
+    def rearm(self, state: ExecutionState, task: TaskRun, *, reattached: bool) -> None:
+        """The in-memory deadlines of a leased attempt, from the log. `reattached`: its
+        worker is still connected here (a reload), so its ack deadline runs on; after
+        a restart or a takeover the reconnect grace decides instead."""
+        timeouts = state.plan.nodes[task.index].timeouts_for(task.phase)
+        claim = fencing.lease_of(task)
+        now = self._now_ms()
+        dispatched_ms = task.attempts[-1].dispatched_ms if task.attempts else now
+        if reattached and task.state == ex.TASK_STATE_DISPATCHED:
+            left = dispatched_ms + self._config.ack_deadline_ms - now
+            self._watch_ack(state.execution_id, task.index, claim, left)
+        if timeouts.start_to_close_ms and task.attempts:
+            self._watch_timeout(
+                state.execution_id,
+                task.index,
+                claim,
+                dispatched_ms + timeouts.start_to_close_ms - now,
+                ev.TIMEOUT_KIND_START_TO_CLOSE,
+            )
+        if timeouts.heartbeat_ms:
+            self._leases.beat(state.execution_id, task.index, task.epoch, now)
+            self._watch_heartbeat(state.execution_id, task.index, claim, timeouts.heartbeat_ms)
+        if task.state == ex.TASK_STATE_DISPATCHED and timeouts.schedule_to_start_ms:
+            self.queued(state, task.index)
+
+
+def _timed_out(index: int, claim: fencing.Claim, kind: int) -> Callable[[Machine], None]:
+    def action(machine: Machine) -> None:
+        if fencing.holds(machine.state, index, claim):
+            machine.deadline_passed(machine.state.tasks[index], kind)
+
+    return action

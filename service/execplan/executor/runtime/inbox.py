@@ -1,0 +1,90 @@
+"""Inputs waiting for the pump: everything that may change an execution goes here.
+
+    inbox.submit(execution_id, lambda machine: machine.pause("why", ""), future)
+
+An input is an action on the execution's `Machine`, applied in the pump's next
+round; its `future` (if any) is answered only after that round committed. Inputs
+that need no commit of their own (assignment acks) are `submit_deferred`: they
+ride along with the next round that commits anyway, or after `ack_flush_ms`.
+Submitting wakes the pump; nothing is processed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from execplan.executor.decide.machine import Machine
+
+Action = Callable[[Machine], Any]
+
+
+@dataclass(slots=True)
+class Input:
+    execution_id: str
+    action: Action
+    future: asyncio.Future[Any] | None
+    # Rounds this input already went through without committing (see round.py).
+    tries: int = 0
+
+
+class Inbox:
+    def __init__(self, ack_flush_ms: int) -> None:
+        self._ack_flush_s = ack_flush_ms / 1000
+        self._inputs: list[Input] = []
+        self._deferred: list[Input] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self.woken = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def submit(
+        self, execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
+    ) -> None:
+        self._inputs.append(Input(execution_id, action, future))
+        self.woken.set()
+
+    def again(self, inputs: list[Input]) -> None:
+        """Inputs of a round that did not commit, for the next round."""
+        self._inputs.extend(inputs)
+        self.woken.set()
+
+    def submit_deferred(
+        self, execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Work that need not force a commit of its own (assignment acks).
+
+        An ack only records DISPATCHED -> RUNNING; nothing outside the engine acts on
+        it. So it rides along with the next round that commits anyway (usually the
+        attempt's own result, for short tasks), or after `ack_flush_ms` at the latest:
+        one fsync per chain step instead of two. Losing an uncommitted ack in a crash
+        is harmless: the lease is reclaimed by the worker or re-dispatched.
+        """
+        self._deferred.append(Input(execution_id, action, future))
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self._ack_flush_s, self._flushed)
+
+    def _flushed(self) -> None:
+        self._flush = None
+        if self._deferred:
+            self.woken.set()
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    def take(self) -> list[Input]:
+        """Everything pending, deferred inputs first: an ack precedes its result."""
+        batch, self._inputs = self._deferred + self._inputs, []
+        self._deferred = []
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        return batch
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None

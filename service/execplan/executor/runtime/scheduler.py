@@ -1,0 +1,255 @@
+"""Matching queued tasks to free worker slots, fairly, behind gates.
+
+Each pump round, after the inputs are decided and before the commit, `dispatch`
+visits the executions with ready tasks in fair order (`queues.py`), skips paused
+ones and those at their `max_parallel`, takes each one's best task, asks every
+`Gate` whether it may go now, picks a worker (`workers.py`) and lets the machine
+decide the dispatch. A task no worker can take goes back to its queue with a hint
+callers see in its `status_message` ("waiting for a worker with task type X").
+
+A **gate** is a check before a dispatch with state shared across executions. The
+circuit breakers are one (`breakers.py`); concurrency and rate limits, budgets and
+resources fit the same protocol: `admit` returns None (the gate does not apply),
+a `Verdict` that refuses (the machine decides what happens instead: park it, fail
+it) or one that admits and wants to know when the dispatch was decided.
+
+`absorb` carries out the effects that stay inside the engine, right after a
+decision (so a task queued by it can be dispatched in the same round):
+`TaskReady` queues the task and arms its queue deadlines, `ReleaseLease` frees the
+worker slot.
+
+A dispatch whose inputs need the expression sandbox first decides nothing yet: the
+task stays QUEUED, out of the ready queue, and is offered again once the outcome is
+in (`evaluations.py`). A refusal that needs one (what follows a failure may evaluate
+an expression) suspends its execution, as an input would (`pump.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from execplan.executor.decide import effects as fx
+from execplan.executor.decide.machine import Machine
+from execplan.executor.expressions.evaluation import EvaluationPending, Request
+from execplan.executor.runtime.deadlines import Deadlines
+from execplan.executor.runtime.evaluations import Evaluations
+from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.inbox import Inbox, Input
+from execplan.executor.runtime.leases import Leases
+from execplan.executor.runtime.queues import ReadyQueues
+from execplan.executor.runtime.workers import WorkerRegistry
+from execplan.executor.state import ExecutionState
+from execplan.v1 import execution_pb2 as ex
+
+# Suspends an execution whose decision waits for an evaluation (Pump.suspend).
+Suspend = Callable[[str, Request], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    # Decide this instead of the dispatch (the task does not go now).
+    refuse: Callable[[Machine], None] | None = None
+    # Called once the dispatch is decided (e.g. to count a slot the gate gave out).
+    dispatched: Callable[[], None] | None = None
+
+
+class Gate(Protocol):
+    def admit(self, state: ExecutionState, index: int, now_ms: int) -> Verdict | None:
+        """May task `index` of `state` be dispatched now? None: not this gate's task."""
+        ...
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        executions: Executions,
+        workers: WorkerRegistry,
+        leases: Leases,
+        deadlines: Deadlines,
+        evaluations: Evaluations[Input],
+        inbox: Inbox,
+        gates: tuple[Gate, ...] = (),
+    ) -> None:
+        self._executions = executions
+        self._workers = workers
+        self._leases = leases
+        self._deadlines = deadlines
+        self._evaluations = evaluations
+        self._inbox = inbox
+        self._gates = gates
+        self._ready = ReadyQueues()
+        # Why a queued attempt waits, by (execution id, task index): shown as the
+        # task's status while that attempt is still the one queued (see `hint`).
+        self._hints: dict[tuple[str, int], tuple[int, int, int, str]] = {}
+
+    def forget(self, execution_id: str) -> None:
+        self._ready.drop(execution_id)
+        for key in [k for k in self._hints if k[0] == execution_id]:
+            del self._hints[key]
+
+    def hint(self, state: ExecutionState, index: int) -> str:
+        """Why task `index` waits in its queue ("" when nothing is known)."""
+        found = self._hints.get((state.execution_id, index))
+        task = state.tasks[index]
+        if found is None or task.state != ex.TASK_STATE_QUEUED:
+            return ""
+        phase, attempt, epoch, reason = found
+        return reason if (task.phase, task.attempt, task.epoch) == (phase, attempt, epoch) else ""
+
+    def _wait(self, state: ExecutionState, index: int, reason: str) -> None:
+        task = state.tasks[index]
+        self._hints[(state.execution_id, index)] = (task.phase, task.attempt, task.epoch, reason)
+
+    def _machine(self, machines: dict[str, Machine], state: ExecutionState, now: int) -> Machine:
+        machine = machines.get(state.execution_id)
+        if machine is None:
+            machine = Machine(state, now, self._evaluations.evaluator)
+            machines[state.execution_id] = machine
+        return machine
+
+    def _offer(
+        self, execution_id: str, task_type: str, index: int, phase: int, attempt: int
+    ) -> None:
+        """A task whose dispatch waited for its inputs' evaluation goes back to the
+        ready queue, if it is still the same queued attempt."""
+        state = self._executions.get(execution_id)
+        if state is None or not _queued_in(state)(index, phase, attempt):
+            return
+        node = state.plan.nodes[index]
+        self._ready.push(
+            execution_id, state.fairness_key, task_type, node, phase=phase, attempt=attempt
+        )
+        self._inbox.wake()
+
+    # -- effects that stay inside the engine -----------------------------------------
+    def absorb(self, machine: Machine, start: int = 0) -> None:
+        """The internal effects of `machine` from `start` on; safe before the commit."""
+        state = machine.state
+        for effect in machine.effects[start:]:
+            if isinstance(effect, fx.TaskReady):
+                self._queue(state, effect.index)
+            elif isinstance(effect, fx.ReleaseLease):
+                self._leases.released(state.execution_id, effect.index)
+
+    def _queue(self, state: ExecutionState, index: int) -> None:
+        task = state.tasks[index]
+        node = state.plan.nodes[index]
+        task_type = node.type_for(task.phase)
+        if not self._workers.has_type(task_type):
+            self._wait(state, index, f"waiting for a worker with task type {task_type}")
+        self._ready.push(
+            state.execution_id,
+            state.fairness_key,
+            task_type,
+            node,
+            phase=task.phase,
+            attempt=task.attempt,
+        )
+        timeouts = node.timeouts_for(task.phase)
+        if timeouts.schedule_to_start_ms or node.timeouts.schedule_to_close_ms:
+            self._deadlines.queued(state, index)
+
+    # -- the dispatch round ----------------------------------------------------------
+    def dispatch(self, machines: dict[str, Machine], now: int, suspend: Suspend) -> None:
+        """Dispatches what can go now; decisions land in `machines` (one per execution)."""
+        if not len(self._ready) or self._workers.total_free() <= 0:
+            return
+        blocked: set[str] = set()
+        progress = True
+        while progress and len(self._ready):
+            progress = False
+            for execution_id in list(self._ready.rounds()):
+                state = self._executions.get(execution_id)
+                if state is None or state.terminal:
+                    self._ready.drop(execution_id)
+                    continue
+                if state.paused:
+                    continue
+                limit = state.plan.max_parallel
+                if limit and self._leases.inflight(execution_id) >= limit:
+                    continue
+                picked = self._ready.take(execution_id, _queued_in(state), blocked)
+                if picked is None:
+                    continue
+                if self._one(machines, state, picked, now, blocked, suspend):
+                    progress = True
+
+    def _one(  # noqa: PLR0917
+        self,
+        machines: dict[str, Machine],
+        state: ExecutionState,
+        picked: tuple[str, int],
+        now: int,
+        blocked: set[str],
+        suspend: Suspend,
+    ) -> bool:
+        """Dispatches (or refuses) one task; False when it went back to its queue or
+        waits for an evaluation."""
+        task_type, index = picked
+        execution_id = state.execution_id
+        node = state.plan.nodes[index]
+        dispatched: list[Callable[[], None]] = []
+        for gate in self._gates:
+            verdict = gate.admit(state, index, now)
+            if verdict is None:
+                continue
+            if verdict.refuse is not None:
+                machine = self._machine(machines, state, now)
+                mark = len(machine.effects)
+                try:
+                    verdict.refuse(machine)
+                except EvaluationPending as pending:
+                    suspend(execution_id, pending.request)
+                    return False
+                self.absorb(machine, mark)
+                return True
+            if verdict.dispatched is not None:
+                dispatched.append(verdict.dispatched)
+        worker = self._workers.pick(task_type, node)
+        if worker is None:
+            if not self._workers.free_for(task_type):
+                blocked.add(task_type)
+            else:
+                self._wait(state, index, "no worker matches its placement")
+            task = state.tasks[index]
+            self._ready.push(
+                execution_id,
+                state.fairness_key,
+                task_type,
+                node,
+                phase=task.phase,
+                attempt=task.attempt,
+            )
+            return False
+        machine = self._machine(machines, state, now)
+        mark = len(machine.effects)
+        try:
+            leased = machine.dispatch(index, worker.worker_id, worker.principal or "")
+        except EvaluationPending as pending:
+            task = state.tasks[index]
+            offer = (execution_id, task_type, index, task.phase, task.attempt)
+            self._evaluations.start(pending.request, lambda: self._offer(*offer))
+            return False
+        if leased:
+            for done in dispatched:
+                done()
+            self._ready.served(execution_id)
+            self._hints.pop((execution_id, index), None)
+            self._leases.granted(execution_id, index, worker.worker_id, state.tasks[index].epoch)
+        self.absorb(machine, mark)
+        return True
+
+
+def _queued_in(state: ExecutionState) -> Callable[[int, int, int], bool]:
+    """Is this ready-queue entry (index, phase, attempt) the task's queued attempt?"""
+
+    def current(index: int, phase: int, attempt: int) -> bool:
+        task = state.tasks[index]
+        return (
+            task.state == ex.TASK_STATE_QUEUED and task.phase == phase and task.attempt == attempt
+        )
+
+    return current

@@ -1,0 +1,303 @@
+"""Worker streams as the runtime sees them: connect, messages, disconnect.
+
+A worker connects (reclaiming the attempts it still runs, listed as `running`),
+sends acks, heartbeats and results, and disconnects; the leases of a lost worker
+are kept for a grace period, then requeued (`leases.py`). With authentication on, a
+worker id belongs to the principal that first registered it. Everything that
+changes an execution becomes an input for the pump, checked by the fencing rule
+(`decide/fencing.py`: the lease, the worker, its principal, its task types) when the
+pump applies it; assignment acks are deferred so they share a commit with other
+work, and a result for an attempt still DISPATCHED is an implied ack. A message for
+an execution being reloaded is held until it is back. Acks feed the worker's pacing
+window (`pacing.py`); a missed ack deadline shrinks it (`missed_ack`).
+
+What goes back to a worker (dispatches, cancels, rejections) is put on its outbox,
+which the worker servicer drains onto the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from execplan.errors import FailedPrecondition, StaleToken
+from execplan.executor.decide import fencing
+from execplan.executor.decide.machine import Machine
+from execplan.executor.decide.retry import worker_retryable
+from execplan.executor.observability.observer import Observers
+from execplan.executor.runtime.config import EngineConfig
+from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.inbox import Inbox
+from execplan.executor.runtime.leases import LeaseKey, Leases
+from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
+from execplan.executor.state import TaskRun
+from execplan.executor.task_errors import PAYLOAD_TOO_LARGE, TaskError
+from execplan.executor.values import from_value
+from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import worker_service_pb2 as ws
+
+log = logging.getLogger("execplan.executor")
+
+Outbox = Callable[[ws.ConnectResponse], None]
+# What a worker's report does to its (fenced) task, on the machine.
+Report = Callable[[Machine, TaskRun], None]
+
+
+class WorkerSessions:
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        workers: WorkerRegistry,
+        leases: Leases,
+        executions: Executions,
+        inbox: Inbox,
+        observers: Observers,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._workers = workers
+        self._leases = leases
+        self._executions = executions
+        self._inbox = inbox
+        self._observers = observers
+        self._now_ms = now_ms
+        self._outboxes: dict[str, Outbox] = {}
+        self._session = 0
+        self._probations: set[asyncio.TimerHandle] = set()
+
+    def send(self, worker_id: str, message: ws.ConnectResponse) -> None:
+        outbox = self._outboxes.get(worker_id)
+        if outbox is not None:
+            outbox(message)
+
+    # -- a stream begins and ends ----------------------------------------------------
+    def connect(
+        self, registration: ws.WorkerRegistration, outbox: Outbox, principal: str | None = None
+    ) -> tuple[WorkerConn, list[ws.AttemptRef]]:
+        """Registers a worker stream; returns it and the `running` attempts it lost.
+
+        `principal`: the authenticated caller (None with authentication off). A worker
+        id registered by another principal is PermissionDenied (WorkerRegistry.bind).
+        """
+        self._workers.bind(registration.worker_id, principal)
+        self._session += 1
+        now = self._now_ms()
+        old = self._workers.workers.get(registration.worker_id)
+        slots = max(1, registration.slots)
+        worker = WorkerConn(
+            worker_id=registration.worker_id,
+            task_types=frozenset(registration.task_types),
+            labels=dict(registration.labels),
+            environment=registration.environment,
+            slots=slots,
+            session=self._session,
+            sdk=registration.sdk,
+            connected_at_ms=now,
+            last_seen_ms=now,
+            principal=principal,
+            pace=self._workers.pace(registration.worker_id, slots),
+        )
+        claimed: set[LeaseKey] = set()
+        revoked: list[ws.AttemptRef] = []
+        for ref in registration.running:
+            key = self._lease_key(ref)
+            if key is not None and not self._stale(key, ref, worker):
+                claimed.add(key)
+            else:
+                revoked.append(ref)
+        previous = (old.leases if old else set()) | self._leases.reclaim(worker.worker_id)
+        self._workers.add(worker)
+        self._outboxes[worker.worker_id] = outbox
+        for key in claimed:
+            self._leases.attach(key, worker.worker_id, now)
+        self._observers.worker_connected(worker)
+        for execution_id, index in previous - claimed:
+            # Only the lease it held: not one granted since.
+            self._leases.requeue(execution_id, index, worker.worker_id, "worker restarted")
+        self._inbox.wake()
+        return worker, revoked
+
+    def disconnect(self, worker: WorkerConn) -> None:
+        current = self._workers.workers.get(worker.worker_id)
+        if current is not worker:
+            return  # a newer stream of the same worker already took over
+        worker.connected = False
+        self._observers.worker_disconnected(worker)
+        self._outboxes.pop(worker.worker_id, None)
+        leases = set(worker.leases)
+        self._workers.remove(worker.worker_id)
+        self._leases.orphan(worker.worker_id, leases, self._config.reconnect_grace_ms)
+
+    def _lease_key(self, ref: ws.AttemptRef) -> LeaseKey | None:
+        state = self._executions.get(ref.execution_id)
+        if state is None:
+            return None
+        index = state.plan.index_of.get(ref.task_id)
+        return None if index is None else (ref.execution_id, index)
+
+    def _stale(self, key: LeaseKey, ref: ws.AttemptRef, worker: WorkerConn) -> str:
+        """'' when `ref` names the current lease of `worker` (fencing.stale)."""
+        state = self._executions.get(key[0])
+        if state is None:
+            return "execution is not running"
+        return fencing.stale(state.tasks[key[1]], state.plan.nodes[key[1]], _claim(ref, worker))
+
+    # -- messages --------------------------------------------------------------------
+    def message(self, worker: WorkerConn, request: ws.ConnectRequest) -> None:
+        """Acks, heartbeats, results and status from a worker."""
+        now = worker.last_seen_ms = self._now_ms()
+        for heartbeat in request.heartbeats:
+            self._heartbeat(worker, heartbeat.attempt, now)
+        for ack in request.acks:
+            self._report(worker, ack.attempt, None, deferred=True)
+        for result in request.results:
+            self._result(worker, result)
+        if request.HasField("status"):
+            worker.report(request.status.free_slots, request.status.draining)
+            self._inbox.wake()
+
+    def _heartbeat(self, worker: WorkerConn, ref: ws.AttemptRef, now: int) -> None:
+        """Extends the lease it names, or tells the worker that lease is not its own."""
+        if self._executions.reloading(ref.execution_id):
+            return  # checked again by the next heartbeat, once the execution is back
+        key = self._lease_key(ref)
+        if key is None:
+            reason = "execution is not running" if ref.execution_id not in self._executions else ""
+            self.reject(worker, ref, reason or f"unknown task {ref.task_id[:200]!r}")
+            return
+        reason = self._stale(key, ref, worker)
+        if reason:
+            self.reject(worker, ref, reason)
+        else:
+            self._leases.beat(key[0], key[1], ref.token.lease_epoch, now)
+
+    def _result(self, worker: WorkerConn, result: ws.TaskResult) -> None:
+        outcome = result.WhichOneof("outcome")
+        limit = self._config.max_payload_bytes
+        if outcome is None:
+            # Not a failure of the task: a worker bug. The lease stays until a proper
+            # result or its timeouts; taking it as a failure would decide for the worker.
+            self.reject(
+                worker,
+                result.attempt,
+                "malformed result: set either `output` or `error`; the attempt stays leased",
+            )
+        elif outcome == "output" and (size := result.output.ByteSize()) > limit:
+            message = f"output of {size} bytes exceeds the limit of {limit}"
+            self._report(worker, result.attempt, _fail(TaskError(PAYLOAD_TOO_LARGE, message)))
+        elif outcome == "output":
+            output = from_value(result.output)
+            self._report(worker, result.attempt, lambda m, task: m.succeeded(task, output))
+        else:
+            message = result.error.message
+            if (size := result.error.ByteSize()) > limit:  # stored in the history: bounded
+                message = f"{message[:4096]} ... (truncated: an error of {size} bytes)"
+            kind = (result.error.type or "Error")[:256]
+            error = TaskError(kind, message, worker_retryable(result.error))
+            self._report(worker, result.attempt, _fail(error))
+
+    def _report(
+        self,
+        worker: WorkerConn,
+        ref: ws.AttemptRef,
+        report: Report | None,
+        *,
+        deferred: bool = False,
+    ) -> None:
+        """Submits a worker's ack (`report` None) or result. A stale one is rejected
+        only after its round committed (the state it was checked against is durable
+        then; a round that did not commit runs it again on the reloaded state, round.py).
+
+        A result for an attempt still DISPATCHED is an implied ack: `task_started` is
+        recorded first, then the result. Either way the ack counts as timely for the
+        worker's pacing window."""
+        attempt_ref = ws.AttemptRef()
+        attempt_ref.CopyFrom(ref)
+        execution_id = ref.execution_id
+        retry = lambda: self._report(worker, attempt_ref, report, deferred=deferred)  # noqa: E731
+        if self._executions.hold(execution_id, retry):
+            return
+        if execution_id not in self._executions:
+            self.reject(worker, attempt_ref, "execution is not running")
+            return
+        claim = _claim(attempt_ref, worker)
+
+        def action(machine: Machine) -> str:
+            try:
+                task = fencing.check(machine.state, attempt_ref.task_id, claim)
+            except StaleToken as error:
+                return str(error)
+            if task.state == ex.TASK_STATE_DISPATCHED:
+                machine.acknowledged(task)
+                worker.pace.acked(worker.slots)  # this round's dispatch sees the window
+            if report is not None:
+                report(machine, task)
+            return ""
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                if future.result():
+                    self.reject(worker, attempt_ref, future.result())
+            elif isinstance(error, FailedPrecondition):  # the execution ended meanwhile
+                self.reject(worker, attempt_ref, "execution is not running")
+            else:
+                log.warning("message from %s not applied: %s", worker.worker_id, error)
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(done)
+        if deferred:
+            self._inbox.submit_deferred(execution_id, action, future)
+        else:
+            self._inbox.submit(execution_id, action, future)
+
+    # -- pacing ----------------------------------------------------------------------
+    def missed_ack(self, worker_id: str) -> None:
+        """An ack deadline of the worker passed: shrink its window; after repeated
+        misses, a timed probation (pacing.py)."""
+        worker = self._workers.workers.get(worker_id)
+        if worker is None:
+            return  # gone: its leases are handled as orphans, not as missed acks
+        probation_ms = worker.pace.missed(self._now_ms(), self._config.ack_deadline_ms)
+        if not probation_ms:
+            return
+        log.warning(
+            "worker %s missed %d ack deadlines in a row; no dispatches for %d ms",
+            worker_id,
+            worker.pace.misses,
+            probation_ms,
+        )
+        pace = worker.pace
+
+        def probe() -> None:
+            self._probations.discard(handle)
+            pace.probation_over()
+            self._inbox.wake()
+
+        handle = asyncio.get_running_loop().call_later(probation_ms / 1000, probe)
+        self._probations.add(handle)
+
+    def stop(self) -> None:
+        for handle in self._probations:
+            handle.cancel()
+        self._probations.clear()
+
+    def reject(self, worker: WorkerConn, ref: ws.AttemptRef, reason: str) -> None:
+        log.info("rejected message from %s: %s", worker.worker_id, reason)
+        self.send(
+            worker.worker_id,
+            ws.ConnectResponse(rejections=[ws.ResultRejected(attempt=ref, reason=reason)]),
+        )
+
+
+def _claim(ref: ws.AttemptRef, worker: WorkerConn) -> fencing.Claim:
+    return fencing.Claim(ref.phase, ref.token.attempt, ref.token.lease_epoch, worker.holder)
+
+
+def _fail(error: TaskError) -> Report:
+    return lambda machine, task: machine.failed(task, error)

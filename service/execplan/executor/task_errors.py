@@ -1,0 +1,75 @@
+"""Why a task attempt failed: the typed `TaskError`, and the errors the executor
+decides itself (timeouts, bindings, breakers, cancellation).
+
+    TaskError("CardDeclined", "card 4242 declined", retryable=False)   # from a worker
+    timeout_error(ev.TIMEOUT_KIND_HEARTBEAT)    # TaskError("Timeout", "heartbeat timeout", True)
+    timeout_name(ev.TIMEOUT_KIND_START_TO_CLOSE)                        # "start_to_close"
+
+On the wire and in events a TaskError is an `execplan.v1.ErrorInfo`; in checkpoints
+and in CEL expressions (`tasks.x.error.type`) it is the mapping `as_dict()` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+# Error types the executor produces itself.
+BINDING_ERROR = "BindingError"  # a task's inputs (or a builtin's) did not evaluate
+CONDITION_ERROR = "ConditionError"  # a `when` did not evaluate
+OUTPUT_ERROR = "OutputError"  # the workflow's outputs did not evaluate
+CIRCUIT_OPEN = "CircuitOpen"  # `on_open: fail_fast` while the task type's breaker is open
+TIMEOUT = "Timeout"
+PAYLOAD_TOO_LARGE = "PayloadTooLarge"  # a task output over the executor's limit
+CANCELLED = "Cancelled"
+TERMINATED = "Terminated"
+TASK_FAILED = "TaskFailed"  # an execution failed by a task whose error is unknown
+EXPRESSION_BUDGET_EXCEEDED = "ExpressionBudgetExceeded"  # docs/expressions.md
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    type: str
+    message: str
+    retryable: bool = False
+
+    @classmethod
+    def from_proto(cls, info: ex.ErrorInfo) -> TaskError:
+        return cls(info.type, info.message, info.retryable)
+
+    def to_proto(self) -> ex.ErrorInfo:
+        return ex.ErrorInfo(type=self.type, message=self.message, retryable=self.retryable)
+
+    def fill(self, target: ex.ErrorInfo) -> None:
+        target.type = self.type
+        target.message = self.message
+        target.retryable = self.retryable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "retryable": self.retryable}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> TaskError:
+        return cls(
+            str(value.get("type", "")),
+            str(value.get("message", "")),
+            bool(value.get("retryable", False)),
+        )
+
+
+def timeout_name(kind: int) -> str:
+    """`start_to_close`, `heartbeat`, `schedule_to_start` or `schedule_to_close`."""
+    name = ev.TimeoutKind.Name(cast(ev.TimeoutKind.ValueType, kind))
+    return name.removeprefix("TIMEOUT_KIND_").lower()
+
+
+def timeout_error(kind: int) -> TaskError:
+    """The failure a timeout of `kind` records. schedule_to_close bounds the task as a
+    whole (first queued -> final result), so no attempt may follow it."""
+    return TaskError(
+        TIMEOUT, f"{timeout_name(kind)} timeout", kind != ev.TIMEOUT_KIND_SCHEDULE_TO_CLOSE
+    )

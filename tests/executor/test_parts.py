@@ -1,0 +1,127 @@
+"""What the runtime's parts own, and that letting go of an execution clears all of it:
+deadline handles end with the execution, one `forget` frees its worker slots, the
+plan cache is bounded, a heartbeat counts only for the lease it names."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from execplan.executor.plan_view import PlanView
+from execplan.executor.runtime.engine import Engine, EngineConfig
+from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.inbox import Inbox
+from execplan.executor.runtime.leases import Leases
+from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
+from execplan.planner import compile_source
+from execplan.store.sqlite.store import SqliteStore
+from execplan.v1 import worker_service_pb2 as ws
+from execplan.wire.plan_codec import encode_plan
+
+TIMED = """
+name: timed
+tasks:
+  - id: a
+    type: t
+    timeouts: {start_to_close: 1h, heartbeat: 1h, schedule_to_close: 1h}
+  - {id: b, type: t, timeouts: {start_to_close: 1h}}
+"""
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    store = SqliteStore(str(tmp_path / "parts.db"))
+    await store.open()
+    engine = Engine(store, EngineConfig(ack_flush_ms=1, plan_cache=2))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+        await store.close()
+
+
+async def _plan(engine: Engine, source: str) -> PlanView:
+    compiled = compile_source(source)
+    assert compiled.plan is not None, compiled.diagnostics
+    return await engine.register_plan(encode_plan(compiled.plan))
+
+
+async def _until(check: Callable[[], bool], seconds: float = 5) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def _dispatches(sent: list[ws.ConnectResponse]) -> list[ws.Dispatch]:
+    return [d for message in sent for d in message.dispatches]
+
+
+async def _running(engine: Engine, slots: int) -> tuple[str, WorkerConn, list[ws.ConnectResponse]]:
+    sent: list[ws.ConnectResponse] = []
+    registration = ws.WorkerRegistration(worker_id="w1", task_types=["t"], slots=slots)
+    worker, _ = engine.connect_worker(registration, sent.append)
+    execution_id, _ = await engine.start_execution(await _plan(engine, TIMED), {})
+    await _until(lambda: len(_dispatches(sent)) == min(2, slots))
+    return execution_id, worker, sent
+
+
+def _succeed_all(engine: Engine, worker: WorkerConn, sent: list[ws.ConnectResponse]) -> None:
+    results = []
+    for dispatch in _dispatches(sent):
+        result = ws.TaskResult(attempt=dispatch.attempt)
+        result.output.struct_value.SetInParent()
+        results.append(result)
+    engine.worker_message(worker, ws.ConnectRequest(results=results))
+
+
+async def test_deadline_handles_end_with_their_execution(engine: Engine) -> None:
+    execution_id, worker, sent = await _running(engine, slots=2)
+    assert engine.deadlines.pending(execution_id) > 0  # ack, start_to_close, heartbeat...
+    _succeed_all(engine, worker, sent)
+    await _until(lambda: engine.executions.finished(execution_id))
+    # Nothing armed for it outlives it (the hour-long timeouts would have, before).
+    assert engine.deadlines.pending(execution_id) == 0
+
+
+async def test_disown_forgets_an_execution_everywhere(engine: Engine) -> None:
+    execution_id, worker, _ = await _running(engine, slots=1)
+    assert worker.free == 0  # `a` holds the one slot, `b` waits in the queue
+    assert engine.leases.inflight(execution_id) == 1
+    engine.disown([execution_id])
+    assert engine.executions.get(execution_id) is None
+    assert worker.free == 1 and not worker.leases
+    assert engine.leases.inflight(execution_id) == 0
+    assert engine.deadlines.pending(execution_id) == 0
+
+
+async def test_the_plan_cache_is_bounded_and_running_executions_keep_their_plan(
+    engine: Engine,
+) -> None:
+    execution_id, worker, sent = await _running(engine, slots=2)
+    for i in range(5):
+        await _plan(engine, f"name: other{i}\ntasks:\n  - {{id: x, type: t}}\n")
+    assert engine.reads.cached_plans() == 2
+    _succeed_all(engine, worker, sent)
+    await _until(lambda: engine.executions.finished(execution_id))
+    assert (await engine.get_execution(execution_id)).tasks[0].task_id == "a"
+
+
+async def test_a_heartbeat_counts_only_for_the_lease_it_names() -> None:
+    workers = WorkerRegistry()
+    executions = Executions(finished_cache=10)
+    leases = Leases(workers, executions, Inbox(ack_flush_ms=1))
+    leases.granted("e", 0, "w1", epoch=1)
+    leases.beat("e", 0, epoch=1, now_ms=100)
+    assert leases.last_beat("e", 0, epoch=1) == 100
+    leases.released("e", 0)
+    leases.granted("e", 0, "w1", epoch=2)  # the task leased again
+    leases.beat("e", 0, epoch=1, now_ms=500)  # a late heartbeat of the old lease
+    assert leases.last_beat("e", 0, epoch=2) == 0
+    assert leases.last_beat("e", 0, epoch=1) is None
+    leases.beat("e", 0, epoch=2, now_ms=600)
+    assert leases.last_beat("e", 0, epoch=2) == 600
