@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import math
 from collections.abc import AsyncIterator
@@ -68,11 +69,20 @@ async def test_outcomes_come_back_as_the_errors_they_were(evaluations: Evaluatio
 
 
 async def test_held_inputs_are_released_in_order_after_evaluation_and_reload(
-    evaluations: Evaluations[str],
+    evaluations: Evaluations[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     released: list[list[str]] = []
     first = Request("e-1", "tasks[1].when", "workflow.inputs.xs.exists(x, x == 1)", context([1]))
     second = Request("e-1", "outputs.y", "workflow.inputs.xs.map(x, x)", context([2]))
+    # The second evaluation ends only when the test says so: otherwise it may finish
+    # before the first one's answer is seen, and the order under test never happens.
+    second_done: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
+    submit = evaluations.sandbox.submit
+    monkeypatch.setattr(
+        evaluations.sandbox,
+        "submit",
+        lambda source, handed: second_done if source == second.source else submit(source, handed),
+    )
     evaluations.suspend("e-1", ["i1", "i2"], first, released.append)
     assert evaluations.holds("e-1")
     evaluations.hold("e-1", "i3")
@@ -82,7 +92,9 @@ async def test_held_inputs_are_released_in_order_after_evaluation_and_reload(
     await evaluations.run(first)
     evaluations.reloaded("e-1")
     assert released == []  # the second evaluation is still running
-    await evaluations.run(second)
+    waiting = asyncio.ensure_future(evaluations.run(second))
+    second_done.set_result(Outcome(value=[2]))
+    await waiting
     assert released == [["i1", "i2", "i3"]]
     assert not evaluations.holds("e-1")
 
