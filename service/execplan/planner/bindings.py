@@ -136,7 +136,14 @@ def compile_bindings(
     for name in sorted(values):
         v = values[name]
         t = type(v)
-        if t in _PLAIN or (t is str and ex.OPEN not in v):  # type: ignore[operator]
+        if t is str:
+            if ex.OPEN in v:  # type: ignore[operator]
+                # compile_value's string case, without its dispatch (one per task).
+                value = _compile_string(v, child(path, name), diags, refs)  # type: ignore[arg-type]
+                out.append(_new_binding(name, value))
+            else:
+                out.append(_new_binding(name, _new_literal(v)))
+        elif t in _PLAIN:
             # A plain literal: same as compile_value, without formatting its path.
             out.append(_new_binding(name, _new_literal(v)))
         else:

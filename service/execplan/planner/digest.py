@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import MISSING, fields, replace
+from operator import attrgetter, mod
 from typing import Any, cast
 
 from execplan.planner.plan import (
+    EDGE_ORDER,
     Binding,
     BindingList,
     BindingStruct,
@@ -53,6 +55,8 @@ from execplan.planner.plan import (
     Expression,
     Literal,
     Plan,
+    PlanEdge,
+    PlanEdges,
     PlanNode,
     PlanRateLimit,
     PlanSideTask,
@@ -339,11 +343,6 @@ _dumps = json.JSONEncoder(
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-def _ints(values: tuple[int, ...]) -> str:
-    # repr of a list of ints is C code; dropping its spaces is ~1.7x faster than a join.
-    return repr(list(values)).replace(" ", "")
-
-
 _SCALAR = frozenset({int, str, bool, type(None)})
 
 
@@ -365,7 +364,6 @@ class _Stream:
     def __init__(self) -> None:
         self.canon = _Canon()
         self.text: dict[int, str] = {}
-        self.strings: dict[str, str] = {}
         self.templates: dict[tuple[object, ...], str] = {}
         self.binding_text: dict[tuple[str, int], str] = {}
         self.literal_heads: dict[str, str] = {}
@@ -377,10 +375,13 @@ class _Stream:
             hit = self.text[key] = _dumps(convert(obj))
         return hit
 
-    def quote(self, s: str) -> str:
-        hit = self.strings.get(s)
+    def expression(self, e: Expression) -> str:
+        """An expression's canonical text, once per object; written directly, since
+        expressions are often all distinct (the encoder costs ~10 us a call)."""
+        key = id(e)
+        hit = self.text.get(key)
         if hit is None:
-            hit = self.strings[s] = _quote(s)
+            hit = self.text[key] = _expression_text(e)
         return hit
 
     def bindings(self, bs: tuple[Binding, ...]) -> str:
@@ -397,7 +398,7 @@ class _Stream:
                 key = (b.name, id(v))
                 text = self.binding_text.get(key)
                 if text is None:
-                    expr = self.shared(v, self.canon.expression)
+                    expr = self.expression(v)  # type: ignore[arg-type]
                     text = self.binding_text[key] = (
                         '{"name":' + _quote(b.name) + ',"value":{"expression":' + expr + "}}"
                     )
@@ -413,13 +414,24 @@ class _Stream:
             out.append(text)
         return "[" + ",".join(out) + "]"
 
+    def condition(self, e: Expression | None) -> str:
+        return "null" if e is None else self.expression(e)
+
+    def side(self, s: PlanSideTask | None) -> str:
+        return "null" if s is None else _dumps(self.canon.side(s))
+
     def template(self, n: PlanNode) -> str:
         """The node's %-template with the values nodes usually share filled in.
 
         Keys in sorted order; builtin, circuit_breaker, priority, resources, retry,
         timeouts, trigger and type are baked in (cached per combination), so a node
         costs one %-format of its own values (formatting each shared value per node
-        dominated the digest)."""
+        dominated the digest). A node with a field set beyond those the template
+        holds (runtime plans, flow control, any field added later) gets its whole
+        text instead: the generic form, same bytes."""
+        if _others(n) != _OTHER_DEFAULTS:
+            # "%.0s" writes nothing: the node's own values are already in its text.
+            return _dumps(self.canon.node(n)).replace("%", "%%") + "%.0s" * _SLOTS
         key = (
             n.builtin,
             id(n.circuit_breaker),
@@ -446,41 +458,37 @@ class _Stream:
                 "trigger": _quote(n.trigger),
                 "type": _quote(n.type),
             }
+            slot = {"downstream": "[%s]", "upstream": "[%s]"}  # see _int_lists
             fields = [
-                f'"{name}":' + (fixed[name].replace("%", "%%") if name in fixed else "%s")
+                f'"{name}":'
+                + (fixed[name].replace("%", "%%") if name in fixed else slot.get(name, "%s"))
                 for name in _NODE_KEYS
             ]
             hit = self.templates[key] = "{" + ",".join(fields) + "}"
         return hit
 
-    def node(self, n: PlanNode) -> str:
-        c = self.canon
-        if (
-            n.runtime
-            or n.limit is not None
-            or n.rate_limits
-            or n.cache is not None
-            or n.budget is not None
-            or n.estimate is not None
-        ):
-            return _dumps(c.node(n))  # few nodes: the generic form, same bytes
-        # The %s slots of the template, in sorted key order (_NODE_KEYS minus the fixed).
-        return self.template(n) % (
-            self.bindings(n.bindings) if n.bindings else "[]",
-            "null" if n.compensation is None else _dumps(c.side(n.compensation)),
-            "null" if n.condition is None else self.shared(n.condition, c.expression),
-            n.critical_path_rank,
-            _quote(n.description),
-            _ints(n.downstream),
-            "null" if n.fallback is None else _dumps(c.side(n.fallback)),
-            n.index,
-            n.stage,
-            _quote(n.task_id),
-            _ints(n.upstream),
+    def nodes(self, nodes: tuple[PlanNode, ...]) -> Iterator[str]:
+        """The text of each node: its template %-formatted with its own values, each
+        column of which is made by `map` (so the loops over nodes run in C)."""
+        values = zip(
+            map(self.bindings, map(_get_bindings, nodes)),
+            map(self.side, map(_get_compensation, nodes)),
+            map(self.condition, map(_get_condition, nodes)),
+            map(_get_rank, nodes),
+            map(_quote, map(_get_description, nodes)),
+            _int_lists(map(_get_downstream, nodes)),
+            map(self.side, map(_get_fallback, nodes)),
+            map(_get_index, nodes),
+            map(_get_stage, nodes),
+            map(_quote, map(_get_task_id, nodes)),
+            _int_lists(map(_get_upstream, nodes)),
+            strict=True,
         )
+        return map(mod, map(self.template, nodes), values)
 
 
-# The keys of a node in the canonical JSON, sorted.
+# The keys of a node in the canonical JSON, sorted; the template writes the first
+# twenty (the fields every plan has) and the values fill in _SLOTS of them.
 _NODE_KEYS = sorted(
     [
         "bindings",
@@ -505,6 +513,87 @@ _NODE_KEYS = sorted(
         "upstream",
     ]
 )
+_SLOTS = 11
+(
+    _get_bindings,
+    _get_compensation,
+    _get_condition,
+    _get_rank,
+    _get_description,
+    _get_downstream,
+    _get_fallback,
+    _get_index,
+    _get_stage,
+    _get_task_id,
+    _get_upstream,
+) = (
+    attrgetter(name)
+    for name in (
+        "bindings",
+        "compensation",
+        "condition",
+        "critical_path_rank",
+        "description",
+        "downstream",
+        "fallback",
+        "index",
+        "stage",
+        "task_id",
+        "upstream",
+    )
+)
+# Any other field of a node is written only when set (module docstring), by the
+# generic form: a node qualifies for the template when all of them are unset.
+_OTHER = [f.name for f in fields(PlanNode) if f.name not in _NODE_KEYS]
+_OTHER_DEFAULTS = tuple(
+    f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+    for f in fields(PlanNode)
+    if f.name in _OTHER
+)
+_others: Callable[[PlanNode], object] = (
+    attrgetter(*_OTHER) if len(_OTHER) > 1 else lambda n: tuple(getattr(n, f) for f in _OTHER)
+)
+
+
+def _int_lists(lists: Iterable[tuple[int, ...]]) -> list[str]:
+    """ "1,2,3" for each tuple of ints: one repr of them all, cut apart (C code
+    throughout; a repr and a replace per node cost ~1 us)."""
+    text = repr(list(map(list, lists)))  # "[[1, 2], [], [3]]"
+    return text[2:-2].replace(", ", ",").split("],[")
+
+
+def _expression_text(e: Expression) -> str:
+    """`_dumps(_Canon().expression(e))`, written out (keys in sorted order)."""
+    out = [
+        '{"reads_execution":',
+        "true" if e.reads_execution else "false",
+        ',"reads_inputs":[',
+        ",".join(map(_quote, e.reads_inputs)),
+        '],"reads_tasks":[',
+        ",".join(map(_quote, e.reads_tasks)),
+        "]",
+    ]
+    if e.reads_variables:
+        out += [',"reads_variables":[', ",".join(map(_quote, e.reads_variables)), "]"]
+    out += [',"source":', _quote(e.source), "}"]
+    return "".join(out)
+
+
+def _edges_text(edges: Sequence[PlanEdge]) -> str:
+    """The canonical text of the edges (keys kind, source, target)."""
+    if not isinstance(edges, PlanEdges):
+        return _dumps([{"source": e.source, "target": e.target, "kind": e.kind} for e in edges])
+    quoted: dict[str, str] = {}
+    parts = []
+    for source, targets, kinds in edges.by_source():
+        if kinds is None:  # all ORDER: the targets are joined in C
+            head = f'{{"kind":"{EDGE_ORDER}","source":{source},"target":'
+            parts.append(head + ("}," + head).join(map(str, targets)) + "}")
+            continue
+        for target, kind in zip(targets, kinds, strict=True):
+            q = quoted.get(kind) or quoted.setdefault(kind, _quote(kind))
+            parts.append(f'{{"kind":{q},"source":{source},"target":{target}}}')
+    return "[" + ",".join(parts) + "]"
 
 
 def plan_id(plan: Plan) -> str:
@@ -519,25 +608,15 @@ def plan_id(plan: Plan) -> str:
         chunk.append(("," if i else "") + _quote(key) + ":")
         if key == "nodes":
             chunk.append("[")
-            node = stream.node
-            for j, n in enumerate(plan.nodes):
-                if j:
-                    chunk.append(",")
-                chunk.append(node(n))
-                if len(chunk) > 2048:
-                    h.update("".join(chunk).encode("ascii"))
-                    chunk = []
+            nodes = plan.nodes
+            for start in range(0, len(nodes), 2048):
+                text = ",".join(stream.nodes(nodes[start : start + 2048]))
+                chunk.append(("," if start else "") + text)
+                h.update("".join(chunk).encode("ascii"))
+                chunk = []
             chunk.append("]")
         elif key == "edges":
-            kinds = {k: _quote(k) for k in {e.kind for e in plan.edges}}
-            chunk.append(
-                "["
-                + ",".join(
-                    f'{{"kind":{kinds[e.kind]},"source":{e.source},"target":{e.target}}}'
-                    for e in plan.edges
-                )
-                + "]"
-            )
+            chunk.append(_edges_text(plan.edges))
         else:
             chunk.append(_dumps(head[key]))
     chunk.append("}")

@@ -121,21 +121,18 @@ def find_cycles(succ: list[list[int]], leftover: list[int]) -> list[list[int]]:
 
 def stages(order: list[int], pred: list[list[int]]) -> list[int]:
     stage = [0] * len(pred)
+    at = stage.__getitem__  # max over map(): the loop over edges runs in C
     for u in order:
-        best = -1
-        for p in pred[u]:
-            s = stage[p]
-            best = max(best, s)
-        stage[u] = best + 1
+        ups = pred[u]
+        if ups:
+            stage[u] = max(map(at, ups)) + 1
     return stage
 
 
 def critical_path(order: list[int], succ: list[list[int]], weight: list[int]) -> list[int]:
     rank = [0] * len(succ)
+    at = rank.__getitem__
     for u in reversed(order):
-        best = 0
-        for v in succ[u]:
-            r = rank[v]
-            best = max(best, r)
-        rank[u] = best + weight[u]
+        downs = succ[u]
+        rank[u] = (max(map(at, downs)) if downs else 0) + weight[u]
     return rank

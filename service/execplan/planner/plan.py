@@ -7,7 +7,9 @@ into `execplan.v1.ExecutionPlan`. Conventions:
 - enums are proto value names (`"TRIGGER_RULE_ALL_SUCCESS"`, `"EDGE_KIND_DATA"`);
 - a `BindingValue` is one of `Literal`, `Expression`, `Template`, `BindingStruct`,
   `BindingList` (the proto oneof); `Template.parts` holds `str` text and `Expression`s;
-- maps are dicts (read-only by convention); everything else is tuples.
+- maps are dicts (read-only by convention); everything else is tuples, except
+  `Plan.edges`, a `PlanEdges` (a sequence of `PlanEdge` kept without an object per
+  edge).
 
 Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
 `defaults` serves every task that does not override it): never mutate them.
@@ -15,9 +17,11 @@ Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, TypeAlias, TypeVar
+from itertools import accumulate
+from typing import Any, TypeAlias, TypeVar, overload
 
 from execplan.usage import Budget
 
@@ -183,6 +187,81 @@ class PlanEdge:
     kind: str
 
 
+EDGE_ORDER = "EDGE_KIND_ORDER"
+
+
+class PlanEdges(Sequence[PlanEdge]):
+    """`Plan.edges` without an object per edge (a 100k-task plan has ~300k edges).
+
+    Edges are listed by (source, target), which is each node's `downstream` in node
+    order; so only the kinds of edges need keeping, and only for the few nodes with
+    an edge that carries data (`kinds`: source index -> one kind per entry of its
+    `downstream`); every other edge is ORDER. Iterating, indexing and comparing
+    work as on a tuple of `PlanEdge` (made on the fly); `by_source()` is the cheap
+    way through for code that writes every edge."""
+
+    __slots__ = ("_kinds", "_len", "_nodes", "_starts")
+
+    def __init__(self, nodes: Sequence[PlanNode], kinds: Mapping[int, tuple[str, ...]]) -> None:
+        self._nodes = nodes
+        self._kinds = kinds
+        self._len = sum(map(len, map(_downstream, nodes)))
+        self._starts: list[int] | None = None  # edge number of each node's first edge
+
+    def by_source(self) -> Iterator[tuple[int, tuple[int, ...], tuple[str, ...] | None]]:
+        """(source, targets, kinds) per node with edges; kinds None: all ORDER."""
+        kinds = self._kinds.get
+        for n in self._nodes:
+            if n.downstream:
+                yield n.index, n.downstream, kinds(n.index)
+
+    def __iter__(self) -> Iterator[PlanEdge]:
+        for source, targets, kinds in self.by_source():
+            if kinds is None:
+                for target in targets:
+                    yield PlanEdge(source, target, EDGE_ORDER)
+            else:
+                for target, kind in zip(targets, kinds, strict=True):
+                    yield PlanEdge(source, target, kind)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> PlanEdge: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[PlanEdge, ...]: ...
+    def __getitem__(self, i: int | slice) -> PlanEdge | tuple[PlanEdge, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("edge index out of range")
+        if self._starts is None:
+            self._starts = list(accumulate(map(len, map(_downstream, self._nodes)), initial=0))
+        k = bisect_right(self._starts, i) - 1
+        n = self._nodes[k]
+        j = i - self._starts[k]
+        kinds = self._kinds.get(n.index)
+        return PlanEdge(n.index, n.downstream[j], EDGE_ORDER if kinds is None else kinds[j])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PlanEdges({tuple(self)!r})"
+
+
+def _downstream(n: PlanNode) -> tuple[int, ...]:
+    return n.downstream
+
+
 @dataclass(frozen=True, slots=True)
 class PlanNode:
     index: int
@@ -262,7 +341,7 @@ class Plan:
     max_parallel: int
     pause_after_failures: int
     nodes: tuple[PlanNode, ...]
-    edges: tuple[PlanEdge, ...]
+    edges: Sequence[PlanEdge]  # a PlanEdges when compiled; any sequence will do
     outputs: tuple[PlanOutput, ...]
     stage_count: int
     critical_path_ms: int

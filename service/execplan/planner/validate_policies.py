@@ -103,7 +103,13 @@ def check(wf: model.Workflow, diags: Diagnostics) -> None:
         _resources(d.resources, "defaults.resources", diags)
     base_retry = resolve.retry(d.retry if d else None)
     for t in wf.tasks:
-        if t is None:
+        if t is None or (
+            t.retry is None
+            and t.circuit_breaker is None
+            and t.resources is None
+            and t.fallback is None
+            and t.compensation is None
+        ):
             continue
         p = t.path
         if t.retry is not None:

@@ -1,0 +1,82 @@
+"""The lean parts of the plan model read like the tuples they replace, and the
+streamed plan_id stays the digest of canonical_json on every kind of node."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from execplan.planner import PlanEdge, compile_document
+from execplan.planner.digest import canonical_json
+from execplan.planner.plan import PlanEdges
+
+DOC: dict[str, Any] = {
+    "name": "model",
+    "labels": {"b": "2", "a": "1"},
+    "inputs": {"n": {"type": "integer", "default": 3}, "s": {"type": "string", "default": "x"}},
+    "defaults": {"retry": {"max_attempts": 2}, "placement": {"require": {"zone": "a"}}},
+    "tasks": [
+        {"id": "a", "type": "t.a", "inputs": {"n": "${{ workflow.inputs.n }}", "f": 1.5}},
+        {"id": "b", "type": "t.b", "depends_on": ["a"], "inputs": {"x": "${{ tasks.a.output }}"}},
+        {"id": "c", "type": "t.c", "inputs": {"y": "${{ tasks.a.output.y }}", "z": [1, {"k": 2}]}},
+        {
+            "id": "d",
+            "type": "t.d",
+            "depends_on": ["b", "c"],
+            "when": "tasks.b.output.ok",
+            "priority": 3,
+            "description": '100% "odd" text %s',
+            "fallback": {"type": "t.fb", "inputs": {"why": "${{ tasks.d.error }}"}},
+            "compensation": {"type": "t.undo"},
+            "retry": {"max_attempts": 5, "non_retryable_errors": ["E"]},
+            "placement": {"require": {"gpu": "yes"}},
+            "secrets": ["k"],
+            "estimated_duration": "3s",
+        },
+        {
+            "id": "e",
+            "type": "t.e",
+            "depends_on": ["d"],
+            "for_each": "tasks.d.output.items",
+            "description": "a generic node: 50% %(x)s",
+        },
+        {"id": "f", "type": "t.f", "depends_on": ["a"], "trigger": "all_done"},
+        {"id": "g", "type": "builtin.sleep", "inputs": {"duration": "1s"}},
+    ],
+    "outputs": {"o": "${{ tasks.e.output }}", "t": "id ${{ execution.id }}"},
+}
+
+
+def _plan() -> Any:
+    result = compile_document(DOC)
+    assert result.plan is not None, result.diagnostics
+    return result.plan
+
+
+def test_streamed_plan_id_is_the_digest_of_canonical_json() -> None:
+    plan = _plan()
+    text = canonical_json(plan)
+    assert plan.plan_id == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    assert "%%" not in text and "100% " in text  # the template's escapes undone
+
+
+def test_plan_edges_read_as_a_tuple_of_plan_edges() -> None:
+    plan = _plan()
+    edges = plan.edges
+    assert isinstance(edges, PlanEdges)
+    listed = tuple(edges)
+    assert all(type(e) is PlanEdge for e in listed)
+    assert len(edges) == len(listed) == sum(len(n.downstream) for n in plan.nodes)
+    assert [(e.source, e.target) for e in listed] == sorted((e.source, e.target) for e in listed)
+    assert [edges[i] for i in range(len(edges))] == list(listed)
+    assert edges[-1] == listed[-1] and edges[1:3] == listed[1:3]
+    with pytest.raises(IndexError):
+        edges[len(edges)]
+    assert edges == listed and listed == tuple(edges) and hash(edges) == hash(listed)
+    kinds = {e.kind for e in listed}
+    assert kinds == {"EDGE_KIND_ORDER", "EDGE_KIND_DATA", "EDGE_KIND_ORDER_AND_DATA"}
+    for source, targets, kinds_of in edges.by_source():
+        assert targets == plan.nodes[source].downstream
+        assert kinds_of is None or len(kinds_of) == len(targets)
+    assert compile_document(DOC).plan == plan  # dataclass equality still holds
