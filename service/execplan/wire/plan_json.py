@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields, replace
+from itertools import islice, repeat
 from operator import attrgetter
 from typing import Any
 
 from execplan.planner import Binding, Expression, Literal, Plan, PlanNode
+from execplan.planner.plan import EDGE_ORDER, PlanEdges
 from execplan.v1 import plan_pb2
 
 # The codec's own pieces, so both write a node's shared fields from the same bytes.
@@ -285,23 +287,39 @@ def _expression(e: Expression, depth: int) -> str:
 
 
 def _edges(plan: Plan, write: Write) -> None:
-    tails = {
-        k: f',\n{_P3}"kind": "{plan_pb2.EdgeKind.Name(plan_pb2.EdgeKind.Value(k))}"\n{_P2}}}'
-        for k in {e.kind for e in plan.edges}
-    }
+    names: dict[str, str] = {}
+
+    def tail(kind: str) -> str:  # what follows the target: the kind, the closing brace
+        hit = names.get(kind)
+        if hit is None:
+            name = plan_pb2.EdgeKind.Name(plan_pb2.EdgeKind.Value(kind))
+            hit = names[kind] = f',\n{_P3}"kind": "{name}"\n{_P2}}}'
+        return hit
+
     edges = plan.edges
-    step = _CHUNK * 4
-    for start in range(0, len(edges), step):
-        chunk = []
-        for e in edges[start : start + step]:
-            if e.source and e.target:
-                chunk.append(f'{_P2}{{\n{_P3}"source": {e.source},\n{_P3}"target": {e.target}'
-                             + tails[e.kind])  # fmt: skip
+    triples: Iterable[tuple[int, int, str]]
+    if isinstance(edges, PlanEdges):  # by source: no PlanEdge object per edge
+        triples = (
+            (source, target, kind)
+            for source, targets, kinds in edges.by_source()
+            for target, kind in zip(targets, kinds or repeat(EDGE_ORDER, len(targets)), strict=True)
+        )
+    else:
+        triples = ((e.source, e.target, e.kind) for e in edges)
+    first = True
+    while chunk := list(islice(triples, _CHUNK * 4)):
+        texts = []
+        for source, target, kind in chunk:
+            if source and target:
+                texts.append(
+                    f'{_P2}{{\n{_P3}"source": {source},\n{_P3}"target": {target}' + tail(kind)
+                )
             else:  # a zero is left out, as protobuf does
-                msg = plan_pb2.PlanEdge(source=e.source, target=e.target)
-                msg.kind = plan_pb2.EdgeKind.Value(e.kind)
-                chunk.append(_P2 + _render(_obj(msg), 2))
-        write((",\n" if start else "") + ",\n".join(chunk))
+                msg = plan_pb2.PlanEdge(source=source, target=target)
+                msg.kind = plan_pb2.EdgeKind.Value(kind)
+                texts.append(_P2 + _render(_obj(msg), 2))
+        write(("" if first else ",\n") + ",\n".join(texts))
+        first = False
 
 
 def write_plan_json(plan: Plan, write: Write) -> None:
