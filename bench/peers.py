@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'          # Dask goes in the `bench` extra only
     .venv/bin/python bench/peers.py [--workload w1,w2,w3] [--repeat 5]
-        [--dask-threads 1] [--dir /path/on/real/disk] [--json FILE]
+        [--dask-threads 1] [--dir /path/on/real/disk] [--json FILE] [--source CHECKOUT]
 
 Each repeat runs every workload on Dask and then on execplan (the order flips every
 repeat, so neither always runs on a box warmed or loaded by the other), each on a
@@ -157,9 +157,9 @@ def dask_once(threads: int, directory: Path, kind: str) -> Result:
 # -- execplan ----------------------------------------------------------------------------
 
 
-async def execplan_run(kind: str, directory: Path, i: int) -> Result:
+async def execplan_run(kind: str, directory: Path, i: int, source: Path | None) -> Result:
     """One run through executor_bench's cluster (fresh server, db and workers)."""
-    with eb.cluster(directory, workers=2, slots=64, instances=1, source=None) as c:
+    with eb.cluster(directory, workers=2, slots=64, instances=1, source=source) as c:
         run = await eb.workload(kind, c, f"peers-{i}-{time.monotonic_ns()}")
     if kind == "w2":
         return Result(run.wall_s, run.tasks_per_s, run.step_ms, run.step_p50_ms, run.step_p99_ms)
@@ -220,6 +220,9 @@ async def main() -> None:
     parser.add_argument("--dask-threads", type=int, default=1, help="threads per Dask worker")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite db goes")
     parser.add_argument("--json", type=Path, default=None, help="write raw runs here")
+    parser.add_argument(
+        "--source", type=Path, default=None, help="run execplan from this checkout (git archive)"
+    )
     args = parser.parse_args()
     kinds = [k for k in args.workload.split(",") if k]
     if unknown := set(kinds) - set(WORKLOADS):
@@ -244,7 +247,7 @@ async def main() -> None:
                         run = asyncio.to_thread(dask_once, args.dask_threads, directory, kind)
                         dask[kind].append(await run)
                     else:
-                        ours[kind].append(await execplan_run(kind, directory, i))
+                        ours[kind].append(await execplan_run(kind, directory, i, args.source))
             print(f"# repeat {i + 1} done, load average {os.getloadavg()}", flush=True)
     print("| workload | metric | Dask median (min-max) | execplan median (min-max) | ratio |")
     print("|---|---|---:|---:|---:|")
