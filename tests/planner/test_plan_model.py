@@ -7,9 +7,9 @@ import hashlib
 from typing import Any
 
 import pytest
-from execplan.planner import PlanEdge, compile_document
+from execplan.planner import Binding, Expression, Literal, PlanEdge, compile_document
 from execplan.planner.digest import canonical_json
-from execplan.planner.plan import PlanEdges
+from execplan.planner.plan import Bindings, PlanEdges, binding_value, items
 
 DOC: dict[str, Any] = {
     "name": "model",
@@ -80,3 +80,26 @@ def test_plan_edges_read_as_a_tuple_of_plan_edges() -> None:
         assert targets == plan.nodes[source].downstream
         assert kinds_of is None or len(kinds_of) == len(targets)
     assert compile_document(DOC).plan == plan  # dataclass equality still holds
+
+
+def test_bindings_read_as_a_tuple_of_bindings() -> None:
+    plan = _plan()
+    a = plan.node("a")
+    bs = a.bindings
+    assert isinstance(bs, Bindings)
+    listed = tuple(bs)
+    assert [b.name for b in listed] == ["f", "n"]  # sorted by name
+    assert listed[0] == Binding("f", Literal(1.5))  # a plain literal reads as a Literal
+    assert isinstance(listed[1].value, Expression)
+    assert bs.values[0] == 1.5  # ... and is kept as its JSON value
+    assert bs[0] == listed[0] and bs[-1] == listed[-1] and bs[:1] == listed[:1]
+    assert bs == listed and hash(bs) == hash(listed) and len(bs) == 2
+    assert list(items(bs)) == [("f", 1.5), ("n", listed[1].value)]
+    assert list(items(listed)) == [("f", Literal(1.5)), ("n", listed[1].value)]
+    c = plan.node("c")
+    z = dict(items(c.bindings))["z"]
+    assert z == [1, {"k": 2}]  # a JSON list without expressions is one plain literal
+    d = plan.node("d")
+    assert d.fallback is not None and isinstance(d.fallback.bindings, Bindings)
+    assert [b.name for b in d.fallback.bindings] == ["why"]
+    assert binding_value(3) == Literal(3) and binding_value(listed[1].value) is listed[1].value

@@ -20,14 +20,13 @@ from execplan.planner import expressions as ex
 from execplan.planner.cache import CACHED_CHARS, small_key_cache
 from execplan.planner.diagnostics import Diagnostics, child
 from execplan.planner.plan import (
-    Binding,
     BindingList,
+    Bindings,
     BindingStruct,
     BindingValue,
     Expression,
     Literal,
     Template,
-    fast_constructor,
 )
 
 Refs = list[tuple[str, Expression]]
@@ -121,34 +120,32 @@ def _compile_string(text: str, path: str, diags: Diagnostics, refs: Refs) -> Bin
     return value
 
 
-# Bindings are built for every input of every task (200k at 100k tasks): positional
-# constructors that skip the frozen dataclass __init__ (see plan.fast_constructor).
-_new_binding = fast_constructor(Binding)
-_new_literal = fast_constructor(Literal)
 _PLAIN = frozenset({int, float, bool, type(None)})
 
 
 def compile_bindings(
     values: dict[str, object], path: str, diags: Diagnostics, refs: Refs
-) -> tuple[Binding, ...]:
-    """Bindings sorted by name."""
-    out = []
-    for name in sorted(values):
+) -> Bindings:
+    """Bindings sorted by name; a plain literal is kept as its JSON value (`Bindings`)."""
+    names = sorted(values)
+    out: list[object] = []
+    for name in names:
         v = values[name]
         t = type(v)
         if t is str:
             if ex.OPEN in v:  # type: ignore[operator]
                 # compile_value's string case, without its dispatch (one per task).
                 value = _compile_string(v, child(path, name), diags, refs)  # type: ignore[arg-type]
-                out.append(_new_binding(name, value))
+                out.append(value.value if isinstance(value, Literal) else value)
             else:
-                out.append(_new_binding(name, _new_literal(v)))
+                out.append(v)
         elif t in _PLAIN:
             # A plain literal: same as compile_value, without formatting its path.
-            out.append(_new_binding(name, _new_literal(v)))
+            out.append(v)
         else:
-            out.append(_new_binding(name, compile_value(v, child(path, name), diags, refs)))
-    return tuple(out)
+            value = compile_value(v, child(path, name), diags, refs)
+            out.append(value.value if isinstance(value, Literal) else value)
+    return Bindings(tuple(names), tuple(out))
 
 
 def compile_condition(when: str, path: str, diags: Diagnostics, refs: Refs) -> Expression | None:

@@ -9,6 +9,8 @@ never part of a resolved input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from execplan.httpcall import rules
 from execplan.planner import expressions as ex
 from execplan.planner.bindings import Refs, compile_bindings, compile_value
@@ -153,7 +155,7 @@ def _literals(t: Task, p: str, diags: Diagnostics) -> None:
             _bad(diags, f"{p}.timeout", "timeout must be within 1ms..10m")
 
 
-def compile_inputs(t: Task, diags: Diagnostics, refs: Refs) -> tuple[Binding, ...]:
+def compile_inputs(t: Task, diags: Diagnostics, refs: Refs) -> Sequence[Binding]:
     """The task's bindings; header values that read secrets stay literal text."""
     headers = t.inputs.get("headers")
     if not isinstance(headers, dict) or not any(

@@ -25,6 +25,7 @@ at once); only the plan is skipped. Cycles skip reachability (it needs an order)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from execplan.planner import (
@@ -83,10 +84,10 @@ class _Compiled:
 
     def __init__(
         self,
-        bindings: tuple[Binding, ...],
+        bindings: Sequence[Binding],
         condition: Expression | None,
-        fallback: tuple[Binding, ...],
-        compensation: tuple[Binding, ...],
+        fallback: Sequence[Binding],
+        compensation: Sequence[Binding],
         *,
         for_each: Expression | None = None,
         until: Expression | None = None,
@@ -103,10 +104,10 @@ _NOTHING = _Compiled((), None, (), ())
 
 
 def _new_compiled(  # noqa: PLR0917 (positional: one call per task)
-    bindings: tuple[Binding, ...],
+    bindings: Sequence[Binding],
     condition: Expression | None,
-    fallback: tuple[Binding, ...],
-    compensation: tuple[Binding, ...],
+    fallback: Sequence[Binding],
+    compensation: Sequence[Binding],
     for_each: Expression | None,
     until: Expression | None,
 ) -> _Compiled:
@@ -298,7 +299,7 @@ def _compile_task(
         check_reads(refs, ids, wf.inputs, diags, reader=t.index, self_ok=False, edges=data)
     if t.fallback is None and t.compensation is None:
         return _new_compiled(bindings, condition, (), (), for_each, until)
-    sides: list[tuple[Binding, ...]] = []
+    sides: list[Sequence[Binding]] = []
     for name, side in (("fallback", t.fallback), ("compensation", t.compensation)):
         if side is None or not side.inputs:
             sides.append(())
@@ -345,7 +346,7 @@ def _build(
     pred: list[list[int]],
     kinds: dict[int, int],
     compiled: list[_Compiled | None],
-    outputs: tuple[Binding, ...],
+    outputs: Sequence[Binding],
     flow: _Flow,
 ) -> Plan:
     n = len(wf.tasks)
@@ -481,7 +482,7 @@ def _breaker(
 def _side(
     t: Task,
     name: str,
-    bindings: tuple[Binding, ...],
+    bindings: Sequence[Binding],
     retry: ResolvedRetryPolicy,
     timeouts: ResolvedTimeouts,
 ) -> PlanSideTask | None:

@@ -68,6 +68,8 @@ from execplan.planner.plan import (
     ResolvedTimeouts,
     ResourceBinding,
     Template,
+    binding_value,
+    items,
 )
 from execplan.usage import Budget
 
@@ -113,7 +115,7 @@ class _Canon:
         assert type(v) is BindingList
         return {"list": {"items": [self.value(x) for x in v.items]}}
 
-    def bindings(self, bs: tuple[Binding, ...]) -> list[Json]:
+    def bindings(self, bs: Sequence[Binding]) -> list[Json]:
         return [{"name": b.name, "value": self.value(b.value)} for b in bs]
 
     def retry(self, r: ResolvedRetryPolicy) -> Json:
@@ -384,33 +386,34 @@ class _Stream:
             hit = self.text[key] = _expression_text(e)
         return hit
 
-    def bindings(self, bs: tuple[Binding, ...]) -> str:
+    def bindings(self, bs: Sequence[Binding]) -> str:
         """Canonical text of bindings; plain literals and shared expressions are
         written directly (calling the JSON encoder per node dominated the digest),
         and the text before each literal is reused by name."""
         if not bs:
             return "[]"
         out = []
-        for b in bs:
-            v = b.value
+        for name, raw in items(bs):
+            v = raw.value if type(raw) is Literal else raw
             t = type(v)
             if t is Expression:
-                key = (b.name, id(v))
+                key = (name, id(v))
                 text = self.binding_text.get(key)
                 if text is None:
                     expr = self.expression(v)  # type: ignore[arg-type]
                     text = self.binding_text[key] = (
-                        '{"name":' + _quote(b.name) + ',"value":{"expression":' + expr + "}}"
+                        '{"name":' + _quote(name) + ',"value":{"expression":' + expr + "}}"
                     )
-            elif t is Literal and type(v.value) in _SCALAR:  # type: ignore[union-attr]
-                head = self.literal_heads.get(b.name)
+            elif t in _SCALAR:  # a plain literal
+                head = self.literal_heads.get(name)
                 if head is None:
-                    head = self.literal_heads[b.name] = (
-                        '{"name":' + _quote(b.name) + ',"value":{"literal":'
+                    head = self.literal_heads[name] = (
+                        '{"name":' + _quote(name) + ',"value":{"literal":'
                     )
-                text = head + _scalar(v.value) + "}}"  # type: ignore[union-attr]
+                text = head + _scalar(v) + "}}"
             else:
-                text = '{"name":' + _quote(b.name) + ',"value":' + _dumps(self.canon.value(v)) + "}"
+                value = _dumps(self.canon.value(binding_value(v)))
+                text = '{"name":' + _quote(name) + ',"value":' + value + "}"
             out.append(text)
         return "[" + ",".join(out) + "]"
 

@@ -7,9 +7,9 @@ into `execplan.v1.ExecutionPlan`. Conventions:
 - enums are proto value names (`"TRIGGER_RULE_ALL_SUCCESS"`, `"EDGE_KIND_DATA"`);
 - a `BindingValue` is one of `Literal`, `Expression`, `Template`, `BindingStruct`,
   `BindingList` (the proto oneof); `Template.parts` holds `str` text and `Expression`s;
-- maps are dicts (read-only by convention); everything else is tuples, except
-  `Plan.edges`, a `PlanEdges` (a sequence of `PlanEdge` kept without an object per
-  edge).
+- maps are dicts (read-only by convention); everything else is tuples, except two
+  sequences kept lean for big plans: `Plan.edges`, a `PlanEdges` (no object per
+  edge), and compiled bindings, a `Bindings` (no object per plain literal binding).
 
 Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
 `defaults` serves every task that does not override it): never mutate them.
@@ -62,7 +62,7 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class BindingStruct:
-    fields: tuple[Binding, ...]
+    fields: Sequence[Binding]  # a Bindings when compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,66 @@ class BindingList:
 
 
 BindingValue: TypeAlias = Literal | Expression | Template | BindingStruct | BindingList
+_VALUE_TYPES = frozenset({Literal, Expression, Template, BindingStruct, BindingList})
+
+
+def binding_value(v: object) -> BindingValue:
+    """A value of `Bindings.values` as a BindingValue: a plain JSON value is a Literal."""
+    return v if type(v) in _VALUE_TYPES else Literal(v)  # type: ignore[return-value]
+
+
+class Bindings(Sequence[Binding]):
+    """Bindings sorted by name, without two objects per binding (a 100k-task plan has
+    ~200k bindings; a Binding and a Literal for each were half of its objects).
+
+    `names` and `values` side by side; a value is a `BindingValue`, or the JSON value
+    itself where the binding is a plain `Literal` (JSON values are never one of the
+    BindingValue classes, so `binding_value` tells them apart). Iterating, indexing
+    and comparing work as on a tuple of `Binding` (made on the fly); `items(bs)` is
+    the cheap way through for code that reads every binding of every node."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: tuple[str, ...], values: tuple[object, ...]) -> None:
+        self.names = names
+        self.values = values
+
+    def __iter__(self) -> Iterator[Binding]:
+        for name, v in zip(self.names, self.values, strict=True):
+            yield Binding(name, binding_value(v))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> Binding: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Binding, ...]: ...
+    def __getitem__(self, i: int | slice) -> Binding | tuple[Binding, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        return Binding(self.names[i], binding_value(self.values[i]))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is Bindings:
+            return self.names == other.names and self.values == other.values
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Bindings({tuple(self)!r})"
+
+
+def items(bs: Sequence[Binding]) -> Iterator[tuple[str, object]]:
+    """(name, value) of each binding; a plain literal's value may be its JSON value
+    (from a `Bindings`) or a `Literal` (from a tuple of Binding): handle both."""
+    if type(bs) is Bindings:
+        return zip(bs.names, bs.values, strict=True)
+    return ((b.name, b.value) for b in bs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +217,7 @@ class ResourceBinding:
 @dataclass(frozen=True, slots=True)
 class PlanSideTask:
     type: str
-    bindings: tuple[Binding, ...]
+    bindings: Sequence[Binding]
     retry: ResolvedRetryPolicy
     timeouts: ResolvedTimeouts
     inherits_inputs: bool
@@ -275,7 +335,7 @@ class PlanNode:
     priority: int
     trigger: str
     condition: Expression | None
-    bindings: tuple[Binding, ...]
+    bindings: Sequence[Binding]  # a Bindings when compiled
     retry: ResolvedRetryPolicy
     timeouts: ResolvedTimeouts
     fallback: PlanSideTask | None

@@ -13,6 +13,7 @@ serialize with `SerializeToString(deterministic=True)`, or call `serialize_plan`
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
@@ -33,7 +34,7 @@ from execplan.planner import (
     ResourceBinding,
     Template,
 )
-from execplan.planner.plan import EDGE_ORDER, PlanEdges
+from execplan.planner.plan import EDGE_ORDER, PlanEdges, binding_value, items
 from execplan.usage.codec import encode_budget
 from execplan.v1 import plan_pb2, planner_service_pb2, workflow_pb2
 from google.protobuf import duration_pb2, struct_pb2
@@ -154,7 +155,7 @@ def _binding_wire(b: Binding) -> bytes:
     return _field(b"\x62", _field(b"\x0a", b.name.encode()) + _field(b"\x12", value))
 
 
-def _bindings(bs: tuple[Binding, ...], out: Any) -> None:
+def _bindings(bs: Sequence[Binding], out: Any) -> None:
     for b in bs:
         msg = out.add(name=b.name)
         _value(b.value, msg.value)
@@ -170,26 +171,25 @@ class _Encoder:
         self.bindings: dict[tuple[str, int], bytes] = {}
         self.number_heads: dict[str, bytes] = {}
 
-    def binding(self, b: Binding) -> bytes:
-        """`_binding_wire(b)`, reusing the bytes of an expression binding shared by
-        many nodes and the bytes before the double of a number literal by name."""
-        v = b.value
+    def binding(self, name: str, raw: object) -> bytes:
+        """`_binding_wire` of one binding (its value as `items` gives it), reusing the
+        bytes of an expression binding shared by many nodes and the bytes before the
+        double of a number literal by name."""
+        v = raw.value if type(raw) is Literal else raw
         t = type(v)
         if t is Expression:
-            key = (b.name, id(v))  # the plan keeps v alive, so its id is stable
+            key = (name, id(v))  # the plan keeps v alive, so its id is stable
             hit = self.bindings.get(key)
             if hit is None:
-                hit = self.bindings[key] = _binding_wire(b)
+                hit = self.bindings[key] = _binding_wire(Binding(name, v))  # type: ignore[arg-type]
             return hit
-        if isinstance(v, Literal):
-            lit = v.value
-            if type(lit) is int or type(lit) is float:
-                head = self.number_heads.get(b.name)
-                if head is None:
-                    whole = _binding_wire(b)
-                    head = self.number_heads[b.name] = whole[:-8]  # all but the double
-                return head + _DOUBLE(lit)  # struct converts an int as float() does
-        return _binding_wire(b)
+        if t is int or t is float:
+            head = self.number_heads.get(name)
+            if head is None:
+                whole = _binding_wire(Binding(name, Literal(v)))
+                head = self.number_heads[name] = whole[:-8]  # all but the double
+            return head + _DOUBLE(v)  # struct converts an int as float() does
+        return _binding_wire(Binding(name, binding_value(v)))
 
     def retry(self, r: ResolvedRetryPolicy) -> bytes:
         hit = self.memo.get(id(r))
@@ -322,7 +322,8 @@ class _Encoder:
         if n.condition is not None:
             parts.append(_field(b"\x5a", _expression_bytes(n.condition)))
         if n.bindings:
-            parts.extend([self.binding(b) for b in n.bindings])
+            binding = self.binding
+            parts.extend([binding(name, v) for name, v in items(n.bindings)])
         if n.fallback is not None:
             parts.append(_field(b"\x7a", self.side(n.fallback)))
         if n.compensation is not None:

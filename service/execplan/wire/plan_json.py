@@ -31,7 +31,7 @@ from operator import attrgetter
 from typing import Any
 
 from execplan.planner import Binding, Expression, Literal, Plan, PlanNode
-from execplan.planner.plan import EDGE_ORDER, PlanEdges
+from execplan.planner.plan import EDGE_ORDER, PlanEdges, binding_value, items
 from execplan.v1 import plan_pb2
 
 # The codec's own pieces, so both write a node's shared fields from the same bytes.
@@ -165,8 +165,9 @@ class _NodeWriter:
         if n.condition is not None:
             out.append(f'{_P3}"condition": ' + self.expression(n.condition, _NODE))
         if n.bindings:
-            items = ",\n".join([self.binding(b) for b in n.bindings])
-            out.append(f'{_P3}"bindings": [\n{items}\n{_P3}]')
+            binding = self.binding
+            texts = ",\n".join([binding(name, v) for name, v in items(n.bindings)])
+            out.append(f'{_P3}"bindings": [\n{texts}\n{_P3}]')
         if g3:
             out.append(g3)
         if n.fallback is not None:
@@ -211,36 +212,35 @@ class _NodeWriter:
             hit = self.expressions[key] = _expression(e, depth)
         return hit
 
-    def binding(self, b: Binding) -> str:
-        """One item of a node's `bindings` (depth 4; its members at depth 5)."""
-        v = b.value
-        if type(v) is Expression:
-            key = (b.name, id(v))
+    def binding(self, name: str, raw: object) -> str:
+        """One item of a node's `bindings` (depth 4; its members at depth 5), from
+        its value as `items` gives it."""
+        v = raw.value if type(raw) is Literal else raw
+        t = type(v)
+        if t is Expression:
+            key = (name, id(v))
             hit = self.bindings.get(key)
             if hit is None:
                 hit = self.bindings[key] = (
-                    f'{_P4}{{\n{_P5}"name": {_quote(b.name)},\n{_P5}"value": {{\n'
-                    f'{_P6}"expression": {self.expression(v, 6)}\n{_P5}}}\n{_P4}}}'
+                    f'{_P4}{{\n{_P5}"name": {_quote(name)},\n{_P5}"value": {{\n'
+                    f'{_P6}"expression": {self.expression(v, 6)}\n{_P5}}}\n{_P4}}}'  # type: ignore[arg-type]
                 )
             return hit
-        if type(v) is Literal:
-            lit = v.value
-            t = type(lit)
-            text = None
-            if t is str:
-                text = _quote(lit)  # type: ignore[arg-type]
-            elif (t is int or t is float) and math.isfinite(lit):  # type: ignore[arg-type]
-                text = repr(float(lit))  # type: ignore[arg-type]  # Value.number_value
-            if text is not None:
-                head = self.literal_heads.get(b.name)
-                if head is None:
-                    head = self.literal_heads[b.name] = (
-                        f'{_P4}{{\n{_P5}"name": {_quote(b.name)},\n{_P5}"value": {{\n'
-                        f'{_P6}"literal": '
-                    )
-                return f"{head}{text}\n{_P5}}}\n{_P4}}}"
+        text = None
+        if t is str:
+            text = _quote(v)  # type: ignore[arg-type]
+        elif (t is int or t is float) and math.isfinite(v):  # type: ignore[arg-type]
+            text = repr(float(v))  # type: ignore[arg-type]  # Value.number_value
+        if text is not None:
+            head = self.literal_heads.get(name)
+            if head is None:
+                head = self.literal_heads[name] = (
+                    f'{_P4}{{\n{_P5}"name": {_quote(name)},\n{_P5}"value": {{\n{_P6}"literal": '
+                )
+            return f"{head}{text}\n{_P5}}}\n{_P4}}}"
         # Anything else as encode_plan writes it (struct keys sorted, as on the wire).
-        msg = plan_pb2.PlanNode.FromString(_binding_wire(b)).bindings[0]
+        wire = _binding_wire(Binding(name, binding_value(v)))
+        msg = plan_pb2.PlanNode.FromString(wire).bindings[0]
         return _P4 + _render(_obj(msg), 4)
 
     def side(self, wire: bytes) -> str:
