@@ -142,6 +142,7 @@ def echo(value: object) -> str:
 
 
 @lru_cache(maxsize=4096)  # child() passes only keys up to MAX_ECHO_CHARS
+@lru_cache(maxsize=4096)  # keys repeat on every task (`inputs.size`); short keys only
 def _suffix(key: str) -> str:
     if _IDENT.fullmatch(key):
         return "." + key
