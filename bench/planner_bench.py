@@ -14,6 +14,12 @@ subprocess so ru_maxrss is that size's peak; the reported time is the median of
 steadier on a shared machine) (json text -> compile_source -> encode_plan ->
 SerializeToString(deterministic=True)), and the phase split is from the last run.
 
+`--tools N` measures what users run on an N-task workflow instead (`inputs` shape):
+`execplan plan FILE --format json|text|dot|mermaid` and `execplan validate FILE` as
+subprocesses writing to /dev/null (wall, CPU and peak RSS of the process, from
+wait4), and CompilePlan through a fresh `execplan serve` (client wall time, the
+server's CPU for the call and its peak RSS, VmHWM, beside its RSS before the call).
+
 To compare commits, unpack each (`git archive COMMIT | tar -x -C DIR`) and pass
 `--source DIR` once per commit: each case then runs once per source, alternating,
 so both see the same machine and load; rows are labelled with the directory's name.
@@ -29,6 +35,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +76,7 @@ def run_one(n: int, runs: int, shape: str) -> dict[str, object]:
     text = make_workflow(n, inputs=shape == "inputs")
     times: list[float] = []
     cpu: list[float] = []
+    compile_cpu: list[float] = []
     phases: dict[str, float] = {}
     size = 0
     for _ in range(runs):
@@ -76,6 +84,7 @@ def run_one(n: int, runs: int, shape: str) -> dict[str, object]:
         t0 = time.perf_counter()
         result = compile_source(text, "json")
         t1 = time.perf_counter()
+        compile_cpu.append(time.process_time() - c0)
         assert result.plan is not None, result.diagnostics[:5]
         msg = encode_plan(result.plan)
         t2 = time.perf_counter()
@@ -97,9 +106,131 @@ def run_one(n: int, runs: int, shape: str) -> dict[str, object]:
         "median_s": statistics.median(times),
         "min_s": min(times),
         "cpu_median_s": statistics.median(cpu),
+        "compile_cpu_median_s": statistics.median(compile_cpu),
         "phases_s": phases,
         "peak_rss_mib": rss_kib / 1024,
     }
+
+
+# -- the tools on one big workflow: CLI formats, validate, the gRPC service ------------
+
+CLI = ["-c", "import sys; from execplan.cli import main; sys.exit(main())"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _env(source: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if source is not None:
+        paths = [str(source / "service"), str(source / "clients" / "python")]
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_cli(args: list[str], source: Path | None) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MiB) of `execplan ARGS` writing to /dev/null."""
+    with open(os.devnull, "w") as sink:
+        began = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, *CLI, *args], stdout=sink, stderr=subprocess.PIPE, env=_env(source)
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"execplan {' '.join(args)} exited {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _proc_hwm(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _compile_rpc(address: str, texts: list[str]) -> list[float]:
+    from execplan.client import ExecutorClient  # noqa: PLC0415
+
+    walls = []
+    async with ExecutorClient(address) as client:
+        for text in texts:
+            began = time.perf_counter()
+            plan = await client.compile(text)
+            walls.append(time.perf_counter() - began)
+            assert plan.nodes, "an empty plan"
+    return walls
+
+
+def run_grpc(path: Path, source: Path | None) -> tuple[float, float, float, float]:
+    """CompilePlan of the file through a fresh `execplan serve`: (wall s, server CPU s,
+    server peak RSS MiB, the server's RSS before it MiB)."""
+    import asyncio  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serve.out"
+        serve = [sys.executable, *CLI, "serve", "--listen", "127.0.0.1:0", "--no-ui"]
+        with log.open("w") as sink:
+            server = subprocess.Popen(
+                [*serve, "--store", str(Path(tmp) / "bench.db")],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=_env(source),
+                cwd=tmp,
+            )
+        try:
+            address = ""
+            deadline = time.monotonic() + 60
+            while not address and time.monotonic() < deadline and server.poll() is None:
+                for line in log.read_text().splitlines():
+                    if line.startswith("execplan listening on "):
+                        address = line.split()[-1]
+                time.sleep(0.05)
+            if not address:
+                raise RuntimeError(f"execplan serve did not start; see {log.read_text()}")
+            # Warm up the planner's code paths with a small workflow first.
+            asyncio.run(_compile_rpc(address, [make_workflow(100)]))
+            idle = _proc_hwm(server.pid)
+            cpu0 = _proc_cpu(server.pid)
+            (wall,) = asyncio.run(_compile_rpc(address, [path.read_text()]))
+            return wall, _proc_cpu(server.pid) - cpu0, _proc_hwm(server.pid), idle
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def tools(n: int, runs: int, sources: list[Path | None]) -> None:
+    """The planner's tools on one `inputs`-shape workflow of n tasks, each run
+    alternating between the sources (medians over `runs`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"bench-{n}.json"
+        path.write_text(make_workflow(n, inputs=True))
+        cases: list[tuple[str, list[str] | None]] = [
+            *((f"plan --format {fmt}", ["plan", str(path), "--format", fmt]) for fmt in
+              ("json", "text", "dot", "mermaid")),
+            ("validate", ["validate", str(path)]),
+            ("gRPC CompilePlan", None),
+        ]  # fmt: skip
+        label = max((len(s.name) for s in sources if s is not None), default=6)
+        print(f"# {n:,} tasks, shape inputs, {path.stat().st_size / 1e6:.1f} MB of JSON")
+        print(f"{'source':>{label}} {'what':<22} {'wall s':>7} {'cpu s':>7} {'peak RSS MiB':>13}")
+        for what, cli in cases:
+            results: dict[Path | None, list[tuple[float, ...]]] = {s: [] for s in sources}
+            for _ in range(runs):
+                for source in sources:
+                    row = run_cli(cli, source) if cli else run_grpc(path, source)
+                    results[source].append(row)
+            for source, rows in results.items():
+                name = source.name if source is not None else "-"
+                wall = statistics.median(r[0] for r in rows)
+                cpu = statistics.median(r[1] for r in rows)
+                rss = statistics.median(r[2] for r in rows)
+                extra = f" (idle {statistics.median(r[3] for r in rows):.0f})" if not cli else ""
+                print(f"{name:>{label}} {what:<22} {wall:>7.2f} {cpu:>7.2f} {rss:>13.0f}{extra}")
 
 
 def main() -> None:
@@ -110,7 +241,18 @@ def main() -> None:
     ap.add_argument("--shape", default="inputs", help=argparse.SUPPRESS)
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--source", type=Path, action="append", help="a checkout to compare")
+    ap.add_argument(
+        "--tools",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the CLI (plan in each format, validate) and the gRPC CompilePlan"
+        " of an N-task workflow (wall, CPU, peak RSS of the process doing the work)",
+    )
     args = ap.parse_args()
+    if args.tools:
+        tools(args.tools, args.runs, args.source or [None])
+        return
     if args.child:
         print(json.dumps(run_one(args.child, args.runs, args.shape)))
         return
@@ -120,7 +262,7 @@ def main() -> None:
         f"{'source':>{label}} "
         * bool(label)
         + f"{'shape':>6} {'tasks':>7} {'median s':>9} {'min s':>7} {'cpu s':>7} "
-        f"{'compile':>8} {'encode':>7} "
+        f"{'compile':>8} {'comp cpu':>8} {'encode':>7} "
         f"{'serial':>7} {'plan MB':>8} {'RSS MiB':>8}"
     )
     cases = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.sizes.split(",")]
@@ -152,7 +294,7 @@ def main() -> None:
             print(
                 f"{name}{r['shape']:>6} {r['tasks']:>7} {r['median_s']:>9.3f} "
                 f"{r['min_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
-                f"{ph['compile']:>8.3f} "
+                f"{ph['compile']:>8.3f} {r['compile_cpu_median_s']:>8.3f} "
                 f"{ph['encode']:>7.3f} {ph['serialize']:>7.3f} {r['plan_bytes'] / 1e6:>8.1f} "
                 f"{r['peak_rss_mib']:>8.0f}"
             )
