@@ -45,7 +45,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import MISSING, fields, replace
 from itertools import compress, repeat
-from operator import add, attrgetter, mod
+from operator import add, attrgetter, is_, mod
 from typing import Any, cast
 
 from execplan.planner.plan import (
@@ -439,17 +439,7 @@ class _Stream:
         if _others(n) != _OTHER_DEFAULTS:
             # "%.0s" writes nothing: the node's own values are already in its text.
             return _dumps(self.canon.node(n)).replace("%", "%%") + "%.0s" * _SLOTS
-        key = (
-            n.builtin,
-            id(n.circuit_breaker),
-            n.priority,
-            id(n.resources),
-            id(n.retry),
-            id(n.timeouts),
-            n.trigger,
-            n.type,
-            n.estimated_duration_ms,
-        )
+        key = _template_key(n)
         hit = self.templates.get(key)
         if hit is None:
             c = self.canon
@@ -474,6 +464,13 @@ class _Stream:
             hit = self.templates[key] = "{" + ",".join(fields) + "}"
         return hit
 
+    def template_of_each(self, nodes: tuple[PlanNode, ...]) -> list[str]:
+        """`template(n)` of each node: the cached ones found by keys made in C."""
+        found = list(map(self.templates.get, map(_template_key, nodes)))
+        for j in compress(range(len(found)), map(is_, found, repeat(None))):
+            found[j] = self.template(nodes[j])
+        return found  # type: ignore[return-value]
+
     def nodes(self, nodes: tuple[PlanNode, ...], downs: list[str], ups: list[str]) -> Iterator[str]:
         """The text of each node: its template %-formatted with its own values, each
         column of which is made by `map` (so the loops over nodes run in C); `downs`
@@ -492,7 +489,7 @@ class _Stream:
             ups,
             strict=True,
         )
-        return map(mod, map(self.template, nodes), values)
+        return map(mod, self.template_of_each(nodes), values)
 
 
 # The keys of a node in the canonical JSON, sorted; the template writes the first
@@ -561,6 +558,23 @@ _OTHER_DEFAULTS = tuple(
 _others: Callable[[PlanNode], object] = (
     attrgetter(*_OTHER) if len(_OTHER) > 1 else lambda n: tuple(getattr(n, f) for f in _OTHER)
 )
+
+
+def _template_key(n: PlanNode) -> tuple[object, ...]:
+    """What a node's template depends on: whether it is a plain node (no field beyond
+    the twenty; a generic node's "template" is its own text, never found by key), its
+    shared values, and the identities of its shared policy objects."""
+    return (
+        _others(n) == _OTHER_DEFAULTS,
+        _get_shared(n),
+        id(n.circuit_breaker),
+        id(n.resources),
+        id(n.retry),
+        id(n.timeouts),
+    )
+
+
+_get_shared = attrgetter("builtin", "priority", "trigger", "type", "estimated_duration_ms")
 
 
 def _int_lists(lists: Iterable[tuple[int, ...]]) -> list[str]:
