@@ -57,6 +57,18 @@ def comprehensions(n: int) -> str:
             "a" + ".b" * (MAX_EXPRESSION_DEPTH + 1),
             "expression-too-deep",
         ),
+        # A member chain on a number literal (`1.b.b...`) parses as deeply as one on a
+        # name; the scan once read it as a single number token and let 8,000 through.
+        (
+            "1" + ".b" * MAX_EXPRESSION_DEPTH,
+            "1" + ".b" * (MAX_EXPRESSION_DEPTH + 1),
+            "expression-too-deep",
+        ),
+        (
+            "1.5e3" + ".b" * MAX_EXPRESSION_DEPTH,
+            "1.5e3" + ".b" * (MAX_EXPRESSION_DEPTH + 1),
+            "expression-too-deep",
+        ),
         (
             "a" + "[0]" * MAX_EXPRESSION_DEPTH,
             "a" + "[0]" * (MAX_EXPRESSION_DEPTH + 1),

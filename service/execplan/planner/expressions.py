@@ -220,7 +220,7 @@ _SCAN = re.compile(
     (?P<skip>\s+|//[^\n]*)
     |(?P<quote>[rRbB]{0,2}['"])
     |(?P<ident>[A-Za-z_][A-Za-z0-9_]*|`[^`]*`)
-    |(?P<number>\d[\w.]*)
+    |(?P<number>\d\w*(?:\.\d\w*)?)   # `1.5e3`, `0xFF`, `7u`; never `1.b`: a member access
     |(?P<op>[-+*/%<>=!&|?:]+|\.)
     |(?P<open>[(\[{])
     |(?P<close>[)\]}])
