@@ -173,6 +173,19 @@ def test_depth_limit_counts_levels_reached_through_aliases() -> None:
     assert [c for c, _, _ in load(deep, "json")[2]] == ["limit-document-depth"]
 
 
+def test_merges_add_no_level_and_paths_name_them_as_written() -> None:
+    # Each `<<` brings the keys into its own map: a chain of 40 merges is 2 levels
+    # deep, not 41 (it was refused as deeper than 32).
+    chain = "a0: &a0 {k0: {x: 1}}\n" + "".join(
+        f"a{i}: &a{i} {{<<: [*a{i - 1}], k{i}: 1}}\n" for i in range(1, 40)
+    )
+    assert load(chain) == (True, yaml.safe_load(chain), [])
+    # Over a bound inside a merge: the path shows `<<`, not a Python object.
+    inner = "[" * 31 + "]" * 31
+    ok, _, found = load(f"a: &a {inner}\nb: {{<<: [*a]}}\n")
+    assert not ok and [(c, p) for c, p, _ in found] == [("limit-document-depth", 'b["<<"][0]')]
+
+
 def test_values_deeper_than_the_limit_in_any_format() -> None:
     value: Any = 1
     for _ in range(40):

@@ -200,6 +200,8 @@ class _Builder:
             segment = len(parent.value)
         elif parent.key is _NO_KEY:
             raise self.stop("invalid-syntax", "a list or map cannot be a key here")
+        elif parent.key is MERGE_KEY:
+            segment = "<<"  # as written: a path never shows the marker object
         else:
             segment = parent.key
         if len(self.stack) >= limits.MAX_DOCUMENT_DEPTH:
@@ -240,9 +242,14 @@ class _Builder:
             self.root = value
             return
         frame = self.stack[-1]
-        if frame.height <= height:
-            frame.height = height + 1
         container = frame.value
+        merging = frame.key is MERGE_KEY and type(container) is dict
+        if merging:
+            # A merged map's keys land in this map, one level up: a list of maps
+            # (`<<: [*a, *b]`) adds nothing of its own either.
+            height -= 1 if type(value) is list else 0
+        if frame.height <= height:
+            frame.height = height + (0 if merging else 1)
         if type(container) is list:
             container.append(value)
             if container is self.tasks and len(container) > limits.MAX_TASKS:
