@@ -35,6 +35,23 @@ class Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
 
 
+# The server keeps sequence numbers as signed 64-bit integers (docs/contract.md,
+# "Integer fields"); the flags check the range here so a typo is a usage error.
+MAX_SEQUENCE = 2**63 - 1
+
+
+def sequence_arg(text: str) -> int:
+    """argparse type of `--at N` / `--after N`: an integer 0..2^63-1."""
+    shown = text if len(text) <= 40 else f"{text[:40]}…({len(text):,} chars)"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sequence number, got {shown!r}") from None
+    if not 0 <= value <= MAX_SEQUENCE:
+        raise argparse.ArgumentTypeError(f"a sequence number is 0..{MAX_SEQUENCE}, not {shown}")
+    return value
+
+
 def add_address_option(parser: argparse.ArgumentParser) -> None:
     """`--address HOST:PORT` for commands that talk to a server."""
     parser.add_argument(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from execplan.cli.common import (
     add_address_option,
     read_text,
     security_options,
+    sequence_arg,
 )
 
 if TYPE_CHECKING:
@@ -61,12 +63,16 @@ def register(subparsers: Any) -> None:
 
     watch = add("watch", cmd_watch, "stream the events of an execution until it ends")
     watch.add_argument("execution_id", metavar="ID")
-    watch.add_argument("--after", type=int, default=0, metavar="N", help="events after seq N")
+    watch.add_argument(
+        "--after", type=sequence_arg, default=0, metavar="N", help="events after seq N"
+    )
 
     get = add("get", cmd_get, "show one execution")
     get.add_argument("execution_id", metavar="ID")
     get.add_argument("--format", choices=GET_FORMATS, default="text")
-    get.add_argument("--at", type=int, default=0, metavar="N", help="state as of sequence N")
+    get.add_argument(
+        "--at", type=sequence_arg, default=0, metavar="N", help="state as of sequence N"
+    )
 
     ls = add("ls", cmd_ls, "list executions, newest first")
     ls.add_argument(
@@ -115,13 +121,61 @@ def _call(args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[i
         raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
 
 
+# A JSON number travels as a double (google.protobuf.Value): an integer past 2^53 - 1
+# would arrive rounded, so it is refused, as the planner refuses it in a workflow.
+MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_NUMBER_CHARS = 100  # the planner's bound on a number literal
+
+
+def _json_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text):,} digits; quote it to pass it as text")
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(
+            f"the integer {text} is beyond +-(2^53 - 1), the largest a JSON number holds "
+            "exactly; quote it to pass it as text"
+        )
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"the number {text[:40]} is too large for a JSON number (a double)")
+    return value
+
+
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON has no such value."""
+
+
+def _not_json(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+def _loads(text: str) -> Any:
+    """json.loads for JSON proper: no NaN/Infinity (Python accepts them), integers that
+    a double holds exactly; raises ValueError (JSONDecodeError for bad syntax)."""
+    try:
+        return json.loads(
+            text, parse_int=_json_int, parse_float=_json_float, parse_constant=_not_json
+        )
+    except RecursionError:
+        raise ValueError("it nests too deep") from None
+
+
 def _json_arg(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        return _loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{what} is not valid JSON: {exc.msg} (column {exc.colno})", EXIT_USAGE
         ) from None
+    except _NotJson as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", EXIT_USAGE) from None
+    except ValueError as exc:
+        raise CliError(f"{what}: {exc}", EXIT_USAGE) from None
 
 
 def parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
@@ -137,9 +191,11 @@ def parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
         if not eq or not key:
             raise CliError(f"--input expects K=V, got {pair!r}", EXIT_USAGE)
         try:
-            inputs[key] = json.loads(text)
-        except json.JSONDecodeError:
-            inputs[key] = text
+            inputs[key] = _loads(text)
+        except (json.JSONDecodeError, _NotJson):
+            inputs[key] = text  # not JSON (`name=Ada`, `x=NaN`): text
+        except ValueError as exc:
+            raise CliError(f"--input {key}: {exc}", EXIT_USAGE) from None
     return inputs
 
 

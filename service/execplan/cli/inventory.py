@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from execplan.cli import render
-from execplan.cli.common import add_address_option
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
 from execplan.cli.executions import _call
 
 FORMATS = ("text", "json")
@@ -85,6 +85,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_plans(args: argparse.Namespace) -> int:
+    if args.limit < 1:  # as `execplan ls`: `--limit 0` used to list one plan
+        raise CliError("--limit must be >= 1", EXIT_USAGE)
+
     async def body(client: Any) -> int:
         plans = []
         async for plan in client.list_plans(args.workflow, page_size=min(max(args.limit, 1), 1000)):
