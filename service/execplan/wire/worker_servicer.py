@@ -117,6 +117,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                 self._engine.worker_message(worker, request)
 
         reader = asyncio.create_task(read())
+        waiter: asyncio.Future[Any] | None = None
         try:
             config = self._engine.config
             yield ws.ConnectResponse(
@@ -161,6 +162,10 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                     continue
                 yield outbox.take()
         finally:
+            # The worker may go away while we wait (the call is cancelled): a waiter
+            # left pending is destroyed later, an asyncio error in the log.
+            if waiter is not None:
+                waiter.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
