@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from execplan.planner import compile_document, diagnostics
+from execplan.planner import compile_document, diagnostics, limits
 from execplan.planner.diagnostics import MAX_REPORTED, Diagnostics, child, clip, echo
 
 
@@ -87,3 +87,43 @@ def test_collection_stops_at_max_collected(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(diags.items) == 50 and diags.full and diags.has_errors
     report = diags.report()
     assert len(report) == 51 and report[-1].message.startswith("30 more problems")
+
+
+def test_every_name_is_bounded() -> None:
+    """A name travels in every event and dispatch of what it names: a 100,000-character
+    task id or type used to compile (and a 30 MB one ran, at ~1 GB of server memory)."""
+    most = limits.MAX_NAME_CHARS
+    ok, long = "n" * most, "n" * (most + 1)
+
+    def doc(name: str) -> dict[str, Any]:
+        return wf(
+            {
+                "id": name,
+                "type": name,
+                "secrets": [name.upper()],
+                "fallback": {"type": name},
+                "compensation": {"type": name},
+            },
+            name=name,
+            version=name,
+            inputs={name: {"type": "string", "default": "x"}},
+            outputs={name: "${{ 1 }}"},
+            on_failure="compensate",
+        )
+
+    assert [d for d in compile_document(doc(ok)).errors if d.code == "name-too-long"] == []
+    errors = compile_document(doc(long)).errors
+    assert sorted(d.path for d in errors if d.code == "name-too-long") == sorted(
+        [
+            "name",
+            "version",
+            child("inputs", long),
+            child("outputs", long),
+            "tasks[0].id",
+            "tasks[0].type",
+            "tasks[0].fallback.type",
+            "tasks[0].compensation.type",
+            "tasks[0].secrets[0]",
+        ]
+    )
+    assert all(len(d.message) < 200 for d in errors)

@@ -59,6 +59,14 @@ def _duplicate(p: plan_pb2.ExecutionPlan) -> None:
     p.nodes[2].task_id = "a"
 
 
+def _long_id(p: plan_pb2.ExecutionPlan) -> None:
+    p.nodes[2].task_id = "c" * 30_000_000  # was run: 30 MB in every event of the task
+
+
+def _long_type(p: plan_pb2.ExecutionPlan) -> None:
+    p.nodes[0].type = "t" * 129
+
+
 def _edge(p: plan_pb2.ExecutionPlan) -> None:
     p.edges.add(source=0, target=3)
 
@@ -87,6 +95,8 @@ CASES: dict[str, tuple[Callable[[plan_pb2.ExecutionPlan], None], str, str]] = {
     "asymmetric": (_asymmetric, "plan.nodes[2].upstream", "whose downstream lacks 2"),
     "cycle": (_cycle, "plan.nodes[0].upstream", "cycle"),
     "duplicate": (_duplicate, "plan.nodes[2].task_id", "duplicate of nodes[0]"),
+    "long-id": (_long_id, "plan.nodes[2].task_id", "at most 128 characters"),
+    "long-type": (_long_type, "plan.nodes[0].type", "at most 128 characters"),
     "edge": (_edge, "plan.edges[2]", "not below 3"),
     "reads": (_reads, "plan.nodes[1]", "reads unknown task 'ghost'"),
     "output": (_output, "plan.outputs[0]", "reads unknown task 'ghost'"),

@@ -10,6 +10,13 @@
     MAX_NUMBER_CHARS      100 characters in a number literal                invalid-number
     MAX_SAFE_INTEGER      integers in values within +-(2^53 - 1): a JSON /
                           protobuf number is a double                       invalid-number
+    MAX_NAME_CHARS        128 characters in a name: the workflow's name and
+                          version, task ids, task/fallback/compensation
+                          types, input, output and secret names             name-too-long
+
+Names travel in every event, dispatch and metric label of what they name, so a
+30 MB task id (accepted before) made each of them 30 MB; 128 is what the builtin.workflow
+reference already allowed for a version.
 
 Why these numbers: a 100,000-task workflow with a few inputs per task is ~1.7 million
 values and 10-30 MB of text; 4 million values of YAML or JSON stay under ~1 GiB
@@ -31,3 +38,4 @@ MAX_DOCUMENT_DEPTH = 32
 MAX_TASKS = 100_000
 MAX_NUMBER_CHARS = 100
 MAX_SAFE_INTEGER = 2**53 - 1
+MAX_NAME_CHARS = 128

@@ -1,4 +1,5 @@
-"""Names and identifiers: workflow name, task ids (unique), input and secret names.
+"""Names and identifiers: workflow name, task ids (unique), input and secret names,
+and the length of every name (limits.MAX_NAME_CHARS).
 
 Task ids are `[A-Za-z_][A-Za-z0-9_]*` so that `tasks.ID` is valid CEL; input names
 follow the same rule for `workflow.inputs.NAME`. Workflow names are
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from execplan.planner import limits
 from execplan.planner.diagnostics import Diagnostics, child, echo
 from execplan.planner.model import Workflow
 
@@ -27,6 +29,7 @@ def task_index(wf: Workflow) -> dict[str, int]:
 
 
 def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
+    _lengths(wf, diags)
     if wf.name and not WORKFLOW_NAME.fullmatch(wf.name):
         diags.error(
             "invalid-id", "name", f"workflow name {echo(wf.name)} must match [a-z0-9][a-z0-9._-]*"
@@ -64,3 +67,28 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> None:
                     f"{t.path}.secrets[{j}]",
                     f"secret name {echo(secret)} must match [A-Za-z_][A-Za-z0-9_]*",
                 )
+
+
+def _lengths(wf: Workflow, diags: Diagnostics) -> None:
+    names: list[tuple[str, str, str]] = [("name", "workflow name", wf.name)]
+    names.append(("version", "version", wf.version))
+    names += [(child("inputs", n), "input name", n) for n in wf.inputs]
+    names += [(child("outputs", n), "output name", n) for n in wf.outputs]
+    for t in wf.tasks:
+        if t is None:
+            continue
+        names += [(f"{t.path}.id", "task id", t.id), (f"{t.path}.type", "task type", t.type)]
+        for side, spec in (("fallback", t.fallback), ("compensation", t.compensation)):
+            if spec is not None:
+                names.append((f"{t.path}.{side}.type", f"{side} type", spec.type))
+        names += [
+            (f"{t.path}.secrets[{j}]", "secret name", s) for j, s in enumerate(t.secrets) if s
+        ]
+    most = limits.MAX_NAME_CHARS
+    for path, what, name in names:
+        if len(name) > most:
+            diags.error(
+                "name-too-long",
+                path,
+                f"{what} {echo(name)} is longer than {most} characters",
+            )

@@ -7,7 +7,8 @@ node index out of range crashed the replay check (INTERNAL), and an upstream ind
 that names no node, or a cycle, started an execution that could never finish. So a
 client's plan must be a graph the executor can run:
 
-  - `nodes[i].index == i`; task ids non-empty and unique;
+  - `nodes[i].index == i`; task ids non-empty and unique; task ids and types no
+    longer than the planner's names (`planner.limits.MAX_NAME_CHARS`);
   - every `upstream`/`downstream` index names another node, and the two lists agree
     (u is upstream of d exactly when d is downstream of u); no cycle;
   - every edge names two nodes;
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from execplan import usage
 from execplan.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from execplan.planner import limits
 from execplan.planner.expressions import check_expression_bounds
 from execplan.usage.codec import budget_limits
 from execplan.v1 import plan_pb2
@@ -83,6 +85,11 @@ def _structure(plan: plan_pb2.ExecutionPlan, field: str) -> list[FieldViolation]
             )
         else:
             seen[node.task_id] = i
+        for name in ("task_id", "type"):
+            if len(getattr(node, name)) > limits.MAX_NAME_CHARS:
+                found.append(
+                    FieldViolation(f"{path}.{name}", f"at most {limits.MAX_NAME_CHARS} characters")
+                )
         for name in ("upstream", "downstream"):
             for k, other in enumerate(getattr(node, name)):
                 if other >= size or other == i:
