@@ -19,6 +19,13 @@ Well-known types (`google.protobuf.*`: Struct, Value, Timestamp, Duration) are n
 walked: Struct numbers are doubles, and the handler of a request with a Timestamp
 checks it (GetUsage: `wire/usage.py`).
 
+Strings that name or label something and are kept (in events, in the registry of
+workers, in every dispatch a worker gets) have a length bound too, per message type
+in `_STRINGS`: a request_id, a fairness key, a worker id, a task type, an event name,
+a reason (and the number of a worker's task types and labels). They used to be taken
+at any size: a 1 MB worker id was written into every `task_dispatched` of its work.
+The same check names the field (`register.worker_id`).
+
 Only fields that can hold a checked value (a uint64 or enum, here or below) are
 visited, decided once per message type: a large `inputs` Struct costs nothing, a
 10,000-task plan ~35 ms (its decoding by the executor costs ~0.5 s).
@@ -43,6 +50,37 @@ _CHECKED = _UNSIGNED_64 | {FieldDescriptor.TYPE_ENUM}
 _MAX_VIOLATIONS = 20
 
 
+# Names and ids: what a planner name may be (planner/limits.py MAX_NAME_CHARS is 128)
+# with room for generated ids (UUIDs, `EXECUTION/TASK/...` keys); free text: a reason.
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 4096
+MAX_TASK_TYPES = 1000
+MAX_LABELS = 100
+_CONTROL = {"request_id": MAX_ID_CHARS, "reason": MAX_TEXT_CHARS}
+# message type -> field -> most characters of each string (of each key and value of a
+# map<string, string>).
+_STRINGS: dict[str, dict[str, int]] = {
+    "execplan.v1.StartExecutionRequest": {"request_id": MAX_ID_CHARS, "fairness_key": MAX_ID_CHARS},
+    "execplan.v1.PauseExecutionRequest": _CONTROL,
+    "execplan.v1.ResumeExecutionRequest": {"request_id": MAX_ID_CHARS},
+    "execplan.v1.CancelExecutionRequest": _CONTROL,
+    "execplan.v1.TerminateExecutionRequest": _CONTROL,
+    "execplan.v1.SendEventRequest": {"request_id": MAX_ID_CHARS, "name": MAX_ID_CHARS},
+    "execplan.v1.WorkerRegistration": {
+        "worker_id": MAX_ID_CHARS,
+        "task_types": 128,
+        "labels": MAX_ID_CHARS,
+        "environment": MAX_ID_CHARS,
+        "sdk": MAX_ID_CHARS,
+    },
+}
+# field full name -> most entries
+_COUNTS = {
+    "execplan.v1.WorkerRegistration.task_types": MAX_TASK_TYPES,
+    "execplan.v1.WorkerRegistration.labels": MAX_LABELS,
+}
+
+
 def out_of_range(message: Message) -> list[FieldViolation]:
     """Every field of `message` (and below) whose value the server cannot hold."""
     found: list[FieldViolation] = []
@@ -51,6 +89,9 @@ def out_of_range(message: Message) -> list[FieldViolation]:
 
 
 def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
+    strings = _STRINGS.get(message.DESCRIPTOR.full_name)
+    if strings is not None:
+        _check_strings(message, strings, prefix, found)
     for field in _checked_fields(message.DESCRIPTOR):
         if len(found) >= _MAX_VIOLATIONS:
             return
@@ -82,6 +123,25 @@ def _check(field: FieldDescriptor, value: int, path: str, found: list[FieldViola
     elif field.type == FieldDescriptor.TYPE_ENUM and value not in _numbers(field.enum_type):
         name = field.enum_type.full_name if field.enum_type is not None else "enum"
         found.append(FieldViolation(path, f"unknown {name} value {value}", "unknown-enum-value"))
+
+
+def _check_strings(
+    message: Message, strings: dict[str, int], prefix: str, found: list[FieldViolation]
+) -> None:
+    for name, most in strings.items():
+        field = message.DESCRIPTOR.fields_by_name[name]
+        path = f"{prefix}{name}"
+        value = getattr(message, name)
+        if field.is_repeated:
+            if len(value) > (count := _COUNTS.get(field.full_name, len(value))):
+                found.append(FieldViolation(path, f"at most {count:,} entries", "too-many"))
+                continue
+            pairs = value.items() if hasattr(value, "items") else None  # a map<string, string>
+            items = [x for kv in pairs for x in kv] if pairs is not None else list(value)
+        else:
+            items = [value]
+        if any(len(item) > most for item in items):
+            found.append(FieldViolation(path, f"at most {most:,} characters", "too-long"))
 
 
 def _is_map(field: FieldDescriptor) -> bool:
