@@ -25,6 +25,7 @@ OUTPUT_ERROR = "OutputError"  # the workflow's outputs did not evaluate
 CIRCUIT_OPEN = "CircuitOpen"  # `on_open: fail_fast` while the task type's breaker is open
 TIMEOUT = "Timeout"
 PAYLOAD_TOO_LARGE = "PayloadTooLarge"  # a task output over the executor's limit
+INVALID_OUTPUT = "InvalidOutput"  # a task output that is not JSON (NaN, an infinity)
 CANCELLED = "Cancelled"
 TERMINATED = "Terminated"
 TASK_FAILED = "TaskFailed"  # an execution failed by a task whose error is unknown

@@ -6,6 +6,7 @@ direct recursions, which matters on the dispatch path (one conversion per task).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,3 +71,22 @@ def to_struct(value: Mapping[str, JsonValue]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     fill_struct(result, value)
     return result
+
+
+def non_finite(value: JsonValue) -> str | None:
+    """Where `value` holds NaN or an infinity (`.a[2]`, or "" for the value itself),
+    else None. JSON has no such numbers: protobuf's JSON printer refuses them, so an
+    execution holding one could not be shown (`execplan get`, the console) and an SDK
+    could not decode the inputs made of it. Callers refuse such values where they
+    come in (a request, a worker's output, an expression's result)."""
+    stack: list[tuple[JsonValue, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return path
+        elif isinstance(item, Mapping):
+            stack.extend((v, f"{path}.{k}") for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None

@@ -30,7 +30,7 @@ from execplan.errors import (
 from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.plan_index import PlanEntry
 from execplan.executor.runtime.workers import WorkerConn
-from execplan.executor.values import from_struct, from_value
+from execplan.executor.values import from_struct, from_value, non_finite
 from execplan.store import registry
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
@@ -158,6 +158,19 @@ def _required(value: str, field: str) -> str:
     return value
 
 
+def _finite(value: Any, field: str) -> Any:
+    """`value` unless it holds NaN or an infinity: JSON has no such number, and an
+    execution holding one could not be shown or handed to a worker."""
+    where = non_finite(value)
+    if where is not None:
+        path = f"{field}{where}"
+        raise InvalidArgument(
+            f"{path} is not a JSON number",
+            [FieldViolation(path, "NaN and infinities are not JSON")],
+        )
+    return value
+
+
 def _state_value(name: str) -> ex.ExecutionState.ValueType:
     return ex.ExecutionState.Value("EXECUTION_STATE_" + name)
 
@@ -263,7 +276,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
         plan = await self._plan(request)
         check_format(plan)
-        inputs = from_struct(request.inputs)
+        inputs = _finite(from_struct(request.inputs), "inputs")
         # A repeated request_id: the execution it started, without registering this
         # request's plan (AlreadyExists if the request differs). Then start; a
         # concurrent duplicate is caught again by the store's unique request_id.
@@ -367,7 +380,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         task_id = await self._engine.send_event(
             _required(request.execution_id, "execution_id"),
             _required(request.name, "name"),
-            from_value(request.data) if request.HasField("data") else None,
+            _finite(from_value(request.data), "data") if request.HasField("data") else None,
             request.request_id,
         )
         return pb.SendEventResponse(task_id=task_id)

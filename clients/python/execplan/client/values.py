@@ -15,14 +15,31 @@ and guessing would make types depend on the value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 
+def _check_finite(obj: Any) -> None:
+    """TypeError for NaN or an infinity anywhere in `obj`: JSON has no such number
+    (protobuf would carry it, and the server refuses it)."""
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise TypeError(f"not a JSON number at {path or 'the top'}: {item}")
+        elif isinstance(item, Mapping):
+            stack.extend((v, f"{path}.{k}") for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+
+
 def to_value(obj: Any) -> struct_pb2.Value:
-    """Raise TypeError for anything that is not JSON-like."""
+    """Raise TypeError for anything that is not JSON-like (NaN and infinities too)."""
+    _check_finite(obj)
     value = struct_pb2.Value()
     try:
         json_format.ParseDict(obj, value)
@@ -41,6 +58,7 @@ def to_struct(obj: Mapping[str, Any] | None) -> struct_pb2.Struct:
         return struct
     if not isinstance(obj, Mapping):
         raise TypeError(f"expected a mapping, got {type(obj).__name__}")
+    _check_finite(obj)
     try:
         json_format.ParseDict(dict(obj), struct)
     except json_format.ParseError as exc:

@@ -44,7 +44,7 @@ from execplan.executor.expressions.cel_runtime import CelFailure, execute
 from execplan.executor.expressions.cost import inline, narrow, shape
 from execplan.executor.expressions.sandbox import Outcome, Sandbox
 from execplan.executor.task_errors import EXPRESSION_BUDGET_EXCEEDED, TaskError
-from execplan.executor.values import JsonValue
+from execplan.executor.values import JsonValue, non_finite
 
 # The error type of a task (or execution) whose expression ran out of budget.
 BUDGET_EXCEEDED = EXPRESSION_BUDGET_EXCEEDED
@@ -160,9 +160,10 @@ class InlineFirst:
         handed = narrow(form, context)
         if inline(form, handed):
             try:
-                return execute(expr.source, handed)
+                value = execute(expr.source, handed)
             except CelFailure as error:
                 raise EvaluationError(f"{expr.source}: {error}") from error
+            return finite(value, expr.source)
         return self.heavy(Request(where.execution_id, field_of(where, path), expr.source, handed))
 
     def heavy(self, request: Request) -> JsonValue:
@@ -175,7 +176,16 @@ def settle(outcome: Outcome, request: Request) -> JsonValue:
         raise ExpressionBudgetExceeded(budget_message(request.field, outcome.exceeded, request))
     if outcome.error:
         raise EvaluationError(f"{request.source}: {outcome.error}")
-    return outcome.value
+    return finite(outcome.value, request.source)
+
+
+def finite(value: JsonValue, source: str) -> JsonValue:
+    """`value`, unless it holds NaN or an infinity (`1.0 / 0.0`): no JSON value, so
+    no worker could read it as an input and no client could show it as an output."""
+    where = non_finite(value)
+    if where is not None:
+        raise EvaluationError(f"{source}: the value{where} is not a JSON number (NaN or infinite)")
+    return value
 
 
 def budget_message(field: str, how: str, request: Request) -> str:

@@ -33,8 +33,8 @@ from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.leases import LeaseKey, Leases
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import TaskRun
-from execplan.executor.task_errors import PAYLOAD_TOO_LARGE, TaskError
-from execplan.executor.values import from_value
+from execplan.executor.task_errors import INVALID_OUTPUT, PAYLOAD_TOO_LARGE, TaskError
+from execplan.executor.values import from_value, non_finite
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
@@ -190,6 +190,10 @@ class WorkerSessions:
             self._report(worker, result.attempt, _fail(TaskError(PAYLOAD_TOO_LARGE, message)))
         elif outcome == "output":
             output = from_value(result.output)
+            if (where := non_finite(output)) is not None:
+                message = f"output{where} is not a JSON number (NaN or an infinity)"
+                self._report(worker, result.attempt, _fail(TaskError(INVALID_OUTPUT, message)))
+                return
             self._report(worker, result.attempt, lambda m, task: m.succeeded(task, output))
         else:
             message = result.error.message
