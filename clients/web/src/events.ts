@@ -3,7 +3,24 @@ import type { ExecutionEvent } from "./gen/execplan/v1/events_pb.js";
 import { TimeoutKind, TimerPurpose } from "./gen/execplan/v1/events_pb.js";
 import { ExecutionState } from "./gen/execplan/v1/execution_pb.js";
 import type { BindingValue } from "./gen/execplan/v1/plan_pb.js";
-import { phaseName, valueJson } from "./format.js";
+import type { Budget } from "./gen/execplan/v1/workflow_pb.js";
+import { amount, phaseName, usageText, valueJson } from "./format.js";
+
+/** A budget's limits as "cost 20 · tokens 2,000,000". */
+export function budgetText(budget: Budget | undefined): string {
+  return budgetLimits(budget)
+    .map(([name, limit]) => `${name} ${amount(limit)}`)
+    .join(" · ");
+}
+
+/** [name, limit] of every limit a budget sets, sorted by name. */
+export function budgetLimits(budget: Budget | undefined): Array<[string, number]> {
+  if (!budget) return [];
+  const out: Array<[string, number]> = Object.entries(budget.counters);
+  if (budget.cost !== undefined) out.push(["cost", budget.cost]);
+  if (budget.tokens !== undefined) out.push(["tokens", budget.tokens]);
+  return out.sort(([a], [b]) => a.localeCompare(b));
+}
 
 export interface EventLine {
   kind: string;
@@ -82,6 +99,10 @@ export function describeEvent(e: ExecutionEvent): EventLine {
       return line("child started", k.value.taskId, `${k.value.childExecutionId} (${k.value.workflowName}${k.value.workflowVersion ? `@${k.value.workflowVersion}` : ""})`, "running");
     case "childExecutionEnded":
       return line("child ended", k.value.taskId, `${k.value.childExecutionId}: ${ExecutionState[k.value.state] ?? ""}`, k.value.state === ExecutionState.SUCCEEDED ? "succeeded" : "failed");
+    case "taskUsage":
+      return line("usage", k.value.taskId, usageText(k.value.usage?.counters), "neutral");
+    case "budgetChanged":
+      return line("budget changed", "", `${budgetText(k.value.budget)}${k.value.reason ? ` · ${k.value.reason}` : ""}`, "running");
     case "executionCompleted": {
       const state = ExecutionState[k.value.state] ?? "";
       const err = k.value.error ? ` · ${k.value.error.type}: ${k.value.error.message}` : "";

@@ -13,12 +13,20 @@ import {
   TaskPhase,
   type TaskRun,
   TaskState,
+  type Usage,
+  UsageSchema,
 } from "./gen/execplan/v1/execution_pb.js";
 import { TimeoutKind } from "./gen/execplan/v1/events_pb.js";
 
 export interface Progress {
   value: unknown;
   at: number;
+}
+
+function addUsage(into: Usage | undefined, counters: { [name: string]: number }): Usage {
+  const out = into ?? create(UsageSchema);
+  for (const [name, n] of Object.entries(counters)) out.counters[name] = (out.counters[name] ?? 0) + n;
+  return out;
 }
 
 /** Applies `event` to `execution` in place; returns false if it was already folded. */
@@ -194,9 +202,28 @@ export function apply(execution: Execution, event: ExecutionEvent, progress: Map
     }
     case "executionPaused":
       execution.state = ExecutionState.PAUSED;
+      execution.budgetExceeded = k.value.budgetExceeded;
       break;
     case "executionResumed":
       execution.state = ExecutionState.RUNNING;
+      execution.budgetExceeded = undefined;
+      break;
+    case "taskUsage": {
+      // The task's, its attempt's and the execution's usage all grow by the report.
+      const counters = k.value.usage?.counters ?? {};
+      const t = task(k.value.taskId);
+      if (t) {
+        t.usage = addUsage(t.usage, counters);
+        const a = t.attempts.find(
+          (r) => r.phase === k.value.phase && r.attempt === k.value.token?.attempt && r.leaseEpoch === k.value.token?.leaseEpoch,
+        );
+        if (a) a.usage = addUsage(a.usage, counters);
+      }
+      execution.usage = addUsage(execution.usage, counters);
+      break;
+    }
+    case "budgetChanged":
+      execution.budget = k.value.budget;
       break;
     case "compensationStarted":
       execution.state = ExecutionState.COMPENSATING;

@@ -131,3 +131,22 @@ export function shortId(id: string): string {
 export function waitKindName(k: WaitKind): string {
   return (WaitKind[k] ?? "").replaceAll("_", " ").toLowerCase();
 }
+
+/** An amount for people: whole numbers grouped (1,200,000), others to 4 significant digits. */
+export function amount(n: number): string {
+  if (Number.isInteger(n)) return n.toLocaleString("en-US");
+  if (Math.abs(n) >= 100) return n.toLocaleString("en-US", { maximumFractionDigits: 2 });
+  return String(Number(n.toPrecision(Math.abs(n) < 0.01 ? 6 : 4)));
+}
+
+/** Usage counters as "cost 0.42 · tokens_in 1,200", sorted by name; "" when none. */
+export function usageText(counters: { [name: string]: number } | undefined): string {
+  const names = Object.keys(counters ?? {}).sort();
+  return names.map((n) => `${n} ${amount(counters![n]!)}`).join(" · ");
+}
+
+/** What counts toward a budget limit (`tokens` counts tokens_in + tokens_out + tokens). */
+export function spentToward(limit: string, counters: { [name: string]: number } | undefined): number {
+  const names = limit === "tokens" ? ["tokens", "tokens_in", "tokens_out"] : [limit];
+  return names.reduce((sum, n) => sum + (counters?.[n] ?? 0), 0);
+}

@@ -5,7 +5,7 @@ import { type TaskRun, TaskState } from "../gen/execplan/v1/execution_pb.js";
 import type { PlanNode } from "../gen/execplan/v1/plan_pb.js";
 import { BuiltinKind } from "../gen/execplan/v1/plan_pb.js";
 import { bindingText } from "../events.js";
-import { clock, duration, phaseName, taskStateName, taskTone, valueJson, waitKindName, when } from "../format.js";
+import { clock, duration, phaseName, taskStateName, taskTone, usageText, valueJson, waitKindName, when } from "../format.js";
 import { Json } from "./common.js";
 
 export function TaskPanel({
@@ -93,6 +93,12 @@ export function TaskPanel({
             </dd>
           </>
         )}
+        {usageText(task.usage?.counters) && (
+          <>
+            <dt>Usage</dt>
+            <dd data-testid="task-usage">{usageText(task.usage?.counters)}</dd>
+          </>
+        )}
         <dt>Worker</dt>
         <dd class="mono">{task.workerId || "–"}</dd>
         <dt>Queued</dt>
@@ -139,6 +145,7 @@ export function TaskPanel({
                 <th>Phase</th>
                 <th>Worker</th>
                 <th>Took</th>
+                <th>Usage</th>
                 <th>Error</th>
               </tr>
             </thead>
@@ -149,6 +156,7 @@ export function TaskPanel({
                   <td>{phaseName(a.phase)}</td>
                   <td class="mono">{a.workerId}</td>
                   <td>{duration(a.dispatchedAt, a.finishedAt)}</td>
+                  <td>{usageText(a.usage?.counters)}</td>
                   <td>{a.error ? `${a.error.type}: ${a.error.message}` : ""}</td>
                 </tr>
               ))}

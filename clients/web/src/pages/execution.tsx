@@ -12,10 +12,10 @@ import type { ExecutionEvent } from "../gen/execplan/v1/events_pb.js";
 import { type Execution, TaskState } from "../gen/execplan/v1/execution_pb.js";
 import type { ExecutionPlan } from "../gen/execplan/v1/plan_pb.js";
 import { apply } from "../fold.js";
-import { TERMINAL, clock, duration, taskStateName, taskTone, when } from "../format.js";
+import { TERMINAL, amount, clock, duration, spentToward, taskStateName, taskTone, usageText, when } from "../format.js";
 import { layoutScene } from "../layout.js";
 import { buildScene, nodeOf } from "../scene.js";
-import { describeEvent } from "../events.js";
+import { budgetLimits, describeEvent } from "../events.js";
 
 export function ExecutionPage({ executionId }: { executionId: string }) {
   const live = useRef<Execution | null>(null);
@@ -240,7 +240,14 @@ function ExecutionSummary({ execution }: { execution: Execution }) {
         )}
         <dt>Updated</dt>
         <dd>{clock(execution.updatedAt)}</dd>
+        {usageText(execution.usage?.counters) && (
+          <>
+            <dt>Usage</dt>
+            <dd data-testid="execution-usage">{usageText(execution.usage?.counters)}</dd>
+          </>
+        )}
       </dl>
+      <BudgetBlock execution={execution} />
       {execution.error && (
         <div class="alert error">
           <b>{execution.error.type}</b>: {execution.error.message}
@@ -251,6 +258,45 @@ function ExecutionSummary({ execution }: { execution: Execution }) {
       <h4>Outputs</h4>
       <Json value={execution.outputs} />
       <p class="muted small">Select a task in the graph for its attempts, output and errors.</p>
+    </div>
+  );
+}
+
+/** The budget in force: per limit what was spent, what running attempts hold, the limit. */
+function BudgetBlock({ execution }: { execution: Execution }) {
+  const limits = budgetLimits(execution.budget);
+  if (!limits.length && !execution.budgetExceeded) return null;
+  const used = execution.usage?.counters;
+  const reserved = execution.reserved?.counters;
+  return (
+    <div data-testid="budget">
+      <h4>Budget</h4>
+      <table class="table compact">
+        <tbody>
+          {limits.map(([name, limit]) => {
+            const spent = spentToward(name, used);
+            const held = spentToward(name, reserved);
+            const share = limit > 0 ? Math.min(100, ((spent + held) / limit) * 100) : 100;
+            return (
+              <tr key={name} data-limit={name}>
+                <td class="mono">{name}</td>
+                <td>
+                  {amount(spent)}
+                  {held ? <span class="muted"> +{amount(held)} reserved</span> : null} <span class="muted">of {amount(limit)}</span>
+                </td>
+                <td class="budget-bar">
+                  <span class={share >= 100 ? "over" : ""} style={{ width: `${share}%` }} />
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      {execution.budgetExceeded && (
+        <div class="alert warn" data-testid="budget-exceeded">
+          <b>BudgetExceeded</b>: {execution.budgetExceeded.message}
+        </div>
+      )}
     </div>
   );
 }
