@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from execplan.usage import Budget
+
 DEFAULT_LISTEN = "127.0.0.1:7070"
 DEFAULT_DB = "./execplan.db"
 MIB = 1024 * 1024
@@ -75,6 +77,10 @@ class ServerConfig:
     # Budget of an expression too expensive to evaluate inline (docs/expressions.md).
     expression_timeout_ms: int = 1_000
     expression_memory_mib: int = 1_024
+    # Usage (docs/usage.md): the default budget, and the runaway caps (0: none).
+    default_budget: Budget | None = None
+    max_for_each_items: int = 1_000
+    max_attempts_per_execution: int = 10_000
 
     @property
     def tls(self) -> bool:

@@ -299,7 +299,10 @@ def build_components(config: ServerConfig) -> list[Component]:
                     expressions=ExpressionBudget(
                         timeout_ms=config.expression_timeout_ms,
                         memory_bytes=config.expression_memory_mib * MIB,
-                    )
+                    ),
+                    default_budget=config.default_budget,
+                    max_for_each_items=config.max_for_each_items,
+                    max_attempts_per_execution=config.max_attempts_per_execution,
                 ),
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,

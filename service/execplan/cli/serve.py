@@ -25,6 +25,7 @@ from typing import Any
 
 from execplan.cli.common import EXIT_USAGE, CliError
 from execplan.config import DEFAULT_DB, DEFAULT_LISTEN, MIB, ServerConfig, split_host_port
+from execplan.usage import FAIL, PAUSE, Budget, check_amount, valid_counter
 
 PLANNER_TOKEN_ENV = "EXECPLAN_PLANNER_TOKEN"
 
@@ -166,6 +167,28 @@ def _add_executor_options(p: Any) -> None:
         help="memory of the process such an expression runs in (default: 1024)",
     )
     p.add_argument(
+        "--default-budget",
+        metavar="LIMITS",
+        help="budget of executions whose workflow sets no limit of its own, limit by "
+        "limit, e.g. cost=50,tokens=5000000,on_exceeded=fail (default: none; docs/usage.md)",
+    )
+    p.add_argument(
+        "--max-for-each-items",
+        type=int,
+        default=1_000,
+        metavar="N",
+        help="items one for_each may expand to; a longer list fails its task with "
+        "TooManyItems (default: 1000; 0: no cap)",
+    )
+    p.add_argument(
+        "--max-attempts-per-execution",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="attempts one execution may dispatch beyond one per task of its plan; the "
+        "next fails its task with TooManyAttempts (default: 10000; 0: no cap)",
+    )
+    p.add_argument(
         "--peer-ca",
         metavar="PEM",
         help="PostgreSQL + TLS: CA of the other replicas' certificates, trusted when a "
@@ -260,6 +283,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         )
     if args.max_watch_streams < 1:
         raise CliError("--max-watch-streams must be >= 1", EXIT_USAGE)
+    items = getattr(args, "max_for_each_items", 1_000)
+    attempts = getattr(args, "max_attempts_per_execution", 10_000)
+    if items < 0 or attempts < 0:
+        raise CliError(
+            "--max-for-each-items and --max-attempts-per-execution must be >= 0", EXIT_USAGE
+        )
+    budget = getattr(args, "default_budget", None)
     ui_listen, ui_optional = _ui_listen(args, role)
     return ServerConfig(
         listen=args.listen,
@@ -294,7 +324,38 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         start_burst=args.start_burst,
         expression_timeout_ms=timeout,
         expression_memory_mib=memory,
+        default_budget=parse_budget(budget, "--default-budget") if budget else None,
+        max_for_each_items=items,
+        max_attempts_per_execution=attempts,
     )
+
+
+def parse_budget(text: str, option: str) -> Budget:
+    """`cost=50,tokens=5000000,on_exceeded=fail` as a Budget; CliError naming the part."""
+    limits: dict[str, float] = {}
+    action = PAUSE
+    for part in text.split(","):
+        name, eq, value = part.strip().partition("=")
+        if not eq or not name:
+            raise CliError(f"{option}: expected NAME=VALUE, got {part.strip()!r}", EXIT_USAGE)
+        if name == "on_exceeded":
+            if value not in ("pause", "fail"):
+                raise CliError(f"{option}: on_exceeded is pause or fail, not {value!r}", EXIT_USAGE)
+            action = PAUSE if value == "pause" else FAIL
+            continue
+        if not valid_counter(name):
+            raise CliError(f"{option}: {name!r} is not a counter name", EXIT_USAGE)
+        try:
+            amount = float(value)
+        except ValueError:
+            raise CliError(f"{option}: {name}={value!r} is not a number", EXIT_USAGE) from None
+        problem = check_amount(amount)
+        if problem is not None:
+            raise CliError(f"{option}: {name}: {problem}", EXIT_USAGE)
+        limits[name] = amount
+    if not limits:
+        raise CliError(f"{option}: give at least one limit, e.g. cost=50", EXIT_USAGE)
+    return Budget.of(limits, action)
 
 
 def _ui_listen(args: argparse.Namespace, role: str) -> tuple[str | None, bool]:

@@ -18,6 +18,8 @@ from execplan.executor.expressions.bindings import (
     reads_of,
 )
 from execplan.executor.values import JsonValue, from_value
+from execplan.usage import Budget
+from execplan.usage.codec import decode_budget
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2, workflow_pb2
 
@@ -111,6 +113,10 @@ class NodeView:
         return side.timeouts if side is not None else self.timeouts
 
     breaker: BreakerView | None = None
+    # Usage (docs/usage.md): the task's own budget, and its estimate per counter (an
+    # amount, or an expression evaluated at dispatch).
+    budget: Budget | None = None
+    estimate: tuple[tuple[str, float, Expr | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,8 @@ class PlanView:
     # Does any node have a circuit breaker? (Most plans have none: their committed
     # events need not be shown to the breakers at all.)
     has_breakers: bool = False
+    # The workflow's budget (the server's default applies where it sets no limit).
+    budget: Budget | None = None
 
     @property
     def fail_fast(self) -> bool:
@@ -226,6 +234,15 @@ def _node(node: plan_pb2.PlanNode) -> NodeView:
         environment=res.environment,
         secrets=tuple(res.secrets),
         breaker=_breaker(node),
+        budget=decode_budget(node.budget) if node.HasField("budget") else None,
+        estimate=tuple(
+            (
+                a.counter,
+                a.amount,
+                decode_expression(a.expression) if a.HasField("expression") else None,
+            )
+            for a in node.estimate.amounts
+        ),
     )
 
 
@@ -253,4 +270,5 @@ def decode_plan(plan: plan_pb2.ExecutionPlan) -> PlanView:
     )
     view.index_of = {node.task_id: node.index for node in nodes}
     view.has_breakers = any(node.breaker is not None for node in nodes)
+    view.budget = decode_budget(plan.budget) if plan.HasField("budget") else None
     return view

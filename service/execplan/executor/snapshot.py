@@ -9,15 +9,25 @@ and a checkpoint of another format is ignored (the full log is replayed instead)
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from typing import Any
 
 from execplan.executor.plan_view import PlanView
-from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun, Timer
+from execplan.executor.state import (
+    AttemptRecord,
+    AttemptSpend,
+    BudgetHold,
+    ExecutionState,
+    Spend,
+    TaskRun,
+    Timer,
+)
 from execplan.executor.task_errors import TaskError
+from execplan.usage import Budget
 
 # 2: the request ids of control calls (executor/decide/requests.py); 3: tasks record the
-# principal that holds their lease.
-FORMAT = 3
+# principal that holds their lease; 4: usage, budget and caps (`spend`).
+FORMAT = 4
 
 _TASK_FIELDS = (
     "state",
@@ -84,7 +94,45 @@ def encode_state(state: ExecutionState) -> bytes:
         + [[[getattr(a, n) for n in _ATTEMPT_FIELDS] for a in task.attempts]]
         for task in state.tasks
     ]
+    document["spend"] = _encode_spend(state.spend)
     return json.dumps(document, separators=(",", ":"), default=_encode).encode()
+
+
+def _encode_spend(spend: Spend) -> dict[str, Any]:
+    budget = spend.budget
+    hold = spend.hold
+    return {
+        "budget": None if budget is None else [budget.limits, budget.on_exceeded],
+        "caps": [spend.max_for_each_items, spend.max_attempts],
+        "attempts": spend.attempts,
+        "usage": spend.usage,
+        "reserved": spend.reserved,
+        "tasks": [[index, used] for index, used in spend.tasks.items()],
+        "task_reserved": [[index, held] for index, held in spend.task_reserved.items()],
+        "leases": [
+            [*key, lease.worker_id, lease.usage, lease.reports, lease.reserved]
+            for key, lease in spend.leases.items()
+        ],
+        "hold": None if hold is None else astuple(hold),
+    }
+
+
+def _decode_spend(value: dict[str, Any]) -> Spend:
+    budget = value["budget"]
+    spend = Spend(
+        budget=None if budget is None else Budget(tuple(map(tuple, budget[0])), budget[1]),
+        max_for_each_items=value["caps"][0],
+        max_attempts=value["caps"][1],
+        attempts=value["attempts"],
+        usage=value["usage"],
+        reserved=value["reserved"],
+        tasks={index: used for index, used in value["tasks"]},
+        task_reserved={index: held for index, held in value["task_reserved"]},
+        hold=None if value["hold"] is None else BudgetHold(*value["hold"]),
+    )
+    for index, phase, attempt, epoch, worker_id, used, reports, held in value["leases"]:
+        spend.leases[(index, phase, attempt, epoch)] = AttemptSpend(worker_id, used, reports, held)
+    return spend
 
 
 def _encode(value: object) -> object:
@@ -128,4 +176,5 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
         task.attempts = [_attempt(values) for values in row[len(_TASK_FIELDS)]]
         tasks.append(task)
     state.tasks = tasks
+    state.spend = _decode_spend(document["spend"])
     return state

@@ -14,6 +14,7 @@ from execplan.executor.plan_view import PlanView
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.store.port import TERMINAL_STATE_NAMES
+from execplan.usage import Budget
 from execplan.v1 import execution_pb2 as ex
 
 TERMINAL_TASK_STATES = frozenset(
@@ -85,6 +86,94 @@ class TaskRun:
 
 
 @dataclass(slots=True)
+class AttemptSpend:
+    """What one lease (task index, phase, attempt, epoch) used and still holds."""
+
+    worker_id: str
+    usage: dict[str, float] = field(default_factory=dict)
+    # The highest UsageReport number recorded (each report counts once).
+    reports: int = 0
+    # What its estimate still holds against the budgets (beyond what it reported).
+    reserved: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BudgetHold:
+    """Why a budget paused the execution (ExecutionPaused.budget_exceeded)."""
+
+    counter: str
+    limit: float
+    spent: float
+    reserved: float
+    estimate: float
+    task_id: str
+    budget_task_id: str
+    message: str
+
+    def to_proto(self) -> ex.BudgetExceeded:
+        return ex.BudgetExceeded(
+            counter=self.counter,
+            limit=self.limit,
+            spent=self.spent,
+            reserved=self.reserved,
+            estimate=self.estimate,
+            task_id=self.task_id,
+            budget_task_id=self.budget_task_id,
+            message=self.message,
+        )
+
+    @classmethod
+    def from_proto(cls, b: ex.BudgetExceeded) -> BudgetHold:
+        return cls(
+            b.counter,
+            b.limit,
+            b.spent,
+            b.reserved,
+            b.estimate,
+            b.task_id,
+            b.budget_task_id,
+            b.message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """What an execution starts with besides its plan: its budget (the workflow's over
+    the server's default) and the server's runaway caps (0: none)."""
+
+    budget: Budget | None = None
+    max_for_each_items: int = 0
+    max_attempts: int = 0
+
+
+# A lease: (task index, phase, attempt, lease epoch).
+LeaseKey = tuple[int, int, int, int]
+
+
+@dataclass(slots=True)
+class Spend:
+    """Usage, budgets and runaway caps of one execution (docs/usage.md); written by
+    the fold (decide/usage.py) like the rest of the state."""
+
+    budget: Budget | None = None
+    # Runaway caps recorded at the start (0: none).
+    max_for_each_items: int = 0
+    max_attempts: int = 0
+    # Attempts dispatched so far (re-leases of an attempt and compensations not counted).
+    attempts: int = 0
+    # Everything reported (and what ended children used).
+    usage: dict[str, float] = field(default_factory=dict)
+    # Estimates of running attempts not yet covered by their reports.
+    reserved: dict[str, float] = field(default_factory=dict)
+    # Per task index: what it used, and what its running attempts hold.
+    tasks: dict[int, dict[str, float]] = field(default_factory=dict)
+    task_reserved: dict[int, dict[str, float]] = field(default_factory=dict)
+    leases: dict[LeaseKey, AttemptSpend] = field(default_factory=dict)
+    # Set while the execution is paused by a budget.
+    hold: BudgetHold | None = None
+
+
+@dataclass(slots=True)
 class Timer:
     timer_id: str
     task_index: int
@@ -121,6 +210,7 @@ class ExecutionState:
     consecutive_failures: int = 0
     completions: int = 0
     any_failed: bool = False
+    spend: Spend = field(default_factory=Spend)
 
     @property
     def terminal(self) -> bool:

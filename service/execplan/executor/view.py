@@ -13,6 +13,7 @@ from execplan.executor.state import (
 )
 from execplan.executor.values import fill_struct, fill_value
 from execplan.store.port import ExecutionRecord
+from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import execution_pb2 as ex
 
 # Why a queued task waits, when the runtime knows (shown as its status_message).
@@ -38,6 +39,10 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
         target.started_at.FromMilliseconds(task.started_ms)
     if task.finished_ms:
         target.finished_at.FromMilliseconds(task.finished_ms)
+    spend = state.spend
+    used = spend.tasks.get(task.index)
+    if used:
+        encode_usage(used, target.usage)
     for record in task.attempts:
         item = target.attempts.add(
             attempt=record.attempt,
@@ -45,6 +50,9 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
             worker_id=record.worker_id,
             lease_epoch=record.epoch,
         )
+        lease = spend.leases.get((task.index, record.phase, record.attempt, record.epoch))
+        if lease is not None and lease.usage:
+            encode_usage(lease.usage, item.usage)
         item.dispatched_at.FromMilliseconds(record.dispatched_ms)
         if record.finished_ms:
             item.finished_at.FromMilliseconds(record.finished_ms)
@@ -74,6 +82,7 @@ def encode_execution(
     message.updated_at.FromMilliseconds(state.updated_ms)
     if state.finished_ms:
         message.finished_at.FromMilliseconds(state.finished_ms)
+    _spend(state, message)
     counts = Counter(task_state_name(t.state) for t in state.tasks)
     for name, count in counts.items():
         message.task_counts[name] = count
@@ -81,6 +90,19 @@ def encode_execution(
         for task in state.tasks:
             _task(state, task, message.tasks.add(), hint)
     return message
+
+
+def _spend(state: ExecutionState, message: ex.Execution) -> None:
+    """Usage, the budget in force, what running attempts reserve, why a budget holds it."""
+    spend = state.spend
+    if spend.usage:
+        encode_usage(spend.usage, message.usage)
+    if spend.budget is not None:
+        encode_budget(spend.budget, message.budget)
+    if spend.reserved:
+        encode_usage(spend.reserved, message.reserved)
+    if spend.hold is not None:
+        message.budget_exceeded.CopyFrom(spend.hold.to_proto())
 
 
 def encode_record(record: ExecutionRecord) -> ex.Execution:

@@ -29,7 +29,8 @@ def encode_budget(budget: Budget, out: workflow_pb2.Budget | None = None) -> wor
             msg.tokens = limit
         else:
             msg.counters[name] = limit
-    msg.on_exceeded = workflow_pb2.BudgetAction.Value(budget.on_exceeded)
+    if budget.on_exceeded:  # "" (a change that keeps the action): UNSPECIFIED
+        msg.on_exceeded = workflow_pb2.BudgetAction.Value(budget.on_exceeded)
     return msg
 
 
@@ -50,6 +51,11 @@ def budget_action(msg: workflow_pb2.Budget) -> str:
 
 def decode_budget(msg: workflow_pb2.Budget, default_action: str = PAUSE) -> Budget:
     return Budget.of(budget_limits(msg), budget_action(msg) or default_action)
+
+
+def decode_change(msg: workflow_pb2.Budget) -> Budget:
+    """A requested change: the limits it sets and its action, "" when it names none."""
+    return Budget(tuple(sorted(budget_limits(msg).items())), budget_action(msg))
 
 
 def encode_usage(

@@ -18,7 +18,6 @@ import grpc
 from execplan.errors import (
     AlreadyExists,
     ExecplanError,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     LimitExceeded,
@@ -600,12 +599,18 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def SetBudget(  # noqa: N802
         self, request: pb.SetBudgetRequest, context: Ctx
     ) -> pb.SetBudgetResponse:
-        # Budgets are enforced by the executor; until it does, no execution has one to
-        # change (plans with budgets are refused, see plan_check.check_format).
-        raise FailedPrecondition(
-            f"execution {_required(request.execution_id, 'execution_id')} has no budget: "
-            "this executor does not run budgets yet"
+        remember_caller(context)  # a forward to the owner carries it
+        execution_id = _required(request.execution_id, "execution_id")
+        requested = usage.budget_change(request)
+        state = await self._engine.set_budget(
+            execution_id,
+            requested,
+            resume=request.resume,
+            reason=request.reason,
+            request_id=request.request_id,
         )
+        execution = await self._engine.get_execution(execution_id)
+        return pb.SetBudgetResponse(budget=execution.budget, state=_state_value(state))
 
     @unary_errors
     async def GetUsage(  # noqa: N802

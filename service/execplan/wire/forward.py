@@ -30,6 +30,8 @@ from execplan.errors import (
 )
 from execplan.executor.runtime.replicas import Control
 from execplan.executor.values import fill_value
+from execplan.usage import Budget
+from execplan.usage.codec import encode_budget
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
@@ -107,6 +109,19 @@ class GrpcForwarder:
                     **call,
                 )
                 return _name(terminated.state)
+            if control.kind == "set_budget":
+                budget = encode_budget(control.budget or Budget(on_exceeded=""))
+                changed = await stub.SetBudget(
+                    pb.SetBudgetRequest(
+                        execution_id=eid,
+                        budget=budget,
+                        resume=control.resume,
+                        reason=control.reason,
+                        request_id=rid,
+                    ),
+                    **call,
+                )
+                return _name(changed.state)
             request = pb.SendEventRequest(execution_id=eid, name=control.name, request_id=rid)
             if control.data is not None:
                 fill_value(request.data, control.data)

@@ -36,20 +36,32 @@ from execplan.usage.codec import budget_limits
 from execplan.v1 import plan_pb2
 
 _MAX_VIOLATIONS = 20
-# The newest plan format the executor runs. Format 2 (for_each, repeat, child
-# workflows, dynamic sub-plans) compiles, but the executor does not run it yet: a
-# plan it would run wrongly (ignoring for_each) is refused instead.
-RUNNABLE_FORMAT_VERSION = 1
+# The newest plan format the executor runs: 3, budgets and estimates (docs/usage.md).
+RUNNABLE_FORMAT_VERSION = 3
+# Format 2 (for_each, repeat, child workflows, dynamic sub-plans) compiles, but the
+# executor does not run those fields yet: a plan it would run wrongly (ignoring
+# for_each) is refused instead, whatever its format number says.
+RUNS_RUNTIME_PLANS = False
 
 
 def check_format(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
     """Raise FailedPrecondition when the executor cannot run this plan's format."""
-    if plan.format_version > RUNNABLE_FORMAT_VERSION:
+    runtime = not RUNS_RUNTIME_PLANS and any(_runtime(node) for node in plan.nodes)
+    if plan.format_version > RUNNABLE_FORMAT_VERSION or runtime:
         raise FailedPrecondition(
             f"{field} has format_version {plan.format_version}; this executor runs plans "
-            f"up to format {RUNNABLE_FORMAT_VERSION} (for_each, repeat, builtin.workflow "
-            "and dynamic tasks need format 2, budgets and estimates format 3)"
+            f"up to format {RUNNABLE_FORMAT_VERSION} without for_each, repeat, "
+            "builtin.workflow and dynamic tasks (they need a newer one)"
         )
+
+
+def _runtime(node: plan_pb2.PlanNode) -> bool:
+    return (
+        node.HasField("for_each")
+        or node.HasField("repeat")
+        or node.HasField("workflow")
+        or node.dynamic
+    )
 
 
 def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:

@@ -1,6 +1,7 @@
-"""GetUsage: usage recorded over a time range, added up by the store (docs/usage.md).
+"""GetUsage and SetBudget requests (docs/usage.md).
 
-    response = await get_usage(store, request)
+    response = await get_usage(store, request)   # added up by the store
+    requested = budget_change(set_budget_request)  # checked, for the engine
 
 Checks what the store cannot: one scope at most (an execution or a workflow), a known
 grouping, timestamps a `Timestamp` may hold (0001-01-01 to 9999-12-31, nanos below
@@ -15,7 +16,16 @@ from typing import Literal
 from execplan.errors import FieldViolation, InvalidArgument, NotFound
 from execplan.store import Store
 from execplan.store.port import UsageQuery, UsageTotals
-from execplan.usage.codec import encode_usage
+from execplan.usage import (
+    COST,
+    COUNTER_PATTERN,
+    MAX_COUNTERS,
+    TOKENS,
+    Budget,
+    check_amount,
+    valid_counter,
+)
+from execplan.usage.codec import budget_action, budget_limits, encode_usage
 from execplan.v1 import executor_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
@@ -75,3 +85,33 @@ async def get_usage(store: Store, request: pb.GetUsageRequest) -> pb.GetUsageRes
     if query.execution_id and await store.get_execution(query.execution_id) is None:
         raise NotFound(f"execution {query.execution_id} not found")
     return encode_totals(await store.usage(query))
+
+
+def budget_change(request: pb.SetBudgetRequest) -> Budget:
+    """The limits a SetBudget request sets and its action ("" keeps the one in force);
+    InvalidArgument naming the field when a limit is not a valid amount or name."""
+    if not request.HasField("budget"):
+        raise InvalidArgument("budget is required", [FieldViolation("budget", "the limits to set")])
+    limits = budget_limits(request.budget)
+    for name, limit in limits.items():
+        where = f"budget.{name}" if name in (COST, TOKENS) else f"budget.counters[{name[:80]!r}]"
+        if not valid_counter(name):
+            raise InvalidArgument(
+                f"counter name {name[:80]!r} is not {COUNTER_PATTERN}",
+                [FieldViolation(where, f"a name {COUNTER_PATTERN}")],
+            )
+        problem = check_amount(limit)
+        if problem is not None:
+            raise InvalidArgument(f"{where}: {problem}", [FieldViolation(where, problem)])
+    if len(limits) > MAX_COUNTERS:
+        raise InvalidArgument(
+            f"{len(limits)} limits; at most {MAX_COUNTERS}",
+            [FieldViolation("budget.counters", f"at most {MAX_COUNTERS} limits")],
+        )
+    action = budget_action(request.budget)
+    if not limits and not action:
+        raise InvalidArgument(
+            "the budget sets nothing",
+            [FieldViolation("budget", "set a limit (cost, tokens, counters) or on_exceeded")],
+        )
+    return Budget(tuple(sorted(limits.items())), action)

@@ -407,6 +407,7 @@ class TaskDispatched(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     phase: _execution_pb2.TaskPhase.ValueType
     worker_id: _builtins.str
@@ -418,6 +419,12 @@ class TaskDispatched(_message.Message):
     """
     @_builtins.property
     def token(self) -> Global___AttemptToken: ...
+    @_builtins.property
+    def estimate(self) -> _execution_pb2.Usage:
+        """What the attempt is expected to use (the task's `estimate`, evaluated now): held
+        against the budgets until the attempt reports its usage or ends.
+        """
+
     def __init__(
         self,
         *,
@@ -427,10 +434,11 @@ class TaskDispatched(_message.Message):
         worker_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         principal: _builtins.str = ...,
+        estimate: _execution_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "phase", b"phase", "principal", b"principal", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "idempotency_key", b"idempotency_key", "phase", b"phase", "principal", b"principal", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1254,11 +1262,18 @@ class BudgetChanged(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reason: _builtins.str
     @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
         """The budget in force from here on."""
+
+    @_builtins.property
+    def requested(self) -> _workflow_pb2.Budget:
+        """What the call asked for (SetBudgetRequest.budget): a repeat of the call with the
+        same request_id is recognised by it.
+        """
 
     def __init__(
         self,
@@ -1266,10 +1281,11 @@ class BudgetChanged(_message.Message):
         budget: _workflow_pb2.Budget | None = ...,
         request_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        requested: _workflow_pb2.Budget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "requested", b"requested"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "reason", b"reason", "request_id", b"request_id", "requested", b"requested"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

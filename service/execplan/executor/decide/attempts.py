@@ -13,8 +13,8 @@ replaying a history reproduces the schedule.
 
 from __future__ import annotations
 
+from execplan.executor.decide import budgets, events, flow
 from execplan.executor.decide import effects as fx
-from execplan.executor.decide import events, flow
 from execplan.executor.decide.fencing import phase_name
 from execplan.executor.decide.retry import backoff_ms, should_retry
 from execplan.executor.decide.step import Step
@@ -46,6 +46,13 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
     except EvaluationError as error:
         flow.fail_final(step, task, task.phase, failure(BINDING_ERROR, error))
         return False
+    estimate = budgets.admit(step, task, node, resolved)
+    if isinstance(estimate, budgets.Refusal):
+        if estimate.hold is not None:
+            budgets.pause(step, estimate.hold)
+        elif estimate.error is not None:
+            failed(step, task, estimate.error)
+        return False
     epoch = task.epoch + 1
     key = f"{step.state.execution_id}/{node.task_id}/{phase_name(task.phase)}/{task.attempt}"
     step.emit(
@@ -57,6 +64,7 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
             worker_id=worker_id,
             idempotency_key=key,
             principal=principal,
+            estimate=estimate,
         )
     )
     step.effect(

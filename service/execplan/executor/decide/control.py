@@ -38,7 +38,7 @@ def external_event(step: Step, name: str, data: JsonValue, request_id: str) -> s
 def pause(step: Step, reason: str, request_id: str) -> None:
     if requests.repeated(step.state, request_id, "pause", requests.digest(reason)) is not None:
         return
-    _require_live(step, "pause")
+    require_live(step, "pause")
     if not step.state.paused:
         step.emit(events.execution_paused(reason, request_id))
 
@@ -46,7 +46,7 @@ def pause(step: Step, reason: str, request_id: str) -> None:
 def resume(step: Step, request_id: str) -> None:
     if requests.repeated(step.state, request_id, "resume", requests.digest()) is not None:
         return
-    _require_live(step, "resume")
+    require_live(step, "resume")
     if step.state.paused:
         step.emit(events.execution_resumed(request_id))
         for task in step.state.tasks:
@@ -58,7 +58,7 @@ def cancel(step: Step, reason: str, request_id: str, terminate: bool) -> None:
     kind = "terminate" if terminate else "cancel"
     if requests.repeated(step.state, request_id, kind, requests.digest(reason)) is not None:
         return
-    _require_live(step, kind)
+    require_live(step, kind)
     state = step.state
     step.emit(events.execution_cancel_requested(reason, request_id, terminate))
     error = TaskError(TERMINATED if terminate else CANCELLED, reason or "requested")
@@ -74,7 +74,7 @@ def cancel(step: Step, reason: str, request_id: str, terminate: bool) -> None:
         flow.finish(step, ex.EXECUTION_STATE_CANCELLED, None, error)
 
 
-def _require_live(step: Step, action: str) -> None:
+def require_live(step: Step, action: str) -> None:
     if step.state.terminal:
         state = execution_state_name(step.state.state)
         raise FailedPrecondition(f"cannot {action} execution in state {state}")

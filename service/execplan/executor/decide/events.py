@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
+from execplan.executor.state import Allowance, BudgetHold
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue, fill_struct, fill_value
+from execplan.usage import Budget
+from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -42,6 +45,7 @@ def execution_started(
     request_id: str,
     fairness_key: str,
     trace_context: Mapping[str, str],
+    allowance: Allowance | None = None,
 ) -> Event:
     body = ev.ExecutionStarted(
         plan_id=plan_id,
@@ -52,11 +56,20 @@ def execution_started(
         trace_context=trace_context,
     )
     fill_struct(body.inputs, inputs)
+    if allowance is not None:
+        if allowance.budget is not None:
+            encode_budget(allowance.budget, body.budget)
+        if allowance.max_for_each_items or allowance.max_attempts:
+            body.caps.max_for_each_items = allowance.max_for_each_items
+            body.caps.max_attempts = allowance.max_attempts
     return Event(execution_started=body)
 
 
-def execution_paused(reason: str, request_id: str) -> Event:
-    return Event(execution_paused=ev.ExecutionPaused(reason=reason, request_id=request_id))
+def execution_paused(reason: str, request_id: str, hold: BudgetHold | None = None) -> Event:
+    body = ev.ExecutionPaused(reason=reason, request_id=request_id)
+    if hold is not None:
+        body.budget_exceeded.CopyFrom(hold.to_proto())
+    return Event(execution_paused=body)
 
 
 def execution_resumed(request_id: str) -> Event:
@@ -115,6 +128,7 @@ def task_dispatched(
     worker_id: str,
     idempotency_key: str,
     principal: str,
+    estimate: Mapping[str, float] | None = None,
 ) -> Event:
     body = ev.TaskDispatched(
         task_id=task_id,
@@ -124,6 +138,8 @@ def task_dispatched(
         idempotency_key=idempotency_key,
         principal=principal,
     )
+    if estimate:
+        encode_usage(estimate, body.estimate)
     return Event(task_dispatched=body)
 
 
@@ -213,3 +229,34 @@ def timer_fired(timer_id: str, task_id: str, purpose: int) -> Event:
         timer_id=timer_id, task_id=task_id, purpose=cast(ev.TimerPurpose.ValueType, purpose)
     )
     return Event(timer_fired=body)
+
+
+# -- usage and budgets (docs/usage.md) ---------------------------------------------
+
+
+def task_usage(
+    task_id: str,
+    phase: int,
+    attempt: int,
+    epoch: int,
+    usage: Mapping[str, float],
+    *,
+    report: int,
+    worker_id: str,
+) -> Event:
+    body = ev.TaskUsage(
+        task_id=task_id,
+        phase=_phase(phase),
+        token=token(attempt, epoch),
+        report=report,
+        worker_id=worker_id,
+    )
+    encode_usage(usage, body.usage)
+    return Event(task_usage=body)
+
+
+def budget_changed(budget: Budget, requested: Budget, request_id: str, reason: str) -> Event:
+    body = ev.BudgetChanged(request_id=request_id, reason=reason)
+    encode_budget(budget, body.budget)
+    encode_budget(requested, body.requested)
+    return Event(budget_changed=body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from execplan.executor.decide import requests
+from execplan.executor.decide import requests, usage
 from execplan.executor.state import (
     AttemptRecord,
     ExecutionState,
@@ -288,6 +288,9 @@ _HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] =
     "compensation_started": _compensation_started,
     "execution_completed": _completed,
     "task_progress": _ignore,
+    # Usage and budgets: all of it is in `spend`, folded by decide/usage.py.
+    "task_usage": _ignore,
+    "budget_changed": _ignore,
 }
 
 
@@ -297,6 +300,9 @@ def evolve(state: ExecutionState, event: ev.ExecutionEvent) -> ExecutionState:
         raise ValueError(f"event {event.sequence} of {event.execution_id} has no kind")
     at = event.recorded_at.ToMilliseconds()
     _HANDLERS[kind](state, event, at)
+    spend = usage.FOLDS.get(kind)
+    if spend is not None:
+        spend(state, event)
     state.last_sequence = event.sequence
     state.updated_ms = at
     return state

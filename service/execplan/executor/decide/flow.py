@@ -23,7 +23,7 @@ from execplan.executor.decide.step import Step
 from execplan.executor.expressions.bindings import EvaluationError, reads_of
 from execplan.executor.expressions.evaluation import ExpressionBudgetExceeded, failure
 from execplan.executor.plan_view import NodeView
-from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, TaskRun
+from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, Allowance, TaskRun
 from execplan.executor.task_errors import (
     CANCELLED,
     CONDITION_ERROR,
@@ -40,12 +40,13 @@ FALLBACK = ex.TASK_PHASE_FALLBACK
 COMPENSATION = ex.TASK_PHASE_COMPENSATION
 
 
-def start(
+def start(  # noqa: PLR0917 (the fields of execution_started)
     step: Step,
     inputs: Mapping[str, JsonValue],
     request_id: str,
     fairness_key: str,
     trace_context: Mapping[str, str],
+    allowance: Allowance | None = None,
 ) -> None:
     plan = step.state.plan
     step.emit(
@@ -57,6 +58,7 @@ def start(
             request_id=request_id,
             fairness_key=fairness_key,
             trace_context=trace_context,
+            allowance=allowance,
         )
     )
     for node in plan.nodes:

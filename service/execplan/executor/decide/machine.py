@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from execplan.executor.decide import attempts, builtins, control, events, fencing, flow
+from execplan.executor.decide import attempts, budgets, builtins, control, events, fencing, flow
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.step import Step
 from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator
-from execplan.executor.state import ExecutionState, TaskRun
+from execplan.executor.state import Allowance, ExecutionState, TaskRun
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
 
 
@@ -47,8 +48,10 @@ class Machine:
         request_id: str,
         fairness_key: str,
         trace_context: Mapping[str, str],
+        allowance: Allowance | None = None,
     ) -> None:
-        flow.start(self.step, inputs, request_id, fairness_key, trace_context)
+        """`allowance`: the budget and runaway caps it starts with (None: none)."""
+        flow.start(self.step, inputs, request_id, fairness_key, trace_context, allowance)
 
     def pause(self, reason: str, request_id: str) -> None:
         control.pause(self.step, reason, request_id)
@@ -107,3 +110,29 @@ class Machine:
 
     def circuit_open(self, task: TaskRun, breaker_type: str) -> None:
         attempts.circuit_open(self.step, task, breaker_type)
+
+    # -- usage and budgets (docs/usage.md) --------------------------------------------
+    def usage(
+        self,
+        task_id: str,
+        claim: fencing.Claim,
+        worker_id: str,
+        amounts: Mapping[str, float],
+        report: int = 0,
+    ) -> str:
+        """Usage a worker reported for an attempt it held (`claim`: phase, attempt,
+        epoch), also after it ended; "" when recorded (or a repeat of report `report`),
+        else why it was refused."""
+        lease = (claim.phase, claim.attempt, claim.epoch)
+        return budgets.report(self.step, task_id, lease, worker_id, amounts, number=report)
+
+    def set_budget(
+        self, requested: Budget, request_id: str, reason: str = "", resume: bool = False
+    ) -> Budget:
+        """Changes the limits `requested` names (its action unless ""); with `resume`,
+        also resumes a paused execution. The budget in force."""
+        control.require_live(self.step, "change the budget of")
+        budget = budgets.change(self.step, requested, request_id, reason)
+        if resume and self.step.state.paused:
+            control.resume(self.step, "")
+        return budget

@@ -4,15 +4,19 @@ Pure (no I/O, no clock): give it a plan and the events, get a verdict.
 
 How events are classified. The log interleaves two kinds of events:
 
-* **inputs**, caused by the outside world: a start request, a worker's choice
+* **inputs**, caused by the outside world: a start request (with its budget and
+  caps), a worker's choice
   (`task_dispatched`: which worker got the slot is the dispatcher's business, not
   the Machine's), acks (`task_started`), results (`task_succeeded`/`task_failed`
   from workers), lease timeouts (`task_timed_out`), re-leases (`task_requeued`),
-  timers firing, external events, and control calls (pause, resume, cancel);
+  timers firing, external events, control calls (pause, resume, cancel, a budget
+  change) and usage reports (`task_usage`);
 * **decisions**, emitted by the Machine in reaction to an input: `task_queued`,
   `task_skipped`, `task_retry_scheduled`, `timer_scheduled`, `compensation_started`,
   `task_cancelled`, `execution_completed`, and also `task_succeeded` (sleep, wait),
   `task_failed` (binding, condition, wait timeout), `execution_paused` (auto-pause).
+  A pause at a budget is replayed as the dispatch it held back (it must be held back
+  again, with the same reason).
 
 Replay walks the log. At an input it calls the matching public method of a fresh
 `Machine` over the replay state (with `now` = the event's recorded time, which is
@@ -44,9 +48,16 @@ from execplan.executor.decide.machine import Machine
 from execplan.executor.expressions.evaluation import BUDGET_EXCEEDED, BlockingEvaluator
 from execplan.executor.expressions.sandbox import Sandbox
 from execplan.executor.plan_view import PlanView
-from execplan.executor.state import LEASED_TASK_STATES, ExecutionState, TaskRun, new_state
+from execplan.executor.state import (
+    LEASED_TASK_STATES,
+    Allowance,
+    ExecutionState,
+    TaskRun,
+    new_state,
+)
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import from_struct, from_value
+from execplan.usage.codec import decode_budget, decode_change, decode_usage
 from execplan.v1 import events_pb2 as ev
 from google.protobuf import json_format
 
@@ -64,6 +75,8 @@ INPUT_KINDS = frozenset(
         "execution_paused",
         "execution_resumed",
         "execution_cancel_requested",
+        "task_usage",
+        "budget_changed",
     }
 )
 # Folded in as they are: they inform, or come from state shared across executions.
@@ -150,8 +163,17 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     state = machine.state
     if kind == "execution_started":
         body = event.execution_started
+        allowance = Allowance(
+            budget=decode_budget(body.budget) if body.HasField("budget") else None,
+            max_for_each_items=body.caps.max_for_each_items,
+            max_attempts=body.caps.max_attempts,
+        )
         machine.start(
-            from_struct(body.inputs), body.request_id, body.fairness_key, dict(body.trace_context)
+            from_struct(body.inputs),
+            body.request_id,
+            body.fairness_key,
+            dict(body.trace_context),
+            allowance,
         )
     elif kind == "task_dispatched":
         d = event.task_dispatched
@@ -178,6 +200,10 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         x = event.external_event_received
         data = from_value(x.data) if x.HasField("data") else None
         machine.external_event(x.name, data, x.request_id)
+    elif kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
+        # A budget held a dispatch back: the same dispatch must be held back again.
+        task_id = event.execution_paused.budget_exceeded.task_id
+        machine.dispatch(state.plan.index_of[task_id], "", "")
     elif kind == "execution_paused":
         machine.pause(event.execution_paused.reason, event.execution_paused.request_id)
     elif kind == "execution_resumed":
@@ -185,6 +211,13 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     elif kind == "execution_cancel_requested":
         c = event.execution_cancel_requested
         machine.cancel(c.reason, c.request_id, c.terminate)
+    elif kind == "task_usage":
+        u = event.task_usage
+        claim = Claim(u.phase, u.token.attempt, u.token.lease_epoch)
+        machine.usage(u.task_id, claim, u.worker_id, decode_usage(u.usage), u.report)
+    elif kind == "budget_changed":
+        b = event.budget_changed
+        machine.set_budget(decode_change(b.requested), b.request_id, b.reason)
 
 
 def replay(

@@ -20,6 +20,9 @@ Metrics (labels in brackets):
     execplan_workers_connected, execplan_worker_slots, execplan_worker_slots_free
     execplan_circuit_breaker_state{task_type}          0 closed, 1 half-open, 2 open
     execplan_commit_seconds                            one group commit of the engine
+    execplan_usage_total{counter}                      usage reported by tasks (tokens_in,
+                                                       tokens_out, cost, ...; docs/usage.md;
+                                                       past 100 names: "other")
 
 The metric objects live in one registry: the process-wide default one unless a
 test passes its own. Several engines in one process share the default families.
@@ -91,6 +94,12 @@ class EngineMetrics:
             "execplan_commit_seconds",
             "One group commit of the engine",
             buckets=BUCKETS,
+            registry=r,
+        )
+        self.usage = Counter(
+            "execplan_usage",
+            "Usage reported by tasks, by counter (tokens_in, tokens_out, cost, ...)",
+            ["counter"],
             registry=r,
         )
         self.live = LiveCollector()
@@ -166,6 +175,8 @@ class MetricsObserver(EngineObserver):
         self._marks: dict[str, dict[str, tuple[str, int]]] = {}
         # `labels()` costs more than the update itself: children cached by label values.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Usage counter names seen (MAX_USAGE_COUNTERS).
+        self.usage_counters: set[str] = set()
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -313,6 +324,14 @@ def _timed_out(
         o._task(wf, _task_type(s, body.task_id, body.phase), "failed")
 
 
+def _usage(
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+) -> None:
+    # Counter names are checked (execplan.usage): short and few per report.
+    for name, amount in e.task_usage.usage.counters.items():
+        o.child(o.metrics.usage, name).inc(amount)
+
+
 def _simple(outcome: str, field: str) -> Handler:
     def handle(
         o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
@@ -350,4 +369,5 @@ _HANDLERS: dict[str, Handler] = {
     "task_retry_scheduled": _simple("retried", "task_retry_scheduled"),
     "task_skipped": _simple("skipped", "task_skipped"),
     "task_cancelled": _simple("cancelled", "task_cancelled"),
+    "task_usage": _usage,
 }

@@ -1,11 +1,13 @@
-"""The engine's settings: deadlines, grace periods, caches, back-pressure bounds and
-the budget of expressions evaluated in the sandbox."""
+"""The engine's settings: deadlines, grace periods, caches, back-pressure bounds, the
+budget of expressions evaluated in the sandbox, and usage limits (a default budget,
+runaway caps)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from execplan.executor.expressions.sandbox import ExpressionBudget
+from execplan.usage import Budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +35,9 @@ class EngineConfig:
     # Time, memory and size budget of an expression too expensive to run inline
     # (it runs in a sandbox process; runtime/evaluations.py).
     expressions: ExpressionBudget = field(default_factory=ExpressionBudget)
+    # Usage (docs/usage.md): the budget of executions whose workflow sets no limit of
+    # its own (limit by limit), and the runaway caps (0: none): items of one for_each,
+    # and attempts of one execution beyond one per task of its plan.
+    default_budget: Budget | None = None
+    max_for_each_items: int = 1_000
+    max_attempts_per_execution: int = 10_000

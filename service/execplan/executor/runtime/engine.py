@@ -34,6 +34,7 @@ from execplan.executor.decide import breaker as cb
 from execplan.executor.decide import requests
 from execplan.executor.decide.inputs import resolve_inputs
 from execplan.executor.decide.machine import Machine
+from execplan.executor.decide.usage import change_digest
 from execplan.executor.expressions.evaluation import EvaluationPending
 from execplan.executor.observability.observer import Observers
 from execplan.executor.plan_view import PlanView
@@ -57,10 +58,11 @@ from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.runtime.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.runtime.sessions import Outbox, WorkerSessions
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
-from execplan.executor.state import ExecutionState, new_state
+from execplan.executor.state import Allowance, ExecutionState, new_state
 from execplan.executor.values import JsonValue
 from execplan.executor.view import state_name
 from execplan.store.port import ExecutionRecord, Store
+from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2
@@ -219,7 +221,9 @@ class Engine:
             state = new_state(execution_id, plan)
             machine = Machine(state, self.now_ms(), self.evaluations.evaluator)
             try:
-                machine.start(resolved, request_id, fairness_key, trace_context or {})
+                machine.start(
+                    resolved, request_id, fairness_key, trace_context or {}, self._allowance(plan)
+                )
                 break
             except EvaluationPending as pending:
                 # A first task's `when` (or a sleep's inputs) needs the sandbox: nothing
@@ -249,6 +253,20 @@ class Engine:
         self._actor.act(machine)
         self.inbox.wake()
         return execution_id, True
+
+    def _allowance(self, plan: PlanView) -> Allowance:
+        """The budget (the workflow's over the server's default, limit by limit) and the
+        runaway caps an execution of `plan` starts with; recorded in execution_started."""
+        config = self.config
+        budget = config.default_budget if plan.budget is None else plan.budget
+        if plan.budget is not None:
+            budget = plan.budget.over_default(config.default_budget)
+        attempts = config.max_attempts_per_execution
+        return Allowance(
+            budget=budget if budget else None,
+            max_for_each_items=config.max_for_each_items,
+            max_attempts=attempts + len(plan.nodes) if attempts else 0,
+        )
 
     async def started_by(
         self, request_id: str, plan_id: str, inputs: dict[str, JsonValue], fairness_key: str
@@ -312,6 +330,27 @@ class Engine:
         )
         return task_id
 
+    async def set_budget(
+        self,
+        execution_id: str,
+        requested: Budget,
+        *,
+        resume: bool,
+        reason: str,
+        request_id: str,
+    ) -> str:
+        """Changes the limits `requested` names (its action unless ""), and resumes a
+        paused execution with `resume`; the execution's state name afterwards."""
+        control = Control(
+            "set_budget", execution_id, request_id, reason, budget=requested, resume=resume
+        )
+        if routed := await self._route(control):
+            return routed
+        repeat = (request_id, "set_budget", change_digest(requested, reason))
+        return await self._control(
+            execution_id, lambda m: m.set_budget(requested, request_id, reason, resume), repeat
+        )
+
     async def _route(self, control: Control) -> str:
         """Replicas: the reply of the owner when another replica owns the execution."""
         if self.router is None or control.execution_id in self.executions:
@@ -319,7 +358,7 @@ class Engine:
         return await self.router.forward(control)
 
     async def _control(
-        self, execution_id: str, action: Callable[[Machine], None], repeat: Repeat
+        self, execution_id: str, action: Callable[[Machine], object], repeat: Repeat
     ) -> str:
         await self.submit_wait(execution_id, action, repeat)
         return state_name(await self.load_state(execution_id))

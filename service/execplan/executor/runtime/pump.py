@@ -36,7 +36,7 @@ from execplan.executor.runtime.recovery import Recovery
 from execplan.executor.runtime.round import Round
 from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.view import state_name
-from execplan.store.port import Append, Store, StoredEvent
+from execplan.store.port import Append, Store, StoredEvent, UsageRecord
 from execplan.v1 import events_pb2 as ev
 
 log = logging.getLogger("execplan.executor")
@@ -204,11 +204,19 @@ class Pump:
 
 
 def stored(event: ev.ExecutionEvent) -> StoredEvent:
-    """An event as the store keeps it (the payload is the serialized message)."""
+    """An event as the store keeps it (the payload is the serialized message). Usage
+    goes beside the payload: the store writes it in the same transaction, for roll-ups
+    (store/usage.py)."""
+    kind = event.WhichOneof("kind") or ""
+    spent = None
+    if kind == "task_usage":
+        body = event.task_usage
+        spent = UsageRecord(body.task_id, tuple(sorted(body.usage.counters.items())))
     return StoredEvent(
         execution_id=event.execution_id,
         sequence=event.sequence,
-        kind=event.WhichOneof("kind") or "",
+        kind=kind,
         recorded_at_ms=event.recorded_at.ToMilliseconds(),
         payload=event.SerializeToString(),
+        usage=spent,
     )

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from execplan.errors import NotFound, StoreError, Unavailable
 from execplan.executor.values import JsonValue
 from execplan.store.port import TERMINAL_STATES, CommitListener, ReplicaStore
+from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
 
 if TYPE_CHECKING:
@@ -49,12 +50,15 @@ REREAD_S = 5.0
 class Control:
     """A control call to carry to an execution's owner."""
 
-    kind: str  # pause | resume | cancel | terminate | send_event
+    kind: str  # pause | resume | cancel | terminate | send_event | set_budget
     execution_id: str
     request_id: str = ""
     reason: str = ""
     name: str = ""
     data: JsonValue = None
+    # set_budget: the limits to set (its action "" keeps the one in force), and resume.
+    budget: Budget | None = None
+    resume: bool = False
 
 
 class Router(Protocol):

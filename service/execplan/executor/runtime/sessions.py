@@ -35,6 +35,7 @@ from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import TaskRun
 from execplan.executor.task_errors import INVALID_OUTPUT, PAYLOAD_TOO_LARGE, TaskError
 from execplan.executor.values import from_value, non_finite
+from execplan.usage.codec import decode_usage
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
@@ -153,6 +154,10 @@ class WorkerSessions:
             self._heartbeat(worker, heartbeat.attempt, now)
         for ack in request.acks:
             self._report(worker, ack.attempt, None, deferred=True)
+        # Usage before results: an attempt's usage counts before its result can end
+        # the execution (a report for a finished execution is refused).
+        for report in request.usage:
+            self._usage(worker, report)
         for result in request.results:
             self._result(worker, result)
         if request.HasField("status"):
@@ -192,16 +197,18 @@ class WorkerSessions:
             output = from_value(result.output)
             if (where := non_finite(output)) is not None:
                 message = f"output{where} is not a JSON number (NaN or an infinity)"
-                self._report(worker, result.attempt, _fail(TaskError(INVALID_OUTPUT, message)))
+                invalid = _fail(TaskError(INVALID_OUTPUT, message))
+                self._report(worker, result.attempt, _with_usage(result, worker, invalid))
                 return
-            self._report(worker, result.attempt, lambda m, task: m.succeeded(task, output))
+            report: Report = lambda m, task: m.succeeded(task, output)  # noqa: E731
+            self._report(worker, result.attempt, _with_usage(result, worker, report))
         else:
             message = result.error.message
             if (size := result.error.ByteSize()) > limit:  # stored in the history: bounded
                 message = f"{message[:4096]} ... (truncated: an error of {size} bytes)"
             kind = (result.error.type or "Error")[:256]
             error = TaskError(kind, message, worker_retryable(result.error))
-            self._report(worker, result.attempt, _fail(error))
+            self._report(worker, result.attempt, _with_usage(result, worker, _fail(error)))
 
     def _report(
         self,
@@ -260,6 +267,45 @@ class WorkerSessions:
         else:
             self._inbox.submit(execution_id, action, future)
 
+    def _usage(self, worker: WorkerConn, report: ws.UsageReport) -> None:
+        """Records a UsageReport (decide/budgets.py: also for an attempt that ended, each
+        report number once) and acknowledges it once the round committed."""
+        ref = ws.AttemptRef()
+        ref.CopyFrom(report.attempt)
+        number = report.sequence
+        amounts = decode_usage(report.usage)
+        execution_id = ref.execution_id
+        if self._executions.hold(execution_id, lambda: self._usage(worker, report)):
+            return
+        if execution_id not in self._executions:
+            self._usage_ack(worker, ref, number, "the execution is not running here")
+            return
+        claim = _claim(ref, worker)
+
+        def action(machine: Machine) -> str:
+            return machine.usage(ref.task_id, claim, worker.worker_id, amounts, number)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                self._usage_ack(worker, ref, number, future.result())
+            elif isinstance(error, FailedPrecondition):  # the execution ended meanwhile
+                self._usage_ack(worker, ref, number, "the execution has ended")
+            else:  # not recorded: no ack, so the worker sends it again
+                log.warning("usage report from %s not applied: %s", worker.worker_id, error)
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(done)
+        self._inbox.submit(execution_id, action, future)
+
+    def _usage_ack(self, worker: WorkerConn, ref: ws.AttemptRef, number: int, reason: str) -> None:
+        if reason:
+            log.info("usage report %d from %s refused: %s", number, worker.worker_id, reason)
+        ack = ws.UsageAck(attempt=ref, sequence=number, recorded=not reason, reason=reason)
+        self.send(worker.worker_id, ws.ConnectResponse(usage_acks=[ack]))
+
     # -- pacing ----------------------------------------------------------------------
     def missed_ack(self, worker_id: str) -> None:
         """An ack deadline of the worker passed: shrink its window; after repeated
@@ -305,3 +351,21 @@ def _claim(ref: ws.AttemptRef, worker: WorkerConn) -> fencing.Claim:
 
 def _fail(error: TaskError) -> Report:
     return lambda machine, task: machine.failed(task, error)
+
+
+def _with_usage(result: ws.TaskResult, worker: WorkerConn, report: Report) -> Report:
+    """`report`, preceded by the usage the result carries (TaskResult.usage), recorded
+    in the same round as the result itself."""
+    if not result.usage.counters:
+        return report
+    amounts = decode_usage(result.usage)
+    ref = result.attempt
+    claim = _claim(ref, worker)
+
+    def both(machine: Machine, task: TaskRun) -> None:
+        refused = machine.usage(ref.task_id, claim, worker.worker_id, amounts)
+        if refused:
+            log.warning("usage of a result from %s not recorded: %s", worker.worker_id, refused)
+        report(machine, task)
+
+    return both

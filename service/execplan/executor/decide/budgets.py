@@ -1,0 +1,184 @@
+"""Budgets and runaway caps at dispatch; usage reports; budget changes (docs/usage.md).
+
+    verdict = admit(step, task, node, inputs)    # the estimate, or a Refusal
+    reason = report(step, task_id, phase, attempt, epoch, worker_id, amounts, number)
+    budget = change(step, limits, action, request_id, reason)
+
+`admit` runs right before an attempt is leased (attempts.dispatch, after its inputs
+are resolved, so an estimate can read them). In this order:
+
+1. a compensation always goes (it undoes work already paid for);
+2. a new attempt past the execution's cap of attempts fails its task with
+   `TooManyAttempts` (a re-lease of the same attempt is not a new one);
+3. the estimate is evaluated (an amount, or CEL over `inputs`, `workflow.inputs`,
+   `execution`); one that does not evaluate to a number >= 0 fails the task with
+   `EstimateError`, like an input that does not evaluate;
+4. the task's own budget, then the execution's, against what was spent, what running
+   attempts reserve and this estimate (`execplan.usage.gate`). Over one: with
+   `on_exceeded: pause` the execution pauses (the task stays queued, dispatched once
+   a person raises the budget and resumes), with `fail` the task fails with
+   `BudgetExceeded` (not retryable).
+
+A refusal is decided here and carried out by `attempts.dispatch`, which owns what
+follows a task's failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from execplan import usage
+from execplan.executor.decide import events, requests
+from execplan.executor.decide import usage as spend_fold
+from execplan.executor.decide.step import Step
+from execplan.executor.expressions.bindings import EvaluationError
+from execplan.executor.expressions.evaluation import Where, failure
+from execplan.executor.plan_view import NodeView
+from execplan.executor.state import BudgetHold, TaskRun
+from execplan.executor.task_errors import TaskError
+from execplan.executor.values import JsonValue
+from execplan.usage.gate import Exceeded, exceeded
+from execplan.v1 import execution_pb2 as ex
+
+BUDGET_EXCEEDED = "BudgetExceeded"
+TOO_MANY_ATTEMPTS = "TooManyAttempts"
+ESTIMATE_ERROR = "EstimateError"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The attempt does not go: its task fails with `error`, or (`hold`) the execution
+    pauses with the task still queued."""
+
+    error: TaskError | None = None
+    hold: BudgetHold | None = None
+
+
+def admit(
+    step: Step, task: TaskRun, node: NodeView, inputs: JsonValue
+) -> dict[str, float] | Refusal:
+    """The estimate of the attempt about to be leased, or why it must not go."""
+    if task.phase == ex.TASK_PHASE_COMPENSATION:
+        return {}
+    spend = step.state.spend
+    if spend.max_attempts and spend.attempts >= spend.max_attempts and _new_attempt(task):
+        nodes = len(step.state.plan.nodes)
+        return Refusal(
+            TaskError(
+                TOO_MANY_ATTEMPTS,
+                f"the execution has dispatched {spend.attempts:,} attempts, the most this "
+                f"server allows it: one per task of its plan ({nodes:,}) and "
+                f"{spend.max_attempts - nodes:,} more "
+                "(execplan serve --max-attempts-per-execution)",
+            )
+        )
+    try:
+        estimate = _estimate(step, task, node, inputs)
+    except EvaluationError as error:
+        return Refusal(failure(ESTIMATE_ERROR, error))
+    task_id = step.task_id(task)
+    if node.budget is not None:
+        over = exceeded(
+            node.budget,
+            spend.tasks.get(task.index, {}),
+            spend.task_reserved.get(task.index, {}),
+            estimate,
+        )
+        if over is not None:
+            return _refusal(over, node.budget, task_id, task_id)
+    if spend.budget is not None:
+        over = exceeded(spend.budget, spend.usage, spend.reserved, estimate)
+        if over is not None:
+            return _refusal(over, spend.budget, task_id, "")
+    return estimate
+
+
+def _new_attempt(task: TaskRun) -> bool:
+    return not any(r.attempt == task.attempt and r.phase == task.phase for r in task.attempts)
+
+
+def _refusal(over: Exceeded, budget: usage.Budget, task_id: str, whose: str) -> Refusal:
+    message = over.message(task_id, whose)
+    if budget.on_exceeded == usage.FAIL:
+        return Refusal(TaskError(BUDGET_EXCEEDED, message))
+    hold = BudgetHold(
+        over.counter, over.limit, over.spent, over.reserved, over.estimate, task_id, whose, message
+    )
+    return Refusal(hold=hold)
+
+
+def pause(step: Step, hold: BudgetHold) -> None:
+    """The execution pauses at its budget; the task stays QUEUED (resume queues it)."""
+    step.emit(events.execution_paused(f"{BUDGET_EXCEEDED}: {hold.message}", "", hold))
+
+
+def _estimate(step: Step, task: TaskRun, node: NodeView, inputs: JsonValue) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for counter, amount, expr in node.estimate:
+        if expr is None:
+            out[counter] = amount
+            continue
+        context = {**step.context(frozenset()), "inputs": inputs}
+        where = Where(step.state.execution_id, f"tasks[{task.index}].estimate.{counter}")
+        value = step.evaluator.expression(expr, context, where, None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EvaluationError(f"{where.field}: expected a number, got {value!r:.80}")
+        if not math.isfinite(value) or value < 0 or value > usage.MAX_AMOUNT:
+            raise EvaluationError(f"{where.field}: {value!r} is not a number in 0..1e15")
+        out[counter] = float(value)
+    return out
+
+
+# -- usage reports -----------------------------------------------------------------
+
+
+def report(
+    step: Step,
+    task_id: str,
+    lease: tuple[int, int, int],
+    worker_id: str,
+    amounts: Mapping[str, float],
+    *,
+    number: int,
+) -> str:
+    """Records usage a worker reported for one of its attempts (`lease`: phase, attempt,
+    epoch; also one that ended); "" when recorded (or recorded before: a repeat of
+    report `number`), else why not. `number` 0: usage that came with the result."""
+    phase, attempt, epoch = lease
+    state = step.state
+    index = state.plan.index_of.get(task_id)
+    if index is None:
+        return f"unknown task {task_id[:200]!r}"
+    spent = state.spend.leases.get((index, phase, attempt, epoch))
+    if spent is None or spent.worker_id != worker_id:
+        return "not an attempt leased to this worker"
+    if number and number <= spent.reports:
+        return ""  # recorded before: a report sent again after a reconnect
+    problem = usage.check_counters(amounts)
+    if problem is not None:
+        return f"malformed usage: {problem}"
+    if not amounts:
+        return ""
+    step.emit(
+        events.task_usage(
+            task_id, phase, attempt, epoch, amounts, report=number, worker_id=worker_id
+        )
+    )
+    return ""
+
+
+# -- budget changes ----------------------------------------------------------------
+
+
+def change(step: Step, requested: usage.Budget, request_id: str, reason: str) -> usage.Budget:
+    """Sets the limits `requested` names (the others stay) and its action unless ""; the
+    budget in force. Idempotent on `request_id` (requests.py)."""
+    params = spend_fold.change_digest(requested, reason)
+    if requests.repeated(step.state, request_id, "set_budget", params) is None:
+        current = step.state.spend.budget or usage.Budget()
+        budget = current.changed(dict(requested.limits), requested.on_exceeded)
+        if budget != current:
+            step.emit(events.budget_changed(budget, requested, request_id, reason))
+    return step.state.spend.budget or usage.Budget()

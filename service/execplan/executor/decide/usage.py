@@ -1,0 +1,171 @@
+"""The fold of usage, budgets and runaway caps (docs/usage.md): what `evolve` does to
+`ExecutionState.spend` for the events that touch it, after the event's own handler.
+
+    execution_started   the budget in force and the runaway caps
+    task_dispatched     a lease: its estimate is reserved; a new attempt counts
+    task_usage          usage added to the lease, its task and the execution; the
+                        lease's reservation shrinks by what it reported
+    attempt ends        (succeeded, failed, timed out, requeued, cancelled) what the
+                        lease still reserved is released
+    budget_changed      the budget in force
+    execution_paused    with `budget_exceeded`: why the budget holds it
+    execution_resumed   no longer held
+
+Reservations are kept per lease and added up per task and per execution as they
+change, so a budget check costs the same whatever the execution's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from execplan import usage
+from execplan.executor.decide import requests
+from execplan.executor.state import AttemptSpend, BudgetHold, ExecutionState, LeaseKey, Spend
+from execplan.usage.codec import decode_budget, decode_change, decode_usage
+from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
+
+
+def _add(into: dict[str, float], amounts: Mapping[str, float], sign: float = 1.0) -> None:
+    for name, amount in amounts.items():
+        value = into.get(name, 0.0) + sign * amount
+        if value > 1e-12 or sign > 0:
+            into[name] = value
+        else:
+            into.pop(name, None)  # released to (about) zero: keep the maps small
+
+
+def _release(spend: Spend, key: LeaseKey, amounts: Mapping[str, float]) -> None:
+    _add(spend.reserved, amounts, -1.0)
+    task = spend.task_reserved.get(key[0])
+    if task is not None:
+        _add(task, amounts, -1.0)
+        if not task:
+            del spend.task_reserved[key[0]]
+
+
+def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.execution_started
+    spend = state.spend
+    spend.budget = decode_budget(body.budget) if body.HasField("budget") else None
+    spend.max_for_each_items = body.caps.max_for_each_items
+    spend.max_attempts = body.caps.max_attempts
+
+
+def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_dispatched
+    task = state.task(body.task_id)
+    spend = state.spend
+    key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
+    estimate = decode_usage(body.estimate)
+    spend.leases[key] = AttemptSpend(body.worker_id, reserved=dict(estimate))
+    if estimate:
+        _add(spend.reserved, estimate)
+        _add(spend.task_reserved.setdefault(task.index, {}), estimate)
+    # A re-lease of an attempt is not another attempt (the handler appended this one).
+    earlier = task.attempts[:-1]
+    if body.phase != ex.TASK_PHASE_COMPENSATION and not any(
+        r.attempt == body.token.attempt and r.phase == body.phase for r in earlier
+    ):
+        spend.attempts += 1
+
+
+def _usage(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.task_usage
+    task = state.task(body.task_id)
+    spend = state.spend
+    key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
+    amounts = decode_usage(body.usage)
+    lease = spend.leases.get(key)
+    if lease is None:  # only decided for known leases; kept total anyway
+        lease = spend.leases[key] = AttemptSpend(body.worker_id)
+    _add(lease.usage, amounts)
+    _add(spend.tasks.setdefault(task.index, {}), amounts)
+    _add(spend.usage, amounts)
+    lease.reports = max(lease.reports, body.report)
+    covered = {name: min(held, usage.spent(name, amounts)) for name, held in lease.reserved.items()}
+    covered = {name: amount for name, amount in covered.items() if amount > 0}
+    if covered:
+        _add(lease.reserved, covered, -1.0)
+        _release(spend, key, covered)
+
+
+def _lease_ended(state: ExecutionState, task_id: str, phase: int, token: ev.AttemptToken) -> None:
+    task = state.task(task_id)
+    key = (task.index, phase, token.attempt, token.lease_epoch)
+    lease = state.spend.leases.get(key)
+    if lease is not None and lease.reserved:
+        _release(state.spend, key, lease.reserved)
+        lease.reserved = {}
+
+
+def _succeeded(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    b = event.task_succeeded
+    _lease_ended(state, b.task_id, b.phase, b.token)
+
+
+def _failed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    b = event.task_failed
+    _lease_ended(state, b.task_id, b.phase, b.token)
+
+
+def _timed_out(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    b = event.task_timed_out
+    _lease_ended(state, b.task_id, b.phase, b.token)
+
+
+def _requeued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    b = event.task_requeued
+    _lease_ended(state, b.task_id, b.phase, b.token)
+
+
+def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    b = event.task_cancelled
+    task = state.task(b.task_id)
+    # The event names no token: the lease it ended is the task's last one.
+    if task.attempts:
+        last = task.attempts[-1]
+        _lease_ended(
+            state,
+            b.task_id,
+            last.phase,
+            ev.AttemptToken(attempt=last.attempt, lease_epoch=last.epoch),
+        )
+
+
+def _budget_changed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.budget_changed
+    state.spend.budget = decode_budget(body.budget)
+    params = change_digest(decode_change(body.requested), body.reason)
+    requests.remember(state, body.request_id, "set_budget", params, "")
+
+
+def change_digest(requested: usage.Budget, reason: str) -> str:
+    """What makes two SetBudget calls the same (the parameters of a request_id)."""
+    return requests.digest([list(pair) for pair in requested.limits], requested.on_exceeded, reason)
+
+
+def _paused(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.execution_paused
+    if body.HasField("budget_exceeded"):
+        state.spend.hold = BudgetHold.from_proto(body.budget_exceeded)
+
+
+def _resumed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    state.spend.hold = None
+
+
+FOLDS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent], None]] = {
+    "execution_started": _started,
+    "task_dispatched": _dispatched,
+    "task_usage": _usage,
+    "task_succeeded": _succeeded,
+    "task_failed": _failed,
+    "task_timed_out": _timed_out,
+    "task_requeued": _requeued,
+    "task_cancelled": _cancelled,
+    "budget_changed": _budget_changed,
+    "execution_paused": _paused,
+    "execution_resumed": _resumed,
+}
