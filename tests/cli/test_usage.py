@@ -5,10 +5,12 @@ Usage that executions record is covered with the executor (tests/executor)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -68,3 +70,68 @@ def test_bad_requests_are_one_line(
     assert done.returncode == code, done
     first = done.stderr.splitlines()[0]
     assert first.startswith("execplan: ") and message in first, done.stderr
+
+
+BUDGETED = """
+name: cli-usage
+budget: {cost: 0.75}
+tasks:
+  - {id: a, type: cli.spend}
+  - {id: b, type: cli.spend, depends_on: [a], estimate: {cost: 0.5}}
+"""
+
+
+async def test_usage_get_and_budget_on_a_real_run(address: str, tmp_path: Path) -> None:
+    from execplan.worker import TaskContext, Worker  # noqa: PLC0415
+
+    async def spend(inputs: dict[str, object], ctx: TaskContext) -> dict[str, object]:
+        ctx.usage(cost=0.5, tokens_in=10)
+        return {}
+
+    worker = Worker(address, worker_id="cli-usage-w")
+    worker.task("cli.spend")(spend)
+    serving = asyncio.create_task(worker.serve())
+    source = tmp_path / "budgeted.yaml"
+    source.write_text(BUDGETED)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return execplan(address, *args)
+
+    try:
+        started = await asyncio.to_thread(cli, "run", str(source))
+        assert started.returncode == 0, started.stderr
+        execution_id = started.stdout.strip()
+        async with asyncio.timeout(15):
+            while True:  # polling the CLI until the budget has paused it
+                shown = (await asyncio.to_thread(cli, "get", execution_id)).stdout
+                if "paused:" in shown:
+                    break
+                await asyncio.sleep(0.05)
+        assert "budget (when exceeded: pause):" in shown
+        assert "  cost  0.5 of 0.75" in shown
+        assert (
+            "paused: cost 0.5 spent + 0.5 estimated for b would exceed the budget of 0.75" in shown
+        )
+        state = json.loads(
+            (await asyncio.to_thread(cli, "budget", execution_id, "--format", "json")).stdout
+        )
+        assert state["state"] == "PAUSED" and state["budget"] == {"cost": 0.75}
+        assert state["spent"] == {"cost": 0.5} and state["usage"] == {"cost": 0.5, "tokens_in": 10}
+        raised = await asyncio.to_thread(cli, "budget", execution_id, "--cost", "2", "--resume")
+        assert raised.returncode == 0, raised.stderr
+        assert "  cost  0.5 of 2" in raised.stdout or "  cost  1 of 2" in raised.stdout
+        watched = await asyncio.to_thread(cli, "watch", execution_id)
+        assert watched.returncode == 0, watched.stderr
+        totals = await asyncio.to_thread(
+            cli, "usage", "--workflow", "cli-usage", "--since", "1h", "--format", "json"
+        )
+        out = json.loads(totals.stdout)
+        assert out["executions"] == 1 and out["usage"] == {"cost": 1, "tokens_in": 20}
+        by_task = await asyncio.to_thread(cli, "usage", "--execution", execution_id, "--by", "task")
+        lines = by_task.stdout.splitlines()
+        assert lines[0] == f"execution {execution_id}: 1 execution with usage"
+        assert "  cost       1" in lines and "  tokens_in  20" in lines
+        assert any(line.split()[:2] == ["a", "1"] for line in lines)
+    finally:
+        await worker.stop()
+        serving.cancel()

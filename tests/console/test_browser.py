@@ -237,3 +237,45 @@ async def test_rpcs_refuse_other_hosts_and_origins(tmp_path: Path, host: str) ->
         assert await asyncio.to_thread(post, {"host": host}) == 421
         # Another site's page: the browser sends its Origin.
         assert await asyncio.to_thread(post, {"origin": "http://evil.example"}) == 403
+
+
+BUDGETED = """
+name: console-budget
+budget: {cost: 1, tokens: 5000}
+tasks:
+  - {id: ask, type: console.llm}
+  - {id: more, type: console.llm, depends_on: [ask], estimate: {cost: 0.5}}
+"""
+
+
+async def test_usage_and_the_budget_show_live(tmp_path: Path, browser: Any) -> None:
+    from execplan.worker import TaskContext  # noqa: PLC0415
+
+    async def llm(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        ctx.usage(tokens_in=1200, tokens_out=300, cost=0.75)
+        return {"ok": True}
+
+    async with console_env(tmp_path) as env:
+        env.worker({"console.llm": llm})
+        execution_id = await env.start(BUDGETED)
+        page = await env.page(browser)
+        await page.goto(f"{env.url}executions/{execution_id}")
+        await page.locator('h1 [data-state="PAUSED"]').wait_for(timeout=10_000)
+        usage = page.get_by_test_id("execution-usage")
+        await usage.get_by_text("cost 0.75 · tokens_in 1,200 · tokens_out 300").wait_for()
+        budget = page.get_by_test_id("budget")
+        assert "0.75" in await budget.locator('[data-limit="cost"]').inner_text()
+        assert "1,500" in await budget.locator('[data-limit="tokens"]').inner_text()
+        held = await page.get_by_test_id("budget-exceeded").inner_text()
+        assert "0.5 estimated for more would exceed the budget of 1" in held
+        await tone(page, "ask").click()
+        panel = page.get_by_test_id("task-panel")
+        await panel.get_by_test_id("task-usage").get_by_text("cost 0.75").wait_for()
+        await page.get_by_label("Close task").click()
+        # Raised and resumed elsewhere: the page follows live.
+        await env.client.set_budget(execution_id, cost=5, resume=True)
+        await page.locator('h1 [data-state="SUCCEEDED"]').wait_for(timeout=10_000)
+        await usage.get_by_text("cost 1.5 · tokens_in 2,400 · tokens_out 600").wait_for()
+        assert await page.get_by_test_id("budget-exceeded").count() == 0
+        await page.get_by_text("budget changed").first.wait_for()
+        assert page.errors == []

@@ -106,3 +106,40 @@ async def test_metrics_after_runs(served: tuple[ExecplanServer, MetricsComponent
     # No ids in labels.
     for name, labels in after:
         assert not any(k.endswith("_id") for k, _ in labels), (name, labels)
+
+
+async def test_usage_metric_counts_every_report(
+    served: tuple[ExecplanServer, MetricsComponent],
+) -> None:
+    """execplan_usage_total{counter} grows by what tasks report, failed attempts too."""
+    from execplan.worker import TaskContext  # noqa: PLC0415
+
+    server, metrics = served
+    before = await asyncio.to_thread(_scrape, metrics)
+
+    async def spend(inputs: dict[str, object], ctx: TaskContext) -> dict[str, object]:
+        ctx.usage(tokens_in=1000, tokens_out=250, cost=0.125)
+        if ctx.attempt == 1:
+            raise RuntimeError("retried")
+        return {}
+
+    worker = Worker(server.address, worker_id="usage-metrics")
+    worker.task("m.spend")(spend)
+    task = asyncio.create_task(worker.serve())
+    source = (
+        "name: usage-metrics\ntasks:\n  - {id: a, type: m.spend, retry: {initial_interval: 10ms}}\n"
+    )
+    async with ExecutorClient(server.address) as client:
+        execution_id = (await client.start(source=source)).execution_id
+        async with asyncio.timeout(15):
+            async for event in client.watch(execution_id):
+                if event.HasField("execution_completed"):
+                    break
+        after = await asyncio.to_thread(_scrape, metrics)
+    await worker.stop()
+    task.cancel()
+    for counter, amount in (("tokens_in", 2000), ("tokens_out", 500), ("cost", 0.25)):
+        grew = _value(after, "execplan_usage_total", counter=counter) - _value(
+            before, "execplan_usage_total", counter=counter
+        )
+        assert grew == amount, counter

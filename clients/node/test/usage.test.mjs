@@ -1,12 +1,27 @@
-// The Node SDK's side of usage (docs/usage.md), without a server: ctx.usage checks
-// and numbers reports (camelCase keys in snake_case), the outbox sends them before
-// results and keeps them until acknowledged (again after a reconnect, in order), and
-// Output puts usage beside the output.
+// The Node SDK's side of usage (docs/usage.md): ctx.usage checks and numbers reports
+// (camelCase keys in snake_case), the outbox sends them before results and keeps them
+// until acknowledged (again after a reconnect, in order), Output puts usage beside the
+// output; against a real server, usage of a failed attempt counts, a budget pauses and
+// setBudget resumes, and usage() adds it up.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { after, before, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Output, TaskContext, usageMessage, pb } from "../dist/index.js";
+import { ExecplanClient, Output, TaskContext, Worker, usageMessage, pb } from "../dist/index.js";
 import { Outbox } from "../dist/outbox.js";
+import { Server } from "./server.mjs";
+
+let server;
+let client;
+
+before(async () => {
+  server = await Server.start();
+  client = new ExecplanClient(server.address);
+});
+
+after(async () => {
+  client?.close();
+  await server?.stop();
+});
 
 const ref = create(pb.AttemptRefSchema, {
   executionId: "e1",
@@ -92,4 +107,50 @@ test("Output wraps a value and its usage", () => {
   const out = new Output({ answer: 42 }, { costUsd: 1 });
   assert.deepEqual(out.value, { answer: 42 });
   assert.deepEqual({ ...usageMessage(out.usage).counters }, { cost_usd: 1 });
+});
+
+const BUDGETED = `
+name: node-usage
+budget: {cost: 1.5}
+tasks:
+  - {id: a, type: n.spend, retry: {max_attempts: 2, initial_interval: 10ms}}
+  - {id: b, type: n.spend, depends_on: [a], estimate: {cost: 1}}
+`;
+
+test("a real run: usage of a failed attempt counts, the budget pauses, setBudget resumes", async () => {
+  const worker = new Worker({ address: server.address, workerId: "node-usage" });
+  worker.task("n.spend", async (inputs, ctx) => {
+    ctx.usage({ tokensIn: 100, cost: 0.25 });
+    if (ctx.taskId === "a" && ctx.attempt === 1) throw new Error("flaky");
+    return new Output({ ok: true }, { cost: 0.25 });
+  });
+  const serving = worker.serve();
+  try {
+    const { executionId } = await client.start({ source: BUDGETED });
+    let paused;
+    for (let i = 0; i < 300; i++) {
+      paused = await client.get(executionId);
+      if (paused.state === pb.ExecutionState.PAUSED) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(paused.state, pb.ExecutionState.PAUSED);
+    assert.deepEqual({ ...paused.usage.counters }, { tokens_in: 200, cost: 0.75 });
+    assert.equal(paused.budgetExceeded.taskId, "b");
+    const changed = await client.setBudget(executionId, { cost: 5, resume: true });
+    assert.equal(changed.budget.cost, 5);
+    for await (const event of client.watch(executionId)) {
+      if (event.kind.case === "executionCompleted") {
+        assert.equal(event.kind.value.state, pb.ExecutionState.SUCCEEDED);
+        break;
+      }
+    }
+    const totals = await client.usage({ workflowName: "node-usage", since: 3_600_000 });
+    assert.deepEqual({ ...totals.usage.counters }, { tokens_in: 300, cost: 1.25 });
+    assert.equal(totals.executions, 1);
+    const byTask = await client.usage({ executionId, groupBy: "task" });
+    assert.deepEqual(byTask.groups.map((g) => [g.key, g.usage.counters.cost]), [["a", 0.75], ["b", 0.5]]);
+  } finally {
+    await worker.stop();
+    await serving.catch(() => undefined);
+  }
 });
