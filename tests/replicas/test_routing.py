@@ -66,6 +66,10 @@ async def test_reads_watch_and_control_through_a_non_owner(pg_dsn: str) -> None:
             assert (await other.get(eid)).state == ex.EXECUTION_STATE_RUNNING
             assert await other.pause(eid, "by b") == ex.EXECUTION_STATE_PAUSED
             assert (await owner.get(eid)).state == ex.EXECUTION_STATE_PAUSED
+            # A budget change goes to the owner too (and is answered with its budget).
+            changed = await other.set_budget(eid, cost=3, reason="from b")
+            assert changed.budget.cost == 3 and changed.state == ex.EXECUTION_STATE_PAUSED
+            assert (await owner.get(eid)).budget.cost == 3
             assert await other.resume(eid) == ex.EXECUTION_STATE_RUNNING
             worker = Worker(f"{a.address},{b.address}", slots=4)
             worker.task("t.inc")(inc)
@@ -79,6 +83,7 @@ async def test_reads_watch_and_control_through_a_non_owner(pg_dsn: str) -> None:
             assert watched[0] == "execution_started"
             assert watched[-1] == "execution_completed"
             assert "execution_paused" in watched and "execution_resumed" in watched
+            assert "budget_changed" in watched
             done = await other.get(eid)
             assert done.state == ex.EXECUTION_STATE_SUCCEEDED
         finally:
