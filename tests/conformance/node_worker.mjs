@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = process.env.EXECPLAN_NODE_PACKAGE || resolve(here, "../../clients/node");
-const { NonRetryableError, Worker } = await import(pathToFileURL(resolve(pkg, "dist/index.js")).href);
+const { NonRetryableError, Output, Worker } = await import(pathToFileURL(resolve(pkg, "dist/index.js")).href);
 
 const PREFIX = "node.";
 const [address, workerId] = process.argv.slice(2);
@@ -45,6 +45,13 @@ worker.task(PREFIX + "flaky", async (inputs, ctx) => {
   ctx.heartbeat({ attempt: ctx.attempt });
   if (ctx.attempt < (inputs.succeed_on ?? 2)) throw new (errorClass("Transient", true))(`attempt ${ctx.attempt}`);
   return { value: inputs.value ?? null, attempt: ctx.attempt, trace_id: traceId(ctx) };
+});
+
+worker.task(PREFIX + "spend", async (inputs, ctx) => {
+  ctx.usage({ tokensIn: inputs.tokens_in, tokensOut: inputs.tokens_out, cost: inputs.cost });
+  if (ctx.attempt <= (inputs.fail_attempts ?? 0)) throw new (errorClass("Transient", true))(`attempt ${ctx.attempt}`);
+  const output = { attempt: ctx.attempt, trace_id: traceId(ctx) };
+  return inputs.output_cost ? new Output(output, { cost: inputs.output_cost }) : output;
 });
 
 worker.task(PREFIX + "undo", async (inputs, ctx) => ({ undone: inputs.what ?? null, trace_id: traceId(ctx) }));

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from execplan.worker import NonRetryableError, TaskContext, Worker
+from execplan.worker import NonRetryableError, Output, TaskContext, Worker
 
 PREFIX = "py."
 
@@ -53,6 +53,19 @@ def make_worker(address: str, worker_id: str) -> Worker:
         if ctx.attempt < inputs.get("succeed_on", 2):
             raise error_class("Transient", True)(f"attempt {ctx.attempt}")
         return {"value": inputs.get("value"), "attempt": ctx.attempt, "trace_id": trace_id(ctx)}
+
+    @worker.task(PREFIX + "spend")
+    async def spend(inputs: dict[str, Any], ctx: TaskContext) -> Any:
+        ctx.usage(
+            tokens_in=inputs.get("tokens_in"),
+            tokens_out=inputs.get("tokens_out"),
+            cost=inputs.get("cost"),
+        )
+        if ctx.attempt <= inputs.get("fail_attempts", 0):
+            raise error_class("Transient", True)(f"attempt {ctx.attempt}")
+        output = {"attempt": ctx.attempt, "trace_id": trace_id(ctx)}
+        extra = inputs.get("output_cost", 0)
+        return Output(output, usage={"cost": extra}) if extra else output
 
     @worker.task(PREFIX + "undo")
     async def undo(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:

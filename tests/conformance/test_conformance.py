@@ -231,6 +231,8 @@ def check_tasks(execution: execution_pb2.Execution, expected: dict[str, Any]) ->
         if "attempt_errors" in want:
             got_errors = [a.error.type for a in task.attempts if a.error.type]
             assert got_errors == want["attempt_errors"], f"{task_id}: {got_errors}"
+        if "usage" in want:
+            assert dict(task.usage.counters) == want["usage"], f"{task_id}: {task.usage}"
 
 
 def check_workers_and_trace(execution: execution_pb2.Execution) -> None:
@@ -267,6 +269,8 @@ async def test_scenario(stack: Stack, path: Path, mode: str) -> None:
     assert state == expect["state"], f"{state}: {execution.error}"
     if "outputs" in expect:
         assert from_struct(execution.outputs) == expect["outputs"]
+    if "usage" in expect:
+        assert dict(execution.usage.counters) == expect["usage"], execution.usage
     check_tasks(execution, expect.get("tasks") or {})
     check_workers_and_trace(execution)
     if "events" in expect:
