@@ -156,3 +156,21 @@ def test_usage_errors_exit_2(address: str) -> None:
     assert execplan(address, "ls", "--state", "bogus").returncode == 2
     worker = execplan(address, "worker", "no_such_module_here")
     assert worker.returncode == 2 and worker.stderr.startswith("execplan: cannot import")
+
+
+def test_a_refused_worker_registration_is_one_line_not_an_internal_error(
+    address: str, tmp_path: Path
+) -> None:
+    module = tmp_path / "long_id_worker.py"
+    module.write_text(
+        "from execplan.worker import Worker\n"
+        "worker = Worker(worker_id='w' * 300)\n"
+        "@worker.task('t.a')\n"
+        "async def a(inputs):\n"
+        "    return 1\n"
+    )
+    run = execplan(address, "worker", str(module))
+    assert run.returncode == 1, run.stderr
+    assert "internal error" not in run.stderr and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("execplan: ")]
+    assert errors == ["execplan: INVALID_ARGUMENT: register.worker_id: at most 256 characters"]

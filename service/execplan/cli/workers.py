@@ -24,7 +24,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, security_options
+from execplan.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliError,
+    add_address_option,
+    security_options,
+)
 
 if TYPE_CHECKING:
     from execplan.worker import Worker
@@ -97,7 +103,15 @@ def run_worker(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    worker.run()
+    from execplan.client import ExecplanClientError  # noqa: PLC0415
+
+    try:
+        worker.run()
+    except ExecplanClientError as exc:
+        # The server refused the registration (INVALID_ARGUMENT, PERMISSION_DENIED,
+        # UNAUTHENTICATED): not a crash of ours, and retrying would not help.
+        lines = [f"{v.field}: {v.description}" for v in exc.violations]
+        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
     return 0
 
 
