@@ -122,6 +122,13 @@ async def test_usage_get_and_budget_on_a_real_run(address: str, tmp_path: Path) 
         assert "  cost  0.5 of 2" in raised.stdout or "  cost  1 of 2" in raised.stdout
         watched = await asyncio.to_thread(cli, "watch", execution_id)
         assert watched.returncode == 0, watched.stderr
+        usage_lines = [line for line in watched.stdout.splitlines() if "task_usage" in line]
+        assert len(usage_lines) == 2, watched.stdout
+        assert all("usage=cost:0.5,tokens_in:10" in line for line in usage_lines)
+        assert any(
+            "task_dispatched" in line and "task_id=b" in line and "estimate=cost:0.5" in line
+            for line in watched.stdout.splitlines()
+        ), watched.stdout
         totals = await asyncio.to_thread(
             cli, "usage", "--workflow", "cli-usage", "--since", "1h", "--format", "json"
         )

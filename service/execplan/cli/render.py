@@ -88,6 +88,9 @@ def event_fields(event: events_pb2.ExecutionEvent) -> list[str]:
             words.append(f"attempt={value.get('attempt', 0)}")
             if value.get("lease_epoch"):
                 words.append(f"epoch={value['lease_epoch']}")
+        elif key in ("usage", "estimate") and isinstance(value, dict):
+            counters = value.get("counters") or {}
+            words.append(f"{key}=" + ",".join(f"{n}:{counters[n]:g}" for n in sorted(counters)))
         elif key == "error" and isinstance(value, dict):
             words.append(f"error={value.get('type', '')}: {value.get('message', '')}")
         elif key in ("phase", "state", "purpose", "timeout") and isinstance(value, str):

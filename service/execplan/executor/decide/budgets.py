@@ -151,10 +151,14 @@ def report(
     index = state.plan.index_of.get(task_id)
     if index is None:
         return f"unknown task {task_id[:200]!r}"
-    spent = state.spend.leases.get((index, phase, attempt, epoch))
-    if spent is None or spent.worker_id != worker_id:
+    leased = any(
+        r.phase == phase and r.attempt == attempt and r.epoch == epoch and r.worker_id == worker_id
+        for r in state.tasks[index].attempts
+    )
+    if not leased:
         return "not an attempt leased to this worker"
-    if number and number <= spent.reports:
+    spent = state.spend.leases.get((index, phase, attempt, epoch))
+    if number and spent is not None and number <= spent.reports:
         return ""  # recorded before: a report sent again after a reconnect
     problem = usage.check_counters(amounts)
     if problem is not None:

@@ -2,7 +2,9 @@
 `ExecutionState.spend` for the events that touch it, after the event's own handler.
 
     execution_started   the budget in force and the runaway caps
-    task_dispatched     a lease: its estimate is reserved; a new attempt counts
+    task_dispatched     a lease: its estimate is reserved (a record per lease exists
+                        only once it has an estimate or reported usage); a new
+                        attempt counts
     task_usage          usage added to the lease, its task and the execution; the
                         lease's reservation shrinks by what it reported
     attempt ends        (succeeded, failed, timed out, requeued, cancelled) what the
@@ -57,10 +59,10 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     body = event.task_dispatched
     task = state.task(body.task_id)
     spend = state.spend
-    key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
-    estimate = decode_usage(body.estimate)
-    spend.leases[key] = AttemptSpend(body.worker_id, reserved=dict(estimate))
-    if estimate:
+    if body.HasField("estimate"):  # most attempts have none: no record until they report
+        key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
+        estimate = decode_usage(body.estimate)
+        spend.leases[key] = AttemptSpend(body.worker_id, reserved=dict(estimate))
         _add(spend.reserved, estimate)
         _add(spend.task_reserved.setdefault(task.index, {}), estimate)
     # A re-lease of an attempt is not another attempt (the handler appended this one).
@@ -78,7 +80,7 @@ def _usage(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
     amounts = decode_usage(body.usage)
     lease = spend.leases.get(key)
-    if lease is None:  # only decided for known leases; kept total anyway
+    if lease is None:
         lease = spend.leases[key] = AttemptSpend(body.worker_id)
     _add(lease.usage, amounts)
     _add(spend.tasks.setdefault(task.index, {}), amounts)
