@@ -15,7 +15,7 @@ import hashlib
 import time
 from typing import Any
 
-from execplan.worker import NonRetryableError, TaskContext, Worker
+from execplan.worker import NonRetryableError, Output, TaskContext, Worker
 
 # Labels satisfy the placement rules of the examples (ml_pipeline, research_agents).
 worker = Worker(labels={"accelerator": "gpu", "tier": "research", "agent": "researcher-1"})
@@ -238,6 +238,59 @@ async def review(inputs: Inputs) -> Inputs:
 @worker.task("agent.review_simple")
 async def review_simple(inputs: Inputs) -> Inputs:
     return {"verdict": "approved (unreviewed)"}
+
+
+# -- agent_budget.yaml ---------------------------------------------------------------------
+# Prices of a made-up model, per 1,000 tokens in and out.
+_PRICE_IN, _PRICE_OUT = 0.02, 0.04
+
+
+def _price(tokens_in: int, tokens_out: int) -> float:
+    return round((tokens_in * _PRICE_IN + tokens_out * _PRICE_OUT) / 1000, 6)
+
+
+class RateLimited(Exception):
+    """A simulated 429 from the model provider (retryable)."""
+
+
+@worker.task("paid.plan")
+async def paid_plan(inputs: Inputs) -> Output:
+    await _work()
+    question = str(inputs["question"])
+    angles = ("background of", "mechanism behind", "evidence for")
+    # Usage beside the output: counted with the result.
+    return Output(
+        {"subquestions": [f"{angle}: {question}" for angle in angles]},
+        usage={"tokens_in": 500, "tokens_out": 250, "cost": _price(500, 250)},
+    )
+
+
+@worker.task("paid.research")
+async def paid_research(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    depth = max(1, int(inputs.get("depth", 1)))
+    tokens_in, tokens_out = 3000 * depth, 1000 * depth  # cost 0.10 per level
+    if inputs.get("flaky") and ctx.attempt == 1:
+        # Half the work was paid for before the provider refused: reported first, so
+        # it counts although the attempt fails.
+        ctx.usage(
+            tokens_in=tokens_in // 2,
+            tokens_out=tokens_out // 2,
+            cost=_price(tokens_in // 2, tokens_out // 2),
+        )
+        raise RateLimited("429 Too Many Requests (simulated)")
+    await _work(0.02)
+    ctx.usage(tokens_in=tokens_in, tokens_out=tokens_out, cost=_price(tokens_in, tokens_out))
+    ctx.usage(searches=depth)  # reports add up; any counter name of your own
+    return {"topic": inputs["topic"], "summary": f"notes on {inputs['topic']} (depth {depth})"}
+
+
+@worker.task("paid.write")
+async def paid_write(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work()
+    findings = [f for f in inputs.get("findings") or [] if isinstance(f, dict)]
+    ctx.usage(tokens_in=1500, tokens_out=500, cost=_price(1500, 500))
+    body = "; ".join(str(f.get("summary")) for f in findings)
+    return {"draft": f"{inputs['question']} -- {body}"}
 
 
 # -- etl.yaml ------------------------------------------------------------------------------
