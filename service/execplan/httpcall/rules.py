@@ -9,6 +9,7 @@
       expected_status: [200, "2xx"]        # default 2xx
       max_response_bytes: 1048576          # default 1 MiB, at most 8 MiB
       timeout: 30s                         # default: start_to_close, else 30s
+      usage: {tokens_in: body.usage.prompt_tokens}   # counted from the response (usage_map.py)
 
 Only outbound to what the workflow names: the url's scheme, host and port must be
 literal text in the workflow, ending at the first `/` or `?` after the host;
@@ -39,6 +40,7 @@ INPUT_KEYS = frozenset(
         "expected_status",
         "max_response_bytes",
         "timeout",
+        "usage",  # what the response says the call used: usage_map.py
     }
 )
 SCHEMES = ("http", "https")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from execplan.httpcall import rules
+from execplan.httpcall import rules, usage_map
 from execplan.planner import expressions as ex
 from execplan.planner.bindings import Refs, compile_bindings, compile_value
 from execplan.planner.diagnostics import Diagnostics, child, echo
@@ -129,6 +129,12 @@ def _headers(t: Task, path: str, diags: Diagnostics) -> None:
 
 def _literals(t: Task, p: str, diags: Diagnostics) -> None:
     """Inputs whose literal values can be checked now rather than at run time."""
+    mapping = t.inputs.get(usage_map.KEY)
+    if mapping is not None and not any(ex.OPEN in s for s in _strings(mapping)):
+        try:
+            usage_map.parse(mapping)
+        except rules.HttpRuleError as exc:
+            _bad(diags, f"{p}.{usage_map.KEY}", str(exc))
     expected = t.inputs.get("expected_status")
     if expected is not None and not (isinstance(expected, str) and ex.OPEN in expected):
         try:
