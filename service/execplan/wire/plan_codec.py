@@ -498,7 +498,9 @@ def encode_plan(plan: Plan) -> plan_pb2.ExecutionPlan:
     # Nodes and edges go in as wire-format bytes, parsed in one call each.
     ints = _ints_table(len(plan.nodes) + 1)
     node_wire = enc.node_wire
-    out.MergeFromString(b"".join([node_wire(n, ints) for n in plan.nodes]))
+    nodes = plan.nodes
+    for start in range(0, len(nodes), 4096):  # in slices: no second copy of every node
+        out.MergeFromString(b"".join([node_wire(n, ints) for n in nodes[start : start + 4096]]))
     if plan.edges:
         out.MergeFromString(_edges_wire(plan, ints))
     for o in plan.outputs:
