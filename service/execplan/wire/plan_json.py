@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, fields, replace
-from itertools import islice, repeat
-from operator import attrgetter
+from dataclasses import MISSING, astuple, fields, replace
+from itertools import repeat
+from operator import add, attrgetter
 from typing import Any
 
 from execplan.planner import Binding, Expression, Literal, Plan, PlanNode
-from execplan.planner.plan import EDGE_ORDER, PlanEdges, binding_value, items
+from execplan.planner.plan import EDGE_ORDER, Bindings, PlanEdges, binding_value, items
 from execplan.v1 import plan_pb2
 
 # The codec's own pieces, so both write a node's shared fields from the same bytes.
@@ -142,8 +142,9 @@ class _NodeWriter:
         self.literal_heads: dict[str, str] = {}
         self.sides: dict[bytes, str] = {}
 
-    def node(self, n: PlanNode) -> str:
-        """One item of `nodes`, indented as in the whole plan's JSON."""
+    def node(self, n: PlanNode, ups: str, downs: str) -> str:
+        """One item of `nodes`, indented as in the whole plan's JSON; `ups` and
+        `downs` are its upstream and downstream numbers as `_numbers` writes them."""
         groups = self.shared(n) if _others(n) == _OTHER_DEFAULTS else None
         if groups is None:
             return self.generic(n)
@@ -152,10 +153,10 @@ class _NodeWriter:
         out.append(f'{_P3}"task_id": {_quote(n.task_id)}')
         if g1:
             out.append(g1)
-        if n.upstream:
-            out.append(_ints('"upstream"', n.upstream))
-        if n.downstream:
-            out.append(_ints('"downstream"', n.downstream))
+        if ups:
+            out.append(f'{_P3}"upstream": [\n{_P4}{ups}\n{_P3}]')
+        if downs:
+            out.append(f'{_P3}"downstream": [\n{_P4}{downs}\n{_P3}]')
         if n.stage:
             out.append(f'{_P3}"stage": {n.stage}')
         if n.critical_path_rank:
@@ -166,7 +167,9 @@ class _NodeWriter:
             out.append(f'{_P3}"condition": ' + self.expression(n.condition, _NODE))
         if n.bindings:
             binding = self.binding
-            texts = ",\n".join([binding(name, v) for name, v in items(n.bindings)])
+            bs = n.bindings
+            pairs = zip(bs.names, bs.values, strict=True) if type(bs) is Bindings else items(bs)
+            texts = ",\n".join([binding(name, v) for name, v in pairs])
             out.append(f'{_P3}"bindings": [\n{texts}\n{_P3}]')
         if g3:
             out.append(g3)
@@ -253,10 +256,12 @@ class _NodeWriter:
 _P2 = _pad(2)
 
 
-def _ints(name: str, values: tuple[int, ...]) -> str:
-    """A repeated uint32 member of a node: one number per line."""
-    sep = ",\n" + _P4
-    return f"{_P3}{name}: [\n{_P4}{sep.join(map(str, values))}\n{_P3}]"
+_NUMBER_SEP = ",\n" + _P4  # between the numbers of a node's upstream/downstream
+
+
+def _numbers(lists: Iterable[tuple[int, ...]], sep: str = _NUMBER_SEP) -> list[str]:
+    """The numbers of each tuple joined by `sep`, by map() in C."""
+    return list(map(sep.join, map(map, repeat(str), lists)))
 
 
 # Expression fields in field-number order: repeated strings, then the flag. Each
@@ -296,30 +301,45 @@ def _edges(plan: Plan, write: Write) -> None:
             hit = names[kind] = f',\n{_P3}"kind": "{name}"\n{_P2}}}'
         return hit
 
+    def one(source: int, target: int, kind: str) -> str:
+        if source and target:
+            return f'{_P2}{{\n{_P3}"source": {source},\n{_P3}"target": {target}' + tail(kind)
+        msg = plan_pb2.PlanEdge(source=source, target=target)  # a zero is left out
+        msg.kind = plan_pb2.EdgeKind.Value(kind)
+        return _P2 + _render(_obj(msg), 2)
+
     edges = plan.edges
-    triples: Iterable[tuple[int, int, str]]
-    if isinstance(edges, PlanEdges):  # by source: no PlanEdge object per edge
-        triples = (
-            (source, target, kind)
-            for source, targets, kinds in edges.by_source()
-            for target, kind in zip(targets, kinds or repeat(EDGE_ORDER, len(targets)), strict=True)
-        )
-    else:
-        triples = ((e.source, e.target, e.kind) for e in edges)
+    if not isinstance(edges, PlanEdges):
+        for start in range(0, len(edges), _CHUNK * 4):
+            part = edges[start : start + _CHUNK * 4]
+            write((",\n" if start else "") + ",\n".join([one(*astuple(e)) for e in part]))
+        return
+    # By source node: a node's ORDER edges are its targets joined by the text that
+    # ends one edge and starts the next (map() in C); data edges one by one.
+    order = tail(EDGE_ORDER)
+    nodes = edges.nodes
     first = True
-    while chunk := list(islice(triples, _CHUNK * 4)):
-        texts = []
-        for source, target, kind in chunk:
-            if source and target:
-                texts.append(
-                    f'{_P2}{{\n{_P3}"source": {source},\n{_P3}"target": {target}' + tail(kind)
-                )
-            else:  # a zero is left out, as protobuf does
-                msg = plan_pb2.PlanEdge(source=source, target=target)
-                msg.kind = plan_pb2.EdgeKind.Value(kind)
-                texts.append(_P2 + _render(_obj(msg), 2))
-        write(("" if first else ",\n") + ",\n".join(texts))
-        first = False
+    for start in range(0, len(nodes), _CHUNK):
+        chunk = [n for n in nodes[start : start + _CHUNK] if n.downstream]
+        heads = list(map(_EDGE_HEAD.__mod__, map(_index, chunk)))
+        seps = map(add, repeat(order + ",\n"), heads)
+        texts = list(map(add, heads, map(str.join, seps, map(map, repeat(str), map(_down, chunk)))))
+        for j, n in enumerate(chunk):
+            kinds = edges.kinds.get(n.index)
+            if kinds is not None or not n.index or 0 in n.downstream:
+                ks = kinds or repeat(EDGE_ORDER)
+                texts[j] = ",\n".join(map(one, repeat(n.index), n.downstream, ks))
+            else:
+                texts[j] += order
+        if texts:
+            write(("" if first else ",\n") + ",\n".join(texts))
+            first = False
+
+
+_EDGE_HEAD = f'{_P2}{{\n{_P3}"source": %d,\n{_P3}"target": '
+_index = attrgetter("index")
+_down = attrgetter("downstream")
+_up = attrgetter("upstream")
 
 
 def write_plan_json(plan: Plan, write: Write) -> None:
@@ -356,5 +376,7 @@ def _nodes(plan: Plan, write: Write) -> None:
     node = _NodeWriter(plan).node
     nodes = plan.nodes
     for start in range(0, len(nodes), _CHUNK):
-        text = ",\n".join([node(n) for n in nodes[start : start + _CHUNK]])
+        chunk = nodes[start : start + _CHUNK]
+        ups, downs = _numbers(map(_up, chunk)), _numbers(map(_down, chunk))
+        text = ",\n".join(map(node, chunk, ups, downs))
         write((",\n" if start else "") + text)
