@@ -63,8 +63,6 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import grpc  # noqa: PLC0415  (only to recognise RPC errors)
-
     try:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args)
@@ -75,9 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExecplanError as exc:
         _say(str(exc))
         return EXIT_FAILURE
-    except grpc.RpcError as exc:
-        _say(*rpc_error_lines(exc))
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -85,11 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_FAILURE
     except Exception as exc:
+        if _is_rpc_error(exc):
+            _say(*rpc_error_lines(exc))
+            return EXIT_FAILURE
         return _internal(exc)
     except BaseException as exc:  # a Rust panic in a native library is not an Exception
         if not is_native_panic(exc):
             raise
         return _internal(exc)
+
+
+def _is_rpc_error(exc: Exception) -> bool:
+    """A gRPC error, without importing grpc: a command that made no RPC (`plan`,
+    `validate`) never loaded it, and importing it costs ~50 ms of every start."""
+    grpc = sys.modules.get("grpc")
+    return grpc is not None and isinstance(exc, grpc.RpcError)
 
 
 def _internal(exc: BaseException) -> int:

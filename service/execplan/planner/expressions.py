@@ -60,8 +60,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import cel
 from execplan.errors import is_native_panic
+from execplan.planner._cel import cel
 from execplan.planner.cache import small_key_cache
 from execplan.planner.diagnostics import clip, echo
 
