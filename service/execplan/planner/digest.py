@@ -32,9 +32,11 @@ The canonical JSON (so any language can verify a plan_id):
 Literal JSON values were normalised by the parser (integral floats are ints), so the
 YAML short form and the proto JSON form of one workflow share one plan_id.
 `canonical_json` is the reference implementation (one big `json.dumps`); `plan_id`
-streams the same bytes into the hash node by node, reusing the encoded text of
-sub-objects shared between nodes (memoised by identity), which is ~4x faster at 100k
-nodes. Tests assert both produce identical bytes.
+streams the same bytes into the hash in slices of nodes, ~6x faster at 100k nodes: a
+node is one %-format of a template holding what nodes share (policies, type, ...:
+memoised by identity), its own values made column by column with map() so the
+loops over nodes run in C; a node with any field beyond the twenty every plan has
+is written the generic way. Tests assert both produce identical bytes.
 """
 
 from __future__ import annotations
