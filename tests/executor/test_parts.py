@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from execplan.executor.plan_view import PlanView
 from execplan.executor.runtime.engine import Engine, EngineConfig
 from execplan.executor.runtime.executions import Executions
-from execplan.executor.runtime.inbox import Inbox
+from execplan.executor.runtime.inbox import Action, Inbox
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.planner import compile_source
 from execplan.store.sqlite.store import SqliteStore
+from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 from execplan.wire.plan_codec import encode_plan
 
@@ -86,6 +88,79 @@ async def test_deadline_handles_end_with_their_execution(engine: Engine) -> None
     await _until(lambda: engine.executions.finished(execution_id))
     # Nothing armed for it outlives it (the hour-long timeouts would have, before).
     assert engine.deadlines.pending(execution_id) == 0
+
+
+async def _engine_with_ack_deadline(tmp_path: Path, ack_deadline_ms: int) -> Engine:
+    store = SqliteStore(str(tmp_path / "acks.db"))
+    await store.open()
+    engine = Engine(store, EngineConfig(ack_flush_ms=1, ack_deadline_ms=ack_deadline_ms))
+    await engine.start()
+    return engine
+
+
+async def test_a_missed_ack_deadline_requeues_and_a_kept_one_costs_no_round(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine_with_ack_deadline(tmp_path, 200)
+    try:
+        sent: list[ws.ConnectResponse] = []
+        registration = ws.WorkerRegistration(worker_id="w1", task_types=["t"], slots=4)
+        worker, _ = engine.connect_worker(registration, sent.append)
+        plan = await _plan(engine, "name: acks\ntasks:\n  - {id: a, type: t}\n")
+        kept, _ = await engine.start_execution(plan, {})
+        missed, _ = await engine.start_execution(plan, {})
+        await _until(lambda: len(_dispatches(sent)) == 2)
+        ack = next(d.attempt for d in _dispatches(sent) if d.attempt.execution_id == kept)
+        engine.worker_message(worker, ws.ConnectRequest(acks=[ws.AssignmentAck(attempt=ack)]))
+        await _until(lambda: _task_state(engine, kept) == ex.TASK_STATE_RUNNING)
+        submitted: list[str] = []
+        submit = engine.inbox.submit
+
+        def counting(
+            execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
+        ) -> None:
+            submitted.append(execution_id)
+            submit(execution_id, action, future)
+
+        engine.inbox.submit = counting  # type: ignore[method-assign]
+        # The unacknowledged one is taken back and dispatched again (epoch 2)...
+        await _until(lambda: len(_dispatches(sent)) == 3)
+        again = _dispatches(sent)[-1].attempt
+        assert (again.execution_id, again.token.lease_epoch) == (missed, 2)
+        # ...the acknowledged one's deadline passed without an input for the pump.
+        await asyncio.sleep(0.1)
+        assert kept not in submitted and missed in submitted
+        assert engine.deadlines.pending(kept) == 0
+    finally:
+        await engine.stop()
+        await engine.store.close()
+
+
+async def test_deadlines_fire_in_due_order_across_executions(tmp_path: Path) -> None:
+    """One sweep serves every execution: deadlines armed out of order fire in order,
+    and those of a forgotten execution never fire."""
+    engine = await _engine_with_ack_deadline(tmp_path, 5_000)
+    try:
+        fired: list[str] = []
+        deadlines = engine.deadlines
+        now = engine.now_ms()
+        for name, at in (("c", 90), ("a", 30), ("gone", 40), ("b", 60)):
+            deadlines._at(name, now + at, lambda n=name: fired.append(n))  # type: ignore[misc]
+        deadlines.forget("gone")
+        assert deadlines.pending("a") == 1 and deadlines.pending("gone") == 0
+        await _until(lambda: len(fired) == 3)
+        await asyncio.sleep(0.05)
+        assert fired == ["a", "b", "c"]
+        assert all(deadlines.pending(n) == 0 for n in "abc")
+    finally:
+        await engine.stop()
+        await engine.store.close()
+
+
+def _task_state(engine: Engine, execution_id: str) -> int:
+    state = engine.executions.get(execution_id)
+    assert state is not None
+    return state.tasks[0].state
 
 
 async def test_disown_forgets_an_execution_everywhere(engine: Engine) -> None:

@@ -81,18 +81,18 @@ class Scheduler:
         self._inbox = inbox
         self._gates = gates
         self._ready = ReadyQueues()
-        # Why a queued attempt waits, by (execution id, task index): shown as the
-        # task's status while that attempt is still the one queued (see `hint`).
-        self._hints: dict[tuple[str, int], tuple[int, int, int, str]] = {}
+        # Why a queued attempt waits, by execution id and task index: shown as the
+        # task's status while that attempt is still the one queued (see `hint`). Kept
+        # per execution so `forget` does not scan the hints of every other one.
+        self._hints: dict[str, dict[int, tuple[int, int, int, str]]] = {}
 
     def forget(self, execution_id: str) -> None:
         self._ready.drop(execution_id)
-        for key in [k for k in self._hints if k[0] == execution_id]:
-            del self._hints[key]
+        self._hints.pop(execution_id, None)
 
     def hint(self, state: ExecutionState, index: int) -> str:
         """Why task `index` waits in its queue ("" when nothing is known)."""
-        found = self._hints.get((state.execution_id, index))
+        found = self._hints.get(state.execution_id, {}).get(index)
         task = state.tasks[index]
         if found is None or task.state != ex.TASK_STATE_QUEUED:
             return ""
@@ -101,7 +101,8 @@ class Scheduler:
 
     def _wait(self, state: ExecutionState, index: int, reason: str) -> None:
         task = state.tasks[index]
-        self._hints[(state.execution_id, index)] = (task.phase, task.attempt, task.epoch, reason)
+        hints = self._hints.setdefault(state.execution_id, {})
+        hints[index] = (task.phase, task.attempt, task.epoch, reason)
 
     def _machine(self, machines: dict[str, Machine], state: ExecutionState, now: int) -> Machine:
         machine = machines.get(state.execution_id)
@@ -237,7 +238,9 @@ class Scheduler:
             for done in dispatched:
                 done()
             self._ready.served(execution_id)
-            self._hints.pop((execution_id, index), None)
+            hints = self._hints.get(execution_id)
+            if hints is not None and hints.pop(index, None) is not None and not hints:
+                del self._hints[execution_id]
             self._leases.granted(execution_id, index, worker.worker_id, state.tasks[index].epoch)
         self.absorb(machine, mark)
         return True
