@@ -24,6 +24,8 @@ HAPPY: list[tuple[str, dict[str, Any]]] = [
     ("etl.yaml", {"day": "2026-11-26", "refunds": 0}),
     ("ml_pipeline.yaml", {}),
     ("research_agents.yaml", {"question": "why?"}),
+    # usage reported before a failure, estimates recorded with dispatches
+    ("agent_budget.yaml", {"question": "tides", "flaky": True}),
     # fetch's circuit breaker is shared by these runs (5 failures in a row open it for
     # 10 s): together they fail fetch 3 times, so it stays closed and the test quick.
     ("failure_policies.yaml", {}),  # two retries with backoff
