@@ -15,7 +15,7 @@ import hashlib
 import time
 from typing import Any
 
-from execplan.worker import NonRetryableError, Output, TaskContext, Worker
+from execplan.worker import NonRetryableError, Output, SubPlan, TaskContext, Worker
 
 # Labels satisfy the placement rules of the examples (ml_pipeline, research_agents).
 worker = Worker(labels={"accelerator": "gpu", "tier": "research", "agent": "researcher-1"})
@@ -199,13 +199,20 @@ async def notify(inputs: Inputs) -> Inputs:
     return {"posted": inputs.get("channel")}
 
 
-# -- research_agents.yaml ---------------------------------------------------------------------
+# -- research_agents.yaml, research_review.yaml -----------------------------------------------
 @worker.task("agent.plan")
 async def plan(inputs: Inputs) -> Inputs:
     await _work(0.02)
     question = str(inputs["question"])
-    angles = ("background of", "mechanism behind", "evidence for")
-    return {"subquestions": [f"{angle}: {question}" for angle in angles]}
+    angles = (
+        "background of",
+        "mechanism behind",
+        "evidence for",
+        "history of",
+        "open questions on",
+    )
+    parts = max(0, int(inputs.get("parts", 3)))
+    return {"subquestions": [f"{angles[i % len(angles)]} ({i}): {question}" for i in range(parts)]}
 
 
 @worker.task("agent.research")
@@ -217,7 +224,7 @@ async def research(inputs: Inputs, ctx: TaskContext) -> Inputs:
         "topic": inputs["topic"],
         "summary": f"notes on {inputs['topic']}",
         "sources": sources[:limit],
-        "agent": ctx.task_id,
+        "agent": ctx.task_id,  # research[0], research[1], ...
     }
 
 
@@ -226,13 +233,20 @@ async def write(inputs: Inputs) -> Inputs:
     await _work(0.02)
     findings = [f for f in inputs.get("findings") or [] if isinstance(f, dict)]
     body = "; ".join(str(f.get("summary")) for f in findings)
-    return {"draft": f"{inputs['question']} -- {body}", "sections": len(findings)}
+    given = inputs.get("feedback")
+    feedback: Inputs = given if isinstance(given, dict) else {}
+    revision = int(feedback.get("revision", 0)) + 1  # the previous round's, plus one
+    notes = f" (revised for: {feedback['notes']})" if feedback.get("notes") else ""
+    return {"draft": f"{inputs['question']} -- {body}{notes}", "revision": revision}
 
 
 @worker.task("agent.review")
 async def review(inputs: Inputs) -> Inputs:
     await _work()
-    return {"verdict": "approved" if inputs.get("draft") else "rejected"}
+    revision, wanted = int(inputs.get("revision", 1)), int(inputs.get("strictness", 1))
+    if inputs.get("draft") and revision >= wanted:
+        return {"approved": True, "verdict": "approved", "notes": ""}
+    return {"approved": False, "verdict": "revise", "notes": f"round {revision}: more detail"}
 
 
 @worker.task("agent.review_simple")
@@ -291,6 +305,52 @@ async def paid_write(inputs: Inputs, ctx: TaskContext) -> Inputs:
     ctx.usage(tokens_in=1500, tokens_out=500, cost=_price(1500, 500))
     body = "; ".join(str(f.get("summary")) for f in findings)
     return {"draft": f"{inputs['question']} -- {body}"}
+
+
+# -- agent_subplan.yaml ----------------------------------------------------------------------
+@worker.task("agent.improvise")
+async def improvise(inputs: Inputs, ctx: TaskContext) -> SubPlan:
+    """A dynamic task: answers with a sub-workflow of `steps` chained steps. With
+    broken_first, the first attempt's plan depends on a step that does not exist;
+    the next attempt sees why (ctx.previous_error) and leaves it out."""
+    await _work(0.02)
+    steps = max(1, int(inputs.get("steps", 3)))
+    broken = bool(inputs.get("broken_first")) and ctx.previous_error is None
+    tasks: list[Inputs] = []
+    for i in range(steps):
+        task: Inputs = {"id": f"step_{i}", "type": "agent.step", "inputs": {"n": i}}
+        if i:
+            task["depends_on"] = [f"step_{i - 1}"]
+            task["inputs"]["before"] = f"${{{{ tasks.step_{i - 1}.output.did }}}}"
+        tasks.append(task)
+    if broken:
+        tasks[0]["depends_on"] = ["step_zero"]  # no such step: the planner refuses it
+    repaired = ctx.previous_error.type if ctx.previous_error is not None else ""
+    doc = {
+        "name": "improvised",
+        "inputs": {"goal": {"type": "string"}},
+        "tasks": tasks,
+        "outputs": {
+            "done": f"${{{{ tasks.step_{steps - 1}.output.did }}}}",
+            "steps": steps,
+            "repaired": repaired,
+        },
+    }
+    return SubPlan(doc, inputs={"goal": inputs["goal"]})
+
+
+@worker.task("agent.step")
+async def step(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work()
+    return {"did": f"{ctx.task_id} after {inputs.get('before', 'nothing')}"}
+
+
+@worker.task("agent.summarize")
+async def summarize(inputs: Inputs) -> Inputs:
+    result = inputs.get("result") or {}
+    return {
+        "text": f"{inputs['goal']}: {int(result.get('steps', 0))} steps, last {result.get('done')}"
+    }
 
 
 # -- etl.yaml ------------------------------------------------------------------------------
