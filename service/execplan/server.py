@@ -198,7 +198,17 @@ class ExecutorComponent(BaseComponent):
         if config.max_payload_bytes > room:
             config = dataclasses.replace(config, max_payload_bytes=max(1, room))
         self._max_message_bytes = max_message_bytes
-        self.engine = Engine(self.store, config, secrets=secrets)
+        self._remote: RemoteCompiler | None = None
+        compiler: Compiler
+        if planner_address:
+            compiler = self._remote = RemoteCompiler(
+                planner_address, planner_credentials, planner_token
+            )
+        else:
+            compiler = LocalCompiler()
+        self._compiler = compiler
+        # The planner also compiles the sub-plans dynamic tasks answer with.
+        self.engine = Engine(self.store, config, secrets=secrets, compiler=compiler)
         self.replica: Replica | None = None
         if isinstance(self.store, ReplicaStore):
             from execplan.wire.forward import GrpcForwarder  # noqa: PLC0415
@@ -217,15 +227,6 @@ class ExecutorComponent(BaseComponent):
             self.engine.observers.add(self.metrics)
             self.engine.observers.add(TracingObserver(tracer_provider))
             self.engine.observers.add(EventLogObserver())
-        self._remote: RemoteCompiler | None = None
-        compiler: Compiler
-        if planner_address:
-            compiler = self._remote = RemoteCompiler(
-                planner_address, planner_credentials, planner_token
-            )
-        else:
-            compiler = LocalCompiler()
-        self._compiler = compiler
         self._silence_ms = silence_ms
         self._max_watch_streams = max_watch_streams
         self._worker_servicer: WorkerServicer | None = None

@@ -56,13 +56,11 @@ class Sim:
 
     def queued(self) -> list[str]:
         return [
-            self.plan.nodes[t.index].task_id
-            for t in self.state.tasks
-            if t.state == ex.TASK_STATE_QUEUED
+            self.state.task_id(t.index) for t in self.state.tasks if t.state == ex.TASK_STATE_QUEUED
         ]
 
     def dispatch(self, task_id: str, worker: str = "w1") -> tuple[int, int]:
-        index = self.plan.index_of[task_id]
+        index = self.state.task(task_id).index
         self.step(lambda m: m.dispatch(index, worker))
         run = self.task(task_id)
         return run.attempt, run.epoch
@@ -114,6 +112,13 @@ class Sim:
         assert encode_execution(self.replayed()) == encode_execution(self.state)
         sequences = [e.sequence for e in self.events]
         assert sequences == list(range(1, len(sequences) + 1))
+
+    def assert_deterministic(self) -> None:
+        """The recorded log replays through the Machine decision by decision."""
+        from execplan.executor.decide import replay  # noqa: PLC0415
+
+        result = replay.replay(self.plan, self.events, execution_id=self.state.execution_id)
+        assert result.deterministic, result.divergence
 
 
 def describe(event: ev.ExecutionEvent) -> str:

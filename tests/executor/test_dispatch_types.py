@@ -91,8 +91,8 @@ def test_ready_queue_push_is_idempotent_and_drops_stale_attempts() -> None:
     node = decode_plan(encode_plan(compiled.plan)).nodes[1]
     queues = ReadyQueues()
     for _ in range(3):  # e.g. pushed again on resume
-        queues.push("e", "", "A", node, phase=ex.TASK_PHASE_MAIN, attempt=1)
-    queues.push("e", "", "B", node, phase=ex.TASK_PHASE_FALLBACK, attempt=1)
+        queues.push("e", "", "A", node, index=node.index, phase=ex.TASK_PHASE_MAIN, attempt=1)
+    queues.push("e", "", "B", node, index=node.index, phase=ex.TASK_PHASE_FALLBACK, attempt=1)
     current = (node.index, ex.TASK_PHASE_FALLBACK, 1)
     taken = queues.take("e", lambda *entry: entry == current, set())
     assert taken == ("B", node.index)

@@ -25,6 +25,11 @@ from execplan.v1 import plan_pb2, workflow_pb2
 
 BUILTIN_SLEEP = plan_pb2.BUILTIN_KIND_SLEEP
 BUILTIN_WAIT = plan_pb2.BUILTIN_KIND_WAIT_FOR_EVENT
+BUILTIN_WORKFLOW = plan_pb2.BUILTIN_KIND_WORKFLOW
+# The newest plan format this executor runs: 2 adds for_each, repeat, child workflows
+# and dynamic sub-plans (docs/runtime-plans.md), 3 budgets and estimates (docs/usage.md).
+# A newer plan is refused, not run wrong.
+RUNNABLE_FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,12 @@ class SideTaskView:
     retry: RetryView
     timeouts: TimeoutsView
     inherits_inputs: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatView:
+    until: Expr
+    max_iterations: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,19 @@ class NodeView:
     # amount, or an expression evaluated at dispatch).
     budget: Budget | None = None
     estimate: tuple[tuple[str, float, Expr | None], ...] = ()
+    # Plans that grow at runtime (docs/runtime-plans.md): None/0/"" when unused.
+    for_each: Expr | None = None
+    max_parallel: int = 0
+    repeat: RepeatView | None = None
+    # builtin.workflow: the registered workflow (name, version "" = the latest).
+    workflow: tuple[str, str] | None = None
+    dynamic: bool = False
+
+    def reads_variable(self, *names: str) -> bool:
+        """Does the condition read one of these runtime variables (`item`...)?"""
+        return self.condition is not None and any(
+            name in self.condition.reads_variables for name in names
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +169,16 @@ class PlanView:
     has_breakers: bool = False
     # The workflow's budget (the server's default applies where it sets no limit).
     budget: Budget | None = None
+    format_version: int = 1
+
+    def unrunnable(self) -> str:
+        """Why this executor cannot run the plan ("" when it can)."""
+        if self.format_version > RUNNABLE_FORMAT_VERSION:
+            return (
+                f"plan {self.plan_id} has format_version {self.format_version}; this "
+                f"executor runs plans up to format {RUNNABLE_FORMAT_VERSION}"
+            )
+        return ""
 
     @property
     def fail_fast(self) -> bool:
@@ -210,7 +244,14 @@ def _side_task(node: plan_pb2.PlanNode, name: str) -> SideTaskView | None:
 def _node(node: plan_pb2.PlanNode) -> NodeView:
     inputs = _bindings(node.bindings)
     condition = decode_expression(node.condition) if node.HasField("condition") else None
+    for_each = decode_expression(node.for_each) if node.HasField("for_each") else None
+    repeat = None
+    if node.HasField("repeat"):
+        repeat = RepeatView(decode_expression(node.repeat.until), node.repeat.max_iterations)
     reads = reads_of(inputs) | (set(condition.reads_tasks) if condition else set())
+    for expr in (for_each, repeat.until if repeat else None):
+        if expr is not None:
+            reads |= set(expr.reads_tasks)
     res = node.resources
     return NodeView(
         index=node.index,
@@ -243,6 +284,11 @@ def _node(node: plan_pb2.PlanNode) -> NodeView:
             )
             for a in node.estimate.amounts
         ),
+        for_each=for_each,
+        max_parallel=node.max_parallel,
+        repeat=repeat,
+        workflow=(node.workflow.name, node.workflow.version) if node.HasField("workflow") else None,
+        dynamic=node.dynamic,
     )
 
 
@@ -271,4 +317,5 @@ def decode_plan(plan: plan_pb2.ExecutionPlan) -> PlanView:
     view.index_of = {node.task_id: node.index for node in nodes}
     view.has_breakers = any(node.breaker is not None for node in nodes)
     view.budget = decode_budget(plan.budget) if plan.HasField("budget") else None
+    view.format_version = plan.format_version
     return view

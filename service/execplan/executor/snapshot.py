@@ -4,30 +4,41 @@ The plan is not part of a checkpoint (plans are stored once, by plan_id), so a
 50,000-task execution checkpoints only its per-task runtime fields. Format: compact
 JSON with one positional array per task; `FORMAT` is bumped when fields change,
 and a checkpoint of another format is ignored (the full log is replayed instead).
+
+What grew at run time (docs/runtime-plans.md) is in it too: the tasks beyond the
+plan's (`grown`: what each is, its node found again from its for_each task or its
+sub-plan), their bookkeeping (`extras`) and the sub-plans (`scopes`, each with its
+compiled plan, which is small: a sub-plan has at most Limits.sub_plan_tasks tasks).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import astuple
 from typing import Any
 
-from execplan.executor.plan_view import PlanView
+from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.state import (
     AttemptRecord,
     AttemptSpend,
     BudgetHold,
     ExecutionState,
+    Extra,
+    Grown,
+    Scope,
     Spend,
     TaskRun,
     Timer,
 )
 from execplan.executor.task_errors import TaskError
 from execplan.usage import Budget
+from execplan.v1 import plan_pb2
 
 # 2: the request ids of control calls (executor/decide/requests.py); 3: tasks record the
-# principal that holds their lease; 4: usage, budget and caps (`spend`).
-FORMAT = 4
+# principal that holds their lease; 4: usage, budget and caps (`spend`); 5: what grew
+# at run time, attempts' iterations.
+FORMAT = 5
 
 _TASK_FIELDS = (
     "state",
@@ -80,6 +91,18 @@ _ATTEMPT_FIELDS = (
     "dispatched_ms",
     "finished_ms",
     "error",
+    "iteration",
+)
+_EXTRA_FIELDS = (
+    "first",
+    "count",
+    "started",
+    "finished",
+    "failed",
+    "iteration",
+    "previous",
+    "child_execution_id",
+    "revision",
 )
 
 
@@ -95,6 +118,24 @@ def encode_state(state: ExecutionState) -> bytes:
         for task in state.tasks
     ]
     document["spend"] = _encode_spend(state.spend)
+    document["parent"] = [state.parent_execution_id, state.parent_task_id, state.depth]
+    document["grown"] = [[g.task_id, g.parent, g.item_index, g.item, g.scope] for g in state.grown]
+    document["extras"] = [
+        [index, *(getattr(extra, n) for n in _EXTRA_FIELDS)]
+        for index, extra in sorted(state.extras.items())
+    ]
+    document["scopes"] = [
+        [
+            s.revision,
+            s.task,
+            s.base,
+            s.prefix,
+            s.inputs,
+            s.finished,
+            base64.b64encode(s.plan_bytes).decode("ascii"),
+        ]
+        for s in state.scopes
+    ]
     return json.dumps(document, separators=(",", ":"), default=_encode).encode()
 
 
@@ -157,7 +198,7 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
     document = json.loads(payload)
     if document.get("format") != FORMAT or document.get("plan_id") != plan.plan_id:
         return None
-    if len(document["tasks"]) != len(plan.nodes):
+    if len(document["tasks"]) != len(plan.nodes) + len(document["grown"]):
         return None
     state = ExecutionState(execution_id=execution_id, plan=plan)
     for name in _STATE_FIELDS:
@@ -177,4 +218,25 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
         tasks.append(task)
     state.tasks = tasks
     state.spend = _decode_spend(document["spend"])
+    _decode_grown(state, document)
     return state
+
+
+def _decode_grown(state: ExecutionState, document: dict[str, Any]) -> None:
+    state.parent_execution_id, state.parent_task_id, state.depth = document["parent"]
+    for revision, task, base, prefix, inputs, finished, plan in document["scopes"]:
+        payload = base64.b64decode(plan)
+        view = decode_plan(plan_pb2.ExecutionPlan.FromString(payload))
+        state.scopes.append(Scope(revision, task, view, base, prefix, inputs, finished, payload))
+    for index, extra in ((row[0], row[1:]) for row in document["extras"]):
+        state.extras[index] = Extra(*extra)
+    offset = len(state.plan.nodes)
+    for i, (task_id, parent, item_index, item, scope) in enumerate(document["grown"]):
+        index = offset + i
+        if item_index >= 0:
+            node = state.node(parent)
+        else:
+            found = state.scopes[scope - 1]
+            node = found.plan.nodes[index - found.base]
+        state.grown.append(Grown(task_id, node, parent, item_index, item, scope))
+        state.grown_index[task_id] = index

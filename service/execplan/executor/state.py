@@ -3,6 +3,16 @@
 Mutable on purpose: a 50,000-task execution cannot copy itself per event. The fold
 (`evolve`) is the only writer, so the state is still a pure function of the log.
 Trigger counters per task are derived data kept to make readiness O(1) per edge.
+
+Plans that grow at runtime (docs/runtime-plans.md). `tasks` holds one `TaskRun` per
+node of the plan (index = node index), then one per task that grew while the
+execution ran, in the order they were recorded: for_each instances (`research[2]`)
+and the tasks of sub-plans (`agent/a`). `grown[i]` says what `tasks[n + i]` is (n:
+the plan's node count), pointing at the one plan node it runs, so 10,000 instances
+share one `NodeView`. `extras` holds the bookkeeping of the few tasks that need it
+(a for_each task's instances, a repeat's iteration, a child, a sub-plan), `scopes`
+the sub-plans. Look tasks up through `index_of`, `node`, `task_id`: never
+`plan.nodes[index]` directly.
 """
 
 from __future__ import annotations
@@ -10,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
-from execplan.executor.plan_view import PlanView
+from execplan.executor.plan_view import NodeView, PlanView
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.store.port import TERMINAL_STATE_NAMES
@@ -55,6 +65,8 @@ class AttemptRecord:
     dispatched_ms: int
     finished_ms: int = 0
     error: TaskError | None = None
+    # The repeat iteration this attempt ran.
+    iteration: int = 0
 
 
 @dataclass(slots=True)
@@ -174,6 +186,58 @@ class Spend:
 
 
 @dataclass(slots=True)
+class Grown:
+    """A task that is not a node of the execution's plan: a for_each instance or a task
+    of a sub-plan. It runs `node` (its for_each task's, or the sub-plan's)."""
+
+    task_id: str
+    node: NodeView
+    # The for_each task of an instance; the dynamic task of a sub-plan task.
+    parent: int
+    # An instance: the position of its item (-1 for a sub-plan task) and the item.
+    item_index: int
+    item: JsonValue
+    # 0: the execution's plan; k: the sub-plan of revision k.
+    scope: int
+
+
+@dataclass(slots=True)
+class Extra:
+    """Runtime-plan bookkeeping of one task (only tasks that need it have one)."""
+
+    # A for_each task: its instances are tasks[first : first + count] (count -1: not
+    # expanded yet); `started` of them left PENDING (in item order), `finished` ended,
+    # `failed` of those for good.
+    first: int = 0
+    count: int = -1
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    # A repeat task: the iteration running (0-based) and the last one's output.
+    iteration: int = 0
+    previous: JsonValue = None
+    # A builtin.workflow task: its child execution, once started.
+    child_execution_id: str = ""
+    # A dynamic task: the revision of its sub-plan (0: none yet).
+    revision: int = 0
+
+
+@dataclass(slots=True)
+class Scope:
+    """A sub-plan: the plan a dynamic task answered with, run inside this execution."""
+
+    revision: int
+    task: int  # the dynamic task's index
+    plan: PlanView
+    base: int  # index of the TaskRun of the sub-plan's node 0
+    prefix: str  # "agent/": its task ids are prefix + the sub-plan's ids
+    inputs: dict[str, JsonValue]
+    finished: int = 0
+    # The compiled sub-plan as recorded (checkpoints carry it).
+    plan_bytes: bytes = b""
+
+
+@dataclass(slots=True)
 class Timer:
     timer_id: str
     task_index: int
@@ -211,13 +275,59 @@ class ExecutionState:
     completions: int = 0
     any_failed: bool = False
     spend: Spend = field(default_factory=Spend)
+    # A child execution (builtin.workflow): who started it, and how deep it nests.
+    parent_execution_id: str = ""
+    parent_task_id: str = ""
+    depth: int = 0
+    # What grew at run time (see the module docstring).
+    grown: list[Grown] = field(default_factory=list)
+    grown_index: dict[str, int] = field(default_factory=dict)
+    extras: dict[int, Extra] = field(default_factory=dict)
+    scopes: list[Scope] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_EXECUTION_STATES
 
+    def index_of(self, task_id: str) -> int | None:
+        index = self.plan.index_of.get(task_id)
+        return index if index is not None else self.grown_index.get(task_id)
+
     def task(self, task_id: str) -> TaskRun:
-        return self.tasks[self.plan.index_of[task_id]]
+        index = self.index_of(task_id)
+        if index is None:
+            raise KeyError(task_id)
+        return self.tasks[index]
+
+    def node(self, index: int) -> NodeView:
+        """The plan node task `index` runs."""
+        nodes = self.plan.nodes
+        return nodes[index] if index < len(nodes) else self.grown[index - len(nodes)].node
+
+    def task_id(self, index: int) -> str:
+        nodes = self.plan.nodes
+        return (
+            nodes[index].task_id if index < len(nodes) else self.grown[index - len(nodes)].task_id
+        )
+
+    def grown_of(self, index: int) -> Grown | None:
+        n = len(self.plan.nodes)
+        return self.grown[index - n] if index >= n else None
+
+    def scope_of(self, index: int) -> Scope | None:
+        """The sub-plan task `index` belongs to (None: the execution's own plan)."""
+        grown = self.grown_of(index)
+        return self.scopes[grown.scope - 1] if grown is not None and grown.scope else None
+
+    def downstream(self, index: int) -> tuple[int, ...]:
+        """Indexes of the tasks after task `index` (none for an instance)."""
+        grown = self.grown_of(index)
+        if grown is None:
+            return self.plan.nodes[index].downstream
+        if grown.item_index >= 0:
+            return ()
+        base = self.scopes[grown.scope - 1].base
+        return tuple(base + d for d in grown.node.downstream)
 
 
 def new_state(execution_id: str, plan: PlanView) -> ExecutionState:

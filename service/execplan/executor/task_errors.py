@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from execplan.executor.values import JsonValue, fill_struct, from_struct
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -30,6 +31,16 @@ CANCELLED = "Cancelled"
 TERMINATED = "Terminated"
 TASK_FAILED = "TaskFailed"  # an execution failed by a task whose error is unknown
 EXPRESSION_BUDGET_EXCEEDED = "ExpressionBudgetExceeded"  # docs/expressions.md
+# Plans that grow at runtime (docs/runtime-plans.md).
+FOR_EACH_ERROR = "ForEachError"  # for_each did not evaluate to a list
+UNTIL_ERROR = "UntilError"  # repeat.until did not evaluate
+REPEAT_EXHAUSTED = "RepeatExhausted"  # max_iterations ran without `until` holding
+LIMIT_EXCEEDED = "LimitExceeded"  # an expansion over the executor's limits
+PLAN_INVALID = "PlanInvalid"  # a dynamic task's sub-plan did not compile (retryable)
+SUB_PLAN_FAILED = "SubPlanFailed"  # a task of a dynamic task's sub-plan failed for good
+SUB_PLAN_NOT_ALLOWED = "SubPlanNotAllowed"  # a sub-plan from a task without dynamic: true
+CHILD_FAILED = "ChildFailed"  # a child execution ended other than SUCCEEDED
+WORKFLOW_NOT_FOUND = "WorkflowNotFound"  # builtin.workflow names no registered workflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +48,41 @@ class TaskError:
     type: str
     message: str
     retryable: bool = False
+    # Structured details (a worker's `ErrorInfo.details`; PlanInvalid's diagnostics).
+    details: Mapping[str, JsonValue] | None = None
 
     @classmethod
     def from_proto(cls, info: ex.ErrorInfo) -> TaskError:
-        return cls(info.type, info.message, info.retryable)
+        details = from_struct(info.details) if info.HasField("details") else None
+        return cls(info.type, info.message, info.retryable, details)
 
     def to_proto(self) -> ex.ErrorInfo:
-        return ex.ErrorInfo(type=self.type, message=self.message, retryable=self.retryable)
+        info = ex.ErrorInfo(type=self.type, message=self.message, retryable=self.retryable)
+        if self.details is not None:
+            fill_struct(info.details, self.details)
+        return info
 
     def fill(self, target: ex.ErrorInfo) -> None:
         target.type = self.type
         target.message = self.message
         target.retryable = self.retryable
+        if self.details is not None:
+            fill_struct(target.details, self.details)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "retryable": self.retryable}
+        out = {"type": self.type, "message": self.message, "retryable": self.retryable}
+        if self.details is not None:
+            out["details"] = dict(self.details)
+        return out
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> TaskError:
+        details = value.get("details")
         return cls(
             str(value.get("type", "")),
             str(value.get("message", "")),
             bool(value.get("retryable", False)),
+            dict(details) if isinstance(details, Mapping) else None,
         )
 
 

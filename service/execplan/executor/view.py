@@ -21,9 +21,10 @@ Hint = Callable[[ExecutionState, int], str]
 
 
 def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint | None) -> None:
-    node = state.plan.nodes[task.index]
-    target.task_id = node.task_id
+    node = state.node(task.index)
+    target.task_id = state.task_id(task.index)
     target.type = node.type
+    _grown(state, task, target)
     target.state = task.state  # type: ignore[assignment]
     target.phase = task.phase  # type: ignore[assignment]
     target.attempt = task.attempt
@@ -49,6 +50,7 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
             phase=record.phase,
             worker_id=record.worker_id,
             lease_epoch=record.epoch,
+            iteration=record.iteration,
         )
         lease = spend.leases.get((task.index, record.phase, record.attempt, record.epoch))
         if lease is not None and lease.usage:
@@ -58,6 +60,24 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
             item.finished_at.FromMilliseconds(record.finished_ms)
         if record.error is not None:
             record.error.fill(item.error)
+
+
+def _grown(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
+    """Where a task came from and what grew from it (docs/runtime-plans.md)."""
+    grown = state.grown_of(task.index)
+    if grown is not None:
+        target.parent_task_id = state.task_id(grown.parent)
+        if grown.item_index >= 0:
+            target.item_index = grown.item_index
+    extra = state.extras.get(task.index)
+    if extra is None:
+        return
+    if extra.count >= 0:
+        target.instance_count = extra.count
+    target.iteration = extra.iteration
+    target.child_execution_id = extra.child_execution_id
+    if extra.revision:
+        target.sub_plan_id = state.scopes[extra.revision - 1].plan.plan_id
 
 
 def encode_execution(
@@ -72,7 +92,16 @@ def encode_execution(
         state=state.state,  # type: ignore[arg-type]
         last_sequence=state.last_sequence,
         fairness_key=state.fairness_key,
+        parent_execution_id=state.parent_execution_id,
+        parent_task_id=state.parent_task_id,
     )
+    for scope in state.scopes:
+        message.plan_revisions.add(
+            revision=scope.revision,
+            task_id=state.task_id(scope.task),
+            plan_id=scope.plan.plan_id,
+            node_count=len(scope.plan.nodes),
+        )
     fill_struct(message.inputs, state.inputs)
     if state.outputs:
         fill_struct(message.outputs, state.outputs)
@@ -114,6 +143,7 @@ def encode_record(record: ExecutionRecord) -> ex.Execution:
         state=ex.ExecutionState.Value("EXECUTION_STATE_" + record.state),
         last_sequence=record.last_sequence,
         fairness_key=record.fairness_key,
+        parent_execution_id=record.parent_execution_id,
     )
     message.created_at.FromMilliseconds(record.created_at_ms)
     message.updated_at.FromMilliseconds(record.updated_at_ms)

@@ -322,6 +322,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             request.workflow_name,
             page_size(request.page_size),
             request.page_token,
+            request.parent_execution_id,
         )
         return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
 

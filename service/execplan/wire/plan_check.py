@@ -12,7 +12,6 @@ client's plan must be a graph the executor can run:
   - every `upstream`/`downstream` index names another node, and the two lists agree
     (u is upstream of d exactly when d is downstream of u); no cycle;
   - every edge names two nodes;
-  - its `format_version` is one this executor runs (RUNNABLE_FORMAT_VERSION);
   - every expression reads only tasks of the plan (for_each and repeat.until too);
   - budgets and estimates name valid counters with valid amounts (`execplan.usage`);
   - every expression is within the planner's bounds (size, nesting, operator chains,
@@ -30,38 +29,24 @@ from __future__ import annotations
 
 from execplan import usage
 from execplan.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from execplan.executor.plan_view import RUNNABLE_FORMAT_VERSION
 from execplan.planner import limits
 from execplan.planner.expressions import check_expression_bounds
 from execplan.usage.codec import budget_limits
 from execplan.v1 import plan_pb2
 
 _MAX_VIOLATIONS = 20
-# The newest plan format the executor runs: 3, budgets and estimates (docs/usage.md).
-RUNNABLE_FORMAT_VERSION = 3
-# Format 2 (for_each, repeat, child workflows, dynamic sub-plans) compiles, but the
-# executor does not run those fields yet: a plan it would run wrongly (ignoring
-# for_each) is refused instead, whatever its format number says.
-RUNS_RUNTIME_PLANS = False
 
 
 def check_format(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:
-    """Raise FailedPrecondition when the executor cannot run this plan's format."""
-    runtime = not RUNS_RUNTIME_PLANS and any(_runtime(node) for node in plan.nodes)
-    if plan.format_version > RUNNABLE_FORMAT_VERSION or runtime:
+    """Raise FailedPrecondition when the executor cannot run this plan's format
+    (plan_view.RUNNABLE_FORMAT_VERSION: a newer plan is refused, not run wrong)."""
+    if plan.format_version > RUNNABLE_FORMAT_VERSION:
         raise FailedPrecondition(
             f"{field} has format_version {plan.format_version}; this executor runs plans "
-            f"up to format {RUNNABLE_FORMAT_VERSION} without for_each, repeat, "
-            "builtin.workflow and dynamic tasks (they need a newer one)"
+            f"up to format {RUNNABLE_FORMAT_VERSION} (runtime plans need format 2, budgets "
+            "and estimates 3)"
         )
-
-
-def _runtime(node: plan_pb2.PlanNode) -> bool:
-    return (
-        node.HasField("for_each")
-        or node.HasField("repeat")
-        or node.HasField("workflow")
-        or node.dynamic
-    )
 
 
 def check_plan(plan: plan_pb2.ExecutionPlan, field: str = "plan") -> None:

@@ -222,10 +222,16 @@ class ExecutorClient:
         states: Sequence[ExecutionState] = (),
         workflow_name: str = "",
         page_size: int = 100,
+        *,
+        parent_execution_id: str = "",
     ) -> AsyncIterator[execution_pb2.Execution]:
-        """All matching executions, following page tokens lazily."""
+        """All matching executions, following page tokens lazily;
+        `parent_execution_id`: only the child executions of that one."""
         request = executor_service_pb2.ListExecutionsRequest(
-            states=states, workflow_name=workflow_name, page_size=page_size
+            states=states,
+            workflow_name=workflow_name,
+            page_size=page_size,
+            parent_execution_id=parent_execution_id,
         )
         while True:
             response = await self._unary(lambda r: r.executor.ListExecutions, request)

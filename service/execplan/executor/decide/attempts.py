@@ -13,7 +13,7 @@ replaying a history reproduces the schedule.
 
 from __future__ import annotations
 
-from execplan.executor.decide import budgets, events, flow
+from execplan.executor.decide import budgets, events, flow, loops
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.fencing import phase_name
 from execplan.executor.decide.retry import backoff_ms, should_retry
@@ -35,14 +35,15 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
     """Leases a QUEUED task to a worker (of `principal`, "" with authentication off);
     False if its inputs failed to evaluate (the task then failed for good)."""
     task = step.state.tasks[index]
-    node = step.state.plan.nodes[index]
+    node = step.state.node(index)
+    task_id = step.task_id(task)
     side = node.side(task.phase)
-    bindings, field = node.inputs, f"tasks[{index}].inputs"
+    bindings, field = node.inputs, step.field(task, ".inputs")
     if side is not None and not side.inherits_inputs:
-        bindings, field = side.inputs, f"tasks[{index}].{phase_name(task.phase)}.inputs"
+        bindings, field = side.inputs, step.field(task, f".{phase_name(task.phase)}.inputs")
     side_reads = frozenset(reads_of(side.inputs)) if side is not None else frozenset()
     try:
-        resolved = step.evaluate(field, bindings, node.reads | side_reads)
+        resolved = step.evaluate(field, bindings, node.reads | side_reads, task)
     except EvaluationError as error:
         flow.fail_final(step, task, task.phase, failure(BINDING_ERROR, error))
         return False
@@ -54,10 +55,14 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
             failed(step, task, estimate.error)
         return False
     epoch = task.epoch + 1
-    key = f"{step.state.execution_id}/{node.task_id}/{phase_name(task.phase)}/{task.attempt}"
+    extra = step.state.extras.get(index)
+    iteration = extra.iteration if extra is not None and task.phase == MAIN else 0
+    # A repeat's later iterations have keys of their own; the first keeps the old form.
+    attempt = f"i{iteration}.{task.attempt}" if iteration else str(task.attempt)
+    key = f"{step.state.execution_id}/{task_id}/{phase_name(task.phase)}/{attempt}"
     step.emit(
         events.task_dispatched(
-            node.task_id,
+            task_id,
             task.phase,
             task.attempt,
             epoch,
@@ -77,9 +82,26 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
             task_type=node.type_for(task.phase),
             inputs=resolved if isinstance(resolved, dict) else {},
             idempotency_key=key,
+            previous_error=previous_error(task),
         )
     )
     return True
+
+
+def previous_error(task: TaskRun) -> TaskError | None:
+    """The error of the task's previous attempt in this phase and iteration (for the
+    worker: `ctx.previous_error`), None for a first attempt."""
+    if task.attempt <= 1 or not task.attempts:
+        return None
+    current = task.attempts[-1]  # the lease just recorded
+    for record in reversed(task.attempts[:-1]):
+        if (
+            record.phase == current.phase
+            and record.iteration == current.iteration
+            and record.attempt < current.attempt
+        ):
+            return record.error
+    return None
 
 
 def acknowledged(step: Step, task: TaskRun) -> None:
@@ -109,7 +131,10 @@ def requeue(step: Step, task: TaskRun, reason: str) -> None:
 
 def succeeded(step: Step, task: TaskRun, output: JsonValue) -> None:
     step.effect(fx.ReleaseLease(task.index, task.worker_id))
-    flow.succeed(step, task, task.phase, output)
+    if task.phase == MAIN and step.node(task).repeat is not None:
+        loops.iteration_done(step, task, output)
+    else:
+        flow.succeed(step, task, task.phase, output)
 
 
 def failed(step: Step, task: TaskRun, error: TaskError, timeout_kind: int = 0) -> None:
@@ -118,24 +143,23 @@ def failed(step: Step, task: TaskRun, error: TaskError, timeout_kind: int = 0) -
     Also for attempts that never got a lease (schedule_to_start, schedule_to_close,
     an open circuit breaker): then there is no worker slot to free.
     """
-    if task.state in LEASED_TASK_STATES:
+    if task.state in LEASED_TASK_STATES and task.worker_id:
         step.effect(fx.ReleaseLease(task.index, task.worker_id))
     node = step.node(task)
     policy = node.retry_for(task.phase)
     retry = should_retry(policy, task.attempt, error.type, error.retryable)
     fallback_follows = not retry and task.phase == MAIN and node.fallback is not None
     final = not retry and not fallback_follows
+    task_id = step.task_id(task)
     if timeout_kind:
         step.emit(
             events.task_timed_out(
-                node.task_id, task.phase, task.attempt, task.epoch, timeout_kind, final=final
+                task_id, task.phase, task.attempt, task.epoch, timeout_kind, final=final
             )
         )
     else:
         step.emit(
-            events.task_failed(
-                node.task_id, task.phase, task.attempt, task.epoch, error, final=final
-            )
+            events.task_failed(task_id, task.phase, task.attempt, task.epoch, error, final=final)
         )
     if retry:
         _schedule_retry(step, task, node, policy)
@@ -146,10 +170,11 @@ def failed(step: Step, task: TaskRun, error: TaskError, timeout_kind: int = 0) -
 
 
 def _schedule_retry(step: Step, task: TaskRun, node: NodeView, policy: RetryView) -> None:
-    delay = backoff_ms(policy, step.state.execution_id, node.task_id, task.phase, task.attempt)
+    task_id = step.task_id(task)
+    delay = backoff_ms(policy, step.state.execution_id, task_id, task.phase, task.attempt)
     step.emit(
         events.task_retry_scheduled(
-            node.task_id,
+            task_id,
             task.phase,
             task.attempt + 1,
             step.now_ms + delay,

@@ -69,7 +69,7 @@ def on_timer(step: Step, task: TaskRun, timer: Timer) -> Outcome | None:
 def awaited_event(step: Step, task: TaskRun, node: NodeView) -> str:
     """The event name a waiting `wait_for_event` task waits for ("" if unknown)."""
     try:
-        inputs = step.evaluate(f"tasks[{node.index}].inputs", node.inputs, node.reads)
+        inputs = step.evaluate(step.field(task, ".inputs"), node.inputs, node.reads, task)
     except EvaluationError:
         return ""
     return str(inputs.get("event", "")) if isinstance(inputs, dict) else ""
@@ -78,7 +78,7 @@ def awaited_event(step: Step, task: TaskRun, node: NodeView) -> str:
 def waiting_for(step: Step, name: str) -> TaskRun | None:
     """The first task waiting for the external event `name`, if any."""
     for task in step.state.tasks:
-        node = step.state.plan.nodes[task.index]
+        node = step.state.node(task.index)
         if (
             task.state == ex.TASK_STATE_WAITING
             and node.builtin == BUILTIN_WAIT
@@ -92,7 +92,7 @@ def waiting_for(step: Step, name: str) -> TaskRun | None:
 
 
 def _sleep(step: Step, task: TaskRun, node: NodeView) -> Outcome | None:
-    inputs = _inputs(step, node)
+    inputs = _inputs(step, task, node)
     if isinstance(inputs, Fail):
         return inputs
     delay = duration_ms(inputs.get("duration", 0))
@@ -103,7 +103,7 @@ def _sleep(step: Step, task: TaskRun, node: NodeView) -> Outcome | None:
 
 
 def _wait(step: Step, task: TaskRun, node: NodeView) -> Outcome | None:
-    inputs = _inputs(step, node)
+    inputs = _inputs(step, task, node)
     if isinstance(inputs, Fail):
         return inputs
     name = str(inputs.get("event", ""))
@@ -126,9 +126,9 @@ _START: dict[int, Callable[[Step, TaskRun, NodeView], Outcome | None]] = {
 }
 
 
-def _inputs(step: Step, node: NodeView) -> dict[str, JsonValue] | Fail:
+def _inputs(step: Step, task: TaskRun, node: NodeView) -> dict[str, JsonValue] | Fail:
     try:
-        value = step.evaluate(f"tasks[{node.index}].inputs", node.inputs, node.reads)
+        value = step.evaluate(step.field(task, ".inputs"), node.inputs, node.reads, task)
     except EvaluationError as error:
         return Fail(failure(BINDING_ERROR, error))
     return value if isinstance(value, dict) else {}

@@ -11,7 +11,7 @@ gets the first answer.
 from __future__ import annotations
 
 from execplan.errors import FailedPrecondition
-from execplan.executor.decide import builtins, events, flow, requests
+from execplan.executor.decide import builtins, children, events, flow, requests
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.step import Step
 from execplan.executor.state import execution_state_name
@@ -50,8 +50,9 @@ def resume(step: Step, request_id: str) -> None:
     if step.state.paused:
         step.emit(events.execution_resumed(request_id))
         for task in step.state.tasks:
-            if task.state == ex.TASK_STATE_QUEUED:
+            if task.state == ex.TASK_STATE_QUEUED and not children.waits_for_child(step, task):
                 step.effect(fx.TaskReady(task.index))
+        children.restart(step)  # the child starts held while paused
 
 
 def cancel(step: Step, reason: str, request_id: str, terminate: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 
 
@@ -24,6 +25,8 @@ class SendDispatch:
     task_type: str
     inputs: dict[str, JsonValue]
     idempotency_key: str
+    # The error of the task's previous attempt (Dispatch.previous_error).
+    previous_error: TaskError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,4 +53,29 @@ class ReleaseLease:
     worker_id: str
 
 
-Effect = TaskReady | SendDispatch | CancelLease | ArmTimer | ReleaseLease
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start (or find again: `request_id`) the child execution of a builtin.workflow
+    task (docs/runtime-plans.md); its answer comes back as `Machine.child_started`."""
+
+    index: int
+    task_id: str
+    attempt: int
+    epoch: int
+    workflow: str  # the registered name
+    version: str  # "" = the latest registered
+    inputs: dict[str, JsonValue]
+    request_id: str
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopChild:
+    """Cancel (or terminate) a running child execution."""
+
+    child_execution_id: str
+    reason: str
+    terminate: bool
+
+
+Effect = TaskReady | SendDispatch | CancelLease | ArmTimer | ReleaseLease | StartChild | StopChild

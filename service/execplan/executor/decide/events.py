@@ -21,6 +21,7 @@ from execplan.usage import Budget
 from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import plan_pb2 as pb_plan
 
 Event = ev.ExecutionEvent
 
@@ -46,6 +47,9 @@ def execution_started(
     fairness_key: str,
     trace_context: Mapping[str, str],
     allowance: Allowance | None = None,
+    parent_execution_id: str = "",
+    parent_task_id: str = "",
+    depth: int = 0,
 ) -> Event:
     body = ev.ExecutionStarted(
         plan_id=plan_id,
@@ -54,6 +58,9 @@ def execution_started(
         request_id=request_id,
         fairness_key=fairness_key,
         trace_context=trace_context,
+        parent_execution_id=parent_execution_id,
+        parent_task_id=parent_task_id,
+        depth=depth,
     )
     fill_struct(body.inputs, inputs)
     if allowance is not None:
@@ -111,8 +118,9 @@ def external_event_received(name: str, data: JsonValue, request_id: str, task_id
 # -- a task ------------------------------------------------------------------------
 
 
-def task_queued(task_id: str, phase: int, attempt: int) -> Event:
-    return Event(task_queued=ev.TaskQueued(task_id=task_id, phase=_phase(phase), attempt=attempt))
+def task_queued(task_id: str, phase: int, attempt: int, iteration: int = 0) -> Event:
+    body = ev.TaskQueued(task_id=task_id, phase=_phase(phase), attempt=attempt, iteration=iteration)
+    return Event(task_queued=body)
 
 
 def task_skipped(task_id: str, reason: str) -> Event:
@@ -157,9 +165,20 @@ def task_requeued(task_id: str, phase: int, attempt: int, epoch: int, reason: st
     return Event(task_requeued=body)
 
 
-def task_succeeded(task_id: str, phase: int, attempt: int, epoch: int, output: JsonValue) -> Event:
+def task_succeeded(
+    task_id: str,
+    phase: int,
+    attempt: int,
+    epoch: int,
+    output: JsonValue,
+    *,
+    with_output: bool = True,
+) -> Event:
+    """`with_output` False: a for_each task, whose output (the list of its instances'
+    outputs, each in its own event) is not written again."""
     body = ev.TaskSucceeded(task_id=task_id, phase=_phase(phase), token=token(attempt, epoch))
-    fill_value(body.output, output)
+    if with_output:
+        fill_value(body.output, output)
     return Event(task_succeeded=body)
 
 
@@ -209,6 +228,84 @@ def task_parked(task_id: str, phase: int, breaker_type: str, parked: bool) -> Ev
 def task_cancelled(task_id: str, phase: int, reason: str) -> Event:
     body = ev.TaskCancelled(task_id=task_id, phase=_phase(phase), reason=reason)
     return Event(task_cancelled=body)
+
+
+# -- plans that grow at runtime (docs/runtime-plans.md) ----------------------------
+
+
+def task_expanded(task_id: str, items: list[JsonValue]) -> Event:
+    body = ev.TaskExpanded(task_id=task_id, count=len(items))
+    body.items.SetInParent()  # present even when empty: the list was evaluated
+    for item in items:
+        fill_value(body.items.values.add(), item)
+    return Event(task_expanded=body)
+
+
+def iteration_completed(
+    task_id: str, iteration: int, attempt: int, epoch: int, output: JsonValue, *, done: bool
+) -> Event:
+    body = ev.IterationCompleted(
+        task_id=task_id, iteration=iteration, token=token(attempt, epoch), done=done
+    )
+    fill_value(body.output, output)
+    return Event(iteration_completed=body)
+
+
+def plan_revised(
+    task_id: str,
+    revision: int,
+    plan: pb_plan.ExecutionPlan,
+    inputs: Mapping[str, JsonValue],
+    *,
+    attempt: int,
+    epoch: int,
+) -> Event:
+    body = ev.PlanRevised(task_id=task_id, revision=revision, token=token(attempt, epoch))
+    body.plan.CopyFrom(plan)
+    fill_struct(body.inputs, inputs)
+    return Event(plan_revised=body)
+
+
+def child_execution_started(
+    task_id: str,
+    child_execution_id: str,
+    *,
+    plan_id: str,
+    workflow_name: str,
+    workflow_version: str,
+    request_id: str,
+    attempt: int,
+    epoch: int,
+) -> Event:
+    body = ev.ChildExecutionStarted(
+        task_id=task_id,
+        child_execution_id=child_execution_id,
+        plan_id=plan_id,
+        workflow_name=workflow_name,
+        workflow_version=workflow_version,
+        request_id=request_id,
+        token=token(attempt, epoch),
+    )
+    return Event(child_execution_started=body)
+
+
+def child_execution_ended(
+    task_id: str,
+    child_execution_id: str,
+    state: int,
+    outputs: Mapping[str, JsonValue] | None,
+    error: TaskError | None,
+) -> Event:
+    body = ev.ChildExecutionEnded(
+        task_id=task_id,
+        child_execution_id=child_execution_id,
+        state=cast(ex.ExecutionState.ValueType, state),
+    )
+    if outputs is not None:
+        fill_struct(body.outputs, outputs)
+    if error is not None:
+        error.fill(body.error)
+    return Event(child_execution_ended=body)
 
 
 # -- timers ------------------------------------------------------------------------

@@ -2,14 +2,15 @@
 
 Pure with respect to the outside world: no clock (timestamps come from the event),
 no I/O, no randomness. Replaying an execution's log through it rebuilds the state
-exactly; that is how recovery and time travel work.
+exactly; that is how recovery and time travel work. The events of plans that grow
+at runtime are folded in `evolve_grown.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from execplan.executor.decide import requests, usage
+from execplan.executor.decide import evolve_grown, requests, usage
 from execplan.executor.state import (
     AttemptRecord,
     ExecutionState,
@@ -23,13 +24,16 @@ from execplan.v1 import execution_pb2 as ex
 
 
 def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> None:
-    """Marks a task terminal and updates its downstream trigger counters."""
+    """Marks a task terminal and updates its downstream trigger counters (an instance:
+    its for_each task's counts; a sub-plan task: its sub-plan's)."""
+    evolve_grown.leaving_pending(state, task)
     task.state = outcome
     task.finished_ms = at_ms
     _drop_timers(state, task.index, all_purposes=True)
     state.completions += 1
     task.completed_order = state.completions
-    for child in state.plan.nodes[task.index].downstream:
+    evolve_grown.settled(state, task, outcome)
+    for child in state.downstream(task.index):
         counters = state.tasks[child]
         counters.upstream_pending -= 1
         if outcome == ex.TASK_STATE_SUCCEEDED:
@@ -56,6 +60,9 @@ def _drop_timers(state: ExecutionState, index: int, *, all_purposes: bool) -> No
 def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.execution_started
     state.inputs = from_struct(body.inputs)
+    state.parent_execution_id = body.parent_execution_id
+    state.parent_task_id = body.parent_task_id
+    state.depth = body.depth
     state.request_id = body.request_id
     state.fairness_key = body.fairness_key
     state.trace_context = dict(body.trace_context)
@@ -66,6 +73,8 @@ def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
 def _queued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_queued
     task = state.task(body.task_id)
+    evolve_grown.leaving_pending(state, task)
+    evolve_grown.iteration(state, task, body.iteration, body.phase, at)
     task.state = ex.TASK_STATE_QUEUED
     task.phase = body.phase
     task.attempt = body.attempt
@@ -93,6 +102,7 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> Non
             worker_id=body.worker_id,
             epoch=body.token.lease_epoch,
             dispatched_ms=at,
+            iteration=evolve_grown.iteration_of(state, task, body.phase),
         )
     )
 
@@ -121,7 +131,9 @@ def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None
         if state.compensation_queue and state.compensation_queue[0] == task.index:
             state.compensation_queue.pop(0)
         return
-    task.output = from_value(body.output)
+    # A for_each task's output is its instances' (each recorded in its own event).
+    gathered = evolve_grown.gathered_output(state, task)
+    task.output = from_value(body.output) if gathered is None else gathered
     task.error = None
     state.consecutive_failures = 0
     _settle(state, task, ex.TASK_STATE_SUCCEEDED, at)
@@ -247,8 +259,15 @@ def _cancel_requested(state: ExecutionState, event: ev.ExecutionEvent, at: int) 
 def _compensation_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     state.state = ex.EXECUTION_STATE_COMPENSATING
     state.compensation_queue = [
-        state.plan.index_of[task_id] for task_id in event.compensation_started.task_ids
+        _index(state, task_id) for task_id in event.compensation_started.task_ids
     ]
+
+
+def _index(state: ExecutionState, task_id: str) -> int:
+    index = state.index_of(task_id)
+    if index is None:
+        raise KeyError(task_id)
+    return index
 
 
 def _completed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -291,6 +310,7 @@ _HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] =
     # Usage and budgets: all of it is in `spend`, folded by decide/usage.py.
     "task_usage": _ignore,
     "budget_changed": _ignore,
+    **evolve_grown.HANDLERS,
 }
 
 

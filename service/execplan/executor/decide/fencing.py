@@ -75,16 +75,16 @@ def stale(task: TaskRun, node: NodeView, claim: Claim) -> str:
 
 def holds(state: ExecutionState, index: int, claim: Claim) -> bool:
     """Is `claim` the current lease of task `index`? (The engine's deadlines.)"""
-    return not stale(state.tasks[index], state.plan.nodes[index], claim)
+    return not stale(state.tasks[index], state.node(index), claim)
 
 
 def check(state: ExecutionState, task_id: str, claim: Claim) -> TaskRun:
     """The task whose current lease `claim` names; StaleToken saying why otherwise."""
-    index = state.plan.index_of.get(task_id)
+    index = state.index_of(task_id)
     if index is None:
         raise StaleToken(f"unknown task {task_id[:200]!r}")
     task = state.tasks[index]
-    reason = stale(task, state.plan.nodes[index], claim)
+    reason = stale(task, state.node(index), claim)
     if reason:
         raise StaleToken(reason)
     return task

@@ -11,13 +11,18 @@ it, whose queueing may end them at once (a skip, a builtin that needs no waiting
 a condition that cannot be evaluated). Everything else (`attempts`, `control`,
 `builtins`) calls into it and never the other way round. Events are decided depth
 first, in plan order, exactly as they always were: recorded histories replay.
+
+What grows at run time (docs/runtime-plans.md) hooks in here: queueing a for_each
+task expands it (`expand`), an instance's end goes to its for_each task rather than
+downstream, and a sub-plan task's end stays inside its sub-plan (`subplans`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from execplan.executor.decide import builtins, events
+from execplan.executor.decide import builtins, children, events, expand, subplans
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.step import Step
 from execplan.executor.expressions.bindings import EvaluationError, reads_of
@@ -40,6 +45,15 @@ FALLBACK = ex.TASK_PHASE_FALLBACK
 COMPENSATION = ex.TASK_PHASE_COMPENSATION
 
 
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """Who started a child execution (a builtin.workflow task) and how deep it nests."""
+
+    execution_id: str
+    task_id: str
+    depth: int
+
+
 def start(  # noqa: PLR0917 (the fields of execution_started)
     step: Step,
     inputs: Mapping[str, JsonValue],
@@ -47,6 +61,8 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
     fairness_key: str,
     trace_context: Mapping[str, str],
     allowance: Allowance | None = None,
+    *,
+    parent: Parent | None = None,
 ) -> None:
     plan = step.state.plan
     step.emit(
@@ -59,6 +75,9 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
             fairness_key=fairness_key,
             trace_context=trace_context,
             allowance=allowance,
+            parent_execution_id=parent.execution_id if parent else "",
+            parent_task_id=parent.task_id if parent else "",
+            depth=parent.depth if parent else 0,
         )
     )
     for node in plan.nodes:
@@ -94,23 +113,32 @@ def consider(step: Step, task: TaskRun) -> None:
     state = step.state
     if task.state != ex.TASK_STATE_PENDING or state.terminal or state.cancel_requested:
         return
-    node = state.plan.nodes[task.index]
+    node = state.node(task.index)
     verdict = trigger_verdict(task, node)
     if verdict is None:
         return
     if not verdict:
         skip(step, task, "trigger rule not satisfied")
         return
-    if node.condition is not None:
-        try:
-            allowed = step.evaluate(f"tasks[{node.index}].when", node.condition, node.reads)
-        except EvaluationError as error:
-            fail_final(step, task, MAIN, failure(CONDITION_ERROR, error))
-            return
-        if allowed is not True:
-            skip(step, task, f"condition is {str(allowed).lower()}: {node.condition.source}")
-            return
+    # A for_each task's `when` that reads `item` or `index` is decided per instance.
+    per_instance = node.for_each is not None and node.reads_variable("item", "index")
+    if node.condition is not None and not per_instance and not condition_holds(step, task, node):
+        return
     queue(step, task, node, MAIN, 1)
+
+
+def condition_holds(step: Step, task: TaskRun, node: NodeView) -> bool:
+    """Evaluates `when`; False after skipping (or failing) the task."""
+    assert node.condition is not None
+    try:
+        allowed = step.evaluate(step.field(task, ".when"), node.condition, node.reads, task)
+    except EvaluationError as error:
+        fail_final(step, task, MAIN, failure(CONDITION_ERROR, error))
+        return False
+    if allowed is not True:
+        skip(step, task, f"condition is {str(allowed).lower()}: {node.condition.source}")
+        return False
+    return True
 
 
 def skip(step: Step, task: TaskRun, reason: str) -> None:
@@ -118,10 +146,22 @@ def skip(step: Step, task: TaskRun, reason: str) -> None:
     after_terminal(step, task)
 
 
-def queue(step: Step, task: TaskRun, node: NodeView, phase: int, attempt: int) -> None:
-    """An attempt is ready: a worker task waits for a slot, a builtin starts now."""
-    step.emit(events.task_queued(node.task_id, phase, attempt))
-    if phase == MAIN and builtins.is_builtin(node):
+def queue(
+    step: Step, task: TaskRun, node: NodeView, phase: int, attempt: int, *, iteration: int = -1
+) -> None:
+    """An attempt is ready: a worker task waits for a slot, a builtin starts now, a
+    for_each task expands. `iteration`: a repeat task's next one (-1: the current)."""
+    if iteration < 0:
+        extra = step.state.extras.get(task.index)
+        iteration = extra.iteration if extra is not None and phase == MAIN else 0
+    step.emit(events.task_queued(step.task_id(task), phase, attempt, iteration))
+    if phase == MAIN and node.for_each is not None and not expand.is_instance(step, task):
+        expand.start(step, task, node)
+    elif phase == MAIN and node.workflow is not None:
+        error = children.start(step, task, node)
+        if error is not None:
+            fail_final(step, task, MAIN, error)
+    elif phase == MAIN and builtins.is_builtin(node):
         outcome = builtins.start(step, task, node)
         if outcome is not None:
             settle(step, task, outcome)
@@ -156,6 +196,22 @@ def fail_final(step: Step, task: TaskRun, phase: int, error: TaskError) -> None:
     after_final_failure(step, task)
 
 
+def fail_task(step: Step, task: TaskRun, error: TaskError) -> None:
+    """The task (its main phase) fails as a whole, never retried: a loop that ran out,
+    a sub-plan that failed. Its fallback, if any, runs, as after a last attempt."""
+    node = step.node(task)
+    fallback = node.fallback is not None
+    step.emit(
+        events.task_failed(
+            step.task_id(task), MAIN, task.attempt, task.epoch, error, final=not fallback
+        )
+    )
+    if fallback:
+        queue(step, task, node, FALLBACK, 1)
+    else:
+        after_final_failure(step, task)
+
+
 def after_final_failure(step: Step, task: TaskRun) -> None:
     if task.phase == COMPENSATION:
         finish(step, ex.EXECUTION_STATE_COMPENSATION_FAILED, task)
@@ -164,10 +220,18 @@ def after_final_failure(step: Step, task: TaskRun) -> None:
 
 
 def after_terminal(step: Step, task: TaskRun) -> None:
-    """What a task's end means for the execution."""
+    """What a task's end means for the execution (an instance's: for its for_each
+    task; a sub-plan task's: for its sub-plan)."""
     state = step.state
     if state.terminal:
         return
+    grown = state.grown_of(task.index)
+    if grown is not None:
+        if grown.item_index >= 0:
+            expand.instance_done(step, task, grown)
+            return
+        if subplans.task_done(step, task, grown):
+            return
     if task.state == ex.TASK_STATE_FAILED:
         if state.plan.on_failure == wf.ON_FAILURE_COMPENSATE:
             cancel_active(step, "another task failed")
@@ -179,7 +243,7 @@ def after_terminal(step: Step, task: TaskRun) -> None:
         limit = state.plan.pause_after_failures
         if limit and state.consecutive_failures >= limit and not state.paused:
             step.emit(events.execution_paused(f"{limit} consecutive task failures", ""))
-    for child in state.plan.nodes[task.index].downstream:
+    for child in state.downstream(task.index):
         consider(step, state.tasks[child])
     maybe_finish(step)
 
@@ -202,12 +266,14 @@ def maybe_finish(step: Step) -> None:
 
 def start_compensation(step: Step, reason: str) -> None:
     state = step.state
+    # A for_each task is compensated through its instances, one by one.
     done = sorted(
         (
             t
             for t in state.tasks
             if t.state == ex.TASK_STATE_SUCCEEDED
-            and state.plan.nodes[t.index].compensation is not None
+            and state.node(t.index).compensation is not None
+            and not expand.is_expanded(state, t)
         ),
         key=lambda t: -t.completed_order,
     )
@@ -219,7 +285,7 @@ def next_compensation(step: Step) -> None:
     state = step.state
     if state.compensation_queue:
         task = state.tasks[state.compensation_queue[0]]
-        queue(step, task, state.plan.nodes[task.index], COMPENSATION, 1)
+        queue(step, task, state.node(task.index), COMPENSATION, 1)
         return
     if state.cancel_requested:
         finish(step, ex.EXECUTION_STATE_CANCELLED, None, TaskError(CANCELLED, "cancelled"))
@@ -228,9 +294,19 @@ def next_compensation(step: Step) -> None:
         finish(step, ex.EXECUTION_STATE_COMPENSATED, failed)
 
 
-def cancel_active(step: Step, reason: str, *, pending_too: bool = False) -> None:
-    """Cancels every task still in flight (telling workers to stop leased attempts)."""
-    for task in step.state.tasks:
+def cancel_active(
+    step: Step,
+    reason: str,
+    *,
+    pending_too: bool = False,
+    terminate: bool = False,
+    within: range | None = None,
+) -> None:
+    """Cancels every task still in flight (telling workers to stop leased attempts,
+    and running child executions to stop: terminate with `terminate`). `within`: only
+    the tasks of these indexes (a for_each task's instances, a sub-plan's tasks)."""
+    tasks = step.state.tasks
+    for task in tasks if within is None else (tasks[i] for i in within):
         if pending_too and task.state == ex.TASK_STATE_PENDING:
             step.emit(
                 events.task_cancelled(
@@ -238,21 +314,29 @@ def cancel_active(step: Step, reason: str, *, pending_too: bool = False) -> None
                 )
             )
         elif task.state in ACTIVE_TASK_STATES:
-            if task.state in LEASED_TASK_STATES:
-                step.effect(
-                    fx.CancelLease(
-                        task.index, task.worker_id, task.attempt, task.epoch, task.phase, reason
-                    )
-                )
-                step.effect(fx.ReleaseLease(task.index, task.worker_id))
+            stop_task(step, task, reason, terminate=terminate)
             step.emit(events.task_cancelled(step.task_id(task), task.phase, reason))
+
+
+def stop_task(step: Step, task: TaskRun, reason: str, *, terminate: bool = False) -> None:
+    """The effects that stop whatever an active task has running: its worker's lease
+    (a worker task), its child execution (builtin.workflow)."""
+    if task.state in LEASED_TASK_STATES and task.worker_id:
+        step.effect(
+            fx.CancelLease(task.index, task.worker_id, task.attempt, task.epoch, task.phase, reason)
+        )
+        step.effect(fx.ReleaseLease(task.index, task.worker_id))
+    extra = step.state.extras.get(task.index)
+    if task.state == ex.TASK_STATE_RUNNING and extra is not None and extra.child_execution_id:
+        step.effect(fx.StopChild(extra.child_execution_id, reason, terminate))
 
 
 def finish(
     step: Step, outcome: int, failed: TaskRun | None, error: TaskError | None = None
 ) -> None:
     """The execution ends: whatever still runs is cancelled, outputs are evaluated."""
-    cancel_active(step, "execution finished", pending_too=True)
+    terminated = outcome == ex.EXECUTION_STATE_TERMINATED
+    cancel_active(step, "execution finished", pending_too=True, terminate=terminated)
     failed_task_id = ""
     if failed is not None:
         failed_task_id = step.task_id(failed)

@@ -14,15 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from execplan.executor.decide import attempts, budgets, builtins, control, events, fencing, flow
+from execplan.executor.decide import (
+    attempts,
+    budgets,
+    builtins,
+    children,
+    control,
+    events,
+    fencing,
+    flow,
+    subplans,
+)
 from execplan.executor.decide import effects as fx
-from execplan.executor.decide.step import Step
+from execplan.executor.decide.step import DEFAULT_LIMITS, Limits, Step
 from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator
 from execplan.executor.state import Allowance, ExecutionState, TaskRun
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
+from execplan.v1 import plan_pb2
 
 
 class Machine:
@@ -31,11 +42,16 @@ class Machine:
     __slots__ = ("effects", "events", "now_ms", "state", "step")
 
     def __init__(
-        self, state: ExecutionState, now_ms: int, evaluator: Evaluator = DEFAULT_EVALUATOR
+        self,
+        state: ExecutionState,
+        now_ms: int,
+        evaluator: Evaluator = DEFAULT_EVALUATOR,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """`evaluator`: how expressions too expensive to run inline are evaluated; the
-        default waits for the sandbox, the runtime's raises EvaluationPending instead."""
-        step = self.step = Step(state, now_ms, evaluator)
+        default waits for the sandbox, the runtime's raises EvaluationPending instead.
+        `limits`: what may grow at run time (the engine's configuration)."""
+        step = self.step = Step(state, now_ms, evaluator, limits)
         self.state = state
         self.now_ms = now_ms
         self.events: list[ev.ExecutionEvent] = step.events
@@ -49,9 +65,14 @@ class Machine:
         fairness_key: str,
         trace_context: Mapping[str, str],
         allowance: Allowance | None = None,
+        *,
+        parent: flow.Parent | None = None,
     ) -> None:
-        """`allowance`: the budget and runaway caps it starts with (None: none)."""
-        flow.start(self.step, inputs, request_id, fairness_key, trace_context, allowance)
+        """`allowance`: the budget and runaway caps it starts with (None: none);
+        `parent`: for a child execution, the execution and task that started it."""
+        flow.start(
+            self.step, inputs, request_id, fairness_key, trace_context, allowance, parent=parent
+        )
 
     def pause(self, reason: str, request_id: str) -> None:
         control.pause(self.step, reason, request_id)
@@ -107,6 +128,61 @@ class Machine:
 
     def park(self, task: TaskRun, breaker_type: str, parked: bool) -> None:
         attempts.park(self.step, task, breaker_type, parked)
+
+    # -- plans that grow at runtime (docs/runtime-plans.md) ------------------------
+    def sub_plan(
+        self, task: TaskRun, plan: plan_pb2.ExecutionPlan, inputs: Mapping[str, JsonValue]
+    ) -> None:
+        """A dynamic task's worker answered with a sub-workflow, compiled by the
+        runtime (`task` passed the lease check): record and start it."""
+        subplans.accept(self.step, task, plan, inputs)
+
+    def child_started(
+        self,
+        task_id: str,
+        attempt: int,
+        epoch: int,
+        *,
+        child_execution_id: str,
+        plan_id: str,
+        workflow_name: str,
+        workflow_version: str,
+    ) -> bool:
+        """The runtime started a builtin.workflow task's child (False: stale)."""
+        return children.started(
+            self.step,
+            task_id,
+            attempt,
+            epoch,
+            child_execution_id=child_execution_id,
+            plan_id=plan_id,
+            workflow_name=workflow_name,
+            workflow_version=workflow_version,
+        )
+
+    def waits_for_child(self, task: TaskRun) -> bool:
+        """A queued builtin.workflow task: it waits for its child, not for a worker."""
+        return children.waits_for_child(self.step, task)
+
+    def restart_children(self) -> list[fx.StartChild]:
+        """StartChild effects for tasks still waiting for their child (recovery)."""
+        return children.restart(self.step)
+
+    def child_start_failed(self, task_id: str, attempt: int, epoch: int, error: TaskError) -> None:
+        children.start_failed(self.step, task_id, attempt, epoch, error)
+
+    def child_ended(
+        self,
+        task_id: str,
+        child_execution_id: str,
+        outcome: int,
+        outputs: Mapping[str, JsonValue] | None,
+        error: TaskError | None,
+    ) -> None:
+        """A child execution ended (ignored unless it is the task's current child)."""
+        children.ended(
+            self.step, task_id, child_execution_id, outcome=outcome, outputs=outputs, error=error
+        )
 
     def circuit_open(self, task: TaskRun, breaker_type: str) -> None:
         attempts.circuit_open(self.step, task, breaker_type)

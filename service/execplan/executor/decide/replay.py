@@ -43,6 +43,7 @@ from typing import Any
 from execplan.errors import ExecplanError
 from execplan.executor.decide.evolve import evolve
 from execplan.executor.decide.fencing import Claim
+from execplan.executor.decide.flow import Parent
 from execplan.executor.decide.inputs import resolve_inputs
 from execplan.executor.decide.machine import Machine
 from execplan.executor.expressions.evaluation import BUDGET_EXCEEDED, BlockingEvaluator
@@ -59,6 +60,7 @@ from execplan.executor.task_errors import TaskError
 from execplan.executor.values import from_struct, from_value
 from execplan.usage.codec import decode_budget, decode_change, decode_usage
 from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
 from google.protobuf import json_format
 
 INPUT_KINDS = frozenset(
@@ -77,8 +79,16 @@ INPUT_KINDS = frozenset(
         "execution_cancel_requested",
         "task_usage",
         "budget_changed",
+        # Plans that grow at runtime: the machine's first answer to a worker's result
+        # of a repeat task, to a sub-plan the runtime compiled, to a child's start and
+        # end (docs/runtime-plans.md).
+        "iteration_completed",
+        "plan_revised",
+        "child_execution_started",
+        "child_execution_ended",
     }
 )
+MAIN = ex.TASK_PHASE_MAIN
 # Folded in as they are: they inform, or come from state shared across executions.
 FOLDED_KINDS = frozenset({"task_progress", "task_parked"})
 # Replay gives a sandboxed evaluation more time than the live budget: the history says
@@ -161,6 +171,8 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     """Calls the Machine method that the engine called for this input."""
     kind = event.WhichOneof("kind")
     state = machine.state
+    if _feed_grown(machine, event, kind):
+        return
     if kind == "execution_started":
         body = event.execution_started
         allowance = Allowance(
@@ -168,16 +180,20 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
             max_for_each_items=body.caps.max_for_each_items,
             max_attempts=body.caps.max_attempts,
         )
+        parent = None
+        if body.parent_execution_id:
+            parent = Parent(body.parent_execution_id, body.parent_task_id, body.depth)
         machine.start(
             from_struct(body.inputs),
             body.request_id,
             body.fairness_key,
             dict(body.trace_context),
             allowance,
+            parent=parent,
         )
     elif kind == "task_dispatched":
         d = event.task_dispatched
-        machine.dispatch(state.plan.index_of[d.task_id], d.worker_id, d.principal)
+        machine.dispatch(state.task(d.task_id).index, d.worker_id, d.principal)
     elif kind == "task_started":
         s = event.task_started
         machine.acknowledged(_task(machine, s.task_id, s.phase, s.token))
@@ -211,13 +227,50 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     elif kind == "execution_cancel_requested":
         c = event.execution_cancel_requested
         machine.cancel(c.reason, c.request_id, c.terminate)
-    elif kind == "task_usage":
+    else:
+        _feed_usage(machine, event, kind)
+
+
+def _feed_usage(machine: Machine, event: ev.ExecutionEvent, kind: str | None) -> None:
+    """The inputs of usage and budgets (docs/usage.md)."""
+    if kind == "task_usage":
         u = event.task_usage
         claim = Claim(u.phase, u.token.attempt, u.token.lease_epoch)
         machine.usage(u.task_id, claim, u.worker_id, decode_usage(u.usage), u.report)
     elif kind == "budget_changed":
         b = event.budget_changed
         machine.set_budget(decode_change(b.requested), b.request_id, b.reason)
+
+
+def _feed_grown(machine: Machine, event: ev.ExecutionEvent, kind: str | None) -> bool:
+    """The inputs of plans that grow at runtime; False when `event` is not one."""
+    if kind == "iteration_completed":
+        done = event.iteration_completed
+        task = _task(machine, done.task_id, MAIN, done.token)
+        machine.succeeded(task, from_value(done.output))
+    elif kind == "plan_revised":
+        revised = event.plan_revised
+        task = _task(machine, revised.task_id, MAIN, revised.token)
+        machine.sub_plan(task, revised.plan, from_struct(revised.inputs))
+    elif kind == "child_execution_started":
+        started = event.child_execution_started
+        machine.child_started(
+            started.task_id,
+            started.token.attempt,
+            started.token.lease_epoch,
+            child_execution_id=started.child_execution_id,
+            plan_id=started.plan_id,
+            workflow_name=started.workflow_name,
+            workflow_version=started.workflow_version,
+        )
+    elif kind == "child_execution_ended":
+        ended = event.child_execution_ended
+        error = TaskError.from_proto(ended.error) if ended.HasField("error") else None
+        outputs = from_struct(ended.outputs) if ended.HasField("outputs") else None
+        machine.child_ended(ended.task_id, ended.child_execution_id, ended.state, outputs, error)
+    else:
+        return False
+    return True
 
 
 def replay(

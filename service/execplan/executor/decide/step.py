@@ -12,6 +12,7 @@ the step is given (expressions/evaluation.py).
 from __future__ import annotations
 
 from collections.abc import Set
+from dataclasses import dataclass
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide import events
@@ -24,22 +25,50 @@ from execplan.executor.expressions.evaluation import (
     evaluate_binding,
 )
 from execplan.executor.plan_view import NodeView
-from execplan.executor.state import ExecutionState, TaskRun, task_state_name
+from execplan.executor.state import ExecutionState, Scope, TaskRun, task_state_name
 from execplan.executor.values import JsonValue
 from execplan.v1 import events_pb2 as ev
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits")."""
+
+    # Items of one for_each.
+    for_each_items: int = 10_000
+    # Serialized bytes of one for_each's items (recorded in task_expanded).
+    for_each_bytes: int = 8 * 1024 * 1024
+    # Tasks of one sub-plan.
+    sub_plan_tasks: int = 1_000
+    # Sub-plans within sub-plans, children within children.
+    nesting_depth: int = 5
+    # Tasks of one execution: the plan's, instances and sub-plans' together.
+    execution_tasks: int = 100_000
+
+
+DEFAULT_LIMITS = Limits()
+_UNSET: object = object()
+
+
 class Step:
-    __slots__ = ("effects", "evaluator", "events", "now_ms", "state")
+    __slots__ = ("effects", "evaluator", "events", "expanding", "limits", "now_ms", "state")
 
     def __init__(
-        self, state: ExecutionState, now_ms: int, evaluator: Evaluator = DEFAULT_EVALUATOR
+        self,
+        state: ExecutionState,
+        now_ms: int,
+        evaluator: Evaluator = DEFAULT_EVALUATOR,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.state = state
         self.now_ms = now_ms
         self.evaluator = evaluator
+        self.limits = limits
         self.events: list[ev.ExecutionEvent] = []
         self.effects: list[fx.Effect] = []
+        # for_each tasks whose instances are being started (decide/expand.py): an
+        # instance that ends at once must not start the next one from inside.
+        self.expanding: set[int] = set()
 
     def emit(self, event: ev.ExecutionEvent) -> None:
         event.execution_id = self.state.execution_id
@@ -52,10 +81,17 @@ class Step:
         self.effects.append(effect)
 
     def node(self, task: TaskRun) -> NodeView:
-        return self.state.plan.nodes[task.index]
+        return self.state.node(task.index)
 
     def task_id(self, task: TaskRun) -> str:
-        return self.state.plan.nodes[task.index].task_id
+        return self.state.task_id(task.index)
+
+    def field(self, task: TaskRun, suffix: str) -> str:
+        """How errors name a field of a task's node: `tasks[2].when`; in a sub-plan
+        `agent/tasks[0].inputs` (an instance names its for_each task's field)."""
+        scope = self.state.scope_of(task.index)
+        index = self.state.node(task.index).index
+        return f"{scope.prefix if scope else ''}tasks[{index}]{suffix}"
 
     def timer(self, task: TaskRun, purpose: int, delay_ms: int, suffix: str) -> None:
         """A durable timer of `task`: recorded, then armed once the event is committed."""
@@ -65,33 +101,78 @@ class Step:
         self.emit(events.timer_scheduled(timer_id, task_id, purpose, fire_at))
         self.effect(fx.ArmTimer(timer_id, fire_at))
 
-    def evaluate(self, field: str, node: BindingNode, reads: Set[str]) -> JsonValue:
+    def evaluate(
+        self,
+        field: str,
+        node: BindingNode,
+        reads: Set[str],
+        task: TaskRun | None = None,
+        *,
+        output: JsonValue = _UNSET,
+        scope: Scope | None = None,
+    ) -> JsonValue:
         """The value of a binding (`field` names it in errors: `tasks[2].when`); raises
         EvaluationError (ExpressionBudgetExceeded) or, with the runtime's evaluator,
-        EvaluationPending (expressions/evaluation.py)."""
+        EvaluationPending (expressions/evaluation.py). With `task`, its runtime
+        variables (`item`, `iteration`...) and its sub-plan's names are in scope;
+        `output` is that of `repeat.until`."""
         if type(node) is StructBinding and not node.fields:  # no inputs: no context
             return {}
         where = Where(self.state.execution_id, field)
-        return evaluate_binding(node, self.context(reads), self.evaluator, where)
+        context = self.context(reads, task, scope)
+        if output is not _UNSET:
+            context["output"] = output
+        return evaluate_binding(node, context, self.evaluator, where)
 
-    def context(self, reads: Set[str]) -> dict[str, JsonValue]:
+    def context(
+        self, reads: Set[str], task: TaskRun | None = None, scope: Scope | None = None
+    ) -> dict[str, JsonValue]:
         """What an expression may read: the workflow, the execution, and the tasks in
-        `reads` (only those, so a context stays small whatever the plan's size)."""
+        `reads` (only those, so a context stays small whatever the plan's size). For a
+        task of a sub-plan, `workflow` and `tasks.ID` are the sub-plan's; for an
+        instance or a repeat, its variables are added (docs/runtime-plans.md)."""
+        state = self.state
+        if scope is None and task is not None:
+            scope = state.scope_of(task.index)
+        prefix = scope.prefix if scope is not None else ""
         tasks: dict[str, JsonValue] = {}
         for task_id in reads:
-            run = self.state.task(task_id)
+            run = state.task(prefix + task_id)
             tasks[task_id] = {
                 "output": run.output,
                 "status": task_state_name(run.state),
                 "error": run.error.as_dict() if run.error is not None else None,
                 "attempts": run.attempt,
             }
-        return {
-            "workflow": {"inputs": self.state.inputs, "name": self.state.plan.workflow_name},
+        if scope is None:
+            workflow: JsonValue = {"inputs": state.inputs, "name": state.plan.workflow_name}
+        else:
+            workflow = {"inputs": scope.inputs, "name": scope.plan.workflow_name}
+        context: dict[str, JsonValue] = {
+            "workflow": workflow,
             "tasks": tasks,
             "execution": {
-                "id": self.state.execution_id,
-                "plan_id": self.state.plan.plan_id,
-                "fairness_key": self.state.fairness_key,
+                "id": state.execution_id,
+                "plan_id": state.plan.plan_id,
+                "fairness_key": state.fairness_key,
             },
         }
+        if task is not None:
+            context.update(variables(state, task))
+        return context
+
+
+def variables(state: ExecutionState, task: TaskRun) -> dict[str, JsonValue]:
+    """The runtime variables of a task: `item`/`index` (an instance), `iteration` and
+    `previous` (a repeat task). Only a task's own expressions may read them (the
+    planner checks where), so a task without them gets none."""
+    found: dict[str, JsonValue] = {}
+    grown = state.grown_of(task.index)
+    if grown is not None and grown.item_index >= 0:
+        found["item"] = grown.item
+        found["index"] = grown.item_index
+    if state.node(task.index).repeat is not None:
+        extra = state.extras.get(task.index)
+        found["iteration"] = extra.iteration if extra is not None else 0
+        found["previous"] = extra.previous if extra is not None else None
+    return found

@@ -22,6 +22,8 @@ class EvaluationError(Exception):
 class Expr:
     source: str
     reads_tasks: tuple[str, ...]
+    # Runtime variables read (item, index, iteration, previous, output).
+    reads_variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ BindingNode = Literal | Expr | Template | StructBinding | ListBinding
 
 
 def decode_expression(expression: plan_pb2.Expression) -> Expr:
-    return Expr(expression.source, tuple(expression.reads_tasks))
+    return Expr(expression.source, tuple(expression.reads_tasks), tuple(expression.reads_variables))
 
 
 def decode_binding_value(value: plan_pb2.BindingValue) -> BindingNode:

@@ -21,9 +21,10 @@ Everything else goes to the sandbox (executor/expressions/sandbox.py). The typic
 orders of magnitude to spare.
 
 What an expression is handed is narrowed to what it reads (the planner's analysis:
-`tasks.ID`, `workflow.inputs.NAME`, `execution`), so a large input that one task
-uses does not make every other expression expensive. An expression the analysis
-cannot account for (a plan that did not come from this planner) is handed everything.
+`tasks.ID`, `workflow.inputs.NAME`, `execution`, runtime variables such as `item`),
+so a large input that one task uses does not make every other expression expensive.
+An expression the analysis cannot account for (a plan that did not come from this
+planner) is handed everything.
 
 A source over the planner's static bounds (size, nesting, depth, nested
 comprehensions: planner/expressions.py `check_expression_bounds`) is never evaluated
@@ -56,7 +57,9 @@ _MACRO_NAMES = (
 )
 _COMPREHENSION = re.compile(rf"\b({_MACRO_NAMES})\s*\(")
 _REGEX = re.compile(r"\bmatches\s*\(")
-_ROOTS = re.compile(r"\b(workflow|tasks|execution)\b")
+# `output` also counts inside `tasks.x.output`: an overestimate only sends an
+# expression to the sandbox sooner.
+_ROOTS = re.compile(r"\b(workflow|tasks|execution|item|index|iteration|previous|output)\b")
 _MACRO_SET = frozenset(_MACRO_NAMES.split("|"))
 
 
@@ -67,6 +70,8 @@ class Narrowing:
     tasks: tuple[str, ...]
     inputs: tuple[str, ...] | None  # None: every workflow input
     execution: bool
+    # Runtime variables read (item, index, iteration, previous, output).
+    variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,9 @@ def _narrowing(source: str) -> Narrowing | None:
         return None
     # `workflow.inputs.map(...)` reads as an input named "map" to the analysis.
     inputs = None if _MACRO_SET & set(analysis.reads_inputs) else analysis.reads_inputs
-    return Narrowing(analysis.reads_tasks, inputs, analysis.reads_execution)
+    return Narrowing(
+        analysis.reads_tasks, inputs, analysis.reads_execution, analysis.reads_variables
+    )
 
 
 def narrow(expression: Shape, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,6 +151,9 @@ def narrow(expression: Shape, context: Mapping[str, Any]) -> dict[str, Any]:
         handed["tasks"] = {task: tasks[task] for task in reads.tasks if task in tasks}
     if reads.execution and "execution" in context:
         handed["execution"] = context["execution"]
+    for name in reads.variables:
+        if name in context:
+            handed[name] = context[name]
     return handed
 
 

@@ -162,7 +162,7 @@ def _ms(event: ev.ExecutionEvent) -> int:
 
 
 def _task_type(state: ExecutionState, task_id: str, phase: int) -> str:
-    return state.plan.nodes[state.plan.index_of[task_id]].type_for(phase)
+    return state.node(state.task(task_id).index).type_for(phase)
 
 
 class MetricsObserver(EngineObserver):

@@ -18,6 +18,7 @@ from execplan.executor.decide.machine import Machine
 from execplan.executor.observability.observer import Observers
 from execplan.executor.runtime.breakers import BreakerGate
 from execplan.executor.runtime.checkpoints import Checkpoints
+from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.hub import Hub
@@ -56,7 +57,9 @@ class Actor:
         observers: Observers,
         secrets: SecretProvider,
         now_ms: Callable[[], int],
+        children: Children,
     ) -> None:
+        self._children = children
         self._sessions = sessions
         self._leases = leases
         self._deadlines = deadlines
@@ -80,6 +83,8 @@ class Actor:
                 self._sessions.send(effect.worker_id, ws.ConnectResponse(cancels=[cancel]))
             elif isinstance(effect, fx.ArmTimer):
                 self._deadlines.arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
+            elif isinstance(effect, fx.StartChild | fx.StopChild):
+                self._children.act(state, effect)
         events = machine.events
         self._breakers.committed(state, events)
         if self._observers.observers:
@@ -95,7 +100,7 @@ class Actor:
             self._executions.retire(state)
 
     def _dispatch(self, state: ExecutionState, effect: fx.SendDispatch) -> None:
-        node = state.plan.nodes[effect.index]
+        node = state.node(effect.index)
         timeouts = node.timeouts_for(effect.phase)
         now = self._now_ms()
         self._leases.beat(state.execution_id, effect.index, effect.epoch, now)
@@ -108,6 +113,8 @@ class Actor:
             workflow_name=state.plan.workflow_name,
         )
         fill_struct(dispatch.inputs, effect.inputs)
+        if effect.previous_error is not None:
+            effect.previous_error.fill(dispatch.previous_error)
         if node.secrets:
             dispatch.secrets.update(self._secrets.resolve(node.secrets))
         if timeouts.start_to_close_ms:
@@ -122,7 +129,7 @@ class Actor:
 def _ref(state: ExecutionState, index: int, phase: int, attempt: int, epoch: int) -> ws.AttemptRef:
     return ws.AttemptRef(
         execution_id=state.execution_id,
-        task_id=state.plan.nodes[index].task_id,
+        task_id=state.task_id(index),
         phase=phase,  # type: ignore[arg-type]
         token=ev.AttemptToken(attempt=attempt, lease_epoch=epoch),
     )

@@ -88,7 +88,7 @@ class BreakerGate:
     def park_recovered(self, state: ExecutionState) -> None:
         """A recovered execution's PARKED tasks, back behind their breakers."""
         for task in state.tasks:
-            node = state.plan.nodes[task.index]
+            node = state.node(task.index)
             if task.state == ex.TASK_STATE_PARKED and node.breaker is not None:
                 self._park(node.type, (state.execution_id, task.index))
 
@@ -117,7 +117,7 @@ class BreakerGate:
 
     # -- the gate --------------------------------------------------------------------
     def admit(self, state: ExecutionState, index: int, now_ms: int) -> Verdict | None:
-        node = state.plan.nodes[index]
+        node = state.node(index)
         if node.breaker is None or state.tasks[index].phase != ex.TASK_PHASE_MAIN:
             return None
         breaker = self._breaker(node.type, node.breaker)
@@ -176,7 +176,7 @@ class BreakerGate:
             if outcome is None:
                 continue
             task_id, phase, failed, error = outcome
-            node = state.plan.nodes[state.plan.index_of[task_id]]
+            node = state.node(state.task(task_id).index)
             if phase != ex.TASK_PHASE_MAIN or node.breaker is None:
                 continue
             breaker = self._breaker(node.type, node.breaker)

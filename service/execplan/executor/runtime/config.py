@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from execplan.executor.decide.step import Limits
 from execplan.executor.expressions.sandbox import ExpressionBudget
 from execplan.usage import Budget
 
@@ -41,3 +42,6 @@ class EngineConfig:
     default_budget: Budget | None = None
     max_for_each_items: int = 1_000
     max_attempts_per_execution: int = 10_000
+    # What may grow at run time: for_each items, sub-plan tasks, nesting, tasks per
+    # execution (docs/runtime-plans.md, "Limits").
+    limits: Limits = field(default_factory=Limits)

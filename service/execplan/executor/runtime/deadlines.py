@@ -147,7 +147,7 @@ class Deadlines:
         """The attempt's lease was sent to its worker: its ack, start_to_close and
         heartbeat deadlines start now."""
         self._watch_ack(state.execution_id, index, claim, self._config.ack_deadline_ms)
-        timeouts = state.plan.nodes[index].timeouts_for(claim.phase)
+        timeouts = state.node(index).timeouts_for(claim.phase)
         if timeouts.start_to_close_ms:
             self._watch_timeout(
                 state.execution_id,
@@ -202,7 +202,7 @@ class Deadlines:
     def queued(self, state: ExecutionState, index: int) -> None:
         """schedule_to_start (queued -> acked) of this attempt; schedule_to_close once."""
         task = state.tasks[index]
-        limit = state.plan.nodes[index].timeouts_for(task.phase).schedule_to_start_ms
+        limit = state.node(index).timeouts_for(task.phase).schedule_to_start_ms
         if limit:
             phase, attempt = task.phase, task.attempt
 
@@ -224,7 +224,7 @@ class Deadlines:
     def whole_task(self, state: ExecutionState, index: int) -> None:
         """schedule_to_close: first queued -> final result, across all attempts."""
         task = state.tasks[index]
-        limit = state.plan.nodes[index].timeouts.schedule_to_close_ms
+        limit = state.node(index).timeouts.schedule_to_close_ms
         if not limit or task.phase != ex.TASK_PHASE_MAIN or not task.first_queued_ms:
             return
 
@@ -247,7 +247,7 @@ class Deadlines:
         """The in-memory deadlines of a leased attempt, from the log. `reattached`: its
         worker is still connected here (a reload), so its ack deadline runs on; after
         a restart or a takeover the reconnect grace decides instead."""
-        timeouts = state.plan.nodes[task.index].timeouts_for(task.phase)
+        timeouts = state.node(task.index).timeouts_for(task.phase)
         claim = fencing.lease_of(task)
         now = self._now_ms()
         dispatched_ms = task.attempts[-1].dispatched_ms if task.attempts else now

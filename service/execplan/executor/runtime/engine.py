@@ -32,6 +32,7 @@ from execplan.errors import (
 )
 from execplan.executor.decide import breaker as cb
 from execplan.executor.decide import requests
+from execplan.executor.decide.flow import Parent
 from execplan.executor.decide.inputs import resolve_inputs
 from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.usage import change_digest
@@ -42,6 +43,7 @@ from execplan.executor.runtime.acting import Actor
 from execplan.executor.runtime.background import Background
 from execplan.executor.runtime.breakers import BreakerGate
 from execplan.executor.runtime.checkpoints import Checkpoints
+from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
@@ -57,6 +59,7 @@ from execplan.executor.runtime.replicas import Control, Router
 from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.runtime.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.runtime.sessions import Outbox, WorkerSessions
+from execplan.executor.runtime.subplans import Compiler
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import Allowance, ExecutionState, new_state
 from execplan.executor.values import JsonValue
@@ -79,7 +82,10 @@ class Engine:
         *,
         secrets: SecretProvider | None = None,
         clock: Callable[[], float] = time.time,
+        compiler: Compiler | None = None,
     ) -> None:
+        """`compiler`: the planner, for sub-plans of dynamic tasks (runtime/subplans.py);
+        without one they fail with PlanInvalid."""
         self.store = store
         self.config = config = config or EngineConfig()
         self._clock = clock
@@ -101,6 +107,8 @@ class Engine:
             inbox=inbox,
             observers=self.observers,
             now_ms=now_ms,
+            compiler=compiler,
+            keep_plan=lambda plan: self.reads.keep_plan(plan),  # noqa: PLW0108 (reads: built below)
         )
         self.deadlines = deadlines = Deadlines(
             config=config,
@@ -121,10 +129,9 @@ class Engine:
             evaluations=evaluations,
             inbox=inbox,
             gates=(breakers,),
+            limits=config.limits,
         )
         checkpoints = Checkpoints(store, background, config.checkpoint_every)
-        # What `executions.forget` clears: every part that keeps something per execution.
-        executions.keep_with((leases, scheduler, deadlines, checkpoints))
         self.reads = reads = Reads(
             store=store,
             executions=executions,
@@ -133,6 +140,17 @@ class Engine:
             plan_cache=config.plan_cache,
             now_ms=now_ms,
         )
+        # Child executions of builtin.workflow tasks (docs/runtime-plans.md).
+        self.children = children = Children(
+            store=store,
+            executions=executions,
+            inbox=inbox,
+            plan_view=reads.plan_view,
+            runnable=PlanView.unrunnable,
+        )
+        children.engine = self
+        # What `executions.forget` clears: every part that keeps something per execution.
+        executions.keep_with((leases, scheduler, deadlines, checkpoints, children))
         self.recovery = recovery = Recovery(
             config=config,
             store=store,
@@ -145,6 +163,7 @@ class Engine:
             breakers=breakers,
             inbox=inbox,
             now_ms=now_ms,
+            children=children,
         )
         self._actor = actor = Actor(
             sessions=sessions,
@@ -157,6 +176,7 @@ class Engine:
             observers=self.observers,
             secrets=secrets or EnvironmentSecrets(),
             now_ms=now_ms,
+            children=children,
         )
         self._pump = Pump(
             store=store,
@@ -168,6 +188,7 @@ class Engine:
             evaluations=evaluations,
             observers=self.observers,
             now_ms=now_ms,
+            limits=config.limits,
         )
         self._stopped = False
 
@@ -186,6 +207,7 @@ class Engine:
             return
         self._stopped = True
         await self._pump.stop()
+        await self.children.stop()
         self.evaluations.close()
         await self._background.drain()
         self.inbox.close()
@@ -204,8 +226,10 @@ class Engine:
         request_id: str = "",
         fairness_key: str = "",
         trace_context: dict[str, str] | None = None,
+        parent: Parent | None = None,
     ) -> tuple[str, bool]:
-        """Starts an execution of `plan`; returns (execution_id, created).
+        """Starts an execution of `plan`; returns (execution_id, created). `parent`:
+        a child execution's (a builtin.workflow task; runtime/children.py).
 
         Idempotent on `request_id`: when one is given and an execution was started with
         it before, nothing is written and that execution is returned (created False),
@@ -219,10 +243,15 @@ class Engine:
         execution_id = _new_execution_id(self.now_ms())
         while True:
             state = new_state(execution_id, plan)
-            machine = Machine(state, self.now_ms(), self.evaluations.evaluator)
+            machine = Machine(state, self.now_ms(), self.evaluations.evaluator, self.config.limits)
             try:
                 machine.start(
-                    resolved, request_id, fairness_key, trace_context or {}, self._allowance(plan)
+                    resolved,
+                    request_id,
+                    fairness_key,
+                    trace_context or {},
+                    self._allowance(plan),
+                    parent=parent,
                 )
                 break
             except EvaluationPending as pending:
@@ -240,6 +269,7 @@ class Engine:
             request_id=request_id,
             fairness_key=fairness_key,
             request_digest=digest,
+            parent_execution_id=parent.execution_id if parent is not None else "",
         )
         existing, created = await self.store.create_execution(
             record, [stored(e) for e in machine.events]
@@ -409,9 +439,16 @@ class Engine:
         return await self.reads.get_execution(execution_id, at_sequence)
 
     async def list_executions(
-        self, states: list[str], workflow_name: str, page_size: int, page_token: str
+        self,
+        states: list[str],
+        workflow_name: str,
+        page_size: int,
+        page_token: str,
+        parent_execution_id: str = "",
     ) -> tuple[list[ex.Execution], str]:
-        return await self.reads.list_executions(states, workflow_name, page_size, page_token)
+        return await self.reads.list_executions(
+            states, workflow_name, page_size, page_token, parent_execution_id
+        )
 
     async def history(
         self, execution_id: str, after_sequence: int, limit: int

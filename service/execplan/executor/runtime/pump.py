@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from execplan.errors import ExecplanError, FailedPrecondition, OwnershipLost, StoreError
 from execplan.executor.decide.machine import Machine
+from execplan.executor.decide.step import DEFAULT_LIMITS, Limits
 from execplan.executor.expressions.evaluation import EvaluationPending, Request
 from execplan.executor.observability.observer import Observers
 from execplan.executor.runtime.acting import Actor
@@ -55,7 +56,9 @@ class Pump:
         evaluations: Evaluations[Input],
         observers: Observers,
         now_ms: Callable[[], int],
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self._limits = limits
         self._store = store
         self._inbox = inbox
         self._executions = executions
@@ -130,7 +133,9 @@ class Pump:
             return
         machine = work.machines.get(execution_id)
         if machine is None:
-            machine = work.machines[execution_id] = Machine(state, now, self._evaluations.evaluator)
+            machine = work.machines[execution_id] = Machine(
+                state, now, self._evaluations.evaluator, self._limits
+            )
         mark = len(machine.effects)
         try:
             result = item.action(machine)

@@ -58,9 +58,11 @@ class ReadyQueues:
         task_type: str,
         node: NodeView,
         *,
+        index: int,
         phase: int,
         attempt: int,
     ) -> None:
+        """Queues task `index` (which runs `node`: a for_each instance runs its task's)."""
         queue = self._queues.get(execution_id)
         if queue is None:
             queue = self._queues[execution_id] = _ExecutionQueue()
@@ -69,7 +71,7 @@ class ReadyQueues:
                 self._executions[fairness_key] = deque()
                 self._keys.append(fairness_key)
             self._executions[fairness_key].append(execution_id)
-        queue.push(task_type, (-node.priority, -node.rank, node.index, phase, attempt))
+        queue.push(task_type, (-node.priority, -node.rank, index, phase, attempt))
 
     def drop(self, execution_id: str) -> None:
         if self._queues.pop(execution_id, None) is None:

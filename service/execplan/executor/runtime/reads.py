@@ -60,6 +60,12 @@ class Reads:
             view = self._cache(decode_plan(plan))
         return view
 
+    async def keep_plan(self, plan: plan_pb2.ExecutionPlan) -> None:
+        """Stores a plan for GetPlan without listing it (a sub-plan: it belongs to the
+        execution whose dynamic task answered with it, not to ListPlans)."""
+        if self._cached(plan.plan_id) is None:
+            await self._store.put_plan(plan.plan_id, plan.SerializeToString(deterministic=True))
+
     async def list_plans(
         self, workflow_name: str, page_size: int, page_token: str
     ) -> tuple[list[plan_index.PlanEntry], str]:
@@ -133,11 +139,21 @@ class Reads:
         return encode_execution(state, hint=self._hint if live else None)
 
     async def list_executions(
-        self, states: list[str], workflow_name: str, page_size: int, page_token: str
+        self,
+        states: list[str],
+        workflow_name: str,
+        page_size: int,
+        page_token: str,
+        parent_execution_id: str = "",
     ) -> tuple[list[ex.Execution], str]:
+        """`parent_execution_id`: only the children of that execution."""
         size = max(1, page_size)  # the default and the cap are the caller's (the wire's)
         records = await self._store.list_executions(
-            states=states, workflow_name=workflow_name, limit=size + 1, after=page_token
+            states=states,
+            workflow_name=workflow_name,
+            limit=size + 1,
+            after=page_token,
+            parent_execution_id=parent_execution_id,
         )
         page, more = records[:size], len(records) > size
         result = []

@@ -17,6 +17,7 @@ from execplan.errors import ExecplanError
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
 from execplan.executor.runtime.breakers import BreakerGate
+from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
@@ -47,7 +48,9 @@ class Recovery:
         breakers: BreakerGate,
         inbox: Inbox,
         now_ms: Callable[[], int],
+        children: Children,
     ) -> None:
+        self._children = children
         self._config = config
         self._store = store
         self._reads = reads
@@ -119,11 +122,11 @@ class Recovery:
         ran elsewhere: every lease is orphaned until its worker claims it."""
         self._executions.adopt(state)
         self._leases.adopt(state)
-        machine = Machine(state, self._now_ms())
+        machine = Machine(state, self._now_ms(), limits=self._config.limits)
         orphans: dict[str, list[LeaseKey]] = {}
         now = self._now_ms()
         for task in state.tasks:
-            if task.state == ex.TASK_STATE_QUEUED:
+            if task.state == ex.TASK_STATE_QUEUED and not machine.waits_for_child(task):
                 machine.effects.append(fx.TaskReady(task.index))
             elif task.state in LEASED_TASK_STATES:
                 key = (state.execution_id, task.index)
@@ -144,6 +147,7 @@ class Recovery:
                 self._deadlines.whole_task(state, task.index)
         self._breakers.park_recovered(state)
         self._scheduler.absorb(machine)
+        self._children.resume(state, machine)
         for timer in state.timers.values():
             if timer.timer_id:
                 self._deadlines.arm(state.execution_id, timer.timer_id, timer.fire_at_ms)

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
+from execplan.executor.decide.step import DEFAULT_LIMITS, Limits
 from execplan.executor.expressions.evaluation import EvaluationPending, Request
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
@@ -72,7 +73,9 @@ class Scheduler:
         evaluations: Evaluations[Input],
         inbox: Inbox,
         gates: tuple[Gate, ...] = (),
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self._limits = limits
         self._executions = executions
         self._workers = workers
         self._leases = leases
@@ -107,7 +110,7 @@ class Scheduler:
     def _machine(self, machines: dict[str, Machine], state: ExecutionState, now: int) -> Machine:
         machine = machines.get(state.execution_id)
         if machine is None:
-            machine = Machine(state, now, self._evaluations.evaluator)
+            machine = Machine(state, now, self._evaluations.evaluator, self._limits)
             machines[state.execution_id] = machine
         return machine
 
@@ -119,9 +122,15 @@ class Scheduler:
         state = self._executions.get(execution_id)
         if state is None or not _queued_in(state)(index, phase, attempt):
             return
-        node = state.plan.nodes[index]
+        node = state.node(index)
         self._ready.push(
-            execution_id, state.fairness_key, task_type, node, phase=phase, attempt=attempt
+            execution_id,
+            state.fairness_key,
+            task_type,
+            node,
+            index=index,
+            phase=phase,
+            attempt=attempt,
         )
         self._inbox.wake()
 
@@ -137,7 +146,7 @@ class Scheduler:
 
     def _queue(self, state: ExecutionState, index: int) -> None:
         task = state.tasks[index]
-        node = state.plan.nodes[index]
+        node = state.node(index)
         task_type = node.type_for(task.phase)
         if not self._workers.has_type(task_type):
             self._wait(state, index, f"waiting for a worker with task type {task_type}")
@@ -146,6 +155,7 @@ class Scheduler:
             state.fairness_key,
             task_type,
             node,
+            index=index,
             phase=task.phase,
             attempt=task.attempt,
         )
@@ -191,7 +201,7 @@ class Scheduler:
         waits for an evaluation."""
         task_type, index = picked
         execution_id = state.execution_id
-        node = state.plan.nodes[index]
+        node = state.node(index)
         dispatched: list[Callable[[], None]] = []
         for gate in self._gates:
             verdict = gate.admit(state, index, now)
@@ -221,6 +231,7 @@ class Scheduler:
                 state.fairness_key,
                 task_type,
                 node,
+                index=index,
                 phase=task.phase,
                 attempt=task.attempt,
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from execplan.errors import FailedPrecondition, StaleToken
@@ -31,12 +31,19 @@ from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.leases import LeaseKey, Leases
+from execplan.executor.runtime.subplans import Compiler, compile_sub_plan, inputs_of
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import TaskRun
-from execplan.executor.task_errors import INVALID_OUTPUT, PAYLOAD_TOO_LARGE, TaskError
-from execplan.executor.values import from_value, non_finite
+from execplan.executor.task_errors import (
+    INVALID_OUTPUT,
+    PAYLOAD_TOO_LARGE,
+    SUB_PLAN_NOT_ALLOWED,
+    TaskError,
+)
+from execplan.executor.values import from_struct, from_value, non_finite
 from execplan.usage.codec import decode_usage
 from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import plan_pb2
 from execplan.v1 import worker_service_pb2 as ws
 
 log = logging.getLogger("execplan.executor")
@@ -57,7 +64,13 @@ class WorkerSessions:
         inbox: Inbox,
         observers: Observers,
         now_ms: Callable[[], int],
+        compiler: Compiler | None = None,
+        keep_plan: Callable[[plan_pb2.ExecutionPlan], Awaitable[None]] | None = None,
     ) -> None:
+        self._compiler = compiler
+        self._keep_plan = keep_plan
+        # Sub-plans being compiled (a dynamic task's answer; runtime/subplans.py).
+        self._compiling: set[asyncio.Task[None]] = set()
         self._config = config
         self._workers = workers
         self._leases = leases
@@ -136,7 +149,7 @@ class WorkerSessions:
         state = self._executions.get(ref.execution_id)
         if state is None:
             return None
-        index = state.plan.index_of.get(ref.task_id)
+        index = state.index_of(ref.task_id)
         return None if index is None else (ref.execution_id, index)
 
     def _stale(self, key: LeaseKey, ref: ws.AttemptRef, worker: WorkerConn) -> str:
@@ -144,7 +157,7 @@ class WorkerSessions:
         state = self._executions.get(key[0])
         if state is None:
             return "execution is not running"
-        return fencing.stale(state.tasks[key[1]], state.plan.nodes[key[1]], _claim(ref, worker))
+        return fencing.stale(state.tasks[key[1]], state.node(key[1]), _claim(ref, worker))
 
     # -- messages --------------------------------------------------------------------
     def message(self, worker: WorkerConn, request: ws.ConnectRequest) -> None:
@@ -190,6 +203,8 @@ class WorkerSessions:
                 result.attempt,
                 "malformed result: set either `output` or `error`; the attempt stays leased",
             )
+        elif outcome == "sub_plan":
+            self._sub_plan(worker, result)
         elif outcome == "output" and (size := result.output.ByteSize()) > limit:
             message = f"output of {size} bytes exceeds the limit of {limit}"
             self._report(worker, result.attempt, _fail(TaskError(PAYLOAD_TOO_LARGE, message)))
@@ -207,8 +222,42 @@ class WorkerSessions:
             if (size := result.error.ByteSize()) > limit:  # stored in the history: bounded
                 message = f"{message[:4096]} ... (truncated: an error of {size} bytes)"
             kind = (result.error.type or "Error")[:256]
-            error = TaskError(kind, message, worker_retryable(result.error))
+            details = None
+            if result.error.HasField("details") and size <= limit:
+                details = from_struct(result.error.details)
+            error = TaskError(kind, message, worker_retryable(result.error), details)
             self._report(worker, result.attempt, _with_usage(result, worker, _fail(error)))
+
+    def _sub_plan(self, worker: WorkerConn, result: ws.TaskResult) -> None:
+        """A dynamic task's answer: compiled off the pump, then reported (its lease is
+        checked then, like any result's). A task that is not dynamic fails."""
+        ref = ws.AttemptRef()
+        ref.CopyFrom(result.attempt)
+        state = self._executions.get(ref.execution_id)
+        index = state.index_of(ref.task_id) if state is not None else None
+        if state is None or index is None or not state.node(index).dynamic:
+            message = "a sub-plan answers only a task with `dynamic: true`"
+            self._report(worker, ref, _fail(TaskError(SUB_PLAN_NOT_ALLOWED, message)))
+            return
+        answer = ws.SubPlan()
+        answer.CopyFrom(result.sub_plan)
+        # What the agent used writing it counts whatever becomes of the sub-plan.
+        used = ws.TaskResult(attempt=ref, usage=result.usage)
+
+        async def compiled() -> None:
+            plan = await compile_sub_plan(self._compiler, answer, self._config.max_payload_bytes)
+            if isinstance(plan, TaskError):
+                self._report(worker, ref, _with_usage(used, worker, _fail(plan)))
+                return
+            if self._keep_plan is not None:  # GetPlan answers for it once it is recorded
+                await self._keep_plan(plan)
+            inputs = inputs_of(answer)
+            accept: Report = lambda m, task: m.sub_plan(task, plan, inputs)  # noqa: E731
+            self._report(worker, ref, _with_usage(used, worker, accept))
+
+        task = asyncio.create_task(compiled(), name="execplan-sub-plan")
+        self._compiling.add(task)
+        task.add_done_callback(self._compiling.discard)
 
     def _report(
         self,
@@ -336,6 +385,8 @@ class WorkerSessions:
         for handle in self._probations:
             handle.cancel()
         self._probations.clear()
+        for task in self._compiling:
+            task.cancel()
 
     def reject(self, worker: WorkerConn, ref: ws.AttemptRef, reason: str) -> None:
         log.info("rejected message from %s: %s", worker.worker_id, reason)

@@ -1,0 +1,326 @@
+"""Plans that grow at runtime, end to end through the Python SDK against a real server
+(in process, SQLite file, port 0): for_each with max_parallel measured in the
+worker, repeat, child workflows (with cancel reaching them) and dynamic sub-plans
+with the repair loop (docs/runtime-plans.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from execplan.client import from_struct
+from execplan.v1 import execution_pb2 as ex
+from execplan.worker import SubPlan, TaskContext
+
+if TYPE_CHECKING:
+    from tests.support.server import Env, environment
+else:
+    from support.server import Env, environment
+
+S = ex  # states
+
+
+FAN = """
+name: fan
+inputs: {n: {type: integer, default: 12}, width: {type: integer, default: 3}}
+tasks:
+  - id: plan
+    type: rp.plan
+    inputs: {n: "${{ workflow.inputs.n }}"}
+  - id: research
+    type: rp.research
+    for_each: "${{ tasks.plan.output.items }}"
+    max_parallel: 3
+    inputs: {q: "${{ item }}", i: "${{ index }}"}
+  - id: write
+    type: rp.write
+    inputs: {notes: "${{ tasks.research.output }}"}
+outputs:
+  count: "${{ size(tasks.research.output) }}"
+  third: "${{ tasks.research.output[2].answer }}"
+  written: "${{ tasks.write.output }}"
+"""
+
+
+async def test_for_each_respects_max_parallel_measured_in_the_worker(tmp_path: Path) -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    seen: list[tuple[str, Any]] = []
+
+    async def research(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            seen.append((ctx.task_id, inputs["q"]))
+        await asyncio.sleep(0.05)
+        with lock:
+            running -= 1
+        return {"answer": f"a-{inputs['q']}", "i": inputs["i"]}
+
+    async with environment(Env, tmp_path) as env:
+        env.worker(
+            {
+                "rp.plan": lambda i: {"items": [f"q{k}" for k in range(int(i["n"]))]},
+                "rp.research": research,
+                "rp.write": lambda i: len(i["notes"]),
+            },
+            slots=16,
+        )
+        execution = await env.finish(await env.start(FAN))
+        assert execution.state == S.EXECUTION_STATE_SUCCEEDED, execution.error
+        assert from_struct(execution.outputs) == {"count": 12.0, "third": "a-q2", "written": 12.0}
+        assert peak == 3  # the worker had 16 slots; the task said 3 at once
+        assert sorted(seen) == sorted((f"research[{k}]", f"q{k}") for k in range(12))
+        runs = {t.task_id: t for t in execution.tasks}
+        assert runs["research"].instance_count == 12
+        assert runs["research[5]"].parent_task_id == "research"
+        assert runs["research[5]"].item_index == 5
+        assert not runs["plan"].HasField("item_index")
+        events = [e.WhichOneof("kind") for e in await env.history(execution.execution_id)]
+        assert events.count("task_expanded") == 1
+        replay = await env.client.replay(execution.execution_id)
+        assert replay.deterministic, replay.divergence
+
+
+async def test_an_empty_list_and_a_failing_instance(tmp_path: Path) -> None:
+    async def research(inputs: dict[str, Any]) -> dict[str, Any]:
+        if inputs["q"] == "bad":
+            raise ValueError("no answer for bad")
+        return {"answer": inputs["q"]}
+
+    async with environment(Env, tmp_path) as env:
+        env.worker(
+            {
+                "rp.plan": lambda i: {"items": [] if i["n"] == 0 else ["ok", "bad", "ok2"]},
+                "rp.research": research,
+                "rp.write": lambda i: len(i["notes"]),
+            }
+        )
+        fan = FAN.replace('  third: "${{ tasks.research.output[2].answer }}"\n', "")
+        empty = await env.finish(await env.start(fan, {"n": 0}))
+        assert empty.state == S.EXECUTION_STATE_SUCCEEDED
+        assert from_struct(empty.outputs)["count"] == 0
+        source = fan.replace(
+            "    max_parallel: 3\n",
+            "    max_parallel: 3\n    retry: {max_attempts: 2, initial_interval: 10ms}\n",
+        )
+        failed = await env.finish(await env.start(source, {"n": 3}))
+        assert failed.state == S.EXECUTION_STATE_FAILED
+        assert failed.error.type == "ValueError"
+        assert "research[1]: no answer for bad" in failed.error.message
+        runs = {t.task_id: t for t in failed.tasks}
+        assert runs["research[1]"].attempt == 2  # its own retries first
+        assert runs["research"].state == S.TASK_STATE_FAILED
+
+
+LOOP = """
+name: loop
+tasks:
+  - id: write
+    type: rp.draft
+    inputs: {previous: "${{ previous }}", round: "${{ iteration }}"}
+    repeat: {until: "output.score >= 3", max_iterations: 5}
+outputs:
+  final: "${{ tasks.write.output }}"
+"""
+
+
+async def test_repeat_until_with_previous_and_iteration(tmp_path: Path) -> None:
+    rounds: list[Any] = []
+
+    def draft(inputs: dict[str, Any]) -> dict[str, Any]:
+        rounds.append(inputs)
+        score = int(inputs["round"]) + 1
+        return {"score": score, "text": f"v{score}"}
+
+    async with environment(Env, tmp_path) as env:
+        env.worker({"rp.draft": draft})
+        execution = await env.finish(await env.start(LOOP))
+        assert execution.state == S.EXECUTION_STATE_SUCCEEDED, execution.error
+        assert from_struct(execution.outputs) == {"final": {"score": 3.0, "text": "v3"}}
+        assert [r["round"] for r in rounds] == [0, 1, 2]
+        assert rounds[0]["previous"] is None and rounds[2]["previous"]["text"] == "v2"
+        write = next(t for t in execution.tasks if t.task_id == "write")
+        assert write.iteration == 2
+        assert [a.iteration for a in write.attempts] == [0, 1, 2]
+        exhausted = await env.finish(
+            await env.start(LOOP.replace("max_iterations: 5", "max_iterations: 2"))
+        )
+        assert exhausted.state == S.EXECUTION_STATE_FAILED
+        assert exhausted.error.type == "RepeatExhausted"
+
+
+CHILD = """
+name: review
+version: "1"
+inputs: {draft: {type: string, required: true}}
+tasks:
+  - id: check
+    type: rp.check
+    inputs: {draft: "${{ workflow.inputs.draft }}"}
+outputs:
+  verdict: "${{ tasks.check.output.verdict }}"
+"""
+PARENT = """
+name: parent
+tasks:
+  - id: review
+    type: builtin.workflow
+    workflow: review@1
+    for_each: "['a', 'b', 'c']"
+    inputs: {draft: "${{ item }}"}
+outputs:
+  verdicts: "${{ tasks.review.output.map(r, r.verdict) }}"
+"""
+
+
+async def test_child_workflows_one_per_item(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        await env.client.register(source=CHILD)
+        env.worker({"rp.check": lambda i: {"verdict": f"ok-{i['draft']}"}})
+        execution = await env.finish(await env.start(PARENT))
+        assert execution.state == S.EXECUTION_STATE_SUCCEEDED, execution.error
+        assert from_struct(execution.outputs) == {"verdicts": ["ok-a", "ok-b", "ok-c"]}
+        children = [t for t in execution.tasks if t.child_execution_id]
+        assert len(children) == 3
+        child = await env.client.get(children[1].child_execution_id)
+        assert child.parent_execution_id == execution.execution_id
+        assert child.parent_task_id == "review[1]"
+        assert child.workflow_name == "review" and child.state == S.EXECUTION_STATE_SUCCEEDED
+        listed = [e async for e in env.client.list(parent_execution_id=execution.execution_id)]
+        assert sorted(e.execution_id for e in listed) == sorted(
+            t.child_execution_id for t in children
+        )
+        replay = await env.client.replay(execution.execution_id)
+        assert replay.deterministic, replay.divergence
+
+
+async def test_an_unregistered_child_and_a_failing_child(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        missing = await env.finish(await env.start(PARENT))
+        assert missing.state == S.EXECUTION_STATE_FAILED
+        assert missing.error.type == "WorkflowNotFound"
+        await env.client.register(source=CHILD)
+
+        def check(inputs: dict[str, Any]) -> dict[str, Any]:
+            if inputs["draft"] == "b":
+                raise ValueError("b is bad")
+            return {"verdict": "ok"}
+
+        env.worker({"rp.check": check})
+        source = PARENT.replace("    inputs:", "    retry: {max_attempts: 1}\n    inputs:")
+        failed = await env.finish(await env.start(source))
+        assert failed.state == S.EXECUTION_STATE_FAILED
+        assert failed.error.type == "ChildFailed"
+        assert "ended FAILED" in failed.error.message
+
+
+async def test_cancel_and_terminate_reach_running_children(tmp_path: Path) -> None:
+    release = asyncio.Event()
+
+    async def slow(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        await ctx.wait_cancelled()
+        return {"verdict": "never"}
+
+    async with environment(Env, tmp_path) as env:
+        await env.client.register(source=CHILD.replace("type: rp.check", "type: rp.slow"))
+        env.worker({"rp.slow": slow})
+        for terminate in (False, True):
+            execution_id = await env.start(PARENT)
+
+            async def children_running(execution_id: str = execution_id) -> bool:
+                execution = await env.client.get(execution_id)
+                return sum(1 for t in execution.tasks if t.child_execution_id) == 3
+
+            await env.until(children_running)
+            execution = await env.client.get(execution_id)
+            child_ids = [t.child_execution_id for t in execution.tasks if t.child_execution_id]
+            if terminate:
+                await env.client.terminate(execution_id, reason="stop")
+            else:
+                await env.client.cancel(execution_id, reason="stop")
+            done = await env.finish(execution_id)
+            expected = S.EXECUTION_STATE_TERMINATED if terminate else S.EXECUTION_STATE_CANCELLED
+            assert done.state == expected
+            for child_id in child_ids:
+                child = await env.finish(child_id)
+                assert child.state == expected, (terminate, child_id)
+    release.set()
+
+
+AGENT = """
+name: agent
+inputs: {goal: {type: string, default: ship}}
+tasks:
+  - id: agent
+    type: rp.agent
+    dynamic: true
+    inputs: {goal: "${{ workflow.inputs.goal }}"}
+    retry: {max_attempts: 3, initial_interval: 10ms}
+outputs:
+  result: "${{ tasks.agent.output }}"
+"""
+
+
+async def test_the_repair_loop_of_an_invalid_sub_plan(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    def agent(inputs: dict[str, Any], ctx: TaskContext) -> SubPlan:
+        seen.append(ctx.previous_error)
+        steps: list[dict[str, Any]] = [
+            {"id": "a", "type": "rp.step"},
+            {"id": "b", "type": "rp.step", "depends_on": ["a"]},
+        ]
+        if ctx.previous_error is None:
+            steps[1]["depends_on"] = ["nope"]  # invalid: no such task
+        doc = {
+            "name": "sub",
+            "inputs": {"goal": {"type": "string"}},
+            "tasks": steps,
+            "outputs": {"last": "${{ tasks.b.output }}", "goal": "${{ workflow.inputs.goal }}"},
+        }
+        return SubPlan(doc, inputs={"goal": inputs["goal"]})
+
+    async with environment(Env, tmp_path) as env:
+        env.worker({"rp.agent": agent, "rp.step": lambda i, ctx: ctx.task_id})
+        execution = await env.finish(await env.start(AGENT))
+        assert execution.state == S.EXECUTION_STATE_SUCCEEDED, execution.error
+        assert from_struct(execution.outputs) == {"result": {"last": "agent/b", "goal": "ship"}}
+        assert seen[0] is None
+        previous = seen[1]
+        assert previous.type == "PlanInvalid"
+        assert "tasks[1].depends_on[0]" in previous.message
+        assert previous.details["diagnostics"][0]["code"] == "unknown-dependency"
+        assert [r.revision for r in execution.plan_revisions] == [1]
+        sub_id = execution.plan_revisions[0].plan_id
+        assert (await env.client.get_plan(sub_id)).workflow_name == "sub"
+        runs = {t.task_id: t for t in execution.tasks}
+        assert runs["agent/a"].parent_task_id == "agent"
+        assert runs["agent"].sub_plan_id == sub_id
+        replay = await env.client.replay(execution.execution_id)
+        assert replay.deterministic, replay.divergence
+
+
+async def test_a_sub_plan_from_a_task_that_is_not_dynamic_fails_it(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        env.worker({"rp.agent": lambda i: SubPlan({"name": "x", "tasks": []})})
+        source = AGENT.replace("    dynamic: true\n", "")
+        execution = await env.finish(await env.start(source))
+        assert execution.state == S.EXECUTION_STATE_FAILED
+        assert execution.error.type == "SubPlanNotAllowed"
+
+
+@pytest.mark.parametrize("bad", ["not: [valid", '{"name": "x", "tasks": [{"id": 1}]}'])
+async def test_sub_plans_that_do_not_parse_are_plan_invalid(tmp_path: Path, bad: str) -> None:
+    async with environment(Env, tmp_path) as env:
+        env.worker({"rp.agent": lambda i: SubPlan(bad)})
+        execution = await env.finish(await env.start(AGENT))
+        assert execution.state == S.EXECUTION_STATE_FAILED
+        assert execution.error.type == "PlanInvalid"
+        agent = next(t for t in execution.tasks if t.task_id == "agent")
+        assert agent.attempt == 3
