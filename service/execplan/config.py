@@ -81,6 +81,10 @@ class ServerConfig:
     default_budget: Budget | None = None
     max_for_each_items: int = 1_000
     max_attempts_per_execution: int = 10_000
+    # What may grow at run time (docs/runtime-plans.md, "Limits").
+    max_sub_plan_tasks: int = 1_000
+    max_nesting_depth: int = 5
+    max_execution_tasks: int = 100_000
 
     @property
     def tls(self) -> bool:

@@ -283,6 +283,7 @@ def build_components(config: ServerConfig) -> list[Component]:
     """
     components: list[Component] = []
     if config.run_executor:
+        from execplan.executor.decide.step import Limits  # noqa: PLC0415
         from execplan.executor.expressions.sandbox import ExpressionBudget  # noqa: PLC0415
         from execplan.executor.runtime.engine import EngineConfig  # noqa: PLC0415
         from execplan.executor.runtime.secrets import SecretsFileError, provider_for  # noqa: PLC0415
@@ -304,6 +305,11 @@ def build_components(config: ServerConfig) -> list[Component]:
                     default_budget=config.default_budget,
                     max_for_each_items=config.max_for_each_items,
                     max_attempts_per_execution=config.max_attempts_per_execution,
+                    limits=Limits(
+                        sub_plan_tasks=config.max_sub_plan_tasks,
+                        nesting_depth=config.max_nesting_depth,
+                        execution_tasks=config.max_execution_tasks,
+                    ),
                 ),
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,

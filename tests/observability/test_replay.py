@@ -23,7 +23,9 @@ HAPPY: list[tuple[str, dict[str, Any]]] = [
     ("order_saga.yaml", {"order_id": "o-3", "ship_fail": True}),
     ("etl.yaml", {"day": "2026-11-26", "refunds": 0}),
     ("ml_pipeline.yaml", {}),
-    ("research_agents.yaml", {"question": "why?"}),
+    ("research_agents.yaml", {"question": "why?"}),  # for_each, repeat, children
+    ("research_review.yaml", {"question": "why?"}),  # the child of research_agents
+    ("agent_subplan.yaml", {"goal": "ship", "broken_first": True}),  # a repaired sub-plan
     # usage reported before a failure, estimates recorded with dispatches
     ("agent_budget.yaml", {"question": "tides", "flaky": True}),
     # fetch's circuit breaker is shared by these runs (5 failures in a row open it for
@@ -41,6 +43,9 @@ def test_every_example_is_covered() -> None:
 
 
 async def _run_all(env: Env) -> list[str]:
+    # research_agents.yaml runs research_review.yaml as a child: registered first.
+    review = (EXAMPLES / "research_review.yaml").read_text(encoding="utf-8")
+    await env.client.register(source=review)
     ids = [await env.start(name, inputs) for name, inputs in HAPPY]
     runbook = ids[-1]
 
@@ -87,6 +92,11 @@ async def test_replay_of_every_example_is_deterministic(env: Env) -> None:
         "compensation_started",
         "task_skipped",
         "task_cancelled",
+        "task_expanded",
+        "iteration_completed",
+        "plan_revised",
+        "child_execution_started",
+        "child_execution_ended",
     } <= kinds, kinds
 
 

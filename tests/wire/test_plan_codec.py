@@ -93,3 +93,17 @@ def test_edges_wire_matches_field_by_field() -> None:
         expected.edges.add(source=e.source, target=e.target, kind=plan_pb2.EdgeKind.Value(e.kind))
     assert list(msg.edges) == list(expected.edges)
     assert msg.edges[0].source == 0  # zero-valued fields decode the same
+
+
+def test_an_empty_list_or_object_default_is_kept() -> None:
+    # set_value used to leave an empty [] or {} unset: the default vanished on the wire
+    # and the executor then had no value for the input.
+    from execplan.planner import compile_source  # noqa: PLC0415
+    from execplan.wire.plan_codec import encode_plan  # noqa: PLC0415
+
+    source = "name: x\ninputs: {a: {type: array, default: []}, b: {type: object, default: {}}}\n"
+    result = compile_source(source + "tasks: [{id: t, type: t}]\n")
+    assert result.plan is not None
+    inputs = {i.name: i for i in encode_plan(result.plan).inputs}
+    assert inputs["a"].HasField("default") and inputs["a"].default.HasField("list_value")
+    assert inputs["b"].HasField("default") and inputs["b"].default.HasField("struct_value")

@@ -116,13 +116,15 @@ async def test_unknown_names_and_bad_requests(client: ExecutorClient) -> None:
         await client.register(source=spaced)
 
 
-async def test_runtime_plans_register_but_do_not_start_yet(client: ExecutorClient) -> None:
-    # Until the executor runs for_each, repeat, children and sub-plans, it refuses
-    # their plans (format 2) instead of running them wrong.
+async def test_plans_of_a_newer_format_register_but_do_not_start(
+    client: ExecutorClient,
+) -> None:
+    # A plan this executor cannot run (a format above plan_view.RUNNABLE_FORMAT_VERSION,
+    # e.g. hand-written) is refused at the start instead of run wrong.
     from execplan.client import FailedPreconditionError  # noqa: PLC0415
 
-    source = "name: fan\ntasks:\n  - {id: a, type: t, for_each: '[1, 2]'}\n"
-    registered = await client.register(source=source)
-    assert (await client.get_plan(workflow="fan")).format_version == 2
-    with pytest.raises(FailedPreconditionError, match="format_version 2"):
-        await client.start(plan_id=registered.plan_id)
+    plan = await client.compile("name: later\ntasks:\n  - {id: a, type: t}\n")
+    plan.format_version = 99
+    plan.plan_id = "sha256:" + "9" * 64
+    with pytest.raises(FailedPreconditionError, match="format_version 99"):
+        await client.start(plan=plan)

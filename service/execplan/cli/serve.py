@@ -166,6 +166,15 @@ def _add_executor_options(p: Any) -> None:
         metavar="MIB",
         help="memory of the process such an expression runs in (default: 1024)",
     )
+    limits = p.add_argument_group("what may grow at run time (docs/runtime-plans.md)")
+    for flag, default, what in (
+        ("--max-sub-plan-tasks", 1_000, "tasks of one agent-written sub-plan"),
+        ("--max-nesting-depth", 5, "sub-plans within sub-plans, children within children"),
+        ("--max-execution-tasks", 100_000, "tasks of one execution, instances included"),
+    ):
+        limits.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} (default: {default:,})"
+        )
     p.add_argument(
         "--default-budget",
         metavar="LIMITS",
@@ -290,6 +299,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             "--max-for-each-items and --max-attempts-per-execution must be >= 0", EXIT_USAGE
         )
     budget = getattr(args, "default_budget", None)
+    grown = {  # `planner` has no executor options
+        name: getattr(args, name, default)
+        for name, default in (
+            ("max_sub_plan_tasks", 1_000),
+            ("max_nesting_depth", 5),
+            ("max_execution_tasks", 100_000),
+        )
+    }
+    if any(value < 1 for value in grown.values()):
+        raise CliError(
+            "--max-sub-plan-tasks, --max-nesting-depth and --max-execution-tasks must be >= 1",
+            EXIT_USAGE,
+        )
     ui_listen, ui_optional = _ui_listen(args, role)
     return ServerConfig(
         listen=args.listen,
@@ -327,6 +349,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         default_budget=parse_budget(budget, "--default-budget") if budget else None,
         max_for_each_items=items,
         max_attempts_per_execution=attempts,
+        **grown,
     )
 
 

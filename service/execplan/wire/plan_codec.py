@@ -62,8 +62,10 @@ def set_value(msg: struct_pb2.Value, v: object) -> None:
     elif isinstance(v, str):
         msg.string_value = v
     elif isinstance(v, dict):
+        msg.struct_value.SetInParent()  # an empty {} is still a value (a default, say)
         msg.struct_value.update(v)
     elif isinstance(v, list):
+        msg.list_value.SetInParent()  # an empty [] likewise
         msg.list_value.extend(v)
     else:
         raise TypeError(f"not a JSON value: {type(v).__name__}")

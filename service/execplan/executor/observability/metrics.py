@@ -23,6 +23,10 @@ Metrics (labels in brackets):
     execplan_usage_total{counter}                      usage reported by tasks (tokens_in,
                                                        tokens_out, cost, ...; docs/usage.md;
                                                        past 100 names: "other")
+    execplan_expansions_total{workflow,kind}           what grew at run time: kind
+        for_each_item (one per instance), iteration, sub_plan, sub_plan_task, child
+        (docs/runtime-plans.md); instances count in execplan_tasks_total under
+        their task's type, like any task
 
 The metric objects live in one registry: the process-wide default one unless a
 test passes its own. Several engines in one process share the default families.
@@ -88,6 +92,12 @@ class EngineMetrics:
             "End-to-end execution time",
             ["workflow", "outcome"],
             buckets=BUCKETS,
+            registry=r,
+        )
+        self.expansions = Counter(
+            "execplan_expansions",
+            "What grew at run time, by kind",
+            ["workflow", "kind"],
             registry=r,
         )
         self.commit_seconds = Histogram(
@@ -356,6 +366,25 @@ _EXECUTION_KINDS = frozenset(
     }
 )
 
+
+def _expansion(kind: str) -> Handler:
+    def handle(
+        o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    ) -> None:
+        if kind == "for_each_item":
+            count = e.task_expanded.count
+            if count:
+                o.child(o.metrics.expansions, wf, kind).inc(count)
+            return
+        o.child(o.metrics.expansions, wf, kind).inc()
+        if kind == "sub_plan":
+            tasks = len(e.plan_revised.plan.nodes)
+            if tasks:
+                o.child(o.metrics.expansions, wf, "sub_plan_task").inc(tasks)
+
+    return handle
+
+
 _HANDLERS: dict[str, Handler] = {
     "execution_started": _execution_started,
     "execution_completed": _execution_completed,
@@ -370,4 +399,8 @@ _HANDLERS: dict[str, Handler] = {
     "task_skipped": _simple("skipped", "task_skipped"),
     "task_cancelled": _simple("cancelled", "task_cancelled"),
     "task_usage": _usage,
+    "task_expanded": _expansion("for_each_item"),
+    "iteration_completed": _expansion("iteration"),
+    "plan_revised": _expansion("sub_plan"),
+    "child_execution_started": _expansion("child"),
 }

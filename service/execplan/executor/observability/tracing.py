@@ -97,6 +97,7 @@ class TracingObserver(EngineObserver):
                 "execplan.lease_epoch": epoch,
                 "execplan.phase": phase_name,
                 "execplan.worker_id": worker_id,
+                **_grown_attributes(state, task_id),
             },
         )
         attempts[task_id] = (epoch, span)
@@ -225,3 +226,21 @@ def configure_otlp_from_env() -> bool:
     atexit.register(provider.shutdown)
     log.info("exporting traces over OTLP (%s)", protocol)
     return True
+
+
+def _grown_attributes(state: ExecutionState, task_id: str) -> dict[str, str | int]:
+    """Where an attempt's task came from (docs/runtime-plans.md): an instance's for_each
+    task and item, a sub-plan task's dynamic task, a repeat's iteration."""
+    index = state.index_of(task_id)
+    if index is None:
+        return {}
+    found: dict[str, str | int] = {}
+    grown = state.grown_of(index)
+    if grown is not None:
+        found["execplan.parent_task_id"] = state.task_id(grown.parent)
+        if grown.item_index >= 0:
+            found["execplan.item_index"] = grown.item_index
+    if state.node(index).repeat is not None:
+        extra = state.extras.get(index)
+        found["execplan.iteration"] = extra.iteration if extra is not None else 0
+    return found
