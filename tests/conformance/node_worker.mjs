@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = process.env.EXECPLAN_NODE_PACKAGE || resolve(here, "../../clients/node");
-const { NonRetryableError, Output, Worker } = await import(pathToFileURL(resolve(pkg, "dist/index.js")).href);
+const { NonRetryableError, Output, SubPlan, Worker } = await import(pathToFileURL(resolve(pkg, "dist/index.js")).href);
 
 const PREFIX = "node.";
 const [address, workerId] = process.argv.slice(2);
@@ -52,6 +52,28 @@ worker.task(PREFIX + "spend", async (inputs, ctx) => {
   if (ctx.attempt <= (inputs.fail_attempts ?? 0)) throw new (errorClass("Transient", true))(`attempt ${ctx.attempt}`);
   const output = { attempt: ctx.attempt, trace_id: traceId(ctx) };
   return inputs.output_cost ? new Output(output, { cost: inputs.output_cost }) : output;
+});
+
+worker.task(PREFIX + "plan", async (inputs, ctx) => {
+  // A dynamic task: a chain of `steps` steps of this language, each adding 1; with
+  // broken_first, the first answer depends on a step that is not there.
+  const previous = ctx.previousError;
+  const tasks = [];
+  for (let i = 0; i < (inputs.steps ?? 1); i++) {
+    const value = i === 0 ? "${{ workflow.inputs.start }}" : `\${{ tasks.s${i - 1}.output.value }}`;
+    const task = { id: `s${i}`, type: PREFIX + "step", inputs: { value, add: 1 } };
+    if (i) task.depends_on = [`s${i - 1}`];
+    tasks.push(task);
+  }
+  if (inputs.broken_first && previous === undefined) tasks[0].depends_on = ["missing"];
+  const last = tasks.length - 1;
+  const doc = {
+    name: "conf-sub",
+    inputs: { start: { type: "integer", required: true } },
+    tasks,
+    outputs: { value: `\${{ tasks.s${last}.output.value }}`, repaired: previous ? previous.type : "" },
+  };
+  return new SubPlan(doc, { start: inputs.start ?? 0 });
 });
 
 worker.task(PREFIX + "undo", async (inputs, ctx) => ({ undone: inputs.what ?? null, trace_id: traceId(ctx) }));

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from execplan.worker import NonRetryableError, Output, TaskContext, Worker
+from execplan.worker import NonRetryableError, Output, SubPlan, TaskContext, Worker
 
 PREFIX = "py."
 
@@ -66,6 +66,40 @@ def make_worker(address: str, worker_id: str) -> Worker:
         output = {"attempt": ctx.attempt, "trace_id": trace_id(ctx)}
         extra = inputs.get("output_cost", 0)
         return Output(output, usage={"cost": extra}) if extra else output
+
+    @worker.task(PREFIX + "plan")
+    async def plan(inputs: dict[str, Any], ctx: TaskContext) -> SubPlan:
+        # A dynamic task: a chain of `steps` steps of this language, each adding 1; with
+        # broken_first, the first answer depends on a step that is not there.
+        previous = ctx.previous_error
+        tasks: list[dict[str, Any]] = []
+        for i in range(int(inputs.get("steps", 1))):
+            value = (
+                "${{ workflow.inputs.start }}"
+                if i == 0
+                else f"${{{{ tasks.s{i - 1}.output.value }}}}"
+            )
+            task: dict[str, Any] = {
+                "id": f"s{i}",
+                "type": PREFIX + "step",
+                "inputs": {"value": value, "add": 1},
+            }
+            if i:
+                task["depends_on"] = [f"s{i - 1}"]
+            tasks.append(task)
+        if inputs.get("broken_first") and previous is None:
+            tasks[0]["depends_on"] = ["missing"]
+        last = len(tasks) - 1
+        doc = {
+            "name": "conf-sub",
+            "inputs": {"start": {"type": "integer", "required": True}},
+            "tasks": tasks,
+            "outputs": {
+                "value": f"${{{{ tasks.s{last}.output.value }}}}",
+                "repaired": previous.type if previous is not None else "",
+            },
+        }
+        return SubPlan(doc, inputs={"start": inputs.get("start", 0)})
 
     @worker.task(PREFIX + "undo")
     async def undo(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:

@@ -141,6 +141,8 @@ export interface StartResult {
 export interface ListOptions {
   states?: ExecutionState[];
   workflowName?: string;
+  /** Only the child executions this execution started (builtin.workflow tasks). */
+  parentExecutionId?: string;
   pageSize?: number;
 }
 
@@ -247,6 +249,7 @@ export class ExecplanClient {
     const request = create(ListExecutionsRequestSchema, {
       states: options.states ?? [],
       workflowName: options.workflowName ?? "",
+      parentExecutionId: options.parentExecutionId ?? "",
       pageSize: options.pageSize ?? 100,
     });
     for (;;) {

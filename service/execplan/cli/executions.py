@@ -79,6 +79,7 @@ def register(subparsers: Any) -> None:
         "--state", action="append", default=[], metavar="S", help="e.g. running (repeatable)"
     )
     ls.add_argument("--workflow", default="", metavar="NAME")
+    ls.add_argument("--parent", default="", metavar="ID", help="only the child executions of ID")
     ls.add_argument("--limit", type=int, default=50, metavar="N")
 
     history = add("history", cmd_history, "print the event log of an execution")
@@ -314,6 +315,10 @@ def _summary(execution: Any) -> list[str]:
         f"   finished {render.stamp(execution.finished_at)}",
         f"inputs     {render.compact(from_struct(execution.inputs), 200)}",
     ]
+    if execution.parent_execution_id:
+        lines.append(
+            f"parent     {execution.parent_execution_id}  (task {execution.parent_task_id})"
+        )
     if execution.outputs.fields:
         lines.append(f"outputs    {render.compact(from_struct(execution.outputs), 200)}")
     if execution.error.type:
@@ -324,7 +329,8 @@ def _summary(execution: Any) -> list[str]:
         lines += ["", *budget_lines(execution)]
     if execution.tasks:
         tasks = [render.TaskSummary.of(t) for t in execution.tasks]
-        lines += ["", render.progress_bar(tasks), *render.task_table(tasks)]
+        shown = render.fold_instances(list(execution.tasks), tasks)
+        lines += ["", render.progress_bar(tasks), *render.task_table(shown)]
     return lines
 
 
@@ -334,15 +340,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
         raise CliError("--limit must be >= 1", EXIT_USAGE)
 
     async def body(client: ExecutorClient) -> int:
-        rows = [("EXECUTION", "WORKFLOW", "STATE", "CREATED", "TASKS")]
+        rows = [("EXECUTION", "WORKFLOW", "STATE", "CREATED", "TASKS", "PARENT")]
         page = min(args.limit, 100)
-        async for ex in client.list(states, workflow_name=args.workflow, page_size=page):
+        listed = client.list(
+            states, workflow_name=args.workflow, page_size=page, parent_execution_id=args.parent
+        )
+        async for ex in listed:
             state = render.execution_state_name(ex.state)
             created = render.stamp(ex.created_at)
-            rows.append((ex.execution_id, ex.workflow_name, state, created, _tasks_done(ex)))
+            parent = ex.parent_execution_id or "-"  # a child of a builtin.workflow task
+            rows.append(
+                (ex.execution_id, ex.workflow_name, state, created, _tasks_done(ex), parent)
+            )
             if len(rows) > args.limit:
                 break
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0

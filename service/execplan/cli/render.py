@@ -279,6 +279,41 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+# A for_each task with more instances than this shows one row counting them by state.
+MAX_INSTANCE_ROWS = 20
+
+
+def fold_instances(
+    runs: Sequence[execution_pb2.TaskRun], rows: Sequence[TaskSummary]
+) -> list[TaskSummary]:
+    """`rows` (one per run), with the instances of a for_each task that has more than
+    MAX_INSTANCE_ROWS of them folded into one row after their task."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.HasField("item_index"):
+            counts[run.parent_task_id] = counts.get(run.parent_task_id, 0) + 1
+    many = {parent for parent, n in counts.items() if n > MAX_INSTANCE_ROWS}
+    if not many:
+        return list(rows)
+    states: dict[str, dict[str, int]] = {parent: {} for parent in many}
+    kept: list[TaskSummary] = []
+    for run, row in zip(runs, rows, strict=True):
+        if run.HasField("item_index") and run.parent_task_id in many:
+            found = states[run.parent_task_id]
+            found[row.state] = found.get(row.state, 0) + 1
+            continue
+        kept.append(row)
+    out: list[TaskSummary] = []
+    for row in kept:
+        out.append(row)
+        if row.task_id in many:
+            found = states[row.task_id]
+            note = ", ".join(f"{n} {state}" for state, n in sorted(found.items()))
+            span = f"{row.task_id}[0..{counts[row.task_id] - 1}]"
+            out.append(TaskSummary(span, row.type, "instances", 0, note))
+    return out
+
+
 @dataclass
 class TaskSummary:
     """A `TaskRun` as `task_table` rows want it."""
