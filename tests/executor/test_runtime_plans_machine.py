@@ -89,6 +89,40 @@ def test_an_instance_failing_for_good_fails_the_task_and_cancels_the_others() ->
     sim.assert_deterministic()
 
 
+def test_compensate_undoes_completed_instances_in_reverse_completion_order() -> None:
+    source = """
+name: saga
+on_failure: compensate
+tasks:
+  - id: book
+    type: t.book
+    for_each: "['a', 'b', 'c']"
+    inputs: {what: "${{ item }}"}
+    compensation: {type: t.unbook, inputs: {what: "${{ item }}", at: "${{ index }}"}}
+  - id: pay
+    type: t.pay
+    depends_on: [book]
+    retry: {max_attempts: 1}
+"""
+    sim = Sim(source)
+    sim.run("book[2]", "C")
+    sim.run("book[0]", "A")
+    sim.run("book[1]", "B")
+    sim.dispatch("pay")
+    sim.fail("pay", "Declined", retryable=False)
+    undone = []
+    for expected in ["book[1]", "book[0]", "book[2]"]:
+        assert sim.queued() == [expected]
+        sim.dispatch(expected)
+        undone.append([e for e in sim.effects if isinstance(e, fx.SendDispatch)][-1].inputs)
+        sim.ack(expected)
+        sim.succeed(expected, None)
+    assert undone == [{"what": "b", "at": 1}, {"what": "a", "at": 0}, {"what": "c", "at": 2}]
+    assert sim.state.state == 6  # COMPENSATED
+    sim.assert_replay_matches()
+    sim.assert_deterministic()
+
+
 def test_when_reading_item_skips_instances_and_leaves_null() -> None:
     source = """
 name: w

@@ -253,6 +253,41 @@ async def test_cancel_and_terminate_reach_running_children(tmp_path: Path) -> No
     release.set()
 
 
+async def test_a_child_past_its_tasks_timeout_is_cancelled_and_the_attempt_fails(
+    tmp_path: Path,
+) -> None:
+    async def slow(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        await ctx.wait_cancelled()
+        return {"verdict": "never"}
+
+    async with environment(Env, tmp_path) as env:
+        await env.client.register(source=CHILD.replace("type: rp.check", "type: rp.slow"))
+        env.worker({"rp.slow": slow})
+        for timeouts, kind in (
+            ("{start_to_close: 300ms}", "start_to_close"),
+            ("{schedule_to_close: 300ms}", "schedule_to_close"),
+        ):
+            source = PARENT.replace(
+                "    inputs:",
+                f"    retry: {{max_attempts: 2, initial_interval: 10ms}}\n"
+                f"    timeouts: {timeouts}\n    inputs:",
+            )
+            source = source.replace("""    for_each: "['a', 'b', 'c']"\n""", "")
+            source = source.replace("${{ item }}", "a").replace(".map(r, r.verdict)", "")
+            done = await env.finish(await env.start(source))
+            assert done.state == S.EXECUTION_STATE_FAILED, kind
+            assert done.error.type == "Timeout", (kind, done.error)
+            assert kind in done.error.message
+            listed = [e async for e in env.client.list(parent_execution_id=done.execution_id)]
+            # start_to_close fails one attempt (a retry starts a second child);
+            # schedule_to_close bounds the task as a whole, so no retry follows it.
+            assert len(listed) == (2 if kind == "start_to_close" else 1), kind
+            for child in listed:
+                ended = await env.finish(child.execution_id)
+                assert ended.state == S.EXECUTION_STATE_CANCELLED, (kind, child.execution_id)
+            assert (await env.client.replay(done.execution_id)).deterministic
+
+
 AGENT = """
 name: agent
 inputs: {goal: {type: string, default: ship}}

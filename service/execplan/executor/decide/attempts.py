@@ -195,7 +195,10 @@ def retry_due(step: Step, task: TaskRun) -> None:
 
 def deadline_passed(step: Step, task: TaskRun, kind: int) -> None:
     """A timeout of an attempt (or, schedule_to_close, of the whole task) fired."""
-    if task.state in LEASED_TASK_STATES:
+    extra = step.state.extras.get(task.index)
+    if task.state == ex.TASK_STATE_RUNNING and extra is not None and extra.child_execution_id:
+        step.effect(fx.StopChild(extra.child_execution_id, "timed out", False))
+    elif task.state in LEASED_TASK_STATES:
         step.effect(
             fx.CancelLease(
                 task.index, task.worker_id, task.attempt, task.epoch, task.phase, "timed out"

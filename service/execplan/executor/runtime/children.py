@@ -35,6 +35,7 @@ from execplan.executor.decide import effects as fx
 from execplan.executor.decide.flow import Parent
 from execplan.executor.decide.machine import Machine
 from execplan.executor.plan_view import PlanView
+from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.state import ExecutionState
@@ -82,8 +83,10 @@ class Children:
         inbox: Inbox,
         plan_view: Callable[[str], Coroutine[Any, Any, PlanView]],
         runnable: Callable[[PlanView], str],
+        deadlines: Deadlines,
     ) -> None:
         self._store = store
+        self._deadlines = deadlines
         self._executions = executions
         self._inbox = inbox
         self._plan_view = plan_view
@@ -96,6 +99,8 @@ class Children:
     # -- effects -----------------------------------------------------------------------
     def act(self, state: ExecutionState, effect: fx.StartChild | fx.StopChild) -> None:
         if isinstance(effect, fx.StartChild):
+            if effect.attempt == 1:
+                self._deadlines.whole_task(state, effect.index)  # schedule_to_close
             self._spawn(self._start(state.execution_id, state, effect))
         else:
             self._spawn(self._stop(state.execution_id, effect))
@@ -108,6 +113,8 @@ class Children:
             extra = state.extras.get(task.index)
             if task.state == ex.TASK_STATE_RUNNING and extra and extra.child_execution_id:
                 self._watch(state.execution_id, state.task_id(task.index), extra.child_execution_id)
+                self._deadlines.whole_task(state, task.index)
+                self._deadlines.child_running(state, task.index)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -164,6 +171,7 @@ class Children:
                 workflow_version=plan.workflow_version,
             ):
                 self._watch(parent_id, effect.task_id, child_id)
+                self._deadlines.child_running(machine.state, effect.index)
 
         self._submit(parent_id, started)
 

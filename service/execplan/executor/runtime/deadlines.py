@@ -242,6 +242,22 @@ class Deadlines:
             execution_id, task.first_queued_ms + limit, lambda: self._submit(execution_id, late)
         )
 
+    # -- a builtin.workflow task's child ---------------------------------------------
+    def child_running(self, state: ExecutionState, index: int) -> None:
+        """The task's child execution runs (started, or found again after a restart):
+        the task's start_to_close counts from its start. (schedule_to_close is armed
+        by `whole_task`; heartbeat and schedule_to_start do not apply to a child.)"""
+        task = state.tasks[index]
+        limit = state.node(index).timeouts_for(task.phase).start_to_close_ms
+        if limit and task.state == ex.TASK_STATE_RUNNING:
+            self._watch_timeout(
+                state.execution_id,
+                index,
+                fencing.lease_of(task),
+                task.started_ms + limit - self._now_ms(),
+                ev.TIMEOUT_KIND_START_TO_CLOSE,
+            )
+
     # -- after a restart or a reload -------------------------------------------------
     def rearm(self, state: ExecutionState, task: TaskRun, *, reattached: bool) -> None:
         """The in-memory deadlines of a leased attempt, from the log. `reattached`: its

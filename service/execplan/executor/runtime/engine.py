@@ -147,6 +147,7 @@ class Engine:
             inbox=inbox,
             plan_view=reads.plan_view,
             runnable=PlanView.unrunnable,
+            deadlines=deadlines,
         )
         children.engine = self
         # What `executions.forget` clears: every part that keeps something per execution.
