@@ -15,7 +15,13 @@ from execplan.executor.decide.evolve import evolve
 from execplan.executor.decide.fencing import Claim
 from execplan.executor.decide.machine import Machine
 from execplan.executor.plan_view import PlanView, decode_plan
-from execplan.executor.state import ExecutionState, TaskRun, new_state, task_state_name
+from execplan.executor.state import (
+    Allowance,
+    ExecutionState,
+    TaskRun,
+    new_state,
+    task_state_name,
+)
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.executor.view import encode_execution
@@ -32,13 +38,18 @@ def compile_plan(source: str) -> PlanView:
 
 
 class Sim:
-    def __init__(self, source: str, inputs: dict[str, JsonValue] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        inputs: dict[str, JsonValue] | None = None,
+        allowance: Allowance | None = None,
+    ) -> None:
         self.plan = compile_plan(source)
         self.state: ExecutionState = new_state("exec-1", self.plan)
         self.now = 1_000_000
         self.events: list[ev.ExecutionEvent] = []
         self.effects: list[fx.Effect] = []
-        self.step(lambda m: m.start(inputs or {}, "req-1", "", {}))
+        self.step(lambda m: m.start(inputs or {}, "req-1", "", {}, allowance))
 
     def step(self, action: Callable[[Machine], Any]) -> list[ev.ExecutionEvent]:
         machine = Machine(self.state, self.now)

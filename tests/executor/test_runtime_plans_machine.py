@@ -7,7 +7,9 @@ from __future__ import annotations
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.step import Limits
+from execplan.executor.state import Allowance
 from execplan.executor.values import from_value
+from execplan.v1 import execution_pb2 as ex
 
 from .machinekit import Sim
 
@@ -169,22 +171,39 @@ def test_for_each_errors_and_limits() -> None:
         "ForEachError",
         "for_each gave an object, not a list",
     )
+    # The runaway cap on items, recorded in execution_started: the task fails before
+    # any instance starts, naming itself, the count, the cap and the flag.
+    sim = Sim(FAN, allowance=Allowance(max_for_each_items=2))
+    sim.run("plan", {"items": [1, 2, 3]})
+    error = sim.task("research").error
+    assert error is not None and (error.type, error.message, error.retryable) == (
+        "TooManyItems",
+        "for_each research gave 3 items; this server allows at most 2 per task "
+        "(execplan serve --max-for-each-items)",
+        False,
+    )
+    assert error.details == {"task_id": "research", "items": 3, "max_for_each_items": 2}
+    assert not sim.state.grown
+    assert sim.state.state == ex.EXECUTION_STATE_FAILED
+    sim.assert_replay_matches()
+    at_cap = Sim(FAN, allowance=Allowance(max_for_each_items=2))
+    at_cap.run("plan", {"items": [1, 2]})
+    assert at_cap.queued() == ["research[0]", "research[1]"]
+    # Other limits of the engine (not recorded): the tasks of one execution.
     sim = Sim(FAN)
-    limits = Limits(for_each_items=2)
-    run = sim.task("plan")
     sim.dispatch("plan")
     sim.ack("plan")
     claim = sim.task("plan")
     from execplan.executor.decide.fencing import Claim  # noqa: PLC0415
 
-    machine = Machine(sim.state, sim.now, limits=limits)
+    machine = Machine(sim.state, sim.now, limits=Limits(execution_tasks=5))
     machine.succeeded(
         machine.check_token("plan", Claim(claim.phase, claim.attempt, claim.epoch)),
         {"items": [1, 2, 3]},
     )
     error = sim.task("research").error
-    assert error is not None and error.type == "LimitExceeded" and "3 items" in error.message
-    assert run is not None
+    assert error is not None and error.type == "LimitExceeded", error
+    assert "6 tasks" in error.message
 
 
 LOOP = """

@@ -36,6 +36,7 @@ FOR_EACH_ERROR = "ForEachError"  # for_each did not evaluate to a list
 UNTIL_ERROR = "UntilError"  # repeat.until did not evaluate
 REPEAT_EXHAUSTED = "RepeatExhausted"  # max_iterations ran without `until` holding
 LIMIT_EXCEEDED = "LimitExceeded"  # an expansion over the executor's limits
+TOO_MANY_ITEMS = "TooManyItems"  # a for_each over the runaway cap (docs/usage.md)
 PLAN_INVALID = "PlanInvalid"  # a dynamic task's sub-plan did not compile (retryable)
 SUB_PLAN_FAILED = "SubPlanFailed"  # a task of a dynamic task's sub-plan failed for good
 SUB_PLAN_NOT_ALLOWED = "SubPlanNotAllowed"  # a sub-plan from a task without dynamic: true

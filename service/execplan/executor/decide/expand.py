@@ -27,7 +27,12 @@ from execplan.executor.expressions.bindings import EvaluationError
 from execplan.executor.expressions.evaluation import failure
 from execplan.executor.plan_view import NodeView
 from execplan.executor.state import ExecutionState, Grown, TaskRun
-from execplan.executor.task_errors import FOR_EACH_ERROR, LIMIT_EXCEEDED, TaskError
+from execplan.executor.task_errors import (
+    FOR_EACH_ERROR,
+    LIMIT_EXCEEDED,
+    TOO_MANY_ITEMS,
+    TaskError,
+)
 from execplan.executor.values import JsonValue
 from execplan.v1 import execution_pb2 as ex
 
@@ -53,7 +58,7 @@ def start(step: Step, task: TaskRun, node: NodeView) -> None:
     except EvaluationError as error:
         flow.fail_final(step, task, MAIN, failure(FOR_EACH_ERROR, error))
         return
-    problem = _refused(step, items)
+    problem = _refused(step, step.task_id(task), items)
     if problem is not None:
         flow.fail_final(step, task, MAIN, problem)
         return
@@ -65,16 +70,21 @@ def start(step: Step, task: TaskRun, node: NodeView) -> None:
     start_next(step, task.index)
 
 
-def _refused(step: Step, items: JsonValue) -> TaskError | None:
+def _refused(step: Step, task_id: str, items: JsonValue) -> TaskError | None:
     if not isinstance(items, list):
         kind = "an object" if isinstance(items, dict) else type(items).__name__
         return TaskError(FOR_EACH_ERROR, f"for_each gave {kind}, not a list")
     limits = step.limits
-    if len(items) > limits.for_each_items:
+    # The runaway cap recorded when the execution started (docs/usage.md): a restart
+    # with another setting changes nothing for it, and replay decides the same.
+    cap = step.state.spend.max_for_each_items
+    if cap and len(items) > cap:
         return TaskError(
-            LIMIT_EXCEEDED,
-            f"for_each gave {len(items):,} items; at most {limits.for_each_items:,} are "
-            "allowed per task (server option --max-for-each-items)",
+            TOO_MANY_ITEMS,
+            f"for_each {task_id} gave {len(items):,} items; this server allows at most "
+            f"{cap:,} per task (execplan serve --max-for-each-items)",
+            False,
+            {"task_id": task_id, "items": len(items), "max_for_each_items": cap},
         )
     total = len(step.state.tasks) + len(items)
     if total > limits.execution_tasks:

@@ -32,10 +32,9 @@ from execplan.v1 import events_pb2 as ev
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits")."""
+    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits"). The
+    item cap of a for_each is a runaway cap recorded in the execution (state.Spend)."""
 
-    # Items of one for_each.
-    for_each_items: int = 10_000
     # Serialized bytes of one for_each's items (recorded in task_expanded).
     for_each_bytes: int = 8 * 1024 * 1024
     # Tasks of one sub-plan.
