@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -95,3 +96,33 @@ def test_an_agent_repairs_its_own_sub_plan(address: str) -> None:
     assert len(got["plan_revisions"]) == 1
     dot = execplan(address, "get", execution_id, "--format", "dot").stdout
     assert "subgraph cluster_gn0" in dot and "improvise/step_1" in dot
+
+
+def test_the_for_each_item_cap_set_on_the_server(tmp_path: Path) -> None:
+    # A runaway guard: `execplan serve --max-for-each-items 3` and a planner that
+    # answers 5 subquestions. The for_each fails before any researcher runs.
+    with serve_with_worker(
+        tmp_path / "execplan.db",
+        str(EXAMPLES / "workers.py"),
+        quiet=True,
+        serve_options=("--max-for-each-items", "3"),
+    ) as addr:
+        assert execplan(addr, "register", str(EXAMPLES / "research_review.yaml")).returncode == 0
+        source = str(EXAMPLES / "research_agents.yaml")
+        run = execplan(addr, "run", source, "--input", "question=q", "--input", "parts=5", "--wait")
+        assert run.returncode != 0
+        last = run.stderr.splitlines()[-1]
+        assert last.startswith("execplan: execution "), run.stderr
+        assert last.endswith(
+            "ended FAILED: TooManyItems: task research: for_each research gave 5 items; "
+            "this server allows at most 3 per task (execplan serve --max-for-each-items)"
+        ), last
+        execution_id = run.stderr.split()[1]
+        got = execplan(addr, "get", execution_id, "--format", "json")
+        tasks = {t["task_id"]: t for t in json.loads(got.stdout)["tasks"]}
+        assert tasks["research"]["state"] == "TASK_STATE_FAILED"
+        assert not any(task_id.startswith("research[") for task_id in tasks)
+        inputs = ("--input", "question=q", "--input", "parts=3")
+        within = execplan(addr, "run", source, *inputs, "--wait")
+        assert within.returncode == 0, within.stderr
+        assert json.loads(within.stdout)["researchers"] == 3

@@ -25,10 +25,11 @@ def serve_args(db: str | Path, listen: str = "127.0.0.1:0", grace: int = 1) -> l
     return [*CLI, "serve", "--listen", listen, "--db", str(db), "--grace", str(grace)]
 
 
-def start_server(db: str | Path) -> tuple[subprocess.Popen[str], str]:
-    """`execplan serve` on 127.0.0.1:0; returns once it listens, with its HOST:PORT."""
+def start_server(db: str | Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """`execplan serve [OPTIONS]` on 127.0.0.1:0; returns once it listens, with its
+    HOST:PORT."""
     server = subprocess.Popen(
-        serve_args(db), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [*serve_args(db), *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     assert server.stdout is not None
     line = server.stdout.readline()
@@ -49,11 +50,16 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 @contextlib.contextmanager
 def serve_with_worker(
-    db: str | Path, target: str, *options: str, quiet: bool = False
+    db: str | Path,
+    target: str,
+    *options: str,
+    quiet: bool = False,
+    serve_options: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """A server and one `execplan worker TARGET` (run from the repository root) on
-    it; yields the server's HOST:PORT, stops the worker, then the server."""
-    server, address = start_server(db)
+    """A server (`execplan serve SERVE_OPTIONS`) and one `execplan worker TARGET
+    OPTIONS` (run from the repository root) on it; yields the server's HOST:PORT,
+    stops the worker, then the server."""
+    server, address = start_server(db, *serve_options)
     output = subprocess.DEVNULL if quiet else None
     worker = subprocess.Popen(
         [*CLI, "worker", target, "--address", address, *options],
