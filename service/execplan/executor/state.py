@@ -39,6 +39,13 @@ TERMINAL_TASK_STATES = frozenset(
 )
 # States in which an attempt holds (or is about to hold) a worker slot.
 LEASED_TASK_STATES = frozenset({ex.TASK_STATE_DISPATCHED, ex.TASK_STATE_RUNNING})
+
+
+def holds_lease(task: TaskRun) -> bool:
+    """Does a worker hold (or is about to hold) this task's attempt? A task RUNNING
+    without a worker runs what grew from it instead: a for_each task its instances,
+    a dynamic task its sub-plan, a builtin.workflow task its child execution."""
+    return task.state in LEASED_TASK_STATES and bool(task.worker_id)
 # States a task leaves only through an event the engine must still produce.
 ACTIVE_TASK_STATES = frozenset(
     {

@@ -113,8 +113,8 @@ class Children:
             extra = state.extras.get(task.index)
             if task.state == ex.TASK_STATE_RUNNING and extra and extra.child_execution_id:
                 self._watch(state.execution_id, state.task_id(task.index), extra.child_execution_id)
-                self._deadlines.whole_task(state, task.index)
-                self._deadlines.child_running(state, task.index)
+                self._deadlines.child_running(state, task.index)  # (recovery arms
+                # schedule_to_close for every active task)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

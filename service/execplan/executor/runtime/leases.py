@@ -24,7 +24,7 @@ from execplan.executor.decide.machine import Machine
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.workers import WorkerRegistry
-from execplan.executor.state import LEASED_TASK_STATES, ExecutionState
+from execplan.executor.state import ExecutionState, holds_lease
 
 # (execution id, task index)
 LeaseKey = tuple[str, int]
@@ -53,7 +53,7 @@ class Leases:
         self._held[state.execution_id] = {
             task.index: Lease(task.worker_id, task.epoch)
             for task in state.tasks
-            if task.state in LEASED_TASK_STATES
+            if holds_lease(task)
         }
 
     def granted(self, execution_id: str, index: int, worker_id: str, epoch: int) -> None:

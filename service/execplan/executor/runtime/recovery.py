@@ -26,7 +26,7 @@ from execplan.executor.runtime.leases import LeaseKey, Leases
 from execplan.executor.runtime.reads import Reads
 from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.runtime.workers import WorkerRegistry
-from execplan.executor.state import ACTIVE_TASK_STATES, LEASED_TASK_STATES, ExecutionState
+from execplan.executor.state import ACTIVE_TASK_STATES, ExecutionState, holds_lease
 from execplan.store.port import Store
 from execplan.v1 import execution_pb2 as ex
 
@@ -128,7 +128,7 @@ class Recovery:
         for task in state.tasks:
             if task.state == ex.TASK_STATE_QUEUED and not machine.waits_for_child(task):
                 machine.effects.append(fx.TaskReady(task.index))
-            elif task.state in LEASED_TASK_STATES:
+            elif holds_lease(task):
                 key = (state.execution_id, task.index)
                 # The log says whose lease it is: a worker id keeps its principal.
                 self._workers.bind_recovered(task.worker_id, task.principal)
