@@ -44,6 +44,9 @@ def leaving_pending(state: ExecutionState, task: TaskRun) -> None:
 
 def settled(state: ExecutionState, task: TaskRun, outcome: int) -> None:
     """A task reached a terminal state: count it for its for_each task or sub-plan."""
+    mine = state.extras.get(task.index)
+    if mine is not None and mine.revision and task.status_message.startswith("running"):
+        task.status_message = task.status_message.replace("running", "ran", 1)
     grown = state.grown_of(task.index)
     if grown is None:
         return
