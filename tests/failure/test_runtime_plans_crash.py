@@ -19,10 +19,12 @@ from execplan.worker import SubPlan, TaskContext, Worker
 
 if TYPE_CHECKING:
     from tests.integration.harness import Cluster
+    from tests.support.server import history
 else:  # tests/ is on sys.path: see tests/support/__init__.py
     from integration.harness import Cluster
+    from support.server import history
 
-from .test_executor_crash import history, restart, until_event
+from .test_executor_crash import restart, until_event
 
 CHILD = """
 name: grow-child

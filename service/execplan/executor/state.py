@@ -46,6 +46,8 @@ def holds_lease(task: TaskRun) -> bool:
     without a worker runs what grew from it instead: a for_each task its instances,
     a dynamic task its sub-plan, a builtin.workflow task its child execution."""
     return task.state in LEASED_TASK_STATES and bool(task.worker_id)
+
+
 # States a task leaves only through an event the engine must still produce.
 ACTIVE_TASK_STATES = frozenset(
     {
