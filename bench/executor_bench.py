@@ -1,6 +1,6 @@
 """End-to-end executor throughput/latency: a real server and real worker processes.
 
-    .venv/bin/python bench/executor_bench.py [--workload w1|w2|w3|idle|all] [--repeat 3]
+    .venv/bin/python bench/executor_bench.py [--workload w1|w2|w3|w4|w4s|idle|all] [--repeat 3]
         [--workers 2] [--slots 64] [--instances 1] [--dir /path/on/real/disk] [--json FILE]
         [--store sqlite] [--store postgresql://USER@HOST:PORT/DB]
         [--source CHECKOUT [--source CHECKOUT ...]]
@@ -14,6 +14,11 @@ all over loopback. Workloads:
 - w2: a chain of 200 tasks; ms/step = wall / 200, plus p50/p99 of the step time
   from the history (`recorded_at` of task_succeeded i -> i+1, millisecond resolution).
 - w3: 200 executions a -> b -> c started concurrently; tasks/s = 600 / wall.
+- w4: for_each 1 -> 10,000 instances -> 1 in one execution (docs/runtime-plans.md):
+  the items are a workflow input; tasks/s = 10,002 / wall. The server runs with
+  --max-for-each-items 10000 (the default cap is 1,000).
+- w4s: the same width as a static plan (10,000 task nodes written out), for the
+  memory comparison: an instance shares its for_each task's one plan node.
 - idle: 10 connected Workers (spread over the worker processes), no work; server
   CPU% over 10 s from /proc/PID/stat utime+stime.
 
@@ -77,6 +82,19 @@ def fan_out_yaml(name: str, width: int) -> str:
     deps = ", ".join(f"t{i}" for i in range(width))
     lines += ["  - id: sink", f"    type: {TASK_TYPE}", f"    depends_on: [{deps}]"]
     return "\n".join(lines) + "\n"
+
+
+def for_each_yaml(name: str, width: int) -> str:
+    items = ", ".join(str(i) for i in range(width))
+    return (
+        f'name: {name}\nversion: "1"\n'
+        f"inputs: {{items: {{type: array, default: [{items}]}}}}\n"
+        f"tasks:\n  - id: root\n    type: {TASK_TYPE}\n"
+        f"  - id: fan\n    type: {TASK_TYPE}\n    depends_on: [root]\n"
+        '    for_each: "${{ workflow.inputs.items }}"\n'
+        '    inputs: {i: "${{ item }}"}\n'
+        f"  - id: sink\n    type: {TASK_TYPE}\n    depends_on: [fan]\n"
+    )
 
 
 def chain_yaml(name: str, length: int) -> str:
@@ -180,7 +198,8 @@ def cluster(
             servers.append(
                 subprocess.Popen(
                     [*server_cmd, "serve", "--listen", listen, "--store", db]
-                    + ([f"--replica-id=r{r}"] if replicas > 1 else []),
+                    + ([f"--replica-id=r{r}"] if replicas > 1 else [])
+                    + ["--max-for-each-items", "0"],  # w4: 10,000 items
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                     text=True,
@@ -355,6 +374,12 @@ async def workload(kind: str, c: Cluster, tag: str) -> Run:
         elif kind == "w3":
             wall, _ = await _run_executions([client, *others], [chain_yaml(name, 3)] * 200, name)
             tasks = 600
+        elif kind == "w4":
+            wall, _ = await _run_executions(client, [for_each_yaml(name, 10_000)], name)
+            tasks = 10_002
+        elif kind == "w4s":
+            wall, _ = await _run_executions(client, [fan_out_yaml(name, 10_000)], name)
+            tasks = 10_002
         else:
             raise ValueError(kind)
         cpu = c.cpu_seconds() - cpu0
@@ -428,6 +453,16 @@ def report(kind: str, runs: list[Run]) -> list[str]:
                 "",
             ),
         ]
+    elif kind in ("w4", "w4s"):
+        label = "for_each 1->10,000->1" if kind == "w4" else "static fan-out 1->10,000->1"
+        rows = [
+            (
+                f"{kind.upper()} {label}",
+                "tasks/s",
+                summary(runs, lambda r: r.tasks_per_s, ",.0f"),
+                "",
+            )
+        ]
     elif kind == "w3":
         rows = [
             (
@@ -482,7 +517,9 @@ async def one_run(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workload", choices=["w1", "w2", "w3", "idle", "all"], default="all")
+    parser.add_argument(
+        "--workload", choices=["w1", "w2", "w3", "w4", "w4s", "idle", "all"], default="all"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--slots", type=int, default=64, help="slots per Worker")

@@ -283,10 +283,10 @@ def build_components(config: ServerConfig) -> list[Component]:
     """
     components: list[Component] = []
     if config.run_executor:
-        from execplan.executor.decide.step import Limits  # noqa: PLC0415
         from execplan.executor.expressions.sandbox import ExpressionBudget  # noqa: PLC0415
         from execplan.executor.runtime.engine import EngineConfig  # noqa: PLC0415
         from execplan.executor.runtime.secrets import SecretsFileError, provider_for  # noqa: PLC0415
+        from execplan.executor.state import Limits  # noqa: PLC0415
 
         try:
             secrets = provider_for(config.secrets_file)

@@ -7,6 +7,7 @@ and keeps the emitted events so a test can check exact sequences and replay them
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.state import (
     Allowance,
     ExecutionState,
+    Limits,
     TaskRun,
     new_state,
     task_state_name,
@@ -43,12 +45,15 @@ class Sim:
         source: str,
         inputs: dict[str, JsonValue] | None = None,
         allowance: Allowance | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.plan = compile_plan(source)
         self.state: ExecutionState = new_state("exec-1", self.plan)
         self.now = 1_000_000
         self.events: list[ev.ExecutionEvent] = []
         self.effects: list[fx.Effect] = []
+        if limits is not None:  # recorded, as the engine records its own
+            allowance = replace(allowance or Allowance(), limits=limits)
         self.step(lambda m: m.start(inputs or {}, "req-1", "", {}, allowance))
 
     def step(self, action: Callable[[Machine], Any]) -> list[ev.ExecutionEvent]:

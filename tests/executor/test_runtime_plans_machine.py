@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
-from execplan.executor.decide.step import Limits
-from execplan.executor.state import Allowance
+from execplan.executor.state import Allowance, Limits
 from execplan.executor.values import from_value
 from execplan.v1 import execution_pb2 as ex
 
@@ -189,21 +188,16 @@ def test_for_each_errors_and_limits() -> None:
     at_cap = Sim(FAN, allowance=Allowance(max_for_each_items=2))
     at_cap.run("plan", {"items": [1, 2]})
     assert at_cap.queued() == ["research[0]", "research[1]"]
-    # Other limits of the engine (not recorded): the tasks of one execution.
-    sim = Sim(FAN)
-    sim.dispatch("plan")
-    sim.ack("plan")
-    claim = sim.task("plan")
-    from execplan.executor.decide.fencing import Claim  # noqa: PLC0415
-
-    machine = Machine(sim.state, sim.now, limits=Limits(execution_tasks=5))
-    machine.succeeded(
-        machine.check_token("plan", Claim(claim.phase, claim.attempt, claim.epoch)),
-        {"items": [1, 2, 3]},
-    )
+    # The engine's other limits are recorded when the execution starts and hold for
+    # it: later steps (a restarted engine, replay) with other limits decide the same.
+    sim = Sim(FAN, limits=Limits(execution_tasks=5))
+    assert sim.events[0].execution_started.limits.execution_tasks == 5
+    sim.run("plan", {"items": [1, 2, 3]})  # Sim's later steps pass no limits
     error = sim.task("research").error
     assert error is not None and error.type == "LimitExceeded", error
     assert "6 tasks" in error.message
+    sim.assert_replay_matches()
+    sim.assert_deterministic()
 
 
 LOOP = """

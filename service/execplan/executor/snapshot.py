@@ -26,6 +26,7 @@ from execplan.executor.state import (
     ExecutionState,
     Extra,
     Grown,
+    Limits,
     Scope,
     Spend,
     TaskRun,
@@ -119,6 +120,7 @@ def encode_state(state: ExecutionState) -> bytes:
     ]
     document["spend"] = _encode_spend(state.spend)
     document["parent"] = [state.parent_execution_id, state.parent_task_id, state.depth]
+    document["limits"] = None if state.limits is None else astuple(state.limits)
     document["grown"] = [[g.task_id, g.parent, g.item_index, g.item, g.scope] for g in state.grown]
     document["extras"] = [
         [index, *(getattr(extra, n) for n in _EXTRA_FIELDS)]
@@ -224,6 +226,8 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
 
 def _decode_grown(state: ExecutionState, document: dict[str, Any]) -> None:
     state.parent_execution_id, state.parent_task_id, state.depth = document["parent"]
+    if document["limits"] is not None:
+        state.limits = Limits(*document["limits"])
     for revision, task, base, prefix, inputs, finished, plan in document["scopes"]:
         payload = base64.b64decode(plan)
         view = decode_plan(plan_pb2.ExecutionPlan.FromString(payload))

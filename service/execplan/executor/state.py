@@ -158,13 +158,31 @@ class BudgetHold:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits"),
+    recorded in execution_started. The item cap of a for_each is a runaway cap
+    (Spend.max_for_each_items)."""
+
+    # Serialized bytes of one for_each's items (recorded in task_expanded).
+    for_each_bytes: int = 8 * 1024 * 1024
+    # Tasks of one sub-plan.
+    sub_plan_tasks: int = 1_000
+    # Sub-plans within sub-plans, children within children.
+    nesting_depth: int = 5
+    # Tasks of one execution: the plan's, instances and sub-plans' together.
+    execution_tasks: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class Allowance:
     """What an execution starts with besides its plan: its budget (the workflow's over
-    the server's default) and the server's runaway caps (0: none)."""
+    the server's default), the server's runaway caps (0: none) and the limits of what
+    may grow at run time (None: not recorded, the engine's apply)."""
 
     budget: Budget | None = None
     max_for_each_items: int = 0
     max_attempts: int = 0
+    limits: Limits | None = None
 
 
 # A lease: (task index, phase, attempt, lease epoch).
@@ -284,6 +302,8 @@ class ExecutionState:
     completions: int = 0
     any_failed: bool = False
     spend: Spend = field(default_factory=Spend)
+    # What may grow at run time, as recorded when it started (None: not recorded).
+    limits: Limits | None = None
     # A child execution (builtin.workflow): who started it, and how deep it nests.
     parent_execution_id: str = ""
     parent_task_id: str = ""

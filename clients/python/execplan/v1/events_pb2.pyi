@@ -273,6 +273,7 @@ class ExecutionStarted(_message.Message):
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     CAPS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
@@ -294,6 +295,13 @@ class ExecutionStarted(_message.Message):
     @_builtins.property
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context of the caller, so the execution's span joins its trace."""
+
+    @_builtins.property
+    def limits(self) -> Global___GrowthLimits:
+        """What may grow at run time in this execution, as the server was set when it
+        started: a restart with other settings, and replay, decide the same. Unset in
+        executions recorded before the limits were (the server's settings apply).
+        """
 
     @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
@@ -320,16 +328,55 @@ class ExecutionStarted(_message.Message):
         parent_execution_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         depth: _builtins.int = ...,
+        limits: Global___GrowthLimits | None = ...,
         budget: _workflow_pb2.Budget | None = ...,
         caps: Global___RunawayCaps | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "inputs", b"inputs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "limits", b"limits", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionStarted: _TypeAlias = ExecutionStarted  # noqa: Y015
+
+@_typing.final
+class GrowthLimits(_message.Message):
+    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits"); the items
+    of one for_each are a runaway cap (RunawayCaps).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUB_PLAN_TASKS_FIELD_NUMBER: _builtins.int
+    NESTING_DEPTH_FIELD_NUMBER: _builtins.int
+    EXECUTION_TASKS_FIELD_NUMBER: _builtins.int
+    FOR_EACH_BYTES_FIELD_NUMBER: _builtins.int
+    sub_plan_tasks: _builtins.int
+    """Tasks of one sub-plan (`execplan serve --max-sub-plan-tasks`)."""
+    nesting_depth: _builtins.int
+    """Sub-plans within sub-plans, children within children (`--max-nesting-depth`)."""
+    execution_tasks: _builtins.int
+    """Tasks of the execution: its plan's, instances and sub-plans' together
+    (`--max-execution-tasks`).
+    """
+    for_each_bytes: _builtins.int
+    """Serialized bytes of one for_each's items."""
+    def __init__(
+        self,
+        *,
+        sub_plan_tasks: _builtins.int = ...,
+        nesting_depth: _builtins.int = ...,
+        execution_tasks: _builtins.int = ...,
+        for_each_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_tasks", b"execution_tasks", "for_each_bytes", b"for_each_bytes", "nesting_depth", b"nesting_depth", "sub_plan_tasks", b"sub_plan_tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrowthLimits: _TypeAlias = GrowthLimits  # noqa: Y015
 
 @_typing.final
 class RunawayCaps(_message.Message):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from execplan.executor.state import Allowance, BudgetHold
+from execplan.executor.state import Allowance, BudgetHold, Limits
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue, fill_struct, fill_value
 from execplan.usage import Budget
@@ -50,6 +50,7 @@ def execution_started(
     parent_execution_id: str = "",
     parent_task_id: str = "",
     depth: int = 0,
+    limits: Limits | None = None,
 ) -> Event:
     body = ev.ExecutionStarted(
         plan_id=plan_id,
@@ -63,6 +64,11 @@ def execution_started(
         depth=depth,
     )
     fill_struct(body.inputs, inputs)
+    if limits is not None:
+        body.limits.sub_plan_tasks = limits.sub_plan_tasks
+        body.limits.nesting_depth = limits.nesting_depth
+        body.limits.execution_tasks = limits.execution_tasks
+        body.limits.for_each_bytes = limits.for_each_bytes
     if allowance is not None:
         if allowance.budget is not None:
             encode_budget(allowance.budget, body.budget)

@@ -14,6 +14,7 @@ from execplan.executor.decide import evolve_grown, requests, usage
 from execplan.executor.state import (
     AttemptRecord,
     ExecutionState,
+    Limits,
     TaskRun,
     Timer,
 )
@@ -57,12 +58,23 @@ def _drop_timers(state: ExecutionState, index: int, *, all_purposes: bool) -> No
             del state.timers[timer.timer_id]
 
 
+def decode_limits(recorded: ev.GrowthLimits) -> Limits:
+    return Limits(
+        for_each_bytes=recorded.for_each_bytes,
+        sub_plan_tasks=recorded.sub_plan_tasks,
+        nesting_depth=recorded.nesting_depth,
+        execution_tasks=recorded.execution_tasks,
+    )
+
+
 def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.execution_started
     state.inputs = from_struct(body.inputs)
     state.parent_execution_id = body.parent_execution_id
     state.parent_task_id = body.parent_task_id
     state.depth = body.depth
+    if body.HasField("limits"):
+        state.limits = decode_limits(body.limits)
     state.request_id = body.request_id
     state.fairness_key = body.fairness_key
     state.trace_context = dict(body.trace_context)

@@ -78,6 +78,7 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
             parent_execution_id=parent.execution_id if parent else "",
             parent_task_id=parent.task_id if parent else "",
             depth=parent.depth if parent else 0,
+            limits=allowance.limits if allowance is not None else None,
         )
     )
     for node in plan.nodes:

@@ -26,9 +26,9 @@ from execplan.executor.decide import (
     subplans,
 )
 from execplan.executor.decide import effects as fx
-from execplan.executor.decide.step import DEFAULT_LIMITS, Limits, Step
+from execplan.executor.decide.step import DEFAULT_LIMITS, Step
 from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator
-from execplan.executor.state import Allowance, ExecutionState, TaskRun
+from execplan.executor.state import Allowance, ExecutionState, Limits, TaskRun
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
 from execplan.usage import Budget

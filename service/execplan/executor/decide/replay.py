@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from execplan.errors import ExecplanError
-from execplan.executor.decide.evolve import evolve
+from execplan.executor.decide.evolve import decode_limits, evolve
 from execplan.executor.decide.fencing import Claim
 from execplan.executor.decide.flow import Parent
 from execplan.executor.decide.inputs import resolve_inputs
@@ -179,6 +179,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
             budget=decode_budget(body.budget) if body.HasField("budget") else None,
             max_for_each_items=body.caps.max_for_each_items,
             max_attempts=body.caps.max_attempts,
+            limits=decode_limits(body.limits) if body.HasField("limits") else None,
         )
         parent = None
         if body.parent_execution_id:

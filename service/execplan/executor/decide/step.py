@@ -12,7 +12,6 @@ the step is given (expressions/evaluation.py).
 from __future__ import annotations
 
 from collections.abc import Set
-from dataclasses import dataclass
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide import events
@@ -25,32 +24,16 @@ from execplan.executor.expressions.evaluation import (
     evaluate_binding,
 )
 from execplan.executor.plan_view import NodeView
-from execplan.executor.state import ExecutionState, Scope, TaskRun, task_state_name
+from execplan.executor.state import ExecutionState, Limits, Scope, TaskRun, task_state_name
 from execplan.executor.values import JsonValue
 from execplan.v1 import events_pb2 as ev
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on what may grow at run time (docs/runtime-plans.md, "Limits"). The
-    item cap of a for_each is a runaway cap recorded in the execution (state.Spend)."""
-
-    # Serialized bytes of one for_each's items (recorded in task_expanded).
-    for_each_bytes: int = 8 * 1024 * 1024
-    # Tasks of one sub-plan.
-    sub_plan_tasks: int = 1_000
-    # Sub-plans within sub-plans, children within children.
-    nesting_depth: int = 5
-    # Tasks of one execution: the plan's, instances and sub-plans' together.
-    execution_tasks: int = 100_000
-
 
 DEFAULT_LIMITS = Limits()
 _UNSET: object = object()
 
 
 class Step:
-    __slots__ = ("effects", "evaluator", "events", "expanding", "limits", "now_ms", "state")
+    __slots__ = ("_limits", "effects", "evaluator", "events", "expanding", "now_ms", "state")
 
     def __init__(
         self,
@@ -62,12 +45,19 @@ class Step:
         self.state = state
         self.now_ms = now_ms
         self.evaluator = evaluator
-        self.limits = limits
+        self._limits = limits
         self.events: list[ev.ExecutionEvent] = []
         self.effects: list[fx.Effect] = []
         # for_each tasks whose instances are being started (decide/expand.py): an
         # instance that ends at once must not start the next one from inside.
         self.expanding: set[int] = set()
+
+    @property
+    def limits(self) -> Limits:
+        """What may grow at run time: as recorded when the execution started (so a
+        restart with other settings, and replay, decide the same), else the
+        engine's (an execution recorded before they were)."""
+        return self.state.limits or self._limits
 
     def emit(self, event: ev.ExecutionEvent) -> None:
         event.execution_id = self.state.execution_id

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from execplan.executor.decide.step import Limits
 from execplan.executor.expressions.sandbox import ExpressionBudget
+from execplan.executor.state import Limits
 from execplan.usage import Budget
 
 

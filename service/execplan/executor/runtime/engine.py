@@ -287,7 +287,8 @@ class Engine:
 
     def _allowance(self, plan: PlanView) -> Allowance:
         """The budget (the workflow's over the server's default, limit by limit) and the
-        runaway caps an execution of `plan` starts with; recorded in execution_started."""
+        runaway caps an execution of `plan` starts with, and what may grow in it at run time;
+        recorded in execution_started."""
         config = self.config
         budget = config.default_budget if plan.budget is None else plan.budget
         if plan.budget is not None:
@@ -297,6 +298,7 @@ class Engine:
             budget=budget if budget else None,
             max_for_each_items=config.max_for_each_items,
             max_attempts=attempts + len(plan.nodes) if attempts else 0,
+            limits=config.limits,
         )
 
     async def started_by(

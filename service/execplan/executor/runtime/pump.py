@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from execplan.errors import ExecplanError, FailedPrecondition, OwnershipLost, StoreError
 from execplan.executor.decide.machine import Machine
-from execplan.executor.decide.step import DEFAULT_LIMITS, Limits
+from execplan.executor.decide.step import DEFAULT_LIMITS
 from execplan.executor.expressions.evaluation import EvaluationPending, Request
 from execplan.executor.observability.observer import Observers
 from execplan.executor.runtime.acting import Actor
@@ -36,6 +36,7 @@ from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.recovery import Recovery
 from execplan.executor.runtime.round import Round
 from execplan.executor.runtime.scheduler import Scheduler
+from execplan.executor.state import Limits
 from execplan.executor.view import state_name
 from execplan.store.port import Append, Store, StoredEvent, UsageRecord
 from execplan.v1 import events_pb2 as ev

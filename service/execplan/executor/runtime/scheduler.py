@@ -32,7 +32,7 @@ from typing import Protocol
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
-from execplan.executor.decide.step import DEFAULT_LIMITS, Limits
+from execplan.executor.decide.step import DEFAULT_LIMITS
 from execplan.executor.expressions.evaluation import EvaluationPending, Request
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
@@ -41,7 +41,7 @@ from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.queues import ReadyQueues
 from execplan.executor.runtime.workers import WorkerRegistry
-from execplan.executor.state import ExecutionState
+from execplan.executor.state import ExecutionState, Limits
 from execplan.v1 import execution_pb2 as ex
 
 # Suspends an execution whose decision waits for an evaluation (Pump.suspend).

@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/events.proto.
  */
 export const file_execplan_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIqsNCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSAASMgoNdGFza19leHBhbmRlZBgoIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tFeHBhbmRlZEgAEj4KE2l0ZXJhdGlvbl9jb21wbGV0ZWQYKSABKAsyHy5leGVjcGxhbi52MS5JdGVyYXRpb25Db21wbGV0ZWRIABIwCgxwbGFuX3JldmlzZWQYKiABKAsyGC5leGVjcGxhbi52MS5QbGFuUmV2aXNlZEgAEkUKF2NoaWxkX2V4ZWN1dGlvbl9zdGFydGVkGCsgASgLMiIuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25TdGFydGVkSAASQQoVY2hpbGRfZXhlY3V0aW9uX2VuZGVkGCwgASgLMiAuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25FbmRlZEgAEiwKCnRhc2tfdXNhZ2UYRiABKAsyFi5leGVjcGxhbi52MS5UYXNrVXNhZ2VIABI0Cg5idWRnZXRfY2hhbmdlZBhHIAEoCzIaLmV4ZWNwbGFuLnYxLkJ1ZGdldENoYW5nZWRIAEIGCgRraW5kIjQKDEF0dGVtcHRUb2tlbhIPCgdhdHRlbXB0GAEgASgNEhMKC2xlYXNlX2Vwb2NoGAIgASgEIrcDChBFeGVjdXRpb25TdGFydGVkEg8KB3BsYW5faWQYASABKAkSFQoNd29ya2Zsb3dfbmFtZRgCIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAMgASgJEicKBmlucHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKcmVxdWVzdF9pZBgFIAEoCRIUCgxmYWlybmVzc19rZXkYBiABKAkSRgoNdHJhY2VfY29udGV4dBgHIAMoCzIvLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXJ0ZWQuVHJhY2VDb250ZXh0RW50cnkSGwoTcGFyZW50X2V4ZWN1dGlvbl9pZBhkIAEoCRIWCg5wYXJlbnRfdGFza19pZBhlIAEoCRINCgVkZXB0aBhmIAEoDRIkCgZidWRnZXQYoAEgASgLMhMuZXhlY3BsYW4udjEuQnVkZ2V0EicKBGNhcHMYoQEgASgLMhguZXhlY3BsYW4udjEuUnVuYXdheUNhcHMaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI/CgtSdW5hd2F5Q2FwcxIaChJtYXhfZm9yX2VhY2hfaXRlbXMYASABKA0SFAoMbWF4X2F0dGVtcHRzGAIgASgNImgKClRhc2tRdWV1ZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIPCgdhdHRlbXB0GAMgASgNEhEKCWl0ZXJhdGlvbhhkIAEoDSLYAQoOVGFza0Rpc3BhdGNoZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIRCgl3b3JrZXJfaWQYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhEKCXByaW5jaXBhbBgGIAEoCRIlCghlc3RpbWF0ZRigASABKAsyEi5leGVjcGxhbi52MS5Vc2FnZSKCAQoLVGFza1N0YXJ0ZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIRCgl3b3JrZXJfaWQYBCABKAkiwwEKDVRhc2tTdWNjZWVkZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSKAoJY2FjaGVfaGl0GHggASgLMhUuZXhlY3BsYW4udjEuQ2FjaGVIaXQibQoIQ2FjaGVIaXQSCwoDa2V5GAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIPCgd0YXNrX2lkGAMgASgJEi0KCXN0b3JlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipAEKClRhc2tGYWlsZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIlCgVlcnJvchgEIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxINCgVmaW5hbBgFIAEoCCKqAQoMVGFza1RpbWVkT3V0Eg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SKQoHdGltZW91dBgEIAEoDjIYLmV4ZWNwbGFuLnYxLlRpbWVvdXRLaW5kEg0KBWZpbmFsGAUgASgIIp8BChJUYXNrUmV0cnlTY2hlZHVsZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIUCgxuZXh0X2F0dGVtcHQYAyABKA0SKwoHZmlyZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAUgASgJIoABCgxUYXNrUmVxdWV1ZWQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIOCgZyZWFzb24YBCABKAkiLgoLVGFza1NraXBwZWQSDwoHdGFza19pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiagoKVGFza1BhcmtlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhQKDGJyZWFrZXJfdHlwZRgDIAEoCRIOCgZwYXJrZWQYBCABKAgiVwoNVGFza0NhbmNlbGxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg4KBnJlYXNvbhgDIAEoCSKMAQoOVGltZXJTY2hlZHVsZWQSEAoIdGltZXJfaWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIqCgdwdXJwb3NlGAMgASgOMhkuZXhlY3BsYW4udjEuVGltZXJQdXJwb3NlEisKB2ZpcmVfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlsKClRpbWVyRmlyZWQSEAoIdGltZXJfaWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIqCgdwdXJwb3NlGAMgASgOMhkuZXhlY3BsYW4udjEuVGltZXJQdXJwb3NlInAKFUV4dGVybmFsRXZlbnRSZWNlaXZlZBIMCgRuYW1lGAEgASgJEiQKBGRhdGEYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEgoKcmVxdWVzdF9pZBgDIAEoCRIPCgd0YXNrX2lkGAQgASgJImwKD0V4ZWN1dGlvblBhdXNlZBIOCgZyZWFzb24YASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRI1Cg9idWRnZXRfZXhjZWVkZWQYoAEgASgLMhsuZXhlY3BsYW4udjEuQnVkZ2V0RXhjZWVkZWQiJgoQRXhlY3V0aW9uUmVzdW1lZBISCgpyZXF1ZXN0X2lkGAEgASgJIlEKGEV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZBIOCgZyZWFzb24YASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCgl0ZXJtaW5hdGUYAyABKAgiNwoTQ29tcGVuc2F0aW9uU3RhcnRlZBIQCgh0YXNrX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkicwoMVGFza1Byb2dyZXNzEg8KB3Rhc2tfaWQYASABKAkSKAoFdG9rZW4YAiABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SKAoIcHJvZ3Jlc3MYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiqQEKEkV4ZWN1dGlvbkNvbXBsZXRlZBIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEigKB291dHB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKBWVycm9yGAMgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEhYKDmZhaWxlZF90YXNrX2lkGAQgASgJIlkKDFRhc2tFeHBhbmRlZBIPCgd0YXNrX2lkGAEgASgJEg0KBWNvdW50GAIgASgNEikKBWl0ZW1zGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkxpc3RWYWx1ZSKYAQoSSXRlcmF0aW9uQ29tcGxldGVkEg8KB3Rhc2tfaWQYASABKAkSEQoJaXRlcmF0aW9uGAIgASgNEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIMCgRkb25lGAUgASgIIq0BCgtQbGFuUmV2aXNlZBIPCgd0YXNrX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgNEigKBHBsYW4YAyABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuEicKBmlucHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKAoFdG9rZW4YBSABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4ixAEKFUNoaWxkRXhlY3V0aW9uU3RhcnRlZBIPCgd0YXNrX2lkGAEgASgJEhoKEmNoaWxkX2V4ZWN1dGlvbl9pZBgCIAEoCRIPCgdwbGFuX2lkGAMgASgJEhUKDXdvcmtmbG93X25hbWUYBCABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgFIAEoCRISCgpyZXF1ZXN0X2lkGAYgASgJEigKBXRva2VuGAcgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuIuMBChNDaGlsZEV4ZWN1dGlvbkVuZGVkEg8KB3Rhc2tfaWQYASABKAkSGgoSY2hpbGRfZXhlY3V0aW9uX2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSKAoHb3V0cHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJQoFZXJyb3IYBSABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SIgoFdXNhZ2UYoAEgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2UixgEKCVRhc2tVc2FnZRIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiEKBXVzYWdlGAQgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2USDgoGcmVwb3J0GAUgASgNEhEKCXdvcmtlcl9pZBgGIAEoCRIRCglpdGVyYXRpb24YByABKA0igAEKDUJ1ZGdldENoYW5nZWQSIwoGYnVkZ2V0GAEgASgLMhMuZXhlY3BsYW4udjEuQnVkZ2V0EhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEiYKCXJlcXVlc3RlZBgEIAEoCzITLmV4ZWNwbGFuLnYxLkJ1ZGdldCqwAQoLVGltZW91dEtpbmQSHAoYVElNRU9VVF9LSU5EX1VOU1BFQ0lGSUVEEAASIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX1NUQVJUEAESHwobVElNRU9VVF9LSU5EX1NUQVJUX1RPX0NMT1NFEAISGgoWVElNRU9VVF9LSU5EX0hFQVJUQkVBVBADEiIKHlRJTUVPVVRfS0lORF9TQ0hFRFVMRV9UT19DTE9TRRAEKqgBCgxUaW1lclB1cnBvc2USHQoZVElNRVJfUFVSUE9TRV9VTlNQRUNJRklFRBAAEh8KG1RJTUVSX1BVUlBPU0VfUkVUUllfQkFDS09GRhABEhcKE1RJTUVSX1BVUlBPU0VfU0xFRVAQAhIfChtUSU1FUl9QVVJQT1NFX0VWRU5UX1RJTUVPVVQQAxIeChpUSU1FUl9QVVJQT1NFX1RBU0tfVElNRU9VVBAEYgZwcm90bzM", [file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhleGVjcGxhbi92MS9ldmVudHMucHJvdG8SC2V4ZWNwbGFuLnYxIqsNCg5FeGVjdXRpb25FdmVudBIUCgxleGVjdXRpb25faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLcmVjb3JkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKEWV4ZWN1dGlvbl9zdGFydGVkGAogASgLMh0uZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhcnRlZEgAEi4KC3Rhc2tfcXVldWVkGAsgASgLMhcuZXhlY3BsYW4udjEuVGFza1F1ZXVlZEgAEjYKD3Rhc2tfZGlzcGF0Y2hlZBgMIAEoCzIbLmV4ZWNwbGFuLnYxLlRhc2tEaXNwYXRjaGVkSAASMAoMdGFza19zdGFydGVkGA0gASgLMhguZXhlY3BsYW4udjEuVGFza1N0YXJ0ZWRIABI0Cg50YXNrX3N1Y2NlZWRlZBgOIAEoCzIaLmV4ZWNwbGFuLnYxLlRhc2tTdWNjZWVkZWRIABIuCgt0YXNrX2ZhaWxlZBgPIAEoCzIXLmV4ZWNwbGFuLnYxLlRhc2tGYWlsZWRIABIzCg50YXNrX3RpbWVkX291dBgQIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tUaW1lZE91dEgAEj8KFHRhc2tfcmV0cnlfc2NoZWR1bGVkGBEgASgLMh8uZXhlY3BsYW4udjEuVGFza1JldHJ5U2NoZWR1bGVkSAASMgoNdGFza19yZXF1ZXVlZBgSIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tSZXF1ZXVlZEgAEjAKDHRhc2tfc2tpcHBlZBgTIAEoCzIYLmV4ZWNwbGFuLnYxLlRhc2tTa2lwcGVkSAASLgoLdGFza19wYXJrZWQYFCABKAsyFy5leGVjcGxhbi52MS5UYXNrUGFya2VkSAASNAoOdGFza19jYW5jZWxsZWQYFSABKAsyGi5leGVjcGxhbi52MS5UYXNrQ2FuY2VsbGVkSAASNgoPdGltZXJfc2NoZWR1bGVkGBYgASgLMhsuZXhlY3BsYW4udjEuVGltZXJTY2hlZHVsZWRIABIuCgt0aW1lcl9maXJlZBgXIAEoCzIXLmV4ZWNwbGFuLnYxLlRpbWVyRmlyZWRIABJFChdleHRlcm5hbF9ldmVudF9yZWNlaXZlZBgYIAEoCzIiLmV4ZWNwbGFuLnYxLkV4dGVybmFsRXZlbnRSZWNlaXZlZEgAEjgKEGV4ZWN1dGlvbl9wYXVzZWQYGSABKAsyHC5leGVjcGxhbi52MS5FeGVjdXRpb25QYXVzZWRIABI6ChFleGVjdXRpb25fcmVzdW1lZBgaIAEoCzIdLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblJlc3VtZWRIABJLChpleGVjdXRpb25fY2FuY2VsX3JlcXVlc3RlZBgbIAEoCzIlLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkNhbmNlbFJlcXVlc3RlZEgAEkAKFGNvbXBlbnNhdGlvbl9zdGFydGVkGBwgASgLMiAuZXhlY3BsYW4udjEuQ29tcGVuc2F0aW9uU3RhcnRlZEgAEj4KE2V4ZWN1dGlvbl9jb21wbGV0ZWQYHSABKAsyHy5leGVjcGxhbi52MS5FeGVjdXRpb25Db21wbGV0ZWRIABIyCg10YXNrX3Byb2dyZXNzGB4gASgLMhkuZXhlY3BsYW4udjEuVGFza1Byb2dyZXNzSAASMgoNdGFza19leHBhbmRlZBgoIAEoCzIZLmV4ZWNwbGFuLnYxLlRhc2tFeHBhbmRlZEgAEj4KE2l0ZXJhdGlvbl9jb21wbGV0ZWQYKSABKAsyHy5leGVjcGxhbi52MS5JdGVyYXRpb25Db21wbGV0ZWRIABIwCgxwbGFuX3JldmlzZWQYKiABKAsyGC5leGVjcGxhbi52MS5QbGFuUmV2aXNlZEgAEkUKF2NoaWxkX2V4ZWN1dGlvbl9zdGFydGVkGCsgASgLMiIuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25TdGFydGVkSAASQQoVY2hpbGRfZXhlY3V0aW9uX2VuZGVkGCwgASgLMiAuZXhlY3BsYW4udjEuQ2hpbGRFeGVjdXRpb25FbmRlZEgAEiwKCnRhc2tfdXNhZ2UYRiABKAsyFi5leGVjcGxhbi52MS5UYXNrVXNhZ2VIABI0Cg5idWRnZXRfY2hhbmdlZBhHIAEoCzIaLmV4ZWNwbGFuLnYxLkJ1ZGdldENoYW5nZWRIAEIGCgRraW5kIjQKDEF0dGVtcHRUb2tlbhIPCgdhdHRlbXB0GAEgASgNEhMKC2xlYXNlX2Vwb2NoGAIgASgEIuIDChBFeGVjdXRpb25TdGFydGVkEg8KB3BsYW5faWQYASABKAkSFQoNd29ya2Zsb3dfbmFtZRgCIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAMgASgJEicKBmlucHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKcmVxdWVzdF9pZBgFIAEoCRIUCgxmYWlybmVzc19rZXkYBiABKAkSRgoNdHJhY2VfY29udGV4dBgHIAMoCzIvLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXJ0ZWQuVHJhY2VDb250ZXh0RW50cnkSGwoTcGFyZW50X2V4ZWN1dGlvbl9pZBhkIAEoCRIWCg5wYXJlbnRfdGFza19pZBhlIAEoCRINCgVkZXB0aBhmIAEoDRIpCgZsaW1pdHMYZyABKAsyGS5leGVjcGxhbi52MS5Hcm93dGhMaW1pdHMSJAoGYnVkZ2V0GKABIAEoCzITLmV4ZWNwbGFuLnYxLkJ1ZGdldBInCgRjYXBzGKEBIAEoCzIYLmV4ZWNwbGFuLnYxLlJ1bmF3YXlDYXBzGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMR3Jvd3RoTGltaXRzEhYKDnN1Yl9wbGFuX3Rhc2tzGAEgASgNEhUKDW5lc3RpbmdfZGVwdGgYAiABKA0SFwoPZXhlY3V0aW9uX3Rhc2tzGAMgASgNEhYKDmZvcl9lYWNoX2J5dGVzGAQgASgEIj8KC1J1bmF3YXlDYXBzEhoKEm1heF9mb3JfZWFjaF9pdGVtcxgBIAEoDRIUCgxtYXhfYXR0ZW1wdHMYAiABKA0iaAoKVGFza1F1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYAyABKA0SEQoJaXRlcmF0aW9uGGQgASgNItgBCg5UYXNrRGlzcGF0Y2hlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEQoJcHJpbmNpcGFsGAYgASgJEiUKCGVzdGltYXRlGKABIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlIoIBCgtUYXNrU3RhcnRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEhEKCXdvcmtlcl9pZBgEIAEoCSLDAQoNVGFza1N1Y2NlZWRlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIoCgljYWNoZV9oaXQYeCABKAsyFS5leGVjcGxhbi52MS5DYWNoZUhpdCJtCghDYWNoZUhpdBILCgNrZXkYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJEg8KB3Rhc2tfaWQYAyABKAkSLQoJc3RvcmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKkAQoKVGFza0ZhaWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEiUKBWVycm9yGAQgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvEg0KBWZpbmFsGAUgASgIIqoBCgxUYXNrVGltZWRPdXQSDwoHdGFza19pZBgBIAEoCRIlCgVwaGFzZRgCIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgDIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIpCgd0aW1lb3V0GAQgASgOMhguZXhlY3BsYW4udjEuVGltZW91dEtpbmQSDQoFZmluYWwYBSABKAginwEKElRhc2tSZXRyeVNjaGVkdWxlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEhQKDG5leHRfYXR0ZW1wdBgDIAEoDRIrCgdmaXJlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBSABKAkigAEKDFRhc2tSZXF1ZXVlZBIPCgd0YXNrX2lkGAEgASgJEiUKBXBoYXNlGAIgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEigKBXRva2VuGAMgASgLMhkuZXhlY3BsYW4udjEuQXR0ZW1wdFRva2VuEg4KBnJlYXNvbhgEIAEoCSIuCgtUYXNrU2tpcHBlZBIPCgd0YXNrX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJqCgpUYXNrUGFya2VkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USFAoMYnJlYWtlcl90eXBlGAMgASgJEg4KBnBhcmtlZBgEIAEoCCJXCg1UYXNrQ2FuY2VsbGVkEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USDgoGcmVhc29uGAMgASgJIowBCg5UaW1lclNjaGVkdWxlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2USKwoHZmlyZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoKVGltZXJGaXJlZBIQCgh0aW1lcl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEioKB3B1cnBvc2UYAyABKA4yGS5leGVjcGxhbi52MS5UaW1lclB1cnBvc2UicAoVRXh0ZXJuYWxFdmVudFJlY2VpdmVkEgwKBG5hbWUYASABKAkSJAoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAMgASgJEg8KB3Rhc2tfaWQYBCABKAkibAoPRXhlY3V0aW9uUGF1c2VkEg4KBnJlYXNvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEjUKD2J1ZGdldF9leGNlZWRlZBigASABKAsyGy5leGVjcGxhbi52MS5CdWRnZXRFeGNlZWRlZCImChBFeGVjdXRpb25SZXN1bWVkEhIKCnJlcXVlc3RfaWQYASABKAkiUQoYRXhlY3V0aW9uQ2FuY2VsUmVxdWVzdGVkEg4KBnJlYXNvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEhEKCXRlcm1pbmF0ZRgDIAEoCCI3ChNDb21wZW5zYXRpb25TdGFydGVkEhAKCHRhc2tfaWRzGAEgAygJEg4KBnJlYXNvbhgCIAEoCSJzCgxUYXNrUHJvZ3Jlc3MSDwoHdGFza19pZBgBIAEoCRIoCgV0b2tlbhgCIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbhIoCghwcm9ncmVzcxgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSKpAQoSRXhlY3V0aW9uQ29tcGxldGVkEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSKAoHb3V0cHV0cxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJQoFZXJyb3IYAyABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SFgoOZmFpbGVkX3Rhc2tfaWQYBCABKAkiWQoMVGFza0V4cGFuZGVkEg8KB3Rhc2tfaWQYASABKAkSDQoFY291bnQYAiABKA0SKQoFaXRlbXMYAyABKAsyGi5nb29nbGUucHJvdG9idWYuTGlzdFZhbHVlIpgBChJJdGVyYXRpb25Db21wbGV0ZWQSDwoHdGFza19pZBgBIAEoCRIRCglpdGVyYXRpb24YAiABKA0SKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SJgoGb3V0cHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgwKBGRvbmUYBSABKAgirQEKC1BsYW5SZXZpc2VkEg8KB3Rhc2tfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKA0SKAoEcGxhbhgDIAEoCzIaLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblBsYW4SJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgV0b2tlbhgFIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiLEAQoVQ2hpbGRFeGVjdXRpb25TdGFydGVkEg8KB3Rhc2tfaWQYASABKAkSGgoSY2hpbGRfZXhlY3V0aW9uX2lkGAIgASgJEg8KB3BsYW5faWQYAyABKAkSFQoNd29ya2Zsb3dfbmFtZRgEIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkSKAoFdG9rZW4YByABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4i4wEKE0NoaWxkRXhlY3V0aW9uRW5kZWQSDwoHdGFza19pZBgBIAEoCRIaChJjaGlsZF9leGVjdXRpb25faWQYAiABKAkSKgoFc3RhdGUYAyABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIoCgdvdXRwdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgVlcnJvchgFIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIiCgV1c2FnZRigASABKAsyEi5leGVjcGxhbi52MS5Vc2FnZSLGAQoJVGFza1VzYWdlEg8KB3Rhc2tfaWQYASABKAkSJQoFcGhhc2UYAiABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YAyABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4SIQoFdXNhZ2UYBCABKAsyEi5leGVjcGxhbi52MS5Vc2FnZRIOCgZyZXBvcnQYBSABKA0SEQoJd29ya2VyX2lkGAYgASgJEhEKCWl0ZXJhdGlvbhgHIAEoDSKAAQoNQnVkZ2V0Q2hhbmdlZBIjCgZidWRnZXQYASABKAsyEy5leGVjcGxhbi52MS5CdWRnZXQSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSJgoJcmVxdWVzdGVkGAQgASgLMhMuZXhlY3BsYW4udjEuQnVkZ2V0KrABCgtUaW1lb3V0S2luZBIcChhUSU1FT1VUX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5USU1FT1VUX0tJTkRfU0NIRURVTEVfVE9fU1RBUlQQARIfChtUSU1FT1VUX0tJTkRfU1RBUlRfVE9fQ0xPU0UQAhIaChZUSU1FT1VUX0tJTkRfSEVBUlRCRUFUEAMSIgoeVElNRU9VVF9LSU5EX1NDSEVEVUxFX1RPX0NMT1NFEAQqqAEKDFRpbWVyUHVycG9zZRIdChlUSU1FUl9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASHwobVElNRVJfUFVSUE9TRV9SRVRSWV9CQUNLT0ZGEAESFwoTVElNRVJfUFVSUE9TRV9TTEVFUBACEh8KG1RJTUVSX1BVUlBPU0VfRVZFTlRfVElNRU9VVBADEh4KGlRJTUVSX1BVUlBPU0VfVEFTS19USU1FT1VUEARiBnByb3RvMw", [file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ExecutionEvent is one state transition of one execution. It is appended to the
@@ -317,6 +317,15 @@ export type ExecutionStarted = Message<"execplan.v1.ExecutionStarted"> & {
   depth: number;
 
   /**
+   * What may grow at run time in this execution, as the server was set when it
+   * started: a restart with other settings, and replay, decide the same. Unset in
+   * executions recorded before the limits were (the server's settings apply).
+   *
+   * @generated from field: execplan.v1.GrowthLimits limits = 103;
+   */
+  limits?: GrowthLimits | undefined;
+
+  /**
    * The budget in force from the start: the workflow's, else the server's default
    * (each limit on its own); unset when neither has one.
    *
@@ -339,6 +348,50 @@ export type ExecutionStarted = Message<"execplan.v1.ExecutionStarted"> & {
  */
 export const ExecutionStartedSchema: GenMessage<ExecutionStarted> = /*@__PURE__*/
   messageDesc(file_execplan_v1_events, 2);
+
+/**
+ * Bounds on what may grow at run time (docs/runtime-plans.md, "Limits"); the items
+ * of one for_each are a runaway cap (RunawayCaps).
+ *
+ * @generated from message execplan.v1.GrowthLimits
+ */
+export type GrowthLimits = Message<"execplan.v1.GrowthLimits"> & {
+  /**
+   * Tasks of one sub-plan (`execplan serve --max-sub-plan-tasks`).
+   *
+   * @generated from field: uint32 sub_plan_tasks = 1;
+   */
+  subPlanTasks: number;
+
+  /**
+   * Sub-plans within sub-plans, children within children (`--max-nesting-depth`).
+   *
+   * @generated from field: uint32 nesting_depth = 2;
+   */
+  nestingDepth: number;
+
+  /**
+   * Tasks of the execution: its plan's, instances and sub-plans' together
+   * (`--max-execution-tasks`).
+   *
+   * @generated from field: uint32 execution_tasks = 3;
+   */
+  executionTasks: number;
+
+  /**
+   * Serialized bytes of one for_each's items.
+   *
+   * @generated from field: uint64 for_each_bytes = 4;
+   */
+  forEachBytes: bigint;
+};
+
+/**
+ * Describes the message execplan.v1.GrowthLimits.
+ * Use `create(GrowthLimitsSchema)` to create a new message.
+ */
+export const GrowthLimitsSchema: GenMessage<GrowthLimits> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_events, 3);
 
 /**
  * Caps that hold whatever the budget (`execplan serve --max-for-each-items`,
@@ -370,7 +423,7 @@ export type RunawayCaps = Message<"execplan.v1.RunawayCaps"> & {
  * Use `create(RunawayCapsSchema)` to create a new message.
  */
 export const RunawayCapsSchema: GenMessage<RunawayCaps> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 3);
+  messageDesc(file_execplan_v1_events, 4);
 
 /**
  * A task (or its fallback or compensation) became runnable.
@@ -406,7 +459,7 @@ export type TaskQueued = Message<"execplan.v1.TaskQueued"> & {
  * Use `create(TaskQueuedSchema)` to create a new message.
  */
 export const TaskQueuedSchema: GenMessage<TaskQueued> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 4);
+  messageDesc(file_execplan_v1_events, 5);
 
 /**
  * A lease was granted to a worker; persisted before the dispatch is sent.
@@ -462,7 +515,7 @@ export type TaskDispatched = Message<"execplan.v1.TaskDispatched"> & {
  * Use `create(TaskDispatchedSchema)` to create a new message.
  */
 export const TaskDispatchedSchema: GenMessage<TaskDispatched> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 5);
+  messageDesc(file_execplan_v1_events, 6);
 
 /**
  * The worker acknowledged the assignment.
@@ -496,7 +549,7 @@ export type TaskStarted = Message<"execplan.v1.TaskStarted"> & {
  * Use `create(TaskStartedSchema)` to create a new message.
  */
 export const TaskStartedSchema: GenMessage<TaskStarted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 6);
+  messageDesc(file_execplan_v1_events, 7);
 
 /**
  * @generated from message execplan.v1.TaskSucceeded
@@ -536,7 +589,7 @@ export type TaskSucceeded = Message<"execplan.v1.TaskSucceeded"> & {
  * Use `create(TaskSucceededSchema)` to create a new message.
  */
 export const TaskSucceededSchema: GenMessage<TaskSucceeded> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 7);
+  messageDesc(file_execplan_v1_events, 8);
 
 /**
  * Where a cached output came from.
@@ -576,7 +629,7 @@ export type CacheHit = Message<"execplan.v1.CacheHit"> & {
  * Use `create(CacheHitSchema)` to create a new message.
  */
 export const CacheHitSchema: GenMessage<CacheHit> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 8);
+  messageDesc(file_execplan_v1_events, 9);
 
 /**
  * An attempt failed. `final` is true when no retry follows.
@@ -615,7 +668,7 @@ export type TaskFailed = Message<"execplan.v1.TaskFailed"> & {
  * Use `create(TaskFailedSchema)` to create a new message.
  */
 export const TaskFailedSchema: GenMessage<TaskFailed> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 9);
+  messageDesc(file_execplan_v1_events, 10);
 
 /**
  * @generated from message execplan.v1.TaskTimedOut
@@ -652,7 +705,7 @@ export type TaskTimedOut = Message<"execplan.v1.TaskTimedOut"> & {
  * Use `create(TaskTimedOutSchema)` to create a new message.
  */
 export const TaskTimedOutSchema: GenMessage<TaskTimedOut> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 10);
+  messageDesc(file_execplan_v1_events, 11);
 
 /**
  * @generated from message execplan.v1.TaskRetryScheduled
@@ -689,7 +742,7 @@ export type TaskRetryScheduled = Message<"execplan.v1.TaskRetryScheduled"> & {
  * Use `create(TaskRetryScheduledSchema)` to create a new message.
  */
 export const TaskRetryScheduledSchema: GenMessage<TaskRetryScheduled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 11);
+  messageDesc(file_execplan_v1_events, 12);
 
 /**
  * A lease was lost (worker gone, ack deadline missed) and the attempt goes back to the
@@ -724,7 +777,7 @@ export type TaskRequeued = Message<"execplan.v1.TaskRequeued"> & {
  * Use `create(TaskRequeuedSchema)` to create a new message.
  */
 export const TaskRequeuedSchema: GenMessage<TaskRequeued> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 12);
+  messageDesc(file_execplan_v1_events, 13);
 
 /**
  * @generated from message execplan.v1.TaskSkipped
@@ -746,7 +799,7 @@ export type TaskSkipped = Message<"execplan.v1.TaskSkipped"> & {
  * Use `create(TaskSkippedSchema)` to create a new message.
  */
 export const TaskSkippedSchema: GenMessage<TaskSkipped> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 13);
+  messageDesc(file_execplan_v1_events, 14);
 
 /**
  * @generated from message execplan.v1.TaskParked
@@ -778,7 +831,7 @@ export type TaskParked = Message<"execplan.v1.TaskParked"> & {
  * Use `create(TaskParkedSchema)` to create a new message.
  */
 export const TaskParkedSchema: GenMessage<TaskParked> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 14);
+  messageDesc(file_execplan_v1_events, 15);
 
 /**
  * @generated from message execplan.v1.TaskCancelled
@@ -805,7 +858,7 @@ export type TaskCancelled = Message<"execplan.v1.TaskCancelled"> & {
  * Use `create(TaskCancelledSchema)` to create a new message.
  */
 export const TaskCancelledSchema: GenMessage<TaskCancelled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 15);
+  messageDesc(file_execplan_v1_events, 16);
 
 /**
  * @generated from message execplan.v1.TimerScheduled
@@ -837,7 +890,7 @@ export type TimerScheduled = Message<"execplan.v1.TimerScheduled"> & {
  * Use `create(TimerScheduledSchema)` to create a new message.
  */
 export const TimerScheduledSchema: GenMessage<TimerScheduled> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 16);
+  messageDesc(file_execplan_v1_events, 17);
 
 /**
  * @generated from message execplan.v1.TimerFired
@@ -864,7 +917,7 @@ export type TimerFired = Message<"execplan.v1.TimerFired"> & {
  * Use `create(TimerFiredSchema)` to create a new message.
  */
 export const TimerFiredSchema: GenMessage<TimerFired> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 17);
+  messageDesc(file_execplan_v1_events, 18);
 
 /**
  * @generated from message execplan.v1.ExternalEventReceived
@@ -898,7 +951,7 @@ export type ExternalEventReceived = Message<"execplan.v1.ExternalEventReceived">
  * Use `create(ExternalEventReceivedSchema)` to create a new message.
  */
 export const ExternalEventReceivedSchema: GenMessage<ExternalEventReceived> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 18);
+  messageDesc(file_execplan_v1_events, 19);
 
 /**
  * @generated from message execplan.v1.ExecutionPaused
@@ -927,7 +980,7 @@ export type ExecutionPaused = Message<"execplan.v1.ExecutionPaused"> & {
  * Use `create(ExecutionPausedSchema)` to create a new message.
  */
 export const ExecutionPausedSchema: GenMessage<ExecutionPaused> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 19);
+  messageDesc(file_execplan_v1_events, 20);
 
 /**
  * @generated from message execplan.v1.ExecutionResumed
@@ -944,7 +997,7 @@ export type ExecutionResumed = Message<"execplan.v1.ExecutionResumed"> & {
  * Use `create(ExecutionResumedSchema)` to create a new message.
  */
 export const ExecutionResumedSchema: GenMessage<ExecutionResumed> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 20);
+  messageDesc(file_execplan_v1_events, 21);
 
 /**
  * @generated from message execplan.v1.ExecutionCancelRequested
@@ -973,7 +1026,7 @@ export type ExecutionCancelRequested = Message<"execplan.v1.ExecutionCancelReque
  * Use `create(ExecutionCancelRequestedSchema)` to create a new message.
  */
 export const ExecutionCancelRequestedSchema: GenMessage<ExecutionCancelRequested> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 21);
+  messageDesc(file_execplan_v1_events, 22);
 
 /**
  * @generated from message execplan.v1.CompensationStarted
@@ -997,7 +1050,7 @@ export type CompensationStarted = Message<"execplan.v1.CompensationStarted"> & {
  * Use `create(CompensationStartedSchema)` to create a new message.
  */
 export const CompensationStartedSchema: GenMessage<CompensationStarted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 22);
+  messageDesc(file_execplan_v1_events, 23);
 
 /**
  * Progress reported by a running attempt; only the latest is kept in state.
@@ -1026,7 +1079,7 @@ export type TaskProgress = Message<"execplan.v1.TaskProgress"> & {
  * Use `create(TaskProgressSchema)` to create a new message.
  */
 export const TaskProgressSchema: GenMessage<TaskProgress> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 23);
+  messageDesc(file_execplan_v1_events, 24);
 
 /**
  * The terminal event of every execution.
@@ -1062,7 +1115,7 @@ export type ExecutionCompleted = Message<"execplan.v1.ExecutionCompleted"> & {
  * Use `create(ExecutionCompletedSchema)` to create a new message.
  */
 export const ExecutionCompletedSchema: GenMessage<ExecutionCompleted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 24);
+  messageDesc(file_execplan_v1_events, 25);
 
 /**
  * A `for_each` task's list was evaluated: it runs as `count` instances
@@ -1093,7 +1146,7 @@ export type TaskExpanded = Message<"execplan.v1.TaskExpanded"> & {
  * Use `create(TaskExpandedSchema)` to create a new message.
  */
 export const TaskExpandedSchema: GenMessage<TaskExpanded> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 25);
+  messageDesc(file_execplan_v1_events, 26);
 
 /**
  * One iteration of a `repeat` task succeeded and `until` was evaluated. Next comes
@@ -1136,7 +1189,7 @@ export type IterationCompleted = Message<"execplan.v1.IterationCompleted"> & {
  * Use `create(IterationCompletedSchema)` to create a new message.
  */
 export const IterationCompletedSchema: GenMessage<IterationCompleted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 26);
+  messageDesc(file_execplan_v1_events, 27);
 
 /**
  * A dynamic task answered with a sub-workflow, compiled by the planner: the plan
@@ -1186,7 +1239,7 @@ export type PlanRevised = Message<"execplan.v1.PlanRevised"> & {
  * Use `create(PlanRevisedSchema)` to create a new message.
  */
 export const PlanRevisedSchema: GenMessage<PlanRevised> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 27);
+  messageDesc(file_execplan_v1_events, 28);
 
 /**
  * A `builtin.workflow` task (or one of its instances) started its child execution.
@@ -1238,7 +1291,7 @@ export type ChildExecutionStarted = Message<"execplan.v1.ChildExecutionStarted">
  * Use `create(ChildExecutionStartedSchema)` to create a new message.
  */
 export const ChildExecutionStartedSchema: GenMessage<ChildExecutionStarted> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 28);
+  messageDesc(file_execplan_v1_events, 29);
 
 /**
  * A child execution ended; the task's own outcome (TaskSucceeded with the child's
@@ -1285,7 +1338,7 @@ export type ChildExecutionEnded = Message<"execplan.v1.ChildExecutionEnded"> & {
  * Use `create(ChildExecutionEndedSchema)` to create a new message.
  */
 export const ChildExecutionEndedSchema: GenMessage<ChildExecutionEnded> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 29);
+  messageDesc(file_execplan_v1_events, 30);
 
 /**
  * Usage an attempt reported: added to the attempt's, its task's and the execution's
@@ -1343,7 +1396,7 @@ export type TaskUsage = Message<"execplan.v1.TaskUsage"> & {
  * Use `create(TaskUsageSchema)` to create a new message.
  */
 export const TaskUsageSchema: GenMessage<TaskUsage> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 30);
+  messageDesc(file_execplan_v1_events, 31);
 
 /**
  * The execution's budget was changed (`execplan budget ID --cost 20`).
@@ -1382,7 +1435,7 @@ export type BudgetChanged = Message<"execplan.v1.BudgetChanged"> & {
  * Use `create(BudgetChangedSchema)` to create a new message.
  */
 export const BudgetChangedSchema: GenMessage<BudgetChanged> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_events, 31);
+  messageDesc(file_execplan_v1_events, 32);
 
 /**
  * @generated from enum execplan.v1.TimeoutKind
