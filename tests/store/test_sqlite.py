@@ -18,6 +18,7 @@ from execplan.flow import rates
 from execplan.store import Append, ExecutionRecord, SqliteStore, Store, StoredEvent
 from execplan.store.flow import SERVER, CacheEntry, SlotRequest, TakeRequest, Use
 from execplan.store.port import TERMINAL_STATES
+from execplan.store.sql import BY_REQUEST_ID, list_query
 from execplan.store.sqlite.schema import ACTIVE, LATEST_VERSION, MIGRATIONS, migrate
 
 from .contract import StoreContract, event, events, record, sequences, started
@@ -300,6 +301,32 @@ async def test_recovery_query_uses_the_partial_index(sqlite_store: SqliteStore) 
     finally:
         conn.close()
     assert "executions_active" in plan
+
+
+async def test_lookups_by_request_and_parent_use_their_partial_indexes(
+    sqlite_store: SqliteStore,
+) -> None:
+    """A partial index serves only a query whose WHERE implies the index's: without
+    the repeated `!= ''` both were scans of every execution (twice per StartExecution
+    with a request_id, one of them on the writer thread)."""
+    await started(sqlite_store, "e1")
+    by_parent, params = list_query(
+        states=(), workflow_name="", limit=10, after=None, parent_execution_id="p"
+    )
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        plans = {
+            name: " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+            for name, sql, args in (
+                ("executions_by_request", BY_REQUEST_ID, ("r",)),
+                ("executions_by_parent", by_parent, params),
+            )
+        }
+    finally:
+        conn.close()
+    for index, plan in plans.items():
+        assert f"USING INDEX {index}" in plan, plan
+        assert "SCAN executions" not in plan, plan
 
 
 async def test_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:

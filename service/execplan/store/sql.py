@@ -64,7 +64,14 @@ READ_EVENTS = (
     " WHERE execution_id = ? AND sequence > ? ORDER BY sequence"
 )
 GET_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?"
-BY_REQUEST_ID = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE request_id = ?"
+# The `!= ''` repeats the predicate of the partial index executions_by_request: SQLite
+# uses a partial index only for a query whose WHERE implies the index's, and without it
+# this was a scan of every execution, twice per StartExecution with a request_id (here
+# and in create_execution on the writer thread): 2 ms of server CPU per start at 10,000
+# executions. PostgreSQL's generic plans of a prepared statement need it the same way.
+BY_REQUEST_ID = (
+    f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE request_id = ? AND request_id != ''"
+)
 LIST_ACTIVE = (
     f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {ACTIVE}"
     " ORDER BY created_at_ms, execution_id"
@@ -130,7 +137,8 @@ def list_query(
         where.append("workflow_name = ?")
         params.append(workflow_name)
     if parent_execution_id:
-        where.append("parent_execution_id = ?")
+        # `!= ''`: the partial index executions_by_parent's predicate (see BY_REQUEST_ID).
+        where.append("parent_execution_id = ? AND parent_execution_id != ''")
         params.append(parent_execution_id)
     if after is not None:
         where.append("(created_at_ms, execution_id) < (?, ?)")
