@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from execplan.executor.plan_view import PlanView
+from execplan.executor.plan_view import PlanView, decode_plan
+from execplan.executor.runtime.background import Background
+from execplan.executor.runtime.checkpoints import Checkpoints
 from execplan.executor.runtime.engine import Engine, EngineConfig
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Action, Inbox
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
+from execplan.executor.state import new_state
 from execplan.planner import compile_source
+from execplan.store.memory import MemoryStore
+from execplan.store.port import Snapshot
 from execplan.store.sqlite.store import SqliteStore
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
@@ -200,3 +205,37 @@ async def test_a_heartbeat_counts_only_for_the_lease_it_names() -> None:
     assert leases.last_beat("e", 0, epoch=1) is None
     leases.beat("e", 0, epoch=2, now_ms=600)
     assert leases.last_beat("e", 0, epoch=2) == 600
+
+
+async def test_a_wide_execution_checkpoints_every_as_many_events_as_it_has_tasks() -> None:
+    """A snapshot costs O(tasks): an execution wider than `checkpoint_every` is
+    snapshotted once per that many events, so checkpoints stay O(1) per event."""
+    taken: dict[str, list[int]] = {"wide": [], "narrow": []}
+
+    class Saved(MemoryStore):
+        async def save_snapshot(self, snapshot: Snapshot) -> None:
+            taken[snapshot.execution_id].append(snapshot.sequence)
+
+    background = Background()
+    checkpoints = Checkpoints(Saved(), background, every=2)
+    wide = new_state("wide", decode_plan(encode_plan(_compiled(_fan_out(6)))))  # 8 tasks
+    narrow = new_state("narrow", decode_plan(encode_plan(_compiled(TIMED))))  # 2 tasks
+    for sequence in range(1, 21):
+        for state in (wide, narrow):
+            state.last_sequence = sequence
+            checkpoints.committed(state)
+    await background.drain()
+    assert taken == {"wide": [8, 16], "narrow": list(range(2, 21, 2))}
+
+
+def _compiled(source: str) -> Any:
+    compiled = compile_source(source)
+    assert compiled.plan is not None, compiled.diagnostics
+    return compiled.plan
+
+
+def _fan_out(width: int) -> str:
+    middle = "".join(f"  - {{id: m{i}, type: t, depends_on: [a]}}\n" for i in range(width))
+    ids = ", ".join(f"m{i}" for i in range(width))
+    last = f"  - {{id: z, type: t, depends_on: [{ids}]}}\n"
+    return f"name: wide\ntasks:\n  - {{id: a, type: t}}\n{middle}{last}"

@@ -23,7 +23,9 @@ class EngineConfig:
     finished_cache: int = 2_000
     # Decoded plans kept in memory (an execution holds its own plan while it runs).
     plan_cache: int = 256
-    # Events between checkpoints of one execution; bounds replay at recovery.
+    # Events between checkpoints of one execution; bounds replay at recovery. An
+    # execution with more tasks than this checkpoints every as many events as it has
+    # tasks (a checkpoint's cost grows with them: runtime/checkpoints.py).
     checkpoint_every: int = 2_000
     # Largest inputs of an execution and output of a task (serialized bytes).
     max_payload_bytes: int = 2 * 1024 * 1024
