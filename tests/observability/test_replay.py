@@ -187,3 +187,45 @@ async def test_replay_of_an_unknown_execution_is_not_found(env: Env, capsys: Any
     code = await asyncio.to_thread(main, ["replay", "nope", "--address", address])
     assert code == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+async def test_time_travel_through_a_plan_that_grows(env: Env, capsys: Any) -> None:
+    # Before task_expanded there are no instances, after it there are; before
+    # plan_revised no sub-plan tasks, after it there are (their plan revision too).
+    execution_id = await env.start("agent_subplan.yaml", {"goal": "ship", "broken_first": True})
+    final = await env.finish(execution_id)
+    assert final.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, final.error
+    history = await env.history(execution_id)
+    revised = next(e.sequence for e in history if e.HasField("plan_revised"))
+    before = await env.client.get(execution_id, at_sequence=revised - 1)
+    after = await env.client.get(execution_id, at_sequence=revised)
+    assert not any(t.task_id.startswith("improvise/") for t in before.tasks)
+    assert [t.task_id for t in after.tasks if t.task_id.startswith("improvise/")] == [
+        "improvise/step_0",
+        "improvise/step_1",
+        "improvise/step_2",
+    ]
+    assert len(before.plan_revisions) == 0 and len(after.plan_revisions) == 1
+    failed = [a for a in before.tasks[0].attempts if a.error.type]
+    assert [a.error.type for a in failed] == ["PlanInvalid"]  # the first, repaired answer
+    address = env.server.address
+    code = await asyncio.to_thread(
+        main, ["get", execution_id, "--at", str(revised), "--address", address]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and f"as of event {revised}" in out and "improvise/step_2" in out
+
+    review = (EXAMPLES / "research_review.yaml").read_text(encoding="utf-8")
+    await env.client.register(source=review)
+    fan = await env.start("research_agents.yaml", {"question": "why?", "parts": 4})
+    assert (await env.finish(fan)).state == execution_pb2.EXECUTION_STATE_SUCCEEDED
+    history = await env.history(fan)
+    expanded = next(e.sequence for e in history if e.HasField("task_expanded"))
+    before = await env.client.get(fan, at_sequence=expanded - 1)
+    after = await env.client.get(fan, at_sequence=expanded)
+    assert not any(t.task_id.startswith("research[") for t in before.tasks)
+    research = next(t for t in after.tasks if t.task_id == "research")
+    assert research.instance_count == 4
+    instances = [t for t in after.tasks if t.parent_task_id == "research"]
+    assert [t.item_index for t in instances] == [0, 1, 2, 3]
+    assert all(t.state == execution_pb2.TASK_STATE_PENDING for t in instances)
