@@ -359,3 +359,50 @@ async def test_sub_plans_that_do_not_parse_are_plan_invalid(tmp_path: Path, bad:
         assert execution.error.type == "PlanInvalid"
         agent = next(t for t in execution.tasks if t.task_id == "agent")
         assert agent.attempt == 3
+
+
+async def test_a_dynamic_task_timing_out_cancels_its_sub_plan(tmp_path: Path) -> None:
+    # schedule_to_close of the dynamic task passes while its sub-plan runs: the task
+    # fails with Timeout, the sub-plan's tasks still running are cancelled, and the
+    # execution ends (it waited for nothing else). Before, it stayed RUNNING.
+    source = """
+name: slow-agent
+on_failure: continue
+tasks:
+  - id: agent
+    type: rp.agent
+    dynamic: true
+    timeouts: {schedule_to_close: 400ms}
+  - id: other
+    type: rp.slow
+"""
+    sub = {
+        "name": "steps",
+        "tasks": [
+            {"id": "a", "type": "rp.slow"},
+            {"id": "b", "type": "rp.slow", "depends_on": ["a"]},
+            {"id": "c", "type": "rp.slow", "depends_on": ["b"]},
+        ],
+    }
+
+    async def slow(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        await asyncio.sleep(0.25)
+        return {}
+
+    async def agent(inputs: dict[str, Any]) -> SubPlan:
+        return SubPlan(sub)
+
+    async with environment(Env, tmp_path) as env:
+        env.worker({"rp.slow": slow, "rp.agent": agent})
+        execution_id = await env.start(source)
+        done = await env.finish(execution_id)
+        assert done.state == S.EXECUTION_STATE_FAILED
+        assert done.error.type == "Timeout" and "schedule_to_close" in done.error.message
+        states = {t.task_id: t.state for t in done.tasks}
+        assert states["agent"] == S.TASK_STATE_FAILED
+        assert states["other"] == S.TASK_STATE_SUCCEEDED
+        assert states["agent/a"] == S.TASK_STATE_SUCCEEDED
+        assert states["agent/b"] == S.TASK_STATE_CANCELLED
+        assert states["agent/c"] == S.TASK_STATE_CANCELLED
+        replay = await env.client.replay(execution_id)
+        assert replay.deterministic, replay.divergence

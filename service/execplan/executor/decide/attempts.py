@@ -198,13 +198,16 @@ def deadline_passed(step: Step, task: TaskRun, kind: int) -> None:
     extra = step.state.extras.get(task.index)
     if task.state == ex.TASK_STATE_RUNNING and extra is not None and extra.child_execution_id:
         step.effect(fx.StopChild(extra.child_execution_id, "timed out", False))
-    elif task.state in LEASED_TASK_STATES:
+    elif task.state in LEASED_TASK_STATES and task.worker_id:
         step.effect(
             fx.CancelLease(
                 task.index, task.worker_id, task.attempt, task.epoch, task.phase, "timed out"
             )
         )
-    failed(step, task, timeout_error(kind), kind)
+    owner = task.state == ex.TASK_STATE_RUNNING and not task.worker_id
+    failed(step, task, timeout_error(kind), kind)  # the input event comes first
+    if owner:  # no worker held it: it ran its instances or its sub-plan
+        flow.stop_grown(step, task, f"{step.task_id(task)} timed out")
 
 
 # -- circuit breakers --------------------------------------------------------------

@@ -228,10 +228,14 @@ def after_terminal(step: Step, task: TaskRun) -> None:
         return
     grown = state.grown_of(task.index)
     if grown is not None:
+        handled = grown.item_index < 0 and subplans.task_done(step, task, grown)
         if grown.item_index >= 0:
             expand.instance_done(step, task, grown)
-            return
-        if subplans.task_done(step, task, grown):
+            handled = True
+        if handled:
+            # Its owner may have ended before it (a timeout): then this was the last
+            # thing the execution waited for.
+            maybe_finish(step)
             return
     if task.state == ex.TASK_STATE_FAILED:
         if state.plan.on_failure == wf.ON_FAILURE_COMPENSATE:
@@ -317,6 +321,22 @@ def cancel_active(
         elif task.state in ACTIVE_TASK_STATES:
             stop_task(step, task, reason, terminate=terminate)
             step.emit(events.task_cancelled(step.task_id(task), task.phase, reason))
+
+
+def stop_grown(step: Step, task: TaskRun, reason: str) -> None:
+    """A task that ran what grew from it ended early (a timeout): its instances, or
+    its sub-plan's tasks, still active are cancelled."""
+    extra = step.state.extras.get(task.index)
+    if extra is None or step.state.terminal:
+        return
+    if extra.count > 0:
+        instances = range(extra.first, extra.first + extra.count)
+        cancel_active(step, reason, pending_too=True, within=instances)
+    if extra.revision:
+        scope = step.state.scopes[extra.revision - 1]
+        tasks = range(scope.base, scope.base + len(scope.plan.nodes))
+        cancel_active(step, reason, pending_too=True, within=tasks)
+    maybe_finish(step)
 
 
 def stop_task(step: Step, task: TaskRun, reason: str, *, terminate: bool = False) -> None:
