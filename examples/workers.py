@@ -271,10 +271,11 @@ class RateLimited(Exception):
 async def paid_plan(inputs: Inputs) -> Output:
     await _work()
     question = str(inputs["question"])
-    angles = ("background of", "mechanism behind", "evidence for")
+    angles = ("background of", "mechanism behind", "evidence for", "history of", "limits of")
+    parts = max(0, int(inputs.get("parts", 3)))
     # Usage beside the output: counted with the result.
     return Output(
-        {"subquestions": [f"{angle}: {question}" for angle in angles]},
+        {"subquestions": [f"{angles[i % len(angles)]} ({i}): {question}" for i in range(parts)]},
         usage={"tokens_in": 500, "tokens_out": 250, "cost": _price(500, 250)},
     )
 

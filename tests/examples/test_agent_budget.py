@@ -73,10 +73,14 @@ def test_within_the_budget_it_succeeds_and_the_bill_adds_up(address: str) -> Non
     assert total["tokens_in"] == 500 + 3 * 3000 + 1500
     assert total["tokens_out"] == 250 + 3 * 1000 + 500
     assert total["searches"] == 3
-    tasks = by_task(address, execution_id)
+    tasks = by_task(address, execution_id)  # the instances are filed under `research`
+    assert set(tasks) == {"plan", "research", "write"}
     assert tasks["plan"]["cost"] == pytest.approx(0.02)
-    assert tasks["research_mechanism"]["cost"] == pytest.approx(0.10)
+    assert tasks["research"]["cost"] == pytest.approx(0.30)
     assert tasks["write"]["cost"] == pytest.approx(0.05)
+    runs = {t["task_id"]: t for t in shown["tasks"]}
+    assert runs["research"]["usage"]["counters"]["cost"] == pytest.approx(0.30)
+    assert runs["research[1]"]["usage"]["counters"]["cost"] == pytest.approx(0.10)
 
 
 def test_a_failed_attempts_spend_counts(address: str) -> None:
@@ -85,42 +89,61 @@ def test_a_failed_attempts_spend_counts(address: str) -> None:
     ).strip()
     shown = until_state(address, execution_id, "SUCCEEDED", "FAILED", "PAUSED")
     assert shown["state"].endswith("SUCCEEDED"), shown
-    research = next(t for t in shown["tasks"] if t["task_id"] == "research_background")
+    research = next(t for t in shown["tasks"] if t["task_id"] == "research[0]")
     first, second = research["attempts"]
     assert first["error"]["type"] == "RateLimited"
     assert first["usage"]["counters"]["cost"] == pytest.approx(0.05)
     assert second["usage"]["counters"]["cost"] == pytest.approx(0.10)
     # 0.37 as above, plus half of each researcher's first (failed) attempt
-    assert by_task(address, execution_id)["research_background"]["cost"] == pytest.approx(0.15)
+    assert by_task(address, execution_id)["research"]["cost"] == pytest.approx(0.45)
     total = json.loads(execplan(address, "usage", "--execution", execution_id, "--format", "json"))[
         "usage"
     ]
     assert total["cost"] == pytest.approx(0.52)
 
 
-def test_deeper_research_pauses_before_overspending_then_raise_and_resume(address: str) -> None:
+def test_too_many_deep_researchers_are_refused_before_any_starts(address: str) -> None:
+    run = subprocess.run(
+        [*CLI, "run", EXAMPLE, "--input", "question=tides", "--input", "depth=4", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "EXECPLAN_ADDRESS": address},
+    )
+    assert run.returncode != 0
+    assert run.stderr.splitlines()[-1].endswith(
+        "ended FAILED: BudgetExceeded: task research: for_each research: 3 items x cost "
+        "0.4 = 1.2 exceeds what is left of the budget: 0.98 of cost 1 (0.02 spent, "
+        "0 reserved)"
+    ), run.stderr
+
+
+def test_the_writer_waits_for_a_raise_then_it_goes_on(address: str) -> None:
     execution_id = execplan(
-        address, "run", EXAMPLE, "--input", "question=tides", "--input", "depth=4"
+        address,
+        "run",
+        EXAMPLE,
+        "--input",
+        "question=tides",
+        "--input",
+        "depth=4",
+        "--input",
+        "researchers=2",
     ).strip()
     shown = until_state(address, execution_id, "PAUSED", "SUCCEEDED", "FAILED")
     assert shown["state"].endswith("PAUSED"), shown
-    # Two researchers (0.40 each) fit after the plan (0.02); a third would make 1.22.
-    budget = json.loads(execplan(address, "budget", execution_id, "--format", "json"))
-    until_running = time.monotonic() + 20
-    while budget["reserved"] and time.monotonic() < until_running:  # let the two finish
-        time.sleep(0.05)
-        budget = json.loads(execplan(address, "budget", execution_id, "--format", "json"))
-    assert budget["spent"]["cost"] == pytest.approx(0.82)
     text = execplan(address, "budget", execution_id)
     paused = next(line for line in text.splitlines() if line.startswith("paused: "))
-    assert "+ 0.4 estimated for research_" in paused, text
-    assert paused.endswith("would exceed the budget of 1"), text
-    dispatched = [t for t in get(address, execution_id)["tasks"] if t.get("attempts")]
-    assert len([t for t in dispatched if t["task_id"].startswith("research")]) == 2
+    assert paused == (
+        "paused: cost 0.82 spent + 0.2 estimated for write would exceed the budget of 1"
+    ), text
+    write = next(t for t in get(address, execution_id)["tasks"] if t["task_id"] == "write")
+    assert not write.get("attempts")  # held back, not dispatched
     execplan(address, "budget", execution_id, "--cost", "2", "--resume")
     shown = until_state(address, execution_id, "SUCCEEDED", "FAILED", "PAUSED")
     assert shown["state"].endswith("SUCCEEDED"), shown
     total = json.loads(execplan(address, "usage", "--execution", execution_id, "--format", "json"))[
         "usage"
     ]
-    assert total["cost"] == pytest.approx(0.02 + 3 * 0.40 + 0.05)
+    assert total["cost"] == pytest.approx(0.02 + 2 * 0.40 + 0.05)

@@ -4,7 +4,7 @@ mistaken for overspending, and the for_each pre-check with its message."""
 
 from __future__ import annotations
 
-from execplan.usage import FAIL, Budget
+from execplan.usage import FAIL, PAUSE, Budget
 from execplan.usage.gate import exceeded, fan_out_exceeded
 
 BUDGET = Budget.of({"cost": 10.0, "tokens": 1000.0})
@@ -64,3 +64,12 @@ def test_the_for_each_pre_check_names_the_count_and_the_budget() -> None:
     )
     # Limits the estimate does not count toward are left to each dispatch.
     assert fan_out_exceeded(BUDGET, {"tokens": 5000.0}, {}, {"cost": 1.0}, 3) is None
+
+
+def test_a_childs_budget_is_no_larger_than_what_its_parent_has_left() -> None:
+    own = Budget.of({"cost": 5.0, "searches": 10.0}, FAIL)
+    left = Budget.of({"cost": 0.5, "tokens": 1000.0}, PAUSE)
+    assert own.within(left) == Budget.of({"cost": 0.5, "searches": 10.0, "tokens": 1000.0}, FAIL)
+    # A child without a budget of its own gets what is left, with the parent's action.
+    assert Budget().within(left) == left
+    assert Budget.of({"cost": 0.1}).within(left).limit("cost") == 0.1

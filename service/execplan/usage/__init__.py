@@ -127,6 +127,14 @@ class Budget:
         merged.update(self.limits)
         return Budget.of(merged, self.on_exceeded)
 
+    def within(self, cap: Budget) -> Budget:
+        """This budget with no limit above `cap`'s (a limit only `cap` sets is added);
+        this budget's action, or `cap`'s when this one sets no limit."""
+        merged = dict(self.limits)
+        for name, most in cap.limits:
+            merged[name] = min(merged.get(name, most), most)
+        return Budget.of(merged, self.on_exceeded if self.limits else cap.on_exceeded)
+
     def __bool__(self) -> bool:
         return bool(self.limits)
 

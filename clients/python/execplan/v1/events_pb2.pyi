@@ -1024,6 +1024,7 @@ class ExecutionCompleted(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     FAILED_TASK_ID_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     state: _execution_pb2.ExecutionState.ValueType
     failed_task_id: _builtins.str
     """The task whose failure decided the outcome, if any."""
@@ -1031,6 +1032,12 @@ class ExecutionCompleted(_message.Message):
     def outputs(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def error(self) -> _execution_pb2.ErrorInfo: ...
+    @_builtins.property
+    def usage(self) -> _execution_pb2.Usage:
+        """What the execution used in all, its child executions included: a parent adds a
+        child's to its own when the child ends (ChildExecutionEnded.usage).
+        """
+
     def __init__(
         self,
         *,
@@ -1038,10 +1045,11 @@ class ExecutionCompleted(_message.Message):
         outputs: _struct_pb2.Struct | None = ...,
         error: _execution_pb2.ErrorInfo | None = ...,
         failed_task_id: _builtins.str = ...,
+        usage: _execution_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outputs", b"outputs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outputs", b"outputs", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "failed_task_id", b"failed_task_id", "outputs", b"outputs", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "failed_task_id", b"failed_task_id", "outputs", b"outputs", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from execplan import usage
 from execplan.executor.decide import events, requests
 from execplan.executor.decide import usage as spend_fold
+from execplan.executor.decide.evolve_grown import iteration_of
 from execplan.executor.decide.step import Step
-from execplan.executor.expressions.bindings import EvaluationError
-from execplan.executor.expressions.evaluation import Where, failure
+from execplan.executor.expressions.bindings import EvaluationError, Expr
+from execplan.executor.expressions.evaluation import Where, evaluate_binding, failure
 from execplan.executor.plan_view import NodeView
-from execplan.executor.state import BudgetHold, TaskRun
+from execplan.executor.state import BudgetHold, ExecutionState, TaskRun
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
-from execplan.usage.gate import Exceeded, exceeded
+from execplan.usage.gate import Exceeded, exceeded, fan_out_exceeded
 from execplan.v1 import execution_pb2 as ex
 
 BUDGET_EXCEEDED = "BudgetExceeded"
@@ -63,7 +64,7 @@ def admit(
     if task.phase == ex.TASK_PHASE_COMPENSATION:
         return {}
     spend = step.state.spend
-    if spend.max_attempts and spend.attempts >= spend.max_attempts and _new_attempt(task):
+    if spend.max_attempts and spend.attempts >= spend.max_attempts and _new_attempt(step, task):
         nodes = len(step.state.plan.nodes)
         return Refusal(
             TaskError(
@@ -80,14 +81,16 @@ def admit(
         return Refusal(failure(ESTIMATE_ERROR, error))
     task_id = step.task_id(task)
     if node.budget is not None:
+        # An instance runs its for_each task's node: that task's budget covers them all.
+        owner = _budget_owner(step.state, task.index)
         over = exceeded(
             node.budget,
-            spend.tasks.get(task.index, {}),
-            spend.task_reserved.get(task.index, {}),
+            spend.tasks.get(owner, {}),
+            spend.task_reserved.get(owner, {}),
             estimate,
         )
         if over is not None:
-            return _refusal(over, node.budget, task_id, task_id)
+            return _refusal(over, node.budget, task_id, step.state.task_id(owner))
     if spend.budget is not None:
         over = exceeded(spend.budget, spend.usage, spend.reserved, estimate)
         if over is not None:
@@ -95,8 +98,17 @@ def admit(
     return estimate
 
 
-def _new_attempt(task: TaskRun) -> bool:
-    return not any(r.attempt == task.attempt and r.phase == task.phase for r in task.attempts)
+def _budget_owner(state: ExecutionState, index: int) -> int:
+    grown = state.grown_of(index)
+    return grown.parent if grown is not None and grown.item_index >= 0 else index
+
+
+def _new_attempt(step: Step, task: TaskRun) -> bool:
+    iteration = iteration_of(step.state, task, task.phase)
+    return not any(
+        r.attempt == task.attempt and r.phase == task.phase and r.iteration == iteration
+        for r in task.attempts
+    )
 
 
 def _refusal(over: Exceeded, budget: usage.Budget, task_id: str, whose: str) -> Refusal:
@@ -120,15 +132,97 @@ def _estimate(step: Step, task: TaskRun, node: NodeView, inputs: JsonValue) -> d
         if expr is None:
             out[counter] = amount
             continue
-        context = {**step.context(frozenset()), "inputs": inputs}
-        where = Where(step.state.execution_id, f"tasks[{task.index}].estimate.{counter}")
-        value = step.evaluator.expression(expr, context, where, None)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EvaluationError(f"{where.field}: expected a number, got {value!r:.80}")
-        if not math.isfinite(value) or value < 0 or value > usage.MAX_AMOUNT:
-            raise EvaluationError(f"{where.field}: {value!r} is not a number in 0..1e15")
-        out[counter] = float(value)
+        # `item`/`index` of an instance, `iteration` of a repeat: the task's variables.
+        context = {**step.context(frozenset(), task), "inputs": inputs}
+        out[counter] = _amount(step, step.field(task, f".estimate.{counter}"), expr, context)
     return out
+
+
+def _amount(step: Step, field: str, expr: Expr, context: dict[str, JsonValue]) -> float:
+    where = Where(step.state.execution_id, field)
+    value = step.evaluator.expression(expr, context, where, None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EvaluationError(f"{where.field}: expected a number, got {value!r:.80}")
+    if not math.isfinite(value) or value < 0 or value > usage.MAX_AMOUNT:
+        raise EvaluationError(f"{where.field}: {value!r} is not a number in 0..1e15")
+    return float(value)
+
+
+def left(state: ExecutionState) -> usage.Budget | None:
+    """What is left of the execution's budget, limit by limit (spent and reserved
+    taken off; never below 0): the budget a child execution starts under, at most."""
+    budget = state.spend.budget
+    if budget is None:
+        return None
+    spend = state.spend
+    remaining = {
+        name: max(0.0, limit - usage.spent(name, spend.usage) - usage.spent(name, spend.reserved))
+        for name, limit in budget.limits
+    }
+    return usage.Budget.of(remaining, budget.on_exceeded)
+
+
+# -- the for_each pre-check --------------------------------------------------------
+
+
+def fan_out(step: Step, task: TaskRun, node: NodeView, items: list[JsonValue]) -> TaskError | None:
+    """Before a for_each starts any instance: would its items' estimates, added up, go
+    over what is left of its own budget or the execution's? `BudgetExceeded` (the
+    task fails, whatever `on_exceeded` says: no instance was started to pause at),
+    or `EstimateError` for an estimate that does not evaluate for some item; None
+    when it may start. An item's estimate reads `item`, `index` and its `inputs` as
+    its instance will (resolved here only when an estimate reads them)."""
+    spend = step.state.spend
+    if not node.estimate or not items or (node.budget is None and spend.budget is None):
+        return None
+    try:
+        total = _items_estimate(step, task, node, items)
+    except EvaluationError as error:
+        return failure(ESTIMATE_ERROR, error)
+    task_id = step.task_id(task)
+    checks = [
+        (node.budget, spend.tasks.get(task.index, {}), spend.task_reserved.get(task.index, {})),
+        (spend.budget, spend.usage, spend.reserved),
+    ]
+    for budget, used, reserved in checks:
+        over = fan_out_exceeded(budget, used, reserved, total, len(items))
+        if over is not None:
+            whose = task_id if budget is node.budget else ""
+            details: dict[str, JsonValue] = {
+                "task_id": task_id,
+                "items": len(items),
+                "counter": over.counter,
+                "estimate": over.estimate,
+                "limit": over.limit,
+                "spent": over.spent,
+                "reserved": over.reserved,
+            }
+            return TaskError(BUDGET_EXCEEDED, over.message(task_id, whose), False, details)
+    return None
+
+
+def _items_estimate(
+    step: Step, task: TaskRun, node: NodeView, items: list[JsonValue]
+) -> dict[str, float]:
+    fixed = {counter: amount for counter, amount, expr in node.estimate if expr is None}
+    total = {counter: amount * len(items) for counter, amount in fixed.items()}
+    computed = [(counter, expr) for counter, _, expr in node.estimate if expr is not None]
+    if not computed:
+        return total
+    base = step.context(node.reads, task)
+    for position, item in enumerate(items):
+        context = {**base, "item": item, "index": position}
+        inputs = evaluate_binding(
+            node.inputs,
+            context,
+            step.evaluator,
+            Where(step.state.execution_id, step.field(task, ".inputs")),
+        )
+        context = {**context, "inputs": inputs}
+        for counter, expr in computed:
+            field = step.field(task, f".estimate.{counter}")
+            total[counter] = total.get(counter, 0.0) + _amount(step, field, expr, context)
+    return total
 
 
 # -- usage reports -----------------------------------------------------------------
@@ -148,7 +242,7 @@ def report(
     report `number`), else why not. `number` 0: usage that came with the result."""
     phase, attempt, epoch = lease
     state = step.state
-    index = state.plan.index_of.get(task_id)
+    index = state.index_of(task_id)
     if index is None:
         return f"unknown task {task_id[:200]!r}"
     leased = any(

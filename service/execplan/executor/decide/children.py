@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from execplan.executor.decide import budgets, events, flow, loops
 from execplan.executor.decide import effects as fx
-from execplan.executor.decide import events, flow, loops
 from execplan.executor.decide.step import Step
 from execplan.executor.expressions.bindings import EvaluationError
 from execplan.executor.expressions.evaluation import failure
@@ -72,6 +72,7 @@ def start(step: Step, task: TaskRun, node: NodeView) -> TaskError | None:
             inputs=inputs if isinstance(inputs, dict) else {},
             request_id=request_id(step, task),
             depth=depth,
+            budget=budgets.left(step.state),
         )
     )
     return None
@@ -160,8 +161,11 @@ def ended(
     outcome: int,
     outputs: Mapping[str, JsonValue] | None,
     error: TaskError | None,
+    used: Mapping[str, float] | None = None,
 ) -> None:
-    """The child ended: the task's attempt succeeds with its outputs or fails."""
+    """The child ended: the task's attempt succeeds with its outputs or fails. `used`:
+    what the child used in all (recorded with the end: the parent's usage includes
+    it, whether the child succeeded or not)."""
     from execplan.executor.decide import attempts  # noqa: PLC0415  (attempts imports flow)
 
     index = step.state.index_of(task_id)
@@ -175,7 +179,11 @@ def ended(
         or extra.child_execution_id != child_execution_id
     ):
         return  # an earlier attempt's child, or the task was cancelled
-    step.emit(events.child_execution_ended(task_id, child_execution_id, outcome, outputs, error))
+    step.emit(
+        events.child_execution_ended(
+            task_id, child_execution_id, outcome, outputs, error, used=used
+        )
+    )
     if outcome == ex.EXECUTION_STATE_SUCCEEDED:
         output: JsonValue = dict(outputs or {})
         if step.node(task).repeat is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.usage import Budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class StartChild:
     inputs: dict[str, JsonValue]
     request_id: str
     depth: int
+    # What is left of the parent's budget: the child may spend no more (docs/usage.md).
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ def execution_completed(
     failed_task_id: str = "",
     outputs: Mapping[str, JsonValue] | None = None,
     error: TaskError | None = None,
+    used: Mapping[str, float] | None = None,
 ) -> Event:
     body = ev.ExecutionCompleted(
         state=cast(ex.ExecutionState.ValueType, state), failed_task_id=failed_task_id
@@ -112,6 +113,8 @@ def execution_completed(
         fill_struct(body.outputs, outputs)
     if error is not None:
         error.fill(body.error)
+    if used:
+        encode_usage(used, body.usage)
     return Event(execution_completed=body)
 
 
@@ -301,6 +304,8 @@ def child_execution_ended(
     state: int,
     outputs: Mapping[str, JsonValue] | None,
     error: TaskError | None,
+    *,
+    used: Mapping[str, float] | None = None,
 ) -> Event:
     body = ev.ChildExecutionEnded(
         task_id=task_id,
@@ -311,6 +316,8 @@ def child_execution_ended(
         fill_struct(body.outputs, outputs)
     if error is not None:
         error.fill(body.error)
+    if used:
+        encode_usage(used, body.usage)
     return Event(child_execution_ended=body)
 
 

@@ -1,6 +1,7 @@
 """for_each: a task that runs once per item of a list (docs/runtime-plans.md).
 
-    queue(research) -> start: evaluate for_each, record task_expanded (the items),
+    queue(research) -> start: evaluate for_each, check the cap of items and the
+        budgets (budgets.fan_out), record task_expanded (the items),
         then start_next: queue instances research[0], research[1]... in item order,
         at most `max_parallel` running at once
     an instance ends -> instance_done -> start_next (the next instance), then
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from execplan.executor.decide import events, flow
+from execplan.executor.decide import budgets, events, flow
 from execplan.executor.decide.step import Step
 from execplan.executor.expressions.bindings import EvaluationError
 from execplan.executor.expressions.evaluation import failure
@@ -63,6 +64,11 @@ def start(step: Step, task: TaskRun, node: NodeView) -> None:
         flow.fail_final(step, task, MAIN, problem)
         return
     assert isinstance(items, list)
+    # What the items are estimated to cost, against what is left of the budgets.
+    problem = budgets.fan_out(step, task, node, items)
+    if problem is not None:
+        flow.fail_final(step, task, MAIN, problem)
+        return
     step.emit(events.task_expanded(step.task_id(task), items))
     if not items:
         flow.succeed(step, task, MAIN, [])

@@ -37,6 +37,7 @@ from execplan.executor.task_errors import (
     TaskError,
 )
 from execplan.executor.values import JsonValue
+from execplan.usage import Budget
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import workflow_pb2 as wf
 
@@ -52,6 +53,9 @@ class Parent:
     execution_id: str
     task_id: str
     depth: int
+    # What is left of the parent's budget when the child starts: the child's budget is
+    # no larger, limit by limit (docs/usage.md).
+    budget: Budget | None = None
 
 
 def start(  # noqa: PLR0917 (the fields of execution_started)
@@ -372,7 +376,11 @@ def finish(
             error = failure(OUTPUT_ERROR, exc)
     step.emit(
         events.execution_completed(
-            outcome, failed_task_id=failed_task_id, outputs=outputs, error=error
+            outcome,
+            failed_task_id=failed_task_id,
+            outputs=outputs,
+            error=error,
+            used=step.state.spend.usage,
         )
     )
 

@@ -178,10 +178,19 @@ class Machine:
         outcome: int,
         outputs: Mapping[str, JsonValue] | None,
         error: TaskError | None,
+        *,
+        used: Mapping[str, float] | None = None,
     ) -> None:
-        """A child execution ended (ignored unless it is the task's current child)."""
+        """A child execution ended (ignored unless it is the task's current child);
+        `used`: what it used, its own children included."""
         children.ended(
-            self.step, task_id, child_execution_id, outcome=outcome, outputs=outputs, error=error
+            self.step,
+            task_id,
+            child_execution_id,
+            outcome=outcome,
+            outputs=outputs,
+            error=error,
+            used=used,
         )
 
     def circuit_open(self, task: TaskRun, breaker_type: str) -> None:

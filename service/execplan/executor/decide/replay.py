@@ -167,6 +167,14 @@ def _unleased_ok(machine: Machine, task_id: str, phase: int, token: ev.AttemptTo
     return task
 
 
+def _index(state: ExecutionState, task_id: str) -> int:
+    """The index of a task of the plan, an instance or a sub-plan task."""
+    index = state.index_of(task_id)
+    if index is None:
+        raise KeyError(task_id)
+    return index
+
+
 def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     """Calls the Machine method that the engine called for this input."""
     kind = event.WhichOneof("kind")
@@ -219,8 +227,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         machine.external_event(x.name, data, x.request_id)
     elif kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
         # A budget held a dispatch back: the same dispatch must be held back again.
-        task_id = event.execution_paused.budget_exceeded.task_id
-        machine.dispatch(state.plan.index_of[task_id], "", "")
+        machine.dispatch(_index(state, event.execution_paused.budget_exceeded.task_id), "", "")
     elif kind == "execution_paused":
         machine.pause(event.execution_paused.reason, event.execution_paused.request_id)
     elif kind == "execution_resumed":
@@ -268,7 +275,10 @@ def _feed_grown(machine: Machine, event: ev.ExecutionEvent, kind: str | None) ->
         ended = event.child_execution_ended
         error = TaskError.from_proto(ended.error) if ended.HasField("error") else None
         outputs = from_struct(ended.outputs) if ended.HasField("outputs") else None
-        machine.child_ended(ended.task_id, ended.child_execution_id, ended.state, outputs, error)
+        used = decode_usage(ended.usage)
+        machine.child_ended(
+            ended.task_id, ended.child_execution_id, ended.state, outputs, error, used=used
+        )
     else:
         return False
     return True

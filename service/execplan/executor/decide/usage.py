@@ -5,8 +5,13 @@
     task_dispatched     a lease: its estimate is reserved (a record per lease exists
                         only once it has an estimate or reported usage); a new
                         attempt counts
-    task_usage          usage added to the lease, its task and the execution; the
-                        lease's reservation shrinks by what it reported
+    task_usage          usage added to the lease, its task (and the tasks it grew
+                        from: an instance's for_each task, a sub-plan task's dynamic
+                        task) and the execution; the lease's reservation shrinks by
+                        what it reported
+    child_execution_ended  what the child used (its children included) added to the
+                        builtin.workflow task (and those it grew from) and the
+                        execution
     attempt ends        (succeeded, failed, timed out, requeued, cancelled) what the
                         lease still reserved is released
     budget_changed      the budget in force
@@ -14,7 +19,9 @@
     execution_resumed   no longer held
 
 Reservations are kept per lease and added up per task and per execution as they
-change, so a budget check costs the same whatever the execution's size.
+change, so a budget check costs the same whatever the execution's size. A for_each
+task's usage and reservations are those of all its instances: its `budget` covers
+them all (`owners`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable, Mapping
 
 from execplan import usage
 from execplan.executor.decide import requests
-from execplan.executor.state import AttemptSpend, BudgetHold, ExecutionState, LeaseKey, Spend
+from execplan.executor.state import AttemptSpend, BudgetHold, ExecutionState, LeaseKey
 from execplan.usage.codec import decode_budget, decode_change, decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -38,13 +45,26 @@ def _add(into: dict[str, float], amounts: Mapping[str, float], sign: float = 1.0
             into.pop(name, None)  # released to (about) zero: keep the maps small
 
 
-def _release(spend: Spend, key: LeaseKey, amounts: Mapping[str, float]) -> None:
+def owners(state: ExecutionState, index: int) -> list[int]:
+    """Task `index` and the tasks it grew from (an instance's for_each task, a sub-plan
+    task's dynamic task, up to a task of the plan): whose usage its usage is too."""
+    found = [index]
+    grown = state.grown_of(index)
+    while grown is not None:
+        found.append(grown.parent)
+        grown = state.grown_of(grown.parent)
+    return found
+
+
+def _release(state: ExecutionState, key: LeaseKey, amounts: Mapping[str, float]) -> None:
+    spend = state.spend
     _add(spend.reserved, amounts, -1.0)
-    task = spend.task_reserved.get(key[0])
-    if task is not None:
-        _add(task, amounts, -1.0)
-        if not task:
-            del spend.task_reserved[key[0]]
+    for index in owners(state, key[0]):
+        task = spend.task_reserved.get(index)
+        if task is not None:
+            _add(task, amounts, -1.0)
+            if not task:
+                del spend.task_reserved[index]
 
 
 def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
@@ -64,11 +84,14 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
         estimate = decode_usage(body.estimate)
         spend.leases[key] = AttemptSpend(body.worker_id, reserved=dict(estimate))
         _add(spend.reserved, estimate)
-        _add(spend.task_reserved.setdefault(task.index, {}), estimate)
-    # A re-lease of an attempt is not another attempt (the handler appended this one).
-    earlier = task.attempts[:-1]
+        for index in owners(state, task.index):
+            _add(spend.task_reserved.setdefault(index, {}), estimate)
+    # A re-lease of an attempt is not another attempt (the handler appended this one;
+    # each repeat iteration counts its attempts from 1 again).
+    *earlier, this = task.attempts
     if body.phase != ex.TASK_PHASE_COMPENSATION and not any(
-        r.attempt == body.token.attempt and r.phase == body.phase for r in earlier
+        r.attempt == this.attempt and r.phase == this.phase and r.iteration == this.iteration
+        for r in earlier
     ):
         spend.attempts += 1
 
@@ -83,14 +106,15 @@ def _usage(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     if lease is None:
         lease = spend.leases[key] = AttemptSpend(body.worker_id)
     _add(lease.usage, amounts)
-    _add(spend.tasks.setdefault(task.index, {}), amounts)
+    for index in owners(state, task.index):
+        _add(spend.tasks.setdefault(index, {}), amounts)
     _add(spend.usage, amounts)
     lease.reports = max(lease.reports, body.report)
     covered = {name: min(held, usage.spent(name, amounts)) for name, held in lease.reserved.items()}
     covered = {name: amount for name, amount in covered.items() if amount > 0}
     if covered:
         _add(lease.reserved, covered, -1.0)
-        _release(spend, key, covered)
+        _release(state, key, covered)
 
 
 def _lease_ended(state: ExecutionState, task_id: str, phase: int, token: ev.AttemptToken) -> None:
@@ -98,7 +122,7 @@ def _lease_ended(state: ExecutionState, task_id: str, phase: int, token: ev.Atte
     key = (task.index, phase, token.attempt, token.lease_epoch)
     lease = state.spend.leases.get(key)
     if lease is not None and lease.reserved:
-        _release(state.spend, key, lease.reserved)
+        _release(state, key, lease.reserved)
         lease.reserved = {}
 
 
@@ -136,6 +160,17 @@ def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
         )
 
 
+def _child_ended(state: ExecutionState, event: ev.ExecutionEvent) -> None:
+    body = event.child_execution_ended
+    amounts = decode_usage(body.usage)
+    if not amounts:
+        return
+    task = state.task(body.task_id)
+    for index in owners(state, task.index):
+        _add(state.spend.tasks.setdefault(index, {}), amounts)
+    _add(state.spend.usage, amounts)
+
+
 def _budget_changed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     body = event.budget_changed
     state.spend.budget = decode_budget(body.budget)
@@ -167,6 +202,7 @@ FOLDS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent], None]] = {
     "task_timed_out": _timed_out,
     "task_requeued": _requeued,
     "task_cancelled": _cancelled,
+    "child_execution_ended": _child_ended,
     "budget_changed": _budget_changed,
     "execution_paused": _paused,
     "execution_resumed": _resumed,

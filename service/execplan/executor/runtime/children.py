@@ -43,6 +43,7 @@ from execplan.executor.task_errors import WORKFLOW_NOT_FOUND, TaskError
 from execplan.executor.values import JsonValue, from_struct
 from execplan.store import registry
 from execplan.store.port import Store
+from execplan.usage.codec import decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -146,7 +147,7 @@ class Children:
                 request_id=effect.request_id,
                 fairness_key=parent.fairness_key,
                 trace_context=dict(parent.trace_context),
-                parent=Parent(parent_id, effect.task_id, effect.depth),
+                parent=Parent(parent_id, effect.task_id, effect.depth, effect.budget),
             )
         except _Refused as refused:
             self._submit(parent_id, _start_failed(effect, refused.error))
@@ -253,8 +254,9 @@ def _start_failed(effect: fx.StartChild, error: TaskError) -> Callable[[Machine]
 def _ended(task_id: str, child_id: str, done: ev.ExecutionCompleted) -> Callable[[Machine], None]:
     outputs = from_struct(done.outputs) if done.HasField("outputs") else None
     error = TaskError.from_proto(done.error) if done.HasField("error") else None
+    used = decode_usage(done.usage)
 
     def action(machine: Machine) -> None:
-        machine.child_ended(task_id, child_id, done.state, outputs, error)
+        machine.child_ended(task_id, child_id, done.state, outputs, error, used=used)
 
     return action

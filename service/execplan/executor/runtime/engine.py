@@ -251,7 +251,7 @@ class Engine:
                     request_id,
                     fairness_key,
                     trace_context or {},
-                    self._allowance(plan),
+                    self._allowance(plan, parent),
                     parent=parent,
                 )
                 break
@@ -285,14 +285,17 @@ class Engine:
         self.inbox.wake()
         return execution_id, True
 
-    def _allowance(self, plan: PlanView) -> Allowance:
-        """The budget (the workflow's over the server's default, limit by limit) and the
-        runaway caps an execution of `plan` starts with, and what may grow in it at run time;
-        recorded in execution_started."""
+    def _allowance(self, plan: PlanView, parent: Parent | None = None) -> Allowance:
+        """The budget (the workflow's over the server's default, limit by limit; for a
+        child, no more than what was left of its parent's), the runaway caps an
+        execution of `plan` starts with, and what may grow in it at run time; recorded
+        in execution_started."""
         config = self.config
         budget = config.default_budget if plan.budget is None else plan.budget
         if plan.budget is not None:
             budget = plan.budget.over_default(config.default_budget)
+        if parent is not None and parent.budget is not None:
+            budget = (budget or Budget()).within(parent.budget)
         attempts = config.max_attempts_per_execution
         return Allowance(
             budget=budget if budget else None,

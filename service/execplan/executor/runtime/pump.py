@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -209,15 +210,22 @@ class Pump:
         )
 
 
+# The position suffix of a for_each instance's id (`research[3]`, nested: `a[1][2]`).
+_INSTANCE = re.compile(r"(?:\[[0-9]+\])+$")
+
+
 def stored(event: ev.ExecutionEvent) -> StoredEvent:
     """An event as the store keeps it (the payload is the serialized message). Usage
     goes beside the payload: the store writes it in the same transaction, for roll-ups
-    (store/usage.py)."""
+    (store/usage.py). An instance's usage is filed under its for_each task
+    (`research[3]` under `research`): a roll-up by task across executions groups
+    what the same step of the workflow used."""
     kind = event.WhichOneof("kind") or ""
     spent = None
     if kind == "task_usage":
         body = event.task_usage
-        spent = UsageRecord(body.task_id, tuple(sorted(body.usage.counters.items())))
+        task_id = _INSTANCE.sub("", body.task_id)
+        spent = UsageRecord(task_id, tuple(sorted(body.usage.counters.items())))
     return StoredEvent(
         execution_id=event.execution_id,
         sequence=event.sequence,
