@@ -406,3 +406,42 @@ tasks:
         assert states["agent/c"] == S.TASK_STATE_CANCELLED
         replay = await env.client.replay(execution_id)
         assert replay.deterministic, replay.divergence
+
+
+async def test_sub_plans_built_in_code_and_started_from_a_builder(tmp_path: Path) -> None:
+    # The agent answers with an execplan.builder.Workflow (sent as a Workflow message,
+    # compiled by the server), and the parent itself is started from a builder.
+    from execplan.builder import Input, Repeat, Workflow, expr, item, previous  # noqa: PLC0415
+
+    def agent(inputs: dict[str, Any]) -> SubPlan:
+        sub = Workflow("built-sub", inputs={"n": Input("integer", required=True)})
+        fan = sub.task("fan", "rp.double", for_each=expr("[1, 2, 3]"), inputs={"x": item})
+        loop = sub.task(
+            "loop",
+            "rp.count",
+            depends_on=[fan],
+            inputs={"was": previous},
+            repeat=Repeat(until=expr("output.n >= 3"), max_iterations=5),
+        )
+        sub.output("doubled", fan.output)
+        sub.output("rounds", loop.output.n)
+        return SubPlan(sub, inputs={"n": inputs["n"]})
+
+    parent = Workflow("built-parent")
+    parent.task("agent", "rp.agent", dynamic=True, inputs={"n": 7})
+    async with environment(Env, tmp_path) as env:
+        env.worker(
+            {
+                "rp.agent": agent,
+                "rp.double": lambda i: i["x"] * 2,
+                "rp.count": lambda i: {"n": (i["was"] or {"n": 0})["n"] + 1},
+            }
+        )
+        started = await env.client.start(workflow=parent)
+        done = await env.finish(started.execution_id)
+        assert done.state == S.EXECUTION_STATE_SUCCEEDED, done.error
+        agent_run = next(t for t in done.tasks if t.task_id == "agent")
+        assert from_struct(agent_run.output.struct_value) == {"doubled": [2, 4, 6], "rounds": 3}
+        assert {t.task_id for t in done.tasks} >= {"agent/fan[2]", "agent/loop"}
+        replay = await env.client.replay(done.execution_id)
+        assert replay.deterministic, replay.divergence
