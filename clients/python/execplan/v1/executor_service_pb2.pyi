@@ -83,7 +83,9 @@ class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGr
     USAGE_GROUPING_EXECUTION: _UsageGrouping.ValueType  # 2
     """One group per execution (at most 1,000 groups, the largest by cost first)."""
     USAGE_GROUPING_TASK: _UsageGrouping.ValueType  # 3
-    """One group per task id (instances and sub-plan tasks under their own ids)."""
+    """One group per task id: a for_each instance's usage is under its for_each task's
+    id (`research[3]` under `research`), a sub-plan task's under its own.
+    """
 
 class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
     """How GetUsage splits its total."""
@@ -96,7 +98,9 @@ is in its own workflow's group).
 USAGE_GROUPING_EXECUTION: UsageGrouping.ValueType  # 2
 """One group per execution (at most 1,000 groups, the largest by cost first)."""
 USAGE_GROUPING_TASK: UsageGrouping.ValueType  # 3
-"""One group per task id (instances and sub-plan tasks under their own ids)."""
+"""One group per task id: a for_each instance's usage is under its for_each task's
+id (`research[3]` under `research`), a sub-plan task's under its own.
+"""
 Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
 @_typing.final

@@ -1782,7 +1782,8 @@ export enum UsageGrouping {
   EXECUTION = 2,
 
   /**
-   * One group per task id (instances and sub-plan tasks under their own ids).
+   * One group per task id: a for_each instance's usage is under its for_each task's
+   * id (`research[3]` under `research`), a sub-plan task's under its own.
    *
    * @generated from enum value: USAGE_GROUPING_TASK = 3;
    */
