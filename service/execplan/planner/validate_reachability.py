@@ -34,6 +34,7 @@ def check(
     diags: Diagnostics,
 ) -> None:
     dead = [False] * len(tasks)
+    is_dead = dead.__getitem__
     keeps_going = on_failure == "ON_FAILURE_CONTINUE"
     for u in order:
         t = tasks[u]
@@ -52,6 +53,8 @@ def check(
         elif trigger == ALL_DONE:
             continue
         else:
+            if not any(map(is_dead, ups)):  # the usual case, checked in C
+                continue
             dead_ups = [tasks[p] for p in ups if dead[p]]
             if dead_ups and (trigger != ONE_SUCCESS or len(dead_ups) == len(ups)):
                 first = dead_ups[0]
