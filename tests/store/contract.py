@@ -49,6 +49,7 @@ def record(
     request_id: str = "",
     request_digest: str = "",
     parent_execution_id: str = "",
+    parent_task_id: str = "",
 ) -> ExecutionRecord:
     return ExecutionRecord(
         execution_id=execution_id,
@@ -62,6 +63,7 @@ def record(
         fairness_key="tenant-a",
         request_digest=request_digest,
         parent_execution_id=parent_execution_id,
+        parent_task_id=parent_task_id,
     )
 
 
@@ -328,12 +330,20 @@ class StoreContract(FlowContract, UsageContract):
     async def test_list_children_of_a_parent(self, store: Store) -> None:
         await started(store, "parent", created_at_ms=1)
         for i in range(3):
-            await started(store, f"child-{i}", created_at_ms=10 + i, parent_execution_id="parent")
+            await started(
+                store,
+                f"child-{i}",
+                created_at_ms=10 + i,
+                parent_execution_id="parent",
+                parent_task_id=f"review[{i}]",
+            )
         await started(store, "other-child", created_at_ms=20, parent_execution_id="other")
         stored = await store.get_execution("child-0")
         assert stored is not None and stored.parent_execution_id == "parent"
+        assert stored.parent_task_id == "review[0]"
         children = await store.list_executions(parent_execution_id="parent")
         assert [r.execution_id for r in children] == ["child-2", "child-1", "child-0"]
+        assert [r.parent_task_id for r in children] == ["review[2]", "review[1]", "review[0]"]
         page = await store.list_executions(parent_execution_id="parent", limit=2)
         rest = await store.list_executions(
             parent_execution_id="parent", after=page_cursor(page[-1])

@@ -144,6 +144,7 @@ def encode_record(record: ExecutionRecord) -> ex.Execution:
         last_sequence=record.last_sequence,
         fairness_key=record.fairness_key,
         parent_execution_id=record.parent_execution_id,
+        parent_task_id=record.parent_task_id,
     )
     message.created_at.FromMilliseconds(record.created_at_ms)
     message.updated_at.FromMilliseconds(record.updated_at_ms)

@@ -92,8 +92,10 @@ class ExecutionRecord:
     # key): a reused `request_id` must come with the same request. "" for executions
     # created before the digest was stored (schema version 5), or without request_id.
     request_digest: str = ""
-    # A child execution (a builtin.workflow task): the execution that started it.
+    # A child execution (a builtin.workflow task): the execution and the task
+    # (`review`, `review[3]`) that started it.
     parent_execution_id: str = ""
+    parent_task_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,8 @@ Rows = Sequence[Any]
 
 EXECUTION_COLUMNS = (
     "execution_id, plan_id, workflow_name, state, created_at_ms, updated_at_ms,"
-    " last_sequence, request_id, fairness_key, request_digest, parent_execution_id"
+    " last_sequence, request_id, fairness_key, request_digest, parent_execution_id,"
+    " parent_task_id"
 )
 
 # Non-terminal executions, as the literal SQL both schemas index on. A partial index
@@ -98,9 +99,7 @@ INSERT_EVENT = (
 
 def to_record(row: Any) -> ExecutionRecord:
     """An `ExecutionRecord` from a row of `EXECUTION_COLUMNS`."""
-    return ExecutionRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]
-    )
+    return ExecutionRecord(*row[:12])
 
 
 def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
@@ -117,6 +116,7 @@ def record_values(record: ExecutionRecord) -> tuple[Any, ...]:
         record.fairness_key,
         record.request_digest,
         record.parent_execution_id,
+        record.parent_task_id,
     )
 
 

@@ -271,6 +271,7 @@ class Engine:
             fairness_key=fairness_key,
             request_digest=digest,
             parent_execution_id=parent.execution_id if parent is not None else "",
+            parent_task_id=parent.task_id if parent is not None else "",
         )
         existing, created = await self.store.create_execution(
             record, [stored(e) for e in machine.events]

@@ -63,7 +63,8 @@ _UPDATE_INDEX_NOTIFY = (
 
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({EXECUTION_COLUMNS}, owner_id, owner_epoch)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    " ON CONFLICT DO NOTHING"
     " RETURNING execution_id"
 )
 

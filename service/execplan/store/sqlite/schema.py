@@ -190,6 +190,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX usage_by_time ON usage (recorded_at_ms)",
         ),
     ),
+    Migration(
+        9,
+        "the task of the parent that started a child execution (listed with it)",
+        ("ALTER TABLE executions ADD COLUMN parent_task_id TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

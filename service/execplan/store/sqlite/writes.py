@@ -31,7 +31,7 @@ from ..sql import (
 )
 from ..usage import INSERT_USAGE, usage_rows
 
-_INSERT_EXECUTION = f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+_INSERT_EXECUTION = f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 
 
 def execute(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> None:
