@@ -1,8 +1,9 @@
 """SIGKILL of the executor (a real server process on SQLite) while a plan grows: right
-after a for_each recorded its items, after a dynamic task's sub-plan was recorded and
-after a child execution was started. Each time the restarted server goes on from the
-log: nothing is lost, nothing expands twice (one task_expanded, one plan_revised, one
-child), and the outputs are what an uninterrupted run gives (docs/runtime-plans.md)."""
+after a for_each recorded its items, after a dynamic task's sub-plan was recorded,
+after a child execution was started and after an iteration of a repeat ended. Each
+time the restarted server goes on from the log: nothing is lost, nothing expands
+twice (one task_expanded, one plan_revised, one child, each iteration once), and the
+outputs are what an uninterrupted run gives (docs/runtime-plans.md)."""
 
 from __future__ import annotations
 
@@ -55,10 +56,16 @@ tasks:
     type: builtin.workflow
     workflow: grow-child@1
     inputs: {n: "${{ tasks.agent.output.value }}"}
+  - id: loop
+    type: grow.step
+    depends_on: [child]
+    inputs: {value: "${{ previous == null ? 0 : previous.value }}"}
+    repeat: {until: "iteration >= 2", max_iterations: 5}
 outputs:
   fan: "${{ tasks.fan.output.map(o, o.v) }}"
   agent: "${{ tasks.agent.output.value }}"
   child: "${{ tasks.child.output.doubled }}"
+  loop: "${{ tasks.loop.output.value }}"
 """
 
 SUB = {
@@ -114,7 +121,12 @@ async def test_sigkill_while_the_plan_grows_loses_nothing_and_expands_once(
     try:
         await client.register(source=CHILD)
         execution_id = (await client.start(source=FLOW)).execution_id
-        for kind in ("task_expanded", "plan_revised", "child_execution_started"):
+        for kind in (
+            "task_expanded",
+            "plan_revised",
+            "child_execution_started",
+            "iteration_completed",
+        ):
             await until_event(client, execution_id, kind)  # durable: kill right after
             client = await restart(cluster, client)
         async with asyncio.timeout(60):
@@ -135,11 +147,16 @@ async def test_sigkill_while_the_plan_grows_loses_nothing_and_expands_once(
         "fan": [10, 20, 30, 40, 50, 60],
         "agent": 17,
         "child": 34,
+        "loop": 3,  # three iterations, each adding 1 to the previous one's value
     }
     kinds = Counter(e.WhichOneof("kind") for e in events)
     assert kinds["task_expanded"] == 1
     assert kinds["plan_revised"] == 1
     assert kinds["child_execution_started"] == 1
+    iterations = [
+        e.iteration_completed.iteration for e in events if e.HasField("iteration_completed")
+    ]
+    assert iterations == [0, 1, 2]
     succeeded = Counter(e.task_succeeded.task_id for e in events if e.HasField("task_succeeded"))
     assert all(n == 1 for n in succeeded.values()), succeeded
     assert {f"fan[{i}]" for i in range(6)} | {"agent/a", "agent/b"} <= set(succeeded)
