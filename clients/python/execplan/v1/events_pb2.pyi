@@ -103,6 +103,7 @@ class ExecutionEvent(_message.Message):
     PLAN_REVISED_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_STARTED_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_ENDED_FIELD_NUMBER: _builtins.int
+    SEARCH_ATTRIBUTES_UPDATED_FIELD_NUMBER: _builtins.int
     TASK_USAGE_FIELD_NUMBER: _builtins.int
     BUDGET_CHANGED_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
@@ -165,6 +166,8 @@ class ExecutionEvent(_message.Message):
     @_builtins.property
     def child_execution_ended(self) -> Global___ChildExecutionEnded: ...
     @_builtins.property
+    def search_attributes_updated(self) -> Global___SearchAttributesUpdated: ...
+    @_builtins.property
     def task_usage(self) -> Global___TaskUsage:
         """Usage and budgets (docs/usage.md)."""
 
@@ -202,14 +205,15 @@ class ExecutionEvent(_message.Message):
         plan_revised: Global___PlanRevised | None = ...,
         child_execution_started: Global___ChildExecutionStarted | None = ...,
         child_execution_ended: Global___ChildExecutionEnded | None = ...,
+        search_attributes_updated: Global___SearchAttributesUpdated | None = ...,
         task_usage: Global___TaskUsage | None = ...,
         budget_changed: Global___BudgetChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "search_attributes_updated", b"search_attributes_updated", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_changed", b"budget_changed", "child_execution_ended", b"child_execution_ended", "child_execution_started", b"child_execution_started", "compensation_started", b"compensation_started", "execution_cancel_requested", b"execution_cancel_requested", "execution_completed", b"execution_completed", "execution_id", b"execution_id", "execution_paused", b"execution_paused", "execution_resumed", b"execution_resumed", "execution_started", b"execution_started", "external_event_received", b"external_event_received", "iteration_completed", b"iteration_completed", "kind", b"kind", "plan_revised", b"plan_revised", "recorded_at", b"recorded_at", "search_attributes_updated", b"search_attributes_updated", "sequence", b"sequence", "task_cancelled", b"task_cancelled", "task_dispatched", b"task_dispatched", "task_expanded", b"task_expanded", "task_failed", b"task_failed", "task_parked", b"task_parked", "task_progress", b"task_progress", "task_queued", b"task_queued", "task_requeued", b"task_requeued", "task_retry_scheduled", b"task_retry_scheduled", "task_skipped", b"task_skipped", "task_started", b"task_started", "task_succeeded", b"task_succeeded", "task_timed_out", b"task_timed_out", "task_usage", b"task_usage", "timer_fired", b"timer_fired", "timer_scheduled", b"timer_scheduled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress", "task_expanded", "iteration_completed", "plan_revised", "child_execution_started", "child_execution_ended", "task_usage", "budget_changed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["execution_started", "task_queued", "task_dispatched", "task_started", "task_succeeded", "task_failed", "task_timed_out", "task_retry_scheduled", "task_requeued", "task_skipped", "task_parked", "task_cancelled", "timer_scheduled", "timer_fired", "external_event_received", "execution_paused", "execution_resumed", "execution_cancel_requested", "compensation_started", "execution_completed", "task_progress", "task_expanded", "iteration_completed", "plan_revised", "child_execution_started", "child_execution_ended", "search_attributes_updated", "task_usage", "budget_changed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -263,6 +267,27 @@ class ExecutionStarted(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SearchAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _execution_pb2.SearchAttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _execution_pb2.SearchAttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PLAN_ID_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
     WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
@@ -274,6 +299,7 @@ class ExecutionStarted(_message.Message):
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    SEARCH_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     CAPS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
@@ -304,6 +330,12 @@ class ExecutionStarted(_message.Message):
         """
 
     @_builtins.property
+    def search_attributes(self) -> _containers.MessageMap[_builtins.str, _execution_pb2.SearchAttributeValue]:
+        """Given at start (StartExecutionRequest.search_attributes; a schedule adds
+        `execplan_schedule` and `execplan_scheduled_at`).
+        """
+
+    @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
         """The budget in force from the start: the workflow's, else the server's default
         (each limit on its own); unset when neither has one.
@@ -329,12 +361,13 @@ class ExecutionStarted(_message.Message):
         parent_task_id: _builtins.str = ...,
         depth: _builtins.int = ...,
         limits: Global___GrowthLimits | None = ...,
+        search_attributes: _abc.Mapping[_builtins.str, _execution_pb2.SearchAttributeValue] | None = ...,
         budget: _workflow_pb2.Budget | None = ...,
         caps: Global___RunawayCaps | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "limits", b"limits", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "caps", b"caps", "depth", b"depth", "fairness_key", b"fairness_key", "inputs", b"inputs", "limits", b"limits", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "request_id", b"request_id", "search_attributes", b"search_attributes", "trace_context", b"trace_context", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -987,7 +1020,10 @@ Global___CompensationStarted: _TypeAlias = CompensationStarted  # noqa: Y015
 
 @_typing.final
 class TaskProgress(_message.Message):
-    """Progress reported by a running attempt; only the latest is kept in state."""
+    """Progress reported by a running attempt (TaskHeartbeat.progress); only the latest is
+    kept in state. Coalesced: at most one per task per progress interval (default 1 s),
+    carrying the last value reported in it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1013,6 +1049,54 @@ class TaskProgress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
+
+@_typing.final
+class SearchAttributesUpdated(_message.Message):
+    """A task set, changed or removed search attributes of its execution (a value with
+    nothing set removes that key). Recorded, so replay and time travel see them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _execution_pb2.SearchAttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _execution_pb2.SearchAttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def attributes(self) -> _containers.MessageMap[_builtins.str, _execution_pb2.SearchAttributeValue]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        attributes: _abc.Mapping[_builtins.str, _execution_pb2.SearchAttributeValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchAttributesUpdated: _TypeAlias = SearchAttributesUpdated  # noqa: Y015
 
 @_typing.final
 class ExecutionCompleted(_message.Message):

@@ -290,6 +290,27 @@ class Execution(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SearchAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___SearchAttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___SearchAttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PLAN_ID_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
@@ -308,6 +329,7 @@ class Execution(_message.Message):
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     PLAN_REVISIONS_FIELD_NUMBER: _builtins.int
+    SEARCH_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     RESERVED_FIELD_NUMBER: _builtins.int
@@ -346,6 +368,12 @@ class Execution(_message.Message):
     @_builtins.property
     def plan_revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanRevision]:
         """Sub-plans recorded so far (dynamic tasks), in revision order."""
+
+    @_builtins.property
+    def search_attributes(self) -> _containers.MessageMap[_builtins.str, Global___SearchAttributeValue]:
+        """Typed key/values to find the execution by (given at start, or set by its tasks:
+        `SearchAttributesUpdated`). ListExecutions filters on them (docs/operations.md).
+        """
 
     @_builtins.property
     def usage(self) -> Global___Usage:
@@ -390,6 +418,7 @@ class Execution(_message.Message):
         parent_execution_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         plan_revisions: _abc.Iterable[Global___PlanRevision] | None = ...,
+        search_attributes: _abc.Mapping[_builtins.str, Global___SearchAttributeValue] | None = ...,
         usage: Global___Usage | None = ...,
         budget: _workflow_pb2.Budget | None = ...,
         reserved: Global___Usage | None = ...,
@@ -397,7 +426,7 @@ class Execution(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_exceeded", b"budget_exceeded", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "inputs", b"inputs", "outputs", b"outputs", "reserved", b"reserved", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_exceeded", b"budget_exceeded", "created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "plan_revisions", b"plan_revisions", "reserved", b"reserved", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "usage", b"usage", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_exceeded", b"budget_exceeded", "created_at", b"created_at", "error", b"error", "execution_id", b"execution_id", "fairness_key", b"fairness_key", "finished_at", b"finished_at", "inputs", b"inputs", "last_sequence", b"last_sequence", "outputs", b"outputs", "parent_execution_id", b"parent_execution_id", "parent_task_id", b"parent_task_id", "plan_id", b"plan_id", "plan_revisions", b"plan_revisions", "reserved", b"reserved", "search_attributes", b"search_attributes", "state", b"state", "task_counts", b"task_counts", "tasks", b"tasks", "updated_at", b"updated_at", "usage", b"usage", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -531,6 +560,46 @@ class BudgetExceeded(_message.Message):
 Global___BudgetExceeded: _TypeAlias = BudgetExceeded  # noqa: Y015
 
 @_typing.final
+class SearchAttributeValue(_message.Message):
+    """One search attribute value. The type is part of the value: `customer = "acme"`
+    matches a string attribute, `priority > 3` an int or double one. A value with
+    nothing set removes the attribute (in `SearchAttributesUpdated`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRING_VALUE_FIELD_NUMBER: _builtins.int
+    INT_VALUE_FIELD_NUMBER: _builtins.int
+    DOUBLE_VALUE_FIELD_NUMBER: _builtins.int
+    BOOL_VALUE_FIELD_NUMBER: _builtins.int
+    TIME_VALUE_FIELD_NUMBER: _builtins.int
+    string_value: _builtins.str
+    """At most 1,024 bytes."""
+    int_value: _builtins.int
+    double_value: _builtins.float
+    bool_value: _builtins.bool
+    @_builtins.property
+    def time_value(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        string_value: _builtins.str = ...,
+        int_value: _builtins.int = ...,
+        double_value: _builtins.float = ...,
+        bool_value: _builtins.bool = ...,
+        time_value: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "int_value", b"int_value", "string_value", b"string_value", "time_value", b"time_value", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "int_value", b"int_value", "string_value", b"string_value", "time_value", b"time_value", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["string_value", "int_value", "double_value", "bool_value", "time_value"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___SearchAttributeValue: _TypeAlias = SearchAttributeValue  # noqa: Y015
+
+@_typing.final
 class TaskRun(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -554,6 +623,8 @@ class TaskRun(_message.Message):
     CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     SUB_PLAN_ID_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    PROGRESS_AT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
@@ -599,6 +670,14 @@ class TaskRun(_message.Message):
         """
 
     @_builtins.property
+    def progress(self) -> _struct_pb2.Value:
+        """The latest progress its running attempt reported (`task_progress` events, at
+        most one per task per progress interval, the last value kept).
+        """
+
+    @_builtins.property
+    def progress_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
     def usage(self) -> Global___Usage:
         """What it reported using: every attempt of every phase, and for a for_each or
         repeat task every instance and iteration (for a child workflow task, the child's).
@@ -627,11 +706,13 @@ class TaskRun(_message.Message):
         child_execution_id: _builtins.str = ...,
         sub_plan_id: _builtins.str = ...,
         waiting: Global___TaskWaiting | None = ...,
+        progress: _struct_pb2.Value | None = ...,
+        progress_at: _timestamp_pb2.Timestamp | None = ...,
         usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "queued_at", b"queued_at", "started_at", b"started_at", "usage", b"usage", "waiting", b"waiting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "usage", b"usage", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "usage", b"usage", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "usage", b"usage", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__item_index: _TypeAlias = _typing.Literal["item_index"]  # noqa: Y015
     _WhichOneofArgType__item_index: _TypeAlias = _typing.Literal["_item_index", b"_item_index"]  # noqa: Y015

@@ -162,6 +162,51 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.WatchTaskStream = channel.unary_stream(
+                '/execplan.v1.ExecutorService/WatchTaskStream',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamResponse.FromString,
+                _registered_method=True)
+        self.PurgeExecutions = channel.unary_unary(
+                '/execplan.v1.ExecutorService/PurgeExecutions',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/CreateSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/GetSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ListSchedules',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/DeleteSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/PauseSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/ResumeSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.BackfillSchedule = channel.unary_unary(
+                '/execplan.v1.ExecutorService/BackfillSchedule',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -364,6 +409,73 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTaskStream(self, request, context):
+        """Streams the partial output of running tasks (`ctx.stream`) live, from the moment
+        of the call: chunks are not stored, so nothing sent before is replayed. Ends (OK)
+        when the execution ends (or, with `task_id`, when that task ends for good). A
+        subscriber that falls 10,000 chunks behind is dropped: the stream ends with
+        RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW); the final output stays in the
+        task's result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeExecutions(self, request, context):
+        """Deletes finished executions (history, checkpoints, search attributes, index row)
+        that match a filter, in bounded batches; running ones are never touched. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Schedules: start a plan on a cron expression or an interval, durably, once per
+        slot across restarts and replicas (docs/operations.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """By name, under the shared paging rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillSchedule(self, request, context):
+        """Starts the runs of every slot in [start, end] now (each once: a slot that
+        already ran is not run again), under the overlap policy given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -481,6 +593,51 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'WatchTaskStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTaskStream,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamResponse.SerializeToString,
+            ),
+            'PurgeExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeExecutions,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'BackfillSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillSchedule,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1117,6 +1274,249 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/GetUsage',
             execplan_dot_v1_dot_executor__service__pb2.GetUsageRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTaskStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/WatchTaskStream',
+            execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.WatchTaskStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/PurgeExecutions',
+            execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.PurgeExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/CreateSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.CreateScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/GetSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.GetScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ListSchedules',
+            execplan_dot_v1_dot_executor__service__pb2.ListSchedulesRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/DeleteSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/PauseSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.PauseScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/ResumeSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/BackfillSchedule',
+            execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.BackfillScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -123,6 +123,32 @@ class ExecutorServiceStub:
     executions of a workflow, in both cases with every child execution they started
     (docs/usage.md).
     """
+    WatchTaskStream: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.WatchTaskStreamRequest, _executor_service_pb2.WatchTaskStreamResponse]
+    """Streams the partial output of running tasks (`ctx.stream`) live, from the moment
+    of the call: chunks are not stored, so nothing sent before is replayed. Ends (OK)
+    when the execution ends (or, with `task_id`, when that task ends for good). A
+    subscriber that falls 10,000 chunks behind is dropped: the stream ends with
+    RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW); the final output stays in the
+    task's result.
+    """
+    PurgeExecutions: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeExecutionsRequest, _executor_service_pb2.PurgeExecutionsResponse]
+    """Deletes finished executions (history, checkpoints, search attributes, index row)
+    that match a filter, in bounded batches; running ones are never touched. Admin.
+    """
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.CreateScheduleRequest, _executor_service_pb2.CreateScheduleResponse]
+    """Schedules: start a plan on a cron expression or an interval, durably, once per
+    slot across restarts and replicas (docs/operations.md).
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetScheduleRequest, _executor_service_pb2.GetScheduleResponse]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListSchedulesRequest, _executor_service_pb2.ListSchedulesResponse]
+    """By name, under the shared paging rule."""
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.DeleteScheduleRequest, _executor_service_pb2.DeleteScheduleResponse]
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.PauseScheduleRequest, _executor_service_pb2.PauseScheduleResponse]
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ResumeScheduleRequest, _executor_service_pb2.ResumeScheduleResponse]
+    BackfillSchedule: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.BackfillScheduleRequest, _executor_service_pb2.BackfillScheduleResponse]
+    """Starts the runs of every slot in [start, end] now (each once: a slot that
+    already ran is not run again), under the overlap policy given.
+    """
 
 @_typing.type_check_only
 class ExecutorServiceAsyncStub(ExecutorServiceStub):
@@ -218,6 +244,32 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Usage recorded over a time range, added up: of one execution, or of the
     executions of a workflow, in both cases with every child execution they started
     (docs/usage.md).
+    """
+    WatchTaskStream: _aio.UnaryStreamMultiCallable[_executor_service_pb2.WatchTaskStreamRequest, _executor_service_pb2.WatchTaskStreamResponse]  # type: ignore[assignment]
+    """Streams the partial output of running tasks (`ctx.stream`) live, from the moment
+    of the call: chunks are not stored, so nothing sent before is replayed. Ends (OK)
+    when the execution ends (or, with `task_id`, when that task ends for good). A
+    subscriber that falls 10,000 chunks behind is dropped: the stream ends with
+    RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW); the final output stays in the
+    task's result.
+    """
+    PurgeExecutions: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.PurgeExecutionsRequest, _executor_service_pb2.PurgeExecutionsResponse]  # type: ignore[assignment]
+    """Deletes finished executions (history, checkpoints, search attributes, index row)
+    that match a filter, in bounded batches; running ones are never touched. Admin.
+    """
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.CreateScheduleRequest, _executor_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Schedules: start a plan on a cron expression or an interval, durably, once per
+    slot across restarts and replicas (docs/operations.md).
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetScheduleRequest, _executor_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListSchedulesRequest, _executor_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """By name, under the shared paging rule."""
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.DeleteScheduleRequest, _executor_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.PauseScheduleRequest, _executor_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ResumeScheduleRequest, _executor_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    BackfillSchedule: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.BackfillScheduleRequest, _executor_service_pb2.BackfillScheduleResponse]  # type: ignore[assignment]
+    """Starts the runs of every slot in [start, end] now (each once: a slot that
+    already ran is not run again), under the overlap policy given.
     """
 
 class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -449,6 +501,86 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Usage recorded over a time range, added up: of one execution, or of the
         executions of a workflow, in both cases with every child execution they started
         (docs/usage.md).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTaskStream(
+        self,
+        request: _executor_service_pb2.WatchTaskStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_executor_service_pb2.WatchTaskStreamResponse], _abc.AsyncIterator[_executor_service_pb2.WatchTaskStreamResponse]]:
+        """Streams the partial output of running tasks (`ctx.stream`) live, from the moment
+        of the call: chunks are not stored, so nothing sent before is replayed. Ends (OK)
+        when the execution ends (or, with `task_id`, when that task ends for good). A
+        subscriber that falls 10,000 chunks behind is dropped: the stream ends with
+        RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW); the final output stays in the
+        task's result.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeExecutions(
+        self,
+        request: _executor_service_pb2.PurgeExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.PurgeExecutionsResponse, _abc.Awaitable[_executor_service_pb2.PurgeExecutionsResponse]]:
+        """Deletes finished executions (history, checkpoints, search attributes, index row)
+        that match a filter, in bounded batches; running ones are never touched. Admin.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _executor_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.CreateScheduleResponse, _abc.Awaitable[_executor_service_pb2.CreateScheduleResponse]]:
+        """Schedules: start a plan on a cron expression or an interval, durably, once per
+        slot across restarts and replicas (docs/operations.md).
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _executor_service_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.GetScheduleResponse, _abc.Awaitable[_executor_service_pb2.GetScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _executor_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ListSchedulesResponse, _abc.Awaitable[_executor_service_pb2.ListSchedulesResponse]]:
+        """By name, under the shared paging rule."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _executor_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_executor_service_pb2.DeleteScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _executor_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.PauseScheduleResponse, _abc.Awaitable[_executor_service_pb2.PauseScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _executor_service_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_executor_service_pb2.ResumeScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def BackfillSchedule(
+        self,
+        request: _executor_service_pb2.BackfillScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.BackfillScheduleResponse, _abc.Awaitable[_executor_service_pb2.BackfillScheduleResponse]]:
+        """Starts the runs of every slot in [start, end] now (each once: a slot that
+        already ran is not run again), under the overlap policy given.
         """
 
 def add_ExecutorServiceServicer_to_server(servicer: ExecutorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,7 @@ class ConnectRequest(_message.Message):
     HEARTBEATS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
@@ -57,6 +58,12 @@ class ConnectRequest(_message.Message):
         """Free slots changed (e.g. the worker is draining and takes no more work)."""
 
     @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStreamChunk]:
+        """Partial output of running attempts (`ctx.stream(chunk)`), in the order produced.
+        Relayed live to subscribers and never stored: the result stays the durable output.
+        """
+
+    @_builtins.property
     def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageReport]:
         """Usage of running (or just ended) attempts, sent as soon as it is known so it is
         counted even if the attempt then fails, times out or its worker dies.
@@ -70,11 +77,12 @@ class ConnectRequest(_message.Message):
         heartbeats: _abc.Iterable[Global___TaskHeartbeat] | None = ...,
         results: _abc.Iterable[Global___TaskResult] | None = ...,
         status: Global___WorkerStatus | None = ...,
+        chunks: _abc.Iterable[Global___TaskStreamChunk] | None = ...,
         usage: _abc.Iterable[Global___UsageReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["register", b"register", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "heartbeats", b"heartbeats", "register", b"register", "results", b"results", "status", b"status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "chunks", b"chunks", "heartbeats", b"heartbeats", "register", b"register", "results", b"results", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,27 +397,96 @@ class TaskHeartbeat(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SearchAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _execution_pb2.SearchAttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _execution_pb2.SearchAttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    SEARCH_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
     def progress(self) -> _struct_pb2.Value:
-        """Accepted and, for now, not recorded (no task_progress event is written)."""
+        """The attempt's progress (any JSON value), recorded as a `task_progress` event
+        when it differs from the last one recorded: at most one per task per progress
+        interval (default 1 s), the last value kept. Heartbeats may repeat it.
+        """
+
+    @_builtins.property
+    def search_attributes(self) -> _containers.MessageMap[_builtins.str, _execution_pb2.SearchAttributeValue]:
+        """Search attributes the task sets on its execution (a value with nothing set
+        removes the key); recorded as a `search_attributes_updated` event.
+        """
 
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         progress: _struct_pb2.Value | None = ...,
+        search_attributes: _abc.Mapping[_builtins.str, _execution_pb2.SearchAttributeValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "progress", b"progress", "search_attributes", b"search_attributes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskHeartbeat: _TypeAlias = TaskHeartbeat  # noqa: Y015
+
+@_typing.final
+class TaskStreamChunk(_message.Message):
+    """A piece of an attempt's partial output (LLM tokens, log lines). Chunks go to the
+    subscribers watching at that moment (WatchTaskStream, WatchExecution with
+    `stream`); they are not stored. At most 64 KiB each.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    data: _builtins.bytes
+    @_builtins.property
+    def attempt(self) -> Global___AttemptRef: ...
+    @_builtins.property
+    def json(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        attempt: Global___AttemptRef | None = ...,
+        text: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        json: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content", b"content", "data", b"data", "json", b"json", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content", b"content", "data", b"data", "json", b"json", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "data", "json"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___TaskStreamChunk: _TypeAlias = TaskStreamChunk  # noqa: Y015
 
 @_typing.final
 class TaskResult(_message.Message):
@@ -428,10 +505,32 @@ class TaskResult(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SearchAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _execution_pb2.SearchAttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _execution_pb2.SearchAttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SUB_PLAN_FIELD_NUMBER: _builtins.int
+    SEARCH_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
@@ -443,6 +542,12 @@ class TaskResult(_message.Message):
     def sub_plan(self) -> Global___SubPlan:
         """Only for a task with `dynamic: true`: the sub-workflow to run in its place
         (docs/runtime-plans.md). An invalid one fails the attempt with `PlanInvalid`.
+        """
+
+    @_builtins.property
+    def search_attributes(self) -> _containers.MessageMap[_builtins.str, _execution_pb2.SearchAttributeValue]:
+        """Search attributes the task sets on its execution, recorded (as a
+        `search_attributes_updated` event) just before the result.
         """
 
     @_builtins.property
@@ -458,11 +563,12 @@ class TaskResult(_message.Message):
         output: _struct_pb2.Value | None = ...,
         error: _execution_pb2.ErrorInfo | None = ...,
         sub_plan: Global___SubPlan | None = ...,
+        search_attributes: _abc.Mapping[_builtins.str, _execution_pb2.SearchAttributeValue] | None = ...,
         usage: _execution_pb2.Usage | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "sub_plan", b"sub_plan", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "outcome", b"outcome", "output", b"output", "search_attributes", b"search_attributes", "sub_plan", b"sub_plan", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output", "error", "sub_plan"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015

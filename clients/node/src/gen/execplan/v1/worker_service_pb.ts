@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AttemptToken } from "./events_pb.js";
 import { file_execplan_v1_events } from "./events_pb.js";
-import type { ErrorInfo, TaskPhase, Usage } from "./execution_pb.js";
+import type { ErrorInfo, SearchAttributeValue, TaskPhase, Usage } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
 import type { SourceFormat } from "./planner_service_pb.js";
 import { file_execplan_v1_planner_service } from "./planner_service_pb.js";
@@ -20,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/worker_service.proto.
  */
 export const file_execplan_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEinAIKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cxIoCgV1c2FnZRigASADKAsyGC5leGVjcGxhbi52MS5Vc2FnZVJlcG9ydCJsCgtVc2FnZVJlcG9ydBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIQCghzZXF1ZW5jZRgCIAEoDRIhCgV1c2FnZRgDIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlIrECChJXb3JrZXJSZWdpc3RyYXRpb24SEQoJd29ya2VyX2lkGAEgASgJEhIKCnRhc2tfdHlwZXMYAiADKAkSOwoGbGFiZWxzGAMgAygLMisuZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uLkxhYmVsc0VudHJ5EhMKC2Vudmlyb25tZW50GAQgASgJEg0KBXNsb3RzGAUgASgNEigKB3J1bm5pbmcYBiADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEgsKA3NkaxgHIAEoCRItCghjYXBhY2l0eRh4IAEoCzIbLmV4ZWNwbGFuLnYxLldvcmtlckNhcGFjaXR5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirwEKDldvcmtlckNhcGFjaXR5EhIKCmNwdV9taWxsaXMYASABKAMSFAoMbWVtb3J5X2J5dGVzGAIgASgDEgsKA2dwdRgDIAEoBRI3CgZjdXN0b20YBCADKAsyJy5leGVjcGxhbi52MS5Xb3JrZXJDYXBhY2l0eS5DdXN0b21FbnRyeRotCgtDdXN0b21FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIsIBCg9SZXNvdXJjZVJlcXVlc3QSEgoKY3B1X21pbGxpcxgBIAEoAxIUCgxtZW1vcnlfYnl0ZXMYAiABKAMSCwoDZ3B1GAMgASgFEjgKBmN1c3RvbRgEIAMoCzIoLmV4ZWNwbGFuLnYxLlJlc291cmNlUmVxdWVzdC5DdXN0b21FbnRyeRIPCgdpc29sYXRlGAUgASgIGi0KC0N1c3RvbUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEihAEKCkF0dGVtcHRSZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoFcGhhc2UYAyABKA4yFi5leGVjcGxhbi52MS5UYXNrUGhhc2USKAoFdG9rZW4YBCABKAsyGS5leGVjcGxhbi52MS5BdHRlbXB0VG9rZW4iOQoNQXNzaWdubWVudEFjaxIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZiJjCg1UYXNrSGVhcnRiZWF0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKCHByb2dyZXNzGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIuIBCgpUYXNrUmVzdWx0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEicKBWVycm9yGAMgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvSAASKAoIc3ViX3BsYW4YZCABKAsyFC5leGVjcGxhbi52MS5TdWJQbGFuSAASIgoFdXNhZ2UYoAEgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2VCCQoHb3V0Y29tZSKoAQoHU3ViUGxhbhIQCgZzb3VyY2UYASABKAlIABIpCgh3b3JrZmxvdxgCIAEoCzIVLmV4ZWNwbGFuLnYxLldvcmtmbG93SAASKQoGZm9ybWF0GAMgASgOMhkuZXhlY3BsYW4udjEuU291cmNlRm9ybWF0EicKBmlucHV0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCDAoKZGVmaW5pdGlvbiI0CgxXb3JrZXJTdGF0dXMSEgoKZnJlZV9zbG90cxgBIAEoDRIQCghkcmFpbmluZxgCIAEoCCKcAgoPQ29ubmVjdFJlc3BvbnNlEjEKCnJlZ2lzdGVyZWQYASABKAsyHS5leGVjcGxhbi52MS5Xb3JrZXJSZWdpc3RlcmVkEikKCmRpc3BhdGNoZXMYAiADKAsyFS5leGVjcGxhbi52MS5EaXNwYXRjaBIrCgdjYW5jZWxzGAMgAygLMhouZXhlY3BsYW4udjEuQ2FuY2VsQXR0ZW1wdBIhCgVkcmFpbhgEIAEoCzISLmV4ZWNwbGFuLnYxLkRyYWluEi8KCnJlamVjdGlvbnMYBSADKAsyGy5leGVjcGxhbi52MS5SZXN1bHRSZWplY3RlZBIqCgp1c2FnZV9hY2tzGKABIAMoCzIVLmV4ZWNwbGFuLnYxLlVzYWdlQWNrImgKCFVzYWdlQWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhAKCHNlcXVlbmNlGAIgASgNEhAKCHJlY29yZGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSK8AQoQV29ya2VyUmVnaXN0ZXJlZBIRCgl3b3JrZXJfaWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhcKD2Fja19kZWFkbGluZV9tcxgDIAEoDRIoCgdyZXZva2VkGAQgAygLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIYChBtYXhfb3V0cHV0X2J5dGVzGAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNIrYECghEaXNwYXRjaBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIRCgl0YXNrX3R5cGUYAiABKAkSJwoGaW5wdXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSOwoXc3RhcnRfdG9fY2xvc2VfZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAYgASgNEj4KDXRyYWNlX2NvbnRleHQYByADKAsyJy5leGVjcGxhbi52MS5EaXNwYXRjaC5UcmFjZUNvbnRleHRFbnRyeRIzCgdzZWNyZXRzGAggAygLMiIuZXhlY3BsYW4udjEuRGlzcGF0Y2guU2VjcmV0c0VudHJ5EhUKDXdvcmtmbG93X25hbWUYCSABKAkSLgoOcHJldmlvdXNfZXJyb3IYZCABKAsyFi5leGVjcGxhbi52MS5FcnJvckluZm8SLwoJcmVzb3VyY2VzGHggASgLMhwuZXhlY3BsYW4udjEuUmVzb3VyY2VSZXF1ZXN0GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSQoNQ2FuY2VsQXR0ZW1wdBIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgZyZWFzb24YAiABKAkiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJIkoKDlJlc3VsdFJlamVjdGVkEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEg4KBnJlYXNvbhgCIAEoCTJZCg1Xb3JrZXJTZXJ2aWNlEkgKB0Nvbm5lY3QSGy5leGVjcGxhbi52MS5Db25uZWN0UmVxdWVzdBocLmV4ZWNwbGFuLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBleGVjcGxhbi92MS93b3JrZXJfc2VydmljZS5wcm90bxILZXhlY3BsYW4udjEiywIKDkNvbm5lY3RSZXF1ZXN0EjEKCHJlZ2lzdGVyGAEgASgLMh8uZXhlY3BsYW4udjEuV29ya2VyUmVnaXN0cmF0aW9uEigKBGFja3MYAiADKAsyGi5leGVjcGxhbi52MS5Bc3NpZ25tZW50QWNrEi4KCmhlYXJ0YmVhdHMYAyADKAsyGi5leGVjcGxhbi52MS5UYXNrSGVhcnRiZWF0EigKB3Jlc3VsdHMYBCADKAsyFy5leGVjcGxhbi52MS5UYXNrUmVzdWx0EikKBnN0YXR1cxgFIAEoCzIZLmV4ZWNwbGFuLnYxLldvcmtlclN0YXR1cxItCgZjaHVua3MYjAEgAygLMhwuZXhlY3BsYW4udjEuVGFza1N0cmVhbUNodW5rEigKBXVzYWdlGKABIAMoCzIYLmV4ZWNwbGFuLnYxLlVzYWdlUmVwb3J0ImwKC1VzYWdlUmVwb3J0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhAKCHNlcXVlbmNlGAIgASgNEiEKBXVzYWdlGAMgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2UisQIKEldvcmtlclJlZ2lzdHJhdGlvbhIRCgl3b3JrZXJfaWQYASABKAkSEgoKdGFza190eXBlcxgCIAMoCRI7CgZsYWJlbHMYAyADKAsyKy5leGVjcGxhbi52MS5Xb3JrZXJSZWdpc3RyYXRpb24uTGFiZWxzRW50cnkSEwoLZW52aXJvbm1lbnQYBCABKAkSDQoFc2xvdHMYBSABKA0SKAoHcnVubmluZxgGIAMoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSCwoDc2RrGAcgASgJEi0KCGNhcGFjaXR5GHggASgLMhsuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKvAQoOV29ya2VyQ2FwYWNpdHkSEgoKY3B1X21pbGxpcxgBIAEoAxIUCgxtZW1vcnlfYnl0ZXMYAiABKAMSCwoDZ3B1GAMgASgFEjcKBmN1c3RvbRgEIAMoCzInLmV4ZWNwbGFuLnYxLldvcmtlckNhcGFjaXR5LkN1c3RvbUVudHJ5Gi0KC0N1c3RvbUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiwgEKD1Jlc291cmNlUmVxdWVzdBISCgpjcHVfbWlsbGlzGAEgASgDEhQKDG1lbW9yeV9ieXRlcxgCIAEoAxILCgNncHUYAyABKAUSOAoGY3VzdG9tGAQgAygLMiguZXhlY3BsYW4udjEuUmVzb3VyY2VSZXF1ZXN0LkN1c3RvbUVudHJ5Eg8KB2lzb2xhdGUYBSABKAgaLQoLQ3VzdG9tRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKEAQoKQXR0ZW1wdFJlZhIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIlCgVwaGFzZRgDIAEoDjIWLmV4ZWNwbGFuLnYxLlRhc2tQaGFzZRIoCgV0b2tlbhgEIAEoCzIZLmV4ZWNwbGFuLnYxLkF0dGVtcHRUb2tlbiI5Cg1Bc3NpZ25tZW50QWNrEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmIo0CCg1UYXNrSGVhcnRiZWF0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKCHByb2dyZXNzGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEkwKEXNlYXJjaF9hdHRyaWJ1dGVzGIwBIAMoCzIwLmV4ZWNwbGFuLnYxLlRhc2tIZWFydGJlYXQuU2VhcmNoQXR0cmlidXRlc0VudHJ5GloKFVNlYXJjaEF0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSMAoFdmFsdWUYAiABKAsyIS5leGVjcGxhbi52MS5TZWFyY2hBdHRyaWJ1dGVWYWx1ZToCOAEijgEKD1Rhc2tTdHJlYW1DaHVuaxIoCgdhdHRlbXB0GAEgASgLMhcuZXhlY3BsYW4udjEuQXR0ZW1wdFJlZhIOCgR0ZXh0GAIgASgJSAASDgoEZGF0YRgDIAEoDEgAEiYKBGpzb24YBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIAEIJCgdjb250ZW50IokDCgpUYXNrUmVzdWx0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEigKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEicKBWVycm9yGAMgASgLMhYuZXhlY3BsYW4udjEuRXJyb3JJbmZvSAASKAoIc3ViX3BsYW4YZCABKAsyFC5leGVjcGxhbi52MS5TdWJQbGFuSAASSQoRc2VhcmNoX2F0dHJpYnV0ZXMYjAEgAygLMi0uZXhlY3BsYW4udjEuVGFza1Jlc3VsdC5TZWFyY2hBdHRyaWJ1dGVzRW50cnkSIgoFdXNhZ2UYoAEgASgLMhIuZXhlY3BsYW4udjEuVXNhZ2UaWgoVU2VhcmNoQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRIwCgV2YWx1ZRgCIAEoCzIhLmV4ZWNwbGFuLnYxLlNlYXJjaEF0dHJpYnV0ZVZhbHVlOgI4AUIJCgdvdXRjb21lIqgBCgdTdWJQbGFuEhAKBnNvdXJjZRgBIAEoCUgAEikKCHdvcmtmbG93GAIgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABIpCgZmb3JtYXQYAyABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQSJwoGaW5wdXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIMCgpkZWZpbml0aW9uIjQKDFdvcmtlclN0YXR1cxISCgpmcmVlX3Nsb3RzGAEgASgNEhAKCGRyYWluaW5nGAIgASgIIpwCCg9Db25uZWN0UmVzcG9uc2USMQoKcmVnaXN0ZXJlZBgBIAEoCzIdLmV4ZWNwbGFuLnYxLldvcmtlclJlZ2lzdGVyZWQSKQoKZGlzcGF0Y2hlcxgCIAMoCzIVLmV4ZWNwbGFuLnYxLkRpc3BhdGNoEisKB2NhbmNlbHMYAyADKAsyGi5leGVjcGxhbi52MS5DYW5jZWxBdHRlbXB0EiEKBWRyYWluGAQgASgLMhIuZXhlY3BsYW4udjEuRHJhaW4SLwoKcmVqZWN0aW9ucxgFIAMoCzIbLmV4ZWNwbGFuLnYxLlJlc3VsdFJlamVjdGVkEioKCnVzYWdlX2Fja3MYoAEgAygLMhUuZXhlY3BsYW4udjEuVXNhZ2VBY2siaAoIVXNhZ2VBY2sSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSEAoIc2VxdWVuY2UYAiABKA0SEAoIcmVjb3JkZWQYAyABKAgSDgoGcmVhc29uGAQgASgJIrwBChBXb3JrZXJSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFwoPYWNrX2RlYWRsaW5lX21zGAMgASgNEigKB3Jldm9rZWQYBCADKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKA0SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBiABKA0itgQKCERpc3BhdGNoEigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEhEKCXRhc2tfdHlwZRgCIAEoCRInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7ChdzdGFydF90b19jbG9zZV9kZWFkbGluZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUaGVhcnRiZWF0X3RpbWVvdXRfbXMYBiABKA0SPgoNdHJhY2VfY29udGV4dBgHIAMoCzInLmV4ZWNwbGFuLnYxLkRpc3BhdGNoLlRyYWNlQ29udGV4dEVudHJ5EjMKB3NlY3JldHMYCCADKAsyIi5leGVjcGxhbi52MS5EaXNwYXRjaC5TZWNyZXRzRW50cnkSFQoNd29ya2Zsb3dfbmFtZRgJIAEoCRIuCg5wcmV2aW91c19lcnJvchhkIAEoCzIWLmV4ZWNwbGFuLnYxLkVycm9ySW5mbxIvCglyZXNvdXJjZXMYeCABKAsyHC5leGVjcGxhbi52MS5SZXNvdXJjZVJlcXVlc3QaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCg1DYW5jZWxBdHRlbXB0EigKB2F0dGVtcHQYASABKAsyFy5leGVjcGxhbi52MS5BdHRlbXB0UmVmEg4KBnJlYXNvbhgCIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkiSgoOUmVzdWx0UmVqZWN0ZWQSKAoHYXR0ZW1wdBgBIAEoCzIXLmV4ZWNwbGFuLnYxLkF0dGVtcHRSZWYSDgoGcmVhc29uGAIgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLmV4ZWNwbGFuLnYxLkNvbm5lY3RSZXF1ZXN0GhwuZXhlY3BsYW4udjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_planner_service, file_execplan_v1_workflow, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Worker -> executor. The first message must carry `register`; a `register` in a
@@ -61,6 +61,14 @@ export type ConnectRequest = Message<"execplan.v1.ConnectRequest"> & {
    * @generated from field: execplan.v1.WorkerStatus status = 5;
    */
   status?: WorkerStatus | undefined;
+
+  /**
+   * Partial output of running attempts (`ctx.stream(chunk)`), in the order produced.
+   * Relayed live to subscribers and never stored: the result stays the durable output.
+   *
+   * @generated from field: repeated execplan.v1.TaskStreamChunk chunks = 140;
+   */
+  chunks: TaskStreamChunk[];
 
   /**
    * Usage of running (or just ended) attempts, sent as soon as it is known so it is
@@ -342,11 +350,21 @@ export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
   attempt?: AttemptRef | undefined;
 
   /**
-   * Accepted and, for now, not recorded (no task_progress event is written).
+   * The attempt's progress (any JSON value), recorded as a `task_progress` event
+   * when it differs from the last one recorded: at most one per task per progress
+   * interval (default 1 s), the last value kept. Heartbeats may repeat it.
    *
    * @generated from field: google.protobuf.Value progress = 2;
    */
   progress?: Value | undefined;
+
+  /**
+   * Search attributes the task sets on its execution (a value with nothing set
+   * removes the key); recorded as a `search_attributes_updated` event.
+   *
+   * @generated from field: map<string, execplan.v1.SearchAttributeValue> search_attributes = 140;
+   */
+  searchAttributes: { [key: string]: SearchAttributeValue };
 };
 
 /**
@@ -355,6 +373,50 @@ export type TaskHeartbeat = Message<"execplan.v1.TaskHeartbeat"> & {
  */
 export const TaskHeartbeatSchema: GenMessage<TaskHeartbeat> = /*@__PURE__*/
   messageDesc(file_execplan_v1_worker_service, 7);
+
+/**
+ * A piece of an attempt's partial output (LLM tokens, log lines). Chunks go to the
+ * subscribers watching at that moment (WatchTaskStream, WatchExecution with
+ * `stream`); they are not stored. At most 64 KiB each.
+ *
+ * @generated from message execplan.v1.TaskStreamChunk
+ */
+export type TaskStreamChunk = Message<"execplan.v1.TaskStreamChunk"> & {
+  /**
+   * @generated from field: execplan.v1.AttemptRef attempt = 1;
+   */
+  attempt?: AttemptRef | undefined;
+
+  /**
+   * @generated from oneof execplan.v1.TaskStreamChunk.content
+   */
+  content: {
+    /**
+     * @generated from field: string text = 2;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * @generated from field: bytes data = 3;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: google.protobuf.Value json = 4;
+     */
+    value: Value;
+    case: "json";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message execplan.v1.TaskStreamChunk.
+ * Use `create(TaskStreamChunkSchema)` to create a new message.
+ */
+export const TaskStreamChunkSchema: GenMessage<TaskStreamChunk> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_worker_service, 8);
 
 /**
  * The outcome of an attempt. Results are never acknowledged; a `ResultRejected`
@@ -404,6 +466,14 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
   } | { case: undefined; value?: undefined };
 
   /**
+   * Search attributes the task sets on its execution, recorded (as a
+   * `search_attributes_updated` event) just before the result.
+   *
+   * @generated from field: map<string, execplan.v1.SearchAttributeValue> search_attributes = 140;
+   */
+  searchAttributes: { [key: string]: SearchAttributeValue };
+
+  /**
    * Usage of this attempt not sent in a UsageReport (counted with the result; also
    * with an error result).
    *
@@ -417,7 +487,7 @@ export type TaskResult = Message<"execplan.v1.TaskResult"> & {
  * Use `create(TaskResultSchema)` to create a new message.
  */
 export const TaskResultSchema: GenMessage<TaskResult> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 8);
+  messageDesc(file_execplan_v1_worker_service, 9);
 
 /**
  * A sub-workflow a dynamic task answers with. The executor compiles it with the
@@ -464,7 +534,7 @@ export type SubPlan = Message<"execplan.v1.SubPlan"> & {
  * Use `create(SubPlanSchema)` to create a new message.
  */
 export const SubPlanSchema: GenMessage<SubPlan> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 9);
+  messageDesc(file_execplan_v1_worker_service, 10);
 
 /**
  * The worker's own view of its capacity, whenever it changes.
@@ -496,7 +566,7 @@ export type WorkerStatus = Message<"execplan.v1.WorkerStatus"> & {
  * Use `create(WorkerStatusSchema)` to create a new message.
  */
 export const WorkerStatusSchema: GenMessage<WorkerStatus> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 10);
+  messageDesc(file_execplan_v1_worker_service, 11);
 
 /**
  * Executor -> worker. The first message carries `registered`; then any mix of the
@@ -551,7 +621,7 @@ export type ConnectResponse = Message<"execplan.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 11);
+  messageDesc(file_execplan_v1_worker_service, 12);
 
 /**
  * The answer to a UsageReport: drop it from what you would send again.
@@ -588,7 +658,7 @@ export type UsageAck = Message<"execplan.v1.UsageAck"> & {
  * Use `create(UsageAckSchema)` to create a new message.
  */
 export const UsageAckSchema: GenMessage<UsageAck> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 12);
+  messageDesc(file_execplan_v1_worker_service, 13);
 
 /**
  * @generated from message execplan.v1.WorkerRegistered
@@ -644,7 +714,7 @@ export type WorkerRegistered = Message<"execplan.v1.WorkerRegistered"> & {
  * Use `create(WorkerRegisteredSchema)` to create a new message.
  */
 export const WorkerRegisteredSchema: GenMessage<WorkerRegistered> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 13);
+  messageDesc(file_execplan_v1_worker_service, 14);
 
 /**
  * @generated from message execplan.v1.Dispatch
@@ -729,7 +799,7 @@ export type Dispatch = Message<"execplan.v1.Dispatch"> & {
  * Use `create(DispatchSchema)` to create a new message.
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 14);
+  messageDesc(file_execplan_v1_worker_service, 15);
 
 /**
  * @generated from message execplan.v1.CancelAttempt
@@ -751,7 +821,7 @@ export type CancelAttempt = Message<"execplan.v1.CancelAttempt"> & {
  * Use `create(CancelAttemptSchema)` to create a new message.
  */
 export const CancelAttemptSchema: GenMessage<CancelAttempt> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 15);
+  messageDesc(file_execplan_v1_worker_service, 16);
 
 /**
  * The executor is shutting down: it dispatches nothing more. Finish the running
@@ -771,7 +841,7 @@ export type Drain = Message<"execplan.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 16);
+  messageDesc(file_execplan_v1_worker_service, 17);
 
 /**
  * An ack, heartbeat or result the executor refused, with the reason (e.g. "stale
@@ -798,7 +868,7 @@ export type ResultRejected = Message<"execplan.v1.ResultRejected"> & {
  * Use `create(ResultRejectedSchema)` to create a new message.
  */
 export const ResultRejectedSchema: GenMessage<ResultRejected> = /*@__PURE__*/
-  messageDesc(file_execplan_v1_worker_service, 17);
+  messageDesc(file_execplan_v1_worker_service, 18);
 
 /**
  * Workers connect with one bidirectional stream, register their capabilities and

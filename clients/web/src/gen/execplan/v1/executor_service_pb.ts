@@ -6,12 +6,14 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ExecutionEvent } from "./events_pb.js";
 import { file_execplan_v1_events } from "./events_pb.js";
-import type { Execution, ExecutionState, TaskWaiting, Usage } from "./execution_pb.js";
+import type { Execution, ExecutionState, SearchAttributeValue, TaskPhase, TaskWaiting, Usage } from "./execution_pb.js";
 import { file_execplan_v1_execution } from "./execution_pb.js";
 import type { ExecutionPlan } from "./plan_pb.js";
 import { file_execplan_v1_plan } from "./plan_pb.js";
 import type { SourceFormat } from "./planner_service_pb.js";
 import { file_execplan_v1_planner_service } from "./planner_service_pb.js";
+import type { Schedule, ScheduleOverlapPolicy, ScheduleSpec } from "./schedule_pb.js";
+import { file_execplan_v1_schedule } from "./schedule_pb.js";
 import type { WorkerCapacity } from "./worker_service_pb.js";
 import { file_execplan_v1_worker_service } from "./worker_service_pb.js";
 import type { Budget, Workflow } from "./workflow_pb.js";
@@ -24,7 +26,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file execplan/v1/executor_service.proto.
  */
 export const file_execplan_v1_executor_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSKfAgoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdEIMCgpkZWZpbml0aW9uIlAKFlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USFAoMZXhlY3V0aW9uX2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJAChNHZXRFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoBCJBChRHZXRFeGVjdXRpb25SZXNwb25zZRIpCglleGVjdXRpb24YASABKAsyFi5leGVjcGxhbi52MS5FeGVjdXRpb24inwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYZCABKAkiXQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIqCgpleGVjdXRpb25zGAEgAygLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJRChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkQKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIkUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiUgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiRQoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJVChlUZXJtaW5hdGVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJIChpUZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlInAKEFNlbmRFdmVudFJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAQgASgJIiQKEVNlbmRFdmVudFJlc3BvbnNlEg8KB3Rhc2tfaWQYASABKAkiRQoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBCJEChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEioKBWV2ZW50GAEgASgLMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uRXZlbnQiXAoWV2F0Y2hFeGVjdXRpb25zUmVxdWVzdBIrCgZzdGF0ZXMYASADKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZRIVCg13b3JrZmxvd19uYW1lGAIgASgJIkQKF1dhdGNoRXhlY3V0aW9uc1Jlc3BvbnNlEikKCWV4ZWN1dGlvbhgBIAEoCzIWLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbiJxChpHZXRFeGVjdXRpb25IaXN0b3J5UmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwobR2V0RXhlY3V0aW9uSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvbkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKjAQoTUmVnaXN0ZXJQbGFuUmVxdWVzdBIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbhIOCgZzb3VyY2UYZCABKAkSJwoId29ya2Zsb3cYZSABKAsyFS5leGVjcGxhbi52MS5Xb3JrZmxvdxIpCgZmb3JtYXQYZiABKA4yGS5leGVjcGxhbi52MS5Tb3VyY2VGb3JtYXQiaQoUUmVnaXN0ZXJQbGFuUmVzcG9uc2USDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGGQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YZSABKAkSDwoHY3JlYXRlZBhmIAEoCCIzCg5HZXRQbGFuUmVxdWVzdBIPCgdwbGFuX2lkGAEgASgJEhAKCHdvcmtmbG93GGQgASgJIjsKD0dldFBsYW5SZXNwb25zZRIoCgRwbGFuGAEgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbiKMAQoWUmVwbGF5RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSKgoEcGxhbhgCIAEoCzIaLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblBsYW5IABIRCgdwbGFuX2lkGAMgASgJSAASEAoGc291cmNlGAQgASgJSABCCwoJY2FuZGlkYXRlIkYKEFJlcGxheURpdmVyZ2VuY2USEAoIc2VxdWVuY2UYASABKAQSEAoIZXhwZWN0ZWQYAiABKAkSDgoGYWN0dWFsGAMgASgJIr0BChdSZXBsYXlFeGVjdXRpb25SZXNwb25zZRIVCg1kZXRlcm1pbmlzdGljGAEgASgIEjEKCmRpdmVyZ2VuY2UYAiABKAsyHS5leGVjcGxhbi52MS5SZXBsYXlEaXZlcmdlbmNlEg4KBmV2ZW50cxgDIAEoBBISCgpjb21wYXRpYmxlGAQgASgIEhkKEWluY29tcGF0aWJpbGl0aWVzGAUgAygJEhkKEWNhbmRpZGF0ZV9wbGFuX2lkGAYgASgJIqsCChRDaXJjdWl0QnJlYWtlclN0YXR1cxIRCgl0YXNrX3R5cGUYASABKAkSKAoFc3RhdGUYAiABKA4yGS5leGVjcGxhbi52MS5CcmVha2VyU3RhdGUSHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYAyABKA0SFwoPd2luZG93X2ZhaWx1cmVzGAQgASgNEhQKDHdpbmRvd19jYWxscxgFIAEoDRItCglvcGVuZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGhhbGZfb3Blbl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGFya2VkX3Rhc2tzGAggASgNEhIKCmxhc3RfZXJyb3IYCSABKAkiMAoaTGlzdENpcmN1aXRCcmVha2Vyc1JlcXVlc3QSEgoKdGFza190eXBlcxgBIAMoCSJSChtMaXN0Q2lyY3VpdEJyZWFrZXJzUmVzcG9uc2USMwoIYnJlYWtlcnMYASADKAsyIS5leGVjcGxhbi52MS5DaXJjdWl0QnJlYWtlclN0YXR1cyKrAQoLUGxhblN1bW1hcnkSDwoHcGxhbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSMQoNcmVnaXN0ZXJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbm9kZV9jb3VudBgGIAEoDSJQChBMaXN0UGxhbnNSZXF1ZXN0EhUKDXdvcmtmbG93X25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVQoRTGlzdFBsYW5zUmVzcG9uc2USJwoFcGxhbnMYASADKAsyGC5leGVjcGxhbi52MS5QbGFuU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4AMKCldvcmtlckluZm8SEQoJd29ya2VyX2lkGAEgASgJEhIKCnRhc2tfdHlwZXMYAiADKAkSMwoGbGFiZWxzGAMgAygLMiMuZXhlY3BsYW4udjEuV29ya2VySW5mby5MYWJlbHNFbnRyeRITCgtlbnZpcm9ubWVudBgEIAEoCRINCgVzbG90cxgFIAEoDRIUCgxzbG90c19pbl91c2UYBiABKA0SEAoIZHJhaW5pbmcYByABKAgSCwoDc2RrGAggASgJEjAKDGNvbm5lY3RlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjYXBhY2l0eRgLIAEoDRIRCglwcmluY2lwYWwYDCABKAkSLgoJcmVzb3VyY2VzGHggASgLMhsuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkSNQoQcmVzb3VyY2VzX2luX3VzZRh5IAEoCzIbLmV4ZWNwbGFuLnYxLldvcmtlckNhcGFjaXR5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKAoSTGlzdFdvcmtlcnNSZXF1ZXN0EhIKCnRhc2tfdHlwZXMYASADKAkiPwoTTGlzdFdvcmtlcnNSZXNwb25zZRIoCgd3b3JrZXJzGAEgAygLMhcuZXhlY3BsYW4udjEuV29ya2VySW5mbyIhChFMaXN0TGltaXRzUmVxdWVzdBIMCgRuYW1lGAEgASgJIrMBChJMaXN0TGltaXRzUmVzcG9uc2USPwoSY29uY3VycmVuY3lfbGltaXRzGAEgAygLMiMuZXhlY3BsYW4udjEuQ29uY3VycmVuY3lMaW1pdFN0YXR1cxIxCgtyYXRlX2xpbWl0cxgCIAMoCzIcLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdFN0YXR1cxIpCgd3YWl0aW5nGAMgAygLMhguZXhlY3BsYW4udjEuV2FpdGluZ1Rhc2siYQoWQ29uY3VycmVuY3lMaW1pdFN0YXR1cxIMCgRuYW1lGAEgASgJEgsKA2tleRgCIAEoCRIOCgZpbl91c2UYAyABKA0SCwoDbWF4GAQgASgNEg8KB3dhaXRpbmcYBSABKA0i1gEKD1JhdGVMaW1pdFN0YXR1cxIMCgRuYW1lGAEgASgJEiwKBnNvdXJjZRgCIAEoDjIcLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdFNvdXJjZRINCgV1bml0cxgDIAEoAxIpCgZwZXJpb2QYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFYnVyc3QYBSABKAMSLQoEa2V5cxgGIAMoCzIfLmV4ZWNwbGFuLnYxLlJhdGVMaW1pdEtleVN0YXR1cxIPCgdkZWZpbmVkGAcgASgIInQKElJhdGVMaW1pdEtleVN0YXR1cxILCgNrZXkYASABKAkSDgoGdG9rZW5zGAIgASgBEjAKDHBhdXNlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHd2FpdGluZxgEIAEoDSJfCgtXYWl0aW5nVGFzaxIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIpCgd3YWl0aW5nGAMgASgLMhguZXhlY3BsYW4udjEuVGFza1dhaXRpbmcibAoTU2V0UmF0ZUxpbWl0UmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXVuaXRzGAIgASgDEikKBnBlcmlvZBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgEIAEoAyJIChRTZXRSYXRlTGltaXRSZXNwb25zZRIwCgpyYXRlX2xpbWl0GAEgASgLMhwuZXhlY3BsYW4udjEuUmF0ZUxpbWl0U3RhdHVzIiYKFkRlbGV0ZVJhdGVMaW1pdFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIqChdEZWxldGVSYXRlTGltaXRSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIjMKEVB1cmdlQ2FjaGVSZXF1ZXN0EhEKCXRhc2tfdHlwZRgBIAEoCRILCgNrZXkYAiABKAkiJAoSUHVyZ2VDYWNoZVJlc3BvbnNlEg4KBnB1cmdlZBgBIAEoBCKBAQoQU2V0QnVkZ2V0UmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSIwoGYnVkZ2V0GAIgASgLMhMuZXhlY3BsYW4udjEuQnVkZ2V0Eg4KBnJlc3VtZRgDIAEoCBIOCgZyZWFzb24YBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSJkChFTZXRCdWRnZXRSZXNwb25zZRIjCgZidWRnZXQYASABKAsyEy5leGVjcGxhbi52MS5CdWRnZXQSKgoFc3RhdGUYAiABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSLCAQoPR2V0VXNhZ2VSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZ3JvdXBfYnkYBSABKA4yGi5leGVjcGxhbi52MS5Vc2FnZUdyb3VwaW5nInIKEEdldFVzYWdlUmVzcG9uc2USIQoFdXNhZ2UYASABKAsyEi5leGVjcGxhbi52MS5Vc2FnZRISCgpleGVjdXRpb25zGAIgASgNEicKBmdyb3VwcxgDIAMoCzIXLmV4ZWNwbGFuLnYxLlVzYWdlR3JvdXAiUAoKVXNhZ2VHcm91cBILCgNrZXkYASABKAkSIQoFdXNhZ2UYAiABKAsyEi5leGVjcGxhbi52MS5Vc2FnZRISCgpleGVjdXRpb25zGAMgASgNKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADKnIKD1JhdGVMaW1pdFNvdXJjZRIhCh1SQVRFX0xJTUlUX1NPVVJDRV9VTlNQRUNJRklFRBAAEhwKGFJBVEVfTElNSVRfU09VUkNFX1NFUlZFUhABEh4KGlJBVEVfTElNSVRfU09VUkNFX1dPUktGTE9XEAIqgwEKDVVzYWdlR3JvdXBpbmcSHgoaVVNBR0VfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABIbChdVU0FHRV9HUk9VUElOR19XT1JLRkxPVxABEhwKGFVTQUdFX0dST1VQSU5HX0VYRUNVVElPThACEhcKE1VTQUdFX0dST1VQSU5HX1RBU0sQAzL0DwoPRXhlY3V0b3JTZXJ2aWNlElkKDlN0YXJ0RXhlY3V0aW9uEiIuZXhlY3BsYW4udjEuU3RhcnRFeGVjdXRpb25SZXF1ZXN0GiMuZXhlY3BsYW4udjEuU3RhcnRFeGVjdXRpb25SZXNwb25zZRJTCgxHZXRFeGVjdXRpb24SIC5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiEuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USWQoOTGlzdEV4ZWN1dGlvbnMSIi5leGVjcGxhbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaIy5leGVjcGxhbi52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElkKDlBhdXNlRXhlY3V0aW9uEiIuZXhlY3BsYW4udjEuUGF1c2VFeGVjdXRpb25SZXF1ZXN0GiMuZXhlY3BsYW4udjEuUGF1c2VFeGVjdXRpb25SZXNwb25zZRJcCg9SZXN1bWVFeGVjdXRpb24SIy5leGVjcGxhbi52MS5SZXN1bWVFeGVjdXRpb25SZXF1ZXN0GiQuZXhlY3BsYW4udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2USXAoPQ2FuY2VsRXhlY3V0aW9uEiMuZXhlY3BsYW4udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBokLmV4ZWNwbGFuLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEmUKElRlcm1pbmF0ZUV4ZWN1dGlvbhImLmV4ZWNwbGFuLnYxLlRlcm1pbmF0ZUV4ZWN1dGlvblJlcXVlc3QaJy5leGVjcGxhbi52MS5UZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRJKCglTZW5kRXZlbnQSHS5leGVjcGxhbi52MS5TZW5kRXZlbnRSZXF1ZXN0Gh4uZXhlY3BsYW4udjEuU2VuZEV2ZW50UmVzcG9uc2USWwoOV2F0Y2hFeGVjdXRpb24SIi5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaIy5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvblJlc3BvbnNlMAESXgoPV2F0Y2hFeGVjdXRpb25zEiMuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25zUmVxdWVzdBokLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uc1Jlc3BvbnNlMAESaAoTR2V0RXhlY3V0aW9uSGlzdG9yeRInLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvbkhpc3RvcnlSZXF1ZXN0GiguZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uSGlzdG9yeVJlc3BvbnNlElMKDFJlZ2lzdGVyUGxhbhIgLmV4ZWNwbGFuLnYxLlJlZ2lzdGVyUGxhblJlcXVlc3QaIS5leGVjcGxhbi52MS5SZWdpc3RlclBsYW5SZXNwb25zZRJECgdHZXRQbGFuEhsuZXhlY3BsYW4udjEuR2V0UGxhblJlcXVlc3QaHC5leGVjcGxhbi52MS5HZXRQbGFuUmVzcG9uc2USXAoPUmVwbGF5RXhlY3V0aW9uEiMuZXhlY3BsYW4udjEuUmVwbGF5RXhlY3V0aW9uUmVxdWVzdBokLmV4ZWNwbGFuLnYxLlJlcGxheUV4ZWN1dGlvblJlc3BvbnNlEmgKE0xpc3RDaXJjdWl0QnJlYWtlcnMSJy5leGVjcGxhbi52MS5MaXN0Q2lyY3VpdEJyZWFrZXJzUmVxdWVzdBooLmV4ZWNwbGFuLnYxLkxpc3RDaXJjdWl0QnJlYWtlcnNSZXNwb25zZRJKCglMaXN0UGxhbnMSHS5leGVjcGxhbi52MS5MaXN0UGxhbnNSZXF1ZXN0Gh4uZXhlY3BsYW4udjEuTGlzdFBsYW5zUmVzcG9uc2USUAoLTGlzdFdvcmtlcnMSHy5leGVjcGxhbi52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIC5leGVjcGxhbi52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEk0KCkxpc3RMaW1pdHMSHi5leGVjcGxhbi52MS5MaXN0TGltaXRzUmVxdWVzdBofLmV4ZWNwbGFuLnYxLkxpc3RMaW1pdHNSZXNwb25zZRJTCgxTZXRSYXRlTGltaXQSIC5leGVjcGxhbi52MS5TZXRSYXRlTGltaXRSZXF1ZXN0GiEuZXhlY3BsYW4udjEuU2V0UmF0ZUxpbWl0UmVzcG9uc2USXAoPRGVsZXRlUmF0ZUxpbWl0EiMuZXhlY3BsYW4udjEuRGVsZXRlUmF0ZUxpbWl0UmVxdWVzdBokLmV4ZWNwbGFuLnYxLkRlbGV0ZVJhdGVMaW1pdFJlc3BvbnNlEk0KClB1cmdlQ2FjaGUSHi5leGVjcGxhbi52MS5QdXJnZUNhY2hlUmVxdWVzdBofLmV4ZWNwbGFuLnYxLlB1cmdlQ2FjaGVSZXNwb25zZRJKCglTZXRCdWRnZXQSHS5leGVjcGxhbi52MS5TZXRCdWRnZXRSZXF1ZXN0Gh4uZXhlY3BsYW4udjEuU2V0QnVkZ2V0UmVzcG9uc2USRwoIR2V0VXNhZ2USHC5leGVjcGxhbi52MS5HZXRVc2FnZVJlcXVlc3QaHS5leGVjcGxhbi52MS5HZXRVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_worker_service, file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJleGVjcGxhbi92MS9leGVjdXRvcl9zZXJ2aWNlLnByb3RvEgtleGVjcGxhbi52MSLRAwoVU3RhcnRFeGVjdXRpb25SZXF1ZXN0EioKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuSAASEQoHcGxhbl9pZBgCIAEoCUgAEhAKBnNvdXJjZRgDIAEoCUgAEikKCHdvcmtmbG93GAQgASgLMhUuZXhlY3BsYW4udjEuV29ya2Zsb3dIABInCgZpbnB1dHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCnJlcXVlc3RfaWQYBiABKAkSFAoMZmFpcm5lc3Nfa2V5GAcgASgJEikKBmZvcm1hdBgIIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdBJUChFzZWFyY2hfYXR0cmlidXRlcxiMASADKAsyOC5leGVjcGxhbi52MS5TdGFydEV4ZWN1dGlvblJlcXVlc3QuU2VhcmNoQXR0cmlidXRlc0VudHJ5GloKFVNlYXJjaEF0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSMAoFdmFsdWUYAiABKAsyIS5leGVjcGxhbi52MS5TZWFyY2hBdHRyaWJ1dGVWYWx1ZToCOAFCDAoKZGVmaW5pdGlvbiJQChZTdGFydEV4ZWN1dGlvblJlc3BvbnNlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIPCgdwbGFuX2lkGAIgASgJEg8KB2NyZWF0ZWQYAyABKAgiQAoTR2V0RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSEwoLYXRfc2VxdWVuY2UYAiABKAQiQQoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uIrABChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSKwoGc3RhdGVzGAEgAygOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUSFQoNd29ya2Zsb3dfbmFtZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIbChNwYXJlbnRfZXhlY3V0aW9uX2lkGGQgASgJEg8KBmZpbHRlchiMASABKAkiXQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIqCgpleGVjdXRpb25zGAEgAygLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJRChVQYXVzZUV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIkQKFlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIkUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEioKBXN0YXRlGAEgASgOMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uU3RhdGUiUgoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiRQoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5leGVjcGxhbi52MS5FeGVjdXRpb25TdGF0ZSJVChlUZXJtaW5hdGVFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJIChpUZXJtaW5hdGVFeGVjdXRpb25SZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlInAKEFNlbmRFdmVudFJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpyZXF1ZXN0X2lkGAQgASgJIiQKEVNlbmRFdmVudFJlc3BvbnNlEg8KB3Rhc2tfaWQYASABKAkiVgoVV2F0Y2hFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBBIPCgZzdHJlYW0YjAEgASgIIm4KFldhdGNoRXhlY3V0aW9uUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGy5leGVjcGxhbi52MS5FeGVjdXRpb25FdmVudBIoCgVjaHVuaxiMASABKAsyGC5leGVjcGxhbi52MS5TdHJlYW1DaHVuayJcChZXYXRjaEV4ZWN1dGlvbnNSZXF1ZXN0EisKBnN0YXRlcxgBIAMoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlEhUKDXdvcmtmbG93X25hbWUYAiABKAkiRAoXV2F0Y2hFeGVjdXRpb25zUmVzcG9uc2USKQoJZXhlY3V0aW9uGAEgASgLMhYuZXhlY3BsYW4udjEuRXhlY3V0aW9uInEKGkdldEV4ZWN1dGlvbkhpc3RvcnlSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBBIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJjChtHZXRFeGVjdXRpb25IaXN0b3J5UmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuZXhlY3BsYW4udjEuRXhlY3V0aW9uRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqMBChNSZWdpc3RlclBsYW5SZXF1ZXN0EigKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuEg4KBnNvdXJjZRhkIAEoCRInCgh3b3JrZmxvdxhlIAEoCzIVLmV4ZWNwbGFuLnYxLldvcmtmbG93EikKBmZvcm1hdBhmIAEoDjIZLmV4ZWNwbGFuLnYxLlNvdXJjZUZvcm1hdCJpChRSZWdpc3RlclBsYW5SZXNwb25zZRIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYZCABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhhlIAEoCRIPCgdjcmVhdGVkGGYgASgIIjMKDkdldFBsYW5SZXF1ZXN0Eg8KB3BsYW5faWQYASABKAkSEAoId29ya2Zsb3cYZCABKAkiOwoPR2V0UGxhblJlc3BvbnNlEigKBHBsYW4YASABKAsyGi5leGVjcGxhbi52MS5FeGVjdXRpb25QbGFuIowBChZSZXBsYXlFeGVjdXRpb25SZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIqCgRwbGFuGAIgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbkgAEhEKB3BsYW5faWQYAyABKAlIABIQCgZzb3VyY2UYBCABKAlIAEILCgljYW5kaWRhdGUiRgoQUmVwbGF5RGl2ZXJnZW5jZRIQCghzZXF1ZW5jZRgBIAEoBBIQCghleHBlY3RlZBgCIAEoCRIOCgZhY3R1YWwYAyABKAkivQEKF1JlcGxheUV4ZWN1dGlvblJlc3BvbnNlEhUKDWRldGVybWluaXN0aWMYASABKAgSMQoKZGl2ZXJnZW5jZRgCIAEoCzIdLmV4ZWNwbGFuLnYxLlJlcGxheURpdmVyZ2VuY2USDgoGZXZlbnRzGAMgASgEEhIKCmNvbXBhdGlibGUYBCABKAgSGQoRaW5jb21wYXRpYmlsaXRpZXMYBSADKAkSGQoRY2FuZGlkYXRlX3BsYW5faWQYBiABKAkiqwIKFENpcmN1aXRCcmVha2VyU3RhdHVzEhEKCXRhc2tfdHlwZRgBIAEoCRIoCgVzdGF0ZRgCIAEoDjIZLmV4ZWNwbGFuLnYxLkJyZWFrZXJTdGF0ZRIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgDIAEoDRIXCg93aW5kb3dfZmFpbHVyZXMYBCABKA0SFAoMd2luZG93X2NhbGxzGAUgASgNEi0KCW9wZW5lZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMaGFsZl9vcGVuX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwYXJrZWRfdGFza3MYCCABKA0SEgoKbGFzdF9lcnJvchgJIAEoCSIwChpMaXN0Q2lyY3VpdEJyZWFrZXJzUmVxdWVzdBISCgp0YXNrX3R5cGVzGAEgAygJIlIKG0xpc3RDaXJjdWl0QnJlYWtlcnNSZXNwb25zZRIzCghicmVha2VycxgBIAMoCzIhLmV4ZWNwbGFuLnYxLkNpcmN1aXRCcmVha2VyU3RhdHVzIqsBCgtQbGFuU3VtbWFyeRIPCgdwbGFuX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSGAoQd29ya2Zsb3dfdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAYgASgNIlAKEExpc3RQbGFuc1JlcXVlc3QSFQoNd29ya2Zsb3dfbmFtZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJVChFMaXN0UGxhbnNSZXNwb25zZRInCgVwbGFucxgBIAMoCzIYLmV4ZWNwbGFuLnYxLlBsYW5TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLgAwoKV29ya2VySW5mbxIRCgl3b3JrZXJfaWQYASABKAkSEgoKdGFza190eXBlcxgCIAMoCRIzCgZsYWJlbHMYAyADKAsyIy5leGVjcGxhbi52MS5Xb3JrZXJJbmZvLkxhYmVsc0VudHJ5EhMKC2Vudmlyb25tZW50GAQgASgJEg0KBXNsb3RzGAUgASgNEhQKDHNsb3RzX2luX3VzZRgGIAEoDRIQCghkcmFpbmluZxgHIAEoCBILCgNzZGsYCCABKAkSMAoMY29ubmVjdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGNhcGFjaXR5GAsgASgNEhEKCXByaW5jaXBhbBgMIAEoCRIuCglyZXNvdXJjZXMYeCABKAsyGy5leGVjcGxhbi52MS5Xb3JrZXJDYXBhY2l0eRI1ChByZXNvdXJjZXNfaW5fdXNlGHkgASgLMhsuZXhlY3BsYW4udjEuV29ya2VyQ2FwYWNpdHkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIoChJMaXN0V29ya2Vyc1JlcXVlc3QSEgoKdGFza190eXBlcxgBIAMoCSI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5leGVjcGxhbi52MS5Xb3JrZXJJbmZvIiEKEUxpc3RMaW1pdHNSZXF1ZXN0EgwKBG5hbWUYASABKAkiswEKEkxpc3RMaW1pdHNSZXNwb25zZRI/ChJjb25jdXJyZW5jeV9saW1pdHMYASADKAsyIy5leGVjcGxhbi52MS5Db25jdXJyZW5jeUxpbWl0U3RhdHVzEjEKC3JhdGVfbGltaXRzGAIgAygLMhwuZXhlY3BsYW4udjEuUmF0ZUxpbWl0U3RhdHVzEikKB3dhaXRpbmcYAyADKAsyGC5leGVjcGxhbi52MS5XYWl0aW5nVGFzayJhChZDb25jdXJyZW5jeUxpbWl0U3RhdHVzEgwKBG5hbWUYASABKAkSCwoDa2V5GAIgASgJEg4KBmluX3VzZRgDIAEoDRILCgNtYXgYBCABKA0SDwoHd2FpdGluZxgFIAEoDSLWAQoPUmF0ZUxpbWl0U3RhdHVzEgwKBG5hbWUYASABKAkSLAoGc291cmNlGAIgASgOMhwuZXhlY3BsYW4udjEuUmF0ZUxpbWl0U291cmNlEg0KBXVuaXRzGAMgASgDEikKBnBlcmlvZBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgFIAEoAxItCgRrZXlzGAYgAygLMh8uZXhlY3BsYW4udjEuUmF0ZUxpbWl0S2V5U3RhdHVzEg8KB2RlZmluZWQYByABKAgidAoSUmF0ZUxpbWl0S2V5U3RhdHVzEgsKA2tleRgBIAEoCRIOCgZ0b2tlbnMYAiABKAESMAoMcGF1c2VkX3VudGlsGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd3YWl0aW5nGAQgASgNIl8KC1dhaXRpbmdUYXNrEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEikKB3dhaXRpbmcYAyABKAsyGC5leGVjcGxhbi52MS5UYXNrV2FpdGluZyJsChNTZXRSYXRlTGltaXRSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFdW5pdHMYAiABKAMSKQoGcGVyaW9kGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAQgASgDIkgKFFNldFJhdGVMaW1pdFJlc3BvbnNlEjAKCnJhdGVfbGltaXQYASABKAsyHC5leGVjcGxhbi52MS5SYXRlTGltaXRTdGF0dXMiJgoWRGVsZXRlUmF0ZUxpbWl0UmVxdWVzdBIMCgRuYW1lGAEgASgJIioKF0RlbGV0ZVJhdGVMaW1pdFJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgiMwoRUHVyZ2VDYWNoZVJlcXVlc3QSEQoJdGFza190eXBlGAEgASgJEgsKA2tleRgCIAEoCSIkChJQdXJnZUNhY2hlUmVzcG9uc2USDgoGcHVyZ2VkGAEgASgEIoEBChBTZXRCdWRnZXRSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIjCgZidWRnZXQYAiABKAsyEy5leGVjcGxhbi52MS5CdWRnZXQSDgoGcmVzdW1lGAMgASgIEg4KBnJlYXNvbhgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJImQKEVNldEJ1ZGdldFJlc3BvbnNlEiMKBmJ1ZGdldBgBIAEoCzITLmV4ZWNwbGFuLnYxLkJ1ZGdldBIqCgVzdGF0ZRgCIAEoDjIbLmV4ZWNwbGFuLnYxLkV4ZWN1dGlvblN0YXRlIsIBCg9HZXRVc2FnZVJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghncm91cF9ieRgFIAEoDjIaLmV4ZWNwbGFuLnYxLlVzYWdlR3JvdXBpbmcicgoQR2V0VXNhZ2VSZXNwb25zZRIhCgV1c2FnZRgBIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlEhIKCmV4ZWN1dGlvbnMYAiABKA0SJwoGZ3JvdXBzGAMgAygLMhcuZXhlY3BsYW4udjEuVXNhZ2VHcm91cCJQCgpVc2FnZUdyb3VwEgsKA2tleRgBIAEoCRIhCgV1c2FnZRgCIAEoCzISLmV4ZWNwbGFuLnYxLlVzYWdlEhIKCmV4ZWN1dGlvbnMYAyABKA0i/wEKC1N0cmVhbUNodW5rEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEiUKBXBoYXNlGAMgASgOMhYuZXhlY3BsYW4udjEuVGFza1BoYXNlEg8KB2F0dGVtcHQYBCABKA0SDQoFaW5kZXgYBSABKAQSDgoEdGV4dBgGIAEoCUgAEg4KBGRhdGEYByABKAxIABImCgRqc29uGAggASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASLwoLcmVjZWl2ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB2NvbnRlbnQiPwoWV2F0Y2hUYXNrU3RyZWFtUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCSJCChdXYXRjaFRhc2tTdHJlYW1SZXNwb25zZRInCgVjaHVuaxgBIAEoCzIYLmV4ZWNwbGFuLnYxLlN0cmVhbUNodW5rIkgKFlB1cmdlRXhlY3V0aW9uc1JlcXVlc3QSDgoGZmlsdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNEg8KB2RyeV9ydW4YAyABKAgiTgoXUHVyZ2VFeGVjdXRpb25zUmVzcG9uc2USDgoGcHVyZ2VkGAEgASgNEgwKBG1vcmUYAiABKAgSFQoNZXhlY3V0aW9uX2lkcxgDIAMoCSKXBAoVQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJwoEc3BlYxgCIAEoCzIZLmV4ZWNwbGFuLnYxLlNjaGVkdWxlU3BlYxIqCgRwbGFuGAMgASgLMhouZXhlY3BsYW4udjEuRXhlY3V0aW9uUGxhbkgAEhEKB3BsYW5faWQYBCABKAlIABIQCgZzb3VyY2UYBSABKAlIABIpCgh3b3JrZmxvdxgGIAEoCzIVLmV4ZWNwbGFuLnYxLldvcmtmbG93SAASKQoGZm9ybWF0GAcgASgOMhkuZXhlY3BsYW4udjEuU291cmNlRm9ybWF0EicKBmlucHV0cxgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMZmFpcm5lc3Nfa2V5GAkgASgJElMKEXNlYXJjaF9hdHRyaWJ1dGVzGAogAygLMjguZXhlY3BsYW4udjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0LlNlYXJjaEF0dHJpYnV0ZXNFbnRyeRIOCgZwYXVzZWQYCyABKAgSEgoKcmVxdWVzdF9pZBgMIAEoCRpaChVTZWFyY2hBdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEjAKBXZhbHVlGAIgASgLMiEuZXhlY3BsYW4udjEuU2VhcmNoQXR0cmlidXRlVmFsdWU6AjgBQgwKCmRlZmluaXRpb24iUgoWQ3JlYXRlU2NoZWR1bGVSZXNwb25zZRInCghzY2hlZHVsZRgBIAEoCzIVLmV4ZWNwbGFuLnYxLlNjaGVkdWxlEg8KB2NyZWF0ZWQYAiABKAgiIgoSR2V0U2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiPgoTR2V0U2NoZWR1bGVSZXNwb25zZRInCghzY2hlZHVsZRgBIAEoCzIVLmV4ZWNwbGFuLnYxLlNjaGVkdWxlIj0KFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIloKFUxpc3RTY2hlZHVsZXNSZXNwb25zZRIoCglzY2hlZHVsZXMYASADKAsyFS5leGVjcGxhbi52MS5TY2hlZHVsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSIpChZEZWxldGVTY2hlZHVsZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgiSAoUUGF1c2VTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJAChVQYXVzZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5leGVjcGxhbi52MS5TY2hlZHVsZSI5ChVSZXN1bWVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIkEKFlJlc3VtZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5leGVjcGxhbi52MS5TY2hlZHVsZSLEAQoXQmFja2ZpbGxTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIpCgVzdGFydBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCgdvdmVybGFwGAQgASgOMiIuZXhlY3BsYW4udjEuU2NoZWR1bGVPdmVybGFwUG9saWN5EhIKCnJlcXVlc3RfaWQYBSABKAkiiQEKGEJhY2tmaWxsU2NoZWR1bGVSZXNwb25zZRINCgVzbG90cxgBIAEoDRIPCgdzdGFydGVkGAIgASgNEhMKC2FscmVhZHlfcnVuGAMgASgNEg8KB3NraXBwZWQYBCABKA0SEAoIYnVmZmVyZWQYBSABKA0SFQoNZXhlY3V0aW9uX2lkcxgGIAMoCSp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAypyCg9SYXRlTGltaXRTb3VyY2USIQodUkFURV9MSU1JVF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIcChhSQVRFX0xJTUlUX1NPVVJDRV9TRVJWRVIQARIeChpSQVRFX0xJTUlUX1NPVVJDRV9XT1JLRkxPVxACKoMBCg1Vc2FnZUdyb3VwaW5nEh4KGlVTQUdFX0dST1VQSU5HX1VOU1BFQ0lGSUVEEAASGwoXVVNBR0VfR1JPVVBJTkdfV09SS0ZMT1cQARIcChhVU0FHRV9HUk9VUElOR19FWEVDVVRJT04QAhIXChNVU0FHRV9HUk9VUElOR19UQVNLEAMyphYKD0V4ZWN1dG9yU2VydmljZRJZCg5TdGFydEV4ZWN1dGlvbhIiLmV4ZWNwbGFuLnYxLlN0YXJ0RXhlY3V0aW9uUmVxdWVzdBojLmV4ZWNwbGFuLnYxLlN0YXJ0RXhlY3V0aW9uUmVzcG9uc2USUwoMR2V0RXhlY3V0aW9uEiAuZXhlY3BsYW4udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBohLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElkKDkxpc3RFeGVjdXRpb25zEiIuZXhlY3BsYW4udjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GiMuZXhlY3BsYW4udjEuTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRJZCg5QYXVzZUV4ZWN1dGlvbhIiLmV4ZWNwbGFuLnYxLlBhdXNlRXhlY3V0aW9uUmVxdWVzdBojLmV4ZWNwbGFuLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2USXAoPUmVzdW1lRXhlY3V0aW9uEiMuZXhlY3BsYW4udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBokLmV4ZWNwbGFuLnYxLlJlc3VtZUV4ZWN1dGlvblJlc3BvbnNlElwKD0NhbmNlbEV4ZWN1dGlvbhIjLmV4ZWNwbGFuLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJC5leGVjcGxhbi52MS5DYW5jZWxFeGVjdXRpb25SZXNwb25zZRJlChJUZXJtaW5hdGVFeGVjdXRpb24SJi5leGVjcGxhbi52MS5UZXJtaW5hdGVFeGVjdXRpb25SZXF1ZXN0GicuZXhlY3BsYW4udjEuVGVybWluYXRlRXhlY3V0aW9uUmVzcG9uc2USSgoJU2VuZEV2ZW50Eh0uZXhlY3BsYW4udjEuU2VuZEV2ZW50UmVxdWVzdBoeLmV4ZWNwbGFuLnYxLlNlbmRFdmVudFJlc3BvbnNlElsKDldhdGNoRXhlY3V0aW9uEiIuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25SZXF1ZXN0GiMuZXhlY3BsYW4udjEuV2F0Y2hFeGVjdXRpb25SZXNwb25zZTABEl4KD1dhdGNoRXhlY3V0aW9ucxIjLmV4ZWNwbGFuLnYxLldhdGNoRXhlY3V0aW9uc1JlcXVlc3QaJC5leGVjcGxhbi52MS5XYXRjaEV4ZWN1dGlvbnNSZXNwb25zZTABEmgKE0dldEV4ZWN1dGlvbkhpc3RvcnkSJy5leGVjcGxhbi52MS5HZXRFeGVjdXRpb25IaXN0b3J5UmVxdWVzdBooLmV4ZWNwbGFuLnYxLkdldEV4ZWN1dGlvbkhpc3RvcnlSZXNwb25zZRJTCgxSZWdpc3RlclBsYW4SIC5leGVjcGxhbi52MS5SZWdpc3RlclBsYW5SZXF1ZXN0GiEuZXhlY3BsYW4udjEuUmVnaXN0ZXJQbGFuUmVzcG9uc2USRAoHR2V0UGxhbhIbLmV4ZWNwbGFuLnYxLkdldFBsYW5SZXF1ZXN0GhwuZXhlY3BsYW4udjEuR2V0UGxhblJlc3BvbnNlElwKD1JlcGxheUV4ZWN1dGlvbhIjLmV4ZWNwbGFuLnYxLlJlcGxheUV4ZWN1dGlvblJlcXVlc3QaJC5leGVjcGxhbi52MS5SZXBsYXlFeGVjdXRpb25SZXNwb25zZRJoChNMaXN0Q2lyY3VpdEJyZWFrZXJzEicuZXhlY3BsYW4udjEuTGlzdENpcmN1aXRCcmVha2Vyc1JlcXVlc3QaKC5leGVjcGxhbi52MS5MaXN0Q2lyY3VpdEJyZWFrZXJzUmVzcG9uc2USSgoJTGlzdFBsYW5zEh0uZXhlY3BsYW4udjEuTGlzdFBsYW5zUmVxdWVzdBoeLmV4ZWNwbGFuLnYxLkxpc3RQbGFuc1Jlc3BvbnNlElAKC0xpc3RXb3JrZXJzEh8uZXhlY3BsYW4udjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAuZXhlY3BsYW4udjEuTGlzdFdvcmtlcnNSZXNwb25zZRJNCgpMaXN0TGltaXRzEh4uZXhlY3BsYW4udjEuTGlzdExpbWl0c1JlcXVlc3QaHy5leGVjcGxhbi52MS5MaXN0TGltaXRzUmVzcG9uc2USUwoMU2V0UmF0ZUxpbWl0EiAuZXhlY3BsYW4udjEuU2V0UmF0ZUxpbWl0UmVxdWVzdBohLmV4ZWNwbGFuLnYxLlNldFJhdGVMaW1pdFJlc3BvbnNlElwKD0RlbGV0ZVJhdGVMaW1pdBIjLmV4ZWNwbGFuLnYxLkRlbGV0ZVJhdGVMaW1pdFJlcXVlc3QaJC5leGVjcGxhbi52MS5EZWxldGVSYXRlTGltaXRSZXNwb25zZRJNCgpQdXJnZUNhY2hlEh4uZXhlY3BsYW4udjEuUHVyZ2VDYWNoZVJlcXVlc3QaHy5leGVjcGxhbi52MS5QdXJnZUNhY2hlUmVzcG9uc2USSgoJU2V0QnVkZ2V0Eh0uZXhlY3BsYW4udjEuU2V0QnVkZ2V0UmVxdWVzdBoeLmV4ZWNwbGFuLnYxLlNldEJ1ZGdldFJlc3BvbnNlEkcKCEdldFVzYWdlEhwuZXhlY3BsYW4udjEuR2V0VXNhZ2VSZXF1ZXN0Gh0uZXhlY3BsYW4udjEuR2V0VXNhZ2VSZXNwb25zZRJeCg9XYXRjaFRhc2tTdHJlYW0SIy5leGVjcGxhbi52MS5XYXRjaFRhc2tTdHJlYW1SZXF1ZXN0GiQuZXhlY3BsYW4udjEuV2F0Y2hUYXNrU3RyZWFtUmVzcG9uc2UwARJcCg9QdXJnZUV4ZWN1dGlvbnMSIy5leGVjcGxhbi52MS5QdXJnZUV4ZWN1dGlvbnNSZXF1ZXN0GiQuZXhlY3BsYW4udjEuUHVyZ2VFeGVjdXRpb25zUmVzcG9uc2USWQoOQ3JlYXRlU2NoZWR1bGUSIi5leGVjcGxhbi52MS5DcmVhdGVTY2hlZHVsZVJlcXVlc3QaIy5leGVjcGxhbi52MS5DcmVhdGVTY2hlZHVsZVJlc3BvbnNlElAKC0dldFNjaGVkdWxlEh8uZXhlY3BsYW4udjEuR2V0U2NoZWR1bGVSZXF1ZXN0GiAuZXhlY3BsYW4udjEuR2V0U2NoZWR1bGVSZXNwb25zZRJWCg1MaXN0U2NoZWR1bGVzEiEuZXhlY3BsYW4udjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaIi5leGVjcGxhbi52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2USWQoORGVsZXRlU2NoZWR1bGUSIi5leGVjcGxhbi52MS5EZWxldGVTY2hlZHVsZVJlcXVlc3QaIy5leGVjcGxhbi52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlElYKDVBhdXNlU2NoZWR1bGUSIS5leGVjcGxhbi52MS5QYXVzZVNjaGVkdWxlUmVxdWVzdBoiLmV4ZWNwbGFuLnYxLlBhdXNlU2NoZWR1bGVSZXNwb25zZRJZCg5SZXN1bWVTY2hlZHVsZRIiLmV4ZWNwbGFuLnYxLlJlc3VtZVNjaGVkdWxlUmVxdWVzdBojLmV4ZWNwbGFuLnYxLlJlc3VtZVNjaGVkdWxlUmVzcG9uc2USXwoQQmFja2ZpbGxTY2hlZHVsZRIkLmV4ZWNwbGFuLnYxLkJhY2tmaWxsU2NoZWR1bGVSZXF1ZXN0GiUuZXhlY3BsYW4udjEuQmFja2ZpbGxTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_execplan_v1_events, file_execplan_v1_execution, file_execplan_v1_plan, file_execplan_v1_planner_service, file_execplan_v1_schedule, file_execplan_v1_worker_service, file_execplan_v1_workflow, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message execplan.v1.StartExecutionRequest
@@ -86,6 +88,15 @@ export type StartExecutionRequest = Message<"execplan.v1.StartExecutionRequest">
    * @generated from field: execplan.v1.SourceFormat format = 8;
    */
   format: SourceFormat;
+
+  /**
+   * Typed key/values to find the execution by (`execplan run --attr customer=acme`).
+   * Names: [A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not starting with
+   * `execplan_` (the server's own); at most 32 per execution.
+   *
+   * @generated from field: map<string, execplan.v1.SearchAttributeValue> search_attributes = 140;
+   */
+  searchAttributes: { [key: string]: SearchAttributeValue };
 };
 
 /**
@@ -204,6 +215,15 @@ export type ListExecutionsRequest = Message<"execplan.v1.ListExecutionsRequest">
    * @generated from field: string parent_execution_id = 100;
    */
   parentExecutionId: string;
+
+  /**
+   * Filter expression, ANDed with the fields above, e.g.
+   * `customer = "acme" AND state IN (running, paused) AND created_at >= 2026-01-01T00:00:00Z`.
+   * The language (fields, operators, types, bounds) is in docs/operations.md.
+   *
+   * @generated from field: string filter = 140;
+   */
+  filter: string;
 };
 
 /**
@@ -477,6 +497,15 @@ export type WatchExecutionRequest = Message<"execplan.v1.WatchExecutionRequest">
    * @generated from field: uint64 after_sequence = 2;
    */
   afterSequence: bigint;
+
+  /**
+   * Also send the partial output of its tasks (`chunk` responses) as it is produced,
+   * interleaved with the events. Chunks are live only: a reconnect gets the events
+   * it missed but not the chunks.
+   *
+   * @generated from field: bool stream = 140;
+   */
+  stream: boolean;
 };
 
 /**
@@ -487,6 +516,8 @@ export const WatchExecutionRequestSchema: GenMessage<WatchExecutionRequest> = /*
   messageDesc(file_execplan_v1_executor_service, 16);
 
 /**
+ * Exactly one of `event` and `chunk` is set.
+ *
  * @generated from message execplan.v1.WatchExecutionResponse
  */
 export type WatchExecutionResponse = Message<"execplan.v1.WatchExecutionResponse"> & {
@@ -494,6 +525,11 @@ export type WatchExecutionResponse = Message<"execplan.v1.WatchExecutionResponse
    * @generated from field: execplan.v1.ExecutionEvent event = 1;
    */
   event?: ExecutionEvent | undefined;
+
+  /**
+   * @generated from field: execplan.v1.StreamChunk chunk = 140;
+   */
+  chunk?: StreamChunk | undefined;
 };
 
 /**
@@ -1693,6 +1729,592 @@ export const UsageGroupSchema: GenMessage<UsageGroup> = /*@__PURE__*/
   messageDesc(file_execplan_v1_executor_service, 54);
 
 /**
+ * A piece of a running attempt's partial output, as a subscriber receives it.
+ *
+ * @generated from message execplan.v1.StreamChunk
+ */
+export type StreamChunk = Message<"execplan.v1.StreamChunk"> & {
+  /**
+   * @generated from field: string execution_id = 1;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: execplan.v1.TaskPhase phase = 3;
+   */
+  phase: TaskPhase;
+
+  /**
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+
+  /**
+   * 1, 2, 3... per attempt, in the order the worker produced them.
+   *
+   * @generated from field: uint64 index = 5;
+   */
+  index: bigint;
+
+  /**
+   * @generated from oneof execplan.v1.StreamChunk.content
+   */
+  content: {
+    /**
+     * @generated from field: string text = 6;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * @generated from field: bytes data = 7;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: google.protobuf.Value json = 8;
+     */
+    value: Value;
+    case: "json";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * When the executor received it.
+   *
+   * @generated from field: google.protobuf.Timestamp received_at = 9;
+   */
+  receivedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.StreamChunk.
+ * Use `create(StreamChunkSchema)` to create a new message.
+ */
+export const StreamChunkSchema: GenMessage<StreamChunk> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 55);
+
+/**
+ * @generated from message execplan.v1.WatchTaskStreamRequest
+ */
+export type WatchTaskStreamRequest = Message<"execplan.v1.WatchTaskStreamRequest"> & {
+  /**
+   * @generated from field: string execution_id = 1;
+   */
+  executionId: string;
+
+  /**
+   * Only this task's chunks ("" = every task of the execution).
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+};
+
+/**
+ * Describes the message execplan.v1.WatchTaskStreamRequest.
+ * Use `create(WatchTaskStreamRequestSchema)` to create a new message.
+ */
+export const WatchTaskStreamRequestSchema: GenMessage<WatchTaskStreamRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 56);
+
+/**
+ * @generated from message execplan.v1.WatchTaskStreamResponse
+ */
+export type WatchTaskStreamResponse = Message<"execplan.v1.WatchTaskStreamResponse"> & {
+  /**
+   * @generated from field: execplan.v1.StreamChunk chunk = 1;
+   */
+  chunk?: StreamChunk | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.WatchTaskStreamResponse.
+ * Use `create(WatchTaskStreamResponseSchema)` to create a new message.
+ */
+export const WatchTaskStreamResponseSchema: GenMessage<WatchTaskStreamResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 57);
+
+/**
+ * @generated from message execplan.v1.PurgeExecutionsRequest
+ */
+export type PurgeExecutionsRequest = Message<"execplan.v1.PurgeExecutionsRequest"> & {
+  /**
+   * Which finished executions (docs/operations.md), e.g.
+   * `workflow = "nightly" AND finished_at < 2026-01-01T00:00:00Z`; "" = all finished.
+   *
+   * @generated from field: string filter = 1;
+   */
+  filter: string;
+
+  /**
+   * At most this many per call (0 = 1000; at most 10,000): call again while `more`.
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * Count and list what would be deleted, delete nothing.
+   *
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.PurgeExecutionsRequest.
+ * Use `create(PurgeExecutionsRequestSchema)` to create a new message.
+ */
+export const PurgeExecutionsRequestSchema: GenMessage<PurgeExecutionsRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 58);
+
+/**
+ * @generated from message execplan.v1.PurgeExecutionsResponse
+ */
+export type PurgeExecutionsResponse = Message<"execplan.v1.PurgeExecutionsResponse"> & {
+  /**
+   * Executions deleted (or, with dry_run, that would be).
+   *
+   * @generated from field: uint32 purged = 1;
+   */
+  purged: number;
+
+  /**
+   * More finished executions match: call again.
+   *
+   * @generated from field: bool more = 2;
+   */
+  more: boolean;
+
+  /**
+   * The ids (with dry_run, or of what was deleted).
+   *
+   * @generated from field: repeated string execution_ids = 3;
+   */
+  executionIds: string[];
+};
+
+/**
+ * Describes the message execplan.v1.PurgeExecutionsResponse.
+ * Use `create(PurgeExecutionsResponseSchema)` to create a new message.
+ */
+export const PurgeExecutionsResponseSchema: GenMessage<PurgeExecutionsResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 59);
+
+/**
+ * @generated from message execplan.v1.CreateScheduleRequest
+ */
+export type CreateScheduleRequest = Message<"execplan.v1.CreateScheduleRequest"> & {
+  /**
+   * [a-z0-9][a-z0-9._-]*, at most 128 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: execplan.v1.ScheduleSpec spec = 2;
+   */
+  spec?: ScheduleSpec | undefined;
+
+  /**
+   * @generated from oneof execplan.v1.CreateScheduleRequest.definition
+   */
+  definition: {
+    /**
+     * @generated from field: execplan.v1.ExecutionPlan plan = 3;
+     */
+    value: ExecutionPlan;
+    case: "plan";
+  } | {
+    /**
+     * @generated from field: string plan_id = 4;
+     */
+    value: string;
+    case: "planId";
+  } | {
+    /**
+     * @generated from field: string source = 5;
+     */
+    value: string;
+    case: "source";
+  } | {
+    /**
+     * @generated from field: execplan.v1.Workflow workflow = 6;
+     */
+    value: Workflow;
+    case: "workflow";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: execplan.v1.SourceFormat format = 7;
+   */
+  format: SourceFormat;
+
+  /**
+   * @generated from field: google.protobuf.Struct inputs = 8;
+   */
+  inputs?: JsonObject | undefined;
+
+  /**
+   * @generated from field: string fairness_key = 9;
+   */
+  fairnessKey: string;
+
+  /**
+   * @generated from field: map<string, execplan.v1.SearchAttributeValue> search_attributes = 10;
+   */
+  searchAttributes: { [key: string]: SearchAttributeValue };
+
+  /**
+   * Create it paused.
+   *
+   * @generated from field: bool paused = 11;
+   */
+  paused: boolean;
+
+  /**
+   * Repeating a create (same name, same request) returns the schedule with
+   * `created` false; another schedule under the name is ALREADY_EXISTS.
+   *
+   * @generated from field: string request_id = 12;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message execplan.v1.CreateScheduleRequest.
+ * Use `create(CreateScheduleRequestSchema)` to create a new message.
+ */
+export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 60);
+
+/**
+ * @generated from message execplan.v1.CreateScheduleResponse
+ */
+export type CreateScheduleResponse = Message<"execplan.v1.CreateScheduleResponse"> & {
+  /**
+   * @generated from field: execplan.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+
+  /**
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.CreateScheduleResponse.
+ * Use `create(CreateScheduleResponseSchema)` to create a new message.
+ */
+export const CreateScheduleResponseSchema: GenMessage<CreateScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 61);
+
+/**
+ * @generated from message execplan.v1.GetScheduleRequest
+ */
+export type GetScheduleRequest = Message<"execplan.v1.GetScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message execplan.v1.GetScheduleRequest.
+ * Use `create(GetScheduleRequestSchema)` to create a new message.
+ */
+export const GetScheduleRequestSchema: GenMessage<GetScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 62);
+
+/**
+ * @generated from message execplan.v1.GetScheduleResponse
+ */
+export type GetScheduleResponse = Message<"execplan.v1.GetScheduleResponse"> & {
+  /**
+   * @generated from field: execplan.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.GetScheduleResponse.
+ * Use `create(GetScheduleResponseSchema)` to create a new message.
+ */
+export const GetScheduleResponseSchema: GenMessage<GetScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 63);
+
+/**
+ * @generated from message execplan.v1.ListSchedulesRequest
+ */
+export type ListSchedulesRequest = Message<"execplan.v1.ListSchedulesRequest"> & {
+  /**
+   * 0 = 100; at most 1000 (larger values are served as 1000).
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message execplan.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 64);
+
+/**
+ * @generated from message execplan.v1.ListSchedulesResponse
+ */
+export type ListSchedulesResponse = Message<"execplan.v1.ListSchedulesResponse"> & {
+  /**
+   * @generated from field: repeated execplan.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message execplan.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 65);
+
+/**
+ * @generated from message execplan.v1.DeleteScheduleRequest
+ */
+export type DeleteScheduleRequest = Message<"execplan.v1.DeleteScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message execplan.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 66);
+
+/**
+ * @generated from message execplan.v1.DeleteScheduleResponse
+ */
+export type DeleteScheduleResponse = Message<"execplan.v1.DeleteScheduleResponse"> & {
+  /**
+   * False when there was no such schedule (a repeated delete).
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message execplan.v1.DeleteScheduleResponse.
+ * Use `create(DeleteScheduleResponseSchema)` to create a new message.
+ */
+export const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 67);
+
+/**
+ * @generated from message execplan.v1.PauseScheduleRequest
+ */
+export type PauseScheduleRequest = Message<"execplan.v1.PauseScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message execplan.v1.PauseScheduleRequest.
+ * Use `create(PauseScheduleRequestSchema)` to create a new message.
+ */
+export const PauseScheduleRequestSchema: GenMessage<PauseScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 68);
+
+/**
+ * @generated from message execplan.v1.PauseScheduleResponse
+ */
+export type PauseScheduleResponse = Message<"execplan.v1.PauseScheduleResponse"> & {
+  /**
+   * @generated from field: execplan.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.PauseScheduleResponse.
+ * Use `create(PauseScheduleResponseSchema)` to create a new message.
+ */
+export const PauseScheduleResponseSchema: GenMessage<PauseScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 69);
+
+/**
+ * Slots that came due while paused are not run later.
+ *
+ * @generated from message execplan.v1.ResumeScheduleRequest
+ */
+export type ResumeScheduleRequest = Message<"execplan.v1.ResumeScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message execplan.v1.ResumeScheduleRequest.
+ * Use `create(ResumeScheduleRequestSchema)` to create a new message.
+ */
+export const ResumeScheduleRequestSchema: GenMessage<ResumeScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 70);
+
+/**
+ * @generated from message execplan.v1.ResumeScheduleResponse
+ */
+export type ResumeScheduleResponse = Message<"execplan.v1.ResumeScheduleResponse"> & {
+  /**
+   * @generated from field: execplan.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message execplan.v1.ResumeScheduleResponse.
+ * Use `create(ResumeScheduleResponseSchema)` to create a new message.
+ */
+export const ResumeScheduleResponseSchema: GenMessage<ResumeScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 71);
+
+/**
+ * @generated from message execplan.v1.BackfillScheduleRequest
+ */
+export type BackfillScheduleRequest = Message<"execplan.v1.BackfillScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Every slot s with start <= s <= end (at most 1,000 slots).
+   *
+   * @generated from field: google.protobuf.Timestamp start = 2;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end = 3;
+   */
+  end?: Timestamp | undefined;
+
+  /**
+   * UNSPECIFIED = the schedule's own policy.
+   *
+   * @generated from field: execplan.v1.ScheduleOverlapPolicy overlap = 4;
+   */
+  overlap: ScheduleOverlapPolicy;
+
+  /**
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message execplan.v1.BackfillScheduleRequest.
+ * Use `create(BackfillScheduleRequestSchema)` to create a new message.
+ */
+export const BackfillScheduleRequestSchema: GenMessage<BackfillScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 72);
+
+/**
+ * @generated from message execplan.v1.BackfillScheduleResponse
+ */
+export type BackfillScheduleResponse = Message<"execplan.v1.BackfillScheduleResponse"> & {
+  /**
+   * Slots in the range.
+   *
+   * @generated from field: uint32 slots = 1;
+   */
+  slots: number;
+
+  /**
+   * Runs started now.
+   *
+   * @generated from field: uint32 started = 2;
+   */
+  started: number;
+
+  /**
+   * Slots that had run before (nothing started again).
+   *
+   * @generated from field: uint32 already_run = 3;
+   */
+  alreadyRun: number;
+
+  /**
+   * Slots skipped or buffered by the overlap policy.
+   *
+   * @generated from field: uint32 skipped = 4;
+   */
+  skipped: number;
+
+  /**
+   * @generated from field: uint32 buffered = 5;
+   */
+  buffered: number;
+
+  /**
+   * @generated from field: repeated string execution_ids = 6;
+   */
+  executionIds: string[];
+};
+
+/**
+ * Describes the message execplan.v1.BackfillScheduleResponse.
+ * Use `create(BackfillScheduleResponseSchema)` to create a new message.
+ */
+export const BackfillScheduleResponseSchema: GenMessage<BackfillScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_execplan_v1_executor_service, 73);
+
+/**
  * @generated from enum execplan.v1.BreakerState
  */
 export enum BreakerState {
@@ -2059,6 +2681,96 @@ export const ExecutorService: GenService<{
     methodKind: "unary";
     input: typeof GetUsageRequestSchema;
     output: typeof GetUsageResponseSchema;
+  },
+  /**
+   * Streams the partial output of running tasks (`ctx.stream`) live, from the moment
+   * of the call: chunks are not stored, so nothing sent before is replayed. Ends (OK)
+   * when the execution ends (or, with `task_id`, when that task ends for good). A
+   * subscriber that falls 10,000 chunks behind is dropped: the stream ends with
+   * RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW); the final output stays in the
+   * task's result.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.WatchTaskStream
+   */
+  watchTaskStream: {
+    methodKind: "server_streaming";
+    input: typeof WatchTaskStreamRequestSchema;
+    output: typeof WatchTaskStreamResponseSchema;
+  },
+  /**
+   * Deletes finished executions (history, checkpoints, search attributes, index row)
+   * that match a filter, in bounded batches; running ones are never touched. Admin.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.PurgeExecutions
+   */
+  purgeExecutions: {
+    methodKind: "unary";
+    input: typeof PurgeExecutionsRequestSchema;
+    output: typeof PurgeExecutionsResponseSchema;
+  },
+  /**
+   * Schedules: start a plan on a cron expression or an interval, durably, once per
+   * slot across restarts and replicas (docs/operations.md).
+   *
+   * @generated from rpc execplan.v1.ExecutorService.CreateSchedule
+   */
+  createSchedule: {
+    methodKind: "unary";
+    input: typeof CreateScheduleRequestSchema;
+    output: typeof CreateScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc execplan.v1.ExecutorService.GetSchedule
+   */
+  getSchedule: {
+    methodKind: "unary";
+    input: typeof GetScheduleRequestSchema;
+    output: typeof GetScheduleResponseSchema;
+  },
+  /**
+   * By name, under the shared paging rule.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
+  },
+  /**
+   * @generated from rpc execplan.v1.ExecutorService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof DeleteScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc execplan.v1.ExecutorService.PauseSchedule
+   */
+  pauseSchedule: {
+    methodKind: "unary";
+    input: typeof PauseScheduleRequestSchema;
+    output: typeof PauseScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc execplan.v1.ExecutorService.ResumeSchedule
+   */
+  resumeSchedule: {
+    methodKind: "unary";
+    input: typeof ResumeScheduleRequestSchema;
+    output: typeof ResumeScheduleResponseSchema;
+  },
+  /**
+   * Starts the runs of every slot in [start, end] now (each once: a slot that
+   * already ran is not run again), under the overlap policy given.
+   *
+   * @generated from rpc execplan.v1.ExecutorService.BackfillSchedule
+   */
+  backfillSchedule: {
+    methodKind: "unary";
+    input: typeof BackfillScheduleRequestSchema;
+    output: typeof BackfillScheduleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_execplan_v1_executor_service, 0);
