@@ -9,9 +9,10 @@ from execplan.errors import StoreError
 from execplan.store import MemoryStore, SqliteStore, Store, open_store
 
 from .contract import StoreContract
+from .ops_contract import OpsContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, OpsContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[Store]:
         store = MemoryStore()

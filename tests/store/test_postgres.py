@@ -17,12 +17,13 @@ from execplan.store.postgres import PostgresStore
 from execplan.store.postgres.schema import LATEST_VERSION, MIGRATIONS, migrate
 
 from .contract import StoreContract, event, events, record, sequences, started
+from .ops_contract import OpsContract
 from .pg import PgServer, pg_dsn, pg_server
 
 __all__ = ["pg_dsn", "pg_server"]  # fixtures, imported for pytest
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, OpsContract):
     @pytest.fixture
     async def store(self, pg_dsn: str) -> AsyncIterator[Store]:
         store = PostgresStore(pg_dsn)

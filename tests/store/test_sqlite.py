@@ -22,9 +22,10 @@ from execplan.store.sql import BY_REQUEST_ID, list_query
 from execplan.store.sqlite.schema import ACTIVE, LATEST_VERSION, MIGRATIONS, migrate
 
 from .contract import StoreContract, event, events, record, sequences, started
+from .ops_contract import OpsContract
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, OpsContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         store = SqliteStore(tmp_path / "execplan.db")

@@ -8,9 +8,17 @@ in between its reads and writes, so on one event loop each call is atomic.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from execplan.errors import AlreadyExists, ConcurrencyConflict, NotFound, Unavailable
+from execplan.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+)
+from execplan.search import EMPTY, Filter, SearchValue
+from execplan.search.filter import matches
 
 from .checks import check_batch_shape, check_sequences
 from .flow import FlowStore
@@ -26,6 +34,7 @@ from .port import (
     UsageTotals,
     decode_cursor,
 )
+from .schedules import ScheduleRecord, ScheduleUpdate
 from .usage import fold
 
 
@@ -39,6 +48,8 @@ class MemoryStore(Store):
         self._snapshots: dict[str, Snapshot] = {}
         self._kv: dict[tuple[str, str], bytes] = {}
         self._flow = MemoryFlowStore()
+        self._attributes: dict[str, dict[str, SearchValue]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     @property
     def flow(self) -> FlowStore:
@@ -63,17 +74,25 @@ class MemoryStore(Store):
         return self._plans.get(plan_id)
 
     async def create_execution(
-        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+        self,
+        record: ExecutionRecord,
+        events: Sequence[StoredEvent],
+        schedule: ScheduleUpdate | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         self._check_open()
         check_batch_shape(record.execution_id, events)
         if record.request_id and record.request_id in self._by_request:
-            return self._executions[self._by_request[record.request_id]], False
+            return self._bare(self._by_request[record.request_id]), False
         if record.execution_id in self._executions:
             raise AlreadyExists(f"execution {record.execution_id!r} already exists")
         check_sequences(record.execution_id, 0, events)
+        if schedule is not None:
+            self._check_schedule(schedule)
+            self._schedules[schedule.record.name] = schedule.record
         stored = dataclasses.replace(record, last_sequence=len(events))
-        self._executions[record.execution_id] = stored
+        if record.search_attributes:
+            self._attributes[record.execution_id] = dict(record.search_attributes)
+        self._executions[record.execution_id] = dataclasses.replace(stored, search_attributes={})
         self._events[record.execution_id] = list(events)
         if record.request_id:
             self._by_request[record.request_id] = record.execution_id
@@ -82,7 +101,10 @@ class MemoryStore(Store):
     async def find_by_request(self, request_id: str) -> ExecutionRecord | None:
         self._check_open()
         execution_id = self._by_request.get(request_id)
-        return None if execution_id is None else self._executions[execution_id]
+        return None if execution_id is None else self._bare(execution_id)
+
+    def _bare(self, execution_id: str) -> ExecutionRecord:
+        return self._executions[execution_id]
 
     async def append(self, batch: Sequence[Append]) -> None:
         self._check_open()
@@ -103,6 +125,15 @@ class MemoryStore(Store):
             raise NotFound(f"execution {item.execution_id!r} not found")
         check_sequences(item.execution_id, record.last_sequence, item.events)
         self._events[item.execution_id].extend(item.events)
+        if item.search_attributes:
+            current = self._attributes.setdefault(item.execution_id, {})
+            for name, value in item.search_attributes.items():
+                if value is None:
+                    current.pop(name, None)
+                else:
+                    current[name] = value
+            if not current:
+                del self._attributes[item.execution_id]
         if item.events:
             record = dataclasses.replace(record, last_sequence=item.events[-1].sequence)
         if item.state is not None:
@@ -113,8 +144,11 @@ class MemoryStore(Store):
         self, execution_id: str, after_sequence: int = 0, limit: int | None = None
     ) -> list[StoredEvent]:
         self._check_open()
-        # Sequences are 1..n without gaps, so the list index is sequence - 1.
-        events = self._events.get(execution_id, [])[max(after_sequence, 0) :]
+        # Sequences are 1..n without gaps, so the list index is sequence - 1 (after a
+        # partial delete_execution, counted from the first one left).
+        stored = self._events.get(execution_id, [])
+        offset = stored[0].sequence - 1 if stored else 0
+        events = stored[max(after_sequence - offset, 0) :]
         return events if limit is None else events[: max(limit, 0)]
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
@@ -129,6 +163,7 @@ class MemoryStore(Store):
         limit: int = 100,
         after: str = "",
         parent_execution_id: str = "",
+        filter: Filter = EMPTY,
     ) -> list[ExecutionRecord]:
         self._check_open()
         wanted = frozenset(states)
@@ -140,9 +175,73 @@ class MemoryStore(Store):
             and (not workflow_name or r.workflow_name == workflow_name)
             and (not parent_execution_id or r.parent_execution_id == parent_execution_id)
             and (bound is None or (r.created_at_ms, r.execution_id) < bound)
+            and (not filter or self._matches(filter, r))
         ]
         rows.sort(key=lambda r: (r.created_at_ms, r.execution_id), reverse=True)
+        return [
+            dataclasses.replace(r, search_attributes=dict(self._attributes[r.execution_id]))
+            if r.execution_id in self._attributes
+            else r
+            for r in rows[: max(limit, 0)]
+        ]
+
+    def _matches(self, f: Filter, r: ExecutionRecord) -> bool:
+        columns: Mapping[str, str | int] = {
+            "state": r.state,
+            "workflow_name": r.workflow_name,
+            "execution_id": r.execution_id,
+            "plan_id": r.plan_id,
+            "fairness_key": r.fairness_key,
+            "created_at_ms": r.created_at_ms,
+            "updated_at_ms": r.updated_at_ms,
+        }
+        attributes = self._attributes.get(r.execution_id, {})
+        return matches(f, columns, attributes, terminal=r.state in TERMINAL_STATES)
+
+    async def search_attributes(
+        self, execution_ids: Collection[str]
+    ) -> dict[str, dict[str, SearchValue]]:
+        self._check_open()
+        return {i: dict(self._attributes[i]) for i in execution_ids if i in self._attributes}
+
+    async def list_finished(
+        self,
+        finished_before_ms: int,
+        *,
+        workflows: Collection[str] = (),
+        other_than: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        self._check_open()
+        rows = [
+            r
+            for r in self._executions.values()
+            if r.state in TERMINAL_STATES
+            and r.updated_at_ms < finished_before_ms
+            and (not workflows or r.workflow_name in workflows)
+            and r.workflow_name not in other_than
+        ]
+        rows.sort(key=lambda r: (r.updated_at_ms, r.execution_id))
         return rows[: max(limit, 0)]
+
+    async def delete_execution(self, execution_id: str, max_events: int) -> bool:
+        self._check_open()
+        record = self._executions.get(execution_id)
+        if record is None:
+            return True
+        if record.state not in TERMINAL_STATES:
+            raise FailedPrecondition(f"execution {execution_id} is {record.state}, not finished")
+        events = self._events.get(execution_id, [])
+        del events[: max(max_events, 1)]
+        if events:
+            return False
+        self._events.pop(execution_id, None)
+        self._snapshots.pop(execution_id, None)
+        self._attributes.pop(execution_id, None)
+        del self._executions[execution_id]
+        if record.request_id:
+            self._by_request.pop(record.request_id, None)
+        return True
 
     async def list_active(self) -> list[ExecutionRecord]:
         self._check_open()
@@ -194,3 +293,41 @@ class MemoryStore(Store):
             if e.usage is not None
         ]
         return fold(rows, query, parents, workflows)
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def create_schedule(self, record: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        self._check_open()
+        existing = self._schedules.get(record.name)
+        if existing is not None:
+            return existing, False
+        self._schedules[record.name] = record
+        return record, True
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        self._check_open()
+        return self._schedules.get(name)
+
+    async def list_schedules(self, limit: int = 100, after: str = "") -> list[ScheduleRecord]:
+        self._check_open()
+        names = sorted(n for n in self._schedules if n > after)
+        return [self._schedules[n] for n in names[: max(limit, 0)]]
+
+    def _check_schedule(self, update: ScheduleUpdate) -> None:
+        current = self._schedules.get(update.record.name)
+        if current is None:
+            raise NotFound(f"schedule {update.record.name!r} not found")
+        if current.version != update.expected_version:
+            raise ConcurrencyConflict(
+                f"schedule {update.record.name!r} changed (version {current.version}, "
+                f"expected {update.expected_version})"
+            )
+
+    async def update_schedule(self, update: ScheduleUpdate) -> None:
+        self._check_open()
+        self._check_schedule(update)
+        self._schedules[update.record.name] = update.record
+
+    async def delete_schedule(self, name: str) -> bool:
+        self._check_open()
+        return self._schedules.pop(name, None) is not None

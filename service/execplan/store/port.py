@@ -29,14 +29,17 @@ import abc
 import asyncio
 import base64
 import binascii
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from execplan.errors import ExecplanError, FieldViolation, InvalidArgument
+from execplan.search import EMPTY, Filter, SearchValue
 
 from .flow import FlowStore
+from .schedules import ScheduleRecord, ScheduleUpdate
 
 # The names of the execution states nothing leaves: the one list every layer uses
 # (the executor's enum set, the SQL "active" predicate and indexes are built from it).
@@ -49,6 +52,14 @@ TERMINAL_STATE_NAMES: tuple[str, ...] = (
     "TERMINATED",
 )
 TERMINAL_STATES: frozenset[str] = frozenset(TERMINAL_STATE_NAMES)
+
+
+def _no_attributes() -> Mapping[str, SearchValue]:
+    return MappingProxyType({})
+
+
+def _no_updates() -> Mapping[str, SearchValue | None]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,10 @@ class ExecutionRecord:
     # (`review`, `review[3]`) that started it.
     parent_execution_id: str = ""
     parent_task_id: str = ""
+    # Typed key/values to find it by (execplan.search). Written by create_execution
+    # and Append.search_attributes; filled in by list_executions and
+    # search_attributes(), left empty by the other reads (one more query each).
+    search_attributes: Mapping[str, SearchValue] = field(default_factory=_no_attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +118,15 @@ class Append:
     """Events to add to one execution, atomically; optionally updates its index row.
 
     The first event's sequence must be `last_sequence + 1` and the rest consecutive.
-    `state`/`updated_at_ms` are written to the index row when `state` is given.
+    `state`/`updated_at_ms` are written to the index row when `state` is given;
+    `search_attributes` are set (None removes one) in the same transaction.
     """
 
     execution_id: str
     events: tuple[StoredEvent, ...]
     state: str | None = None
     updated_at_ms: int = 0
+    search_attributes: Mapping[str, SearchValue | None] = field(default_factory=_no_updates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +195,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_execution(
-        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+        self,
+        record: ExecutionRecord,
+        events: Sequence[StoredEvent],
+        schedule: ScheduleUpdate | None = None,
     ) -> tuple[ExecutionRecord, bool]:
-        """Insert the index row and the first events atomically.
+        """Insert the index row, its search attributes and the first events atomically.
 
         Events must be numbered 1..n; the stored `last_sequence` is n. When
         `record.request_id` is set and already used, returns `(existing, False)` and
-        writes nothing; otherwise `(stored_record, True)`. A reused `execution_id`
-        raises `AlreadyExists`.
+        writes nothing (the schedule update included); otherwise `(stored_record,
+        True)`. A reused `execution_id` raises `AlreadyExists`. With `schedule`, that
+        schedule row is updated in the same transaction (a schedule's run and its
+        "last slot" commit together), or, when its version moved on,
+        `ConcurrencyConflict` and nothing is written.
         """
 
     @abc.abstractmethod
@@ -236,9 +259,38 @@ class Store(abc.ABC):
         limit: int = 100,
         after: str = "",
         parent_execution_id: str = "",
+        filter: Filter = EMPTY,
     ) -> list[ExecutionRecord]:
         """Newest first; filters combine with AND; `after` is a `page_cursor`;
-        `parent_execution_id` keeps only that execution's children."""
+        `parent_execution_id` keeps only that execution's children; `filter` is the
+        filter language's (execplan.search). Records come with their search attributes."""
+
+    @abc.abstractmethod
+    async def search_attributes(
+        self, execution_ids: Collection[str]
+    ) -> dict[str, dict[str, SearchValue]]:
+        """The search attributes of these executions (those without any are left out)."""
+
+    @abc.abstractmethod
+    async def list_finished(
+        self,
+        finished_before_ms: int,
+        *,
+        workflows: Collection[str] = (),
+        other_than: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """Executions in a terminal state whose last change (their end) is before
+        `finished_before_ms`, oldest first: retention's candidates. `workflows`: only
+        these; `other_than`: none of these."""
+
+    @abc.abstractmethod
+    async def delete_execution(self, execution_id: str, max_events: int) -> bool:
+        """Delete a finished execution in bounded steps: each call removes at most
+        `max_events` of its events (one short transaction, so the writer never stalls)
+        and, once none are left, its snapshot, search attributes and index row.
+        Returns True when the execution is gone (also when it never existed).
+        `FailedPrecondition` if it is not in a terminal state."""
 
     @abc.abstractmethod
     async def list_active(self) -> list[ExecutionRecord]:
@@ -278,6 +330,28 @@ class Store(abc.ABC):
     async def usage(self, query: UsageQuery) -> UsageTotals:
         """Usage recorded by events with `StoredEvent.usage`, added up (see UsageQuery).
         A usage row is kept when its execution is purged: spend stays on the books."""
+
+    # -- schedules (store/schedules.py) -----------------------------------------------
+
+    @abc.abstractmethod
+    async def create_schedule(self, record: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        """Insert; when the name is taken, `(existing, False)` and nothing written."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_schedules(self, limit: int = 100, after: str = "") -> list[ScheduleRecord]:
+        """By name; `after`: the last name of the previous page."""
+
+    @abc.abstractmethod
+    async def update_schedule(self, update: ScheduleUpdate) -> None:
+        """Replace the row if its version is still `update.expected_version`, else
+        `ConcurrencyConflict`; `NotFound` if there is none."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, name: str) -> bool:
+        """True when a schedule was deleted."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ A backend implements
                                    thread, so a read stays one thread hop);
     _write(sql, params)            run one statement in the next group commit;
     open, close, stats             its connections and its group-commit writer;
-    create_execution, append_each, save_snapshot
+    create_execution, append_each, save_snapshot, delete_execution,
+    create_schedule, update_schedule
                                    the writes whose transaction semantics differ
                                    (see each backend's `writes.py`).
 
@@ -23,13 +24,16 @@ position in the order of the column lists below.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from execplan.errors import ExecplanError, StoreError
+from execplan.search import EMPTY, Filter, SearchValue
 
+from . import schedules as sch
 from .group_commit import WriterStats
 from .port import (
     TERMINAL_STATE_NAMES,
@@ -42,6 +46,7 @@ from .port import (
     UsageTotals,
     decode_cursor,
 )
+from .search_sql import ATTRIBUTE_COLUMNS, FINISHED, filter_where, grouped
 from .usage import rollup_query, totals
 
 T = TypeVar("T")
@@ -125,11 +130,12 @@ def list_query(
     workflow_name: str,
     limit: int,
     after: tuple[int, str] | None,
+    *,
     parent_execution_id: str = "",
+    search: Filter = EMPTY,
 ) -> tuple[str, list[Any]]:
     """`list_executions` as SQL and parameters: newest first, filters ANDed."""
-    where: list[str] = []
-    params: list[Any] = []
+    where, params = filter_where(search)
     if states:
         where.append(f"state IN ({', '.join('?' * len(states))})")
         params.extend(states)
@@ -160,6 +166,29 @@ def numbered(sql: str) -> str:
     inside a literal)."""
     counter = iter(range(1, sql.count("?") + 1))
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+def finished_query(
+    before_ms: int, workflows: Collection[str], other_than: Collection[str], limit: int
+) -> tuple[str, list[Any]]:
+    """`list_finished` as SQL: oldest end first, over the partial index of finished ones."""
+    sql = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {FINISHED} AND updated_at_ms < ?"
+    params: list[Any] = [before_ms]
+    if workflows:
+        sql += f" AND workflow_name IN ({', '.join('?' * len(workflows))})"
+        params.extend(workflows)
+    if other_than:
+        sql += f" AND workflow_name NOT IN ({', '.join('?' * len(other_than))})"
+        params.extend(other_than)
+    sql += " ORDER BY updated_at_ms, execution_id LIMIT ?"
+    params.append(max(limit, 0))
+    return sql, params
+
+
+def attributes_query(execution_ids: Collection[str]) -> tuple[str, list[Any]]:
+    marks = ", ".join("?" * len(execution_ids))
+    sql = f"SELECT {ATTRIBUTE_COLUMNS} FROM search_attributes WHERE execution_id IN ({marks})"
+    return sql, list(execution_ids)
 
 
 def _first_payload(rows: Rows) -> bytes | None:
@@ -240,9 +269,49 @@ class SqlStore(Store):
         limit: int = 100,
         after: str = "",
         parent_execution_id: str = "",
+        filter: Filter = EMPTY,
     ) -> list[ExecutionRecord]:
         bound = decode_cursor(after) if after else None
-        sql, params = list_query(tuple(states), workflow_name, limit, bound, parent_execution_id)
+        sql, params = list_query(
+            tuple(states),
+            workflow_name,
+            limit,
+            bound,
+            parent_execution_id=parent_execution_id,
+            search=filter,
+        )
+        return await self._with_attributes(await self._query(sql, params, _records))
+
+    async def _with_attributes(self, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
+        if not records:
+            return records
+        found = await self.search_attributes([r.execution_id for r in records])
+        return [
+            dataclasses.replace(r, search_attributes=found[r.execution_id])
+            if r.execution_id in found
+            else r
+            for r in records
+        ]
+
+    async def search_attributes(
+        self, execution_ids: Collection[str]
+    ) -> dict[str, dict[str, SearchValue]]:
+        ids = list(dict.fromkeys(execution_ids))
+        found: dict[str, dict[str, SearchValue]] = {}
+        for start in range(0, len(ids), 500):  # bounded parameter lists
+            sql, params = attributes_query(ids[start : start + 500])
+            found.update(await self._query(sql, params, grouped))
+        return found
+
+    async def list_finished(
+        self,
+        finished_before_ms: int,
+        *,
+        workflows: Collection[str] = (),
+        other_than: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        sql, params = finished_query(finished_before_ms, tuple(workflows), tuple(other_than), limit)
         return await self._query(sql, params, _records)
 
     async def list_active(self) -> list[ExecutionRecord]:
@@ -266,6 +335,25 @@ class SqlStore(Store):
     async def usage(self, query: UsageQuery) -> UsageTotals:
         sql, params = rollup_query(query)
         return await self._query(sql, params, partial(totals, group_by=query.group_by))
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def get_schedule(self, name: str) -> sch.ScheduleRecord | None:
+        def first(rows: Rows) -> sch.ScheduleRecord | None:
+            return sch.to_schedule(rows[0]) if rows else None
+
+        return await self._query(sch.GET_SCHEDULE, (name,), first)
+
+    async def list_schedules(self, limit: int = 100, after: str = "") -> list[sch.ScheduleRecord]:
+        def records(rows: Rows) -> list[sch.ScheduleRecord]:
+            return [sch.to_schedule(r) for r in rows]
+
+        return await self._query(sch.LIST_SCHEDULES, (after, max(limit, 0)), records)
+
+    async def delete_schedule(self, name: str) -> bool:
+        existed = await self.get_schedule(name) is not None
+        await self._write(sch.DELETE_SCHEDULE, (name,))
+        return existed
 
 
 def _first(failures: dict[str, ExecplanError]) -> ExecplanError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 from execplan.errors import StoreError
 
+from ..search_sql import FINISHED
 from ..sql import ACTIVE
 
 # pg_advisory_lock key: any constant bigint unique to "execplan schema migration".
@@ -203,6 +204,35 @@ MIGRATIONS: tuple[Migration, ...] = (
         9,
         "the task of the parent that started a child execution (listed with it)",
         ("ALTER TABLE executions ADD COLUMN parent_task_id text NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        10,
+        "search attributes, finished executions by end (retention), schedules",
+        (
+            """CREATE TABLE search_attributes (
+                execution_id text NOT NULL REFERENCES executions (execution_id),
+                name         text NOT NULL,
+                kind         text NOT NULL,
+                str_value    text,
+                num_value    double precision,
+                int_value    bigint,
+                PRIMARY KEY (execution_id, name)
+            )""",
+            "CREATE INDEX search_by_string ON search_attributes (name, str_value)",
+            "CREATE INDEX search_by_number ON search_attributes (name, num_value)",
+            "CREATE INDEX search_by_int ON search_attributes (name, kind, int_value)",
+            f"CREATE INDEX executions_finished ON executions (updated_at_ms, execution_id)"
+            f" WHERE {FINISHED}",
+            """CREATE TABLE schedules (
+                name          text PRIMARY KEY,
+                version       bigint NOT NULL,
+                spec          bytea NOT NULL,
+                state         bytea NOT NULL,
+                last_slot_ms  bigint NOT NULL,
+                created_at_ms bigint NOT NULL,
+                updated_at_ms bigint NOT NULL
+            )""",
+        ),
     ),
 )
 

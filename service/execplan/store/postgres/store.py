@@ -25,6 +25,7 @@ from execplan.errors import ExecplanError, OwnershipLost, StoreError, Unavailabl
 from ..checks import check_batch_shape, failures_of
 from ..flow import FlowStore
 from ..port import Append, ExecutionRecord, Owner, Snapshot, StoredEvent
+from ..schedules import ScheduleRecord, ScheduleUpdate
 from ..sql import Rows, SqlStore, numbered
 from . import ownership, writes
 from .flow import PostgresFlowStore
@@ -150,11 +151,14 @@ class PostgresStore(SqlStore):
     # -- writes whose transactions are PostgreSQL's own (writes.py) -----------------
 
     async def create_execution(
-        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+        self,
+        record: ExecutionRecord,
+        events: Sequence[StoredEvent],
+        schedule: ScheduleUpdate | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         check_batch_shape(record.execution_id, events)
         return await self._require_writer().submit(
-            partial(writes.create_execution, record, tuple(events), self._owner)
+            partial(writes.create_execution, record, tuple(events), self._owner, schedule)
         )
 
     async def append(self, batch: Sequence[Append]) -> None:
@@ -177,6 +181,18 @@ class PostgresStore(SqlStore):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
+
+    async def delete_execution(self, execution_id: str, max_events: int) -> bool:
+        done: bool = await self._require_writer().submit(
+            partial(writes.delete_execution, execution_id, max_events)
+        )
+        return done
+
+    async def create_schedule(self, record: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        return await self._require_writer().submit(partial(writes.create_schedule, record))
+
+    async def update_schedule(self, update: ScheduleUpdate) -> None:
+        await self._require_writer().submit(partial(writes.update_schedule, update))
 
     async def list_active(self) -> list[ExecutionRecord]:
         """Every active execution; with an `owner` set, only those it owns."""

@@ -14,7 +14,7 @@ whatever its size.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -22,13 +22,17 @@ from execplan.errors import (
     AlreadyExists,
     ConcurrencyConflict,
     ExecplanError,
+    FailedPrecondition,
     NotFound,
     OwnershipLost,
 )
+from execplan.search import SearchValue
 
+from .. import schedules as sch
 from ..checks import check_sequences
 from ..group_commit import Failed
-from ..port import Append, ExecutionRecord, Owner, Snapshot, StoredEvent
+from ..port import TERMINAL_STATES, Append, ExecutionRecord, Owner, Snapshot, StoredEvent
+from ..search_sql import DELETE_ATTRIBUTE, UPSERT_ATTRIBUTE, attribute_rows
 from ..sql import (
     BY_REQUEST_ID,
     EXECUTION_COLUMNS,
@@ -160,6 +164,8 @@ async def append_many(
         if item.state is not None:
             row[1], row[2] = item.state, item.updated_at_ms
     await columns.insert(conn)
+    accepted = [i for i, o in zip(items, outcomes, strict=True) if o is None]
+    await _write_attributes(conn, [(i.execution_id, i.search_attributes) for i in accepted])
     if changed:
         keys = list(changed)
         await conn.execute(
@@ -170,6 +176,39 @@ async def append_many(
             [changed[k][2] for k in keys],
         )
     return outcomes
+
+
+async def _write_attributes(
+    conn: asyncpg.Connection,
+    updates: Sequence[tuple[str, Mapping[str, SearchValue | None]]],
+) -> None:
+    """Upserts and removals of search attributes: at most two statements a group."""
+    upserts: list[tuple[Any, ...]] = []
+    deletes: list[tuple[str, str]] = []
+    for execution_id, attributes in updates:
+        if attributes:
+            rows, gone = attribute_rows(execution_id, attributes)
+            upserts += rows
+            deletes += gone
+    if upserts:
+        await conn.executemany(numbered(UPSERT_ATTRIBUTE), upserts)
+    if deletes:
+        await conn.executemany(numbered(DELETE_ATTRIBUTE), deletes)
+
+
+async def _check_schedule(conn: asyncpg.Connection, update: sch.ScheduleUpdate) -> None:
+    """Before any write: the schedule row is still at the version the caller read
+    (locked until commit, so a concurrent change waits and then sees ours)."""
+    version = await conn.fetchval(
+        numbered(sch.SCHEDULE_VERSION) + " FOR UPDATE", update.record.name
+    )
+    if version is None:
+        raise NotFound(f"schedule {update.record.name!r} not found")
+    if version != update.expected_version:
+        raise ConcurrencyConflict(
+            f"schedule {update.record.name!r} changed (version {version}, "
+            f"expected {update.expected_version})"
+        )
 
 
 async def execute(sql: str, params: Sequence[Any], conn: asyncpg.Connection) -> None:
@@ -186,6 +225,7 @@ async def create_execution(
     record: ExecutionRecord,
     events: Sequence[StoredEvent],
     owner: Owner | None,
+    schedule: sch.ScheduleUpdate | None,
     conn: asyncpg.Connection,
 ) -> tuple[ExecutionRecord, bool]:
     if record.request_id:
@@ -200,6 +240,8 @@ async def create_execution(
         ):
             raise AlreadyExists(f"execution {record.execution_id!r} already exists") from None
         raise
+    if schedule is not None:
+        await _check_schedule(conn, schedule)
     stored = dataclasses.replace(record, last_sequence=len(events))
     # DO NOTHING covers both unique keys (id, request_id); it waits for a concurrent
     # inserter of the same key in another process and then reports the conflict.
@@ -218,6 +260,9 @@ async def create_execution(
     columns = _EventColumns()
     columns.add(events, record.workflow_name)
     await columns.insert(conn)
+    await _write_attributes(conn, [(stored.execution_id, stored.search_attributes)])
+    if schedule is not None:
+        await conn.execute(numbered(sch.UPDATE_SCHEDULE), *sch.update_values(schedule))
     return stored, True
 
 
@@ -229,3 +274,47 @@ async def save_snapshot(snapshot: Snapshot, conn: asyncpg.Connection) -> None:
     await conn.execute(
         numbered(SAVE_SNAPSHOT), snapshot.execution_id, snapshot.sequence, snapshot.payload
     )
+
+
+async def delete_execution(execution_id: str, max_events: int, conn: asyncpg.Connection) -> bool:
+    """One bounded step of deleting a finished execution (see `Store.delete_execution`)."""
+    state = await conn.fetchval(
+        "SELECT state FROM executions WHERE execution_id = $1 FOR UPDATE", execution_id
+    )
+    if state is None:
+        return True
+    if state not in TERMINAL_STATES:
+        raise FailedPrecondition(f"execution {execution_id} is {state}, not finished")
+    first = await conn.fetchval(
+        "SELECT min(sequence) FROM events WHERE execution_id = $1", execution_id
+    )
+    if first is not None:
+        # Sequences are gap-free: this range is at most max_events rows of the PK.
+        await conn.execute(
+            "DELETE FROM events WHERE execution_id = $1 AND sequence < $2",
+            execution_id,
+            first + max(max_events, 1),
+        )
+        if await conn.fetchval(
+            "SELECT 1 FROM events WHERE execution_id = $1 LIMIT 1", execution_id
+        ):
+            return False
+    await conn.execute("DELETE FROM snapshots WHERE execution_id = $1", execution_id)
+    await conn.execute("DELETE FROM search_attributes WHERE execution_id = $1", execution_id)
+    await conn.execute("DELETE FROM executions WHERE execution_id = $1", execution_id)
+    return True
+
+
+async def create_schedule(
+    record: sch.ScheduleRecord, conn: asyncpg.Connection
+) -> tuple[sch.ScheduleRecord, bool]:
+    inserted = await conn.execute(numbered(sch.INSERT_SCHEDULE), *sch.insert_values(record))
+    if inserted.endswith(" 1"):  # "INSERT 0 1"
+        return record, True
+    row = await conn.fetchrow(numbered(sch.GET_SCHEDULE), record.name)
+    return sch.to_schedule(row), False
+
+
+async def update_schedule(update: sch.ScheduleUpdate, conn: asyncpg.Connection) -> None:
+    await _check_schedule(conn, update)
+    await conn.execute(numbered(sch.UPDATE_SCHEDULE), *sch.update_values(update))

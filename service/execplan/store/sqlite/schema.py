@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from execplan.errors import StoreError
 
+from ..search_sql import FINISHED
 from ..sql import ACTIVE
 
 __all__ = ["ACTIVE", "LATEST_VERSION", "MIGRATIONS", "Migration", "migrate"]
@@ -194,6 +195,39 @@ MIGRATIONS: tuple[Migration, ...] = (
         9,
         "the task of the parent that started a child execution (listed with it)",
         ("ALTER TABLE executions ADD COLUMN parent_task_id TEXT NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        10,
+        "search attributes, finished executions by end (retention), schedules",
+        (
+            # One row per (execution, attribute); the value sits in the column of its
+            # kind (store/search_sql.py), each indexed by (name, value).
+            """CREATE TABLE search_attributes (
+                execution_id TEXT NOT NULL REFERENCES executions (execution_id),
+                name         TEXT NOT NULL,
+                kind         TEXT NOT NULL,
+                str_value    TEXT,
+                num_value    REAL,
+                int_value    INTEGER,
+                PRIMARY KEY (execution_id, name)
+            )""",
+            "CREATE INDEX search_by_string ON search_attributes (name, str_value)",
+            "CREATE INDEX search_by_number ON search_attributes (name, num_value)",
+            "CREATE INDEX search_by_int ON search_attributes (name, kind, int_value)",
+            # Retention reads finished executions oldest end first; `search_sql.FINISHED`
+            # is repeated verbatim by that query.
+            f"CREATE INDEX executions_finished ON executions (updated_at_ms, execution_id)"
+            f" WHERE {FINISHED}",
+            """CREATE TABLE schedules (
+                name          TEXT PRIMARY KEY,
+                version       INTEGER NOT NULL,
+                spec          BLOB NOT NULL,
+                state         BLOB NOT NULL,
+                last_slot_ms  INTEGER NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                updated_at_ms INTEGER NOT NULL
+            )""",
+        ),
     ),
 )
 

@@ -28,6 +28,7 @@ from execplan.errors import ExecplanError, StoreError, Unavailable
 from ..checks import check_batch_shape, failures_of
 from ..flow import FlowStore
 from ..port import Append, ExecutionRecord, Snapshot, StoredEvent
+from ..schedules import ScheduleRecord, ScheduleUpdate
 from ..sql import Rows, SqlStore
 from . import writes
 from .flow import SqliteFlowStore
@@ -135,11 +136,14 @@ class SqliteStore(SqlStore):
     # -- writes whose transactions are SQLite's own (writes.py) ---------------------
 
     async def create_execution(
-        self, record: ExecutionRecord, events: Sequence[StoredEvent]
+        self,
+        record: ExecutionRecord,
+        events: Sequence[StoredEvent],
+        schedule: ScheduleUpdate | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         check_batch_shape(record.execution_id, events)
         return await self._require_writer().submit(
-            partial(writes.create_execution, record, tuple(events))
+            partial(writes.create_execution, record, tuple(events), schedule)
         )
 
     async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
@@ -150,3 +154,15 @@ class SqliteStore(SqlStore):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._require_writer().submit(partial(writes.save_snapshot, snapshot))
+
+    async def delete_execution(self, execution_id: str, max_events: int) -> bool:
+        done: bool = await self._require_writer().submit(
+            partial(writes.delete_execution, execution_id, max_events)
+        )
+        return done
+
+    async def create_schedule(self, record: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        return await self._require_writer().submit(partial(writes.create_schedule, record))
+
+    async def update_schedule(self, update: ScheduleUpdate) -> None:
+        await self._require_writer().submit(partial(writes.update_schedule, update))

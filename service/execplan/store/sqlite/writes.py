@@ -17,10 +17,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from execplan.errors import AlreadyExists, NotFound
+from execplan.errors import AlreadyExists, ConcurrencyConflict, FailedPrecondition, NotFound
 
+from .. import schedules as sch
 from ..checks import check_sequences
-from ..port import Append, ExecutionRecord, Snapshot, StoredEvent
+from ..port import TERMINAL_STATES, Append, ExecutionRecord, Snapshot, StoredEvent
+from ..search_sql import DELETE_ATTRIBUTE, UPSERT_ATTRIBUTE, attribute_rows
 from ..sql import (
     BY_REQUEST_ID,
     EXECUTION_COLUMNS,
@@ -51,8 +53,38 @@ def _insert_events(
         conn.executemany(INSERT_USAGE, rows)
 
 
+def _write_attributes(conn: sqlite3.Connection, item: Append | ExecutionRecord) -> None:
+    attributes = (
+        item.search_attributes
+        if isinstance(item, Append)
+        else dict(item.search_attributes)  # a new execution: upserts only
+    )
+    if not attributes:
+        return
+    upserts, deletes = attribute_rows(item.execution_id, attributes)
+    if upserts:
+        conn.executemany(UPSERT_ATTRIBUTE, upserts)
+    if deletes:
+        conn.executemany(DELETE_ATTRIBUTE, deletes)
+
+
+def check_schedule(conn: sqlite3.Connection, update: sch.ScheduleUpdate) -> None:
+    """Before any write: the schedule row is still at the version the caller read."""
+    row = conn.execute(sch.SCHEDULE_VERSION, (update.record.name,)).fetchone()
+    if row is None:
+        raise NotFound(f"schedule {update.record.name!r} not found")
+    if row[0] != update.expected_version:
+        raise ConcurrencyConflict(
+            f"schedule {update.record.name!r} changed (version {row[0]}, "
+            f"expected {update.expected_version})"
+        )
+
+
 def create_execution(
-    record: ExecutionRecord, events: Sequence[StoredEvent], conn: sqlite3.Connection
+    record: ExecutionRecord,
+    events: Sequence[StoredEvent],
+    schedule: sch.ScheduleUpdate | None,
+    conn: sqlite3.Connection,
 ) -> tuple[ExecutionRecord, bool]:
     if record.request_id:
         row = conn.execute(BY_REQUEST_ID, (record.request_id,)).fetchone()
@@ -63,9 +95,14 @@ def create_execution(
     ).fetchone():
         raise AlreadyExists(f"execution {record.execution_id!r} already exists")
     check_sequences(record.execution_id, 0, events)
+    if schedule is not None:
+        check_schedule(conn, schedule)
     stored = dataclasses.replace(record, last_sequence=len(events))
     conn.execute(_INSERT_EXECUTION, record_values(stored))
     _insert_events(conn, events, record.workflow_name)
+    _write_attributes(conn, stored)
+    if schedule is not None:
+        conn.execute(sch.UPDATE_SCHEDULE, sch.update_values(schedule))
     return stored, True
 
 
@@ -78,6 +115,7 @@ def append(item: Append, conn: sqlite3.Connection) -> None:
         raise NotFound(f"execution {item.execution_id!r} not found")
     check_sequences(item.execution_id, row[0], item.events)
     _insert_events(conn, item.events, row[1])
+    _write_attributes(conn, item)
     last = item.events[-1].sequence if item.events else row[0]
     if item.state is not None:
         conn.execute(
@@ -90,6 +128,50 @@ def append(item: Append, conn: sqlite3.Connection) -> None:
             "UPDATE executions SET last_sequence = ? WHERE execution_id = ?",
             (last, item.execution_id),
         )
+
+
+def delete_execution(execution_id: str, max_events: int, conn: sqlite3.Connection) -> bool:
+    """One bounded step of deleting a finished execution (see `Store.delete_execution`)."""
+    row = conn.execute(
+        "SELECT state FROM executions WHERE execution_id = ?", (execution_id,)
+    ).fetchone()
+    if row is None:
+        return True
+    if row[0] not in TERMINAL_STATES:
+        raise FailedPrecondition(f"execution {execution_id} is {row[0]}, not finished")
+    first = conn.execute(
+        "SELECT min(sequence) FROM events WHERE execution_id = ?", (execution_id,)
+    ).fetchone()[0]
+    if first is not None:
+        # Sequences are gap-free: this range is at most max_events rows of the PK.
+        conn.execute(
+            "DELETE FROM events WHERE execution_id = ? AND sequence < ?",
+            (execution_id, first + max(max_events, 1)),
+        )
+        more = conn.execute(
+            "SELECT 1 FROM events WHERE execution_id = ? LIMIT 1", (execution_id,)
+        ).fetchone()
+        if more is not None:
+            return False
+    conn.execute("DELETE FROM snapshots WHERE execution_id = ?", (execution_id,))
+    conn.execute("DELETE FROM search_attributes WHERE execution_id = ?", (execution_id,))
+    conn.execute("DELETE FROM executions WHERE execution_id = ?", (execution_id,))
+    return True
+
+
+def create_schedule(
+    record: sch.ScheduleRecord, conn: sqlite3.Connection
+) -> tuple[sch.ScheduleRecord, bool]:
+    row = conn.execute(sch.GET_SCHEDULE, (record.name,)).fetchone()
+    if row is not None:
+        return sch.to_schedule(row), False
+    conn.execute(sch.INSERT_SCHEDULE, sch.insert_values(record))
+    return record, True
+
+
+def update_schedule(update: sch.ScheduleUpdate, conn: sqlite3.Connection) -> None:
+    check_schedule(conn, update)
+    conn.execute(sch.UPDATE_SCHEDULE, sch.update_values(update))
 
 
 def save_snapshot(snapshot: Snapshot, conn: sqlite3.Connection) -> None:
