@@ -74,6 +74,14 @@ class ServerConfig:
     max_watch_streams: int = 10_000
     start_rate: float = 0.0
     start_burst: int = 10
+    # Retention of finished executions (docs/operations.md): deleted this long after
+    # they end (0 = kept forever), with per-workflow overrides (name -> ms, 0 = kept).
+    retention_ms: int = 0
+    retention_by_workflow: tuple[tuple[str, int], ...] = ()
+    # How often the background retention pass looks (and how much it deletes at once).
+    retention_interval_ms: int = 60_000
+    # At most one task_progress event per task per this interval.
+    progress_interval_ms: int = 1000
     # Budget of an expression too expensive to evaluate inline (docs/expressions.md).
     expression_timeout_ms: int = 1_000
     expression_memory_mib: int = 1_024

@@ -5,6 +5,7 @@
      │    ├── WorkflowInvalid      planner diagnostics (every problem at once)
      │    └── OutOfRange           a position past the end (that may exist later)
      ├── LimitExceeded            a size or count limit; maps to RESOURCE_EXHAUSTED
+     │    └── SubscriberTooSlow    a live-output subscriber fell behind and was dropped
      ├── Overloaded               back-pressure with a retry-after hint
      ├── NotFound                 unknown execution, plan, ...
      ├── AlreadyExists
@@ -69,6 +70,12 @@ class LimitExceeded(ExecplanError):
     def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
         super().__init__(message)
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
+
+
+class SubscriberTooSlow(LimitExceeded):
+    """A subscriber of live output fell too far behind and was dropped."""
+
+    reason = "SUBSCRIBER_TOO_SLOW"
 
 
 class Overloaded(ExecplanError):

@@ -164,6 +164,7 @@ class ExecutorComponent(BaseComponent):
         planner_token: str | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
         max_watch_streams: int = 10_000,
+        retention: Any = None,
     ) -> None:
         """`secrets`: where dispatches get task secrets (default: EXECPLAN_SECRET_*
         environment variables; see executor/runtime/secrets.py).
@@ -181,7 +182,9 @@ class ExecutorComponent(BaseComponent):
         `planner_token`: TLS and bearer token towards `planner_address`.
         `max_message_bytes`: the server's gRPC message limit; a task output may use it
         all but `RESULT_ENVELOPE_BYTES`, so the executor always receives an oversized
-        output and fails its attempt (PayloadTooLarge) instead of losing the stream."""
+        output and fails its attempt (PayloadTooLarge) instead of losing the stream.
+        `retention`: a `RetentionPolicy` for finished executions (default: kept).
+        The scheduler and retention run beside the engine (execplan/operations.py)."""
         from execplan.executor.runtime.engine import Engine, EngineConfig  # noqa: PLC0415
         from execplan.executor.runtime.replicas import Replica, ReplicaConfig  # noqa: PLC0415
         from execplan.store import open_store  # noqa: PLC0415
@@ -209,6 +212,9 @@ class ExecutorComponent(BaseComponent):
         self._compiler = compiler
         # The planner also compiles the sub-plans dynamic tasks answer with.
         self.engine = Engine(self.store, config, secrets=secrets, compiler=compiler)
+        from execplan.operations import Operations  # noqa: PLC0415
+
+        self.operations = Operations(self.engine, retention=retention)
         self.replica: Replica | None = None
         if isinstance(self.store, ReplicaStore):
             from execplan.wire.forward import GrpcForwarder  # noqa: PLC0415
@@ -241,10 +247,13 @@ class ExecutorComponent(BaseComponent):
             self.engine, self._silence_ms, self._max_message_bytes
         )
         self._worker_servicer = workers
+        from execplan.wire.schedule_rpcs import OpsRpcs  # noqa: PLC0415
+
         watches = WatchLimit(self._max_watch_streams)
-        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
-            executor_servicer.ExecutorServicer(self.engine, self._compiler, watches), server
-        )
+        servicer = executor_servicer.ExecutorServicer(self.engine, self._compiler, watches)
+        ops = self.operations
+        servicer.ops = OpsRpcs(ops.scheduler, ops.pruner, servicer.plan_for, ops.check_inputs)
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
         return (executor_servicer.SERVICE_NAME, worker_servicer.SERVICE_NAME)
 
@@ -255,11 +264,13 @@ class ExecutorComponent(BaseComponent):
         await self.engine.start()
         if self.replica is not None:
             await self.replica.start()
+        await self.operations.start()
 
     async def begin_drain(self) -> None:
         if self._worker_servicer is not None:
             self._worker_servicer.begin_drain()
         self.engine.hub.close()
+        self.engine.streams.close()
         if self.replica is not None:
             await self.replica.begin_drain()
 
@@ -267,6 +278,7 @@ class ExecutorComponent(BaseComponent):
         if self._stopped:
             return
         self._stopped = True
+        await self.operations.stop()
         await self.engine.stop()
         if self.replica is not None:
             await self.replica.stop()
@@ -287,6 +299,7 @@ def build_components(config: ServerConfig) -> list[Component]:
         from execplan.executor.runtime.engine import EngineConfig  # noqa: PLC0415
         from execplan.executor.runtime.secrets import SecretsFileError, provider_for  # noqa: PLC0415
         from execplan.executor.state import Limits  # noqa: PLC0415
+        from execplan.retention import RetentionPolicy  # noqa: PLC0415
 
         try:
             secrets = provider_for(config.secrets_file)
@@ -310,6 +323,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                         nesting_depth=config.max_nesting_depth,
                         execution_tasks=config.max_execution_tasks,
                     ),
+                    progress_interval_ms=config.progress_interval_ms,
                 ),
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,
@@ -319,6 +333,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                 planner_token=config.planner_token,
                 max_message_bytes=config.max_message_bytes,
                 max_watch_streams=config.max_watch_streams,
+                retention=RetentionPolicy(config.retention_ms, dict(config.retention_by_workflow)),
             )
         )
     if config.run_planner:

@@ -51,11 +51,17 @@ VIEWER_MAY_CALL = {
             "ListWorkers",
             "ListLimits",
             "GetUsage",
+            "WatchTaskStream",
+            "GetSchedule",
+            "ListSchedules",
         )
     ),
 }
-# Server-wide settings: admins only, not clients.
-ADMIN_ONLY = {f"/{EXECUTOR}/{name}" for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache")}
+# Server-wide settings and deleting history: admins only, not clients.
+ADMIN_ONLY = {
+    f"/{EXECUTOR}/{name}"
+    for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache", "PurgeExecutions")
+}
 
 
 def may_call(role: str, rpc: Rpc) -> bool:
@@ -77,7 +83,7 @@ def expected(role: str | None, rpc: Rpc) -> grpc.StatusCode | None:
 
 
 def test_the_table_covers_every_rpc() -> None:
-    assert len(ALL_RPCS) == 26
+    assert len(ALL_RPCS) == 35
     for rpc in ALL_RPCS:
         for role in (*MAY_CALL, "viewer"):
             assert allowed(role, rpc.path) == may_call(role, rpc), (role, rpc.path)

@@ -20,12 +20,14 @@ import pytest
 from execplan.client.values import to_struct
 from execplan.v1 import (
     events_pb2,
+    execution_pb2,
     executor_service_pb2,
     planner_service_pb2,
+    schedule_pb2,
     worker_service_pb2,
     workflow_pb2,
 )
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
@@ -199,6 +201,33 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
             "GetUsage": [
                 pb.GetUsageRequest(workflow_name="ranges"),
                 pb.GetUsageRequest(execution_id=running, group_by=pb.USAGE_GROUPING_TASK),
+            ],
+            "WatchTaskStream": [pb.WatchTaskStreamRequest(execution_id=done)],
+            "PurgeExecutions": [
+                pb.PurgeExecutionsRequest(filter='workflow = "none"', limit=5, dry_run=True)
+            ],
+            "CreateSchedule": [
+                pb.CreateScheduleRequest(
+                    name="ranges",
+                    spec=schedule_pb2.ScheduleSpec(interval=duration_pb2.Duration(seconds=60)),
+                    plan=plan,
+                    paused=True,
+                    search_attributes={
+                        "n": execution_pb2.SearchAttributeValue(int_value=1),
+                    },
+                )
+            ],
+            "GetSchedule": [pb.GetScheduleRequest(name="ranges")],
+            "ListSchedules": [pb.ListSchedulesRequest()],
+            "DeleteSchedule": [pb.DeleteScheduleRequest(name="gone")],
+            "PauseSchedule": [pb.PauseScheduleRequest(name="ranges")],
+            "ResumeSchedule": [pb.ResumeScheduleRequest(name="ranges")],
+            "BackfillSchedule": [
+                pb.BackfillScheduleRequest(
+                    name="ranges",
+                    start=timestamp_pb2.Timestamp(seconds=60),
+                    end=timestamp_pb2.Timestamp(seconds=600),
+                )
             ],
             "Connect": [
                 worker_service_pb2.ConnectRequest(register=register),

@@ -141,7 +141,8 @@ async def test_a_session_register_dispatch_ack_heartbeat_result(env: Env) -> Non
         "task_queued",
         "task_dispatched",
         "task_started",
-        # The heartbeat's progress is not recorded (docs/worker-protocol.md).
+        # The heartbeat's progress is recorded (coalesced: docs/operations.md).
+        "task_progress",
         "task_succeeded",
         "execution_completed",
     ]

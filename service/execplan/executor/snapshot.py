@@ -33,13 +33,14 @@ from execplan.executor.state import (
     Timer,
 )
 from execplan.executor.task_errors import TaskError
+from execplan.search import SearchValue
 from execplan.usage import Budget
 from execplan.v1 import plan_pb2
 
 # 2: the request ids of control calls (executor/decide/requests.py); 3: tasks record the
 # principal that holds their lease; 4: usage, budget and caps (`spend`); 5: what grew
-# at run time, attempts' iterations.
-FORMAT = 5
+# at run time, attempts' iterations; 6: task progress and the search attributes.
+FORMAT = 6
 
 _TASK_FIELDS = (
     "state",
@@ -61,6 +62,8 @@ _TASK_FIELDS = (
     "completed_order",
     "compensated",
     "principal",
+    "progress",
+    "progress_ms",
 )
 _STATE_FIELDS = (
     "state",
@@ -138,6 +141,9 @@ def encode_state(state: ExecutionState) -> bytes:
         ]
         for s in state.scopes
     ]
+    document["search_attributes"] = {
+        name: [value.kind, value.value] for name, value in state.search_attributes.items()
+    }
     return json.dumps(document, separators=(",", ":"), default=_encode).encode()
 
 
@@ -206,6 +212,10 @@ def decode_state(payload: bytes, execution_id: str, plan: PlanView) -> Execution
     for name in _STATE_FIELDS:
         setattr(state, name, document[name])
     state.error = _error(state.error)
+    state.search_attributes = {
+        name: SearchValue(kind, value)
+        for name, (kind, value) in document["search_attributes"].items()
+    }
     state.timers = {
         timer_id: Timer(timer_id, index, purpose, fire_at)
         for timer_id, index, purpose, fire_at in document["timers"]

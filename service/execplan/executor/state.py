@@ -23,6 +23,7 @@ from typing import cast
 from execplan.executor.plan_view import NodeView, PlanView
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.search import SearchValue
 from execplan.store.port import TERMINAL_STATE_NAMES
 from execplan.usage import Budget
 from execplan.v1 import execution_pb2 as ex
@@ -104,6 +105,9 @@ class TaskRun:
     # Position in completion order, for Saga compensation in reverse.
     completed_order: int = 0
     compensated: bool = False
+    # The latest progress its attempts reported (task_progress), and when.
+    progress: JsonValue = None
+    progress_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -313,6 +317,8 @@ class ExecutionState:
     grown_index: dict[str, int] = field(default_factory=dict)
     extras: dict[int, Extra] = field(default_factory=dict)
     scopes: list[Scope] = field(default_factory=list)
+    # Typed key/values to find it by: given at start, set by its tasks.
+    search_attributes: dict[str, SearchValue] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

@@ -12,6 +12,7 @@ from execplan.executor.state import (
     task_state_name,
 )
 from execplan.executor.values import fill_struct, fill_value
+from execplan.search.codec import encode_value
 from execplan.store.port import ExecutionRecord
 from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import execution_pb2 as ex
@@ -44,6 +45,9 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
     used = spend.tasks.get(task.index)
     if used:
         encode_usage(used, target.usage)
+    if task.progress_ms:
+        fill_value(target.progress, task.progress)
+        target.progress_at.FromMilliseconds(task.progress_ms)
     for record in task.attempts:
         item = target.attempts.add(
             attempt=record.attempt,
@@ -112,6 +116,8 @@ def encode_execution(
     if state.finished_ms:
         message.finished_at.FromMilliseconds(state.finished_ms)
     _spend(state, message)
+    for name, value in state.search_attributes.items():
+        message.search_attributes[name].CopyFrom(encode_value(value))
     counts = Counter(task_state_name(t.state) for t in state.tasks)
     for name, count in counts.items():
         message.task_counts[name] = count
@@ -148,6 +154,8 @@ def encode_record(record: ExecutionRecord) -> ex.Execution:
     )
     message.created_at.FromMilliseconds(record.created_at_ms)
     message.updated_at.FromMilliseconds(record.updated_at_ms)
+    for name, value in record.search_attributes.items():
+        message.search_attributes[name].CopyFrom(encode_value(value))
     return message
 
 

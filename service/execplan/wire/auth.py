@@ -17,7 +17,8 @@ an `admin` named after its peer host, and only the limits apply.
 What each role may call (`allowed`):
   viewer   the reads of `READ_METHODS`            look, never change (web console, dashboards)
   client   PlannerService/*, ExecutorService/*    compile, start, read, control; not
-           but `ADMIN_METHODS`                    the server-wide settings (rate limits, cache)
+           but `ADMIN_METHODS`                    the server-wide settings (rate limits,
+                                                  cache) and PurgeExecutions
   worker   WorkerService/Connect                  only the task types it is listed for
   admin    everything
 Health (grpc.health.v1) and reflection stay open: probes and load balancers carry
@@ -101,15 +102,19 @@ READ_METHODS = frozenset(
             "ListWorkers",
             "ListLimits",
             "GetUsage",
+            "WatchTaskStream",
+            "GetSchedule",
+            "ListSchedules",
         )
     }
     | {"/execplan.v1.PlannerService/CompilePlan", "/execplan.v1.PlannerService/ValidateWorkflow"}
 )
 
-# Server-wide settings that every execution feels: operators (admins) only.
+# Server-wide settings that every execution feels, and deleting history: operators
+# (admins) only.
 ADMIN_METHODS = frozenset(
     f"/execplan.v1.ExecutorService/{name}"
-    for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache")
+    for name in ("SetRateLimit", "DeleteRateLimit", "PurgeCache", "PurgeExecutions")
 )
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

@@ -30,6 +30,7 @@ from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.plan_index import PlanEntry
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
+from execplan.search import parse
 from execplan.store import registry
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
@@ -41,6 +42,7 @@ from execplan.wire.bounds import MAX_INT64
 from execplan.wire.channels import peer_channel
 from execplan.wire.forward import remember_caller
 from execplan.wire.plan_check import check_format, check_plan
+from execplan.wire.schedule_rpcs import OpsRpcs, decode_attributes
 from execplan.wire.status import stream_errors, unary_errors
 from execplan.wire.watch_limit import WatchLimit
 from google.rpc import error_details_pb2
@@ -212,14 +214,30 @@ class CachingCompiler:
 
 class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     def __init__(
-        self, engine: Engine, compiler: Compiler, watch_limit: WatchLimit | None = None
+        self,
+        engine: Engine,
+        compiler: Compiler,
+        watch_limit: WatchLimit | None = None,
+        ops: OpsRpcs | None = None,
     ) -> None:
+        """`ops`: schedules and purge (wire/schedule_rpcs.py; server.py sets it, as it
+        needs `plan_for`); without it those RPCs are UNAVAILABLE."""
         self._engine = engine
         self._compiler = CachingCompiler(compiler)
-        # One bound shared by WatchExecution and WatchExecutions (wire/watch_limit.py).
+        # One bound shared by every watch stream (wire/watch_limit.py).
         self._watches = watch_limit or WatchLimit()
+        self.ops = ops
 
-    async def _plan(self, request: pb.StartExecutionRequest) -> plan_pb2.ExecutionPlan:
+    async def plan_for(self, request: Any) -> plan_pb2.ExecutionPlan:
+        """The plan a request's `definition` oneof names (StartExecution and
+        CreateSchedule share it): compiled or looked up, and checked."""
+        plan = await self._plan(request)
+        check_format(plan)
+        return plan
+
+    async def _plan(
+        self, request: pb.StartExecutionRequest | pb.CreateScheduleRequest
+    ) -> plan_pb2.ExecutionPlan:
         kind = request.WhichOneof("definition")
         if kind == "plan":
             check_plan(request.plan)
@@ -273,6 +291,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.StartExecutionRequest, context: Ctx
     ) -> pb.StartExecutionResponse:
         self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
+        attributes = decode_attributes(request.search_attributes, "search_attributes")
         plan = await self._plan(request)
         check_format(plan)
         inputs = _finite(from_struct(request.inputs), "inputs")
@@ -280,7 +299,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         # request's plan (AlreadyExists if the request differs). Then start; a
         # concurrent duplicate is caught again by the store's unique request_id.
         before = await self._engine.started_by(
-            request.request_id, plan.plan_id, inputs, request.fairness_key
+            request.request_id, plan.plan_id, inputs, request.fairness_key, attributes
         )
         if before is not None:
             return pb.StartExecutionResponse(
@@ -298,6 +317,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             request_id=request.request_id,
             fairness_key=request.fairness_key,
             trace_context=trace,
+            search_attributes=attributes,
         )
         return pb.StartExecutionResponse(
             execution_id=execution_id, plan_id=view.plan_id, created=created
@@ -317,12 +337,14 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def ListExecutions(  # noqa: N802
         self, request: pb.ListExecutionsRequest, context: Ctx
     ) -> pb.ListExecutionsResponse:
+        search = parse(request.filter)
         executions, token = await self._engine.list_executions(
             _states(request.states),
             request.workflow_name,
             page_size(request.page_size),
             request.page_token,
             request.parent_execution_id,
+            search,
         )
         return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
 
@@ -392,8 +414,25 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         execution_id = _required(request.execution_id, "execution_id")
         await self._within_log(execution_id, request.after_sequence, "after_sequence")
         with self._watches.slot():
-            async for event in self._engine.watch(execution_id, request.after_sequence):
-                yield pb.WatchExecutionResponse(event=event)
+            if not request.stream:
+                async for event in self._engine.watch(execution_id, request.after_sequence):
+                    yield pb.WatchExecutionResponse(event=event)
+                return
+            watched = self._engine.watch_with_output(execution_id, request.after_sequence)
+            async for item in watched:
+                if isinstance(item, pb.StreamChunk):
+                    yield pb.WatchExecutionResponse(chunk=item)
+                else:
+                    yield pb.WatchExecutionResponse(event=item)
+
+    @stream_errors
+    async def WatchTaskStream(  # noqa: N802
+        self, request: pb.WatchTaskStreamRequest, context: Ctx
+    ) -> AsyncGenerator[pb.WatchTaskStreamResponse, None]:
+        execution_id = _required(request.execution_id, "execution_id")
+        with self._watches.slot():
+            async for chunk in self._engine.watch_output(execution_id, request.task_id):
+                yield pb.WatchTaskStreamResponse(chunk=chunk)
 
     @stream_errors
     async def WatchExecutions(  # noqa: N802
@@ -618,6 +657,60 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         self, request: pb.GetUsageRequest, context: Ctx
     ) -> pb.GetUsageResponse:
         return await usage.get_usage(self._engine.store, request)
+
+    # -- schedules and purge (wire/schedule_rpcs.py) ---------------------------------
+    def _require_ops(self) -> OpsRpcs:
+        if self.ops is None:
+            raise Unavailable("this server runs no scheduler (schedules and purge)")
+        return self.ops
+
+    @unary_errors
+    async def CreateSchedule(  # noqa: N802
+        self, request: pb.CreateScheduleRequest, context: Ctx
+    ) -> pb.CreateScheduleResponse:
+        return await self._require_ops().create_schedule(request)
+
+    @unary_errors
+    async def GetSchedule(  # noqa: N802
+        self, request: pb.GetScheduleRequest, context: Ctx
+    ) -> pb.GetScheduleResponse:
+        return await self._require_ops().get_schedule(request)
+
+    @unary_errors
+    async def ListSchedules(  # noqa: N802
+        self, request: pb.ListSchedulesRequest, context: Ctx
+    ) -> pb.ListSchedulesResponse:
+        return await self._require_ops().list_schedules(request)
+
+    @unary_errors
+    async def DeleteSchedule(  # noqa: N802
+        self, request: pb.DeleteScheduleRequest, context: Ctx
+    ) -> pb.DeleteScheduleResponse:
+        return await self._require_ops().delete_schedule(request)
+
+    @unary_errors
+    async def PauseSchedule(  # noqa: N802
+        self, request: pb.PauseScheduleRequest, context: Ctx
+    ) -> pb.PauseScheduleResponse:
+        return await self._require_ops().pause_schedule(request)
+
+    @unary_errors
+    async def ResumeSchedule(  # noqa: N802
+        self, request: pb.ResumeScheduleRequest, context: Ctx
+    ) -> pb.ResumeScheduleResponse:
+        return await self._require_ops().resume_schedule(request)
+
+    @unary_errors
+    async def BackfillSchedule(  # noqa: N802
+        self, request: pb.BackfillScheduleRequest, context: Ctx
+    ) -> pb.BackfillScheduleResponse:
+        return await self._require_ops().backfill_schedule(request)
+
+    @unary_errors
+    async def PurgeExecutions(  # noqa: N802
+        self, request: pb.PurgeExecutionsRequest, context: Ctx
+    ) -> pb.PurgeExecutionsResponse:
+        return await self._require_ops().purge_executions(request)
 
 
 def _plan_summary(entry: PlanEntry) -> pb.PlanSummary:

@@ -5,6 +5,7 @@
      ├ WorkflowInvalid        INVALID_ARGUMENT        BadRequest (every diagnostic)
      └ OutOfRange             OUT_OF_RANGE            BadRequest (the field past the end)
     LimitExceeded             RESOURCE_EXHAUSTED      QuotaFailure (one per limit hit)
+    SubscriberTooSlow         RESOURCE_EXHAUSTED      (a live-output subscriber dropped)
     Overloaded                RESOURCE_EXHAUSTED      RetryInfo (the retry-after hint)
     NotFound                  NOT_FOUND
     AlreadyExists             ALREADY_EXISTS
@@ -76,6 +77,7 @@ from execplan.errors import (
     PermissionDenied,
     StaleToken,
     StoreError,
+    SubscriberTooSlow,
     Unauthenticated,
     Unavailable,
     WorkflowInvalid,
@@ -118,6 +120,7 @@ TABLE: dict[type[ExecplanError], StatusRow] = {
     WorkflowInvalid: StatusRow(grpc.StatusCode.INVALID_ARGUMENT, "WORKFLOW_INVALID"),
     OutOfRange: StatusRow(grpc.StatusCode.OUT_OF_RANGE, "OUT_OF_RANGE"),
     LimitExceeded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
+    SubscriberTooSlow: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW"),
     Overloaded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     NotFound: StatusRow(grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     AlreadyExists: StatusRow(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),

@@ -17,6 +17,8 @@ from typing import cast
 from execplan.executor.state import Allowance, BudgetHold, Limits
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue, fill_struct, fill_value
+from execplan.search import SearchValue
+from execplan.search.codec import encode_map, encode_value
 from execplan.usage import Budget
 from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import events_pb2 as ev
@@ -51,6 +53,7 @@ def execution_started(
     parent_task_id: str = "",
     depth: int = 0,
     limits: Limits | None = None,
+    search_attributes: Mapping[str, SearchValue] | None = None,
 ) -> Event:
     body = ev.ExecutionStarted(
         plan_id=plan_id,
@@ -62,6 +65,7 @@ def execution_started(
         parent_execution_id=parent_execution_id,
         parent_task_id=parent_task_id,
         depth=depth,
+        search_attributes=encode_map(search_attributes or {}),
     )
     fill_struct(body.inputs, inputs)
     if limits is not None:
@@ -370,3 +374,23 @@ def budget_changed(budget: Budget, requested: Budget, request_id: str, reason: s
     encode_budget(budget, body.budget)
     encode_budget(requested, body.requested)
     return Event(budget_changed=body)
+
+
+# -- what a running task reports --------------------------------------------------
+
+
+def task_progress(task_id: str, attempt: int, epoch: int, progress: JsonValue) -> Event:
+    body = ev.TaskProgress(task_id=task_id, token=token(attempt, epoch))
+    fill_value(body.progress, progress)
+    return Event(task_progress=body)
+
+
+def search_attributes_updated(task_id: str, updates: Mapping[str, SearchValue | None]) -> Event:
+    """`updates`: None removes a key (an empty SearchAttributeValue on the wire)."""
+    body = ev.SearchAttributesUpdated(task_id=task_id)
+    for name, value in updates.items():
+        if value is None:
+            body.attributes[name].SetInParent()
+        else:
+            body.attributes[name].CopyFrom(encode_value(value))
+    return Event(search_attributes_updated=body)

@@ -20,6 +20,7 @@ from execplan.executor.state import (
 )
 from execplan.executor.task_errors import TaskError, timeout_error
 from execplan.executor.values import from_struct, from_value
+from execplan.search.codec import decode_map
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -80,6 +81,11 @@ def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     state.trace_context = dict(body.trace_context)
     state.created_ms = at
     state.state = ex.EXECUTION_STATE_RUNNING
+    state.search_attributes = {
+        name: value
+        for name, value in decode_map(body.search_attributes).items()
+        if value is not None
+    }
 
 
 def _queued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -293,7 +299,22 @@ def _completed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None
 
 
 def _ignore(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
-    """Events that only inform (progress) and change no durable state."""
+    """Events folded elsewhere (usage: decide/usage.py)."""
+
+
+def _progress(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    body = event.task_progress
+    task = state.task(body.task_id)
+    task.progress = from_value(body.progress)
+    task.progress_ms = at
+
+
+def _attributes_updated(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
+    for name, value in decode_map(event.search_attributes_updated.attributes).items():
+        if value is None:
+            state.search_attributes.pop(name, None)
+        else:
+            state.search_attributes[name] = value
 
 
 # Each handler gets the event's time (`recorded_at`) in milliseconds as `at`.
@@ -318,11 +339,12 @@ _HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] =
     "execution_cancel_requested": _cancel_requested,
     "compensation_started": _compensation_started,
     "execution_completed": _completed,
-    "task_progress": _ignore,
     # Usage and budgets: all of it is in `spend`, folded by decide/usage.py.
     "task_usage": _ignore,
     "budget_changed": _ignore,
     **evolve_grown.HANDLERS,
+    "task_progress": _progress,
+    "search_attributes_updated": _attributes_updated,
 }
 
 

@@ -37,6 +37,7 @@ from execplan.executor.task_errors import (
     TaskError,
 )
 from execplan.executor.values import JsonValue
+from execplan.search import SearchValue
 from execplan.usage import Budget
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import workflow_pb2 as wf
@@ -67,6 +68,7 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
     allowance: Allowance | None = None,
     *,
     parent: Parent | None = None,
+    search_attributes: Mapping[str, SearchValue] | None = None,
 ) -> None:
     plan = step.state.plan
     step.emit(
@@ -83,6 +85,7 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
             parent_task_id=parent.task_id if parent else "",
             depth=parent.depth if parent else 0,
             limits=allowance.limits if allowance is not None else None,
+            search_attributes=search_attributes,
         )
     )
     for node in plan.nodes:

@@ -23,6 +23,7 @@ from execplan.executor.decide import (
     events,
     fencing,
     flow,
+    reports,
     subplans,
 )
 from execplan.executor.decide import effects as fx
@@ -31,6 +32,7 @@ from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluato
 from execplan.executor.state import Allowance, ExecutionState, Limits, TaskRun
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.search import SearchValue
 from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import plan_pb2
@@ -67,11 +69,20 @@ class Machine:
         allowance: Allowance | None = None,
         *,
         parent: flow.Parent | None = None,
+        search_attributes: Mapping[str, SearchValue] | None = None,
     ) -> None:
         """`allowance`: the budget and runaway caps it starts with (None: none);
-        `parent`: for a child execution, the execution and task that started it."""
+        `parent`: for a child execution, the execution and task that started it;
+        `search_attributes`: typed key/values to find it by."""
         flow.start(
-            self.step, inputs, request_id, fairness_key, trace_context, allowance, parent=parent
+            self.step,
+            inputs,
+            request_id,
+            fairness_key,
+            trace_context,
+            allowance,
+            parent=parent,
+            search_attributes=search_attributes or {},
         )
 
     def pause(self, reason: str, request_id: str) -> None:
@@ -221,3 +232,13 @@ class Machine:
         if resume and self.step.state.paused:
             control.resume(self.step, "")
         return budget
+
+    # -- what a running attempt reports -------------------------------------------
+    def progress(self, task: TaskRun, value: JsonValue) -> bool:
+        """`task_progress` for the leased `task`, unless `value` is what it has."""
+        return reports.progress(self.step, task, value)
+
+    def set_search_attributes(
+        self, task_id: str, updates: Mapping[str, SearchValue | None]
+    ) -> bool:
+        return reports.search_attributes(self.step, task_id, updates)

@@ -24,9 +24,9 @@ the time the engine's Machine had), and compares every event the Machine emits
 with the recorded events that follow (kind and body; `recorded_at` is ignored).
 A recorded event that was not reproduced by some earlier input must itself be an
 input; a decision found there means the scheduler did not make it this time.
-Informational events (`task_progress`) and breaker parking (`task_parked`: the
-breaker is shared by every execution, so from one execution's view it is an
-input) are folded in without a Machine call.
+Informational events (`task_progress`, `search_attributes_updated`) and breaker
+parking (`task_parked`: the breaker is shared by every execution, so from one
+execution's view it is an input) are folded in without a Machine call.
 
 With a candidate plan, the same walk against the new plan tells whether the
 instance could continue on it; a static check lists tasks that already ran but are
@@ -58,6 +58,7 @@ from execplan.executor.state import (
 )
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import from_struct, from_value
+from execplan.search.codec import decode_map
 from execplan.usage.codec import decode_budget, decode_change, decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -90,7 +91,7 @@ INPUT_KINDS = frozenset(
 )
 MAIN = ex.TASK_PHASE_MAIN
 # Folded in as they are: they inform, or come from state shared across executions.
-FOLDED_KINDS = frozenset({"task_progress", "task_parked"})
+FOLDED_KINDS = frozenset({"task_progress", "task_parked", "search_attributes_updated"})
 # Replay gives a sandboxed evaluation more time than the live budget: the history says
 # it finished in time once, and a replay should not call that a divergence because
 # the box is busier now.
@@ -192,6 +193,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         parent = None
         if body.parent_execution_id:
             parent = Parent(body.parent_execution_id, body.parent_task_id, body.depth)
+        attributes = decode_map(body.search_attributes)
         machine.start(
             from_struct(body.inputs),
             body.request_id,
@@ -199,6 +201,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
             dict(body.trace_context),
             allowance,
             parent=parent,
+            search_attributes={k: v for k, v in attributes.items() if v is not None},
         )
     elif kind == "task_dispatched":
         d = event.task_dispatched

@@ -5,7 +5,8 @@ dispatches and cancels go to the workers' outboxes (a dispatch carries the
 attempt's resolved inputs, its secrets, deadlines and trace context), durable
 timers and attempt deadlines are armed, the breakers count outcomes, observers and
 watchers see the events, a checkpoint is taken when due, and a finished execution
-is retired. Nothing here decides; the machine already has.
+is retired, and live-output subscribers of what finished are ended. Nothing here
+decides; the machine already has.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.secrets import SecretProvider
 from execplan.executor.runtime.sessions import WorkerSessions
+from execplan.executor.runtime.streams import StreamHub
 from execplan.executor.state import ExecutionState
 from execplan.executor.values import fill_struct
 from execplan.executor.view import encode_execution
@@ -54,6 +56,7 @@ class Actor:
         checkpoints: Checkpoints,
         executions: Executions,
         hub: Hub,
+        streams: StreamHub,
         observers: Observers,
         secrets: SecretProvider,
         now_ms: Callable[[], int],
@@ -67,6 +70,7 @@ class Actor:
         self._checkpoints = checkpoints
         self._executions = executions
         self._hub = hub
+        self._streams = streams
         self._observers = observers
         self._secrets = secrets
         self._now_ms = now_ms
@@ -95,6 +99,7 @@ class Actor:
             e.WhichOneof("kind") in _SUMMARY_KINDS for e in events
         ):
             self._hub.publish_summary(encode_execution(state, with_tasks=False))
+        self._streams.committed(state)
         self._checkpoints.committed(state)
         if state.terminal:
             self._executions.retire(state)

@@ -35,6 +35,11 @@ class EngineConfig:
     max_inbox: int = 200_000
     # Longest an assignment ack waits to share a commit with other events.
     ack_flush_ms: int = 20
+    # At most one task_progress event per task per this interval (the last value kept).
+    progress_interval_ms: int = 1_000
+    # Chunks of live output (ctx.stream) one subscriber may have waiting; a subscriber
+    # that falls further behind is dropped (SubscriberTooSlow).
+    stream_backlog: int = 10_000
     # Time, memory and size budget of an expression too expensive to run inline
     # (it runs in a sandbox process; runtime/evaluations.py).
     expressions: ExpressionBudget = field(default_factory=ExpressionBudget)

@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 from execplan.errors import (
@@ -28,6 +28,7 @@ from execplan.errors import (
     FailedPrecondition,
     FieldViolation,
     LimitExceeded,
+    NotFound,
     Overloaded,
 )
 from execplan.executor.decide import breaker as cb
@@ -52,6 +53,7 @@ from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.plan_index import PlanEntry
+from execplan.executor.runtime.progress import ProgressCoalescer
 from execplan.executor.runtime.pump import Pump, stored
 from execplan.executor.runtime.reads import Reads
 from execplan.executor.runtime.recovery import Recovery
@@ -59,17 +61,21 @@ from execplan.executor.runtime.replicas import Control, Router
 from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.runtime.secrets import EnvironmentSecrets, SecretProvider
 from execplan.executor.runtime.sessions import Outbox, WorkerSessions
+from execplan.executor.runtime.streams import StreamHub, merged, task_finished
 from execplan.executor.runtime.subplans import Compiler
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import Allowance, ExecutionState, new_state
 from execplan.executor.values import JsonValue
 from execplan.executor.view import state_name
+from execplan.search import EMPTY, Filter, SearchValue
 from execplan.store.port import ExecutionRecord, Store
+from execplan.store.schedules import ScheduleUpdate
 from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2
 from execplan.v1 import worker_service_pb2 as ws
+from execplan.v1.executor_service_pb2 import StreamChunk
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -92,6 +98,11 @@ class Engine:
         now_ms = self.now_ms
         background = self._background = Background()
         self.hub = Hub()
+        # Live output of running tasks (ctx.stream), never stored.
+        self.streams = streams = StreamHub(config.stream_backlog)
+        self.progress = progress = ProgressCoalescer(
+            interval_ms=config.progress_interval_ms, now_ms=now_ms
+        )
         self.observers = Observers()
         self.workers = WorkerRegistry()
         self.executions = executions = Executions(config.finished_cache)
@@ -106,6 +117,8 @@ class Engine:
             executions=executions,
             inbox=inbox,
             observers=self.observers,
+            streams=streams,
+            progress=progress,
             now_ms=now_ms,
             compiler=compiler,
             keep_plan=lambda plan: self.reads.keep_plan(plan),  # noqa: PLW0108 (reads: built below)
@@ -151,7 +164,9 @@ class Engine:
         )
         children.engine = self
         # What `executions.forget` clears: every part that keeps something per execution.
-        executions.keep_with((leases, scheduler, deadlines, checkpoints, children))
+        executions.keep_with(
+            (leases, scheduler, deadlines, checkpoints, children, progress, streams)
+        )
         self.recovery = recovery = Recovery(
             config=config,
             store=store,
@@ -174,6 +189,7 @@ class Engine:
             checkpoints=checkpoints,
             executions=executions,
             hub=self.hub,
+            streams=streams,
             observers=self.observers,
             secrets=secrets or EnvironmentSecrets(),
             now_ms=now_ms,
@@ -216,6 +232,8 @@ class Engine:
         self.leases.stop()
         self.sessions.stop()
         self.breakers.stop()
+        self.progress.stop()
+        self.streams.close()
         self.hub.close()
 
     # -- starting --------------------------------------------------------------------
@@ -228,6 +246,8 @@ class Engine:
         fairness_key: str = "",
         trace_context: dict[str, str] | None = None,
         parent: Parent | None = None,
+        search_attributes: Mapping[str, SearchValue] | None = None,
+        schedule: Callable[[str], ScheduleUpdate] | None = None,
     ) -> tuple[str, bool]:
         """Starts an execution of `plan`; returns (execution_id, created). `parent`:
         a child execution's (a builtin.workflow task; runtime/children.py).
@@ -237,9 +257,15 @@ class Engine:
         provided the request was the same (plan, inputs, fairness key: `start_digest`);
         a different request raises AlreadyExists (REQUEST_ID_REUSED). Callers that can
         avoid side effects for a repeated request check `started_by` first.
+
+        `search_attributes` (checked by the caller) are recorded in `execution_started`
+        and indexed. `schedule(execution_id)`: the schedule row to write in the same
+        transaction (a schedule's run, execplan.schedules); ConcurrencyConflict, with
+        nothing written, when that row changed meanwhile.
         """
         self._check_load()
-        digest = start_digest(plan.plan_id, inputs, fairness_key) if request_id else ""
+        attributes = dict(search_attributes or {})
+        digest = start_digest(plan.plan_id, inputs, fairness_key, attributes) if request_id else ""
         resolved = resolve_inputs(plan, inputs)
         execution_id = _new_execution_id(self.now_ms())
         while True:
@@ -253,6 +279,7 @@ class Engine:
                     trace_context or {},
                     self._allowance(plan, parent),
                     parent=parent,
+                    search_attributes=search_attributes,
                 )
                 break
             except EvaluationPending as pending:
@@ -272,9 +299,12 @@ class Engine:
             request_digest=digest,
             parent_execution_id=parent.execution_id if parent is not None else "",
             parent_task_id=parent.task_id if parent is not None else "",
+            search_attributes=attributes,
         )
         existing, created = await self.store.create_execution(
-            record, [stored(e) for e in machine.events]
+            record,
+            [stored(e) for e in machine.events],
+            schedule=schedule(execution_id) if schedule is not None else None,
         )
         if not created:  # a concurrent start with the same request_id got there first
             _same_request(existing, digest)
@@ -306,16 +336,23 @@ class Engine:
         )
 
     async def started_by(
-        self, request_id: str, plan_id: str, inputs: dict[str, JsonValue], fairness_key: str
+        self,
+        request_id: str,
+        plan_id: str,
+        inputs: dict[str, JsonValue],
+        fairness_key: str,
+        search_attributes: Mapping[str, SearchValue] | None = None,
     ) -> ExecutionRecord | None:
         """The execution an earlier StartExecution with `request_id` created, if any
         (None without a request_id). AlreadyExists (REQUEST_ID_REUSED, naming that
-        execution) when that request differed in plan, inputs or fairness key."""
+        execution) when that request differed in plan, inputs, fairness key or
+        search attributes."""
         if not request_id:
             return None
         record = await self.store.find_by_request(request_id)
         if record is not None:
-            _same_request(record, start_digest(plan_id, inputs, fairness_key))
+            digest = start_digest(plan_id, inputs, fairness_key, search_attributes or {})
+            _same_request(record, digest)
         return record
 
     def _check_load(self) -> None:
@@ -452,9 +489,10 @@ class Engine:
         page_size: int,
         page_token: str,
         parent_execution_id: str = "",
+        search: Filter = EMPTY,
     ) -> tuple[list[ex.Execution], str]:
         return await self.reads.list_executions(
-            states, workflow_name, page_size, page_token, parent_execution_id
+            states, workflow_name, page_size, page_token, parent_execution_id, search
         )
 
     async def history(
@@ -465,6 +503,41 @@ class Engine:
     def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[ev.ExecutionEvent]:
         """Committed events after `after_sequence`, live, ending with the terminal one."""
         return self.reads.watch(execution_id, after_sequence)
+
+    async def watch_with_output(
+        self, execution_id: str, after_sequence: int
+    ) -> AsyncIterator[ev.ExecutionEvent | StreamChunk]:
+        """`watch`, with the live output of its tasks interleaved (WatchExecution with
+        `stream`); SubscriberTooSlow when the output fell too far behind."""
+        subscription = self.streams.subscribe(execution_id)  # before the events start
+        try:
+            async for item in merged(self.reads.watch(execution_id, after_sequence), subscription):
+                yield item
+        finally:
+            self.streams.unsubscribe(subscription)
+
+    async def watch_output(
+        self, execution_id: str, task_id: str = ""
+    ) -> AsyncIterator[StreamChunk]:
+        """The live output of an execution's tasks (of one, with `task_id`) from now on,
+        until the execution (or that task) ends (WatchTaskStream)."""
+        subscription = self.streams.subscribe(execution_id, task_id)
+        try:
+            state = await self.load_state(execution_id)  # NotFound; after subscribing
+            if task_id and task_id not in state.plan.index_of:
+                raise NotFound(f"execution {execution_id} has no task {task_id[:200]!r}")
+            if state.terminal or (task_id and task_finished(state, task_id)):
+                return
+            async for chunk in subscription.items():
+                yield chunk
+        finally:
+            self.streams.unsubscribe(subscription)
+
+    def forget_deleted(self, execution_ids: Collection[str]) -> None:
+        """Finished executions deleted from the store (retention, purge): not kept in
+        memory for reads any more."""
+        for execution_id in execution_ids:
+            self.executions.drop_finished(execution_id)
 
     async def list_plans(
         self, workflow_name: str, page_size: int, page_token: str
@@ -508,13 +581,20 @@ class Engine:
 Repeat = tuple[str, str, str]
 
 
-def start_digest(plan_id: str, inputs: dict[str, JsonValue], fairness_key: str) -> str:
+def start_digest(
+    plan_id: str,
+    inputs: dict[str, JsonValue],
+    fairness_key: str,
+    search_attributes: Mapping[str, SearchValue] | None = None,
+) -> str:
     """What makes two StartExecution requests "the same" for a reused request_id: the
-    plan, the inputs as sent (before defaults) and the fairness key. Trace context is
-    not part of it (a retry may come from another span)."""
-    canonical = json.dumps(
-        [plan_id, inputs, fairness_key], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    plan, the inputs as sent (before defaults), the fairness key and the search
+    attributes (left out when there are none, so digests stored before they existed
+    still match). Trace context is not part of it (a retry may come from another span)."""
+    parts: list[object] = [plan_id, inputs, fairness_key]
+    if search_attributes:
+        parts.append({k: [v.kind, v.value] for k, v in search_attributes.items()})
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -75,6 +75,10 @@ class Executions:
         while len(self._finished) > self._finished_cache:
             self._finished.popitem(last=False)
 
+    def drop_finished(self, execution_id: str) -> None:
+        """A finished execution was deleted from the store: no more reads from memory."""
+        self._finished.pop(execution_id, None)
+
     def forget(self, execution_id: str) -> ExecutionState | None:
         """Drops the execution from memory and from every keeper; returns its state."""
         state = self._live.pop(execution_id, None)

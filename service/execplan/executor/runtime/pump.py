@@ -39,6 +39,8 @@ from execplan.executor.runtime.round import Round
 from execplan.executor.runtime.scheduler import Scheduler
 from execplan.executor.state import Limits
 from execplan.executor.view import state_name
+from execplan.search import SearchValue
+from execplan.search.codec import decode_map
 from execplan.store.port import Append, Store, StoredEvent, UsageRecord
 from execplan.v1 import events_pb2 as ev
 
@@ -181,6 +183,7 @@ class Pump:
                 events=tuple(stored(e) for e in machine.events),
                 state=state_name(machine.state),
                 updated_at_ms=machine.state.updated_ms,
+                search_attributes=attribute_updates(machine.events),
             )
             for execution_id, machine in work.machines.items()
             if machine.events
@@ -212,6 +215,16 @@ class Pump:
 
 # The position suffix of a for_each instance's id (`research[3]`, nested: `a[1][2]`).
 _INSTANCE = re.compile(r"(?:\[[0-9]+\])+$")
+
+
+def attribute_updates(events: list[ev.ExecutionEvent]) -> dict[str, SearchValue | None]:
+    """The search attributes `events` set (None: removed), for the store's index, which
+    is written in the same transaction as the events."""
+    updates: dict[str, SearchValue | None] = {}
+    for event in events:
+        if event.HasField("search_attributes_updated"):
+            updates.update(decode_map(event.search_attributes_updated.attributes))
+    return updates
 
 
 def stored(event: ev.ExecutionEvent) -> StoredEvent:

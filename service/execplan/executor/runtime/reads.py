@@ -22,6 +22,7 @@ from execplan.executor.runtime.replicas import Router
 from execplan.executor.snapshot import decode_state
 from execplan.executor.state import ExecutionState, new_state
 from execplan.executor.view import Hint, encode_execution, encode_record
+from execplan.search import EMPTY, Filter
 from execplan.store.port import Store, page_cursor
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -145,6 +146,7 @@ class Reads:
         page_size: int,
         page_token: str,
         parent_execution_id: str = "",
+        search: Filter = EMPTY,
     ) -> tuple[list[ex.Execution], str]:
         """`parent_execution_id`: only the children of that execution."""
         size = max(1, page_size)  # the default and the cap are the caller's (the wire's)
@@ -154,6 +156,7 @@ class Reads:
             limit=size + 1,
             after=page_token,
             parent_execution_id=parent_execution_id,
+            filter=search,
         )
         page, more = records[:size], len(records) > size
         result = []

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from execplan.errors import FailedPrecondition, StaleToken
+from execplan.errors import FailedPrecondition, InvalidArgument, StaleToken
 from execplan.executor.decide import fencing
 from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.retry import worker_retryable
@@ -31,6 +31,8 @@ from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.leases import LeaseKey, Leases
+from execplan.executor.runtime.progress import ProgressCoalescer
+from execplan.executor.runtime.streams import StreamHub
 from execplan.executor.runtime.subplans import Compiler, compile_sub_plan, inputs_of
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import TaskRun
@@ -41,8 +43,11 @@ from execplan.executor.task_errors import (
     TaskError,
 )
 from execplan.executor.values import from_struct, from_value, non_finite
+from execplan.search import SearchValue, check_attributes
+from execplan.search.codec import decode_map
 from execplan.usage.codec import decode_usage
 from execplan.v1 import execution_pb2 as ex
+from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import plan_pb2
 from execplan.v1 import worker_service_pb2 as ws
 
@@ -50,7 +55,9 @@ log = logging.getLogger("execplan.executor")
 
 Outbox = Callable[[ws.ConnectResponse], None]
 # What a worker's report does to its (fenced) task, on the machine.
-Report = Callable[[Machine, TaskRun], None]
+Report = Callable[[Machine, TaskRun], Any]
+# A chunk of live output is at most this big (the SDKs split text and bytes).
+MAX_CHUNK_BYTES = 64 * 1024 + 1024
 
 
 class WorkerSessions:
@@ -63,6 +70,8 @@ class WorkerSessions:
         executions: Executions,
         inbox: Inbox,
         observers: Observers,
+        streams: StreamHub,
+        progress: ProgressCoalescer,
         now_ms: Callable[[], int],
         compiler: Compiler | None = None,
         keep_plan: Callable[[plan_pb2.ExecutionPlan], Awaitable[None]] | None = None,
@@ -77,6 +86,8 @@ class WorkerSessions:
         self._executions = executions
         self._inbox = inbox
         self._observers = observers
+        self._streams = streams
+        self._progress = progress
         self._now_ms = now_ms
         self._outboxes: dict[str, Outbox] = {}
         self._session = 0
@@ -163,8 +174,10 @@ class WorkerSessions:
     def message(self, worker: WorkerConn, request: ws.ConnectRequest) -> None:
         """Acks, heartbeats, results and status from a worker."""
         now = worker.last_seen_ms = self._now_ms()
+        for chunk in request.chunks:  # before the results: output precedes its end
+            self._chunk(worker, chunk, now)
         for heartbeat in request.heartbeats:
-            self._heartbeat(worker, heartbeat.attempt, now)
+            self._heartbeat(worker, heartbeat, now)
         for ack in request.acks:
             self._report(worker, ack.attempt, None, deferred=True)
         # Usage before results: an attempt's usage counts before its result can end
@@ -177,8 +190,10 @@ class WorkerSessions:
             worker.report(request.status.free_slots, request.status.draining)
             self._inbox.wake()
 
-    def _heartbeat(self, worker: WorkerConn, ref: ws.AttemptRef, now: int) -> None:
-        """Extends the lease it names, or tells the worker that lease is not its own."""
+    def _heartbeat(self, worker: WorkerConn, heartbeat: ws.TaskHeartbeat, now: int) -> None:
+        """Extends the lease it names, or tells the worker that lease is not its own;
+        its progress and search attributes become inputs (progress coalesced)."""
+        ref = heartbeat.attempt
         if self._executions.reloading(ref.execution_id):
             return  # checked again by the next heartbeat, once the execution is back
         key = self._lease_key(ref)
@@ -189,12 +204,76 @@ class WorkerSessions:
         reason = self._stale(key, ref, worker)
         if reason:
             self.reject(worker, ref, reason)
+            return
+        self._leases.beat(key[0], key[1], ref.token.lease_epoch, now)
+        if heartbeat.search_attributes:
+            updates = self._attributes(worker, heartbeat.search_attributes)
+            if updates:
+                task_id = ref.task_id
+                self._report(worker, ref, lambda m, task: _set_attributes(m, task_id, updates))
+        if heartbeat.HasField("progress"):
+            value = from_value(heartbeat.progress)
+            attempt_ref = ws.AttemptRef()
+            attempt_ref.CopyFrom(ref)
+            self._progress.offer(
+                key,
+                heartbeat.progress.SerializeToString(deterministic=True),
+                lambda: self._report(worker, attempt_ref, lambda m, task: m.progress(task, value)),
+            )
+
+    def _attributes(self, worker: WorkerConn, attributes: Any) -> dict[str, SearchValue | None]:
+        """A worker's search attributes, checked; {} (and a warning) when they are not
+        acceptable: the SDKs check them first, so this is a worker bug, and not one
+        worth failing its task for."""
+        updates = decode_map(attributes)
+        try:
+            check_attributes(updates, "search_attributes")
+        except InvalidArgument as error:
+            problems = "; ".join(f"{v.field}: {v.description}" for v in error.violations)
+            log.warning("search attributes from %s ignored: %s", worker.worker_id, problems)
+            return {}
+        return updates
+
+    def _chunk(self, worker: WorkerConn, chunk: ws.TaskStreamChunk, now: int) -> None:
+        """Partial output of the attempt's current lease goes to its subscribers; any
+        other is dropped without a word (its heartbeats and result get the rejection)."""
+        ref = chunk.attempt
+        key = self._lease_key(ref)
+        if key is None or self._stale(key, ref, worker):
+            return
+        content = chunk.WhichOneof("content")
+        if content is None or chunk.ByteSize() > MAX_CHUNK_BYTES:
+            log.warning("stream chunk from %s dropped: empty or over 64 KiB", worker.worker_id)
+            return
+        out = pb.StreamChunk()
+        if content == "text":
+            out.text = chunk.text
+        elif content == "data":
+            out.data = chunk.data
         else:
-            self._leases.beat(key[0], key[1], ref.token.lease_epoch, now)
+            out.json.CopyFrom(chunk.json)
+        self._streams.publish(
+            ref.execution_id,
+            ref.task_id,
+            out,
+            phase=ref.phase,
+            attempt=ref.token.attempt,
+            now_ms=now,
+        )
 
     def _result(self, worker: WorkerConn, result: ws.TaskResult) -> None:
         outcome = result.WhichOneof("outcome")
         limit = self._config.max_payload_bytes
+        key = self._lease_key(result.attempt)
+        if key is not None and outcome is not None:
+            self._progress.flush(key)  # the last progress, recorded before the result
+        if result.search_attributes and outcome is not None:
+            updates = self._attributes(worker, result.search_attributes)
+            if updates:
+                task_id = result.attempt.task_id
+                self._report(
+                    worker, result.attempt, lambda m, task: _set_attributes(m, task_id, updates)
+                )
         if outcome is None:
             # Not a failure of the task: a worker bug. The lease stays until a proper
             # result or its timeouts; taking it as a failure would decide for the worker.
@@ -420,3 +499,12 @@ def _with_usage(result: ws.TaskResult, worker: WorkerConn, report: Report) -> Re
         report(machine, task)
 
     return both
+
+
+def _set_attributes(machine: Machine, task_id: str, updates: dict[str, SearchValue | None]) -> None:
+    try:
+        machine.set_search_attributes(task_id, updates)
+    except InvalidArgument as error:  # too many for one execution: refused, nothing emitted
+        log.warning(
+            "search attributes of %s/%s ignored: %s", machine.state.execution_id, task_id, error
+        )
