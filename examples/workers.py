@@ -229,15 +229,21 @@ async def research(inputs: Inputs, ctx: TaskContext) -> Inputs:
 
 
 @worker.task("agent.write")
-async def write(inputs: Inputs) -> Inputs:
-    await _work(0.02)
+async def write(inputs: Inputs, ctx: TaskContext) -> Inputs:
     findings = [f for f in inputs.get("findings") or [] if isinstance(f, dict)]
     body = "; ".join(str(f.get("summary")) for f in findings)
     given = inputs.get("feedback")
     feedback: Inputs = given if isinstance(given, dict) else {}
     revision = int(feedback.get("revision", 0)) + 1  # the previous round's, plus one
     notes = f" (revised for: {feedback['notes']})" if feedback.get("notes") else ""
-    return {"draft": f"{inputs['question']} -- {body}{notes}", "revision": revision}
+    draft = f"{inputs['question']} -- {body}{notes}"
+    # The draft streams out word by word, as an LLM's tokens would
+    # (`execplan watch ID --stream`); the return value stays the task's output.
+    for word in draft.split(" "):
+        ctx.stream(word + " ")
+        await asyncio.sleep(0.002)
+    ctx.stream("\n")
+    return {"draft": draft, "revision": revision}
 
 
 @worker.task("agent.review")

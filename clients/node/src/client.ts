@@ -39,6 +39,7 @@ import {
   ListPlansRequestSchema,
   ListWorkersRequestSchema,
   PauseExecutionRequestSchema,
+  PurgeExecutionsRequestSchema,
   RegisterPlanRequestSchema,
   ReplayExecutionRequestSchema,
   ResumeExecutionRequestSchema,
@@ -49,6 +50,7 @@ import {
   UsageGrouping,
   WatchExecutionRequestSchema,
   WatchExecutionsRequestSchema,
+  WatchTaskStreamRequestSchema,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type {
   CircuitBreakerStatus,
@@ -61,14 +63,17 @@ import type {
   ListPlansResponse,
   ListWorkersResponse,
   PlanSummary,
+  PurgeExecutionsResponse,
   RegisterPlanResponse,
   ReplayExecutionRequest,
   ReplayExecutionResponse,
   SetBudgetResponse,
   StartExecutionRequest,
   StartExecutionResponse,
+  StreamChunk,
   WatchExecutionResponse,
   WatchExecutionsResponse,
+  WatchTaskStreamResponse,
   WorkerInfo,
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
@@ -79,6 +84,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
+import { Schedules } from "./schedules.js";
+import { toSearchAttributes } from "./search.js";
+import type { SearchValue } from "./search.js";
 import type { GenericClient } from "./rpc.js";
 import { transport } from "./security.js";
 import type { SecurityOptions } from "./security.js";
@@ -125,6 +133,8 @@ export interface StartOptions {
   /** Idempotency key; defaults to a fresh uuid. */
   requestId?: string;
   fairnessKey?: string;
+  /** Typed key/values to find the execution by: `{ customer: "acme", priority: 3 }`. */
+  searchAttributes?: Record<string, SearchValue>;
   /**
    * W3C trace context (`traceparent`, `tracestate`) to start the execution in; sent
    * as metadata, carried by every dispatch so workers continue the same trace.
@@ -144,6 +154,21 @@ export interface ListOptions {
   /** Only the child executions this execution started (builtin.workflow tasks). */
   parentExecutionId?: string;
   pageSize?: number;
+  /** The filter language (docs/operations.md): `customer = "acme" AND state = running`. */
+  filter?: string;
+}
+
+export interface WatchOptions {
+  /** Also yield the partial output of its tasks (`ctx.stream`) as StreamChunks, live. */
+  stream?: boolean;
+}
+
+export interface PurgeOptions {
+  /** Which finished executions (the filter language); "" = all finished ones. */
+  filter?: string;
+  /** At most this many per call (default 1000): call again while `more`. */
+  limit?: number;
+  dryRun?: boolean;
 }
 
 export interface UsageOptions {
@@ -187,12 +212,15 @@ export class ExecplanClient {
   private readonly planner: GenericClient;
   private readonly healthClient: GenericClient;
   private readonly retry: RetryPolicy;
+  /** Schedules: `client.schedules.create("nightly", { cron: "0 2 * * *", source })`... */
+  readonly schedules: Schedules;
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = resolveAddress(address);
     this.retry = options.retry ?? DEFAULT_RETRY;
     const secured = transport(options);
     this.executor = makeClient(ExecutorService, this.address, secured, options.channelOptions);
+    this.schedules = new Schedules((method, request) => this.call(this.executor, method, request));
     // Same target and options: grpc-js shares one subchannel between both clients.
     this.planner = makeClient(PlannerService, this.address, secured, options.channelOptions);
     this.healthClient = makeClient(Health, this.address, secured, options.channelOptions);
@@ -228,6 +256,7 @@ export class ExecplanClient {
       inputs: options.inputs ?? {},
       requestId: options.requestId ?? randomUUID(),
       fairnessKey: options.fairnessKey ?? "",
+      searchAttributes: toSearchAttributes(options.searchAttributes),
     });
     const metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(options.traceContext ?? {})) metadata.set(k, v);
@@ -251,6 +280,7 @@ export class ExecplanClient {
       workflowName: options.workflowName ?? "",
       parentExecutionId: options.parentExecutionId ?? "",
       pageSize: options.pageSize ?? 100,
+      filter: options.filter ?? "",
     });
     for (;;) {
       const res = await this.call<ListExecutionsResponse>(this.executor, "listExecutions", request);
@@ -282,17 +312,28 @@ export class ExecplanClient {
    * asks for events after the last one yielded: nothing is missed and nothing is
    * yielded twice; only a failure outlasting the policy's deadline is thrown.
    * Breaking out of the loop cancels the call.
+   *
+   * `{ stream: true }`: also the partial output of its tasks (`ctx.stream`) as
+   * StreamChunks, interleaved with the events as they happen (live only: chunks sent
+   * while reconnecting are not seen).
    */
-  async *watch(executionId: string, afterSequence: bigint | number = 0n): AsyncGenerator<ExecutionEvent> {
+  watch(executionId: string, afterSequence?: bigint | number, options?: { stream?: false }): AsyncGenerator<ExecutionEvent>;
+  watch(executionId: string, afterSequence: bigint | number, options: { stream: true }): AsyncGenerator<ExecutionEvent | StreamChunk>;
+  async *watch(executionId: string, afterSequence: bigint | number = 0n, options: WatchOptions = {}): AsyncGenerator<ExecutionEvent | StreamChunk> {
     let last = BigInt(afterSequence);
     const retry = new Retry(this.retry);
     for (;;) {
-      const request = create(WatchExecutionRequestSchema, { executionId, afterSequence: last });
+      const request = create(WatchExecutionRequestSchema, { executionId, afterSequence: last, stream: options.stream ?? false });
       const call = (this.executor.watchExecution as (r: unknown) => grpc.ClientReadableStream<WatchExecutionResponse>)
         .call(this.executor, request);
       let failure: grpc.ServiceError | undefined;
       try {
         for await (const res of call) {
+          const chunk = (res as WatchExecutionResponse).chunk;
+          if (chunk) {
+            yield chunk;
+            continue;
+          }
           const event = (res as WatchExecutionResponse).event;
           if (!event || event.sequence <= last) continue; // an overlap must not duplicate
           last = event.sequence;
@@ -307,6 +348,41 @@ export class ExecplanClient {
       }
       await waitToRetry(retry, failure);
     }
+  }
+
+  /**
+   * The partial output of a running execution's tasks (of one, with `taskId`) from
+   * now on, until the execution (or that task) ends (WatchTaskStream). Not
+   * resumable: chunks are not stored. A subscriber too slow to keep up is dropped by
+   * the server (ResourceExhaustedError, reason SUBSCRIBER_TOO_SLOW).
+   */
+  async *watchTaskStream(executionId: string, taskId = ""): AsyncGenerator<StreamChunk> {
+    const request = create(WatchTaskStreamRequestSchema, { executionId, taskId });
+    const call = (this.executor.watchTaskStream as (r: unknown) => grpc.ClientReadableStream<WatchTaskStreamResponse>)
+      .call(this.executor, request);
+    try {
+      for await (const res of call) {
+        const chunk = (res as WatchTaskStreamResponse).chunk;
+        if (chunk) yield chunk;
+      }
+    } catch (err) {
+      throw translate(err);
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /**
+   * Deletes up to `limit` finished executions matching `filter` (PurgeExecutions,
+   * admin); call again while `more`. `dryRun`: lists them, deletes nothing.
+   */
+  async purge(options: PurgeOptions = {}): Promise<PurgeExecutionsResponse> {
+    const request = create(PurgeExecutionsRequestSchema, {
+      filter: options.filter ?? "",
+      limit: options.limit ?? 1000,
+      dryRun: options.dryRun ?? false,
+    });
+    return this.call<PurgeExecutionsResponse>(this.executor, "purgeExecutions", request);
   }
 
   /**

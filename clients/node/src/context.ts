@@ -3,6 +3,31 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Usage } from "./gen/execplan/v1/execution_pb.js";
 import { usageMessage } from "./usage.js";
 import type { UsageCounters } from "./usage.js";
+import type { SearchAttributeValue } from "./gen/execplan/v1/execution_pb.js";
+import { toSearchAttributes } from "./search.js";
+import type { SearchValue } from "./search.js";
+
+/** One piece of partial output as `ctx.stream` hands it to the worker. */
+export type StreamPiece = { case: "text"; value: string } | { case: "data"; value: Uint8Array } | { case: "json"; value: JsonValue };
+
+/** The server takes at most 64 KiB per chunk: text and bytes are split, JSON refused. */
+export const MAX_CHUNK_BYTES = 64 * 1024;
+const MAX_CHUNK_CHARS = MAX_CHUNK_BYTES / 4; // UTF-8: at most four bytes per character
+
+export function piecesOf(chunk: string | Uint8Array | JsonValue): StreamPiece[] {
+  if (typeof chunk === "string") {
+    const pieces: StreamPiece[] = [];
+    for (let i = 0; i < Math.max(chunk.length, 1); i += MAX_CHUNK_CHARS) pieces.push({ case: "text", value: chunk.slice(i, i + MAX_CHUNK_CHARS) });
+    return pieces;
+  }
+  if (chunk instanceof Uint8Array) {
+    const pieces: StreamPiece[] = [];
+    for (let i = 0; i < Math.max(chunk.length, 1); i += MAX_CHUNK_BYTES) pieces.push({ case: "data", value: chunk.subarray(i, i + MAX_CHUNK_BYTES) });
+    return pieces;
+  }
+  if (JSON.stringify(chunk ?? null).length > MAX_CHUNK_BYTES) throw new RangeError(`a JSON chunk is at most ${MAX_CHUNK_BYTES} bytes; split it`);
+  return [{ case: "json", value: chunk }];
+}
 
 /** Why the previous attempt of a task failed (`TaskContext.previousError`). */
 export interface PreviousError {
@@ -56,12 +81,15 @@ export class TaskContext {
   progressDirty = false;
   /** @internal usage reports of this attempt so far (they are numbered 1, 2, ...). */
   private usageReports = 0;
+  /** @internal search attributes set since the last heartbeat (or result). */
+  pendingAttributes: Record<string, SearchAttributeValue> = {};
 
   constructor(
     info: AttemptInfo,
     signal: AbortSignal,
     private readonly onHeartbeat: () => void,
     private readonly onUsage: (sequence: number, usage: Usage) => void = () => {},
+    private readonly onStream: (pieces: StreamPiece[]) => void = () => {},
   ) {
     this.executionId = info.executionId;
     this.taskId = info.taskId;
@@ -107,6 +135,40 @@ export class TaskContext {
   usage(counters: UsageCounters): void {
     const message = usageMessage(counters);
     if (message) this.onUsage(++this.usageReports, message);
+  }
+
+  /**
+   * Send partial output (LLM tokens, log lines) to whoever watches the execution now
+   * (`execplan watch ID --stream`, `client.watch(id, { stream: true })`): text, bytes
+   * or a JSON value. Returns at once. Chunks are live only, never stored: the
+   * handler's return value stays the task's output. If the connection cannot keep
+   * up (8 MiB waiting), newer chunks are dropped.
+   */
+  stream(chunk: string | Uint8Array | JsonValue): void {
+    if (this.signal.aborted) return;
+    this.onStream(piecesOf(chunk));
+  }
+
+  /**
+   * Set search attributes of the execution (`{ customer: "acme", priority: 3 }`;
+   * null removes one). Sent with the next heartbeat (asked for now) or the result,
+   * and recorded as an event. Types: string, number, bigint, boolean, Date.
+   */
+  setSearchAttributes(attributes: Readonly<Record<string, SearchValue>>): void {
+    for (const [name, value] of Object.entries(attributes)) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(name)) throw new RangeError(`search attribute ${JSON.stringify(name)}: a name matches [A-Za-z_][A-Za-z0-9_]* and is at most 64 characters`);
+      if (name.startsWith("execplan_")) throw new RangeError(`search attribute ${JSON.stringify(name)}: names starting with 'execplan_' belong to the server`);
+      if (typeof value === "string" && Buffer.byteLength(value) > 1024) throw new RangeError(`search attribute ${JSON.stringify(name)}: a string value is at most 1024 bytes`);
+    }
+    Object.assign(this.pendingAttributes, toSearchAttributes(attributes));
+    this.onHeartbeat();
+  }
+
+  /** @internal the attributes set since the last take. */
+  takeSearchAttributes(): Record<string, SearchAttributeValue> {
+    const taken = this.pendingAttributes;
+    this.pendingAttributes = {};
+    return taken;
   }
 
   /** Throws the abort reason if the attempt was cancelled. */

@@ -5,12 +5,18 @@ export type {
   ClientOptions,
   ControlOptions,
   ListOptions,
+  PurgeOptions,
   ReplayOptions,
   StartOptions,
   StartResult,
   UsageOptions,
   WatchAllFilter,
+  WatchOptions,
 } from "./client.js";
+export { Schedules } from "./schedules.js";
+export type { Overlap, ScheduleOptions } from "./schedules.js";
+export { fromSearchAttributes, toSearchAttributes, toSearchValue } from "./search.js";
+export type { SearchValue } from "./search.js";
 export { TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TOKEN_ENV, bearerInterceptor, transport } from "./security.js";
 export type { Pem, SecurityOptions, Transport } from "./security.js";
 export { TaskContext } from "./context.js";

@@ -24,6 +24,7 @@ import {
   ConnectRequestSchema,
   SubPlanSchema,
   TaskResultSchema,
+  TaskStreamChunkSchema,
   WorkerStatusSchema,
 } from "./gen/execplan/v1/worker_service_pb.js";
 import type { UsageReport } from "./gen/execplan/v1/worker_service_pb.js";
@@ -34,6 +35,7 @@ import type {
   ConnectRequest,
   TaskHeartbeat,
   TaskResult,
+  TaskStreamChunk,
   WorkerStatus,
 } from "./gen/execplan/v1/worker_service_pb.js";
 
@@ -47,6 +49,8 @@ const ERROR_MESSAGE_CHARS = 4096;
 /** Usage reports per message (each ~100 bytes), and kept at most while unacknowledged. */
 const MAX_USAGE_PER_MESSAGE = 1000;
 const MAX_UNACKED_USAGE = 10_000;
+/** Partial output waiting to be written: above this, newer chunks are dropped (live data). */
+export const MAX_PENDING_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export class Outbox {
   acks: AssignmentAck[] = [];
@@ -64,6 +68,10 @@ export class Outbox {
    */
   usage: Array<{ key: string; report: UsageReport }> = [];
   usageUnacked = new Map<string, { key: string; report: UsageReport }>();
+  /** Partial output in the order produced, keyed by attempt; leaves before results. */
+  chunks: Array<{ key: string; chunk: TaskStreamChunk; size: number }> = [];
+  chunkBytes = 0;
+  droppedChunks = 0;
   maxMessageBytes = CHANNEL_MAX_MESSAGE_BYTES;
   maxOutputBytes = CHANNEL_MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
 
@@ -89,7 +97,24 @@ export class Outbox {
   }
 
   empty(): boolean {
-    return !(this.acks.length || this.heartbeats.length || this.results.size || this.status || this.usage.length);
+    return !(this.acks.length || this.heartbeats.length || this.results.size || this.status || this.usage.length || this.chunks.length);
+  }
+
+  /** Queue a chunk; false when dropped because too much output is waiting. */
+  addChunk(key: string, chunk: TaskStreamChunk): boolean {
+    const size = toBinary(TaskStreamChunkSchema, chunk).byteLength;
+    if (this.chunkBytes + size > MAX_PENDING_CHUNK_BYTES) {
+      this.droppedChunks += 1;
+      return false;
+    }
+    this.chunks.push({ key, chunk, size });
+    this.chunkBytes += size;
+    return true;
+  }
+
+  dropChunks(key: string): void {
+    this.chunks = this.chunks.filter((c) => c.key !== key);
+    this.chunkBytes = this.chunks.reduce((n, c) => n + c.size, 0);
   }
 
   take(now: number, keepForMs: number): { request: ConnectRequest | undefined; callbacks: Array<() => void> } {
@@ -109,9 +134,18 @@ export class Outbox {
       request.usage.push(item.report);
     }
     let budget = this.maxMessageBytes - toBinary(ConnectRequestSchema, request).byteLength;
+    let sent = 0;
+    for (const { chunk, size } of this.chunks) {
+      if (size + 8 > budget && request.chunks.length) break;
+      budget -= size + 8;
+      request.chunks.push(chunk);
+      this.chunkBytes -= size;
+      sent += 1;
+    }
+    this.chunks.splice(0, sent);
     for (const [key, queued] of this.usage.length ? [] : this.results) {
       const { result, size } = this.fit(queued);
-      if (size > budget && request.results.length) break; // the next message takes it
+      if (size > budget && (request.results.length || request.chunks.length)) break; // the next message takes it
       budget -= size;
       request.results.push(result);
       this.inFlight.set(key, { at: now, result });
@@ -173,5 +207,8 @@ export class Outbox {
     this.heartbeats = [];
     this.afterWrite = [];
     this.status = undefined;
+    // Live output of the old stream: nobody resumes it (chunks are not stored).
+    this.chunks = [];
+    this.chunkBytes = 0;
   }
 }

@@ -53,6 +53,7 @@ import * as grpc from "@grpc/grpc-js";
 import { encodeCapacity } from "./capacity.js";
 import type { Capacity } from "./capacity.js";
 import { TaskContext } from "./context.js";
+import type { StreamPiece } from "./context.js";
 import { Backoff, Status, decodeDetails, sleep, translate } from "./errors.js";
 import type { ErrorInfo, Usage } from "./gen/execplan/v1/execution_pb.js";
 import { makeError } from "./task_error.js";
@@ -62,6 +63,7 @@ import {
   TaskHeartbeatSchema,
   TaskResultSchema,
   UsageReportSchema,
+  TaskStreamChunkSchema,
   WorkerRegistrationSchema,
   WorkerService,
 } from "./gen/execplan/v1/worker_service_pb.js";
@@ -447,7 +449,13 @@ export class Worker {
       this.outbox.addUsage(key, create(UsageReportSchema, { attempt: ref, sequence, usage }));
       this.scheduleFlush();
     };
-    const ctx = new TaskContext(info(dispatch), abort.signal, () => this.requestHeartbeat(), onUsage);
+    const ctx = new TaskContext(
+      info(dispatch),
+      abort.signal,
+      () => this.requestHeartbeat(),
+      onUsage,
+      (pieces) => this.onStream(key, ref, pieces),
+    );
     const attempt: Attempt = { dispatch, abort, started: false, ctx };
     this.attempts.set(key, attempt);
     this.outbox.afterWrite.push(() => this.start(key, attempt));
@@ -481,9 +489,24 @@ export class Worker {
   private onResult(key: string, attempt: Attempt, result: TaskResult): void {
     if (this.attempts.get(key) !== attempt) return; // cancelled or revoked: nobody wants it
     this.attempts.delete(key);
+    // Search attributes set after the last heartbeat go with the result.
+    Object.assign(result.searchAttributes, attempt.ctx.takeSearchAttributes());
     this.outbox.results.set(key, result);
     this.scheduleFlush();
     this.giveUpIfPointless();
+  }
+
+  private onStream(key: string, ref: AttemptRef, pieces: StreamPiece[]): void {
+    const attempt = this.attempts.get(key);
+    if (!attempt?.started) return; // finished, cancelled or revoked: nobody wants its output
+    for (const content of pieces) {
+      const chunk = create(TaskStreamChunkSchema, { attempt: ref });
+      chunk.content = content.case === "json" ? { case: "json", value: toValue(content.value) } : content;
+      if (!this.outbox.addChunk(key, chunk) && this.outbox.droppedChunks % 1000 === 1) {
+        this.log.warn(`${this.outbox.droppedChunks} stream chunks dropped: the connection is not keeping up`);
+      }
+    }
+    this.scheduleFlush();
   }
 
   private requestHeartbeat(): void {
@@ -499,8 +522,9 @@ export class Worker {
 
   private queueHeartbeats(onlyDirty: boolean): void {
     for (const a of this.attempts.values()) {
-      if (!a.started || (onlyDirty && !a.ctx.progressDirty)) continue;
-      const beat = create(TaskHeartbeatSchema, { attempt: a.dispatch.attempt });
+      const attributes = Object.keys(a.ctx.pendingAttributes).length > 0;
+      if (!a.started || (onlyDirty && !a.ctx.progressDirty && !attributes)) continue;
+      const beat = create(TaskHeartbeatSchema, { attempt: a.dispatch.attempt, searchAttributes: a.ctx.takeSearchAttributes() });
       if (a.ctx.progress !== undefined) beat.progress = toValue(a.ctx.progress);
       a.ctx.progressDirty = false;
       this.outbox.heartbeats.push(beat);
@@ -512,6 +536,7 @@ export class Worker {
     for (const key of this.matching(ref)) {
       this.outbox.results.delete(key);
       this.outbox.inFlight.delete(key);
+      this.outbox.dropChunks(key);
       const attempt = this.attempts.get(key);
       if (attempt) {
         this.attempts.delete(key);
@@ -628,7 +653,7 @@ export class Worker {
     };
     if (request) call.write(request, after);
     else after();
-    if (this.outbox.results.size || this.outbox.usage.length) this.scheduleFlush(); // more than fitted in one
+    if (this.outbox.results.size || this.outbox.usage.length || this.outbox.chunks.length) this.scheduleFlush(); // more than fitted in one
     if (this.connectionDone()) {
       this.halfClosed = true;
       call.end();

@@ -26,6 +26,8 @@ from execplan.errors import ExecplanError, is_native_panic
 COMMAND_MODULES = (
     "planning",
     "executions",
+    "search",
+    "schedules",
     "workers",
     "serve",
     "replay",

@@ -1,18 +1,22 @@
 """Client commands: start, watch, inspect and control executions on a server.
 
-    execplan run FILE [--input K=V ...] [--inputs-json JSON] [--request-id ID] [--wait]
-    execplan watch ID [--after N]
+    execplan run FILE [--input K=V ...] [--inputs-json JSON] [--request-id ID]
+                      [--attr K=V ...] [--wait [--stream]]
+    execplan watch ID [--after N] [--stream] [--format text|json]
     execplan get ID [--format text|json|dot|mermaid] [--at N]
-    execplan ls [--state S ...] [--workflow NAME] [--limit N]
-    execplan history ID
+    execplan history ID [--format text|json]
     execplan pause|resume|cancel|terminate ID [--reason R]
     execplan send-event ID NAME [--data JSON]
 
 Every command takes `--address HOST:PORT` (default $EXECPLAN_ADDRESS, else
 127.0.0.1:7070). `--input` values are JSON when they parse as JSON (`3`, `true`,
-`{"a": 1}`), else strings. `run` without `--wait` prints the execution id; with it,
-live progress goes to stderr and the outputs to stdout as JSON. `run --wait` and
-`watch` exit 0 only when the execution SUCCEEDED.
+`{"a": 1}`), else strings; `--attr` values likewise, and an RFC 3339 time is a time
+(`ls` and `purge` are in search.py). `run` without `--wait` prints the execution id;
+with it, live progress goes to stderr and the outputs to stdout as JSON. `--stream`
+prints the tasks' partial output (`ctx.stream`) as it comes: raw text, each run of a
+task's output after a `[task]` marker. `run --wait` and `watch` exit 0 only when the
+execution SUCCEEDED. `watch --format json` prints one JSON object per line: the
+event, or `{"chunk": ...}`.
 """
 
 from __future__ import annotations
@@ -59,12 +63,28 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--inputs-json", metavar="JSON", help="inputs as one JSON object")
     run.add_argument("--request-id", help="idempotency key: the same id starts one execution")
+    run.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a search attribute to find it by (repeatable): customer=acme, priority=3",
+    )
     run.add_argument("--wait", action="store_true", help="show progress, print the outputs")
+    run.add_argument(
+        "--stream", action="store_true", help="with --wait: print the tasks' partial output"
+    )
 
     watch = add("watch", cmd_watch, "stream the events of an execution until it ends")
     watch.add_argument("execution_id", metavar="ID")
     watch.add_argument(
         "--after", type=sequence_arg, default=0, metavar="N", help="events after seq N"
+    )
+    watch.add_argument(
+        "--stream", action="store_true", help="also print the tasks' partial output, live"
+    )
+    watch.add_argument(
+        "--format", choices=("text", "json"), default="text", help="json: one object per line"
     )
 
     get = add("get", cmd_get, "show one execution")
@@ -74,16 +94,9 @@ def register(subparsers: Any) -> None:
         "--at", type=sequence_arg, default=0, metavar="N", help="state as of sequence N"
     )
 
-    ls = add("ls", cmd_ls, "list executions, newest first")
-    ls.add_argument(
-        "--state", action="append", default=[], metavar="S", help="e.g. running (repeatable)"
-    )
-    ls.add_argument("--workflow", default="", metavar="NAME")
-    ls.add_argument("--parent", default="", metavar="ID", help="only the child executions of ID")
-    ls.add_argument("--limit", type=int, default=50, metavar="N")
-
     history = add("history", cmd_history, "print the event log of an execution")
     history.add_argument("execution_id", metavar="ID")
+    history.add_argument("--format", choices=("text", "json"), default="text")
 
     for name, what in (
         ("pause", "stop dispatching; running attempts finish"),
@@ -236,11 +249,23 @@ def _outcome(execution_id: str, done: events_pb2.ExecutionCompleted) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from execplan.cli.search import parse_attrs  # noqa: PLC0415
+
     source = read_text(args.file)
     inputs = parse_inputs(args.input, args.inputs_json)
+    attributes = parse_attrs(args.attr)
+    if args.stream and not args.wait:
+        raise CliError("--stream goes with --wait", EXIT_USAGE)
 
     async def body(client: ExecutorClient) -> int:
-        started = await client.start(source=source, inputs=inputs, request_id=args.request_id)
+        from execplan.v1 import events_pb2  # noqa: PLC0415
+
+        started = await client.start(
+            source=source,
+            inputs=inputs,
+            request_id=args.request_id,
+            search_attributes=attributes,
+        )
         execution_id = started.execution_id
         if not args.wait:
             print(execution_id)
@@ -248,7 +273,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"execution {execution_id}", file=sys.stderr, flush=True)
         execution = await client.get(execution_id)
         view = render.LiveView(sys.stderr, [(t.task_id, t.type) for t in execution.tasks])
-        async for event in client.watch(execution_id):
+        chunks = render.ChunkPrinter(sys.stderr)
+        async for event in client.watch(execution_id, stream=args.stream):
+            if not isinstance(event, events_pb2.ExecutionEvent):
+                chunks.write(event)
+                continue
+            chunks.end_line()
             view.apply(event)
             if event.HasField("execution_completed"):
                 view.close()
@@ -265,9 +295,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     async def body(client: ExecutorClient) -> int:
-        async for event in client.watch(args.execution_id, after_sequence=args.after):
-            print(render.event_line(event), flush=True)
-            if event.HasField("execution_completed"):
+        from execplan.v1 import events_pb2  # noqa: PLC0415
+
+        chunks = render.ChunkPrinter(sys.stdout)
+        watched = client.watch(args.execution_id, after_sequence=args.after, stream=args.stream)
+        async for event in watched:
+            if args.format == "json":
+                render.print_json_line(event)
+            elif not isinstance(event, events_pb2.ExecutionEvent):
+                chunks.write(event)
+            else:
+                chunks.end_line()
+                print(render.event_line(event), flush=True)
+            if isinstance(event, events_pb2.ExecutionEvent) and event.HasField(
+                "execution_completed"
+            ):
                 return _outcome(args.execution_id, event.execution_completed)
         raise CliError(f"the event stream of {args.execution_id} ended before the execution did")
 
@@ -334,48 +376,11 @@ def _summary(execution: Any) -> list[str]:
     return lines
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    states = [_state_arg(s) for s in args.state]
-    if args.limit < 1:
-        raise CliError("--limit must be >= 1", EXIT_USAGE)
-
-    async def body(client: ExecutorClient) -> int:
-        rows = [("EXECUTION", "WORKFLOW", "STATE", "CREATED", "TASKS", "PARENT")]
-        page = min(args.limit, 100)
-        listed = client.list(
-            states, workflow_name=args.workflow, page_size=page, parent_execution_id=args.parent
-        )
-        async for ex in listed:
-            state = render.execution_state_name(ex.state)
-            created = render.stamp(ex.created_at)
-            parent = ex.parent_execution_id or "-"  # a child of a builtin.workflow task
-            rows.append(
-                (ex.execution_id, ex.workflow_name, state, created, _tasks_done(ex), parent)
-            )
-            if len(rows) > args.limit:
-                break
-        widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        return 0
-
-    return _call(args, body)
-
-
-def _tasks_done(execution: Any) -> str:
-    """`done/total` from task_counts (or the task list); `-` when the server sent neither."""
-    counts = dict(execution.task_counts) or {
-        name: sum(1 for t in execution.tasks if render.task_state_name(t.state) == name)
-        for name in {render.task_state_name(t.state) for t in execution.tasks}
-    }
-    if not counts:
-        return "-"
-    done = sum(n for name, n in counts.items() if name in render.TERMINAL_TASK_STATES)
-    return f"{done}/{sum(counts.values())}"
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     async def body(client: ExecutorClient) -> int:
+        if args.format == "json":
+            render.print_json_messages([e async for e in client.history(args.execution_id)])
+            return 0
         async for event in client.history(args.execution_id):
             print(render.event_line(event))
         return 0

@@ -203,6 +203,12 @@ class LiveView:
                 self._log(event, f"execution {self._status} {' '.join(event_fields(event))}")
         elif kind == "execution_completed":
             self._status = execution_state_name(event.execution_completed.state)
+        elif kind == "task_progress":
+            body = event.task_progress
+            row = self._rows.setdefault(body.task_id, _Row(body.task_id, ""))
+            row.note = "progress " + compact(json_format.MessageToDict(body.progress), 40)
+            if not self._tty:
+                self._log(event, f"{body.task_id} {row.note}")
         elif kind == "compensation_started":
             self._status = "COMPENSATING"
             if not self._tty:
@@ -265,7 +271,7 @@ def task_table(rows: Sequence[Any]) -> list[str]:
     """Aligned `TASK TYPE STATE ATTEMPT NOTE` lines (header included)."""
     header = ("TASK", "TYPE", "STATE", "ATTEMPT", "NOTE")
     cells = [header] + [
-        (r.task_id, r.type, r.state, str(r.attempt or "-"), _clip(r.note, 48)) for r in rows
+        (r.task_id, r.type, r.state, str(r.attempt or "-"), clip(r.note, 48)) for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     return [
@@ -274,7 +280,7 @@ def task_table(rows: Sequence[Any]) -> list[str]:
     ]
 
 
-def _clip(text: str, width: int) -> str:
+def clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -327,4 +333,74 @@ class TaskSummary:
     @classmethod
     def of(cls, run: execution_pb2.TaskRun) -> TaskSummary:
         note = f"{run.error.type}: {run.error.message}" if run.error.type else run.status_message
-        return cls(run.task_id, run.type, task_state_name(run.state), run.attempt, note)
+        state = task_state_name(run.state)
+        if run.HasField("progress") and state not in TERMINAL_TASK_STATES:
+            progress = compact(json_format.MessageToDict(run.progress), 40)
+            note = f"progress {progress} at {clock(run.progress_at)}" + (
+                f"; {note}" if note else ""
+            )
+        return cls(run.task_id, run.type, state, run.attempt, note)
+
+
+def message_dict(message: Any) -> Any:
+    """A protobuf message as JSON-ready data, with the proto's snake_case names."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_json_messages(messages: Sequence[Any]) -> None:
+    """A JSON array of messages (snake_case field names), for `--format json`."""
+    print(json.dumps([message_dict(m) for m in messages], indent=2))
+
+
+def print_json_message(message: Any) -> None:
+    """One message as a JSON object (snake_case field names)."""
+    print(json.dumps(message_dict(message), indent=2))
+
+
+def print_json_line(item: Any) -> None:
+    """One JSON object on one line: an event, or {"chunk": ...} for a stream chunk."""
+    if isinstance(item, events_pb2.ExecutionEvent):
+        data = message_dict(item)
+    else:
+        data = {"chunk": message_dict(item)}
+    print(json.dumps(data, separators=(",", ":")), flush=True)
+
+
+class ChunkPrinter:
+    """Partial output (`StreamChunk`s) as it comes: text and bytes raw, JSON one value a
+    line; a `[task]` marker whenever another task (or attempt) takes over the output."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._owner: tuple[str, int] | None = None
+        self._open_line = False
+
+    def write(self, chunk: Any) -> None:
+        owner = (chunk.task_id, chunk.attempt)
+        if owner != self._owner:
+            self.end_line()
+            suffix = f" attempt {chunk.attempt}" if chunk.attempt > 1 else ""
+            self._out.write(f"[{chunk.task_id}{suffix}] ")
+            self._owner = owner
+            self._open_line = True
+        kind = chunk.WhichOneof("content")
+        if kind == "text":
+            text = chunk.text
+        elif kind == "data":
+            text = bytes(chunk.data).decode("utf-8", errors="replace")
+        elif kind == "json":
+            text = json.dumps(json_format.MessageToDict(chunk.json), sort_keys=True) + "\n"
+        else:
+            text = ""
+        if text:
+            self._out.write(text)
+            self._open_line = not text.endswith("\n")
+        self._out.flush()
+
+    def end_line(self) -> None:
+        """Before an event line: finish a line of output left open, and forget the owner."""
+        if self._open_line:
+            self._out.write("\n")
+            self._out.flush()
+        self._open_line = False
+        self._owner = None

@@ -198,6 +198,20 @@ def _add_executor_options(p: Any) -> None:
         "next fails its task with TooManyAttempts (default: 10000; 0: no cap)",
     )
     p.add_argument(
+        "--retention",
+        action="append",
+        default=[],
+        metavar="DURATION|WORKFLOW=DURATION",
+        help="delete finished executions this long after they end (e.g. 30d; 0 keeps "
+        "them); WORKFLOW=DURATION for one workflow (repeatable). Default: keep forever",
+    )
+    p.add_argument(
+        "--progress-interval",
+        default="1s",
+        metavar="DURATION",
+        help="at most one task_progress event per task per this long (default: 1s)",
+    )
+    p.add_argument(
         "--peer-ca",
         metavar="PEM",
         help="PostgreSQL + TLS: CA of the other replicas' certificates, trusted when a "
@@ -313,7 +327,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             EXIT_USAGE,
         )
     ui_listen, ui_optional = _ui_listen(args, role)
+    retention_ms, by_workflow = _retention(getattr(args, "retention", []))
     return ServerConfig(
+        retention_ms=retention_ms,
+        retention_by_workflow=by_workflow,
+        progress_interval_ms=_duration(
+            getattr(args, "progress_interval", "1s"), "--progress-interval"
+        ),
         listen=args.listen,
         ui_listen=ui_listen,
         ui_optional=ui_optional,
@@ -379,6 +399,31 @@ def parse_budget(text: str, option: str) -> Budget:
     if not limits:
         raise CliError(f"{option}: give at least one limit, e.g. cost=50", EXIT_USAGE)
     return Budget.of(limits, action)
+
+
+def _duration(text: str, option: str) -> int:
+    from execplan.planner.durations import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise CliError(f"{option}: {exc}", EXIT_USAGE) from None
+
+
+def _retention(values: list[str]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """`--retention 30d` (server-wide) and `--retention NAME=7d` (one workflow)."""
+    default = 0
+    by_workflow: dict[str, int] = {}
+    for value in values:
+        name, eq, text = value.rpartition("=")
+        ms = _duration(text, "--retention")
+        if eq:
+            if not name:
+                raise CliError(f"--retention {value!r}: expected WORKFLOW=DURATION", EXIT_USAGE)
+            by_workflow[name] = ms
+        else:
+            default = ms
+    return default, tuple(sorted(by_workflow.items()))
 
 
 def _ui_listen(args: argparse.Namespace, role: str) -> tuple[str | None, bool]:

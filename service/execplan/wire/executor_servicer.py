@@ -343,8 +343,8 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             request.workflow_name,
             page_size(request.page_size),
             request.page_token,
-            request.parent_execution_id,
-            search,
+            parent_execution_id=request.parent_execution_id,
+            search=search,
         )
         return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
 

@@ -1,6 +1,7 @@
 """Typed async client for execplan (see `_client.py` for usage, `errors.py` for the tree)."""
 
 from ._client import ExecutionState, ExecutorClient
+from ._schedules import Schedules
 from .errors import (
     AlreadyExistsError,
     CallCancelledError,
@@ -16,7 +17,14 @@ from .errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from .values import from_struct, from_value, to_struct, to_value
+from .values import (
+    from_search_attributes,
+    from_struct,
+    from_value,
+    to_search_attributes,
+    to_struct,
+    to_value,
+)
 
 __all__ = [
     "AlreadyExistsError",
@@ -32,10 +40,13 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "Schedules",
     "UnauthenticatedError",
     "UnavailableError",
+    "from_search_attributes",
     "from_struct",
     "from_value",
+    "to_search_attributes",
     "to_struct",
     "to_value",
 ]

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeAlias, TypeVar, overload
 
 import grpc
 from execplan.v1 import (
@@ -49,8 +49,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._backoff import DEFAULT_POLICY, Retry, RetryPolicy, transient
 from ._channel import Security, open_channel, resolve_address
+from ._schedules import Schedules
 from .errors import UnavailableError, decode_details, translate
-from .values import to_struct, to_value
+from .values import to_search_attributes, to_struct, to_value
 
 ExecutionState: TypeAlias = execution_pb2.ExecutionState.ValueType
 _Req = TypeVar("_Req")
@@ -125,6 +126,8 @@ class ExecutorClient:
             if many
             else 0
         )
+        # Schedules: client.schedules.create(...), .list(), .pause(name)... (_schedules.py)
+        self.schedules = Schedules(self._unary)
 
     @property
     def _executor(self) -> executor_service_pb2_grpc.ExecutorServiceAsyncStub:
@@ -188,7 +191,11 @@ class ExecutorClient:
         inputs: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         fairness_key: str = "",
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> executor_service_pb2.StartExecutionResponse:
+        """Start an execution of exactly one of source=, plan=, plan_id=, workflow=.
+        `search_attributes`: typed key/values to find it by (`values.py` says how
+        Python types map), e.g. {"customer": "acme", "priority": 3}."""
         given = [x for x in (source, plan, plan_id, workflow) if x is not None]
         if len(given) != 1:
             raise ValueError("pass exactly one of source=, plan=, plan_id=, workflow=")
@@ -196,6 +203,7 @@ class ExecutorClient:
             inputs=to_struct(inputs),
             request_id=request_id or str(uuid.uuid4()),
             fairness_key=fairness_key,
+            search_attributes=to_search_attributes(search_attributes),
         )
         if source is not None:
             request.source = source
@@ -222,15 +230,19 @@ class ExecutorClient:
         states: Sequence[ExecutionState] = (),
         workflow_name: str = "",
         page_size: int = 100,
+        filter: str = "",
         *,
         parent_execution_id: str = "",
     ) -> AsyncIterator[execution_pb2.Execution]:
-        """All matching executions, following page tokens lazily;
+        """All matching executions, newest first, following page tokens lazily.
+        `filter`: the filter language (docs/operations.md), e.g.
+        'customer = "acme" AND state IN (running, paused) AND created_at >= 2026-01-01';
         `parent_execution_id`: only the child executions of that one."""
         request = executor_service_pb2.ListExecutionsRequest(
             states=states,
             workflow_name=workflow_name,
             page_size=page_size,
+            filter=filter,
             parent_execution_id=parent_execution_id,
         )
         while True:
@@ -255,9 +267,19 @@ class ExecutorClient:
                 return
             request.page_token = response.next_page_token
 
+    @overload
+    def watch(
+        self, execution_id: str, after_sequence: int = 0, *, stream: Literal[False] = False
+    ) -> AsyncIterator[events_pb2.ExecutionEvent]: ...
+
+    @overload
+    def watch(
+        self, execution_id: str, after_sequence: int = 0, *, stream: Literal[True]
+    ) -> AsyncIterator[events_pb2.ExecutionEvent | executor_service_pb2.StreamChunk]: ...
+
     async def watch(
-        self, execution_id: str, after_sequence: int = 0
-    ) -> AsyncIterator[events_pb2.ExecutionEvent]:
+        self, execution_id: str, after_sequence: int = 0, *, stream: bool = False
+    ) -> AsyncIterator[events_pb2.ExecutionEvent | executor_service_pb2.StreamChunk]:
         """Events after `after_sequence`, ending with `execution_completed`.
 
         The server streams from any sequence number, so when the stream breaks
@@ -266,12 +288,16 @@ class ExecutorClient:
         and ask for events after the last one yielded: nothing is missed and
         nothing is yielded twice. Only a failure that outlasts the policy's
         deadline reaches the caller.
+
+        `stream=True`: also the partial output of its tasks (`ctx.stream`) as
+        `StreamChunk`s, interleaved with the events as they happen. Chunks are live
+        only: those sent while reconnecting are not seen.
         """
         last = after_sequence
         retry = Retry(self._retry_policy)
         while True:
             request = executor_service_pb2.WatchExecutionRequest(
-                execution_id=execution_id, after_sequence=last
+                execution_id=execution_id, after_sequence=last, stream=stream
             )
             using = self._current
             call = self._executor.WatchExecution(request)
@@ -279,6 +305,9 @@ class ExecutorClient:
             failure: grpc.aio.AioRpcError | None = None
             try:
                 async for response in call:
+                    if response.HasField("chunk"):
+                        yield response.chunk
+                        continue
                     event = response.event
                     if event.sequence <= last:
                         continue  # a server replaying an overlap must not duplicate
@@ -293,6 +322,39 @@ class ExecutorClient:
             finally:
                 call.cancel()
             await _wait(retry, server_delay, failure)
+
+    async def watch_task_stream(
+        self, execution_id: str, task_id: str = ""
+    ) -> AsyncIterator[executor_service_pb2.StreamChunk]:
+        """The partial output of a running execution's tasks (of one, with `task_id`)
+        from now on, until the execution (or that task) ends. Not resumable: chunks
+        are not stored. A subscriber too slow to keep up is dropped by the server
+        (ResourceExhaustedError, reason SUBSCRIBER_TOO_SLOW)."""
+        request = executor_service_pb2.WatchTaskStreamRequest(
+            execution_id=execution_id, task_id=task_id
+        )
+        call = self._executor.WatchTaskStream(request)
+        try:
+            async for response in call:
+                yield response.chunk
+        except grpc.aio.AioRpcError as err:
+            raise translate(err) from err
+        finally:
+            call.cancel()
+
+    async def purge(
+        self,
+        filter: str = "",
+        *,
+        limit: int = 1000,
+        dry_run: bool = False,
+    ) -> executor_service_pb2.PurgeExecutionsResponse:
+        """Delete up to `limit` finished executions matching `filter` (admin); call
+        again while the answer says `more`. `dry_run`: list, delete nothing."""
+        request = executor_service_pb2.PurgeExecutionsRequest(
+            filter=filter, limit=limit, dry_run=dry_run
+        )
+        return await self._unary(lambda r: r.executor.PurgeExecutions, request)
 
     async def watch_all(
         self, states: Sequence[ExecutionState] = (), workflow_name: str = ""

@@ -11,14 +11,26 @@ plain dicts, lists, str, float/int, bool and None:
 
 Integral floats are NOT turned back into ints: a double cannot tell 1 from 1.0,
 and guessing would make types depend on the value.
+
+Search attributes are typed (execplan.v1.SearchAttributeValue); Python values map
+onto them by type, and back:
+
+    to_search_attributes({"customer": "acme", "priority": 3, "vip": True,
+                          "score": 0.5, "due": datetime.now(UTC), "old": None})
+    from_search_attributes(execution.search_attributes)   -> {"customer": "acme", ...}
+
+str -> string, bool -> bool, int -> int, float -> double, an aware datetime -> time,
+None -> remove the attribute (from a task). Anything else is a TypeError.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from execplan.v1 import execution_pb2
 from google.protobuf import json_format, struct_pb2
 
 
@@ -69,3 +81,45 @@ def to_struct(obj: Mapping[str, Any] | None) -> struct_pb2.Struct:
 def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
     result: dict[str, Any] = json_format.MessageToDict(struct)
     return result
+
+
+def to_search_value(value: Any) -> execution_pb2.SearchAttributeValue:
+    out = execution_pb2.SearchAttributeValue()
+    if value is None:
+        return out
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError("a time search attribute needs an aware datetime (tzinfo set)")
+        out.time_value.FromDatetime(value.astimezone(UTC))
+    else:
+        raise TypeError(
+            f"a search attribute is a str, int, float, bool or datetime, not {type(value).__name__}"
+        )
+    return out
+
+
+def from_search_value(value: execution_pb2.SearchAttributeValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "time_value":
+        return value.time_value.ToDatetime(tzinfo=UTC)
+    return None if kind is None else getattr(value, kind)
+
+
+def to_search_attributes(
+    attributes: Mapping[str, Any] | None,
+) -> dict[str, execution_pb2.SearchAttributeValue]:
+    return {str(k): to_search_value(v) for k, v in (attributes or {}).items()}
+
+
+def from_search_attributes(
+    attributes: Mapping[str, execution_pb2.SearchAttributeValue],
+) -> dict[str, Any]:
+    return {k: from_search_value(v) for k, v in attributes.items()}

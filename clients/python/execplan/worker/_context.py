@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from execplan.client.values import from_struct, to_value
+from execplan.client.values import from_struct, to_search_attributes, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 from google.protobuf import struct_pb2
 
@@ -67,6 +68,47 @@ class AttemptInfo:
     previous_error: PreviousError | None = None
 
 
+# A chunk larger than this is split (text, bytes) or refused (JSON): the server takes
+# at most 64 KiB per chunk. 16,384 characters are at most 64 KiB of UTF-8.
+MAX_CHUNK_BYTES = 64 * 1024
+_MAX_CHUNK_CHARS = MAX_CHUNK_BYTES // 4
+
+
+def chunks_of(chunk: str | bytes | Any) -> list[worker_service_pb2.TaskStreamChunk]:
+    """`chunk` as TaskStreamChunks (attempt not set): str -> text, bytes -> data,
+    anything else JSON-like -> json; text and bytes above the limit are split."""
+    if isinstance(chunk, str):
+        return [
+            worker_service_pb2.TaskStreamChunk(text=chunk[i : i + _MAX_CHUNK_CHARS])
+            for i in range(0, max(len(chunk), 1), _MAX_CHUNK_CHARS)
+        ]
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        data = bytes(chunk)
+        return [
+            worker_service_pb2.TaskStreamChunk(data=data[i : i + MAX_CHUNK_BYTES])
+            for i in range(0, max(len(data), 1), MAX_CHUNK_BYTES)
+        ]
+    value = to_value(chunk)
+    if value.ByteSize() > MAX_CHUNK_BYTES:
+        raise ValueError(f"a JSON chunk is at most {MAX_CHUNK_BYTES} bytes; split it")
+    return [worker_service_pb2.TaskStreamChunk(json=value)]
+
+
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+def attribute_problem(name: str, value: Any) -> str:
+    """Why the server would refuse a search attribute a task sets ("" if it would not):
+    checked here so the handler gets the error where it made the mistake."""
+    if not _ATTRIBUTE_NAME.match(name):
+        return "a name matches [A-Za-z_][A-Za-z0-9_]* and is at most 64 characters"
+    if name.startswith("execplan_"):
+        return "names starting with 'execplan_' belong to the server"
+    if isinstance(value, str) and len(value.encode()) > 1024:
+        return "a string value is at most 1024 bytes"
+    return ""
+
+
 class TaskContext:
     """Passed as the second argument to handlers that accept two parameters."""
 
@@ -75,16 +117,20 @@ class TaskContext:
         info: AttemptInfo,
         on_heartbeat: Callable[[], None],
         on_usage: Callable[[int, execution_pb2.Usage], None] = lambda _seq, _usage: None,
+        on_chunks: Callable[[list[worker_service_pb2.TaskStreamChunk]], None] | None = None,
     ) -> None:
         self._info = info
         self._on_heartbeat = on_heartbeat
         self._on_usage = on_usage
+        self._on_chunks = on_chunks
         # Reports of this attempt are numbered 1, 2, ... (the executor counts each once).
         self._usage_lock = threading.Lock()
         self._usage_reports = 0
         self._cancelled = threading.Event()
         self._progress: struct_pb2.Value | None = None
         self._progress_dirty = False
+        self._lock = threading.Lock()
+        self._attributes: dict[str, execution_pb2.SearchAttributeValue] = {}
         # Bound lazily by wait_cancelled() to the loop the handler awaits on.
         self._waiter_loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Event | None = None
@@ -170,6 +216,33 @@ class TaskContext:
                 self._usage_reports += 1
                 self._on_usage(self._usage_reports, message)
 
+    def stream(self, chunk: str | bytes | Any) -> None:
+        """Send partial output (LLM tokens, log lines) to whoever watches the execution
+        now (`execplan watch ID --stream`, `client.watch(..., stream=True)`). Text
+        (str), bytes, or a JSON-like value; returns at once (thread-safe). Chunks are
+        live only, never stored: the handler's return value stays the task's output.
+        If the connection cannot keep up (8 MiB waiting), newer chunks are dropped."""
+        if self._on_chunks is None or self._cancelled.is_set():
+            return
+        self._on_chunks(chunks_of(chunk))
+
+    def set_search_attributes(
+        self, attributes: Mapping[str, Any] | None = None, **more: Any
+    ) -> None:
+        """Set search attributes of the execution, e.g. `ctx.set_search_attributes(
+        customer="acme", priority=3)`; None removes one. Sent with the next heartbeat
+        (asked for now) or with the result, whichever leaves first, and recorded as
+        an event of the execution. Types: str, int, float, bool, aware datetime."""
+        given = {**(attributes or {}), **more}
+        for name, value in given.items():
+            problem = attribute_problem(name, value)
+            if problem:
+                raise ValueError(f"search attribute {name!r}: {problem}")
+        converted = to_search_attributes(given)
+        with self._lock:
+            self._attributes.update(converted)
+        self._on_heartbeat()
+
     @property
     def cancelled(self) -> bool:
         """True once the executor cancelled this attempt; sync handlers should poll it."""
@@ -186,9 +259,18 @@ class TaskContext:
 
     # -- SDK internals -------------------------------------------------------------------
     def take_progress(self, *, only_dirty: bool) -> tuple[bool, struct_pb2.Value | None]:
-        """(include?, latest progress) for a heartbeat; clears the dirty mark."""
+        """(include?, latest progress) for a heartbeat; clears the dirty mark. Every
+        heartbeat repeats the latest progress (a lost message loses nothing); the
+        executor records it only when it changed."""
         dirty, self._progress_dirty = self._progress_dirty, False
-        return (dirty or not only_dirty), self._progress
+        pending = bool(self._attributes)
+        return (dirty or pending or not only_dirty), self._progress
+
+    def take_search_attributes(self) -> dict[str, execution_pb2.SearchAttributeValue]:
+        """The attributes set since the last take (for a heartbeat or the result)."""
+        with self._lock:
+            taken, self._attributes = self._attributes, {}
+        return taken
 
     def cancel(self) -> None:
         """Called from the stream thread."""

@@ -17,6 +17,7 @@ server that does not send them) this channel's own message limit applies.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from execplan.v1 import execution_pb2, worker_service_pb2
 from ._context import AttemptKey
 from ._runner import make_error
 
+_log = logging.getLogger("execplan.worker")
+
 # Room for everything in a message but the results (acks, heartbeats, status) and for
 # a result's envelope (attempt reference, field tags).
 ENVELOPE_BYTES = 64 * 1024
@@ -34,6 +37,9 @@ _ERROR_MESSAGE_CHARS = 4096
 # Usage reports per message (each ~100 bytes) and kept while unacknowledged.
 MAX_USAGE_PER_MESSAGE = 1000
 MAX_UNACKED_USAGE = 10_000
+# Partial output (ctx.stream) waiting to be written: above this, newer chunks are
+# dropped (they are live data; the result stays the task's output).
+MAX_PENDING_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -44,6 +50,12 @@ class Outbox:
     # dicts keep insertion order, so results leave in completion order.
     results: dict[AttemptKey, worker_service_pb2.TaskResult] = field(default_factory=dict)
     status: worker_service_pb2.WorkerStatus | None = None
+    # Partial output in the order produced; leaves before any result of its attempt.
+    chunks: list[tuple[AttemptKey, worker_service_pb2.TaskStreamChunk]] = field(
+        default_factory=list
+    )
+    chunk_bytes: int = 0
+    dropped_chunks: int = 0
     # Run once the message carrying the current acks has been written: handlers
     # start only after their ack is on the wire, so an ack always precedes its result.
     after_write: list[Callable[[], None]] = field(default_factory=list)
@@ -73,7 +85,9 @@ class Outbox:
         self.max_output_bytes = min(max_output_bytes or room, room)
 
     def empty(self) -> bool:
-        return not (self.acks or self.heartbeats or self.results or self.status or self.usage)
+        return not (
+            self.acks or self.heartbeats or self.results or self.status or self.usage or self.chunks
+        )
 
     def add_usage(self, report: worker_service_pb2.UsageReport) -> None:
         self.usage.append(report)
@@ -86,6 +100,25 @@ class Outbox:
 
     def usage_acked(self, key: AttemptKey, sequence: int) -> None:
         self.usage_unacked.pop((key, sequence), None)
+
+    def add_chunk(self, key: AttemptKey, chunk: worker_service_pb2.TaskStreamChunk) -> None:
+        size = chunk.ByteSize()
+        if self.chunk_bytes + size > MAX_PENDING_CHUNK_BYTES:
+            self.dropped_chunks += 1
+            if self.dropped_chunks == 1 or self.dropped_chunks % 1000 == 0:
+                _log.warning(
+                    "%d stream chunks dropped: the connection is not keeping up",
+                    self.dropped_chunks,
+                )
+            return
+        self.chunks.append((key, chunk))
+        self.chunk_bytes += size
+
+    def drop_chunks(self, key: AttemptKey) -> None:
+        kept = [(k, c) for k, c in self.chunks if k != key]
+        if len(kept) != len(self.chunks):
+            self.chunks = kept
+            self.chunk_bytes = sum(c.ByteSize() for _, c in kept)
 
     def take(
         self, now: float, keep_for: float
@@ -108,10 +141,21 @@ class Outbox:
             self.usage_unacked[(AttemptKey.of(report.attempt), report.sequence)] = report
         request.usage.extend(sent)
         budget = self.max_message_bytes - request.ByteSize()
+        chunks_sent = 0
+        for _, chunk in self.chunks:
+            size = chunk.ByteSize() + 8
+            if size > budget and (request.chunks or request.results):
+                break
+            budget -= size
+            request.chunks.append(chunk)
+            chunks_sent += 1
+        if chunks_sent:
+            del self.chunks[:chunks_sent]
+            self.chunk_bytes = max(0, self.chunk_bytes - sum(c.ByteSize() for c in request.chunks))
         for key in list(self.results) if not self.usage else ():
             result = self.fit(self.results[key])
             size = result.ByteSize() + 8  # the field's tag and length
-            if size > budget and request.results:
+            if size > budget and (request.results or request.chunks):
                 break  # the next message takes it (the caller writes again)
             budget -= size
             request.results.append(result)
@@ -159,6 +203,9 @@ class Outbox:
         self.in_flight.clear()
         self.acks.clear()
         self.heartbeats.clear()
+        # Live output of the old stream: nobody resumes it (chunks are not stored).
+        self.chunks.clear()
+        self.chunk_bytes = 0
         self.after_write.clear()
         self.status = None
 

@@ -150,6 +150,11 @@ class StreamThread:
     def request_heartbeat(self) -> None:
         self._call(self._on_heartbeat_request)
 
+    def send_chunks(
+        self, ref: worker_service_pb2.AttemptRef, chunks: list[worker_service_pb2.TaskStreamChunk]
+    ) -> None:
+        self._call(self._on_chunks, AttemptKey.of(ref), ref, chunks)
+
     def drain(self, reason: str) -> None:
         self._call(self._begin_drain, reason)
 
@@ -342,7 +347,8 @@ class StreamThread:
             )
             if request is not None:
                 await call.write(request)
-                if self._outbox.results or self._outbox.usage:  # more than fitted in one
+                more = self._outbox.results or self._outbox.usage or self._outbox.chunks
+                if more:  # more than fitted in one message
                     self._wake.set()
             for callback in after_write:
                 callback()
@@ -425,7 +431,13 @@ class StreamThread:
         def on_usage(sequence: int, usage: execution_pb2.Usage) -> None:
             self._call(self._on_usage, ref, sequence, usage)
 
-        attempt = _Attempt(dispatch, TaskContext(_info(dispatch), self.request_heartbeat, on_usage))
+        context = TaskContext(
+            _info(dispatch),
+            self.request_heartbeat,
+            on_usage,
+            lambda chunks: self.send_chunks(ref, chunks),
+        )
+        attempt = _Attempt(dispatch, context)
         self._attempts[key] = attempt
         self._outbox.after_write.append(lambda: self._start(key, attempt))
 
@@ -440,8 +452,12 @@ class StreamThread:
             self._on_result(key, encode_error(attempt.dispatch.attempt, exc))
 
     def _on_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
-        if self._attempts.pop(key, None) is None:
+        attempt = self._attempts.pop(key, None)
+        if attempt is None:
             return  # cancelled or revoked: the executor no longer wants this result
+        # Search attributes set after the last heartbeat go with the result.
+        for name, value in attempt.ctx.take_search_attributes().items():
+            result.search_attributes[name].CopyFrom(value)
         self._outbox.results[key] = result
         self._wake.set()
         if self._drained():
@@ -459,13 +475,30 @@ class StreamThread:
     def _on_heartbeat_request(self) -> None:
         self._heartbeat_now.set()
 
+    def _on_chunks(
+        self,
+        key: AttemptKey,
+        ref: worker_service_pb2.AttemptRef,
+        chunks: list[worker_service_pb2.TaskStreamChunk],
+    ) -> None:
+        attempt = self._attempts.get(key)
+        if attempt is None or not attempt.started:
+            return  # finished, cancelled or revoked: nobody wants its output
+        for chunk in chunks:
+            chunk.attempt.CopyFrom(ref)
+            self._outbox.add_chunk(key, chunk)
+        self._wake.set()
+
     def _queue_heartbeats(self, *, only_dirty: bool) -> None:
         for attempt in self._attempts.values():
             if not attempt.started:
                 continue
             include, progress = attempt.ctx.take_progress(only_dirty=only_dirty)
             if include:
-                beat = worker_service_pb2.TaskHeartbeat(attempt=attempt.dispatch.attempt)
+                beat = worker_service_pb2.TaskHeartbeat(
+                    attempt=attempt.dispatch.attempt,
+                    search_attributes=attempt.ctx.take_search_attributes(),
+                )
                 if progress is not None:
                     beat.progress.CopyFrom(progress)
                 self._outbox.heartbeats.append(beat)
@@ -476,6 +509,7 @@ class StreamThread:
         for key in self._matching(ref):
             self._outbox.results.pop(key, None)
             self._outbox.in_flight.pop(key, None)
+            self._outbox.drop_chunks(key)
             attempt = self._attempts.pop(key, None)
             if attempt is not None:
                 attempt.ctx.cancel()

@@ -488,11 +488,17 @@ class Engine:
         workflow_name: str,
         page_size: int,
         page_token: str,
+        *,
         parent_execution_id: str = "",
         search: Filter = EMPTY,
     ) -> tuple[list[ex.Execution], str]:
         return await self.reads.list_executions(
-            states, workflow_name, page_size, page_token, parent_execution_id, search
+            states,
+            workflow_name,
+            page_size,
+            page_token,
+            parent_execution_id=parent_execution_id,
+            search=search,
         )
 
     async def history(

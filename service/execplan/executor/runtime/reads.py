@@ -145,6 +145,7 @@ class Reads:
         workflow_name: str,
         page_size: int,
         page_token: str,
+        *,
         parent_execution_id: str = "",
         search: Filter = EMPTY,
     ) -> tuple[list[ex.Execution], str]:
