@@ -12,17 +12,21 @@ export function TaskPanel({
   task,
   node,
   progress,
+  output: streamed,
   onClose,
 }: {
   task: TaskRun;
   node: PlanNode;
   progress: ExecutionEvent | undefined;
+  /** Live partial output (ctx.stream) seen since the page opened, if any. */
+  output?: string | undefined;
   version: number;
   onClose: () => void;
 }) {
   const inputs = Object.fromEntries(node.bindings.map((b) => [b.name, bindingText(b.value)]));
   const output = valueJson(task.output);
-  const reported = progress?.kind.case === "taskProgress" ? valueJson(progress.kind.value.progress) : undefined;
+  const reported =
+    progress?.kind.case === "taskProgress" ? valueJson(progress.kind.value.progress) : task.progress ? valueJson(task.progress) : undefined;
   return (
     <div class="task-panel" data-testid="task-panel" data-task={task.taskId}>
       <div class="panel-head">
@@ -124,6 +128,14 @@ export function TaskPanel({
         <>
           <h4>Progress</h4>
           <Json value={reported} />
+        </>
+      )}
+      {streamed !== undefined && (
+        <>
+          <h4>Live output</h4>
+          <pre class="stream" data-testid="task-stream">
+            {streamed}
+          </pre>
         </>
       )}
       <h4>Inputs (as written)</h4>

@@ -16,11 +16,25 @@ import { TERMINAL, amount, clock, duration, spentToward, taskStateName, taskTone
 import { layoutScene } from "../layout.js";
 import { buildScene, nodeOf } from "../scene.js";
 import { budgetLimits, describeEvent } from "../events.js";
+import type { StreamChunk } from "../gen/execplan/v1/executor_service_pb.js";
+
+const STREAM_KEEP = 64 * 1024;
+const decoder = new TextDecoder();
+
+/** Adds a chunk to its task's text, keeping the last STREAM_KEEP characters. */
+function appendChunk(texts: Map<string, string>, chunk: StreamChunk): void {
+  const c = chunk.content;
+  const piece = c.case === "text" ? c.value : c.case === "data" ? decoder.decode(c.value) : c.case === "json" ? `${JSON.stringify(c.value)}\n` : "";
+  const text = (texts.get(chunk.taskId) ?? "") + piece;
+  texts.set(chunk.taskId, text.length > STREAM_KEEP ? text.slice(text.length - STREAM_KEEP) : text);
+}
 
 export function ExecutionPage({ executionId }: { executionId: string }) {
   const live = useRef<Execution | null>(null);
   const events = useRef<ExecutionEvent[]>([]);
   const progress = useRef(new Map<string, ExecutionEvent>());
+  // Partial output of each task (ctx.stream), live only: the last 64 KiB per task.
+  const streamed = useRef(new Map<string, string>());
   const [version, setVersion] = useState(0); // bumped when live or events change
   const [plan, setPlan] = useState<ExecutionPlan | null>(null);
   // Sub-plans of dynamic tasks (Execution.plan_revisions), by plan id.
@@ -76,7 +90,12 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
         const after = events.current.length ? events.current[events.current.length - 1].sequence : 0n;
         try {
           setStreaming(true);
-          for await (const res of executor.watchExecution({ executionId, afterSequence: after }, { signal: abort.signal })) {
+          for await (const res of executor.watchExecution({ executionId, afterSequence: after, stream: true }, { signal: abort.signal })) {
+            if (res.chunk) {
+              appendChunk(streamed.current, res.chunk);
+              bump();
+              continue;
+            }
             const event = res.event!;
             attempt = 0;
             events.current.push(event);
@@ -187,7 +206,14 @@ export function ExecutionPage({ executionId }: { executionId: string }) {
         </div>
         <aside class="card side">
           {task && node ? (
-            <TaskPanel task={task} version={version} node={node} progress={progress.current.get(task.taskId)} onClose={() => setSelected(null)} />
+            <TaskPanel
+              task={task}
+              version={version}
+              node={node}
+              progress={progress.current.get(task.taskId)}
+              output={streamed.current.get(task.taskId)}
+              onClose={() => setSelected(null)}
+            />
           ) : (
             <ExecutionSummary execution={shown!} />
           )}

@@ -1,6 +1,7 @@
 // Executions, newest first: server-side pages of 50 (a list of 10,000 stays as
-// fast as one of 50), filters by state and workflow, live through one
-// WatchExecutions stream for the filters shown.
+// fast as one of 50), filters by state, workflow and a filter expression (search
+// attributes, times: docs/operations.md), live through one WatchExecutions stream
+// for the filters shown.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { describe, executor, isCanceled } from "../api.js";
 import { Alert, ProgressBar, StatePill } from "../components/common.js";
@@ -21,11 +22,12 @@ const STATES = [
   ExecutionState.TERMINATED,
 ];
 
-/** What the list is filtered by, kept in the URL (?state=RUNNING&workflow=w).
- * Search attributes join here when ListExecutions takes them. */
+/** What the list is filtered by, kept in the URL (?state=RUNNING&workflow=w&q=...). */
 interface Filter {
   states: ExecutionState[];
   workflow: string;
+  /** The filter language of ListExecutions: `customer = "acme" AND priority > 3`. */
+  query: string;
 }
 
 function readFilter(): Filter {
@@ -34,24 +36,39 @@ function readFilter(): Filter {
     .getAll("state")
     .map((s) => ExecutionState[s as keyof typeof ExecutionState])
     .filter((s): s is ExecutionState => typeof s === "number");
-  return { states, workflow: q.get("workflow") ?? "" };
+  return { states, workflow: q.get("workflow") ?? "", query: q.get("q") ?? "" };
 }
 
 function writeFilter(f: Filter): void {
   const q = new URLSearchParams();
   f.states.forEach((s) => q.append("state", ExecutionState[s]));
   if (f.workflow) q.set("workflow", f.workflow);
+  if (f.query) q.set("q", f.query);
   const search = q.toString();
   navigate(search ? `/?${search}` : "/", true);
 }
 
+/** Whether a new execution belongs on the page; a filter expression is the server's
+ * to evaluate, so with one the "new executions" banner stays quiet. */
 function matches(e: Execution, f: Filter): boolean {
-  return (f.states.length === 0 || f.states.includes(e.state)) && (!f.workflow || e.workflowName === f.workflow);
+  return !f.query && (f.states.length === 0 || f.states.includes(e.state)) && (!f.workflow || e.workflowName === f.workflow);
+}
+
+/** Search attributes as `k=v` words. */
+function attributesText(e: Execution): string {
+  return Object.entries(e.searchAttributes)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([k, { value }]) => {
+      const v = value.case === "timeValue" ? new Date(Number(value.value.seconds) * 1000).toISOString() : value.case === undefined ? "" : String(value.value);
+      return `${k}=${v}`;
+    })
+    .join(" ");
 }
 
 export function ExecutionsPage() {
   const [filter, setFilter] = useState<Filter>(readFilter);
   const [workflowText, setWorkflowText] = useState(filter.workflow);
+  const [queryText, setQueryText] = useState(filter.query);
   const [tokens, setTokens] = useState<string[]>([""]); // page tokens: [first, second, ...]
   const [rows, setRows] = useState<Execution[] | null>(null);
   const [next, setNext] = useState("");
@@ -71,7 +88,7 @@ export function ExecutionsPage() {
     let live = true;
     setError(null);
     executor
-      .listExecutions({ states: filter.states, workflowName: filter.workflow, pageSize: PAGE, pageToken })
+      .listExecutions({ states: filter.states, workflowName: filter.workflow, pageSize: PAGE, pageToken, filter: filter.query })
       .then(
         (res) => {
           if (!live) return;
@@ -136,6 +153,8 @@ export function ExecutionsPage() {
   const toggle = (s: ExecutionState) =>
     update({ ...filter, states: filter.states.includes(s) ? filter.states.filter((x) => x !== s) : [...filter.states, s] });
 
+  const withAttributes = rows?.some((e) => Object.keys(e.searchAttributes).length > 0) ?? false;
+
   return (
     <section class="page">
       <div class="page-head">
@@ -145,7 +164,7 @@ export function ExecutionsPage() {
           class="inline"
           onSubmit={(e) => {
             e.preventDefault();
-            update({ ...filter, workflow: workflowText.trim() });
+            update({ ...filter, workflow: workflowText.trim(), query: queryText.trim() });
           }}
         >
           <input
@@ -153,6 +172,14 @@ export function ExecutionsPage() {
             placeholder="Workflow name"
             value={workflowText}
             onInput={(e) => setWorkflowText((e.target as HTMLInputElement).value)}
+          />
+          <input
+            name="filter"
+            class="filter"
+            placeholder='Filter: customer = "acme" AND priority > 3'
+            title="The filter language: field op value clauses joined by AND (docs/operations.md)"
+            value={queryText}
+            onInput={(e) => setQueryText((e.target as HTMLInputElement).value)}
           />
           <button type="submit">Filter</button>
         </form>
@@ -168,12 +195,13 @@ export function ExecutionsPage() {
             {ExecutionState[s].replace(/_/g, " ").toLowerCase()}
           </button>
         ))}
-        {(filter.states.length > 0 || filter.workflow) && (
+        {(filter.states.length > 0 || filter.workflow || filter.query) && (
           <button
             class="link"
             onClick={() => {
               setWorkflowText("");
-              update({ states: [], workflow: "" });
+              setQueryText("");
+              update({ states: [], workflow: "", query: "" });
             }}
           >
             Clear filters
@@ -197,6 +225,7 @@ export function ExecutionsPage() {
               <th>Started</th>
               <th>Duration</th>
               <th>Updated</th>
+              {withAttributes && <th>Attributes</th>}
             </tr>
           </thead>
           <tbody>
@@ -227,11 +256,14 @@ export function ExecutionsPage() {
                 <td title={when(e.createdAt)}>{ago(e.createdAt, now)}</td>
                 <td>{TERMINAL.has(e.state) ? duration(e.createdAt, e.finishedAt ?? e.updatedAt) : <span class="muted">running</span>}</td>
                 <td>{ago(e.updatedAt, now)}</td>
+                {withAttributes && <td class="attrs">{attributesText(e)}</td>}
               </tr>
             ))}
           </tbody>
         </table>
-        {rows && rows.length === 0 && <div class="empty">No executions{filter.states.length || filter.workflow ? " match these filters" : " yet"}.</div>}
+        {rows && rows.length === 0 && (
+          <div class="empty">No executions{filter.states.length || filter.workflow || filter.query ? " match these filters" : " yet"}.</div>
+        )}
         {!rows && !error && <div class="empty">Loading…</div>}
       </div>
       <div class="pager">
