@@ -406,6 +406,13 @@ tasks:
         assert states["agent/c"] == S.TASK_STATE_CANCELLED
         replay = await env.client.replay(execution_id)
         assert replay.deterministic, replay.divergence
+        # start_to_close bounds the attempt, which ended when it answered with the
+        # sub-plan: a sub-plan running longer than it is not cut short.
+        attempt_bound = source.replace("schedule_to_close: 400ms", "start_to_close: 400ms")
+        done = await env.finish(await env.start(attempt_bound))
+        assert done.state == S.EXECUTION_STATE_SUCCEEDED, done.error
+        agent_run = next(t for t in done.tasks if t.task_id == "agent")
+        assert len(agent_run.attempts) == 1
 
 
 async def test_sub_plans_built_in_code_and_started_from_a_builder(tmp_path: Path) -> None:

@@ -196,17 +196,22 @@ def retry_due(step: Step, task: TaskRun) -> None:
 def deadline_passed(step: Step, task: TaskRun, kind: int) -> None:
     """A timeout of an attempt (or, schedule_to_close, of the whole task) fired."""
     extra = step.state.extras.get(task.index)
-    if task.state == ex.TASK_STATE_RUNNING and extra is not None and extra.child_execution_id:
-        step.effect(fx.StopChild(extra.child_execution_id, "timed out", False))
+    running = task.state == ex.TASK_STATE_RUNNING
+    child = extra.child_execution_id if running and extra is not None else ""
+    # RUNNING without a worker or a child: it runs its sub-plan (or its instances).
+    owner = running and not task.worker_id and not child
+    if owner and kind != ev.TIMEOUT_KIND_SCHEDULE_TO_CLOSE:
+        return  # the attempt's own timeouts ended when it answered with the sub-plan
+    if child:
+        step.effect(fx.StopChild(child, "timed out", False))
     elif task.state in LEASED_TASK_STATES and task.worker_id:
         step.effect(
             fx.CancelLease(
                 task.index, task.worker_id, task.attempt, task.epoch, task.phase, "timed out"
             )
         )
-    owner = task.state == ex.TASK_STATE_RUNNING and not task.worker_id
     failed(step, task, timeout_error(kind), kind)  # the input event comes first
-    if owner:  # no worker held it: it ran its instances or its sub-plan
+    if owner:
         flow.stop_grown(step, task, f"{step.task_id(task)} timed out")
 
 
