@@ -142,3 +142,65 @@ async def test_usage_get_and_budget_on_a_real_run(address: str, tmp_path: Path) 
     finally:
         await worker.stop()
         serving.cancel()
+
+
+TASK_BUDGETED = """
+name: cli-task-budget
+tasks:
+  - id: a
+    type: cli.flaky
+    budget: {cost: 0.5}
+    retry: {max_attempts: 3, initial_interval: 10ms, jitter: 0}
+"""
+
+
+async def test_raising_a_tasks_own_budget(address: str, tmp_path: Path) -> None:
+    from execplan.worker import TaskContext, Worker  # noqa: PLC0415
+
+    async def flaky(inputs: dict[str, object], ctx: TaskContext) -> dict[str, object]:
+        ctx.usage(cost=0.5)
+        if ctx.attempt == 1:
+            raise RuntimeError("spent, then failed")
+        return {}
+
+    worker = Worker(address, worker_id="cli-task-budget-w")
+    worker.task("cli.flaky")(flaky)
+    serving = asyncio.create_task(worker.serve())
+    source = tmp_path / "task_budget.yaml"
+    source.write_text(TASK_BUDGETED)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return execplan(address, *args)
+
+    try:
+        execution_id = (await asyncio.to_thread(cli, "run", str(source))).stdout.strip()
+        async with asyncio.timeout(15):
+            while True:  # the retry is held back: the task's own budget is spent
+                shown = (await asyncio.to_thread(cli, "budget", execution_id)).stdout
+                if "paused:" in shown:
+                    break
+                await asyncio.sleep(0.05)
+        assert "task a budget: cost 0.5 of 0.5" in shown, shown
+        assert "paused: cost 0.5 spent has reached the budget of a of 0.5" in shown, shown
+        refused = await asyncio.to_thread(cli, "budget", execution_id, "--task", "a")
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            "execplan: --task needs a limit to set (--cost, --tokens, --limit)"
+        )
+        missing = await asyncio.to_thread(cli, "budget", execution_id, "--task", "b", "--cost", "1")
+        assert missing.returncode != 0 and "has no task 'b'" in missing.stderr
+        raised = await asyncio.to_thread(
+            cli, "budget", execution_id, "--task", "a", "--cost", "1", "--resume"
+        )
+        assert raised.returncode == 0, raised.stderr
+        watched = await asyncio.to_thread(cli, "watch", execution_id)
+        assert watched.returncode == 0, watched.stderr
+        state = json.loads(
+            (await asyncio.to_thread(cli, "budget", execution_id, "--format", "json")).stdout
+        )
+        assert state["state"] == "SUCCEEDED"
+        assert state["task_budgets"] == {"a": {"cost": 1}}
+        assert state["usage"] == {"cost": 1}
+    finally:
+        await worker.stop()
+        serving.cancel()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from execplan.client import FailedPreconditionError
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import TaskContext
 
@@ -135,11 +136,35 @@ async def test_a_for_each_budget_covers_all_instances_and_pauses_mid_fan_out(
         )
         await asyncio.sleep(0.2)
         assert dispatched == [0, 1, 2]  # nothing dispatched past it while paused
-        # The task's budget is raised by editing nothing: a resume without a raise
-        # pauses again; the execution's budget does not cover a task's.
+        # A resume without a raise pauses again; raising the execution's budget does
+        # not raise a task's.
         await env.client.resume(execution_id)
         await env.until(paused)
+        await env.client.set_budget(execution_id, cost=100, resume=True)
+        await env.until(paused)
         assert dispatched == [0, 1, 2]
+        # Raising the task's own budget (SetBudget with task_id) lets the rest go.
+        raised = await env.client.set_budget(
+            execution_id, task_id="research", cost=0.6, resume=True, reason="worth it"
+        )
+        assert raised.budget.cost == pytest.approx(0.6)
+        done = await env.finish(execution_id)
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
+        assert dispatched == [0, 1, 2, 3, 4]
+        runs = {t.task_id: t for t in done.tasks}
+        assert runs["research"].budget.cost == pytest.approx(0.6)
+        assert not runs["research[0]"].HasField("budget")
+        changed = [
+            e.budget_changed
+            for e in await env.history(execution_id)
+            if e.HasField("budget_changed")
+        ]
+        assert [c.task_id for c in changed] == ["", "research"]
+        other = await env.start(TASK_BUDGET.replace("    budget: {cost: 0.25}\n", ""))
+        with pytest.raises(FailedPreconditionError, match="has no budget of its own"):
+            await env.client.set_budget(other, task_id="research", cost=1)
+        replay = await env.client.replay(execution_id)
+        assert replay.deterministic, replay.divergence
 
 
 PRECHECK = """

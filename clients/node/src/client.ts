@@ -192,6 +192,8 @@ export interface BudgetOptions {
   resume?: boolean;
   reason?: string;
   requestId?: string;
+  /** Change this task's own budget (one the workflow gives it) instead of the execution's. */
+  taskId?: string;
 }
 
 const GROUPING: Record<string, UsageGrouping> = {
@@ -552,6 +554,7 @@ export class ExecplanClient {
       resume: options.resume ?? false,
       reason: options.reason ?? "",
       requestId: options.requestId ?? randomUUID(),
+      taskId: options.taskId ?? "",
     });
     return this.call<SetBudgetResponse>(this.executor, "setBudget", request);
   }

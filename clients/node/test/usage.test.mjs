@@ -154,3 +154,44 @@ test("a real run: usage of a failed attempt counts, the budget pauses, setBudget
     await serving.catch(() => undefined);
   }
 });
+
+const TASK_BUDGETED = `
+name: node-task-budget
+tasks:
+  - {id: a, type: n.pricey, budget: {cost: 0.5}, retry: {max_attempts: 2, initial_interval: 10ms}}
+`;
+
+test("setBudget with taskId raises a task's own budget", async () => {
+  const worker = new Worker({ address: server.address, workerId: "node-task-budget" });
+  worker.task("n.pricey", async (inputs, ctx) => {
+    ctx.usage({ cost: 0.5 });
+    if (ctx.attempt === 1) throw new Error("spent, then failed");
+    return { ok: true };
+  });
+  const serving = worker.serve();
+  try {
+    const { executionId } = await client.start({ source: TASK_BUDGETED });
+    let paused;
+    for (let i = 0; i < 300; i++) {
+      paused = await client.get(executionId);
+      if (paused.state === pb.ExecutionState.PAUSED) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(paused.state, pb.ExecutionState.PAUSED);
+    assert.equal(paused.budgetExceeded.budgetTaskId, "a");
+    const changed = await client.setBudget(executionId, { taskId: "a", cost: 2, resume: true });
+    assert.equal(changed.budget.cost, 2);
+    for await (const event of client.watch(executionId)) {
+      if (event.kind.case === "executionCompleted") {
+        assert.equal(event.kind.value.state, pb.ExecutionState.SUCCEEDED);
+        break;
+      }
+    }
+    const done = await client.get(executionId);
+    assert.equal(done.tasks[0].budget.cost, 2);
+    assert.deepEqual({ ...done.usage.counters }, { cost: 1 });
+  } finally {
+    await worker.stop();
+    await serving.catch(() => undefined);
+  }
+});

@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
         metavar="NAME=X",
         help="the limit of another counter (repeatable)",
     )
+    budget.add_argument(
+        "--task",
+        metavar="TASK",
+        default="",
+        help="change this task's own budget (one the workflow gives it) instead",
+    )
     budget.add_argument("--on-exceeded", choices=("pause", "fail"))
     budget.add_argument("--resume", action="store_true", help="resume it if it is paused")
     budget.add_argument("--reason", default="", help="recorded with the change")
@@ -211,6 +217,9 @@ def cmd_budget(args: argparse.Namespace) -> int:
         or args.resume
     )
 
+    if args.task and not changing:
+        raise CliError("--task needs a limit to set (--cost, --tokens, --limit)", EXIT_USAGE)
+
     async def body(client: Any) -> int:
         if changing:
             await client.set_budget(
@@ -221,6 +230,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
                 on_exceeded=args.on_exceeded or "",
                 resume=args.resume,
                 reason=args.reason,
+                task_id=args.task,
             )
         execution = await client.get(args.execution_id)
         if args.format == "json":
@@ -264,6 +274,13 @@ def budget_json(execution: Any) -> dict[str, Any]:
         "reserved": {name: _plain(spent(name, reserved)) for name in sorted(limits)},
         "usage": _counters(execution.usage),
     }
+    tasks = {
+        task.task_id: {name: _plain(v) for name, v in sorted(_limits_of(task.budget).items())}
+        for task in execution.tasks
+        if task.HasField("budget")
+    }
+    if tasks:
+        out["task_budgets"] = tasks
     if execution.HasField("budget_exceeded"):
         out["budget_exceeded"] = execution.budget_exceeded.message
     return out
@@ -289,6 +306,15 @@ def budget_lines(execution: Any) -> list[str]:
         lines.append("budget: none")
     if used:
         lines.append("usage: " + ", ".join(f"{n} {format_amount(used[n])}" for n in sorted(used)))
+    for task in execution.tasks:
+        own = _limits_of(task.budget) if task.HasField("budget") else {}
+        if own:
+            task_used = dict(task.usage.counters)
+            parts = [
+                f"{name} {format_amount(spent(name, task_used))} of {format_amount(own[name])}"
+                for name in sorted(own)
+            ]
+            lines.append(f"task {task.task_id} budget: " + ", ".join(parts))
     if execution.HasField("budget_exceeded"):
         lines.append(f"paused: {execution.budget_exceeded.message}")
     return lines

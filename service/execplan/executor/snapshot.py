@@ -163,6 +163,9 @@ def _encode_spend(spend: Spend) -> dict[str, Any]:
             for key, lease in spend.leases.items()
         ],
         "hold": None if hold is None else astuple(hold),
+        "task_budgets": [
+            [index, b.limits, b.on_exceeded] for index, b in spend.task_budgets.items()
+        ],
     }
 
 
@@ -181,6 +184,9 @@ def _decode_spend(value: dict[str, Any]) -> Spend:
     )
     for index, phase, attempt, epoch, worker_id, used, reports, held in value["leases"]:
         spend.leases[(index, phase, attempt, epoch)] = AttemptSpend(worker_id, used, reports, held)
+    # Absent from checkpoints written before task budgets could be raised: none were.
+    for index, limits, action in value.get("task_budgets", []):
+        spend.task_budgets[index] = Budget(tuple(map(tuple, limits)), action)
     return spend
 
 

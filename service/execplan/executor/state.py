@@ -214,6 +214,9 @@ class Spend:
     leases: dict[LeaseKey, AttemptSpend] = field(default_factory=dict)
     # Set while the execution is paused by a budget.
     hold: BudgetHold | None = None
+    # Task budgets raised by SetBudget (task index -> the budget in force): they
+    # replace the plan's `budget` of that task.
+    task_budgets: dict[int, Budget] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

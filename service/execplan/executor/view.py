@@ -48,6 +48,11 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
     if task.progress_ms:
         fill_value(target.progress, task.progress)
         target.progress_at.FromMilliseconds(task.progress_ms)
+    grown = state.grown_of(task.index)
+    if grown is None or grown.item_index < 0:  # an instance's is its for_each task's
+        own = spend.task_budgets.get(task.index) or state.node(task.index).budget
+        if own is not None:
+            encode_budget(own, target.budget)
     for record in task.attempts:
         item = target.attempts.add(
             attempt=record.attempt,

@@ -648,9 +648,14 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             resume=request.resume,
             reason=request.reason,
             request_id=request.request_id,
+            task_id=request.task_id,
         )
         execution = await self._engine.get_execution(execution_id)
-        return pb.SetBudgetResponse(budget=execution.budget, state=_state_value(state))
+        budget = execution.budget
+        if request.task_id:
+            found = [t.budget for t in execution.tasks if t.task_id == request.task_id]
+            budget = found[0] if found else budget
+        return pb.SetBudgetResponse(budget=budget, state=_state_value(state))
 
     @unary_errors
     async def GetUsage(  # noqa: N802

@@ -118,6 +118,7 @@ class GrpcForwarder:
                         resume=control.resume,
                         reason=control.reason,
                         request_id=rid,
+                        task_id=control.task_id,
                     ),
                     **call,
                 )

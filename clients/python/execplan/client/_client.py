@@ -601,10 +601,13 @@ class ExecutorClient:
         resume: bool = False,
         reason: str = "",
         request_id: str | None = None,
+        task_id: str = "",
     ) -> executor_service_pb2.SetBudgetResponse:
         """Change a running execution's budget (SetBudget): the limits given replace
         those in force, the others stay; `on_exceeded` "pause" or "fail" (empty: keep).
-        `resume=True` also resumes it when it is paused (by its budget or otherwise)."""
+        `resume=True` also resumes it when it is paused (by its budget or otherwise).
+        `task_id`: change that task's own budget (a task with a `budget` in the plan;
+        a for_each task's covers its instances) instead of the execution's."""
         budget = workflow_pb2.Budget()
         if cost is not None:
             budget.cost = cost
@@ -622,6 +625,7 @@ class ExecutorClient:
             resume=resume,
             reason=reason,
             request_id=_request_id(request_id),
+            task_id=task_id,
         )
         return await self._unary(lambda r: r.executor.SetBudget, request)
 

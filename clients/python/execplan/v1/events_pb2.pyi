@@ -1402,8 +1402,11 @@ class BudgetChanged(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     REQUESTED_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reason: _builtins.str
+    task_id: _builtins.str
+    """Set: the budget of this task (its own `budget`, raised), not the execution's."""
     @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
         """The budget in force from here on."""
@@ -1421,10 +1424,11 @@ class BudgetChanged(_message.Message):
         request_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         requested: _workflow_pb2.Budget | None = ...,
+        task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "requested", b"requested"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "reason", b"reason", "request_id", b"request_id", "requested", b"requested"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "reason", b"reason", "request_id", b"request_id", "requested", b"requested", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -626,6 +626,7 @@ class TaskRun(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     PROGRESS_AT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     type: _builtins.str
     state: Global___TaskState.ValueType
@@ -683,6 +684,12 @@ class TaskRun(_message.Message):
         repeat task every instance and iteration (for a child workflow task, the child's).
         """
 
+    @_builtins.property
+    def budget(self) -> _workflow_pb2.Budget:
+        """The task's own budget in force (its `budget`, as raised by SetBudget with
+        task_id); unset when it has none.
+        """
+
     def __init__(
         self,
         *,
@@ -709,10 +716,11 @@ class TaskRun(_message.Message):
         progress: _struct_pb2.Value | None = ...,
         progress_at: _timestamp_pb2.Timestamp | None = ...,
         usage: Global___Usage | None = ...,
+        budget: _workflow_pb2.Budget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "usage", b"usage", "waiting", b"waiting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "budget", b"budget", "error", b"error", "finished_at", b"finished_at", "item_index", b"item_index", "output", b"output", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "usage", b"usage", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "usage", b"usage", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_item_index", b"_item_index", "attempt", b"attempt", "attempts", b"attempts", "budget", b"budget", "child_execution_id", b"child_execution_id", "error", b"error", "finished_at", b"finished_at", "instance_count", b"instance_count", "item_index", b"item_index", "iteration", b"iteration", "output", b"output", "parent_task_id", b"parent_task_id", "phase", b"phase", "progress", b"progress", "progress_at", b"progress_at", "queued_at", b"queued_at", "started_at", b"started_at", "state", b"state", "status_message", b"status_message", "sub_plan_id", b"sub_plan_id", "task_id", b"task_id", "type", b"type", "usage", b"usage", "waiting", b"waiting", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__item_index: _TypeAlias = _typing.Literal["item_index"]  # noqa: Y015
     _WhichOneofArgType__item_index: _TypeAlias = _typing.Literal["_item_index", b"_item_index"]  # noqa: Y015

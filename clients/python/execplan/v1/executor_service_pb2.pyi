@@ -1568,12 +1568,17 @@ class SetBudgetRequest(_message.Message):
     RESUME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     resume: _builtins.bool
     """Resume the execution if it is paused (any pause, as ResumeExecution)."""
     reason: _builtins.str
     request_id: _builtins.str
     """Idempotency key: the same request_id returns the first call's answer."""
+    task_id: _builtins.str
+    """A task with a `budget` of its own (a for_each task's covers its instances): the
+    limits change that task's budget instead of the execution's.
+    """
     @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
         """The limits to set; limits not set here stay as they are. `on_exceeded`
@@ -1588,10 +1593,11 @@ class SetBudgetRequest(_message.Message):
         resume: _builtins.bool = ...,
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "execution_id", b"execution_id", "reason", b"reason", "request_id", b"request_id", "resume", b"resume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "execution_id", b"execution_id", "reason", b"reason", "request_id", b"request_id", "resume", b"resume", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1606,7 +1612,7 @@ class SetBudgetResponse(_message.Message):
     state: _execution_pb2.ExecutionState.ValueType
     @_builtins.property
     def budget(self) -> _workflow_pb2.Budget:
-        """The budget in force now."""
+        """The budget in force now (the task's, with task_id)."""
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from execplan import usage
+from execplan.errors import FailedPrecondition, NotFound
 from execplan.executor.decide import events, requests
 from execplan.executor.decide import usage as spend_fold
 from execplan.executor.decide.evolve_grown import iteration_of
@@ -83,14 +84,15 @@ def admit(
     if node.budget is not None:
         # An instance runs its for_each task's node: that task's budget covers them all.
         owner = _budget_owner(step.state, task.index)
+        budget = task_budget(step.state, owner) or node.budget
         over = exceeded(
-            node.budget,
+            budget,
             spend.tasks.get(owner, {}),
             spend.task_reserved.get(owner, {}),
             estimate,
         )
         if over is not None:
-            return _refusal(over, node.budget, task_id, step.state.task_id(owner))
+            return _refusal(over, budget, task_id, step.state.task_id(owner))
     if spend.budget is not None:
         over = exceeded(spend.budget, spend.usage, spend.reserved, estimate)
         if over is not None:
@@ -180,14 +182,14 @@ def fan_out(step: Step, task: TaskRun, node: NodeView, items: list[JsonValue]) -
     except EvaluationError as error:
         return failure(ESTIMATE_ERROR, error)
     task_id = step.task_id(task)
+    own = task_budget(step.state, task.index) if node.budget is not None else None
     checks = [
-        (node.budget, spend.tasks.get(task.index, {}), spend.task_reserved.get(task.index, {})),
-        (spend.budget, spend.usage, spend.reserved),
+        (own, spend.tasks.get(task.index, {}), spend.task_reserved.get(task.index, {}), task_id),
+        (spend.budget, spend.usage, spend.reserved, ""),
     ]
-    for budget, used, reserved in checks:
+    for budget, used, reserved, whose in checks:
         over = fan_out_exceeded(budget, used, reserved, total, len(items))
         if over is not None:
-            whose = task_id if budget is node.budget else ""
             details: dict[str, JsonValue] = {
                 "task_id": task_id,
                 "items": len(items),
@@ -270,13 +272,37 @@ def report(
 # -- budget changes ----------------------------------------------------------------
 
 
-def change(step: Step, requested: usage.Budget, request_id: str, reason: str) -> usage.Budget:
+def change(
+    step: Step, requested: usage.Budget, request_id: str, reason: str, task_id: str = ""
+) -> usage.Budget:
     """Sets the limits `requested` names (the others stay) and its action unless ""; the
-    budget in force. Idempotent on `request_id` (requests.py)."""
-    params = spend_fold.change_digest(requested, reason)
-    if requests.repeated(step.state, request_id, "set_budget", params) is None:
-        current = step.state.spend.budget or usage.Budget()
+    budget in force. With `task_id`, of that task's own budget (FailedPrecondition
+    when it has none: the plan gives a task its budget). Idempotent on `request_id`
+    (requests.py)."""
+    state = step.state
+    index = _budgeted_task(state, task_id) if task_id else -1
+    params = spend_fold.change_digest(requested, reason, task_id)
+    if requests.repeated(state, request_id, "set_budget", params) is None:
+        current = (task_budget(state, index) if task_id else state.spend.budget) or usage.Budget()
         budget = current.changed(dict(requested.limits), requested.on_exceeded)
         if budget != current:
-            step.emit(events.budget_changed(budget, requested, request_id, reason))
-    return step.state.spend.budget or usage.Budget()
+            step.emit(events.budget_changed(budget, requested, request_id, reason, task_id))
+    found = task_budget(state, index) if task_id else state.spend.budget
+    return found or usage.Budget()
+
+
+def task_budget(state: ExecutionState, index: int) -> usage.Budget | None:
+    """The budget in force of task `index` (raised, or its plan's), None without one."""
+    return state.spend.task_budgets.get(index) or state.node(index).budget
+
+
+def _budgeted_task(state: ExecutionState, task_id: str) -> int:
+    index = state.index_of(task_id)
+    if index is None:
+        raise NotFound(f"execution {state.execution_id} has no task {task_id[:200]!r}")
+    if state.node(index).budget is None or _budget_owner(state, index) != index:
+        raise FailedPrecondition(
+            f"task {task_id[:200]} has no budget of its own (the plan gives a task its "
+            "budget; an instance's is its for_each task's)"
+        )
+    return index

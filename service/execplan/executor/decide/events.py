@@ -369,8 +369,10 @@ def task_usage(
     return Event(task_usage=body)
 
 
-def budget_changed(budget: Budget, requested: Budget, request_id: str, reason: str) -> Event:
-    body = ev.BudgetChanged(request_id=request_id, reason=reason)
+def budget_changed(
+    budget: Budget, requested: Budget, request_id: str, reason: str, task_id: str = ""
+) -> Event:
+    body = ev.BudgetChanged(request_id=request_id, reason=reason, task_id=task_id)
     encode_budget(budget, body.budget)
     encode_budget(requested, body.requested)
     return Event(budget_changed=body)

@@ -223,12 +223,18 @@ class Machine:
         return budgets.report(self.step, task_id, lease, worker_id, amounts, number=report)
 
     def set_budget(
-        self, requested: Budget, request_id: str, reason: str = "", resume: bool = False
+        self,
+        requested: Budget,
+        request_id: str,
+        reason: str = "",
+        resume: bool = False,
+        task_id: str = "",
     ) -> Budget:
-        """Changes the limits `requested` names (its action unless ""); with `resume`,
-        also resumes a paused execution. The budget in force."""
+        """Changes the limits `requested` names (its action unless ""), of the execution's
+        budget or, with `task_id`, of that task's own; with `resume`, also resumes a
+        paused execution. The budget in force."""
         control.require_live(self.step, "change the budget of")
-        budget = budgets.change(self.step, requested, request_id, reason)
+        budget = budgets.change(self.step, requested, request_id, reason, task_id)
         if resume and self.step.state.paused:
             control.resume(self.step, "")
         return budget

@@ -250,7 +250,7 @@ def _feed_usage(machine: Machine, event: ev.ExecutionEvent, kind: str | None) ->
         machine.usage(u.task_id, claim, u.worker_id, decode_usage(u.usage), u.report)
     elif kind == "budget_changed":
         b = event.budget_changed
-        machine.set_budget(decode_change(b.requested), b.request_id, b.reason)
+        machine.set_budget(decode_change(b.requested), b.request_id, b.reason, task_id=b.task_id)
 
 
 def _feed_grown(machine: Machine, event: ev.ExecutionEvent, kind: str | None) -> bool:

@@ -14,7 +14,7 @@
                         execution
     attempt ends        (succeeded, failed, timed out, requeued, cancelled) what the
                         lease still reserved is released
-    budget_changed      the budget in force
+    budget_changed      the budget in force (the execution's, or a task's)
     execution_paused    with `budget_exceeded`: why the budget holds it
     execution_resumed   no longer held
 
@@ -173,14 +173,20 @@ def _child_ended(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 
 def _budget_changed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     body = event.budget_changed
-    state.spend.budget = decode_budget(body.budget)
-    params = change_digest(decode_change(body.requested), body.reason)
+    if body.task_id:
+        state.spend.task_budgets[state.task(body.task_id).index] = decode_budget(body.budget)
+    else:
+        state.spend.budget = decode_budget(body.budget)
+    params = change_digest(decode_change(body.requested), body.reason, body.task_id)
     requests.remember(state, body.request_id, "set_budget", params, "")
 
 
-def change_digest(requested: usage.Budget, reason: str) -> str:
+def change_digest(requested: usage.Budget, reason: str, task_id: str = "") -> str:
     """What makes two SetBudget calls the same (the parameters of a request_id)."""
-    return requests.digest([list(pair) for pair in requested.limits], requested.on_exceeded, reason)
+    limits = [list(pair) for pair in requested.limits]
+    if task_id:
+        return requests.digest(limits, requested.on_exceeded, reason, task_id)
+    return requests.digest(limits, requested.on_exceeded, reason)
 
 
 def _paused(state: ExecutionState, event: ev.ExecutionEvent) -> None:

@@ -412,17 +412,27 @@ class Engine:
         resume: bool,
         reason: str,
         request_id: str,
+        task_id: str = "",
     ) -> str:
-        """Changes the limits `requested` names (its action unless ""), and resumes a
-        paused execution with `resume`; the execution's state name afterwards."""
+        """Changes the limits `requested` names (its action unless ""), of the
+        execution's budget or of task `task_id`'s own, and resumes a paused execution
+        with `resume`; the execution's state name afterwards."""
         control = Control(
-            "set_budget", execution_id, request_id, reason, budget=requested, resume=resume
+            "set_budget",
+            execution_id,
+            request_id,
+            reason,
+            budget=requested,
+            resume=resume,
+            task_id=task_id,
         )
         if routed := await self._route(control):
             return routed
-        repeat = (request_id, "set_budget", change_digest(requested, reason))
+        repeat = (request_id, "set_budget", change_digest(requested, reason, task_id))
         return await self._control(
-            execution_id, lambda m: m.set_budget(requested, request_id, reason, resume), repeat
+            execution_id,
+            lambda m: m.set_budget(requested, request_id, reason, resume, task_id),
+            repeat,
         )
 
     async def _route(self, control: Control) -> str:

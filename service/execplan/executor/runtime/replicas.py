@@ -59,6 +59,7 @@ class Control:
     # set_budget: the limits to set (its action "" keeps the one in force), and resume.
     budget: Budget | None = None
     resume: bool = False
+    task_id: str = ""  # set_budget of a task's own budget
 
 
 class Router(Protocol):
