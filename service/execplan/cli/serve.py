@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 from typing import Any
 
@@ -446,5 +447,25 @@ def run_serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(args.log_level, args.log_format)
     configure_otlp_from_env()
+    tune_gc()
     asyncio.run(serve(config))
     return 0
+
+
+# The cyclic GC's first threshold for the server process (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes in the server process.
+
+    The executor holds many long-lived container objects (every running execution's
+    state, its tasks and attempts, decoded plans). With CPython's default thresholds
+    (700, 10, 10) a young collection runs every 700 allocations and a full one each
+    time the long-lived objects grew by a quarter: one 20,000-task execution paid 11
+    full collections, ~0.85 s of its ~3.8 s of engine CPU (22%), to find almost no
+    garbage (events and messages are acyclic and freed by reference counting). At
+    10,000 the same run pays 3 (~0.13 s); garbage cycles wait at most 10,000
+    allocations longer."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
