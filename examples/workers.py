@@ -15,10 +15,15 @@ import hashlib
 import time
 from typing import Any
 
-from execplan.worker import NonRetryableError, Output, SubPlan, TaskContext, Worker
+from execplan.worker import NonRetryableError, Output, RateLimited, SubPlan, TaskContext, Worker
 
-# Labels satisfy the placement rules of the examples (ml_pipeline, research_agents).
-worker = Worker(labels={"accelerator": "gpu", "tier": "research", "agent": "researcher-1"})
+# Labels satisfy the placement rules of the examples (ml_pipeline, research_agents);
+# the capacity is what their `resources` ask for (ml_pipeline's 4-CPU, 8Gi, one-GPU
+# trainers; llm_quota's embedding on a GPU with a model slot), whatever the machine.
+worker = Worker(
+    labels={"accelerator": "gpu", "tier": "research", "agent": "researcher-1"},
+    capacity={"cpu": 16, "memory": "64Gi", "gpu": 2, "model-slots": 2},
+)
 
 Inputs = dict[str, Any]
 
@@ -269,10 +274,6 @@ def _price(tokens_in: int, tokens_out: int) -> float:
     return round((tokens_in * _PRICE_IN + tokens_out * _PRICE_OUT) / 1000, 6)
 
 
-class RateLimited(Exception):
-    """A simulated 429 from the model provider (retryable)."""
-
-
 @worker.task("paid.plan")
 async def paid_plan(inputs: Inputs) -> Output:
     await _work()
@@ -298,7 +299,8 @@ async def paid_research(inputs: Inputs, ctx: TaskContext) -> Inputs:
             tokens_out=tokens_out // 2,
             cost=_price(tokens_in // 2, tokens_out // 2),
         )
-        raise RateLimited("429 Too Many Requests (simulated)")
+        # A simulated 429 (retryable), asking for no more than the workflow's backoff.
+        raise RateLimited("429 Too Many Requests (simulated)", retry_after=0.1)
     await _work(0.02)
     ctx.usage(tokens_in=tokens_in, tokens_out=tokens_out, cost=_price(tokens_in, tokens_out))
     ctx.usage(searches=depth)  # reports add up; any counter name of your own
@@ -437,3 +439,27 @@ async def fp_ship(inputs: Inputs) -> Inputs:
 @worker.task("fp.notify")
 async def fp_notify(inputs: Inputs) -> Inputs:
     return {"sent": inputs.get("text", "")}
+
+
+# -- llm_quota.yaml ----------------------------------------------------------------------
+# A stand-in for a model provider: answers are derived from the prompt. With
+# `throttle` the first attempt of each task answers like a provider's 429 does.
+@worker.task("llm.chat")
+async def llm_chat(inputs: Inputs, ctx: TaskContext) -> Inputs:
+    await _work(0.02)
+    if inputs.get("throttle") and ctx.attempt == 1:
+        raise RateLimited("provider answered 429 (simulated)", retry_after=0.5)
+    prompt = str(inputs["prompt"])
+    words = prompt.split()
+    return {
+        "model": inputs["model"],
+        "text": f"[{inputs['model']}] " + " ".join(reversed(words[-12:])),
+        "tokens": len(prompt) // 4 + 16,
+    }
+
+
+@worker.task("llm.embed")
+async def llm_embed(inputs: Inputs) -> Inputs:
+    await _work(0.02)
+    digest = _digest(inputs["text"])
+    return {"dimensions": 8, "vector": [int(c, 16) / 15 for c in digest]}
