@@ -34,6 +34,8 @@ HAPPY: list[tuple[str, dict[str, Any]]] = [
     ("failure_policies.yaml", {"fail_times": 0, "enrich_down": True}),  # fallback
     ("failure_policies.yaml", {"fail_times": 0, "ship_fail": True}),  # Saga
     ("failure_policies.yaml", {"fail_times": 0, "slow_ms": 1500}),  # start_to_close
+    ("llm_quota.yaml", {}),
+    ("llm_quota.yaml", {"question": "Why is water wet?", "throttle": True}),  # a 429 first
     ("incident_runbook.yaml", {"service": "checkout"}),  # last: approved below
 ]
 

@@ -18,6 +18,8 @@ from execplan.executor.expressions.bindings import (
     reads_of,
 )
 from execplan.executor.values import JsonValue, from_value
+from execplan.flow.capacity import Request
+from execplan.flow.rates import BucketSettings
 from execplan.usage import Budget
 from execplan.usage.codec import decode_budget
 from execplan.v1 import execution_pb2 as ex
@@ -30,6 +32,8 @@ BUILTIN_WORKFLOW = plan_pb2.BUILTIN_KIND_WORKFLOW
 # and dynamic sub-plans (docs/runtime-plans.md), 3 budgets and estimates (docs/usage.md).
 # A newer plan is refused, not run wrong.
 RUNNABLE_FORMAT_VERSION = 3
+BUILTIN_HTTP = plan_pb2.BUILTIN_KIND_HTTP
+NO_REQUEST = Request()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,42 @@ class BreakerView:
     failure_rate_threshold: float
     window_ms: int
     fail_fast: bool
+    # One breaker per task type and key value (`circuit_breaker.key`); None: per type.
+    key: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitView:
+    """A concurrency limit across executions (`Task.limit`)."""
+
+    name: str
+    key: Expr | None
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateUseView:
+    """Units an attempt takes from a token bucket (`Task.rate_limits`)."""
+
+    name: str
+    key: Expr | None
+    units: int
+    units_expr: Expr | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    key: Expr | None  # None: a digest of the task type and its resolved inputs
+    ttl_ms: int  # 0: until purged
+
+
+@dataclass(frozen=True, slots=True)
+class FlowView:
+    """A node's flow control (docs/flow-control.md); None on nodes without any."""
+
+    limit: LimitView | None
+    rate_limits: tuple[RateUseView, ...]
+    cache: CacheView | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +182,11 @@ class NodeView:
             name in self.condition.reads_variables for name in names
         )
 
+    flow: FlowView | None = None
+    # What an attempt takes of a worker's capacity (`resources`); empty: nothing.
+    request: Request = NO_REQUEST
+    isolate: bool = False
+
 
 @dataclass(frozen=True, slots=True)
 class InputView:
@@ -179,6 +224,11 @@ class PlanView:
                 f"executor runs plans up to format {RUNNABLE_FORMAT_VERSION}"
             )
         return ""
+
+    # Token buckets the workflow declares: (name, settings).
+    rate_limits: tuple[tuple[str, BucketSettings], ...] = ()
+    # Does any node have flow control (limit, rate_limits, cache)?
+    has_flow: bool = False
 
     @property
     def fail_fast(self) -> bool:
@@ -219,7 +269,39 @@ def _breaker(node: plan_pb2.PlanNode) -> BreakerView | None:
         failure_rate_threshold=b.failure_rate_threshold,
         window_ms=b.window.ToMilliseconds(),
         fail_fast=b.on_open == workflow_pb2.BREAKER_OPEN_ACTION_FAIL_FAST,
+        key=_optional(b, "key"),
     )
+
+
+def _optional(message: object, name: str) -> Expr | None:
+    if not message.HasField(name):  # type: ignore[attr-defined]
+        return None
+    return decode_expression(getattr(message, name))
+
+
+def _flow(node: plan_pb2.PlanNode) -> FlowView | None:
+    has_limit, has_cache = node.HasField("limit"), node.HasField("cache")
+    if not has_limit and not has_cache and not node.rate_limits:
+        return None
+    limit = None
+    if has_limit:
+        limit = LimitView(
+            node.limit.name or node.type, _optional(node.limit, "key"), node.limit.max
+        )
+    cache = None
+    if has_cache:
+        cache = CacheView(_optional(node.cache, "key"), node.cache.ttl.ToMilliseconds())
+    uses = tuple(
+        RateUseView(u.name, _optional(u, "key"), u.units or 1, _optional(u, "units_expression"))
+        for u in node.rate_limits
+    )
+    return FlowView(limit, uses, cache)
+
+
+def _request(res: plan_pb2.ResourceBinding) -> Request:
+    if not (res.cpu_millis or res.memory_bytes or res.gpu or res.custom):
+        return NO_REQUEST
+    return Request(res.cpu_millis, res.memory_bytes, res.gpu, dict(res.custom))
 
 
 def _bindings(bindings: object) -> StructBinding:
@@ -289,6 +371,9 @@ def _node(node: plan_pb2.PlanNode) -> NodeView:
         repeat=repeat,
         workflow=(node.workflow.name, node.workflow.version) if node.HasField("workflow") else None,
         dynamic=node.dynamic,
+        flow=_flow(node),
+        request=_request(res),
+        isolate=res.isolate,
     )
 
 
@@ -318,4 +403,9 @@ def decode_plan(plan: plan_pb2.ExecutionPlan) -> PlanView:
     view.has_breakers = any(node.breaker is not None for node in nodes)
     view.budget = decode_budget(plan.budget) if plan.HasField("budget") else None
     view.format_version = plan.format_version
+    view.has_flow = any(node.flow is not None for node in nodes)
+    view.rate_limits = tuple(
+        (r.name, BucketSettings(r.units, r.period.ToMilliseconds(), r.burst or r.units))
+        for r in plan.rate_limits
+    )
     return view

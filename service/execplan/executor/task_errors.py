@@ -51,16 +51,21 @@ class TaskError:
     retryable: bool = False
     # Structured details (a worker's `ErrorInfo.details`; PlanInvalid's diagnostics).
     details: Mapping[str, JsonValue] | None = None
+    # A provider's wait (ErrorInfo.retry_after): the retry comes no sooner, and the
+    # attempt's rate-limit keys are paused as long (docs/flow-control.md).
+    retry_after_ms: int = 0
 
     @classmethod
     def from_proto(cls, info: ex.ErrorInfo) -> TaskError:
         details = from_struct(info.details) if info.HasField("details") else None
-        return cls(info.type, info.message, info.retryable, details)
+        return cls(info.type, info.message, info.retryable, details, retry_after_of(info))
 
     def to_proto(self) -> ex.ErrorInfo:
         info = ex.ErrorInfo(type=self.type, message=self.message, retryable=self.retryable)
         if self.details is not None:
             fill_struct(info.details, self.details)
+        if self.retry_after_ms:
+            info.retry_after.FromMilliseconds(self.retry_after_ms)
         return info
 
     def fill(self, target: ex.ErrorInfo) -> None:
@@ -69,11 +74,19 @@ class TaskError:
         target.retryable = self.retryable
         if self.details is not None:
             fill_struct(target.details, self.details)
+        if self.retry_after_ms:
+            target.retry_after.FromMilliseconds(self.retry_after_ms)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"type": self.type, "message": self.message, "retryable": self.retryable}
+        out: dict[str, Any] = {
+            "type": self.type,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
         if self.details is not None:
             out["details"] = dict(self.details)
+        if self.retry_after_ms:
+            out["retry_after_ms"] = self.retry_after_ms
         return out
 
     @classmethod
@@ -84,7 +97,21 @@ class TaskError:
             str(value.get("message", "")),
             bool(value.get("retryable", False)),
             dict(details) if isinstance(details, Mapping) else None,
+            int(value.get("retry_after_ms", 0)),
         )
+
+
+MAX_RETRY_AFTER_MS = 3_600_000
+
+
+def retry_after_of(info: ex.ErrorInfo) -> int:
+    """ErrorInfo.retry_after in ms, within 0..1 hour (what a worker may ask for)."""
+    if not info.HasField("retry_after"):
+        return 0
+    seconds, nanos = info.retry_after.seconds, info.retry_after.nanos
+    if seconds < 0 or nanos < 0:
+        return 0
+    return min(seconds * 1000 + nanos // 1_000_000, MAX_RETRY_AFTER_MS)
 
 
 def timeout_name(kind: int) -> str:

@@ -12,6 +12,7 @@ from execplan.executor.state import (
     task_state_name,
 )
 from execplan.executor.values import fill_struct, fill_value
+from execplan.executor.waiting import Wait
 from execplan.search.codec import encode_value
 from execplan.store.port import ExecutionRecord
 from execplan.usage.codec import encode_budget, encode_usage
@@ -19,9 +20,17 @@ from execplan.v1 import execution_pb2 as ex
 
 # Why a queued task waits, when the runtime knows (shown as its status_message).
 Hint = Callable[[ExecutionState, int], str]
+# What a queued task waits for, when it is flow control or resources (TaskRun.waiting).
+Waiting = Callable[[ExecutionState, int], Wait | None]
 
 
-def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint | None) -> None:
+def _task(
+    state: ExecutionState,
+    task: TaskRun,
+    target: ex.TaskRun,
+    hint: Hint | None,
+    waiting: Waiting | None,
+) -> None:
     node = state.node(task.index)
     target.task_id = state.task_id(task.index)
     target.type = node.type
@@ -31,6 +40,10 @@ def _task(state: ExecutionState, task: TaskRun, target: ex.TaskRun, hint: Hint |
     target.attempt = task.attempt
     target.worker_id = task.worker_id
     target.status_message = (hint(state, task.index) if hint else "") or task.status_message
+    wait = waiting(state, task.index) if waiting is not None else None
+    if wait is not None:
+        wait.fill(target.waiting)
+        target.status_message = wait.message
     if task.output is not None:
         fill_value(target.output, task.output)
     if task.error is not None:
@@ -90,7 +103,11 @@ def _grown(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
 
 
 def encode_execution(
-    state: ExecutionState, *, with_tasks: bool = True, hint: Hint | None = None
+    state: ExecutionState,
+    *,
+    with_tasks: bool = True,
+    hint: Hint | None = None,
+    waiting: Waiting | None = None,
 ) -> ex.Execution:
     plan = state.plan
     message = ex.Execution(
@@ -128,7 +145,7 @@ def encode_execution(
         message.task_counts[name] = count
     if with_tasks:
         for task in state.tasks:
-            _task(state, task, message.tasks.add(), hint)
+            _task(state, task, message.tasks.add(), hint, waiting)
     return message
 
 

@@ -30,6 +30,8 @@ from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.plan_index import PlanEntry
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
+from execplan.flow import capacity
+from execplan.flow.capacity import Capacity, Request
 from execplan.search import parse
 from execplan.store import registry
 from execplan.v1 import execution_pb2 as ex
@@ -37,6 +39,7 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from execplan.v1 import plan_pb2
 from execplan.v1 import planner_service_pb2 as planner_pb
+from execplan.v1 import worker_service_pb2 as ws
 from execplan.wire import limits, usage
 from execplan.wire.bounds import MAX_INT64
 from execplan.wire.channels import peer_channel
@@ -615,7 +618,12 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def ListLimits(  # noqa: N802
         self, request: pb.ListLimitsRequest, context: Ctx
     ) -> pb.ListLimitsResponse:
-        return await limits.list_limits(self._engine.store.flow, request)
+        waiting = []
+        for execution_id, task_id, wait in self._engine.waiting_tasks()[: limits.MAX_WAITING]:
+            item = pb.WaitingTask(execution_id=execution_id, task_id=task_id)
+            wait.fill(item.waiting)
+            waiting.append(item)
+        return await limits.list_limits(self._engine.store.flow, request, waiting)
 
     @unary_errors
     async def SetRateLimit(  # noqa: N802
@@ -745,7 +753,16 @@ def _worker_info(worker: WorkerConn) -> pb.WorkerInfo:
     )
     info.connected_at.FromMilliseconds(worker.connected_at_ms)
     info.last_seen_at.FromMilliseconds(worker.last_seen_ms)
+    _fill_capacity(info.resources, worker.resources)
+    _fill_capacity(info.resources_in_use, capacity.total(worker.taken.values()))
     return info
+
+
+def _fill_capacity(target: ws.WorkerCapacity, source: Capacity | Request) -> None:
+    target.cpu_millis = source.cpu_millis
+    target.memory_bytes = source.memory_bytes
+    target.gpu = source.gpu
+    target.custom.update(source.custom)
 
 
 def _breaker_status(breaker: Any, parked: int) -> pb.CircuitBreakerStatus:

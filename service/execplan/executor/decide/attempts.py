@@ -162,16 +162,21 @@ def failed(step: Step, task: TaskRun, error: TaskError, timeout_kind: int = 0) -
             events.task_failed(task_id, task.phase, task.attempt, task.epoch, error, final=final)
         )
     if retry:
-        _schedule_retry(step, task, node, policy)
+        _schedule_retry(step, task, node, policy, error.retry_after_ms)
     elif fallback_follows:
         flow.queue(step, task, node, FALLBACK, 1)
     else:
         flow.after_final_failure(step, task)
 
 
-def _schedule_retry(step: Step, task: TaskRun, node: NodeView, policy: RetryView) -> None:
+def _schedule_retry(
+    step: Step, task: TaskRun, node: NodeView, policy: RetryView, at_least_ms: int = 0
+) -> None:
+    """The next attempt after the policy's backoff, or after a provider's retry-after
+    (`at_least_ms`) when that is longer."""
     task_id = step.task_id(task)
     delay = backoff_ms(policy, step.state.execution_id, task_id, task.phase, task.attempt)
+    delay = max(delay, at_least_ms)
     step.emit(
         events.task_retry_scheduled(
             task_id,

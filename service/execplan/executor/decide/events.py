@@ -186,12 +186,15 @@ def task_succeeded(
     output: JsonValue,
     *,
     with_output: bool = True,
+    cache_hit: ev.CacheHit | None = None,
 ) -> Event:
     """`with_output` False: a for_each task, whose output (the list of its instances'
     outputs, each in its own event) is not written again."""
     body = ev.TaskSucceeded(task_id=task_id, phase=_phase(phase), token=token(attempt, epoch))
     if with_output:
         fill_value(body.output, output)
+    if cache_hit is not None:
+        body.cache_hit.CopyFrom(cache_hit)
     return Event(task_succeeded=body)
 
 

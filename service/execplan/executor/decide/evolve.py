@@ -141,7 +141,8 @@ def _finish_attempt(task: TaskRun, at_ms: int, error: TaskError | None) -> None:
 def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_succeeded
     task = state.task(body.task_id)
-    _finish_attempt(task, at, None)
+    if not body.HasField("cache_hit"):  # a cache hit ran no attempt
+        _finish_attempt(task, at, None)
     if body.phase == ex.TASK_PHASE_COMPENSATION:
         task.state = ex.TASK_STATE_COMPENSATED
         task.compensated = True

@@ -39,6 +39,7 @@ from execplan.executor.task_errors import (
 from execplan.executor.values import JsonValue
 from execplan.search import SearchValue
 from execplan.usage import Budget
+from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import workflow_pb2 as wf
 
@@ -188,8 +189,18 @@ def settle(step: Step, task: TaskRun, outcome: builtins.Outcome) -> None:
         fail_final(step, task, MAIN, outcome.error)
 
 
-def succeed(step: Step, task: TaskRun, phase: int, output: JsonValue) -> None:
-    step.emit(events.task_succeeded(step.task_id(task), phase, task.attempt, task.epoch, output))
+def succeed(
+    step: Step,
+    task: TaskRun,
+    phase: int,
+    output: JsonValue,
+    cache_hit: ev.CacheHit | None = None,
+) -> None:
+    step.emit(
+        events.task_succeeded(
+            step.task_id(task), phase, task.attempt, task.epoch, output, cache_hit=cache_hit
+        )
+    )
     if phase == COMPENSATION:
         next_compensation(step)
     else:

@@ -27,10 +27,12 @@ from execplan.executor.decide import (
     subplans,
 )
 from execplan.executor.decide import effects as fx
+from execplan.executor.decide.keys import Facts, task_facts
 from execplan.executor.decide.step import DEFAULT_LIMITS, Step
-from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator
+from execplan.executor.expressions.bindings import EvaluationError
+from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator, failure
 from execplan.executor.state import Allowance, ExecutionState, Limits, TaskRun
-from execplan.executor.task_errors import TaskError
+from execplan.executor.task_errors import BINDING_ERROR, TaskError
 from execplan.executor.values import JsonValue
 from execplan.search import SearchValue
 from execplan.usage import Budget
@@ -132,6 +134,22 @@ class Machine:
 
     def failed(self, task: TaskRun, error: TaskError) -> None:
         attempts.failed(self.step, task, error)
+
+    # -- flow control ----------------------------------------------------------------
+    def facts(self, index: int) -> Facts:
+        """The flow-control facts of a queued main attempt (keys.py); raises
+        EvaluationError, or EvaluationPending with the runtime's evaluator."""
+        return task_facts(self.step, index)
+
+    def cached(self, index: int, output: JsonValue, hit: ev.CacheHit) -> None:
+        """A queued main attempt is answered from the result cache: no dispatch."""
+        task = self.step.state.tasks[index]
+        flow.succeed(self.step, task, task.phase, output, hit)
+
+    def binding_failed(self, index: int, error: EvaluationError) -> None:
+        """A queued attempt's flow-control keys did not evaluate: it fails for good."""
+        task = self.step.state.tasks[index]
+        flow.fail_final(self.step, task, task.phase, failure(BINDING_ERROR, error))
 
     def deadline_passed(self, task: TaskRun, kind: int) -> None:
         """A timeout of an attempt (or, schedule_to_close, of the whole task) fired."""

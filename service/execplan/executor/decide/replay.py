@@ -8,9 +8,9 @@ How events are classified. The log interleaves two kinds of events:
   caps), a worker's choice
   (`task_dispatched`: which worker got the slot is the dispatcher's business, not
   the Machine's), acks (`task_started`), results (`task_succeeded`/`task_failed`
-  from workers), lease timeouts (`task_timed_out`), re-leases (`task_requeued`),
-  timers firing, external events, control calls (pause, resume, cancel, a budget
-  change) and usage reports (`task_usage`);
+  from workers, or from the result cache), lease timeouts (`task_timed_out`),
+  re-leases (`task_requeued`), timers firing, external events, control calls (pause,
+  resume, cancel, a budget change) and usage reports (`task_usage`);
 * **decisions**, emitted by the Machine in reaction to an input: `task_queued`,
   `task_skipped`, `task_retry_scheduled`, `timer_scheduled`, `compensation_started`,
   `task_cancelled`, `execution_completed`, and also `task_succeeded` (sleep, wait),
@@ -211,7 +211,10 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         machine.acknowledged(_task(machine, s.task_id, s.phase, s.token))
     elif kind == "task_succeeded":
         r = event.task_succeeded
-        machine.succeeded(_task(machine, r.task_id, r.phase, r.token), from_value(r.output))
+        if r.HasField("cache_hit"):  # the cache answered: the output is in the history
+            machine.cached(state.task(r.task_id).index, from_value(r.output), r.cache_hit)
+        else:
+            machine.succeeded(_task(machine, r.task_id, r.phase, r.token), from_value(r.output))
     elif kind == "task_failed":
         f = event.task_failed
         task = _unleased_ok(machine, f.task_id, f.phase, f.token)
@@ -228,7 +231,14 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         x = event.external_event_received
         data = from_value(x.data) if x.HasField("data") else None
         machine.external_event(x.name, data, x.request_id)
-    elif kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
+    else:
+        _feed_control(machine, event, kind)
+
+
+def _feed_control(machine: Machine, event: ev.ExecutionEvent, kind: str) -> None:
+    """The inputs of control calls and usage reports (see `_feed`)."""
+    state = machine.state
+    if kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
         # A budget held a dispatch back: the same dispatch must be held back again.
         machine.dispatch(_index(state, event.execution_paused.budget_exceeded.task_id), "", "")
     elif kind == "execution_paused":

@@ -22,6 +22,7 @@ from execplan.executor.runtime.checkpoints import Checkpoints
 from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.flow import FlowGate
 from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.secrets import SecretProvider
@@ -31,6 +32,7 @@ from execplan.executor.state import ExecutionState
 from execplan.executor.values import fill_struct
 from execplan.executor.view import encode_execution
 from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
 # Events that change what WatchExecutions subscribers see of an execution.
@@ -53,6 +55,7 @@ class Actor:
         leases: Leases,
         deadlines: Deadlines,
         breakers: BreakerGate,
+        flow: FlowGate,
         checkpoints: Checkpoints,
         executions: Executions,
         hub: Hub,
@@ -67,6 +70,7 @@ class Actor:
         self._leases = leases
         self._deadlines = deadlines
         self._breakers = breakers
+        self._flow = flow
         self._checkpoints = checkpoints
         self._executions = executions
         self._hub = hub
@@ -91,6 +95,7 @@ class Actor:
                 self._children.act(state, effect)
         events = machine.events
         self._breakers.committed(state, events)
+        self._flow.committed(state, events)
         if self._observers.observers:
             self._observers.committed(state, events)
         if self._hub.wants(state.execution_id):
@@ -120,6 +125,14 @@ class Actor:
         fill_struct(dispatch.inputs, effect.inputs)
         if effect.previous_error is not None:
             effect.previous_error.fill(dispatch.previous_error)
+        if effect.phase == ex.TASK_PHASE_MAIN and (not node.request.empty or node.isolate):
+            r = node.request
+            dispatch.resources.SetInParent()
+            dispatch.resources.cpu_millis = r.cpu_millis
+            dispatch.resources.memory_bytes = r.memory_bytes
+            dispatch.resources.gpu = r.gpu
+            dispatch.resources.custom.update(r.custom)
+            dispatch.resources.isolate = node.isolate
         if node.secrets:
             dispatch.secrets.update(self._secrets.resolve(node.secrets))
         if timeouts.start_to_close_ms:

@@ -62,6 +62,9 @@ class BreakerGate:
         self.transitions: Counter[tuple[str, str]] = Counter()
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopped = False
+        # The breaker a task counts on: its type, or `type[key]` with a keyed breaker
+        # (`circuit_breaker.key`, evaluated by the flow gate); the engine sets it.
+        self.name_of: Callable[..., str] = _type_of
 
     def _breaker(self, task_type: str, policy: BreakerView) -> cb.Breaker:
         breaker = self.breakers.get(task_type)
@@ -90,7 +93,7 @@ class BreakerGate:
         for task in state.tasks:
             node = state.node(task.index)
             if task.state == ex.TASK_STATE_PARKED and node.breaker is not None:
-                self._park(node.type, (state.execution_id, task.index))
+                self._park(self.name_of(state, task.index), (state.execution_id, task.index))
 
     def release_parked(self) -> None:
         """After recovery: parked tasks whose breaker no longer holds them queue again."""
@@ -120,7 +123,7 @@ class BreakerGate:
         node = state.node(index)
         if node.breaker is None or state.tasks[index].phase != ex.TASK_PHASE_MAIN:
             return None
-        breaker = self._breaker(node.type, node.breaker)
+        breaker = self._breaker(self.name_of(state, index, strict=True), node.breaker)
         if breaker.due(now_ms):  # the half-open timer may not have run yet
             breaker.half_open()
             self._changed(breaker)
@@ -176,10 +179,11 @@ class BreakerGate:
             if outcome is None:
                 continue
             task_id, phase, failed, error = outcome
-            node = state.node(state.task(task_id).index)
+            index = state.task(task_id).index
+            node = state.node(index)
             if phase != ex.TASK_PHASE_MAIN or node.breaker is None:
                 continue
-            breaker = self._breaker(node.type, node.breaker)
+            breaker = self._breaker(self.name_of(state, index), node.breaker)
             if breaker.record(failed, now, error) is not None:
                 self._changed(breaker)
         for breaker in self.breakers.values():
@@ -275,3 +279,7 @@ def _unpark(index: int, task_type: str) -> Callable[[Machine], None]:
             machine.park(task, task_type, False)
 
     return action
+
+
+def _type_of(state: ExecutionState, index: int, *, strict: bool = False) -> str:
+    return state.node(index).type

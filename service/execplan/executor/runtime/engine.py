@@ -49,6 +49,7 @@ from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
 from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.flow import FlowGate
 from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.leases import Leases
@@ -67,6 +68,7 @@ from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import Allowance, ExecutionState, new_state
 from execplan.executor.values import JsonValue
 from execplan.executor.view import state_name
+from execplan.executor.waiting import Wait
 from execplan.search import EMPTY, Filter, SearchValue
 from execplan.store.port import ExecutionRecord, Store
 from execplan.store.schedules import ScheduleUpdate
@@ -134,6 +136,20 @@ class Engine:
         self.breakers = breakers = BreakerGate(
             store=store, background=background, executions=executions, inbox=inbox, now_ms=now_ms
         )
+        # Concurrency limits, rate limits and the result cache (docs/flow-control.md).
+        self.flow = flow = FlowGate(
+            flow=store.flow,
+            executions=executions,
+            background=background,
+            now_ms=now_ms,
+            # The scheduler is built after its gates: look it up when offering.
+            offer=lambda execution_id, index: self.scheduler.offer(execution_id, index),  # noqa: PLW0108
+            note=lambda execution_id, index, wait: self.scheduler.note_wait(  # noqa: PLW0108
+                execution_id, index, wait
+            ),
+            evaluator=evaluations.evaluator,
+        )
+        breakers.name_of = flow.breaker_name
         self.scheduler = scheduler = Scheduler(
             executions=executions,
             workers=self.workers,
@@ -141,7 +157,7 @@ class Engine:
             deadlines=deadlines,
             evaluations=evaluations,
             inbox=inbox,
-            gates=(breakers,),
+            gates=(breakers, flow),
             limits=config.limits,
         )
         checkpoints = Checkpoints(store, background, config.checkpoint_every)
@@ -150,6 +166,7 @@ class Engine:
             executions=executions,
             hub=self.hub,
             hint=scheduler.hint,
+            waiting=scheduler.waiting,
             plan_cache=config.plan_cache,
             now_ms=now_ms,
         )
@@ -165,7 +182,7 @@ class Engine:
         children.engine = self
         # What `executions.forget` clears: every part that keeps something per execution.
         executions.keep_with(
-            (leases, scheduler, deadlines, checkpoints, children, progress, streams)
+            (leases, scheduler, deadlines, checkpoints, children, progress, streams, flow)
         )
         self.recovery = recovery = Recovery(
             config=config,
@@ -177,6 +194,8 @@ class Engine:
             deadlines=deadlines,
             scheduler=scheduler,
             breakers=breakers,
+            flow=flow,
+            background=background,
             inbox=inbox,
             now_ms=now_ms,
             children=children,
@@ -186,6 +205,7 @@ class Engine:
             leases=leases,
             deadlines=deadlines,
             breakers=breakers,
+            flow=flow,
             checkpoints=checkpoints,
             executions=executions,
             hub=self.hub,
@@ -217,6 +237,7 @@ class Engine:
         await self.breakers.load()
         await self.recovery.recover()
         self.breakers.release_parked()
+        self.flow.start()
         self._pump.start()
 
     async def stop(self) -> None:
@@ -225,6 +246,7 @@ class Engine:
         self._stopped = True
         await self._pump.stop()
         await self.children.stop()
+        await self.flow.stop()
         self.evaluations.close()
         await self._background.drain()
         self.inbox.close()
@@ -266,6 +288,8 @@ class Engine:
         self._check_load()
         attributes = dict(search_attributes or {})
         digest = start_digest(plan.plan_id, inputs, fairness_key, attributes) if request_id else ""
+        if plan.rate_limits:
+            await self.flow.declare(plan)
         resolved = resolve_inputs(plan, inputs)
         execution_id = _new_execution_id(self.now_ms())
         while True:
@@ -559,6 +583,10 @@ class Engine:
         self, workflow_name: str, page_size: int, page_token: str
     ) -> tuple[list[PlanEntry], str]:
         return await self.reads.list_plans(workflow_name, page_size, page_token)
+
+    def waiting_tasks(self) -> list[tuple[str, str, Wait]]:
+        """Tasks held back by flow control or resources now, oldest first."""
+        return self.scheduler.waits()
 
     def worker_statuses(self, task_types: list[str]) -> list[WorkerConn]:
         """Connected workers (those registered for one of `task_types`, if given), by id."""

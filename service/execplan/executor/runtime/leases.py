@@ -23,8 +23,9 @@ from execplan.executor.decide import fencing
 from execplan.executor.decide.machine import Machine
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
-from execplan.executor.runtime.workers import WorkerRegistry
+from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import ExecutionState, holds_lease
+from execplan.v1 import execution_pb2 as ex
 
 # (execution id, task index)
 LeaseKey = tuple[str, int]
@@ -45,6 +46,9 @@ class Leases:
         self._held: dict[str, dict[int, Lease]] = {}
         self._orphans: dict[str, set[LeaseKey]] = {}
         self._grace: set[asyncio.TimerHandle] = set()
+        # Set when a lease that took resources ended: tasks waiting for resources may
+        # fit now (the scheduler reads and clears it).
+        self.freed = False
 
     # -- granting and releasing ------------------------------------------------------
     def adopt(self, state: ExecutionState) -> None:
@@ -61,6 +65,17 @@ class Leases:
         worker = self._workers.workers.get(worker_id)
         if worker is not None:
             worker.leases.add((execution_id, index))
+            self._take(worker, (execution_id, index))
+
+    def _take(self, worker: WorkerConn, key: LeaseKey) -> None:
+        """The resources a leased main attempt takes of its worker's."""
+        state = self._executions.get(key[0])
+        if state is None:
+            return
+        task = state.tasks[key[1]]
+        request = state.node(key[1]).request
+        if task.phase == ex.TASK_PHASE_MAIN and not request.empty:
+            worker.taken[key] = request
 
     def released(self, execution_id: str, index: int) -> None:
         lease = self._held.get(execution_id, {}).pop(index, None)
@@ -81,6 +96,8 @@ class Leases:
         worker = self._workers.workers.get(worker_id)
         if worker is not None:
             worker.leases.discard(key)
+            if worker.taken.pop(key, None) is not None:
+                self.freed = True
 
     # -- heartbeats ------------------------------------------------------------------
     def beat(self, execution_id: str, index: int, epoch: int, now_ms: int) -> None:
@@ -99,6 +116,7 @@ class Leases:
         worker = self._workers.workers.get(worker_id)
         if worker is not None:
             worker.leases.add(key)
+            self._take(worker, key)
         lease = self._held.get(key[0], {}).get(key[1])
         if lease is not None:
             lease.beat_ms = now_ms

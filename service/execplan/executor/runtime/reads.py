@@ -21,7 +21,7 @@ from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.replicas import Router
 from execplan.executor.snapshot import decode_state
 from execplan.executor.state import ExecutionState, new_state
-from execplan.executor.view import Hint, encode_execution, encode_record
+from execplan.executor.view import Hint, Waiting, encode_execution, encode_record
 from execplan.search import EMPTY, Filter
 from execplan.store.port import Store, page_cursor
 from execplan.v1 import events_pb2 as ev
@@ -37,6 +37,7 @@ class Reads:
         executions: Executions,
         hub: Hub,
         hint: Hint,
+        waiting: Waiting | None = None,
         plan_cache: int,
         now_ms: Callable[[], int],
     ) -> None:
@@ -44,6 +45,7 @@ class Reads:
         self._executions = executions
         self._hub = hub
         self._hint = hint
+        self._waiting = waiting
         self._plan_cache = plan_cache
         self._now_ms = now_ms
         self._plans: OrderedDict[str, PlanView] = OrderedDict()
@@ -137,7 +139,9 @@ class Reads:
     async def get_execution(self, execution_id: str, at_sequence: int = 0) -> ex.Execution:
         state = await self.load_state(execution_id, at_sequence)
         live = not at_sequence and execution_id in self._executions
-        return encode_execution(state, hint=self._hint if live else None)
+        if not live:
+            return encode_execution(state)
+        return encode_execution(state, hint=self._hint, waiting=self._waiting)
 
     async def list_executions(
         self,

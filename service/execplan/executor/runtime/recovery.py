@@ -16,11 +16,13 @@ from collections.abc import Callable, Collection
 from execplan.errors import ExecplanError
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
+from execplan.executor.runtime.background import Background
 from execplan.executor.runtime.breakers import BreakerGate
 from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
+from execplan.executor.runtime.flow import FlowGate
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.leases import LeaseKey, Leases
 from execplan.executor.runtime.reads import Reads
@@ -46,6 +48,8 @@ class Recovery:
         deadlines: Deadlines,
         scheduler: Scheduler,
         breakers: BreakerGate,
+        flow: FlowGate,
+        background: Background,
         inbox: Inbox,
         now_ms: Callable[[], int],
         children: Children,
@@ -60,6 +64,8 @@ class Recovery:
         self._deadlines = deadlines
         self._scheduler = scheduler
         self._breakers = breakers
+        self._flow = flow
+        self._background = background
         self._inbox = inbox
         self._now_ms = now_ms
 
@@ -146,6 +152,8 @@ class Recovery:
             if task.state in ACTIVE_TASK_STATES and task.state != ex.TASK_STATE_QUEUED:
                 self._deadlines.whole_task(state, task.index)
         self._breakers.park_recovered(state)
+        if state.plan.has_flow:  # the store's slot holders of it, against its leases
+            self._background.spawn(self._flow.adopt(state), "flow-adopt")
         self._scheduler.absorb(machine)
         self._children.resume(state, machine)
         for timer in state.timers.values():

@@ -8,10 +8,17 @@ decide the dispatch. A task no worker can take goes back to its queue with a hin
 callers see in its `status_message` ("waiting for a worker with task type X").
 
 A **gate** is a check before a dispatch with state shared across executions. The
-circuit breakers are one (`breakers.py`); concurrency and rate limits, budgets and
-resources fit the same protocol: `admit` returns None (the gate does not apply),
-a `Verdict` that refuses (the machine decides what happens instead: park it, fail
-it) or one that admits and wants to know when the dispatch was decided.
+circuit breakers are one (`breakers.py`), flow control another (`flow.py`:
+concurrency limits, rate limits, the result cache): `admit` returns None (the gate
+does not apply), a `Verdict` that refuses (the machine decides what happens instead:
+park it, fail it, complete it from the cache), one that makes it wait (`wait`: the
+task leaves the ready queue, its reason shown in `get`, until the gate `offer`s it
+again) or one that admits and wants to know when the dispatch was decided.
+
+Resources: a task whose `resources` fit no free worker now is held out of the ready
+queue the same way (its `Wait` says what is short, or that no live worker could ever
+fit it) and offered again when a lease that took resources ends or a worker
+connects, so it never holds up the tasks queued behind it.
 
 `absorb` carries out the effects that stay inside the engine, right after a
 decision (so a task queued by it can be dispatched in the same round):
@@ -26,14 +33,16 @@ an expression) suspends its execution, as an input would (`pump.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Generic, Protocol, TypeVar
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.step import DEFAULT_LIMITS
 from execplan.executor.expressions.evaluation import EvaluationPending, Request
+from execplan.executor.plan_view import NO_REQUEST
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
 from execplan.executor.runtime.executions import Executions
@@ -42,6 +51,7 @@ from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.queues import ReadyQueues
 from execplan.executor.runtime.workers import WorkerRegistry
 from execplan.executor.state import ExecutionState, Limits
+from execplan.executor.waiting import Wait
 from execplan.v1 import execution_pb2 as ex
 
 # Suspends an execution whose decision waits for an evaluation (Pump.suspend).
@@ -54,12 +64,54 @@ class Verdict:
     refuse: Callable[[Machine], None] | None = None
     # Called once the dispatch is decided (e.g. to count a slot the gate gave out).
     dispatched: Callable[[], None] | None = None
+    # Not now: the task waits out of the ready queue until the gate offers it again.
+    wait: Wait | None = None
 
 
 class Gate(Protocol):
     def admit(self, state: ExecutionState, index: int, now_ms: int) -> Verdict | None:
         """May task `index` of `state` be dispatched now? None: not this gate's task."""
         ...
+
+
+V = TypeVar("V")
+
+
+class ByExecution(Generic[V]):
+    """Entries by execution id and task index, kept per execution so forgetting one
+    execution is O(its own entries), whatever the number of others."""
+
+    def __init__(self) -> None:
+        self._by: dict[str, dict[int, V]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by)
+
+    def get(self, execution_id: str, index: int) -> V | None:
+        entries = self._by.get(execution_id)
+        return entries.get(index) if entries is not None else None
+
+    def put(self, execution_id: str, index: int, value: V) -> None:
+        self._by.setdefault(execution_id, {})[index] = value
+
+    def pop(self, execution_id: str, index: int) -> None:
+        entries = self._by.get(execution_id)
+        if entries is not None and entries.pop(index, None) is not None and not entries:
+            del self._by[execution_id]
+
+    def drop(self, execution_id: str) -> None:
+        self._by.pop(execution_id, None)
+
+    def items(self) -> Iterator[tuple[str, int, V]]:
+        for execution_id, entries in self._by.items():
+            for index, value in entries.items():
+                yield execution_id, index, value
+
+    def take_all(self) -> list[tuple[str, int, V]]:
+        """Every entry, leaving the table empty."""
+        taken = list(self.items())
+        self._by.clear()
+        return taken
 
 
 class Scheduler:
@@ -84,28 +136,86 @@ class Scheduler:
         self._inbox = inbox
         self._gates = gates
         self._ready = ReadyQueues()
-        # Why a queued attempt waits, by execution id and task index: shown as the
-        # task's status while that attempt is still the one queued (see `hint`). Kept
-        # per execution so `forget` does not scan the hints of every other one.
-        self._hints: dict[str, dict[int, tuple[int, int, int, str]]] = {}
+        # Why a queued attempt waits: shown as the task's status while that attempt is
+        # still the one queued (see `hint`).
+        self._hints: ByExecution[tuple[int, int, int, str]] = ByExecution()
+        # Flow control or resources: (phase, attempt, epoch, wait); shown as
+        # TaskRun.waiting while that attempt is queued.
+        self._waits: ByExecution[tuple[int, int, int, Wait]] = ByExecution()
+        # Tasks held out of the ready queue for resources: (task type, phase, attempt).
+        self._for_resources: ByExecution[tuple[str, int, int]] = ByExecution()
+        self._generation = -1
 
     def forget(self, execution_id: str) -> None:
         self._ready.drop(execution_id)
-        self._hints.pop(execution_id, None)
+        for table in (self._hints, self._waits, self._for_resources):
+            table.drop(execution_id)
 
     def hint(self, state: ExecutionState, index: int) -> str:
         """Why task `index` waits in its queue ("" when nothing is known)."""
-        found = self._hints.get(state.execution_id, {}).get(index)
+        found = self._hints.get(state.execution_id, index)
         task = state.tasks[index]
         if found is None or task.state != ex.TASK_STATE_QUEUED:
             return ""
         phase, attempt, epoch, reason = found
         return reason if (task.phase, task.attempt, task.epoch) == (phase, attempt, epoch) else ""
 
+    def waiting(self, state: ExecutionState, index: int) -> Wait | None:
+        """What task `index` waits for, when it is flow control or resources."""
+        found = self._waits.get(state.execution_id, index)
+        task = state.tasks[index]
+        if found is None or task.state != ex.TASK_STATE_QUEUED:
+            return None
+        phase, attempt, epoch, wait = found
+        return wait if (task.phase, task.attempt, task.epoch) == (phase, attempt, epoch) else None
+
+    def waits(self) -> list[tuple[str, str, Wait]]:
+        """(execution id, task id, wait) of every task waiting for flow control or
+        resources now, oldest first."""
+        out = []
+        for execution_id, index, _ in self._waits.items():
+            state = self._executions.get(execution_id)
+            if state is None:
+                continue
+            wait = self.waiting(state, index)
+            if wait is not None:
+                out.append((execution_id, state.task_id(index), wait))
+        out.sort(key=lambda item: item[2].since_ms)
+        return out
+
     def _wait(self, state: ExecutionState, index: int, reason: str) -> None:
         task = state.tasks[index]
-        hints = self._hints.setdefault(state.execution_id, {})
-        hints[index] = (task.phase, task.attempt, task.epoch, reason)
+        self._hints.put(state.execution_id, index, (task.phase, task.attempt, task.epoch, reason))
+
+    def _set_wait(self, state: ExecutionState, index: int, wait: Wait) -> None:
+        task = state.tasks[index]
+        old = self._waits.get(state.execution_id, index)
+        same = old is not None and old[:3] == (task.phase, task.attempt, task.epoch)
+        if same and old is not None and old[3].kind == wait.kind:
+            wait.since_ms = old[3].since_ms  # still waiting for the same kind of thing
+        self._waits.put(state.execution_id, index, (task.phase, task.attempt, task.epoch, wait))
+
+    def note_wait(self, execution_id: str, index: int, wait: Wait) -> None:
+        """A gate learned more about why a held task waits (shown in `get`)."""
+        state = self._executions.get(execution_id)
+        if state is not None and state.tasks[index].state == ex.TASK_STATE_QUEUED:
+            self._set_wait(state, index, wait)
+
+    def offer(self, execution_id: str, index: int) -> None:
+        """A gate that made task `index` wait lets it try again (if it still waits)."""
+        state = self._executions.get(execution_id)
+        if state is None:
+            return
+        task = state.tasks[index]
+        if task.state != ex.TASK_STATE_QUEUED:
+            return
+        node = state.node(index)
+        self._offer(execution_id, node.type_for(task.phase), index, task.phase, task.attempt)
+
+    def _offer_resources(self) -> None:
+        """Capacity changed: tasks held for resources try again."""
+        for execution_id, index, (task_type, phase, attempt) in self._for_resources.take_all():
+            self._offer(execution_id, task_type, index, phase, attempt)
 
     def _machine(self, machines: dict[str, Machine], state: ExecutionState, now: int) -> Machine:
         machine = machines.get(state.execution_id)
@@ -166,6 +276,12 @@ class Scheduler:
     # -- the dispatch round ----------------------------------------------------------
     def dispatch(self, machines: dict[str, Machine], now: int, suspend: Suspend) -> None:
         """Dispatches what can go now; decisions land in `machines` (one per execution)."""
+        if self._for_resources and (
+            self._leases.freed or self._workers.generation != self._generation
+        ):
+            self._offer_resources()
+        self._leases.freed = False
+        self._generation = self._workers.generation
         if not len(self._ready) or self._workers.total_free() <= 0:
             return
         blocked: set[str] = set()
@@ -197,35 +313,28 @@ class Scheduler:
         blocked: set[str],
         suspend: Suspend,
     ) -> bool:
-        """Dispatches (or refuses) one task; False when it went back to its queue or
-        waits for an evaluation."""
+        """Dispatches, refuses or holds (waits) one task; False when it went back to
+        its queue or waits for an evaluation."""
         task_type, index = picked
         execution_id = state.execution_id
         node = state.node(index)
-        dispatched: list[Callable[[], None]] = []
-        for gate in self._gates:
-            verdict = gate.admit(state, index, now)
-            if verdict is None:
-                continue
-            if verdict.refuse is not None:
-                machine = self._machine(machines, state, now)
-                mark = len(machine.effects)
-                try:
-                    verdict.refuse(machine)
-                except EvaluationPending as pending:
-                    suspend(execution_id, pending.request)
-                    return False
-                self.absorb(machine, mark)
-                return True
-            if verdict.dispatched is not None:
-                dispatched.append(verdict.dispatched)
-        worker = self._workers.pick(task_type, node)
+        dispatched = self._ask_gates(machines, state, picked, now, suspend)
+        if not isinstance(dispatched, list):
+            return dispatched
+        task = state.tasks[index]
+        request = node.request if task.phase == ex.TASK_PHASE_MAIN else NO_REQUEST
+        worker = self._workers.pick(task_type, node, request)
         if worker is None:
+            wait = self._workers.placement_wait(task_type, node, request, now)
+            if wait is not None:  # held out of the ready queue, as above
+                self._set_wait(state, index, wait)
+                held = (task_type, task.phase, task.attempt)
+                self._for_resources.put(execution_id, index, held)
+                return True
             if not self._workers.free_for(task_type):
                 blocked.add(task_type)
             else:
                 self._wait(state, index, "no worker matches its placement")
-            task = state.tasks[index]
             self._ready.push(
                 execution_id,
                 state.fairness_key,
@@ -249,12 +358,54 @@ class Scheduler:
             for done in dispatched:
                 done()
             self._ready.served(execution_id)
-            hints = self._hints.get(execution_id)
-            if hints is not None and hints.pop(index, None) is not None and not hints:
-                del self._hints[execution_id]
+            self._hints.pop(execution_id, index)
+            self._waits.pop(execution_id, index)
             self._leases.granted(execution_id, index, worker.worker_id, state.tasks[index].epoch)
         self.absorb(machine, mark)
         return True
+
+    def _ask_gates(
+        self,
+        machines: dict[str, Machine],
+        state: ExecutionState,
+        picked: tuple[str, int],
+        now: int,
+        suspend: Suspend,
+    ) -> list[Callable[[], None]] | bool:
+        """Every gate's say on a task: the callbacks of those that admit it, or, when
+        one refuses, holds it or waits for an evaluation, what `_one` returns."""
+        task_type, index = picked
+        execution_id = state.execution_id
+        dispatched: list[Callable[[], None]] = []
+        for gate in self._gates:
+            try:
+                verdict = gate.admit(state, index, now)
+            except EvaluationPending as pending:  # a key needs the sandbox first
+                task = state.tasks[index]
+                self._evaluations.start(
+                    pending.request,
+                    partial(self._offer, execution_id, task_type, index, task.phase, task.attempt),
+                )
+                return False
+            if verdict is None:
+                continue
+            if verdict.refuse is not None:
+                machine = self._machine(machines, state, now)
+                mark = len(machine.effects)
+                try:
+                    verdict.refuse(machine)
+                except EvaluationPending as pending:
+                    suspend(execution_id, pending.request)
+                    return False
+                self.absorb(machine, mark)
+                return True
+            if verdict.wait is not None:
+                # Out of the ready queue: the tasks behind it get their turn (progress).
+                self._set_wait(state, index, verdict.wait)
+                return True
+            if verdict.dispatched is not None:
+                dispatched.append(verdict.dispatched)
+        return dispatched
 
 
 def _queued_in(state: ExecutionState) -> Callable[[int, int, int], bool]:

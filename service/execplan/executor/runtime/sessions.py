@@ -41,8 +41,10 @@ from execplan.executor.task_errors import (
     PAYLOAD_TOO_LARGE,
     SUB_PLAN_NOT_ALLOWED,
     TaskError,
+    retry_after_of,
 )
 from execplan.executor.values import from_struct, from_value, non_finite
+from execplan.flow.capacity import Capacity
 from execplan.search import SearchValue, check_attributes
 from execplan.search.codec import decode_map
 from execplan.usage.codec import decode_usage
@@ -124,6 +126,7 @@ class WorkerSessions:
             last_seen_ms=now,
             principal=principal,
             pace=self._workers.pace(registration.worker_id, slots),
+            resources=_capacity(registration.capacity),
         )
         claimed: set[LeaseKey] = set()
         revoked: list[ws.AttemptRef] = []
@@ -304,7 +307,13 @@ class WorkerSessions:
             details = None
             if result.error.HasField("details") and size <= limit:
                 details = from_struct(result.error.details)
-            error = TaskError(kind, message, worker_retryable(result.error), details)
+            error = TaskError(
+                kind,
+                message,
+                worker_retryable(result.error),
+                details,
+                retry_after_ms=retry_after_of(result.error),
+            )
             self._report(worker, result.attempt, _with_usage(result, worker, _fail(error)))
 
     def _sub_plan(self, worker: WorkerConn, result: ws.TaskResult) -> None:
@@ -508,3 +517,13 @@ def _set_attributes(machine: Machine, task_id: str, updates: dict[str, SearchVal
         log.warning(
             "search attributes of %s/%s ignored: %s", machine.state.execution_id, task_id, error
         )
+
+
+def _capacity(declared: ws.WorkerCapacity) -> Capacity:
+    """A registration's capacity; negative numbers (a buggy worker) count as none."""
+    return Capacity(
+        cpu_millis=max(declared.cpu_millis, 0),
+        memory_bytes=max(declared.memory_bytes, 0),
+        gpu=max(declared.gpu, 0),
+        custom={name: max(n, 0) for name, n in declared.custom.items()},
+    )

@@ -4,9 +4,14 @@ Liveness and slots live in memory only (no database write per heartbeat). A
 worker's `leases` are maintained by the lease table (runtime/leases.py); its
 capacity is the least of its registered slots, its pacing window (pacing.py) and
 what its last `WorkerStatus` reported free, and its free slots are that capacity
-minus its leases. `pick` chooses, among the workers that accept a task (type,
-environment, required labels), one that keeps up with its acks first, then the most
-preferred labels, then the most free slots. With authentication on, a worker id
+minus its leases. A worker also declares resources (cpu, memory, gpu, custom
+counters; `flow/capacity.py`): each leased main attempt takes its task's
+`resources` from them, and a task goes only where what it asks for is free. `pick`
+chooses, among the workers that accept a task (type, environment, required labels,
+free resources), one that keeps up with its acks first, then the most preferred
+labels, then the most free slots. `placement_wait` says why a task with resources
+found none: nothing free fits now (RESOURCES), or no live worker could ever fit it
+(UNPLACEABLE). With authentication on, a worker id
 belongs to the principal that first registered it (`WorkerRegistry.bind`).
 """
 
@@ -17,8 +22,11 @@ from typing import TypeVar
 
 from execplan.errors import PermissionDenied
 from execplan.executor.decide.fencing import Holder
-from execplan.executor.plan_view import NodeView
+from execplan.executor.plan_view import NO_REQUEST, NodeView
 from execplan.executor.runtime.pacing import Pace
+from execplan.executor.waiting import RESOURCES, UNPLACEABLE, Wait
+from execplan.flow import capacity
+from execplan.flow.capacity import Capacity, Request
 
 _V = TypeVar("_V")
 # Worker ids remembered (principal and pacing) beyond those connected; the oldest
@@ -46,6 +54,9 @@ class WorkerConn:
     last_seen_ms: int = 0
     # Capacity the worker's last WorkerStatus implies (held + free_slots); None: slots.
     reported: int | None = None
+    # Declared resources (WorkerRegistration.capacity) and what leased attempts take.
+    resources: Capacity = field(default_factory=Capacity)
+    taken: dict[tuple[str, int], Request] = field(default_factory=dict)
 
     @property
     def holder(self) -> Holder:
@@ -70,6 +81,12 @@ class WorkerConn:
             return False
         return all(self.labels.get(key) == value for key, value in node.require_labels)
 
+    def free_resources(self) -> Capacity:
+        return capacity.free(self.resources, self.taken.values())
+
+    def fits(self, request: Request) -> bool:
+        return request.empty or capacity.fits(request, self.free_resources())
+
     def preference(self, node: NodeView) -> int:
         return sum(1 for key, value in node.prefer_labels if self.labels.get(key) == value)
 
@@ -82,6 +99,8 @@ class WorkerRegistry:
         # (authentication on) and its pacing window.
         self._owners: dict[str, str] = {}
         self._paces: dict[str, Pace] = {}
+        # Grows whenever a worker connects: tasks held for resources are offered again.
+        self.generation = 0
 
     def bind(self, worker_id: str, principal: str | None) -> None:
         """Binds a worker id to the first principal that registers it; another
@@ -118,6 +137,7 @@ class WorkerRegistry:
 
     def add(self, worker: WorkerConn) -> None:
         self.remove(worker.worker_id)
+        self.generation += 1  # tasks waiting for resources may fit this one
         self.workers[worker.worker_id] = worker
         for task_type in worker.task_types:
             self._by_type.setdefault(task_type, []).append(worker)
@@ -137,18 +157,56 @@ class WorkerRegistry:
     def free_for(self, task_type: str) -> bool:
         return any(w.free > 0 for w in self._by_type.get(task_type, ()))
 
-    def pick(self, task_type: str, node: NodeView) -> WorkerConn | None:
-        """A worker with a free slot that accepts the task: keeping up with its acks
-        first, then the most preferred labels, then the most free slots."""
+    def pick(
+        self, task_type: str, node: NodeView, request: Request = NO_REQUEST
+    ) -> WorkerConn | None:
+        """A worker with a free slot that accepts the task and has `request` free:
+        keeping up with its acks first, then the most preferred labels, then the most
+        free slots."""
         best: WorkerConn | None = None
         best_key = (False, -1, -1)
         for worker in self._by_type.get(task_type, ()):
-            if worker.free <= 0 or not worker.accepts(node):
+            if worker.free <= 0 or not worker.accepts(node) or not worker.fits(request):
                 continue
             key = (worker.pace.keeping_up, worker.preference(node), worker.free)
             if key > best_key:
                 best, best_key = worker, key
         return best
+
+    def placement_wait(
+        self, task_type: str, node: NodeView, request: Request, now_ms: int
+    ) -> Wait | None:
+        """Why a task asking for `request` got no worker, when resources are why."""
+        if request.empty:
+            return None
+        live = [
+            w
+            for w in self._by_type.get(task_type, ())
+            if w.connected and not w.draining and w.accepts(node)
+        ]
+        if not live:
+            return None  # no worker of the type: the usual hint says so
+        ever = [w for w in live if capacity.fits(request, w.resources)]
+        if not ever:
+            short = capacity.shortfall(request, live[0].resources)
+            return Wait(
+                UNPLACEABLE,
+                short,
+                "",
+                now_ms,
+                message=f"no live worker could ever fit it: it needs {_amount(request, short)}"
+                f" and the largest has {_largest(live, short)}",
+            )
+        if any(w.free > 0 for w in ever):
+            short = capacity.shortfall(request, ever[0].free_resources())
+            return Wait(
+                RESOURCES,
+                short,
+                "",
+                now_ms,
+                message=f"waiting for {_amount(request, short)} free on a worker",
+            )
+        return None  # they are busy: a free slot is what it waits for
 
     def total_free(self) -> int:
         return sum(max(0, w.free) for w in self.workers.values())
@@ -161,3 +219,24 @@ class WorkerRegistry:
             for _, worker in sorted(self.workers.items())
             if worker.connected and (not wanted or wanted & worker.task_types)
         ]
+
+
+def _amount(request: Request, name: str) -> str:
+    if name == "cpu":
+        return f"{request.cpu_millis}m cpu"
+    if name == "memory":
+        return f"{request.memory_bytes} bytes of memory"
+    if name == "gpu":
+        return f"{request.gpu} gpu"
+    return f"{request.custom.get(name, 0)} {name}"
+
+
+def _largest(workers: list[WorkerConn], name: str) -> str:
+    caps = [w.resources for w in workers]
+    if name == "cpu":
+        return f"{max(c.cpu_millis for c in caps)}m"
+    if name == "memory":
+        return f"{max(c.memory_bytes for c in caps)} bytes"
+    if name == "gpu":
+        return str(max(c.gpu for c in caps))
+    return str(max(c.custom.get(name, 0) for c in caps))
