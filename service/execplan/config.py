@@ -93,6 +93,8 @@ class ServerConfig:
     max_sub_plan_tasks: int = 1_000
     max_nesting_depth: int = 5
     max_execution_tasks: int = 100_000
+    # builtin.http may call only these origins; empty: any a workflow names.
+    http_allow: tuple[str, ...] = ()
 
     @property
     def tls(self) -> bool:

@@ -324,6 +324,7 @@ def build_components(config: ServerConfig) -> list[Component]:
                         execution_tasks=config.max_execution_tasks,
                     ),
                     progress_interval_ms=config.progress_interval_ms,
+                    http_allow=frozenset(config.http_allow),
                 ),
                 silence_ms=int(config.worker_silence_seconds * 1000),
                 secrets=secrets,

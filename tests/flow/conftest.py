@@ -33,13 +33,18 @@ class FlowRig:
         self.address = ""
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start_server(self, *extra: str, listen: str = "127.0.0.1:0") -> str:
+    def start_server(
+        self, *extra: str, listen: str = "127.0.0.1:0", env: dict[str, str] | None = None
+    ) -> str:
+        log = (self.dir / "server.log").open("a")
         proc = subprocess.Popen(
             [*serve_args(self.db, listen=listen), "--no-ui", *extra],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
             text=True,
+            env={**os.environ, **(env or {})},
         )
+        log.close()
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith(LISTENING), line

@@ -11,7 +11,8 @@ happened inside every worker process:
   with `throttle: true` its first attempt answers like a provider's 429;
 - `flow.tick`: appends its start time to `ticks.log` (a bucket's rate);
 - `flow.where`: which worker ran it, and when (placement by resources);
-- `flow.count`: appends to `calls.log` (how often a cached task really ran).
+- `flow.count`: appends to `calls.log` (how often a cached task really ran);
+- `iso.alloc`: `isolated.allocate` (holds `mib` MiB), for tasks that ask for isolation.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import isolated  # type: ignore[import-not-found]  # beside this file (sys.path)
 from execplan.worker import RateLimited, TaskContext, Worker
 
 worker = Worker()
+worker.task("iso.alloc")(isolated.allocate)
 DIR = Path(os.environ.get("FLOW_DIR", "."))
 NAME = os.environ.get("FLOW_WORKER", "worker")
 
@@ -43,6 +46,8 @@ async def call(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if inputs.get("throttle") and ctx.attempt == 1:
         _append("throttled.log", f"{time.time():.3f} {ctx.execution_id}")
         raise RateLimited("provider answered 429", retry_after=float(inputs.get("after", 2)))
+    if inputs.get("fail"):
+        raise RuntimeError(f"model {inputs.get('model')} is down")
     key = str(inputs.get("model", "none"))
     running = DIR / "running" / key
     running.mkdir(parents=True, exist_ok=True)

@@ -213,6 +213,14 @@ def _add_executor_options(p: Any) -> None:
         help="at most one task_progress event per task per this long (default: 1s)",
     )
     p.add_argument(
+        "--http-allow",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="builtin.http may call only these origins (scheme://host[:port], repeatable; "
+        "default: any origin a workflow names; docs/flow-control.md)",
+    )
+    p.add_argument(
         "--peer-ca",
         metavar="PEM",
         help="PostgreSQL + TLS: CA of the other replicas' certificates, trusted when a "
@@ -327,6 +335,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             "--max-sub-plan-tasks, --max-nesting-depth and --max-execution-tasks must be >= 1",
             EXIT_USAGE,
         )
+    http_allow = _origins(getattr(args, "http_allow", []))
     ui_listen, ui_optional = _ui_listen(args, role)
     retention_ms, by_workflow = _retention(getattr(args, "retention", []))
     return ServerConfig(
@@ -371,6 +380,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_for_each_items=items,
         max_attempts_per_execution=attempts,
         **grown,
+        http_allow=http_allow,
     )
 
 
@@ -425,6 +435,21 @@ def _retention(values: list[str]) -> tuple[int, tuple[tuple[str, int], ...]]:
         else:
             default = ms
     return default, tuple(sorted(by_workflow.items()))
+
+
+def _origins(items: list[str]) -> tuple[str, ...]:
+    from execplan.httpcall.rules import HttpRuleError, origin_of  # noqa: PLC0415
+
+    origins = []
+    for item in items:
+        try:
+            origin = origin_of(item)
+        except HttpRuleError as exc:
+            raise CliError(f"--http-allow {item!r}: {exc}", EXIT_USAGE) from None
+        if item.rstrip("/").lower() != origin:
+            raise CliError(f"--http-allow {item!r}: give an origin only, e.g. {origin}", EXIT_USAGE)
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _ui_listen(args: argparse.Namespace, role: str) -> tuple[str | None, bool]:

@@ -52,3 +52,7 @@ class EngineConfig:
     # What may grow at run time: for_each items, sub-plan tasks, nesting, tasks per
     # execution (docs/runtime-plans.md, "Limits").
     limits: Limits = field(default_factory=Limits)
+    # builtin.http: calls at once, and the origins it may call (empty: any the plan
+    # names; `execplan serve --http-allow`).
+    http_slots: int = 32
+    http_allow: frozenset[str] = frozenset()

@@ -39,7 +39,7 @@ from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.usage import change_digest
 from execplan.executor.expressions.evaluation import EvaluationPending
 from execplan.executor.observability.observer import Observers
-from execplan.executor.plan_view import PlanView
+from execplan.executor.plan_view import NodeView, PlanView
 from execplan.executor.runtime.acting import Actor
 from execplan.executor.runtime.background import Background
 from execplan.executor.runtime.breakers import BreakerGate
@@ -50,6 +50,8 @@ from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.evaluations import Evaluations
 from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.flow import FlowGate
+from execplan.executor.runtime.http_worker import TYPE as HTTP_TYPE
+from execplan.executor.runtime.http_worker import HttpWorker
 from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.leases import Leases
@@ -159,6 +161,7 @@ class Engine:
             inbox=inbox,
             gates=(breakers, flow),
             limits=config.limits,
+            missing_type=self._missing_type,
         )
         checkpoints = Checkpoints(store, background, config.checkpoint_every)
         self.reads = reads = Reads(
@@ -227,7 +230,29 @@ class Engine:
             now_ms=now_ms,
             limits=config.limits,
         )
+        # builtin.http: a worker of the engine's own (runtime/http_worker.py).
+        self.http = HttpWorker(
+            connect=sessions.connect,
+            message=sessions.message,
+            node_of=self._node_of,
+            now_ms=now_ms,
+            slots=config.http_slots,
+            allow=config.http_allow,
+        )
         self._stopped = False
+
+    def _missing_type(self, task_type: str) -> None:
+        # The HTTP worker connects the first time a builtin.http task is queued: until
+        # then no dispatch round counts its free slots.
+        if task_type == HTTP_TYPE and not self._stopped:
+            self.http.start()
+
+    def _node_of(self, execution_id: str, task_id: str) -> NodeView | None:
+        state = self.executions.get(execution_id)
+        if state is None:
+            return None
+        index = state.index_of(task_id)  # a for_each instance's, a sub-plan's too
+        return None if index is None else state.node(index)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -246,6 +271,7 @@ class Engine:
         self._stopped = True
         await self._pump.stop()
         await self.children.stop()
+        await self.http.stop()
         await self.flow.stop()
         self.evaluations.close()
         await self._background.drain()

@@ -126,7 +126,10 @@ class Scheduler:
         inbox: Inbox,
         gates: tuple[Gate, ...] = (),
         limits: Limits = DEFAULT_LIMITS,
+        missing_type: Callable[[str], None] | None = None,
     ) -> None:
+        """`missing_type(task_type)`: a task was queued that no worker has (the engine
+        connects its built-in HTTP worker the first time builtin.http is needed)."""
         self._limits = limits
         self._executions = executions
         self._workers = workers
@@ -135,6 +138,7 @@ class Scheduler:
         self._evaluations = evaluations
         self._inbox = inbox
         self._gates = gates
+        self._missing_type = missing_type
         self._ready = ReadyQueues()
         # Why a queued attempt waits: shown as the task's status while that attempt is
         # still the one queued (see `hint`).
@@ -258,6 +262,8 @@ class Scheduler:
         task = state.tasks[index]
         node = state.node(index)
         task_type = node.type_for(task.phase)
+        if not self._workers.has_type(task_type) and self._missing_type is not None:
+            self._missing_type(task_type)
         if not self._workers.has_type(task_type):
             self._wait(state, index, f"waiting for a worker with task type {task_type}")
         self._ready.push(
