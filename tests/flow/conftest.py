@@ -1,11 +1,7 @@
-"""Real processes for the flow-control tests: `execplan serve` and `execplan worker
-tests/support/flow_worker.py` children (see `FlowRig`)."""
+"""Fixtures of the flow-control tests: a `FlowRig` (tests/support/flow_rig.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,70 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.support import ROOT
-    from tests.support.processes import CLI, LISTENING, serve_args, stop
+    from tests.support.flow_rig import FlowRig
 else:  # tests/ is on sys.path: see tests/support/__init__.py
-    from support import ROOT
-    from support.processes import CLI, LISTENING, serve_args, stop
-
-WORKER = str(ROOT / "tests" / "support" / "flow_worker.py")
-
-
-class FlowRig:
-    """A server and workers as child processes, sharing one results directory."""
-
-    def __init__(self, tmp: Path, db: str | None = None) -> None:
-        self.dir = tmp / "flow"
-        self.dir.mkdir()
-        self.db = db or str(tmp / "execplan.db")
-        self.server: subprocess.Popen[str] | None = None
-        self.address = ""
-        self.workers: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start_server(
-        self, *extra: str, listen: str = "127.0.0.1:0", env: dict[str, str] | None = None
-    ) -> str:
-        log = (self.dir / "server.log").open("a")
-        proc = subprocess.Popen(
-            [*serve_args(self.db, listen=listen), "--no-ui", *extra],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        log.close()
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith(LISTENING), line
-        self.server = proc
-        self.address = line.split()[-1]
-        return self.address
-
-    def kill_server(self) -> None:
-        assert self.server is not None
-        self.server.send_signal(signal.SIGKILL)
-        self.server.wait()
-
-    def worker(self, name: str, *options: str, address: str | None = None) -> None:
-        env = {**os.environ, "FLOW_DIR": str(self.dir), "FLOW_WORKER": name}
-        self.workers[name] = subprocess.Popen(
-            [*CLI, "worker", WORKER, "--address", address or self.address,
-             "--worker-id", name, *options],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-        )  # fmt: skip
-
-    def lines(self, name: str) -> list[str]:
-        path = self.dir / name
-        return path.read_text().splitlines() if path.exists() else []
-
-    def close(self) -> None:
-        for proc in self.workers.values():
-            stop(proc)
-        if self.server is not None:
-            stop(self.server)
+    from support.flow_rig import FlowRig
 
 
 @pytest.fixture

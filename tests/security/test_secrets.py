@@ -1,6 +1,7 @@
-"""Secrets reach the worker inside its dispatch and nowhere else: a canary value is
-absent from the SQLite database (and its WAL), every log record (text and JSON, at
-DEBUG), stdout/stderr and every exported span after a run."""
+"""Secrets reach the worker inside its dispatch, and a builtin.http request's header,
+and nowhere else: a canary value is absent from the SQLite database (and its WAL),
+every log record (text and JSON, at DEBUG), stdout/stderr and every exported span
+after a run, even though the HTTP server echoes it back in its response."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from execplan.client import ExecutorClient
+from execplan.client import ExecutorClient, from_struct
 from execplan.config import ServerConfig
 from execplan.executor.runtime.engine import EngineConfig
 from execplan.executor.runtime.secrets import FileSecrets, SecretsFileError, provider_for
@@ -25,6 +26,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+if TYPE_CHECKING:
+    from tests.support.http_server import TestHttpServer
+else:  # tests/ is on sys.path: see tests/support/__init__.py
+    from support.http_server import TestHttpServer
+
 CANARY = "canary-9f2c1e7d-do-not-log"
 
 WORKFLOW = """
@@ -32,6 +38,15 @@ name: secretive
 tasks:
   - {id: first, type: sec.use, secrets: [canary], retry: {max_attempts: 2, initial_interval: 10ms}}
   - {id: second, type: sec.use, secrets: [canary, missing], depends_on: [first]}
+  - id: call
+    type: builtin.http
+    depends_on: [second]
+    secrets: [canary]
+    inputs:
+      url: "ORIGIN/echo-auth"
+      headers: {Authorization: "Bearer ${{ secrets.canary }}"}
+outputs:
+  echoed: "${{ tasks.call.output.body.auth }}"
 """
 
 
@@ -85,13 +100,14 @@ async def test_canary_secret_reaches_only_the_worker(
             raise RuntimeError("first attempt fails, so errors and retries are logged too")
         return {"secret_length": len(ctx.secrets["canary"])}
 
+    web = TestHttpServer().__enter__()
     async with ExecplanServer(config, components, tracer_provider=tracer_provider) as server:
         worker = Worker(server.address)
         worker.task("sec.use")(use)
         running = asyncio.create_task(worker.serve())
         try:
             async with ExecutorClient(server.address) as client:
-                started = await client.start(source=WORKFLOW)
+                started = await client.start(source=WORKFLOW.replace("ORIGIN", web.origin))
                 async with asyncio.timeout(20):
                     async for event in client.watch(started.execution_id):
                         if event.HasField("execution_completed"):
@@ -102,7 +118,11 @@ async def test_canary_secret_reaches_only_the_worker(
         finally:
             await worker.stop()
             running.cancel()
+            web.__exit__(None, None, None)
     assert done.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, done.error
+    # The HTTP call sent the secret, and the server echoed it: what came back is masked.
+    assert [r.headers["Authorization"] for r in web.requests] == [f"Bearer {CANARY}"]
+    assert from_struct(done.outputs) == {"echoed": "Bearer [secret:canary]"}
     assert received == [{"canary": CANARY}] * 3  # `missing` is simply absent
     assert history and all(CANARY not in str(e) for e in history)
 

@@ -19,6 +19,10 @@ Metrics (labels in brackets):
     execplan_executions_live{state}                              gauge, live executions
     execplan_workers_connected, execplan_worker_slots, execplan_worker_slots_free
     execplan_circuit_breaker_state{task_type}          0 closed, 1 half-open, 2 open
+                                                       (type[key] for a keyed breaker)
+    execplan_tasks_waiting{reason}                     gauge, queued tasks held back by
+        concurrency_limit, rate_limit, resources or unplaceable (docs/flow-control.md)
+    execplan_cache_hits                                tasks answered from the result cache
     execplan_commit_seconds                            one group commit of the engine
     execplan_usage_total{counter}                      usage reported by tasks (tokens_in,
                                                        tokens_out, cost, ...; docs/usage.md;
@@ -39,6 +43,7 @@ from typing import Any
 
 from execplan.executor.observability.observer import EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
+from execplan.executor.waiting import KIND_NAMES
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -155,6 +160,26 @@ class LiveCollector(Collector):
         for task_type, state in sorted(current.items()):
             breakers.add_metric([task_type], BREAKER_VALUES.get(state, 0))
         yield breakers
+        waiting = GaugeMetricFamily(
+            "execplan_tasks_waiting",
+            "Queued tasks held back by flow control or resources, by reason",
+            labels=["reason"],
+        )
+        counts = dict.fromkeys(KIND_NAMES.values(), 0)
+        waits = getattr(self.engine, "waiting_tasks", None)
+        for _, _, wait in waits() if waits is not None else ():
+            reason = KIND_NAMES.get(wait.kind)
+            if reason is not None:
+                counts[reason] += 1
+        for reason, count in sorted(counts.items()):
+            waiting.add_metric([reason], count)
+        yield waiting
+        flow = getattr(self.engine, "flow", None)
+        yield GaugeMetricFamily(
+            "execplan_cache_hits",
+            "Tasks answered from the result cache since the server started",
+            value=getattr(flow, "cache_hits", 0),
+        )
 
 
 _DEFAULT: EngineMetrics | None = None

@@ -20,9 +20,9 @@ from execplan.client import ExecutorClient
 from execplan.v1 import execution_pb2 as ex
 
 if TYPE_CHECKING:
-    from tests.flow.conftest import FlowRig
+    from tests.support.flow_rig import FlowRig
 else:
-    from conftest import FlowRig
+    from support.flow_rig import FlowRig
 
 LIMITED = """
 name: limited

@@ -13,10 +13,10 @@ from execplan.client import ExecutorClient, from_struct
 from execplan.v1 import execution_pb2 as ex
 
 if TYPE_CHECKING:
-    from tests.flow.conftest import FlowRig
+    from tests.support.flow_rig import FlowRig
     from tests.support.http_server import TestHttpServer
 else:
-    from conftest import FlowRig
+    from support.flow_rig import FlowRig
     from support.http_server import TestHttpServer
 
 SECRET = "s3cr3t-canary-7f1d"
