@@ -105,6 +105,14 @@ def run_examples(address: str) -> tuple[str, str]:
     )
     run(address, "run", ex + "research_agents.yaml", "--input", "question=Why is the sky blue?")
     waiting = run(address, "run", ex + "incident_runbook.yaml", "--input", "service=checkout")
+    # Flow control for the breakers page: one run, one answered from the cache, then a
+    # server bucket so tight that the next questions wait for it.
+    question = "question=Why is the sky blue?"
+    run(address, "run", ex + "llm_quota.yaml", "--input", question, "--wait")
+    run(address, "run", ex + "llm_quota.yaml", "--input", question, "--wait")
+    run(address, "limits", "set", "llm-rpm", "--rate", "1/m", "--burst", "1")
+    for other in ("What is a quota?", "Why rate limits?", "Who pays per token?"):
+        run(address, "run", ex + "llm_quota.yaml", "--input", f"question={other}")
     time.sleep(1.5)
     return saga, waiting
 
@@ -132,7 +140,7 @@ async def capture(url: str, out: Path, saga: str, waiting: str) -> None:
         await row.locator("a").first.click()
         await shoot(page, "", out / "plan.png", '[data-testid="start-form"]')
         await shoot(page, f"{url}workers", out / "workers.png", '[data-testid="workers"] tbody tr')
-        await shoot(page, f"{url}breakers", out / "breakers.png", '[data-testid="breakers"]')
+        await shoot(page, f"{url}breakers", out / "breakers.png", '[data-testid="waiting-tasks"]')
         await browser.close()
 
 

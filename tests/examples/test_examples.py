@@ -101,3 +101,30 @@ def test_the_raw_worker_example_runs_the_protocol(address: str) -> None:
     order = ["register", "registered", "dispatches", "acks", "heartbeats", "results", "status"]
     assert [k for k in kinds if k in order] == order, run.stdout
     assert lines[-1].startswith("-- EXECUTION_STATE_SUCCEEDED"), run.stdout
+
+
+async def test_llm_quota_runs_under_its_limits_and_answers_again_from_the_cache(
+    client: ExecutorClient,
+) -> None:
+    """examples/llm_quota.yaml on the sample worker: it succeeds, a simulated 429 is
+    retried after the provider's wait, and the same question again is answered from
+    the cache without a call; `execplan limits` then shows its buckets."""
+    question = {"question": "What keeps a quota?"}
+    first = await _run(client, "llm_quota.yaml", question)
+    assert first.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, first.error
+    outputs = from_struct(first.outputs)
+    assert outputs["dimensions"] == 8 and outputs["answer"].startswith("[small-1]")
+    again = await _run(client, "llm_quota.yaml", question)
+    hits = [
+        e.task_succeeded.task_id
+        async for e in client.history(again.execution_id)
+        if e.HasField("task_succeeded") and e.task_succeeded.HasField("cache_hit")
+    ]
+    assert hits == ["outline", "answer"]
+    assert from_struct(again.outputs)["answer"] == outputs["answer"]
+    throttled = await _run(client, "llm_quota.yaml", {"question": "Another?", "throttle": True})
+    assert throttled.state == execution_pb2.EXECUTION_STATE_SUCCEEDED, throttled.error
+    outline = next(t for t in throttled.tasks if t.task_id == "outline")
+    assert outline.attempts[0].error.type == "RateLimited" and outline.attempt == 2
+    limits = await client.list_limits()
+    assert {r.name for r in limits.rate_limits} >= {"llm-rpm", "llm-tpm"}

@@ -182,10 +182,10 @@ class Admissions:
 
     def _next_due(self) -> float | None:
         due = [t.retry_at_ms for t in self._tickets.values() if t.state in (PENDING, WAITING)]
-        if not due and not self._held:
+        if not due and not self._held and not self._tickets:
             return None
         if not due:
-            return POLL_MS / 1000  # sweep held slots now and then
+            return POLL_MS / 1000  # sweep held slots and granted tickets now and then
         return max(min(due) - self._now_ms(), 0) / 1000
 
     def sweep(self) -> None:
@@ -194,7 +194,11 @@ class Admissions:
             ticket = self._tickets.pop(key)
             if ticket.holding:
                 self._release(ticket.holder)
+        ticketed = {t.holder for t in self._tickets.values() if t.holding}
         for holder in list(self._held):
+            if holder in ticketed:  # queued again (a reload) and holding it anew
+                del self._held[holder]
+                continue
             execution_id, _, task_id = holder.partition("/")
             holds = self._holds(execution_id, task_id)
             if holds is None:

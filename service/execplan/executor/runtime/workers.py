@@ -165,8 +165,11 @@ class WorkerRegistry:
         free slots."""
         best: WorkerConn | None = None
         best_key = (False, -1, -1)
+        needs = not request.empty
         for worker in self._by_type.get(task_type, ()):
-            if worker.free <= 0 or not worker.accepts(node) or not worker.fits(request):
+            if worker.free <= 0 or not worker.accepts(node):
+                continue
+            if needs and not capacity.fits(request, worker.free_resources()):
                 continue
             key = (worker.pace.keeping_up, worker.preference(node), worker.free)
             if key > best_key:
