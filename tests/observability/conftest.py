@@ -56,6 +56,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     async with serving(tmp_path / "execplan.db", FAST) as (server, executor):
         sample = sample_workers().worker
         worker = Worker(server.address, slots=16, labels=sample.labels)
+        worker.capacity = sample.capacity
         worker._handlers.update(sample._handlers)  # the sample's handlers, our address
         task = asyncio.create_task(worker.serve())
         client = ExecutorClient(server.address)

@@ -52,6 +52,7 @@ async def test_metrics_after_runs(served: tuple[ExecplanServer, MetricsComponent
     before = await asyncio.to_thread(_scrape, metrics)
     sample = sample_workers().worker
     worker = Worker(server.address, slots=4, labels=sample.labels)
+    worker.capacity = sample.capacity
     worker._handlers.update(sample._handlers)
     task = asyncio.create_task(worker.serve())
     source = (EXAMPLES / "order_saga.yaml").read_text(encoding="utf-8")
