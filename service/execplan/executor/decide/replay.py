@@ -235,7 +235,7 @@ def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
         _feed_control(machine, event, kind)
 
 
-def _feed_control(machine: Machine, event: ev.ExecutionEvent, kind: str) -> None:
+def _feed_control(machine: Machine, event: ev.ExecutionEvent, kind: str | None) -> None:
     """The inputs of control calls and usage reports (see `_feed`)."""
     state = machine.state
     if kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
