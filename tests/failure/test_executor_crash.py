@@ -5,6 +5,10 @@ after a restart, with the same event sequence as without the crash."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,13 +174,34 @@ tasks:
   - id: a
     type: k.dep
     retry: {max_attempts: 1}
-    circuit_breaker: {failure_threshold: 1, open_for: 3s}
+    circuit_breaker: {failure_threshold: 1, open_for: 4s}
 """
+
+
+async def stored_breaker(db: str, task_type: str) -> dict[str, Any]:
+    """The breaker state in the SQLite file once it is written (in the background)."""
+    async with asyncio.timeout(10):
+        while True:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                row = conn.execute(
+                    "SELECT payload FROM kv WHERE namespace = 'breakers' AND key = ?",
+                    (task_type,),
+                ).fetchone()
+            if row is not None:
+                stored: dict[str, Any] = json.loads(row[0])
+                return stored
+            await asyncio.sleep(0.02)
 
 
 async def test_breaker_state_and_parked_tasks_survive_a_restart(
     cluster: Cluster, workers: list[Worker]
 ) -> None:
+    """The breaker opens before the kill and half-opens on the wall clock; a restart
+    can take longer than `open_for` on a loaded machine. So the worker is stopped
+    before the kill (no canary can run while the backend is still down) and every
+    assertion holds however long the restart takes: the restarted server lists the
+    same breaker (opened and half-opening at the same instants), keeps the task parked
+    until that instant, and a canary closes it once the backend is up."""
     down = [True]
 
     async def dep(inputs: dict[str, Any]) -> str:
@@ -190,15 +215,29 @@ async def test_breaker_state_and_parked_tasks_survive_a_restart(
     assert (await finish(client, first)).state == ex.EXECUTION_STATE_FAILED
     parked = (await client.start(source=BREAKER_FLOW)).execution_id
     await until_event(client, parked, "task_parked")
-    await asyncio.sleep(0.2)  # the transition is written in the background
+    (before,) = await client.list_circuit_breakers()
+    assert before.state == pb.BREAKER_STATE_OPEN and before.parked_tasks == 1
+    opened_ms = before.opened_at.ToMilliseconds()
+    half_open_ms = before.half_open_at.ToMilliseconds()
+    assert half_open_ms == opened_ms + 4000
+    stored = await stored_breaker(cluster.db, "k.dep")  # durable before the kill
+    assert (stored["state"], stored["half_open_at_ms"]) == ("open", half_open_ms)
+    for worker in workers:
+        await worker.stop()
     client = await restart(cluster, client)
     try:
         (status,) = await client.list_circuit_breakers()
+        answered_ms = time.time() * 1000
         assert status.task_type == "k.dep"
-        assert status.state == pb.BREAKER_STATE_OPEN
-        assert status.parked_tasks == 1
         assert "backend down" in status.last_error
+        # The same breaker, not a new one: opened, and half-opening, when it was.
+        assert status.opened_at.ToMilliseconds() == opened_ms
+        assert status.half_open_at.ToMilliseconds() == half_open_ms
+        if answered_ms < half_open_ms:  # the restart beat the clock: still open
+            assert status.state == pb.BREAKER_STATE_OPEN
+            assert status.parked_tasks == 1
         down[0] = False
+        serve(cluster, {"k.dep": dep}, workers)
         done = await finish(client, parked, within=30)  # half-opens; the canary closes it
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED
         events = await history(client, parked)
@@ -210,6 +249,10 @@ async def test_breaker_state_and_parked_tasks_survive_a_restart(
             "task_started",
             "task_succeeded",
         ]
+        # Parked through the restart until the breaker half-opened, not released by
+        # the recovery (a breaker forgotten in the restart would have let it go).
+        (unparked,) = [e for e in events if e.HasField("task_parked") and not e.task_parked.parked]
+        assert unparked.recorded_at.ToMilliseconds() >= half_open_ms
         (status,) = await client.list_circuit_breakers()
         assert status.state == pb.BREAKER_STATE_CLOSED
     finally:
