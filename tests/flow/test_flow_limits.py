@@ -6,6 +6,7 @@
   second key is not held up by the first;
 - a 10/s bucket holds 10/s within 10% over 5 s;
 - a simulated 429 with a retry-after pauses that key for every task using it;
+- a server bucket changed while tasks wait for it lets them go at once;
 - limits and buckets survive a SIGKILL of the server.
 """
 
@@ -158,6 +159,40 @@ async def test_a_429_with_retry_after_pauses_the_key(rig: FlowRig) -> None:
     calls = [float(line.split()[2]) for line in rig.lines("concurrency.log")]
     assert len(calls) == 2
     assert min(calls) >= at + 1.9, (at, calls)  # both waited out the provider's 2 s
+
+
+SLOW = """
+name: slow
+tasks:
+""" + "".join(
+    f"  - {{id: t{i}, type: flow.tick, rate_limits: [{{name: slow}}]}}\n" for i in range(3)
+)
+
+
+async def test_a_bucket_changed_while_tasks_wait_applies_at_once(rig: FlowRig) -> None:
+    rig.start_server()
+    rig.worker("w1", "--slots", "8")
+    async with ExecutorClient(rig.address) as client:
+        await client.set_rate_limit("slow", 1, 60_000, burst=1)  # one a minute
+        execution_id = (await client.start(source=SLOW)).execution_id
+
+        async def two_wait() -> bool:
+            limits = await client.list_limits("slow")
+            return len(limits.waiting) == 2 and len(rig.lines("ticks.log")) == 1
+
+        await until(two_wait)
+        waits = [w.waiting for w in (await client.list_limits("slow")).waiting]
+        assert {w.kind for w in waits} == {ex.WAIT_KIND_RATE_LIMIT}
+        assert all(w.name == "slow" and "is empty for" in w.message for w in waits)
+        assert all(w.until.ToMilliseconds() - w.since.ToMilliseconds() > 30_000 for w in waits)
+        changed = time.time()
+        await client.set_rate_limit("slow", 100, 1000, burst=10)  # `execplan limits set`
+        done = await finished(client, execution_id, 20)
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+        assert all(t.attempt == 1 for t in done.tasks)  # waiting spent no attempt
+    ticks = sorted(float(t) for t in rig.lines("ticks.log"))
+    assert len(ticks) == 3
+    assert ticks[-1] - changed < 5, ticks[-1] - changed  # not the minute the old rate said
 
 
 async def test_limits_and_buckets_survive_a_sigkill(rig: FlowRig) -> None:

@@ -14,12 +14,14 @@ the tasks it admitted back to the scheduler (`offer`), which dispatches them.
 
 A ticket looks up the cache first (a hit completes the task without a dispatch),
 then takes its slot, then its tokens (all or none); short of tokens it gives the
-slot back at once and tries again when the bucket says the units will be there.
-Short of a slot it tries again when one of that key is released here, and every
-`POLL_MS` in case another replica released one. A dispatched attempt holds its slot
-under `<execution id>/<task id>` until the attempt ends; `sweep` (each batch) finds
-ended attempts, and tickets whose attempt left the queue, from the executions'
-state, so no transition can leak a slot. After a restart or a takeover `adopt`
+slot back at once and tries again when the bucket says the units will be there, or
+after `POLL_MS` if that is sooner (a bucket changed meanwhile, a faster rate or a
+bigger burst, lets its waiting tasks go within a second). Short of a slot it tries
+again when one of that key is released here, and every `POLL_MS` in case another
+replica released one. A dispatched attempt holds its slot under
+`<execution id>/<task id>` until the attempt ends; `sweep` (each batch) finds ended
+attempts, and tickets whose attempt left the queue, from the executions' state, so
+no transition can leak a slot. After a restart or a takeover `adopt`
 reconciles the store's holders of an execution with the attempts it still leases.
 """
 
@@ -285,8 +287,11 @@ class Admissions:
                 message = f"rate limit {name} is not defined (execplan limits set {name} ...)"
                 retry, until = now + POLL_MS, 0
             elif r.wait_ms:
+                # Asked again within POLL_MS even when the bucket says later: a change
+                # of the bucket (`execplan limits set`, on any replica) takes effect.
                 message = f"rate limit {name}{bracket(key)} is empty for {r.wait_ms} ms"
-                retry = until = now + r.wait_ms
+                until = now + r.wait_ms
+                retry = now + min(r.wait_ms, POLL_MS)
             else:  # more units than the bucket holds: only a change of it helps
                 message = f"rate limit {name}{bracket(key)} holds fewer units than it asks"
                 retry, until = now + POLL_MS, 0
