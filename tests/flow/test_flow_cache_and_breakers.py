@@ -75,7 +75,7 @@ async def kinds(client: ExecutorClient, execution_id: str) -> list[str]:
 
 
 async def test_a_cache_hit_skips_the_dispatch_and_is_recorded(rig: FlowRig) -> None:
-    rig.start_server()
+    rig.start_server("--metrics-listen", "127.0.0.1:0")
     rig.worker("w1")
     source = CACHED.replace("TTL", "1h")
     async with ExecutorClient(rig.address) as client:
@@ -112,6 +112,8 @@ async def test_a_cache_hit_skips_the_dispatch_and_is_recorded(rig: FlowRig) -> N
         await asyncio.sleep(0.4)
         await run(client, short, {"q": "brief"})
         assert len(rig.lines("calls.log")) == 5  # expired
+        hits = await asyncio.to_thread(rig.metric, "execplan_cache_hits")
+        assert hits == 2  # hello, then brief; the purged and the expired ones ran
 
 
 async def test_a_keyed_breaker_opens_for_the_failing_key_only(rig: FlowRig) -> None:

@@ -47,7 +47,7 @@ async def until(probe: Callable[[], Awaitable[bool]], within: float = 20.0) -> N
 
 
 async def test_a_gpu_task_waits_for_the_gpu_worker_and_runs_there(rig: FlowRig) -> None:
-    rig.start_server()
+    rig.start_server("--metrics-listen", "127.0.0.1:0")
     rig.worker("cpu-1", "--capacity", "cpu=4", "--capacity", "memory=8Gi")
     async with ExecutorClient(rig.address) as client:
         started = await client.start(source=GPU_FLOW)
@@ -62,6 +62,9 @@ async def test_a_gpu_task_waits_for_the_gpu_worker_and_runs_there(rig: FlowRig) 
         assert run.state == ex.TASK_STATE_QUEUED and run.attempt <= 1
         assert run.waiting.name == "gpu"
         assert run.status_message.startswith("no live worker could ever fit it: it needs 1 gpu")
+        # ... and in /metrics: both GPU tasks, nothing else.
+        metric = "execplan_tasks_waiting"
+        assert await asyncio.to_thread(rig.metric, metric, reason="unplaceable") == 2
 
         async def prepped() -> bool:
             return (await task(client, execution_id, "prep")).state == ex.TASK_STATE_SUCCEEDED
@@ -86,3 +89,5 @@ async def test_a_gpu_task_waits_for_the_gpu_worker_and_runs_there(rig: FlowRig) 
         assert dict(workers["gpu-1"].resources.custom) == {"model-slots": 1}
         assert workers["gpu-1"].resources_in_use.gpu == 0
         assert workers["cpu-1"].resources.cpu_millis == 4000
+        for reason in ("unplaceable", "resources"):
+            assert await asyncio.to_thread(rig.metric, "execplan_tasks_waiting", reason=reason) == 0

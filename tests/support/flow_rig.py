@@ -4,6 +4,7 @@ tests/support/flow_worker.py` children sharing one results directory.
     rig = FlowRig(tmp_path)          # or FlowRig(tmp_path, db=postgres_dsn)
     rig.start_server(); rig.worker("gpu-1", "--capacity", "gpu=1")
     rig.lines("concurrency.log")     # what the workers wrote
+    rig.metric("execplan_cache_hits")   # with start_server("--metrics-listen", "127.0.0.1:0")
     rig.close()
 """
 
@@ -12,7 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import ROOT
 from .processes import CLI, LISTENING, serve_args, stop
@@ -71,6 +75,18 @@ class FlowRig:
     def lines(self, name: str) -> list[str]:
         path = self.dir / name
         return path.read_text().splitlines() if path.exists() else []
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the current server's /metrics (0 when it is not there)."""
+        log = (self.dir / "server.log").read_text()
+        url = log.rsplit("metrics on ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def close(self) -> None:
         for proc in self.workers.values():
