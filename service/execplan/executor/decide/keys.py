@@ -47,7 +47,10 @@ def task_facts(step: Step, index: int) -> Facts:
 
     def value(expr: Expr, field: str) -> JsonValue:
         where = Where(state.execution_id, f"tasks[{index}].{field}")
-        return evaluate_binding(expr, context, step.evaluator, where)
+        try:
+            return evaluate_binding(expr, context, step.evaluator, where)
+        except EvaluationError as error:  # the task's error names the field
+            raise type(error)(f"{field}: {error}") from error
 
     def key(expr: Expr | None, field: str) -> str:
         return "" if expr is None else key_text(value(expr, field))
