@@ -29,6 +29,7 @@ import type { ExecutionEvent } from "./gen/execplan/v1/events_pb.js";
 import type { Execution, ExecutionState } from "./gen/execplan/v1/execution_pb.js";
 import {
   CancelExecutionRequestSchema,
+  DeleteRateLimitRequestSchema,
   ExecutorService,
   GetExecutionHistoryRequestSchema,
   GetExecutionRequestSchema,
@@ -36,15 +37,18 @@ import {
   GetUsageRequestSchema,
   ListCircuitBreakersRequestSchema,
   ListExecutionsRequestSchema,
+  ListLimitsRequestSchema,
   ListPlansRequestSchema,
   ListWorkersRequestSchema,
   PauseExecutionRequestSchema,
+  PurgeCacheRequestSchema,
   PurgeExecutionsRequestSchema,
   RegisterPlanRequestSchema,
   ReplayExecutionRequestSchema,
   ResumeExecutionRequestSchema,
   SendEventRequestSchema,
   SetBudgetRequestSchema,
+  SetRateLimitRequestSchema,
   StartExecutionRequestSchema,
   TerminateExecutionRequestSchema,
   UsageGrouping,
@@ -54,20 +58,25 @@ import {
 } from "./gen/execplan/v1/executor_service_pb.js";
 import type {
   CircuitBreakerStatus,
+  DeleteRateLimitResponse,
   GetExecutionHistoryResponse,
   GetExecutionResponse,
   GetPlanResponse,
   GetUsageResponse,
   ListCircuitBreakersResponse,
   ListExecutionsResponse,
+  ListLimitsResponse,
   ListPlansResponse,
   ListWorkersResponse,
   PlanSummary,
   PurgeExecutionsResponse,
+  PurgeCacheResponse,
+  RateLimitStatus,
   RegisterPlanResponse,
   ReplayExecutionRequest,
   ReplayExecutionResponse,
   SetBudgetResponse,
+  SetRateLimitResponse,
   StartExecutionRequest,
   StartExecutionResponse,
   StreamChunk,
@@ -80,7 +89,7 @@ import type { ExecutionPlan } from "./gen/execplan/v1/plan_pb.js";
 import { CompilePlanRequestSchema, PlannerService, SourceFormat } from "./gen/execplan/v1/planner_service_pb.js";
 import type { CompilePlanResponse } from "./gen/execplan/v1/planner_service_pb.js";
 import { BudgetAction, BudgetSchema, type Workflow, WorkflowSchema } from "./gen/execplan/v1/workflow_pb.js";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
@@ -194,6 +203,13 @@ export interface BudgetOptions {
   requestId?: string;
   /** Change this task's own budget (one the workflow gives it) instead of the execution's. */
   taskId?: string;
+}
+
+/** A token bucket: `units` per `periodMs`, holding `burst` (0 or absent: `units`). */
+export interface RateLimitOptions {
+  units: number;
+  periodMs: number;
+  burst?: number;
 }
 
 const GROUPING: Record<string, UsageGrouping> = {
@@ -517,6 +533,46 @@ export class ExecplanClient {
   async listWorkers(taskTypes: string[] = []): Promise<WorkerInfo[]> {
     const request = create(ListWorkersRequestSchema, { taskTypes });
     return (await this.call<ListWorkersResponse>(this.executor, "listWorkers", request)).workers;
+  }
+
+  /**
+   * Concurrency limits and token buckets with their levels per key, and the tasks
+   * waiting for them or for resources (ListLimits; `execplan limits`); of one name
+   * when given. docs/flow-control.md.
+   */
+  async listLimits(name = ""): Promise<ListLimitsResponse> {
+    return this.call<ListLimitsResponse>(this.executor, "listLimits", create(ListLimitsRequestSchema, { name }));
+  }
+
+  /**
+   * Registers or changes the token bucket `name` on the server (SetRateLimit; `execplan
+   * limits set`): `units` per `periodMs`, holding `burst` (default: `units`). Takes
+   * effect at once on every replica and wins over workflows' declarations of the name.
+   */
+  async setRateLimit(name: string, options: RateLimitOptions): Promise<RateLimitStatus> {
+    const { units, periodMs, burst = 0 } = options;
+    for (const [field, value] of [["units", units], ["periodMs", periodMs], ["burst", burst]] as const) {
+      if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${field} must be a whole number >= 0, not ${value}`);
+    }
+    const request = create(SetRateLimitRequestSchema, { name, units: BigInt(units), period: durationFromMs(periodMs), burst: BigInt(burst) });
+    const status = (await this.call<SetRateLimitResponse>(this.executor, "setRateLimit", request)).rateLimit;
+    if (status === undefined) throw new Error("SetRateLimit answered without the bucket");
+    return status;
+  }
+
+  /** Removes a bucket registered on the server (DeleteRateLimit); false when there was none. */
+  async deleteRateLimit(name: string): Promise<boolean> {
+    const request = create(DeleteRateLimitRequestSchema, { name });
+    return (await this.call<DeleteRateLimitResponse>(this.executor, "deleteRateLimit", request)).deleted;
+  }
+
+  /**
+   * Removes task result cache entries (PurgeCache; `execplan cache purge`): all, of one
+   * task type, or one key of it (as CacheHit.key shows it). Returns how many.
+   */
+  async purgeCache(options: { taskType?: string; key?: string } = {}): Promise<number> {
+    const request = create(PurgeCacheRequestSchema, { taskType: options.taskType ?? "", key: options.key ?? "" });
+    return Number((await this.call<PurgeCacheResponse>(this.executor, "purgeCache", request)).purged);
   }
 
   /**

@@ -6,6 +6,7 @@ export type {
   ControlOptions,
   ListOptions,
   PurgeOptions,
+  RateLimitOptions,
   ReplayOptions,
   StartOptions,
   StartResult,
