@@ -101,3 +101,53 @@ async def test_the_allow_list_refuses_other_origins(rig: FlowRig, web: TestHttpS
         assert refused.state == ex.EXECUTION_STATE_FAILED
         assert refused.tasks[0].error.type == "HttpOriginNotAllowed"
     assert web.requests == []
+
+
+METERED = """
+name: http-metered
+inputs:
+  path: {type: string, default: "json"}
+tasks:
+  - id: ask
+    type: builtin.http
+    inputs:
+      method: POST
+      url: "ORIGIN/${{ workflow.inputs.path }}"
+      body: {usage: {prompt_tokens: 1200, completion_tokens: 300}}
+      usage:
+        tokens_in: body.body.usage.prompt_tokens
+        tokens_out: body.body.usage.completion_tokens
+        cost:
+          - {from: body.body.usage.prompt_tokens, times: 0.000002}
+          - {from: body.body.usage.completion_tokens, times: 0.000008}
+        requests: 1
+    retry: {max_attempts: 2, initial_interval: 10ms}
+"""
+
+
+async def test_the_usage_input_counts_what_the_response_says(
+    rig: FlowRig, web: TestHttpServer
+) -> None:
+    rig.start_server()
+    source = METERED.replace("ORIGIN", web.origin)
+    async with ExecutorClient(rig.address) as client:
+        paid = await run(client, source, "json")
+        assert paid.state == ex.EXECUTION_STATE_SUCCEEDED, paid.error
+        expected = {"tokens_in": 1200, "tokens_out": 300, "cost": 0.0048, "requests": 1}
+        assert dict(paid.tasks[0].attempts[0].usage.counters) == pytest.approx(expected)
+        assert dict(paid.usage.counters) == pytest.approx(expected)
+
+        # A response without the mapped number fails for good, naming what is missing.
+        unmeasured = await run(client, source, "echo-auth")
+        assert unmeasured.state == ex.EXECUTION_STATE_FAILED
+        (task,) = unmeasured.tasks
+        assert task.attempt == 1 and task.error.type == "UsageMappingError"
+        # (the first counter by name that cannot be read: inputs are a Struct)
+        assert task.error.message == "usage.cost: the response has no body.body.usage.prompt_tokens"
+        assert not unmeasured.usage.counters
+
+        # A status the task does not expect fails as before and is not measured.
+        refused = await run(client, source, "status/503")
+        assert refused.state == ex.EXECUTION_STATE_FAILED
+        assert [a.error.type for a in refused.tasks[0].attempts] == ["HttpStatus"] * 2
+        assert not refused.usage.counters

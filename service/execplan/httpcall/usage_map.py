@@ -120,7 +120,9 @@ def measure(mapping: UsageMapping, output: object) -> dict[str, float]:
     """The usage `output` (a builtin.http result) holds by `mapping`; UsageMappingError
     naming the counter and the path it could not read."""
     out: dict[str, float] = {}
-    for counter, terms in mapping.items():
+    # By name: the mapping came through a Struct, whose key order is not the author's
+    # nor stable, and the error must name the same counter every time.
+    for counter, terms in sorted(mapping.items()):
         total = 0.0
         for term in terms:
             total += term.times * (_read(counter, term, output) if term.path else 1.0)

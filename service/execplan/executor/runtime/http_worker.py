@@ -8,8 +8,11 @@ special. The worker acknowledges each dispatch at once, heartbeats while the cal
 runs, and reports the response (`execplan.httpcall.client`) as a result:
 
     output   {"status": 200, "headers": {...}, "body": <JSON or text>}
+    usage    what the response says the call used, by the task's `usage` input
+             (`execplan.httpcall.usage_map`), beside the output
     error    HttpStatus / RateLimited (with retry_after) / HttpError / HttpTimeout /
-             ResponseTooLarge / HttpRequestInvalid / HttpOriginNotAllowed
+             ResponseTooLarge / HttpRequestInvalid / HttpOriginNotAllowed /
+             UsageMappingError
 
 At most `slots` calls run at once (its slots); each is an asyncio task off the pump,
 so a slow server holds up nothing else. A cancel (timeout, cancelled execution)
@@ -27,8 +30,9 @@ from execplan.executor.expressions.bindings import Literal, Template
 from execplan.executor.plan_view import NodeView
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import fill_value, from_struct
-from execplan.httpcall import rules
+from execplan.httpcall import rules, usage_map
 from execplan.httpcall.client import HttpCaller, HttpFailure, HttpOutcome, build_request
+from execplan.usage.codec import encode_usage
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
 
@@ -116,8 +120,9 @@ class HttpWorker:
         ref = dispatch.attempt
         self._message(conn, ws.ConnectRequest(acks=[ws.AssignmentAck(attempt=ref)]))
         beat = asyncio.get_running_loop().create_task(self._heartbeats(conn, ref))
+        used: dict[str, float] = {}
         try:
-            outcome = await self._call(dispatch)
+            outcome, used = await self._call(dispatch)
         except asyncio.CancelledError:
             return  # cancelled by the engine: no result, as for any cancelled attempt
         except Exception as error:  # a bug here must not leave the attempt hanging
@@ -126,12 +131,14 @@ class HttpWorker:
         finally:
             beat.cancel()
             self._calls.pop(key, None)
-        self._message(conn, ws.ConnectRequest(results=[_result(ref, outcome)]))
+        self._message(conn, ws.ConnectRequest(results=[_result(ref, outcome, used)]))
 
-    async def _call(self, dispatch: ws.Dispatch) -> HttpOutcome:
+    async def _call(self, dispatch: ws.Dispatch) -> tuple[HttpOutcome, dict[str, float]]:
+        """The response, and the usage it holds by the task's `usage` mapping."""
         assert self._caller is not None
         ref = dispatch.attempt
         node = self._node_of(ref.execution_id, ref.task_id)
+        inputs = from_struct(dispatch.inputs)
         try:
             if node is None:
                 raise rules.HttpRuleError("the task is not running here any more")
@@ -139,10 +146,19 @@ class HttpWorker:
             if dispatch.HasField("start_to_close_deadline"):
                 left = dispatch.start_to_close_deadline.ToMilliseconds() - self._now_ms()
                 timeout = max(1, min(left, rules.MAX_TIMEOUT_MS))
-            request = build_request(from_struct(dispatch.inputs), plan_origin(node), timeout)
+            request = build_request(inputs, plan_origin(node), timeout)
+            # Checked before sending: a bad mapping spends nothing.
+            mapping = usage_map.parse(inputs[usage_map.KEY]) if usage_map.KEY in inputs else {}
         except rules.HttpRuleError as error:
-            return HttpOutcome(error=_failure("HttpRequestInvalid", str(error), retryable=False))
-        return await self._caller.call(request, dict(dispatch.secrets))
+            failed = _failure("HttpRequestInvalid", str(error), retryable=False)
+            return HttpOutcome(error=failed), {}
+        outcome = await self._caller.call(request, dict(dispatch.secrets))
+        if outcome.error is not None or not mapping:
+            return outcome, {}  # a status not expected is not measured
+        try:
+            return outcome, usage_map.measure(mapping, outcome.output)
+        except usage_map.UsageMappingError as error:  # never silently zero
+            return HttpOutcome(error=_failure("UsageMappingError", str(error), retryable=False)), {}
 
     async def _heartbeats(self, conn: WorkerConn, ref: ws.AttemptRef) -> None:
         while True:
@@ -158,10 +174,12 @@ def _failure(kind: str, message: str, *, retryable: bool) -> HttpFailure:
     return HttpFailure(kind, message, retryable)
 
 
-def _result(ref: ws.AttemptRef, outcome: HttpOutcome) -> ws.TaskResult:
+def _result(ref: ws.AttemptRef, outcome: HttpOutcome, used: dict[str, float]) -> ws.TaskResult:
     result = ws.TaskResult(attempt=ref)
     if outcome.error is None:
         fill_value(result.output, outcome.output)
+        if used:  # beside the output: counted with the result (docs/usage.md)
+            encode_usage(used, result.usage)
         return result
     failure = outcome.error
     retry = ex.ERROR_RETRY_RETRYABLE if failure.retryable else ex.ERROR_RETRY_NON_RETRYABLE
