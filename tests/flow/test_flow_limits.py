@@ -114,6 +114,30 @@ async def test_a_key_limit_of_2_never_runs_more_than_2(rig: FlowRig) -> None:
         assert workers == {"m", "x"}
 
 
+FANNED = """
+name: fanned
+tasks:
+  - id: call
+    type: flow.call
+    for_each: "${{ [1, 2, 3, 4, 5, 6] }}"
+    inputs: {model: fan, ms: 300, n: "${{ item }}"}
+    limit: {key: "inputs.model", max: 2}
+"""
+
+
+async def test_for_each_instances_each_hold_their_own_slot(rig: FlowRig) -> None:
+    rig.start_server()
+    rig.worker("w1", "--slots", "8")
+    async with ExecutorClient(rig.address) as client:
+        execution_id = (await client.start(source=FANNED)).execution_id
+        done = await finished(client, execution_id)
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
+        limits = await client.list_limits("flow.call")
+        assert not limits.waiting  # every slot given back
+    assert len(rig.lines("concurrency.log")) == 6
+    assert peak(rig, "fan") == 2  # two at once: instances are not one holder
+
+
 async def test_a_10_per_second_bucket_holds_its_rate(rig: FlowRig) -> None:
     rig.start_server()
     rig.worker("w1", "--slots", "16")

@@ -8,9 +8,10 @@ breaker's key (docs/flow-control.md, "Keys").
     facts.cache_key   # "" when the task is not cached
     facts.breaker_key # "" for a breaker per task type
 
-Keys read `inputs` (the task's resolved inputs), `workflow.inputs` and `execution`;
-their values become text through `execplan.flow.keys.key_text`, the one rule every
-layer uses (the store, `execplan limits`, `execplan cache purge --key`).
+Keys read `inputs` (the task's resolved inputs), `workflow.inputs`, `execution` and
+an instance's `item` and `index`; their values become text through
+`execplan.flow.keys.key_text`, the one rule every layer uses (the store, `execplan
+limits`, `execplan cache purge --key`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ def task_facts(step: Step, index: int) -> Facts:
     """The facts of task `index`'s main attempt (its node has flow control or a keyed
     breaker); raises EvaluationError for a key or units that do not evaluate."""
     state = step.state
+    task = state.tasks[index]
     node = state.node(index)
-    inputs = step.evaluate(f"tasks[{index}].inputs", node.inputs, node.reads)
-    context = step.context(frozenset())
+    # As the dispatch resolves them: an instance's `item` and `index`, a sub-plan
+    # task's own `workflow` (step.py).
+    inputs = step.evaluate(step.field(task, ".inputs"), node.inputs, node.reads, task)
+    context = step.context(frozenset(), task)
     context["inputs"] = inputs
 
     def value(expr: Expr, field: str) -> JsonValue:
-        where = Where(state.execution_id, f"tasks[{index}].{field}")
+        where = Where(state.execution_id, step.field(task, f".{field}"))
         try:
             return evaluate_binding(expr, context, step.evaluator, where)
         except EvaluationError as error:  # the task's error names the field

@@ -130,7 +130,7 @@ class FlowGate:
 
     # -- the gate --------------------------------------------------------------------
     def admit(self, state: ExecutionState, index: int, now_ms: int) -> Verdict | None:
-        node = state.plan.nodes[index]
+        node = state.node(index)
         task = state.tasks[index]
         if node.flow is None or task.phase != MAIN:
             return None
