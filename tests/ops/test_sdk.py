@@ -1,17 +1,25 @@
-"""Live output, search and paging through the Python SDK against an in-process server
-(real SQLite file, port 0, SDK workers): what the watchers see, a slow watcher
-dropped while a fast one gets everything, and filtered paging that stays stable."""
+"""Live output, progress, search, paging, schedules and purge through the Python SDK
+against an in-process server (real SQLite file, port 0, SDK workers): what the
+watchers see, a slow watcher dropped while a fast one gets everything, filtered
+paging that stays stable, coalesced progress, a schedule's life and purge in pages."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from execplan.client import from_search_attributes
+from execplan.client import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    from_search_attributes,
+    from_value,
+)
 from execplan.v1 import events_pb2, execution_pb2, executor_service_pb2
 from execplan.worker import TaskContext
 
@@ -174,3 +182,93 @@ def test_a_handler_learns_a_bad_search_attribute_where_it_sets_it() -> None:
             ctx.set_search_attributes(bad)
     with pytest.raises(TypeError):
         ctx.set_search_attributes(when=object())
+
+
+STEPS = """
+name: steps
+tasks:
+  - id: work
+    type: sdk.steps
+"""
+
+
+async def steps(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    for i in range(50):  # far chattier than the 1 s progress interval lets through
+        ctx.heartbeat({"step": i})
+        await asyncio.sleep(0.03)
+    return {"steps": 50}
+
+
+async def test_progress_reaches_a_python_watcher_coalesced(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        env.worker({"sdk.steps": steps})
+        execution_id = await env.start(STEPS)
+        live: list[Any] = []
+        async with asyncio.timeout(20):
+            async for event in env.client.watch(execution_id):
+                if event.HasField("task_progress"):
+                    live.append(from_value(event.task_progress.progress))
+                if event.HasField("execution_completed"):
+                    break
+        # ~1.5 s of heartbeats at a 1 s interval: a few events, not 50; the last kept.
+        assert 1 <= len(live) <= 4, live
+        assert [p["step"] for p in live] == sorted(p["step"] for p in live)
+        stored = [e for e in await env.history(execution_id) if e.HasField("task_progress")]
+        assert [from_value(e.task_progress.progress) for e in stored] == live
+        got = await env.client.get(execution_id)
+        assert got.state == execution_pb2.EXECUTION_STATE_SUCCEEDED
+
+
+async def test_schedules_and_purge_through_the_python_client(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        schedules = env.client.schedules
+        created = await schedules.create("every-second", every=1, source=QUICK, overlap="allow")
+        assert created.created and created.schedule.name == "every-second"
+        again = await schedules.create("every-second", every=1, source=QUICK, overlap="allow")
+        assert not again.created  # the same definition: idempotent
+        with pytest.raises(AlreadyExistsError):
+            await schedules.create("every-second", every=2, source=QUICK)
+        with pytest.raises(InvalidArgumentError) as bad:
+            await schedules.create("bad", cron="61 * * * *", source=QUICK)
+        assert any(v.field.startswith("spec") for v in bad.value.violations)
+
+        async def ran() -> list[execution_pb2.Execution]:
+            f = 'execplan_schedule = "every-second"'
+            return [e async for e in env.client.list(filter=f)]
+
+        async def two_runs() -> bool:
+            return len(await ran()) >= 2
+
+        await env.until(two_runs, within=15)
+        assert [s.name async for s in schedules.list()] == ["every-second"]
+        paused = await schedules.pause("every-second", "maintenance")
+        assert paused.paused and paused.note == "maintenance"
+        await asyncio.sleep(0.3)  # a run the loop had in flight lands before the count
+        count = len(await ran())
+        await asyncio.sleep(2.2)
+        assert len(await ran()) == count  # paused: no slot fired
+        # Backfill three slots a minute ago, twice: the second finds them all run.
+        end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+        first = await schedules.backfill("every-second", end - timedelta(seconds=2), end)
+        assert (first.slots, first.started, first.already_run) == (3, 3, 0)
+        second = await schedules.backfill("every-second", end - timedelta(seconds=2), end)
+        assert (second.slots, second.started, second.already_run) == (3, 0, 3)
+        resumed = await schedules.resume("every-second")
+        assert not resumed.paused and resumed.info.runs >= count
+        assert await schedules.delete("every-second")
+        assert not await schedules.delete("every-second")
+        with pytest.raises(NotFoundError):
+            await schedules.get("every-second")
+
+        runs = await ran()
+        for run in runs:
+            await env.finish(run.execution_id)
+        dry = await env.client.purge('execplan_schedule = "every-second"', dry_run=True)
+        assert sorted(dry.execution_ids) == sorted(r.execution_id for r in runs)
+        done = await env.client.purge('execplan_schedule = "every-second"', limit=2)
+        assert done.purged == 2 and done.more
+        rest = await env.client.purge('execplan_schedule = "every-second"')
+        assert done.purged + rest.purged == len(runs) and not rest.more
+        assert await ran() == []
+        with pytest.raises(NotFoundError):
+            await env.client.get(runs[0].execution_id)
