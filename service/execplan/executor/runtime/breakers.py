@@ -171,8 +171,8 @@ class BreakerGate:
     # -- outcomes --------------------------------------------------------------------
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         """Counts the outcomes of breaker-guarded main attempts among `events`."""
-        if not state.plan.has_breakers:
-            return
+        if not state.plan.has_breakers and not any(s.plan.has_breakers for s in state.scopes):
+            return  # no breaker in the plan nor in a sub-plan
         now = self._now_ms()
         for event in events:
             outcome = _outcome(event)

@@ -177,7 +177,7 @@ class FlowGate:
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         """Stores the output of cached tasks that succeeded, pauses the rate-limit keys
         of attempts a provider throttled, and lets the admissions sweep ended ones."""
-        if not state.plan.has_flow:
+        if not uses_flow(state):
             return
         ended = False
         for event in events:
@@ -267,8 +267,13 @@ class FlowGate:
 
     async def adopt(self, state: ExecutionState) -> None:
         """An execution recovered, reloaded or claimed here: reconcile its slots."""
-        if state.plan.has_flow:
+        if uses_flow(state):
             await self.admissions.adopt(state.execution_id)
+
+
+def uses_flow(state: ExecutionState) -> bool:
+    """Does a task of the execution have flow control, a sub-plan's included?"""
+    return state.plan.has_flow or any(scope.plan.has_flow for scope in state.scopes)
 
 
 def _pending(ticket: Ticket, now_ms: int) -> Wait:

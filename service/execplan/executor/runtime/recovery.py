@@ -22,7 +22,7 @@ from execplan.executor.runtime.children import Children
 from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.deadlines import Deadlines
 from execplan.executor.runtime.executions import Executions
-from execplan.executor.runtime.flow import FlowGate
+from execplan.executor.runtime.flow import FlowGate, uses_flow
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.leases import LeaseKey, Leases
 from execplan.executor.runtime.reads import Reads
@@ -152,7 +152,7 @@ class Recovery:
             if task.state in ACTIVE_TASK_STATES and task.state != ex.TASK_STATE_QUEUED:
                 self._deadlines.whole_task(state, task.index)
         self._breakers.park_recovered(state)
-        if state.plan.has_flow:  # the store's slot holders of it, against its leases
+        if uses_flow(state):  # the store's slot holders of it, against its leases
             self._background.spawn(self._flow.adopt(state), "flow-adopt")
         self._scheduler.absorb(machine)
         self._children.resume(state, machine)
