@@ -204,3 +204,57 @@ async def test_raising_a_tasks_own_budget(address: str, tmp_path: Path) -> None:
     finally:
         await worker.stop()
         serving.cancel()
+
+
+SPENDING = """
+name: cli-usage-filter
+tasks:
+  - {id: a, type: cli.spend2}
+"""
+
+
+async def test_usage_by_search_attribute(address: str, tmp_path: Path) -> None:
+    from execplan.worker import TaskContext, Worker  # noqa: PLC0415
+
+    async def spend(inputs: dict[str, object], ctx: TaskContext) -> dict[str, object]:
+        ctx.usage(cost=0.25)
+        return {}
+
+    worker = Worker(address, worker_id="cli-usage-filter-w")
+    worker.task("cli.spend2")(spend)
+    serving = asyncio.create_task(worker.serve())
+    source = tmp_path / "spending.yaml"
+    source.write_text(SPENDING)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return execplan(address, *args)
+
+    try:
+        for customer in ("acme", "acme", "globex"):
+            run = await asyncio.to_thread(
+                cli, "run", str(source), "--attr", f"customer={customer}", "--wait"
+            )
+            assert run.returncode == 0, run.stderr
+        acme = await asyncio.to_thread(
+            cli, "usage", "--filter", 'customer = "acme"', "--since", "1h", "--format", "json"
+        )
+        assert acme.returncode == 0, acme.stderr
+        out = json.loads(acme.stdout)
+        assert out["executions"] == 2 and out["usage"] == {"cost": 0.5}
+        assert out["filter"] == 'customer = "acme"'
+        text = await asyncio.to_thread(
+            cli, "usage", "--workflow", "cli-usage-filter", "--filter", 'customer = "globex"'
+        )
+        assert text.stdout.splitlines()[0] == (
+            'workflow cli-usage-filter where customer = "globex": 1 execution with usage'
+        )
+        bad = await asyncio.to_thread(cli, "usage", "--filter", "customer ==")
+        assert bad.returncode != 0
+        # As `ls --filter`: the status and the field it names, with the column.
+        assert bad.stderr.splitlines() == [
+            "execplan: INVALID_ARGUMENT: bad filter: expected a value, found the end (column 12)",
+            "filter: column 12: expected a value, found the end",
+        ]
+    finally:
+        await worker.stop()
+        serving.cancel()

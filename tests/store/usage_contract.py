@@ -1,12 +1,15 @@
 """The usage part of the store contract (`Store.usage`), inherited by StoreContract:
 usage is written in the transaction of its event (a refused append writes none),
 and added up per execution (children included), per workflow (children included),
-per time range and per group."""
+per time range, per group and per search filter."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from execplan.errors import ConcurrencyConflict
+from execplan.search import SearchValue, parse
 from execplan.store import Append, ExecutionRecord, Store, StoredEvent
 from execplan.store.port import UsageQuery, UsageRecord
 
@@ -136,3 +139,40 @@ class UsageContract:
         )
         assert list(failed) == ["x"]
         assert (await store.usage(UsageQuery(execution_id="x"))).counters == {"cost": 11.0}
+
+    async def test_a_filter_counts_what_it_finds_and_their_children(self, store: Store) -> None:
+        for execution_id, workflow, parent, customer in (
+            ("f1", "agents", "", "acme"),
+            ("f2", "research", "f1", ""),  # a child of an acme execution
+            ("f3", "agents", "", "globex"),
+            ("f4", "agents", "", "acme"),
+        ):
+            record = _record(execution_id, workflow, parent)
+            if customer:
+                record = dataclasses.replace(
+                    record, search_attributes={"customer": SearchValue("string", customer)}
+                )
+            await store.create_execution(record, [_plain(execution_id, 1)])
+        await store.append(
+            [
+                Append("f1", (_spent("f1", 2, 2_000, cost=1),)),
+                Append("f2", (_spent("f2", 2, 2_000, cost=2),)),
+                Append("f3", (_spent("f3", 2, 2_000, cost=4),)),
+                Append("f4", (_spent("f4", 2, 5_000, cost=8),)),
+            ]
+        )
+        acme = await store.usage(UsageQuery(filter=parse('customer = "acme"')))
+        assert (acme.counters, acme.executions) == ({"cost": 11.0}, 3)
+        early = await store.usage(UsageQuery(filter=parse('customer = "acme"'), until_ms=3_000))
+        assert early.counters == {"cost": 3.0}
+        both = await store.usage(
+            UsageQuery(
+                workflow_name="agents", filter=parse('customer != "acme"'), group_by="workflow"
+            )
+        )
+        assert both.counters == {"cost": 4.0}
+        assert [g.key for g in both.groups] == ["agents"]
+        column = await store.usage(UsageQuery(filter=parse('workflow_name = "research"')))
+        assert column.counters == {"cost": 2.0}
+        nobody = await store.usage(UsageQuery(filter=parse('customer = "initech"')))
+        assert (nobody.counters, nobody.executions) == ({}, 0)

@@ -1,14 +1,16 @@
 """`execplan usage` and `execplan budget`: what executions spent, and their budgets.
 
-    execplan usage [--workflow W | --execution ID] [--since 24h|TIME] [--until TIME]
-                   [--by workflow|execution|task] [--format text|json]
-    execplan budget ID [--cost X] [--tokens N] [--limit NAME=X ...]
+    execplan usage [--workflow W | --execution ID] [--filter EXPR] [--since 24h|TIME]
+                   [--until TIME] [--by workflow|execution|task] [--format text|json]
+    execplan budget ID [--task T] [--cost X] [--tokens N] [--limit NAME=X ...]
                        [--on-exceeded pause|fail] [--resume] [--reason R] [--format text|json]
 
 `usage` adds up the usage recorded in a time range: of one execution, or of the
 executions of a workflow, in both cases with every child execution they started
 (docs/usage.md). `--since` is a duration back from now (`24h`, `7d`, `30m`) or an
-RFC 3339 time (`2026-12-01T00:00:00Z`). `--by` splits the total.
+RFC 3339 time (`2026-12-01T00:00:00Z`). `--filter` keeps the executions that the
+`ls --filter` language finds (`customer = "acme" AND priority > 3`: search
+attributes, state, workflow), with their children. `--by` splits the total.
 
 `budget ID` alone shows the execution's budget, what it spent and holds in reserve,
 and why it is paused if its budget paused it. With limits it changes them (the
@@ -43,6 +45,12 @@ def register(subparsers: Any) -> None:
     scope.add_argument("--execution", metavar="ID", help="this execution")
     usage.add_argument("--since", metavar="DURATION|TIME", help="e.g. 24h, or an RFC 3339 time")
     usage.add_argument("--until", metavar="TIME", help="an RFC 3339 time (default: now)")
+    usage.add_argument(
+        "--filter",
+        metavar="EXPR",
+        default="",
+        help="only executions it finds, e.g. 'customer = \"acme\"' (as ls --filter)",
+    )
     usage.add_argument("--by", choices=GROUPS, help="split the total")
     usage.add_argument("--format", choices=FORMATS, default="text")
     usage.set_defaults(handler=cmd_usage)
@@ -129,11 +137,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
             since=since,
             until=until,
             group_by=args.by or "",
+            filter=args.filter,
         )
         if args.format == "json":
             out: dict[str, Any] = {
                 "workflow": args.workflow,
                 "execution": args.execution,
+                "filter": args.filter or None,
                 "since": _iso(since),
                 "until": _iso(until),
                 "executions": response.executions,
@@ -164,6 +174,8 @@ def _usage_text(
         if args.execution
         else "all executions"
     )
+    if args.filter:
+        scope += f" where {args.filter}"
     window = (f" since {_iso(since)}" if since is not None else "") + (
         f" until {_iso(until)}" if until is not None else ""
     )

@@ -292,7 +292,10 @@ class MemoryStore(Store):
             for e in events
             if e.usage is not None
         ]
-        return fold(rows, query, parents, workflows)
+        found = None
+        if query.filter:
+            found = {e for e, r in self._executions.items() if self._matches(query.filter, r)}
+        return fold(rows, query, parents, workflows, found)
 
     # -- schedules -------------------------------------------------------------------
 

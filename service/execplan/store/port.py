@@ -153,6 +153,8 @@ class UsageQuery:
     since_ms: int | None = None
     until_ms: int | None = None
     group_by: str = ""
+    # Only executions this filter finds, with every execution they started.
+    filter: Filter = EMPTY
 
 
 @dataclass(frozen=True, slots=True)

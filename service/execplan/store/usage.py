@@ -15,6 +15,8 @@ Which rows a query takes (UsageQuery):
     workflow_name  rows of executions of that workflow, and of every execution one of
                    them started (walked up from the executions with usage in range)
     since/until    recorded_at_ms in [since, until)
+    filter         rows of the executions the filter finds (search attributes, state,
+                   workflow...: execplan.search), and of every execution they started
 
     sql, params = rollup_query(query)     # `?` placeholders (PostgreSQL: numbered)
     totals(rows, query.group_by)          # -> UsageTotals
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .port import StoredEvent, UsageGroup, UsageQuery, UsageTotals
+from .search_sql import filter_where
 
 # Groups returned at most (the largest by cost first).
 MAX_GROUPS = 1000
@@ -94,6 +97,16 @@ def rollup_query(query: UsageQuery) -> tuple[str, list[Any]]:
         params += [*time_params, query.workflow_name]
         where += " AND (u.workflow_name = ? OR u.execution_id IN (SELECT execution_id FROM scope))"
         where_params.append(query.workflow_name)
+    if query.filter:
+        conditions, filter_params = filter_where(query.filter)
+        ctes.append(
+            "found(execution_id) AS (SELECT execution_id FROM executions WHERE "
+            + " AND ".join(conditions)
+            + " UNION SELECT e.execution_id FROM executions e JOIN found s"
+            " ON e.parent_execution_id = s.execution_id WHERE e.parent_execution_id != '')"
+        )
+        params += filter_params
+        where += " AND u.execution_id IN (SELECT execution_id FROM found)"
     key = _KEY[query.group_by]
     ctes.append(
         f"f AS (SELECT {key} AS k, u.execution_id, u.counter, u.amount FROM usage u WHERE {where})"
@@ -140,9 +153,11 @@ def fold(
     query: UsageQuery,
     parent_of: Mapping[str, str],
     workflow_of: Mapping[str, str],
+    found: set[str] | None = None,
 ) -> UsageTotals:
     """The same roll-up in Python (the memory store): `rows` are (execution_id,
-    workflow_name, recorded_at_ms, task_id, counters) of every usage event."""
+    workflow_name, recorded_at_ms, task_id, counters) of every usage event; `found`:
+    the executions `query.filter` finds (None: no filter)."""
 
     def lineage(execution_id: str) -> Iterable[str]:
         seen: set[str] = set()
@@ -161,6 +176,8 @@ def fold(
         if query.until_ms is not None and at >= query.until_ms:
             continue
         if query.execution_id and query.execution_id not in lineage(execution_id):
+            continue
+        if found is not None and not any(a in found for a in lineage(execution_id)):
             continue
         if query.workflow_name and not (
             workflow == query.workflow_name

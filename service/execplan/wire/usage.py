@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from execplan import search
 from execplan.errors import FieldViolation, InvalidArgument, NotFound
 from execplan.store import Store
 from execplan.store.port import UsageQuery, UsageTotals
@@ -68,7 +69,8 @@ def usage_query(request: pb.GetUsageRequest) -> UsageQuery:
     since, until = _ms(request, "since"), _ms(request, "until")
     if since is not None and until is not None and since > until:
         raise InvalidArgument("since is after until", [FieldViolation("since", "at most until")])
-    return UsageQuery(request.execution_id, request.workflow_name, since, until, group_by)
+    found = search.parse(request.filter) if request.filter else search.EMPTY
+    return UsageQuery(request.execution_id, request.workflow_name, since, until, group_by, found)
 
 
 def encode_totals(totals: UsageTotals) -> pb.GetUsageResponse:

@@ -571,16 +571,19 @@ class ExecutorClient:
         since: datetime | timedelta | None = None,
         until: datetime | None = None,
         group_by: str = "",
+        filter: str = "",
     ) -> executor_service_pb2.GetUsageResponse:
         """Usage recorded over a time range, added up (GetUsage): of one execution or
         of a workflow's executions, child executions included; all when neither is
         given. `since` is a time, or how far back from now (`timedelta(hours=24)`);
-        `group_by` is "", "workflow", "execution" or "task"."""
+        `group_by` is "", "workflow", "execution" or "task"; `filter` keeps the
+        executions it finds (the `ls --filter` language: `customer = "acme"`), with
+        their children."""
         grouping = _GROUP_BY.get(group_by)
         if grouping is None:
             raise ValueError(f"group_by must be one of {', '.join(map(repr, _GROUP_BY))}")
         request = executor_service_pb2.GetUsageRequest(
-            execution_id=execution_id, workflow_name=workflow_name, group_by=grouping
+            execution_id=execution_id, workflow_name=workflow_name, group_by=grouping, filter=filter
         )
         if isinstance(since, timedelta):
             since = datetime.now(UTC) - since

@@ -1637,11 +1637,17 @@ class GetUsageRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """Usage of this execution and its children (all recorded, unless since/until)."""
     workflow_name: _builtins.str
     """Usage of the executions of this workflow and of their children."""
     group_by: Global___UsageGrouping.ValueType
+    filter: _builtins.str
+    """Usage of the executions this filter finds (the filter language of
+    ListExecutionsRequest.filter: search attributes, state, workflow...) and of their
+    children; with execution_id or workflow_name, of those among them.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Usage recorded at or after `since` and before `until` (unset: unbounded)."""
@@ -1656,10 +1662,11 @@ class GetUsageRequest(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
         group_by: Global___UsageGrouping.ValueType = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "group_by", b"group_by", "since", b"since", "until", b"until", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "filter", b"filter", "group_by", b"group_by", "since", b"since", "until", b"until", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
