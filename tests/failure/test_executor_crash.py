@@ -20,10 +20,10 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.worker import NonRetryableError, TaskContext, Worker
 
 if TYPE_CHECKING:
-    from tests.integration.harness import Cluster
+    from tests.integration.harness import ACK_FLUSH_ENV, Cluster
     from tests.support.server import history
 else:  # tests/ is on sys.path: see tests/support/__init__.py
-    from integration.harness import Cluster
+    from integration.harness import ACK_FLUSH_ENV, Cluster
     from support.server import history
 
 from .conftest import BACKOFF, RUN, finish, task_kinds
@@ -105,6 +105,58 @@ async def test_sigkill_during_retry_backoff(cluster: Cluster, workers: list[Work
         assert done.outputs["v"] == 2
         events = await history(client, execution_id)
         assert task_kinds(events, "a") == [*RUN, "task_failed", *BACKOFF, *RUN, "task_succeeded"]
+    finally:
+        await client.close()
+
+
+ACK_FLOW = """
+name: crash-ack
+tasks: [{id: a, type: k.slow}]
+outputs: {v: "${{ tasks.a.output }}"}
+"""
+
+
+async def test_sigkill_before_an_ack_is_durable_runs_the_attempt_once(
+    cluster: Cluster, workers: list[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An assignment ack has no commit of its own (docs/architecture.md): killed while
+    the worker runs the attempt and its ack is not in the log, the restarted server
+    neither re-dispatches it nor loses it; the result records the start with it."""
+    cluster.kill_server()
+    monkeypatch.setenv(ACK_FLUSH_ENV, "60000")  # the ack waits for another round
+    cluster.start_server()
+    began = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    async def slow(inputs: dict[str, Any], ctx: TaskContext) -> int:
+        runs.append(ctx.attempt)
+        began.set()
+        await release.wait()
+        return 7
+
+    serve(cluster, {"k.slow": slow}, workers)
+    client = ExecutorClient(cluster.address)
+    flow = ACK_FLOW
+    execution_id = (await client.start(source=flow)).execution_id
+    async with asyncio.timeout(10):
+        await began.wait()
+    await asyncio.sleep(0.2)  # the ack is sent; the ack deadline (1.5 s) is far
+    assert task_kinds(await history(client, execution_id), "a") == RUN[:2]  # not durable
+    client = await restart(cluster, client)
+    try:
+        async with asyncio.timeout(10):  # the worker is back, reclaiming the attempt
+            while True:
+                if await client.list_workers():
+                    break
+                await asyncio.sleep(0.05)
+        release.set()
+        done = await finish(client, execution_id, within=30)
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+        assert done.outputs["v"] == 7
+        events = await history(client, execution_id)
+        assert task_kinds(events, "a") == [*RUN, "task_succeeded"]
+        assert runs == [1]
     finally:
         await client.close()
 

@@ -22,8 +22,11 @@ else:  # tests/ is on sys.path: see tests/support/__init__.py
 
 # A server like `execplan serve`, but with engine graces short enough for tests
 # (the CLI does not expose them).
+# ACK_FLUSH_ENV (ms) holds assignment acks back for that long unless another round
+# commits (to kill a server while an ack is not yet durable).
+ACK_FLUSH_ENV = "EXECPLAN_TEST_ACK_FLUSH_MS"
 SERVER_SCRIPT = """
-import asyncio, sys
+import asyncio, os, sys
 from execplan.config import ServerConfig
 from execplan.server import ExecutorComponent
 from execplan.executor.runtime.engine import EngineConfig
@@ -31,7 +34,10 @@ from execplan.server import PlannerComponent, serve
 
 listen, db = sys.argv[1], sys.argv[2]
 config = ServerConfig(listen=listen, db_path=db, grace_seconds=2)
-engine = EngineConfig(ack_deadline_ms=1500, reconnect_grace_ms=1000, recovery_grace_ms=1000)
+engine = EngineConfig(
+    ack_deadline_ms=1500, reconnect_grace_ms=1000, recovery_grace_ms=1000,
+    ack_flush_ms=int(os.environ.get("EXECPLAN_TEST_ACK_FLUSH_MS", "20")),
+)
 executor = ExecutorComponent(db, config=engine, silence_ms=3000)
 asyncio.run(serve(config, [executor, PlannerComponent(config)]))
 """
