@@ -6,6 +6,7 @@ their declared and used resources."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -14,8 +15,10 @@ from execplan.v1 import execution_pb2 as ex
 
 if TYPE_CHECKING:
     from tests.support.flow_rig import FlowRig
+    from tests.support.processes import CLI
 else:
     from support.flow_rig import FlowRig
+    from support.processes import CLI
 
 GPU_FLOW = """
 name: gpu-flow
@@ -61,10 +64,20 @@ async def test_a_gpu_task_waits_for_the_gpu_worker_and_runs_there(rig: FlowRig) 
         run = await task(client, execution_id, "train")
         assert run.state == ex.TASK_STATE_QUEUED and run.attempt <= 1
         assert run.waiting.name == "gpu"
-        assert run.status_message.startswith("no live worker could ever fit it: it needs 1 gpu")
+        assert run.status_message == (
+            "needs 1 gpu; no live worker could ever fit it (the largest has 0)"
+        )
         # ... and in /metrics: both GPU tasks, nothing else.
         metric = "execplan_tasks_waiting"
         assert await asyncio.to_thread(rig.metric, metric, reason="unplaceable") == 2
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [*CLI, "get", execution_id, "--address", rig.address],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        (line,) = [ln for ln in shown.stdout.splitlines() if "train " in ln or ln.endswith("train")]
+        assert "QUEUED     1  needs 1 gpu; no live worker could ever fit" in line, shown.stdout
 
         async def prepped() -> bool:
             return (await task(client, execution_id, "prep")).state == ex.TASK_STATE_SUCCEEDED

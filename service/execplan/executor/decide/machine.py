@@ -27,7 +27,6 @@ from execplan.executor.decide import (
     subplans,
 )
 from execplan.executor.decide import effects as fx
-from execplan.executor.decide.keys import Facts, task_facts
 from execplan.executor.decide.step import DEFAULT_LIMITS, Step
 from execplan.executor.expressions.bindings import EvaluationError
 from execplan.executor.expressions.evaluation import DEFAULT_EVALUATOR, Evaluator, failure
@@ -136,11 +135,6 @@ class Machine:
         attempts.failed(self.step, task, error)
 
     # -- flow control ----------------------------------------------------------------
-    def facts(self, index: int) -> Facts:
-        """The flow-control facts of a queued main attempt (keys.py); raises
-        EvaluationError, or EvaluationPending with the runtime's evaluator."""
-        return task_facts(self.step, index)
-
     def cached(self, index: int, output: JsonValue, hit: ev.CacheHit) -> None:
         """A queued main attempt is answered from the result cache: no dispatch."""
         task = self.step.state.tasks[index]

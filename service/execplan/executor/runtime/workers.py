@@ -197,8 +197,9 @@ class WorkerRegistry:
                 short,
                 "",
                 now_ms,
-                message=f"no live worker could ever fit it: it needs {_amount(request, short)}"
-                f" and the largest has {_largest(live, short)}",
+                # What is short first: `execplan get` shows the first 48 characters.
+                message=f"needs {_amount(request, short)}; no live worker could ever fit it"
+                f" (the largest has {_largest(live, short)})",
             )
         if any(w.free > 0 for w in ever):
             short = capacity.shortfall(request, ever[0].free_resources())
