@@ -288,14 +288,40 @@ def test_purge_by_filter(address: str, files: dict[str, Path]) -> None:
 
 
 def test_every_read_command_takes_format_json(address: str, files: dict[str, Path]) -> None:
-    ok(execplan(address, "run", str(files["quick"]), "--wait"))
+    done = json.loads(ok(execplan(address, "run", str(files["quick"]), "--wait")))
+    assert done == {}  # the outputs of a workflow without outputs
+    execution_id = json.loads(ok(execplan(address, "ls", "--format", "json")))[0]["execution_id"]
     for command in (
         ["ls"],
+        ["get", execution_id],
+        ["history", execution_id],
         ["breakers"],
         ["limits"],
         ["schedule", "list"],
         ["plans"],
         ["workers"],
+        ["usage", "--execution", execution_id],
+        ["budget", execution_id],
     ):
         out = ok(execplan(address, *command, "--format", "json"))
         json.loads(out)
+    replay = json.loads(ok(execplan(address, "replay", execution_id, "--format", "json")))
+    assert replay["deterministic"] is True and replay["divergence"] is None
+    assert replay["events"] > 0
+    checked = execplan(
+        address, "replay", execution_id, "--plan", str(files["talk"]), "--format", "json"
+    )
+    against = json.loads(checked.stdout)
+    assert checked.returncode == 1 and against["compatible"] is False, checked.stderr
+    assert against["incompatibilities"] and against["candidate_plan_id"]
+    valid = json.loads(ok(execplan(address, "validate", str(files["quick"]), "--format", "json")))
+    assert valid == {"file": str(files["quick"]), "valid": True, "diagnostics": []}
+    broken = files["quick"].with_name("broken.yaml")
+    broken.write_text("name: broken\ntasks:\n  - id: a\n    type: t\n    depends_on: [zz]\n")
+    invalid = execplan(address, "validate", str(broken), "--format", "json")
+    assert invalid.returncode == 1 and invalid.stderr == ""
+    answer = json.loads(invalid.stdout)
+    assert not answer["valid"]
+    assert [(d["severity"], d["path"]) for d in answer["diagnostics"]] == [
+        ("error", "tasks[0].depends_on[0]")
+    ]

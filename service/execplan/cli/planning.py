@@ -2,10 +2,12 @@
 server needed).
 
     execplan plan FILE [--format text|json|dot|mermaid]    FILE `-` reads stdin
-    execplan validate FILE
+    execplan validate FILE [--format text|json]
 
 Exit 0 when the workflow is valid, 1 when it is not (one `path: message` line per
 error on stderr; warnings as `path: warning: message`), 2 when FILE is unreadable.
+`validate --format json` prints `{"file", "valid", "diagnostics": [{"severity",
+"code", "path", "message"}]}` on stdout instead (warnings included), same exit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -39,6 +42,7 @@ def register(subparsers: Any) -> None:
         "validate", help="check a workflow; print every problem", description=__doc__
     )
     _add_input(validate)
+    validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.set_defaults(handler=run_validate)
 
 
@@ -135,6 +139,19 @@ def run_plan(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     from execplan.planner import validate_source  # noqa: PLC0415
 
-    _report(args, validate_source(_read(args.file), _input_format(args)))
+    diagnostics = validate_source(_read(args.file), _input_format(args))
+    if args.format == "json":
+        return _print_json(args.file, diagnostics)
+    _report(args, diagnostics)
     print(f"{args.file}: valid")
     return 0
+
+
+def _print_json(file: str, diagnostics: Sequence[Diagnostic]) -> int:
+    valid = not any(d.severity == "error" for d in diagnostics)
+    listed = [
+        {"severity": d.severity, "code": d.code, "path": d.path, "message": d.message}
+        for d in diagnostics
+    ]
+    print(json.dumps({"file": file, "valid": valid, "diagnostics": listed}, indent=2))
+    return 0 if valid else EXIT_FAILURE
