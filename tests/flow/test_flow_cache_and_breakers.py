@@ -112,7 +112,7 @@ async def test_a_cache_hit_skips_the_dispatch_and_is_recorded(rig: FlowRig) -> N
         await asyncio.sleep(0.4)
         await run(client, short, {"q": "brief"})
         assert len(rig.lines("calls.log")) == 5  # expired
-        hits = await asyncio.to_thread(rig.metric, "execplan_cache_hits")
+        hits = await asyncio.to_thread(rig.metric, "execplan_cache_hits_total")
         assert hits == 2  # hello, then brief; the purged and the expired ones ran
 
 

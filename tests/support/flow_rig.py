@@ -4,7 +4,7 @@ tests/support/flow_worker.py` children sharing one results directory.
     rig = FlowRig(tmp_path)          # or FlowRig(tmp_path, db=postgres_dsn)
     rig.start_server(); rig.worker("gpu-1", "--capacity", "gpu=1")
     rig.lines("concurrency.log")     # what the workers wrote
-    rig.metric("execplan_cache_hits")   # with start_server("--metrics-listen", "127.0.0.1:0")
+    rig.metric("execplan_cache_hits_total")   # with start_server("--metrics-listen", "127.0.0.1:0")
     rig.close()
 """
 

@@ -22,7 +22,7 @@ Metrics (labels in brackets):
                                                        (type[key] for a keyed breaker)
     execplan_tasks_waiting{reason}                     gauge, queued tasks held back by
         concurrency_limit, rate_limit, resources or unplaceable (docs/flow-control.md)
-    execplan_cache_hits                                tasks answered from the result cache
+    execplan_cache_hits_total                          tasks answered from the result cache
     execplan_commit_seconds                            one group commit of the engine
     execplan_usage_total{counter}                      usage reported by tasks (tokens_in,
                                                        tokens_out, cost, ...; docs/usage.md;
@@ -47,7 +47,7 @@ from execplan.executor.waiting import KIND_NAMES
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 BUCKETS = (
@@ -122,7 +122,8 @@ class EngineMetrics:
 
 
 class LiveCollector(Collector):
-    """Gauges read at scrape time: executions by state, workers, slots, breakers."""
+    """Read at scrape time: executions by state, workers, slots, breakers, waiting
+    tasks (gauges) and cache hits (a counter)."""
 
     def __init__(self) -> None:
         self.engine: Any = None
@@ -130,7 +131,7 @@ class LiveCollector(Collector):
         # Set by `set_breaker_state` for breakers the engine does not expose itself.
         self.breakers: dict[str, str] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         states = GaugeMetricFamily(
             "execplan_executions_live", "Live executions by state", labels=["state"]
         )
@@ -175,7 +176,7 @@ class LiveCollector(Collector):
             waiting.add_metric([reason], count)
         yield waiting
         flow = getattr(self.engine, "flow", None)
-        yield GaugeMetricFamily(
+        yield CounterMetricFamily(  # exposed as execplan_cache_hits_total
             "execplan_cache_hits",
             "Tasks answered from the result cache since the server started",
             value=getattr(flow, "cache_hits", 0),
