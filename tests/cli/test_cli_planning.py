@@ -172,13 +172,16 @@ def test_serve_prints_port_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_serve_on_a_busy_port_fails_in_one_line() -> None:
+def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
     import socket  # noqa: PLC0415
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        run = execplan("serve", "--listen", f"127.0.0.1:{port}")
+        # Its own store: the default ./execplan.db is the checkout's, and one left there
+        # by an older schema made this fail on the store instead of the port.
+        db = str(tmp_path / "x.db")
+        run = execplan("serve", "--listen", f"127.0.0.1:{port}", "--db", db)
     assert run.returncode == 1
     assert run.stderr == f"execplan: cannot listen on 127.0.0.1:{port}: Address already in use\n"
