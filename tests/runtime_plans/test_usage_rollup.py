@@ -3,7 +3,8 @@ real server (docs/usage.md): a for_each task's usage is all its instances' (fail
 attempts included) and its budget covers them all; the for_each pre-check refuses a
 fan-out before any instance starts; repeat iterations add up and count toward the
 attempt cap; a parent's usage includes every child's, failed ones too, and GetUsage
-agrees without counting a child twice."""
+agrees without counting a child twice; a dynamic task's usage includes its
+sub-plan's."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from execplan.client import FailedPreconditionError
 from execplan.v1 import execution_pb2 as ex
-from execplan.worker import TaskContext
+from execplan.worker import SubPlan, TaskContext
 
 if TYPE_CHECKING:
     from tests.support.server import FAST, Env, environment
@@ -379,3 +380,36 @@ async def test_a_child_starts_under_what_is_left_of_its_parents_budget(tmp_path:
         done = await env.finish(parent_id)
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
         assert _counters(done.usage) == {"cost": 3.0}
+
+
+AGENT = """
+name: agent-usage
+budget: {cost: 10}
+tasks:
+  - id: agent
+    type: ru.agent
+    dynamic: true
+"""
+
+
+async def test_a_dynamic_task_counts_its_sub_plan(tmp_path: Path) -> None:
+    async def agent(inputs: dict[str, Any], ctx: TaskContext) -> SubPlan:
+        ctx.usage(cost=1.0)  # writing the plan
+        steps = [{"id": "a", "type": "ru.step"}, {"id": "b", "type": "ru.step"}]
+        return SubPlan({"name": "sub", "tasks": steps})
+
+    async def step(inputs: dict[str, Any], ctx: TaskContext) -> str:
+        ctx.usage(cost=0.25, tokens_out=10)
+        return ctx.task_id
+
+    async with environment(Env, tmp_path) as env:
+        env.worker({"ru.agent": agent, "ru.step": step})
+        done = await env.finish(await env.start(AGENT))
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
+        runs = {t.task_id: t for t in done.tasks}
+        assert _counters(runs["agent/a"].usage) == {"cost": 0.25, "tokens_out": 10.0}
+        assert _counters(runs["agent"].usage) == {"cost": 1.5, "tokens_out": 20.0}
+        assert _counters(done.usage) == {"cost": 1.5, "tokens_out": 20.0}
+        by_task = await env.client.usage(execution_id=done.execution_id, group_by="task")
+        groups = {g.key: _counters(g.usage)["cost"] for g in by_task.groups}
+        assert groups == {"agent": 1.0, "agent/a": 0.25, "agent/b": 0.25}
