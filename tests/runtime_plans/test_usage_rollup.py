@@ -413,3 +413,49 @@ async def test_a_dynamic_task_counts_its_sub_plan(tmp_path: Path) -> None:
         by_task = await env.client.usage(execution_id=done.execution_id, group_by="task")
         groups = {g.key: _counters(g.usage)["cost"] for g in by_task.groups}
         assert groups == {"agent": 1.0, "agent/a": 0.25, "agent/b": 0.25}
+
+
+STOPPED_PARENT = """
+name: parent-stopped
+tasks:
+  - id: review
+    type: builtin.workflow
+    workflow: review@1
+    retry: {max_attempts: 2, initial_interval: 10ms}
+    timeouts: {start_to_close: 1s}
+    inputs: {draft: "x"}
+"""
+
+
+async def test_a_child_stopped_by_its_tasks_timeout_still_counts(tmp_path: Path) -> None:
+    children = 0
+
+    async def check(inputs: dict[str, Any], ctx: TaskContext) -> str:
+        nonlocal children
+        children += 1
+        ctx.usage(cost=1.0)
+        if children == 1:
+            await ctx.wait_cancelled()  # the parent's attempt times out: cancelled
+            return "never"
+        await asyncio.sleep(0.5)  # the parent is still running when the first one ends
+        return "ok"
+
+    async with environment(Env, tmp_path) as env:
+        await env.client.register(source=CHILD)
+        env.worker({"ru.check": check})
+        done = await env.finish(await env.start(STOPPED_PARENT))
+        assert done.state == ex.EXECUTION_STATE_SUCCEEDED, done.error
+        (review,) = done.tasks
+        assert [a.error.type for a in review.attempts][:1] == ["Timeout"]
+        assert _counters(review.usage) == {"cost": 2.0}
+        assert _counters(done.usage) == {"cost": 2.0}
+        events = await env.history(done.execution_id)
+        ended = [e.child_execution_ended for e in events if e.HasField("child_execution_ended")]
+        assert sorted(ex.ExecutionState.Name(e.state) for e in ended) == [
+            "EXECUTION_STATE_CANCELLED",
+            "EXECUTION_STATE_SUCCEEDED",
+        ]
+        total = await env.client.usage(execution_id=done.execution_id)
+        assert _counters(total.usage) == {"cost": 2.0}
+        replay = await env.client.replay(done.execution_id)
+        assert replay.deterministic, replay.divergence

@@ -178,7 +178,15 @@ def ended(
         or extra is None
         or extra.child_execution_id != child_execution_id
     ):
-        return  # an earlier attempt's child, or the task was cancelled
+        # An earlier attempt's child, or the task was stopped: it decides nothing, but
+        # what it spent is the parent's too (recorded once: a child is watched once).
+        if used:
+            step.emit(
+                events.child_execution_ended(
+                    task_id, child_execution_id, outcome, None, error, used=used
+                )
+            )
+        return
     step.emit(
         events.child_execution_ended(
             task_id, child_execution_id, outcome, outputs, error, used=used

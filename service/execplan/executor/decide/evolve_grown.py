@@ -169,6 +169,9 @@ def _child_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> 
 def _child_ended(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.child_execution_ended
     task = state.task(body.task_id)
+    extra = state.extras.get(task.index)
+    if extra is None or extra.child_execution_id != body.child_execution_id:
+        return  # an earlier child (its usage is folded in decide/usage.py)
     name = ex.ExecutionState.Name(body.state).removeprefix("EXECUTION_STATE_")
     task.status_message = f"child execution {body.child_execution_id} ended {name}"
 
