@@ -103,3 +103,34 @@ def test_bindings_read_as_a_tuple_of_bindings() -> None:
     assert d.fallback is not None and isinstance(d.fallback.bindings, Bindings)
     assert [b.name for b in d.fallback.bindings] == ["why"]
     assert binding_value(3) == Literal(3) and binding_value(listed[1].value) is listed[1].value
+
+
+def test_streamed_plan_id_with_literals_of_every_kind() -> None:
+    """The streamed plan_id of bindings holding every type of plain literal,
+    expressions, odd names (%, quotes, non-ASCII) and values written the generic
+    way (a float, a struct) is the digest of canonical_json."""
+    plain = {
+        "i": 7,
+        "big": 2**53 - 1,
+        "neg": -3,
+        "s": 'say "hi" 100% %s \u00e9',
+        "t": True,
+        "f": False,
+        "z": None,
+        "e": "${{ workflow.inputs.n }}",
+        '100% %(x)s \u00e9 "q"': 1,
+    }
+    tasks = [
+        {"id": "a", "type": "t", "inputs": plain},
+        {"id": "b", "type": "t", "inputs": {**plain, "t": False, "f": True, "i": 8}},
+        {"id": "c", "type": "t", "inputs": {"e": "${{ tasks.a.output }}", "i": 1}},
+        {"id": "d", "type": "t", "inputs": {"e": "${{ tasks.b.output }}", "i": 2}},
+        {"id": "e", "type": "t", "inputs": {"e": 3, "i": "${{ workflow.inputs.n }}"}},
+        {"id": "f", "type": "t", "inputs": {**plain, "fl": 2.5, "st": {"k": [1, "%d"]}}},
+    ]
+    doc = {"name": "lits", "inputs": {"n": {"type": "integer", "default": 1}}, "tasks": tasks}
+    result = compile_document(doc)
+    assert result.plan is not None, result.diagnostics
+    text = canonical_json(result.plan)
+    assert result.plan.plan_id == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    assert '"literal":true' in text and '"literal":null' in text
