@@ -139,3 +139,34 @@ async def test_short_of_tokens_the_slot_goes_back_at_once() -> None:
     assert second.wait is not None and second.wait.name == "rpm" and second.wait.until_ms
     assert not second.holding
     assert [h.holder for h in await flow.holders()] == ["e1/a"]
+
+
+async def test_a_late_tenant_gets_the_next_slot_not_the_end_of_the_backlog() -> None:
+    admissions, _, world = setup()
+    backlog = []
+    for i in range(6):  # tenant a: six executions waiting for a limit of 1
+        t = ticket(f"a{i}")
+        t.fairness = "tenant-a"
+        backlog.append(t)
+    for t in backlog:
+        world.live.add(t.key[0])
+        world.queued.add(t.key)
+        admissions.ask(t)
+    await admissions.serve()
+    assert [t.state for t in backlog].count(GRANTED) == 1
+    late = ticket("b0")  # tenant b comes after all of them
+    late.fairness = "tenant-b"
+    world.live.add("b0")
+    world.queued.add(late.key)
+    admissions.ask(late)
+    await admissions.serve()
+    assert late.state == WAITING
+    first = next(t for t in backlog if t.state == GRANTED)
+    admissions.dispatched(first.key)
+    world.queued.discard(first.key)  # ran and ended: its slot comes free
+    for t in [*backlog, late]:
+        t.retry_at_ms = 0
+    await admissions.serve()  # releases the slot
+    await admissions.serve()
+    assert late.state == GRANTED  # round-robin: tenant b before a's next five
+    assert [t.state for t in backlog].count(GRANTED) == 1

@@ -5,8 +5,10 @@ The scheduler's gates run inside a pump round and cannot wait for the store. So 
 attempt with flow control gets a **ticket** the first time the flow gate sees it
 queued, and waits out of the ready queue; this loop serves every due ticket of the
 moment in one batch (cache lookups, then one transaction for the slots, one for the
-tokens) in the order the gate asked, which is the scheduler's fair order, and offers
-the tasks it admitted back to the scheduler (`offer`), which dispatches them.
+tokens) round-robin over fairness keys and executions (`fair_order`: tickets that
+wait keep their place, so a tenant arriving late is not queued behind another's
+backlog), and offers the tasks it admitted back to the scheduler (`offer`), which
+dispatches them.
 
     ticket = admissions.ask(key, make)      # the gate: PENDING, WAITING, GRANTED or HIT
     admissions.dispatched(key)              # the dispatch is decided: its slot is held
@@ -29,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from execplan.executor.waiting import CONCURRENCY_LIMIT, RATE_LIMIT, Wait, bracket
@@ -40,6 +43,7 @@ log = logging.getLogger("execplan.executor")
 
 POLL_MS = 1000
 MAX_BATCH = 2000
+MAX_SERVED_KEYS = 10_000
 
 PENDING, WAITING, GRANTED, HIT = "pending", "waiting", "granted", "hit"
 # (execution id, task index, phase, attempt, epoch): one admission per queued attempt.
@@ -55,6 +59,9 @@ class Ticket:
     take: TakeRequest | None
     cache_key: str  # "" when there is nothing to look up
     since_ms: int
+    # The execution's fairness key (StartExecution.fairness_key): due tickets are
+    # served round-robin over these, then over executions (`fair_order`).
+    fairness: str = ""
     state: str = PENDING
     holding: bool = False
     retry_at_ms: int = 0
@@ -68,6 +75,27 @@ class Ticket:
 
 def holder_of(execution_id: str, task_id: str) -> str:
     return f"{execution_id}/{task_id}"
+
+
+def fair_order(tickets: list[Ticket], last_served: Mapping[str, int]) -> list[Ticket]:
+    """`tickets` (oldest first) round-robin over fairness keys, the key served least
+    recently first (`last_served`: a rising number per key), and within one key over
+    executions, each in its own order: a tenant whose tasks came after another's
+    thousand waiting ones gets the next free slot, not the thousand-and-first."""
+    by_key: dict[str, dict[str, list[Ticket]]] = {}
+    for t in tickets:
+        by_key.setdefault(t.fairness, {}).setdefault(t.key[0], []).append(t)
+    if len(by_key) == 1 and len(next(iter(by_key.values()))) == 1:
+        return tickets  # one execution: its own order
+    keys = sorted(by_key, key=lambda k: last_served.get(k, 0))  # stable: oldest first
+    return _interleave([_interleave(list(by_key[k].values())) for k in keys])
+
+
+def _interleave(lists: list[list[Ticket]]) -> list[Ticket]:
+    out: list[Ticket] = []
+    for row in itertools.zip_longest(*lists):
+        out.extend(t for t in row if t is not None)
+    return out
 
 
 class Admissions:
@@ -98,6 +126,9 @@ class Admissions:
         self._to_release: list[str] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Fairness key -> when it was last served (a rising count), for `fair_order`.
+        self._served: dict[str, int] = {}
+        self._served_count = 0
 
     # -- from the gate (synchronous, inside a pump round) ----------------------------
     def get(self, key: TicketKey) -> Ticket | None:
@@ -216,11 +247,9 @@ class Admissions:
             holders, self._to_release = self._to_release, []
             await self._flow.release_slots(holders)
         now = self._now_ms()
-        due = [
-            t
-            for t in self._tickets.values()
-            if t.state in (PENDING, WAITING) and t.retry_at_ms <= now
-        ][:MAX_BATCH]
+        waiting = (t for t in self._tickets.values() if t.state in (PENDING, WAITING))
+        due = fair_order([t for t in waiting if t.retry_at_ms <= now], self._served)
+        due = due[:MAX_BATCH]
         if not due:
             return
         due = await self._lookups(due)
@@ -230,6 +259,15 @@ class Admissions:
             if self._tickets.get(t.key) is t:
                 t.state, t.wait = GRANTED, None
                 self._offer(t.key[0], t.key[1])
+                self._serving(t.fairness)
+
+    def _serving(self, fairness: str) -> None:
+        """Remembers when a fairness key was last served (for `fair_order`)."""
+        self._served_count += 1
+        self._served[fairness] = self._served_count
+        if len(self._served) > MAX_SERVED_KEYS:  # keep the keys that still wait
+            waiting = {t.fairness for t in self._tickets.values()}
+            self._served = {k: n for k, n in self._served.items() if k in waiting}
 
     async def _lookups(self, due: list[Ticket]) -> list[Ticket]:
         """Cache lookups of first-time tickets; returns the tickets that missed."""

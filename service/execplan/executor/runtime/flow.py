@@ -161,7 +161,9 @@ class FlowGate:
         take = TakeRequest(tuple(Use(*u) for u in facts.uses)) if facts.uses else None
         # The cache answers a task's first attempt; a retry runs (something failed).
         cache_key = facts.cache_key if state.tasks[index].attempt <= 1 else ""
-        return Ticket(key, task_id, node.type, slot, take, cache_key, now_ms)
+        return Ticket(
+            key, task_id, node.type, slot, take, cache_key, now_ms, fairness=state.fairness_key
+        )
 
     def _answer(self, machine: Machine, key: TicketKey, ticket: Ticket) -> None:
         entry = ticket.hit
