@@ -45,7 +45,7 @@ import hashlib
 import json
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import MISSING, fields, replace
+from dataclasses import replace
 from itertools import compress, repeat
 from operator import add, attrgetter, is_, mod
 from typing import Any, cast
@@ -74,6 +74,7 @@ from execplan.planner.plan import (
     ResourceBinding,
     Template,
     binding_value,
+    fields_beyond,
     items,
 )
 from execplan.usage import Budget
@@ -551,15 +552,7 @@ _SLOTS = 11
 )
 # Any other field of a node is written only when set (module docstring), by the
 # generic form: a node qualifies for the template when all of them are unset.
-_OTHER = [f.name for f in fields(PlanNode) if f.name not in _NODE_KEYS]
-_OTHER_DEFAULTS = tuple(
-    f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
-    for f in fields(PlanNode)
-    if f.name in _OTHER
-)
-_others: Callable[[PlanNode], object] = (
-    attrgetter(*_OTHER) if len(_OTHER) > 1 else lambda n: tuple(getattr(n, f) for f in _OTHER)
-)
+_others, _OTHER_DEFAULTS = fields_beyond(_NODE_KEYS)
 
 
 def _template_key(n: PlanNode) -> tuple[object, ...]:

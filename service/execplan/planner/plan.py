@@ -18,7 +18,7 @@ Objects may be shared between nodes (e.g. one `ResolvedRetryPolicy` built from
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import accumulate, chain, repeat
 from operator import attrgetter
@@ -446,6 +446,27 @@ class Plan:
             if n.task_id == task_id:
                 return n
         raise KeyError(task_id)
+
+
+def fields_beyond(
+    known: Iterable[str],
+) -> tuple[Callable[[PlanNode], object], tuple[object, ...]]:
+    """For a fast path that writes only the PlanNode fields `known`: a getter of all the
+    other fields (one C call per node: attrgetter of two or more names returns a tuple)
+    and what it returns when none of them is set. `getter(n) == unset` says the fast
+    path covers `n`; any other node goes the generic way, so a field added to the plan
+    later is never silently left out."""
+    known = frozenset(known)
+    other = [f for f in fields(PlanNode) if f.name not in known]
+    unset = tuple(
+        f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+        for f in other
+    )
+    names = [f.name for f in other]
+    getter: Callable[[PlanNode], object] = (
+        attrgetter(*names) if len(names) > 1 else lambda n: tuple(getattr(n, f) for f in names)
+    )
+    return getter, unset
 
 
 _C = TypeVar("_C")

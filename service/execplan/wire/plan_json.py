@@ -25,13 +25,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, astuple, fields, replace
+from dataclasses import astuple, fields, replace
 from itertools import repeat
 from operator import add, attrgetter
 from typing import Any
 
 from execplan.planner import Binding, Expression, Literal, Plan, PlanNode
-from execplan.planner.plan import EDGE_ORDER, Bindings, PlanEdges, binding_value, items
+from execplan.planner.plan import (
+    EDGE_ORDER,
+    Bindings,
+    PlanEdges,
+    binding_value,
+    fields_beyond,
+    items,
+)
 from execplan.v1 import plan_pb2
 
 # The codec's own pieces, so both write a node's shared fields from the same bytes.
@@ -106,16 +113,7 @@ _FAST_FIELDS = frozenset(
         "description",
     }
 )
-_OTHER = [f.name for f in fields(PlanNode) if f.name not in _FAST_FIELDS]
-_OTHER_DEFAULTS = tuple(
-    f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
-    for f in fields(PlanNode)
-    if f.name in _OTHER
-)
-# One C call per node: attrgetter of two or more names returns a tuple.
-_others: Callable[[PlanNode], object] = (
-    attrgetter(*_OTHER) if len(_OTHER) > 1 else lambda n: tuple(getattr(n, f) for f in _OTHER)
-)
+_others, _OTHER_DEFAULTS = fields_beyond(_FAST_FIELDS)
 
 # Field numbers of the per-node fields: the shared ones fall in the gaps between them.
 _NUMBER = {f.name: f.number for f in plan_pb2.PlanNode.DESCRIPTOR.fields}
