@@ -12,8 +12,7 @@ import json
 from typing import Any
 
 from execplan.cli import render
-from execplan.cli.common import add_address_option
-from execplan.cli.executions import _call
+from execplan.cli.common import add_address_option, run_with_client
 
 FORMATS = ("text", "json")
 
@@ -65,4 +64,4 @@ def cmd_breakers(args: argparse.Namespace) -> int:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypedDict
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 from execplan.config import DEFAULT_LISTEN
+
+if TYPE_CHECKING:
+    from execplan.client import ExecutorClient
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -86,6 +90,25 @@ def security_options(args: argparse.Namespace) -> SecurityOptions:
         tls_key=getattr(args, "tls_key", None),
         token=getattr(args, "token", None),
     )
+
+
+def run_with_client(
+    args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[int]]
+) -> int:
+    """Run `body` with a client; client errors become one-line CliErrors."""
+    from execplan.client import ExecplanClientError, ExecutorClient  # noqa: PLC0415
+
+    async def main() -> int:
+        async with ExecutorClient(args.address, **security_options(args)) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(main())
+    except ExecplanClientError as exc:
+        if exc.code.name == "UNAVAILABLE":
+            raise CliError(f"cannot reach a server at {args.address}: {exc.details}") from exc
+        lines = [f"{v.field}: {v.description}" for v in exc.violations]
+        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
 
 
 def read_text(path: str, max_chars: int | None = None) -> str:

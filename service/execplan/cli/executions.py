@@ -22,11 +22,10 @@ event, or `{"chunk": ...}`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli import render
@@ -36,7 +35,7 @@ from execplan.cli.common import (
     CliError,
     add_address_option,
     read_text,
-    security_options,
+    run_with_client,
     sequence_arg,
 )
 
@@ -116,23 +115,6 @@ def register(subparsers: Any) -> None:
 
 
 # -- plumbing ------------------------------------------------------------------------
-
-
-def _call(args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[int]]) -> int:
-    """Run `body` with a client; client errors become one-line CliErrors."""
-    from execplan.client import ExecplanClientError, ExecutorClient  # noqa: PLC0415
-
-    async def main() -> int:
-        async with ExecutorClient(args.address, **security_options(args)) as client:
-            return await body(client)
-
-    try:
-        return asyncio.run(main())
-    except ExecplanClientError as exc:
-        if exc.code.name == "UNAVAILABLE":
-            raise CliError(f"cannot reach a server at {args.address}: {exc.details}") from exc
-        lines = [f"{v.field}: {v.description}" for v in exc.violations]
-        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
 
 
 # A JSON number travels as a double (google.protobuf.Value): an integer past 2^53 - 1
@@ -290,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return _outcome(execution_id, done)
         raise CliError(f"the event stream of {execution_id} ended before the execution did")
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -313,7 +295,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return _outcome(args.execution_id, event.execution_completed)
         raise CliError(f"the event stream of {args.execution_id} ended before the execution did")
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -341,7 +323,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             print("\n".join(_summary(execution)))
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _summary(execution: Any) -> list[str]:
@@ -385,7 +367,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(render.event_line(event))
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -395,7 +377,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         print(f"{args.execution_id} {render.execution_state_name(state)}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_send_event(args: argparse.Namespace) -> int:
@@ -407,4 +389,4 @@ def cmd_send_event(args: argparse.Namespace) -> int:
         print(f"event {args.name} sent to {args.execution_id}: {where}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)

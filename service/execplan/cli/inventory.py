@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
-from execplan.cli.executions import _call
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
 
 FORMATS = ("text", "json")
 
@@ -81,7 +80,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         print(f"{what} {name} {registered.plan_id}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_plans(args: argparse.Namespace) -> int:
@@ -110,7 +109,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
         _table(rows)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
@@ -134,7 +133,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         _table(rows)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _json(messages: Sequence[Any]) -> int:

@@ -16,8 +16,7 @@ import json
 from typing import Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
-from execplan.cli.executions import _call
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
 
 FORMATS = ("text", "json")
 
@@ -139,7 +138,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
             print_limits(response)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_set(args: argparse.Namespace) -> int:
@@ -158,7 +157,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         print(f"{status.name}: {_rate(status)}, burst {status.burst} ({_source(status.source)})")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -168,7 +167,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         print(f"{args.name}: deleted")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -180,4 +179,4 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(f"purged {purged} cache entr{'y' if purged == 1 else 'ies'}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)

@@ -21,7 +21,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from execplan.cli.common import EXIT_FAILURE, add_address_option, read_text
+from execplan.cli.common import EXIT_FAILURE, add_address_option, read_text, run_with_client
 
 if TYPE_CHECKING:
     from execplan.client import ExecutorClient
@@ -42,8 +42,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415  (shared client plumbing)
-
     source: str | None = None
     plan_id: str | None = None
     if args.plan:
@@ -75,7 +73,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 code = EXIT_FAILURE
         return code
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _print_json(result: Any, *, checked_plan: bool) -> int:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, read_text
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, read_text, run_with_client
 
 if TYPE_CHECKING:
     from execplan.client import ExecutorClient
@@ -123,7 +123,7 @@ def _when(text: str | None, option: str) -> datetime | None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call, parse_inputs  # noqa: PLC0415
+    from execplan.cli.executions import parse_inputs  # noqa: PLC0415
     from execplan.cli.search import parse_attrs  # noqa: PLC0415
 
     source = read_text(args.file)
@@ -155,7 +155,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(f"schedule {answer.schedule.name} {verb}; {_next(answer.schedule)}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _next(schedule: Any) -> str:
@@ -186,8 +186,6 @@ def _overlap(spec: Any) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     async def body(client: ExecutorClient) -> int:
         schedules = [s async for s in client.schedules.list()]
         if args.format == "json":
@@ -212,12 +210,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     async def body(client: ExecutorClient) -> int:
         s = await client.schedules.get(args.name)
         if args.format == "json":
@@ -243,45 +239,37 @@ def cmd_get(args: argparse.Namespace) -> int:
         print("\n".join(lines))
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     async def body(client: ExecutorClient) -> int:
         await client.schedules.pause(args.name, args.reason)
         print(f"schedule {args.name} paused")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     async def body(client: ExecutorClient) -> int:
         schedule = await client.schedules.resume(args.name)
         print(f"schedule {args.name} resumed; {_next(schedule)}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     async def body(client: ExecutorClient) -> int:
         deleted = await client.schedules.delete(args.name)
         print(f"schedule {args.name} {'deleted' if deleted else 'did not exist'}")
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     start = _when(args.start, "--start")
     end = _when(args.end, "--end")
     assert start is not None and end is not None
@@ -299,4 +287,4 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
 
 if TYPE_CHECKING:
     from execplan.client import ExecutorClient
@@ -147,7 +147,7 @@ def build_filter(args: argparse.Namespace) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call, _state_arg  # noqa: PLC0415
+    from execplan.cli.executions import _state_arg  # noqa: PLC0415
 
     states = [_state_arg(s) for s in args.state]
     if args.limit < 1:
@@ -174,7 +174,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         _table(found)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _table(found: list[Any]) -> None:
@@ -222,8 +222,6 @@ def tasks_done(execution: Any) -> str:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from execplan.cli.executions import _call  # noqa: PLC0415
-
     clauses = [args.filter] if args.filter else []
     if args.older_than:
         clauses.append(f"finished_at < {literal(_ago(args.older_than, '--older-than'))}")
@@ -259,4 +257,4 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(f"{verb} {len(ids)} finished executions{extra}", file=sys.stderr)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)

@@ -24,8 +24,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option
-from execplan.cli.executions import _call
+from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
 from execplan.usage import COST, TOKENS, format_amount, spent
 
 FORMATS = ("text", "json")
@@ -161,7 +160,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             print(line)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _usage_text(
@@ -252,7 +251,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
                 print(line)
         return 0
 
-    return _call(args, body)
+    return run_with_client(args, body)
 
 
 def _limits_of(budget: Any) -> dict[str, float]:
