@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from execplan.flow import buckets
 from execplan.flow.rates import BucketSettings
 
-from .flow import BucketDef, CacheEntry, FlowStore, LimitLevel, SlotRequest
+from .flow import BucketDef, BucketLevel, CacheEntry, FlowStore, LimitLevel, SlotRequest
 
 if TYPE_CHECKING:
     from .sql import SqlStore
@@ -78,13 +78,23 @@ def to_cache(row: Row) -> CacheEntry:
     return CacheEntry(row[0], row[1], bytes(row[2]), int(row[3]), int(row[4]), row[5], row[6])
 
 
+def levels_at(defs: dict[str, BucketDef], rows: Any, now: int) -> list[BucketLevel]:
+    """Each level row of a defined bucket, refilled to `now`."""
+    out = []
+    for r in rows:
+        d = defs.get(r[0])
+        if d is not None:
+            out.append(BucketLevel(r[0], r[1], buckets.refill(to_level(r), d.settings, now)))
+    return out
+
+
 def _next_prefix(prefix: str) -> str:
     """The smallest string above every string starting with `prefix`."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class SqlFlowReads(FlowStore):
-    """The reads every SQL backend runs alike."""
+    """The reads every SQL backend runs alike (and the cache write, one upsert)."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
@@ -114,3 +124,16 @@ class SqlFlowReads(FlowStore):
             return to_cache(rows[0]) if rows else None
 
         return await self._store._query(GET_CACHE, (task_type, key, now_ms), convert)
+
+    async def put_cache(self, entry: CacheEntry) -> None:
+        e = entry
+        params = (
+            e.task_type,
+            e.key,
+            e.payload,
+            e.stored_ms,
+            e.expires_ms,
+            e.execution_id,
+            e.task_id,
+        )
+        await self._store._write(PUT_CACHE, params)

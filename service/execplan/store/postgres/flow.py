@@ -27,7 +27,6 @@ from ..flow import (
     SERVER,
     BucketDef,
     BucketLevel,
-    CacheEntry,
     SlotRequest,
     TakeRequest,
     TakeResult,
@@ -36,7 +35,7 @@ from ..flow import (
     pause_all,
     take_all,
 )
-from ..flow_sql import BUCKETS, LEVELS, PUT_CACHE, SqlFlowReads, purge_sql, to_def, to_level
+from ..flow_sql import BUCKETS, LEVELS, SqlFlowReads, levels_at, purge_sql, to_def, to_level
 from ..sql import numbered
 
 if TYPE_CHECKING:
@@ -233,25 +232,7 @@ class PostgresFlowStore(SqlFlowReads):
                 return await _now(conn), list(rows)
 
         now, rows = await self._pg._read(run)
-        out = []
-        for r in rows:
-            d = defs.get(r[0])
-            if d is not None:
-                out.append(BucketLevel(r[0], r[1], buckets.refill(to_level(r), d.settings, now)))
-        return now, out
-
-    async def put_cache(self, entry: CacheEntry) -> None:
-        e = entry
-        params = (
-            e.task_type,
-            e.key,
-            e.payload,
-            e.stored_ms,
-            e.expires_ms,
-            e.execution_id,
-            e.task_id,
-        )
-        await self._store._write(PUT_CACHE, params)
+        return now, levels_at(defs, rows, now)
 
     async def purge_cache(
         self, task_type: str = "", key: str = "", expired_before_ms: int = 0

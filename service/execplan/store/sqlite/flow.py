@@ -20,7 +20,6 @@ from ..flow import (
     SERVER,
     BucketDef,
     BucketLevel,
-    CacheEntry,
     SlotRequest,
     TakeRequest,
     TakeResult,
@@ -30,7 +29,7 @@ from ..flow import (
     take_all,
 )
 from ..flow_memory import now_ms
-from ..flow_sql import BUCKETS, LEVELS, PUT_CACHE, SqlFlowReads, purge_sql, to_def, to_level
+from ..flow_sql import BUCKETS, LEVELS, SqlFlowReads, levels_at, purge_sql, to_def, to_level
 
 if TYPE_CHECKING:
     from .store import SqliteStore
@@ -177,25 +176,7 @@ class SqliteFlowStore(SqlFlowReads):
         sql, params = (LEVELS + " WHERE name = ?", (name,)) if name else (LEVELS, ())
         rows = await self._store._query(sql + " ORDER BY name, key", params, list)
         now = now_ms()
-        out = []
-        for r in rows:
-            d = defs.get(r[0])
-            if d is not None:
-                out.append(BucketLevel(r[0], r[1], buckets.refill(to_level(r), d.settings, now)))
-        return now, out
-
-    async def put_cache(self, entry: CacheEntry) -> None:
-        e = entry
-        params = (
-            e.task_type,
-            e.key,
-            e.payload,
-            e.stored_ms,
-            e.expires_ms,
-            e.execution_id,
-            e.task_id,
-        )
-        await self._store._write(PUT_CACHE, params)
+        return now, levels_at(defs, rows, now)
 
     async def purge_cache(
         self, task_type: str = "", key: str = "", expired_before_ms: int = 0
