@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 from execplan.config import DEFAULT_LISTEN
 
 if TYPE_CHECKING:
-    from execplan.client import ExecutorClient
+    from execplan.client import ExecplanClientError, ExecutorClient
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -107,8 +107,23 @@ def run_with_client(
     except ExecplanClientError as exc:
         if exc.code.name == "UNAVAILABLE":
             raise CliError(f"cannot reach a server at {args.address}: {exc.details}") from exc
-        lines = [f"{v.field}: {v.description}" for v in exc.violations]
-        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
+        raise client_failure(exc) from exc
+
+
+def client_failure(exc: ExecplanClientError) -> CliError:
+    """A refusal from the server as a CliError: its code and details, then one line
+    per field violation."""
+    lines = [f"{v.field}: {v.description}" for v in exc.violations]
+    return CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines)
+
+
+def split_pair(item: str, option: str, form: str) -> tuple[str, str]:
+    """`item` (a value of `option`) split at its first `=`; a missing `=` or an empty
+    name is exit 2, naming the `form` the option expects (`K=V`, `NAME=VALUE`)."""
+    name, eq, value = item.partition("=")
+    if not eq or not name:
+        raise CliError(f"{option} expects {form}, got {item!r}", EXIT_USAGE)
+    return name, value
 
 
 def read_text(path: str, max_chars: int | None = None) -> str:

@@ -37,6 +37,7 @@ from execplan.cli.common import (
     read_text,
     run_with_client,
     sequence_arg,
+    split_pair,
 )
 
 if TYPE_CHECKING:
@@ -183,9 +184,7 @@ def parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
             raise CliError("--inputs-json must be a JSON object", EXIT_USAGE)
         inputs.update(value)
     for pair in pairs:
-        key, eq, text = pair.partition("=")
-        if not eq or not key:
-            raise CliError(f"--input expects K=V, got {pair!r}", EXIT_USAGE)
+        key, text = split_pair(pair, "--input", "K=V")
         try:
             inputs[key] = _loads(text)
         except (json.JSONDecodeError, _NotJson):

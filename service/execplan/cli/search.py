@@ -24,7 +24,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli import render
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
+from execplan.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    add_address_option,
+    run_with_client,
+    split_pair,
+)
 
 if TYPE_CHECKING:
     from execplan.client import ExecutorClient
@@ -94,9 +100,7 @@ def attr_value(text: str) -> Any:
 def parse_attrs(pairs: list[str], option: str = "--attr") -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     for pair in pairs:
-        key, eq, text = pair.partition("=")
-        if not eq or not key:
-            raise CliError(f"{option} expects K=V, got {pair!r}", EXIT_USAGE)
+        key, text = split_pair(pair, option, "K=V")
         attrs[key] = attr_value(text)
     return attrs
 

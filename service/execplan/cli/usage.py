@@ -24,7 +24,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
+from execplan.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    add_address_option,
+    run_with_client,
+    split_pair,
+)
 from execplan.usage import COST, TOKENS, format_amount, spent
 
 FORMATS = ("text", "json")
@@ -208,9 +214,7 @@ def _usage_text(
 def _limits(args: argparse.Namespace) -> dict[str, float]:
     limits: dict[str, float] = {}
     for item in args.limit:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise CliError(f"--limit expects NAME=X, got {item!r}", EXIT_USAGE)
+        name, value = split_pair(item, "--limit", "NAME=X")
         try:
             limits[name] = _amount(value)
         except argparse.ArgumentTypeError as exc:

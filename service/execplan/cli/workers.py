@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from execplan.cli.common import (
-    EXIT_FAILURE,
     EXIT_USAGE,
     CliError,
     add_address_option,
+    client_failure,
     security_options,
+    split_pair,
 )
 
 if TYPE_CHECKING:
@@ -110,8 +111,7 @@ def run_worker(args: argparse.Namespace) -> int:
     except ExecplanClientError as exc:
         # The server refused the registration (INVALID_ARGUMENT, PERMISSION_DENIED,
         # UNAUTHENTICATED): not a crash of ours, and retrying would not help.
-        lines = [f"{v.field}: {v.description}" for v in exc.violations]
-        raise CliError(f"{exc.code.name}: {exc.details}", EXIT_FAILURE, lines) from exc
+        raise client_failure(exc) from exc
     return 0
 
 
@@ -130,9 +130,7 @@ def _configure(worker: Worker, args: argparse.Namespace) -> None:
     if args.worker_id:
         worker.worker_id = args.worker_id
     for item in args.label:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise CliError(f"--label expects KEY=VALUE, got {item!r}", EXIT_USAGE)
+        key, value = split_pair(item, "--label", "KEY=VALUE")
         worker.labels[key] = value
     if args.environment is not None:
         worker.environment = args.environment
@@ -145,9 +143,7 @@ def _capacity(items: list[str]) -> Any:
 
     declared: dict[str, str | int] = {}
     for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise CliError(f"--capacity expects NAME=VALUE, got {item!r}", EXIT_USAGE)
+        name, value = split_pair(item, "--capacity", "NAME=VALUE")
         declared[name] = value if name in ("cpu", "memory") else _count(name, value)
     try:
         return encode(declared)
