@@ -55,7 +55,7 @@ def start(step: Step, task: TaskRun, node: NodeView) -> Outcome | None:
     return _START[node.builtin](step, task, node)
 
 
-def on_timer(step: Step, task: TaskRun, timer: Timer) -> Outcome | None:
+def on_timer(task: TaskRun, timer: Timer) -> Outcome | None:
     """A builtin's timer fired (already recorded); None when it changes nothing."""
     if task.state != ex.TASK_STATE_WAITING:
         return None

@@ -144,7 +144,7 @@ def _start_instance(step: Step, instance: TaskRun, node: NodeView) -> None:
     flow.queue(step, instance, node, MAIN, 1)
 
 
-def instance_done(step: Step, instance: TaskRun, grown: Grown) -> None:
+def instance_done(step: Step, grown: Grown) -> None:
     """An instance ended (the fold counted it): start the next, or end the task."""
     start_next(step, grown.parent)
 

@@ -246,10 +246,11 @@ def after_terminal(step: Step, task: TaskRun) -> None:
         return
     grown = state.grown_of(task.index)
     if grown is not None:
-        handled = grown.item_index < 0 and subplans.task_done(step, task, grown)
         if grown.item_index >= 0:
-            expand.instance_done(step, task, grown)
+            expand.instance_done(step, grown)
             handled = True
+        else:
+            handled = subplans.task_done(step, task, grown)
         if handled:
             # Its owner may have ended before it (a timeout): then this was the last
             # thing the execution waited for.

@@ -108,7 +108,7 @@ class Machine:
         if timer.purpose == ev.TIMER_PURPOSE_RETRY_BACKOFF:
             attempts.retry_due(self.step, task)
             return
-        outcome = builtins.on_timer(self.step, task, timer)
+        outcome = builtins.on_timer(task, timer)
         if outcome is not None:
             flow.settle(self.step, task, outcome)
 
