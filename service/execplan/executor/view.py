@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from execplan.executor.state import (
     ExecutionState,
+    Grown,
     TaskRun,
     execution_state_name,
     task_state_name,
@@ -34,7 +35,8 @@ def _task(
     node = state.node(task.index)
     target.task_id = state.task_id(task.index)
     target.type = node.type
-    _grown(state, task, target)
+    grown = state.grown_of(task.index)
+    _grown(state, task, grown, target)
     target.state = task.state  # type: ignore[assignment]
     target.phase = task.phase  # type: ignore[assignment]
     target.attempt = task.attempt
@@ -61,9 +63,8 @@ def _task(
     if task.progress_ms:
         fill_value(target.progress, task.progress)
         target.progress_at.FromMilliseconds(task.progress_ms)
-    grown = state.grown_of(task.index)
     if grown is None or grown.item_index < 0:  # an instance's is its for_each task's
-        own = spend.task_budgets.get(task.index) or state.node(task.index).budget
+        own = spend.task_budgets.get(task.index) or node.budget
         if own is not None:
             encode_budget(own, target.budget)
     for record in task.attempts:
@@ -84,9 +85,9 @@ def _task(
             record.error.fill(item.error)
 
 
-def _grown(state: ExecutionState, task: TaskRun, target: ex.TaskRun) -> None:
-    """Where a task came from and what grew from it (docs/runtime-plans.md)."""
-    grown = state.grown_of(task.index)
+def _grown(state: ExecutionState, task: TaskRun, grown: Grown | None, target: ex.TaskRun) -> None:
+    """Where a task came from (`grown`: its record, None for a plan node's task) and
+    what grew from it (docs/runtime-plans.md)."""
     if grown is not None:
         target.parent_task_id = state.task_id(grown.parent)
         if grown.item_index >= 0:
