@@ -168,14 +168,6 @@ def _unleased_ok(machine: Machine, task_id: str, phase: int, token: ev.AttemptTo
     return task
 
 
-def _index(state: ExecutionState, task_id: str) -> int:
-    """The index of a task of the plan, an instance or a sub-plan task."""
-    index = state.index_of(task_id)
-    if index is None:
-        raise KeyError(task_id)
-    return index
-
-
 def _feed(machine: Machine, event: ev.ExecutionEvent) -> None:
     """Calls the Machine method that the engine called for this input."""
     kind = event.WhichOneof("kind")
@@ -240,7 +232,7 @@ def _feed_control(machine: Machine, event: ev.ExecutionEvent, kind: str | None) 
     state = machine.state
     if kind == "execution_paused" and event.execution_paused.HasField("budget_exceeded"):
         # A budget held a dispatch back: the same dispatch must be held back again.
-        machine.dispatch(_index(state, event.execution_paused.budget_exceeded.task_id), "", "")
+        machine.dispatch(state.task(event.execution_paused.budget_exceeded.task_id).index, "", "")
     elif kind == "execution_paused":
         machine.pause(event.execution_paused.reason, event.execution_paused.request_id)
     elif kind == "execution_resumed":
