@@ -117,9 +117,12 @@ def _usage(state: ExecutionState, event: ev.ExecutionEvent) -> None:
         _release(state, key, covered)
 
 
-def _lease_ended(state: ExecutionState, task_id: str, phase: int, token: ev.AttemptToken) -> None:
-    task = state.task(task_id)
-    key = (task.index, phase, token.attempt, token.lease_epoch)
+def _token_ended(state: ExecutionState, task_id: str, phase: int, token: ev.AttemptToken) -> None:
+    _lease_ended(state, (state.task(task_id).index, phase, token.attempt, token.lease_epoch))
+
+
+def _lease_ended(state: ExecutionState, key: LeaseKey) -> None:
+    """The attempt `key` names ended: give back what it still held reserved."""
     lease = state.spend.leases.get(key)
     if lease is not None and lease.reserved:
         _release(state, key, lease.reserved)
@@ -128,22 +131,22 @@ def _lease_ended(state: ExecutionState, task_id: str, phase: int, token: ev.Atte
 
 def _succeeded(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     b = event.task_succeeded
-    _lease_ended(state, b.task_id, b.phase, b.token)
+    _token_ended(state, b.task_id, b.phase, b.token)
 
 
 def _failed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     b = event.task_failed
-    _lease_ended(state, b.task_id, b.phase, b.token)
+    _token_ended(state, b.task_id, b.phase, b.token)
 
 
 def _timed_out(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     b = event.task_timed_out
-    _lease_ended(state, b.task_id, b.phase, b.token)
+    _token_ended(state, b.task_id, b.phase, b.token)
 
 
 def _requeued(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     b = event.task_requeued
-    _lease_ended(state, b.task_id, b.phase, b.token)
+    _token_ended(state, b.task_id, b.phase, b.token)
 
 
 def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
@@ -152,12 +155,7 @@ def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     # The event names no token: the lease it ended is the task's last one.
     if task.attempts:
         last = task.attempts[-1]
-        _lease_ended(
-            state,
-            b.task_id,
-            last.phase,
-            ev.AttemptToken(attempt=last.attempt, lease_epoch=last.epoch),
-        )
+        _lease_ended(state, (task.index, last.phase, last.attempt, last.epoch))
 
 
 def _child_ended(state: ExecutionState, event: ev.ExecutionEvent) -> None:
