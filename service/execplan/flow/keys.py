@@ -17,8 +17,6 @@ import hashlib
 import json
 
 MAX_KEY_CHARS = 256
-# The key of a limit or bucket that declares no key expression.
-NO_KEY = ""
 
 
 def _canonical(value: object) -> str:

@@ -138,10 +138,6 @@ class Snapshot:
     payload: bytes
 
 
-# What `Store.usage` groups by.
-GROUP_BY = ("", "workflow", "execution", "task")
-
-
 @dataclass(frozen=True, slots=True)
 class UsageQuery:
     """Which usage `Store.usage` adds up: recorded in `[since_ms, until_ms)` (None:
@@ -152,7 +148,7 @@ class UsageQuery:
     workflow_name: str = ""
     since_ms: int | None = None
     until_ms: int | None = None
-    group_by: str = ""
+    group_by: str = ""  # "", "workflow", "execution" or "task"
     # Only executions this filter finds, with every execution they started.
     filter: Filter = EMPTY
 

@@ -34,7 +34,6 @@ TOKEN_COUNTERS = (TOKENS, TOKENS_IN, TOKENS_OUT)
 # Budget actions, as the proto enum value names.
 PAUSE = "BUDGET_ACTION_PAUSE"
 FAIL = "BUDGET_ACTION_FAIL"
-ACTIONS = (PAUSE, FAIL)
 
 # A counter name: short, lower-case, usable as a Prometheus label value and a CLI key.
 COUNTER_PATTERN = "[a-z][a-z0-9_]{0,63}"
