@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from execplan.executor.runtime.admission import GRANTED, WAITING, Admissions, Ticket
 from execplan.flow import rates
-from execplan.store.flow import SERVER, SlotRequest, TakeRequest, Use
-from execplan.store.flow_memory import MemoryFlowStore, now_ms
+from execplan.store.flow import SERVER, SlotRequest, TakeRequest, Use, now_ms
+from execplan.store.flow_memory import MemoryFlowStore
 
 
 class World:

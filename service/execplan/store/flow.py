@@ -33,6 +33,7 @@ writes back what changed, in one transaction.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,11 @@ from execplan.flow.rates import BucketSettings
 
 SERVER = "SERVER"
 WORKFLOW = "WORKFLOW"
+
+
+def now_ms() -> int:
+    """The wall clock of a single-process backend (memory, SQLite), in ms."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ loop each call is atomic, as a transaction is in the SQL backends.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from execplan.flow import buckets
@@ -24,13 +23,10 @@ from .flow import (
     TakeResult,
     grant,
     held_tag,
+    now_ms,
     pause_all,
     take_all,
 )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class MemoryFlowStore(FlowStore):

@@ -25,10 +25,10 @@ from ..flow import (
     TakeResult,
     grant,
     held_tag,
+    now_ms,
     pause_all,
     take_all,
 )
-from ..flow_memory import now_ms
 from ..flow_sql import BUCKETS, LEVELS, SqlFlowReads, levels_at, purge_sql, to_def, to_level
 
 if TYPE_CHECKING:
