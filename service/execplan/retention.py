@@ -23,12 +23,12 @@ new rows (no VACUUM needed, and none is run: it would lock the file).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
+from execplan.aio import cancel_and_wait
 from execplan.search import EMPTY, Filter
 from execplan.store.port import TERMINAL_STATE_NAMES, ExecutionRecord, Store
 
@@ -93,10 +93,7 @@ class Pruner:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

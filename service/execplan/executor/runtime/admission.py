@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from execplan.aio import cancel_and_wait
 from execplan.executor.waiting import CONCURRENCY_LIMIT, RATE_LIMIT, Wait, bracket
 from execplan.store.flow import CacheEntry, FlowStore, SlotRequest, TakeRequest
 
@@ -179,10 +180,7 @@ class Admissions:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._to_release:
             with contextlib.suppress(Exception):
                 await self._flow.release_slots(self._to_release)

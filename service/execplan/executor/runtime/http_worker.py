@@ -22,10 +22,10 @@ cancels the call. After a restart its attempts are re-leased like any worker's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from execplan.aio import cancel_and_wait
 from execplan.executor.expressions.bindings import Literal, Template
 from execplan.executor.plan_view import NodeView
 from execplan.executor.runtime.workers import WorkerConn
@@ -94,11 +94,7 @@ class HttpWorker:
 
     async def stop(self) -> None:
         calls, self._calls = list(self._calls.values()), {}
-        for call in calls:
-            call.cancel()
-        for call in calls:
-            with contextlib.suppress(asyncio.CancelledError):
-                await call
+        await cancel_and_wait(*calls)
         if self._caller is not None:
             await self._caller.close()
 

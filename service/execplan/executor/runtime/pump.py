@@ -19,12 +19,12 @@ execution the same way, its inputs held until the outcome is in (`evaluations.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections.abc import Callable
 
+from execplan.aio import cancel_and_wait
 from execplan.errors import ExecplanError, FailedPrecondition, OwnershipLost, StoreError
 from execplan.executor.decide.machine import Machine
 from execplan.executor.decide.step import DEFAULT_LIMITS
@@ -82,10 +82,7 @@ class Pump:
         self._stopping = True
         self._inbox.wake()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from execplan.aio import cancel_and_wait
 from execplan.errors import NotFound, StoreError, Unavailable
 from execplan.executor.values import JsonValue
 from execplan.store.port import TERMINAL_STATES, CommitListener, ReplicaStore
@@ -127,10 +128,7 @@ class Replica:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.begin_drain()
         if self.store.owner is not None:
             with contextlib.suppress(StoreError, Unavailable):

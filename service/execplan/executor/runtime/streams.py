@@ -21,10 +21,10 @@ the counters live as long as the execution is live here (`forget`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import cast
 
+from execplan.aio import cancel_and_wait
 from execplan.errors import SubscriberTooSlow
 from execplan.executor.state import TERMINAL_TASK_STATES, ExecutionState
 from execplan.v1 import events_pb2 as ev
@@ -199,6 +199,4 @@ async def merged(
                 subscription.taken(item)
             yield cast(ev.ExecutionEvent | pb.StreamChunk, item)
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        await cancel_and_wait(pump)
