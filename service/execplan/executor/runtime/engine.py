@@ -642,10 +642,6 @@ class Engine:
     def live_ids(self) -> list[str]:
         return list(self.executions)
 
-    @property
-    def live_count(self) -> int:
-        return len(self.executions)
-
 
 # A control call as `decide/requests.py` identifies it: (request_id, kind, digest).
 Repeat = tuple[str, str, str]

@@ -77,9 +77,6 @@ class Hub:
         """Open WatchExecution subscriptions of one execution (tests, diagnostics)."""
         return len(self._by_execution.get(execution_id, ()))
 
-    def watchers_of_all(self) -> int:
-        return len(self._all)
-
     def has_watchers_of_all(self) -> bool:
         return bool(self._all)
 

@@ -138,6 +138,3 @@ class ReadyQueues:
         # An emptied queue stays until the next take: a task pushed back (no worker
         # free) then keeps its execution's place in the fairness ring.
         return best[1], best[0][2]
-
-    def has_work(self, execution_id: str) -> bool:
-        return execution_id in self._queues
