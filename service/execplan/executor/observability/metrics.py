@@ -360,12 +360,19 @@ def _timed_out(
         o._task(wf, _task_type(s, body.task_id, body.phase), "failed")
 
 
+MAX_USAGE_COUNTERS = 100  # label values of execplan_usage_total{counter}
+
+
 def _usage(
     o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
 ) -> None:
-    # Counter names are checked (execplan.usage): short and few per report.
+    # Counter names are checked (execplan.usage): short and few per report, but any
+    # number across tasks: past MAX_USAGE_COUNTERS names, one label value holds the rest.
+    seen = o.usage_counters
     for name, amount in e.task_usage.usage.counters.items():
-        o.child(o.metrics.usage, name).inc(amount)
+        if name not in seen and len(seen) < MAX_USAGE_COUNTERS:
+            seen.add(name)
+        o.child(o.metrics.usage, name if name in seen else "other").inc(amount)
 
 
 def _simple(outcome: str, field: str) -> Handler:
