@@ -16,13 +16,13 @@ browser must present a certificate it signed (callers still identify by token).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from execplan.aio import cancel_and_wait
 from execplan.config import split_host_port
 from execplan.errors import Unavailable
 
@@ -85,9 +85,7 @@ class ConsoleServer:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), self._grace + 1)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         except Exception:
             log.exception("the console's HTTP server failed while stopping")
         self._task = None
