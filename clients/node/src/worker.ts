@@ -17,8 +17,9 @@
  * 3. every heartbeat interval: one message with a heartbeat for each running attempt
  *    and its latest progress (sooner, rate-limited, when ctx.heartbeat() has news);
  * 4. results are batched with whatever else is ready (one message per tick);
- * 5. `cancels` abort the handler's AbortSignal and drop its result; `rejections`
- *    are logged;
+ * 5. `cancels` and `rejections` (of an ack, heartbeat or result: the executor no
+ *    longer leases that attempt to this worker) abort the handler's AbortSignal and
+ *    drop its result;
  * 6. a local drain (drain()/SIGTERM): status{draining}, finish running attempts,
  *    send their results, half-close, wait for the server to end the stream, resolve.
  *    The server's `drain` (it is shutting down) does the same on this connection,
@@ -427,7 +428,9 @@ export class Worker {
       this.cancel(c.attempt, c.reason || "cancelled");
     }
     for (const r of res.rejections) {
-      this.log.info(`result ${r.attempt?.executionId}/${r.attempt?.taskId} rejected: ${r.reason}`);
+      if (!r.attempt) continue;
+      this.log.info(`attempt ${r.attempt.executionId}/${r.attempt.taskId} rejected: ${r.reason}`);
+      this.cancel(r.attempt, r.reason || "rejected");
     }
     for (const a of res.usageAcks) {
       if (!a.attempt) continue;
