@@ -101,6 +101,38 @@ test("ctx.stream reaches a watching client live; progress is recorded", async ()
   assert.deepEqual(progress.at(-1), { word: "tokens" });
 });
 
+const PAIR = `
+name: node-pair
+tasks:
+  - {id: talk, type: n.pair}
+  - {id: other, type: n.pair}
+`;
+
+test("watchTaskStream yields one task's chunks live and ends when that task ends", async () => {
+  let watching = false; // set once the watch has seen a chunk: the subscription is live
+  startWorker((w) =>
+    w.task("n.pair", async (_inputs, ctx) => {
+      while (!watching) {
+        ctx.stream(`${ctx.taskId}-tick`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const word of ["a", "b", "c"]) ctx.stream(`${ctx.taskId}-${word}`);
+      return {};
+    }),
+  );
+  const { executionId } = await client.start({ source: PAIR });
+  const seen = [];
+  for await (const chunk of client.watchTaskStream(executionId, "talk")) {
+    assert.equal(chunk.taskId, "talk");
+    seen.push(chunk.content.value);
+    watching = true;
+  }
+  // The loop ended by itself: the stream is closed once `talk` has ended.
+  const words = seen.filter((w) => w !== "talk-tick");
+  assert.deepEqual(words, ["talk-a", "talk-b", "talk-c"]);
+  await finish(client, executionId);
+});
+
 test("search attributes at start and from a task; list filters by them", async () => {
   const batch = `b${Date.now()}`;
   startWorker((w) =>
