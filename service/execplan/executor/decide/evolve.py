@@ -349,11 +349,16 @@ _HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] =
 }
 
 
-def evolve(state: ExecutionState, event: ev.ExecutionEvent) -> ExecutionState:
+def evolve(
+    state: ExecutionState, event: ev.ExecutionEvent, at: int | None = None
+) -> ExecutionState:
+    """`at`: the event's `recorded_at` in milliseconds when the caller has it (the
+    step that stamped it), else read from the event."""
     kind = event.WhichOneof("kind")
     if kind is None:
         raise ValueError(f"event {event.sequence} of {event.execution_id} has no kind")
-    at = event.recorded_at.ToMilliseconds()
+    if at is None:
+        at = event.recorded_at.ToMilliseconds()
     _HANDLERS[kind](state, event, at)
     spend = usage.FOLDS.get(kind)
     if spend is not None:

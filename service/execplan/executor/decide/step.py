@@ -63,7 +63,7 @@ class Step:
         event.execution_id = self.state.execution_id
         event.sequence = self.state.last_sequence + 1
         event.recorded_at.FromMilliseconds(self.now_ms)
-        evolve(self.state, event)
+        evolve(self.state, event, self.now_ms)
         self.events.append(event)
 
     def effect(self, effect: fx.Effect) -> None:

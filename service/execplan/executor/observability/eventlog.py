@@ -25,6 +25,19 @@ def trace_id_of(trace_context: dict[str, str]) -> str:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
+# The kinds that make a line (task_succeeded only at DEBUG).
+_LOGGED_KINDS = frozenset(
+    {
+        "execution_started",
+        "execution_completed",
+        "task_failed",
+        "task_timed_out",
+        "task_retry_scheduled",
+    }
+)
+_LOGGED_KINDS_DEBUG = _LOGGED_KINDS | {"task_succeeded"}
+
+
 class EventLogObserver(EngineObserver):
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("execplan.events")
@@ -32,12 +45,17 @@ class EventLogObserver(EngineObserver):
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         if not self.log.isEnabledFor(logging.INFO):
             return
+        logged = _LOGGED_KINDS
+        if self.log.isEnabledFor(logging.DEBUG):
+            logged = _LOGGED_KINDS_DEBUG
+        kinds = [event.WhichOneof("kind") for event in events]
+        if logged.isdisjoint(kinds):  # most rounds of most executions: nothing to log
+            return
         base = {"execution_id": state.execution_id}
         trace_id = trace_id_of(state.trace_context)
         if trace_id:
             base["trace_id"] = trace_id
-        for event in events:
-            kind = event.WhichOneof("kind")
+        for event, kind in zip(events, kinds, strict=True):
             if kind == "execution_started":
                 self.log.info("execution of %s started", state.plan.workflow_name, extra=base)
             elif kind == "execution_completed":

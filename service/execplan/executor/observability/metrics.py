@@ -194,11 +194,45 @@ def default_metrics() -> EngineMetrics:
 
 
 def _ms(event: ev.ExecutionEvent) -> int:
-    return event.recorded_at.ToMilliseconds()
+    # Timestamp.ToMilliseconds without its range check: the engine stamped it.
+    stamp = event.recorded_at
+    return stamp.seconds * 1000 + stamp.nanos // 1_000_000
 
 
 def _task_type(state: ExecutionState, task_id: str, phase: int) -> str:
     return state.node(state.task(task_id).index).type_for(phase)
+
+
+class TypeChildren:
+    """The children of one (workflow, task type) that every task updates, resolved
+    once: `labels()` costs more than the update itself."""
+
+    __slots__ = ("_ended", "_metrics", "created", "queue", "start", "task_type", "workflow")
+
+    def __init__(self, metrics: EngineMetrics, workflow: str, task_type: str) -> None:
+        self._metrics = metrics
+        self.workflow = workflow
+        self.task_type = task_type
+        self.created = metrics.tasks.labels(workflow, task_type, "created")
+        self.queue = metrics.queue_seconds.labels(workflow, task_type)
+        self.start = metrics.dispatch_to_start.labels(workflow, task_type)
+        # outcome -> (its execplan_tasks_total child, its task duration child)
+        self._ended: dict[str, tuple[Any, Any]] = {}
+
+    def ended(self, outcome: str) -> tuple[Any, Any]:
+        found = self._ended.get(outcome)
+        if found is None:
+            m, wf, task_type = self._metrics, self.workflow, self.task_type
+            found = self._ended[outcome] = (
+                m.tasks.labels(wf, task_type, outcome),
+                m.task_duration.labels(wf, task_type, outcome),
+            )
+        return found
+
+
+# What the observer keeps per task between its events: the kind of the last timing
+# mark, its time (ms), the phase it is for and that phase's children.
+Mark = tuple[str, int, int, TypeChildren]
 
 
 class MetricsObserver(EngineObserver):
@@ -207,10 +241,11 @@ class MetricsObserver(EngineObserver):
         self.metrics.live.engine = engine
         # execution id -> (state name) for the by-state gauge
         self._states: dict[str, str] = {}
-        # execution id -> task id -> (kind of the last timing mark, ms)
-        self._marks: dict[str, dict[str, tuple[str, int]]] = {}
+        # execution id -> task id -> its Mark
+        self._marks: dict[str, dict[str, Mark]] = {}
         # `labels()` costs more than the update itself: children cached by label values.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._types: dict[tuple[str, str], TypeChildren] = {}
         # Usage counter names seen (MAX_USAGE_COUNTERS).
         self.usage_counters: set[str] = set()
 
@@ -221,6 +256,23 @@ class MetricsObserver(EngineObserver):
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def of_type(self, workflow: str, task_type: str) -> TypeChildren:
+        found = self._types.get((workflow, task_type))
+        if found is None:
+            found = self._types[workflow, task_type] = TypeChildren(
+                self.metrics, workflow, task_type
+            )
+        return found
+
+    def children(
+        self, state: ExecutionState, workflow: str, mark: Mark | None, task_id: str, phase: int
+    ) -> TypeChildren:
+        """The children of a task's type in `phase`: from its mark when it is of that
+        phase, else looked up in the plan."""
+        if mark is not None and mark[2] == phase:
+            return mark[3]
+        return self.of_type(workflow, _task_type(state, task_id, phase))
+
     def set_breaker_state(self, task_type: str, state: str) -> None:
         """Hook for breakers: `closed`, `half_open` or `open`."""
         self.metrics.live.breakers[task_type] = state
@@ -228,13 +280,16 @@ class MetricsObserver(EngineObserver):
     # -- hooks ---------------------------------------------------------------------------
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         workflow = state.plan.workflow_name
-        marks = self._marks.setdefault(state.execution_id, {})
+        marks = self._marks.get(state.execution_id)
+        if marks is None:
+            marks = self._marks[state.execution_id] = {}
         moved = state.execution_id not in self._states
+        handlers = _HANDLERS
         for event in events:
             kind = event.WhichOneof("kind")
             if kind is None:
                 continue
-            handler = _HANDLERS.get(kind)
+            handler = handlers.get(kind)
             if handler is not None:
                 handler(self, state, workflow, marks, event)
             if kind in _EXECUTION_KINDS:
@@ -266,16 +321,17 @@ class MetricsObserver(EngineObserver):
 
 
 Handler = Any
+Marks = dict[str, Mark]
 
 
 def _execution_started(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     o.child(o.metrics.executions, wf, "started").inc()
 
 
 def _execution_completed(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     outcome = execution_state_name(e.execution_completed.state).lower()
     o.child(o.metrics.executions, wf, outcome).inc()
@@ -284,67 +340,72 @@ def _execution_completed(
 
 
 def _queued(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_queued
-    task_type = _task_type(s, body.task_id, body.phase)
+    task_id, phase = body.task_id, body.phase
+    children = o.children(s, wf, marks.get(task_id), task_id, phase)
     if body.attempt == 1:
-        o._task(wf, task_type, "created")
-    marks[body.task_id] = ("queued", _ms(e))
+        children.created.inc()
+    marks[task_id] = ("queued", _ms(e), phase, children)
 
 
 def _requeued(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_requeued
-    o._task(wf, _task_type(s, body.task_id, body.phase), "requeued")
-    marks[body.task_id] = ("queued", _ms(e))
+    task_id, phase = body.task_id, body.phase
+    children = o.children(s, wf, marks.get(task_id), task_id, phase)
+    o._task(wf, children.task_type, "requeued")
+    marks[task_id] = ("queued", _ms(e), phase, children)
 
 
 def _dispatched(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_dispatched
+    task_id, phase = body.task_id, body.phase
     at = _ms(e)
-    mark = marks.get(body.task_id)
+    mark = marks.get(task_id)
+    children = o.children(s, wf, mark, task_id, phase)
     if mark is not None and mark[0] == "queued":
-        task_type = _task_type(s, body.task_id, body.phase)
-        o.child(o.metrics.queue_seconds, wf, task_type).observe((at - mark[1]) / 1000)
-    marks[body.task_id] = ("dispatched", at)
+        children.queue.observe((at - mark[1]) / 1000)
+    marks[task_id] = ("dispatched", at, phase, children)
 
 
 def _started(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_started
+    task_id, phase = body.task_id, body.phase
     at = _ms(e)
-    mark = marks.get(body.task_id)
+    mark = marks.get(task_id)
+    children = o.children(s, wf, mark, task_id, phase)
     if mark is not None and mark[0] == "dispatched":
-        task_type = _task_type(s, body.task_id, body.phase)
-        o.child(o.metrics.dispatch_to_start, wf, task_type).observe((at - mark[1]) / 1000)
-    marks[body.task_id] = ("started", at)
+        children.start.observe((at - mark[1]) / 1000)
+    marks[task_id] = ("started", at, phase, children)
 
 
 def _ended(  # noqa: PLR0917
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, task_id: str, phase: int,
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, task_id: str, phase: int,
     outcome: str, at: int,
 ) -> None:  # fmt: skip
-    task_type = _task_type(s, task_id, phase)
-    o._task(wf, task_type, outcome)
     mark = marks.pop(task_id, None)
+    count, duration = o.children(s, wf, mark, task_id, phase).ended(outcome)
+    count.inc()
     if mark is not None and mark[0] in ("started", "dispatched"):
-        o.child(o.metrics.task_duration, wf, task_type, outcome).observe((at - mark[1]) / 1000)
+        duration.observe((at - mark[1]) / 1000)
 
 
 def _succeeded(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_succeeded
     _ended(o, s, wf, marks, body.task_id, body.phase, "succeeded", _ms(e))
 
 
 def _failed(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_failed
     outcome = "failed" if body.final else "attempt_failed"
@@ -352,7 +413,7 @@ def _failed(
 
 
 def _timed_out(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
 ) -> None:
     body = e.task_timed_out
     _ended(o, s, wf, marks, body.task_id, body.phase, "timed_out", _ms(e))

@@ -31,9 +31,9 @@ from execplan.executor.runtime.streams import StreamHub
 from execplan.executor.state import ExecutionState
 from execplan.executor.values import fill_struct
 from execplan.executor.view import encode_execution
-from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import worker_service_pb2 as ws
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 # Events that change what WatchExecutions subscribers see of an execution.
 _SUMMARY_KINDS = frozenset(
@@ -82,17 +82,28 @@ class Actor:
     def act(self, machine: Machine) -> None:
         """The external effects of `machine`, whose events are committed."""
         state = machine.state
-        for effect in machine.effects:
-            if isinstance(effect, fx.SendDispatch):
-                self._dispatch(state, effect)
-            elif isinstance(effect, fx.CancelLease):
-                ref = _ref(state, effect.index, effect.phase, effect.attempt, effect.epoch)
-                cancel = ws.CancelAttempt(attempt=ref, reason=effect.reason)
-                self._sessions.send(effect.worker_id, ws.ConnectResponse(cancels=[cancel]))
-            elif isinstance(effect, fx.ArmTimer):
-                self._deadlines.arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
-            elif isinstance(effect, fx.StartChild | fx.StopChild):
-                self._children.act(state, effect)
+        # One message per worker for all of this execution's dispatches and cancels
+        # (its outbox merges whatever is pending into one stream message anyway).
+        outgoing: dict[str, ws.ConnectResponse] = {}
+        try:
+            for effect in machine.effects:
+                if isinstance(effect, fx.SendDispatch | fx.CancelLease):
+                    message = outgoing.get(effect.worker_id)
+                    if message is None:
+                        message = outgoing[effect.worker_id] = ws.ConnectResponse()
+                    if isinstance(effect, fx.SendDispatch):
+                        self._dispatch(state, effect, message.dispatches)
+                    else:
+                        cancel = message.cancels.add(reason=effect.reason)
+                        _fill_ref(cancel.attempt, state, effect)
+                elif isinstance(effect, fx.ArmTimer):
+                    self._deadlines.arm(state.execution_id, effect.timer_id, effect.fire_at_ms)
+                elif isinstance(effect, fx.StartChild | fx.StopChild):
+                    self._children.act(state, effect)
+        finally:  # what was decided before a failing effect still goes
+            for worker_id, message in outgoing.items():
+                if message.dispatches or message.cancels:
+                    self._sessions.send(worker_id, message)
         events = machine.events
         self._breakers.committed(state, events)
         self._flow.committed(state, events)
@@ -109,19 +120,35 @@ class Actor:
         if state.terminal:
             self._executions.retire(state)
 
-    def _dispatch(self, state: ExecutionState, effect: fx.SendDispatch) -> None:
+    def _dispatch(
+        self,
+        state: ExecutionState,
+        effect: fx.SendDispatch,
+        dispatches: RepeatedCompositeFieldContainer[ws.Dispatch],
+    ) -> None:
+        """Adds the dispatch of `effect` to its worker's outgoing message, built in
+        place (no copy); it leaves again if building it fails."""
+        dispatch = dispatches.add()
+        try:
+            self._fill_dispatch(state, effect, dispatch)
+        except BaseException:
+            del dispatches[-1]
+            raise
+
+    def _fill_dispatch(
+        self, state: ExecutionState, effect: fx.SendDispatch, dispatch: ws.Dispatch
+    ) -> None:
         node = state.node(effect.index)
         timeouts = node.timeouts_for(effect.phase)
         now = self._now_ms()
         self._leases.beat(state.execution_id, effect.index, effect.epoch, now)
-        dispatch = ws.Dispatch(
-            attempt=_ref(state, effect.index, effect.phase, effect.attempt, effect.epoch),
-            task_type=effect.task_type,
-            idempotency_key=effect.idempotency_key,
-            heartbeat_timeout_ms=timeouts.heartbeat_ms,
-            trace_context=state.trace_context,
-            workflow_name=state.plan.workflow_name,
-        )
+        _fill_ref(dispatch.attempt, state, effect)
+        dispatch.task_type = effect.task_type
+        dispatch.idempotency_key = effect.idempotency_key
+        dispatch.heartbeat_timeout_ms = timeouts.heartbeat_ms
+        if state.trace_context:
+            dispatch.trace_context.update(state.trace_context)
+        dispatch.workflow_name = state.plan.workflow_name
         fill_struct(dispatch.inputs, effect.inputs)
         if effect.previous_error is not None:
             effect.previous_error.fill(dispatch.previous_error)
@@ -141,13 +168,13 @@ class Actor:
         self._deadlines.dispatched(state, effect.index, claim)
         if self._observers.observers:
             self._observers.dispatching(state, dispatch)
-        self._sessions.send(effect.worker_id, ws.ConnectResponse(dispatches=[dispatch]))
 
 
-def _ref(state: ExecutionState, index: int, phase: int, attempt: int, epoch: int) -> ws.AttemptRef:
-    return ws.AttemptRef(
-        execution_id=state.execution_id,
-        task_id=state.task_id(index),
-        phase=phase,  # type: ignore[arg-type]
-        token=ev.AttemptToken(attempt=attempt, lease_epoch=epoch),
-    )
+def _fill_ref(
+    ref: ws.AttemptRef, state: ExecutionState, effect: fx.SendDispatch | fx.CancelLease
+) -> None:
+    ref.execution_id = state.execution_id
+    ref.task_id = state.task_id(effect.index)
+    ref.phase = effect.phase  # type: ignore[assignment]
+    ref.token.attempt = effect.attempt
+    ref.token.lease_epoch = effect.epoch

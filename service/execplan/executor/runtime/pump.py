@@ -177,7 +177,7 @@ class Pump:
         appends = [
             Append(
                 execution_id=execution_id,
-                events=tuple(stored(e) for e in machine.events),
+                events=tuple(stored(e, machine.now_ms) for e in machine.events),
                 state=state_name(machine.state),
                 updated_at_ms=machine.state.updated_ms,
                 search_attributes=attribute_updates(machine.events),
@@ -224,13 +224,16 @@ def attribute_updates(events: list[ev.ExecutionEvent]) -> dict[str, SearchValue 
     return updates
 
 
-def stored(event: ev.ExecutionEvent) -> StoredEvent:
+def stored(event: ev.ExecutionEvent, recorded_at_ms: int | None = None) -> StoredEvent:
     """An event as the store keeps it (the payload is the serialized message). Usage
     goes beside the payload: the store writes it in the same transaction, for roll-ups
     (store/usage.py). An instance's usage is filed under its for_each task
     (`research[3]` under `research`): a roll-up by task across executions groups
-    what the same step of the workflow used."""
+    what the same step of the workflow used. `recorded_at_ms`: the event's time when
+    the caller has it (the machine's `now_ms`, which stamped every event it decided)."""
     kind = event.WhichOneof("kind") or ""
+    if recorded_at_ms is None:
+        recorded_at_ms = event.recorded_at.ToMilliseconds()
     spent = None
     if kind == "task_usage":
         body = event.task_usage
@@ -240,7 +243,7 @@ def stored(event: ev.ExecutionEvent) -> StoredEvent:
         execution_id=event.execution_id,
         sequence=event.sequence,
         kind=kind,
-        recorded_at_ms=event.recorded_at.ToMilliseconds(),
+        recorded_at_ms=recorded_at_ms,
         payload=event.SerializeToString(),
         usage=spent,
     )
