@@ -288,6 +288,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         self.limits = limits or Limits()
         self._streams: dict[str, int] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -298,7 +299,12 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None:
             return None
-        return self._wrap(handler, method)
+        # grpc asks for the handler on every call; the wrapped one is the same each
+        # time its inner handler is (one entry per method the server has).
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:
+            wrapped = self._wrapped[method] = (handler, self._wrap(handler, method))
+        return wrapped[1]
 
     # -- the checks ------------------------------------------------------------------
     def _principal(self, context: Ctx) -> Principal:
@@ -356,15 +362,17 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         """The same handler, with the checks in front (`open`: only the decode guard)
         and a request parser that cannot fail inside grpc (see `_tolerant`)."""
         guarded = service_of(method) not in OPEN_SERVICES
+        admitted = guarded and self._admits(method)
         req = _tolerant(handler.request_deserializer)
         resp = handler.response_serializer
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: Ctx) -> Any:
-                if guarded:
+                if admitted:
                     await self._checked(context, method)
-                await _well_formed(request, context)
+                if (refusal := _refusal(request)) is not None:
+                    await abort_with(context, refusal)
                 return await inner_uu(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, req, resp)
@@ -379,7 +387,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                 return grpc.unary_stream_rpc_method_handler(unary_write, req, resp)
 
             async def unary_stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
-                if guarded:
+                if admitted:
                     await self._checked(context, method)
                 await _well_formed(request, context)
                 async for item in inner_us(request, context):
@@ -407,7 +415,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                     except ExecplanError as exc:
                         await abort_with(context, exc)
                 try:
-                    checked = _registration_checked(_all_well_formed(requests, context), principal)
+                    checked = _checked_requests(requests, context, principal)
                     async for item in inner_ss(checked, context):
                         yield item
                 finally:
@@ -419,11 +427,18 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         inner_su: Any = handler.stream_unary
 
         async def stream_unary(requests: Any, context: Ctx) -> Any:
-            if guarded:
+            if admitted:
                 await self._checked(context, method)
             return await inner_su(_all_well_formed(requests, context), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, req, resp)
+
+    def _admits(self, method: str) -> bool:
+        """Whether a call of `method` can be refused by `_admit`. With authentication
+        off every caller is an admin, so only StartExecution's rate limit can refuse
+        one; other calls then skip reading their metadata and peer. (Worker streams
+        are admitted regardless: they count per principal.)"""
+        return self.tokens is not None or (method == START and self.limits.start_rate > 0)
 
     async def _checked(self, context: Ctx, method: str) -> Principal:
         try:
@@ -459,24 +474,28 @@ def _tolerant(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | 
 
 
 async def _well_formed(request: Any, context: Ctx) -> None:
+    if (refusal := _refusal(request)) is not None:
+        await abort_with(context, refusal)
+
+
+def _refusal(request: Any) -> InvalidArgument | None:
+    """Why a request is refused before any handler sees it, or None (the common case,
+    checked without an await: every message of a worker stream comes here)."""
     if isinstance(request, Malformed):
-        await abort_with(
-            context,
-            InvalidArgument(
-                "the request is not a valid protobuf message",
-                [FieldViolation("request", f"cannot be parsed ({request.reason})")],
-            ),
+        return InvalidArgument(
+            "the request is not a valid protobuf message",
+            [FieldViolation("request", f"cannot be parsed ({request.reason})")],
         )
     if isinstance(request, Message) and (violations := out_of_range(request)):
         first = violations[0]
-        await abort_with(
-            context, InvalidArgument(f"{first.field}: {first.description}", violations)
-        )
+        return InvalidArgument(f"{first.field}: {first.description}", violations)
+    return None
 
 
 async def _all_well_formed(requests: Any, context: Ctx) -> AsyncIterator[Any]:
     async for request in requests:
-        await _well_formed(request, context)
+        if (refusal := _refusal(request)) is not None:
+            await abort_with(context, refusal)
         yield request
 
 
@@ -492,13 +511,20 @@ def _same_kind(inner: Any, wrapper: Any) -> Any:
     return generator
 
 
-async def _registration_checked(requests: Any, principal: Principal) -> AsyncIterator[Any]:
-    """Pass worker messages through, refusing a registration of a task type the
-    principal is not listed for. The servicer's error translation turns the raised
-    PermissionDenied into PERMISSION_DENIED before anything is registered."""
+async def _checked_requests(
+    requests: Any, context: Ctx, principal: Principal
+) -> AsyncIterator[Any]:
+    """A guarded stream's messages, each well formed (`_well_formed`), refusing a
+    registration of a task type the principal is not listed for. The servicer's
+    error translation turns the raised PermissionDenied into PERMISSION_DENIED
+    before anything is registered. One generator for both checks: every message of
+    a worker stream passes through it."""
+    types = principal.task_types
     async for request in requests:
-        if principal.task_types is not None and request.HasField("register"):
-            extra = sorted(set(request.register.task_types) - principal.task_types)
+        if (refusal := _refusal(request)) is not None:
+            await abort_with(context, refusal)
+        if types is not None and request.HasField("register"):
+            extra = sorted(set(request.register.task_types) - types)
             if extra:
                 raise PermissionDenied(
                     f"{principal.name!r} may not register task types {', '.join(extra)}"

@@ -83,38 +83,85 @@ _COUNTS = {
 
 def out_of_range(message: Message) -> list[FieldViolation]:
     """Every field of `message` (and below) whose value the server cannot hold."""
+    if _fine(message):
+        return []
     found: list[FieldViolation] = []
     _walk(message, "", found)
     return found
 
 
+def _fine(message: Message) -> bool:
+    """Whether every field of `message` (and below) is in bounds: the common answer,
+    from one pass that builds no field paths; `_walk` then names what is not."""
+    strings, steps = _plan(message.DESCRIPTOR)
+    if strings is not None:
+        refused: list[FieldViolation] = []
+        _check_strings(message, strings, "", refused)
+        if refused:
+            return False
+    if not steps:
+        return True
+    # Only the fields that are set: a field left at its default (0, the first value
+    # of an enum, no message) holds nothing out of bounds.
+    for field, value in message.ListFields():
+        step = steps.get(field.number)
+        if step is None:
+            continue
+        kind, bound = step
+        if kind == _SCALAR:
+            if not _fits(bound, value):
+                return False
+        elif kind == _SCALARS:
+            if not all(_fits(bound, item) for item in value):
+                return False
+        elif kind == _MESSAGE:
+            if not _fine(value):
+                return False
+        elif kind == _MESSAGES:
+            if not all(_fine(item) for item in value):
+                return False
+        elif kind == _MAP_OF_MESSAGES:
+            if not all(_fine(item) for item in value.values()):
+                return False
+        elif not all(_fits(bound, item) for item in value.values()):
+            return False
+    return True
+
+
+def _fits(bound: frozenset[int] | None, value: int) -> bool:
+    """`bound`: an enum's numbers, or None for a uint64/fixed64 (at most MAX_INT64)."""
+    return value <= MAX_INT64 if bound is None else value in bound
+
+
 def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
-    strings = _STRINGS.get(message.DESCRIPTOR.full_name)
+    strings, steps = _plan(message.DESCRIPTOR)
     if strings is not None:
         _check_strings(message, strings, prefix, found)
-    for field in _checked_fields(message.DESCRIPTOR):
+    for field, value in message.ListFields():
+        step = steps.get(field.number)
+        if step is None:
+            continue
         if len(found) >= _MAX_VIOLATIONS:
             return
+        kind, _ = step
         path = f"{prefix}{field.name}"
-        value = getattr(message, field.name)
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
-            if field.is_repeated:
-                for index, item in enumerate(value):
-                    _check(field, item, f"{path}[{index}]", found)
-            else:
-                _check(field, value, path, found)
-        elif _is_map(field):
+        if kind == _SCALAR:
+            _check(field, value, path, found)
+        elif kind == _SCALARS:
+            for index, item in enumerate(value):
+                _check(field, item, f"{path}[{index}]", found)
+        elif kind == _MESSAGE:
+            _walk(value, f"{path}.", found)
+        elif kind == _MESSAGES:
+            for index, item in enumerate(value):
+                _walk(item, f"{path}[{index}].", found)
+        else:
             value_field = _type_of(field).fields_by_name["value"]
             for key, item in value.items():
-                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                if kind == _MAP_OF_MESSAGES:
                     _walk(item, f"{path}[{key!r}].", found)
                 else:
                     _check(value_field, item, f"{path}[{key!r}]", found)
-        elif field.is_repeated:
-            for index, item in enumerate(value):
-                _walk(item, f"{path}[{index}].", found)
-        elif message.HasField(field.name):
-            _walk(value, f"{path}.", found)
 
 
 def _check(field: FieldDescriptor, value: int, path: str, found: list[FieldViolation]) -> None:
@@ -159,11 +206,42 @@ def _numbers(enum_type: object) -> frozenset[int]:
     return frozenset(value.number for value in enum_type.values)  # type: ignore[attr-defined]
 
 
+# How a field is visited (see `_plan`), with the bound of a scalar (`_fits`).
+_SCALAR, _SCALARS, _MESSAGE, _MESSAGES, _MAP_OF_SCALARS, _MAP_OF_MESSAGES = (
+    "scalar",
+    "scalars",
+    "message",
+    "messages",
+    "map of scalars",
+    "map of messages",
+)
+_Step = tuple[str, frozenset[int] | None]
+
+
 @functools.cache
-def _checked_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
-    """The fields of a message type that can hold a value this module checks: a
-    uint64/fixed64 or enum, or a message with one somewhere below it."""
-    return tuple(field for field in descriptor.fields if _holds_checked(field, frozenset()))
+def _plan(descriptor: Descriptor) -> tuple[dict[str, int] | None, dict[int, _Step]]:
+    """A message type's string bounds (`_STRINGS`) and, by field number, how to visit
+    each field that can hold a value this module checks: a uint64/fixed64 or enum, or
+    a message with one somewhere below it. Decided once per message type."""
+    steps: dict[int, _Step] = {}
+    for field in descriptor.fields:
+        if not _holds_checked(field, frozenset()):
+            continue
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            steps[field.number] = (_SCALARS if field.is_repeated else _SCALAR, _bound(field))
+        elif _is_map(field):
+            value_field = _type_of(field).fields_by_name["value"]
+            if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                steps[field.number] = (_MAP_OF_MESSAGES, None)
+            else:
+                steps[field.number] = (_MAP_OF_SCALARS, _bound(value_field))
+        else:
+            steps[field.number] = (_MESSAGES if field.is_repeated else _MESSAGE, None)
+    return _STRINGS.get(descriptor.full_name), steps
+
+
+def _bound(field: FieldDescriptor) -> frozenset[int] | None:
+    return _numbers(field.enum_type) if field.type == FieldDescriptor.TYPE_ENUM else None
 
 
 def _holds_checked(field: FieldDescriptor, visiting: frozenset[str]) -> bool:
