@@ -87,6 +87,18 @@ async def test_a_different_request_is_refused_without_side_effects(
     assert [e.execution_id for e in executions] == [first.execution_id]
 
 
+async def test_a_reused_request_id_is_named_before_a_bad_input(client: ExecutorClient) -> None:
+    # The plan is registered by the first start, so the second leaves the request_id
+    # lookup to the store; refused earlier (bad inputs), it still names the reuse.
+    first = await client.start(source=WAIT, inputs={"n": 1}, request_id="r-7")
+    with pytest.raises(AlreadyExistsError) as caught:
+        await client.start(source=WAIT, inputs={"n": "not a number"}, request_id="r-7")
+    assert caught.value.reason == "REQUEST_ID_REUSED"
+    assert caught.value.metadata["executionId"] == first.execution_id
+    with pytest.raises(Exception, match="INVALID_ARGUMENT"):
+        await client.start(source=WAIT, inputs={"n": "not a number"}, request_id="r-8")
+
+
 async def test_concurrent_starts_with_one_request_id(client: ExecutorClient) -> None:
     same = await asyncio.gather(
         *(client.start(source=WAIT, inputs={"n": 5}, request_id="r-3") for _ in range(8))

@@ -298,30 +298,51 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         plan = await self._plan(request)
         check_format(plan)
         inputs = _finite(from_struct(request.inputs), "inputs")
-        # A repeated request_id: the execution it started, without registering this
-        # request's plan (AlreadyExists if the request differs). Then start; a
-        # concurrent duplicate is caught again by the store's unique request_id.
-        before = await self._engine.started_by(
-            request.request_id, plan.plan_id, inputs, request.fairness_key, attributes
-        )
-        if before is not None:
+
+        async def started_before() -> pb.StartExecutionResponse | None:
+            """The execution this request_id started, if any (AlreadyExists if the
+            request differs)."""
+            before = await self._engine.started_by(
+                request.request_id, plan.plan_id, inputs, request.fairness_key, attributes
+            )
+            if before is None:
+                return None
             return pb.StartExecutionResponse(
                 execution_id=before.execution_id, plan_id=before.plan_id, created=False
             )
-        view = await self._engine.register_plan(plan)
+
+        # A repeated request_id is answered with the execution it started, without a
+        # side effect of this request (its plan is not registered). When starting
+        # writes nothing before the store's create_execution (`quiet_plan`), that
+        # lookup is left to create_execution, which also catches concurrent
+        # duplicates; otherwise it is done first, here.
+        view = quiet = self._engine.quiet_plan(plan.plan_id)
+        if view is None:
+            if (answer := await started_before()) is not None:
+                return answer
+            view = await self._engine.register_plan(plan)
         trace = {
             k: v
             for k, v in context.invocation_metadata() or ()
             if k in ("traceparent", "tracestate") and isinstance(v, str)
         }
-        execution_id, created = await self._engine.start_execution(
-            view,
-            inputs,
-            request_id=request.request_id,
-            fairness_key=request.fairness_key,
-            trace_context=trace,
-            search_attributes=attributes,
-        )
+        try:
+            execution_id, created = await self._engine.start_execution(
+                view,
+                inputs,
+                request_id=request.request_id,
+                fairness_key=request.fairness_key,
+                trace_context=trace,
+                search_attributes=attributes,
+            )
+        except AlreadyExists:
+            raise
+        except ExecplanError:
+            # Refused before the store was asked (overloaded, bad inputs): the repeat
+            # of a request that started an execution still gets that execution.
+            if quiet is not None and (answer := await started_before()) is not None:
+                return answer
+            raise
         return pb.StartExecutionResponse(
             execution_id=execution_id, plan_id=view.plan_id, created=created
         )

@@ -533,6 +533,16 @@ class Engine:
     async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> PlanView:
         return await self.reads.register_plan(plan)
 
+    def quiet_plan(self, plan_id: str) -> PlanView | None:
+        """The plan's view when starting an execution of it writes nothing before the
+        store's `create_execution`: the plan is registered (its view is cached) and
+        declares no token buckets (`flow.declare`). A start of it may then leave a
+        repeated request_id to `create_execution`, which finds the execution that
+        request_id started inside its own transaction, instead of looking it up in a
+        read of its own first (`started_by`). None otherwise."""
+        view = self.reads.registered(plan_id)
+        return view if view is not None and not view.rate_limits else None
+
     async def get_plan(self, plan_id: str) -> plan_pb2.ExecutionPlan:
         return await self.reads.get_plan(plan_id)
 

@@ -63,6 +63,11 @@ class Reads:
             view = self._cache(decode_plan(plan))
         return view
 
+    def registered(self, plan_id: str) -> PlanView | None:
+        """The plan's view when it is in the cache: `register_plan` of it would then
+        write nothing."""
+        return self._cached(plan_id)
+
     async def keep_plan(self, plan: plan_pb2.ExecutionPlan) -> None:
         """Stores a plan for GetPlan without listing it (a sub-plan: it belongs to the
         execution whose dynamic task answered with it, not to ListPlans)."""
