@@ -36,6 +36,15 @@ def token(attempt: int, epoch: int) -> ev.AttemptToken:
     return ev.AttemptToken(attempt=attempt, lease_epoch=epoch)
 
 
+def _token(field: ev.AttemptToken, attempt: int, epoch: int) -> None:
+    """Fills a body's `token` in place: present even when both are zero, as `token()`
+    in a body's constructor makes it. (The hot constructors below build their event
+    in place: a body built alone is copied again into the event.)"""
+    field.SetInParent()
+    field.attempt = attempt
+    field.lease_epoch = epoch
+
+
 # -- the execution -----------------------------------------------------------------
 
 
@@ -132,8 +141,13 @@ def external_event_received(name: str, data: JsonValue, request_id: str, task_id
 
 
 def task_queued(task_id: str, phase: int, attempt: int, iteration: int = 0) -> Event:
-    body = ev.TaskQueued(task_id=task_id, phase=_phase(phase), attempt=attempt, iteration=iteration)
-    return Event(task_queued=body)
+    event = Event()
+    body = event.task_queued
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    body.attempt = attempt
+    body.iteration = iteration
+    return event
 
 
 def task_skipped(task_id: str, reason: str) -> Event:
@@ -151,31 +165,37 @@ def task_dispatched(
     principal: str,
     estimate: Mapping[str, float] | None = None,
 ) -> Event:
-    body = ev.TaskDispatched(
-        task_id=task_id,
-        phase=_phase(phase),
-        token=token(attempt, epoch),
-        worker_id=worker_id,
-        idempotency_key=idempotency_key,
-        principal=principal,
-    )
+    event = Event()
+    body = event.task_dispatched
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+    body.worker_id = worker_id
+    body.idempotency_key = idempotency_key
+    body.principal = principal
     if estimate:
         encode_usage(estimate, body.estimate)
-    return Event(task_dispatched=body)
+    return event
 
 
 def task_started(task_id: str, phase: int, attempt: int, epoch: int, worker_id: str) -> Event:
-    body = ev.TaskStarted(
-        task_id=task_id, phase=_phase(phase), token=token(attempt, epoch), worker_id=worker_id
-    )
-    return Event(task_started=body)
+    event = Event()
+    body = event.task_started
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+    body.worker_id = worker_id
+    return event
 
 
 def task_requeued(task_id: str, phase: int, attempt: int, epoch: int, reason: str) -> Event:
-    body = ev.TaskRequeued(
-        task_id=task_id, phase=_phase(phase), token=token(attempt, epoch), reason=reason
-    )
-    return Event(task_requeued=body)
+    event = Event()
+    body = event.task_requeued
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+    body.reason = reason
+    return event
 
 
 def task_succeeded(
@@ -190,25 +210,30 @@ def task_succeeded(
 ) -> Event:
     """`with_output` False: a for_each task, whose output (the list of its instances'
     outputs, each in its own event) is not written again."""
-    body = ev.TaskSucceeded(task_id=task_id, phase=_phase(phase), token=token(attempt, epoch))
+    event = Event()
+    body = event.task_succeeded
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
     if with_output:
         fill_value(body.output, output)
     if cache_hit is not None:
         body.cache_hit.CopyFrom(cache_hit)
-    return Event(task_succeeded=body)
+    return event
 
 
 def task_failed(
     task_id: str, phase: int, attempt: int, epoch: int, error: TaskError, *, final: bool
 ) -> Event:
-    body = ev.TaskFailed(
-        task_id=task_id,
-        phase=_phase(phase),
-        token=token(attempt, epoch),
-        error=error.to_proto(),
-        final=final,
-    )
-    return Event(task_failed=body)
+    event = Event()
+    body = event.task_failed
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+    body.error.SetInParent()
+    error.fill(body.error)
+    body.final = final
+    return event
 
 
 def task_timed_out(
@@ -361,15 +386,15 @@ def task_usage(
     report: int,
     worker_id: str,
 ) -> Event:
-    body = ev.TaskUsage(
-        task_id=task_id,
-        phase=_phase(phase),
-        token=token(attempt, epoch),
-        report=report,
-        worker_id=worker_id,
-    )
+    event = Event()
+    body = event.task_usage
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+    body.report = report
+    body.worker_id = worker_id
     encode_usage(usage, body.usage)
-    return Event(task_usage=body)
+    return event
 
 
 def budget_changed(

@@ -27,13 +27,23 @@ from execplan.executor.plan_view import NodeView
 from execplan.executor.state import ExecutionState, Limits, Scope, TaskRun, task_state_name
 from execplan.executor.values import JsonValue
 from execplan.v1 import events_pb2 as ev
+from google.protobuf.timestamp_pb2 import Timestamp
 
 DEFAULT_LIMITS = Limits()
 _UNSET: object = object()
 
 
 class Step:
-    __slots__ = ("_limits", "effects", "evaluator", "events", "expanding", "now_ms", "state")
+    __slots__ = (
+        "_limits",
+        "_stamp",
+        "effects",
+        "evaluator",
+        "events",
+        "expanding",
+        "now_ms",
+        "state",
+    )
 
     def __init__(
         self,
@@ -51,6 +61,8 @@ class Step:
         # for_each tasks whose instances are being started (decide/expand.py): an
         # instance that ends at once must not start the next one from inside.
         self.expanding: set[int] = set()
+        # `now_ms` as a Timestamp, copied into each event (cheaper than converting).
+        self._stamp: Timestamp | None = None
 
     @property
     def limits(self) -> Limits:
@@ -62,7 +74,11 @@ class Step:
     def emit(self, event: ev.ExecutionEvent) -> None:
         event.execution_id = self.state.execution_id
         event.sequence = self.state.last_sequence + 1
-        event.recorded_at.FromMilliseconds(self.now_ms)
+        stamp = self._stamp
+        if stamp is None:
+            stamp = self._stamp = Timestamp()
+            stamp.FromMilliseconds(self.now_ms)
+        event.recorded_at.CopyFrom(stamp)
         evolve(self.state, event, self.now_ms)
         self.events.append(event)
 

@@ -43,6 +43,12 @@ class TracingObserver(EngineObserver):
     def __init__(self, tracer_provider: Any = None) -> None:
         self._tracer = trace.get_tracer("execplan.executor", tracer_provider=tracer_provider)
         self._explicit = tracer_provider is not None
+        # Whether an SDK provider is set: once it is, for good (the global provider is
+        # set once). While it is not, the answer is kept until the next round or
+        # execution start (`_recheck`): asking costs ~2 us (the API looks a variable up
+        # in os.environ, a KeyError each time), several times per task.
+        self._on = self._explicit
+        self._known = self._explicit
         self._executions: dict[str, Span] = {}
         # execution id -> task id -> (lease epoch, attempt span)
         self._attempts: dict[str, dict[str, tuple[int, Span]]] = {}
@@ -107,11 +113,19 @@ class TracingObserver(EngineObserver):
         """False while no SDK tracer provider is set (the API's default proxy): then
         every span would be a no-op, so skip the bookkeeping; the engine has already
         put the client's context into each dispatch."""
-        if self._explicit:
-            return True
-        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        if not self._known:
+            self._on = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+            self._known = True
+        return self._on
+
+    def _recheck(self) -> None:
+        if not self._on:
+            self._known = False
 
     # -- hooks -----------------------------------------------------------------------
+    def round_committed(self, executions: int, events: int, seconds: float) -> None:
+        self._recheck()
+
     def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
         if not self._enabled():
             return
@@ -134,6 +148,8 @@ class TracingObserver(EngineObserver):
         dispatch.trace_context.update(carrier)
 
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+        if state.last_sequence == len(events):  # its first events: it just started
+            self._recheck()
         if not self._enabled() and not self._executions:
             return
         for event in events:

@@ -175,13 +175,7 @@ class Pump:
         """One group commit of the round; executions that did not commit are dropped
         from it (reloaded, or disowned when another replica owns them)."""
         appends = [
-            Append(
-                execution_id=execution_id,
-                events=tuple(stored(e, machine.now_ms) for e in machine.events),
-                state=state_name(machine.state),
-                updated_at_ms=machine.state.updated_ms,
-                search_attributes=attribute_updates(machine.events),
-            )
+            _append(execution_id, machine)
             for execution_id, machine in work.machines.items()
             if machine.events
         ]
@@ -214,36 +208,41 @@ class Pump:
 _INSTANCE = re.compile(r"(?:\[[0-9]+\])+$")
 
 
-def attribute_updates(events: list[ev.ExecutionEvent]) -> dict[str, SearchValue | None]:
-    """The search attributes `events` set (None: removed), for the store's index, which
-    is written in the same transaction as the events."""
+def _append(execution_id: str, machine: Machine) -> Append:
+    """What the store appends for the events `machine` decided this round, in one
+    pass over them. Every event of a machine has the same id and time (Step.emit)."""
+    now = machine.now_ms
+    events = []
     updates: dict[str, SearchValue | None] = {}
-    for event in events:
-        if event.HasField("search_attributes_updated"):
+    for event in machine.events:
+        kind = event.WhichOneof("kind") or ""
+        if kind == "search_attributes_updated":
             updates.update(decode_map(event.search_attributes_updated.attributes))
-    return updates
+        events.append(_stored(event, kind, execution_id, now))
+    return Append(
+        execution_id=execution_id,
+        events=tuple(events),
+        state=state_name(machine.state),
+        updated_at_ms=machine.state.updated_ms,
+        search_attributes=updates,
+    )
 
 
-def stored(event: ev.ExecutionEvent, recorded_at_ms: int | None = None) -> StoredEvent:
+def stored(event: ev.ExecutionEvent) -> StoredEvent:
     """An event as the store keeps it (the payload is the serialized message). Usage
     goes beside the payload: the store writes it in the same transaction, for roll-ups
     (store/usage.py). An instance's usage is filed under its for_each task
     (`research[3]` under `research`): a roll-up by task across executions groups
-    what the same step of the workflow used. `recorded_at_ms`: the event's time when
-    the caller has it (the machine's `now_ms`, which stamped every event it decided)."""
+    what the same step of the workflow used."""
     kind = event.WhichOneof("kind") or ""
-    if recorded_at_ms is None:
-        recorded_at_ms = event.recorded_at.ToMilliseconds()
+    return _stored(event, kind, event.execution_id, event.recorded_at.ToMilliseconds())
+
+
+def _stored(event: ev.ExecutionEvent, kind: str, execution_id: str, at_ms: int) -> StoredEvent:
     spent = None
     if kind == "task_usage":
         body = event.task_usage
         task_id = _INSTANCE.sub("", body.task_id)
         spent = UsageRecord(task_id, tuple(sorted(body.usage.counters.items())))
-    return StoredEvent(
-        execution_id=event.execution_id,
-        sequence=event.sequence,
-        kind=kind,
-        recorded_at_ms=recorded_at_ms,
-        payload=event.SerializeToString(),
-        usage=spent,
-    )
+    # Positional arguments: noticeably cheaper than keywords (one call per event).
+    return StoredEvent(execution_id, event.sequence, kind, at_ms, event.SerializeToString(), spent)
