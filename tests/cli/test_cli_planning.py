@@ -88,6 +88,28 @@ def test_validate(valid: Path) -> None:
     assert bad.stderr.splitlines()[1].startswith("tasks[0].depends_on[0]: ")
 
 
+def test_version_is_looked_up_only_when_asked_for() -> None:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    run = execplan("--version")
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"execplan {version('execplan')}\n", "")
+    # Other commands do without importlib.metadata (and without PyYAML for JSON).
+    probe = (
+        "import sys; from execplan.cli import main; code = main(['validate', '-']); "
+        "assert 'importlib.metadata' not in sys.modules and 'yaml' not in sys.modules; "
+        "sys.exit(code)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        input='{"name": "j", "tasks": [{"id": "a", "type": "t.a"}]}',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+
+
 def test_unreadable_file_exits_2_with_one_line(tmp_path: Path) -> None:
     run = execplan("plan", str(tmp_path / "missing.yaml"))
     assert run.returncode == 2

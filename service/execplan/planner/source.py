@@ -15,7 +15,6 @@ from __future__ import annotations
 from execplan.planner import limits
 from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.load_json import load_json
-from execplan.planner.load_yaml import load_yaml
 
 
 def load(source: str, fmt: str, diags: Diagnostics) -> tuple[bool, object]:
@@ -34,4 +33,8 @@ def load(source: str, fmt: str, diags: Diagnostics) -> tuple[bool, object]:
         return load_json(source, diags)
     if fmt != "yaml":
         raise ValueError(f"unknown format {fmt!r}: expected auto, yaml or json")
+    # Imported here: PyYAML's loader is ~10% of the planner's import time, which
+    # every `execplan plan FILE.json` and every server start would otherwise pay.
+    from execplan.planner.load_yaml import load_yaml  # noqa: PLC0415
+
     return load_yaml(source, diags)
