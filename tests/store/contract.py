@@ -168,6 +168,19 @@ class StoreContract(FlowContract, UsageContract):
         assert rec is not None
         assert (rec.last_sequence, rec.state, rec.updated_at_ms) == (4, "SUCCEEDED", 9)
 
+    async def test_append_in_the_same_state_still_moves_updated_at(self, store: Store) -> None:
+        # SQLite names `state` in its UPDATE only when it changes (writes.append).
+        await started(store, "e1")
+        await store.append([Append("e1", events("e1", 2, 2), state="RUNNING", updated_at_ms=7)])
+        rec = await store.get_execution("e1")
+        assert rec is not None
+        assert (rec.last_sequence, rec.state, rec.updated_at_ms) == (2, "RUNNING", 7)
+        await store.append([Append("e1", (), state="RUNNING", updated_at_ms=8)])
+        rec = await store.get_execution("e1")
+        assert rec is not None
+        assert (rec.last_sequence, rec.state, rec.updated_at_ms) == (2, "RUNNING", 8)
+        assert [r.execution_id for r in await store.list_executions(states=["RUNNING"])] == ["e1"]
+
     async def test_append_without_events_updates_state_only(self, store: Store) -> None:
         await started(store, "e1")
         await store.append([Append("e1", (), state="PAUSED", updated_at_ms=5)])
