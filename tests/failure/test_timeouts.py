@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import subprocess
 import sys
@@ -263,6 +264,13 @@ async def test_worker_killed_mid_task_the_attempt_is_re_leased(env: Env, tmp_pat
         execution_id = await env.start(CRASHY)
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 15)
         assert line.strip() == "started"
+        # The SDK holds an ack back a few ms (for a quick result to carry it): kill
+        # the worker once the executor has recorded the start, i.e. mid-task.
+        async with asyncio.timeout(10):
+            for _ in itertools.count():
+                if "task_started" in task_kinds(await env.history(execution_id), "a"):
+                    break
+                await asyncio.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:

@@ -37,22 +37,61 @@ log = logging.getLogger("execplan.workers")
 
 
 class _Outbox:
-    """Messages for one worker, merged on the way out."""
+    """Messages for one worker, merged on the way out.
+
+    The stream's handler waits on one plain future that `put` (or `wake`) resolves:
+    the wake-up is a single loop iteration, where an `asyncio.Event` awaited through
+    `asyncio.wait` took a task and three iterations per message (it is on the path of
+    every chain step)."""
 
     def __init__(self) -> None:
         self.pending: list[ws.ConnectResponse] = []
-        self.ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        # Set (and the handler woken) every `tick_every` s: time to look at the
+        # worker's silence.
+        self.ticked = False
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def tick_every(self, seconds: float) -> None:
+        def tick() -> None:
+            self.ticked = True
+            self.wake()
+            self._ticker = loop.call_later(seconds, tick)
+
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(seconds, tick)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     def put(self, message: ws.ConnectResponse) -> None:
         self.pending.append(message)
-        self.ready.set()
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until something is pending or `wake` is called."""
+        if self.pending:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def take(self) -> ws.ConnectResponse:
-        merged = ws.ConnectResponse()
-        for message in self.pending:
-            merged.MergeFrom(message)
+        if len(self.pending) == 1:
+            merged = self.pending[0]
+        else:
+            merged = ws.ConnectResponse()
+            for message in self.pending:
+                merged.MergeFrom(message)
         self.pending.clear()
-        self.ready.clear()
         return merged
 
 
@@ -117,8 +156,9 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                 self._engine.worker_message(worker, request)
 
         reader = asyncio.create_task(read())
-        waiter: asyncio.Future[Any] | None = None
+        reader.add_done_callback(lambda _: outbox.wake())
         try:
+            outbox.tick_every(self._silence_ms / 1000)
             config = self._engine.config
             yield ws.ConnectResponse(
                 registered=ws.WorkerRegistered(
@@ -135,21 +175,15 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             # The registering message may carry more (a draining worker's status).
             self._engine.worker_message(worker, first)
             while True:
-                waiter = asyncio.ensure_future(outbox.ready.wait())
-                done, _ = await asyncio.wait(
-                    {waiter, reader},
-                    timeout=self._silence_ms / 1000,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if reader in done:
-                    waiter.cancel()
+                await outbox.wait()
+                if reader.done():
                     if reader.exception() is not None:
                         log.info(
                             "worker %s stream failed: %s", worker.worker_id, reader.exception()
                         )
                     return
-                if waiter not in done:
-                    waiter.cancel()
+                if outbox.ticked:
+                    outbox.ticked = False
                     silent_ms = (time.monotonic() - last_heard) * 1000
                     if worker.leases and silent_ms >= self._silence_ms:
                         log.warning(
@@ -159,13 +193,10 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                             len(worker.leases),
                         )
                         return
-                    continue
-                yield outbox.take()
+                if outbox.pending:
+                    yield outbox.take()
         finally:
-            # The worker may go away while we wait (the call is cancelled): a waiter
-            # left pending is destroyed later, an asyncio error in the log.
-            if waiter is not None:
-                waiter.cancel()
+            outbox.close()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

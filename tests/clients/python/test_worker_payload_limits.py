@@ -123,7 +123,7 @@ def test_take_splits_results_by_the_message_limit_and_replaces_oversized_ones() 
     outbox.acks.append(ws.AssignmentAck())
     sizes = []
     while not outbox.empty():
-        request, _ = outbox.take(0.0, keep_for=60)
+        request = outbox.take(0.0, keep_for=60)
         assert request is not None
         assert request.ByteSize() <= MIB
         sizes.append([r.task_id for r in (x.attempt for x in request.results)])

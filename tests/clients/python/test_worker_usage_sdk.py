@@ -95,7 +95,7 @@ def test_usage_leaves_before_results_and_stays_until_acknowledged() -> None:
     box.results[key] = worker_service_pb2.TaskResult(
         attempt=ref, output=struct_pb2.Value(string_value="x")
     )
-    request, _ = box.take(now=0.0, keep_for=10.0)
+    request = box.take(now=0.0, keep_for=10.0)
     assert request is not None
     assert [r.sequence for r in request.usage] == [1]
     assert len(request.results) == 1
@@ -115,7 +115,7 @@ def test_unacknowledged_usage_is_sent_again_first_after_a_reconnect() -> None:
     box.add_usage(_report(ref, 3, 0.3))  # queued while the stream was down
     for lost in (False, True):  # even a clean close may leave reports unrecorded
         box.reset_connection(lost=lost)
-        request, _ = box.take(now=0.0, keep_for=10.0)
+        request = box.take(now=0.0, keep_for=10.0)
         assert request is not None
         assert [r.sequence for r in request.usage] == [2, 3]
 
@@ -128,9 +128,9 @@ def test_results_wait_while_usage_is_still_queued() -> None:
     box.results[AttemptKey.of(ref)] = worker_service_pb2.TaskResult(
         attempt=ref, output=struct_pb2.Value()
     )
-    first, _ = box.take(now=0.0, keep_for=10.0)
+    first = box.take(now=0.0, keep_for=10.0)
     assert first is not None and len(first.usage) == 1000 and not first.results
-    second, _ = box.take(now=0.0, keep_for=10.0)
+    second = box.take(now=0.0, keep_for=10.0)
     assert second is not None and len(second.usage) == 501 and len(second.results) == 1
 
 

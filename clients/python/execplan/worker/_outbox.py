@@ -18,7 +18,6 @@ server that does not send them) this channel's own message limit applies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from execplan.client._channel import _MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
@@ -56,9 +55,6 @@ class Outbox:
     )
     chunk_bytes: int = 0
     dropped_chunks: int = 0
-    # Run once the message carrying the current acks has been written: handlers
-    # start only after their ack is on the wire, so an ack always precedes its result.
-    after_write: list[Callable[[], None]] = field(default_factory=list)
     # Results written recently, with the time of writing. The protocol has no result
     # ack, and a write into a stream that is already dying succeeds locally and is
     # lost; so when the stream breaks, these are queued again and listed as running
@@ -120,16 +116,15 @@ class Outbox:
             self.chunks = kept
             self.chunk_bytes = sum(c.ByteSize() for _, c in kept)
 
-    def take(
-        self, now: float, keep_for: float
-    ) -> tuple[worker_service_pb2.ConnectRequest | None, list[Callable[[], None]]]:
-        """One request with everything queued; results stay in_flight for keep_for s."""
-        callbacks, self.after_write = self.after_write, []
+    def take(self, now: float, keep_for: float) -> worker_service_pb2.ConnectRequest | None:
+        """One request with everything queued (acks first: the executor applies an
+        ack before a result of the same message); results stay in_flight for
+        keep_for s."""
         for key, (written, _) in list(self.in_flight.items()):
             if now - written > keep_for:
                 del self.in_flight[key]
         if self.empty():
-            return None, callbacks
+            return None
         request = worker_service_pb2.ConnectRequest(acks=self.acks, heartbeats=self.heartbeats)
         if self.status is not None:
             request.status.CopyFrom(self.status)
@@ -162,7 +157,7 @@ class Outbox:
             self.in_flight[key] = (now, result)
             del self.results[key]
         self.acks, self.heartbeats, self.status = [], [], None
-        return request, callbacks
+        return request
 
     def fit(self, result: worker_service_pb2.TaskResult) -> worker_service_pb2.TaskResult:
         """`result`, or an error result in its place if it is too big to send."""
@@ -206,7 +201,6 @@ class Outbox:
         # Live output of the old stream: nobody resumes it (chunks are not stored).
         self.chunks.clear()
         self.chunk_bytes = 0
-        self.after_write.clear()
         self.status = None
 
 

@@ -10,8 +10,11 @@ Protocol, as the executor expects it (docs/worker-protocol.md has the whole of i
 1. connect, send `register` (with `running`: attempts still in progress or whose
    result is not yet delivered), wait for `registered`; revoked attempts are
    cancelled locally and their queued results dropped;
-2. per incoming message: one ack per dispatch, all in one outgoing message; the
-   handlers start once that message is written (an ack always precedes its result);
+2. per incoming message: one ack per dispatch, all in one outgoing message, and
+   the handlers start at once. The acks are held back for up to `ACK_HOLD_S`, so a
+   quick handler's result travels in the same message as its ack (one stream
+   message each way per task instead of two); they never leave after their results,
+   as one writer sends everything queued, acks first in each message;
 3. every heartbeat interval: one message with a heartbeat for each running attempt
    (earlier, and only for attempts with new progress, when ctx.heartbeat() asks);
 4. results go through the Outbox, batched with whatever else is ready;
@@ -75,6 +78,10 @@ _CLOSE_TIMEOUT_S = 5.0
 # Draining and disconnected: how long results may wait for a connection to deliver
 # them on (the executor's reconnect grace; after it the attempts are re-leased).
 _DRAIN_DELIVERY_S = 5.0
+# How long acks wait for a result to ride with (at most 1/20 of the ack deadline).
+# Nothing on the executor waits for an ack but its deadline (5 s by default) and the
+# worker's pacing window, which a result counts for as well.
+ACK_HOLD_S = 0.005
 
 StartHandler = Callable[[worker_service_pb2.Dispatch, TaskContext], Callable[[], None]]
 
@@ -95,7 +102,6 @@ class StreamConfig:
 class _Attempt:
     dispatch: worker_service_pb2.Dispatch
     ctx: TaskContext
-    started: bool = False
     canceller: Callable[[], None] = lambda: None
 
 
@@ -121,6 +127,8 @@ class StreamThread:
         self._half_closed = False
         self._stopping = False
         self._heartbeat_s = _DEFAULT_HEARTBEAT_S
+        self._ack_hold_s = ACK_HOLD_S
+        self._ack_flush: asyncio.TimerHandle | None = None
         self._backoff = Backoff()
         # Connection state, for a drain that must not wait on a dead server.
         self._registered = False
@@ -342,16 +350,12 @@ class StreamThread:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            request, after_write = self._outbox.take(
-                time.monotonic(), keep_for=max(1.0, 2 * self._heartbeat_s)
-            )
+            request = self._outbox.take(time.monotonic(), keep_for=max(1.0, 2 * self._heartbeat_s))
             if request is not None:
                 await call.write(request)
                 more = self._outbox.results or self._outbox.usage or self._outbox.chunks
                 if more:  # more than fitted in one message
                     self._wake.set()
-            for callback in after_write:
-                callback()
             if self._connection_done():
                 self._half_closed = True
                 await call.done_writing()
@@ -376,7 +380,7 @@ class StreamThread:
     # -- protocol handlers (stream thread) ---------------------------------------------
     def _registration(self) -> worker_service_pb2.WorkerRegistration:
         c = self._config
-        running = [a.dispatch.attempt for a in self._attempts.values() if a.started]
+        running = [a.dispatch.attempt for a in self._attempts.values()]
         running += [r.attempt for r in self._outbox.results.values()]
         return worker_service_pb2.WorkerRegistration(
             worker_id=c.worker_id,
@@ -393,6 +397,8 @@ class StreamThread:
         self._backoff.reset()
         if registered.heartbeat_interval_ms:
             self._heartbeat_s = registered.heartbeat_interval_ms / 1000
+        if registered.ack_deadline_ms:
+            self._ack_hold_s = min(ACK_HOLD_S, registered.ack_deadline_ms / 1000 / 20)
         self._outbox.set_limits(registered.max_output_bytes, registered.max_message_bytes)
         for ref in registered.revoked:
             _log.info("attempt %s/%s revoked on re-register", ref.execution_id, ref.task_id)
@@ -418,7 +424,16 @@ class StreamThread:
             self._outbox.usage_acked(AttemptKey.of(ack.attempt), ack.sequence)
         if response.HasField("drain"):
             self._on_server_drain(response.drain.reason or "server drain")
-        if response.dispatches or response.cancels or response.rejections:
+        if response.cancels or response.rejections:
+            self._wake.set()
+        elif response.dispatches and self._ack_flush is None:
+            assert self._loop is not None
+            self._ack_flush = self._loop.call_later(self._ack_hold_s, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """The acks' hold is over: they leave now, results or not."""
+        self._ack_flush = None
+        if self._outbox.acks:
             self._wake.set()
 
     def _on_dispatch(self, dispatch: worker_service_pb2.Dispatch) -> None:
@@ -439,17 +454,11 @@ class StreamThread:
         )
         attempt = _Attempt(dispatch, context)
         self._attempts[key] = attempt
-        self._outbox.after_write.append(lambda: self._start(key, attempt))
-
-    def _start(self, key: AttemptKey, attempt: _Attempt) -> None:
-        if self._attempts.get(key) is not attempt or attempt.started:
-            return  # cancelled before its ack went out
-        attempt.started = True
         try:
-            attempt.canceller = self._start_handler(attempt.dispatch, attempt.ctx)
+            attempt.canceller = self._start_handler(dispatch, context)
         except Exception as exc:  # e.g. the pool is shut down while stopping
-            _log.exception("could not start attempt %s/%s", *_names(attempt.dispatch.attempt))
-            self._on_result(key, encode_error(attempt.dispatch.attempt, exc))
+            _log.exception("could not start attempt %s/%s", *_names(ref))
+            self._on_result(key, encode_error(ref, exc))
 
     def _on_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
         attempt = self._attempts.pop(key, None)
@@ -482,7 +491,7 @@ class StreamThread:
         chunks: list[worker_service_pb2.TaskStreamChunk],
     ) -> None:
         attempt = self._attempts.get(key)
-        if attempt is None or not attempt.started:
+        if attempt is None:
             return  # finished, cancelled or revoked: nobody wants its output
         for chunk in chunks:
             chunk.attempt.CopyFrom(ref)
@@ -491,8 +500,6 @@ class StreamThread:
 
     def _queue_heartbeats(self, *, only_dirty: bool) -> None:
         for attempt in self._attempts.values():
-            if not attempt.started:
-                continue
             include, progress = attempt.ctx.take_progress(only_dirty=only_dirty)
             if include:
                 beat = worker_service_pb2.TaskHeartbeat(
@@ -562,11 +569,11 @@ class StreamThread:
         return draining and not self._attempts and self._outbox.empty()
 
     def _on_disconnected(self, *, lost: bool) -> None:
-        # Attempts whose ack never left were not started; the executor re-queues them
-        # when the ack deadline passes, so forget them rather than list them as running.
-        for key, attempt in list(self._attempts.items()):
-            if not attempt.started:
-                del self._attempts[key]
+        # Attempts whose ack never left still run: they are listed as `running` on
+        # re-register, and the executor keeps their leases or revokes them.
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
         # The draining status rides on the next `register` message instead.
         self._outbox.reset_connection(lost=lost)
         self._disconnected_at = time.monotonic()

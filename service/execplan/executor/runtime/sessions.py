@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from execplan.errors import FailedPrecondition, InvalidArgument, StaleToken
@@ -181,7 +181,16 @@ class WorkerSessions:
             self._chunk(worker, chunk, now)
         for heartbeat in request.heartbeats:
             self._heartbeat(worker, heartbeat, now)
+        # An ack whose result is in the same message (a quick handler's; the SDKs hold
+        # acks back a little for this) is implied by the result: one input, not two.
+        # Not with usage reports in the message: they are applied before the results,
+        # and the log shows an attempt's start before its usage.
+        answered: set[tuple[str, str, int, int, int]] = set()
+        if request.acks and request.results and not request.usage:
+            answered = _answered(request.results)
         for ack in request.acks:
+            if answered and _attempt_key(ack.attempt) in answered:
+                continue
             self._report(worker, ack.attempt, None, deferred=True)
         # Usage before results: an attempt's usage counts before its result can end
         # the execution (a report for a finished execution is refused).
@@ -482,6 +491,19 @@ class WorkerSessions:
             worker.worker_id,
             ws.ConnectResponse(rejections=[ws.ResultRejected(attempt=ref, reason=reason)]),
         )
+
+
+def _attempt_key(ref: ws.AttemptRef) -> tuple[str, str, int, int, int]:
+    return (ref.execution_id, ref.task_id, ref.phase, ref.token.attempt, ref.token.lease_epoch)
+
+
+def _answered(results: Iterable[ws.TaskResult]) -> set[tuple[str, str, int, int, int]]:
+    """The attempts of `results` that `_result` submits at once, with the implied ack
+    (an output or an error): not a sub-plan (compiled first) nor a malformed result
+    (rejected, the lease kept: its ack still counts)."""
+    return {
+        _attempt_key(r.attempt) for r in results if r.WhichOneof("outcome") in ("output", "error")
+    }
 
 
 def _claim(ref: ws.AttemptRef, worker: WorkerConn) -> fencing.Claim:
