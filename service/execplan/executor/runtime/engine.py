@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
@@ -692,5 +692,6 @@ def _same_request(existing: ExecutionRecord, digest: str) -> None:
 
 
 def _new_execution_id(now_ms: int) -> str:
-    # Time-ordered (sorts by creation) and unique without coordination.
-    return f"{now_ms:012x}{uuid.uuid4().hex[:20]}"
+    # Time-ordered (sorts by creation) and unique without coordination: 80 random
+    # bits (os.urandom directly: a uuid4 object per start cost 4x as much).
+    return f"{now_ms:012x}{os.urandom(10).hex()}"
