@@ -60,7 +60,17 @@ def test_nothing_recorded_is_a_zero_total(address: str) -> None:
             1,
             "INVALID_ARGUMENT: since is after until",
         ),
-        (("--by", "tenant"), 2, "invalid choice: 'tenant'"),
+        (
+            ("--by", "tenant"),
+            2,
+            "argument --by: 'tenant' is not workflow, execution, task or attribute:NAME",
+        ),
+        (("--by", "attribute:"), 2, "argument --by: attribute:NAME needs a search attribute's"),
+        (
+            ("--by", "attribute:cust-omer"),
+            2,
+            "argument --by: 'cust-omer' is not a search attribute name: a name matches",
+        ),
     ],
 )
 def test_bad_requests_are_one_line(
@@ -230,10 +240,9 @@ async def test_usage_by_search_attribute(address: str, tmp_path: Path) -> None:
         return execplan(address, *args)
 
     try:
-        for customer in ("acme", "acme", "globex"):
-            run = await asyncio.to_thread(
-                cli, "run", str(source), "--attr", f"customer={customer}", "--wait"
-            )
+        for customer in ("acme", "acme", "globex", ""):
+            attr = ("--attr", f"customer={customer}") if customer else ()
+            run = await asyncio.to_thread(cli, "run", str(source), *attr, "--wait")
             assert run.returncode == 0, run.stderr
         acme = await asyncio.to_thread(
             cli, "usage", "--filter", 'customer = "acme"', "--since", "1h", "--format", "json"
@@ -248,6 +257,36 @@ async def test_usage_by_search_attribute(address: str, tmp_path: Path) -> None:
         assert text.stdout.splitlines()[0] == (
             'workflow cli-usage-filter where customer = "globex": 1 execution with usage'
         )
+        # Split by the attribute's value (executions without one under "(none)").
+        split = await asyncio.to_thread(
+            cli, "usage", "--workflow", "cli-usage-filter", "--by", "attribute:customer"
+        )
+        assert split.returncode == 0, split.stderr
+        assert split.stdout.splitlines() == [
+            "workflow cli-usage-filter: 4 executions with usage",
+            "  cost  1",
+            "",
+            "CUSTOMER  EXECUTIONS  cost",
+            '"acme"    2           0.5',
+            '"globex"  1           0.25',
+            "(none)    1           0.25",
+        ]
+        split_json = await asyncio.to_thread(
+            cli, "usage", "--by", "attribute:customer", "--filter", 'customer = "acme"',
+            "--format", "json",
+        )  # fmt: skip
+        out = json.loads(split_json.stdout)
+        assert out["by"] == "attribute:customer"
+        assert out["groups"] == [
+            {"key": '"acme"', "value": "acme", "executions": 2, "usage": {"cost": 0.5}}
+        ]
+        none = await asyncio.to_thread(
+            cli, "usage", "--workflow", "cli-usage-filter", "--by", "attribute:region",
+            "--format", "json",
+        )  # fmt: skip
+        assert json.loads(none.stdout)["groups"] == [
+            {"key": "(none)", "value": None, "executions": 4, "usage": {"cost": 1}}
+        ]
         bad = await asyncio.to_thread(cli, "usage", "--filter", "customer ==")
         assert bad.returncode != 0
         # As `ls --filter`: the status and the field it names, with the column.

@@ -176,3 +176,89 @@ class UsageContract:
         assert column.counters == {"cost": 2.0}
         nobody = await store.usage(UsageQuery(filter=parse('customer = "initech"')))
         assert (nobody.counters, nobody.executions) == ({}, 0)
+
+    async def test_groups_by_attribute_take_the_nearest_ancestors_value(self, store: Store) -> None:
+        """p1 (acme) -> c1 (none of its own: acme) -> g1 (globex of its own); p2
+        (globex); p3 (no customer anywhere in its lineage)."""
+        for execution_id, workflow, parent, customer in (
+            ("p1", "agents", "", "acme"),
+            ("c1", "research", "p1", ""),
+            ("g1", "fetch", "c1", "globex"),
+            ("p2", "agents", "", "globex"),
+            ("p3", "agents", "", ""),
+        ):
+            record = _record(execution_id, workflow, parent)
+            if customer:
+                record = dataclasses.replace(
+                    record, search_attributes={"customer": SearchValue("string", customer)}
+                )
+            await store.create_execution(record, [_plain(execution_id, 1)])
+        await store.append(
+            [
+                Append("p1", (_spent("p1", 2, 2_000, cost=1, tokens_in=10),)),
+                Append("c1", (_spent("c1", 2, 2_000, cost=2),)),
+                Append("g1", (_spent("g1", 2, 3_000, cost=4),)),
+                Append("p2", (_spent("p2", 2, 2_000, cost=8),)),
+                Append("p3", (_spent("p3", 2, 5_000, cost=16),)),
+            ]
+        )
+        by = await store.usage(UsageQuery(group_by="attribute", group_attribute="customer"))
+        assert [(g.key, g.counters, g.executions, g.value) for g in by.groups] == [
+            ("(none)", {"cost": 16.0}, 1, None),
+            ('"globex"', {"cost": 12.0}, 2, SearchValue("string", "globex")),
+            ('"acme"', {"cost": 3.0, "tokens_in": 10.0}, 2, SearchValue("string", "acme")),
+        ]
+        assert (by.counters["cost"], by.executions) == (31.0, 5)
+        # With a scope, a time range and a filter: the key still comes from the lineage,
+        # also from an ancestor outside the scope (c1's is p1's).
+        scoped = await store.usage(
+            UsageQuery(
+                execution_id="c1", until_ms=3_000, group_by="attribute", group_attribute="customer"
+            )
+        )
+        assert [(g.key, g.counters["cost"]) for g in scoped.groups] == [('"acme"', 2.0)]
+        filtered = await store.usage(
+            UsageQuery(
+                workflow_name="agents",
+                filter=parse('customer != "globex"'),
+                group_by="attribute",
+                group_attribute="customer",
+            )
+        )
+        # p1 and what it started (g1 keeps its own globex); p2 is left out, and p3 too
+        # (`!=` does not match an execution without the attribute).
+        assert [(g.key, g.counters["cost"]) for g in filtered.groups] == [
+            ('"globex"', 4.0),
+            ('"acme"', 3.0),
+        ]
+        unknown = await store.usage(UsageQuery(group_by="attribute", group_attribute="region"))
+        assert [(g.key, g.counters["cost"], g.executions) for g in unknown.groups] == [
+            ("(none)", 31.0, 5)
+        ]
+
+    async def test_attribute_groups_keep_each_kind_and_exact_doubles(self, store: Store) -> None:
+        third = 0.1 + 0.2  # 0.30000000000000004: one text with 15 digits as 0.3
+        values = {
+            "k1": SearchValue("int", 3),
+            "k2": SearchValue("string", "3"),
+            "k3": SearchValue("double", 0.3),
+            "k4": SearchValue("double", third),
+            "k5": SearchValue("bool", True),
+            "k6": SearchValue.time(1_796_083_200_500),
+            "k7": SearchValue("int", 3),
+        }
+        for n, (execution_id, value) in enumerate(values.items()):
+            record = dataclasses.replace(
+                _record(execution_id, "w"), search_attributes={"mark": value}
+            )
+            await store.create_execution(record, [_plain(execution_id, 1)])
+            await store.append([Append(execution_id, (_spent(execution_id, 2, 2_000, cost=2**n),))])
+        by = await store.usage(UsageQuery(group_by="attribute", group_attribute="mark"))
+        assert [(g.key, g.counters["cost"], g.executions, g.value) for g in by.groups] == [
+            ("3", 65.0, 2, SearchValue("int", 3)),
+            ("2026-12-01T00:00:00.500Z", 32.0, 1, SearchValue.time(1_796_083_200_500)),
+            ("true", 16.0, 1, SearchValue("bool", True)),
+            ("0.30000000000000004", 8.0, 1, SearchValue("double", third)),
+            ("0.3", 4.0, 1, SearchValue("double", 0.3)),
+            ('"3"', 2.0, 1, SearchValue("string", "3")),
+        ]

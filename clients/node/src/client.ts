@@ -188,7 +188,15 @@ export interface UsageOptions {
   /** From this time on, or this many milliseconds back from now. */
   since?: Date | number;
   until?: Date;
-  groupBy?: "" | "workflow" | "execution" | "task";
+  /**
+   * Split the total: by workflow, execution, task, or `attribute:NAME`, the value of
+   * the search attribute NAME (an execution without one counts under its nearest
+   * ancestor's; `(none)`: no value in its lineage). A group's `key` is the value as a
+   * filter writes it (`"acme"`, `3`), its `value` the typed value.
+   */
+  groupBy?: "" | "workflow" | "execution" | "task" | `attribute:${string}`;
+  /** Only the executions this filter finds (the `ls --filter` language), with their children. */
+  filter?: string;
 }
 
 export interface BudgetOptions {
@@ -218,6 +226,8 @@ const GROUPING: Record<string, UsageGrouping> = {
   execution: UsageGrouping.EXECUTION,
   task: UsageGrouping.TASK,
 };
+/** `groupBy: "attribute:customer"`: a group per value of a search attribute. */
+const BY_ATTRIBUTE = "attribute:";
 
 export interface ControlOptions {
   reason?: string;
@@ -580,8 +590,10 @@ export class ExecplanClient {
    * workflow's executions, child executions included; of everything when neither is given.
    */
   async usage(options: UsageOptions = {}): Promise<GetUsageResponse> {
-    const groupBy = GROUPING[options.groupBy ?? ""];
-    if (groupBy === undefined) throw new TypeError(`groupBy must be one of ${Object.keys(GROUPING).join(", ")}`);
+    const grouping = options.groupBy ?? "";
+    const byAttribute = grouping.startsWith(BY_ATTRIBUTE);
+    const groupBy = byAttribute ? UsageGrouping.ATTRIBUTE : GROUPING[grouping];
+    if (groupBy === undefined) throw new TypeError(`groupBy must be one of ${Object.keys(GROUPING).join(", ")} or ${BY_ATTRIBUTE}NAME`);
     const since = typeof options.since === "number" ? new Date(Date.now() - options.since) : options.since;
     const request = create(GetUsageRequestSchema, {
       executionId: options.executionId ?? "",
@@ -589,6 +601,8 @@ export class ExecplanClient {
       since: since ? timestampFromDate(since) : undefined,
       until: options.until ? timestampFromDate(options.until) : undefined,
       groupBy,
+      groupAttribute: byAttribute ? grouping.slice(BY_ATTRIBUTE.length) : "",
+      filter: options.filter ?? "",
     });
     return this.call<GetUsageResponse>(this.executor, "getUsage", request);
   }

@@ -195,3 +195,70 @@ test("setBudget with taskId raises a task's own budget", async () => {
     await serving.catch(() => undefined);
   }
 });
+
+const CHILD = `
+name: node-by-child
+version: "1"
+tasks:
+  - {id: c, type: n.cost, inputs: {cost: 2}}
+`;
+const PARENT = `
+name: node-by-parent
+tasks:
+  - {id: p, type: n.cost, inputs: {cost: 1}}
+  - {id: child, type: builtin.workflow, workflow: node-by-child@1, depends_on: [p]}
+`;
+const LEAF = `
+name: node-by-leaf
+inputs: {cost: {type: number, default: 4}}
+tasks:
+  - {id: l, type: n.cost, inputs: {cost: "\${{ workflow.inputs.cost }}"}}
+`;
+
+test("usage({groupBy: 'attribute:customer'}) splits by customer, children under their parent's", async () => {
+  const worker = new Worker({ address: server.address, workerId: "node-by-attribute" });
+  worker.task("n.cost", async (inputs, ctx) => {
+    ctx.usage({ cost: inputs.cost });
+    return {};
+  });
+  const serving = worker.serve();
+  try {
+    await client.register({ source: CHILD });
+    const ids = [
+      (await client.start({ source: PARENT, searchAttributes: { customer: "acme" } })).executionId,
+      (await client.start({ source: LEAF, searchAttributes: { customer: "globex" } })).executionId,
+      (await client.start({ source: LEAF, inputs: { cost: 8 } })).executionId,
+    ];
+    for (const executionId of ids) {
+      for await (const event of client.watch(executionId)) {
+        if (event.kind.case === "executionCompleted") {
+          assert.equal(event.kind.value.state, pb.ExecutionState.SUCCEEDED);
+          break;
+        }
+      }
+    }
+    const totals = { cost: 15 };
+    const scoped = [];
+    for (const workflowName of ["node-by-parent", "node-by-leaf"]) {
+      scoped.push(await client.usage({ workflowName, groupBy: "attribute:customer" }));
+    }
+    const groups = scoped.flatMap((r) => r.groups.map((g) => [g.key, g.usage.counters.cost, g.executions, g.value?.value.case, g.value?.value.value]));
+    assert.deepEqual(groups, [
+      ['"acme"', 3, 2, "stringValue", "acme"],
+      ["(none)", 8, 1, undefined, undefined],
+      ['"globex"', 4, 1, "stringValue", "globex"],
+    ]);
+    assert.equal(scoped[0].usage.counters.cost + scoped[1].usage.counters.cost, totals.cost);
+    const acme = await client.usage({ filter: 'customer = "acme"', groupBy: "attribute:customer" });
+    assert.deepEqual(acme.groups.map((g) => [g.key, g.usage.counters.cost]), [['"acme"', 3]]);
+    await assert.rejects(client.usage({ groupBy: "attribute:" }), (err) => {
+      assert.match(err.message, /INVALID_ARGUMENT.*needs group_attribute/);
+      assert.deepEqual(err.violations.map((v) => v.field), ["group_attribute"]);
+      return true;
+    });
+    await assert.rejects(client.usage({ groupBy: "customer" }), TypeError);
+  } finally {
+    await worker.stop();
+    await serving.catch(() => undefined);
+  }
+});

@@ -1,7 +1,8 @@
 """`execplan usage` and `execplan budget`: what executions spent, and their budgets.
 
     execplan usage [--workflow W | --execution ID] [--filter EXPR] [--since 24h|TIME]
-                   [--until TIME] [--by workflow|execution|task] [--format text|json]
+                   [--until TIME] [--by workflow|execution|task|attribute:NAME]
+                   [--format text|json]
     execplan budget ID [--task T] [--cost X] [--tokens N] [--limit NAME=X ...]
                        [--on-exceeded pause|fail] [--resume] [--reason R] [--format text|json]
 
@@ -10,7 +11,10 @@ executions of a workflow, in both cases with every child execution they started
 (docs/usage.md). `--since` is a duration back from now (`24h`, `7d`, `30m`) or an
 RFC 3339 time (`2026-12-01T00:00:00Z`). `--filter` keeps the executions that the
 `ls --filter` language finds (`customer = "acme" AND priority > 3`: search
-attributes, state, workflow), with their children. `--by` splits the total.
+attributes, state, workflow), with their children. `--by` splits the total:
+`--by attribute:customer` by the value of a search attribute (an execution without
+one counts towards its nearest ancestor's, so children towards the run that started
+them; `(none)`: no value in the lineage).
 
 `budget ID` alone shows the execution's budget, what it spent and holds in reserve,
 and why it is paused if its budget paused it. With limits it changes them (the
@@ -35,6 +39,7 @@ from execplan.usage import COST, TOKENS, format_amount, spent
 
 FORMATS = ("text", "json")
 GROUPS = ("workflow", "execution", "task")
+BY_ATTRIBUTE = "attribute:"
 
 
 def register(subparsers: Any) -> None:
@@ -56,7 +61,12 @@ def register(subparsers: Any) -> None:
         default="",
         help="only executions it finds, e.g. 'customer = \"acme\"' (as ls --filter)",
     )
-    usage.add_argument("--by", choices=GROUPS, help="split the total")
+    usage.add_argument(
+        "--by",
+        type=_grouping,
+        metavar="|".join((*GROUPS, BY_ATTRIBUTE + "NAME")),
+        help="split the total: by workflow, execution, task or a search attribute's value",
+    )
     usage.add_argument("--format", choices=FORMATS, default="text")
     usage.set_defaults(handler=cmd_usage)
 
@@ -88,6 +98,25 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--reason", default="", help="recorded with the change")
     budget.add_argument("--format", choices=FORMATS, default="text")
     budget.set_defaults(handler=cmd_budget)
+
+
+def _grouping(text: str) -> str:
+    """A `--by` value: one of GROUPS, or attribute:NAME with NAME a search attribute's."""
+    from execplan.search.attributes import name_problem  # noqa: PLC0415
+
+    if text in GROUPS:
+        return text
+    if not text.startswith(BY_ATTRIBUTE):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not {', '.join(GROUPS)} or {BY_ATTRIBUTE}NAME"
+        )
+    name = text.removeprefix(BY_ATTRIBUTE)
+    if not name:
+        raise argparse.ArgumentTypeError(f"{BY_ATTRIBUTE}NAME needs a search attribute's name")
+    problem = name_problem(name, server=True)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{name[:80]!r} is not a search attribute name: {problem}")
+    return text
 
 
 def _amount(text: str) -> float:
@@ -156,10 +185,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             }
             if args.by:
                 out["by"] = args.by
-                out["groups"] = [
-                    {"key": g.key, "executions": g.executions, "usage": _counters(g.usage)}
-                    for g in response.groups
-                ]
+                out["groups"] = [_group_json(args.by, g) for g in response.groups]
             print(json.dumps(out, indent=2))
             return 0
         for line in _usage_text(args, since, until, response):
@@ -167,6 +193,25 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_client(args, body)
+
+
+def _group_json(by: str, group: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": group.key}
+    if by.startswith(BY_ATTRIBUTE):
+        # The typed value as JSON has it (a time in RFC 3339); null: no value.
+        out["value"] = _attribute_json(group.value) if group.HasField("value") else None
+    out["executions"] = group.executions
+    out["usage"] = _counters(group.usage)
+    return out
+
+
+def _attribute_json(value: Any) -> str | int | float | bool | None:
+    from execplan.search.attributes import format_time  # noqa: PLC0415
+
+    kind = value.WhichOneof("value")
+    if kind == "time_value":
+        return format_time(value.time_value.ToMilliseconds())
+    return None if kind is None else getattr(value, kind)
 
 
 def _usage_text(
@@ -194,7 +239,7 @@ def _usage_text(
         f"  {name.ljust(width)}  {format_amount(response.usage.counters[name])}" for name in names
     ]
     if args.by and response.groups:
-        header = (args.by.upper(), "EXECUTIONS", *names)
+        header = (args.by.removeprefix(BY_ATTRIBUTE).upper(), "EXECUTIONS", *names)
         rows = [header] + [
             (
                 g.key,

@@ -295,7 +295,7 @@ class MemoryStore(Store):
         found = None
         if query.filter:
             found = {e for e, r in self._executions.items() if self._matches(query.filter, r)}
-        return fold(rows, query, parents, workflows, found)
+        return fold(rows, query, parents, workflows, found=found, attributes=self._attributes)
 
     # -- schedules -------------------------------------------------------------------
 

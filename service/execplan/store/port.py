@@ -148,9 +148,12 @@ class UsageQuery:
     workflow_name: str = ""
     since_ms: int | None = None
     until_ms: int | None = None
-    group_by: str = ""  # "", "workflow", "execution" or "task"
+    group_by: str = ""  # "", "workflow", "execution", "task" or "attribute"
     # Only executions this filter finds, with every execution they started.
     filter: Filter = EMPTY
+    # group_by "attribute": this search attribute's value on the execution, or else on
+    # its nearest ancestor that has it (store/usage.py).
+    group_attribute: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ class UsageGroup:
     key: str
     counters: dict[str, float]
     executions: int
+    # group_by "attribute": the value `key` renders (None: the executions without one).
+    value: SearchValue | None = None
 
 
 @dataclass(frozen=True, slots=True)

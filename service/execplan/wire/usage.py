@@ -4,9 +4,11 @@
     requested = budget_change(set_budget_request)  # checked, for the engine
 
 Checks what the store cannot: one scope at most (an execution or a workflow), a known
-grouping, timestamps a `Timestamp` may hold (0001-01-01 to 9999-12-31, nanos below
-one second) and `since` not after `until`. An execution that is not stored is
-NOT_FOUND; a workflow with nothing recorded is a zero total (usage may come later).
+grouping (with USAGE_GROUPING_ATTRIBUTE, a `group_attribute` named as a search
+attribute is: the server's own `execplan_` names too, e.g. `execplan_schedule`),
+timestamps a `Timestamp` may hold (0001-01-01 to 9999-12-31, nanos below one second)
+and `since` not after `until`. An execution that is not stored is NOT_FOUND; a
+workflow with nothing recorded is a zero total (usage may come later).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Literal
 
 from execplan import search
 from execplan.errors import FieldViolation, InvalidArgument, NotFound
+from execplan.search.attributes import name_problem
+from execplan.search.codec import encode_value
 from execplan.store import Store
 from execplan.store.port import UsageQuery, UsageTotals
 from execplan.usage import (
@@ -35,6 +39,7 @@ _GROUP_BY = {
     pb.USAGE_GROUPING_WORKFLOW: "workflow",
     pb.USAGE_GROUPING_EXECUTION: "execution",
     pb.USAGE_GROUPING_TASK: "task",
+    pb.USAGE_GROUPING_ATTRIBUTE: "attribute",
 }
 # What google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
@@ -66,11 +71,42 @@ def usage_query(request: pb.GetUsageRequest) -> UsageQuery:
             f"unknown group_by {request.group_by}",
             [FieldViolation("group_by", "one of the UsageGrouping values")],
         )
+    _check_group_attribute(request, group_by)
     since, until = _ms(request, "since"), _ms(request, "until")
     if since is not None and until is not None and since > until:
         raise InvalidArgument("since is after until", [FieldViolation("since", "at most until")])
     found = search.parse(request.filter) if request.filter else search.EMPTY
-    return UsageQuery(request.execution_id, request.workflow_name, since, until, group_by, found)
+    return UsageQuery(
+        request.execution_id,
+        request.workflow_name,
+        since,
+        until,
+        group_by,
+        found,
+        request.group_attribute,
+    )
+
+
+def _check_group_attribute(request: pb.GetUsageRequest, group_by: str) -> None:
+    name = request.group_attribute
+    if group_by != "attribute":
+        if name:
+            raise InvalidArgument(
+                "group_attribute is only for group_by USAGE_GROUPING_ATTRIBUTE",
+                [FieldViolation("group_attribute", "empty unless group_by is ATTRIBUTE")],
+            )
+        return
+    if not name:
+        raise InvalidArgument(
+            "group_by USAGE_GROUPING_ATTRIBUTE needs group_attribute",
+            [FieldViolation("group_attribute", "the name of a search attribute")],
+        )
+    problem = name_problem(name, server=True)
+    if problem:
+        raise InvalidArgument(
+            f"group_attribute {name[:80]!r} is not a search attribute name: {problem}",
+            [FieldViolation("group_attribute", problem)],
+        )
 
 
 def encode_totals(totals: UsageTotals) -> pb.GetUsageResponse:
@@ -79,6 +115,8 @@ def encode_totals(totals: UsageTotals) -> pb.GetUsageResponse:
     for group in totals.groups:
         out = response.groups.add(key=group.key, executions=group.executions)
         encode_usage(group.counters, out.usage)
+        if group.value is not None:
+            out.value.CopyFrom(encode_value(group.value))
     return response
 
 

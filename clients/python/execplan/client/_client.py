@@ -576,14 +576,26 @@ class ExecutorClient:
         """Usage recorded over a time range, added up (GetUsage): of one execution or
         of a workflow's executions, child executions included; all when neither is
         given. `since` is a time, or how far back from now (`timedelta(hours=24)`);
-        `group_by` is "", "workflow", "execution" or "task"; `filter` keeps the
-        executions it finds (the `ls --filter` language: `customer = "acme"`), with
-        their children."""
+        `group_by` is "", "workflow", "execution", "task" or "attribute:NAME" (one
+        group per value of the search attribute NAME, an execution without one
+        counted under its nearest ancestor's: `group.key` is the value's text,
+        `group.value` the typed value); `filter` keeps the executions it finds (the
+        `ls --filter` language: `customer = "acme"`), with their children."""
+        attribute = ""
         grouping = _GROUP_BY.get(group_by)
+        if group_by.startswith(_BY_ATTRIBUTE):
+            grouping = executor_service_pb2.USAGE_GROUPING_ATTRIBUTE
+            attribute = group_by.removeprefix(_BY_ATTRIBUTE)
         if grouping is None:
-            raise ValueError(f"group_by must be one of {', '.join(map(repr, _GROUP_BY))}")
+            raise ValueError(
+                f"group_by must be one of {', '.join(map(repr, _GROUP_BY))} or 'attribute:NAME'"
+            )
         request = executor_service_pb2.GetUsageRequest(
-            execution_id=execution_id, workflow_name=workflow_name, group_by=grouping, filter=filter
+            execution_id=execution_id,
+            workflow_name=workflow_name,
+            group_by=grouping,
+            filter=filter,
+            group_attribute=attribute,
         )
         if isinstance(since, timedelta):
             since = datetime.now(UTC) - since
@@ -697,6 +709,8 @@ _GROUP_BY = {
     "execution": executor_service_pb2.USAGE_GROUPING_EXECUTION,
     "task": executor_service_pb2.USAGE_GROUPING_TASK,
 }
+# `group_by="attribute:customer"`: a group per value of a search attribute.
+_BY_ATTRIBUTE = "attribute:"
 
 
 def _utc(moment: datetime) -> datetime:

@@ -87,6 +87,14 @@ class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGr
     """One group per task id: a for_each instance's usage is under its for_each task's
     id (`research[3]` under `research`), a sub-plan task's under its own.
     """
+    USAGE_GROUPING_ATTRIBUTE: _UsageGrouping.ValueType  # 4
+    """One group per value of the search attribute `group_attribute`: an execution's
+    value is its own, or else that of its nearest ancestor that has the attribute
+    (children and sub-plans count towards the run that started them). The key is
+    the value as a filter writes it (`"acme"`, `3`, `true`, `2026-12-01T00:00:00Z`);
+    executions with no such attribute in their lineage are under `(none)`. At most
+    1,000 groups, the largest by cost first.
+    """
 
 class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
     """How GetUsage splits its total."""
@@ -101,6 +109,14 @@ USAGE_GROUPING_EXECUTION: UsageGrouping.ValueType  # 2
 USAGE_GROUPING_TASK: UsageGrouping.ValueType  # 3
 """One group per task id: a for_each instance's usage is under its for_each task's
 id (`research[3]` under `research`), a sub-plan task's under its own.
+"""
+USAGE_GROUPING_ATTRIBUTE: UsageGrouping.ValueType  # 4
+"""One group per value of the search attribute `group_attribute`: an execution's
+value is its own, or else that of its nearest ancestor that has the attribute
+(children and sub-plans count towards the run that started them). The key is
+the value as a filter writes it (`"acme"`, `3`, `true`, `2026-12-01T00:00:00Z`);
+executions with no such attribute in their lineage are under `(none)`. At most
+1,000 groups, the largest by cost first.
 """
 Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
@@ -1638,6 +1654,7 @@ class GetUsageRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    GROUP_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """Usage of this execution and its children (all recorded, unless since/until)."""
     workflow_name: _builtins.str
@@ -1648,6 +1665,8 @@ class GetUsageRequest(_message.Message):
     ListExecutionsRequest.filter: search attributes, state, workflow...) and of their
     children; with execution_id or workflow_name, of those among them.
     """
+    group_attribute: _builtins.str
+    """With USAGE_GROUPING_ATTRIBUTE (and only then): the search attribute's name."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Usage recorded at or after `since` and before `until` (unset: unbounded)."""
@@ -1663,10 +1682,11 @@ class GetUsageRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         group_by: Global___UsageGrouping.ValueType = ...,
         filter: _builtins.str = ...,
+        group_attribute: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "filter", b"filter", "group_by", b"group_by", "since", b"since", "until", b"until", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "filter", b"filter", "group_attribute", b"group_attribute", "group_by", b"group_by", "since", b"since", "until", b"until", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1709,21 +1729,29 @@ class UsageGroup(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     EXECUTIONS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """A workflow name, an execution id or a task id, as `group_by` says."""
+    """A workflow name, an execution id, a task id or a search attribute's value as
+    text (`(none)`: no value), as `group_by` says.
+    """
     executions: _builtins.int
     @_builtins.property
     def usage(self) -> _execution_pb2.Usage: ...
+    @_builtins.property
+    def value(self) -> _execution_pb2.SearchAttributeValue:
+        """With USAGE_GROUPING_ATTRIBUTE: the typed value (unset for the `(none)` group)."""
+
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         usage: _execution_pb2.Usage | None = ...,
         executions: _builtins.int = ...,
+        value: _execution_pb2.SearchAttributeValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "key", b"key", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "key", b"key", "usage", b"usage", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
