@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
+from execplan import hops
 from execplan.errors import FieldViolation, InvalidArgument
 from execplan.executor.runtime.engine import Engine
 from execplan.v1 import worker_service_pb2 as ws
@@ -66,6 +67,8 @@ class _Outbox:
             self._ticker.cancel()
 
     def put(self, message: ws.ConnectResponse) -> None:
+        if hops.ON:
+            hops.mark("server.send")
         self.pending.append(message)
         self.wake()
 
@@ -153,6 +156,8 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             nonlocal last_heard
             async for request in request_iterator:
                 last_heard = time.monotonic()
+                if hops.ON:
+                    hops.mark("server.read")
                 self._engine.worker_message(worker, request)
 
         reader = asyncio.create_task(read())
@@ -194,6 +199,8 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                         )
                         return
                 if outbox.pending:
+                    if hops.ON:
+                        hops.mark("server.write")
                     yield outbox.take()
         finally:
             outbox.close()

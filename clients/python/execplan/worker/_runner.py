@@ -26,6 +26,7 @@ from typing import Any
 from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
+from . import _hops as hops
 from ._context import AttemptKey, TaskContext
 from ._isolate import run_isolated
 from ._subplan import SubPlan
@@ -182,6 +183,8 @@ class Runner:
         key = AttemptKey.of(dispatch.attempt)
         if ctx.cancelled:
             return
+        if hops.ON:
+            hops.mark("worker.handler")
         try:
             inputs = from_struct(dispatch.inputs)
             with handler_span(dispatch):
@@ -237,6 +240,8 @@ class Runner:
         self, handler: Handler, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext
     ) -> None:
         key = AttemptKey.of(dispatch.attempt)
+        if hops.ON:
+            hops.mark("worker.handler")
         try:
             inputs = from_struct(dispatch.inputs)
             with handler_span(dispatch):

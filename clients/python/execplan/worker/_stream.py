@@ -56,6 +56,7 @@ from execplan.client.errors import decode_details, translate
 from execplan.v1 import execution_pb2, worker_service_pb2, worker_service_pb2_grpc
 from google.protobuf import timestamp_pb2
 
+from . import _hops as hops
 from ._context import AttemptInfo, AttemptKey, PreviousError, TaskContext
 from ._outbox import Outbox
 from ._runner import encode_error
@@ -342,6 +343,8 @@ class StreamThread:
     async def _read_loop(self, call: _ConnectCall) -> None:
         while True:
             response = await call.read()
+            if hops.ON:
+                hops.mark("worker.read")
             if not isinstance(response, worker_service_pb2.ConnectResponse):
                 return  # EOF
             self._on_response(response)
@@ -352,6 +355,8 @@ class StreamThread:
             self._wake.clear()
             request = self._outbox.take(time.monotonic(), keep_for=max(1.0, 2 * self._heartbeat_s))
             if request is not None:
+                if hops.ON:
+                    hops.mark("worker.write")
                 await call.write(request)
                 more = self._outbox.results or self._outbox.usage or self._outbox.chunks
                 if more:  # more than fitted in one message
@@ -461,6 +466,8 @@ class StreamThread:
             self._on_result(key, encode_error(ref, exc))
 
     def _on_result(self, key: AttemptKey, result: worker_service_pb2.TaskResult) -> None:
+        if hops.ON:
+            hops.mark("worker.result")
         attempt = self._attempts.pop(key, None)
         if attempt is None:
             return  # cancelled or revoked: the executor no longer wants this result

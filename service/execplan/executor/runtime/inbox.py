@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from execplan import hops
 from execplan.executor.decide.machine import Machine
 
 Action = Callable[[Machine], Any]
@@ -44,6 +45,8 @@ class Inbox:
     def submit(
         self, execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
     ) -> None:
+        if hops.ON:
+            hops.mark("server.submit")
         self._inputs.append(Input(execution_id, action, future))
         self.woken.set()
 

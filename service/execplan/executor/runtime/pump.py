@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 
+from execplan import hops
 from execplan.aio import cancel_and_wait
 from execplan.errors import ExecplanError, FailedPrecondition, OwnershipLost, StoreError
 from execplan.executor.decide.machine import Machine
@@ -88,6 +89,8 @@ class Pump:
         while not self._stopping:
             await self._inbox.woken.wait()
             self._inbox.woken.clear()
+            if hops.ON:
+                hops.mark("pump.wake")
             try:
                 await self.round()
             except asyncio.CancelledError:
@@ -109,7 +112,11 @@ class Pump:
             now,
             lambda execution_id, request: self.suspend(work, execution_id, [], request),
         )
+        if hops.ON:
+            hops.mark("pump.commit")
         await self._commit(work)
+        if hops.ON:
+            hops.mark("pump.committed")
         for machine in work.machines.values():
             if machine.events:
                 self._actor.act(machine)
