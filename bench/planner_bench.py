@@ -203,9 +203,10 @@ def run_grpc(path: Path, source: Path | None) -> tuple[float, float, float, floa
             server.wait(30)
 
 
-def tools(n: int, runs: int, sources: list[Path | None]) -> None:
+def tools(n: int, runs: int, sources: list[Path | None], only: str = "") -> None:
     """The planner's tools on one `inputs`-shape workflow of n tasks, each run
-    alternating between the sources (medians over `runs`)."""
+    alternating between the sources (medians over `runs`); `only`: the cases whose
+    name contains one of its comma-separated words (e.g. "json,validate")."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench-{n}.json"
         path.write_text(make_workflow(n, inputs=True))
@@ -215,6 +216,9 @@ def tools(n: int, runs: int, sources: list[Path | None]) -> None:
             ("validate", ["validate", str(path)]),
             ("gRPC CompilePlan", None),
         ]  # fmt: skip
+        if only:
+            words = only.split(",")
+            cases = [c for c in cases if any(w in c[0] for w in words)]
         label = max((len(s.name) for s in sources if s is not None), default=6)
         print(f"# {n:,} tasks, shape inputs, {path.stat().st_size / 1e6:.1f} MB of JSON")
         print(f"{'source':>{label}} {'what':<22} {'wall s':>7} {'cpu s':>7} {'peak RSS MiB':>13}")
@@ -249,9 +253,10 @@ def main() -> None:
         help="instead: the CLI (plan in each format, validate) and the gRPC CompilePlan"
         " of an N-task workflow (wall, CPU, peak RSS of the process doing the work)",
     )
+    ap.add_argument("--only", default="", help="with --tools: e.g. json,validate,gRPC")
     args = ap.parse_args()
     if args.tools:
-        tools(args.tools, args.runs, args.source or [None])
+        tools(args.tools, args.runs, args.source or [None], args.only)
         return
     if args.child:
         print(json.dumps(run_one(args.child, args.runs, args.shape)))

@@ -47,9 +47,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
-from operator import add, attrgetter, is_, mod
+from operator import add, attrgetter, is_, itemgetter, mod
 from typing import Any, cast
 
+import orjson
 from execplan.planner.plan import (
     EDGE_ORDER,
     Binding,
@@ -458,10 +459,9 @@ class _Stream:
                 "trigger": _quote(n.trigger),
                 "type": _quote(n.type),
             }
-            slot = {"downstream": "[%s]", "upstream": "[%s]"}  # see _int_lists
+            # Every other key is a %s slot (upstream and downstream: `_int_lists`).
             fields = [
-                f'"{name}":'
-                + (fixed[name].replace("%", "%%") if name in fixed else slot.get(name, "%s"))
+                f'"{name}":' + (fixed[name].replace("%", "%%") if name in fixed else "%s")
                 for name in _NODE_KEYS
             ]
             hit = self.templates[key] = "{" + ",".join(fields) + "}"
@@ -579,9 +579,10 @@ _get_shared = attrgetter("builtin", "priority", "trigger", "type", "estimated_du
 
 
 def _int_lists(lists: Iterable[tuple[int, ...]]) -> list[str]:
-    """ "1,2,3" for each tuple of ints, by map() in C (~2x faster than a repr and a
-    replace per node)."""
-    return list(map(",".join, map(map, repeat(str), lists)))
+    """ "[1,2,3]" for each tuple of ints: orjson writes a tuple of ints exactly as
+    the canonical form does, ~2.5x faster than joining str() of each number by map()
+    (~0.05 s per column at 100k nodes)."""
+    return list(map(bytes.decode, map(orjson.dumps, lists)))
 
 
 def _expression_text(e: Expression) -> str:
@@ -601,21 +602,23 @@ def _expression_text(e: Expression) -> str:
     return "".join(out)
 
 
+# What is inside the brackets of a JSON list.
+_inner: Callable[[str], str] = itemgetter(slice(1, -1))
 _EDGE_HEAD = '{"kind":' + _quote(EDGE_ORDER) + ',"source":%d,"target":'
 
 
 def _edges_text(edges: Sequence[PlanEdge], downs: list[str] | None) -> str:
     """The canonical text of the edges (keys kind, source, target).
 
-    ~300k edges at 100k tasks: a node's ORDER edges are its downstream text ("5,9",
-    from `_int_lists`, given as `downs` for `edges.nodes`) with each comma turned into
-    the text between two edges, all of it by map() in C; only the few nodes with a
-    data edge are written edge by edge."""
+    ~300k edges at 100k tasks: a node's ORDER edges are its downstream text ("[5,9]",
+    from `_int_lists`, given as `downs` for `edges.nodes`) without its brackets, with
+    each comma turned into the text between two edges, all of it by map() in C; only
+    the few nodes with a data edge are written edge by edge."""
     if not isinstance(edges, PlanEdges) or downs is None:
         return _dumps([{"source": e.source, "target": e.target, "kind": e.kind} for e in edges])
-    keep = list(map(bool, downs))
+    keep = list(map(bool, map(_get_downstream, edges.nodes)))
     sources = list(compress(map(_get_index, edges.nodes), keep))
-    targets = list(compress(downs, keep))
+    targets = list(map(_inner, compress(downs, keep)))
     heads = list(map(_EDGE_HEAD.__mod__, sources))
     # Each text lacks its last "}": the join below puts them back.
     texts = list(map(add, heads, map(str.replace, targets, repeat(","), map("},".__add__, heads))))
