@@ -1,5 +1,6 @@
 """The JSON event log: one structured log line per execution start and end and per
-failed, timed-out or retried attempt (successes at DEBUG), from committed events.
+failed, timed-out or retried attempt (successes at DEBUG; at WARNING only the
+failures and the executions that did not succeed), from committed events.
 
     engine.observers.add(EventLogObserver())     # done by ExecutorComponent
 
@@ -25,17 +26,11 @@ def trace_id_of(trace_context: dict[str, str]) -> str:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
-# The kinds that make a line (task_succeeded only at DEBUG).
-_LOGGED_KINDS = frozenset(
-    {
-        "execution_started",
-        "execution_completed",
-        "task_failed",
-        "task_timed_out",
-        "task_retry_scheduled",
-    }
-)
-_LOGGED_KINDS_DEBUG = _LOGGED_KINDS | {"task_succeeded"}
+# The kinds that may make a line at WARNING (failures; an execution that did not
+# succeed), at INFO (starts, ends, retries) and at DEBUG (successes too).
+_WARNING_KINDS = frozenset({"execution_completed", "task_failed", "task_timed_out"})
+_INFO_KINDS = _WARNING_KINDS | {"execution_started", "task_retry_scheduled"}
+_DEBUG_KINDS = _INFO_KINDS | {"task_succeeded"}
 
 
 class EventLogObserver(EngineObserver):
@@ -43,11 +38,14 @@ class EventLogObserver(EngineObserver):
         self.log = logger or logging.getLogger("execplan.events")
 
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        if not self.log.isEnabledFor(logging.INFO):
-            return
-        logged = _LOGGED_KINDS
         if self.log.isEnabledFor(logging.DEBUG):
-            logged = _LOGGED_KINDS_DEBUG
+            logged = _DEBUG_KINDS
+        elif self.log.isEnabledFor(logging.INFO):
+            logged = _INFO_KINDS
+        elif self.log.isEnabledFor(logging.WARNING):
+            logged = _WARNING_KINDS
+        else:
+            return
         kinds = [event.WhichOneof("kind") for event in events]
         if logged.isdisjoint(kinds):  # most rounds of most executions: nothing to log
             return
