@@ -132,13 +132,3 @@ async def test_a_bad_attribute_name_names_group_attribute(
         await env.client.usage(group_by=group_by)
     assert words in str(caught.value)
     assert [v.field for v in caught.value.violations] == ["group_attribute"]
-
-
-async def test_group_attribute_without_the_attribute_grouping_is_refused(env: Env) -> None:
-    from execplan.v1 import executor_service_pb2 as pb  # noqa: PLC0415
-
-    request = pb.GetUsageRequest(group_by=pb.USAGE_GROUPING_TASK, group_attribute="customer")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await env.stub.GetUsage(request)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "group_attribute is only for" in (caught.value.details() or "")

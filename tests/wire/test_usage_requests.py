@@ -1,6 +1,7 @@
 """GetUsage requests the store cannot judge, over a real server: timestamps outside
-what a Timestamp holds, two scopes, an unknown grouping; each INVALID_ARGUMENT with
-a BadRequest naming the field."""
+what a Timestamp holds, two scopes, an unknown grouping, a grouping by attribute
+without a valid name (or a name without it); each INVALID_ARGUMENT with a BadRequest
+naming the field."""
 
 from __future__ import annotations
 
@@ -36,11 +37,18 @@ async def test_bad_usage_requests_name_the_field(tmp_path: Path) -> None:
         nanos.until.nanos = -1
         both = pb.GetUsageRequest(execution_id="x", workflow_name="w")
         grouping = pb.GetUsageRequest(group_by=99)  # type: ignore[arg-type]
+        by_attribute = pb.USAGE_GROUPING_ATTRIBUTE
+        unnamed = pb.GetUsageRequest(group_by=by_attribute)
+        misnamed = pb.GetUsageRequest(group_by=by_attribute, group_attribute="customer.id")
+        stray = pb.GetUsageRequest(group_by=pb.USAGE_GROUPING_TASK, group_attribute="customer")
         for request, field in (
             (far, "since"),
             (nanos, "until"),
             (both, "workflow_name"),
             (grouping, "group_by"),
+            (unnamed, "group_attribute"),
+            (misnamed, "group_attribute"),
+            (stray, "group_attribute"),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetUsage(request)
