@@ -1,15 +1,17 @@
 """Where a W2 chain step's time goes, hop by hop, from hop timestamps (execplan/hops.py).
 
     EXECPLAN_HOPS=/tmp/hops.txt .venv/bin/python bench/executor_bench.py --workload w2 --repeat 1
-    .venv/bin/python bench/hops.py /tmp/hops.txt [--steps 200] [--slow-ms 4]
+    .venv/bin/python bench/hops.py /tmp/hops.txt [--steps 199] [--slow-ms 4]
 
 The server and the Python workers of the run append `<monotonic ns> <pid> <label>`
 lines to the file (one clock for every process of the machine). A chain has one
-task in flight, so the lines of the last `--steps` steps, in time order, are one
-timeline: each step runs from the server handing a dispatch to the worker's outbox
-(`server.send`) to the next one, through the hops below. Prints each hop's median,
-mean and 90th percentile in microseconds, and what the steps slower than
-`--slow-ms` spent their time on. Delete the file between runs (lines are appended).
+task in flight, so the lines of the last `--steps` steps (a chain of N tasks has
+N - 1 dispatch-to-dispatch steps: W2 199; more would reach back into the warm-up),
+in time order, are one timeline: each step runs from the server handing a dispatch
+to the worker's outbox (`server.send`) to the next one, through the hops below.
+Prints each hop's median, mean and 90th percentile in microseconds, and what the
+steps slower than `--slow-ms` spent their time on. Delete the file between runs
+(lines are appended).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ HOPS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("file", type=Path)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=199)
     parser.add_argument("--slow-ms", type=float, default=4.0)
     args = parser.parse_args()
     marks = sorted(
