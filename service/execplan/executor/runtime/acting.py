@@ -81,6 +81,12 @@ class Actor:
 
     def act(self, machine: Machine) -> None:
         """The external effects of `machine`, whose events are committed."""
+        self.send(machine)
+        self.settle(machine)
+
+    def send(self, machine: Machine) -> bool:
+        """The first half of `act`: dispatches and cancels onto the workers' outboxes,
+        timers armed, children started or stopped. True when a message was queued."""
         state = machine.state
         # One message per worker for all of this execution's dispatches and cancels
         # (its outbox merges whatever is pending into one stream message anyway).
@@ -104,6 +110,12 @@ class Actor:
             for worker_id, message in outgoing.items():
                 if message.dispatches or message.cancels:
                     self._sessions.send(worker_id, message)
+        return bool(outgoing)
+
+    def settle(self, machine: Machine) -> None:
+        """The second half of `act`: breakers, flow, observers, watchers, live output,
+        checkpoints, retirement. Nothing on the wire waits for it."""
+        state = machine.state
         events = machine.events
         self._breakers.committed(state, events)
         self._flow.committed(state, events)
