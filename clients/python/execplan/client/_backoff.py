@@ -24,6 +24,7 @@ worker's stream does).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -47,12 +48,20 @@ class RetryPolicy:
 
 DEFAULT_POLICY = RetryPolicy()
 
+# The jitter of every Backoff without an rng of its own: a Random seeds itself from
+# 2.5 KB of os.urandom (~30 us), and a Retry is made for every call. Not the module's
+# global one, which a program (or a test plugin) may seed. Reseeded in a forked child
+# so that forked workers do not retry in step.
+_JITTER = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_JITTER.seed)
+
 
 class Backoff:
     def __init__(self, policy: RetryPolicy = DEFAULT_POLICY, rng: random.Random | None = None):
         self.policy = policy
         self._attempt = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
 
     @property
     def attempt(self) -> int:
