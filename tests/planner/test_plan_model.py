@@ -134,3 +134,46 @@ def test_streamed_plan_id_with_literals_of_every_kind() -> None:
     text = canonical_json(result.plan)
     assert result.plan.plan_id == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     assert '"literal":true' in text and '"literal":null' in text
+
+
+def test_inputs_only_tasks_compile_the_same_by_the_quick_way() -> None:
+    """Tasks whose only expressions are in `inputs` skip the per-site checks when
+    every expression there reads only declared workflow inputs: the plan and the
+    diagnostics are what the general way gives, for quiet and not-quiet ones."""
+    from execplan.planner.bindings import compile_bindings, quiet_bindings  # noqa: PLC0415
+    from execplan.planner.diagnostics import Diagnostics  # noqa: PLC0415
+
+    quiet: list[dict[str, object]] = [
+        {"n": 1, "s": "${{ workflow.inputs.n }}", "t": "x ${{ workflow.inputs.n + 1 }} y"},
+        {"b": True, "z": None, "f": 2.5, "plain": "no expression"},
+    ]
+    for values in quiet:
+        refs: list[Any] = []
+        diags = Diagnostics()
+        general = compile_bindings(values, "p", diags, refs)
+        assert quiet_bindings(values, lambda e: True) == general and not diags.report()
+    # Refused by the quick way: the general way decides (and reports) instead.
+    loud: list[dict[str, object]] = [
+        {"a": "${{ tasks.a.output }}"},
+        {"a": "${{ workflow.inputs.nope }}"},
+        {"a": "${{ item }}"},
+        {"a": "${{ 1 + }}"},
+        {"a": {"k": "${{ workflow.inputs.n }}"}},
+        {"a": ["${{ workflow.inputs.n }}"]},
+    ]
+    for values in loud[3:]:
+        assert quiet_bindings(values, lambda e: True) is None
+    tasks: list[dict[str, object]] = [{"type": "t", "inputs": v} for v in [*quiet, *loud]]
+    for i, t in enumerate(tasks):
+        t["id"] = f"t{i}"
+    doc = {"name": "q", "inputs": {"n": {"type": "integer", "default": 1}}, "tasks": tasks}
+    codes = sorted((d.path, d.code) for d in compile_document(doc).diagnostics)
+    assert codes == [
+        ("tasks[2].inputs.a", "unknown-reference"),  # no task has id a
+        ("tasks[3].inputs.a", "unknown-reference"),  # inputs.nope not declared
+        ("tasks[4].inputs.a", "unknown-reference"),  # item outside for_each
+        ("tasks[5].inputs.a", "invalid-expression"),
+    ]
+    ok = compile_document({**doc, "tasks": [*tasks[:2], tasks[6], tasks[7]]}).plan
+    assert ok is not None
+    assert [type(b.value).__name__ for b in ok.nodes[2].bindings] == ["BindingStruct"]

@@ -45,7 +45,7 @@ from execplan.planner import (
     validate_runtime,
     variables,
 )
-from execplan.planner.bindings import compile_bindings, compile_condition
+from execplan.planner.bindings import compile_bindings, compile_condition, quiet_bindings
 from execplan.planner.diagnostics import Diagnostics, clip
 from execplan.planner.model import Task, TaskDefaults, Workflow
 from execplan.planner.plan import (
@@ -158,11 +158,19 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
 
     data: list[tuple[int, int, str]] = []
     compiled: list[_Compiled | None] = []
+    quiet = _Quiet(wf).check
     for t in wf.tasks:
         if t is None:
             compiled.append(None)
-        elif t.inputs or t.when or t.fallback or t.compensation or t.for_each or t.repeat:
+        elif t.when or t.fallback or t.compensation or t.for_each or t.repeat:
             compiled.append(_compile_task(t, wf, ids, diags, data))
+        elif t.inputs:
+            # Inputs only: most such tasks read nothing a check could refuse.
+            bindings = None if t.type == builtin_http.TYPE else quiet_bindings(t.inputs, quiet)
+            if bindings is None:
+                compiled.append(_compile_task(t, wf, ids, diags, data))
+            else:
+                compiled.append(_new_compiled(bindings, None, (), (), None, None))
         else:
             compiled.append(_NOTHING)  # no expressions: skip the call and the object
     out_refs: list[tuple[str, Expression]] = []
@@ -196,6 +204,29 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         plan = budgets.apply(plan)
         plan = replace(plan, plan_id=digest.plan_id(plan))
     return plan
+
+
+class _Quiet:
+    """Whether an expression (one the bindings reported no problem for), in the
+    inputs of a task without for_each or repeat, needs no further check: it reads
+    no task (no data edge), no runtime variable and only declared workflow inputs,
+    so `variables.check` and `check_reads` would find nothing. Cached by source."""
+
+    __slots__ = ("declared", "known")
+
+    def __init__(self, wf: Workflow) -> None:
+        self.declared = wf.inputs
+        self.known: dict[str, bool] = {}
+
+    def check(self, expr: Expression) -> bool:
+        hit = self.known.get(expr.source)
+        if hit is None:
+            hit = self.known[expr.source] = (
+                not expr.reads_tasks
+                and not expr.reads_variables
+                and all(name in self.declared for name in expr.reads_inputs)
+            )
+        return hit
 
 
 class _Flow:
