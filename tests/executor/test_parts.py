@@ -239,3 +239,26 @@ def _fan_out(width: int) -> str:
     ids = ", ".join(f"m{i}" for i in range(width))
     last = f"  - {{id: z, type: t, depends_on: [{ids}]}}\n"
     return f"name: wide\ntasks:\n  - {{id: a, type: t}}\n{middle}{last}"
+
+
+async def test_a_burst_of_starts_of_a_new_plan_registers_it_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = compile_source("name: burst\ntasks:\n  - {id: x, type: t}\n")
+    assert compiled.plan is not None
+    plan = encode_plan(compiled.plan)
+    stored: list[str] = []
+    put_plan = engine.store.put_plan
+
+    async def counted(plan_id: str, payload: bytes) -> None:
+        stored.append(plan_id)
+        await put_plan(plan_id, payload)
+
+    monkeypatch.setattr(engine.store, "put_plan", counted)
+    calls = [asyncio.ensure_future(engine.register_plan(plan)) for _ in range(50)]
+    calls[0].cancel()  # a client that went away cancels neither the others nor the work
+    views = await asyncio.gather(*calls[1:])
+    assert stored == [plan.plan_id]
+    assert len({id(view) for view in views}) == 1
+    assert calls[0].cancelled()
+    assert await engine.register_plan(plan) is views[0]

@@ -9,8 +9,10 @@ events live; `list_executions` and `history` page through the store.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from execplan.errors import NotFound
 from execplan.executor.decide.evolve import evolve
@@ -49,19 +51,37 @@ class Reads:
         self._plan_cache = plan_cache
         self._now_ms = now_ms
         self._plans: OrderedDict[str, PlanView] = OrderedDict()
+        # Registrations under way: a burst of starts of one new plan (200 clients
+        # sending the same workflow at once) stores and decodes it once, not per start.
+        self._registering: dict[str, asyncio.Future[PlanView]] = {}
         # Replicas: reaches executions other replicas own (runtime/replicas.py).
         self.router: Router | None = None
 
     # -- plans -----------------------------------------------------------------------
     async def register_plan(self, plan: plan_pb2.ExecutionPlan) -> PlanView:
         view = self._cached(plan.plan_id)
-        if view is None:
-            await self._store.put_plan(plan.plan_id, plan.SerializeToString(deterministic=True))
-            if await self._store.get_kv(plan_index.NAMESPACE, plan.plan_id) is None:
-                entry = plan_index.PlanEntry.of(plan, self._now_ms())
-                await self._store.put_kv(plan_index.NAMESPACE, plan.plan_id, entry.encode())
-            view = self._cache(decode_plan(plan))
-        return view
+        if view is not None:
+            return view
+        registering = self._registering.get(plan.plan_id)
+        if registering is None:
+            # A task of its own, so a caller that is cancelled (its client went away)
+            # cancels neither the registration nor the other callers waiting on it.
+            registering = asyncio.ensure_future(self._register(plan))
+            self._registering[plan.plan_id] = registering
+            registering.add_done_callback(partial(self._registered, plan.plan_id))
+        return await asyncio.shield(registering)
+
+    def _registered(self, plan_id: str, registering: asyncio.Future[PlanView]) -> None:
+        del self._registering[plan_id]
+        if not registering.cancelled():
+            registering.exception()  # retrieved, also when every caller was cancelled
+
+    async def _register(self, plan: plan_pb2.ExecutionPlan) -> PlanView:
+        await self._store.put_plan(plan.plan_id, plan.SerializeToString(deterministic=True))
+        if await self._store.get_kv(plan_index.NAMESPACE, plan.plan_id) is None:
+            entry = plan_index.PlanEntry.of(plan, self._now_ms())
+            await self._store.put_kv(plan_index.NAMESPACE, plan.plan_id, entry.encode())
+        return self._cache(decode_plan(plan))
 
     def registered(self, plan_id: str) -> PlanView | None:
         """The plan's view when it is in the cache: `register_plan` of it would then
