@@ -272,3 +272,41 @@ async def test_schedules_and_purge_through_the_python_client(tmp_path: Path) -> 
         assert await ran() == []
         with pytest.raises(NotFoundError):
             await env.client.get(runs[0].execution_id)
+
+
+async def test_watch_all_gets_only_the_summaries_its_filter_admits(tmp_path: Path) -> None:
+    """Filters apply where summaries are made: a watcher of terminal states gets no
+    summary of a start, and one that nobody's filter admits is never encoded."""
+    done = execution_pb2.EXECUTION_STATE_SUCCEEDED
+    running = execution_pb2.EXECUTION_STATE_RUNNING
+    async with environment(Env, tmp_path) as env:
+        hub = env.executor.engine.hub
+        by_workflow: list[execution_pb2.Execution] = []
+        finished: list[execution_pb2.Execution] = []
+
+        async def watch(into: list[execution_pb2.Execution], count: int, **kw: Any) -> None:
+            async for execution in env.client.watch_all(**kw):
+                into.append(execution)
+                if len(into) == count:
+                    return
+
+        watchers = [
+            asyncio.create_task(watch(by_workflow, 4, workflow_name="quick")),
+            asyncio.create_task(watch(finished, 3, states=[done])),
+        ]
+
+        async def subscribed() -> bool:
+            return hub.watchers_of_all() == 2
+
+        await env.until(subscribed)
+        assert hub.wants_summary(running, "quick")
+        assert not hub.wants_summary(running, "other")  # no summary is encoded for it
+        quick = [await env.start(QUICK), await env.start(QUICK)]
+        other = await env.start(QUICK.replace("name: quick", "name: other"))
+        async with asyncio.timeout(15):
+            await asyncio.gather(*watchers)
+        for execution_id in quick:
+            states = [e.state for e in by_workflow if e.execution_id == execution_id]
+            assert states == [running, done]
+        assert sorted(e.execution_id for e in finished) == sorted([*quick, other])
+        assert {e.state for e in finished} == {done}

@@ -27,6 +27,7 @@ from execplan.errors import (
     WorkflowInvalid,
 )
 from execplan.executor.runtime.engine import Engine
+from execplan.executor.runtime.hub import SummaryFilter
 from execplan.executor.runtime.plan_index import PlanEntry
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
@@ -462,18 +463,14 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def WatchExecutions(  # noqa: N802
         self, request: pb.WatchExecutionsRequest, context: Ctx
     ) -> AsyncGenerator[pb.WatchExecutionsResponse, None]:
-        wanted = set(request.states)
+        wanted = SummaryFilter(frozenset(request.states), request.workflow_name)
         with self._watches.slot():
-            subscription = self._engine.hub.subscribe_all()
+            subscription = self._engine.hub.subscribe_all(wanted)
             try:
                 while True:
                     execution = await subscription.queue.get()
                     if execution is None:
                         return
-                    if wanted and execution.state not in wanted:
-                        continue
-                    if request.workflow_name and execution.workflow_name != request.workflow_name:
-                        continue
                     yield pb.WatchExecutionsResponse(execution=execution)
             finally:
                 self._engine.hub.unsubscribe_all(subscription)

@@ -123,7 +123,7 @@ class Actor:
             self._observers.committed(state, events)
         if self._hub.wants(state.execution_id):
             self._hub.publish(state.execution_id, events)
-        if self._hub.has_watchers_of_all() and any(
+        if self._hub.wants_summary(state.state, state.plan.workflow_name) and any(
             e.WhichOneof("kind") in _SUMMARY_KINDS for e in events
         ):
             self._hub.publish_summary(encode_execution(state, with_tasks=False))

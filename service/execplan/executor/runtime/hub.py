@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from execplan.v1 import events_pb2 as ev
@@ -37,11 +38,25 @@ class Subscription(Generic[T]):
         self.queue.put_nowait(None)
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryFilter:
+    """Which execution summaries a WatchExecutions subscriber wants: empty `states`
+    or `workflow_name` admits every one."""
+
+    states: frozenset[int] = frozenset()
+    workflow_name: str = ""
+
+    def admits(self, state: int, workflow_name: str) -> bool:
+        return (not self.states or state in self.states) and (
+            not self.workflow_name or workflow_name == self.workflow_name
+        )
+
+
 class Hub:
     def __init__(self, max_backlog: int = 100_000) -> None:
         self._max_backlog = max_backlog
         self._by_execution: dict[str, set[Subscription[ev.ExecutionEvent]]] = {}
-        self._all: set[Subscription[ex.Execution]] = set()
+        self._all: dict[Subscription[ex.Execution], SummaryFilter] = {}
 
     def subscribe(self, execution_id: str) -> Subscription[ev.ExecutionEvent]:
         sub: Subscription[ev.ExecutionEvent] = Subscription(self._max_backlog)
@@ -55,13 +70,13 @@ class Hub:
             if not subs:
                 del self._by_execution[execution_id]
 
-    def subscribe_all(self) -> Subscription[ex.Execution]:
+    def subscribe_all(self, wanted: SummaryFilter = SummaryFilter()) -> Subscription[ex.Execution]:
         sub: Subscription[ex.Execution] = Subscription(self._max_backlog)
-        self._all.add(sub)
+        self._all[sub] = wanted
         return sub
 
     def unsubscribe_all(self, sub: Subscription[ex.Execution]) -> None:
-        self._all.discard(sub)
+        self._all.pop(sub, None)
 
     def wants(self, execution_id: str) -> bool:
         return execution_id in self._by_execution
@@ -77,12 +92,20 @@ class Hub:
         """Open WatchExecution subscriptions of one execution (tests, diagnostics)."""
         return len(self._by_execution.get(execution_id, ()))
 
-    def has_watchers_of_all(self) -> bool:
-        return bool(self._all)
+    def watchers_of_all(self) -> int:
+        """Open WatchExecutions subscriptions (tests, diagnostics)."""
+        return len(self._all)
+
+    def wants_summary(self, state: int, workflow_name: str) -> bool:
+        """Whether a summary of an execution now in `state` reaches anyone: checked
+        before encoding one (a watcher of terminal states only, as a client waiting for
+        results is, wants no summary of each start)."""
+        return any(wanted.admits(state, workflow_name) for wanted in self._all.values())
 
     def publish_summary(self, execution: ex.Execution) -> None:
-        for sub in self._all:
-            sub.offer(execution)
+        for sub, wanted in self._all.items():
+            if wanted.admits(execution.state, execution.workflow_name):
+                sub.offer(execution)
 
     def close(self) -> None:
         for subs in self._by_execution.values():
