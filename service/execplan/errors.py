@@ -78,6 +78,12 @@ class SubscriberTooSlow(LimitExceeded):
     reason = "SUBSCRIBER_TOO_SLOW"
 
 
+class ResponseTooLarge(LimitExceeded):
+    """An answer that would be larger than the server's message limit."""
+
+    reason = "RESPONSE_TOO_LARGE"
+
+
 class Overloaded(ExecplanError):
     def __init__(self, message: str, retry_after_seconds: float) -> None:
         super().__init__(message)

@@ -250,7 +250,9 @@ class ExecutorComponent(BaseComponent):
         from execplan.wire.schedule_rpcs import OpsRpcs  # noqa: PLC0415
 
         watches = WatchLimit(self._max_watch_streams)
-        servicer = executor_servicer.ExecutorServicer(self.engine, self._compiler, watches)
+        servicer = executor_servicer.ExecutorServicer(
+            self.engine, self._compiler, watches, max_message_bytes=self._max_message_bytes
+        )
         ops = self.operations
         servicer.ops = OpsRpcs(ops.scheduler, ops.pruner, servicer.plan_for, ops.check_inputs)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)

@@ -4,18 +4,24 @@ page token the server did not issue is INVALID_ARGUMENT naming `page_token`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from execplan.client import ExecutorClient
+from execplan.config import ServerConfig
+from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import executor_service_pb2 as pb
+from execplan.v1 import executor_service_pb2_grpc
 from execplan.wire.executor_servicer import DEFAULT_PAGE, MAX_PAGE, page_size
+from execplan.worker import Worker
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.support.server import Env, environment
+from tests.support.server import FAST, Env, environment, stop_worker
 
 WAIT = "name: paged\ntasks:\n  - {id: w, type: builtin.wait_for_event, inputs: {event: go}}\n"
 
@@ -114,3 +120,76 @@ async def test_a_sequence_past_the_last_event_is_out_of_range(tmp_path: Path) ->
             pb.WatchExecutionRequest(execution_id=done, after_sequence=end)
         )
         assert [r async for r in tail] == []
+
+
+BIG = """
+name: big
+inputs:
+  blob: {type: string}
+tasks:
+  - {id: a, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
+  - {id: b, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
+  - {id: c, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
+"""
+
+
+async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
+    """Big inputs and outputs end a page early instead of making one no response can
+    carry: a 1 MiB server pages through 300 KB executions and 300 KB events."""
+    limit = 1024 * 1024
+    config = ServerConfig(
+        listen="127.0.0.1:0", db_path=str(tmp_path / "big.db"), max_message_bytes=limit
+    )
+    executor = ExecutorComponent(config.db_path, config=FAST, max_message_bytes=limit)
+    async with ExecplanServer(config, [executor, PlannerComponent(config)]) as server:
+        channel = grpc.aio.insecure_channel(server.address)
+        client = ExecutorClient(channel=channel)
+        stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
+        worker = Worker(server.address, slots=3)
+        worker.task("big.echo")(lambda inputs: {"echo": inputs["blob"]})
+        serving = asyncio.create_task(worker.serve())
+        try:
+            blob = "x" * 300_000
+            ids = [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
+            async for event in client.watch(ids[0]):
+                if event.HasField("execution_completed"):
+                    break
+            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
+            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
+            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
+
+            events: list[Any] = []
+            token, pages = "", 0
+            while True:
+                history = await stub.GetExecutionHistory(
+                    pb.GetExecutionHistoryRequest(execution_id=ids[0], page_token=token)
+                )
+                assert history.ByteSize() <= limit
+                events += history.events
+                pages += 1
+                if not (token := history.next_page_token):
+                    break
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+            assert events[-1].HasField("execution_completed")
+            assert pages >= 2  # the 3 outputs and the inputs do not fit in one
+
+            listed: list[str] = []
+            token, pages = "", 0
+            while True:
+                page = await stub.ListExecutions(pb.ListExecutionsRequest(page_token=token))
+                assert page.ByteSize() <= limit
+                listed += [e.execution_id for e in page.executions]
+                pages += 1
+                if not (token := page.next_page_token):
+                    break
+            assert sorted(listed) == sorted(ids) and pages >= 2
+
+            # One execution cannot be paged: too large is said plainly.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetExecution(pb.GetExecutionRequest(execution_id=ids[0]))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "over this server's message limit of 1,048,576" in str(caught.value.details())
+            assert "GetExecutionHistory" in str(caught.value.details())
+        finally:
+            await stop_worker(worker, serving)
+            await channel.close()

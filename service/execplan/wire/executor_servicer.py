@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
+from execplan.config import MIB
 from execplan.errors import (
     AlreadyExists,
     ExecplanError,
@@ -23,18 +24,21 @@ from execplan.errors import (
     LimitExceeded,
     NotFound,
     OutOfRange,
+    ResponseTooLarge,
     Unavailable,
     WorkflowInvalid,
 )
 from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.hub import SummaryFilter
 from execplan.executor.runtime.plan_index import PlanEntry
+from execplan.executor.runtime.reads import ENTRY_OVERHEAD_BYTES
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
 from execplan.flow import capacity
 from execplan.flow.capacity import Capacity, Request
 from execplan.search import parse
 from execplan.store import registry
+from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
@@ -61,8 +65,25 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
+# A page also ends where its next item would take the response past the server's
+# message limit, less this much for the rest of the response (token, framing): a page of
+# big outputs or inputs could otherwise never be sent, and nothing after it be read.
+PAGE_ENVELOPE_BYTES = 64 * 1024
+
+
 def page_size(requested: int) -> int:
     return min(requested, MAX_PAGE) if requested else DEFAULT_PAGE
+
+
+def fitting(items: Sequence[ev.ExecutionEvent], max_bytes: int) -> int:
+    """How many leading `items` fit in `max_bytes` encoded (the first always does: one
+    event is never larger than a message)."""
+    used = 0
+    for n, item in enumerate(items):
+        used += item.ByteSize() + ENTRY_OVERHEAD_BYTES
+        if n and used > max_bytes:
+            return n
+    return len(items)
 
 
 def _history_token(token: str) -> int:
@@ -223,10 +244,14 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         compiler: Compiler,
         watch_limit: WatchLimit | None = None,
         ops: OpsRpcs | None = None,
+        max_message_bytes: int = 64 * MIB,
     ) -> None:
         """`ops`: schedules and purge (wire/schedule_rpcs.py; server.py sets it, as it
-        needs `plan_for`); without it those RPCs are UNAVAILABLE."""
+        needs `plan_for`); without it those RPCs are UNAVAILABLE. `max_message_bytes`:
+        the server's message limit, which pages of history and executions stay under."""
         self._engine = engine
+        self._max_message_bytes = max_message_bytes
+        self._page_bytes = max(1, max_message_bytes - PAGE_ENVELOPE_BYTES)
         self._compiler = CachingCompiler(compiler)
         # One bound shared by every watch stream (wire/watch_limit.py).
         self._watches = watch_limit or WatchLimit()
@@ -356,7 +381,15 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         if request.at_sequence:
             await self._within_log(execution_id, request.at_sequence, "at_sequence")
         execution = await self._engine.get_execution(execution_id, request.at_sequence)
-        return pb.GetExecutionResponse(execution=execution)
+        response = pb.GetExecutionResponse(execution=execution)
+        if (size := response.ByteSize()) > self._max_message_bytes:
+            # Said plainly, instead of gRPC's "Sent message larger than max" after the fact.
+            raise ResponseTooLarge(
+                f"execution {execution_id} is {size:,} bytes encoded, over this server's"
+                f" message limit of {self._max_message_bytes:,} (execplan serve"
+                " --max-message-mib): read it in pages with GetExecutionHistory"
+            )
+        return response
 
     @unary_errors
     async def ListExecutions(  # noqa: N802
@@ -370,6 +403,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             request.page_token,
             parent_execution_id=request.parent_execution_id,
             search=search,
+            max_bytes=self._page_bytes,
         )
         return pb.ListExecutionsResponse(executions=executions, next_page_token=token)
 
@@ -487,8 +521,8 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             await self._within_log(execution_id, after, "after_sequence")
         size = page_size(request.page_size)
         events = await self._engine.history(execution_id, after, size + 1)
-        page = events[:size]
-        token = str(page[-1].sequence) if len(events) > size and page else ""
+        page = events[: fitting(events[:size], self._page_bytes)]
+        token = str(page[-1].sequence) if len(events) > len(page) and page else ""
         return pb.GetExecutionHistoryResponse(events=page, next_page_token=token)
 
     @unary_errors

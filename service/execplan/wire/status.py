@@ -6,6 +6,7 @@
      └ OutOfRange             OUT_OF_RANGE            BadRequest (the field past the end)
     LimitExceeded             RESOURCE_EXHAUSTED      QuotaFailure (one per limit hit)
     SubscriberTooSlow         RESOURCE_EXHAUSTED      (a live-output subscriber dropped)
+    ResponseTooLarge          RESOURCE_EXHAUSTED      (an answer over the message limit)
     Overloaded                RESOURCE_EXHAUSTED      RetryInfo (the retry-after hint)
     NotFound                  NOT_FOUND
     AlreadyExists             ALREADY_EXISTS
@@ -75,6 +76,7 @@ from execplan.errors import (
     Overloaded,
     OwnershipLost,
     PermissionDenied,
+    ResponseTooLarge,
     StaleToken,
     StoreError,
     SubscriberTooSlow,
@@ -121,6 +123,7 @@ TABLE: dict[type[ExecplanError], StatusRow] = {
     OutOfRange: StatusRow(grpc.StatusCode.OUT_OF_RANGE, "OUT_OF_RANGE"),
     LimitExceeded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
     SubscriberTooSlow: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW"),
+    ResponseTooLarge: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "RESPONSE_TOO_LARGE"),
     Overloaded: StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     NotFound: StatusRow(grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     AlreadyExists: StatusRow(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),

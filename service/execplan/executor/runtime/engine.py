@@ -561,6 +561,7 @@ class Engine:
         *,
         parent_execution_id: str = "",
         search: Filter = EMPTY,
+        max_bytes: int = 0,
     ) -> tuple[list[ex.Execution], str]:
         return await self.reads.list_executions(
             states,
@@ -569,6 +570,7 @@ class Engine:
             page_token,
             parent_execution_id=parent_execution_id,
             search=search,
+            max_bytes=max_bytes,
         )
 
     async def history(

@@ -30,6 +30,9 @@ from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import plan_pb2
 
+# What a repeated message field adds to its entry's own size: the tag and the length.
+ENTRY_OVERHEAD_BYTES = 16
+
 
 class Reads:
     def __init__(
@@ -177,8 +180,12 @@ class Reads:
         *,
         parent_execution_id: str = "",
         search: Filter = EMPTY,
+        max_bytes: int = 0,
     ) -> tuple[list[ex.Execution], str]:
-        """`parent_execution_id`: only the children of that execution."""
+        """`parent_execution_id`: only the children of that execution. `max_bytes`
+        (0: none): the page also ends before the execution that would take its encoded
+        size past it (the first one is always taken), so big inputs and outputs cannot
+        make a page larger than a response may be."""
         size = max(1, page_size)  # the default and the cap are the caller's (the wire's)
         records = await self._store.list_executions(
             states=states,
@@ -188,15 +195,18 @@ class Reads:
             parent_execution_id=parent_execution_id,
             filter=search,
         )
-        page, more = records[:size], len(records) > size
-        result = []
-        for record in page:
+        result: list[ex.Execution] = []
+        used = 0
+        for record in records[:size]:
             # Recently finished ones are still in memory: their task counts too.
             live = self._executions.recent(record.execution_id)
-            result.append(
-                encode_execution(live, with_tasks=False) if live else encode_record(record)
-            )
-        return result, page_cursor(page[-1]) if more and page else ""
+            execution = encode_execution(live, with_tasks=False) if live else encode_record(record)
+            used += execution.ByteSize() + ENTRY_OVERHEAD_BYTES
+            if max_bytes and result and used > max_bytes:
+                break
+            result.append(execution)
+        more = len(records) > len(result)
+        return result, page_cursor(records[len(result) - 1]) if more and result else ""
 
     async def history(
         self, execution_id: str, after_sequence: int, limit: int

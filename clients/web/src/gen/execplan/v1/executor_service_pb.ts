@@ -2470,8 +2470,10 @@ export const UsageGroupingSchema: GenEnum<UsageGrouping> = /*@__PURE__*/
  *   A sequence a caller sends (`at_sequence`, `after_sequence`) may be at most the
  *   execution's last sequence; past it the answer is OUT_OF_RANGE, naming the last.
  * - Paging (ListExecutions, GetExecutionHistory, ListPlans): `page_size` 0 means 100; above
- *   1000 it is served as 1000 (not an error). `next_page_token` is "" on the last
- *   page; a token is opaque and valid for the same request only.
+ *   1000 it is served as 1000 (not an error). A page may hold fewer: it also ends
+ *   where the next item would take the response past the server's message limit.
+ *   `next_page_token` is "" on the last page; a token is opaque and valid for the
+ *   same request only.
  * - Integers: a uint64 field holds at most 2^63-1 and an enum only its declared
  *   values; anything else is INVALID_ARGUMENT naming the field.
  * - Errors: gRPC status codes with google.rpc.Status details (ErrorInfo with a
