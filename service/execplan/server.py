@@ -254,7 +254,13 @@ class ExecutorComponent(BaseComponent):
             self.engine, self._compiler, watches, max_message_bytes=self._max_message_bytes
         )
         ops = self.operations
-        servicer.ops = OpsRpcs(ops.scheduler, ops.pruner, servicer.plan_for, ops.check_inputs)
+        servicer.ops = OpsRpcs(
+            ops.scheduler,
+            ops.pruner,
+            servicer.plan_for,
+            ops.check_inputs,
+            max_message_bytes=self._max_message_bytes,
+        )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
         return (executor_servicer.SERVICE_NAME, worker_servicer.SERVICE_NAME)

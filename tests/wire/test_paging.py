@@ -12,12 +12,14 @@ from typing import Any
 import grpc
 import pytest
 from execplan.client import ExecutorClient
+from execplan.client.values import to_struct
 from execplan.config import ServerConfig
 from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import executor_service_pb2 as pb
-from execplan.v1 import executor_service_pb2_grpc
-from execplan.wire.executor_servicer import DEFAULT_PAGE, MAX_PAGE, page_size
+from execplan.v1 import executor_service_pb2_grpc, schedule_pb2
+from execplan.wire.paging import DEFAULT_PAGE, MAX_PAGE, page_size
 from execplan.worker import Worker
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -135,7 +137,7 @@ tasks:
 
 async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
     """Big inputs and outputs end a page early instead of making one no response can
-    carry: a 1 MiB server pages through 300 KB executions and 300 KB events."""
+    carry: a 1 MiB server pages through 300 KB executions, events and schedules."""
     limit = 1024 * 1024
     config = ServerConfig(
         listen="127.0.0.1:0", db_path=str(tmp_path / "big.db"), max_message_bytes=limit
@@ -183,6 +185,27 @@ async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
                 if not (token := page.next_page_token):
                     break
             assert sorted(listed) == sorted(ids) and pages >= 2
+
+            for n in range(5):
+                await stub.CreateSchedule(
+                    pb.CreateScheduleRequest(
+                        name=f"big-{n}",
+                        spec=schedule_pb2.ScheduleSpec(interval=duration_pb2.Duration(seconds=60)),
+                        source=BIG,
+                        inputs=to_struct({"blob": blob}),
+                        paused=True,
+                    )
+                )
+            names: list[str] = []
+            token, pages = "", 0
+            while True:
+                schedules = await stub.ListSchedules(pb.ListSchedulesRequest(page_token=token))
+                assert schedules.ByteSize() <= limit
+                names += [s.name for s in schedules.schedules]
+                pages += 1
+                if not (token := schedules.next_page_token):
+                    break
+            assert sorted(names) == [f"big-{n}" for n in range(5)] and pages >= 2
 
             # One execution cannot be paged: too large is said plainly.
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -31,14 +31,12 @@ from execplan.errors import (
 from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.hub import SummaryFilter
 from execplan.executor.runtime.plan_index import PlanEntry
-from execplan.executor.runtime.reads import ENTRY_OVERHEAD_BYTES
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
 from execplan.flow import capacity
 from execplan.flow.capacity import Capacity, Request
 from execplan.search import parse
 from execplan.store import registry
-from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
@@ -49,6 +47,7 @@ from execplan.wire import limits, usage
 from execplan.wire.bounds import MAX_INT64
 from execplan.wire.channels import peer_channel
 from execplan.wire.forward import remember_caller
+from execplan.wire.paging import PAGE_ENVELOPE_BYTES, fitting, page_size
 from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.schedule_rpcs import OpsRpcs, decode_attributes
 from execplan.wire.status import stream_errors, unary_errors
@@ -58,32 +57,6 @@ from grpc_status import rpc_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
-# One paging rule for ListExecutions, GetExecutionHistory and ListPlans (AIP-158; written in
-# executor_service.proto): page_size 0 means DEFAULT_PAGE, and a size above MAX_PAGE
-# is served as MAX_PAGE (not an error); `next_page_token` is "" on the last page.
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-
-
-# A page also ends where its next item would take the response past the server's
-# message limit, less this much for the rest of the response (token, framing): a page of
-# big outputs or inputs could otherwise never be sent, and nothing after it be read.
-PAGE_ENVELOPE_BYTES = 64 * 1024
-
-
-def page_size(requested: int) -> int:
-    return min(requested, MAX_PAGE) if requested else DEFAULT_PAGE
-
-
-def fitting(items: Sequence[ev.ExecutionEvent], max_bytes: int) -> int:
-    """How many leading `items` fit in `max_bytes` encoded (the first always does: one
-    event is never larger than a message)."""
-    used = 0
-    for n, item in enumerate(items):
-        used += item.ByteSize() + ENTRY_OVERHEAD_BYTES
-        if n and used > max_bytes:
-            return n
-    return len(items)
 
 
 def _history_token(token: str) -> int:

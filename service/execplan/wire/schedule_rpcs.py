@@ -26,12 +26,11 @@ from execplan.search import SearchValue, check_attributes, parse
 from execplan.search.codec import decode_map
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import plan_pb2, schedule_pb2
+from execplan.wire.paging import PAGE_ENVELOPE_BYTES, fitting, page_size
 from google.protobuf import json_format
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 MAX_NAME_CHARS = 128
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 
 # The plan a CreateScheduleRequest names (compiled, checked and registered), and a
 # check of the inputs against it (defaults, types) so a bad schedule fails now
@@ -78,8 +77,15 @@ def _page_token(token: str) -> str:
 
 class OpsRpcs:
     def __init__(
-        self, scheduler: Scheduler, pruner: Pruner, plan_for: PlanFor, check_inputs: CheckInputs
+        self,
+        scheduler: Scheduler,
+        pruner: Pruner,
+        plan_for: PlanFor,
+        check_inputs: CheckInputs,
+        max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        """`max_message_bytes`: the server's message limit, which pages stay under."""
+        self._page_bytes = max(1, max_message_bytes - PAGE_ENVELOPE_BYTES)
         self._scheduler = scheduler
         self._pruner = pruner
         self._plan_for = plan_for
@@ -115,16 +121,16 @@ class OpsRpcs:
         return pb.GetScheduleResponse(schedule=to_message(record))
 
     async def list_schedules(self, request: pb.ListSchedulesRequest) -> pb.ListSchedulesResponse:
-        size = min(request.page_size, MAX_PAGE) if request.page_size else DEFAULT_PAGE
+        size = page_size(request.page_size)
         after = _page_token(request.page_token)
         records = await self._scheduler.list(size + 1, after)
-        page = records[:size]
+        schedules = [to_message(r) for r in records[:size]]
+        del schedules[fitting(schedules, self._page_bytes) :]
         token = ""
-        if len(records) > size and page:
-            token = base64.urlsafe_b64encode(page[-1].name.encode()).decode().rstrip("=")
-        return pb.ListSchedulesResponse(
-            schedules=[to_message(r) for r in page], next_page_token=token
-        )
+        if len(records) > len(schedules) and schedules:
+            last = records[len(schedules) - 1].name
+            token = base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
+        return pb.ListSchedulesResponse(schedules=schedules, next_page_token=token)
 
     async def delete_schedule(self, request: pb.DeleteScheduleRequest) -> pb.DeleteScheduleResponse:
         return pb.DeleteScheduleResponse(deleted=await self._scheduler.delete(_name(request.name)))
