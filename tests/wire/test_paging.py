@@ -15,6 +15,7 @@ from execplan.client import ExecutorClient
 from execplan.client.values import to_struct
 from execplan.config import ServerConfig
 from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
+from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc, schedule_pb2
 from execplan.wire.paging import DEFAULT_PAGE, MAX_PAGE, page_size
@@ -132,7 +133,23 @@ tasks:
   - {id: a, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
   - {id: b, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
   - {id: c, type: big.echo, inputs: {blob: "${{ workflow.inputs.blob }}"}}
+outputs:
+  a: "${{ tasks.a.output.echo }}"
+  b: "${{ tasks.b.output.echo }}"
+  c: "${{ tasks.c.output.echo }}"
 """
+
+WAIT_BIG = """
+name: big-wait
+inputs:
+  blob: {type: string}
+tasks:
+  - {id: w, type: builtin.wait_for_event, inputs: {event: go}}
+"""
+
+
+def server_hub(executor: ExecutorComponent) -> Any:
+    return executor.engine.hub
 
 
 async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
@@ -152,13 +169,31 @@ async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
         serving = asyncio.create_task(worker.serve())
         try:
             blob = "x" * 300_000
+            summaries: list[Any] = []
+
+            async def watch_all() -> None:
+                async for execution in client.watch_all(workflow_name="big"):
+                    summaries.append(execution)
+                    if execution.state == ex.EXECUTION_STATE_SUCCEEDED:
+                        return
+
+            watching = asyncio.create_task(watch_all())
+            while not server_hub(executor).watchers_of_all():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
             ids = [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
             async for event in client.watch(ids[0]):
                 if event.HasField("execution_completed"):
                     break
-            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
-            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
-            ids += [(await client.start(source=BIG, inputs={"blob": blob})).execution_id]
+            # The finished summary (300 KB inputs, 900 KB outputs) is over the limit: it
+            # comes without them, and the stream goes on.
+            async with asyncio.timeout(10):
+                await watching
+            assert summaries[-1].execution_id == ids[0]
+            assert not summaries[-1].HasField("outputs") and not summaries[-1].HasField("inputs")
+            assert summaries[0].inputs["blob"] == blob  # the start's summary fits whole
+            for _ in range(4):  # running, 300 KB each: together more than one page
+                started = await client.start(source=WAIT_BIG, inputs={"blob": blob})
+                ids.append(started.execution_id)
 
             events: list[Any] = []
             token, pages = "", 0
@@ -181,6 +216,10 @@ async def test_pages_stay_under_the_message_limit(tmp_path: Path) -> None:
                 page = await stub.ListExecutions(pb.ListExecutionsRequest(page_token=token))
                 assert page.ByteSize() <= limit
                 listed += [e.execution_id for e in page.executions]
+                first = next((e for e in page.executions if e.execution_id == ids[0]), None)
+                if first is not None:  # 1.2 MB whole: listed without inputs and outputs
+                    assert first.state == ex.EXECUTION_STATE_SUCCEEDED
+                    assert not first.HasField("outputs") and not first.HasField("inputs")
                 pages += 1
                 if not (token := page.next_page_token):
                     break

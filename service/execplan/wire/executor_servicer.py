@@ -59,6 +59,16 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
+def _without_payloads(execution: ex.Execution) -> ex.Execution:
+    """A summary too large for one message, without its inputs and outputs (a copy:
+    every subscriber shares the original). Sending it whole would end the stream."""
+    light = ex.Execution()
+    light.CopyFrom(execution)
+    light.ClearField("inputs")
+    light.ClearField("outputs")
+    return light
+
+
 def _history_token(token: str) -> int:
     """The sequence a GetExecutionHistory page token resumes after."""
     if not token.isdecimal() or not token.isascii() or int(token) > MAX_INT64:
@@ -478,6 +488,8 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
                     execution = await subscription.queue.get()
                     if execution is None:
                         return
+                    if execution.ByteSize() > self._page_bytes:
+                        execution = _without_payloads(execution)
                     yield pb.WatchExecutionsResponse(execution=execution)
             finally:
                 self._engine.hub.unsubscribe_all(subscription)

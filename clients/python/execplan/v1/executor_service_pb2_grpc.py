@@ -304,7 +304,9 @@ class ExecutorServiceServicer:
         executions owned by the replica you are connected to. Several changes of one
         execution committed together arrive as one message with the latest state. The
         stream ends (OK) when the server shuts down or the subscriber falls behind by
-        100,000 messages; reconnect, then ListExecutions.
+        100,000 messages; reconnect, then ListExecutions. A summary larger than the
+        server's message limit comes without its `inputs` and `outputs` (read them from
+        GetExecutionHistory).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

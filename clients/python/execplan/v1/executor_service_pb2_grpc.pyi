@@ -79,7 +79,9 @@ class ExecutorServiceStub:
     executions owned by the replica you are connected to. Several changes of one
     execution committed together arrive as one message with the latest state. The
     stream ends (OK) when the server shuts down or the subscriber falls behind by
-    100,000 messages; reconnect, then ListExecutions.
+    100,000 messages; reconnect, then ListExecutions. A summary larger than the
+    server's message limit comes without its `inputs` and `outputs` (read them from
+    GetExecutionHistory).
     """
     GetExecutionHistory: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]
     RegisterPlan: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]
@@ -203,7 +205,9 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     executions owned by the replica you are connected to. Several changes of one
     execution committed together arrive as one message with the latest state. The
     stream ends (OK) when the server shuts down or the subscriber falls behind by
-    100,000 messages; reconnect, then ListExecutions.
+    100,000 messages; reconnect, then ListExecutions. A summary larger than the
+    server's message limit comes without its `inputs` and `outputs` (read them from
+    GetExecutionHistory).
     """
     GetExecutionHistory: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionHistoryRequest, _executor_service_pb2.GetExecutionHistoryResponse]  # type: ignore[assignment]
     RegisterPlan: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.RegisterPlanRequest, _executor_service_pb2.RegisterPlanResponse]  # type: ignore[assignment]
@@ -384,7 +388,9 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         executions owned by the replica you are connected to. Several changes of one
         execution committed together arrive as one message with the latest state. The
         stream ends (OK) when the server shuts down or the subscriber falls behind by
-        100,000 messages; reconnect, then ListExecutions.
+        100,000 messages; reconnect, then ListExecutions. A summary larger than the
+        server's message limit comes without its `inputs` and `outputs` (read them from
+        GetExecutionHistory).
         """
 
     @_abc_1.abstractmethod

@@ -184,8 +184,9 @@ class Reads:
     ) -> tuple[list[ex.Execution], str]:
         """`parent_execution_id`: only the children of that execution. `max_bytes`
         (0: none): the page also ends before the execution that would take its encoded
-        size past it (the first one is always taken), so big inputs and outputs cannot
-        make a page larger than a response may be."""
+        size past it (the first one is always taken, and one larger than `max_bytes` by
+        itself is listed without its inputs and outputs), so big inputs and outputs
+        cannot make a page larger than a response may be."""
         size = max(1, page_size)  # the default and the cap are the caller's (the wire's)
         records = await self._store.list_executions(
             states=states,
@@ -201,6 +202,11 @@ class Reads:
             # Recently finished ones are still in memory: their task counts too.
             live = self._executions.recent(record.execution_id)
             execution = encode_execution(live, with_tasks=False) if live else encode_record(record)
+            if max_bytes and execution.ByteSize() > max_bytes:
+                # One alone would not fit a response: listed without its inputs and
+                # outputs (GetExecutionHistory has them).
+                execution.ClearField("inputs")
+                execution.ClearField("outputs")
             used += execution.ByteSize() + ENTRY_OVERHEAD_BYTES
             if max_bytes and result and used > max_bytes:
                 break

@@ -2579,7 +2579,9 @@ export const ExecutorService: GenService<{
    * executions owned by the replica you are connected to. Several changes of one
    * execution committed together arrive as one message with the latest state. The
    * stream ends (OK) when the server shuts down or the subscriber falls behind by
-   * 100,000 messages; reconnect, then ListExecutions.
+   * 100,000 messages; reconnect, then ListExecutions. A summary larger than the
+   * server's message limit comes without its `inputs` and `outputs` (read them from
+   * GetExecutionHistory).
    *
    * @generated from rpc execplan.v1.ExecutorService.WatchExecutions
    */
