@@ -1,4 +1,4 @@
-"""Hop timestamps (execplan/hops.py and the worker SDK's copy): off unless
+"""Hop timestamps (execplan/hops.py, used by the server and the worker SDK): off unless
 EXECPLAN_HOPS names a file; on, every mark of a process reaches the file at exit."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ for n in range(700):  # more than one batch
 """
 
 
-@pytest.mark.parametrize("module", ["execplan.hops", "execplan.worker._hops"])
+@pytest.mark.parametrize("module", ["execplan.hops"])
 def test_marks_of_a_process_are_appended_in_order(module: str, tmp_path: Path) -> None:
     sink = tmp_path / "hops.txt"
     env = {**os.environ, "EXECPLAN_HOPS": str(sink)}
@@ -35,6 +35,9 @@ def test_marks_of_a_process_are_appended_in_order(module: str, tmp_path: Path) -
 
 def test_off_without_the_variable() -> None:
     env = {k: v for k, v in os.environ.items() if k != "EXECPLAN_HOPS"}
-    code = "from execplan import hops; from execplan.worker import _hops; print(hops.ON, _hops.ON)"
+    code = (
+        "from execplan import hops; from execplan.worker import _stream;"
+        " print(hops.ON, _stream.hops.ON)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
     assert out.stdout.split() == [b"False", b"False"]

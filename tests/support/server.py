@@ -114,11 +114,14 @@ E = TypeVar("E", bound=Env)
 
 @contextlib.asynccontextmanager
 async def environment(
-    kind: type[E], tmp_path: Path, engine: EngineConfig = FAST
+    kind: type[E], tmp_path: Path, engine: EngineConfig = FAST, *, db: str | Path | None = None
 ) -> AsyncIterator[E]:
-    """`serving` on tmp_path/execplan.db, wrapped in `kind` (Env or a subclass);
-    the workers it started are stopped at exit."""
-    async with serving(tmp_path / "execplan.db", engine) as (server, executor):
+    """`serving` on `db` (default tmp_path/execplan.db; a postgresql:// DSN too),
+    wrapped in `kind` (Env or a subclass); the workers it started are stopped at exit."""
+    async with serving(db if db is not None else tmp_path / "execplan.db", engine) as (
+        server,
+        executor,
+    ):
         channel = grpc.aio.insecure_channel(server.address)
         env = kind(server, executor, ExecutorClient(channel=channel), channel)
         try:

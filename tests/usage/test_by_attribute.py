@@ -10,18 +10,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import pytest
-from execplan.client import ExecutorClient, InvalidArgumentError
+from execplan.client import InvalidArgumentError
 from execplan.v1 import execution_pb2 as ex
 from execplan.worker import TaskContext
 
 if TYPE_CHECKING:
     from tests.store.pg import pg_dsn, pg_server
-    from tests.support.server import Env, serving, stop_worker
+    from tests.support.server import Env, environment
 else:  # tests/ is on sys.path (tests/support/__init__.py)
     from store.pg import pg_dsn, pg_server
-    from support.server import Env, serving, stop_worker
+    from support.server import Env, environment
 
 __all__ = ["pg_dsn", "pg_server"]  # fixtures, imported for pytest
 
@@ -60,16 +59,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def env(database: str) -> AsyncIterator[Env]:
-    async with serving(database) as (server, executor):
-        channel = grpc.aio.insecure_channel(server.address)
-        env = Env(server, executor, ExecutorClient(channel=channel), channel)
-        try:
-            yield env
-        finally:
-            for worker, task in env.workers:
-                await stop_worker(worker, task)
-            await channel.close()
+async def env(database: str, tmp_path: Path) -> AsyncIterator[Env]:
+    async with environment(Env, tmp_path, db=database) as env:
+        yield env
 
 
 def _groups(response: Any) -> list[tuple[str, float, int]]:

@@ -103,6 +103,16 @@ def _grown(state: ExecutionState, task: TaskRun, grown: Grown | None, target: ex
         target.sub_plan_id = state.scopes[extra.revision - 1].plan.plan_id
 
 
+def without_payloads(execution: ex.Execution) -> ex.Execution:
+    """A copy of `execution` without its inputs and outputs: what is sent of one too
+    large for a message by itself (its history has them, event by event)."""
+    light = ex.Execution()
+    light.CopyFrom(execution)
+    light.ClearField("inputs")
+    light.ClearField("outputs")
+    return light
+
+
 def encode_execution(
     state: ExecutionState,
     *,

@@ -33,6 +33,7 @@ from execplan.executor.runtime.hub import SummaryFilter
 from execplan.executor.runtime.plan_index import PlanEntry
 from execplan.executor.runtime.workers import WorkerConn
 from execplan.executor.values import from_struct, from_value, non_finite
+from execplan.executor.view import without_payloads
 from execplan.flow import capacity
 from execplan.flow.capacity import Capacity, Request
 from execplan.search import parse
@@ -57,16 +58,6 @@ from grpc_status import rpc_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _without_payloads(execution: ex.Execution) -> ex.Execution:
-    """A summary too large for one message, without its inputs and outputs (a copy:
-    every subscriber shares the original). Sending it whole would end the stream."""
-    light = ex.Execution()
-    light.CopyFrom(execution)
-    light.ClearField("inputs")
-    light.ClearField("outputs")
-    return light
 
 
 def _history_token(token: str) -> int:
@@ -489,7 +480,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
                     if execution is None:
                         return
                     if execution.ByteSize() > self._page_bytes:
-                        execution = _without_payloads(execution)
+                        execution = without_payloads(execution)
                     yield pb.WatchExecutionsResponse(execution=execution)
             finally:
                 self._engine.hub.unsubscribe_all(subscription)

@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from execplan import hops
 from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
-from . import _hops as hops
 from ._context import AttemptKey, TaskContext
 from ._isolate import run_isolated
 from ._subplan import SubPlan

@@ -50,13 +50,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
+from execplan import hops
 from execplan.client._backoff import Backoff
 from execplan.client._channel import Security, open_channel
 from execplan.client.errors import decode_details, translate
 from execplan.v1 import execution_pb2, worker_service_pb2, worker_service_pb2_grpc
 from google.protobuf import timestamp_pb2
 
-from . import _hops as hops
 from ._context import AttemptInfo, AttemptKey, PreviousError, TaskContext
 from ._outbox import Outbox
 from ._runner import encode_error

@@ -36,6 +36,23 @@ def token(attempt: int, epoch: int) -> ev.AttemptToken:
     return ev.AttemptToken(attempt=attempt, lease_epoch=epoch)
 
 
+_AttemptBody = (
+    ev.TaskDispatched
+    | ev.TaskStarted
+    | ev.TaskRequeued
+    | ev.TaskSucceeded
+    | ev.TaskFailed
+    | ev.TaskUsage
+)
+
+
+def _attempt(body: _AttemptBody, task_id: str, phase: int, attempt: int, epoch: int) -> None:
+    """Fills the attempt a per-task body names (task, phase, token), in place."""
+    body.task_id = task_id
+    body.phase = _phase(phase)
+    _token(body.token, attempt, epoch)
+
+
 def _token(field: ev.AttemptToken, attempt: int, epoch: int) -> None:
     """Fills a body's `token` in place: present even when both are zero, as `token()`
     in a body's constructor makes it. (The hot constructors below build their event
@@ -167,9 +184,7 @@ def task_dispatched(
 ) -> Event:
     event = Event()
     body = event.task_dispatched
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     body.worker_id = worker_id
     body.idempotency_key = idempotency_key
     body.principal = principal
@@ -181,9 +196,7 @@ def task_dispatched(
 def task_started(task_id: str, phase: int, attempt: int, epoch: int, worker_id: str) -> Event:
     event = Event()
     body = event.task_started
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     body.worker_id = worker_id
     return event
 
@@ -191,9 +204,7 @@ def task_started(task_id: str, phase: int, attempt: int, epoch: int, worker_id: 
 def task_requeued(task_id: str, phase: int, attempt: int, epoch: int, reason: str) -> Event:
     event = Event()
     body = event.task_requeued
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     body.reason = reason
     return event
 
@@ -212,9 +223,7 @@ def task_succeeded(
     outputs, each in its own event) is not written again."""
     event = Event()
     body = event.task_succeeded
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     if with_output:
         fill_value(body.output, output)
     if cache_hit is not None:
@@ -227,9 +236,7 @@ def task_failed(
 ) -> Event:
     event = Event()
     body = event.task_failed
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     body.error.SetInParent()
     error.fill(body.error)
     body.final = final
@@ -388,9 +395,7 @@ def task_usage(
 ) -> Event:
     event = Event()
     body = event.task_usage
-    body.task_id = task_id
-    body.phase = _phase(phase)
-    _token(body.token, attempt, epoch)
+    _attempt(body, task_id, phase, attempt, epoch)
     body.report = report
     body.worker_id = worker_id
     encode_usage(usage, body.usage)

@@ -23,7 +23,13 @@ from execplan.executor.runtime.hub import Hub
 from execplan.executor.runtime.replicas import Router
 from execplan.executor.snapshot import decode_state
 from execplan.executor.state import ExecutionState, new_state
-from execplan.executor.view import Hint, Waiting, encode_execution, encode_record
+from execplan.executor.view import (
+    Hint,
+    Waiting,
+    encode_execution,
+    encode_record,
+    without_payloads,
+)
 from execplan.search import EMPTY, Filter
 from execplan.store.port import Store, page_cursor
 from execplan.v1 import events_pb2 as ev
@@ -203,10 +209,7 @@ class Reads:
             live = self._executions.recent(record.execution_id)
             execution = encode_execution(live, with_tasks=False) if live else encode_record(record)
             if max_bytes and execution.ByteSize() > max_bytes:
-                # One alone would not fit a response: listed without its inputs and
-                # outputs (GetExecutionHistory has them).
-                execution.ClearField("inputs")
-                execution.ClearField("outputs")
+                execution = without_payloads(execution)  # alone it would not fit
             used += execution.ByteSize() + ENTRY_OVERHEAD_BYTES
             if max_bytes and result and used > max_bytes:
                 break

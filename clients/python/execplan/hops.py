@@ -1,6 +1,7 @@
 """Hop timestamps, for latency work: where a chain step's time goes, across processes.
 
-    EXECPLAN_HOPS=/tmp/hops.txt execplan serve ...   # the Python worker SDK reads it too
+    EXECPLAN_HOPS=/tmp/hops.txt execplan serve ...   # the server
+    EXECPLAN_HOPS=/tmp/hops.txt python my_worker.py   # and the Python worker SDK
     .venv/bin/python bench/hops.py /tmp/hops.txt     # a W2 step, hop by hop
 
 Off (the variable unset, as always outside such a run) a hop costs one global read
@@ -21,7 +22,7 @@ PATH = os.environ.get("EXECPLAN_HOPS", "")
 ON = bool(PATH)
 _BATCH = 512
 _marks: list[tuple[int, str]] = []
-_lock = threading.Lock()  # marks may come from several threads
+_lock = threading.Lock()  # marks come from several threads (a worker's stream and its loop)
 
 
 def mark(label: str) -> None:
