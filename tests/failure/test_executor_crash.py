@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
 from execplan.client import ExecutorClient, UnavailableError
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
+from execplan.v1.executor_service_pb2_grpc import ExecutorServiceStub
 from execplan.worker import NonRetryableError, TaskContext, Worker
+from google.protobuf import struct_pb2
 
 if TYPE_CHECKING:
     from tests.integration.harness import ACK_FLUSH_ENV, Cluster
@@ -309,3 +312,51 @@ async def test_breaker_state_and_parked_tasks_survive_a_restart(
         assert status.state == pb.BREAKER_STATE_CLOSED
     finally:
         await client.close()
+
+
+WAIT_FLOW = """
+name: crash-batch
+inputs:
+  n: {type: integer}
+tasks:
+  - id: w
+    type: builtin.wait_for_event
+    inputs: {event: go}
+"""
+
+
+async def test_sigkill_right_after_a_batch_start_keeps_every_started_execution(
+    cluster: Cluster,
+) -> None:
+    # StartExecutions answers only once every item's create has committed: killed the
+    # moment the answer arrives, the restarted server has all of them.
+    batch = pb.StartExecutionsRequest(
+        requests=[
+            pb.StartExecutionRequest(source=WAIT_FLOW, inputs=_inputs(n), request_id=f"k-{n}")
+            for n in range(200)
+        ]
+    )
+    async with grpc.aio.insecure_channel(cluster.address) as channel:
+        response = await ExecutorServiceStub(channel).StartExecutions(batch)
+    # SIGKILL (restart's first step), before anything else can happen; then restart.
+    client = await restart(cluster, ExecutorClient(cluster.address))
+    started = [r.started for r in response.results]
+    assert all(s.created for s in started)
+    try:
+        for n, s in enumerate(started):
+            execution = await client.get(s.execution_id)
+            assert execution.state == ex.EXECUTION_STATE_RUNNING
+            assert dict(execution.inputs) == {"n": n}
+    finally:
+        await client.close()
+    async with grpc.aio.insecure_channel(cluster.address) as channel:
+        again = await ExecutorServiceStub(channel).StartExecutions(batch)
+    # The request_ids were kept too: nothing new is started.
+    assert [r.started.execution_id for r in again.results] == [s.execution_id for s in started]
+    assert not any(r.started.created for r in again.results)
+
+
+def _inputs(n: int) -> struct_pb2.Struct:
+    values = struct_pb2.Struct()
+    values.update({"n": n})
+    return values

@@ -210,3 +210,32 @@ async def test_start_rate_per_identity(secured: ServerFactory) -> None:
         assert await count_executions(ch, bearer("client")) == 2  # nothing half-written
         await stub.StartExecution(request, metadata=bearer("admin"))  # its own bucket
         assert await count_executions(ch, bearer("admin")) == 3
+
+
+async def test_start_rate_counts_each_item_of_a_batch(secured: ServerFactory) -> None:
+    async with (
+        secured(tls=False, start_rate=0.5, start_burst=2) as server,
+        grpc.aio.insecure_channel(server.address) as ch,
+    ):
+        stub = executor_stub(ch)
+        item = executor_service_pb2.StartExecutionRequest(source=SOURCE)
+        batch = executor_service_pb2.StartExecutionsRequest(requests=[item] * 3)
+        reply = await stub.StartExecutions(batch, metadata=bearer("client"))
+        first, second, third = reply.results
+        assert first.started.created and second.started.created
+        assert third.error.code == EXHAUSTED.value[0]
+        (retry,) = [
+            info
+            for detail in third.error.details
+            if detail.Unpack(info := error_details_pb2.RetryInfo())
+        ]
+        assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 2
+        assert await count_executions(ch, bearer("client")) == 2
+        # The same bucket as StartExecution's: it is empty now.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.StartExecution(item, metadata=bearer("client"))
+        assert info.value.code() == EXHAUSTED
+        # A viewer may not start, one at a time or in a batch.
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.StartExecutions(batch, metadata=bearer("viewer"))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -169,6 +169,14 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
                 pb.StartExecutionRequest(plan=plan, inputs=to_struct({"n": 2})),
                 pb.StartExecutionRequest(workflow=_workflow()),
             ],
+            "StartExecutions": [
+                pb.StartExecutionsRequest(
+                    requests=[
+                        pb.StartExecutionRequest(plan=plan, inputs=to_struct({"n": 2})),
+                        pb.StartExecutionRequest(workflow=_workflow()),
+                    ]
+                )
+            ],
             "GetExecution": [pb.GetExecutionRequest(execution_id=e) for e in (done, running)],
             "ListExecutions": [pb.ListExecutionsRequest(workflow_name="ranges")],
             "PauseExecution": [pb.PauseExecutionRequest(execution_id=running)],
@@ -278,6 +286,21 @@ async def connect_code(fixture: Fixture, request: Message) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+async def batch_code(fixture: Fixture, request: Message) -> grpc.StatusCode:
+    """StartExecutions answers an item out of range in that item's result: the worst
+    code of the call and of its items."""
+    try:
+        assert isinstance(request, executor_service_pb2.StartExecutionsRequest)
+        response = await fixture.env.stub.StartExecutions(request, timeout=3.0)
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+    for result in response.results:
+        if result.HasField("error") and codes[result.error.code] in BAD:
+            return codes[result.error.code]
+    return grpc.StatusCode.OK
+
+
 def request_type(rpc: Rpc) -> Descriptor:
     for module in (executor_service_pb2, planner_service_pb2, worker_service_pb2):
         service = module.DESCRIPTOR.services_by_name.get(rpc.service.rpartition(".")[2])
@@ -301,6 +324,8 @@ async def test_every_integer_field_of_every_request_is_range_checked(fixture: Fi
                     request = with_value(base, path, value)
                     if rpc.name == "Connect":
                         code = await connect_code(fixture, request)
+                    elif rpc.name == "StartExecutions":
+                        code = await batch_code(fixture, request)
                     else:
                         payload = request.SerializeToString()
                         code = await call_raw(fixture.env.channel, rpc, [payload], deadline=3.0)

@@ -49,6 +49,8 @@ Limits, keyed by the principal's name:
   - at most `max_worker_streams` concurrent WorkerService.Connect streams;
   - StartExecution: a token bucket of `start_rate` per second, `start_burst` deep;
     an empty bucket is RESOURCE_EXHAUSTED with RetryInfo (`Overloaded`).
+    StartExecutions takes one token per item from the same bucket: the handler asks
+    `start_gate()` for each, and an item the bucket refuses fails alone.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -82,6 +85,7 @@ log = logging.getLogger("execplan.auth")
 ROLES = ("viewer", "client", "worker", "admin")
 CONNECT = "/execplan.v1.WorkerService/Connect"
 START = "/execplan.v1.ExecutorService/StartExecution"
+START_MANY = "/execplan.v1.ExecutorService/StartExecutions"
 # Open to everyone, with or without credentials.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 CLIENT_SERVICES = frozenset({"execplan.v1.PlannerService", "execplan.v1.ExecutorService"})
@@ -136,6 +140,17 @@ class Principal:
 # Set for the task that runs a guarded stream's handler (see `_wrap`); a handler's
 # async generator runs in that task, so it reads the caller here.
 _CALLER: ContextVar[Principal | None] = ContextVar("execplan_caller", default=None)
+
+
+# StartExecutions with a start rate: takes one start of the caller's bucket, raising
+# Overloaded when it is empty (set by `_admit` for the task that runs the handler).
+_START_GATE: ContextVar[Callable[[], None] | None] = ContextVar("execplan_start_gate", default=None)
+
+
+def start_gate() -> Callable[[], None] | None:
+    """For StartExecutions' handler: a function that takes one start from the caller's
+    rate bucket (Overloaded when empty), or None when starts are not rate-limited."""
+    return _START_GATE.get()
 
 
 def caller() -> Principal | None:
@@ -320,20 +335,25 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         principal = self._principal(context)
         if not allowed(principal.role, method):
             raise PermissionDenied(f"role {principal.role!r} may not call {method}")
-        if method == START and self.limits.start_rate > 0:
-            bucket = self._buckets.get(principal.name)
-            if bucket is None:
-                bucket = self._buckets[principal.name] = _Bucket(
-                    self.limits.start_rate, self.limits.start_burst
-                )
-            wait = bucket.take()
-            if wait > 0:
-                raise Overloaded(
-                    f"start rate of {principal.name!r} exceeds "
-                    f"{self.limits.start_rate:g}/s (burst {bucket.burst})",
-                    wait,
-                )
+        if self.limits.start_rate > 0:
+            if method == START:
+                self._take_start(principal.name)
+            elif method == START_MANY:
+                _START_GATE.set(partial(self._take_start, principal.name))
         return principal
+
+    def _take_start(self, name: str) -> None:
+        """One start of `name`'s bucket; Overloaded (with the wait) when it is empty."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = _Bucket(self.limits.start_rate, self.limits.start_burst)
+        wait = bucket.take()
+        if wait > 0:
+            raise Overloaded(
+                f"start rate of {name!r} exceeds "
+                f"{self.limits.start_rate:g}/s (burst {bucket.burst})",
+                wait,
+            )
 
     def _open_stream(self, principal: Principal) -> None:
         limit = self.limits.max_worker_streams
@@ -438,7 +458,9 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         off every caller is an admin, so only StartExecution's rate limit can refuse
         one; other calls then skip reading their metadata and peer. (Worker streams
         are admitted regardless: they count per principal.)"""
-        return self.tokens is not None or (method == START and self.limits.start_rate > 0)
+        return self.tokens is not None or (
+            method in (START, START_MANY) and self.limits.start_rate > 0
+        )
 
     async def _checked(self, context: Ctx, method: str) -> Principal:
         try:

@@ -74,6 +74,9 @@ _STRINGS: dict[str, dict[str, int]] = {
         "sdk": MAX_ID_CHARS,
     },
 }
+# Repeated fields whose items the handler checks one by one (`out_of_range(item)`),
+# so that a bad item fails alone: StartExecutions answers each start on its own.
+CHECKED_BY_HANDLER = frozenset({"execplan.v1.StartExecutionsRequest.requests"})
 # field full name -> most entries
 _COUNTS = {
     "execplan.v1.WorkerRegistration.task_types": MAX_TASK_TYPES,
@@ -225,7 +228,7 @@ def _plan(descriptor: Descriptor) -> tuple[dict[str, int] | None, dict[int, _Ste
     a message with one somewhere below it. Decided once per message type."""
     steps: dict[int, _Step] = {}
     for field in descriptor.fields:
-        if not _holds_checked(field, frozenset()):
+        if field.full_name in CHECKED_BY_HANDLER or not _holds_checked(field, frozenset()):
             continue
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             steps[field.number] = (_SCALARS if field.is_repeated else _SCALAR, _bound(field))

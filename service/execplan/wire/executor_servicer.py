@@ -51,6 +51,7 @@ from execplan.wire.forward import remember_caller
 from execplan.wire.paging import PAGE_ENVELOPE_BYTES, fitting, page_size
 from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.schedule_rpcs import OpsRpcs, decode_attributes
+from execplan.wire.start_batch import start_each, trace_of
 from execplan.wire.status import stream_errors, unary_errors
 from execplan.wire.watch_limit import WatchLimit
 from google.rpc import error_details_pb2
@@ -293,6 +294,19 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def StartExecution(  # noqa: N802
         self, request: pb.StartExecutionRequest, context: Ctx
     ) -> pb.StartExecutionResponse:
+        return await self.start(request, trace_of(context))
+
+    @unary_errors
+    async def StartExecutions(  # noqa: N802
+        self, request: pb.StartExecutionsRequest, context: Ctx
+    ) -> pb.StartExecutionsResponse:
+        return await start_each(self.start, request, trace_of(context))
+
+    async def start(
+        self, request: pb.StartExecutionRequest, trace: dict[str, str]
+    ) -> pb.StartExecutionResponse:
+        """One StartExecution (alone, or an item of StartExecutions); `trace`: the
+        caller's trace context (`traceparent`, `tracestate`)."""
         self._engine.check_payload(request.inputs.ByteSize(), "inputs", "inputs")
         attributes = decode_attributes(request.search_attributes, "search_attributes")
         plan = await self._plan(request)
@@ -321,11 +335,6 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
             if (answer := await started_before()) is not None:
                 return answer
             view = await self._engine.register_plan(plan)
-        trace = {
-            k: v
-            for k, v in context.invocation_metadata() or ()
-            if k in ("traceparent", "tracestate") and isinstance(v, str)
-        }
         try:
             execution_id, created = await self._engine.start_execution(
                 view,

@@ -18,6 +18,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -224,6 +225,84 @@ class StartExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartExecutionResponse: _TypeAlias = StartExecutionResponse  # noqa: Y015
+
+@_typing.final
+class StartExecutionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___StartExecutionRequest]:
+        """1 to 1,000 starts; a request_id repeated inside one batch is answered as it
+        would be across two calls (the same execution, or REQUEST_ID_REUSED).
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___StartExecutionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartExecutionsRequest: _TypeAlias = StartExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class StartExecutionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StartExecutionResult]:
+        """One per item of `requests`, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StartExecutionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartExecutionsResponse: _TypeAlias = StartExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class StartExecutionResult(_message.Message):
+    """The outcome of one item of StartExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___StartExecutionResponse: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """What StartExecution would have failed with: code, message and details
+        (ErrorInfo, BadRequest with `requests[i].` field paths, QuotaFailure, RetryInfo).
+        """
+
+    def __init__(
+        self,
+        *,
+        started: Global___StartExecutionResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["started", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___StartExecutionResult: _TypeAlias = StartExecutionResult  # noqa: Y015
 
 @_typing.final
 class GetExecutionRequest(_message.Message):

@@ -54,6 +54,11 @@ class ExecutorServiceStub:
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionRequest.SerializeToString,
                 response_deserializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionResponse.FromString,
                 _registered_method=True)
+        self.StartExecutions = channel.unary_unary(
+                '/execplan.v1.ExecutorService/StartExecutions',
+                request_serializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionsRequest.SerializeToString,
+                response_deserializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionsResponse.FromString,
+                _registered_method=True)
         self.GetExecution = channel.unary_unary(
                 '/execplan.v1.ExecutorService/GetExecution',
                 request_serializer=execplan_dot_v1_dot_executor__service__pb2.GetExecutionRequest.SerializeToString,
@@ -231,6 +236,22 @@ class ExecutorServiceServicer:
 
     def StartExecution(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExecutions(self, request, context):
+        """Starts several executions in one call: each item is exactly a StartExecution
+        (the same checks, the same request_id idempotency, the same events, logs,
+        metrics and trace as one started alone) and gets its own result, in order:
+        the StartExecutionResponse, or the google.rpc.Status that StartExecution would
+        have failed with (BadRequest field paths prefixed with `requests[i].`). Items
+        are independent: a bad item fails alone. Every execution a response reports as
+        started is durable. At most 1,000 items (INVALID_ARGUMENT naming `requests`),
+        and the request stays under the server's message limit. The same role as
+        StartExecution; the per-identity start rate counts each item, and an item over
+        it gets RESOURCE_EXHAUSTED with RetryInfo.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -490,6 +511,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionRequest.FromString,
                     response_serializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionResponse.SerializeToString,
             ),
+            'StartExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExecutions,
+                    request_deserializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionsRequest.FromString,
+                    response_serializer=execplan_dot_v1_dot_executor__service__pb2.StartExecutionsResponse.SerializeToString,
+            ),
             'GetExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExecution,
                     request_deserializer=execplan_dot_v1_dot_executor__service__pb2.GetExecutionRequest.FromString,
@@ -688,6 +714,33 @@ class ExecutorService:
             '/execplan.v1.ExecutorService/StartExecution',
             execplan_dot_v1_dot_executor__service__pb2.StartExecutionRequest.SerializeToString,
             execplan_dot_v1_dot_executor__service__pb2.StartExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execplan.v1.ExecutorService/StartExecutions',
+            execplan_dot_v1_dot_executor__service__pb2.StartExecutionsRequest.SerializeToString,
+            execplan_dot_v1_dot_executor__service__pb2.StartExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,18 @@ class ExecutorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExecutorServiceAsyncStub: ...
     StartExecution: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.StartExecutionRequest, _executor_service_pb2.StartExecutionResponse]
+    StartExecutions: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.StartExecutionsRequest, _executor_service_pb2.StartExecutionsResponse]
+    """Starts several executions in one call: each item is exactly a StartExecution
+    (the same checks, the same request_id idempotency, the same events, logs,
+    metrics and trace as one started alone) and gets its own result, in order:
+    the StartExecutionResponse, or the google.rpc.Status that StartExecution would
+    have failed with (BadRequest field paths prefixed with `requests[i].`). Items
+    are independent: a bad item fails alone. Every execution a response reports as
+    started is durable. At most 1,000 items (INVALID_ARGUMENT naming `requests`),
+    and the request stays under the server's message limit. The same role as
+    StartExecution; the per-identity start rate counts each item, and an item over
+    it gets RESOURCE_EXHAUSTED with RetryInfo.
+    """
     GetExecution: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionRequest, _executor_service_pb2.GetExecutionResponse]
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListExecutionsRequest, _executor_service_pb2.ListExecutionsResponse]
     PauseExecution: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.PauseExecutionRequest, _executor_service_pb2.PauseExecutionResponse]
@@ -175,6 +187,18 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.StartExecutionRequest, _executor_service_pb2.StartExecutionResponse]  # type: ignore[assignment]
+    StartExecutions: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.StartExecutionsRequest, _executor_service_pb2.StartExecutionsResponse]  # type: ignore[assignment]
+    """Starts several executions in one call: each item is exactly a StartExecution
+    (the same checks, the same request_id idempotency, the same events, logs,
+    metrics and trace as one started alone) and gets its own result, in order:
+    the StartExecutionResponse, or the google.rpc.Status that StartExecution would
+    have failed with (BadRequest field paths prefixed with `requests[i].`). Items
+    are independent: a bad item fails alone. Every execution a response reports as
+    started is durable. At most 1,000 items (INVALID_ARGUMENT naming `requests`),
+    and the request stays under the server's message limit. The same role as
+    StartExecution; the per-identity start rate counts each item, and an item over
+    it gets RESOURCE_EXHAUSTED with RetryInfo.
+    """
     GetExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutionRequest, _executor_service_pb2.GetExecutionResponse]  # type: ignore[assignment]
     ListExecutions: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListExecutionsRequest, _executor_service_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     PauseExecution: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.PauseExecutionRequest, _executor_service_pb2.PauseExecutionResponse]  # type: ignore[assignment]
@@ -304,6 +328,24 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _executor_service_pb2.StartExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.StartExecutionResponse, _abc.Awaitable[_executor_service_pb2.StartExecutionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartExecutions(
+        self,
+        request: _executor_service_pb2.StartExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_executor_service_pb2.StartExecutionsResponse, _abc.Awaitable[_executor_service_pb2.StartExecutionsResponse]]:
+        """Starts several executions in one call: each item is exactly a StartExecution
+        (the same checks, the same request_id idempotency, the same events, logs,
+        metrics and trace as one started alone) and gets its own result, in order:
+        the StartExecutionResponse, or the google.rpc.Status that StartExecution would
+        have failed with (BadRequest field paths prefixed with `requests[i].`). Items
+        are independent: a bad item fails alone. Every execution a response reports as
+        started is durable. At most 1,000 items (INVALID_ARGUMENT naming `requests`),
+        and the request stays under the server's message limit. The same role as
+        StartExecution; the per-identity start rate counts each item, and an item over
+        it gets RESOURCE_EXHAUSTED with RetryInfo.
+        """
 
     @_abc_1.abstractmethod
     def GetExecution(
