@@ -376,10 +376,25 @@ def new_state(execution_id: str, plan: PlanView) -> ExecutionState:
     return state
 
 
+# Names by number, looked up per event and per commit (the enum wrapper's Name()
+# costs a Python call and a descriptor walk each time).
+_TASK_STATE_NAMES: dict[int, str] = {
+    number: name.removeprefix("TASK_STATE_") for name, number in ex.TaskState.items()
+}
+_EXECUTION_STATE_NAMES: dict[int, str] = {
+    number: name.removeprefix("EXECUTION_STATE_") for name, number in ex.ExecutionState.items()
+}
+
+
 def task_state_name(value: int) -> str:
-    return ex.TaskState.Name(cast(ex.TaskState.ValueType, value)).removeprefix("TASK_STATE_")
+    name = _TASK_STATE_NAMES.get(value)
+    if name is None:  # not a TaskState: Name() raises its ValueError
+        return ex.TaskState.Name(cast(ex.TaskState.ValueType, value))
+    return name
 
 
 def execution_state_name(value: int) -> str:
-    name = ex.ExecutionState.Name(cast(ex.ExecutionState.ValueType, value))
-    return name.removeprefix("EXECUTION_STATE_")
+    name = _EXECUTION_STATE_NAMES.get(value)
+    if name is None:  # not an ExecutionState: Name() raises its ValueError
+        return ex.ExecutionState.Name(cast(ex.ExecutionState.ValueType, value))
+    return name

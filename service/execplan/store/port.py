@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from execplan.errors import ExecplanError, FieldViolation, InvalidArgument
+from execplan.records import record
 from execplan.search import EMPTY, Filter, SearchValue
 
 from .flow import FlowStore
@@ -62,7 +63,7 @@ def _no_updates() -> Mapping[str, SearchValue | None]:
     return MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UsageRecord:
     """Usage an event records (a `task_usage` event), given to the store beside the
     opaque payload: the store keeps it in the same transaction as the event, so what
@@ -72,7 +73,7 @@ class UsageRecord:
     counters: tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoredEvent:
     """One entry of an execution's log; `payload` is a serialized `ExecutionEvent`.
     `usage` is set by the writer on events that record usage; reads leave it None
@@ -113,7 +114,7 @@ class ExecutionRecord:
     search_attributes: Mapping[str, SearchValue] = field(default_factory=_no_attributes)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Append:
     """Events to add to one execution, atomically; optionally updates its index row.
 

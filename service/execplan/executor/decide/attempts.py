@@ -18,7 +18,7 @@ from execplan.executor.decide import effects as fx
 from execplan.executor.decide.fencing import phase_name
 from execplan.executor.decide.retry import backoff_ms, should_retry
 from execplan.executor.decide.step import Step
-from execplan.executor.expressions.bindings import EvaluationError, reads_of
+from execplan.executor.expressions.bindings import EvaluationError, StructBinding, reads_of
 from execplan.executor.expressions.evaluation import failure
 from execplan.executor.plan_view import NodeView, RetryView
 from execplan.executor.state import LEASED_TASK_STATES, TaskRun
@@ -38,15 +38,21 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
     node = step.state.node(index)
     task_id = step.task_id(task)
     side = node.side(task.phase)
-    bindings, field = node.inputs, step.field(task, ".inputs")
-    if side is not None and not side.inherits_inputs:
-        bindings, field = side.inputs, step.field(task, f".{phase_name(task.phase)}.inputs")
-    side_reads = frozenset(reads_of(side.inputs)) if side is not None else frozenset()
-    try:
-        resolved = step.evaluate(field, bindings, node.reads | side_reads, task)
-    except EvaluationError as error:
-        flow.fail_final(step, task, task.phase, failure(BINDING_ERROR, error))
-        return False
+    own = side is not None and not side.inherits_inputs
+    bindings = side.inputs if own and side is not None else node.inputs
+    resolved: JsonValue
+    if type(bindings) is StructBinding and not bindings.fields:
+        resolved = {}  # no inputs (Step.evaluate's answer, without naming the field)
+    else:
+        suffix = f".{phase_name(task.phase)}.inputs" if own else ".inputs"
+        side_reads = frozenset(reads_of(side.inputs)) if side is not None else frozenset()
+        try:
+            resolved = step.evaluate(
+                step.field(task, suffix), bindings, node.reads | side_reads, task
+            )
+        except EvaluationError as error:
+            flow.fail_final(step, task, task.phase, failure(BINDING_ERROR, error))
+            return False
     estimate = budgets.admit(step, task, node, resolved)
     if isinstance(estimate, budgets.Refusal):
         if estimate.hold is not None:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue
+from execplan.records import record
 from execplan.usage import Budget
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskReady:
     """A worker task entered QUEUED and can be matched to a worker."""
 
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendDispatch:
     index: int
     worker_id: str
@@ -30,7 +29,7 @@ class SendDispatch:
     previous_error: TaskError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelLease:
     index: int
     worker_id: str
@@ -40,13 +39,13 @@ class CancelLease:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ArmTimer:
     timer_id: str
     fire_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReleaseLease:
     """A leased attempt ended (result, timeout, cancel): free the worker slot."""
 
@@ -54,7 +53,7 @@ class ReleaseLease:
     worker_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartChild:
     """Start (or find again: `request_id`) the child execution of a builtin.workflow
     task (docs/runtime-plans.md); its answer comes back as `Machine.child_started`."""
@@ -72,7 +71,7 @@ class StartChild:
     budget: Budget | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StopChild:
     """Cancel (or terminate) a running child execution."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from execplan.errors import StaleToken
 from execplan.executor.plan_view import NodeView
 from execplan.executor.state import LEASED_TASK_STATES, ExecutionState, TaskRun, task_state_name
+from execplan.records import record
 from execplan.v1 import execution_pb2 as ex
 
 
@@ -38,7 +39,7 @@ class Holder:
     task_types: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Claim:
     phase: int
     attempt: int
