@@ -15,7 +15,7 @@ from execplan.executor.runtime.background import Background
 from execplan.executor.runtime.checkpoints import Checkpoints
 from execplan.executor.runtime.engine import Engine, EngineConfig
 from execplan.executor.runtime.executions import Executions
-from execplan.executor.runtime.inbox import Action, Inbox
+from execplan.executor.runtime.inbox import Action, Answer, Inbox
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import new_state
@@ -121,9 +121,7 @@ async def test_a_missed_ack_deadline_requeues_and_a_kept_one_costs_no_round(
         submitted: list[str] = []
         submit = engine.inbox.submit
 
-        def counting(
-            execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
-        ) -> None:
+        def counting(execution_id: str, action: Action, future: Answer | None = None) -> None:
             submitted.append(execution_id)
             submit(execution_id, action, future)
 

@@ -12,21 +12,66 @@ Submitting wakes the pump; nothing is processed here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from execplan import hops
 from execplan.executor.decide.machine import Machine
 
 Action = Callable[[Machine], Any]
 
+log = logging.getLogger("execplan.executor")
+
+
+class Answer(Protocol):
+    """Where an input's result goes once its round committed: an asyncio future (an
+    RPC awaits it) or a `Reply`."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Reply:
+    """An answer that calls `callback(result, error)` when the round settles, in the
+    pump, for a submitter that awaits nothing (a worker's ack or result: whether to
+    send a rejection). An asyncio future would run its done callback one loop turn
+    later, through a handle of its own: one per worker result."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any, /) -> None:
+        self._finish(result, None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._finish(None, exception)
+
+    def _finish(self, result: Any, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._callback(result, error)
+        except Exception:  # as a future's done callback would: logged, the round goes on
+            log.exception("answering an input failed")
+
 
 @dataclass(slots=True)
 class Input:
     execution_id: str
     action: Action
-    future: asyncio.Future[Any] | None
+    future: Answer | None
     # Rounds this input already went through without committing (see round.py).
     tries: int = 0
 
@@ -42,9 +87,7 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._inputs)
 
-    def submit(
-        self, execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
-    ) -> None:
+    def submit(self, execution_id: str, action: Action, future: Answer | None = None) -> None:
         if hops.ON:
             hops.mark("server.submit")
         self._inputs.append(Input(execution_id, action, future))
@@ -56,7 +99,7 @@ class Inbox:
         self.woken.set()
 
     def submit_deferred(
-        self, execution_id: str, action: Action, future: asyncio.Future[Any] | None = None
+        self, execution_id: str, action: Action, future: Answer | None = None
     ) -> None:
         """Work that need not force a commit of its own (assignment acks).
 

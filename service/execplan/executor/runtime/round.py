@@ -10,12 +10,11 @@ every other execution of the round commits and acts normally.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from execplan.executor.decide.machine import Machine
-from execplan.executor.runtime.inbox import Input
+from execplan.executor.runtime.inbox import Answer, Input
 
 # An input that failed to commit this many times is given up (its caller gets the
 # error): a store that keeps refusing must not make the pump spin.
@@ -26,14 +25,14 @@ MAX_TRIES = 3
 class Round:
     machines: dict[str, Machine] = field(default_factory=dict)
     # (future, result, execution_id): answered only after the commit.
-    replies: list[tuple[asyncio.Future[Any], Any, str]] = field(default_factory=list)
-    failures: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
+    replies: list[tuple[Answer, Any, str]] = field(default_factory=list)
+    failures: list[tuple[Answer, BaseException]] = field(default_factory=list)
     # Inputs applied per execution, to run again if that execution does not commit.
     applied: dict[str, list[Input]] = field(default_factory=dict)
     # Executions to reload after the commit, with the inputs to run again afterwards.
     redo: dict[str, list[Input]] = field(default_factory=dict)
 
-    def fail(self, future: asyncio.Future[Any] | None, error: BaseException) -> None:
+    def fail(self, future: Answer | None, error: BaseException) -> None:
         if future is not None:
             self.failures.append((future, error))
 

@@ -29,7 +29,7 @@ from execplan.executor.decide.retry import worker_retryable
 from execplan.executor.observability.observer import Observers
 from execplan.executor.runtime.config import EngineConfig
 from execplan.executor.runtime.executions import Executions
-from execplan.executor.runtime.inbox import Inbox
+from execplan.executor.runtime.inbox import Inbox, Reply
 from execplan.executor.runtime.leases import LeaseKey, Leases
 from execplan.executor.runtime.progress import ProgressCoalescer
 from execplan.executor.runtime.streams import StreamHub
@@ -394,20 +394,16 @@ class WorkerSessions:
                 report(machine, task)
             return ""
 
-        def done(future: asyncio.Future[Any]) -> None:
-            if future.cancelled():
-                return
-            error = future.exception()
+        def done(reason: str | None, error: BaseException | None) -> None:
             if error is None:
-                if future.result():
-                    self.reject(worker, attempt_ref, future.result())
+                if reason:
+                    self.reject(worker, attempt_ref, reason)
             elif isinstance(error, FailedPrecondition):  # the execution ended meanwhile
                 self.reject(worker, attempt_ref, "execution is not running")
             else:
                 log.warning("message from %s not applied: %s", worker.worker_id, error)
 
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(done)
+        future = Reply(done)
         if deferred:
             self._inbox.submit_deferred(execution_id, action, future)
         else:
@@ -431,20 +427,15 @@ class WorkerSessions:
         def action(machine: Machine) -> str:
             return machine.usage(ref.task_id, claim, worker.worker_id, amounts, number)
 
-        def done(future: asyncio.Future[Any]) -> None:
-            if future.cancelled():
-                return
-            error = future.exception()
+        def done(reason: str | None, error: BaseException | None) -> None:
             if error is None:
-                self._usage_ack(worker, ref, number, future.result())
+                self._usage_ack(worker, ref, number, reason or "")
             elif isinstance(error, FailedPrecondition):  # the execution ended meanwhile
                 self._usage_ack(worker, ref, number, "the execution has ended")
             else:  # not recorded: no ack, so the worker sends it again
                 log.warning("usage report from %s not applied: %s", worker.worker_id, error)
 
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(done)
-        self._inbox.submit(execution_id, action, future)
+        self._inbox.submit(execution_id, action, Reply(done))
 
     def _usage_ack(self, worker: WorkerConn, ref: ws.AttemptRef, number: int, reason: str) -> None:
         if reason:
