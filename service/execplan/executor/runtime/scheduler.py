@@ -309,6 +309,8 @@ class Scheduler:
                     continue
                 if self._one(machines, state, picked, now, blocked, suspend):
                     progress = True
+                    if self._workers.total_free() <= 0:
+                        return  # the rest waits for a free slot, as at the top
 
     def _one(  # noqa: PLR0917
         self,
