@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from execplan.client import ExecutorClient
 from execplan.config import ServerConfig
 from execplan.executor.runtime.engine import EngineConfig
 from execplan.server import Component, ExecplanServer, ExecutorComponent, PlannerComponent
@@ -27,7 +28,7 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from .conftest import WORKER_TYPES, ServerFactory, bearer
+from .conftest import TOKENS, WORKER_TYPES, ServerFactory, bearer
 
 SOURCE = "name: tiny\ntasks:\n  - {id: a, type: sec.echo}\n"
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -239,3 +240,16 @@ async def test_start_rate_counts_each_item_of_a_batch(secured: ServerFactory) ->
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.StartExecutions(batch, metadata=bearer("viewer"))
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_sdk_retries_the_items_over_the_start_rate(secured: ServerFactory) -> None:
+    # ExecutorClient.start() calls of one turn travel as one StartExecutions; the
+    # items past the rate come back RESOURCE_EXHAUSTED with RetryInfo and are retried
+    # on their own after that delay, so every caller gets its execution.
+    async with (
+        secured(tls=False, start_rate=10, start_burst=2) as server,
+        ExecutorClient(server.address, token=TOKENS["client"]) as client,
+    ):
+        started = await asyncio.gather(*(client.start(source=SOURCE) for _ in range(5)))
+        assert all(s.created for s in started)
+        assert len({s.execution_id for s in started}) == 5

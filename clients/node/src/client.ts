@@ -79,6 +79,7 @@ import type {
   SetRateLimitResponse,
   StartExecutionRequest,
   StartExecutionResponse,
+  StartExecutionsResponse,
   StreamChunk,
   WatchExecutionResponse,
   WatchExecutionsResponse,
@@ -94,6 +95,7 @@ import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } f
 import type { HealthCheckResponse } from "./gen/grpc/health/v1/health_pb.js";
 import { makeClient, resolveAddress, unary } from "./rpc.js";
 import { Schedules } from "./schedules.js";
+import { StartCoalescer } from "./starts.js";
 import { toSearchAttributes } from "./search.js";
 import type { SearchValue } from "./search.js";
 import type { GenericClient } from "./rpc.js";
@@ -106,6 +108,8 @@ import type { SecurityOptions } from "./security.js";
  */
 export interface ClientOptions extends SecurityOptions {
   channelOptions?: grpc.ChannelOptions;
+  /** More grpc-js client interceptors, run after the client's own (the bearer token's). */
+  interceptors?: grpc.Interceptor[];
   /** Backoff and deadline of every retry (default DEFAULT_RETRY). */
   retry?: RetryPolicy;
 }
@@ -242,13 +246,19 @@ export class ExecplanClient {
   private readonly retry: RetryPolicy;
   /** Schedules: `client.schedules.create("nightly", { cron: "0 2 * * *", source })`... */
   readonly schedules: Schedules;
+  private readonly starts: StartCoalescer;
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = resolveAddress(address);
     this.retry = options.retry ?? DEFAULT_RETRY;
-    const secured = transport(options);
+    const own = transport(options);
+    const secured = { ...own, interceptors: [...own.interceptors, ...(options.interceptors ?? [])] };
     this.executor = makeClient(ExecutorService, this.address, secured, options.channelOptions);
     this.schedules = new Schedules((method, request) => this.call(this.executor, method, request));
+    this.starts = new StartCoalescer(
+      (request, trace) => this.call<StartExecutionResponse>(this.executor, "startExecution", request, traceMetadata(trace)),
+      (request, trace) => this.call<StartExecutionsResponse>(this.executor, "startExecutions", request, traceMetadata(trace)),
+    );
     // Same target and options: grpc-js shares one subchannel between both clients.
     this.planner = makeClient(PlannerService, this.address, secured, options.channelOptions);
     this.healthClient = makeClient(Health, this.address, secured, options.channelOptions);
@@ -286,9 +296,8 @@ export class ExecplanClient {
       fairnessKey: options.fairnessKey ?? "",
       searchAttributes: toSearchAttributes(options.searchAttributes),
     });
-    const metadata = new grpc.Metadata();
-    for (const [k, v] of Object.entries(options.traceContext ?? {})) metadata.set(k, v);
-    const res = await this.call<StartExecutionResponse>(this.executor, "startExecution", request, metadata);
+    // Coalesced with the other starts of this event-loop turn (starts.ts).
+    const res = await this.starts.start(request, options.traceContext ?? {});
     return { executionId: res.executionId, planId: res.planId, created: res.created };
   }
 
@@ -671,6 +680,12 @@ async function waitToRetry(retry: Retry, failure: grpc.ServiceError | undefined)
   if (delay !== undefined) return sleep(delay);
   if (failure) throw translate(failure);
   throw new UnavailableError("the server kept ending the stream early", { code: Status.UNAVAILABLE });
+}
+
+function traceMetadata(trace: Record<string, string>): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  for (const [k, v] of Object.entries(trace)) metadata.set(k, v);
+  return metadata;
 }
 
 function definition(options: StartOptions): StartExecutionRequest["definition"] {

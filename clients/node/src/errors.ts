@@ -24,6 +24,7 @@ import { status as Status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+import type { Status as RpcStatus } from "./gen/google/rpc/status_pb.js";
 
 export { Status };
 
@@ -134,7 +135,15 @@ export function decodeDetails(err: Partial<ServiceError>): StatusDetails {
   const raw = err.metadata?.get("grpc-status-details-bin")?.[0];
   if (!raw) return out;
   try {
-    const st = fromBinary(StatusSchema, typeof raw === "string" ? Buffer.from(raw, "base64") : raw);
+    return detailsOf(fromBinary(StatusSchema, typeof raw === "string" ? Buffer.from(raw, "base64") : raw));
+  } catch {
+    return out; // an undecodable trailer must not hide the error itself
+  }
+}
+
+function detailsOf(st: RpcStatus): StatusDetails {
+  const out: StatusDetails = { violations: [], retryAfterMs: undefined, reason: "", metadata: {} };
+  try {
     for (const any of st.details) {
       if (anyIs(any, BadRequestSchema)) {
         const bad = anyUnpack(any, BadRequestSchema);
@@ -154,6 +163,17 @@ export function decodeDetails(err: Partial<ServiceError>): StatusDetails {
     // Undecodable details must not hide the error itself.
   }
   return out;
+}
+
+/**
+ * The error a call failing with `st` would have thrown (`translate`), for a
+ * google.rpc.Status that came in a response body (an item of StartExecutions).
+ */
+export function fromStatus(st: RpcStatus): ExecplanError {
+  const { violations, retryAfterMs, reason, metadata } = detailsOf(st);
+  const code = st.code as Status;
+  const Cls = BY_CODE[code] ?? InternalError;
+  return new Cls(st.message || Status[code] || "UNKNOWN", { code, violations, retryAfterMs, reason, metadata });
 }
 
 function isServiceError(err: unknown): err is ServiceError {

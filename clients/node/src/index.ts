@@ -47,6 +47,7 @@ export {
   UnauthenticatedError,
   UnavailableError,
   decodeDetails,
+  fromStatus,
   translate,
   transient,
 } from "./errors.js";

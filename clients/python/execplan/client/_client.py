@@ -50,6 +50,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._backoff import DEFAULT_POLICY, Retry, RetryPolicy, transient
 from ._channel import Security, open_channel, resolve_address
 from ._schedules import Schedules
+from ._starts import StartCoalescer
 from .errors import UnavailableError, decode_details, translate
 from .values import to_search_attributes, to_struct, to_value
 
@@ -128,6 +129,7 @@ class ExecutorClient:
         )
         # Schedules: client.schedules.create(...), .list(), .pause(name)... (_schedules.py)
         self.schedules = Schedules(self._unary)
+        self._starts = StartCoalescer(self._start_one, self._start_many, self._attempts > 0)
 
     @property
     def _executor(self) -> executor_service_pb2_grpc.ExecutorServiceAsyncStub:
@@ -195,7 +197,11 @@ class ExecutorClient:
     ) -> executor_service_pb2.StartExecutionResponse:
         """Start an execution of exactly one of source=, plan=, plan_id=, workflow=.
         `search_attributes`: typed key/values to find it by (`values.py` says how
-        Python types map), e.g. {"customer": "acme", "priority": 3}."""
+        Python types map), e.g. {"customer": "acme", "priority": 3}.
+
+        Starts called in the same event-loop turn (`asyncio.gather(*(client.start(...)
+        for ...))`) travel together as one StartExecutions call; each still returns
+        its own response or raises its own error, as if sent alone (`_starts.py`)."""
         given = [x for x in (source, plan, plan_id, workflow) if x is not None]
         if len(given) != 1:
             raise ValueError("pass exactly one of source=, plan=, plan_id=, workflow=")
@@ -214,10 +220,23 @@ class ExecutorClient:
             request.plan_id = plan_id
         elif workflow is not None:
             request.workflow.CopyFrom(_workflow_message(workflow))
-        # Safe to retry on another replica: the request_id makes the start idempotent.
-        return await self._unary(
-            lambda r: r.executor.StartExecution, request, metadata=_trace_metadata()
-        )
+        # Coalesced with the other starts of this loop turn (_starts.py). Safe to
+        # retry on another replica: the request_id makes the start idempotent.
+        return await self._starts.start(request, _trace_metadata())
+
+    async def _start_one(
+        self,
+        request: executor_service_pb2.StartExecutionRequest,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> executor_service_pb2.StartExecutionResponse:
+        return await self._unary(lambda r: r.executor.StartExecution, request, metadata=metadata)
+
+    async def _start_many(
+        self,
+        request: executor_service_pb2.StartExecutionsRequest,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> executor_service_pb2.StartExecutionsResponse:
+        return await self._unary(lambda r: r.executor.StartExecutions, request, metadata=metadata)
 
     async def get(self, execution_id: str, at_sequence: int = 0) -> execution_pb2.Execution:
         request = executor_service_pb2.GetExecutionRequest(

@@ -16,6 +16,8 @@
 
 `translate(err)` turns a `grpc.aio.AioRpcError` into one of these; callers write
 `raise translate(err) from err`, so the gRPC error stays in `__cause__`.
+`from_status(status)` does the same for a `google.rpc.Status` that arrived in a
+response body (an item of StartExecutions).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 from typing import Any, NamedTuple
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 _log = logging.getLogger(__name__)
@@ -138,10 +140,6 @@ class RichDetails(NamedTuple):
 def decode_details(err: grpc.aio.AioRpcError) -> RichDetails:
     """Read google.rpc ErrorInfo / BadRequest / QuotaFailure / RetryInfo from the
     status details."""
-    violations: list[FieldViolation] = []
-    retry_after: float | None = None
-    reason = ""
-    metadata: dict[str, str] = {}
     try:
         status: Any = rpc_status.from_call(err)
     except ValueError:
@@ -150,7 +148,15 @@ def decode_details(err: grpc.aio.AioRpcError) -> RichDetails:
         _log.debug("inconsistent google.rpc.Status details on %s", err.code())
         status = None
     if status is None:
-        return RichDetails(violations, retry_after)
+        return RichDetails([], None)
+    return _rich(status)
+
+
+def _rich(status: Any) -> RichDetails:
+    violations: list[FieldViolation] = []
+    retry_after: float | None = None
+    reason = ""
+    metadata: dict[str, str] = {}
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
@@ -171,6 +177,23 @@ def decode_details(err: grpc.aio.AioRpcError) -> RichDetails:
             detail.Unpack(error_info)
             reason, metadata = error_info.reason, dict(error_info.metadata)
     return RichDetails(violations, retry_after, reason, metadata)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(status: status_pb2.Status) -> ExecplanClientError:
+    """The error a call failing with `status` would have raised (`translate`)."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    rich = _rich(status)
+    return _BY_CODE.get(code, InternalError)(
+        status.message or code.name,
+        code=code,
+        violations=rich.violations,
+        retry_after=rich.retry_after,
+        reason=rich.reason,
+        metadata=rich.metadata,
+    )
 
 
 def translate(err: grpc.aio.AioRpcError) -> ExecplanClientError:
