@@ -13,7 +13,8 @@ from typing import Any, TypeAlias
 
 import grpc
 import pytest
-from execplan.server import ExecplanServer, ExecutorComponent
+from execplan.config import ServerConfig
+from execplan.server import ExecplanServer, ExecutorComponent, PlannerComponent
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
@@ -204,3 +205,50 @@ async def test_an_item_out_of_the_wire_bounds_fails_alone(served: Served) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as alone:
         await stub.StartExecution(_start(request_id="x" * 300))
     assert alone.value.details() == long_id.error.message
+
+
+async def test_an_answer_over_the_message_limit_loses_field_lists_not_items(
+    tmp_path: Path,
+) -> None:
+    # 500 failed items with ~2.4 KB of BadRequest each would make a 1.2 MB answer on a
+    # 1 MiB server, which gRPC could not send once the other 500 were started: the
+    # errors keep code, message and ErrorInfo, and drop their field lists instead.
+    limit = 1024 * 1024
+    config = ServerConfig(
+        listen="127.0.0.1:0", db_path=str(tmp_path / "cut.db"), max_message_bytes=limit
+    )
+    executor = ExecutorComponent(config.db_path, max_message_bytes=limit)
+    names = [f"a{i:02}" for i in range(30)]
+    source = "name: wide\ninputs:\n" + "".join(f"  {n}: {{type: integer}}\n" for n in names)
+    source += "tasks:\n  - {id: w, type: builtin.wait_for_event, inputs: {event: go}}\n"
+    async with (
+        ExecplanServer(config, [executor, PlannerComponent(config)]) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub: Stub = pb_grpc.ExecutorServiceStub(channel)
+        good: dict[str, Any] = dict.fromkeys(names, 1)
+        bad: dict[str, Any] = dict.fromkeys(names, "x")
+        first = pb.StartExecutionRequest(source=source, inputs=_struct(good))
+        plan_id = (await stub.StartExecution(first)).plan_id
+        items = [
+            pb.StartExecutionRequest(plan_id=plan_id, inputs=_struct(bad if i % 2 else good))
+            for i in range(1000)
+        ]
+        alone = await stub.StartExecutions(pb.StartExecutionsRequest(requests=items[:2]))
+        assert len(_fields(alone.results[1].error)) == 30  # whole when it fits
+        response = await stub.StartExecutions(pb.StartExecutionsRequest(requests=items))
+        assert response.ByteSize() <= limit
+        for i, result in enumerate(response.results):
+            if i % 2 == 0:
+                assert result.started.created
+            else:
+                assert result.error.code == code_pb2.INVALID_ARGUMENT
+                assert result.error.message == alone.results[1].error.message
+                assert _reason(result.error) == "INVALID_ARGUMENT"
+                assert not _detail(result.error, error_details_pb2.BadRequest)
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct

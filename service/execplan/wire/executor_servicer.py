@@ -300,7 +300,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
     async def StartExecutions(  # noqa: N802
         self, request: pb.StartExecutionsRequest, context: Ctx
     ) -> pb.StartExecutionsResponse:
-        return await start_each(self.start, request, trace_of(context))
+        return await start_each(self.start, request, trace_of(context), self._page_bytes)
 
     async def start(
         self, request: pb.StartExecutionRequest, trace: dict[str, str]

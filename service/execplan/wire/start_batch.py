@@ -40,8 +40,10 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.wire.auth import start_gate
 from execplan.wire.bounds import out_of_range
 from execplan.wire.status import internal_status, to_rpc_status
+from google.rpc import error_details_pb2
 
 log = logging.getLogger(__name__)
+_BAD, _QUOTA = error_details_pb2.BadRequest, error_details_pb2.QuotaFailure
 
 # The most starts one StartExecutions may carry: enough to amortise a call's cost
 # many times over, and few enough that one call cannot hold the writer's group (and
@@ -62,10 +64,10 @@ def trace_of(context: Ctx) -> dict[str, str]:
 
 
 async def start_each(
-    start: Start, request: pb.StartExecutionsRequest, trace: dict[str, str]
+    start: Start, request: pb.StartExecutionsRequest, trace: dict[str, str], max_bytes: int
 ) -> pb.StartExecutionsResponse:
     """Every item of `request` through `start` (the servicer's StartExecution), at once;
-    one result per item, in order."""
+    one result per item, in order, in an answer of at most `max_bytes` (`_cut`)."""
     items = request.requests
     if not items:
         raise InvalidArgument(
@@ -93,7 +95,23 @@ async def start_each(
         if item.request_id:
             last[item.request_id] = outcome
         outcomes.append(outcome)
-    return pb.StartExecutionsResponse(results=await asyncio.gather(*outcomes))
+    response = pb.StartExecutionsResponse(results=await asyncio.gather(*outcomes))
+    if response.ByteSize() > max_bytes:
+        _cut(response)
+    return response
+
+
+def _cut(response: pb.StartExecutionsResponse) -> None:
+    """An answer over the message limit could not be sent, while the executions it
+    reports are started: its errors keep their code, message, ErrorInfo and RetryInfo
+    and lose their field lists (BadRequest, QuotaFailure). Each of those is at most
+    ~3 KiB and the rest ~0.6 KiB, so 1,000 items then fit the smallest limit (1 MiB)."""
+    for result in response.results:
+        if result.HasField("error"):
+            kept = [d for d in result.error.details if not d.Is(_BAD.DESCRIPTOR)]
+            kept = [d for d in kept if not d.Is(_QUOTA.DESCRIPTOR)]
+            del result.error.details[:]
+            result.error.details.extend(kept)
 
 
 def _refusal(
