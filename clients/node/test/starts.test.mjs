@@ -2,10 +2,11 @@
 // StartExecutions call (a real `execplan serve` process; calls counted by a client
 // interceptor), and every caller still gets its own result or its own error.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { AlreadyExistsError, ExecplanClient, InvalidArgumentError, NotFoundError } from "../dist/index.js";
+import { AlreadyExistsError, ExecplanClient, InvalidArgumentError, NotFoundError, UnavailableError } from "../dist/index.js";
 import { ExecutorService, StartExecutionResponseSchema } from "../dist/gen/execplan/v1/executor_service_pb.js";
 import { serviceDefinition } from "../dist/rpc.js";
 import { Server } from "./server.mjs";
@@ -122,5 +123,23 @@ test("an older server without StartExecutions gets each start alone, from then o
   } finally {
     client.close();
     older.forceShutdown();
+  }
+});
+
+test("a batch that fails as a whole fails each caller with an error of its own", async () => {
+  // Nothing listens there: the one StartExecutions fails UNAVAILABLE (a unary call does
+  // not retry it), and every caller gets its own error, as three lone calls would.
+  const probe = net.createServer();
+  await new Promise((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  const client = new ExecplanClient(`127.0.0.1:${port}`);
+  try {
+    const outcomes = await Promise.allSettled([0, 1, 2].map((n) => client.start({ planId: "p", requestId: `r${n}` })));
+    const errors = outcomes.map((o) => o.reason);
+    assert.ok(errors.every((e) => e instanceof UnavailableError), String(errors[0]));
+    assert.equal(new Set(errors).size, 3);
+  } finally {
+    client.close();
   }
 });

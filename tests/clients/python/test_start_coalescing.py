@@ -5,6 +5,7 @@ interceptor), and every caller still gets its own answer or its own error."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from execplan.client import (
     ExecutorClient,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
@@ -135,3 +137,18 @@ async def test_an_older_server_gets_each_start_alone() -> None:
         await server.stop(None)
     assert calls.made == {START_MANY: 1, START: 10}
     assert older.starts == 10
+
+
+async def test_a_batch_that_fails_as_a_whole_fails_each_caller_on_its_own() -> None:
+    # Nothing listens there: the one StartExecutions fails UNAVAILABLE (one address: no
+    # retry), and every caller gets an error of its own, as three lone calls would.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with ExecutorClient(f"127.0.0.1:{port}") as client:
+        outcomes = await asyncio.gather(
+            *(client.start(plan_id="p", request_id=f"r{n}") for n in range(3)),
+            return_exceptions=True,
+        )
+    assert all(isinstance(o, UnavailableError) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 3
