@@ -52,6 +52,7 @@ from execplan.planner.plan import (
     FORMAT_VERSION,
     FORMAT_VERSION_RUNTIME,
     Binding,
+    Bindings,
     Expression,
     Plan,
     PlanEdges,
@@ -157,7 +158,8 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     budgets = budget.check(wf, diags)
 
     data: list[tuple[int, int, str]] = []
-    compiled: list[_Compiled | None] = []
+    # Per task: its _Compiled, or for a task with only inputs just their Bindings.
+    compiled: list[_Compiled | Bindings | None] = []
     quiet = _Quiet(wf).check
     for t in wf.tasks:
         if t is None:
@@ -170,7 +172,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
             if bindings is None:
                 compiled.append(_compile_task(t, wf, ids, diags, data))
             else:
-                compiled.append(_new_compiled(bindings, None, (), (), None, None))
+                compiled.append(bindings)  # no _Compiled for the common task
         else:
             compiled.append(_NOTHING)  # no expressions: skip the call and the object
     out_refs: list[tuple[str, Expression]] = []
@@ -376,7 +378,7 @@ def _build(
     succ: list[list[int]],
     pred: list[list[int]],
     kinds: dict[int, int],
-    compiled: list[_Compiled | None],
+    compiled: list[_Compiled | Bindings | None],
     outputs: Sequence[Binding],
     flow: _Flow,
 ) -> Plan:
@@ -409,9 +411,15 @@ def _build(
     order_kind = EDGE_KIND[ORDER]
     for i, u in enumerate(order):
         t = tasks[u]
-        c = compiled[u]
+        entry = compiled[u]
         f = flow.tasks[t.index]
-        assert c is not None
+        assert entry is not None
+        bindings: Sequence[Binding]
+        if type(entry) is Bindings:  # a task with only inputs
+            bindings, c = entry, _NOTHING
+        else:
+            assert isinstance(entry, _Compiled)
+            bindings, c = entry.bindings, entry
         retry = (
             base_retry
             if t.retry is None
@@ -438,7 +446,7 @@ def _build(
                 base_priority if t.priority is None else t.priority,  # priority
                 t.trigger or "TRIGGER_RULE_ALL_SUCCESS",  # trigger
                 c.condition,  # condition
-                c.bindings,  # bindings
+                bindings,
                 retry,
                 timeouts,
                 None  # fallback

@@ -397,10 +397,16 @@ class _Stream:
         """Canonical text of bindings; plain literals and shared expressions are
         written directly (calling the JSON encoder per node dominated the digest),
         and the text before each literal is reused by name."""
-        if not bs:
+        pairs: Iterable[tuple[str, object]]
+        if type(bs) is Bindings:
+            if not bs.names:  # not `bs`: its __len__ is a Python call
+                return "[]"
+            pairs = zip(bs.names, bs.values, strict=True)
+        elif not bs:
             return "[]"
+        else:
+            pairs = items(bs)
         out = []
-        pairs = zip(bs.names, bs.values, strict=True) if type(bs) is Bindings else items(bs)
         for name, raw in pairs:
             v = raw.value if type(raw) is Literal else raw
             t = type(v)
@@ -486,12 +492,12 @@ class _Stream:
         and `ups` are the nodes' `_int_lists`."""
         values = zip(
             map(self.bindings, map(_get_bindings, nodes)),
-            map(self.side, map(_get_compensation, nodes)),
-            map(self.condition, map(_get_condition, nodes)),
+            _or_null(self.side, list(map(_get_compensation, nodes))),
+            _or_null(self.condition, list(map(_get_condition, nodes))),
             map(_get_rank, nodes),
             map(_quote, map(_get_description, nodes)),
             downs,
-            map(self.side, map(_get_fallback, nodes)),
+            _or_null(self.side, list(map(_get_fallback, nodes))),
             map(_get_index, nodes),
             map(_get_stage, nodes),
             map(_quote, map(_get_task_id, nodes)),
@@ -499,6 +505,14 @@ class _Stream:
             strict=True,
         )
         return map(mod, self.template_of_each(nodes), values)
+
+
+def _or_null(write: Callable[[Any], str], values: list[Any]) -> Iterable[str]:
+    """`map(write, values)` for a field that is None in most plans (a side task, a
+    condition): "null" for each, without a call per node, when all are None."""
+    if values.count(None) == len(values):
+        return repeat("null", len(values))
+    return map(write, values)
 
 
 # The keys of a node in the canonical JSON, sorted; the template writes the first

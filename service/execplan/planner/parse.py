@@ -503,9 +503,8 @@ def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
                 and (inputs is None or _scalar_inputs(inputs))
             ):
                 copied = {} if inputs is None else dict(inputs)
-                out.append(
-                    task_cls(index=i, id=tid, type=ttype, depends_on=tuple(deps), inputs=copied)
-                )
+                # Positional: keyword arguments cost ~0.2 us more per task.
+                out.append(task_cls(i, tid, ttype, tuple(deps), copied))
                 continue
         r = _task(x, f"tasks[{i}]", diags, index=i)
         out.append(None if r is BAD else r)
