@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, fields, replace
-from itertools import repeat
-from operator import add, attrgetter, itemgetter
+from itertools import compress, repeat
+from operator import add, attrgetter, contains, itemgetter, not_
 from typing import Any
 
 import orjson
@@ -140,11 +140,30 @@ class _NodeWriter:
         self.bindings: dict[tuple[str, int], str] = {}
         self.literal_heads: dict[str, str] = {}
         self.sides: dict[bytes, str] = {}
+        # Node's shared fields (as `_Encoder.common_wire` keys them) -> `shared()`.
+        self.by_key: dict[tuple[object, ...], tuple[str, str, str, str] | None] = {}
 
     def node(self, n: PlanNode, ups: str, downs: str) -> str:
         """One item of `nodes`, indented as in the whole plan's JSON; `ups` and
         `downs` are its upstream and downstream lists as `_numbers` writes them."""
-        groups = self.shared(n) if _others(n) == _OTHER_DEFAULTS else None
+        if _others(n) != _OTHER_DEFAULTS:
+            return self.generic(n)
+        # The key of `_Encoder.common_wire`: the same key, the same shared fields.
+        key = (
+            n.type,
+            n.builtin,
+            n.trigger,
+            n.priority,
+            n.estimated_duration_ms,
+            n.description,
+            id(n.retry),
+            id(n.timeouts),
+            id(n.circuit_breaker),
+            id(n.resources),
+        )
+        groups = self.by_key.get(key, _UNKNOWN)
+        if groups is _UNKNOWN:
+            groups = self.by_key[key] = self.shared(n)
         if groups is None:
             return self.generic(n)
         g1, g2, g3, g4 = groups
@@ -164,12 +183,9 @@ class _NodeWriter:
             out.append(g2)
         if n.condition is not None:
             out.append(f'{_P3}"condition": ' + self.expression(n.condition, _NODE))
-        if n.bindings:
-            binding = self.binding
-            bs = n.bindings
-            pairs = zip(bs.names, bs.values, strict=True) if type(bs) is Bindings else items(bs)
-            texts = ",\n".join([binding(name, v) for name, v in pairs])
-            out.append(f'{_P3}"bindings": [\n{texts}\n{_P3}]')
+        bs = n.bindings
+        if bs.names if type(bs) is Bindings else bs:
+            out.append(f'{_P3}"bindings": [\n' + self.binding_items(bs) + f"\n{_P3}]")
         if g3:
             out.append(g3)
         if n.fallback is not None:
@@ -179,6 +195,27 @@ class _NodeWriter:
         if g4:
             out.append(g4)
         return _P2 + "{\n" + ",\n".join(out) + "\n" + _P2 + "}"
+
+    def binding_items(self, bs: Sequence[Binding]) -> str:
+        """The items of a node's `bindings`: `binding()` of each, with its usual
+        cases (a shared expression, a string or an int literal) inline."""
+        if type(bs) is not Bindings:
+            return ",\n".join([self.binding(name, v) for name, v in items(bs)])
+        expressions, heads = self.bindings, self.literal_heads
+        texts = []
+        for name, v in zip(bs.names, bs.values, strict=True):
+            t = type(v)
+            hit = None
+            if t is Expression:
+                hit = expressions.get((name, id(v)))
+            elif t is int or t is str:
+                head = heads.get(name)
+                if head is not None:
+                    # As binding(): an int is a Value's number_value.
+                    text = repr(float(v)) if t is int else _quote(v)  # type: ignore[arg-type]
+                    hit = head + text + _LITERAL_TAIL
+            texts.append(self.binding(name, v) if hit is None else hit)
+        return ",\n".join(texts)
 
     def generic(self, n: PlanNode) -> str:
         if self.ints is None:
@@ -239,7 +276,7 @@ class _NodeWriter:
                 head = self.literal_heads[name] = (
                     f'{_P4}{{\n{_P5}"name": {_quote(name)},\n{_P5}"value": {{\n{_P6}"literal": '
                 )
-            return f"{head}{text}\n{_P5}}}\n{_P4}}}"
+            return head + text + _LITERAL_TAIL
         # Anything else as encode_plan writes it (struct keys sorted, as on the wire).
         wire = _binding_wire(Binding(name, binding_value(v)))
         msg = plan_pb2.PlanNode.FromString(wire).bindings[0]
@@ -253,6 +290,8 @@ class _NodeWriter:
 
 
 _P2 = _pad(2)
+_LITERAL_TAIL = f"\n{_P5}}}\n{_P4}}}"  # after a literal binding's value
+_UNKNOWN: Any = object()
 
 
 _inner: Callable[[str], str] = itemgetter(slice(1, -1))  # inside a JSON list's brackets
@@ -322,20 +361,26 @@ def _edges(plan: Plan, write: Write) -> None:
     order = tail(EDGE_ORDER)
     nodes = edges.nodes
     first = True
+    kinds = edges.kinds
     for start in range(0, len(nodes), _CHUNK):
-        chunk = [n for n in nodes[start : start + _CHUNK] if n.downstream]
-        heads = list(map(_EDGE_HEAD.__mod__, map(_index, chunk)))
+        chunk = list(
+            compress(nodes[start : start + _CHUNK], map(_down, nodes[start : start + _CHUNK]))
+        )
+        sources, downs = list(map(_index, chunk)), list(map(_down, chunk))
+        heads = list(map(_EDGE_HEAD.__mod__, sources))
         seps = map(add, repeat(order + ",\n"), heads)
         # "[5,9]" from orjson, without its brackets, each comma turned into `seps`.
-        targets = map(_inner, map(bytes.decode, map(orjson.dumps, map(_down, chunk))))
-        texts = list(map(add, heads, map(str.replace, targets, repeat(","), seps)))
-        for j, n in enumerate(chunk):
-            kinds = edges.kinds.get(n.index)
-            if kinds is not None or not n.index or 0 in n.downstream:
-                ks = kinds or repeat(EDGE_ORDER)
-                texts[j] = ",\n".join(map(one, repeat(n.index), n.downstream, ks))
-            else:
-                texts[j] += order
+        targets = map(_inner, map(bytes.decode, map(orjson.dumps, downs)))
+        texts = list(map(add, map(add, heads, map(str.replace, targets, repeat(","), seps)),
+                         repeat(order)))  # fmt: skip
+        # Edges with data, or a zero source or target, are written one by one.
+        few = range(len(chunk))
+        odd = set(compress(few, map(kinds.__contains__, sources)))
+        odd.update(compress(few, map(not_, sources)))
+        odd.update(compress(few, map(contains, downs, repeat(0))))
+        for j in sorted(odd):
+            ks = kinds.get(sources[j]) or repeat(EDGE_ORDER)
+            texts[j] = ",\n".join(map(one, repeat(sources[j]), downs[j], ks))
         if texts:
             write(("" if first else ",\n") + ",\n".join(texts))
             first = False
