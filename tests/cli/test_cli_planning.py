@@ -97,6 +97,7 @@ def test_version_is_looked_up_only_when_asked_for() -> None:
     probe = (
         "import sys; from execplan.cli import main; code = main(['validate', '-']); "
         "assert 'importlib.metadata' not in sys.modules and 'yaml' not in sys.modules; "
+        "assert 'asyncio' not in sys.modules; "
         "sys.exit(code)"
     )
     run = subprocess.run(
@@ -108,6 +109,29 @@ def test_version_is_looked_up_only_when_asked_for() -> None:
         check=False,
     )
     assert (run.returncode, run.stderr) == (0, "")
+
+
+def test_a_big_plan_is_written_whole_and_the_process_ends(tmp_path: Path) -> None:
+    # From 10,000 nodes `plan` leaves the plan to the end of the process instead
+    # of freeing it: the output must still be complete and the exit clean.
+    from execplan.cli.planning import KEPT_NODES  # noqa: PLC0415
+    from execplan.planner import compile_source  # noqa: PLC0415
+    from execplan.planner.plan import PlanEdges  # noqa: PLC0415
+
+    tasks = [{"id": "t0", "type": "t.x"}] + [
+        {"id": f"t{i}", "type": "t.x", "depends_on": [f"t{i // 2}"], "inputs": {"i": i}}
+        for i in range(1, KEPT_NODES)
+    ]
+    text = json.dumps({"name": "big", "tasks": tasks})
+    path = tmp_path / "big.json"
+    path.write_text(text)
+    run = execplan("plan", str(path), "--format", "json")
+    assert (run.returncode, run.stderr) == (0, "")
+    plan = json.loads(run.stdout)
+    compiled = compile_source(text).plan
+    assert compiled is not None and isinstance(compiled.edges, PlanEdges)
+    assert plan["plan_id"] == compiled.plan_id
+    assert len(plan["nodes"]) == KEPT_NODES and len(plan["edges"]) == KEPT_NODES - 1
 
 
 def test_unreadable_file_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -96,6 +95,8 @@ def run_with_client(
     args: argparse.Namespace, body: Callable[[ExecutorClient], Awaitable[int]]
 ) -> int:
     """Run `body` with a client; client errors become one-line CliErrors."""
+    import asyncio  # noqa: PLC0415  (`plan` and `validate` make no call: ~20 ms less)
+
     from execplan.client import ExecplanClientError, ExecutorClient  # noqa: PLC0415
 
     async def main() -> int:

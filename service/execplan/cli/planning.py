@@ -133,7 +133,25 @@ def run_plan(args: argparse.Namespace) -> int:
     # millions of objects again while the output is written (~0.5 s at 100k tasks).
     gc.freeze()
     _writer(args.format)(plan, sys.stdout.write)
+    _keep_to_the_end(plan)
     return 0
+
+
+# Plans this big are not freed when the command is done (below).
+KEPT_NODES = 10_000
+
+
+def _keep_to_the_end(plan: Plan) -> None:
+    """Leave a big plan to the end of the process instead of freeing it object by
+    object when `run_plan` returns (~0.1 s of CPU for 100,000 tasks, ~3% of the
+    command), since the process ends right after and the system takes the memory
+    back at once. A reference cycle that `gc.freeze()` moved to the permanent
+    generation is never collected, not even at interpreter shutdown. Called in
+    process (tests, embedding), each such call keeps one big plan."""
+    if len(plan.nodes) >= KEPT_NODES:
+        holder: list[object] = [plan]
+        holder.append(holder)
+        gc.freeze()
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ the start), `--no-ui` for none.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import os
 from typing import Any
@@ -465,6 +464,8 @@ def _ui_listen(args: argparse.Namespace, role: str) -> tuple[str | None, bool]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415  (keeps `execplan plan` and the like light)
+
     from execplan.executor.observability.tracing import configure_otlp_from_env  # noqa: PLC0415
     from execplan.logs import configure_logging  # noqa: PLC0415
     from execplan.server import serve  # noqa: PLC0415  (keeps other commands light)
