@@ -152,6 +152,9 @@ def test_inputs_only_tasks_compile_the_same_by_the_quick_way() -> None:
         diags = Diagnostics()
         general = compile_bindings(values, "p", diags, refs)
         assert quiet_bindings(values, lambda e: True) == general and not diags.report()
+        known: dict[str, object] = {}  # the verdicts kept from task to task
+        assert quiet_bindings(values, lambda e: True, known) == general
+        assert quiet_bindings(values, lambda e: True, known) == general
     # Refused by the quick way: the general way decides (and reports) instead.
     loud: list[dict[str, object]] = [
         {"a": "${{ tasks.a.output }}"},
@@ -161,8 +164,15 @@ def test_inputs_only_tasks_compile_the_same_by_the_quick_way() -> None:
         {"a": {"k": "${{ workflow.inputs.n }}"}},
         {"a": ["${{ workflow.inputs.n }}"]},
     ]
+    shared: dict[str, object] = {}
     for values in loud[3:]:
         assert quiet_bindings(values, lambda e: True) is None
+        assert quiet_bindings(values, lambda e: True, shared) is None
+        assert quiet_bindings(values, lambda e: True, shared) is None
+    # An expression `quiet` refuses is remembered as refused.
+    refusing: dict[str, object] = {}
+    assert quiet_bindings(quiet[0], lambda e: False, refusing) is None
+    assert quiet_bindings(quiet[0], lambda e: True, refusing) is None
     tasks: list[dict[str, object]] = [{"type": "t", "inputs": v} for v in [*quiet, *loud]]
     for i, t in enumerate(tasks):
         t["id"] = f"t{i}"

@@ -150,14 +150,22 @@ def compile_bindings(
 
 
 def quiet_bindings(
-    values: dict[str, object], quiet: Callable[[Expression], bool]
+    values: dict[str, object],
+    quiet: Callable[[Expression], bool],
+    known: dict[str, object] | None = None,
 ) -> Bindings | None:
     """`compile_bindings(values, ...)` when it would report nothing and every
     expression in `values` is one `quiet` accepts (the caller knows
     it needs no further check at this site: no task, variable or undeclared input
     read); else None, and the caller takes the general way. No path is formatted and
     no reference recorded: the common task (plain literals and a shared expression
-    such as `${{ workflow.inputs.size }}`) costs one call instead of six."""
+    such as `${{ workflow.inputs.size }}`) costs one call instead of six.
+
+    `known` (kept by the caller from task to task) remembers each templated string's
+    verdict: its compiled value, or _LOUD; so a string that many tasks share costs
+    one lookup after the first."""
+    if known is None:
+        known = {}
     names = sorted(values)
     out: list[object] = []
     for name in names:
@@ -165,15 +173,14 @@ def quiet_bindings(
         t = type(v)
         if t is str:
             if ex.OPEN in v:  # type: ignore[operator]
-                if len(v) > CACHED_CHARS:  # type: ignore[arg-type]
-                    return None
-                value, exprs, problems = _string(v)
-                if problems:
-                    return None
-                for expr in exprs:
-                    if not quiet(expr):
+                hit = known.get(v)  # type: ignore[call-overload]
+                if hit is None:
+                    if len(v) > CACHED_CHARS:  # type: ignore[arg-type]
                         return None
-                out.append(value.value if type(value) is Literal else value)
+                    hit = known[v] = _quiet_string(v, quiet)  # type: ignore[index, arg-type]
+                if hit is _LOUD:
+                    return None
+                out.append(hit)
             else:
                 out.append(v)
         elif t in _PLAIN:
@@ -181,6 +188,17 @@ def quiet_bindings(
         else:
             return None
     return Bindings(tuple(names), tuple(out))
+
+
+_LOUD = object()  # a templated string quiet_bindings leaves to the general way
+
+
+def _quiet_string(text: str, quiet: Callable[[Expression], bool]) -> object:
+    """What `quiet_bindings` appends for a templated string, or _LOUD."""
+    value, exprs, problems = _string(text)
+    if problems or not all(map(quiet, exprs)):
+        return _LOUD
+    return value.value if type(value) is Literal else value
 
 
 def compile_condition(when: str, path: str, diags: Diagnostics, refs: Refs) -> Expression | None:

@@ -160,7 +160,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     data: list[tuple[int, int, str]] = []
     # Per task: its _Compiled, or for a task with only inputs just their Bindings.
     compiled: list[_Compiled | Bindings | None] = []
-    quiet = _Quiet(wf).check
+    quiet = _Quiet(wf)
     for t in wf.tasks:
         if t is None:
             compiled.append(None)
@@ -168,7 +168,11 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
             compiled.append(_compile_task(t, wf, ids, diags, data))
         elif t.inputs:
             # Inputs only: most such tasks read nothing a check could refuse.
-            bindings = None if t.type == builtin_http.TYPE else quiet_bindings(t.inputs, quiet)
+            bindings = (
+                None
+                if t.type == builtin_http.TYPE
+                else quiet_bindings(t.inputs, quiet.check, quiet.strings)
+            )
             if bindings is None:
                 compiled.append(_compile_task(t, wf, ids, diags, data))
             else:
@@ -214,11 +218,12 @@ class _Quiet:
     no task (no data edge), no runtime variable and only declared workflow inputs,
     so `variables.check` and `check_reads` would find nothing. Cached by source."""
 
-    __slots__ = ("declared", "known")
+    __slots__ = ("declared", "known", "strings")
 
     def __init__(self, wf: Workflow) -> None:
         self.declared = wf.inputs
         self.known: dict[str, bool] = {}
+        self.strings: dict[str, object] = {}  # quiet_bindings' verdicts, by text
 
     def check(self, expr: Expression) -> bool:
         hit = self.known.get(expr.source)

@@ -493,31 +493,37 @@ def _tasks(v: object, path: str, diags: Diagnostics) -> Any:
             ttype = x.get("type")
             deps = x.get("depends_on", ())
             inputs = x.get("inputs")  # null is the same as absent, as in _message
-            if (
-                type(tid) is str
-                and tid
-                and type(ttype) is str
-                and ttype
-                and type(deps) in (list, tuple)
-                and all(type(d) is str for d in deps)
-                and (inputs is None or _scalar_inputs(inputs))
-            ):
+            if _simple_task(tid, ttype, deps, inputs):
                 copied = {} if inputs is None else dict(inputs)
                 # Positional: keyword arguments cost ~0.2 us more per task.
-                out.append(task_cls(i, tid, ttype, tuple(deps), copied))
+                out.append(task_cls(i, tid, ttype, tuple(deps), copied))  # type: ignore[arg-type]
                 continue
         r = _task(x, f"tasks[{i}]", diags, index=i)
         out.append(None if r is BAD else r)
     return tuple(out)
 
 
-def _scalar_inputs(inputs: object) -> bool:
-    """A map of strings, safe ints, booleans and nulls: `_json` would return an equal
-    copy, so the fast path copies the dict itself (floats need normalising)."""
-    if type(inputs) is not dict or not all(type(k) is str for k in inputs):
+def _simple_task(tid: object, ttype: object, deps: object, inputs: object) -> bool:
+    """Whether a task of only id, type, depends_on and inputs may take the fast
+    path: id and type non-empty strings, depends_on a list of strings, inputs absent
+    or a map of strings, safe ints, booleans and nulls (`_json` would return an
+    equal copy, so the fast path copies the dict itself; floats need normalising).
+    Plain loops, in one call: ~0.4 us per task less than all() over generators."""
+    if type(tid) is not str or not tid or type(ttype) is not str or not ttype:
+        return False
+    if type(deps) is not list and type(deps) is not tuple:
+        return False
+    for d in deps:
+        if type(d) is not str:
+            return False
+    if inputs is None:
+        return True
+    if type(inputs) is not dict:
         return False
     safe = limits.MAX_SAFE_INTEGER
-    for x in inputs.values():
+    for k, x in inputs.items():
+        if type(k) is not str:
+            return False
         t = type(x)
         if t is int:
             if not -safe <= x <= safe:
