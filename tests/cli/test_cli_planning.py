@@ -98,6 +98,7 @@ def test_version_is_looked_up_only_when_asked_for() -> None:
         "import sys; from execplan.cli import main; code = main(['validate', '-']); "
         "assert 'importlib.metadata' not in sys.modules and 'yaml' not in sys.modules; "
         "assert 'asyncio' not in sys.modules; "
+        "assert 'execplan.cli.executions' not in sys.modules; "  # the planning parser alone
         "sys.exit(code)"
     )
     run = subprocess.run(
