@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
@@ -621,28 +620,45 @@ _inner: Callable[[str], str] = itemgetter(slice(1, -1))
 _EDGE_HEAD = '{"kind":' + _quote(EDGE_ORDER) + ',"source":%d,"target":'
 
 
-def _edges_text(edges: Sequence[PlanEdge], downs: list[str] | None) -> str:
-    """The canonical text of the edges (keys kind, source, target).
+def _edges_text(edges: Sequence[PlanEdge], downs: list[str] | None) -> Iterator[str]:
+    """The canonical text of the edges (keys kind, source, target), in pieces.
 
     ~300k edges at 100k tasks: a node's ORDER edges are its downstream text ("[5,9]",
     from `_int_lists`, given as `downs` for `edges.nodes`) without its brackets, with
     each comma turned into the text between two edges, all of it by map() in C; only
-    the few nodes with a data edge are written edge by edge."""
+    the few nodes with a data edge are written edge by edge. A slice of nodes at a
+    time: the whole text at once (~21 MB, and its lists of 100k strings) was most
+    of the ~90 MB a 100k-task plan_id added to the compile's peak memory."""
     if not isinstance(edges, PlanEdges) or downs is None:
-        return _dumps([{"source": e.source, "target": e.target, "kind": e.kind} for e in edges])
-    keep = list(map(bool, map(_get_downstream, edges.nodes)))
-    sources = list(compress(map(_get_index, edges.nodes), keep))
-    targets = list(map(_inner, compress(downs, keep)))
-    heads = list(map(_EDGE_HEAD.__mod__, sources))
-    # Each text lacks its last "}": the join below puts them back.
-    texts = list(map(add, heads, map(str.replace, targets, repeat(","), map("},".__add__, heads))))
-    for source, kinds in edges.kinds.items():
-        at = bisect_left(sources, source)
-        texts[at] = "},".join(
-            f'{{"kind":{_quote(kind)},"source":{source},"target":{target}'
-            for target, kind in zip(targets[at].split(","), kinds, strict=True)
+        yield _dumps([{"source": e.source, "target": e.target, "kind": e.kind} for e in edges])
+        return
+    nodes, kinds = edges.nodes, edges.kinds
+    opened = False
+    for start in range(0, len(nodes), _SLICE):
+        end = start + _SLICE
+        keep = list(map(bool, map(_get_downstream, nodes[start:end])))
+        sources = list(compress(map(_get_index, nodes[start:end]), keep))
+        if not sources:
+            continue
+        targets = list(map(_inner, compress(downs[start:end], keep)))
+        heads = list(map(_EDGE_HEAD.__mod__, sources))
+        # Each text lacks its last "}": the joins put them back.
+        texts = list(
+            map(add, heads, map(str.replace, targets, repeat(","), map("},".__add__, heads)))
         )
-    return "[" + "},".join(texts) + "}]" if texts else "[]"
+        for j in compress(range(len(sources)), map(kinds.__contains__, sources)):
+            source = sources[j]
+            texts[j] = "},".join(
+                f'{{"kind":{_quote(kind)},"source":{source},"target":{target}'
+                for target, kind in zip(targets[j].split(","), kinds[source], strict=True)
+            )
+        yield "}," if opened else "["
+        yield "},".join(texts)
+        opened = True
+    yield "}]" if opened else "[]"
+
+
+_SLICE = 2048  # nodes per slice of text hashed at once
 
 
 def plan_id(plan: Plan) -> str:
@@ -674,7 +690,10 @@ def plan_id(plan: Plan) -> str:
         elif key == "edges":
             edges = plan.edges
             same = isinstance(edges, PlanEdges) and edges.nodes is nodes
-            chunk.append(_edges_text(edges, downs if same else None))
+            h.update("".join(chunk).encode("ascii"))
+            chunk = []
+            for piece in _edges_text(edges, downs if same else None):
+                h.update(piece.encode("ascii"))
         else:
             chunk.append(_dumps(head[key]))
     chunk.append("}")
