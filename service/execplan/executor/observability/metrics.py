@@ -41,12 +41,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from execplan.executor.observability.families import Tallies, Timings
 from execplan.executor.observability.observer import EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.executor.waiting import KIND_NAMES
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -62,60 +63,61 @@ class EngineMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.executions = Counter(
-            "execplan_executions", "Executions by outcome", ["workflow", "outcome"], registry=r
+        self.executions = Tallies(
+            "execplan_executions", "Executions by outcome", ["workflow", "outcome"], r
         )
-        self.tasks = Counter(
+        self.tasks = Tallies(
             "execplan_tasks",
             "Task lifecycle events by outcome",
             ["workflow", "task_type", "outcome"],
-            registry=r,
+            r,
         )
-        self.queue_seconds = Histogram(
+        self.queue_seconds = Timings(
             "execplan_task_queue_seconds",
             "Time from queued (ready) to dispatched",
             ["workflow", "task_type"],
-            buckets=BUCKETS,
-            registry=r,
+            BUCKETS,
+            r,
         )
-        self.dispatch_to_start = Histogram(
+        self.dispatch_to_start = Timings(
             "execplan_task_dispatch_to_start_seconds",
             "Time from dispatch to the worker's acknowledgement",
             ["workflow", "task_type"],
-            buckets=BUCKETS,
-            registry=r,
+            BUCKETS,
+            r,
         )
-        self.task_duration = Histogram(
+        self.task_duration = Timings(
             "execplan_task_duration_seconds",
             "Time an attempt ran on a worker (start to result)",
             ["workflow", "task_type", "outcome"],
-            buckets=BUCKETS,
-            registry=r,
+            BUCKETS,
+            r,
         )
-        self.execution_duration = Histogram(
+        self.execution_duration = Timings(
             "execplan_execution_duration_seconds",
             "End-to-end execution time",
             ["workflow", "outcome"],
-            buckets=BUCKETS,
-            registry=r,
+            BUCKETS,
+            r,
         )
-        self.expansions = Counter(
+        self.expansions = Tallies(
             "execplan_expansions",
             "What grew at run time, by kind",
             ["workflow", "kind"],
-            registry=r,
+            r,
         )
-        self.commit_seconds = Histogram(
+        self.commit_seconds = Timings(
             "execplan_commit_seconds",
             "One group commit of the engine",
-            buckets=BUCKETS,
-            registry=r,
+            (),
+            BUCKETS,
+            r,
         )
-        self.usage = Counter(
+        self.usage = Tallies(
             "execplan_usage",
             "Usage reported by tasks, by counter (tokens_in, tokens_out, cost, ...)",
             ["counter"],
-            registry=r,
+            r,
         )
         self.live = LiveCollector()
         r.register(self.live)
