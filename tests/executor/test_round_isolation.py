@@ -5,7 +5,7 @@ the round commits, acts and publishes as usual (review findings 1, 2 and 6)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -36,9 +36,16 @@ class RefusingStore(SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
         self.refuse: set[str] = set()
+        # Called once, inside the next group commit that refuses an execution: what
+        # arrives while a commit is in flight.
+        self.during_refusal: Callable[[], None] | None = None
 
     async def append_each(self, batch: Sequence[Append]) -> dict[str, ExecplanError]:
         refused = {a.execution_id for a in batch} & self.refuse
+        during = self.during_refusal
+        if refused and during is not None:
+            self.during_refusal = None
+            during()
         self.refuse -= refused
         failures = await super().append_each([a for a in batch if a.execution_id not in refused])
         failures.update({e: ConcurrencyConflict(f"simulated race on {e}") for e in refused})
@@ -162,3 +169,26 @@ async def test_a_refused_append_does_not_hold_back_the_rest_of_the_group(engine:
     done = await _store_matches_memory(engine, first)
     assert done.state == ex.EXECUTION_STATE_SUCCEEDED
     assert dict(done.outputs.fields)["k"].string_value == "v"
+
+
+async def test_a_refused_execution_runs_its_inputs_again_before_later_ones(
+    engine: Engine,
+) -> None:
+    """Inputs that arrive while a refused commit is in flight came after the round's
+    own: after the reload the result is applied first, then the pause (which then
+    is refused: the execution has succeeded), not the other way round."""
+    dispatches, _, worker, first, _ = await _start_two(engine, ONE)
+    assert isinstance(engine.store, RefusingStore)
+    paused = asyncio.get_running_loop().create_future()
+    engine.store.refuse.add(first)
+    engine.store.during_refusal = lambda: engine.inbox.submit(
+        first, lambda m: m.pause("after the result", "r1"), paused
+    )
+    mine = [_result(d, k="v") for d in dispatches if d.attempt.execution_id == first]
+    engine.worker_message(worker, ws.ConnectRequest(results=mine))
+    with pytest.raises(ExecplanError, match="in state SUCCEEDED"):
+        await asyncio.wait_for(paused, 5)
+    done = await _store_matches_memory(engine, first)
+    assert done.state == ex.EXECUTION_STATE_SUCCEEDED
+    kinds = [e.WhichOneof("kind") for e in await engine.history(first, 0, 100)]
+    assert "execution_paused" not in kinds

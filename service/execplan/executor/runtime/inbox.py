@@ -94,8 +94,11 @@ class Inbox:
         self.woken.set()
 
     def again(self, inputs: list[Input]) -> None:
-        """Inputs of a round that did not commit, for the next round."""
-        self._inputs.extend(inputs)
+        """Inputs of a round that did not commit (or were held for an evaluation), for
+        the next round. They go before anything submitted meanwhile: inputs for the
+        same execution that arrived during the commit or the reload came after them,
+        and an execution takes its inputs in the order they arrived."""
+        self._inputs[:0] = inputs
         self.woken.set()
 
     def submit_deferred(
