@@ -152,3 +152,20 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_caller_on_its_own() -> N
         )
     assert all(isinstance(o, UnavailableError) for o in outcomes)
     assert len({id(o) for o in outcomes}) == 3
+
+
+async def test_a_start_cancelled_before_its_batch_leaves_is_not_sent(
+    counted: tuple[ExecutorClient, Calls],
+) -> None:
+    client, calls = counted
+    tasks = [asyncio.ensure_future(client.start(source=WAIT, request_id=f"c{n}")) for n in range(3)]
+    await asyncio.sleep(0)  # each start is queued; the batch leaves on the next turn
+    tasks[1].cancel()
+    first, cancelled, last = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert isinstance(first, pb.StartExecutionResponse) and first.created
+    assert isinstance(last, pb.StartExecutionResponse) and last.created
+    assert calls.made == {START_MANY: 1}
+    # Its request_id was never used: a start with it now creates the execution.
+    again = await client.start(source=WAIT, request_id="c1")
+    assert again.created

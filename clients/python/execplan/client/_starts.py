@@ -18,6 +18,7 @@ the server's delay, as a StartExecution under the client's retry policy
 A batch call that fails as a whole (after the client's own retries) fails each of
 its callers with a copy of that error. A server without StartExecutions answers
 UNIMPLEMENTED: the client remembers it and sends every start alone from then on.
+A start() whose caller is cancelled before its batch leaves is not sent.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class StartCoalescer:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: _Batch, metadata: Metadata) -> None:
+        if any(waiting.done() for waiting in batch.waiting):
+            # A caller cancelled before the batch left: its start is not sent, as a
+            # lone start() cancelled before its call would not have been.
+            kept = [(i, w) for i, w in zip(batch.items, batch.waiting, strict=True) if not w.done()]
+            if not kept:
+                return
+            batch = _Batch([i for i, _ in kept], [w for _, w in kept])
         if len(batch.items) == 1 or not self._batches:
             await asyncio.gather(
                 *(
