@@ -185,23 +185,16 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 def from_status(status: status_pb2.Status) -> ExecplanClientError:
     """The error a call failing with `status` would have raised (`translate`)."""
     code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    rich = _rich(status)
-    return _BY_CODE.get(code, InternalError)(
-        status.message or code.name,
-        code=code,
-        violations=rich.violations,
-        retry_after=rich.retry_after,
-        reason=rich.reason,
-        metadata=rich.metadata,
-    )
+    return _error(code, status.message, _rich(status))
 
 
 def translate(err: grpc.aio.AioRpcError) -> ExecplanClientError:
-    code = err.code()
-    rich = decode_details(err)
-    cls = _BY_CODE.get(code, InternalError)
-    return cls(
-        err.details() or code.name,
+    return _error(err.code(), err.details(), decode_details(err))
+
+
+def _error(code: grpc.StatusCode, message: str | None, rich: RichDetails) -> ExecplanClientError:
+    return _BY_CODE.get(code, InternalError)(
+        message or code.name,
         code=code,
         violations=rich.violations,
         retry_after=rich.retry_after,
