@@ -5,17 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from execplan.cli.common import Parser
 from execplan.cli.serve import register as register_serve
-from execplan.executor.observability import eventlog
-from execplan.executor.observability.eventlog import Records
 from execplan.logs import JsonFormatter, configure_logging
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -84,76 +78,3 @@ def test_serve_accepts_log_format_json() -> None:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
-
-
-@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING])
-def test_event_log_records_are_the_ones_logging_makes(
-    level: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log = logging.getLogger("execplan.events")
-    records = Records()
-    ids = {"execution_id": "e1", "task_id": "t", "attempt": 2, "trace_id": "ab" * 16}
-    for now in (1_764_000_000.123456, 1_764_000_000.999999, 1_764_000_001.0):
-        monkeypatch.setattr(time, "time", lambda now=now: now)
-        made = records.make(log, level, "task %s failed: %s", ("t", "Boom"), dict(ids))
-        real = log.makeRecord(
-            log.name, level, eventlog.__file__, 0, "task %s failed: %s", ("t", "Boom"),
-            None, "committed", dict(ids),
-        )  # fmt: skip
-        assert list(vars(made).items()) == list(vars(real).items())  # values and order
-        assert made.getMessage() == "task t failed: Boom"
-
-
-def test_event_log_records_follow_the_thread_and_the_switches() -> None:
-    log = logging.getLogger("execplan.events")
-    records = Records()
-    here = records.make(log, logging.INFO, "m", (), {})
-    elsewhere: list[logging.LogRecord] = []
-    thread = threading.Thread(
-        target=lambda: elsewhere.append(records.make(log, logging.INFO, "m", (), {})),
-        name="other-thread",
-    )
-    thread.start()
-    thread.join()
-    assert (here.thread, here.threadName) == (
-        threading.get_ident(),
-        threading.current_thread().name,
-    )
-    assert (elsewhere[0].thread, elsewhere[0].threadName) == (thread.ident, "other-thread")
-    logging.logProcesses = False
-    try:
-        assert records.make(log, logging.INFO, "m", (), {}).process is None
-    finally:
-        logging.logProcesses = True
-    assert records.make(log, logging.INFO, "m", (), {}).process == os.getpid()
-    with pytest.raises(KeyError, match="overwrite"):
-        records.make(log, logging.INFO, "m", (), {"message": "x"})
-
-
-def test_event_log_records_from_an_installed_factory() -> None:
-    log = logging.getLogger("execplan.events")
-    old = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = old(*args, **kwargs)
-        record.custom = "yes"
-        return record
-
-    logging.setLogRecordFactory(factory)
-    try:
-        record = Records().make(log, logging.INFO, "m", (), {"execution_id": "e"})
-    finally:
-        logging.setLogRecordFactory(old)
-    assert getattr(record, "custom", None) == "yes"
-    assert getattr(record, "execution_id", None) == "e"
-
-
-def test_event_log_records_from_a_logger_class_of_its_own() -> None:
-    class Stamping(logging.Logger):
-        def makeRecord(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = super().makeRecord(*args, **kwargs)
-            record.stamped = True
-            return record
-
-    record = Records().make(Stamping("execplan.events"), logging.INFO, "m", (), {})
-    assert getattr(record, "stamped", False) is True

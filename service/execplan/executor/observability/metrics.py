@@ -41,13 +41,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from execplan.executor.observability.families import Tallies, Timings
 from execplan.executor.observability.observer import EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.executor.waiting import KIND_NAMES
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -63,61 +62,60 @@ class EngineMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.executions = Tallies(
-            "execplan_executions", "Executions by outcome", ["workflow", "outcome"], r
+        self.executions = Counter(
+            "execplan_executions", "Executions by outcome", ["workflow", "outcome"], registry=r
         )
-        self.tasks = Tallies(
+        self.tasks = Counter(
             "execplan_tasks",
             "Task lifecycle events by outcome",
             ["workflow", "task_type", "outcome"],
-            r,
+            registry=r,
         )
-        self.queue_seconds = Timings(
+        self.queue_seconds = Histogram(
             "execplan_task_queue_seconds",
             "Time from queued (ready) to dispatched",
             ["workflow", "task_type"],
-            BUCKETS,
-            r,
+            buckets=BUCKETS,
+            registry=r,
         )
-        self.dispatch_to_start = Timings(
+        self.dispatch_to_start = Histogram(
             "execplan_task_dispatch_to_start_seconds",
             "Time from dispatch to the worker's acknowledgement",
             ["workflow", "task_type"],
-            BUCKETS,
-            r,
+            buckets=BUCKETS,
+            registry=r,
         )
-        self.task_duration = Timings(
+        self.task_duration = Histogram(
             "execplan_task_duration_seconds",
             "Time an attempt ran on a worker (start to result)",
             ["workflow", "task_type", "outcome"],
-            BUCKETS,
-            r,
+            buckets=BUCKETS,
+            registry=r,
         )
-        self.execution_duration = Timings(
+        self.execution_duration = Histogram(
             "execplan_execution_duration_seconds",
             "End-to-end execution time",
             ["workflow", "outcome"],
-            BUCKETS,
-            r,
+            buckets=BUCKETS,
+            registry=r,
         )
-        self.expansions = Tallies(
+        self.expansions = Counter(
             "execplan_expansions",
             "What grew at run time, by kind",
             ["workflow", "kind"],
-            r,
+            registry=r,
         )
-        self.commit_seconds = Timings(
+        self.commit_seconds = Histogram(
             "execplan_commit_seconds",
             "One group commit of the engine",
-            (),
-            BUCKETS,
-            r,
+            buckets=BUCKETS,
+            registry=r,
         )
-        self.usage = Tallies(
+        self.usage = Counter(
             "execplan_usage",
             "Usage reported by tasks, by counter (tokens_in, tokens_out, cost, ...)",
             ["counter"],
-            r,
+            registry=r,
         )
         self.live = LiveCollector()
         r.register(self.live)
