@@ -163,6 +163,24 @@ def _bindings(bs: Sequence[Binding], out: Any) -> None:
         _value(b.value, msg.value)
 
 
+def common_key(n: PlanNode) -> tuple[object, ...]:
+    """What `_Encoder.common_wire` caches a node's shared fields by: nodes with the
+    same key have the same type, builtin, trigger, priority, estimate, description
+    and the same policy objects."""
+    return (
+        n.type,
+        n.builtin,
+        n.trigger,
+        n.priority,
+        n.estimated_duration_ms,
+        n.description,
+        id(n.retry),
+        id(n.timeouts),
+        id(n.circuit_breaker),
+        id(n.resources),
+    )
+
+
 class _Encoder:
     """Memoises serialized sub-messages by object identity (shared policies)."""
 
@@ -273,18 +291,7 @@ class _Encoder:
     def common_wire(self, n: PlanNode) -> bytes:
         """PlanNode fields that nodes usually share (type, builtin, priority, trigger,
         the policies, estimated_duration_ms, description) in wire format, cached."""
-        key = (
-            n.type,
-            n.builtin,
-            n.trigger,
-            n.priority,
-            n.estimated_duration_ms,
-            n.description,
-            id(n.retry),
-            id(n.timeouts),
-            id(n.circuit_breaker),
-            id(n.resources),
-        )
+        key = common_key(n)
         hit = self.common.get(key)
         if hit is None:
             parts = [

@@ -48,6 +48,7 @@ from execplan.wire.plan_codec import (
     _Encoder,
     _expression_bytes,
     _ints_table,
+    common_key,
     encode_plan,
 )
 from google.protobuf import json_format
@@ -149,18 +150,7 @@ class _NodeWriter:
         if _others(n) != _OTHER_DEFAULTS:
             return self.generic(n)
         # The key of `_Encoder.common_wire`: the same key, the same shared fields.
-        key = (
-            n.type,
-            n.builtin,
-            n.trigger,
-            n.priority,
-            n.estimated_duration_ms,
-            n.description,
-            id(n.retry),
-            id(n.timeouts),
-            id(n.circuit_breaker),
-            id(n.resources),
-        )
+        key = common_key(n)
         groups = self.by_key.get(key, _UNKNOWN)
         if groups is _UNKNOWN:
             groups = self.by_key[key] = self.shared(n)
