@@ -132,28 +132,24 @@ export class StartCoalescer {
 
 /** One error object per caller, so that no two callers share (and mutate) one. */
 function copyOf(err: unknown): unknown {
-  if (!(err instanceof ExecplanError)) return err;
-  const Cls = err.constructor as typeof ExecplanError;
-  return new Cls(err.details, {
-    code: err.code,
-    violations: [...err.violations],
-    retryAfterMs: err.retryAfterMs,
-    reason: err.reason,
-    metadata: { ...err.metadata },
-    cause: err.cause,
-  });
+  return err instanceof ExecplanError ? remade(err, [...err.violations]) : err;
 }
 
 /** The item's error as StartExecution names its fields (`inputs.n`, not `requests[3].inputs.n`). */
 function unprefixed(error: ExecplanError): ExecplanError {
   if (!error.violations.some((v) => ITEM_PREFIX.test(v.field))) return error;
-  const violations: FieldViolation[] = error.violations.map((v) => ({ ...v, field: v.field.replace(ITEM_PREFIX, "") }));
+  return remade(error, error.violations.map((v) => ({ ...v, field: v.field.replace(ITEM_PREFIX, "") })));
+}
+
+/** A new error of `error`'s class with the same details and these `violations`. */
+function remade(error: ExecplanError, violations: FieldViolation[]): ExecplanError {
   const Cls = error.constructor as typeof ExecplanError;
   return new Cls(error.details, {
     code: error.code,
     violations,
     retryAfterMs: error.retryAfterMs,
     reason: error.reason,
-    metadata: error.metadata,
+    metadata: { ...error.metadata },
+    cause: error.cause,
   });
 }
