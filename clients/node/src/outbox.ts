@@ -58,8 +58,6 @@ export class Outbox {
   /** Keyed so a revoked attempt's result can be dropped; Maps keep insertion order. */
   results = new Map<string, TaskResult>();
   status: WorkerStatus | undefined;
-  /** Run once the message carrying the current acks is written (ack before start). */
-  afterWrite: Array<() => void> = [];
   inFlight = new Map<string, { at: number; result: TaskResult }>();
   /**
    * Usage reports (docs/usage.md): queued ones leave before any result of the same
@@ -117,11 +115,9 @@ export class Outbox {
     this.chunkBytes = this.chunks.reduce((n, c) => n + c.size, 0);
   }
 
-  take(now: number, keepForMs: number): { request: ConnectRequest | undefined; callbacks: Array<() => void> } {
-    const callbacks = this.afterWrite;
-    this.afterWrite = [];
+  take(now: number, keepForMs: number): ConnectRequest | undefined {
     for (const [key, { at }] of this.inFlight) if (now - at > keepForMs) this.inFlight.delete(key);
-    if (this.empty()) return { request: undefined, callbacks };
+    if (this.empty()) return undefined;
     const request = create(ConnectRequestSchema, {
       acks: this.acks,
       heartbeats: this.heartbeats,
@@ -154,7 +150,7 @@ export class Outbox {
     this.acks = [];
     this.heartbeats = [];
     this.status = undefined;
-    return { request, callbacks };
+    return request;
   }
 
   /** `result` and its size (at most), or an error result in its place if it is too big to send. */
@@ -205,7 +201,6 @@ export class Outbox {
     this.inFlight.clear();
     this.acks = [];
     this.heartbeats = [];
-    this.afterWrite = [];
     this.status = undefined;
     // Live output of the old stream: nobody resumes it (chunks are not stored).
     this.chunks = [];

@@ -12,8 +12,12 @@
  * 1. connect, send `register` (with `running`: attempts in progress or whose result
  *    is not yet delivered), wait for `registered`; revoked attempts are aborted and
  *    their queued results dropped;
- * 2. per incoming message: one ack per dispatch, all in one outgoing message;
- *    handlers start once that message is written (an ack always precedes its result);
+ * 2. per incoming message: one ack per dispatch, all in one outgoing message, and
+ *    the handlers start at once. The acks are held back for up to ACK_HOLD_MS (or
+ *    1/20 of the server's ack deadline), so a quick handler's result travels in the
+ *    same message as its ack (one stream message each way per task instead of two);
+ *    any message that leaves earlier (a result, a heartbeat) takes them along, and
+ *    every message carries all queued acks, so an ack never leaves after its result;
  * 3. every heartbeat interval: one message with a heartbeat for each running attempt
  *    and its latest progress (sooner, rate-limited, when ctx.heartbeat() has news);
  * 4. results are batched with whatever else is ready (one message per tick);
@@ -42,8 +46,10 @@
  * least one each), as the Python SDK does; results go back on the stream that
  * carried the dispatch.
  *
- * Handlers run on the event loop: a CPU-bound handler delays heartbeats, so keep
- * heavy work in worker_threads or child processes.
+ * Handlers run on the event loop: a CPU-bound handler delays heartbeats (and, as it
+ * starts before its ack is written, the acks of its message: they leave as soon as
+ * it returns if the hold is over), so keep heavy work in worker_threads or child
+ * processes.
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -100,6 +106,12 @@ const DEFAULT_HEARTBEAT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 5_000;
 /** Draining and disconnected: how long results may wait for a connection (the executor's reconnect grace). */
 const DRAIN_DELIVERY_MS = 5_000;
+/**
+ * How long acks wait for a result to ride with (at most 1/20 of the ack deadline).
+ * Nothing on the executor waits for an ack but its deadline (5 s by default) and the
+ * worker's pacing window, which a result counts for as well.
+ */
+export const ACK_HOLD_MS = 5;
 
 export type Handler<I extends JsonObject = JsonObject, O = unknown> = (inputs: I, ctx: TaskContext) => O | Promise<O>;
 
@@ -138,7 +150,6 @@ interface Attempt {
   dispatch: Dispatch;
   ctx: TaskContext;
   abort: AbortController;
-  started: boolean;
 }
 
 type ConnectCall = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
@@ -187,6 +198,10 @@ export class Worker {
   private outbox = new Outbox();
   private backoff = new Backoff();
   private heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  private ackHoldMs = ACK_HOLD_MS;
+  /** The end of the current acks' hold: they leave then, results or not. */
+  private ackTimer: NodeJS.Timeout | undefined;
+  private ackDue = 0;
   private draining = false;
   /** The server said `drain` on the current connection: finish, then reconnect. */
   private serverDraining = false;
@@ -354,6 +369,8 @@ export class Worker {
         clearTimeout(closeTimer);
         clearTimeout(this.earlyBeat);
         this.earlyBeat = undefined;
+        clearTimeout(this.ackTimer);
+        this.ackTimer = undefined;
         if (this.call === call) this.call = undefined;
         this.registered = false;
         call.cancel();
@@ -372,7 +389,8 @@ export class Worker {
           heartbeat = setInterval(() => this.queueHeartbeats(false), this.heartbeatMs);
         }
         this.onResponse(res);
-        this.flush(); // acks of this message leave together, now
+        if (res.dispatches.length && !res.cancels.length && !res.rejections.length) this.holdAcks();
+        else this.flush();
       });
       call.on("end", () => {
         // The server ended the stream: after our half-close that is the drain's end;
@@ -396,7 +414,7 @@ export class Worker {
   // -- protocol handlers ------------------------------------------------------------
   private registration(): WorkerRegistration {
     const running: AttemptRef[] = [];
-    for (const a of this.attempts.values()) if (a.started && a.dispatch.attempt) running.push(a.dispatch.attempt);
+    for (const a of this.attempts.values()) if (a.dispatch.attempt) running.push(a.dispatch.attempt);
     for (const r of this.outbox.results.values()) if (r.attempt) running.push(r.attempt);
     return create(WorkerRegistrationSchema, {
       workerId: this.workerId,
@@ -413,6 +431,7 @@ export class Worker {
   private onRegistered(registered: WorkerRegistered): void {
     this.backoff.reset();
     if (registered.heartbeatIntervalMs) this.heartbeatMs = registered.heartbeatIntervalMs;
+    if (registered.ackDeadlineMs) this.ackHoldMs = Math.min(ACK_HOLD_MS, registered.ackDeadlineMs / 20);
     this.outbox.setLimits(registered.maxOutputBytes, registered.maxMessageBytes);
     for (const ref of registered.revoked) {
       this.log.info(`attempt ${ref.executionId}/${ref.taskId} revoked on re-register`);
@@ -459,14 +478,22 @@ export class Worker {
       onUsage,
       (pieces) => this.onStream(key, ref, pieces),
     );
-    const attempt: Attempt = { dispatch, abort, started: false, ctx };
+    const attempt: Attempt = { dispatch, abort, ctx };
     this.attempts.set(key, attempt);
-    this.outbox.afterWrite.push(() => this.start(key, attempt));
+    this.start(key, attempt);
+  }
+
+  /** Acks of the message just read: they leave with the next message, at the latest when the hold ends. */
+  private holdAcks(): void {
+    if (this.ackTimer) return; // an earlier hold ends sooner
+    this.ackDue = Date.now() + this.ackHoldMs;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = undefined;
+      if (this.outbox.acks.length) this.flush();
+    }, this.ackHoldMs);
   }
 
   private start(key: string, attempt: Attempt): void {
-    if (this.attempts.get(key) !== attempt || attempt.started) return; // cancelled before its ack left
-    attempt.started = true;
     const { dispatch, ctx } = attempt;
     const handler = this.handlers.get(dispatch.taskType);
     if (!handler) {
@@ -476,7 +503,15 @@ export class Worker {
     }
     const span = startSpan(dispatch.taskType, ctx);
     Promise.resolve()
-      .then(() => (span ? span.run(() => handler(dispatch.inputs ?? {}, ctx)) : handler(dispatch.inputs ?? {}, ctx)))
+      .then(() => {
+        // Cancelled in the message that dispatched it: never run.
+        if (this.attempts.get(key) !== attempt) throw attempt.abort.signal.reason;
+        const running = span ? span.run(() => handler(dispatch.inputs ?? {}, ctx)) : handler(dispatch.inputs ?? {}, ctx);
+        // A handler that blocked the event loop past the hold: its acks leave now,
+        // not after every other handler started in this tick.
+        if (this.ackTimer && Date.now() >= this.ackDue) this.flush();
+        return running;
+      })
       .then(
         (output) => {
           span?.end();
@@ -501,7 +536,7 @@ export class Worker {
 
   private onStream(key: string, ref: AttemptRef, pieces: StreamPiece[]): void {
     const attempt = this.attempts.get(key);
-    if (!attempt?.started) return; // finished, cancelled or revoked: nobody wants its output
+    if (!attempt) return; // finished, cancelled or revoked: nobody wants its output
     for (const content of pieces) {
       const chunk = create(TaskStreamChunkSchema, { attempt: ref });
       chunk.content = content.case === "json" ? { case: "json", value: toValue(content.value) } : content;
@@ -526,7 +561,7 @@ export class Worker {
   private queueHeartbeats(onlyDirty: boolean): void {
     for (const a of this.attempts.values()) {
       const attributes = Object.keys(a.ctx.pendingAttributes).length > 0;
-      if (!a.started || (onlyDirty && !a.ctx.progressDirty && !attributes)) continue;
+      if (onlyDirty && !a.ctx.progressDirty && !attributes) continue;
       const beat = create(TaskHeartbeatSchema, { attempt: a.dispatch.attempt, searchAttributes: a.ctx.takeSearchAttributes() });
       if (a.ctx.progress !== undefined) beat.progress = toValue(a.ctx.progress);
       a.ctx.progressDirty = false;
@@ -650,12 +685,8 @@ export class Worker {
   private flush(): void {
     const call = this.call;
     if (!call || this.halfClosed) return;
-    const { request, callbacks } = this.outbox.take(Date.now(), Math.max(1000, 2 * this.heartbeatMs));
-    const after = () => {
-      for (const cb of callbacks) cb();
-    };
-    if (request) call.write(request, after);
-    else after();
+    const request = this.outbox.take(Date.now(), Math.max(1000, 2 * this.heartbeatMs));
+    if (request) call.write(request);
     if (this.outbox.results.size || this.outbox.usage.length || this.outbox.chunks.length) this.scheduleFlush(); // more than fitted in one
     if (this.connectionDone()) {
       this.halfClosed = true;
@@ -665,8 +696,8 @@ export class Worker {
   }
 
   private onDisconnected(lost: boolean): void {
-    // Attempts whose ack never left were not started; the executor re-queues them.
-    for (const [key, a] of this.attempts) if (!a.started) this.attempts.delete(key);
+    // Attempts whose ack never left still run: they are listed as `running` on
+    // re-register, and the executor keeps their leases or revokes them.
     this.outbox.resetConnection(lost);
     this.disconnectedAt = Date.now();
     this.giveUpIfPointless();

@@ -62,13 +62,13 @@ test("usage leaves before results and stays until acknowledged, then again after
   box.addUsage(key, report(1, 0.1));
   box.addUsage(key, report(2, 0.2));
   box.results.set(key, create(pb.TaskResultSchema, { attempt: ref, outcome: { case: "output", value: { kind: { case: "nullValue", value: 0 } } } }));
-  const { request } = box.take(0, 10_000);
+  const request = box.take(0, 10_000);
   assert.deepEqual(request.usage.map((r) => r.sequence), [1, 2]);
   assert.equal(request.results.length, 1);
   box.usageAcked(key, 1);
   box.addUsage(key, report(3, 0.3));
   box.resetConnection(false);
-  const again = box.take(0, 10_000).request;
+  const again = box.take(0, 10_000);
   assert.deepEqual(again.usage.map((r) => r.sequence), [2, 3]);
   box.usageAcked(key, 2);
   box.usageAcked(key, 3);
@@ -81,10 +81,10 @@ test("results wait while usage is still queued", () => {
   const key = "e1/a/1/1/1";
   for (let s = 1; s <= 1501; s++) box.addUsage(key, report(s, 0.001));
   box.results.set(key, create(pb.TaskResultSchema, { attempt: ref, outcome: { case: "output", value: { kind: { case: "nullValue", value: 0 } } } }));
-  const first = box.take(0, 10_000).request;
+  const first = box.take(0, 10_000);
   assert.equal(first.usage.length, 1000);
   assert.equal(first.results.length, 0);
-  const second = box.take(0, 10_000).request;
+  const second = box.take(0, 10_000);
   assert.equal(second.usage.length, 501);
   assert.equal(second.results.length, 1);
 });
