@@ -144,3 +144,13 @@ async def pg_dsn(pg_server: PgServer) -> AsyncIterator[str]:
         yield pg_server.dsn(name)
     finally:
         await pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test once on a new SQLite file and once on a fresh PostgreSQL database
+    (import it with `pg_dsn` and `pg_server`)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "execplan.db")
+    dsn: str = request.getfixturevalue("pg_dsn")
+    return dsn

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,9 +16,11 @@ import pytest
 from execplan.client import AlreadyExistsError, ExecutorClient
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import executor_service_pb2 as pb
-from store.pg import pg_dsn, pg_server  # type: ignore[import-not-found]  # noqa: F401
+from store.pg import pg_dsn, pg_server, where  # type: ignore[import-not-found]
 
 from tests.support.server import serving
+
+__all__ = ["pg_dsn", "pg_server", "where"]  # fixtures, imported for pytest
 
 WAIT = """
 name: idem
@@ -31,14 +32,6 @@ tasks:
     inputs: {event: go}
 """
 OTHER = WAIT.replace("name: idem", "name: idem-other")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "execplan.db")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from execplan.client import (
@@ -15,9 +14,11 @@ from execplan.client import (
     InvalidArgumentError,
     NotFoundError,
 )
-from store.pg import pg_dsn, pg_server  # type: ignore[import-not-found]  # noqa: F401
+from store.pg import pg_dsn, pg_server, where  # type: ignore[import-not-found]
 
 from tests.support.server import serving
+
+__all__ = ["pg_dsn", "pg_server", "where"]  # fixtures, imported for pytest
 
 REVIEW = """
 name: review
@@ -30,14 +31,6 @@ tasks:
 
 def review(version: str, suffix: str = "") -> str:
     return REVIEW.format(version=version, suffix=suffix)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "execplan.db")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from store.pg import pg_dsn, pg_server  # type: ignore[import-not-found]  # noqa: F401
+from store.pg import pg_dsn, pg_server, where  # type: ignore[import-not-found]
 
 from tests.support.server import serving
+
+__all__ = ["pg_dsn", "pg_server", "where"]  # fixtures, imported for pytest
 
 WAIT = """
 name: batch
@@ -37,14 +39,6 @@ OTHER = WAIT.replace("name: batch", "name: batch-other")
 
 Stub: TypeAlias = "pb_grpc.ExecutorServiceAsyncStub"
 Served = tuple[ExecplanServer, ExecutorComponent, Stub]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "execplan.db")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
 
 
 @pytest.fixture
