@@ -36,6 +36,7 @@ visited, decided once per message type: a large `inputs` Struct costs nothing, a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from execplan.errors import FieldViolation
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -96,38 +97,92 @@ def out_of_range(message: Message) -> list[FieldViolation]:
 def _fine(message: Message) -> bool:
     """Whether every field of `message` (and below) is in bounds: the common answer,
     from one pass that builds no field paths; `_walk` then names what is not."""
-    strings, steps = _plan(message.DESCRIPTOR)
+    return _fine_of(message.DESCRIPTOR)(message)
+
+
+_Fine = Callable[[Message], bool]
+
+
+@functools.cache
+def _fine_of(descriptor: Descriptor) -> _Fine:
+    """`_fine` for one message type, made once per type from its `_plan`: it reads
+    only the fields that can hold a checked value, by name (a field at its default,
+    unset or no message, holds nothing out of bounds), never the other fields (an
+    `execution_id`, an `output` Value) that a walk of all set fields would convert
+    to Python objects. A worker stream's every message comes here."""
+    strings, steps = _plan(descriptor)
+    checks: list[_Fine] = []
     if strings is not None:
-        refused: list[FieldViolation] = []
-        _check_strings(message, strings, "", refused)
-        if refused:
-            return False
-    if not steps:
-        return True
-    # Only the fields that are set: a field left at its default (0, the first value
-    # of an enum, no message) holds nothing out of bounds.
-    for field, value in message.ListFields():
+        checks.append(functools.partial(_strings_fine, strings=strings))
+    for field in descriptor.fields:
         step = steps.get(field.number)
-        if step is None:
-            continue
-        kind, bound = step
-        if kind == _SCALAR:
-            if not _fits(bound, value):
+        if step is not None:
+            checks.append(_field_check(field, *step))
+    if not checks:
+        return _always_fine
+    if len(checks) == 1:
+        return checks[0]
+
+    def fine(message: Message) -> bool:
+        for check in checks:  # noqa: SIM110 (a loop: cheaper than all() of a generator)
+            if not check(message):
                 return False
-        elif kind == _SCALARS:
-            if not all(_fits(bound, item) for item in value):
-                return False
-        elif kind == _MESSAGE:
-            if not _fine(value):
-                return False
-        elif kind == _MESSAGES:
-            if not all(_fine(item) for item in value):
-                return False
-        elif kind == _MAP_OF_MESSAGES:
-            if not all(_fine(item) for item in value.values()):
-                return False
-        elif not all(_fits(bound, item) for item in value.values()):
-            return False
+        return True
+
+    return fine
+
+
+def _field_check(field: FieldDescriptor, kind: str, bound: frozenset[int] | None) -> _Fine:
+    name = field.name
+    if kind == _SCALAR:
+        if bound is None:
+            return lambda message: getattr(message, name) <= MAX_INT64
+        return lambda message: getattr(message, name) in bound
+    # Repeated fields and maps: iterating even an empty one costs more than its length.
+    if kind == _SCALARS:
+
+        def scalars(message: Message) -> bool:
+            items = getattr(message, name)
+            return not items or all(_fits(bound, item) for item in items)
+
+        return scalars
+    if kind == _MAP_OF_SCALARS:
+
+        def map_of_scalars(message: Message) -> bool:
+            items = getattr(message, name)
+            return not items or all(_fits(bound, item) for item in items.values())
+
+        return map_of_scalars
+    descriptor = _type_of(field)
+    # `_fine_of(descriptor)` is looked up at each call, not here: a recursive type's
+    # own is still being made.
+    if kind == _MESSAGE:
+        return lambda message: (
+            not message.HasField(name) or _fine_of(descriptor)(getattr(message, name))
+        )
+    if kind == _MESSAGES:
+
+        def messages(message: Message) -> bool:
+            items = getattr(message, name)
+            return not items or all(map(_fine_of(descriptor), items))
+
+        return messages
+    value_type = _type_of(descriptor.fields_by_name["value"])
+
+    def map_of_messages(message: Message) -> bool:
+        items = getattr(message, name)
+        return not items or all(map(_fine_of(value_type), items.values()))
+
+    return map_of_messages
+
+
+def _strings_fine(message: Message, strings: dict[str, int]) -> bool:
+    refused: list[FieldViolation] = []
+    _check_strings(message, strings, "", refused)
+    return not refused
+
+
+def _always_fine(message: Message) -> bool:
     return True
 
 
