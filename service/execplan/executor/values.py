@@ -33,12 +33,26 @@ def from_value(value: struct_pb2.Value) -> JsonValue:
 
 
 def from_struct(struct: struct_pb2.Struct) -> dict[str, JsonValue]:
-    return {key: from_value(item) for key, item in struct.fields.items()}
+    # By key, not `.items()`: a protobuf map's items view is the generic Mapping one,
+    # twice as slow.
+    fields = struct.fields
+    return {key: from_value(fields[key]) for key in fields} if fields else {}
 
 
 def fill_value(target: struct_pb2.Value, value: JsonValue) -> None:
-    if value is None:
+    kind = type(value)  # the plain types first: exact type checks, not isinstance
+    if kind is dict:
+        fill_struct(target.struct_value, value)
+    elif kind is str:
+        target.string_value = value
+    elif kind is int or kind is float:
+        target.number_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif value is None:
         target.null_value = struct_pb2.NULL_VALUE
+    elif kind is list:
+        _fill_list(target, value)
     elif isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int | float):
@@ -48,17 +62,23 @@ def fill_value(target: struct_pb2.Value, value: JsonValue) -> None:
     elif isinstance(value, Mapping):
         fill_struct(target.struct_value, value)
     elif isinstance(value, list | tuple):
-        target.list_value.SetInParent()
-        for item in value:
-            fill_value(target.list_value.values.add(), item)
+        _fill_list(target, value)
     else:
         target.string_value = str(value)
 
 
+def _fill_list(target: struct_pb2.Value, value: list[JsonValue] | tuple[JsonValue, ...]) -> None:
+    target.list_value.SetInParent()
+    values = target.list_value.values
+    for item in value:
+        fill_value(values.add(), item)
+
+
 def fill_struct(target: struct_pb2.Struct, value: Mapping[str, JsonValue]) -> None:
     target.SetInParent()
+    fields = target.fields
     for key, item in value.items():
-        fill_value(target.fields[str(key)], item)
+        fill_value(fields[key if type(key) is str else str(key)], item)
 
 
 def to_value(value: JsonValue) -> struct_pb2.Value:
@@ -79,6 +99,29 @@ def non_finite(value: JsonValue) -> str | None:
     execution holding one could not be shown (`execplan get`, the console) and an SDK
     could not decode the inputs made of it. Callers refuse such values where they
     come in (a request, a worker's output, an expression's result)."""
+    # A first pass builds no paths (a worker's every output comes here); the path is
+    # made only for a value that has such a number.
+    stack: list[JsonValue] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return _non_finite_path(value)
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is str or kind is int or kind is bool or item is None:
+            continue
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _non_finite_path(value: JsonValue) -> str | None:
     stack: list[tuple[JsonValue, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
