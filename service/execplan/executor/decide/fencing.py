@@ -19,8 +19,6 @@ wrong and a wrong phase never reads as a contradiction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from execplan.errors import StaleToken
 from execplan.executor.plan_view import NodeView
 from execplan.executor.state import LEASED_TASK_STATES, ExecutionState, TaskRun, task_state_name
@@ -28,7 +26,7 @@ from execplan.records import record
 from execplan.v1 import execution_pb2 as ex
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Holder:
     """The worker stream a claim came on."""
 

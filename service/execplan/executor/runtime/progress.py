@@ -58,6 +58,10 @@ class ProgressCoalescer:
             delay = max(0.0, (due - now) / 1000)
             slot.timer = asyncio.get_running_loop().call_later(delay, self._due, key)
 
+    def tracking(self) -> bool:
+        """Whether any lease has progress tracked (else `flush` has nothing to do)."""
+        return bool(self._slots)
+
     def flush(self, key: LeaseKey) -> None:
         """The attempt's result arrived: record its last progress first, now."""
         slot = self._slots.pop(key, None)

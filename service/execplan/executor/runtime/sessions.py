@@ -177,27 +177,36 @@ class WorkerSessions:
     def message(self, worker: WorkerConn, request: ws.ConnectRequest) -> None:
         """Acks, heartbeats, results and status from a worker."""
         now = worker.last_seen_ms = self._now_ms()
-        for chunk in request.chunks:  # before the results: output precedes its end
-            self._chunk(worker, chunk, now)
-        for heartbeat in request.heartbeats:
-            self._heartbeat(worker, heartbeat, now)
-        # An ack whose result is in the same message (a quick handler's; the SDKs hold
-        # acks back a little for this) is implied by the result: one input, not two.
-        # Not with usage reports in the message: they are applied before the results,
-        # and the log shows an attempt's start before its usage.
-        answered: set[tuple[str, str, int, int, int]] = set()
-        if request.acks and request.results and not request.usage:
-            answered = _answered(request.results)
-        for ack in request.acks:
-            if answered and _attempt_key(ack.attempt) in answered:
-                continue
-            self._report(worker, ack.attempt, None, deferred=True)
-        # Usage before results: an attempt's usage counts before its result can end
-        # the execution (a report for a finished execution is refused).
-        for report in request.usage:
-            self._usage(worker, report)
-        for result in request.results:
-            self._result(worker, result)
+        # Each repeated field is looked at by its length first: iterating even an empty
+        # one costs more, and a message carries one or two kinds of the five.
+        chunks, heartbeats, acks = request.chunks, request.heartbeats, request.acks
+        usage, results = request.usage, request.results
+        if chunks:
+            for chunk in chunks:  # before the results: output precedes its end
+                self._chunk(worker, chunk, now)
+        if heartbeats:
+            for heartbeat in heartbeats:
+                self._heartbeat(worker, heartbeat, now)
+        if acks:
+            # An ack whose result is in the same message (a quick handler's; the SDKs
+            # hold acks back a little for this) is implied by the result: one input,
+            # not two. Not with usage reports in the message: they are applied before
+            # the results, and the log shows an attempt's start before its usage.
+            answered: set[tuple[str, str, int, int, int]] = set()
+            if results and not usage:
+                answered = _answered(results)
+            for ack in acks:
+                if answered and _attempt_key(ack.attempt) in answered:
+                    continue
+                self._report(worker, ack.attempt, None, deferred=True)
+        if usage:
+            # Usage before results: an attempt's usage counts before its result can end
+            # the execution (a report for a finished execution is refused).
+            for report in usage:
+                self._usage(worker, report)
+        if results:
+            for result in results:
+                self._result(worker, result)
         if request.HasField("status"):
             worker.report(request.status.free_slots, request.status.draining)
             self._inbox.wake()
@@ -276,9 +285,10 @@ class WorkerSessions:
     def _result(self, worker: WorkerConn, result: ws.TaskResult) -> None:
         outcome = result.WhichOneof("outcome")
         limit = self._config.max_payload_bytes
-        key = self._lease_key(result.attempt)
-        if key is not None and outcome is not None:
-            self._progress.flush(key)  # the last progress, recorded before the result
+        if outcome is not None and self._progress.tracking():
+            key = self._lease_key(result.attempt)
+            if key is not None:
+                self._progress.flush(key)  # the last progress, recorded before the result
         if result.search_attributes and outcome is not None:
             updates = self._attributes(worker, result.search_attributes)
             if updates:
@@ -508,7 +518,7 @@ def _fail(error: TaskError) -> Report:
 def _with_usage(result: ws.TaskResult, worker: WorkerConn, report: Report) -> Report:
     """`report`, preceded by the usage the result carries (TaskResult.usage), recorded
     in the same round as the result itself."""
-    if not result.usage.counters:
+    if not result.HasField("usage") or not result.usage.counters:
         return report
     amounts = decode_usage(result.usage)
     ref = result.attempt
