@@ -17,12 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from execplan.executor.decide.inputs import resolve_inputs
-from execplan.executor.observability.observer import EngineObserver
+from execplan.executor.observability.observer import Commit, EngineObserver
 from execplan.executor.runtime.engine import Engine
-from execplan.executor.state import ExecutionState
 from execplan.retention import Pruner, RetentionPolicy
 from execplan.schedules.scheduler import ScheduledRun, Scheduler
-from execplan.v1 import events_pb2 as ev
 from execplan.v1 import plan_pb2
 
 SECOND_MS = 1000
@@ -53,9 +51,10 @@ class _RunsEnding(EngineObserver):
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
 
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        if state.terminal:
-            self._scheduler.execution_finished(state.execution_id)
+    def committed(self, commits: Sequence[Commit]) -> None:
+        for state, _, _ in commits:
+            if state.terminal:
+                self._scheduler.execution_finished(state.execution_id)
 
 
 def retention_interval_ms(policy: RetentionPolicy) -> int:

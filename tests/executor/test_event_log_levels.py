@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from execplan.executor.observability.eventlog import EventLogObserver
+from execplan.v1 import events_pb2 as ev
 
 from .machinekit import Sim
 
@@ -17,6 +18,10 @@ tasks:
     type: t.a
     retry: {max_attempts: 1}
 """
+
+
+def kinds(events: list[ev.ExecutionEvent]) -> list[str]:
+    return [event.WhichOneof("kind") or "" for event in events]
 
 
 class Records(logging.Handler):
@@ -54,10 +59,10 @@ def test_lines_by_level(level: int, expected: list[str]) -> None:
     logger.setLevel(level)
     observer = EventLogObserver(logger)
     sim = Sim(FLOW)
-    observer.committed(sim.state, sim.events)
+    observer.committed([(sim.state, sim.events, kinds(sim.events))])
     mark = len(sim.events)
     sim.dispatch("a")
     sim.ack("a")
     sim.fail("a", retryable=False)
-    observer.committed(sim.state, sim.events[mark:])
+    observer.committed([(sim.state, sim.events[mark:], kinds(sim.events[mark:]))])
     assert [message for _, message in handler.lines] == expected

@@ -13,7 +13,7 @@ def test_counter_names_past_the_cap_share_the_label_other() -> None:
     cap = metrics.MAX_USAGE_COUNTERS
     for n in range(cap + 50):
         event = events.task_usage("t", 1, 1, 1, {f"c{n}": 1.0}, report=n + 1, worker_id="w")
-        metrics._usage(observer, None, "wf", None, event)  # type: ignore[arg-type]
+        metrics._usage(observer, None, None, event, 0)  # type: ignore[arg-type]
     names = {
         sample.labels["counter"]: sample.value
         for family in registry.collect()

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from execplan.executor.observability.observer import EngineObserver
+from execplan.executor.observability.observer import Commit, EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.executor.task_errors import timeout_name
 from execplan.v1 import events_pb2 as ev
@@ -38,7 +38,7 @@ class EventLogObserver(EngineObserver):
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("execplan.events")
 
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+    def committed(self, commits: Sequence[Commit]) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             logged = _DEBUG_KINDS
         elif self.log.isEnabledFor(logging.INFO):
@@ -47,9 +47,13 @@ class EventLogObserver(EngineObserver):
             logged = _WARNING_KINDS
         else:
             return
-        kinds = [event.WhichOneof("kind") for event in events]
-        if logged.isdisjoint(kinds):  # most rounds of most executions: nothing to log
-            return
+        for state, events, kinds in commits:
+            if not logged.isdisjoint(kinds):  # most executions of a round: nothing to log
+                self._lines(state, events, kinds)
+
+    def _lines(
+        self, state: ExecutionState, events: Sequence[ev.ExecutionEvent], kinds: Sequence[str]
+    ) -> None:
         base = {"execution_id": state.execution_id}
         trace_id = trace_id_of(state.trace_context)
         if trace_id:

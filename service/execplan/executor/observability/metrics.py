@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from execplan.executor.observability.observer import EngineObserver
+from execplan.executor.observability.observer import Commit, EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.executor.waiting import KIND_NAMES
 from execplan.v1 import events_pb2 as ev
@@ -265,37 +265,37 @@ class MetricsObserver(EngineObserver):
         return found
 
     def children(
-        self, state: ExecutionState, workflow: str, mark: Mark | None, task_id: str, phase: int
+        self, state: ExecutionState, mark: Mark | None, task_id: str, phase: int
     ) -> TypeChildren:
         """The children of a task's type in `phase`: from its mark when it is of that
         phase, else looked up in the plan."""
         if mark is not None and mark[2] == phase:
             return mark[3]
-        return self.of_type(workflow, _task_type(state, task_id, phase))
+        return self.of_type(state.plan.workflow_name, _task_type(state, task_id, phase))
 
     def set_breaker_state(self, task_type: str, state: str) -> None:
         """Hook for breakers: `closed`, `half_open` or `open`."""
         self.metrics.live.breakers[task_type] = state
 
     # -- hooks ---------------------------------------------------------------------------
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        workflow = state.plan.workflow_name
-        marks = self._marks.get(state.execution_id)
-        if marks is None:
-            marks = self._marks[state.execution_id] = {}
-        moved = state.execution_id not in self._states
-        handlers = _HANDLERS
-        for event in events:
-            kind = event.WhichOneof("kind")
-            if kind is None:
+    def committed(self, commits: Sequence[Commit]) -> None:
+        handlers, all_marks, states = _HANDLERS, self._marks, self._states
+        for state, events, kinds in commits:
+            if not events:
                 continue
-            handler = handlers.get(kind)
-            if handler is not None:
-                handler(self, state, workflow, marks, event)
-            if kind in _EXECUTION_KINDS:
-                moved = True
-        if moved:
-            self._track_state(state)
+            marks = all_marks.get(state.execution_id)
+            if marks is None:
+                marks = all_marks[state.execution_id] = {}
+            moved = state.execution_id not in states
+            at = _ms(events[0])  # one round's events: one time
+            for event, kind in zip(events, kinds, strict=True):
+                handler = handlers.get(kind)
+                if handler is not None:
+                    handler(self, state, marks, event, at)
+                if kind in _EXECUTION_KINDS:
+                    moved = True
+            if moved:
+                self._track_state(state)
 
     def round_committed(self, executions: int, events: int, seconds: float) -> None:
         self.metrics.commit_seconds.observe(seconds)
@@ -325,107 +325,105 @@ Marks = dict[str, Mark]
 
 
 def _execution_started(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
-    o.child(o.metrics.executions, wf, "started").inc()
+    o.child(o.metrics.executions, s.plan.workflow_name, "started").inc()
 
 
 def _execution_completed(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
-    outcome = execution_state_name(e.execution_completed.state).lower()
+    wf, outcome = s.plan.workflow_name, execution_state_name(e.execution_completed.state).lower()
     o.child(o.metrics.executions, wf, outcome).inc()
     if s.created_ms:
-        o.child(o.metrics.execution_duration, wf, outcome).observe((_ms(e) - s.created_ms) / 1000)
+        o.child(o.metrics.execution_duration, wf, outcome).observe((at - s.created_ms) / 1000)
 
 
 def _queued(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_queued
     task_id, phase = body.task_id, body.phase
-    children = o.children(s, wf, marks.get(task_id), task_id, phase)
+    children = o.children(s, marks.get(task_id), task_id, phase)
     if body.attempt == 1:
         children.created.inc()
-    marks[task_id] = ("queued", _ms(e), phase, children)
+    marks[task_id] = ("queued", at, phase, children)
 
 
 def _requeued(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_requeued
     task_id, phase = body.task_id, body.phase
-    children = o.children(s, wf, marks.get(task_id), task_id, phase)
-    o._task(wf, children.task_type, "requeued")
-    marks[task_id] = ("queued", _ms(e), phase, children)
+    children = o.children(s, marks.get(task_id), task_id, phase)
+    o._task(children.workflow, children.task_type, "requeued")
+    marks[task_id] = ("queued", at, phase, children)
 
 
 def _dispatched(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_dispatched
     task_id, phase = body.task_id, body.phase
-    at = _ms(e)
     mark = marks.get(task_id)
-    children = o.children(s, wf, mark, task_id, phase)
+    children = o.children(s, mark, task_id, phase)
     if mark is not None and mark[0] == "queued":
         children.queue.observe((at - mark[1]) / 1000)
     marks[task_id] = ("dispatched", at, phase, children)
 
 
 def _started(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_started
     task_id, phase = body.task_id, body.phase
-    at = _ms(e)
     mark = marks.get(task_id)
-    children = o.children(s, wf, mark, task_id, phase)
+    children = o.children(s, mark, task_id, phase)
     if mark is not None and mark[0] == "dispatched":
         children.start.observe((at - mark[1]) / 1000)
     marks[task_id] = ("started", at, phase, children)
 
 
 def _ended(  # noqa: PLR0917
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, task_id: str, phase: int,
+    o: MetricsObserver, s: ExecutionState, marks: Marks, task_id: str, phase: int,
     outcome: str, at: int,
 ) -> None:  # fmt: skip
     mark = marks.pop(task_id, None)
-    count, duration = o.children(s, wf, mark, task_id, phase).ended(outcome)
+    count, duration = o.children(s, mark, task_id, phase).ended(outcome)
     count.inc()
     if mark is not None and mark[0] in ("started", "dispatched"):
         duration.observe((at - mark[1]) / 1000)
 
 
 def _succeeded(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_succeeded
-    _ended(o, s, wf, marks, body.task_id, body.phase, "succeeded", _ms(e))
+    _ended(o, s, marks, body.task_id, body.phase, "succeeded", at)
 
 
 def _failed(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_failed
     outcome = "failed" if body.final else "attempt_failed"
-    _ended(o, s, wf, marks, body.task_id, body.phase, outcome, _ms(e))
+    _ended(o, s, marks, body.task_id, body.phase, outcome, at)
 
 
 def _timed_out(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Marks, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Marks, e: ev.ExecutionEvent, at: int
 ) -> None:
     body = e.task_timed_out
-    _ended(o, s, wf, marks, body.task_id, body.phase, "timed_out", _ms(e))
+    _ended(o, s, marks, body.task_id, body.phase, "timed_out", at)
     if body.final:
-        o._task(wf, _task_type(s, body.task_id, body.phase), "failed")
+        o._task(s.plan.workflow_name, _task_type(s, body.task_id, body.phase), "failed")
 
 
 MAX_USAGE_COUNTERS = 100  # label values of execplan_usage_total{counter}
 
 
 def _usage(
-    o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+    o: MetricsObserver, s: ExecutionState, marks: Any, e: ev.ExecutionEvent, at: int
 ) -> None:
     # Counter names are checked (execplan.usage): short and few per report, but any
     # number across tasks: past MAX_USAGE_COUNTERS names, one label value holds the rest.
@@ -438,11 +436,11 @@ def _usage(
 
 def _simple(outcome: str, field: str) -> Handler:
     def handle(
-        o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+        o: MetricsObserver, s: ExecutionState, marks: Any, e: ev.ExecutionEvent, at: int
     ) -> None:
         body = getattr(e, field)
         phase = getattr(body, "phase", ex.TASK_PHASE_MAIN)
-        o._task(wf, _task_type(s, body.task_id, phase), outcome)
+        o._task(s.plan.workflow_name, _task_type(s, body.task_id, phase), outcome)
         if outcome in ("skipped", "cancelled"):
             marks.pop(body.task_id, None)
 
@@ -463,8 +461,9 @@ _EXECUTION_KINDS = frozenset(
 
 def _expansion(kind: str) -> Handler:
     def handle(
-        o: MetricsObserver, s: ExecutionState, wf: str, marks: Any, e: ev.ExecutionEvent
+        o: MetricsObserver, s: ExecutionState, marks: Any, e: ev.ExecutionEvent, at: int
     ) -> None:
+        wf = s.plan.workflow_name
         if kind == "for_each_item":
             count = e.task_expanded.count
             if count:

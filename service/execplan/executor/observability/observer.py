@@ -15,12 +15,20 @@ from execplan.executor.state import ExecutionState
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import worker_service_pb2 as ws
 
+# What one execution committed in a round: its state (after the round), its events
+# of the round in sequence order, and each event's kind (`kinds[i]` is
+# `events[i].WhichOneof("kind")`, read once for every observer). Every event of one
+# round carries the same `recorded_at`.
+Commit = tuple[ExecutionState, Sequence[ev.ExecutionEvent], Sequence[str]]
+
 
 class EngineObserver:
     """Base class with no-op hooks; subclass and override what you need."""
 
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        """Events of one execution became durable (in sequence order)."""
+    def committed(self, commits: Sequence[Commit]) -> None:
+        """Events became durable: what each execution of one pump round (or one start)
+        committed, a `Commit` per execution. Called once per round, so an observer
+        pays its per-call checks once, not once per execution."""
 
     def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
         """A dispatch is about to be sent; may add to `dispatch.trace_context`."""
@@ -44,9 +52,9 @@ class Observers(EngineObserver):
     def add(self, observer: EngineObserver) -> None:
         self.observers.append(observer)
 
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
+    def committed(self, commits: Sequence[Commit]) -> None:
         for observer in self.observers:
-            observer.committed(state, events)
+            observer.committed(commits)
 
     def dispatching(self, state: ExecutionState, dispatch: ws.Dispatch) -> None:
         for observer in self.observers:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from execplan.executor.observability.observer import EngineObserver
+from execplan.executor.observability.observer import Commit, EngineObserver
 from execplan.executor.state import ExecutionState, execution_state_name
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -147,23 +147,26 @@ class TracingObserver(EngineObserver):
         dispatch.trace_context.clear()
         dispatch.trace_context.update(carrier)
 
-    def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
-        if state.last_sequence == len(events):  # its first events: it just started
-            self._recheck()
+    def committed(self, commits: Sequence[Commit]) -> None:
+        for state, events, _ in commits:
+            if state.last_sequence == len(events):  # its first events: it just started
+                self._recheck()
+                break
         if not self._enabled() and not self._executions:
             return
-        for event in events:
-            kind = event.WhichOneof("kind")
-            if kind == "execution_started":
-                self._execution(state, _ns(event))
-            elif kind == "task_started":
-                current = self._attempts.get(state.execution_id, {}).get(event.task_started.task_id)
-                if current is not None:
-                    current[1].add_event("started", timestamp=_ns(event))
-            elif kind in _ENDS_ATTEMPT:
-                self._end_attempt(state, event, kind)
-            elif kind == "execution_completed":
-                self._end_execution(state, event)
+        for state, events, kinds in commits:
+            for event, kind in zip(events, kinds, strict=True):
+                if kind == "execution_started":
+                    self._execution(state, _ns(event))
+                elif kind == "task_started":
+                    attempts = self._attempts.get(state.execution_id, {})
+                    current = attempts.get(event.task_started.task_id)
+                    if current is not None:
+                        current[1].add_event("started", timestamp=_ns(event))
+                elif kind in _ENDS_ATTEMPT:
+                    self._end_attempt(state, event, kind)
+                elif kind == "execution_completed":
+                    self._end_execution(state, event)
 
     def _end_attempt(self, state: ExecutionState, event: ev.ExecutionEvent, kind: str) -> None:
         body = getattr(event, kind)

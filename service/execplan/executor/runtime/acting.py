@@ -3,20 +3,21 @@
 `Actor.act(machine)` runs once an execution's events of a round are durable:
 dispatches and cancels go to the workers' outboxes (a dispatch carries the
 attempt's resolved inputs, its secrets, deadlines and trace context), durable
-timers and attempt deadlines are armed, the breakers count outcomes, observers and
-watchers see the events, a checkpoint is taken when due, and a finished execution
-is retired, and live-output subscribers of what finished are ended. Nothing here
-decides; the machine already has.
+timers and attempt deadlines are armed, the breakers count outcomes, watchers see
+the events, a checkpoint is taken when due, a finished execution is retired, and
+live-output subscribers of what finished are ended; last, the observers see the
+events of every execution of the round in one call. Nothing here decides; the
+machine already has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide import fencing
 from execplan.executor.decide.machine import Machine
-from execplan.executor.observability.observer import Observers
+from execplan.executor.observability.observer import Commit, Observers
 from execplan.executor.runtime.breakers import BreakerGate
 from execplan.executor.runtime.checkpoints import Checkpoints
 from execplan.executor.runtime.children import Children
@@ -82,7 +83,7 @@ class Actor:
     def act(self, machine: Machine) -> None:
         """The external effects of `machine`, whose events are committed."""
         self.send(machine)
-        self.settle(machine)
+        self.settle([machine])
 
     def send(self, machine: Machine) -> bool:
         """The first half of `act`: dispatches and cancels onto the workers' outboxes,
@@ -112,25 +113,31 @@ class Actor:
                     self._sessions.send(worker_id, message)
         return bool(outgoing)
 
-    def settle(self, machine: Machine) -> None:
-        """The second half of `act`: breakers, flow, observers, watchers, live output,
-        checkpoints, retirement. Nothing on the wire waits for it."""
-        state = machine.state
-        events = machine.events
-        self._breakers.committed(state, events)
-        self._flow.committed(state, events)
+    def settle(self, machines: Sequence[Machine]) -> None:
+        """The second half of `act`, for every execution a round committed: breakers,
+        flow, watchers, live output, checkpoints, retirement, then the observers (one
+        call for the round). Nothing on the wire waits for it."""
+        commits: list[Commit] = []
+        for machine in machines:
+            state = machine.state
+            events = machine.events
+            # Each event's kind, read once for everything below (a protobuf call a read).
+            kinds = [event.WhichOneof("kind") or "" for event in events]
+            commits.append((state, events, kinds))
+            self._breakers.committed(state, events)
+            self._flow.committed(state, events)
+            if self._hub.wants(state.execution_id):
+                self._hub.publish(state.execution_id, events)
+            if not _SUMMARY_KINDS.isdisjoint(kinds) and self._hub.wants_summary(
+                state.state, state.plan.workflow_name
+            ):
+                self._hub.publish_summary(encode_execution(state, with_tasks=False))
+            self._streams.committed(state)
+            self._checkpoints.committed(state)
+            if state.terminal:
+                self._executions.retire(state)
         if self._observers.observers:
-            self._observers.committed(state, events)
-        if self._hub.wants(state.execution_id):
-            self._hub.publish(state.execution_id, events)
-        if self._hub.wants_summary(state.state, state.plan.workflow_name) and any(
-            e.WhichOneof("kind") in _SUMMARY_KINDS for e in events
-        ):
-            self._hub.publish_summary(encode_execution(state, with_tasks=False))
-        self._streams.committed(state)
-        self._checkpoints.committed(state)
-        if state.terminal:
-            self._executions.retire(state)
+            self._observers.committed(commits)
 
     def _dispatch(
         self,

@@ -128,8 +128,7 @@ class Pump:
             # task leaves ~50-90 us sooner. The state is durable and final for this
             # round; watchers skip by sequence what they read from the log meanwhile.
             await asyncio.sleep(0)
-        for machine in acting:
-            self._actor.settle(machine)
+        self._actor.settle(acting)
         work.settle()
         for execution_id, inputs in work.redo.items():
             await self._recovery.reload(execution_id)
