@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import cast
 
 from execplan.errors import FieldViolation
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -97,31 +98,28 @@ def out_of_range(message: Message) -> list[FieldViolation]:
 def _fine(message: Message) -> bool:
     """Whether every field of `message` (and below) is in bounds: the common answer,
     from one pass that builds no field paths; `_walk` then names what is not."""
-    return _fine_of(message.DESCRIPTOR)(message)
+    descriptor = message.DESCRIPTOR
+    made = _FINE.get(descriptor.full_name)
+    # (protobuf's stubs type DESCRIPTOR as the pure-Python or the upb class)
+    return (made or _fine_of(cast(Descriptor, descriptor)))(message)
 
 
 _Fine = Callable[[Message], bool]
+# `_fine` of each message type by full name, made on first use (`_fine_of`).
+_FINE: dict[str, _Fine] = {}
 
 
-@functools.cache
 def _fine_of(descriptor: Descriptor) -> _Fine:
     """`_fine` for one message type, made once per type from its `_plan`: it reads
     only the fields that can hold a checked value, by name (a field at its default,
     unset or no message, holds nothing out of bounds), never the other fields (an
     `execution_id`, an `output` Value) that a walk of all set fields would convert
-    to Python objects. A worker stream's every message comes here."""
-    strings, steps = _plan(descriptor)
+    to Python objects. A worker stream's every message comes here, so the checks of
+    the types below are bound in, and one or two checks are called without a loop."""
+    name = descriptor.full_name
+    if (made := _FINE.get(name)) is not None:
+        return made
     checks: list[_Fine] = []
-    if strings is not None:
-        checks.append(functools.partial(_strings_fine, strings=strings))
-    for field in descriptor.fields:
-        step = steps.get(field.number)
-        if step is not None:
-            checks.append(_field_check(field, *step))
-    if not checks:
-        return _always_fine
-    if len(checks) == 1:
-        return checks[0]
 
     def fine(message: Message) -> bool:
         for check in checks:  # noqa: SIM110 (a loop: cheaper than all() of a generator)
@@ -129,7 +127,26 @@ def _fine_of(descriptor: Descriptor) -> _Fine:
                 return False
         return True
 
-    return fine
+    # A recursive type's own checks, being made below, reach it through `fine`.
+    _FINE[name] = fine
+    strings, steps = _plan(descriptor)
+    if strings is not None:
+        checks.append(functools.partial(_strings_fine, strings=strings))
+    for field in descriptor.fields:
+        step = steps.get(field.number)
+        if step is not None:
+            checks.append(_field_check(field, *step))
+    if not checks:
+        made = _always_fine
+    elif len(checks) == 1:
+        made = checks[0]
+    elif len(checks) == 2:
+        first, second = checks
+        made = lambda message: first(message) and second(message)  # noqa: E731
+    else:
+        made = fine
+    _FINE[name] = made
+    return made
 
 
 def _field_check(field: FieldDescriptor, kind: str, bound: frozenset[int] | None) -> _Fine:
@@ -154,26 +171,32 @@ def _field_check(field: FieldDescriptor, kind: str, bound: frozenset[int] | None
 
         return map_of_scalars
     descriptor = _type_of(field)
-    # `_fine_of(descriptor)` is looked up at each call, not here: a recursive type's
-    # own is still being made.
     if kind == _MESSAGE:
-        return lambda message: (
-            not message.HasField(name) or _fine_of(descriptor)(getattr(message, name))
-        )
+        below = _fine_of(descriptor)
+        if _flat(descriptor):  # unset, it reads as an empty message: as cheap as HasField
+            return lambda message: below(getattr(message, name))
+        return lambda message: not message.HasField(name) or below(getattr(message, name))
     if kind == _MESSAGES:
+        each = _fine_of(descriptor)
 
         def messages(message: Message) -> bool:
             items = getattr(message, name)
-            return not items or all(map(_fine_of(descriptor), items))
+            return not items or all(map(each, items))
 
         return messages
-    value_type = _type_of(descriptor.fields_by_name["value"])
+    each = _fine_of(_type_of(descriptor.fields_by_name["value"]))
 
     def map_of_messages(message: Message) -> bool:
         items = getattr(message, name)
-        return not items or all(map(_fine_of(value_type), items.values()))
+        return not items or all(map(each, items.values()))
 
     return map_of_messages
+
+
+def _flat(descriptor: Descriptor) -> bool:
+    """Whether a message type's checks are all of singular scalars (an AttemptToken)."""
+    strings, steps = _plan(descriptor)
+    return strings is None and all(kind == _SCALAR for kind, _ in steps.values())
 
 
 def _strings_fine(message: Message, strings: dict[str, int]) -> bool:
