@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 from execplan.cli.common import Parser
 from execplan.cli.serve import register as register_serve
-from execplan.logs import JsonFormatter, configure_logging
+from execplan.logs import (
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    record_only_printed_fields,
+)
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -78,3 +83,28 @@ def test_serve_accepts_log_format_json() -> None:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+def test_serve_records_leave_out_only_what_no_formatter_prints() -> None:
+    """`execplan serve` stops records collecting thread and process fields: every line
+    both formatters write is the same as with them."""
+    logger = logging.getLogger("execplan.test.lean")
+    ids = {"execution_id": "e1", "task_id": "a", "attempt": 2, "trace_id": "ab" * 16}
+
+    def make() -> logging.LogRecord:
+        return logger.makeRecord(
+            logger.name, logging.INFO, __file__, 0, "task %s will retry", ("a",), None, "f", ids
+        )
+
+    full = make()
+    saved = logging.logThreads, logging.logProcesses, logging.logMultiprocessing
+    try:
+        record_only_printed_fields()
+        lean = make()
+    finally:
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
+    assert (lean.thread, lean.threadName, lean.process, lean.processName) == (None,) * 4
+    assert full.process is not None and full.threadName
+    lean.created, lean.msecs = full.created, full.msecs  # the same moment
+    for formatter in (TextFormatter(), JsonFormatter()):
+        assert formatter.format(lean) == formatter.format(full)

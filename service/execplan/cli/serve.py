@@ -467,11 +467,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415  (keeps `execplan plan` and the like light)
 
     from execplan.executor.observability.tracing import configure_otlp_from_env  # noqa: PLC0415
-    from execplan.logs import configure_logging  # noqa: PLC0415
+    from execplan.logs import configure_logging, record_only_printed_fields  # noqa: PLC0415
     from execplan.server import serve  # noqa: PLC0415  (keeps other commands light)
 
     config = config_from_args(args)
     configure_logging(args.log_level, args.log_format)
+    record_only_printed_fields()
     configure_otlp_from_env()
     tune_gc()
     asyncio.run(serve(config))
