@@ -262,10 +262,11 @@ class Scheduler:
         task = state.tasks[index]
         node = state.node(index)
         task_type = node.type_for(task.phase)
-        if not self._workers.has_type(task_type) and self._missing_type is not None:
-            self._missing_type(task_type)
         if not self._workers.has_type(task_type):
-            self._wait(state, index, f"waiting for a worker with task type {task_type}")
+            if self._missing_type is not None:
+                self._missing_type(task_type)
+            if not self._workers.has_type(task_type):  # `missing_type` may have started one
+                self._wait(state, index, f"waiting for a worker with task type {task_type}")
         self._ready.push(
             state.execution_id,
             state.fairness_key,

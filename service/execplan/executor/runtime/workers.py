@@ -69,7 +69,13 @@ class WorkerConn:
 
     @property
     def free(self) -> int:
-        return 0 if self.draining or not self.connected else self.capacity - len(self.leases)
+        if self.draining or not self.connected:
+            return 0
+        # `capacity`, inlined: the dispatcher asks every worker of a type for each task.
+        capacity = self.pace.limit(self.slots)
+        if self.reported is not None and self.reported < capacity:
+            capacity = self.reported
+        return capacity - len(self.leases)
 
     def report(self, free_slots: int, draining: bool) -> None:
         """A WorkerStatus: `free_slots` free now, on top of the attempts it holds."""
@@ -167,11 +173,12 @@ class WorkerRegistry:
         best_key = (False, -1, -1)
         needs = not request.empty
         for worker in self._by_type.get(task_type, ()):
-            if worker.free <= 0 or not worker.accepts(node):
+            free = worker.free
+            if free <= 0 or not worker.accepts(node):
                 continue
             if needs and not capacity.fits(request, worker.free_resources()):
                 continue
-            key = (worker.pace.keeping_up, worker.preference(node), worker.free)
+            key = (worker.pace.keeping_up, worker.preference(node), free)
             if key > best_key:
                 best, best_key = worker, key
         return best
