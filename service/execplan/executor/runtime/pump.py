@@ -118,10 +118,7 @@ class Pump:
         if hops.ON:
             hops.mark("pump.committed")
         acting = [machine for machine in work.machines.values() if machine.events]
-        sent = False
-        for machine in acting:
-            sent |= self._actor.send(machine)
-        if sent:
+        if self._actor.send(acting):
             # One turn of the loop for the workers' stream handlers to write the
             # dispatches before the rest of the acting (observers, watchers,
             # checkpoints), which nothing on the wire waits for: a chain step's next
