@@ -430,9 +430,12 @@ export class ExecplanClient {
    * server ends the stream (it is shutting down).
    */
   async *watchAll(filter: WatchAllFilter = {}): AsyncGenerator<Execution> {
+    // batched: the changes a round commits together come in one message (a server
+    // that predates it sends one a message, in `execution`).
     const request = create(WatchExecutionsRequestSchema, {
       states: filter.states ?? [],
       workflowName: filter.workflowName ?? "",
+      batched: true,
     });
     const retry = new Retry(this.retry);
     for (;;) {
@@ -441,9 +444,10 @@ export class ExecplanClient {
       let failure: grpc.ServiceError | undefined;
       try {
         for await (const res of call) {
-          const execution = (res as WatchExecutionsResponse).execution;
+          const { execution, executions } = res as WatchExecutionsResponse;
           retry.progressed();
-          if (execution) yield execution;
+          if (executions.length > 0) yield* executions;
+          else if (execution) yield execution;
         }
         return;
       } catch (err) {

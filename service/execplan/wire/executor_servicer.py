@@ -53,6 +53,7 @@ from execplan.wire.plan_check import check_format, check_plan
 from execplan.wire.schedule_rpcs import OpsRpcs, decode_attributes
 from execplan.wire.start_batch import start_each, trace_of
 from execplan.wire.status import stream_errors, unary_errors
+from execplan.wire.watch_batch import summary_batches
 from execplan.wire.watch_limit import WatchLimit
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -484,6 +485,10 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         with self._watches.slot():
             subscription = self._engine.hub.subscribe_all(wanted)
             try:
+                if request.batched:
+                    async for response in summary_batches(subscription.queue, self._page_bytes):
+                        yield response
+                    return
                 while True:
                     execution = await subscription.queue.get()
                     if execution is None:

@@ -385,8 +385,10 @@ class ExecutorClient:
         Ends when the server ends the stream (it is shutting down).
         """
         retry = Retry(self._retry_policy)
+        # batched: the changes a round commits together come in one message (a server
+        # that predates it sends one a message, in `execution`).
         request = executor_service_pb2.WatchExecutionsRequest(
-            states=states, workflow_name=workflow_name
+            states=states, workflow_name=workflow_name, batched=True
         )
         while True:
             using = self._current
@@ -396,7 +398,11 @@ class ExecutorClient:
             try:
                 async for response in call:
                     retry.progressed()
-                    yield response.execution
+                    if response.executions:
+                        for execution in response.executions:
+                            yield execution
+                    else:
+                        yield response.execution
                 return
             except grpc.aio.AioRpcError as err:
                 server_delay = self._retryable_stream_error(err, using)

@@ -707,7 +707,14 @@ class WatchExecutionsRequest(_message.Message):
 
     STATES_FIELD_NUMBER: _builtins.int
     WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    BATCHED_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
+    batched: _builtins.bool
+    """true: a response may carry several changes, in `executions` (the changes a
+    round of the executor committed together: one message instead of one each).
+    false: one change a response, in `execution`. A server that predates this
+    field answers one a response either way.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_execution_pb2.ExecutionState.ValueType]:
         """Only changes into one of these states (all when empty)."""
@@ -717,10 +724,11 @@ class WatchExecutionsRequest(_message.Message):
         *,
         states: _abc.Iterable[_execution_pb2.ExecutionState.ValueType] | None = ...,
         workflow_name: _builtins.str = ...,
+        batched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batched", b"batched", "states", b"states", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -731,16 +739,24 @@ class WatchExecutionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def execution(self) -> _execution_pb2.Execution: ...
+    def execution(self) -> _execution_pb2.Execution:
+        """One change (a request without `batched`)."""
+
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_execution_pb2.Execution]:
+        """A request with `batched`: one or more changes, in the order they committed."""
+
     def __init__(
         self,
         *,
         execution: _execution_pb2.Execution | None = ...,
+        executions: _abc.Iterable[_execution_pb2.Execution] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "executions", b"executions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
