@@ -127,10 +127,14 @@ export function ExecutionsPage() {
         try {
           // Every state, not the filter's: a row shown must also learn that it
           // left the filter (a RUNNING one that SUCCEEDED).
-          for await (const res of executor.watchExecutions({ workflowName: filter.workflow }, { signal: abort.signal })) {
+          // batched: what a round commits comes in one message (`executions`); a
+          // server older than the field sends one a message, in `execution`.
+          const request = { workflowName: filter.workflow, batched: true };
+          for await (const res of executor.watchExecutions(request, { signal: abort.signal })) {
             attempt = 0;
-            if (!res.execution) continue;
-            pending.current.set(res.execution.executionId, res.execution);
+            const changes = res.executions.length > 0 ? res.executions : res.execution ? [res.execution] : [];
+            if (changes.length === 0) continue;
+            for (const execution of changes) pending.current.set(execution.executionId, execution);
             if (!frame) frame = requestAnimationFrame(flush);
           }
         } catch (e) {
