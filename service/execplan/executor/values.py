@@ -53,8 +53,8 @@ def fill_value(target: struct_pb2.Value, value: JsonValue) -> None:
         target.null_value = struct_pb2.NULL_VALUE
     elif kind is list:
         _fill_list(target, value)
-    elif isinstance(value, bool):
-        target.bool_value = value
+    # Other types from here on (a tuple, an IntEnum, a Mapping): never a bool, which
+    # cannot be subclassed.
     elif isinstance(value, int | float):
         target.number_value = value
     elif isinstance(value, str):
