@@ -14,9 +14,11 @@ fresh cluster, and prints medians (min-max) and the ratios of the medians.
   workflow sent as YAML through the public client, completion seen on one
   WatchExecutions stream.
 - Dask: `distributed.LocalCluster(n_workers=2, threads_per_worker=--dask-threads,
-  processes=True)` (2 worker processes; the scheduler runs in this process, as
-  LocalCluster does) and `Client.submit` chains of a no-op function returning {}
-  (`pure=False`, so equal calls are not merged), submitted all at once. In memory:
+  processes=True)` (2 worker processes; the scheduler runs in its client's process,
+  as LocalCluster does; each Dask run in a fresh process of its own, so neither
+  side's client shares a process with the other's leftovers) and `Client.submit`
+  chains of a no-op function returning {} (`pure=False`, so equal calls are not
+  merged), submitted all at once. In memory:
   nothing is durable, a lost worker loses its results.
 
 Both warm up first with a 64-wide fan-out on the same cluster (workers connected,
@@ -42,6 +44,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,6 +157,31 @@ def dask_once(threads: int, directory: Path, kind: str) -> Result:
         return dask_run(client, kind)
 
 
+def dask_in_process_of_its_own(threads: int, directory: Path, kind: str) -> Result:
+    """`dask_once` in a fresh Python process (this script with `--dask-run`).
+
+    Each side's client gets a process of its own: run here, Dask's scheduler, its
+    client's IO thread and the ~55,000 objects `distributed` brings stayed in the
+    process that then ran execplan's client, which made execplan's W3 ~10-20% slower
+    than in a process that never imported Dask."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--dask-run",
+            kind,
+            "--dask-threads",
+            str(threads),
+            "--dir",
+            str(directory),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return Result(**json.loads(out.strip().splitlines()[-1]))
+
+
 # -- execplan ----------------------------------------------------------------------------
 
 
@@ -223,7 +251,14 @@ async def main() -> None:
     parser.add_argument(
         "--source", type=Path, default=None, help="run execplan from this checkout (git archive)"
     )
+    parser.add_argument("--dask-run", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dask_run:  # one Dask run, in the process `dask_in_process_of_its_own` made
+        directory = args.dir if args.dir is not None else Path(tempfile.gettempdir())
+        # Dask's client is synchronous: its cluster lives off the event loop.
+        result = await asyncio.to_thread(dask_once, args.dask_threads, directory, args.dask_run)
+        print(json.dumps(asdict(result)), flush=True)
+        return
     kinds = [k for k in args.workload.split(",") if k]
     if unknown := set(kinds) - set(WORKLOADS):
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
@@ -243,8 +278,9 @@ async def main() -> None:
             for kind in kinds:
                 for side in ("dask", "execplan") if i % 2 == 0 else ("execplan", "dask"):
                     if side == "dask":
-                        # Dask's client is synchronous: its cluster lives off the event loop.
-                        run = asyncio.to_thread(dask_once, args.dask_threads, directory, kind)
+                        run = asyncio.to_thread(
+                            dask_in_process_of_its_own, args.dask_threads, directory, kind
+                        )
                         dask[kind].append(await run)
                     else:
                         ours[kind].append(await execplan_run(kind, directory, i, args.source))
