@@ -19,19 +19,12 @@ from execplan.v1 import executor_service_pb2 as pb
 from store.pg import pg_dsn, pg_server, where  # type: ignore[import-not-found]
 
 from tests.support.server import serving
+from tests.support.workflows import waiting
 
 __all__ = ["pg_dsn", "pg_server", "where"]  # fixtures, imported for pytest
 
-WAIT = """
-name: idem
-inputs:
-  n: {type: integer, default: 1}
-tasks:
-  - id: w
-    type: builtin.wait_for_event
-    inputs: {event: go}
-"""
-OTHER = WAIT.replace("name: idem", "name: idem-other")
+WAIT = waiting("idem")
+OTHER = waiting("idem-other")
 
 
 @pytest.fixture

@@ -22,20 +22,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from store.pg import pg_dsn, pg_server, where  # type: ignore[import-not-found]
 
 from tests.support.server import serving
+from tests.support.workflows import waiting
 
 __all__ = ["pg_dsn", "pg_server", "where"]  # fixtures, imported for pytest
 
-WAIT = """
-name: batch
-inputs:
-  n: {type: integer, default: 1}
-tasks:
-  - id: w
-    type: builtin.wait_for_event
-    inputs: {event: go}
-"""
+WAIT = waiting("batch")
 BROKEN = "name: broken\ntasks:\n  - {id: a, type: t.x, depends_on: [nope]}\n"
-OTHER = WAIT.replace("name: batch", "name: batch-other")
+OTHER = waiting("batch-other")
 
 Stub: TypeAlias = "pb_grpc.ExecutorServiceAsyncStub"
 Served = tuple[ExecplanServer, ExecutorComponent, Stub]

@@ -24,16 +24,9 @@ from execplan.v1 import executor_service_pb2 as pb
 from execplan.v1 import executor_service_pb2_grpc as pb_grpc
 
 from tests.support.server import serving
+from tests.support.workflows import waiting
 
-WAIT = """
-name: coalesce
-inputs:
-  n: {type: integer, default: 1}
-tasks:
-  - id: w
-    type: builtin.wait_for_event
-    inputs: {event: go}
-"""
+WAIT = waiting("coalesce")
 START = "/execplan.v1.ExecutorService/StartExecution"
 START_MANY = "/execplan.v1.ExecutorService/StartExecutions"
 
