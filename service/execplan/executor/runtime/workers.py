@@ -65,17 +65,15 @@ class WorkerConn:
     @property
     def capacity(self) -> int:
         capacity = self.pace.limit(self.slots)
-        return capacity if self.reported is None else min(capacity, self.reported)
+        if self.reported is not None and self.reported < capacity:  # min() costs more
+            return self.reported
+        return capacity
 
     @property
     def free(self) -> int:
         if self.draining or not self.connected:
             return 0
-        # `capacity`, inlined: the dispatcher asks every worker of a type for each task.
-        capacity = self.pace.limit(self.slots)
-        if self.reported is not None and self.reported < capacity:
-            capacity = self.reported
-        return capacity - len(self.leases)
+        return self.capacity - len(self.leases)
 
     def report(self, free_slots: int, draining: bool) -> None:
         """A WorkerStatus: `free_slots` free now, on top of the attempts it holds."""
