@@ -158,6 +158,42 @@ async def test_request_ids_inside_one_batch_and_across_batches(served: Served) -
     assert len(listed.executions) == 2  # "a" and "b", nothing else
 
 
+async def test_a_burst_of_a_new_plan_looks_request_ids_up_once(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start of a plan not yet registered looks its request_id up and
+    registers the plan; the others of the batch wait for that and leave their
+    request_ids to the store's create_execution, which still finds a reused one."""
+    _, executor, stub = served
+    old = await stub.StartExecution(_start(request_id="old", n=1))
+    lookups: list[str] = []
+    store = executor.store
+    find = store.find_by_request
+
+    async def find_counted(request_id: str) -> Any:
+        lookups.append(request_id)
+        return await find(request_id)
+
+    monkeypatch.setattr(store, "find_by_request", find_counted)
+    response = await stub.StartExecutions(
+        pb.StartExecutionsRequest(
+            requests=[_start(OTHER, request_id=f"r{i}", n=i) for i in range(20)]
+            + [_start(OTHER, request_id="old", n=1), _start(OTHER, request_id="r3", n=3)]
+        )
+    )
+    *started, reused, again = response.results
+    assert all(r.started.created for r in started)
+    assert len({r.started.execution_id for r in started}) == 20
+    assert _reason(reused.error) == "REQUEST_ID_REUSED"
+    (info,) = _detail(reused.error, error_details_pb2.ErrorInfo)
+    assert info.metadata["executionId"] == old.execution_id
+    assert (again.started.execution_id, again.started.created) == (
+        started[3].started.execution_id,
+        False,
+    )
+    assert lookups == ["r0"]
+
+
 async def test_the_item_count_is_bounded(served: Served) -> None:
     _, _, stub = served
     for count in (0, 1001):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from execplan.errors import (
     Unavailable,
     WorkflowInvalid,
 )
+from execplan.executor.plan_view import PlanView
 from execplan.executor.runtime.engine import Engine
 from execplan.executor.runtime.hub import SummaryFilter
 from execplan.executor.runtime.plan_index import PlanEntry
@@ -232,6 +233,11 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         # One bound shared by every watch stream (wire/watch_limit.py).
         self._watches = watch_limit or WatchLimit()
         self.ops = ops
+        # Plans a start is registering, by plan_id: done when it has (or has given
+        # up). The other starts of a burst of one new plan (a StartExecutions of 200)
+        # wait for it and then start as starts of a registered plan do, instead of
+        # each looking its request_id up first (`start`).
+        self._first_starts: dict[str, asyncio.Future[None]] = {}
 
     async def plan_for(self, request: Any) -> plan_pb2.ExecutionPlan:
         """The plan a request's `definition` oneof names (StartExecution and
@@ -330,12 +336,18 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         # side effect of this request (its plan is not registered). When starting
         # writes nothing before the store's create_execution (`quiet_plan`), that
         # lookup is left to create_execution, which also catches concurrent
-        # duplicates; otherwise it is done first, here.
+        # duplicates; otherwise it is done first, here. A start of a plan that another
+        # start is registering waits for that one (`_register`) and is then such a
+        # start: a burst of one new plan costs one lookup, not one per start.
         view = quiet = self._engine.quiet_plan(plan.plan_id)
+        if view is None and (first := self._first_starts.get(plan.plan_id)) is not None:
+            await asyncio.wait([first])  # not cancelled with this start
+            view = quiet = self._engine.quiet_plan(plan.plan_id)
         if view is None:
-            if (answer := await started_before()) is not None:
-                return answer
-            view = await self._engine.register_plan(plan)
+            registered = await self._register(plan, started_before)
+            if isinstance(registered, pb.StartExecutionResponse):
+                return registered
+            view = registered
         try:
             execution_id, created = await self._engine.start_execution(
                 view,
@@ -356,6 +368,27 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         return pb.StartExecutionResponse(
             execution_id=execution_id, plan_id=view.plan_id, created=created
         )
+
+    async def _register(
+        self,
+        plan: plan_pb2.ExecutionPlan,
+        started_before: Callable[[], Awaitable[pb.StartExecutionResponse | None]],
+    ) -> PlanView | pb.StartExecutionResponse:
+        """The plan registered for a start, or the answer of `started_before` when
+        the request was made before. The first start of a plan that is not registered
+        marks it in `_first_starts` until this is done."""
+        first: asyncio.Future[None] | None = None
+        if plan.plan_id not in self._first_starts:
+            first = asyncio.get_running_loop().create_future()
+            self._first_starts[plan.plan_id] = first
+        try:
+            if (answer := await started_before()) is not None:
+                return answer
+            return await self._engine.register_plan(plan)
+        finally:
+            if first is not None:
+                del self._first_starts[plan.plan_id]
+                first.set_result(None)
 
     @unary_errors
     async def GetExecution(  # noqa: N802
