@@ -125,7 +125,9 @@ class Sim:
         return fresh
 
     def assert_replay_matches(self) -> None:
-        assert encode_execution(self.replayed()) == encode_execution(self.state)
+        replayed = self.replayed()
+        assert encode_execution(replayed) == encode_execution(self.state)
+        assert replayed == self.state  # every field, usage and attempts included
         sequences = [e.sequence for e in self.events]
         assert sequences == list(range(1, len(sequences) + 1))
 

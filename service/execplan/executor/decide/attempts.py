@@ -13,7 +13,7 @@ replaying a history reproduces the schedule.
 
 from __future__ import annotations
 
-from execplan.executor.decide import budgets, events, flow, loops
+from execplan.executor.decide import budgets, events, flow, folds, loops
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.fencing import phase_name
 from execplan.executor.decide.retry import backoff_ms, should_retry
@@ -24,6 +24,7 @@ from execplan.executor.plan_view import NodeView, RetryView
 from execplan.executor.state import LEASED_TASK_STATES, TaskRun
 from execplan.executor.task_errors import BINDING_ERROR, CIRCUIT_OPEN, TaskError, timeout_error
 from execplan.executor.values import JsonValue
+from execplan.usage.codec import decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -66,17 +67,20 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
     # A repeat's later iterations have keys of their own; the first keeps the old form.
     attempt = f"i{iteration}.{task.attempt}" if iteration else str(task.attempt)
     key = f"{step.state.execution_id}/{task_id}/{phase_name(task.phase)}/{attempt}"
-    step.emit(
-        events.task_dispatched(
-            task_id,
-            task.phase,
-            task.attempt,
-            epoch,
-            worker_id=worker_id,
-            idempotency_key=key,
-            principal=principal,
-            estimate=estimate,
-        )
+    event = events.task_dispatched(
+        task_id,
+        task.phase,
+        task.attempt,
+        epoch,
+        worker_id=worker_id,
+        idempotency_key=key,
+        principal=principal,
+        estimate=estimate,
+    )
+    # The estimate as the event holds it (rare: most tasks have none).
+    held = decode_usage(event.task_dispatched.estimate) if estimate else None
+    step.emit_folded(
+        event, folds.dispatched, task, task.phase, task.attempt, epoch, worker_id, principal, held
     )
     step.effect(
         fx.SendDispatch(
@@ -112,11 +116,10 @@ def previous_error(task: TaskRun) -> TaskError | None:
 
 def acknowledged(step: Step, task: TaskRun) -> None:
     if task.state == ex.TASK_STATE_DISPATCHED:
-        step.emit(
-            events.task_started(
-                step.task_id(task), task.phase, task.attempt, task.epoch, task.worker_id
-            )
+        event = events.task_started(
+            step.task_id(task), task.phase, task.attempt, task.epoch, task.worker_id
         )
+        step.emit_folded(event, folds.started, task)
 
 
 def requeue(step: Step, task: TaskRun, reason: str) -> None:

@@ -3,60 +3,28 @@
 Pure with respect to the outside world: no clock (timestamps come from the event),
 no I/O, no randomness. Replaying an execution's log through it rebuilds the state
 exactly; that is how recovery and time travel work. The events of plans that grow
-at runtime are folded in `evolve_grown.py`.
+at runtime are folded in `evolve_grown.py`. The events of a task's attempts
+(queued, dispatched, started, succeeded) are folded by `folds.py` from their values:
+here they are read from the message and passed to it; the Machine passes the values
+it built them from (`Step.emit_folded`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from execplan.executor.decide import evolve_grown, requests, usage
+from execplan.executor.decide import evolve_grown, folds, requests, usage
 from execplan.executor.state import (
-    AttemptRecord,
     ExecutionState,
     Limits,
-    TaskRun,
     Timer,
 )
 from execplan.executor.task_errors import TaskError, timeout_error
 from execplan.executor.values import from_struct, from_value
 from execplan.search.codec import decode_map
+from execplan.usage.codec import decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
-
-
-def _settle(state: ExecutionState, task: TaskRun, outcome: int, at_ms: int) -> None:
-    """Marks a task terminal and updates its downstream trigger counters (an instance:
-    its for_each task's counts; a sub-plan task: its sub-plan's)."""
-    evolve_grown.leaving_pending(state, task)
-    task.state = outcome
-    task.finished_ms = at_ms
-    _drop_timers(state, task.index, all_purposes=True)
-    state.completions += 1
-    task.completed_order = state.completions
-    evolve_grown.settled(state, task, outcome)
-    for child in state.downstream(task.index):
-        counters = state.tasks[child]
-        counters.upstream_pending -= 1
-        if outcome == ex.TASK_STATE_SUCCEEDED:
-            counters.upstream_succeeded += 1
-        elif outcome == ex.TASK_STATE_FAILED:
-            counters.upstream_failed += 1
-        else:
-            counters.upstream_other += 1
-
-
-def _drop_timers(state: ExecutionState, index: int, *, all_purposes: bool) -> None:
-    """A settled task has no pending timers; a queued one no pending backoff.
-
-    Done here, in the fold, so that a state rebuilt from the log and the live state
-    agree on which timers are pending.
-    """
-    for timer in list(state.timers.values()):
-        if timer.task_index == index and (
-            all_purposes or timer.purpose == ev.TIMER_PURPOSE_RETRY_BACKOFF
-        ):
-            del state.timers[timer.timer_id]
 
 
 def decode_limits(recorded: ev.GrowthLimits) -> Limits:
@@ -91,78 +59,50 @@ def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
 def _queued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_queued
     task = state.task(body.task_id)
-    evolve_grown.leaving_pending(state, task)
-    evolve_grown.iteration(state, task, body.iteration, body.phase, at)
-    task.state = ex.TASK_STATE_QUEUED
-    task.phase = body.phase
-    task.attempt = body.attempt
-    task.worker_id = ""
-    task.principal = ""
-    task.queued_ms = at
-    task.first_queued_ms = task.first_queued_ms or at
-    _drop_timers(state, task.index, all_purposes=False)
-    task.status_message = ""
+    folds.queued(state, task, at, body.phase, body.attempt, body.iteration)
 
 
 def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_dispatched
-    task = state.task(body.task_id)
-    task.state = ex.TASK_STATE_DISPATCHED
-    task.attempt = body.token.attempt
-    task.epoch = body.token.lease_epoch
-    task.worker_id = body.worker_id
-    task.principal = body.principal
-    task.status_message = ""
-    task.attempts.append(
-        AttemptRecord(
-            attempt=body.token.attempt,
-            phase=body.phase,
-            worker_id=body.worker_id,
-            epoch=body.token.lease_epoch,
-            dispatched_ms=at,
-            iteration=evolve_grown.iteration_of(state, task, body.phase),
-        )
+    token = body.token
+    estimate = decode_usage(body.estimate) if body.HasField("estimate") else None
+    folds.dispatched(
+        state,
+        state.task(body.task_id),
+        at,
+        body.phase,
+        token.attempt,
+        token.lease_epoch,
+        body.worker_id,
+        body.principal,
+        estimate,
     )
 
 
 def _task_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
-    task = state.task(event.task_started.task_id)
-    task.state = ex.TASK_STATE_RUNNING
-    task.started_ms = at
-
-
-def _finish_attempt(task: TaskRun, at_ms: int, error: TaskError | None) -> None:
-    if task.attempts:
-        record = task.attempts[-1]
-        record.finished_ms = at_ms
-        record.error = error
+    folds.started(state, state.task(event.task_started.task_id), at)
 
 
 def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_succeeded
-    task = state.task(body.task_id)
-    if not body.HasField("cache_hit"):  # a cache hit ran no attempt
-        _finish_attempt(task, at, None)
-    if body.phase == ex.TASK_PHASE_COMPENSATION:
-        task.state = ex.TASK_STATE_COMPENSATED
-        task.compensated = True
-        task.finished_ms = at
-        if state.compensation_queue and state.compensation_queue[0] == task.index:
-            state.compensation_queue.pop(0)
-        return
-    # A for_each task's output is its instances' (each recorded in its own event).
-    gathered = evolve_grown.gathered_output(state, task)
-    task.output = from_value(body.output) if gathered is None else gathered
-    task.error = None
-    state.consecutive_failures = 0
-    _settle(state, task, ex.TASK_STATE_SUCCEEDED, at)
+    token = body.token
+    folds.succeeded(
+        state,
+        state.task(body.task_id),
+        at,
+        body.phase,
+        token.attempt,
+        token.lease_epoch,
+        body.output,
+        body.HasField("cache_hit"),
+    )
 
 
 def _failure(
     state: ExecutionState, task_id: str, phase: int, error: TaskError, *, final: bool, at: int
 ) -> None:
     task = state.task(task_id)
-    _finish_attempt(task, at, error)
+    folds.finish_attempt(task, at, error)
     task.error = error
     if not final:
         return
@@ -172,7 +112,7 @@ def _failure(
         return
     state.consecutive_failures += 1
     state.any_failed = True
-    _settle(state, task, ex.TASK_STATE_FAILED, at)
+    folds.settle(state, task, ex.TASK_STATE_FAILED, at)
 
 
 def _failed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -209,7 +149,7 @@ def _requeued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
 def _skipped(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     task = state.task(event.task_skipped.task_id)
     task.status_message = event.task_skipped.reason
-    _settle(state, task, ex.TASK_STATE_SKIPPED, at)
+    folds.settle(state, task, ex.TASK_STATE_SKIPPED, at)
 
 
 def _parked(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -227,7 +167,7 @@ def _cancelled(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None
     task.status_message = body.reason
     if task.attempts and not task.attempts[-1].finished_ms:
         task.attempts[-1].finished_ms = at
-    _settle(state, task, ex.TASK_STATE_CANCELLED, at)
+    folds.settle(state, task, ex.TASK_STATE_CANCELLED, at)
 
 
 def _timer_scheduled(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:

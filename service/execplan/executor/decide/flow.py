@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from execplan.executor.decide import builtins, children, events, expand, subplans
+from execplan.executor.decide import builtins, children, events, expand, folds, subplans
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide.step import Step
 from execplan.executor.expressions.bindings import EvaluationError, reads_of
@@ -163,7 +163,14 @@ def queue(
     if iteration < 0:
         extra = step.state.extras.get(task.index)
         iteration = extra.iteration if extra is not None and phase == MAIN else 0
-    step.emit(events.task_queued(step.task_id(task), phase, attempt, iteration))
+    step.emit_folded(
+        events.task_queued(step.task_id(task), phase, attempt, iteration),
+        folds.queued,
+        task,
+        phase,
+        attempt,
+        iteration,
+    )
     if phase == MAIN and node.for_each is not None and not expand.is_instance(step, task):
         expand.start(step, task, node)
     elif phase == MAIN and node.workflow is not None:
@@ -196,11 +203,13 @@ def succeed(
     output: JsonValue,
     cache_hit: ev.CacheHit | None = None,
 ) -> None:
-    step.emit(
-        events.task_succeeded(
-            step.task_id(task), phase, task.attempt, task.epoch, output, cache_hit=cache_hit
-        )
+    event = events.task_succeeded(
+        step.task_id(task), phase, task.attempt, task.epoch, output, cache_hit=cache_hit
     )
+    body = event.task_succeeded
+    hit = cache_hit is not None and body.HasField("cache_hit")
+    attempt, epoch = task.attempt, task.epoch
+    step.emit_folded(event, folds.succeeded, task, phase, attempt, epoch, body.output, hit)
     if phase == COMPENSATION:
         next_compensation(step)
     else:

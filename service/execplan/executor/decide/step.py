@@ -3,15 +3,18 @@
 Every rule of the core (`flow`, `attempts`, `control`, `builtins`) is a function of
 a `Step`. `emit` stamps an event (execution id, next sequence, the step's time),
 folds it into the state at once, so the next rule sees it, and records it; the
-state is written nowhere else. The shell commits `events` and only then carries
-out `effects`; if the commit fails it discards this state and rebuilds it from the
-log, so nothing uncommitted leaks. Expressions are evaluated through the `evaluator`
-the step is given (expressions/evaluation.py).
+state is written nowhere else (`emit_folded` does the same for the events of a
+task's attempts, folding them from the values they were built from: folds.py). The
+shell commits `events` and only then carries out `effects`; if the commit fails it
+discards this state and rebuilds it from the log, so nothing uncommitted leaks.
+Expressions are evaluated through the `evaluator` the step is given
+(expressions/evaluation.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
+from typing import Concatenate, ParamSpec
 
 from execplan.executor.decide import effects as fx
 from execplan.executor.decide import events
@@ -31,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 DEFAULT_LIMITS = Limits()
 _UNSET: object = object()
+P = ParamSpec("P")
 
 
 class Step:
@@ -80,6 +84,32 @@ class Step:
             stamp.FromMilliseconds(self.now_ms)
         event.recorded_at.CopyFrom(stamp)
         evolve(self.state, event, self.now_ms)
+        self.events.append(event)
+
+    def emit_folded(
+        self,
+        event: ev.ExecutionEvent,
+        fold: Callable[Concatenate[ExecutionState, TaskRun, int, P], None],
+        task: TaskRun,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """`emit`, for the events of a task's attempts (decide/folds.py): `fold` gets
+        the values `event` was built from (`args`), the ones `evolve` would read back
+        from it, so the fold does not re-read the message it was just given."""
+        state = self.state
+        now_ms = self.now_ms
+        sequence = state.last_sequence + 1
+        event.execution_id = state.execution_id
+        event.sequence = sequence
+        stamp = self._stamp
+        if stamp is None:
+            stamp = self._stamp = Timestamp()
+            stamp.FromMilliseconds(now_ms)
+        event.recorded_at.CopyFrom(stamp)
+        fold(state, task, now_ms, *args, **kwargs)
+        state.last_sequence = sequence
+        state.updated_ms = now_ms
         self.events.append(event)
 
     def effect(self, effect: fx.Effect) -> None:

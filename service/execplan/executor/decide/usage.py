@@ -18,6 +18,9 @@
     execution_paused    with `budget_exceeded`: why the budget holds it
     execution_resumed   no longer held
 
+The folds of `task_dispatched` and `task_succeeded` (decide/folds.py) call `leased`
+and `lease_ended` with their values; the others are read from the event (`FOLDS`).
+
 Reservations are kept per lease and added up per task and per execution as they
 change, so a budget check costs the same whatever the execution's size. A for_each
 task's usage and reservations are those of all its instances: its `budget` covers
@@ -30,7 +33,7 @@ from collections.abc import Callable, Mapping
 
 from execplan import usage
 from execplan.executor.decide import requests
-from execplan.executor.state import AttemptSpend, BudgetHold, ExecutionState, LeaseKey
+from execplan.executor.state import AttemptSpend, BudgetHold, ExecutionState, LeaseKey, TaskRun
 from execplan.usage.codec import decode_budget, decode_change, decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
@@ -75,21 +78,26 @@ def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     spend.max_attempts = body.caps.max_attempts
 
 
-def _dispatched(state: ExecutionState, event: ev.ExecutionEvent) -> None:
-    body = event.task_dispatched
-    task = state.task(body.task_id)
+def leased(
+    state: ExecutionState,
+    task: TaskRun,
+    key: LeaseKey,
+    worker_id: str,
+    estimate: Mapping[str, float] | None,
+) -> None:
+    """task_dispatched (folds.dispatched, after the attempt's record was appended).
+    `estimate`: the event's, None when it has none (most attempts: no record until
+    they report)."""
     spend = state.spend
-    if body.HasField("estimate"):  # most attempts have none: no record until they report
-        key = (task.index, body.phase, body.token.attempt, body.token.lease_epoch)
-        estimate = decode_usage(body.estimate)
-        spend.leases[key] = AttemptSpend(body.worker_id, reserved=dict(estimate))
+    if estimate is not None:
+        spend.leases[key] = AttemptSpend(worker_id, reserved=dict(estimate))
         _add(spend.reserved, estimate)
         for index in owners(state, task.index):
             _add(spend.task_reserved.setdefault(index, {}), estimate)
     # A re-lease of an attempt is not another attempt (the handler appended this one;
     # each repeat iteration counts its attempts from 1 again).
     *earlier, this = task.attempts
-    if body.phase != ex.TASK_PHASE_COMPENSATION and not any(
+    if key[1] != ex.TASK_PHASE_COMPENSATION and not any(
         r.attempt == this.attempt and r.phase == this.phase and r.iteration == this.iteration
         for r in earlier
     ):
@@ -118,20 +126,15 @@ def _usage(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 
 
 def _token_ended(state: ExecutionState, task_id: str, phase: int, token: ev.AttemptToken) -> None:
-    _lease_ended(state, (state.task(task_id).index, phase, token.attempt, token.lease_epoch))
+    lease_ended(state, (state.task(task_id).index, phase, token.attempt, token.lease_epoch))
 
 
-def _lease_ended(state: ExecutionState, key: LeaseKey) -> None:
+def lease_ended(state: ExecutionState, key: LeaseKey) -> None:
     """The attempt `key` names ended: give back what it still held reserved."""
     lease = state.spend.leases.get(key)
     if lease is not None and lease.reserved:
         _release(state, key, lease.reserved)
         lease.reserved = {}
-
-
-def _succeeded(state: ExecutionState, event: ev.ExecutionEvent) -> None:
-    b = event.task_succeeded
-    _token_ended(state, b.task_id, b.phase, b.token)
 
 
 def _failed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
@@ -155,7 +158,7 @@ def _cancelled(state: ExecutionState, event: ev.ExecutionEvent) -> None:
     # The event names no token: the lease it ended is the task's last one.
     if task.attempts:
         last = task.attempts[-1]
-        _lease_ended(state, (task.index, last.phase, last.attempt, last.epoch))
+        lease_ended(state, (task.index, last.phase, last.attempt, last.epoch))
 
 
 def _child_ended(state: ExecutionState, event: ev.ExecutionEvent) -> None:
@@ -199,9 +202,7 @@ def _resumed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 
 FOLDS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent], None]] = {
     "execution_started": _started,
-    "task_dispatched": _dispatched,
     "task_usage": _usage,
-    "task_succeeded": _succeeded,
     "task_failed": _failed,
     "task_timed_out": _timed_out,
     "task_requeued": _requeued,
