@@ -76,8 +76,8 @@ class Budgets:
 
 def check(wf: Workflow, diags: Diagnostics) -> Budgets:
     out = Budgets(workflow=compile_budget(wf.budget, "budget", diags))
-    for t in wf.tasks:
-        if t is None or (t.budget is None and t.estimate is None):
+    for t in wf.beyond_plain():
+        if t.budget is None and t.estimate is None:
             continue
         budget = compile_budget(t.budget, f"{t.path}.budget", diags)
         estimate = _estimate(t, wf, diags)

@@ -47,7 +47,7 @@ from execplan.planner import (
 )
 from execplan.planner.bindings import compile_bindings, compile_condition, quiet_bindings
 from execplan.planner.diagnostics import Diagnostics, clip
-from execplan.planner.model import Task, TaskDefaults, Workflow
+from execplan.planner.model import PlainTask, Task, TaskDefaults, Workflow
 from execplan.planner.plan import (
     FORMAT_VERSION,
     FORMAT_VERSION_RUNTIME,
@@ -146,15 +146,15 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
         d.circuit_breaker if d else None, "defaults.circuit_breaker", wf, diags
     )
     flows = [flow_control.NO_FLOW] * len(wf.tasks)
-    for t in wf.tasks:
+    for task in wf.beyond_plain():
         # The test compile_task starts with, inline: most tasks have no flow control.
-        if t is not None and (
-            t.limit is not None
-            or t.rate_limits
-            or t.cache is not None
-            or t.circuit_breaker is not None
+        if (
+            task.limit is not None
+            or task.rate_limits
+            or task.cache is not None
+            or task.circuit_breaker is not None
         ):
-            flows[t.index] = flow_control.compile_task(t, wf, buckets, diags)
+            flows[task.index] = flow_control.compile_task(task, wf, buckets, diags)
     budgets = budget.check(wf, diags)
 
     data: list[tuple[int, int, str]] = []
@@ -164,7 +164,9 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     for t in wf.tasks:
         if t is None:
             compiled.append(None)
-        elif t.when or t.fallback or t.compensation or t.for_each or t.repeat:
+        elif type(t) is not PlainTask and (
+            t.when or t.fallback or t.compensation or t.for_each or t.repeat
+        ):
             compiled.append(_compile_task(t, wf, ids, diags, data))
         elif t.inputs:
             # Inputs only: most such tasks read nothing a check could refuse.
@@ -395,7 +397,9 @@ def _build(
     at = pos.__getitem__  # map(at, ...): the loops over edges run in C
     identity = order == list(range(n))  # declared in order: positions are indexes
     stage = graph.stages(order, pred)
-    weight = [max(t.estimated_duration or 0, 1) for t in tasks]
+    weight = [1] * n  # a plain task has no estimated_duration
+    for t in wf.beyond_plain():
+        weight[t.index] = max(t.estimated_duration or 0, 1)
     rank = graph.critical_path(order, succ, weight)
 
     d = wf.defaults
@@ -417,7 +421,6 @@ def _build(
     for i, u in enumerate(order):
         t = tasks[u]
         entry = compiled[u]
-        f = flow.tasks[t.index]
         assert entry is not None
         bindings: Sequence[Binding]
         if type(entry) is Bindings:  # a task with only inputs
@@ -425,6 +428,45 @@ def _build(
         else:
             assert isinstance(entry, _Compiled)
             bindings, c = entry.bindings, entry
+        # Sorted positions: the plan's edges come out by (source, target) for free.
+        downstream = tuple(sorted(succ[u] if identity else map(at, succ[u])))
+        if u in with_data:
+            base = u * n
+            edge_kinds[i] = tuple([special.get(base + order[j], order_kind) for j in downstream])
+        upstream = tuple(sorted(pred[u] if identity else map(at, pred[u])))
+        if type(t) is PlainTask:
+            # Only id, type, depends_on and inputs: every other field is what the
+            # defaults give (and no when, for_each or repeat, so no condition).
+            nodes.append(
+                _new_node(
+                    i,
+                    t.id,
+                    t.type,
+                    builtin_kind(t.type, "BUILTIN_KIND_NONE"),
+                    upstream,
+                    downstream,
+                    stage[u],
+                    rank[u],
+                    base_priority,
+                    "TRIGGER_RULE_ALL_SUCCESS",
+                    None,  # condition
+                    bindings,
+                    base_retry,
+                    base_timeouts,
+                    None,  # fallback
+                    None,  # compensation
+                    base_breaker,
+                    base_resources,
+                    0,  # estimated_duration_ms
+                    "",  # description
+                    None,  # for_each
+                    0,  # max_parallel
+                    None,  # repeat
+                    None if t.type != validate_runtime.WORKFLOW_TYPE else _workflow_ref(t),
+                )
+            )
+            continue
+        f = flow.tasks[t.index]
         retry = (
             base_retry
             if t.retry is None
@@ -433,18 +475,13 @@ def _build(
         timeouts = (
             base_timeouts if t.timeouts is None else resolve.timeouts(t.timeouts, base_timeouts)
         )
-        # Sorted positions: the plan's edges come out by (source, target) for free.
-        downstream = tuple(sorted(succ[u] if identity else map(at, succ[u])))
-        if u in with_data:
-            base = u * n
-            edge_kinds[i] = tuple([special.get(base + order[j], order_kind) for j in downstream])
         nodes.append(
             _new_node(
                 i,  # index
                 t.id,  # task_id
                 t.type,  # type
                 builtin_kind(t.type, "BUILTIN_KIND_NONE"),  # builtin
-                tuple(sorted(pred[u] if identity else map(at, pred[u]))),  # upstream
+                upstream,
                 downstream,
                 stage[u],  # stage
                 rank[u],  # critical_path_rank

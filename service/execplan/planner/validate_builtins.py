@@ -47,6 +47,8 @@ def _duration_input(t: Task, name: str, required: bool, diags: Diagnostics) -> N
 
 
 def check(wf: Workflow, diags: Diagnostics) -> None:
+    if not any(tp.startswith(BUILTIN_PREFIX) for tp in wf.task_types()):
+        return  # the usual workflow: no built-in to check
     for t in wf.tasks:
         if t is None or not t.type.startswith(BUILTIN_PREFIX):
             continue

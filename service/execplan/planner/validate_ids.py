@@ -86,13 +86,14 @@ def _lengths(wf: Workflow, diags: Diagnostics) -> None:
     # when one of its names is too long (200k f-strings cost ~0.1 s at 100k tasks).
     tasks = [t for t in wf.tasks if t is not None]
     suspects = {
-        i
+        t.index
         for names in (map(_get_id, tasks), map(_get_type, tasks))
-        for i in compress(range(len(tasks)), map(most.__lt__, map(len, names)))
+        for t in compress(tasks, map(most.__lt__, map(len, names)))
     }
-    suspects.update(i for i, t in enumerate(tasks) if t.secrets or t.fallback or t.compensation)
-    for i in sorted(suspects):
-        t = tasks[i]
+    suspects.update(t.index for t in wf.beyond_plain() if t.secrets or t.fallback or t.compensation)
+    for index in sorted(suspects):
+        t = wf.tasks[index]
+        assert t is not None
         names = [(f"{t.path}.id", "task id", t.id), (f"{t.path}.type", "task type", t.type)]
         for side, spec in (("fallback", t.fallback), ("compensation", t.compensation)):
             if spec is not None:

@@ -102,8 +102,8 @@ def check(wf: model.Workflow, diags: Diagnostics) -> None:
         _breaker(d.circuit_breaker, "defaults.circuit_breaker", diags)
         _resources(d.resources, "defaults.resources", diags)
     base_retry = resolve.retry(d.retry if d else None)
-    for t in wf.tasks:
-        if t is None or (
+    for t in wf.beyond_plain():
+        if (
             t.retry is None
             and t.circuit_breaker is None
             and t.resources is None

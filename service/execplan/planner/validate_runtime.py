@@ -44,7 +44,10 @@ def parse_workflow_ref(text: str) -> WorkflowRef | str:
 
 
 def check(wf: Workflow, diags: Diagnostics) -> None:
-    for t in wf.tasks:
+    # A plain task (parse's fast path) sets none of the runtime fields; only its
+    # type can make it a workflow task.
+    tasks = wf.tasks if WORKFLOW_TYPE in wf.task_types() else wf.beyond_plain()
+    for t in tasks:
         if t is None:
             continue
         if t.for_each or t.max_parallel or t.repeat or t.workflow or t.dynamic:
