@@ -5,10 +5,12 @@ it would get the generic way, and the checks that apply to it (its type) still r
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from execplan.planner import compile_document
 from execplan.planner.diagnostics import Diagnostics
+from execplan.planner.digest import canonical_json
 from execplan.planner.model import PlainTask
 from execplan.planner.parse import build_workflow
 from execplan.wire.plan_codec import encode_plan
@@ -86,3 +88,21 @@ def test_names_too_long_are_found_on_plain_and_other_tasks() -> None:
     result = compile_document(_doc(tasks))
     paths = [d.path for d in result.errors if d.code == "name-too-long"]
     assert paths == ["tasks[0].id", "tasks[1].type", "tasks[2].secrets[0]"]
+
+
+def test_plan_id_of_plain_nodes_found_by_type_is_the_canonical_one() -> None:
+    # plan_id finds a plain node's template by its type, a slice of 2,048 nodes at a
+    # time when the slice holds plain nodes only: here slices of plain nodes only,
+    # one with a task of its own retry, priority and trigger, and nodes out of order.
+    tasks = _tasks(5000)
+    tasks[2500] = {**tasks[2500], "retry": {"max_attempts": 9}, "priority": 1}
+    tasks[4999] = {**tasks[4999], "trigger": "TRIGGER_RULE_ALL_DONE"}
+    tasks.insert(10, {"id": "late", "type": "work.late", "depends_on": ["t4000"]})
+    result = compile_document(_doc(tasks))
+    assert result.ok, result.diagnostics
+    plan = result.plan
+    assert plan is not None
+    assert [n.task_id for n in plan.nodes].index("late") > 4000
+    canonical = canonical_json(plan).encode("ascii")
+    assert plan.plan_id == "sha256:" + hashlib.sha256(canonical).hexdigest()
+    assert plan.node("t2500").retry.max_attempts == 9

@@ -418,6 +418,7 @@ def _build(
     with_data = {key // n for key in kinds}
     edge_kinds: dict[int, tuple[str, ...]] = {}  # PlanEdges' kinds, by node index
     order_kind = EDGE_KIND[ORDER]
+    others: list[int] = []  # nodes of tasks beyond plain: only they may be runtime
     for i, u in enumerate(order):
         t = tasks[u]
         entry = compiled[u]
@@ -466,6 +467,7 @@ def _build(
                 )
             )
             continue
+        others.append(i)
         f = flow.tasks[t.index]
         retry = (
             base_retry
@@ -540,10 +542,13 @@ def _build(
         stage_count=max(stage) + 1 if stage else 0,
         critical_path_ms=max(rank) if rank else 0,
         labels=dict(sorted(wf.labels.items())),
-        format_version=FORMAT_VERSION_RUNTIME if any(n.runtime for n in nodes) else FORMAT_VERSION,
+        format_version=(
+            FORMAT_VERSION_RUNTIME if any(nodes[i].runtime for i in others) else FORMAT_VERSION
+        ),
         rate_limits=flow.buckets,
     )
-    return replace(plan, plan_id=digest.plan_id(plan))
+    # Plain tasks' nodes hold the same objects in every field but their own.
+    return replace(plan, plan_id=digest.plan_id(plan, plain_except=others))
 
 
 def _workflow_ref(t: Task) -> WorkflowRef | None:
