@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,23 @@ def test_a_big_plan_is_written_in_many_pieces_and_reads_back() -> None:
     assert text == expected(plan)
     assert len(chunks) > 10 and max(map(len, chunks)) < len(text) / 4
     assert len(json.loads(text)["edges"]) == 10_000
+
+
+def test_chunks_of_plain_nodes_and_chunks_with_others() -> None:
+    # Chunks of 1,024 nodes that are all plain (PlanNodes) find their shared fields
+    # by type; a chunk holding another node goes node by node, as does a plan whose
+    # nodes are a plain tuple (made from the compiled ones, which drops what they say).
+    tasks: list[dict[str, Any]] = [
+        {"id": f"t{i}", "type": f"t.k{i % 3}", "depends_on": [f"t{i // 2}"] if i else []}
+        for i in range(3000)
+    ]
+    tasks[1500] = {**tasks[1500], "retry": {"max_attempts": 7}, "description": "own"}
+    tasks[2999] = {**tasks[2999], "priority": 2}
+    plan = compiled({"name": "mixed", "defaults": {"priority": 5}, "tasks": tasks})
+    assert plan.nodes.plain_except == (1500, 2999)  # type: ignore[attr-defined]
+    assert written(plan)[0] == expected(plan)
+    untold = replace(plan, nodes=tuple(plan.nodes))
+    assert written(untold)[0] == expected(plan)
 
 
 def test_every_kind_of_field() -> None:

@@ -58,6 +58,7 @@ from execplan.planner.plan import (
     PlanEdges,
     PlanInput,
     PlanNode,
+    PlanNodes,
     PlanOutput,
     PlanRateLimit,
     PlanRepeat,
@@ -536,7 +537,8 @@ def _build(
         on_failure=wf.on_failure or "ON_FAILURE_FAIL_FAST",
         max_parallel=wf.max_parallel,
         pause_after_failures=wf.pause_after_failures,
-        nodes=(node_tuple := tuple(nodes)),
+        # Plain tasks' nodes hold the same objects in every field but their own.
+        nodes=(node_tuple := PlanNodes(nodes, others)),
         edges=PlanEdges(node_tuple, edge_kinds),
         outputs=tuple(PlanOutput(b.name, b.value) for b in outputs),
         stage_count=max(stage) + 1 if stage else 0,
@@ -547,8 +549,7 @@ def _build(
         ),
         rate_limits=flow.buckets,
     )
-    # Plain tasks' nodes hold the same objects in every field but their own.
-    return replace(plan, plan_id=digest.plan_id(plan, plain_except=others))
+    return replace(plan, plan_id=digest.plan_id(plan))
 
 
 def _workflow_ref(t: Task) -> WorkflowRef | None:

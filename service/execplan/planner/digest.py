@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
@@ -77,6 +76,7 @@ from execplan.planner.plan import (
     binding_value,
     fields_beyond,
     items,
+    plain_slices,
 )
 from execplan.usage import Budget
 
@@ -476,8 +476,8 @@ class _Stream:
 
     def template_of_each(self, nodes: tuple[PlanNode, ...], plain: bool) -> list[str]:
         """`template(n)` of each node: the cached ones found by keys made in C.
-        `plain`: every node is one of the plan's plain nodes (see `plan_id`), whose
-        template depends on its type alone (~1 us per node less than the key).
+        `plain`: every node is plain (`PlanNodes`), so its template depends on its
+        type alone (~1 us per node less than the key).
 
         A miss is looked up again before a template is made: in the first chunk
         every node misses (the cache fills as the misses are made), and making
@@ -677,15 +677,10 @@ def _edges_text(edges: Sequence[PlanEdge], downs: list[str] | None) -> Iterator[
 _SLICE = 2048  # nodes per slice of text hashed at once
 
 
-def plan_id(plan: Plan, *, plain_except: Sequence[int] | None = None) -> str:
+def plan_id(plan: Plan) -> str:
     """ "sha256:<hex>" of `canonical_json(plan)`, computed without building it whole.
-
-    `plain_except`, from the compiler that built the nodes: when given, every node
-    but those at these (sorted) positions is plain: it holds the very objects and
-    values every other plain node holds in each field but index, task_id, type,
-    builtin (which follows from the type), upstream, downstream, stage,
-    critical_path_rank and bindings, and no field beyond the twenty. Its template
-    is then found by its type (`_Stream.template_of_each`)."""
+    A slice of nodes that `PlanNodes` says are all plain finds their templates by
+    type (`_Stream.template_of_each`)."""
     h = hashlib.sha256()
     head = dict(cast(dict[str, Json], _Canon().plan(replace(plan, nodes=(), edges=()))))
     # Keys sorted; "edges" and "nodes" are streamed in their places.
@@ -699,13 +694,13 @@ def plan_id(plan: Plan, *, plain_except: Sequence[int] | None = None) -> str:
         chunk.append(("," if i else "") + _quote(key) + ":")
         if key == "nodes":
             chunk.append("[")
-            for start in range(0, len(nodes), 2048):
-                end = start + 2048
-                plain = plain_except is not None and bisect_left(
-                    plain_except, start
-                ) == bisect_left(plain_except, end)  # no exception in [start, end)
+            plain = plain_slices(nodes, _SLICE)
+            for start in range(0, len(nodes), _SLICE):
+                end = start + _SLICE
                 text = ",".join(
-                    stream.nodes(nodes[start:end], downs[start:end], ups[start:end], plain)
+                    stream.nodes(
+                        nodes[start:end], downs[start:end], ups[start:end], plain[start // _SLICE]
+                    )
                 )
                 if start:
                     chunk.append(",")

@@ -39,6 +39,7 @@ from execplan.planner.plan import (
     binding_value,
     fields_beyond,
     items,
+    plain_slices,
 )
 from execplan.v1 import plan_pb2
 
@@ -143,17 +144,26 @@ class _NodeWriter:
         self.sides: dict[bytes, str] = {}
         # Node's shared fields (as `_Encoder.common_wire` keys them) -> `shared()`.
         self.by_key: dict[tuple[object, ...], tuple[str, str, str, str] | None] = {}
+        self.by_type: dict[str, tuple[str, str, str, str] | None] = {}  # plain nodes'
+        self.plain = False  # whether the nodes `node` gets now are all plain
 
     def node(self, n: PlanNode, ups: str, downs: str) -> str:
         """One item of `nodes`, indented as in the whole plan's JSON; `ups` and
         `downs` are its upstream and downstream lists as `_numbers` writes them."""
-        if _others(n) != _OTHER_DEFAULTS:
-            return self.generic(n)
-        # The key of `_Encoder.common_wire`: the same key, the same shared fields.
-        key = common_key(n)
-        groups = self.by_key.get(key, _UNKNOWN)
-        if groups is _UNKNOWN:
-            groups = self.by_key[key] = self.shared(n)
+        if self.plain:
+            # A plain node (PlanNodes): its shared fields found by its type, the
+            # only one of them that differs between plain nodes.
+            groups = self.by_type.get(n.type, _UNKNOWN)
+            if groups is _UNKNOWN:
+                groups = self.by_type[n.type] = self.shared(n)
+        else:
+            if _others(n) != _OTHER_DEFAULTS:
+                return self.generic(n)
+            # The key of `_Encoder.common_wire`: the same key, the same shared fields.
+            key = common_key(n)
+            groups = self.by_key.get(key, _UNKNOWN)
+            if groups is _UNKNOWN:
+                groups = self.by_key[key] = self.shared(n)
         if groups is None:
             return self.generic(n)
         g1, g2, g3, g4 = groups
@@ -413,11 +423,13 @@ def write_plan_json(plan: Plan, write: Write) -> None:
 
 
 def _nodes(plan: Plan, write: Write) -> None:
-    node = _NodeWriter(plan).node
+    writer = _NodeWriter(plan)
     nodes = plan.nodes
+    plain = plain_slices(nodes, _CHUNK)
     for start in range(0, len(nodes), _CHUNK):
         chunk = nodes[start : start + _CHUNK]
         ups, downs = _numbers(map(_up, chunk)), _numbers(map(_down, chunk))
         if start:
             write(",\n")  # apart: joined to the slice it would copy its ~1.4 MB
-        write(",\n".join(map(node, chunk, ups, downs)))
+        writer.plain = plain[start // _CHUNK]
+        write(",\n".join(map(writer.node, chunk, ups, downs)))
