@@ -233,11 +233,12 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         # One bound shared by every watch stream (wire/watch_limit.py).
         self._watches = watch_limit or WatchLimit()
         self.ops = ops
-        # Plans a start is registering, by plan_id: done when it has (or has given
+        # Plans a start is registering, by plan_id: set when it has (or has given
         # up). The other starts of a burst of one new plan (a StartExecutions of 200)
         # wait for it and then start as starts of a registered plan do, instead of
-        # each looking its request_id up first (`start`).
-        self._first_starts: dict[str, asyncio.Future[None]] = {}
+        # each looking its request_id up first (`start`). An Event: a waiter costs
+        # one future, a quarter of what asyncio.wait or shield cost per waiter.
+        self._first_starts: dict[str, asyncio.Event] = {}
 
     async def plan_for(self, request: Any) -> plan_pb2.ExecutionPlan:
         """The plan a request's `definition` oneof names (StartExecution and
@@ -341,7 +342,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         # start: a burst of one new plan costs one lookup, not one per start.
         view = quiet = self._engine.quiet_plan(plan.plan_id)
         if view is None and (first := self._first_starts.get(plan.plan_id)) is not None:
-            await asyncio.wait([first])  # not cancelled with this start
+            await first.wait()
             view = quiet = self._engine.quiet_plan(plan.plan_id)
         if view is None:
             registered = await self._register(plan, started_before)
@@ -377,10 +378,9 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         """The plan registered for a start, or the answer of `started_before` when
         the request was made before. The first start of a plan that is not registered
         marks it in `_first_starts` until this is done."""
-        first: asyncio.Future[None] | None = None
+        first: asyncio.Event | None = None
         if plan.plan_id not in self._first_starts:
-            first = asyncio.get_running_loop().create_future()
-            self._first_starts[plan.plan_id] = first
+            first = self._first_starts[plan.plan_id] = asyncio.Event()
         try:
             if (answer := await started_before()) is not None:
                 return answer
@@ -388,7 +388,7 @@ class ExecutorServicer(pb_grpc.ExecutorServiceServicer):
         finally:
             if first is not None:
                 del self._first_starts[plan.plan_id]
-                first.set_result(None)
+                first.set()
 
     @unary_errors
     async def GetExecution(  # noqa: N802
