@@ -56,7 +56,10 @@ async def test_the_same_batch_on_two_replicas_at_once(pg_dsn: str) -> None:
         on_a, on_b = ExecutorServiceStub(to_a), ExecutorServiceStub(to_b)
         answers = await asyncio.gather(on_a.StartExecutions(batch), on_b.StartExecutions(batch))
         for first, second in zip(*(answer.results for answer in answers), strict=True):
-            assert first.WhichOneof("result") == second.WhichOneof("result") == "started"
+            assert first.WhichOneof("result") == second.WhichOneof("result") == "started", (
+                first,
+                second,
+            )
             assert first.started.execution_id == second.started.execution_id
             assert first.started.created != second.started.created  # exactly one created
         async with ExecutorClient(a.address) as client:

@@ -5,7 +5,8 @@ migrations, and a second process writing the same execution."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -13,8 +14,9 @@ from execplan.errors import ConcurrencyConflict, StoreError
 from execplan.flow import rates
 from execplan.store import Append, Store, open_store
 from execplan.store.flow import SERVER, SlotRequest, TakeRequest, Use
-from execplan.store.postgres import PostgresStore
+from execplan.store.postgres import PostgresStore, writes
 from execplan.store.postgres.schema import LATEST_VERSION, MIGRATIONS, migrate
+from execplan.store.postgres.writer import GroupCommitWriter
 
 from .contract import StoreContract, event, events, record, sequences, started
 from .ops_contract import OpsContract
@@ -286,3 +288,48 @@ async def test_two_replicas_share_a_limit_and_a_bucket(pg_dsn: str) -> None:
         await a.flow.delete_bucket("shared")
         await a.close()
         await b.close()
+
+
+async def test_groups_creating_the_same_request_ids_in_opposite_orders_never_deadlock(
+    pg_store: PostgresStore,
+) -> None:
+    """Two replicas, each with one group creating executions for request_ids r1 and r2,
+    in opposite orders, each halfway when the other starts. Without the group's
+    ordered claim, each would wait for the key the other holds: PostgreSQL fails one
+    with a deadlock and that group runs again. Here neither group runs twice, and each
+    request_id has one execution, which both replicas answer with."""
+    writers = [GroupCommitWriter(lambda: asyncpg.connect(pg_store.dsn)) for _ in range(2)]
+    for writer in writers:
+        await writer.start()
+    halfway = [asyncio.Event(), asyncio.Event()]
+    runs = [0, 0]
+
+    def create(replica: int, request_id: str) -> writes.CreateExecution:
+        execution_id = f"{request_id}-by-{replica}"
+        return writes.CreateExecution(
+            record(execution_id, request_id=request_id), events(execution_id, 1, 1), None, None
+        )
+
+    def meet(replica: int) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        async def op(conn: asyncpg.Connection) -> None:
+            runs[replica] += 1
+            halfway[replica].set()
+            # The other group is blocked on its claim until we commit: do not wait long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halfway[1 - replica].wait(), 0.5)
+
+        return op
+
+    try:
+        groups = [
+            writers[0].enqueue([create(0, "r1"), meet(0), create(0, "r2")]),
+            writers[1].enqueue([create(1, "r2"), meet(1), create(1, "r1")]),
+        ]
+        first, second = [await asyncio.gather(*futures) for futures in groups]
+        assert runs == [1, 1]
+        for mine, theirs in ((first[0], second[2]), (first[2], second[0])):
+            assert mine[0].execution_id == theirs[0].execution_id
+            assert mine[1] != theirs[1]  # created by exactly one of them
+    finally:
+        for writer in writers:
+            await writer.close()

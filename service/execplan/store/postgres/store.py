@@ -158,7 +158,7 @@ class PostgresStore(SqlStore):
     ) -> tuple[ExecutionRecord, bool]:
         check_batch_shape(record.execution_id, events)
         return await self._require_writer().submit(
-            partial(writes.create_execution, record, tuple(events), self._owner, schedule)
+            writes.CreateExecution(record, tuple(events), self._owner, schedule)
         )
 
     async def append(self, batch: Sequence[Append]) -> None:

@@ -5,6 +5,7 @@ return futures; a single drain task takes everything pending (up to `max_group`)
 runs it as ONE transaction on the writer's own connection::
 
     BEGIN
+      SELECT pg_advisory_xact_lock(...)  -- request_ids the group creates, in one order
       SELECT ... FOR UPDATE        -- last_sequence of every execution in a run of appends
       INSERT INTO events SELECT * FROM unnest(...)   -- all accepted events, one statement
       UPDATE executions ... FROM unnest(...)         -- all index rows, one statement
@@ -29,6 +30,7 @@ Caller cancellation does not withdraw an op: it may still commit (at-least-once)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -38,7 +40,7 @@ from execplan.errors import ConcurrencyConflict, ExecplanError, StoreError
 
 from ..group_commit import Failed, GroupCommitQueue, WriterStats
 from ..port import Append, Owner
-from .writes import append_many
+from .writes import CreateExecution, append_many
 
 T = TypeVar("T")
 Op = Callable[[asyncpg.Connection], Awaitable[Any]]
@@ -97,6 +99,7 @@ async def _attempt(
 ) -> list[Any]:
     outcomes: list[Any] = []
     async with conn.transaction():
+        await _claim_request_ids(conn, work)
         i = 0
         while i < len(work):
             item = work[i]
@@ -118,6 +121,27 @@ async def _attempt(
                 outcomes.append(await _fast(conn, item))
             i += 1
     return outcomes
+
+
+# Two replicas given the same starts insert the same request_ids, each in a group of
+# its own and not always in one order: halfway through, each would wait for a key the
+# other holds, and PostgreSQL would fail one with a deadlock. So a group first takes a
+# transaction-scoped advisory lock per request_id it creates, in one order in every
+# process: the second group waits for the first's commit before inserting anything,
+# then finds those executions. unnest() yields the sorted keys in array order.
+_CLAIM = "SELECT count(pg_advisory_xact_lock(key)) FROM unnest($1::bigint[]) AS key"
+
+
+async def _claim_request_ids(conn: asyncpg.Connection, work: Sequence[Work]) -> None:
+    request_ids = {w.record.request_id for w in work if isinstance(w, CreateExecution)}
+    request_ids.discard("")
+    if request_ids:
+        await conn.fetchval(_CLAIM, sorted(map(_lock_key, request_ids)))
+
+
+def _lock_key(request_id: str) -> int:
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=b"request_id").digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 async def _append_run(

@@ -221,6 +221,20 @@ async def _by_request_id(conn: asyncpg.Connection, request_id: str) -> Execution
     return None if row is None else to_record(row)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreateExecution:
+    """`create_execution` as a writer op that shows the request_id it may insert, so
+    the writer can claim a group's request_ids in one order first (writer.py)."""
+
+    record: ExecutionRecord
+    events: tuple[StoredEvent, ...]
+    owner: Owner | None
+    schedule: sch.ScheduleUpdate | None
+
+    async def __call__(self, conn: asyncpg.Connection) -> tuple[ExecutionRecord, bool]:
+        return await create_execution(self.record, self.events, self.owner, self.schedule, conn)
+
+
 async def create_execution(
     record: ExecutionRecord,
     events: Sequence[StoredEvent],
