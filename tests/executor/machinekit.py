@@ -59,6 +59,7 @@ class Sim:
     def step(self, action: Callable[[Machine], Any]) -> list[ev.ExecutionEvent]:
         machine = Machine(self.state, self.now)
         action(machine)
+        assert machine.kinds == [e.WhichOneof("kind") for e in machine.events]
         self.events.extend(machine.events)
         self.effects.extend(machine.effects)
         return machine.events

@@ -80,7 +80,16 @@ def dispatch(step: Step, index: int, worker_id: str, principal: str = "") -> boo
     # The estimate as the event holds it (rare: most tasks have none).
     held = decode_usage(event.task_dispatched.estimate) if estimate else None
     step.emit_folded(
-        event, folds.dispatched, task, task.phase, task.attempt, epoch, worker_id, principal, held
+        event,
+        "task_dispatched",
+        folds.dispatched,
+        task,
+        task.phase,
+        task.attempt,
+        epoch,
+        worker_id,
+        principal,
+        held,
     )
     step.effect(
         fx.SendDispatch(
@@ -119,7 +128,7 @@ def acknowledged(step: Step, task: TaskRun) -> None:
         event = events.task_started(
             step.task_id(task), task.phase, task.attempt, task.epoch, task.worker_id
         )
-        step.emit_folded(event, folds.started, task)
+        step.emit_folded(event, "task_started", folds.started, task)
 
 
 def requeue(step: Step, task: TaskRun, reason: str) -> None:

@@ -289,11 +289,10 @@ _HANDLERS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent, int], None]] =
 }
 
 
-def evolve(
-    state: ExecutionState, event: ev.ExecutionEvent, at: int | None = None
-) -> ExecutionState:
-    """`at`: the event's `recorded_at` in milliseconds when the caller has it (the
-    step that stamped it), else read from the event."""
+def evolve(state: ExecutionState, event: ev.ExecutionEvent, at: int | None = None) -> str:
+    """Folds `event` into `state`; its kind (the step that emitted it keeps it). `at`:
+    the event's `recorded_at` in milliseconds when the caller has it (the step that
+    stamped it), else read from the event."""
     kind = event.WhichOneof("kind")
     if kind is None:
         raise ValueError(f"event {event.sequence} of {event.execution_id} has no kind")
@@ -305,4 +304,4 @@ def evolve(
         spend(state, event)
     state.last_sequence = event.sequence
     state.updated_ms = at
-    return state
+    return kind

@@ -165,6 +165,7 @@ def queue(
         iteration = extra.iteration if extra is not None and phase == MAIN else 0
     step.emit_folded(
         events.task_queued(step.task_id(task), phase, attempt, iteration),
+        "task_queued",
         folds.queued,
         task,
         phase,
@@ -209,7 +210,9 @@ def succeed(
     body = event.task_succeeded
     hit = cache_hit is not None and body.HasField("cache_hit")
     attempt, epoch = task.attempt, task.epoch
-    step.emit_folded(event, folds.succeeded, task, phase, attempt, epoch, body.output, hit)
+    step.emit_folded(
+        event, "task_succeeded", folds.succeeded, task, phase, attempt, epoch, body.output, hit
+    )
     if phase == COMPENSATION:
         next_compensation(step)
     else:

@@ -40,9 +40,9 @@ from execplan.v1 import plan_pb2
 
 
 class Machine:
-    # `state`, `now_ms`, `events` and `effects` are the step's (the same objects), kept
+    # `state`, `now_ms`, `events`, `kinds` and `effects` are the step's (the same objects), kept
     # as plain attributes: the shell reads them for every input of every round.
-    __slots__ = ("effects", "events", "now_ms", "state", "step")
+    __slots__ = ("effects", "events", "kinds", "now_ms", "state", "step")
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class Machine:
         self.state = state
         self.now_ms = now_ms
         self.events: list[ev.ExecutionEvent] = step.events
+        self.kinds: list[str] = step.kinds  # kinds[i]: the kind of events[i]
         self.effects: list[fx.Effect] = step.effects
 
     # -- the execution ---------------------------------------------------------------

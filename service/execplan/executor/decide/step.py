@@ -45,6 +45,7 @@ class Step:
         "evaluator",
         "events",
         "expanding",
+        "kinds",
         "now_ms",
         "state",
     )
@@ -61,6 +62,9 @@ class Step:
         self.evaluator = evaluator
         self._limits = limits
         self.events: list[ev.ExecutionEvent] = []
+        # Each event's kind (`kinds[i]` is that of `events[i]`): known here, so the
+        # commit and the observers need not ask the message (a protobuf call) again.
+        self.kinds: list[str] = []
         self.effects: list[fx.Effect] = []
         # for_each tasks whose instances are being started (decide/expand.py): an
         # instance that ends at once must not start the next one from inside.
@@ -83,20 +87,21 @@ class Step:
             stamp = self._stamp = Timestamp()
             stamp.FromMilliseconds(self.now_ms)
         event.recorded_at.CopyFrom(stamp)
-        evolve(self.state, event, self.now_ms)
+        self.kinds.append(evolve(self.state, event, self.now_ms))
         self.events.append(event)
 
     def emit_folded(
         self,
         event: ev.ExecutionEvent,
+        kind: str,
         fold: Callable[Concatenate[ExecutionState, TaskRun, int, P], None],
         task: TaskRun,
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> None:
         """`emit`, for the events of a task's attempts (decide/folds.py): `fold` gets
-        the values `event` was built from (`args`), the ones `evolve` would read back
-        from it, so the fold does not re-read the message it was just given."""
+        the values `event` (of `kind`) was built from (`args`), the ones `evolve` would
+        read back from it, so the fold does not re-read the message it was just given."""
         state = self.state
         now_ms = self.now_ms
         sequence = state.last_sequence + 1
@@ -110,6 +115,7 @@ class Step:
         fold(state, task, now_ms, *args, **kwargs)
         state.last_sequence = sequence
         state.updated_ms = now_ms
+        self.kinds.append(kind)
         self.events.append(event)
 
     def effect(self, effect: fx.Effect) -> None:

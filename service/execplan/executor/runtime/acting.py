@@ -127,8 +127,7 @@ class Actor:
         for machine in machines:
             state = machine.state
             events = machine.events
-            # Each event's kind, read once for everything below (a protobuf call a read).
-            kinds = [event.WhichOneof("kind") or "" for event in events]
+            kinds = machine.kinds  # each event's kind, as the machine emitted it
             commits.append((state, events, kinds))
             self._breakers.committed(state, events)
             self._flow.committed(state, events)

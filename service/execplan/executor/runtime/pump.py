@@ -227,8 +227,7 @@ def _append(execution_id: str, machine: Machine) -> Append:
     now = machine.now_ms
     events = []
     updates: dict[str, SearchValue | None] = {}
-    for event in machine.events:
-        kind = event.WhichOneof("kind") or ""
+    for event, kind in zip(machine.events, machine.kinds, strict=True):
         if kind == "search_attributes_updated":
             updates.update(decode_map(event.search_attributes_updated.attributes))
         events.append(_stored(event, kind, execution_id, now))
