@@ -10,12 +10,23 @@ by the constructors before they were rewritten.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from execplan.executor.decide import events
+from execplan.executor.state import Allowance, Limits
 from execplan.executor.task_errors import TaskError
+from execplan.search import SearchValue
+from execplan.usage import FAIL, Budget
 from execplan.v1 import events_pb2 as ev
 
+EVERYTHING = bytes.fromhex(
+    "52bf010a01701201771a013122310a0e0a017812091100000000000008400a1f0a0179121a32180a"
+    "0911000000000000f03f0a0b2a090a070a017a120208002a01723201663a100a0b74726163657061"
+    "72656e741201743a0f0a0a74726163657374617465120173a206027065aa060570745b335db00602"
+    "ba060e08e807100518a08d062080808004e2080b0a016112060a0461636d65e208070a0162120210"
+    "03820a190900000000000010401a0c0a016e11000000000000004020028a0a020805"
+)
 CASES: list[tuple[str, Callable[[], ev.ExecutionEvent], bytes]] = [
     ("queued", lambda: events.task_queued("a", 0, 0), b"Z\x03\n\x01a"),
     (
@@ -48,6 +59,64 @@ CASES: list[tuple[str, Callable[[], ev.ExecutionEvent], bytes]] = [
 @pytest.mark.parametrize(("kind", "build", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_zero_valued_bodies_keep_their_bytes(
     kind: str, build: Callable[[], ev.ExecutionEvent], expected: bytes
+) -> None:
+    assert build().SerializeToString(deterministic=True) == expected
+
+
+def _started(**given: Any) -> ev.ExecutionEvent:
+    names = ("plan_id", "workflow_name", "workflow_version", "request_id", "fairness_key")
+    base: dict[str, Any] = {name: "" for name in names}
+    return events.execution_started(**{**base, "inputs": {}, "trace_context": {}, **given})
+
+
+# execution_started is built in place now; its bytes are those of the constructor
+# that built the body alone and copied it into the event. Deterministic bytes: the
+# order a map's entries are serialized in is not (protobuf's own hashing), and
+# replay compares deterministic bytes.
+STARTED: list[tuple[str, Callable[[], ev.ExecutionEvent], bytes]] = [
+    ("bare", _started, b'R\x02"\x00'),
+    (
+        "zero limits",
+        lambda: _started(
+            plan_id="p",
+            workflow_name="w",
+            workflow_version="1",
+            request_id="r",
+            fairness_key="f",
+            allowance=Allowance(max_attempts=3, limits=Limits(0, 0, 0, 0)),
+            limits=Limits(0, 0, 0, 0),
+        ),
+        b'R\x19\n\x01p\x12\x01w\x1a\x011"\x00*\x01r2\x01f\xba\x06\x00\x8a\n\x02\x10\x03',
+    ),
+    (
+        "everything",
+        lambda: _started(
+            plan_id="p",
+            workflow_name="w",
+            workflow_version="1",
+            inputs={"x": 3.0, "y": [1, {"z": None}]},
+            request_id="r",
+            fairness_key="f",
+            trace_context={"traceparent": "t", "tracestate": "s"},
+            allowance=Allowance(
+                budget=Budget((("cost", 4.0), ("n", 2.0)), FAIL),
+                max_for_each_items=5,
+                limits=Limits(),
+            ),
+            parent_execution_id="pe",
+            parent_task_id="pt[3]",
+            depth=2,
+            limits=Limits(),
+            search_attributes={"a": SearchValue.of("acme"), "b": SearchValue.of(3)},
+        ),
+        EVERYTHING,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "expected"), STARTED, ids=[c[0] for c in STARTED])
+def test_execution_started_keeps_its_bytes(
+    case: str, build: Callable[[], ev.ExecutionEvent], expected: bytes
 ) -> None:
     assert build().SerializeToString(deterministic=True) == expected
 

@@ -18,7 +18,7 @@ from execplan.executor.state import Allowance, BudgetHold, Limits
 from execplan.executor.task_errors import TaskError
 from execplan.executor.values import JsonValue, fill_struct, fill_value
 from execplan.search import SearchValue
-from execplan.search.codec import encode_map, encode_value
+from execplan.search.codec import encode_value
 from execplan.usage import Budget
 from execplan.usage.codec import encode_budget, encode_usage
 from execplan.v1 import events_pb2 as ev
@@ -81,19 +81,24 @@ def execution_started(
     limits: Limits | None = None,
     search_attributes: Mapping[str, SearchValue] | None = None,
 ) -> Event:
-    body = ev.ExecutionStarted(
-        plan_id=plan_id,
-        workflow_name=workflow_name,
-        workflow_version=workflow_version,
-        request_id=request_id,
-        fairness_key=fairness_key,
-        trace_context=trace_context,
-        parent_execution_id=parent_execution_id,
-        parent_task_id=parent_task_id,
-        depth=depth,
-        search_attributes=encode_map(search_attributes or {}),
-    )
+    # Built in place: a body built alone would be copied again into the event.
+    event = Event()
+    body = event.execution_started
+    body.plan_id = plan_id
+    body.workflow_name = workflow_name
+    body.workflow_version = workflow_version
     fill_struct(body.inputs, inputs)
+    body.request_id = request_id
+    body.fairness_key = fairness_key
+    if trace_context:
+        body.trace_context.update(trace_context)
+    body.parent_execution_id = parent_execution_id
+    body.parent_task_id = parent_task_id
+    body.depth = depth
+    if search_attributes:
+        recorded = body.search_attributes
+        for name, value in search_attributes.items():
+            recorded[name].CopyFrom(encode_value(value))
     if limits is not None:
         body.limits.sub_plan_tasks = limits.sub_plan_tasks
         body.limits.nesting_depth = limits.nesting_depth
@@ -105,7 +110,7 @@ def execution_started(
         if allowance.max_for_each_items or allowance.max_attempts:
             body.caps.max_for_each_items = allowance.max_for_each_items
             body.caps.max_attempts = allowance.max_attempts
-    return Event(execution_started=body)
+    return event
 
 
 def execution_paused(reason: str, request_id: str, hold: BudgetHold | None = None) -> Event:

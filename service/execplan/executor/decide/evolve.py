@@ -3,10 +3,10 @@
 Pure with respect to the outside world: no clock (timestamps come from the event),
 no I/O, no randomness. Replaying an execution's log through it rebuilds the state
 exactly; that is how recovery and time travel work. The events of plans that grow
-at runtime are folded in `evolve_grown.py`. The events of a task's attempts
-(queued, dispatched, started, succeeded) are folded by `folds.py` from their values:
-here they are read from the message and passed to it; the Machine passes the values
-it built them from (`Step.emit_folded`).
+at runtime are folded in `evolve_grown.py`. The events emitted most (a task's
+queued, dispatched, started, succeeded; execution_started) are folded by `folds.py`
+from their values: here they are read from the message and passed to it; the
+Machine passes the values it built them from (`Step.emit_folded`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from execplan.executor.state import (
 from execplan.executor.task_errors import TaskError, timeout_error
 from execplan.executor.values import from_struct, from_value
 from execplan.search.codec import decode_map
-from execplan.usage.codec import decode_usage
+from execplan.usage.codec import decode_budget, decode_usage
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 
@@ -38,28 +38,29 @@ def decode_limits(recorded: ev.GrowthLimits) -> Limits:
 
 def _started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.execution_started
-    state.inputs = from_struct(body.inputs)
-    state.parent_execution_id = body.parent_execution_id
-    state.parent_task_id = body.parent_task_id
-    state.depth = body.depth
-    if body.HasField("limits"):
-        state.limits = decode_limits(body.limits)
-    state.request_id = body.request_id
-    state.fairness_key = body.fairness_key
-    state.trace_context = dict(body.trace_context)
-    state.created_ms = at
-    state.state = ex.EXECUTION_STATE_RUNNING
-    state.search_attributes = {
-        name: value
-        for name, value in decode_map(body.search_attributes).items()
-        if value is not None
-    }
+    caps = body.caps
+    folds.execution_started(
+        state,
+        at,
+        inputs=from_struct(body.inputs),
+        request_id=body.request_id,
+        fairness_key=body.fairness_key,
+        trace_context=dict(body.trace_context),
+        parent_execution_id=body.parent_execution_id,
+        parent_task_id=body.parent_task_id,
+        depth=body.depth,
+        limits=decode_limits(body.limits) if body.HasField("limits") else None,
+        search_attributes=folds.recorded_attributes(body.search_attributes),
+        budget=decode_budget(body.budget) if body.HasField("budget") else None,
+        max_for_each_items=caps.max_for_each_items,
+        max_attempts=caps.max_attempts,
+    )
 
 
 def _queued(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.task_queued
     task = state.task(body.task_id)
-    folds.queued(state, task, at, body.phase, body.attempt, body.iteration)
+    folds.queued(state, at, task, body.phase, body.attempt, body.iteration)
 
 
 def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -68,8 +69,8 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> Non
     estimate = decode_usage(body.estimate) if body.HasField("estimate") else None
     folds.dispatched(
         state,
-        state.task(body.task_id),
         at,
+        state.task(body.task_id),
         body.phase,
         token.attempt,
         token.lease_epoch,
@@ -80,7 +81,7 @@ def _dispatched(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> Non
 
 
 def _task_started(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
-    folds.started(state, state.task(event.task_started.task_id), at)
+    folds.started(state, at, state.task(event.task_started.task_id))
 
 
 def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
@@ -88,8 +89,8 @@ def _succeeded(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None
     token = body.token
     folds.succeeded(
         state,
-        state.task(body.task_id),
         at,
+        state.task(body.task_id),
         body.phase,
         token.attempt,
         token.lease_epoch,

@@ -36,9 +36,10 @@ from execplan.executor.task_errors import (
     TASK_FAILED,
     TaskError,
 )
-from execplan.executor.values import JsonValue
+from execplan.executor.values import JsonValue, from_struct
 from execplan.search import SearchValue
 from execplan.usage import Budget
+from execplan.usage.codec import decode_budget
 from execplan.v1 import events_pb2 as ev
 from execplan.v1 import execution_pb2 as ex
 from execplan.v1 import workflow_pb2 as wf
@@ -72,22 +73,45 @@ def start(  # noqa: PLR0917 (the fields of execution_started)
     search_attributes: Mapping[str, SearchValue] | None = None,
 ) -> None:
     plan = step.state.plan
-    step.emit(
-        events.execution_started(
-            plan_id=plan.plan_id,
-            workflow_name=plan.workflow_name,
-            workflow_version=plan.workflow_version,
-            inputs=inputs,
-            request_id=request_id,
-            fairness_key=fairness_key,
-            trace_context=trace_context,
-            allowance=allowance,
-            parent_execution_id=parent.execution_id if parent else "",
-            parent_task_id=parent.task_id if parent else "",
-            depth=parent.depth if parent else 0,
-            limits=allowance.limits if allowance is not None else None,
-            search_attributes=search_attributes,
-        )
+    limits = allowance.limits if allowance is not None else None
+    event = events.execution_started(
+        plan_id=plan.plan_id,
+        workflow_name=plan.workflow_name,
+        workflow_version=plan.workflow_version,
+        inputs=inputs,
+        request_id=request_id,
+        fairness_key=fairness_key,
+        trace_context=trace_context,
+        allowance=allowance,
+        parent_execution_id=parent.execution_id if parent else "",
+        parent_task_id=parent.task_id if parent else "",
+        depth=parent.depth if parent else 0,
+        limits=limits,
+        search_attributes=search_attributes,
+    )
+    # What the log normalizes is taken as the event holds it (none of it, mostly).
+    body = event.execution_started
+    budget = None
+    if allowance is not None and allowance.budget is not None and body.HasField("budget"):
+        budget = decode_budget(body.budget)
+    step.emit_folded(
+        event,
+        "execution_started",
+        folds.execution_started,
+        inputs=from_struct(body.inputs) if inputs else {},
+        request_id=request_id,
+        fairness_key=fairness_key,
+        trace_context=dict(trace_context),
+        parent_execution_id=parent.execution_id if parent else "",
+        parent_task_id=parent.task_id if parent else "",
+        depth=parent.depth if parent else 0,
+        limits=limits,
+        search_attributes=(
+            folds.recorded_attributes(body.search_attributes) if search_attributes else {}
+        ),
+        budget=budget,
+        max_for_each_items=allowance.max_for_each_items if allowance is not None else 0,
+        max_attempts=allowance.max_attempts if allowance is not None else 0,
     )
     for node in plan.nodes:
         if not node.upstream:

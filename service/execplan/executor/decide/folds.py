@@ -1,12 +1,12 @@
-"""What the events of a task's attempts do to the state, from their values.
+"""What the events emitted most do to the state, from their values.
 
-    folds.dispatched(state, task, at, phase, attempt, epoch, worker_id, principal, None)
+    folds.dispatched(state, at, task, phase, attempt, epoch, worker_id, principal, None)
 
 The fold (`evolve`) of the events every worker task goes through, once or more
-each (`task_queued`, `task_dispatched`, `task_started`, `task_succeeded`), and the
-parts of it other kinds share (`settle`, `drop_timers`, `finish_attempt`). Each
-function takes the task and the event's values, not the message, so there is one
-fold and two callers:
+each (`task_queued`, `task_dispatched`, `task_started`, `task_succeeded`), of
+`execution_started`, and the parts of it other kinds share (`settle`,
+`drop_timers`, `finish_attempt`). Each function takes the event's values (and its
+task), not the message, so there is one fold and two callers:
 
 * `evolve` reads the values of a recorded event (replay, recovery) and calls it;
 * the rule that decides the event passes the values it built the event from
@@ -22,10 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from execplan.executor.decide import evolve_grown, usage
-from execplan.executor.state import AttemptRecord, ExecutionState, TaskRun
+from execplan.executor.state import AttemptRecord, ExecutionState, Limits, TaskRun
 from execplan.executor.task_errors import TaskError
-from execplan.executor.values import from_value
+from execplan.executor.values import JsonValue, from_value
+from execplan.search import SearchValue
+from execplan.search.codec import decode_map
+from execplan.usage import Budget
 from execplan.v1 import events_pb2 as ev
+from execplan.v1 import execution_pb2
 from execplan.v1 import execution_pb2 as ex
 from google.protobuf import struct_pb2
 
@@ -82,11 +86,58 @@ def finish_attempt(task: TaskRun, at_ms: int, error: TaskError | None) -> None:
         record.error = error
 
 
+# -- the execution -----------------------------------------------------------------
+
+
+def execution_started(
+    state: ExecutionState,
+    at: int,
+    *,
+    inputs: dict[str, JsonValue],
+    request_id: str,
+    fairness_key: str,
+    trace_context: dict[str, str],
+    parent_execution_id: str,
+    parent_task_id: str,
+    depth: int,
+    limits: Limits | None,
+    search_attributes: dict[str, SearchValue],
+    budget: Budget | None,
+    max_for_each_items: int,
+    max_attempts: int,
+) -> None:
+    """`inputs`, `search_attributes` and `budget` as the event holds them (the log
+    normalizes them: a JSON number 3.0 reads as 3); `limits` None: not recorded."""
+    state.inputs = inputs
+    state.parent_execution_id = parent_execution_id
+    state.parent_task_id = parent_task_id
+    state.depth = depth
+    if limits is not None:
+        state.limits = limits
+    state.request_id = request_id
+    state.fairness_key = fairness_key
+    state.trace_context = trace_context
+    state.created_ms = at
+    state.state = ex.EXECUTION_STATE_RUNNING
+    state.search_attributes = search_attributes
+    spend = state.spend
+    spend.budget = budget
+    spend.max_for_each_items = max_for_each_items
+    spend.max_attempts = max_attempts
+
+
+def recorded_attributes(
+    recorded: Mapping[str, execution_pb2.SearchAttributeValue],
+) -> dict[str, SearchValue]:
+    """Search attributes as an event holds them (an empty value holds none)."""
+    return {name: value for name, value in decode_map(recorded).items() if value is not None}
+
+
 # -- the attempts of a task ----------------------------------------------------------
 
 
 def queued(  # noqa: PLR0917 (the values of task_queued)
-    state: ExecutionState, task: TaskRun, at: int, phase: int, attempt: int, iteration: int
+    state: ExecutionState, at: int, task: TaskRun, phase: int, attempt: int, iteration: int
 ) -> None:
     if task.state == ex.TASK_STATE_PENDING:
         evolve_grown.leaving_pending(state, task)
@@ -105,8 +156,8 @@ def queued(  # noqa: PLR0917 (the values of task_queued)
 
 def dispatched(  # noqa: PLR0917 (the values of task_dispatched)
     state: ExecutionState,
-    task: TaskRun,
     at: int,
+    task: TaskRun,
     phase: int,
     attempt: int,
     epoch: int,
@@ -126,15 +177,15 @@ def dispatched(  # noqa: PLR0917 (the values of task_dispatched)
     usage.leased(state, task, (task.index, phase, attempt, epoch), worker_id, estimate)
 
 
-def started(state: ExecutionState, task: TaskRun, at: int) -> None:
+def started(state: ExecutionState, at: int, task: TaskRun) -> None:
     task.state = RUNNING
     task.started_ms = at
 
 
 def succeeded(  # noqa: PLR0917 (the values of task_succeeded)
     state: ExecutionState,
-    task: TaskRun,
     at: int,
+    task: TaskRun,
     phase: int,
     attempt: int,
     epoch: int,

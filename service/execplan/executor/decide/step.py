@@ -3,8 +3,8 @@
 Every rule of the core (`flow`, `attempts`, `control`, `builtins`) is a function of
 a `Step`. `emit` stamps an event (execution id, next sequence, the step's time),
 folds it into the state at once, so the next rule sees it, and records it; the
-state is written nowhere else (`emit_folded` does the same for the events of a
-task's attempts, folding them from the values they were built from: folds.py). The
+state is written nowhere else (`emit_folded` does the same for the events emitted
+most, folding them from the values they were built from: folds.py). The
 shell commits `events` and only then carries out `effects`; if the commit fails it
 discards this state and rebuilds it from the log, so nothing uncommitted leaks.
 Expressions are evaluated through the `evaluator` the step is given
@@ -94,14 +94,14 @@ class Step:
         self,
         event: ev.ExecutionEvent,
         kind: str,
-        fold: Callable[Concatenate[ExecutionState, TaskRun, int, P], None],
-        task: TaskRun,
+        fold: Callable[Concatenate[ExecutionState, int, P], None],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> None:
-        """`emit`, for the events of a task's attempts (decide/folds.py): `fold` gets
-        the values `event` (of `kind`) was built from (`args`), the ones `evolve` would
-        read back from it, so the fold does not re-read the message it was just given."""
+        """`emit`, for the events emitted most (decide/folds.py): `fold` gets the
+        values `event` (of `kind`) was built from (`args`, `kwargs`), the ones `evolve`
+        would read back from it, so the fold does not re-read the message it was just
+        given."""
         state = self.state
         now_ms = self.now_ms
         sequence = state.last_sequence + 1
@@ -112,7 +112,7 @@ class Step:
             stamp = self._stamp = Timestamp()
             stamp.FromMilliseconds(now_ms)
         event.recorded_at.CopyFrom(stamp)
-        fold(state, task, now_ms, *args, **kwargs)
+        fold(state, now_ms, *args, **kwargs)
         state.last_sequence = sequence
         state.updated_ms = now_ms
         self.kinds.append(kind)

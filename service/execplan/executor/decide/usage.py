@@ -18,8 +18,9 @@
     execution_paused    with `budget_exceeded`: why the budget holds it
     execution_resumed   no longer held
 
-The folds of `task_dispatched` and `task_succeeded` (decide/folds.py) call `leased`
-and `lease_ended` with their values; the others are read from the event (`FOLDS`).
+The folds of `execution_started`, `task_dispatched` and `task_succeeded`
+(decide/folds.py) do their part here from their values (the first itself, the others
+through `leased` and `lease_ended`); the others are read from the event (`FOLDS`).
 
 Reservations are kept per lease and added up per task and per execution as they
 change, so a budget check costs the same whatever the execution's size. A for_each
@@ -68,14 +69,6 @@ def _release(state: ExecutionState, key: LeaseKey, amounts: Mapping[str, float])
             _add(task, amounts, -1.0)
             if not task:
                 del spend.task_reserved[index]
-
-
-def _started(state: ExecutionState, event: ev.ExecutionEvent) -> None:
-    body = event.execution_started
-    spend = state.spend
-    spend.budget = decode_budget(body.budget) if body.HasField("budget") else None
-    spend.max_for_each_items = body.caps.max_for_each_items
-    spend.max_attempts = body.caps.max_attempts
 
 
 def leased(
@@ -201,7 +194,6 @@ def _resumed(state: ExecutionState, event: ev.ExecutionEvent) -> None:
 
 
 FOLDS: dict[str, Callable[[ExecutionState, ev.ExecutionEvent], None]] = {
-    "execution_started": _started,
     "task_usage": _usage,
     "task_failed": _failed,
     "task_timed_out": _timed_out,
