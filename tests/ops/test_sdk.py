@@ -199,6 +199,34 @@ async def steps(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return {"steps": 50}
 
 
+REPORT = """
+name: report
+tasks:
+  - id: work
+    type: sdk.report
+"""
+
+
+async def report(inputs: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    ctx.heartbeat({"step": "last"})
+    return {}  # at once: the progress must not be lost with the attempt
+
+
+async def test_progress_reported_just_before_the_result_is_recorded(tmp_path: Path) -> None:
+    async with environment(Env, tmp_path) as env:
+        env.worker({"sdk.report": report})
+        for _ in range(5):
+            execution_id = await env.start(REPORT)
+            await env.finish(execution_id)
+            history = await env.history(execution_id)
+            kinds = [e.WhichOneof("kind") for e in history]
+            progress = [
+                from_value(e.task_progress.progress) for e in history if e.HasField("task_progress")
+            ]
+            assert progress == [{"step": "last"}], kinds
+            assert kinds.index("task_progress") < kinds.index("task_succeeded")
+
+
 async def test_progress_reaches_a_python_watcher_coalesced(tmp_path: Path) -> None:
     async with environment(Env, tmp_path) as env:
         env.worker({"sdk.steps": steps})

@@ -529,6 +529,16 @@ export class Worker {
     this.attempts.delete(key);
     // Search attributes set after the last heartbeat go with the result.
     Object.assign(result.searchAttributes, attempt.ctx.takeSearchAttributes());
+    // Progress reported since the last heartbeat (a handler that reports and returns at
+    // once, inside the early-heartbeat pause) leaves in a heartbeat queued before the
+    // result: the executor reads a message's heartbeats first, and the attempt ends
+    // with its result.
+    if (attempt.ctx.progressDirty && attempt.ctx.progress !== undefined) {
+      attempt.ctx.progressDirty = false;
+      const beat = create(TaskHeartbeatSchema, { attempt: attempt.dispatch.attempt });
+      beat.progress = toValue(attempt.ctx.progress);
+      this.outbox.heartbeats.push(beat);
+    }
     this.outbox.results.set(key, result);
     this.scheduleFlush();
     this.giveUpIfPointless();

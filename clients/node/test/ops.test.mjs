@@ -35,6 +35,13 @@ tasks:
     inputs: {duration: 1ms}
 `;
 
+const REPORT = `
+name: node-report
+tasks:
+  - id: report
+    type: n.report
+`;
+
 let server;
 let client;
 const workers = [];
@@ -99,6 +106,27 @@ test("ctx.stream reaches a watching client live; progress is recorded", async ()
   const progress = history.filter((e) => e.kind.case === "taskProgress").map((e) => toJson(ValueSchema, e.kind.value.progress));
   assert.ok(progress.length >= 1 && progress.length <= 3, `progress events: ${progress.length}`);
   assert.deepEqual(progress.at(-1), { word: "tokens" });
+});
+
+test("progress reported just before the result is recorded", async () => {
+  startWorker((w) =>
+    w.task("n.report", async (_inputs, ctx) => {
+      ctx.heartbeat({ step: "last" });
+      return {}; // at once: the progress must not be lost with the attempt
+    }),
+  );
+  for (let i = 0; i < 3; i++) {
+    const { executionId } = await client.start({ source: REPORT });
+    await finish(client, executionId);
+    const kinds = [];
+    const progress = [];
+    for await (const e of client.history(executionId)) {
+      kinds.push(e.kind.case);
+      if (e.kind.case === "taskProgress") progress.push(toJson(ValueSchema, e.kind.value.progress));
+    }
+    assert.deepEqual(progress, [{ step: "last" }], kinds.join(", "));
+    assert.ok(kinds.indexOf("taskProgress") < kinds.indexOf("taskSucceeded"), kinds.join(", "));
+  }
 });
 
 const PAIR = `

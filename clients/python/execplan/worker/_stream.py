@@ -474,6 +474,14 @@ class StreamThread:
         # Search attributes set after the last heartbeat go with the result.
         for name, value in attempt.ctx.take_search_attributes().items():
             result.search_attributes[name].CopyFrom(value)
+        # Progress reported since the last heartbeat (a handler that reports and returns
+        # at once) leaves in a heartbeat queued before the result: the executor reads a
+        # message's heartbeats first, and the attempt ends with its result.
+        dirty, progress = attempt.ctx.take_progress(only_dirty=True)
+        if dirty and progress is not None:
+            beat = worker_service_pb2.TaskHeartbeat(attempt=attempt.dispatch.attempt)
+            beat.progress.CopyFrom(progress)
+            self._outbox.heartbeats.append(beat)
         self._outbox.results[key] = result
         self._wake.set()
         if self._drained():
