@@ -225,6 +225,25 @@ def test_declaration_order_breaks_ties() -> None:
     assert [n.task_id for n in plan.nodes] == ["root", "late", "other"]
 
 
+def test_an_edge_going_back_reorders_whatever_made_it() -> None:
+    # The declaration order is the topological order only when every edge goes to a
+    # later task: a depends_on entry, or a read of a later task's output, going back
+    # (in a big list, past 16 entries, too) puts the tasks in dependency order.
+    later = {"id": "later", "type": "x"}
+    for first in (
+        {"id": "first", "type": "x", "depends_on": ["later"]},
+        {"id": "first", "type": "x", "inputs": {"v": "${{ tasks.later.output.v }}"}},
+        {"id": "first", "type": "x", "depends_on": [f"p{i}" for i in range(20)] + ["later"]},
+    ):
+        pads = [{"id": f"p{i}", "type": "x"} for i in range(20)]
+        doc = {"name": "wf", "tasks": [*pads, first, later]}
+        plan = compile_document(doc).plan
+        assert plan is not None
+        ids = [n.task_id for n in plan.nodes]
+        assert ids.index("later") < ids.index("first"), first
+        assert [n.index for n in plan.nodes] == list(range(22))
+
+
 def test_when_accepts_wrapped_expression() -> None:
     plan = compile_document(base(depends_on=["a"], when="${{ tasks.a.status == 'ok' }}")).plan
     assert plan is not None

@@ -136,7 +136,7 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     """Run every phase; the plan, or None when there are errors (or `build` is False)."""
     ids = validate_ids.task_index(wf)
     validate_ids.check(wf, ids, diags)
-    succ, pred = validate_deps.check(wf, ids, diags)
+    succ, pred, forward = validate_deps.check(wf, ids, diags)
     validate_inputs.check(wf, diags)
     validate_policies.check(wf, diags)
     validate_builtins.check(wf, diags)
@@ -188,9 +188,9 @@ def compile_workflow(wf: Workflow, diags: Diagnostics, *, build: bool = True) ->
     check_reads(out_refs, ids, wf.inputs, diags, reader=None, self_ok=True, edges=None)
 
     n = len(wf.tasks)
-    kinds = _data_edges(n, data, succ, pred)
+    kinds, data_forward = _data_edges(n, data, succ, pred)
 
-    order, leftover = graph.topo_order(n, succ)
+    order, leftover = graph.topo_order(n, succ, forward=forward and data_forward)
     if leftover:
         for cycle in graph.find_cycles(succ, leftover):
             closing = _edge_path(wf, cycle[-2], cycle[-1], data)
@@ -264,12 +264,14 @@ def _data_edges(
     data: list[tuple[int, int, str]],
     succ: list[list[int]],
     pred: list[list[int]],
-) -> dict[int, int]:
-    """Add the data edges to succ/pred; the kind of every edge that carries data.
+) -> tuple[dict[int, int], bool]:
+    """Add the data edges to succ/pred; the kind of every edge that carries data, and
+    whether every edge added goes to a later task.
 
     Keys are u * n + v (int keys hash faster than tuples). Edges not in the result
     are ORDER only, so a workflow without expressions builds no per-edge map."""
     kinds: dict[int, int] = {}
+    forward = True
     wide: dict[int, set[int]] = {}  # pred sets of tasks with many upstreams
     for u, v, _ in data:
         key = u * n + v
@@ -291,7 +293,8 @@ def _data_edges(
             kinds[key] = DATA
             succ[u].append(v)
             pred[v].append(u)
-    return kinds
+            forward = forward and u < v
+    return kinds, forward
 
 
 def _edge_path(wf: Workflow, u: int, v: int, data: list[tuple[int, int, str]]) -> str:

@@ -1,9 +1,11 @@
 """Graph algorithms on int node ids (0..n-1 = declaration order).
 
-- `topo_order(n, succ)`: Kahn's algorithm; among ready nodes the lowest id (earliest
-  declared) goes first, so the order is deterministic and stable under edits that do
-  not touch the graph. Returns `(order, leftover)`; leftover nodes are on or behind a
-  cycle. Hand-written on ints and lists because `graphlib` is ~3x slower at 100k nodes.
+- `topo_order(n, succ, forward=None)`: Kahn's algorithm; among ready nodes the lowest
+  id (earliest declared) goes first, so the order is deterministic and stable under
+  edits that do not touch the graph. Returns `(order, leftover)`; leftover nodes are
+  on or behind a cycle. `forward`: the caller knows whether every edge goes to a
+  later node (then the order is 0..n-1). Hand-written on ints and lists because
+  `graphlib` is ~3x slower at 100k nodes.
 - `find_cycles(succ, leftover)`: one elementary cycle per strongly connected
   component among the leftover nodes (Tarjan, iterative), each rotated to start at its
   lowest id and closed (`[a, b, c, a]`).
@@ -19,8 +21,12 @@ from itertools import compress
 from operator import lt
 
 
-def topo_order(n: int, succ: list[list[int]]) -> tuple[list[int], list[int]]:
-    if _forward_only(succ):
+def topo_order(
+    n: int, succ: list[list[int]], *, forward: bool | None = None
+) -> tuple[list[int], list[int]]:
+    """`forward`: whether the caller knows every edge goes to a later node (None:
+    not known, so the edges are looked at)."""
+    if _forward_only(succ) if forward is None else forward:
         # Every edge goes to a later node: Kahn with lowest-id-first would place the
         # nodes in declaration order, which is how most workflows are written.
         return list(range(n)), []

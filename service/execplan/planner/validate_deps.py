@@ -2,8 +2,11 @@
 
 Returns the declared edges as adjacency lists `(succ, pred)` over task indexes (each
 edge once, in depends_on order), which the graph phase extends with the data edges
-to sort and find cycles. No per-edge record is kept: the path of an edge
-(`tasks[v].depends_on[j]`) is recomputed only when a cycle needs it.
+to sort and find cycles, and whether every one of them goes to a later task (then,
+without a data edge going back, the declaration order is the topological order:
+`graph.topo_order` need not look at every edge again). No per-edge record is kept:
+the path of an edge (`tasks[v].depends_on[j]`) is recomputed only when a cycle needs
+it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from execplan.planner.model import Workflow
 Adjacency = list[list[int]]
 
 
-def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> tuple[Adjacency, Adjacency]:
+def check(
+    wf: Workflow, ids: dict[str, int], diags: Diagnostics
+) -> tuple[Adjacency, Adjacency, bool]:
     n = len(wf.tasks)
     succ: Adjacency = [[] for _ in range(n)]
     pred: Adjacency = [[] for _ in range(n)]
     hints = 20
+    forward = True
     for t in wf.tasks:
         if t is None:
             continue
@@ -57,11 +63,15 @@ def check(wf: Workflow, ids: dict[str, int], diags: Diagnostics) -> tuple[Adjace
                 if src not in ups:
                     ups.append(src)
                     succ[src].append(index)
+                    if src > index:
+                        forward = False
             elif src not in seen:
                 seen.add(src)
                 ups.append(src)
                 succ[src].append(index)
-    return succ, pred
+                if src > index:
+                    forward = False
+    return succ, pred, forward
 
 
 def declared_at(wf: Workflow, u: int, v: int) -> int | None:
