@@ -272,3 +272,57 @@ def test_decimal_strings_for_integer_fields_are_ascii_and_short() -> None:
         text = text.replace("P", value)
         assert codes(text) == [("invalid-type", "tasks[0].priority")]
     assert not codes('{"name": "w", "tasks": [{"id": "a", "type": "x", "priority": " 7 "}]}')
+
+
+# --- JSON: a key written twice, told without a hook per object --------------------------
+
+_KEYS = st.text(alphabet='ab:"\\é', max_size=3)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**25), 10**25)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=':ab"\\{}[],é\n', max_size=6)
+)
+_TREES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(_KEYS, inner), max_size=4),
+    max_leaves=12,
+)
+
+
+def _text(tree: object, ascii_only: bool, colon: str) -> str:
+    """JSON of `tree`, where a list of (key, value) pairs is an object (keys may repeat)."""
+    if isinstance(tree, list) and tree and all(isinstance(x, tuple) for x in tree):
+        members = (
+            json.dumps(k, ensure_ascii=ascii_only) + colon + _text(v, ascii_only, colon)
+            for k, v in tree
+        )
+        return "{" + ",".join(members) + "}"
+    if isinstance(tree, list):
+        return "[" + ", ".join(_text(x, ascii_only, colon) for x in tree) + "]"
+    return json.dumps(tree, ensure_ascii=ascii_only)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_TREES, st.booleans(), st.sampled_from([":", " : ", ":\n "]))
+def test_keys_written_twice_are_found_as_with_a_hook_per_object(
+    tree: object, ascii_only: bool, colon: str
+) -> None:
+    text = '{"doc": ' + _text(tree, ascii_only, colon) + "}"
+    twice: list[bool] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        twice.append(len(dict(items)) != len(items))
+        return dict(items)
+
+    expected = json.loads(text, object_pairs_hook=pairs)
+    ok, doc, found = load(text, "json")
+    assert ok and doc == expected
+    assert any(c == "duplicate-key" for c, _, _ in found) == any(twice), text
+
+
+def test_a_key_written_twice_beside_an_escaped_colon() -> None:
+    # Counting colons alone would miss it: the kept value spells a ":" as \u003a.
+    *_, found = load('{"a": 1, "a": "\\u003a"}', "json")
+    assert [(c, p) for c, p, _ in found] == [("duplicate-key", "a")]
