@@ -37,6 +37,28 @@ _UNSET: object = object()
 P = ParamSpec("P")
 
 
+class _Stamps:
+    """A time as the Timestamp each event copies, kept for the steps after: the
+    steps of one round share their time, and converting it costs more than the copy.
+    (The pair is read and replaced whole; the Timestamp is only ever copied from.)"""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = (0, Timestamp())
+
+    def of(self, now_ms: int) -> Timestamp:
+        last = self._last
+        if last[0] != now_ms:
+            stamp = Timestamp()
+            stamp.FromMilliseconds(now_ms)
+            last = self._last = (now_ms, stamp)
+        return last[1]
+
+
+_STAMPS = _Stamps()
+
+
 class Step:
     __slots__ = (
         "_limits",
@@ -84,8 +106,7 @@ class Step:
         event.sequence = self.state.last_sequence + 1
         stamp = self._stamp
         if stamp is None:
-            stamp = self._stamp = Timestamp()
-            stamp.FromMilliseconds(self.now_ms)
+            stamp = self._stamp = _STAMPS.of(self.now_ms)
         event.recorded_at.CopyFrom(stamp)
         self.kinds.append(evolve(self.state, event, self.now_ms))
         self.events.append(event)
@@ -109,8 +130,7 @@ class Step:
         event.sequence = sequence
         stamp = self._stamp
         if stamp is None:
-            stamp = self._stamp = Timestamp()
-            stamp.FromMilliseconds(now_ms)
+            stamp = self._stamp = _STAMPS.of(now_ms)
         event.recorded_at.CopyFrom(stamp)
         fold(state, now_ms, *args, **kwargs)
         state.last_sequence = sequence
