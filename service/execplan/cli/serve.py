@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from execplan.cli.common import EXIT_USAGE, CliError
 from execplan.config import DEFAULT_DB, DEFAULT_LISTEN, MIB, ServerConfig, split_host_port
 from execplan.usage import FAIL, PAUSE, Budget, check_amount, valid_counter
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
 
 PLANNER_TOKEN_ENV = "EXECPLAN_PLANNER_TOKEN"
 
@@ -102,6 +106,13 @@ def _add_server_options(p: Any) -> None:
         "--tracing",
         action="store_true",
         help="emit OpenTelemetry server spans to the configured tracer provider",
+    )
+    p.add_argument(
+        "--event-loop",
+        default="auto",
+        choices=("auto", "uvloop", "asyncio"),
+        help="the server's event loop: uvloop (auto: when installed, as it is on Linux"
+        " and macOS) or the standard library's asyncio loop",
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
@@ -475,8 +486,28 @@ def run_serve(args: argparse.Namespace) -> int:
     record_only_printed_fields()
     configure_otlp_from_env()
     tune_gc()
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
+        runner.run(serve(config))
     return 0
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The server's loop. The server is bound by its one event-loop thread, and
+    uvloop's loop (libuv, in Cython) runs the same work for ~5% less CPU than the
+    standard one (W3: 195 -> 185 ms of server CPU per run, 60 paired runs). None: the
+    standard loop. `uvloop` when it is not installed fails with a one-line reason."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415  (only the server wants it)
+    except ImportError:
+        if choice == "uvloop":
+            raise CliError(
+                "--event-loop uvloop: uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 # The cyclic GC's first threshold for the server process (CPython's default is 700).
