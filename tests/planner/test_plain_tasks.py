@@ -5,7 +5,10 @@ it would get the generic way, and the checks that apply to it (its type) still r
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import pickle
+from dataclasses import asdict
 from typing import Any
 
 from execplan.planner import compile_document
@@ -13,6 +16,7 @@ from execplan.planner.diagnostics import Diagnostics
 from execplan.planner.digest import canonical_json
 from execplan.planner.model import PlainTask
 from execplan.planner.parse import build_workflow
+from execplan.planner.plan import PlanNodes, plain_slices
 from execplan.wire.plan_codec import encode_plan
 
 
@@ -106,3 +110,18 @@ def test_plan_id_of_plain_nodes_found_by_type_is_the_canonical_one() -> None:
     canonical = canonical_json(plan).encode("ascii")
     assert plan.plan_id == "sha256:" + hashlib.sha256(canonical).hexdigest()
     assert plan.node("t2500").retry.max_attempts == 9
+
+
+def test_plan_nodes_say_nothing_once_copied_into_something_else() -> None:
+    result = compile_document(_doc(_tasks(30)))
+    assert result.plan is not None
+    nodes = result.plan.nodes
+    assert isinstance(nodes, PlanNodes) and nodes.plain_except == ()
+    assert plain_slices(nodes, 8) == [True] * 4
+    assert plain_slices(tuple(nodes), 8) == [False] * 4
+    kept = pickle.loads(pickle.dumps(nodes))
+    assert kept == nodes and kept.plain_except == () and copy.copy(nodes).plain_except == ()
+    # dataclasses.asdict rebuilds each sequence from one iterable: it knows nothing.
+    as_dict = asdict(result.plan)["nodes"]
+    assert as_dict[0]["task_id"] == "t0" and as_dict.plain_except is None
+    assert plain_slices(PlanNodes(nodes), 8) == [False] * 4

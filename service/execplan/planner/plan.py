@@ -412,23 +412,28 @@ class PlanNodes(tuple[PlanNode, ...]):
     follows from the type), upstream, downstream, stage, critical_path_rank and
     bindings, and has no field beyond those twenty set: the node of a task that sets
     only id, type, depends_on and inputs. `plain_except` lists the positions of the
-    other nodes, sorted. Any other sequence of nodes (a tuple made from these, or
-    another plan's) says nothing, so the writers treat every node as possibly not
-    plain."""
+    other nodes, sorted; None says nothing (a PlanNodes made from one sequence, as
+    `dataclasses.asdict` makes one), and neither does any other sequence of nodes (a
+    tuple made from these, or another plan's): the writers then treat every node as
+    possibly not plain."""
 
-    plain_except: tuple[int, ...]
+    plain_except: tuple[int, ...] | None
 
-    def __new__(cls, nodes: Iterable[PlanNode], plain_except: Iterable[int]) -> PlanNodes:
+    def __new__(
+        cls, nodes: Iterable[PlanNode], plain_except: Iterable[int] | None = None
+    ) -> PlanNodes:
         made = super().__new__(cls, nodes)
-        made.plain_except = tuple(plain_except)
+        made.plain_except = None if plain_except is None else tuple(plain_except)
         return made
 
-    def __getnewargs__(self) -> tuple[tuple[PlanNode, ...], tuple[int, ...]]:
+    def __getnewargs__(self) -> tuple[tuple[PlanNode, ...], tuple[int, ...] | None]:
         return tuple(self), self.plain_except  # copy and pickle keep what it tells
 
     def all_plain(self, start: int, end: int) -> bool:
-        """Whether every node at positions start..end-1 is plain."""
+        """Whether every node at positions start..end-1 is known to be plain."""
         found = self.plain_except
+        if found is None:
+            return False
         return bisect_left(found, start) == bisect_left(found, end)
 
 
