@@ -296,7 +296,14 @@ async def test_breaker_state_and_parked_tasks_survive_a_restart(
         done = await finish(client, parked, within=30)  # half-opens; the canary closes it
         assert done.state == ex.EXECUTION_STATE_SUCCEEDED
         events = await history(client, parked)
-        assert task_kinds(events, "a") == [
+        kinds = task_kinds(events, "a")
+        # On a loaded machine a dispatch whose ack misses its deadline is requeued and
+        # sent again: correct, and not what this test is about.
+        while "task_requeued" in kinds:
+            at = kinds.index("task_requeued")
+            assert kinds[at - 1] == "task_dispatched", kinds
+            del kinds[at - 1 : at + 1]
+        assert kinds == [
             "task_queued",
             "task_parked",
             "task_unparked",
