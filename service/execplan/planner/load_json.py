@@ -91,7 +91,11 @@ def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
             f"the document has more than {limits.MAX_DOCUMENT_VALUES:,} values",
         )
         return False, None
-    repeated: dict[int, list[str]] = {}  # id of an object -> the keys written twice
+    # id of an object -> (the object, the keys written twice). The object is held so
+    # that its id is not reused: an object that is itself a value lost to a key
+    # written twice is freed during the parse, and a later object at its address
+    # would be reported in its place (which then depended on the heap's state).
+    repeated: dict[int, tuple[dict[str, object], list[str]]] = {}
 
     def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
         obj = dict(items)
@@ -99,7 +103,7 @@ def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
             counts: dict[str, int] = {}
             for key, _ in items:
                 counts[key] = counts.get(key, 0) + 1
-            repeated[id(obj)] = [key for key, n in counts.items() if n > 1]
+            repeated[id(obj)] = (obj, [key for key, n in counts.items() if n > 1])
         return obj
 
     try:
@@ -124,7 +128,8 @@ def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
         return False, None
     if repeated:
         for path, obj in _objects(doc):
-            for key in repeated.get(id(obj), ()):
+            found = repeated.get(id(obj))
+            for key in found[1] if found is not None else ():
                 diags.error(
                     "duplicate-key",
                     child(path, key),
