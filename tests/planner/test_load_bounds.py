@@ -344,3 +344,29 @@ def test_a_key_written_twice_beside_an_escaped_colon() -> None:
     # Counting colons alone would miss it: the kept value spells a ":" as \u003a.
     *_, found = load('{"a": 1, "a": "\\u003a"}', "json")
     assert [(c, p) for c, p, _ in found] == [("duplicate-key", "a")]
+
+
+def test_a_lone_surrogate_escape_is_refused() -> None:
+    # The decoder kept "\ud800" as a lone surrogate: the plan compiled, and encoding
+    # it (the server's reply, a stored plan) raised UnicodeEncodeError.
+    head = '{"name": "w", "tasks": [{"id": "a", "type": "x", "inputs": '
+    for inputs, lone in (
+        ('{"v": "\\ud800"}', "\\ud800"),
+        ('{"v": ["ok", "x\\uDFFFy"]}', "\\udfff"),
+        ('{"\\udbff": 1}', "\\udbff"),
+        ('{"v": "\\ude00\\ud83d"}', "\\ude00"),  # a pair in the wrong order is two halves
+    ):
+        ok, _, found = load(head + inputs + "}]}", "json")
+        assert not ok
+        assert found == [
+            (
+                "invalid-syntax",
+                "",
+                f"invalid JSON: the escape {lone} is half of a UTF-16 surrogate pair "
+                "without its other half: not a character",
+            )
+        ]
+    # A pair is one character; an escaped backslash before "ud800" is text.
+    for inputs in ('{"v": "\\ud83d\\ude00"}', '{"v": "\\\\ud800"}'):
+        result = compile_source(head + inputs + "}]}", "json")
+        assert result.ok, result.diagnostics

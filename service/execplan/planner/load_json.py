@@ -26,6 +26,10 @@ it:
 - `invalid-number`: Python's int() refuses more than 4,300 digits, and the decoder
   raises a ValueError for such a literal; the document is then parsed again with a
   bounded int parser so each one is reported at its path by `parse.json_value`.
+- `invalid-syntax` for a `\\uD800`-`\\uDFFF` escape that is not half of a pair:
+  the decoder keeps it as a lone surrogate, which is no character (YAML refuses
+  it) and which no UTF-8 text, so no plan message, can hold. Looked for only when
+  the text has such an escape.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from execplan.planner.diagnostics import Diagnostics, child, echo
 # '"[^"\\]*(?:\\.[^"\\]*)*"' restarts at every quote of an unterminated string and took
 # 5.9 s for 48 KB of '"\\' (quadratic).
 _STRING = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)')
+# An escape of a surrogate (U+D800..U+DFFF), one of a pair or not.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class LongNumber:
@@ -126,6 +132,16 @@ def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
             f"lists and maps nest more than {limits.MAX_DOCUMENT_DEPTH} levels deep",
         )
         return False, None
+    if _SURROGATE_ESCAPE.search(source) is not None:
+        lone = _lone_surrogate(doc)
+        if lone is not None:
+            diags.error(
+                "invalid-syntax",
+                "",
+                f"invalid JSON: the escape {lone} is half of a UTF-16 surrogate pair "
+                "without its other half: not a character",
+            )
+            return False, None
     if repeated:
         for path, obj in _objects(doc):
             found = repeated.get(id(obj))
@@ -136,6 +152,25 @@ def load_json(source: str, diags: Diagnostics) -> tuple[bool, object]:
                     f"key {echo(key)} is written twice in this object; the first would be lost",
                 )
     return True, doc
+
+
+def _lone_surrogate(doc: object) -> str | None:
+    """The first lone surrogate in a key or a string of `doc`, as its `\\uXXXX`
+    escape (without recursion)."""
+    todo: list[object] = [doc]
+    while todo:
+        value = todo.pop()
+        if type(value) is dict:
+            todo.extend(value)
+            todo.extend(value.values())
+        elif type(value) is list:
+            todo.extend(value)
+        elif type(value) is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"\\u{ord(value[exc.start]):04x}"
+    return None
 
 
 def _objects(doc: object) -> Iterator[tuple[str, dict[str, object]]]:
