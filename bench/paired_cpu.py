@@ -1,0 +1,76 @@
+"""Server CPU per run of two checkouts, paired: finer than executor_bench can tell.
+
+    .venv/bin/python bench/paired_cpu.py --workload w3 --runs 40 BEFORE_DIR AFTER_DIR
+
+`bench/executor_bench.py --source A --source B` starts a fresh server per run and
+reads its CPU in 10 ms clock ticks: a change worth 5% of W3's ~0.17 s hides in that
+resolution and in the box's noise. Here both servers (with their workers) stay up,
+runs alternate between them (A, B, A, B, ...: both see the same moments of load),
+and each run's server CPU is the sum over the server's threads of /proc schedstat's
+nanoseconds. Prints each side's median and mean and the mean of the paired
+differences (B - A) with its standard error. Unpack each commit with
+`git archive COMMIT | tar -x -C DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import executor_bench as eb  # after the path: runs as a script
+
+
+def server_cpu_ns(pid: int) -> int:
+    """CPU of every thread of `pid` so far (threads that ended are not counted, so
+    only differences over a run whose threads live on are meaningful)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", default="w3", choices=("w1", "w2", "w3"))
+    parser.add_argument("--runs", type=int, default=40, help="pairs of runs")
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args()
+    sources: list[Path] = [args.before, args.after]
+    cpu_ms: dict[Path, list[float]] = {source: [] for source in sources}
+    with contextlib.ExitStack() as stack:
+        clusters = {}
+        for source in sources:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            clusters[source] = stack.enter_context(eb.cluster(directory, 2, 64, 1, source))
+        for source in sources:  # warm-up: plan caches, connections, first allocations
+            asyncio.run(eb.workload(args.workload, clusters[source], "warm"))
+        for i in range(args.runs):
+            for source in sources:
+                pid = clusters[source].server.pid
+                before = server_cpu_ns(pid)
+                asyncio.run(eb.workload(args.workload, clusters[source], f"p{i}"))
+                cpu_ms[source].append((server_cpu_ns(pid) - before) / 1e6)
+    print(f"# {args.workload}, {args.runs} paired runs, load average {os.getloadavg()}")
+    for source in sources:
+        runs = cpu_ms[source]
+        print(
+            f"{source.name}: server CPU per run median {statistics.median(runs):.1f} ms,"
+            f" mean {statistics.mean(runs):.1f} ms"
+        )
+    diffs = [b - a for a, b in zip(cpu_ms[args.before], cpu_ms[args.after], strict=True)]
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    print(f"paired difference (after - before): {statistics.mean(diffs):+.1f} ms (se {error:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
