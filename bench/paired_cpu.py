@@ -1,4 +1,4 @@
-"""Server CPU per run of two checkouts, paired: finer than executor_bench can tell.
+"""Server and worker CPU per run of two checkouts, paired: finer than executor_bench can tell.
 
     .venv/bin/python bench/paired_cpu.py --workload w3 --runs 40 BEFORE_DIR AFTER_DIR
 
@@ -8,7 +8,9 @@ resolution and in the box's noise. Here both servers (with their workers) stay u
 runs alternate between them (A, B, A, B, ...: both see the same moments of load),
 and each run's server CPU is the sum over the server's threads of /proc schedstat's
 nanoseconds. Prints each side's median and mean and the mean of the paired
-differences (B - A) with its standard error. Unpack each commit with
+differences (B - A) with its standard error, for the server and, the same way, for
+the two SDK worker processes together (a change to the Python worker SDK shows
+there), and each side's median tasks/s. Unpack each commit with
 `git archive COMMIT | tar -x -C DIR`.
 """
 
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import executor_bench as eb  # after the path: runs as a script
 
 
-def server_cpu_ns(pid: int) -> int:
+def process_cpu_ns(pid: int) -> int:
     """CPU of every thread of `pid` so far (threads that ended are not counted, so
     only differences over a run whose threads live on are meaningful)."""
     total = 0
@@ -46,6 +48,8 @@ def main() -> int:
     args = parser.parse_args()
     sources: list[Path] = [args.before, args.after]
     cpu_ms: dict[Path, list[float]] = {source: [] for source in sources}
+    worker_ms: dict[Path, list[float]] = {source: [] for source in sources}
+    rates: dict[Path, list[float]] = {source: [] for source in sources}
     with contextlib.ExitStack() as stack:
         clusters = {}
         for source in sources:
@@ -55,21 +59,34 @@ def main() -> int:
             asyncio.run(eb.workload(args.workload, clusters[source], "warm"))
         for i in range(args.runs):
             for source in sources:
-                pid = clusters[source].server.pid
-                before = server_cpu_ns(pid)
-                asyncio.run(eb.workload(args.workload, clusters[source], f"p{i}"))
-                cpu_ms[source].append((server_cpu_ns(pid) - before) / 1e6)
+                cluster = clusters[source]
+                pid = cluster.server.pid
+                before = process_cpu_ns(pid)
+                workers_before = sum(process_cpu_ns(w.pid) for w in cluster.workers)
+                run = asyncio.run(eb.workload(args.workload, cluster, f"p{i}"))
+                cpu_ms[source].append((process_cpu_ns(pid) - before) / 1e6)
+                workers_after = sum(process_cpu_ns(w.pid) for w in cluster.workers)
+                worker_ms[source].append((workers_after - workers_before) / 1e6)
+                rates[source].append(run.tasks_per_s)
     print(f"# {args.workload}, {args.runs} paired runs, load average {os.getloadavg()}")
+    for what, series in (("server", cpu_ms), ("workers", worker_ms)):
+        for source in sources:
+            runs = series[source]
+            print(
+                f"{source.name}: {what} CPU per run (warm-up included) median"
+                f" {statistics.median(runs):.1f} ms, mean {statistics.mean(runs):.1f} ms"
+            )
+        print(f"{what}: paired difference (after - before): {_paired(series, sources)}")
     for source in sources:
-        runs = cpu_ms[source]
-        print(
-            f"{source.name}: server CPU per run median {statistics.median(runs):.1f} ms,"
-            f" mean {statistics.mean(runs):.1f} ms"
-        )
-    diffs = [b - a for a, b in zip(cpu_ms[args.before], cpu_ms[args.after], strict=True)]
-    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-    print(f"paired difference (after - before): {statistics.mean(diffs):+.1f} ms (se {error:.1f})")
+        print(f"{source.name}: median {statistics.median(rates[source]):,.0f} tasks/s")
     return 0
+
+
+def _paired(series: dict[Path, list[float]], sources: list[Path]) -> str:
+    before, after = (series[source] for source in sources)
+    diffs = [b - a for a, b in zip(before, after, strict=True)]
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return f"{statistics.mean(diffs):+.1f} ms (se {error:.1f})"
 
 
 if __name__ == "__main__":
