@@ -22,6 +22,7 @@ from execplan.client.values import from_value, to_struct
 from execplan.v1 import events_pb2, execution_pb2
 from execplan.v1 import worker_service_pb2 as pb
 from execplan.worker import NonRetryableError, TaskContext, Worker, load_worker
+from execplan.worker._stream import stream_loop_factory
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -674,3 +675,14 @@ async def test_a_resent_dispatch_is_acked_again_but_not_run_twice() -> None:
         await asyncio.sleep(0.1)
         assert runs == ["t1"]
         assert [i for i in h.fake.log if i.request.results] == [result]
+
+
+def test_the_stream_thread_runs_on_uvloop_when_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    factory = stream_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
