@@ -7,8 +7,10 @@
   waited for on a pool thread.
 
 `Runner.start` is called on the stream thread; it hops to the right place with
-thread-safe calls only. A sync handler's pool thread reports its result straight
-to the stream thread, so a busy user loop never delays sync results.
+thread-safe calls only (async handlers through one Handoff, so the dispatches of
+one stream message wake the user loop once). A sync handler's pool thread reports
+its result straight to the stream thread, so a busy user loop never delays sync
+results.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from execplan.client.values import from_struct, to_value
 from execplan.v1 import execution_pb2, worker_service_pb2
 
 from ._context import AttemptKey, TaskContext
+from ._handoff import Handoff
 from ._isolate import run_isolated
 from ._subplan import SubPlan
 from ._tracing import handler_span
@@ -146,6 +149,11 @@ class Runner:
     pool: ThreadPoolExecutor
     report: Report
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Starts and cancels of async handlers, in order, onto the user loop.
+    _to_loop: Handoff = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._to_loop = Handoff(self.loop)
 
     def start(self, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext) -> Callable[[], None]:
         """Start the handler (called on the stream thread); returns a canceller."""
@@ -164,7 +172,7 @@ class Runner:
             self.pool.submit(self._run_sync, handler, dispatch, ctx)
             return lambda: None  # sync handlers poll ctx.cancelled
         run = _AsyncRun()
-        self.loop.call_soon_threadsafe(self._start_async, handler, dispatch, ctx, run)
+        self._to_loop.call(self._start_async, handler, dispatch, ctx, run)
         return lambda: self._threadsafe(self._cancel_async, run)
 
     def cancel_all(self) -> None:
@@ -175,7 +183,7 @@ class Runner:
     def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         # RuntimeError: the user loop is closed, its tasks are gone anyway.
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(fn, *args)
+            self._to_loop.call(fn, *args)
 
     def _run_sync(
         self, handler: Handler, dispatch: worker_service_pb2.Dispatch, ctx: TaskContext

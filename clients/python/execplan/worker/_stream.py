@@ -58,6 +58,7 @@ from execplan.v1 import execution_pb2, worker_service_pb2, worker_service_pb2_gr
 from google.protobuf import timestamp_pb2
 
 from ._context import AttemptInfo, AttemptKey, PreviousError, TaskContext
+from ._handoff import Handoff
 from ._outbox import Outbox
 from ._runner import encode_error
 
@@ -118,6 +119,9 @@ class StreamThread:
         self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Every call from other threads, in order (a result after the chunks and usage
+        # its handler reported before returning), one wake-up per batch.
+        self._handoff: Handoff | None = None
         # Everything below is touched on the stream thread only.
         self._attempts: dict[AttemptKey, _Attempt] = {}
         self._outbox = Outbox()
@@ -171,11 +175,11 @@ class StreamThread:
         self._call(self._begin_stop)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is None:
+        handoff = self._handoff
+        if handoff is None:
             return
         with contextlib.suppress(RuntimeError):  # loop closed: the stream is gone
-            loop.call_soon_threadsafe(fn, *args)
+            handoff.call(fn, *args)
 
     # -- thread and reconnect loop -------------------------------------------------------
     def _thread_main(self) -> None:
@@ -191,6 +195,7 @@ class StreamThread:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._handoff = Handoff(self._loop)
         self._wake = asyncio.Event()
         self._heartbeat_now = asyncio.Event()
         self._interrupt = asyncio.Event()

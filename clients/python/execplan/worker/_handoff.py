@@ -1,0 +1,59 @@
+"""Calls from other threads into one event loop, in order, with one wake-up per batch.
+
+The worker crosses threads twice per attempt: the stream thread starts the handler
+on the user's loop, and the handler's result comes back to the stream thread.
+`loop.call_soon_threadsafe` writes to the loop's self-pipe on every call: a system
+call each, and a thread wake-up each when the loop sleeps. A Handoff queues the
+calls and asks its loop to run them only when none is pending, so the dispatches
+of one stream message, or the results of handlers that finished in one turn of
+the user's loop, cross in one hop. Calls run in the order they were made, as with
+`call_soon_threadsafe`, so everything one side sends through the same Handoff
+(a result and the chunks or usage reported before it) keeps its order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_Call = tuple[Callable[..., None], tuple[Any, ...]]
+
+
+class Handoff:
+    """`call(fn, *args)` from any thread runs `fn(*args)` on `loop` soon."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._calls: list[_Call] = []
+        # A `_run` is queued on the loop and has not taken the calls yet.
+        self._scheduled = False
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Queue fn(*args); RuntimeError (from the loop) if the loop is closed."""
+        with self._lock:
+            self._calls.append((fn, args))
+            if self._scheduled:
+                return  # the pending `_run` takes this call too
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:
+            with self._lock:
+                self._scheduled = False
+                self._calls.clear()  # a closed loop runs nothing any more
+            raise
+
+    def _run(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+            self._scheduled = False
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception as exc:  # as the loop reports a failing callback
+                self._loop.call_exception_handler(
+                    {"message": f"Exception in callback {fn!r}", "exception": exc}
+                )
