@@ -102,7 +102,7 @@ def test_a_handler_error_comes_back_with_its_type() -> None:
 
 def test_a_cancelled_attempt_kills_the_child() -> None:
     ctx = context()
-    threading.Timer(0.5, ctx._cancelled.set).start()
+    threading.Timer(0.5, ctx.cancel).start()  # as the stream thread does
     started = time.monotonic()
     assert run_isolated(isolated.sleep, False, {"seconds": 30}, dispatch(), ctx) is None
     assert time.monotonic() - started < 10

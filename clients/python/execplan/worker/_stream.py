@@ -636,19 +636,22 @@ def _names(ref: worker_service_pb2.AttemptRef) -> tuple[str, str]:
 
 def _info(dispatch: worker_service_pb2.Dispatch) -> AttemptInfo:
     ref = dispatch.attempt
+    token = ref.token
     deadline = None
     if dispatch.HasField("start_to_close_deadline"):
         deadline = _utc(dispatch.start_to_close_deadline)
+    secrets, trace_context = dispatch.secrets, dispatch.trace_context
     return AttemptInfo(
         execution_id=ref.execution_id,
         task_id=ref.task_id,
-        attempt=ref.token.attempt,
-        lease_epoch=ref.token.lease_epoch,
+        attempt=token.attempt,
+        lease_epoch=token.lease_epoch,
         idempotency_key=dispatch.idempotency_key,
         task_type=dispatch.task_type,
         workflow_name=dispatch.workflow_name,
-        secrets=dict(dispatch.secrets),
-        trace_context=dict(dispatch.trace_context),
+        # Copied out of the message (an empty map is the common case: ~1 us saved).
+        secrets=dict(secrets) if secrets else {},
+        trace_context=dict(trace_context) if trace_context else {},
         deadline=deadline,
         previous_error=(
             PreviousError.of(dispatch.previous_error)
