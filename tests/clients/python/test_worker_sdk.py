@@ -234,6 +234,15 @@ async def test_exceptions_become_error_info() -> None:
         def unencodable(inputs: dict[str, object]) -> object:
             return object()
 
+        # Refused by protobuf itself: too large for a double, not valid Unicode.
+        @h.worker.task("too.large")
+        def too_large(inputs: dict[str, object]) -> object:
+            return {"n": 10**400}
+
+        @h.worker.task("lone.surrogate")
+        async def lone_surrogate(inputs: dict[str, object]) -> object:
+            return ["\ud800"]
+
         h.serve()
         await h.fake.next_request()
         h.server.send(
@@ -244,11 +253,13 @@ async def test_exceptions_become_error_info() -> None:
                     dispatch(3, "fail", {"kind": "permanent"}),
                     dispatch(4, "unencodable"),
                     dispatch(5, "not.registered"),
+                    dispatch(6, "too.large"),
+                    dispatch(7, "lone.surrogate"),
                 ]
             )
         )
         errors: dict[str, tuple[str, str, bool]] = {}
-        while len(errors) < 5:
+        while len(errors) < 7:
             item = await h.fake.next_request(has_results)
             for r in item.request.results:
                 assert r.WhichOneof("outcome") == "error"
@@ -262,6 +273,9 @@ async def test_exceptions_become_error_info() -> None:
         assert errors["t3"] == ("PermanentError", "gone", False)
         assert errors["t4"][0] == "OutputEncodingError" and errors["t4"][2] is False
         assert errors["t5"][0] == "UnknownTaskType" and errors["t5"][2] is True
+        assert errors["t6"][:1] == ("OutputEncodingError",) and errors["t6"][2] is False
+        assert "too large" in errors["t6"][1]
+        assert errors["t7"][:1] == ("OutputEncodingError",) and errors["t7"][2] is False
 
 
 async def test_context_exposes_the_dispatch() -> None:

@@ -111,8 +111,11 @@ def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_ser
             result = worker_service_pb2.TaskResult(attempt=ref, sub_plan=output.encode())
         else:
             result = worker_service_pb2.TaskResult(attempt=ref, output=to_value(output))
-    except TypeError as exc:
-        # Retrying cannot make the return value serialisable.
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Retrying cannot make the return value serialisable. Besides TypeError (not
+        # JSON-like), protobuf refuses an int too large for a double (OverflowError)
+        # and a str that is not valid Unicode (UnicodeEncodeError, a ValueError):
+        # left uncaught, those ended the handler's task with no result at all.
         error = make_error(
             "OutputEncodingError",
             f"handler returned {type(output).__name__}: {exc}",
