@@ -120,9 +120,16 @@ class Outbox:
         """One request with everything queued (acks first: the executor applies an
         ack before a result of the same message); results stay in_flight for
         keep_for s."""
-        for key, (written, _) in list(self.in_flight.items()):
-            if now - written > keep_for:
-                del self.in_flight[key]
+        # Oldest first (kept in the order written, see below): only the expired ones
+        # are visited, not every result of the last keep_for seconds on every write
+        # (thousands at a few thousand tasks/s).
+        expired = []
+        for key, (written, _) in self.in_flight.items():
+            if now - written <= keep_for:
+                break
+            expired.append(key)
+        for key in expired:
+            del self.in_flight[key]
         if self.empty():
             return None
         request = worker_service_pb2.ConnectRequest(acks=self.acks, heartbeats=self.heartbeats)
@@ -154,6 +161,7 @@ class Outbox:
                 break  # the next message takes it (the caller writes again)
             budget -= size
             request.results.append(result)
+            self.in_flight.pop(key, None)  # a re-sent result moves to the newest end
             self.in_flight[key] = (now, result)
             del self.results[key]
         self.acks, self.heartbeats, self.status = [], [], None
