@@ -129,3 +129,47 @@ def test_a_full_dispatch_round_trips() -> None:
     assert (body.task_id, body.phase, body.token.attempt, body.token.lease_epoch) == ("t", 1, 2, 3)
     assert (body.worker_id, body.idempotency_key, body.principal) == ("w", "k", "p")
     assert body.HasField("estimate")
+
+
+# execution_completed is built in place too; these are the bytes of the constructor
+# that built the body alone (an empty outputs Struct and an all-zero error present).
+COMPLETED: list[tuple[str, Callable[[], ev.ExecutionEvent], bytes]] = [
+    ("bare", lambda: events.execution_completed(1), b"\xea\x01\x02\x08\x01"),
+    (
+        "outputs and usage",
+        lambda: events.execution_completed(
+            2, outputs={"total": 3.0, "x": [1, {"z": None}], "s": "v"}, used={"cost": 1.5, "n": 2.0}
+        ),
+        b"\xea\x01e\x08\x02\x12?\n\x08\n\x01s\x12\x03\x1a\x01v\n\x12\n\x05total\x12\t\x11\x00"
+        b"\x00\x00\x00\x00\x00\x08@\n\x1f\n\x01x\x12\x1a2\x18\n\t\x11\x00\x00\x00\x00\x00\x00"
+        b"\xf0?\n\x0b*\t\n\x07\n\x01z\x12\x02\x08\x00\x82\n\x1f\n\x0f\n\x04cost\x11\x00\x00\x00"
+        b"\x00\x00\x00\xf8?\n\x0c\n\x01n\x11\x00\x00\x00\x00\x00\x00\x00@",
+    ),
+    (
+        "empty outputs",
+        lambda: events.execution_completed(2, outputs={}),
+        b"\xea\x01\x04\x08\x02\x12\x00",
+    ),
+    (
+        "failed",
+        lambda: events.execution_completed(
+            3,
+            failed_task_id="a",
+            error=TaskError("Boom", "task a: failed", True, {"k": 1}, retry_after_ms=1500),
+        ),
+        b'\xea\x01<\x08\x03\x1a5\n\x04Boom\x12\x0etask a: failed\x18\x01"\x10\n\x0e\n\x01k\x12\t'
+        b'\x11\x00\x00\x00\x00\x00\x00\xf0?\xc2\x07\x08\x08\x01\x10\x80\xca\xb5\xee\x01"\x01a',
+    ),
+    (
+        "zero error",
+        lambda: events.execution_completed(3, error=TaskError("", "", False)),
+        b"\xea\x01\x04\x08\x03\x1a\x00",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "expected"), COMPLETED, ids=[c[0] for c in COMPLETED])
+def test_execution_completed_keeps_its_bytes(
+    case: str, build: Callable[[], ev.ExecutionEvent], expected: bytes
+) -> None:
+    assert build().SerializeToString(deterministic=True) == expected

@@ -118,6 +118,14 @@ tasks:
     repeat: {until: "output.ok || iteration >= 5", max_iterations: 3}
     retry: {max_attempts: 2, initial_interval: 0s}
 """,
+    "outputs": """
+name: outputs
+tasks:
+  - {id: a, type: t, retry: {max_attempts: 2, initial_interval: 0s}}
+outputs:
+  whole: "${{ tasks.a.output }}"
+  half: "${{ 1.5 * 2.0 }}"
+""",
     "budget": """
 name: budget
 budget: {cost: 4}
@@ -261,6 +269,7 @@ def test_random_histories_fold_the_same_live_and_replayed(name: str) -> None:
         kinds.update(e.WhichOneof("kind") or "" for e in sim.events)
     # The histories reached the kinds folded from their values, and not only those.
     assert {"task_queued", "task_dispatched", "task_started", "task_succeeded"} <= kinds
+    assert "execution_completed" in kinds
     assert len(kinds) > 6, kinds
 
 

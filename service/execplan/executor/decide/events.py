@@ -141,16 +141,18 @@ def execution_completed(
     error: TaskError | None = None,
     used: Mapping[str, float] | None = None,
 ) -> Event:
-    body = ev.ExecutionCompleted(
-        state=cast(ex.ExecutionState.ValueType, state), failed_task_id=failed_task_id
-    )
+    event = Event()  # built in place: a body built alone is copied again into the event
+    body = event.execution_completed
+    body.SetInParent()
+    body.state = cast(ex.ExecutionState.ValueType, state)
+    body.failed_task_id = failed_task_id
     if outputs is not None:
         fill_struct(body.outputs, outputs)
     if error is not None:
         error.fill(body.error)
     if used:
         encode_usage(used, body.usage)
-    return Event(execution_completed=body)
+    return event
 
 
 def external_event_received(name: str, data: JsonValue, request_id: str, task_id: str) -> Event:

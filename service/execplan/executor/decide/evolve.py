@@ -4,9 +4,9 @@ Pure with respect to the outside world: no clock (timestamps come from the event
 no I/O, no randomness. Replaying an execution's log through it rebuilds the state
 exactly; that is how recovery and time travel work. The events of plans that grow
 at runtime are folded in `evolve_grown.py`. The events emitted most (a task's
-queued, dispatched, started, succeeded; execution_started) are folded by `folds.py`
-from their values: here they are read from the message and passed to it; the
-Machine passes the values it built them from (`Step.emit_folded`).
+queued, dispatched, started, succeeded; execution_started and _completed) are
+folded by `folds.py` from their values: here they are read from the message and
+passed to it; the Machine passes the values it built them from (`Step.emit_folded`).
 """
 
 from __future__ import annotations
@@ -232,12 +232,8 @@ def _index(state: ExecutionState, task_id: str) -> int:
 
 def _completed(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:
     body = event.execution_completed
-    state.state = body.state
-    state.outputs = from_struct(body.outputs)
-    state.error = TaskError.from_proto(body.error) if body.HasField("error") else None
-    state.failed_task_id = body.failed_task_id
-    state.finished_ms = at
-    state.timers.clear()
+    error = TaskError.from_proto(body.error) if body.HasField("error") else None
+    folds.execution_completed(state, at, body.state, body.outputs, error, body.failed_task_id)
 
 
 def _ignore(state: ExecutionState, event: ev.ExecutionEvent, at: int) -> None:

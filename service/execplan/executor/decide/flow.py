@@ -425,14 +425,24 @@ def finish(
         except EvaluationError as exc:
             outcome = ex.EXECUTION_STATE_FAILED
             error = failure(OUTPUT_ERROR, exc)
-    step.emit(
-        events.execution_completed(
-            outcome,
-            failed_task_id=failed_task_id,
-            outputs=outputs,
-            error=error,
-            used=step.state.spend.usage,
-        )
+    event = events.execution_completed(
+        outcome,
+        failed_task_id=failed_task_id,
+        outputs=outputs,
+        error=error,
+        used=step.state.spend.usage,
+    )
+    body = event.execution_completed
+    # The outputs and the error as the event holds them (what replay reads back).
+    held = TaskError.from_proto(body.error) if error is not None else None
+    step.emit_folded(
+        event,
+        "execution_completed",
+        folds.execution_completed,
+        outcome,
+        body.outputs,
+        held,
+        failed_task_id,
     )
 
 

@@ -4,7 +4,7 @@
 
 The fold (`evolve`) of the events every worker task goes through, once or more
 each (`task_queued`, `task_dispatched`, `task_started`, `task_succeeded`), of
-`execution_started`, and the parts of it other kinds share (`settle`,
+`execution_started` and `execution_completed`, and the parts of it other kinds share (`settle`,
 `drop_timers`, `finish_attempt`). Each function takes the event's values (and its
 task), not the message, so there is one fold and two callers:
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from execplan.executor.decide import evolve_grown, usage
 from execplan.executor.state import AttemptRecord, ExecutionState, Limits, TaskRun
 from execplan.executor.task_errors import TaskError
-from execplan.executor.values import JsonValue, from_value
+from execplan.executor.values import JsonValue, from_struct, from_value
 from execplan.search import SearchValue
 from execplan.search.codec import decode_map
 from execplan.usage import Budget
@@ -124,6 +124,24 @@ def execution_started(
     spend.budget = budget
     spend.max_for_each_items = max_for_each_items
     spend.max_attempts = max_attempts
+
+
+def execution_completed(  # noqa: PLR0917 (the values of execution_completed)
+    state: ExecutionState,
+    at: int,
+    outcome: int,
+    outputs: struct_pb2.Struct,
+    error: TaskError | None,
+    failed_task_id: str,
+) -> None:
+    """`outputs` as the event holds them (a JSON number 3.0 reads as 3, live or
+    replayed); `error` None: the event holds none."""
+    state.state = outcome
+    state.outputs = from_struct(outputs)
+    state.error = error
+    state.failed_task_id = failed_task_id
+    state.finished_ms = at
+    state.timers.clear()
 
 
 def recorded_attributes(
