@@ -80,7 +80,6 @@ def admit(
         estimate = _estimate(step, task, node, inputs)
     except EvaluationError as error:
         return Refusal(failure(ESTIMATE_ERROR, error))
-    task_id = step.task_id(task)
     if node.budget is not None:
         # An instance runs its for_each task's node: that task's budget covers them all.
         owner = _budget_owner(step.state, task.index)
@@ -92,11 +91,11 @@ def admit(
             estimate,
         )
         if over is not None:
-            return _refusal(over, budget, task_id, step.state.task_id(owner))
+            return _refusal(over, budget, step.task_id(task), step.state.task_id(owner))
     if spend.budget is not None:
         over = exceeded(spend.budget, spend.usage, spend.reserved, estimate)
         if over is not None:
-            return _refusal(over, spend.budget, task_id, "")
+            return _refusal(over, spend.budget, step.task_id(task), "")
     return estimate
 
 

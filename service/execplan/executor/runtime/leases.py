@@ -25,6 +25,7 @@ from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox
 from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import ExecutionState, holds_lease
+from execplan.flow.capacity import Request
 from execplan.v1 import execution_pb2 as ex
 
 # (execution id, task index)
@@ -60,12 +61,26 @@ class Leases:
             if holds_lease(task)
         }
 
-    def granted(self, execution_id: str, index: int, worker_id: str, epoch: int) -> None:
+    def granted(
+        self,
+        execution_id: str,
+        index: int,
+        worker_id: str,
+        epoch: int,
+        request: Request | None = None,
+    ) -> None:
+        """`request`: what the attempt takes of its worker's resources, when the caller
+        already has it (the dispatcher: NO_REQUEST for one that is not a main
+        attempt); None: looked up here."""
         self._held.setdefault(execution_id, {})[index] = Lease(worker_id, epoch)
         worker = self._workers.workers.get(worker_id)
         if worker is not None:
-            worker.leases.add((execution_id, index))
-            self._take(worker, (execution_id, index))
+            key = (execution_id, index)
+            worker.leases.add(key)
+            if request is None:
+                self._take(worker, key)
+            elif not request.empty:
+                worker.taken[key] = request
 
     def _take(self, worker: WorkerConn, key: LeaseKey) -> None:
         """The resources a leased main attempt takes of its worker's."""

@@ -124,17 +124,24 @@ class ReadyQueues:
         queue = self._queues.get(execution_id)
         if queue is None:
             return None
-        best: tuple[_Entry, str] | None = None
+        best: _Entry | None = None
+        best_type = ""
+        empty = True
         for task_type, heap in queue.by_type.items():
-            while heap and not still_queued(*heap[0][2:]):
+            while heap:
+                _, _, index, phase, attempt = heap[0]
+                if still_queued(index, phase, attempt):
+                    break
                 queue.pop(task_type)
-            if heap and task_type not in blocked_types and (best is None or heap[0] < best[0]):
-                best = (heap[0], task_type)
-        if not queue:
+            if heap:
+                empty = False
+                if task_type not in blocked_types and (best is None or heap[0] < best):
+                    best, best_type = heap[0], task_type
+        if empty:
             self.drop(execution_id)
         if best is None:
             return None
-        queue.pop(best[1])
+        queue.pop(best_type)
         # An emptied queue stays until the next take: a task pushed back (no worker
         # free) then keeps its execution's place in the fairness ring.
-        return best[1], best[0][2]
+        return best_type, best[2]

@@ -49,7 +49,7 @@ from execplan.executor.runtime.executions import Executions
 from execplan.executor.runtime.inbox import Inbox, Input
 from execplan.executor.runtime.leases import Leases
 from execplan.executor.runtime.queues import ReadyQueues
-from execplan.executor.runtime.workers import WorkerRegistry
+from execplan.executor.runtime.workers import WorkerConn, WorkerRegistry
 from execplan.executor.state import ExecutionState, Limits
 from execplan.executor.waiting import Wait
 from execplan.v1 import execution_pb2 as ex
@@ -149,6 +149,8 @@ class Scheduler:
         # Tasks held out of the ready queue for resources: (task type, phase, attempt).
         self._for_resources: ByExecution[tuple[str, int, int]] = ByExecution()
         self._generation = -1
+        # The worker the last `_one` dispatched to (None: it dispatched nothing).
+        self._used: WorkerConn | None = None
 
     def forget(self, execution_id: str) -> None:
         self._ready.drop(execution_id)
@@ -310,7 +312,10 @@ class Scheduler:
                     continue
                 if self._one(machines, state, picked, now, blocked, suspend):
                     progress = True
-                    if self._workers.total_free() <= 0:
+                    # Only a dispatch takes a slot, of the worker it went to: the
+                    # others' are counted again once that one has none left.
+                    used = self._used
+                    if used is not None and used.free <= 0 and self._workers.total_free() <= 0:
                         return  # the rest waits for a free slot, as at the top
 
     def _one(  # noqa: PLR0917
@@ -327,6 +332,7 @@ class Scheduler:
         task_type, index = picked
         execution_id = state.execution_id
         node = state.node(index)
+        self._used = None
         dispatched = self._ask_gates(machines, state, picked, now, suspend)
         if not isinstance(dispatched, list):
             return dispatched
@@ -369,7 +375,9 @@ class Scheduler:
             self._ready.served(execution_id)
             self._hints.pop(execution_id, index)
             self._waits.pop(execution_id, index)
-            self._leases.granted(execution_id, index, worker.worker_id, state.tasks[index].epoch)
+            epoch = state.tasks[index].epoch
+            self._leases.granted(execution_id, index, worker.worker_id, epoch, request)
+            self._used = worker
         self.absorb(machine, mark)
         return True
 
