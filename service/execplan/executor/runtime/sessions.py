@@ -192,11 +192,11 @@ class WorkerSessions:
             # hold acks back a little for this) is implied by the result: one input,
             # not two. Not with usage reports in the message: they are applied before
             # the results, and the log shows an attempt's start before its usage.
-            answered: set[tuple[str, str, int, int, int]] = set()
+            answered: set[bytes] = set()
             if results and not usage:
                 answered = _answered(results)
             for ack in acks:
-                if answered and _attempt_key(ack.attempt) in answered:
+                if answered and ack.attempt.SerializeToString() in answered:
                     continue
                 self._report(worker, ack.attempt, None, deferred=True)
         if usage:
@@ -381,8 +381,8 @@ class WorkerSessions:
         A result for an attempt still DISPATCHED is an implied ack: `task_started` is
         recorded first, then the result. Either way the ack counts as timely for the
         worker's pacing window."""
-        attempt_ref = ws.AttemptRef()
-        attempt_ref.CopyFrom(ref)
+        # `ref` is kept as it is, not copied: a request is never changed once received.
+        attempt_ref = ref
         execution_id = ref.execution_id
         retry = lambda: self._report(worker, attempt_ref, report, deferred=deferred)  # noqa: E731
         if self._executions.hold(execution_id, retry):
@@ -391,10 +391,11 @@ class WorkerSessions:
             self.reject(worker, attempt_ref, "execution is not running")
             return
         claim = _claim(attempt_ref, worker)
+        task_id = ref.task_id
 
         def action(machine: Machine) -> str:
             try:
-                task = fencing.check(machine.state, attempt_ref.task_id, claim)
+                task = fencing.check(machine.state, task_id, claim)
             except StaleToken as error:
                 return str(error)
             if task.state == ex.TASK_STATE_DISPATCHED:
@@ -494,21 +495,22 @@ class WorkerSessions:
         )
 
 
-def _attempt_key(ref: ws.AttemptRef) -> tuple[str, str, int, int, int]:
-    return (ref.execution_id, ref.task_id, ref.phase, ref.token.attempt, ref.token.lease_epoch)
-
-
-def _answered(results: Iterable[ws.TaskResult]) -> set[tuple[str, str, int, int, int]]:
+def _answered(results: Iterable[ws.TaskResult]) -> set[bytes]:
     """The attempts of `results` that `_result` submits at once, with the implied ack
     (an output or an error): not a sub-plan (compiled first) nor a malformed result
-    (rejected, the lease kept: its ack still counts)."""
+    (rejected, the lease kept: its ack still counts). Each is told by its bytes: one
+    call, where its five fields are five (an ack with other bytes for the same
+    attempt, say with unknown fields, is then applied on its own, which is harmless)."""
     return {
-        _attempt_key(r.attempt) for r in results if r.WhichOneof("outcome") in ("output", "error")
+        r.attempt.SerializeToString()
+        for r in results
+        if r.WhichOneof("outcome") in ("output", "error")
     }
 
 
 def _claim(ref: ws.AttemptRef, worker: WorkerConn) -> fencing.Claim:
-    return fencing.Claim(ref.phase, ref.token.attempt, ref.token.lease_epoch, worker.holder)
+    token = ref.token
+    return fencing.Claim(ref.phase, token.attempt, token.lease_epoch, worker.holder)
 
 
 def _fail(error: TaskError) -> Report:

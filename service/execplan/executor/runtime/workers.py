@@ -57,10 +57,11 @@ class WorkerConn:
     # Declared resources (WorkerRegistration.capacity) and what leased attempts take.
     resources: Capacity = field(default_factory=Capacity)
     taken: dict[tuple[str, int], Request] = field(default_factory=dict)
+    # Who its claims come from (fencing): made once, every ack and result names it.
+    holder: Holder = field(init=False)
 
-    @property
-    def holder(self) -> Holder:
-        return Holder(self.worker_id, self.principal, self.task_types)
+    def __post_init__(self) -> None:
+        self.holder = Holder(self.worker_id, self.principal, self.task_types)
 
     @property
     def capacity(self) -> int:
