@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from execplan.executor.decide.fencing import Claim
 from execplan.executor.plan_view import PlanView, decode_plan
 from execplan.executor.runtime.background import Background
 from execplan.executor.runtime.checkpoints import Checkpoints
@@ -155,6 +156,46 @@ async def test_deadlines_fire_in_due_order_across_executions(tmp_path: Path) -> 
         await asyncio.sleep(0.05)
         assert fired == ["a", "b", "c"]
         assert all(deadlines.pending(n) == 0 for n in "abc")
+    finally:
+        await engine.stop()
+        await engine.store.close()
+
+
+async def test_ack_deadlines_armed_together_fire_each_once(tmp_path: Path) -> None:
+    """A round's ack deadlines (due at the same ms) share one entry of the heap: each
+    still fires once, a forgotten execution's not at all; and a batch the sweep
+    dropped (only forgotten deadlines left) takes no more."""
+    engine = await _engine_with_ack_deadline(tmp_path, 5_000)
+    try:
+        deadlines = engine.deadlines
+        due: list[str] = []
+        clock = [engine.now_ms()]
+        deadlines._now_ms = lambda: clock[0]
+
+        def ack_due(execution_id: str, index: int, claim: Claim) -> None:
+            due.append(f"{execution_id}/{index}")
+
+        deadlines._ack_due = ack_due  # type: ignore[method-assign]
+        claim = Claim(0, 1, 1)
+        for name, index in (("a", 0), ("b", 0), ("a", 1), ("gone", 0)):
+            deadlines._watch_ack(name, index, claim, 40)
+        deadlines.forget("gone")
+        assert deadlines.pending("a") == 2 and deadlines.pending("gone") == 0
+        clock[0] += 40
+        await _until(lambda: len(due) == 3)
+        assert due == ["a/0", "b/0", "a/1"]
+        assert deadlines.pending("a") == 0 and deadlines.pending("b") == 0
+        # Same ms again: one forgotten ack deadline in a new batch; a deadline due now
+        # makes the sweep drop the heap, and the batch with it.
+        deadlines._watch_ack("x", 0, claim, 60)
+        deadlines.forget("x")
+        deadlines._at("now", clock[0], lambda: due.append("now"))
+        await _until(lambda: due[-1] == "now")
+        deadlines._watch_ack("z", 0, claim, 60)  # the same due ms as x's
+        clock[0] += 60
+        await _until(lambda: due[-1] == "z/0")
+        await asyncio.sleep(0.05)
+        assert due == ["a/0", "b/0", "a/1", "now", "z/0"]
     finally:
         await engine.stop()
         await engine.store.close()

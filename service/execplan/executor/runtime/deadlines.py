@@ -4,9 +4,10 @@ Attempt deadlines (ack, start_to_close, heartbeat, schedule_to_start,
 schedule_to_close) are in memory only: an entry in one heap ordered by due time,
 swept by a single loop timer armed for the earliest entry (a `loop.call_later` per
 dispatch, two closures and a set entry each, cost ~5% of the server's CPU on a
-fan-out). A due entry submits an input for the pump; the input checks (`fencing`)
-that the lease it was armed for is still the current one, so an entry that comes
-due late does nothing. An ack deadline is checked before it becomes an input: an
+fan-out); the ack deadlines armed at the same ms (a round's dispatches, sent
+together) share one entry. A due entry submits an input for the pump; the input
+checks (`fencing`) that the lease it was armed for is still the current one, so an
+entry that comes due late does nothing. An ack deadline is checked before it becomes an input: an
 attempt acknowledged long ago does not cost a round. Durable timers
 (retry backoff, sleep, wait timeouts) are recorded as events (`timer_scheduled`) and
 armed here once committed. `forget(execution_id)` cancels all of an execution's
@@ -51,8 +52,12 @@ class Deadlines:
         self._leases = leases
         self._missed_ack = missed_ack
         self._now_ms = now_ms
-        # Attempt deadlines: (due ms, tie-breaker, the execution's _Armed, fire).
-        self._heap: list[tuple[int, int, _Armed, Callable[[], None]]] = []
+        # Attempt deadlines: (due ms, tie-breaker, the execution's _Armed, fire); an
+        # entry of ack deadlines (`_AckBatch`) has no _Armed: each of its own has one.
+        self._heap: list[tuple[int, int, _Armed | None, Callable[[], None]]] = []
+        # The ack deadlines armed last, all due at the same ms (a round's dispatches
+        # are sent together): one heap entry for them all, not one each.
+        self._acks: _AckBatch | None = None
         self._order = itertools.count()
         # Per execution with deadlines armed. `forget` drops the entry: its deadlines
         # still in the heap name an _Armed no longer current and are skipped when they
@@ -79,6 +84,7 @@ class Deadlines:
             self._sweep.cancel()
             self._sweep = None
         self._heap.clear()
+        self._acks = None
         self._armed.clear()
         for timers in self._timers.values():
             for handle in timers.values():
@@ -89,10 +95,17 @@ class Deadlines:
         self._at(execution_id, self._now_ms() + max(0, delay_ms), fire)
 
     def _at(self, execution_id: str, at_ms: int, fire: Callable[[], None]) -> None:
+        self._push(at_ms, self._count(execution_id), fire)
+
+    def _count(self, execution_id: str) -> _Armed:
+        """One more deadline of the execution is armed."""
         armed = self._armed.get(execution_id)
         if armed is None:
             armed = self._armed[execution_id] = _Armed(execution_id)
         armed.count += 1
+        return armed
+
+    def _push(self, at_ms: int, armed: _Armed | None, fire: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (at_ms, next(self._order), armed, fire))
         if self._sweep is None or at_ms < self._sweep_due:
             self._arm_sweep(at_ms)
@@ -111,16 +124,22 @@ class Deadlines:
         now = self._now_ms()
         while heap and heap[0][0] <= now:
             _, _, armed, fire = heapq.heappop(heap)
-            if self._armed.get(armed.execution_id) is not armed:
-                continue  # its execution was forgotten since
-            armed.count -= 1
-            if not armed.count:
-                del self._armed[armed.execution_id]
-            fire()
+            if armed is None or self._live(armed):
+                fire()
         if not self._armed:
             heap.clear()  # only deadlines of forgotten executions are left
+            self._acks = None  # nothing more may join a batch no longer in the heap
         if heap and self._sweep is None:
             self._arm_sweep(heap[0][0])
+
+    def _live(self, armed: _Armed) -> bool:
+        """A deadline comes due: False when its execution was forgotten since."""
+        if self._armed.get(armed.execution_id) is not armed:
+            return False
+        armed.count -= 1
+        if not armed.count:
+            del self._armed[armed.execution_id]
+        return True
 
     def _submit(self, execution_id: str, action: Callable[[Machine], None]) -> None:
         if execution_id in self._executions:
@@ -162,7 +181,19 @@ class Deadlines:
     def _watch_ack(
         self, execution_id: str, index: int, claim: fencing.Claim, delay_ms: int
     ) -> None:
-        self._after(execution_id, delay_ms, partial(self._ack_due, execution_id, index, claim))
+        due = self._now_ms() + max(0, delay_ms)
+        armed = self._count(execution_id)
+        batch = self._acks
+        if batch is None or batch.due_ms != due or batch.fired:
+            batch = self._acks = _AckBatch(due)
+            self._push(due, None, partial(self._acks_due, batch))
+        batch.acks.append((armed, index, claim))
+
+    def _acks_due(self, batch: _AckBatch) -> None:
+        batch.fired = True
+        for armed, index, claim in batch.acks:
+            if self._live(armed):
+                self._ack_due(armed.execution_id, index, claim)
 
     def _ack_due(self, execution_id: str, index: int, claim: fencing.Claim) -> None:
         state = self._executions.get(execution_id)
@@ -293,6 +324,18 @@ class _Armed:
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
         self.count = 0
+
+
+class _AckBatch:
+    """Ack deadlines due at the same ms, in one heap entry: (its execution's _Armed,
+    the task's index, the lease's claim) each."""
+
+    __slots__ = ("acks", "due_ms", "fired")
+
+    def __init__(self, due_ms: int) -> None:
+        self.due_ms = due_ms
+        self.acks: list[tuple[_Armed, int, fencing.Claim]] = []
+        self.fired = False
 
 
 def _unacknowledged(state: ExecutionState, index: int, claim: fencing.Claim) -> bool:
