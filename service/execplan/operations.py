@@ -52,7 +52,7 @@ class _RunsEnding(EngineObserver):
         self._scheduler = scheduler
 
     def committed(self, commits: Sequence[Commit]) -> None:
-        for state, _, _ in commits:
+        for state, _, _, _ in commits:
             if state.terminal:
                 self._scheduler.execution_finished(state.execution_id)
 

@@ -59,10 +59,10 @@ def test_lines_by_level(level: int, expected: list[str]) -> None:
     logger.setLevel(level)
     observer = EventLogObserver(logger)
     sim = Sim(FLOW)
-    observer.committed([(sim.state, sim.events, kinds(sim.events))])
+    observer.committed([(sim.state, sim.events, kinds(sim.events), sim.now)])
     mark = len(sim.events)
     sim.dispatch("a")
     sim.ack("a")
     sim.fail("a", retryable=False)
-    observer.committed([(sim.state, sim.events[mark:], kinds(sim.events[mark:]))])
+    observer.committed([(sim.state, sim.events[mark:], kinds(sim.events[mark:]), sim.now)])
     assert [message for _, message in handler.lines] == expected

@@ -47,7 +47,7 @@ class EventLogObserver(EngineObserver):
             logged = _WARNING_KINDS
         else:
             return
-        for state, events, kinds in commits:
+        for state, events, kinds, _ in commits:
             if not logged.isdisjoint(kinds):  # most executions of a round: nothing to log
                 self._lines(state, events, kinds)
 

@@ -16,10 +16,11 @@ from execplan.v1 import events_pb2 as ev
 from execplan.v1 import worker_service_pb2 as ws
 
 # What one execution committed in a round: its state (after the round), its events
-# of the round in sequence order, and each event's kind (`kinds[i]` is
-# `events[i].WhichOneof("kind")`, read once for every observer). Every event of one
-# round carries the same `recorded_at`.
-Commit = tuple[ExecutionState, Sequence[ev.ExecutionEvent], Sequence[str]]
+# of the round in sequence order, each event's kind (`kinds[i]` is
+# `events[i].WhichOneof("kind")`, read once for every observer) and the time every
+# one of those events carries as `recorded_at`, in ms (a Timestamp read per event
+# costs more than the observers' own work with it).
+Commit = tuple[ExecutionState, Sequence[ev.ExecutionEvent], Sequence[str], int]
 
 
 class EngineObserver:

@@ -148,13 +148,13 @@ class TracingObserver(EngineObserver):
         dispatch.trace_context.update(carrier)
 
     def committed(self, commits: Sequence[Commit]) -> None:
-        for state, events, _ in commits:
+        for state, events, _, _ in commits:
             if state.last_sequence == len(events):  # its first events: it just started
                 self._recheck()
                 break
         if not self._enabled() and not self._executions:
             return
-        for state, events, kinds in commits:
+        for state, events, kinds, _ in commits:
             for event, kind in zip(events, kinds, strict=True):
                 if kind == "execution_started":
                     self._execution(state, _ns(event))

@@ -128,7 +128,7 @@ class Actor:
             state = machine.state
             events = machine.events
             kinds = machine.kinds  # each event's kind, as the machine emitted it
-            commits.append((state, events, kinds))
+            commits.append((state, events, kinds, machine.now_ms))  # the events' time
             self._breakers.committed(state, events)
             self._flow.committed(state, events)
             if self._hub.wants(state.execution_id):
