@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 from execplan.executor.state import (
@@ -151,9 +150,13 @@ def encode_execution(
     _spend(state, message)
     for name, value in state.search_attributes.items():
         message.search_attributes[name].CopyFrom(encode_value(value))
-    counts = Counter(task_state_name(t.state) for t in state.tasks)
-    for name, count in counts.items():
-        message.task_counts[name] = count
+    # Counted by state number, named once per state (a summary is encoded for every
+    # start and end an execution watcher sees).
+    counts: dict[int, int] = {}
+    for task in state.tasks:
+        counts[task.state] = counts.get(task.state, 0) + 1
+    for task_state, count in counts.items():
+        message.task_counts[task_state_name(task_state)] = count
     if with_tasks:
         for task in state.tasks:
             _task(state, task, message.tasks.add(), hint, waiting)

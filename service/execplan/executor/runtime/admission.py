@@ -159,7 +159,8 @@ class Admissions:
             ticket = self._tickets.pop(key)
             if ticket.holding:
                 self._held[ticket.holder] = (ticket.slot.name, ticket.slot.key)  # type: ignore[union-attr]
-        self._kick.set()
+        if self._held:  # else the sweep has nothing to release (no wake per retirement)
+            self._kick.set()
 
     def kick(self) -> None:
         self._kick.set()

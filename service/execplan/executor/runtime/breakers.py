@@ -171,8 +171,8 @@ class BreakerGate:
     # -- outcomes --------------------------------------------------------------------
     def committed(self, state: ExecutionState, events: Sequence[ev.ExecutionEvent]) -> None:
         """Counts the outcomes of breaker-guarded main attempts among `events`."""
-        if not state.plan.has_breakers and not any(s.plan.has_breakers for s in state.scopes):
-            return  # no breaker in the plan nor in a sub-plan
+        if not _has_breakers(state):
+            return
         now = self._now_ms()
         for event in events:
             outcome = _outcome(event)
@@ -283,3 +283,12 @@ def _unpark(index: int, task_type: str) -> Callable[[Machine], None]:
 
 def _type_of(state: ExecutionState, index: int, *, strict: bool = False) -> str:
     return state.node(index).type
+
+
+def _has_breakers(state: ExecutionState) -> bool:
+    """Does a task of the execution have a breaker, a sub-plan's included? (Asked for
+    every execution of every round: most have no sub-plan, and a generator over none
+    costs more than the rest of the check.)"""
+    if state.plan.has_breakers:
+        return True
+    return bool(state.scopes) and any(scope.plan.has_breakers for scope in state.scopes)

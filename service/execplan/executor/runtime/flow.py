@@ -274,8 +274,12 @@ class FlowGate:
 
 
 def uses_flow(state: ExecutionState) -> bool:
-    """Does a task of the execution have flow control, a sub-plan's included?"""
-    return state.plan.has_flow or any(scope.plan.has_flow for scope in state.scopes)
+    """Does a task of the execution have flow control, a sub-plan's included? (Asked
+    for every execution of every round: most have no sub-plan, and a generator over
+    none costs more than the rest of the check.)"""
+    if state.plan.has_flow:
+        return True
+    return bool(state.scopes) and any(scope.plan.has_flow for scope in state.scopes)
 
 
 def _pending(ticket: Ticket, now_ms: int) -> Wait:
