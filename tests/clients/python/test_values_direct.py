@@ -8,8 +8,9 @@ import enum
 from collections import OrderedDict
 from typing import Any
 
+import pytest
 from execplan.client import values
-from execplan.client.values import to_value
+from execplan.client.values import to_struct, to_value
 from google.protobuf import struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,3 +90,29 @@ def test_empty_containers_are_set() -> None:
     assert to_value([]).WhichOneof("kind") == "list_value"
     assert to_value(()).WhichOneof("kind") == "list_value"
     assert to_value(None).WhichOneof("kind") == "null_value"
+
+
+def test_a_value_that_contains_itself_is_refused() -> None:
+    """Neither path may walk it forever (the finiteness walk did: a hang, its memory
+    growing): json_format refuses it as too deep, as any value past its limit."""
+    items: list[Any] = []
+    items.append(items)
+    mapping: dict[str, Any] = {}
+    mapping["a"] = mapping
+    mapping["b"] = [mapping, 1.5]
+    for obj in (items, mapping, {"x": [items]}, (1, items)):
+        assert outcome(to_value, obj) == outcome(reference, obj)
+        assert outcome(to_value, obj)[0] == "TypeError"
+        assert "too deep" in outcome(to_value, obj)[1]
+    with pytest.raises(TypeError, match="too deep"):
+        to_struct(mapping)
+
+
+def test_a_nan_within_the_depth_limit_is_still_named() -> None:
+    obj = nested(49, "list")
+    inner = obj
+    for _ in range(48):
+        inner = inner[0]
+    inner.append(float("nan"))
+    with pytest.raises(TypeError, match="not a JSON number"):
+        to_value(obj)

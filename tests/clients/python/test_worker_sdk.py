@@ -243,6 +243,13 @@ async def test_exceptions_become_error_info() -> None:
         async def lone_surrogate(inputs: dict[str, object]) -> object:
             return ["\ud800"]
 
+        # A value that contains itself: refused as too deep, not walked forever.
+        @h.worker.task("cyclic")
+        async def cyclic(inputs: dict[str, object]) -> object:
+            loop: list[object] = []
+            loop.append({"again": loop})
+            return loop
+
         h.serve()
         await h.fake.next_request()
         h.server.send(
@@ -255,11 +262,12 @@ async def test_exceptions_become_error_info() -> None:
                     dispatch(5, "not.registered"),
                     dispatch(6, "too.large"),
                     dispatch(7, "lone.surrogate"),
+                    dispatch(8, "cyclic"),
                 ]
             )
         )
         errors: dict[str, tuple[str, str, bool]] = {}
-        while len(errors) < 7:
+        while len(errors) < 8:
             item = await h.fake.next_request(has_results)
             for r in item.request.results:
                 assert r.WhichOneof("outcome") == "error"
@@ -276,6 +284,8 @@ async def test_exceptions_become_error_info() -> None:
         assert errors["t6"][:1] == ("OutputEncodingError",) and errors["t6"][2] is False
         assert "too large" in errors["t6"][1]
         assert errors["t7"][:1] == ("OutputEncodingError",) and errors["t7"][2] is False
+        assert errors["t8"][:1] == ("OutputEncodingError",) and errors["t8"][2] is False
+        assert "too deep" in errors["t8"][1]
 
 
 async def test_context_exposes_the_dispatch() -> None:

@@ -33,25 +33,29 @@ from typing import Any
 from execplan.v1 import execution_pb2
 from google.protobuf import json_format, struct_pb2
 
+# json_format.ParseDict's default depth limit; a Value, Struct and ListValue are one
+# level each (a value nested 50 dicts deep is as far as it goes).
+_MAX_DEPTH = 100
+
 
 def _check_finite(obj: Any) -> None:
     """TypeError for NaN or an infinity anywhere in `obj`: JSON has no such number
     (protobuf would carry it, and the server refuses it)."""
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
     while stack:
-        item, path = stack.pop()
+        item, path, depth = stack.pop()
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise TypeError(f"not a JSON number at {path or 'the top'}: {item}")
-        elif isinstance(item, Mapping):
-            stack.extend((v, f"{path}.{k}") for k, v in item.items())
-        elif isinstance(item, list | tuple):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
-
-
-# json_format.ParseDict's default depth limit; a Value, Struct and ListValue are one
-# level each (a value nested 50 dicts deep is as far as it goes).
-_MAX_DEPTH = 100
+        elif isinstance(item, Mapping | list | tuple):
+            if depth > _MAX_DEPTH:
+                # Deeper than json_format takes: it refuses the value ("too deep").
+                # Walking on would never end for a value that contains itself.
+                return
+            if isinstance(item, Mapping):
+                stack.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
+            else:
+                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
 
 
 class _NotPlain(Exception):
