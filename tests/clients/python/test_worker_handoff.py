@@ -89,3 +89,29 @@ def test_a_closed_loop_raises_as_call_soon_threadsafe_does() -> None:
         handoff.call(print)
     with pytest.raises(RuntimeError):  # and again: nothing was left pending
         handoff.call(print)
+
+
+def test_a_call_from_inside_a_call_on_the_same_thread_neither_hangs_nor_is_lost() -> None:
+    """A signal handler or a finalizer can run in the middle of `call`, on the thread
+    that is in it, and call again."""
+    loop = asyncio.new_event_loop()
+    try:
+        handoff = Handoff(loop)
+        seen: list[str] = []
+
+        class Interrupted(list[Any]):
+            # Stands in for an interruption right after the outer call queued itself.
+            def append(self, item: Any) -> None:
+                super().append(item)
+                if item[1] == ("outer",):
+                    handoff.call(seen.append, "inner")
+
+        handoff._calls = Interrupted()
+        caller = threading.Thread(target=handoff.call, args=(seen.append, "outer"), daemon=True)
+        caller.start()
+        caller.join(timeout=5)
+        assert not caller.is_alive(), "the caller waits for itself"
+        loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["outer", "inner"]
+    finally:
+        loop.close()

@@ -26,7 +26,10 @@ class Handoff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler or a finalizer (run by a garbage collection the
+        # append below may trigger) can call in on the thread that holds it; with a
+        # plain Lock that thread would wait for itself forever.
+        self._lock = threading.RLock()
         self._calls: list[_Call] = []
         # A `_run` is queued on the loop and has not taken the calls yet.
         self._scheduled = False
@@ -48,8 +51,10 @@ class Handoff:
 
     def _run(self) -> None:
         with self._lock:
-            calls, self._calls = self._calls, []
+            # Cleared before the calls are taken: a call that gets in between (on this
+            # thread, see above) then schedules a run of its own, or is taken here.
             self._scheduled = False
+            calls, self._calls = self._calls, []
         for fn, args in calls:
             try:
                 fn(*args)
