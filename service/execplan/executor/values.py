@@ -76,6 +76,8 @@ def _fill_list(target: struct_pb2.Value, value: list[JsonValue] | tuple[JsonValu
 
 def fill_struct(target: struct_pb2.Struct, value: Mapping[str, JsonValue]) -> None:
     target.SetInParent()
+    if not value:  # most inputs and outputs: {}
+        return
     fields = target.fields
     for key, item in value.items():
         fill_value(fields[key if type(key) is str else str(key)], item)

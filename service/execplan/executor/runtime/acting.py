@@ -165,7 +165,8 @@ class Actor:
         node = state.node(effect.index)
         timeouts = node.timeouts_for(effect.phase)
         now = self._now_ms()
-        self._leases.beat(state.execution_id, effect.index, effect.epoch, now)
+        if timeouts.heartbeat_ms:  # the one deadline the lease's last beat is read for
+            self._leases.beat(state.execution_id, effect.index, effect.epoch, now)
         _fill_ref(dispatch.attempt, state, effect)
         dispatch.task_type = effect.task_type
         dispatch.idempotency_key = effect.idempotency_key

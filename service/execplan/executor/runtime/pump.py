@@ -168,7 +168,11 @@ class Pump:
             self._executions.suspend(execution_id)
             return
         self._scheduler.absorb(machine, mark)
-        work.applied.setdefault(execution_id, []).append(item)
+        applied = work.applied.get(execution_id)  # not setdefault: a list per input
+        if applied is None:
+            work.applied[execution_id] = [item]
+        else:
+            applied.append(item)
         if item.future is not None:
             work.replies.append((item.future, result, execution_id))
 
