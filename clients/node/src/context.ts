@@ -1,10 +1,12 @@
 /** TaskContext: what a handler knows about its attempt, and how it talks back. */
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { Value } from "@bufbuild/protobuf/wkt";
 import type { Usage } from "./gen/execplan/v1/execution_pb.js";
 import { usageMessage } from "./usage.js";
 import type { UsageCounters } from "./usage.js";
 import type { SearchAttributeValue } from "./gen/execplan/v1/execution_pb.js";
 import { toSearchAttributes } from "./search.js";
+import { toValue } from "./values.js";
 import type { SearchValue } from "./search.js";
 
 /** One piece of partial output as `ctx.stream` hands it to the worker. */
@@ -76,7 +78,7 @@ export class TaskContext {
   readonly previousError: PreviousError | undefined;
 
   /** @internal latest progress, sent with the next heartbeat. */
-  progress: JsonValue | undefined = undefined;
+  progress: Value | undefined = undefined;
   /** @internal progress changed since the last heartbeat. */
   progressDirty = false;
   /** @internal usage reports of this attempt so far (they are numbered 1, 2, ...). */
@@ -116,11 +118,13 @@ export class TaskContext {
 
   /**
    * Record progress (JSON) for the executor; heartbeats flow anyway every interval,
-   * this only sends the latest progress sooner (rate-limited).
+   * this only sends the latest progress sooner (rate-limited). Throws a TypeError
+   * here, where it is reported, for progress JSON cannot hold (a bigint, a circular
+   * object); converted later it would fail the heartbeat or the result instead.
    */
   heartbeat(progress?: JsonValue): void {
     if (progress !== undefined) {
-      this.progress = progress;
+      this.progress = toValue(progress);
       this.progressDirty = true;
     }
     this.onHeartbeat();

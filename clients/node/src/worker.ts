@@ -53,9 +53,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { create, fromJson } from "@bufbuild/protobuf";
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
-import { ValueSchema, timestampDate } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { encodeCapacity } from "./capacity.js";
 import type { Capacity } from "./capacity.js";
@@ -91,6 +91,7 @@ import { transport } from "./security.js";
 import type { SecurityOptions, Transport } from "./security.js";
 import { SubPlan } from "./subplan.js";
 import { Output, usageMessage } from "./usage.js";
+import { toValue } from "./values.js";
 import { startSpan } from "./tracing.js";
 
 export const SDK = "node/0.1";
@@ -536,7 +537,7 @@ export class Worker {
     if (attempt.ctx.progressDirty && attempt.ctx.progress !== undefined) {
       attempt.ctx.progressDirty = false;
       const beat = create(TaskHeartbeatSchema, { attempt: attempt.dispatch.attempt });
-      beat.progress = toValue(attempt.ctx.progress);
+      beat.progress = attempt.ctx.progress;
       this.outbox.heartbeats.push(beat);
     }
     this.outbox.results.set(key, result);
@@ -573,7 +574,7 @@ export class Worker {
       const attributes = Object.keys(a.ctx.pendingAttributes).length > 0;
       if (onlyDirty && !a.ctx.progressDirty && !attributes) continue;
       const beat = create(TaskHeartbeatSchema, { attempt: a.dispatch.attempt, searchAttributes: a.ctx.takeSearchAttributes() });
-      if (a.ctx.progress !== undefined) beat.progress = toValue(a.ctx.progress);
+      if (a.ctx.progress !== undefined) beat.progress = a.ctx.progress;
       a.ctx.progressDirty = false;
       this.outbox.heartbeats.push(beat);
     }
@@ -748,12 +749,6 @@ function info(dispatch: Dispatch) {
       ? { type: dispatch.previousError.type, message: dispatch.previousError.message, details: dispatch.previousError.details ?? {} }
       : undefined,
   };
-}
-
-function toValue(json: unknown) {
-  // Through JSON text: Dates become strings, undefined members vanish, as in JSON.
-  const text = JSON.stringify(json ?? null);
-  return fromJson(ValueSchema, (text === undefined ? null : JSON.parse(text)) as JsonValue);
 }
 
 

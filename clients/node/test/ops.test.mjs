@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, test } from "node:test";
 import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { ExecplanClient, NotFoundError, Worker, fromSearchAttributes } from "../dist/index.js";
+import { ExecplanClient, NotFoundError, Worker, fromSearchAttributes, pb } from "../dist/index.js";
 import { Server, finish } from "./server.mjs";
 
 const TALK = `
@@ -127,6 +127,43 @@ test("progress reported just before the result is recorded", async () => {
     assert.deepEqual(progress, [{ step: "last" }], kinds.join(", "));
     assert.ok(kinds.indexOf("taskProgress") < kinds.indexOf("taskSucceeded"), kinds.join(", "));
   }
+});
+
+const REFUSE = `
+name: node-refuse
+tasks:
+  - id: report
+    type: n.refuse
+outputs:
+  refused: "\${{ tasks.report.output.refused }}"
+`;
+
+test("progress that is not JSON throws where it is reported; the attempt still ends", async () => {
+  startWorker((w) =>
+    w.task("n.refuse", async (_inputs, ctx) => {
+      const refused = [];
+      const circular = {};
+      circular.self = circular;
+      for (const progress of [{ big: 10n }, circular]) {
+        try {
+          ctx.heartbeat(progress);
+        } catch (err) {
+          refused.push(err instanceof TypeError);
+        }
+      }
+      ctx.heartbeat({ step: "fine" });
+      return { refused };
+    }),
+  );
+  const { executionId } = await client.start({ source: REFUSE });
+  const done = await finish(client, executionId);
+  assert.equal(done.state, pb.ExecutionState.SUCCEEDED);
+  assert.deepEqual(done.outputs, { refused: [true, true] });
+  const progress = [];
+  for await (const e of client.history(executionId)) {
+    if (e.kind.case === "taskProgress") progress.push(toJson(ValueSchema, e.kind.value.progress));
+  }
+  assert.deepEqual(progress, [{ step: "fine" }]);
 });
 
 const PAIR = `
