@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +212,19 @@ async def test_results_ready_together_share_one_message() -> None:
         assert messages <= n // 2, f"{n} results took {messages} messages"
 
 
+class Unreadable(Mapping[str, object]):
+    """A mapping whose items cannot be read (a closed cursor, say)."""
+
+    def __getitem__(self, key: str) -> object:
+        raise RuntimeError("the rows are gone")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["a"])
+
+    def __len__(self) -> int:
+        return 1
+
+
 async def test_exceptions_become_error_info() -> None:
     class DeclinedError(NonRetryableError):
         pass
@@ -250,6 +263,11 @@ async def test_exceptions_become_error_info() -> None:
             loop.append({"again": loop})
             return loop
 
+        # An output whose reading raises: the attempt fails with that exception.
+        @h.worker.task("unreadable")
+        def unreadable(inputs: dict[str, object]) -> object:
+            return {"rows": Unreadable()}
+
         h.serve()
         await h.fake.next_request()
         h.server.send(
@@ -263,11 +281,12 @@ async def test_exceptions_become_error_info() -> None:
                     dispatch(6, "too.large"),
                     dispatch(7, "lone.surrogate"),
                     dispatch(8, "cyclic"),
+                    dispatch(9, "unreadable"),
                 ]
             )
         )
         errors: dict[str, tuple[str, str, bool]] = {}
-        while len(errors) < 8:
+        while len(errors) < 9:
             item = await h.fake.next_request(has_results)
             for r in item.request.results:
                 assert r.WhichOneof("outcome") == "error"
@@ -286,6 +305,7 @@ async def test_exceptions_become_error_info() -> None:
         assert errors["t7"][:1] == ("OutputEncodingError",) and errors["t7"][2] is False
         assert errors["t8"][:1] == ("OutputEncodingError",) and errors["t8"][2] is False
         assert "too deep" in errors["t8"][1]
+        assert errors["t9"] == ("RuntimeError", "the rows are gone", True)
 
 
 async def test_context_exposes_the_dispatch() -> None:

@@ -122,6 +122,10 @@ def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_ser
             retryable=False,
         )
         return worker_service_pb2.TaskResult(attempt=ref, error=error)
+    except Exception as exc:
+        # Reading the output raised (a Mapping whose items fail, say): the attempt
+        # fails as if the handler had raised it, instead of sending no result at all.
+        return encode_error(ref, exc)
     if usage is not None:
         result.usage.CopyFrom(usage)
     return result
