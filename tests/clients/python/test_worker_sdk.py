@@ -225,6 +225,11 @@ class Unreadable(Mapping[str, object]):
         return 1
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
 async def test_exceptions_become_error_info() -> None:
     class DeclinedError(NonRetryableError):
         pass
@@ -268,6 +273,16 @@ async def test_exceptions_become_error_info() -> None:
         def unreadable(inputs: dict[str, object]) -> object:
             return {"rows": Unreadable()}
 
+        # Errors protobuf would refuse as they are: a message that is not valid
+        # Unicode (a surrogateescape'd file name), a str() that raises.
+        @h.worker.task("bad.message")
+        async def bad_message(inputs: dict[str, object]) -> object:
+            raise FileNotFoundError(b"no /tmp/\xff".decode("utf-8", "surrogateescape"))
+
+        @h.worker.task("unprintable")
+        def unprintable(inputs: dict[str, object]) -> object:
+            raise Unprintable
+
         h.serve()
         await h.fake.next_request()
         h.server.send(
@@ -282,11 +297,13 @@ async def test_exceptions_become_error_info() -> None:
                     dispatch(7, "lone.surrogate"),
                     dispatch(8, "cyclic"),
                     dispatch(9, "unreadable"),
+                    dispatch(10, "bad.message"),
+                    dispatch(11, "unprintable"),
                 ]
             )
         )
         errors: dict[str, tuple[str, str, bool]] = {}
-        while len(errors) < 9:
+        while len(errors) < 11:
             item = await h.fake.next_request(has_results)
             for r in item.request.results:
                 assert r.WhichOneof("outcome") == "error"
@@ -306,6 +323,12 @@ async def test_exceptions_become_error_info() -> None:
         assert errors["t8"][:1] == ("OutputEncodingError",) and errors["t8"][2] is False
         assert "too deep" in errors["t8"][1]
         assert errors["t9"] == ("RuntimeError", "the rows are gone", True)
+        assert errors["t10"] == ("FileNotFoundError", "no /tmp/\\udcff", True)
+        assert errors["t11"] == (
+            "Unprintable",
+            "(Unprintable: its message could not be read)",
+            True,
+        )
 
 
 async def test_context_exposes_the_dispatch() -> None:

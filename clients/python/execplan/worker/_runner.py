@@ -84,6 +84,11 @@ def make_error(
         if retryable
         else execution_pb2.ERROR_RETRY_NON_RETRYABLE
     )
+    # protobuf refuses a str that is not valid Unicode (a lone surrogate: a file name
+    # decoded with surrogateescape in an OSError's message, say): escaped, so the
+    # error still reaches the executor instead of the attempt losing its result.
+    kind = kind.encode("utf-8", "backslashreplace").decode("utf-8")
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     info = execution_pb2.ErrorInfo(type=kind, message=message, retryable=retryable, retry=retry)
     if retry_after is not None and retry_after >= 0:
         info.retry_after.FromMilliseconds(math.ceil(min(retry_after, MAX_RETRY_AFTER_S) * 1000))
@@ -94,11 +99,16 @@ def error_info(exc: BaseException) -> execution_pb2.ErrorInfo:
     # NonRetryableError sets `retryable = False` as a class attribute, so one
     # getattr covers it, its subclasses and any third-party exception doing the same;
     # RateLimited (or anything with a numeric `retry_after`) carries its wait.
-    retryable = getattr(exc, "retryable", True) is not False
-    retry_after = getattr(exc, "retry_after", None)
+    try:
+        retryable = getattr(exc, "retryable", True) is not False
+        retry_after = getattr(exc, "retry_after", None)
+        message = str(exc)
+    except Exception:  # its str() (or a property) raises: the type still says what failed
+        retryable, retry_after = True, None
+        message = f"({type(exc).__name__}: its message could not be read)"
     if not isinstance(retry_after, int | float) or isinstance(retry_after, bool):
         retry_after = None
-    return make_error(type(exc).__name__, str(exc), retryable=retryable, retry_after=retry_after)
+    return make_error(type(exc).__name__, message, retryable=retryable, retry_after=retry_after)
 
 
 def encode_output(ref: worker_service_pb2.AttemptRef, output: Any) -> worker_service_pb2.TaskResult:
