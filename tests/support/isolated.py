@@ -35,6 +35,14 @@ def fail(inputs: dict[str, Any]) -> None:
     raise ValueError(f"bad input {inputs['x']}")
 
 
+class Odd(Exception):
+    retry_after = "soon"  # not a number of seconds
+
+
+def fail_oddly(inputs: dict[str, Any]) -> None:
+    raise Odd("odd")
+
+
 def sleep(inputs: dict[str, Any]) -> str:
     time.sleep(float(inputs["seconds"]))
     return "slept"

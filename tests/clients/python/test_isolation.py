@@ -100,6 +100,13 @@ def test_a_handler_error_comes_back_with_its_type() -> None:
     assert outcome.error == ("ValueError", "bad input 7", True, None)
 
 
+def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+    """As in the worker's own process (error_info): the parent builds the ErrorInfo
+    from it, and a str there raised, losing the attempt's result."""
+    outcome = run(isolated.fail_oddly, {}, dispatch())
+    assert outcome.error == ("Odd", "odd", True, None)
+
+
 def test_a_cancelled_attempt_kills_the_child() -> None:
     ctx = context()
     threading.Timer(0.5, ctx.cancel).start()  # as the stream thread does

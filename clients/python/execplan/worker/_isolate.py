@@ -138,6 +138,8 @@ def _child(job: _Job, conn: multiprocessing.connection.Connection) -> None:
     except BaseException as exc:
         retryable = getattr(exc, "retryable", True) is not False
         retry_after = getattr(exc, "retry_after", None)
+        if not isinstance(retry_after, int | float) or isinstance(retry_after, bool):
+            retry_after = None  # as error_info: the parent's make_error takes a number
         try:
             conn.send(("error", type(exc).__name__, str(exc), retryable, retry_after))
         except MemoryError:
