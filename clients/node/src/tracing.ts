@@ -72,8 +72,14 @@ export function startSpan(taskType: string, ctx: TaskContext): AttemptSpan | und
     run: (fn) => o.context.with(active, fn),
     end: () => span.end(),
     fail: (err) => {
-      span.recordException(err);
-      span.setStatus({ code: o.SpanStatusCode.ERROR, message: String(err) });
+      let message = "(a thrown value that cannot be read)";
+      try {
+        message = String(err); // throws for Object.create(null): that must not escape
+        span.recordException(err);
+      } catch {
+        // recorded as far as it could be
+      }
+      span.setStatus({ code: o.SpanStatusCode.ERROR, message });
       span.end();
     },
   };

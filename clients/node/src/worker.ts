@@ -755,9 +755,17 @@ function info(dispatch: Dispatch) {
 /** ErrorInfo for a thrown value: type = error class name, retryable unless it says no. */
 export function errorInfo(err: unknown): ErrorInfo {
   let type = "Error";
-  let message = String(err);
+  let message = "(a thrown value that cannot be read)";
   let retryable = true;
   let retryAfterMs: number | undefined;
+  // Any thrown value, read defensively: String() of Object.create(null) throws, and so
+  // may a getter. Throwing here (in the handler's rejection callback) would crash the
+  // worker process on an unhandled rejection, every running attempt with it.
+  try {
+    message = String(err);
+  } catch {
+    // keep the placeholder: the type below still says what was thrown
+  }
   if (err !== null && typeof err === "object") {
     const e = err as {
       name?: unknown;
@@ -766,12 +774,16 @@ export function errorInfo(err: unknown): ErrorInfo {
       retryAfterMs?: unknown;
       constructor?: { name?: string };
     };
-    const ctorName = e.constructor?.name;
-    // `class CardDeclined extends Error {}` keeps name "Error": prefer the class name.
-    type = typeof e.name === "string" && e.name && e.name !== "Error" ? e.name : ctorName && ctorName !== "Object" ? ctorName : "Error";
-    if (typeof e.message === "string") message = e.message;
-    retryable = e.retryable !== false;
-    if (typeof e.retryAfterMs === "number") retryAfterMs = e.retryAfterMs;
+    try {
+      const ctorName = e.constructor?.name;
+      // `class CardDeclined extends Error {}` keeps name "Error": prefer the class name.
+      type = typeof e.name === "string" && e.name && e.name !== "Error" ? e.name : ctorName && ctorName !== "Object" ? ctorName : "Error";
+      if (typeof e.message === "string") message = e.message;
+      retryable = e.retryable !== false;
+      if (typeof e.retryAfterMs === "number") retryAfterMs = e.retryAfterMs;
+    } catch {
+      // a getter that throws: what was read before it stands
+    }
   }
   return makeError(type, message, retryable, retryAfterMs);
 }

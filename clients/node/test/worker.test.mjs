@@ -122,6 +122,24 @@ test("failures: error type is the class name; NonRetryableError and listed types
   assert.deepEqual(done.outputs, { out: "third time" });
 });
 
+test("a thrown value with no string form fails the attempt; the worker lives on", async () => {
+  // String(Object.create(null)) throws: errorInfo threw in the rejection callback, an
+  // unhandled rejection that ended the worker process (this test's, here).
+  startWorker((w) =>
+    w.task("n.opaque", () => {
+      throw Object.create(null);
+    }),
+  );
+  const { executionId } = await client.start({ source: ONE("n.opaque") });
+  const done = await finish(client, executionId);
+  assert.equal(done.state, pb.ExecutionState.FAILED);
+  const task = done.tasks[0];
+  assert.equal(task.attempt, 3);
+  assert.deepEqual([task.error.type, task.error.message], ["Error", "(a thrown value that cannot be read)"]);
+  const getter = errorInfo({ get message() { throw new Error("no"); } });
+  assert.deepEqual([getter.type, getter.message], ["Error", "[object Object]"]);
+});
+
 test("errorInfo sets ErrorInfo.retry (and retryable, for older servers)", () => {
   const plain = errorInfo(new CardDeclined("no"));
   assert.deepEqual([plain.type, plain.retry, plain.retryable], ["CardDeclined", pb.ErrorRetry.RETRYABLE, true]);
