@@ -81,6 +81,40 @@ def test_a_failing_call_is_reported_and_the_rest_still_run() -> None:
         loop.close()
 
 
+@pytest.mark.parametrize("hop", ["handoff", "call_soon_threadsafe"])
+def test_base_exceptions_are_what_the_loop_makes_of_its_own_callbacks(hop: str) -> None:
+    """A CancelledError (any BaseException) is reported and the rest run; SystemExit
+    and KeyboardInterrupt end the loop's run, and the calls after them run when it
+    runs again: the same with a Handoff as with call_soon_threadsafe."""
+    loop = asyncio.new_event_loop()
+    try:
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        handoff = Handoff(loop)
+        call: Any = handoff.call if hop == "handoff" else loop.call_soon_threadsafe
+        seen: list[str] = []
+
+        def raising(exc: BaseException) -> None:
+            raise exc
+
+        call(seen.append, "a")
+        call(raising, asyncio.CancelledError())
+        call(seen.append, "b")
+        call(raising, KeyboardInterrupt())
+        call(seen.append, "c")
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["a", "b"]
+        loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["a", "b", "c"]
+        assert [type(c["exception"]) for c in reported] == [asyncio.CancelledError]
+        call(seen.append, "d")  # the Handoff still works
+        loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["a", "b", "c", "d"]
+    finally:
+        loop.close()
+
+
 def test_a_closed_loop_raises_as_call_soon_threadsafe_does() -> None:
     loop = asyncio.new_event_loop()
     loop.close()

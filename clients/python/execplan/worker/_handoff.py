@@ -55,10 +55,27 @@ class Handoff:
             # thread, see above) then schedules a run of its own, or is taken here.
             self._scheduled = False
             calls, self._calls = self._calls, []
-        for fn, args in calls:
+        pending = iter(calls)
+        for fn, args in pending:
             try:
                 fn(*args)
-            except Exception as exc:  # as the loop reports a failing callback
+            except (SystemExit, KeyboardInterrupt):
+                # As from the loop's own callbacks: they end run_forever, and the calls
+                # after this one stay queued, to run if the loop runs again.
+                self._requeue(list(pending))
+                raise
+            except BaseException as exc:  # as the loop reports a failing callback
                 self._loop.call_exception_handler(
                     {"message": f"Exception in callback {fn!r}", "exception": exc}
                 )
+
+    def _requeue(self, calls: list[_Call]) -> None:
+        """Put `calls` back in front of the queue (on the loop's thread)."""
+        if not calls:
+            return
+        with self._lock:
+            self._calls[:0] = calls
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon(self._run)
