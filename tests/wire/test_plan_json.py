@@ -1,4 +1,4 @@
-"""write_plan_json writes exactly what MessageToJson(encode_plan(plan)) would."""
+"""write_plan_json writes exactly what MessageToJson(encode_plan(plan)) would, maps in key order."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from execplan.planner import Plan, compile_document, compile_source
+from execplan.v1 import plan_pb2
+from execplan.wire.json_order import ordered
 from execplan.wire.plan_codec import encode_plan
 from execplan.wire.plan_json import write_plan_json
 from google.protobuf import json_format
@@ -22,7 +24,10 @@ SOURCES = sorted((ROOT / "tests" / "planner" / "golden").glob("*.yaml")) + sorte
 
 
 def expected(plan: Plan) -> str:
-    return json_format.MessageToJson(encode_plan(plan), preserving_proto_field_name=True) + "\n"
+    """MessageToJson's text with the maps in key order (test_json_order.py)."""
+    text = json_format.MessageToJson(encode_plan(plan), preserving_proto_field_name=True)
+    data = ordered(json.loads(text), plan_pb2.ExecutionPlan.DESCRIPTOR)
+    return json.dumps(data, indent=2) + "\n"
 
 
 def written(plan: Plan) -> tuple[str, list[str]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from execplan.cli import render
 from execplan.cli.common import add_address_option, run_with_client
+from execplan.wire.json_order import json_dict
 
 FORMATS = ("text", "json")
 
@@ -40,9 +41,7 @@ def cmd_breakers(args: argparse.Namespace) -> int:
     async def body(client: Any) -> int:
         breakers = await client.list_circuit_breakers(args.type)
         if args.format == "json":
-            from google.protobuf import json_format  # noqa: PLC0415
-
-            print(json.dumps([json_format.MessageToDict(b) for b in breakers], indent=2))
+            print(json.dumps([json_dict(b) for b in breakers], indent=2))
             return 0
         rows = [("TYPE", "STATE", "FAILURES", "WINDOW", "OPENED", "HALF-OPEN", "PARKED", "ERROR")]
         for b in breakers:

@@ -301,9 +301,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     async def body(client: ExecutorClient) -> int:
         execution = await client.get(args.execution_id, at_sequence=args.at)
         if args.format == "json":
-            from google.protobuf import json_format  # noqa: PLC0415
-
-            print(json_format.MessageToJson(execution, preserving_proto_field_name=True))
+            print(json.dumps(render.message_dict(execution), indent=2))
         elif args.format in ("dot", "mermaid"):
             from execplan.cli import pictures  # noqa: PLC0415
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from execplan.cli import render
 from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
+from execplan.wire.json_order import json_dict
 
 FORMATS = ("text", "json")
 
@@ -69,9 +70,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     async def body(client: Any) -> int:
         registered = await client.register(plan=plan)
         if args.format == "json":
-            from google.protobuf import json_format  # noqa: PLC0415
-
-            print(json.dumps(json_format.MessageToDict(registered), indent=2))
+            print(json.dumps(json_dict(registered), indent=2))
             return 0
         name = registered.workflow_name
         if registered.workflow_version:
@@ -137,9 +136,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def _json(messages: Sequence[Any]) -> int:
-    from google.protobuf import json_format  # noqa: PLC0415
-
-    print(json.dumps([json_format.MessageToDict(m) for m in messages], indent=2))
+    print(json.dumps([json_dict(m) for m in messages], indent=2))
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from execplan.cli import render
 from execplan.cli.common import EXIT_USAGE, CliError, add_address_option, run_with_client
+from execplan.wire.json_order import json_dict
 
 FORMATS = ("text", "json")
 
@@ -131,9 +132,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
     async def body(client: Any) -> int:
         response = await client.list_limits(args.name)
         if args.format == "json":
-            from google.protobuf import json_format  # noqa: PLC0415
-
-            print(json.dumps(json_format.MessageToDict(response), indent=2))
+            print(json.dumps(json_dict(response), indent=2))
         else:
             print_limits(response)
         return 0

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from execplan.executor.task_errors import timeout_name
 from execplan.v1 import events_pb2, execution_pb2
+from execplan.wire import json_order
 from google.protobuf import json_format, timestamp_pb2
 
 TERMINAL_TASK_STATES = frozenset(
@@ -206,7 +207,7 @@ class LiveView:
         elif kind == "task_progress":
             body = event.task_progress
             row = self._rows.setdefault(body.task_id, _Row(body.task_id, ""))
-            row.note = "progress " + compact(json_format.MessageToDict(body.progress), 40)
+            row.note = "progress " + compact(json_order.json_dict(body.progress), 40)
             if not self._tty:
                 self._log(event, f"{body.task_id} {row.note}")
         elif kind == "compensation_started":
@@ -335,7 +336,7 @@ class TaskSummary:
         note = f"{run.error.type}: {run.error.message}" if run.error.type else run.status_message
         state = task_state_name(run.state)
         if run.HasField("progress") and state not in TERMINAL_TASK_STATES:
-            progress = compact(json_format.MessageToDict(run.progress), 40)
+            progress = compact(json_order.json_dict(run.progress), 40)
             note = f"progress {progress} at {clock(run.progress_at)}" + (
                 f"; {note}" if note else ""
             )
@@ -343,8 +344,9 @@ class TaskSummary:
 
 
 def message_dict(message: Any) -> Any:
-    """A protobuf message as JSON-ready data, with the proto's snake_case names."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """A protobuf message as JSON-ready data, with the proto's snake_case names and
+    its maps in key order (the same message prints the same text every run)."""
+    return json_order.message_dict(message)
 
 
 def print_json_messages(messages: Sequence[Any]) -> None:
