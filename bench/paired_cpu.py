@@ -51,19 +51,23 @@ def main() -> int:
     worker_ms: dict[Path, list[float]] = {source: [] for source in sources}
     rates: dict[Path, list[float]] = {source: [] for source in sources}
     with contextlib.ExitStack() as stack:
+        # One loop for every run: grpc.aio's completion poller stays bound to the loop
+        # it started on, so a loop per run (asyncio.run) printed "Event loop is
+        # closed" tracebacks once that loop was gone.
+        runner = stack.enter_context(asyncio.Runner())
         clusters = {}
         for source in sources:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             clusters[source] = stack.enter_context(eb.cluster(directory, 2, 64, 1, source))
         for source in sources:  # warm-up: plan caches, connections, first allocations
-            asyncio.run(eb.workload(args.workload, clusters[source], "warm"))
+            runner.run(eb.workload(args.workload, clusters[source], "warm"))
         for i in range(args.runs):
             for source in sources:
                 cluster = clusters[source]
                 pid = cluster.server.pid
                 before = process_cpu_ns(pid)
                 workers_before = sum(process_cpu_ns(w.pid) for w in cluster.workers)
-                run = asyncio.run(eb.workload(args.workload, cluster, f"p{i}"))
+                run = runner.run(eb.workload(args.workload, cluster, f"p{i}"))
                 cpu_ms[source].append((process_cpu_ns(pid) - before) / 1e6)
                 workers_after = sum(process_cpu_ns(w.pid) for w in cluster.workers)
                 worker_ms[source].append((workers_after - workers_before) / 1e6)
