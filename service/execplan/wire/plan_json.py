@@ -55,7 +55,6 @@ from execplan.wire.plan_codec import (
     common_key,
     encode_plan,
 )
-from google.protobuf.message import Message
 
 Write = Callable[[str], object]
 
@@ -63,10 +62,6 @@ _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 # MessageToJson is json.dumps(MessageToDict(...), indent=2), ASCII by default.
 _dumps = json.JSONEncoder(indent=2, ensure_ascii=True).encode
 _CHUNK = 1024  # nodes or edges per write
-
-
-def _obj(msg: Message) -> Any:
-    return message_dict(msg)
 
 
 def _pad(depth: int) -> str:
@@ -224,7 +219,7 @@ class _NodeWriter:
             self.ints = _ints_table(self.count + 1)
         wire = self.encoder.node_wire(n, self.ints)
         msg = plan_pb2.ExecutionPlan.FromString(wire).nodes[0]
-        return _P2 + _render(_obj(msg), 2)
+        return _P2 + _render(message_dict(msg), 2)
 
     def shared(self, n: PlanNode) -> tuple[str, str, str, str] | None:
         """The rendered shared fields of `n`, in four runs that sit between its own
@@ -234,7 +229,7 @@ class _NodeWriter:
             return self.groups[wire]
         runs: list[list[str]] = [[], [], [], []]
         found: tuple[str, str, str, str] | None = None
-        for name, value in _obj(plan_pb2.PlanNode.FromString(wire)).items():
+        for name, value in message_dict(plan_pb2.PlanNode.FromString(wire)).items():
             number = _NUMBER[name]
             gap = next((i for i, (lo, hi) in enumerate(_GAPS) if lo < number < hi), None)
             if gap is None:
@@ -282,12 +277,14 @@ class _NodeWriter:
         # Anything else as encode_plan writes it (struct keys sorted, as on the wire).
         wire = _binding_wire(Binding(name, binding_value(v)))
         msg = plan_pb2.PlanNode.FromString(wire).bindings[0]
-        return _P4 + _render(_obj(msg), 4)
+        return _P4 + _render(message_dict(msg), 4)
 
     def side(self, wire: bytes) -> str:
         hit = self.sides.get(wire)
         if hit is None:
-            hit = self.sides[wire] = _render(_obj(plan_pb2.PlanSideTask.FromString(wire)), _NODE)
+            hit = self.sides[wire] = _render(
+                message_dict(plan_pb2.PlanSideTask.FromString(wire)), _NODE
+            )
         return hit
 
 
@@ -320,7 +317,7 @@ _FAST_EXPRESSION = tuple(f.name for f in fields(Expression)) == _EXPRESSION_FIEL
 def _expression(e: Expression, depth: int) -> str:
     """An Expression message's JSON as the value of a member at `depth`."""
     if not _FAST_EXPRESSION:
-        return _render(_obj(plan_pb2.Expression.FromString(_expression_bytes(e))), depth)
+        return _render(message_dict(plan_pb2.Expression.FromString(_expression_bytes(e))), depth)
     pad, inner = _pad(depth + 1), _pad(depth + 2)
     out = [f'{pad}"source": {_quote(e.source)}'] if e.source else []
     for name, values in (("reads_tasks", e.reads_tasks), ("reads_inputs", e.reads_inputs)):
@@ -350,7 +347,7 @@ def _edges(plan: Plan, write: Write) -> None:
             return f'{_P2}{{\n{_P3}"source": {source},\n{_P3}"target": {target}' + tail(kind)
         msg = plan_pb2.PlanEdge(source=source, target=target)  # a zero is left out
         msg.kind = plan_pb2.EdgeKind.Value(kind)
-        return _P2 + _render(_obj(msg), 2)
+        return _P2 + _render(message_dict(msg), 2)
 
     edges = plan.edges
     if not isinstance(edges, PlanEdges):
@@ -396,7 +393,7 @@ _up = attrgetter("upstream")
 
 def write_plan_json(plan: Plan, write: Write) -> None:
     """Write the plan's Protobuf JSON (see the module docstring), ending in a newline."""
-    head = _obj(encode_plan(replace(plan, nodes=(), edges=())))
+    head = message_dict(encode_plan(replace(plan, nodes=(), edges=())))
     number = {f.name: f.number for f in plan_pb2.ExecutionPlan.DESCRIPTOR.fields}
     streamed = [("nodes", bool(plan.nodes)), ("edges", bool(plan.edges))]
     members = list(head.items())
