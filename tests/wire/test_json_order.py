@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from execplan.cli.render import event_fields
 from execplan.planner import compile_source
-from execplan.v1 import execution_pb2, executor_service_pb2
+from execplan.v1 import events_pb2, execution_pb2, executor_service_pb2
 from execplan.wire.json_order import json_dict, message_dict
 from execplan.wire.plan_codec import encode_plan
 from google.protobuf import json_format
@@ -102,3 +103,13 @@ def test_json_names_kept_maps_sorted() -> None:
     assert data == reference and list(data) == list(reference)
     assert "slotsInUse" in data and data["connectedAt"] == "1970-01-01T00:00:01Z"
     assert list(data["labels"]) == list(data["resources"]["custom"]) == ["arch", "pool", "zone"]
+
+
+def test_history_lines_print_maps_sorted() -> None:
+    event = events_pb2.ExecutionEvent(sequence=1)
+    started = event.execution_started
+    for key in ("zulu", "alpha", "mike"):
+        started.inputs[key] = {"y": 1, "b": 2}
+    inputs = next(word for word in event_fields(event) if word.startswith("inputs="))
+    assert inputs.index('"alpha"') < inputs.index('"mike"') < inputs.index('"zulu"')
+    assert inputs.index('"b"') < inputs.index('"y"')

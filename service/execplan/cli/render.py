@@ -80,9 +80,7 @@ def event_fields(event: events_pb2.ExecutionEvent) -> list[str]:
     kind = event.WhichOneof("kind")
     if kind is None:
         return []
-    body = json_format.MessageToDict(
-        getattr(event, kind), preserving_proto_field_name=True, use_integers_for_enums=False
-    )
+    body = json_order.message_dict(getattr(event, kind))  # inputs etc. in key order
     words: list[str] = []
     for key, value in body.items():
         if key == "token" and isinstance(value, dict):
